@@ -1,0 +1,102 @@
+"""What this machine can run, decided cheaply: no torch import, no NVML init, no CUDA init.
+
+Each capability is available or not, with a reason that says what is missing and how to get it.
+Probes that need more certainty (a CUDA device actually answering) check it themselves in their
+isolated child and raise ProbeSkip.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import functools
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from gpudiag.backends import torch_meta
+
+TORCH_HINT = (
+    "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
+    "so as not to replace it)"
+)
+
+
+@dataclass(frozen=True)
+class Capability:
+    available: bool
+    reason: str  # why not (empty when available)
+
+
+def _nvml_library() -> Optional[str]:
+    """Path or name of the NVML shared library if one is present, without loading it."""
+    if sys.platform == "win32":
+        candidates = [
+            os.path.join(os.environ.get("WINDIR", r"C:\Windows"), "System32", "nvml.dll"),
+            os.path.join(os.environ.get("ProgramFiles", r"C:\Program Files"),
+                         "NVIDIA Corporation", "NVSMI", "nvml.dll"),
+        ]
+        return next((p for p in candidates if os.path.exists(p)), None)
+    for path in ("/usr/lib/wsl/lib/libnvidia-ml.so.1",):
+        if os.path.exists(path):
+            return path
+    return ctypes.util.find_library("nvidia-ml")
+
+
+def _nvml() -> Capability:
+    if importlib.util.find_spec("pynvml") is None:
+        return Capability(False, "the pynvml module is missing: `pip install nvidia-ml-py`")
+    if _nvml_library() is None:
+        lib = "nvml.dll" if sys.platform == "win32" else "libnvidia-ml.so.1"
+        return Capability(False, f"NVML library {lib} not found: no NVIDIA driver is installed on this machine")
+    return Capability(True, "")
+
+
+def _torch() -> Capability:
+    if torch_meta.torch_version() is None:
+        return Capability(False, f"torch is not installed: {TORCH_HINT}")
+    return Capability(True, "")
+
+
+def _cuda() -> Capability:
+    torch = _torch()
+    if not torch.available:
+        return torch
+    if torch_meta.torch_cuda_version() is None:
+        return Capability(False, f"the installed torch {torch_meta.torch_version()} is a CPU-only build: "
+                                 "install a CUDA build from pytorch.org")
+    nvml = _nvml()
+    if not nvml.available:
+        return Capability(False, f"no NVIDIA GPU driver: {nvml.reason}")
+    return Capability(True, "")
+
+
+def _platform(name: str) -> Capability:
+    here = {"win32": "windows", "linux": "linux", "darwin": "macos"}.get(sys.platform, sys.platform)
+    if here == name:
+        return Capability(True, "")
+    return Capability(False, f"only meaningful on {name}; this is {here}")
+
+
+@functools.lru_cache(maxsize=1)
+def detect() -> Dict[str, Capability]:
+    return {
+        "torch": _torch(),
+        "nvml": _nvml(),
+        "cuda": _cuda(),
+        "linux": _platform("linux"),
+        "windows": _platform("windows"),
+    }
+
+
+def missing(needs, caps: Optional[Dict[str, Capability]] = None) -> Optional[str]:
+    """The reason the first unmet capability gives, or None when all are met."""
+    caps = caps if caps is not None else detect()
+    for need in needs:
+        cap = caps.get(need)
+        if cap is None:
+            return f"unknown capability {need!r}"
+        if not cap.available:
+            return cap.reason
+    return None

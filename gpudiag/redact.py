@@ -1,0 +1,123 @@
+"""Privacy for reports attached to public issues.
+
+Always: values that look like secrets are replaced, GPU UUIDs and serial numbers are dropped.
+By default (unless --no-redact): the hostname and username become a stable short hash and home
+paths become `~`, so two reports of one machine still compare.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+import socket
+from typing import Any, Dict, Iterable, Optional
+
+SECRET_MARK = "[redacted: looks like a secret]"
+
+_DROP_KEYS = {"uuid", "gpu_uuid", "serial", "board_serial", "serial_number", "board_id"}
+_SECRET_KEY = re.compile(r"(?i)(token|secret|passw(or)?d|passwd|api[_-]?key|auth|credential|private[_-]?key)")
+_TOKEN_PATTERNS = [
+    re.compile(p) for p in (
+        r"gh[pousr]_[A-Za-z0-9]{20,}",          # GitHub tokens
+        r"github_pat_[A-Za-z0-9_]{20,}",
+        r"glpat-[A-Za-z0-9_\-]{20,}",            # GitLab
+        r"hf_[A-Za-z0-9]{20,}",                  # Hugging Face
+        r"sk-[A-Za-z0-9_\-]{20,}",               # OpenAI-style
+        r"xox[baprs]-[A-Za-z0-9\-]{10,}",        # Slack
+        r"AKIA[0-9A-Z]{16}",                     # AWS access key id
+        r"AIza[0-9A-Za-z_\-]{30,}",              # Google API key
+        r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+        r"(?i)(password|passwd|pwd|token|secret|api[_-]?key)\s*[=:]\s*\S+",
+        r"://[^/\s:@]+:[^/\s@]+@",               # credentials inside a URL
+    )
+]
+_GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+_HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
+
+
+def looks_secret(value: str, strict: bool = False) -> bool:
+    """True for strings shaped like tokens/keys/passwords.
+
+    strict also flags any long opaque string (letters and digits, 32+ chars, no spaces or path
+    separators): right for free-form values such as environment variables.
+    """
+    if not isinstance(value, str) or not value:
+        return False
+    if any(p.search(value) for p in _TOKEN_PATTERNS):
+        return True
+    if strict and _HIGH_ENTROPY.match(value) and re.search(r"\d", value) and re.search(r"[A-Za-z]", value):
+        return True
+    return False
+
+
+def short_hash(value: str) -> str:
+    return hashlib.sha256(("gpudiag:" + value).encode("utf-8")).hexdigest()[:8]
+
+
+def _identity() -> Dict[str, Optional[str]]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # getuser raises on some containers without a passwd entry
+        user = None
+    home = os.path.expanduser("~")
+    return {"hostname": socket.gethostname() or None, "user": user,
+            "home": home if home not in ("~", "/", "") else None}
+
+
+class Redactor:
+    def __init__(self, identify: bool = True, identity: Optional[Dict[str, Optional[str]]] = None):
+        self.identify = identify
+        ident = identity if identity is not None else _identity()
+        self._subs = []  # (compiled pattern, replacement), longest first
+        if identify:
+            home = ident.get("home")
+            if home:
+                self._subs.append((re.compile(re.escape(home.rstrip("/\\")) + r"(?=$|[/\\])"), "~"))
+            host = ident.get("hostname")
+            if host and len(host) >= 2:
+                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])", re.I),
+                                   "host-" + short_hash(host.lower())))
+            user = ident.get("user")
+            if user and len(user) >= 2 and user not in ("root",):
+                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(user) + r"(?![\w-])"),
+                                   "user-" + short_hash(user)))
+
+    def text(self, value: str, key: str = "") -> str:
+        if _SECRET_KEY.search(key or "") and value:
+            return SECRET_MARK
+        if looks_secret(value):
+            return SECRET_MARK
+        value = _GPU_UUID.sub("[GPU UUID removed]", value)
+        for pattern, repl in self._subs:
+            value = pattern.sub(repl, value)
+        return value
+
+    def __call__(self, obj: Any, key: str = "") -> Any:
+        if isinstance(obj, dict):
+            return {self.text(k) if isinstance(k, str) else k: self(v, k if isinstance(k, str) else "")
+                    for k, v in obj.items() if not (isinstance(k, str) and k.lower() in _DROP_KEYS)}
+        if isinstance(obj, (list, tuple)):
+            return [self(v, key) for v in obj]
+        if isinstance(obj, str):
+            return self.text(obj, key)
+        return obj
+
+
+def redact(report: Any, identify: bool = True, identity: Optional[Dict[str, Optional[str]]] = None) -> Any:
+    """A redacted copy of any JSON-like value (the report, an env summary)."""
+    return Redactor(identify, identity)(report)
+
+
+def allowlisted_env(environ: Dict[str, str], names: Iterable[str], prefixes: Iterable[str] = ()) -> Dict[str, str]:
+    """Only the named variables (and those with the given prefixes), secret-looking values masked."""
+    names = set(names)
+    prefixes = tuple(prefixes)
+    out = {}
+    for k in sorted(environ):
+        if k in names or (prefixes and k.startswith(prefixes)):
+            v = environ[k]
+            out[k] = SECRET_MARK if (looks_secret(v, strict=True) or _SECRET_KEY.search(k)) else v
+    return out

@@ -1,0 +1,188 @@
+"""The report: its JSON contract (schema_version), assembly from probe results, and safe load/save.
+
+Views (HTML, Markdown, terminal) are rendered from this JSON alone, so `gpudiag render` and
+`gpudiag report` share one path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import tempfile
+from typing import Any, Dict, Optional
+
+from gpudiag import __version__
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "skipped", "failed")
+MODES = ("quick", "full")
+SEVERITIES = ("info", "warning", "critical")
+
+
+class ReportError(Exception):
+    """A report file that cannot be used; the message is one line for the user."""
+
+
+def utc_now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def default_basename(created_at: Optional[str] = None) -> str:
+    """gpudiag-report-<date>-<short-id>: the date says when, the id keeps two runs a day apart."""
+    date = (created_at or utc_now_iso())[:10]
+    return f"gpudiag-report-{date}-{secrets.token_hex(3)}"
+
+
+def _fmt_bytes_gib(n: Optional[float]) -> Optional[str]:
+    if not isinstance(n, (int, float)):
+        return None
+    return f"{n / 2**30:.0f} GiB" if n >= 10 * 2**30 else f"{n / 2**30:.1f} GiB"
+
+
+def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
+    """The machine in a few fields, from `system` and `driver` data; missing facts stay None."""
+    sysd = (probes.get("system") or {}).get("data") or {}
+    drv = (probes.get("driver") or {}).get("data") or {}
+    os_ = sysd.get("os") or {}
+    py = sysd.get("python") or {}
+    cpu = sysd.get("cpu") or {}
+    mem = sysd.get("memory") or {}
+    torch = sysd.get("torch") or {}
+    gpus = drv.get("gpus") or []
+    models = sorted({(g.get("driver_model") or {}).get("current") for g in gpus} - {None})
+    return {
+        "os": os_.get("pretty") or os_.get("name"),
+        "kernel": os_.get("kernel"),
+        "wsl": os_.get("wsl"),
+        "container": os_.get("container"),
+        "python": " ".join(x for x in (py.get("implementation"), py.get("version")) if x) or None,
+        "gil": py.get("gil_enabled"),
+        "cpu": cpu.get("brand"),
+        "physical_cores": cpu.get("physical_cores"),
+        "logical_cores": cpu.get("logical_cores"),
+        "ram_total_bytes": mem.get("total_bytes"),
+        "torch": torch.get("version"),
+        "torch_cuda": torch.get("cuda_build"),
+        "driver_version": drv.get("driver_version"),
+        "driver_model": ", ".join(models) if models else None,
+        "kernel_module": (drv.get("kernel_module") or {}).get("flavour"),
+        "gpus": [
+            " ".join(x for x in (g.get("name"), f"({_fmt_bytes_gib(g.get('memory_total_bytes'))})"
+                                 if g.get("memory_total_bytes") else None) if x)
+            for g in gpus
+        ],
+    }
+
+
+def build_report(results: Dict[str, dict], mode: str, created_at: Optional[str] = None,
+                 interrupted: bool = False, redacted: bool = True,
+                 recommendation: Optional[dict] = None) -> Dict[str, Any]:
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "gpudiag_version": __version__,
+        "created_at": created_at or utc_now_iso(),
+        "mode": mode,
+        "redacted": redacted,
+        "interrupted": interrupted,
+        "host": summarize_host(results),
+        "probes": results,
+        "recommendation": recommendation,
+    }
+    return report
+
+
+def all_findings(report: Dict[str, Any]):
+    """Every finding with the probe it came from, most severe first."""
+    order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
+    out = []
+    for name, res in (report.get("probes") or {}).items():
+        for f in res.get("findings") or []:
+            out.append(dict(f, probe=name))
+    return sorted(out, key=lambda f: order.get(f.get("severity"), 99))
+
+
+# ---------------------------------------------------------------- saving and loading
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write via a temp file in the same folder and rename: never a half-written report."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gpudiag-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def dumps(report: Dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+
+
+def validate(report: Any) -> None:
+    """Check the parts every view relies on; raise ReportError with one line naming the problem."""
+    if not isinstance(report, dict):
+        raise ReportError(f"top level is {type(report).__name__}, expected a JSON object")
+    if "schema_version" not in report:
+        raise ReportError("no schema_version: not a gpudiag report")
+    version = report["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ReportError(f"schema_version {version!r} is not a positive integer")
+    if version > SCHEMA_VERSION:
+        raise ReportError(f"written by a newer gpudiag (schema {version}; this gpudiag {__version__} "
+                          f"reads up to {SCHEMA_VERSION}): upgrade with `pip install -U gpudiag`")
+    for key, kind in (("gpudiag_version", str), ("created_at", str), ("mode", str),
+                      ("host", dict), ("probes", dict)):
+        if not isinstance(report.get(key), kind):
+            raise ReportError(f"field {key!r} is missing or not a {kind.__name__}")
+    if report["mode"] not in MODES:
+        raise ReportError(f"mode {report['mode']!r} is not one of {', '.join(MODES)}")
+    for name, res in report["probes"].items():
+        if not isinstance(res, dict):
+            raise ReportError(f"probe {name!r} is not an object")
+        if res.get("status") not in STATUSES:
+            raise ReportError(f"probe {name!r} has status {res.get('status')!r}, "
+                              f"expected one of {', '.join(STATUSES)}")
+        if not isinstance(res.get("findings", []), list):
+            raise ReportError(f"probe {name!r} findings is not a list")
+        for f in res.get("findings", []):
+            if not isinstance(f, dict) or not isinstance(f.get("code"), str) \
+                    or f.get("severity") not in SEVERITIES:
+                raise ReportError(f"probe {name!r} has a malformed finding")
+    rec = report.get("recommendation")
+    if rec is not None and not isinstance(rec, dict):
+        raise ReportError("recommendation is neither null nor an object")
+
+
+def load_report(path: str) -> Dict[str, Any]:
+    """Read and check a saved report; any problem is a ReportError naming the file."""
+    name = os.path.basename(path) or path
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ReportError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ReportError(f"{name}: is a folder, not a report file") from None
+    except OSError as exc:
+        raise ReportError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if not raw.strip():
+        raise ReportError(f"{name}: file is empty")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ReportError(f"{name}: not a text file (not UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                          "truncated or not a gpudiag report?") from None
+    try:
+        validate(data)
+    except ReportError as exc:
+        raise ReportError(f"{name}: {exc}") from None
+    return data
