@@ -228,7 +228,11 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
     every: Dict[Any, dict] = {}
     for r in graphics + compute:  # C+G processes (Windows) are in both lists
         every.setdefault(r.get("pid"), r)
+    drawing = {r.get("pid") for r in graphics}
     computing = {r.get("pid") for r in compute}
+    if (gpu.get("driver_model") or {}).get("current") == "WDDM":
+        # Under WDDM every desktop program shows as C+G (graphics and compute): count C+G as drawing.
+        computing -= drawing
     mine = [r for r in every.values() if r.get("pid") not in own]
     desktop = [r for r in mine if r.get("category") == "display"]
     # Known desktop apps, and unknown processes that only draw (no CUDA context of their own).
@@ -254,7 +258,7 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
     if apps:
         out.append(finding(
             "GPU_SHARED_WITH_APP", "warning",
-            f"{tag} is used by desktop apps ({_names(apps)}): each holds its own GPU context, and the GPU "
+            f"{tag} is used by desktop programs ({_names(apps)}): each holds its own GPU context, and the GPU "
             "time-slices between them and your work, so throughput drops while they draw - the "
             "'GPU looks dead while VS Code runs' effect.",
             {"gpu": idx, "processes": _brief(apps)},
