@@ -431,8 +431,9 @@ class FakeNvml:
         text = read_data("driver_smi_q_linux_gtx1650mobile_575.57.08.txt")
         table = capture_sections(read_data("driver_smi_table_linux_desktop.txt"))["A"]
         desktop = [p for p in parse_smi_table_processes(table) if p.pid in (2825, 4064, 1417650)]
-        procs = parse_smi_q_processes(text) + desktop
-        return cls.from_smi_q(text, processes=procs, **overrides)
+        fake = cls.from_smi_q(text, processes=parse_smi_q_processes(text) + desktop)
+        fake._override(overrides)
+        return fake
 
     @classmethod
     def h100(cls, **overrides: Any) -> "FakeNvml":
@@ -446,9 +447,10 @@ class FakeNvml:
         text = read_data("driver_smi_q_windows_wddm_gtx1660super_462.31.txt")
         table = capture_sections(read_data("driver_smi_table_windows_wddm.txt"))["B"]
         apps = [p for p in parse_smi_table_processes(table) if p.pid in (2812, 4312)]
-        fake = cls.from_smi_q(text, processes=parse_smi_q_processes(text) + apps, **overrides)
+        fake = cls.from_smi_q(text, processes=parse_smi_q_processes(text) + apps)
         # 462.31 predates nvmlDeviceGetDriverModel_v2 (R555); the unversioned symbol answers.
         fake.missing.add("nvmlDeviceGetDriverModel_v2")
+        fake._override(overrides)
         return fake
 
     @classmethod

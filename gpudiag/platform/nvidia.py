@@ -20,8 +20,8 @@ SYS_MODULE = "sys/module/nvidia"
 
 # "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  555.42.02  Release Build  (...)"
 # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  515.76  Mon Sep 12 19:21:56 UTC 2022"
-_NVRM_OPEN = re.compile(r"NVIDIA UNIX Open Kernel Module for \S+\s+(\d+\.\d+(?:\.\d+)*)")
-_NVRM_PROPRIETARY = re.compile(r"NVIDIA UNIX \S+ Kernel Module\s+(\d+\.\d+(?:\.\d+)*)")
+_NVRM_OPEN = re.compile(r"NVIDIA UNIX Open Kernel Module\b")
+_NVRM_PROPRIETARY = re.compile(r"NVIDIA UNIX \S+ Kernel Module\b")
 _VERSION = re.compile(r"\b(\d+\.\d+(?:\.\d+)*)\b")
 
 
@@ -30,14 +30,16 @@ def parse_nvrm_version(text: str) -> Dict[str, Optional[str]]:
     for line in (text or "").splitlines():
         if "NVRM version" not in line:
             continue
-        m = _NVRM_OPEN.search(line)
-        if m:
-            return {"flavour": "open", "version": m.group(1)}
-        m = _NVRM_PROPRIETARY.search(line)
-        if m:
-            return {"flavour": "proprietary", "version": m.group(1)}
-        m = _VERSION.search(line.split(":", 1)[-1])
-        return {"flavour": None, "version": m.group(1) if m else None}
+        rest = line.split(":", 1)[-1]
+        if _NVRM_OPEN.search(rest):
+            flavour: Optional[str] = "open"
+        elif _NVRM_PROPRIETARY.search(rest):
+            flavour = "proprietary"
+        else:
+            flavour = None
+        after = re.split(r"Kernel Module(?: for \S+)?", rest, maxsplit=1)[-1]
+        m = _VERSION.search(after)
+        return {"flavour": flavour, "version": m.group(1) if m else None}
     return {"flavour": None, "version": None}
 
 

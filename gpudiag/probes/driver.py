@@ -460,8 +460,21 @@ def analyze(data: Dict[str, Any], own_pids: Optional[Iterable[int]] = None) -> L
 
 # ----------------------------------------------------------------------------- the probe
 
-def run(ctx: ProbeContext) -> ProbeOutput:
-    """Open NVML, collect, analyze. No NVML: skipped with the reason (which library is missing)."""
+def snapshot(lib: Any = None, **kwargs: Any) -> Dict[str, Any]:
+    """The `driver` data in one call (for `gpudiag env` and `preflight`): opens and closes NVML.
+
+    Raises gpudiag.backends.nvml.NvmlUnavailable with the reason in words when NVML cannot start.
+    kwargs go to collect() (root, reg, host, procs).
+    """
+    with nvml_backend.session(lib) as n:
+        return collect(n, **kwargs)
+
+
+def run(ctx: ProbeContext, lib: Any = None) -> ProbeOutput:
+    """Open NVML, collect, analyze. No NVML: skipped with the reason (which library is missing).
+
+    lib: a pynvml-like module (tests pass tests.fakes.FakeNvml); None imports pynvml.
+    """
     system = (ctx.results or {}).get("system") or {}
     host = None
     os_ = system.get("os") if isinstance(system, dict) else None
@@ -471,8 +484,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         elif os_.get("wsl") == 2:
             host = "wsl2"
     try:
-        with nvml_backend.session() as n:
-            data = collect(n, host=host)
+        data = snapshot(lib, host=host)
     except nvml_backend.NvmlUnavailable as exc:
         raise ProbeSkip(str(exc)) from None
     return ProbeOutput(data, analyze(data))
