@@ -384,3 +384,19 @@ def test_snapshot_opens_and_closes_nvml():
     assert fake.calls[0] == "nvmlInit" and fake.calls[-1] == "nvmlShutdown"
     with pytest.raises(nvml.NvmlUnavailable, match="NVML library"):
         driver.snapshot(FakeNvml.no_driver())
+
+
+def test_one_unreadable_gpu_does_not_hide_the_others():
+    class Lib(FakeNvml):
+        def nvmlDeviceGetHandleByIndex(self, index):
+            if index == 0:
+                from tests.fakes import NVMLError_GpuIsLost
+                raise NVMLError_GpuIsLost()
+            return super().nvmlDeviceGetHandleByIndex(index)
+
+    fake = Lib.from_smi_q(read_data("driver_smi_q_linux_h100sxm_545.23.08.txt"))
+    fake.gpus.append(FakeNvml.wsl2().gpus[0])
+    data = collect(fake, "linux")
+    assert data["gpus"][0] == {"index": 0, "error": "NVMLError_GpuIsLost: GPU is lost"}
+    assert data["gpus"][1]["name"] == "NVIDIA GeForce RTX 4070 Laptop GPU"
+    assert codes(driver.analyze(data, own_pids=()))[0] == "GPU_UNREADABLE"

@@ -124,10 +124,13 @@ def process_snapshot() -> Dict[int, str]:
     import psutil
 
     out: Dict[int, str] = {}
-    for p in psutil.process_iter(["name"]):
-        name = p.info.get("name")
-        if name:
-            out[p.pid] = name
+    try:
+        for p in psutil.process_iter(["name"]):
+            name = p.info.get("name")
+            if name:
+                out[p.pid] = name
+    except (psutil.Error, OSError):
+        pass  # a sandbox that hides /proc: names NVML cannot give then stay None
     return out
 
 

@@ -72,10 +72,12 @@ def _pcie(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
 
 
 def _clock_events(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """The reason mask, its names, and the subset that means heat/power (not idle or app clocks)."""
     raw = n.clock_event_reasons(h)
-    active = nvml_backend.decode_clock_event_reasons(raw) if raw is not NA else []
-    return {"raw": raw, "active": active if raw is not NA else NA,
-            "throttling": [r for r in active if r in nvml_backend.THROTTLING_REASONS] if raw is not NA else NA}
+    if not isinstance(raw, int):
+        return {"raw": NA, "active": NA, "throttling": NA}
+    active = nvml_backend.decode_clock_event_reasons(raw)
+    return {"raw": raw, "active": active, "throttling": [r for r in active if r in nvml_backend.THROTTLING_REASONS]}
 
 
 def _ecc(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
@@ -122,7 +124,10 @@ def _processes(n: nvml_backend.Nvml, h: Any, procs_lazy) -> Dict[str, Any]:
 def _gpu(n: nvml_backend.Nvml, index: int, procs_lazy) -> Dict[str, Any]:
     try:
         h = n.handle(index)
-    except Exception as exc:  # an NVML error for one GPU (e.g. GpuIsLost) must not hide the others
+    except Exception as exc:
+        if not type(exc).__name__.startswith("NVMLError"):
+            raise
+        # An NVML error for one GPU (GpuIsLost, NoPermission) must not hide the others.
         return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
     util = n.call("nvmlDeviceGetUtilizationRates", h)
     mig = _pair(n.call("nvmlDeviceGetMigMode", h))
@@ -166,10 +171,7 @@ def collect(n: nvml_backend.Nvml, root: str = "/", reg: Any = None, *, host: Opt
 
     def procs_lazy() -> Mapping[int, str]:
         if snapshot["procs"] is None:
-            try:
-                snapshot["procs"] = nv.process_snapshot()
-            except Exception:  # psutil can fail in odd sandboxes; names then stay None
-                snapshot["procs"] = {}
+            snapshot["procs"] = nv.process_snapshot()
         return snapshot["procs"]
 
     count = n.device_count()
