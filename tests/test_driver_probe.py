@@ -11,7 +11,8 @@ from gpudiag.backends.nvml import NA
 from gpudiag.capabilities import Capability
 from gpudiag.probes import driver
 from gpudiag.probes.base import ProbeContext, ProbeSkip
-from tests.fakes import MiB, NOT_SUPPORTED, FakeNvml, FakeProcess, FakeWinreg, capture_sections, read_data
+from tests.fakes import (MiB, NOT_SUPPORTED, FakeNvml, FakeProcess, FakeWinreg, NVMLError_GpuIsLost,
+                         capture_sections, parse_smi_table_processes, read_data)
 
 NVRM = capture_sections(read_data("driver_proc_nvidia_version.txt"))
 
@@ -206,8 +207,6 @@ def test_other_compute_processes_and_own_pid_excluded():
 
 def test_linux_c_plus_g_process_counts_as_compute():
     table = capture_sections(read_data("driver_smi_table_linux_desktop.txt"))["A"]
-    from tests.fakes import parse_smi_table_processes
-
     py = [p for p in parse_smi_table_processes(table) if p.name == "python3"]
     assert py and py[0].kind == "C+G" and py[0].used_memory_bytes == 24 * MiB
     data = collect(FakeNvml.gtx1650_desktop(processes=py), "linux")
@@ -390,7 +389,6 @@ def test_one_unreadable_gpu_does_not_hide_the_others():
     class Lib(FakeNvml):
         def nvmlDeviceGetHandleByIndex(self, index):
             if index == 0:
-                from tests.fakes import NVMLError_GpuIsLost
                 raise NVMLError_GpuIsLost()
             return super().nvmlDeviceGetHandleByIndex(index)
 
@@ -400,3 +398,24 @@ def test_one_unreadable_gpu_does_not_hide_the_others():
     assert data["gpus"][0] == {"index": 0, "error": "NVMLError_GpuIsLost: GPU is lost"}
     assert data["gpus"][1]["name"] == "NVIDIA GeForce RTX 4070 Laptop GPU"
     assert codes(driver.analyze(data, own_pids=()))[0] == "GPU_UNREADABLE"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_nvml(), reason="needs an NVIDIA driver (NVML library)")
+def test_real_driver_probe_on_a_gpu_machine():
+    import re
+
+    res = runner.run_probe(driver.PROBE, ProbeContext(timeout_s=30))
+    assert res["status"] == "ok", res
+    data = res["data"]
+    assert data["gpu_count"] >= 1 and isinstance(data["driver_version"], str)
+    assert re.match(r"^\d+\.\d+$", data["cuda_driver_version"])
+    for g in data["gpus"]:
+        assert isinstance(g["name"], str) and g["name"]
+        assert isinstance(g["memory_total_bytes"], int) and g["memory_total_bytes"] > 0
+        assert g["clock_event_reasons"]["raw"] == NA or isinstance(g["clock_event_reasons"]["raw"], int)
+        for rows in g["processes"].values():
+            assert rows == NA or all(set(r) == {"pid", "name", "used_memory_bytes", "category", "label"}
+                                     for r in rows)
+    text = json.dumps(res)
+    assert not re.search(r"(?i)\bGPU-[0-9a-f]{8}-", text), "a GPU UUID leaked into the driver data"

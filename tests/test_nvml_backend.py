@@ -161,3 +161,28 @@ def test_session_always_shuts_down():
 def test_not_supported_marker_in_overrides():
     with nvml.session(FakeNvml.h100(temperature_c=NOT_SUPPORTED)) as n:
         assert n.call("nvmlDeviceGetTemperature", n.handle(0), 0) == NA
+
+
+def test_fake_uses_only_real_pynvml_names():
+    pynvml = pytest.importorskip("pynvml")
+    fake_names = [n for n in dir(FakeNvml) if n.startswith("nvml")]
+    assert fake_names
+    assert [n for n in fake_names if not hasattr(pynvml, n)] == []
+    for err in ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_LibraryNotFound",
+                "NVMLError_NoPermission", "NVMLError_DriverNotLoaded", "NVMLError_LibRmVersionMismatch"):
+        assert hasattr(pynvml, err)
+
+
+def test_every_nvml_function_the_backend_and_probe_call_exists_in_pynvml():
+    import re
+
+    pynvml = pytest.importorskip("pynvml")
+    import gpudiag.backends.nvml as backend
+    import gpudiag.probes.driver as probe
+
+    names = set()
+    for mod in (backend, probe):
+        with open(mod.__file__, encoding="utf-8") as fh:
+            names |= set(re.findall(r'"(nvml[A-Z]\w+)"', fh.read()))
+    assert len(names) > 25
+    assert sorted(n for n in names if not hasattr(pynvml, n)) == []
