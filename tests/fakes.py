@@ -9,9 +9,10 @@ Pass it where gpudiag takes an NVML library:
         data = driver.collect(n, host="linux", root=str(tmp_path), procs={})
 
 Constructors (each parses the `nvidia-smi -q` capture named in its docstring):
-    FakeNvml.gtx1650_desktop(**kw)  Linux laptop, GTX 1650 Mobile, driver 575.57.08, open question of
-                                    flavour left to the /proc fake; Xorg, gnome-shell, VS Code (code)
-                                    and Firefox as graphics processes; PCIe Gen1 of 3, x8 of x16 at idle
+    FakeNvml.gtx1650_desktop(**kw)  Linux laptop, GTX 1650 Mobile, driver 575.57.08 (the kernel module
+                                    flavour comes from a fake /proc tree, not from NVML); Xorg,
+                                    gnome-shell, VS Code (code) and Firefox as graphics processes;
+                                    PCIe Gen1 of 3, x8 of x16 at idle; persistence off
     FakeNvml.h100(**kw)             Linux HPC node, H100 80GB HBM3 SXM, driver 545.23.08, persistence on,
                                     MIG disabled, ECC on with zero errors, Gen5 x16, no processes
     FakeNvml.windows_wddm(**kw)     Windows, GTX 1660 SUPER, driver 462.31 (pre-R535: only the deprecated
@@ -31,7 +32,8 @@ Keyword overrides (GPU 0; any FakeGpu field), e.g.:
     ecc_errors={"volatile_uncorrected": 2}; remapped_rows=(0, 1, 1, 0)
   Library-level: driver_version="...", cuda_version=12040, missing={"nvmlDeviceGetMigMode", ...}
   (missing functions raise NVMLError_FunctionNotFound, as an older driver does).
-A value of NOT_SUPPORTED makes that call raise NVMLError_NotSupported. More GPUs: FakeNvml(gpus=[...])
+A value of NOT_SUPPORTED makes that call raise NVMLError_NotSupported. The NVML version string is
+derived ("<CUDA major>.<driver>"), as nvidia-smi -q does not print it; everything else is recorded. More GPUs: FakeNvml(gpus=[...])
 or `fake.gpus.append(FakeGpu(...))`. `fake.calls` lists every function called, in order.
 
 Process names: collect() asks NVML first, then the {pid: name} snapshot it is given; pass
