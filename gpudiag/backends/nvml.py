@@ -7,9 +7,72 @@ same names as `pynvml` (see tests/fakes.py), never patching pynvml inside indivi
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 NA = "n/a"  # a value NVML does not give on this GPU/driver/OS
+
+# nvmlDriverModel_t: WDM is the old name of TCC; MCDM appeared with the CUDA 12.5 header (R555).
+DRIVER_MODELS = {0: "WDDM", 1: "TCC", 2: "MCDM"}
+
+# nvmlComputeMode_t (EXCLUSIVE_THREAD support was removed from the driver, the value still exists).
+COMPUTE_MODES = {0: "Default", 1: "Exclusive_Thread", 2: "Prohibited", 3: "Exclusive_Process"}
+
+# nvmlClocksEventReason* bits (the same bits as the deprecated nvmlClocksThrottleReason*).
+CLOCK_EVENT_REASONS = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+)
+# Reasons that mean the GPU runs slower than it could because of heat or power, not by choice.
+THROTTLING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown",
+                                "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+
+NVML_TEMPERATURE_GPU = 0
+NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 0, 1
+NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC = 0, 1
+NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 0, 1
+
+
+def decode_clock_event_reasons(raw: Any) -> List[str]:
+    """Names of the bits set in a clock-event ("throttle") reason mask; unknown bits as hex."""
+    if not isinstance(raw, int):
+        return []
+    names = [name for bit, name in CLOCK_EVENT_REASONS if raw & bit]
+    known = 0
+    for bit, _ in CLOCK_EVENT_REASONS:
+        known |= bit
+    rest = raw & ~known
+    bit = 1
+    while rest:
+        if rest & bit:
+            names.append(f"unknown_{bit:#x}")
+            rest &= ~bit
+        bit <<= 1
+    return names
+
+
+def encode_clock_event_reasons(names) -> int:
+    """The mask for reason names (the inverse of decode_clock_event_reasons, for fakes and tests)."""
+    by_name = {name: bit for bit, name in CLOCK_EVENT_REASONS}
+    raw = 0
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"unknown clock event reason {name!r}; known: {', '.join(by_name)}")
+        raw |= by_name[name]
+    return raw
+
+
+def cuda_version_string(value: Any) -> Any:
+    """NVML's CUDA driver version integer (12040) as "12.4"; NA stays NA."""
+    if not isinstance(value, int) or value <= 0:
+        return NA
+    return f"{value // 1000}.{(value % 1000) // 10}"
 
 
 class NvmlUnavailable(Exception):
@@ -56,6 +119,51 @@ class Nvml:
     def handle(self, index: int) -> Any:
         return self.lib.nvmlDeviceGetHandleByIndex(index)
 
+    # ---- calls with several spellings across driver and binding versions, decoded once here
+
+    def driver_model(self, h: Any) -> Any:
+        """[current, pending] as names (WDDM/TCC/MCDM), or NA (Linux, macOS, old drivers).
+
+        `_v2` knows MCDM (R555+); pynvml 12.x's unversioned wrapper calls the old C symbol, 13.x's
+        calls `_v2`, and `_v1` is the old symbol under its explicit name in 13.x.
+        """
+        pair = self.first(["nvmlDeviceGetDriverModel_v2", "nvmlDeviceGetDriverModel",
+                           "nvmlDeviceGetDriverModel_v1"], h)
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            return NA
+        return [DRIVER_MODELS.get(v, f"unknown({v})") if isinstance(v, int) else NA for v in pair]
+
+    def clock_event_reasons(self, h: Any) -> Any:
+        """The raw reason mask: new API name first, then the deprecated Throttle name (< R535)."""
+        return self.first(["nvmlDeviceGetCurrentClocksEventReasons",
+                           "nvmlDeviceGetCurrentClocksThrottleReasons"], h)
+
+    def processes(self, h: Any, kind: str) -> Any:
+        """Running processes of `kind` ("compute", "graphics" or "mps") as [{pid, used_memory_bytes}].
+
+        The unversioned pynvml wrappers call `_v3` and raise a library-mismatch error on drivers
+        without it, so `_v2` is the fallback. usedGpuMemory is None under WDDM (Windows manages
+        the memory, NVML cannot attribute it).
+        """
+        base = {"compute": "nvmlDeviceGetComputeRunningProcesses",
+                "graphics": "nvmlDeviceGetGraphicsRunningProcesses",
+                "mps": "nvmlDeviceGetMPSComputeRunningProcesses"}[kind]
+        procs = self.first([base, base + "_v3", base + "_v2"], h)
+        if procs is NA or procs is None:
+            return NA
+        out = []
+        for p in procs:
+            pid = getattr(p, "pid", None)
+            used = getattr(p, "usedGpuMemory", None)
+            out.append({"pid": pid if isinstance(pid, int) else None,
+                        "used_memory_bytes": used if isinstance(used, int) and used >= 0 else None})
+        return out
+
+    def process_name(self, pid: int) -> Optional[str]:
+        """NVML's name for a pid (often a full path), or None when NVML cannot say."""
+        name = self.call("nvmlSystemGetProcessName", pid, default=None)
+        return name if isinstance(name, str) and name.strip() else None
+
 
 @contextlib.contextmanager
 def session(lib: Any = None) -> Iterator[Nvml]:
@@ -74,6 +182,12 @@ def session(lib: Any = None) -> Iterator[Nvml]:
                                   "no NVIDIA driver is installed") from None
         if "DriverNotLoaded" in name:
             raise NvmlUnavailable("the NVIDIA kernel driver is not loaded (is the GPU visible to this OS?)") from None
+        if "LibRmVersionMismatch" in name:
+            raise NvmlUnavailable("the NVML library and the loaded NVIDIA kernel module have different versions "
+                                  "(driver updated without a reboot?): reboot, or reload the nvidia modules") from None
+        if "NoPermission" in name:
+            raise NvmlUnavailable("NVML was denied access to the GPU device files (/dev/nvidia*): "
+                                  "check that your user may open them (e.g. the video group)") from None
         raise NvmlUnavailable(f"NVML failed to initialise: {name}: {exc}") from None
     try:
         yield Nvml(lib)
