@@ -82,3 +82,53 @@ def test_render_reproduces_the_html_of_report(tmp_path):
     src = _saved(tmp_path)
     gpudiag("render", str(src), "-o", str(tmp_path / "again.html"))
     assert (tmp_path / "again.html").read_text() == render.render_html(report_mod.load_report(str(src)))
+
+
+def test_report_end_to_end_on_this_machine(tmp_path):
+    """The issue's done-when: system ok, driver skipped with an NVML reason, valid self-contained HTML,
+    and `render` reproduces it."""
+    out = gpudiag("report", "--only", "system", "--only", "driver", "--json", "r.json", "-o", "r.html",
+                  "--markdown", "r.md", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rep = report_mod.load_report(str(tmp_path / "r.json"))
+    assert rep["probes"]["system"]["status"] == "ok"
+    assert rep["probes"]["driver"]["status"] == "skipped" and "NVML" in rep["probes"]["driver"]["reason"]
+    html = (tmp_path / "r.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    import re
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "external resource in HTML"
+    assert "<script" not in html
+    gpudiag("render", "r.json", "-o", "again.html", cwd=tmp_path)
+    assert (tmp_path / "again.html").read_text() == html
+    gpudiag("render", "r.json", "-o", "again.md", cwd=tmp_path)
+    assert (tmp_path / "again.md").read_text() == (tmp_path / "r.md").read_text()
+    assert "system" in out.stdout and "Wrote HTML: r.html" in out.stdout
+
+
+def test_report_default_names_in_current_folder(tmp_path):
+    out = gpudiag("report", "--only", "driver", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0].endswith(".html") and names[1].endswith(".json")
+    assert names[0].startswith("gpudiag-report-") and names[0][:-5] == names[1][:-5]
+
+
+def test_markdown_to_stdout_keeps_stdout_clean(tmp_path):
+    out = gpudiag("report", "--only", "driver", "--markdown", "-", cwd=tmp_path)
+    assert out.returncode == 0
+    assert out.stdout.startswith("## gpudiag report") and "Wrote JSON" in out.stderr
+
+
+def test_env_command_is_markdown():
+    out = gpudiag("env")
+    assert out.returncode == 0 and out.stdout.startswith("## Environment (gpudiag env)")
+
+
+def test_probes_lists_every_probe_with_why_not():
+    from gpudiag.probes import all_probes
+
+    out = gpudiag("probes")
+    assert out.returncode == 0
+    for p in all_probes():
+        assert p.name in out.stdout
+    assert "NVML library" in out.stdout
