@@ -15,7 +15,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 WIDTH = 640
 MARGIN_LEFT = 64
 MARGIN_RIGHT = 20
-MARGIN_TOP = 36      # room for the legend
+MARGIN_TOP = 20      # above the plot; each legend row adds LEGEND_ROW
+LEGEND_ROW = 18
 MARGIN_BOTTOM = 46   # tick labels and the axis title
 SERIES_CLASSES = ("c0", "c1", "c2", "c3", "c4", "c5")
 
@@ -51,6 +52,15 @@ def fmt_size(n: float) -> str:
     return f"{n:g}B"
 
 
+def fmt_value(v: float) -> str:
+    """A measured value next to its bar: three significant digits (13.4, 0.512, 1,250)."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5) -> List[float]:
     """Round tick values covering [lo, hi] (1-2-5 steps)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -82,10 +92,10 @@ class _Frame:
     """Plot area geometry and the value -> pixel mappings."""
 
     def __init__(self, height: int, x_lo: float, x_hi: float, y_lo: float, y_hi: float,
-                 log_x: bool = False, left: int = MARGIN_LEFT):
+                 log_x: bool = False, left: int = MARGIN_LEFT, top: int = MARGIN_TOP):
         self.height = height
         self.left, self.right = left, WIDTH - MARGIN_RIGHT
-        self.top, self.bottom = MARGIN_TOP, height - MARGIN_BOTTOM
+        self.top, self.bottom = top, height - MARGIN_BOTTOM
         self.log_x = log_x
         self.x_lo, self.x_hi = (math.log2(x_lo), math.log2(x_hi)) if log_x else (x_lo, x_hi)
         if self.x_hi == self.x_lo:
@@ -106,16 +116,32 @@ def _open(height: int, title: str, desc: str) -> List[str]:
             f"<title>{_x(title)}</title>", f"<desc>{_x(desc)}</desc>"]
 
 
-def _legend(items: Sequence[Tuple[str, str]], left: int = MARGIN_LEFT) -> List[str]:
-    """One row of swatches at the top; (label, class) pairs. Wraps to a second row if long."""
-    out, x, y = ['<g class="legend">'], left, 14
+def _legend_layout(items: Sequence[Tuple[str, str]], left: int) -> List[Tuple[float, int, str, str]]:
+    """Positions (x, row, label, class) of legend swatches, wrapping rows at the chart width."""
+    pos, x, row = [], float(left), 0
     for label, cls in items:
-        width = 22 + 7 * len(label)
+        width = 22 + 6.8 * len(label)
         if x + width > WIDTH - MARGIN_RIGHT and x > left:
-            x, y = left, y + 16
-        out.append(f'<rect class="{cls}" x="{x}" y="{y - 9}" width="12" height="12" rx="2"/>')
-        out.append(f'<text x="{x + 17}" y="{y + 1}" fill="currentColor">{_x(label)}</text>')
+            x, row = float(left), row + 1
+        pos.append((x, row, label, cls))
         x += width + 14
+    return pos
+
+
+def legend_height(items: Sequence[Tuple[str, str]], left: int = MARGIN_LEFT) -> int:
+    """Top margin a legend needs: one LEGEND_ROW per row, plus the plot's own margin."""
+    if not items:
+        return MARGIN_TOP
+    return MARGIN_TOP + LEGEND_ROW * (1 + max(r for _, r, _, _ in _legend_layout(items, left)))
+
+
+def _legend(items: Sequence[Tuple[str, str]], left: int = MARGIN_LEFT) -> List[str]:
+    """Swatches at the top; (label, class) pairs."""
+    out = ['<g class="legend">']
+    for x, row, label, cls in _legend_layout(items, left):
+        y = 14 + row * LEGEND_ROW
+        out.append(f'<rect class="{cls}" x="{_f(x)}" y="{y - 9}" width="12" height="12" rx="2"/>')
+        out.append(f'<text x="{_f(x + 17)}" y="{y + 1}" fill="currentColor">{_x(label)}</text>')
     out.append("</g>")
     return out
 
@@ -138,6 +164,25 @@ def _x_axis_title(fr: _Frame, title: str) -> str:
             f'fill="currentColor">{_x(title)}</text>')
 
 
+def _refs(ref_lines: Sequence[dict]) -> List[dict]:
+    """Usable reference lines; the first is the main one (`ref`), the others quieter (`ref-alt`)."""
+    out = []
+    for r in ref_lines:
+        if _finite(r.get("y")):
+            out.append(dict(r, cls=r.get("cls") or ("ref" if not out else "ref-alt")))
+    return out
+
+
+def _ref_lines(fr: "_Frame", refs: Sequence[dict], fmt: Fmt) -> List[str]:
+    out = []
+    for r in refs:
+        y = fr.py(r["y"])
+        dash = "6 4" if r["cls"] == "ref" else "2 4"
+        out.append(f'<line class="{_x(r["cls"])}" x1="{fr.left}" x2="{fr.right}" y1="{_f(y)}" y2="{_f(y)}" '
+                   f'stroke-dasharray="{dash}"><title>{_x(r["label"])}: {_x(fmt(r["y"]))}</title></line>')
+    return out
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -146,8 +191,9 @@ def _finite(v) -> bool:
 
 def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str,
                log_x: bool = False, x_fmt: Fmt = fmt_short, y_fmt: Fmt = fmt_short,
-               ref_lines: Sequence[dict] = (), height: int = 320) -> Optional[str]:
-    """Lines with point markers.
+               ref_lines: Sequence[dict] = (), height: int = 320,
+               y_max: Optional[float] = None) -> Optional[str]:
+    """Lines with point markers; the y axis starts at 0 and reaches at least y_max.
 
     series: [{name, points: [(x, y) or (x, y, lo, hi)]}] - lo/hi draw a whisker (e.g. p10..p90).
     ref_lines: [{y, label}] horizontal dashed reference lines (e.g. a theoretical ceiling).
@@ -158,12 +204,15 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
         return None
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts] + [p[3] for p in pts if len(p) > 3 and _finite(p[3])]
-    ys += [r["y"] for r in ref_lines if _finite(r.get("y"))]
-    yt = nice_ticks(0.0, max(ys) * 1.05 if max(ys) > 0 else 1.0)
-    fr = _Frame(height, min(xs), max(xs), yt[0], yt[-1], log_x=log_x)
+    refs = _refs(ref_lines)
+    ys += [r["y"] for r in refs]
+    top = max(ys) * 1.05 if max(ys) > 0 else 1.0
+    yt = nice_ticks(0.0, max(top, y_max) if _finite(y_max) else top)
+    legend = [(s["name"], SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, s in enumerate(series)] \
+        + [(r["label"], r["cls"]) for r in refs]
+    fr = _Frame(height, min(xs), max(xs), yt[0], yt[-1], log_x=log_x, top=legend_height(legend))
     out = _open(height, title, f"{y_label} against {x_label}")
-    out += _legend([(s["name"], SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, s in enumerate(series)]
-                   + [(r["label"], "ref") for r in ref_lines if _finite(r.get("y"))])
+    out += _legend(legend)
     out += _y_axis(fr, yt, y_fmt, y_label)
     xt = log2_ticks(min(xs), max(xs)) if log_x else nice_ticks(min(xs), max(xs))
     for t in xt:
@@ -173,11 +222,7 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
             out.append(f'<text x="{_f(x)}" y="{fr.bottom + 16}" text-anchor="middle" fill="currentColor">{_x(x_fmt(t))}</text>')
     out.append(f'<line class="axis" x1="{fr.left}" x2="{fr.right}" y1="{fr.bottom}" y2="{fr.bottom}"/>')
     out.append(_x_axis_title(fr, x_label))
-    for r in ref_lines:
-        if _finite(r.get("y")):
-            y = fr.py(r["y"])
-            out.append(f'<line class="ref" x1="{fr.left}" x2="{fr.right}" y1="{_f(y)}" y2="{_f(y)}" '
-                       f'stroke-dasharray="6 4"><title>{_x(r["label"])}: {_x(y_fmt(r["y"]))}</title></line>')
+    out += _ref_lines(fr, refs, y_fmt)
     for i, s in enumerate(series):
         cls = SERIES_CLASSES[i % len(SERIES_CLASSES)]
         sp = sorted((p for p in s.get("points", ()) if _finite(p[0]) and _finite(p[1])
@@ -209,12 +254,14 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
     vals = [v for s in series for v in s.get("values", ()) if _finite(v)]
     if not categories or not vals:
         return None
-    top = max(vals + [r["y"] for r in ref_lines if _finite(r.get("y"))])
+    refs = _refs(ref_lines)
+    top = max(vals + [r["y"] for r in refs])
     yt = nice_ticks(min(0.0, min(vals)), top * 1.08 if top > 0 else 1.0)
-    fr = _Frame(height, 0, len(categories), yt[0], yt[-1])
+    legend = [(s["name"], SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, s in enumerate(series)] \
+        + [(r["label"], r["cls"]) for r in refs]
+    fr = _Frame(height, 0, len(categories), yt[0], yt[-1], top=legend_height(legend))
     out = _open(height, title, f"{y_label} per {x_label or 'category'}")
-    out += _legend([(s["name"], SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, s in enumerate(series)]
-                   + [(r["label"], "ref") for r in ref_lines if _finite(r.get("y"))])
+    out += _legend(legend)
     out += _y_axis(fr, yt, y_fmt, y_label)
     group_w = (fr.right - fr.left) / len(categories)
     bar_w = min(48.0, group_w * 0.8 / max(len(series), 1))
@@ -235,11 +282,7 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
         out.append(f'<text x="{_f(fr.left + (ci + 0.5) * group_w)}" y="{fr.bottom + 16}" '
                    f'text-anchor="middle" fill="currentColor">{_x(cat)}</text>')
     out.append(f'<line class="axis" x1="{fr.left}" x2="{fr.right}" y1="{_f(base)}" y2="{_f(base)}"/>')
-    for r in ref_lines:
-        if _finite(r.get("y")):
-            y = fr.py(r["y"])
-            out.append(f'<line class="ref" x1="{fr.left}" x2="{fr.right}" y1="{_f(y)}" y2="{_f(y)}" '
-                       f'stroke-dasharray="6 4"><title>{_x(r["label"])}</title></line>')
+    out += _ref_lines(fr, refs, y_fmt)
     if x_label:
         out.append(_x_axis_title(fr, x_label))
     out.append("</svg>")
@@ -249,7 +292,7 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
 # ------------------------------------------------------------------ horizontal bars
 
 def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fmt = fmt_short,
-                    label_width: int = 130) -> Optional[str]:
+                    value_fmt: Fmt = None, label_width: int = 130) -> Optional[str]:
     """One labelled horizontal bar per row: [{label, value|None, cls?, note?}].
 
     A row without a value shows its note (e.g. "skipped: no CUDA") instead of a bar. `cls` picks
@@ -260,9 +303,9 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
     if not vals:
         return None
     row_h = 26
-    height = MARGIN_TOP + row_h * len(rows) + MARGIN_BOTTOM - 8
+    height = MARGIN_TOP + 8 + row_h * len(rows) + MARGIN_BOTTOM - 8
     xt = nice_ticks(0.0, max(vals) * 1.15 if max(vals) > 0 else 1.0)
-    fr = _Frame(height, xt[0], xt[-1], 0, 1, left=label_width)
+    fr = _Frame(height, xt[0], xt[-1], 0, 1, left=label_width, top=MARGIN_TOP + 8)
     out = _open(height, title, f"{x_label} per row")
     for t in xt:
         x = fr.px(t)
@@ -279,7 +322,7 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
             w = max(fr.px(v) - fr.left, 1.0)
             out.append(f'<rect class="{_x(r.get("cls") or "c0")}" x="{fr.left}" y="{y + 3}" width="{_f(w)}" '
                        f'height="{row_h - 8}" rx="2"><title>{_x(r["label"])}: {_x(x_fmt(v))}</title></rect>')
-            text = x_fmt(v) + (f"  {note}" if note else "")
+            text = (value_fmt or fmt_value)(v) + (f"  {note}" if note else "")
             tx = fr.left + w + 5
             anchor = "start"
             if tx + 7 * len(text) > WIDTH - 2:   # no room right of a long bar: write inside it
@@ -306,10 +349,12 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
     if not usable:
         return None
     row_h = 34
-    height = MARGIN_TOP + row_h * len(usable) + MARGIN_BOTTOM - 8
-    fr = _Frame(height, 0.0, 1.0, 0, 1, left=label_width)
+    legend = [(lab, SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, (_, lab) in enumerate(parts)]
+    top = legend_height(legend, label_width) + 4
+    height = top + row_h * len(usable) + MARGIN_BOTTOM - 8
+    fr = _Frame(height, 0.0, 1.0, 0, 1, left=label_width, top=top)
     out = _open(height, title, "share of wall time per row")
-    out += _legend([(lab, SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, (_, lab) in enumerate(parts)])
+    out += _legend(legend, label_width)
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         x = fr.px(t)
         out.append(f'<line class="grid" x1="{_f(x)}" x2="{_f(x)}" y1="{fr.top - 4}" y2="{fr.bottom}"/>')
@@ -375,12 +420,14 @@ def gil_chart(data: dict) -> Optional[str]:
     if not workloads:
         return None
     max_workers = max(r["workers"] for r in best.values())
-    series = [{"name": f"{mode} (at most workers)",
+    counts = {m: {r["workers"] for k, r in best.items() if k[1] == m} for m in ("threads", "processes")}
+    series = [{"name": mode + (f", {next(iter(counts[mode]))} workers" if len(counts[mode]) == 1 else ", most workers"),
                "values": [best[(w, mode)]["speedup"] if (w, mode) in best else None for w in workloads]}
               for mode in ("threads", "processes") if any(k[1] == mode for k in best)]
-    refs = [{"y": 1.0, "label": "1x: no gain"}]
+    refs = []
     if max_workers > 1:
-        refs.append({"y": float(max_workers), "label": f"{max_workers}x: ideal with {max_workers} workers"})
+        refs.append({"y": float(max_workers), "label": f"ideal {max_workers}x"})
+    refs.append({"y": 1.0, "label": "1x: no gain"})
     return grouped_bars(workloads, series, title="Threads vs processes: speedup over 1 worker",
                         y_label="speedup (x)", x_label="workload", ref_lines=refs)
 
@@ -462,4 +509,4 @@ def gap_histogram_chart(idle: dict) -> Optional[str]:
 def utilization_chart(nvml: dict) -> Optional[str]:
     samples = [(s.get("t_s"), s.get("gpu_percent")) for s in (nvml.get("samples") or []) if isinstance(s, dict)]
     return line_chart([{"name": "NVML GPU utilisation", "points": samples}], title="GPU utilisation as nvidia-smi reports it",
-                      x_label="time (s)", y_label="%")
+                      x_label="time (s)", y_label="%", y_max=100.0)
