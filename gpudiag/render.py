@@ -14,6 +14,8 @@ from gpudiag import charts
 from gpudiag import report as report_mod
 
 MARKDOWN_LIMIT = 60_000
+# Raw JSON of a probe without a structured view goes into the Markdown only below this size.
+MARKDOWN_RAW_LIMIT = 4_000
 
 
 def fmt_bytes(n: Any) -> str:
@@ -59,9 +61,14 @@ def to_json(x: Any) -> str:
     return json.dumps(x, indent=2, default=str)
 
 
+def md_text(x: Any) -> str:
+    """Report text inside Markdown: angle brackets escaped so no value can open HTML (or close a <details>)."""
+    return str("" if x is None else x).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def md_cell(x: Any) -> str:
-    """A value safe inside a Markdown table cell: no pipes, no line breaks."""
-    return str("" if x is None else x).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """A value safe inside a Markdown table cell: no pipes, no line breaks, no HTML."""
+    return md_text(x).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 @functools.lru_cache(maxsize=2)
@@ -74,7 +81,7 @@ def _env(autoescape: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json, md=md_cell)
+    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json, md=md_cell, mdtext=md_text)
     return env
 
 
@@ -102,7 +109,7 @@ def render_html(report: Dict[str, Any]) -> str:
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
-    text = _env(False).get_template("report.md.j2").render(**_context(report))
+    text = _env(False).get_template("report.md.j2").render(raw_limit=MARKDOWN_RAW_LIMIT, **_context(report))
     if len(text) > MARKDOWN_LIMIT:
         cut = text.rfind("\n", 0, MARKDOWN_LIMIT - 200)
         text = text[:cut] + "\n\n_(truncated to stay under GitHub's comment limit; the JSON report has everything)_\n"
@@ -360,7 +367,7 @@ def _view_driver(data: dict) -> dict:
                 p = _d(p)
                 proc_rows.append([_na(g.get("index")), kind, str(p.get("pid", "n/a")), p.get("name") or "n/a",
                                   fmt_bytes(p.get("used_memory_bytes")) if _num(p.get("used_memory_bytes")) else "n/a"])
-    tables = [table("GPUs", ["#", "name", "memory used / total", "driver model", "PCIe link", "clock events",
+    tables = [table("GPUs", ["index#", "name", "memory used / total", "driver model", "PCIe link", "clock events",
                              "persistence", "display", "temp, power"], gpu_rows, stack=True)]
     tables.append(table("Processes on the GPU", ["gpu#", "kind", "pid#", "name", "memory#"], proc_rows,
                         "Graphics processes (the desktop, a browser, VS Code) share the GPU with your work.")
