@@ -169,6 +169,15 @@ def _winner(report: Dict[str, Any]) -> Value:
     return f"{v} x{w}" if _num(w) else str(v), None
 
 
+def _cpu(report: Dict[str, Any]) -> Value:
+    logical = _d(report.get("host")).get("logical_cores")
+    if not logical:
+        return None, "host.logical_cores not in this report"
+    usable = _d(field(report, "system", ("cpu",))[0]).get("affinity_cores")
+    text = f"{logical} logical cores"
+    return (text + f" ({usable} usable by gpudiag)" if _num(usable) and usable != logical else text), None
+
+
 def _pct(v: Any) -> str:
     return render.fmt_pct(v)
 
@@ -179,8 +188,7 @@ def _us(v: Any) -> str:
 
 METRICS: Tuple[Metric, ...] = (
     Metric("os", "OS", _os),
-    Metric("cpu", "CPU threads", lambda r: (f"{_d(r.get('host'))['logical_cores']} logical cores", None)
-           if _d(r.get("host")).get("logical_cores") else (None, "host.logical_cores not in this report")),
+    Metric("cpu", "CPU threads", _cpu),
     Metric("gpus", "GPU(s)", lambda r: (", ".join(map(str, _d(r.get("host")).get("gpus") or [])) or None,
                                         None if _d(r.get("host")).get("gpus") else "no NVIDIA GPU seen")),
     Metric("driver_model", "Driver model", _driver_model),
@@ -269,10 +277,49 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
         rows.append({"key": m.key, "label": m.label,
                      "better": {"higher": "higher is better", "lower": "lower is better"}.get(m.better or "", ""),
                      "cells": cells})
+    findings_notes, env_notes = _finding_differences(reports, names), _env_differences(reports, names)
+    explanations += [text for severity, text in findings_notes if severity == "critical"]
+    differences += [text for severity, text in findings_notes if severity != "critical"] + env_notes
     heads = [{"name": n, "os": _d(r.get("host")).get("os") or "n/a", "created_at": r.get("created_at"),
               "mode": r.get("mode"), "version": _schema(r)} for n, r in zip(names, reports)]
     return {"reports": heads, "rows": rows, "explanations": explanations, "differences": differences,
             "thresholds": THRESHOLDS, "chart": _chart(reports, names)}
+
+
+def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
+    out = {}
+    for name, res in _d(report.get("probes")).items():
+        for f in _d(res).get("findings") or []:
+            if isinstance(f, dict) and f.get("severity") in ("critical", "warning") and f.get("code"):
+                out.setdefault(str(f["code"]), f)
+    return out
+
+
+def _finding_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> List[Tuple[str, str]]:
+    """Warnings and critical findings a report has that the first does not: (severity, sentence).
+
+    A critical one (e.g. CUDA_LAUNCH_BLOCKING_ON) is by itself able to explain a slowdown.
+    """
+    first = _findings(reports[0])
+    out = []
+    for name, rep in zip(names[1:], reports[1:]):
+        for code, f in _findings(rep).items():
+            if code not in first:
+                out.append((f["severity"], f"{code} ({f['severity']}) in {name}, not in {names[0]}: {f.get('message') or ''}"))
+    return out
+
+
+def _env_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> List[str]:
+    """Allowlisted environment variables that differ (e.g. CUDA_LAUNCH_BLOCKING, OMP_NUM_THREADS)."""
+    envs = [_d(_d(field(r, "system", ("env",))[0])) for r in reports]
+    keys = sorted({k for e in envs for k in e})
+    out = []
+    for k in keys:
+        vals = [e.get(k) for e in envs]
+        if len(set(map(str, vals))) > 1:
+            out.append(f"environment {k} differs: " + "; ".join(
+                f"{n}: {v if v is not None else 'unset'}" for n, v in zip(names, vals)))
+    return out
 
 
 def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:

@@ -133,3 +133,16 @@ def test_cli_compare_usage_errors(tmp_path):
     assert res.exit_code == 2 and "at least two" in res.output
     res = CliRunner().invoke(main, ["compare", path("gpu-ubuntu.json"), path("cpu-linux.json"), "-o", str(tmp_path / "c.txt")])
     assert res.exit_code == 2 and ".html or .md" in res.output
+
+
+def test_new_critical_finding_explains_and_env_and_affinity_differences_are_listed():
+    a = fixture("cpu-linux.json")
+    b = copy.deepcopy(a)
+    b["probes"]["system"]["data"]["env"] = {"CUDA_LAUNCH_BLOCKING": "1"}
+    b["probes"]["system"]["data"]["cpu"]["affinity_cores"] = 1
+    b["probes"]["system"]["findings"].append({"code": "CUDA_LAUNCH_BLOCKING_ON", "severity": "critical",
+                                              "message": "CUDA_LAUNCH_BLOCKING is set", "evidence": None, "fix": None})
+    ctx = compare.compare([a, b], ["a", "b"])
+    assert any(e.startswith("CUDA_LAUNCH_BLOCKING_ON (critical) in b, not in a") for e in ctx["explanations"])
+    assert "environment CUDA_LAUNCH_BLOCKING differs: a: unset; b: 1" in ctx["differences"]
+    assert row(ctx, "cpu")["cells"][1]["text"] == "2 logical cores (1 usable by gpudiag)"
