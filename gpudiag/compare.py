@@ -274,7 +274,9 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
             if len(present) > 1:
                 differences.append(f"{m.label} differs: " + "; ".join(
                     f"{n}: {c['text']}" for n, c in zip(names, cells) if not c["missing"]))
-        rows.append({"key": m.key, "label": m.label,
+        reasons = list(dict.fromkeys(c["why"] for c in cells))
+        rows.append({"key": m.key, "label": m.label, "all_missing": all(c["missing"] for c in cells),
+                     "reasons": reasons,
                      "better": {"higher": "higher is better", "lower": "lower is better"}.get(m.better or "", ""),
                      "cells": cells})
     findings_notes, env_notes = _finding_differences(reports, names), _env_differences(reports, names)

@@ -239,8 +239,7 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         strategy = {"name": rec["strategy"], "workers": rec.get("workers"),
                     "speedup": fmt_x(rec.get("speedup")), "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
                     "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s"))}
-    serious = [f for f in findings if f.get("severity") in ("critical", "warning")]
-    top = (serious or findings)[:TOP_FINDINGS]
+    top = findings[:TOP_FINDINGS]  # already most severe first
     return {
         "machine": machine, "os": os_text, "kernel": host.get("kernel") or "n/a",
         "gpus": ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen",
