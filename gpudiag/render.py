@@ -437,7 +437,9 @@ def _view_pcie(data: dict) -> dict:
     kv += [(f"Peak {k.replace('_gbps', '').replace('_', ' ')}", f"{_na(v)} GB/s") for k, v in _d(data.get("peak")).items()]
     kv += [(f"Efficiency {k.replace('_', ' ')}", fmt_pct(v)) for k, v in _d(data.get("efficiency")).items()]
     pts = [_d(p) for p in _l(data.get("points"))]
-    pts.sort(key=lambda p: (str(p.get("direction")), str(p.get("memory")), p.get("size_bytes") if _num(p.get("size_bytes")) else 0))
+    order = {k: i for i, k in enumerate(("h2d", "d2h", "bidir", "pinned", "pageable"))}
+    pts.sort(key=lambda p: (order.get(p.get("direction"), 9), order.get(p.get("memory"), 9),
+                            p.get("size_bytes") if _num(p.get("size_bytes")) else 0))
     tbl = table("Bandwidth per transfer size", ["direction", "memory", "size#", "median GB/s#", "p10#", "p90#", "n#"],
                 [[charts.DIRECTION_LABELS.get(p.get("direction"), p.get("direction")), p.get("memory"),
                   fmt_bytes(p.get("size_bytes")), _na(_d(p.get("gbps")).get("median")), _na(_d(p.get("gbps")).get("p10")),

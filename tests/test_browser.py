@@ -127,6 +127,12 @@ def test_report_in_chromium(browser, tmp_path):
     page.write_text(render.render_html(fixture("gpu-ubuntu.json")), encoding="utf-8")
     _open_and_check(browser, page, tmp_path, "report",
                     ["chart-gil", "chart-pcie", "chart-tournament", "chart-idle", "chart-gaps", "chart-util"])
+    # print: black on white whatever the screen scheme, collapsed numbers printed open
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print", "features": [
+        {"name": "prefers-color-scheme", "value": "dark"}]})
+    assert browser.execute_script("return getComputedStyle(document.body).color") == "rgb(0, 0, 0)"
+    assert browser.execute_script(
+        "return document.querySelector('#chart-pcie details table').getBoundingClientRect().height") > 100
     print(f"screenshots in {tmp_path}")
 
 
