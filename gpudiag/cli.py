@@ -105,6 +105,7 @@ def main() -> None:
     gpudiag probes             list the probes and whether they can run on this machine
     gpudiag env                environment summary as Markdown, for pasting into an issue
     gpudiag render R.json -o R.html|R.md   re-render a saved report
+    gpudiag compare A.json B.json -o C.html|C.md   the same metrics side by side
     """
 
 
@@ -206,6 +207,35 @@ def render(report_json: str, output: str) -> None:
     else:
         _write_views(rep, output, None, None)
     if output != "-":
+        click.echo(f"Wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("reports", nargs=-1, metavar="A.json B.json [C.json ...]")
+@click.option("-o", "--output", required=True, metavar="OUT.html|OUT.md|-",
+              help="Output path; the suffix picks the format ('-': Markdown on stdout).")
+def compare(reports: List[str], output: str) -> None:
+    """Compare saved reports side by side; ratios are against the first report."""
+    from gpudiag import compare as compare_mod
+    from gpudiag.report import ReportError, write_text_atomic
+
+    if len(reports) < 2:
+        fail("compare needs at least two report files")
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in (".html", ".htm", ".md", ".markdown") and output != "-":
+        fail(f"--output {output}: use a .html or .md file name (or - for Markdown on stdout)")
+    if output != "-":
+        _check_writable(output, "--output")
+    try:
+        loaded = compare_mod.load_all(reports)
+    except ReportError as exc:
+        fail(str(exc))
+    names = compare_mod.unique_names(reports)
+    text = compare_mod.render_compare(loaded, names, "html" if ext in (".html", ".htm") else "md")
+    if output == "-":
+        click.echo(text)
+    else:
+        write_text_atomic(output, text)
         click.echo(f"Wrote {output}", err=True)
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Dict, Optional
+import math
+from typing import Any, Callable, Dict, List, Optional
 
 import jinja2
+from markupsafe import Markup
 
+from gpudiag import charts
 from gpudiag import report as report_mod
 
 MARKDOWN_LIMIT = 60_000
+# Raw JSON of a probe without a structured view goes into the Markdown only below this size.
+MARKDOWN_RAW_LIMIT = 4_000
 
 
 def fmt_bytes(n: Any) -> str:
@@ -45,8 +50,25 @@ def fmt_pct(x: Any, digits: int = 0) -> str:
     return f"{x * 100:.{digits}f} %"
 
 
+def fmt_x(x: Any) -> str:
+    """A speedup or ratio: 1.96x."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return "n/a"
+    return f"{x:.2f}x"
+
+
 def to_json(x: Any) -> str:
     return json.dumps(x, indent=2, default=str)
+
+
+def md_text(x: Any) -> str:
+    """Report text inside Markdown: angle brackets escaped so no value can open HTML (or close a <details>)."""
+    return str("" if x is None else x).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_cell(x: Any) -> str:
+    """A value safe inside a Markdown table cell: no pipes, no line breaks, no HTML."""
+    return md_text(x).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 @functools.lru_cache(maxsize=2)
@@ -59,20 +81,24 @@ def _env(autoescape: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, tojson_pretty=to_json)
+    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json, md=md_cell, mdtext=md_text)
     return env
 
 
 def _context(report: Dict[str, Any]) -> Dict[str, Any]:
     probes = report.get("probes") or {}
     counts = {s: sum(1 for r in probes.values() if r.get("status") == s) for s in report_mod.STATUSES}
+    findings = report_mod.all_findings(report)
     return {
         "r": report,
         "host": report.get("host") or {},
         "probes": probes,
-        "findings": report_mod.all_findings(report),
+        "findings": findings,
         "counts": counts,
         "rec": report.get("recommendation"),
+        "summary": summary(report, findings),
+        "sections": probe_sections(report),
+        "recview": recommendation_view(report),
     }
 
 
@@ -83,7 +109,7 @@ def render_html(report: Dict[str, Any]) -> str:
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
-    text = _env(False).get_template("report.md.j2").render(**_context(report))
+    text = _env(False).get_template("report.md.j2").render(raw_limit=MARKDOWN_RAW_LIMIT, **_context(report))
     if len(text) > MARKDOWN_LIMIT:
         cut = text.rfind("\n", 0, MARKDOWN_LIMIT - 200)
         text = text[:cut] + "\n\n_(truncated to stay under GitHub's comment limit; the JSON report has everything)_\n"
@@ -114,3 +140,398 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
     for kind, path in (files or {}).items():
         lines.append(f"Wrote {kind}: {path}")
     return "\n".join(lines)
+
+
+# ====================================================================== the view model
+# Turns report JSON into what the templates print: formatted cells, tables, charts with captions.
+# Nothing is measured here; a value missing from the report stays "n/a" (with its reason when the
+# report gives one). Reports come from other gpudiag versions and other machines, so every access
+# checks types instead of trusting the shape.
+
+PROBE_TITLES = {
+    "system": "System", "driver": "NVIDIA driver and GPUs", "gil": "Threads vs processes (GIL)",
+    "launch": "Kernel launch latency and CUDA graphs", "contention": "CUDA context switching",
+    "pcie": "PCIe transfer bandwidth", "cycle": "Strategy tournament and GPU idle gaps",
+}
+CAUSE_LABELS = {
+    "gil_contention": "GIL contention between threads",
+    "context_switch": "CUDA context-switch cost",
+    "worker_memory": "Per-worker memory / OOM risk",
+    "pcie_bandwidth": "PCIe bandwidth",
+    "host_sync_idle": "Idle gaps from host syncs",
+    "gpu_shared": "Another process sharing the GPU",
+    "driver_model": "Driver model (WDDM / TCC)",
+}
+VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "not_measured": "v-not_measured"}
+TOP_FINDINGS = 3
+_VIEW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError)
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def badge(text: Any, cls: str) -> dict:
+    return {"badge": cls, "text": str(text)}
+
+
+def table(title: str, cols: List[Any], rows: List[List[Any]], caption: str = "", stack: bool = False) -> dict:
+    """cols: labels; a label ending in '#' is a numeric (right-aligned) column.
+
+    A column that is empty in every row (e.g. `reason` when every verdict was measured) is dropped.
+    stack: on a narrow screen, show each row as a small card of "label: value" lines (text-heavy tables).
+    """
+    cells = [[c if isinstance(c, dict) else ("n/a" if c is None else str(c)) for c in r] for r in rows]
+    keep = [i for i in range(len(cols)) if not cells or any(i < len(r) and r[i] != "" for r in cells)]
+    return {"title": title, "caption": caption, "stack": stack,
+            "cols": [{"label": cols[i].rstrip("#"), "num": cols[i].endswith("#")} for i in keep],
+            "rows": [[r[i] if i < len(r) else "" for i in keep] for r in cells]}
+
+
+def chart(cid: str, title: str, svg: Optional[str], caption: str, tbl: Optional[dict]) -> dict:
+    return {"id": cid, "title": title, "svg": Markup(svg) if svg else None, "caption": caption, "table": tbl}
+
+
+def _na(value: Any, reason: Any = None) -> str:
+    if value is None or value == "n/a":
+        return f"n/a ({reason})" if reason else "n/a"
+    return fmt_num(value) if not isinstance(value, str) else value
+
+
+def _status_badge(status: Any) -> dict:
+    return badge(status or "n/a", f"s-{status}" if status in report_mod.STATUSES else "s-skipped")
+
+
+# ---------------------------------------------------------------------- summary card
+
+def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
+    host = _d(report.get("host"))
+    rec = _d(report.get("recommendation"))
+    os_text = host.get("os") or "unknown OS"
+    if host.get("wsl"):
+        os_text += f" (WSL{host['wsl']})"
+    if host.get("container"):
+        os_text += f" in {host['container']}"
+    if host.get("driver_model"):
+        model = host["driver_model"]
+    elif host.get("kernel_module"):
+        model = f"Linux, {host['kernel_module']} kernel module"
+    elif host.get("driver_version"):
+        model = "n/a (not reported by the driver)"
+    else:
+        drv = _d(_d(report.get("probes")).get("driver"))
+        model = f"n/a ({drv.get('reason')})" if drv.get("reason") else "n/a (no NVIDIA driver seen)"
+    cores = ""
+    if host.get("logical_cores"):
+        cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
+    machine = " · ".join(x for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
+                                     if _num(host.get("ram_total_bytes")) else None) if x) or "n/a"
+    strategy = None
+    if rec.get("strategy"):
+        strategy = {"name": rec["strategy"], "workers": rec.get("workers"),
+                    "speedup": fmt_x(rec.get("speedup")), "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
+                    "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s"))}
+    top = findings[:TOP_FINDINGS]  # already most severe first
+    return {
+        "machine": machine, "os": os_text, "kernel": host.get("kernel") or "n/a",
+        "gpus": ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen",
+        "driver": " · ".join(x for x in (host.get("driver_version"),) if x) or "n/a",
+        "driver_model": model,
+        "python": (host.get("python") or "n/a") + (" (GIL disabled)" if host.get("gil") is False else ""),
+        "torch": (host.get("torch") or "not installed") + (
+            (f" · CUDA {host['torch_cuda']}" if host.get("torch_cuda") else " · CPU-only build") if host.get("torch") else ""),
+        "headline": rec.get("headline"), "strategy": strategy,
+        "gpu_questions_answered": rec.get("gpu_questions_answered") if rec else None,
+        "top_findings": top, "more_findings": max(len(findings) - len(top), 0),
+    }
+
+
+# ---------------------------------------------------------------------- recommendation
+
+def _figures(figs: Any) -> str:
+    if not isinstance(figs, dict):
+        return "" if figs is None else str(figs)
+    return "; ".join(f"{k}: {_na(v)}" for k, v in figs.items())
+
+
+def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    rec = report.get("recommendation")
+    if not isinstance(rec, dict):
+        return None
+    verdict_rows = []
+    for v in _l(rec.get("verdicts")):
+        v = _d(v)
+        verdict = v.get("verdict")
+        verdict_rows.append([CAUSE_LABELS.get(v.get("cause"), str(v.get("cause"))),
+                             badge(str(verdict).replace("_", " "), VERDICT_BADGES.get(verdict, "v-not_measured")),
+                             v.get("summary") or "", _figures(v.get("figures")),
+                             v.get("reason") or ""])
+    return {
+        "headline": rec.get("headline"),
+        "gpu_questions_answered": rec.get("gpu_questions_answered"),
+        "choice": table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
+                        [[rec.get("strategy") or "n/a", _na(rec.get("workers")), _na(rec.get("cycles_per_s")),
+                          _na(rec.get("serial_cycles_per_s")), fmt_x(rec.get("speedup"))]], stack=True),
+        "verdicts": table("Suspected causes", ["cause", "verdict", "summary", "figures", "reason"], verdict_rows,
+                          "Each cause from the user's story, judged on this machine's measurements: supported, "
+                          "refuted, or not measured (with why).", stack=True),
+        "evidence": table("Evidence", ["claim", "value#", "unit", "source"],
+                          [[_d(e).get("claim") or "", _na(_d(e).get("value")), _d(e).get("unit") or "",
+                            _d(e).get("source") or ""] for e in _l(rec.get("evidence"))], stack=True),
+        "runners_up": table("Runners-up", ["strategy", "workers#", "cycles/s#", "why not"],
+                            [[_d(r).get("strategy") or "", _na(_d(r).get("workers")), _na(_d(r).get("cycles_per_s")),
+                              _d(r).get("why_not") or ""] for r in _l(rec.get("runners_up"))], stack=True),
+        "changes": table("Environment changes", ["code", "change", "evidence"],
+                         [[_d(c).get("code") or "", _d(c).get("change") or "", _figures(_d(c).get("evidence"))
+                           if isinstance(_d(c).get("evidence"), dict) else str(_d(c).get("evidence") or "")]
+                          for c in _l(rec.get("environment_changes"))], stack=True),
+    }
+
+
+# ---------------------------------------------------------------------- probe sections
+
+def _stats_row(label: str, st: Any, unit: str) -> List[Any]:
+    st = _d(st)
+    return [label, _na(st.get("median")), _na(st.get("p10")), _na(st.get("p90")), _na(st.get("n")), unit]
+
+
+def _view_system(data: dict) -> dict:
+    os_, py, cpu, mem, torch = (_d(data.get(k)) for k in ("os", "python", "cpu", "memory", "torch"))
+    kv = [
+        ("OS", os_.get("pretty") or os_.get("name")), ("Distro", " ".join(str(x) for x in (
+            os_.get("distro_id"), os_.get("distro_version")) if x) or None),
+        ("Kernel", os_.get("kernel")), ("WSL", f"WSL{os_['wsl']}" if os_.get("wsl") else "no"),
+        ("Container / VM", " / ".join(str(x) for x in (os_.get("container"), os_.get("virtualization")) if x) or "none seen"),
+        ("Python", " ".join(str(x) for x in (py.get("implementation"), py.get("version")) if x) or None),
+        ("Free-threaded build", fmt_num(py.get("free_threaded_build"))),
+        ("GIL enabled", fmt_num(py.get("gil_enabled")) + (" (checked after importing torch)" if py.get("gil_checked_after_torch") else "")),
+        ("Switch interval", f"{fmt_num(py.get('switch_interval_s'))} s" if _num(py.get("switch_interval_s")) else None),
+        ("multiprocessing start method", py.get("mp_start_method")),
+        ("CPU", cpu.get("brand")),
+        ("Cores", f"{_na(cpu.get('physical_cores'))} physical / {_na(cpu.get('logical_cores'))} logical"
+                  + (f" ({cpu['affinity_cores']} usable by this process)" if _num(cpu.get("affinity_cores")) else "")),
+        ("RAM", f"{fmt_bytes(mem.get('total_bytes'))} total, {fmt_bytes(mem.get('available_bytes'))} available"),
+        ("Swap", f"{fmt_bytes(mem.get('swap_total_bytes'))} ({fmt_bytes(mem.get('swap_used_bytes'))} used)"),
+        ("Memory limits", "; ".join(f"{k} {fmt_bytes(mem[v])}" for k, v in (
+            ("cgroup", "cgroup_limit_bytes"), ("WSL cap", "wsl_memory_cap_bytes")) if _num(mem.get(v))) or "none seen"),
+        ("Budget for new workers", fmt_bytes(mem.get("budget_bytes"))),
+        ("OOM kills since boot", _na(mem.get("oom_kills_since_boot"))),
+        ("vm.overcommit_memory", _na(mem.get("overcommit_memory"))),
+        ("torch", _na(torch.get("version"), torch.get("reason_missing"))
+         + (f" · CUDA {torch['cuda_build']}" if torch.get("cuda_build") else "")
+         + (f" · cuDNN {torch['cudnn']}" if torch.get("cudnn") else "")),
+    ]
+    env = _d(data.get("env"))
+    tables = [table("Environment variables (allowlisted)", ["name", "value"], [[k, v] for k, v in env.items()])] if env else []
+    return {"kv": kv, "tables": tables}
+
+
+def _view_driver(data: dict) -> dict:
+    km = _d(data.get("kernel_module"))
+    kv = [("Driver", data.get("driver_version")), ("CUDA driver API", data.get("cuda_driver_version")),
+          ("NVML", data.get("nvml_version"))]
+    if km.get("flavour") or km.get("version"):
+        kv.append(("Kernel module", f"{km.get('flavour') or 'n/a'} {km.get('version') or ''}".strip()))
+    if data.get("mps_daemon_running") is not None:
+        kv.append(("MPS daemon running", fmt_num(data.get("mps_daemon_running"))))
+    win = _d(data.get("windows"))
+    if win:
+        hags, tdr = _d(win.get("hags")), _d(win.get("tdr"))
+        kv.append(("Hardware-accelerated GPU scheduling", _na(hags.get("enabled")) + f" (HwSchMode {_na(hags.get('raw'))})"))
+        kv.append(("TDR", f"delay {_na(tdr.get('delay_s'))} s, DDI delay {_na(tdr.get('ddi_delay_s'))} s, level {_na(tdr.get('level'))}"))
+    gpu_rows, proc_rows = [], []
+    for g in _l(data.get("gpus")):
+        g = _d(g)
+        pcie, dm = _d(g.get("pcie")), _d(g.get("driver_model"))
+        gpu_rows.append([
+            _na(g.get("index")), g.get("name") or "n/a",
+            f"{fmt_bytes(g.get('memory_used_bytes'))} / {fmt_bytes(g.get('memory_total_bytes'))}",
+            _na(dm.get("current")) + (f" (pending {dm['pending']})" if dm.get("pending") not in (None, dm.get("current")) else ""),
+            f"Gen{_na(pcie.get('gen_current'))} x{_na(pcie.get('width_current'))} "
+            f"(max Gen{_na(pcie.get('gen_max_card'))} x{_na(pcie.get('width_max'))})",
+            ", ".join(str(r) for r in _l(_d(g.get("clock_event_reasons")).get("active"))) or "none",
+            _na(g.get("persistence_mode")), _na(g.get("display_active")),
+            f"{_na(g.get('temperature_c'))} °C, {_na(g.get('power_draw_w'))} / {_na(g.get('power_limit_w'))} W"])
+        procs = _d(g.get("processes"))
+        for kind in ("compute", "graphics"):
+            for p in _l(procs.get(kind)):
+                p = _d(p)
+                proc_rows.append([_na(g.get("index")), kind, str(p.get("pid", "n/a")), p.get("name") or "n/a",
+                                  fmt_bytes(p.get("used_memory_bytes")) if _num(p.get("used_memory_bytes")) else "n/a"])
+    tables = [table("GPUs", ["index#", "name", "memory used / total", "driver model", "PCIe link", "clock events",
+                             "persistence", "display", "temp, power"], gpu_rows, stack=True)]
+    tables.append(table("Processes on the GPU", ["gpu#", "kind", "pid#", "name", "memory#"], proc_rows,
+                        "Graphics processes (the desktop, a browser, VS Code) share the GPU with your work.")
+                  if proc_rows else table("Processes on the GPU", ["note"], [["none listed by the driver"]]))
+    return {"kv": kv, "tables": tables}
+
+
+def _view_gil(data: dict) -> dict:
+    py, st, mem = _d(data.get("python")), _d(data.get("startup")), _d(data.get("memory"))
+    rows = [_d(r) for r in _l(data.get("scaling"))]
+    rows.sort(key=lambda r: (str(r.get("workload")), str(r.get("mode")), r.get("workers") if _num(r.get("workers")) else 0))
+    scaling = table("Scaling", ["workload", "mode", "workers#", "throughput/s#", "speedup#", "spread#", "repeats#"],
+                    [[r.get("workload"), r.get("mode"), _na(r.get("workers")), _na(r.get("throughput_per_s")),
+                      fmt_x(r.get("speedup")), fmt_pct(r.get("spread_fraction")), _na(r.get("repeats"))] for r in rows])
+    fits = _d(mem.get("fits"))
+    kv = [("GIL enabled", fmt_num(py.get("gil_enabled"))), ("Free-threaded build", fmt_num(py.get("free_threaded_build"))),
+          ("Process worker start-up", f"{_na(st.get('total_s'))} s (spawn {_na(st.get('spawn_s'))} s + import torch {_na(st.get('import_torch_s'))} s)"),
+          ("Host memory per worker", f"{fmt_bytes(mem.get('rss_before_torch_bytes'))} before torch, "
+                                     f"{fmt_bytes(mem.get('rss_after_torch_bytes'))} after, "
+                                     f"{fmt_bytes(mem.get('rss_after_cuda_bytes')) if _num(mem.get('rss_after_cuda_bytes')) else _na(None, mem.get('reason_cuda'))} after CUDA init"),
+          ("Device memory per CUDA context", fmt_bytes(mem.get("device_bytes_per_context")) if _num(mem.get("device_bytes_per_context"))
+           else _na(None, mem.get("reason_cuda"))),
+          ("Workers that fit", f"threads {_na(fits.get('threads'))}, processes {_na(fits.get('processes'))} "
+                               f"(host budget {fmt_bytes(mem.get('budget_host_bytes'))}"
+                               + (f", device budget {fmt_bytes(mem.get('budget_device_bytes'))})" if _num(mem.get("budget_device_bytes")) else ")"))]
+    absent = _d(data.get("absent"))
+    notes = [f"{k} not measured: {v}" for k, v in absent.items()]
+    ch = chart("chart-gil", "Threads vs processes", charts.gil_chart(data),
+               "Bars near 1x for threads mean the GIL serialises that workload; processes near the dashed "
+               "ideal line mean the work itself scales. Compare the two bars of each workload.", scaling)
+    return {"kv": kv, "charts": [ch], "notes": notes}
+
+
+def _view_launch(data: dict) -> dict:
+    g = _d(data.get("graph"))
+    lat = table("Latency", ["measure", "median#", "p10#", "p90#", "n#", "unit"],
+                [_stats_row("launch overhead (host)", data.get("launch_overhead_us"), "µs"),
+                 _stats_row("tiny kernel end to end", data.get("kernel_latency_us"), "µs"),
+                 _stats_row("torch.cuda.synchronize()", data.get("sync_latency_us"), "µs")])
+    kv = [("CUDA graph speedup", f"{fmt_x(g.get('speedup'))}: {_na(g.get('eager_per_op_us'))} µs per op eager, "
+                                 f"{_na(g.get('graph_per_op_us'))} µs replayed ({_na(g.get('ops_per_graph'))} ops per graph)")]
+    return {"kv": kv, "tables": [lat]}
+
+
+def _view_contention(data: dict) -> dict:
+    ctx = _d(data.get("context"))
+    kv = [("Kernel length", f"{_na(data.get('kernel_ms'))} ms (alone: median {_na(_d(data.get('solo_ms')).get('median'))} ms)"),
+          ("Context creation", f"{_na(ctx.get('create_s'))} s, {fmt_bytes(ctx.get('device_bytes'))} device memory"),
+          ("MPS active", _na(data.get("mps_active")))]
+    th = table("Threads, one context", ["workers#", "wall s#", "ideal s#", "throughput vs 1#"],
+               [[_na(r.get("workers")), _na(r.get("wall_s")), _na(r.get("ideal_s")), fmt_x(r.get("throughput_vs_one"))]
+                for r in map(_d, _l(data.get("threads")))])
+    pr = table("Processes, one context each", ["workers#", "wall s#", "ideal s#", "stretch#", "overhead#",
+                                               "switch cost µs#", "time slice ms#"],
+               [[_na(r.get("workers")), _na(r.get("wall_s")), _na(r.get("ideal_s")), fmt_x(r.get("stretch")),
+                 fmt_pct(r.get("overhead_fraction"), 1), _na(r.get("switch_cost_us_est")), _na(r.get("timeslice_ms_est"))]
+                for r in map(_d, _l(data.get("processes")))],
+               "Stretch = wall time / ideal time-sharing; the overhead beyond 1x is what context switches cost.")
+    return {"kv": kv, "tables": [th, pr]}
+
+
+def _view_pcie(data: dict) -> dict:
+    link = _d(data.get("link"))
+    theo = data.get("theoretical_gbps_per_direction")
+    kv = [("Link", f"Gen{_na(link.get('gen'))} x{_na(link.get('width'))} (max Gen{_na(link.get('gen_max'))} "
+                   f"x{_na(link.get('width_max'))})" + (", read during a copy" if link.get("read_under_load") else "")),
+          ("Theoretical per direction", f"{_na(theo)} GB/s")]
+    kv += [(f"Peak {k.replace('_gbps', '').replace('_', ' ')}", f"{_na(v)} GB/s") for k, v in _d(data.get("peak")).items()]
+    kv += [(f"Efficiency {k.replace('_', ' ')}", fmt_pct(v)) for k, v in _d(data.get("efficiency")).items()]
+    pts = [_d(p) for p in _l(data.get("points"))]
+    order = {k: i for i, k in enumerate(("h2d", "d2h", "bidir", "pinned", "pageable"))}
+    pts.sort(key=lambda p: (order.get(p.get("direction"), 9), order.get(p.get("memory"), 9),
+                            p.get("size_bytes") if _num(p.get("size_bytes")) else 0))
+    tbl = table("Bandwidth per transfer size", ["direction", "memory", "size#", "median GB/s#", "p10#", "p90#", "n#"],
+                [[charts.DIRECTION_LABELS.get(p.get("direction"), p.get("direction")), p.get("memory"),
+                  fmt_bytes(p.get("size_bytes")), _na(_d(p.get("gbps")).get("median")), _na(_d(p.get("gbps")).get("p10")),
+                  _na(_d(p.get("gbps")).get("p90")), _na(_d(p.get("gbps")).get("n"))] for p in pts])
+    ch = chart("chart-pcie", "PCIe bandwidth vs transfer size", charts.pcie_chart(data),
+               "Lines should climb to a plateau near the dashed link maximum; a plateau far below it points at a "
+               "degraded link or a slow path. Pinned above pageable is normal; the reverse is worth a look.", tbl)
+    return {"kv": kv, "charts": [ch]}
+
+
+def _view_cycle(data: dict, winner: Optional[str]) -> dict:
+    wl = _d(data.get("workload"))
+    kv = [("Workload", f"{_na(wl.get('model'))}, batch {_na(wl.get('batch'))}, {_na(wl.get('params'))} parameters, "
+                       f"{'forward+backward' if wl.get('train') else 'forward only'} on {_na(wl.get('device'))}"),
+          ("Cycles per strategy", _na(wl.get("cycles"))), ("Host work per cycle", f"{_na(wl.get('host_work_ms'))} ms")]
+    if data.get("custom"):
+        kv.append(("Your loop", str(data["custom"])))
+    strategies = [_d(s) for s in _l(data.get("strategies"))]
+    ok = [s for s in strategies if s.get("status") == "ok" and _num(s.get("cycles_per_s"))]
+    if winner not in {s.get("name") for s in ok}:
+        winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+    tbl = table("Strategies", ["strategy", "status", "workers#", "cycles/s#", "vs serial#", "GPU busy#", "peak host mem#", "note"],
+                [[s.get("name"), _status_badge(s.get("status")), _na(s.get("workers")), _na(s.get("cycles_per_s")),
+                  fmt_x(s.get("speedup_vs_serial")), fmt_pct(s.get("gpu_busy_fraction")) if _num(s.get("gpu_busy_fraction"))
+                  else "n/a", fmt_bytes(s.get("peak_host_bytes")),
+                  "; ".join(x for x in (s.get("reason"), s.get("gpu_busy_reason"),
+                                        "winner" if s.get("name") == winner else None) if x)] for s in strategies],
+                stack=True)
+    out = [chart("chart-tournament", "Strategy tournament", charts.tournament_chart(data, winner),
+                 "Every strategy ran the same cycles. The longest bar is the winner; compare it with the serial "
+                 "baseline (your plain loop). Strategies that could not run here say why.", tbl)]
+    idle = {k: v for k, v in _d(data.get("idle")).items() if isinstance(v, dict)}
+    if idle:
+        trows = []
+        for name, t in idle.items():
+            gaps, bd = _d(t.get("gaps")), _d(t.get("breakdown_ms"))
+            trows.append([name, t.get("method") or "n/a", fmt_pct(t.get("busy_fraction")), _na(gaps.get("count")),
+                          ", ".join(fmt_num(x) for x in _l(gaps.get("longest_ms"))[:5]) or "n/a",
+                          _na(bd.get("host_wait")), _na(bd.get("sync_wait")), _na(bd.get("launch_overhead"))])
+        ttbl = table("Timelines", ["run", "method", "GPU busy#", "gaps#", "longest gaps ms#", "host wait ms#",
+                                   "sync wait ms#", "launch ms#"], trows)
+        out.append(chart("chart-idle", "Where the time went", charts.idle_breakdown_chart(idle),
+                         "The GPU-busy share of the baseline against the winner, and the idle time split by cause "
+                         "(in proportion to the measured breakdown): waiting for Python, host syncs such as .item(), "
+                         "launch overhead.", ttbl))
+        hrows = []
+        for name, t in idle.items():
+            for b in _l(_d(t.get("gaps")).get("histogram")):
+                b = _d(b)
+                hrows.append([name, _na(b.get("lo_ms")), _na(b.get("hi_ms")) if b.get("hi_ms") is not None else "and longer",
+                              _na(b.get("count"))])
+        out.append(chart("chart-gaps", "Idle gaps by length", charts.gap_histogram_chart(idle),
+                         "Many short gaps mean launch overhead; a few long gaps (hundreds of ms or more) mean the GPU "
+                         "waits for the host between iterations. The winner should have fewer long gaps.",
+                         table("Gap histogram", ["run", "from ms#", "to ms#", "gaps#"], hrows)))
+    nv = _d(data.get("nvml_utilization"))
+    if nv.get("samples"):
+        out.append(chart("chart-util", "GPU utilisation (NVML)", charts.utilization_chart(nv),
+                         f"What nvidia-smi would have shown during the run (median {_na(nv.get('median_percent'))} %). "
+                         "NVML counts a sample as busy if any kernel ran in it, so this overstates real use.",
+                         table("Utilisation samples", ["t s#", "GPU %#"],
+                               [[_na(_d(s).get("t_s")), _na(_d(s).get("gpu_percent"))] for s in _l(nv.get("samples"))])))
+    return {"kv": kv, "charts": out}
+
+
+_VIEWS: Dict[str, Callable[..., dict]] = {
+    "system": _view_system, "driver": _view_driver, "gil": _view_gil, "launch": _view_launch,
+    "contention": _view_contention, "pcie": _view_pcie,
+}
+
+
+def probe_sections(report: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One section per probe: status, reason, findings, a readable view of its data, the raw data."""
+    winner = _d(report.get("recommendation")).get("strategy")
+    out = []
+    for name, res in _d(report.get("probes")).items():
+        res = _d(res)
+        data = _d(res.get("data"))
+        view: Dict[str, Any] = {}
+        error = None
+        if res.get("status") == "ok" and data:
+            try:
+                view = _view_cycle(data, winner) if name == "cycle" else _VIEWS[name](data) if name in _VIEWS else {}
+            except _VIEW_ERRORS as exc:  # a report of another version: fall back to the raw data
+                error = f"this view could not read the data ({type(exc).__name__}: {exc}); the raw data is below"
+        raw = to_json(data) if data else ""
+        out.append({
+            "name": name, "title": PROBE_TITLES.get(name, name), "status": res.get("status"),
+            "reason": res.get("reason") or "", "duration_s": res.get("duration_s") if _num(res.get("duration_s")) else 0.0,
+            "findings": [dict(f, probe=name) for f in _l(res.get("findings")) if isinstance(f, dict)],
+            "kv": [(k, "n/a" if v is None else v) for k, v in view.get("kv", [])],
+            "tables": view.get("tables", []), "charts": view.get("charts", []), "notes": view.get("notes", []),
+            "error": error, "raw": raw, "raw_chars": len(raw),
+        })
+    return out
