@@ -104,3 +104,14 @@ def test_finding_codes_are_checked():
 def test_default_basename_has_date_and_short_id():
     name = report_mod.default_basename("2026-11-28T15:00:00Z")
     assert name.startswith("gpudiag-report-2026-11-28-") and len(name.rsplit("-", 1)[1]) == 6
+
+
+def test_written_reports_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "r.json"
+    report_mod.write_text_atomic(str(path), "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
