@@ -443,9 +443,14 @@ def check_gpu_processes(facts: Mapping[str, Any], plan: Plan) -> Check:
                      "(usual under WSL2)")
     own = {facts.get("pid")}
     compute = [r for r in (compute if compute is not NA else []) if r.get("pid") not in own]
+    graphics = [r for r in (graphics if graphics is not NA else []) if r.get("pid") not in own]
+    # Windows (WDDM) lists desktop processes in both lists (C+G). A known desktop/app process there is
+    # drawing, not computing; any other process in both lists counts once, as compute.
+    gpids = {r.get("pid") for r in graphics}
+    drawing = {r.get("pid") for r in compute if r.get("pid") in gpids and r.get("category") in ("display", "app")}
+    compute = [r for r in compute if r.get("pid") not in drawing]
     cpids = {r.get("pid") for r in compute}
-    # Windows lists a C+G process in both lists: it is a compute process first.
-    graphics = [r for r in (graphics if graphics is not NA else []) if r.get("pid") not in own | cpids]
+    graphics = [r for r in graphics if r.get("pid") not in cpids]
     brief = lambda rows: [{"pid": r.get("pid"), "name": r.get("name"),  # noqa: E731
                            "used_memory_bytes": r.get("used_memory_bytes")} for r in rows]
     ev = {"gpu": gpu.get("index"), "compute": brief(compute), "graphics": brief(graphics)}

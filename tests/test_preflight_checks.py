@@ -235,6 +235,16 @@ def test_other_compute_processes_warn_with_memory_and_own_process_is_ignored():
     assert [p["pid"] for p in c.evidence["compute"]] == [9001] and c.evidence["graphics"] == []
 
 
+def test_windows_c_plus_g_desktop_processes_count_as_graphics():
+    both = [proc(5120, "explorer.exe", None, "display", "the Windows shell (explorer.exe)"),
+            proc(7712, "Code.exe", None, "app", "VS Code"), proc(9001, "trainer.exe")]
+    gpu = make_gpu(processes={"compute": both, "graphics": both})
+    c = run(make_facts(gpus=[gpu], host="windows")).check("gpu_processes")
+    assert c.status == "warn"
+    assert "compute: trainer.exe; graphics: explorer.exe, Code.exe (VS Code)" in c.message
+    assert [p["pid"] for p in c.evidence["compute"]] == [9001]
+
+
 def test_only_our_own_process_on_the_gpu_passes():
     gpu = make_gpu(processes={"compute": [proc(OWN_PID, "python3", 300 * MiB)], "graphics": []})
     assert status(run(make_facts(gpus=[gpu])), "gpu_processes") == "pass"
@@ -698,3 +708,54 @@ def test_display_path_hides_the_home_folder(monkeypatch, tmp_path):
     assert pc._display_path(os.path.join(tmp_path, "a.json")) == "a.json"
     if os.path.isdir(home) and not str(tmp_path).startswith(home):
         assert pc._display_path(os.path.join(home, "runs")) == os.path.join("~", "runs")
+
+
+# ----------------------------------------------------------------------------- with the real driver probe
+# These run once the driver probe (gpudiag/probes/driver.py) and its recorded fakes (tests/fakes.py)
+# are merged; on a branch without them they are skipped.
+
+def _through_driver_probe(tmp_path, fake, host="linux", reg=None, **kwargs):
+    driver = pytest.importorskip("gpudiag.probes.driver")
+    from gpudiag.backends import nvml
+
+    return gpudiag.preflight(
+        environ=kwargs.pop("environ", {}), search_dir=None,
+        nvml_session=lambda: nvml.session(fake),
+        driver_collect=lambda n: driver.collect(n, root=str(tmp_path), reg=reg, host=host, procs={}),
+        memory_facts=memory_facts, **kwargs)
+
+
+def _fakes():
+    return pytest.importorskip("tests.fakes")
+
+
+def test_recorded_linux_desktop_through_the_driver_probe(tmp_path):
+    f = _fakes()
+    r = _through_driver_probe(tmp_path, f.FakeNvml.gtx1650_desktop(), workers=2)
+    c = r.check("gpu_processes")
+    assert c.status == "warn" and "Xorg" in c.message and "code (VS Code)" in c.message
+    assert status(r, "nvml") == "pass" and status(r, "gpu_visible") == "pass"
+    assert status(r, "pcie_link") == "warn" and "x8 of x16" in r.check("pcie_link").message
+    assert status(r, "persistence_mode") == "warn"
+
+
+def test_recorded_throttled_gpu_through_the_driver_probe(tmp_path):
+    f = _fakes()
+    r = _through_driver_probe(tmp_path, f.FakeNvml.gtx1650_desktop(throttle_reasons=["sw_thermal_slowdown"]))
+    assert status(r, "clocks") == "warn" and "sw_thermal_slowdown" in r.check("clocks").message
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"HwSchMode": 2}, "scheduling on"), ({"HwSchMode": 1}, "scheduling off"), ({}, "HwSchMode not set")])
+def test_recorded_windows_machine_through_the_driver_probe(tmp_path, values, words):
+    f = _fakes()
+    r = _through_driver_probe(tmp_path, f.FakeNvml.windows_wddm(), host="windows", reg=f.FakeWinreg(values))
+    assert words in r.check("windows_hags").message
+    assert status(r, "windows_tdr") == "warn" and "TdrDelay 2 s (the default)" in r.check("windows_tdr").message
+    assert "graphics:" in r.check("gpu_processes").message
+
+
+def test_recorded_missing_driver_through_the_nvml_seam(tmp_path):
+    f = _fakes()
+    r = _through_driver_probe(tmp_path, f.FakeNvml.no_driver())
+    assert status(r, "nvml") == "fail" and "NVML library" in r.check("nvml").message and not r.ready
