@@ -858,8 +858,14 @@ def find_saved_report(search_dir: Optional[str], explicit: Sequence[str] = ()) -
 
     found: List[str] = []
     if search_dir:
-        found = sorted(glob.glob(os.path.join(search_dir, REPORT_GLOB)),
-                       key=lambda p: os.path.getmtime(p), reverse=True)[:MAX_REPORTS_READ]
+        def mtime(path: str) -> float:
+            try:
+                return os.path.getmtime(path)
+            except OSError:  # removed while we looked
+                return 0.0
+
+        found = sorted(glob.glob(os.path.join(glob.escape(search_dir), REPORT_GLOB)),
+                       key=mtime, reverse=True)[:MAX_REPORTS_READ]
     candidates, unreadable = [], 0
     for path in list(explicit) + [p for p in found if p not in explicit]:
         try:
