@@ -104,6 +104,7 @@ def main() -> None:
     gpudiag report             run every probe that can run here; write HTML + JSON
     gpudiag probes             list the probes and whether they can run on this machine
     gpudiag env                environment summary as Markdown, for pasting into an issue
+    gpudiag preflight --workers 4   go / no-go before a long run (exit code says it)
     gpudiag render R.json -o R.html|R.md   re-render a saved report
     gpudiag compare A.json B.json -o C.html|C.md   the same metrics side by side
     """
@@ -182,6 +183,53 @@ def env(no_redact: bool) -> None:
     from gpudiag.env_summary import env_markdown
 
     click.echo(env_markdown(identify=not no_redact))
+
+
+class SizeParam(click.ParamType):
+    """`1.5G`, `800M`, `512K` or bytes (gpudiag/sizes.py); a bad size is a usage error (exit 2)."""
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from gpudiag.sizes import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Planned workers.")
+@click.option("--strategy", type=click.Choice(["threads", "processes"]), default="processes", show_default=True,
+              help="processes: each worker its own process and CUDA context; threads: one process shared.")
+@click.option("--vram-per-worker", type=SizeParam(), metavar="SIZE", help="Device memory per worker (e.g. 800M).")
+@click.option("--ram-per-worker", type=SizeParam(), metavar="SIZE", help="Host memory per worker (e.g. 1.5G).")
+@click.option("--checkpoint-dir", type=click.Path(exists=True, file_okay=False), metavar="PATH",
+              help="Folder the run writes checkpoints to: its free space is checked.")
+@click.option("--min-free-disk", type=SizeParam(), metavar="SIZE", help="Free space needed at --checkpoint-dir.")
+@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@click.option("--report", "reports", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="PATH",
+              help="Saved gpudiag report to take per-worker memory from (default: newest in this folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--strict", is_flag=True, help="Warnings also make it NOT READY (exit 1).")
+def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_per_worker: Optional[int],
+              checkpoint_dir: Optional[str], min_free_disk: Optional[int], device: int, reports: List[str],
+              as_json: bool, strict: bool) -> None:
+    """Go / no-go in about a second before a long run (exit 0 ready, 1 not ready, 2 usage error)."""
+    from gpudiag.preflight_checks import preflight as run_preflight
+
+    if min_free_disk is not None and not checkpoint_dir:
+        raise click.UsageError("--min-free-disk needs --checkpoint-dir")
+    try:
+        result = run_preflight(workers, strategy, vram_per_worker=vram_per_worker, ram_per_worker=ram_per_worker,
+                               checkpoint_dir=checkpoint_dir, min_free_disk=min_free_disk, device=device,
+                               strict=strict, report=list(reports))
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo(result.to_json() if as_json else result.format_text())
+    sys.exit(0 if result.ready else 1)
 
 
 @main.command()
