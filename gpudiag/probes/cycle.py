@@ -14,8 +14,9 @@ from typing import Any, Dict, List, Optional
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 DEFAULT_CYCLES = {("cpu", "quick"): 40, ("cpu", "full"): 160, ("cuda", "quick"): 100, ("cuda", "full"): 400}
-CUSTOM_TARGET_S = {"quick": 1.0, "full": 5.0}  # serial run time the custom cycle count aims at
+CUSTOM_TARGET_S = {"quick": 0.3, "full": 3.0}  # serial run time the custom cycle count aims at
 MIN_CUSTOM_CYCLES = 6
+MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
 
 
@@ -78,8 +79,8 @@ def _nvml_locate(torch) -> Any:
     return int(first) if first.isdigit() else torch.cuda.current_device()
 
 
-def _custom_cycles(spec, mode: str, default: int) -> int:
-    """Cycles for a user's step: as many as fit the mode's target time, between 6 and the default."""
+def _custom_cycles(spec, mode: str) -> int:
+    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 6."""
     import time
 
     from gpudiag.cycle_workload import build
@@ -92,9 +93,7 @@ def _custom_cycles(spec, mode: str, default: int) -> int:
     w.sync()
     per = (time.perf_counter() - t0) / 3
     w.close()
-    if per <= 0:
-        return default
-    return max(MIN_CUSTOM_CYCLES, min(default, int(CUSTOM_TARGET_S[mode] / per)))
+    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(per, 1e-6))))
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
@@ -124,7 +123,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         cw.parse_ref(custom_ref)
         spec = cw.CustomSpec(custom_ref, device, os.getcwd())
         if not ctx.options.get("cycle_cycles"):
-            plan.cycles = _custom_cycles(spec, ctx.mode, plan.cycles)
+            plan.cycles = _custom_cycles(spec, ctx.mode)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         if "cycle_repeats" not in ctx.options:
             plan.repeats = 2 if ctx.quick else 3
@@ -138,11 +137,15 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                                host_work_iters=cw.calibrate_host_work(host_ms), host_work_ms=host_ms)
         workload = spec.describe()
         workload["estimated_bytes_per_copy"] = spec.estimated_bytes(fuse=plan.fuse)
+    builtin = not custom_ref
     workload.update({"cycles": plan.cycles, "warmup_cycles": plan.warmup, "repeats": plan.repeats,
-                     "workers_tried": plan.workers, "fuse": plan.fuse, "sync_every": plan.sync_every,
-                     "streams": plan.streams, "profile_cycles": plan.profile_cycles if cuda else None,
+                     "workers_tried": plan.workers,
+                     "fuse": plan.fuse if builtin else None,
+                     "sync_every": plan.sync_every if (builtin and cuda) else None,
+                     "streams": plan.streams if (builtin and cuda) else None,
+                     "profile_cycles": plan.profile_cycles if cuda else None,
                      "sized_from": {"free_bytes": free_bytes, "source": free_source,
-                                    "fraction": cw.MEMORY_FRACTION},
+                                    "fraction": cw.MEMORY_FRACTION} if builtin else None,
                      "torch_threads_default": default_threads, "logical_cores": cores})
 
     env = cs.Env(device=device, default_threads=default_threads, profiler_cuda=profiler_cuda,
