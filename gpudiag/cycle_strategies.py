@@ -1,14 +1,17 @@
 """The strategy tournament: each strategy runs the same number of cycles; rows per the contract.
 
 Strategies: serial (the baseline), deferred_sync, cuda_graph, streams (CUDA only), batched,
-threads, processes. Each measurement is warmed up, repeated, and reported as the median rate with
-its spread. A strategy that cannot run here is a `skipped` row with the reason; one that breaks
-is a `failed` row, and the others are still measured.
+threads, processes. Each is first *prepared* (model built, warmed up, graph captured, workers
+started) into one or more contestants (threads and processes: one per worker count tried); then
+the timed repeats run round-robin over all contestants, so a burst of load from elsewhere on the
+machine hits every strategy alike instead of whichever ran at that moment. A row reports the
+median rate over repeats and its spread. A strategy that cannot run here is a `skipped` row with
+the reason; one that breaks is a `failed` row, and the others are still measured.
 
-Processes run in long-lived spawned workers (start-up, i.e. spawn + import torch, is paid once,
-measured, and excluded from cycles_per_s). The pool is reached through one seam, `start_pool`:
+Processes run in long-lived spawned workers: start-up (spawn + import torch) is paid once,
+measured, and excluded from cycles_per_s. The pool is reached through one seam, `start_pool`:
 `_LocalPool` mirrors the subset of `gpudiag.workers.WorkerPool` used here (grow, startup,
-run_all, run_timed, close), so swapping it in is a one-line change.
+init_results, run_all, run_timed, close), so swapping it in is a one-line change.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
 import tempfile
 import threading
 import time
@@ -37,6 +39,7 @@ CUSTOM_STRATEGIES = ("serial", "cuda_graph", "threads", "processes")
 CONSERVATIVE_HOST_BYTES_PER_WORKER = 2 * 2**30
 CONSERVATIVE_DEVICE_BYTES_PER_WORKER = 1 * 2**30
 DEVICE_FREE_FRACTION = 0.8  # of free device memory new worker contexts may take
+CPU_REASON = "no CUDA device: the workload ran on the CPU"
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Plan:
 
 @dataclass
 class Env:
-    """Facts about this machine the strategies need."""
+    """Facts about this machine the strategies need, and what the tournament recorded on the side."""
 
     device: str  # "cuda" | "cpu"
     default_threads: int  # torch.get_num_threads() at start
@@ -67,7 +70,11 @@ class Env:
     gil_per_worker_host_bytes: Optional[int] = None  # from the gil probe, when it ran
     gil_per_worker_device_bytes: Optional[int] = None
     timelines: Dict[str, dict] = field(default_factory=dict)  # strategy -> idle timeline (CUDA)
-    nvml: Dict[str, dict] = field(default_factory=dict)  # strategy -> sampler result (CUDA)
+    nvml: Optional[dict] = None  # the sampler's result over the whole tournament (CUDA)
+
+
+class Skip(Exception):
+    """A strategy that cannot run here; the message is the row's reason."""
 
 
 def shares(total: int, n: int) -> List[Tuple[int, int]]:
@@ -96,6 +103,15 @@ def fit_workers(wanted: int, per_worker_host: Optional[int], host_budget: Option
     return max(0, n), limit
 
 
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _where(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}" + (f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "")
+
+
 # ---------------------------------------------------------------- rows
 
 def empty_row(name: str, status: str, reason: str, workers: Optional[int] = None) -> dict:
@@ -116,155 +132,71 @@ def measured_row(name: str, workers: int, cycles: int, walls: Sequence[float], t
     return row
 
 
-def _rss() -> int:
-    return psutil.Process().memory_info().rss
+# ---------------------------------------------------------------- contestants
 
+class Contestant:
+    """One strategy at one worker count, prepared and ready to be timed.
 
-def _timed(fn: Callable[[], None], sync: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
+    `timed(n)` runs n cycles and returns the wall seconds (device work included); `plain(n)` runs
+    n cycles untimed (for the profiler). `close()` frees what it holds.
+    """
 
+    def __init__(self, name: str, workers: int, torch_threads: int, timed: Callable[[int], float],
+                 plain: Optional[Callable[[int], None]] = None, sync: Callable[[], None] = lambda: None,
+                 close: Callable[[], None] = lambda: None, events_workload: Any = None,
+                 rss_of: Callable[[], int] = _rss, **extra):
+        self.name, self.workers, self.torch_threads = name, workers, torch_threads
+        self._timed, self.plain, self.sync, self._close, self._rss_of = timed, plain, sync, close, rss_of
+        self.events_workload = events_workload  # a built-in Workload: CUDA-event timeline fallback
+        self.extra = extra
+        self.walls: List[float] = []
+        self.intervals: List[Tuple[float, float]] = []  # monotonic start/end of each timed run
+        self.error: Optional[str] = None
+        self.host_rss_bytes: Optional[int] = None
+        self.peak_device_bytes: Optional[int] = None
 
-class _Measure:
-    """Repeats a run of plan.cycles cycles, with NVML sampling around it on CUDA."""
-
-    def __init__(self, name: str, plan: Plan, env: Env):
-        self.name, self.plan, self.env = name, plan, env
-
-    def repeat(self, run_once: Callable[[], float]) -> List[float]:
-        sampler = None
-        if self.env.device == "cuda" and self.env.nvml_locate is not None:
-            sampler = timeline.UtilizationSampler(self.env.nvml_locate).start()
-        try:
-            return [run_once() for _ in range(self.plan.repeats)]
-        finally:
-            if sampler is not None:
-                self.env.nvml[self.name] = sampler.stop()
-
-
-def _gpu_extras(name: str, env: Env) -> dict:
-    """gpu_busy_fraction and the NVML median for a row, from what was recorded for it."""
-    if env.device != "cuda":
-        return {"gpu_busy_fraction": None, "gpu_busy_reason": "no CUDA device: the workload ran on the CPU",
-                "nvml_gpu_percent_median": None}
-    tl = env.timelines.get(name)
-    nv = env.nvml.get(name) or {}
-    busy = tl.get("busy_fraction") if tl else None
-    why = None if busy is not None else ((tl or {}).get("reason") or "not profiled")
-    return {"gpu_busy_fraction": busy, "gpu_busy_reason": why, "nvml_gpu_percent_median": nv.get("median_percent")}
-
-
-def _peak_device(env: Env) -> Optional[int]:
-    if env.device != "cuda":
-        return None
-    import torch
-
-    return int(torch.cuda.max_memory_allocated())
-
-
-def _reset_peak(env: Env) -> None:
-    if env.device == "cuda":
+    def once(self, cycles: int, cuda: bool) -> None:
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        torch.set_num_threads(self.torch_threads)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.monotonic()
+        self.walls.append(self._timed(cycles))
+        self.intervals.append((t0, time.monotonic()))
+        if cuda and self.peak_device_bytes is None:
+            self.peak_device_bytes = int(torch.cuda.max_memory_allocated())
+        if self.host_rss_bytes is None:
+            self.host_rss_bytes = self._rss_of()
+
+    def rate(self, cycles: int) -> float:
+        rates = [cycles / w for w in self.walls if w > 0]
+        return stats.median(rates) if rates else 0.0
+
+    def close(self) -> None:
+        self._close()
 
 
-# ---------------------------------------------------------------- GPU timeline of one strategy
-
-def profile_timeline(run: Callable[[], None], sync: Callable[[], None], env: Env, cycles: int) -> dict:
-    """The idle timeline of `run` (which runs `cycles` cycles), with torch.profiler kernel events."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    if not env.profiler_cuda:
-        return timeline.empty_timeline(None, env.profiler_reason or "torch.profiler has no CUDA activity here")
-    sync()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        with record_function("gpudiag_window"):
-            run()
-            sync()
-    fd, path = tempfile.mkstemp(prefix="gpudiag-trace-", suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path, encoding="utf-8") as fh:
-            events = json.load(fh).get("traceEvents", [])
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    window = None
-    for ev in events:
-        if ev.get("name") == "gpudiag_window" and str(ev.get("cat", "")).lower() == "user_annotation":
-            window = (float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0.0)))
-            break
-    del torch
-    return timeline.analyze_trace(events, window_us=window, cycles=cycles)
+def _loop_timer(run: Callable[[int], None], sync: Callable[[], None]) -> Callable[[int], float]:
+    def timed(n: int) -> float:
+        t0 = time.perf_counter()
+        run(n)
+        sync()
+        return time.perf_counter() - t0
+    return timed
 
 
-def events_timeline(w, cycles: int) -> dict:
-    """Serial cycles timed with CUDA events around each cycle's device work (profiler fallback)."""
-    import torch
-
-    starts, ends = [], []
-    w.sync()
-    t0 = time.perf_counter()
-    for i in range(cycles):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        loss, acc, norm = w.forward_metrics(*w.batch(i))
-        e.record()
-        w.metrics.append((loss.item(), acc.item(), norm.item()))
-        host_work(w.spec.host_work_iters)
-        starts.append(s)
-        ends.append(e)
-    w.sync()
-    wall_ms = (time.perf_counter() - t0) * 1000.0
-    steps = [(starts[0].elapsed_time(s), starts[0].elapsed_time(e)) for s, e in zip(starts, ends)]
-    return timeline.analyze_step_events(steps, wall_ms, cycles=cycles)
-
-
-def _record_timeline(name: str, env: Env, w, run: Callable[[], None], sync: Callable[[], None], cycles: int) -> None:
-    """Profile one more run of a strategy, after its timed repeats (profiling slows it down)."""
-    if env.device != "cuda":
-        return
-    try:
-        if env.profiler_cuda:
-            env.timelines[name] = profile_timeline(run, sync, env, cycles)
-        elif name == "serial" and hasattr(w, "forward_metrics"):
-            env.timelines[name] = events_timeline(w, cycles)
-        else:
-            env.timelines[name] = timeline.empty_timeline(
-                None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
-    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
-        env.timelines[name] = timeline.empty_timeline(None, f"profiling failed: {type(exc).__name__}: {exc}")
-
-
-# ---------------------------------------------------------------- in-process strategies
-
-def run_serial(spec, plan: Plan, env: Env) -> dict:
-    import torch
-
-    torch.set_num_threads(env.default_threads)
+def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
     w = build(spec)
     w.run_cycles(plan.warmup)
     w.sync()
-    _reset_peak(env)
-    walls = _Measure("serial", plan, env).repeat(lambda: _timed(lambda: w.run_cycles(plan.cycles), w.sync))
-    peak = _peak_device(env)
-    _record_timeline("serial", env, w, lambda: w.run_cycles(plan.profile_cycles), w.sync, plan.profile_cycles)
-    w.close()
-    return measured_row("serial", 1, plan.cycles, walls, env.default_threads, host_rss_bytes=_rss(),
-                        peak_device_bytes=peak, **_gpu_extras("serial", env))
+    return [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
+                       w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
 
 
-def run_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
+def prepare_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
     import torch
 
-    torch.set_num_threads(env.default_threads)
     w = build(spec)
     k = plan.sync_every
 
@@ -281,21 +213,16 @@ def run_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
 
     run(plan.warmup)
     w.sync()
-    _reset_peak(env)
-    walls = _Measure("deferred_sync", plan, env).repeat(lambda: _timed(lambda: run(plan.cycles), w.sync))
-    peak = _peak_device(env)
-    _record_timeline("deferred_sync", env, w, lambda: run(plan.profile_cycles), w.sync, plan.profile_cycles)
-    return measured_row("deferred_sync", 1, plan.cycles, walls, env.default_threads, sync_every=k,
-                        host_rss_bytes=_rss(), peak_device_bytes=peak, **_gpu_extras("deferred_sync", env))
+    return [Contestant("deferred_sync", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close,
+                       sync_every=k)]
 
 
-def run_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
+def prepare_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
     import torch
 
     if spec.train:
-        return empty_row("streams", "skipped", "training steps update shared weights: cycles on several "
-                                               "streams would race; measured for forward-only cycles")
-    torch.set_num_threads(env.default_threads)
+        raise Skip("training steps update shared weights: cycles on several streams would race; "
+                   "measured for forward-only cycles")
     w = build(spec)
     k = plan.streams
     main = torch.cuda.current_stream()
@@ -317,18 +244,10 @@ def run_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
 
     run(plan.warmup)
     w.sync()
-    _reset_peak(env)
-    walls = _Measure("streams", plan, env).repeat(lambda: _timed(lambda: run(plan.cycles), w.sync))
-    peak = _peak_device(env)
-    _record_timeline("streams", env, w, lambda: run(plan.profile_cycles), w.sync, plan.profile_cycles)
-    return measured_row("streams", k, plan.cycles, walls, env.default_threads, streams=k,
-                        host_rss_bytes=_rss(), peak_device_bytes=peak, **_gpu_extras("streams", env))
+    return [Contestant("streams", k, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close, streams=k)]
 
 
-def run_batched(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
-    import torch
-
-    torch.set_num_threads(env.default_threads)
+def prepare_batched(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
     w = build(spec)
     k = plan.fuse
 
@@ -342,19 +261,14 @@ def run_batched(spec: WorkloadSpec, plan: Plan, env: Env) -> dict:
 
     run(max(plan.warmup, k))
     w.sync()
-    _reset_peak(env)
-    walls = _Measure("batched", plan, env).repeat(lambda: _timed(lambda: run(plan.cycles), w.sync))
-    peak = _peak_device(env)
-    _record_timeline("batched", env, w, lambda: run(plan.profile_cycles), w.sync, plan.profile_cycles)
-    return measured_row("batched", 1, plan.cycles, walls, env.default_threads, cycles_per_step=k,
-                        host_rss_bytes=_rss(), peak_device_bytes=peak, **_gpu_extras("batched", env))
+    return [Contestant("batched", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close,
+                       cycles_per_step=k)]
 
 
-def run_cuda_graph(spec, plan: Plan, env: Env) -> dict:
-    """Capture one cycle's device work once, replay it per cycle; skipped when capture fails."""
+def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
+    """Capture one cycle's device work once, replay it per cycle; Skip when capture fails."""
     import torch
 
-    torch.set_num_threads(env.default_threads)
     w = build(spec)
     custom = isinstance(spec, CustomSpec)
     side = torch.cuda.Stream()
@@ -379,11 +293,15 @@ def run_cuda_graph(spec, plan: Plan, env: Env) -> dict:
                 w.optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph):
                 static_out = w.forward_metrics(static_x, static_y)
+        torch.cuda.synchronize()
     except Exception as exc:
+        try:
+            torch.cuda.synchronize()
+        except Exception:
+            pass  # the capture's error state; reported through the reason below
         hint = (" (a step that calls .item(), prints a tensor or syncs in another way cannot be captured; "
                 "see docs/cycle.md)" if custom else "")
-        return empty_row("cuda_graph", "skipped", f"CUDA graph capture failed: {type(exc).__name__}: {exc}{hint}")
-    torch.cuda.synchronize()
+        raise Skip(f"CUDA graph capture failed: {type(exc).__name__}: {exc}{hint}") from None
 
     if custom:
         def run(n: int) -> None:
@@ -402,13 +320,8 @@ def run_cuda_graph(spec, plan: Plan, env: Env) -> dict:
 
     run(plan.warmup)
     w.sync()
-    _reset_peak(env)
-    walls = _Measure("cuda_graph", plan, env).repeat(lambda: _timed(lambda: run(plan.cycles), w.sync))
-    peak = _peak_device(env)
-    _record_timeline("cuda_graph", env, w, lambda: run(plan.profile_cycles), w.sync, plan.profile_cycles)
     extra = {"replays_python_side_effects": False} if custom else {}
-    return measured_row("cuda_graph", 1, plan.cycles, walls, env.default_threads, host_rss_bytes=_rss(),
-                        peak_device_bytes=peak, **extra, **_gpu_extras("cuda_graph", env))
+    return [Contestant("cuda_graph", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close, **extra)]
 
 
 def _threads_once(workloads: list, parts: List[Tuple[int, int]]) -> float:
@@ -439,12 +352,11 @@ def _threads_once(workloads: list, parts: List[Tuple[int, int]]) -> float:
     return wall
 
 
-def run_threads(spec, plan: Plan, env: Env) -> dict:
-    """N Python threads, each with its own copy of the workload, sharing the cycles."""
+def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
+    """Per worker count N: N Python threads, each with its own copy of the workload, sharing the cycles."""
     import torch
 
-    sweep = []
-    best = None
+    out = []
     for n in plan.workers:
         per = max(1, env.default_threads // n)
         torch.set_num_threads(per)
@@ -452,29 +364,17 @@ def run_threads(spec, plan: Plan, env: Env) -> dict:
         for w in workloads:
             w.run_cycles(plan.warmup)
         workloads[0].sync()
-        parts = shares(plan.cycles, n)
-        _reset_peak(env)
-        walls = _Measure("threads", plan, env).repeat(lambda: _threads_once(workloads, parts))
-        row = measured_row("threads", n, plan.cycles, walls, per, host_rss_bytes=_rss(),
-                           peak_device_bytes=_peak_device(env))
-        sweep.append({"workers": n, "cycles_per_s": row["cycles_per_s"], "spread_fraction": row["spread_fraction"],
-                      "torch_threads": per})
-        if best is None or (row["cycles_per_s"] or 0) > (best[0]["cycles_per_s"] or 0):
-            best = (row, workloads, parts)
-        else:
-            for w in workloads:
+
+        def timed(c: int, ws=workloads) -> float:
+            return _threads_once(ws, shares(c, len(ws)))
+
+        def close(ws=workloads) -> None:
+            for w in ws:
                 w.close()
+
+        out.append(Contestant("threads", n, per, timed, lambda c, t=timed: t(c), workloads[0].sync, close))
     torch.set_num_threads(env.default_threads)
-    row, workloads, parts = best
-    if env.device == "cuda":
-        per_share = shares(plan.profile_cycles, len(workloads))
-        _record_timeline("threads", env, workloads[0], lambda: _threads_once(workloads, per_share),
-                         lambda: None, plan.profile_cycles)
-    for w in workloads:
-        w.close()
-    row.update(_gpu_extras("threads", env))
-    row["sweep"] = sweep
-    return row
+    return out
 
 
 # ---------------------------------------------------------------- worker processes
@@ -660,13 +560,12 @@ def _worker_init() -> dict:
     return {"import_torch_s": round(time.perf_counter() - t0, 4), "rss_bytes": _rss()}
 
 
-def _worker_prepare(spec, torch_threads: int, warmup: int) -> dict:
+def _worker_prepare(spec, warmup: int) -> dict:
     import torch
 
     old = _STATE.pop("w", None)
     if old is not None:
         old.close()
-    torch.set_num_threads(torch_threads)
     w = build(spec)
     w.run_cycles(warmup)
     w.sync()
@@ -678,14 +577,15 @@ def _worker_prepare(spec, torch_threads: int, warmup: int) -> dict:
     return {"rss_bytes": _rss(), "device_reserved_bytes": dev}
 
 
-def _worker_run(start: int, count: int) -> dict:
+def _worker_run(start: int, count: int, torch_threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(torch_threads)
     w = _STATE["w"]
     w.run_cycles(count, start)
     w.sync()
     dev = None
     if str(getattr(w, "device", "cpu")).startswith("cuda"):
-        import torch
-
         dev = int(torch.cuda.max_memory_allocated())
     return {"rss_bytes": _rss(), "peak_device_bytes": dev}
 
@@ -696,15 +596,23 @@ def _free_device_bytes() -> Optional[int]:
     return int(torch.cuda.mem_get_info()[0])
 
 
-def run_processes(spec, plan: Plan, env: Env) -> dict:
-    """N spawned processes, each with its own copy (and on CUDA its own context), sharing the cycles."""
+def _gib(n: Optional[float]) -> str:
+    return "unknown" if not n else f"{n / 2**30:.2f} GiB"
+
+
+def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
+    """Per worker count N: N spawned processes (each its own CUDA context) sharing the cycles.
+
+    Memory is checked before launch: per-worker figures from the gil probe when it ran; else a
+    conservative default decides whether all can start at once, or one is started and measured
+    first. Start-up is timed on its own and excluded from the rates.
+    """
     wanted = max(plan.workers)
-    host_budget = env.host_budget_bytes
     cuda = env.device == "cuda"
     dev_free = _free_device_bytes() if cuda else None
     dev_budget = int(dev_free * DEVICE_FREE_FRACTION) if cuda else None
     work_bytes = spec.estimated_bytes() if isinstance(spec, WorkloadSpec) else 0
-    check: Dict[str, Any] = {"wanted": wanted, "budget_host_bytes": host_budget,
+    check: Dict[str, Any] = {"wanted": wanted, "budget_host_bytes": env.host_budget_bytes,
                              "budget_host_source": env.host_budget_source, "budget_device_bytes": dev_budget}
     if env.gil_per_worker_host_bytes:
         per_host = env.gil_per_worker_host_bytes + work_bytes
@@ -713,113 +621,237 @@ def run_processes(spec, plan: Plan, env: Env) -> dict:
     else:
         per_host, per_dev = CONSERVATIVE_HOST_BYTES_PER_WORKER, (CONSERVATIVE_DEVICE_BYTES_PER_WORKER if cuda else None)
         source = "conservative default"
-    n, limit = fit_workers(wanted, per_host, host_budget, per_dev, dev_budget)
+    n, limit = fit_workers(wanted, per_host, env.host_budget_bytes, per_dev, dev_budget)
     t0 = time.perf_counter()
     pool = None
     try:
         if n < wanted and source == "conservative default":
             # Not sure they fit: start one, measure what it really takes, then decide.
             pool = start_pool(1, _worker_init)
-            info = pool.run_all(_worker_prepare, [(spec, max(1, env.default_threads), plan.warmup)])[0]
-            per_host = info["rss_bytes"]
+            per_host = pool.run_all(_worker_prepare, [(spec, plan.warmup)])[0]["rss_bytes"]
             if cuda:
                 per_dev = max(1, dev_free - _free_device_bytes())
             source = "measured (one worker)"
-            n, limit = fit_workers(wanted, per_host, host_budget, per_dev, dev_budget)
+            n, limit = fit_workers(wanted, per_host, env.host_budget_bytes, per_dev, dev_budget)
         check.update({"per_worker_host_bytes": per_host, "per_worker_device_bytes": per_dev, "source": source,
                       "fits": n, "limited_by": limit})
         if n < 2:
-            why = (f"only {n} worker process(es) fit in memory ({limit}: "
-                   f"{_gib(per_host if limit == 'host' else per_dev)} per worker, "
-                   f"{_gib(host_budget if limit == 'host' else dev_budget)} available)")
-            row = empty_row("processes", "skipped", why)
-            row["memory_check"] = check
-            return row
+            raise Skip(f"only {n} worker process(es) fit in memory ({limit}: "
+                       f"{_gib(per_host if limit == 'host' else per_dev)} per worker, "
+                       f"{_gib(env.host_budget_bytes if limit == 'host' else dev_budget)} available)")
         if pool is None:
             pool = start_pool(n, _worker_init)
         else:
             pool.grow(n)
         startup_s = time.perf_counter() - t0
-        counts = [c for c in plan.workers if c <= n] or [n]
-        sweep, best = [], None
-        for k in counts:
-            per = max(1, env.default_threads // k)
-            prep = pool.run_all(_worker_prepare, [(spec, per, plan.warmup)] * k)
-            parts = shares(plan.cycles, k)
-            results: List[list] = []
-
-            def once() -> float:
-                timed = pool.run_timed(_worker_run, parts)
-                results.append(timed.values)
-                return timed.wall_s
-
-            walls = _Measure("processes", plan, env).repeat(once)
-            last = results[-1]
-            row = measured_row("processes", k, plan.cycles, walls, per,
-                               host_rss_bytes=sum(r["rss_bytes"] for r in last),
-                               peak_device_bytes=(sum(r["peak_device_bytes"] for r in last) if cuda else None),
-                               worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep])
-            sweep.append({"workers": k, "cycles_per_s": row["cycles_per_s"], "spread_fraction": row["spread_fraction"],
-                          "torch_threads": per})
-            if best is None or (row["cycles_per_s"] or 0) > (best["cycles_per_s"] or 0):
-                best = row
-        best["sweep"] = sweep
-        best["startup_s"] = round(startup_s, 4)
-        best["worker_startup"] = [dict(s, **(i or {})) for s, i in zip(pool.startup, pool.init_results)]
-        best["memory_check"] = check
-        best["gpu_busy_fraction"] = None
-        best["gpu_busy_reason"] = ("no CUDA device: the workload ran on the CPU" if not cuda else
-                                   "each process has its own CUDA context; one profiler cannot see the "
-                                   "others' kernels (see nvml_gpu_percent_median)")
-        best["nvml_gpu_percent_median"] = (env.nvml.get("processes") or {}).get("median_percent") if cuda else None
-        return best
-    finally:
+        prep = pool.run_all(_worker_prepare, [(spec, plan.warmup)] * n)
+    except BaseException as exc:
         if pool is not None:
             pool.close()
+        if isinstance(exc, Skip):
+            exc.memory_check = check  # type: ignore[attr-defined]
+        raise
+    worker_startup = [dict(s or {}, **(i or {})) for s, i in zip(pool.startup, pool.init_results)]
+    counts = [c for c in plan.workers if c <= n] or [n]
+    out = []
+    closers = {"left": len(counts)}
+
+    def close() -> None:  # the pool is shared by the contestants: closed after the last one
+        closers["left"] -= 1
+        if closers["left"] <= 0:
+            pool.close()
+
+    for k in counts:
+        per = max(1, env.default_threads // k)
+        last: Dict[str, list] = {}
+
+        def timed(c: int, k=k, per=per, last=last) -> float:
+            t = pool.run_timed(_worker_run, [(s, cnt, per) for s, cnt in shares(c, k)])
+            last["values"] = t.values
+            return t.wall_s
+
+        def rss(last=last) -> int:
+            return sum(v["rss_bytes"] for v in last.get("values", []))
+
+        out.append(Contestant("processes", k, per, timed, None, lambda: None, close, rss_of=rss,
+                              startup_s=round(startup_s, 4), worker_startup=worker_startup, memory_check=check,
+                              worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
+    return out
 
 
-def _gib(n: Optional[float]) -> str:
-    return "unknown" if not n else f"{n / 2**30:.2f} GiB"
+# ---------------------------------------------------------------- GPU timeline of one contestant
+
+def profile_timeline(run: Callable[[], None], sync: Callable[[], None], cycles: int) -> dict:
+    """The idle timeline of `run` (which runs `cycles` cycles) from torch.profiler kernel events."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function("gpudiag_window"):
+            run()
+            sync()
+    fd, path = tempfile.mkstemp(prefix="gpudiag-trace-", suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as fh:
+            events = json.load(fh).get("traceEvents", [])
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    window = None
+    for ev in events:
+        if ev.get("name") == "gpudiag_window" and str(ev.get("cat", "")).lower() == "user_annotation":
+            window = (float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0.0)))
+            break
+    return timeline.analyze_trace(events, window_us=window, cycles=cycles)
+
+
+def events_timeline(w, cycles: int) -> dict:
+    """Serial cycles timed with CUDA events around each cycle's device work (profiler fallback)."""
+    import torch
+
+    starts, ends = [], []
+    w.sync()
+    t0 = time.perf_counter()
+    for i in range(cycles):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        loss, acc, norm = w.forward_metrics(*w.batch(i))
+        e.record()
+        w.metrics.append((loss.item(), acc.item(), norm.item()))
+        host_work(w.spec.host_work_iters)
+        starts.append(s)
+        ends.append(e)
+    w.sync()
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    steps = [(starts[0].elapsed_time(s), starts[0].elapsed_time(e)) for s, e in zip(starts, ends)]
+    return timeline.analyze_step_events(steps, wall_ms, cycles=cycles)
+
+
+def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
+    """Profile one more, untimed run of a contestant (profiling slows it down)."""
+    if c.name == "processes":
+        return timeline.empty_timeline(None, "each process has its own CUDA context; one profiler cannot "
+                                             "see the others' kernels (see nvml_gpu_percent_median)")
+    try:
+        if env.profiler_cuda and c.plain is not None:
+            return profile_timeline(lambda: c.plain(cycles), c.sync, cycles)
+        if c.events_workload is not None:
+            return events_timeline(c.events_workload, cycles)
+        return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
+    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
+        return timeline.empty_timeline(None, f"profiling failed: {_where(exc)}")
 
 
 # ---------------------------------------------------------------- the tournament
 
-RUNNERS = {"serial": run_serial, "deferred_sync": run_deferred_sync, "cuda_graph": run_cuda_graph,
-           "streams": run_streams, "batched": run_batched, "threads": run_threads, "processes": run_processes}
-# Order of execution: cuda_graph late (a failed capture can leave the context unusable for the
-# in-process strategies after it), processes last (separate contexts).
-RUN_ORDER = ("serial", "deferred_sync", "streams", "batched", "threads", "cuda_graph", "processes")
+PREPARE = {"serial": prepare_serial, "deferred_sync": prepare_deferred_sync, "cuda_graph": prepare_cuda_graph,
+           "streams": prepare_streams, "batched": prepare_batched, "threads": prepare_threads,
+           "processes": prepare_processes}
+# Preparation order: cuda_graph after the other in-process ones (a capture that fails should not
+# be the last thing the others' set-up saw), processes last (separate contexts).
+PREPARE_ORDER = ("serial", "deferred_sync", "streams", "batched", "threads", "cuda_graph", "processes")
 
 
-def run_tournament(spec, plan: Plan, env: Env, on_strategy: Optional[Callable[[str], None]] = None) -> List[dict]:
+def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
+    inside = [s["gpu_percent"] for s in samples
+              if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
+    return stats.median(inside) if inside else None
+
+
+def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, t0: float) -> dict:
+    ok = [c for c in group if c.error is None and c.walls]
+    if not ok:
+        return empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
+    best = max(ok, key=lambda c: c.rate(plan.cycles))
+    row = measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
+                       host_rss_bytes=best.host_rss_bytes,
+                       peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
+    if name in ("threads", "processes"):
+        row["sweep"] = [{"workers": c.workers, "cycles_per_s": round(c.rate(plan.cycles), 3) if c.walls else None,
+                         "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
+                         "reason": c.error or ""} for c in group]
+    if env.device != "cuda":
+        row.update(gpu_busy_fraction=None, gpu_busy_reason=CPU_REASON, nvml_gpu_percent_median=None)
+    else:
+        tl = env.timelines.get(name) or {}
+        row["gpu_busy_fraction"] = tl.get("busy_fraction")
+        row["gpu_busy_reason"] = None if tl.get("busy_fraction") is not None else (tl.get("reason") or "not profiled")
+        row["nvml_gpu_percent_median"] = _nvml_median(best, samples, t0)
+    return row
+
+
+def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
     """Every strategy's row, in STRATEGIES order, with speedup_vs_serial filled in.
 
     serial failing fails the tournament (nothing to compare against); any other strategy failing
     becomes a `failed` row.
     """
     custom = isinstance(spec, CustomSpec)
+    cuda = env.device == "cuda"
     rows: Dict[str, dict] = {}
-    for name in RUN_ORDER:
-        if on_strategy:
-            on_strategy(name)
-        if env.device != "cuda" and name in CUDA_ONLY:
-            rows[name] = empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
-            continue
-        if custom and name not in CUSTOM_STRATEGIES:
-            rows[name] = empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
-                                                    "defer the syncs inside your own step")
-            continue
-        if name == "serial":
-            rows[name] = RUNNERS[name](spec, plan, env)
-            continue
+    groups: Dict[str, List[Contestant]] = {}
+    try:
+        for name in PREPARE_ORDER:
+            if not cuda and name in CUDA_ONLY:
+                rows[name] = empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
+                continue
+            if custom and name not in CUSTOM_STRATEGIES:
+                rows[name] = empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
+                                                        "defer the syncs inside your own step")
+                continue
+            if name == "serial":
+                groups[name] = PREPARE[name](spec, plan, env)
+                continue
+            try:
+                groups[name] = PREPARE[name](spec, plan, env)
+            except Skip as exc:
+                rows[name] = empty_row(name, "skipped", str(exc))
+                if hasattr(exc, "memory_check"):
+                    rows[name]["memory_check"] = exc.memory_check
+            except CustomLoopError:
+                raise
+            except Exception as exc:  # one strategy breaking must not lose the others' measurements
+                rows[name] = empty_row(name, "failed", _where(exc))
+
+        sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
+        t0 = sampler._t0 if sampler is not None else 0.0
         try:
-            rows[name] = RUNNERS[name](spec, plan, env)
-        except CustomLoopError:
-            raise
-        except Exception as exc:  # one strategy breaking must not lose the others' measurements
-            tb = traceback.extract_tb(exc.__traceback__)
-            where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
-            rows[name] = empty_row(name, "failed", f"{type(exc).__name__}: {exc}{where}")
+            for _ in range(plan.repeats):  # round-robin: load from elsewhere hits every strategy alike
+                for name, group in groups.items():
+                    for c in group:
+                        if c.error is not None:
+                            continue
+                        try:
+                            c.once(plan.cycles, cuda)
+                        except CustomLoopError:
+                            raise
+                        except Exception as exc:
+                            if name == "serial":
+                                raise
+                            c.error = _where(exc)
+        finally:
+            env.nvml = sampler.stop() if sampler is not None else None
+        samples = (env.nvml or {}).get("samples", [])
+
+        if cuda:
+            for name, group in groups.items():
+                ok = [c for c in group if c.error is None and c.walls]
+                if ok:
+                    best = max(ok, key=lambda c: c.rate(plan.cycles))
+                    env.timelines[name] = record_timeline(best, env, plan.profile_cycles)
+        for name, group in groups.items():
+            rows[name] = _row_for(name, group, plan, env, samples, t0)
+    finally:
+        for group in groups.values():
+            for c in group:
+                try:
+                    c.close()
+                except Exception:
+                    pass
     base = rows["serial"]["cycles_per_s"]
     for r in rows.values():
         if r["cycles_per_s"] and base:

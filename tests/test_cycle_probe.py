@@ -137,13 +137,40 @@ def test_one_failing_strategy_is_a_failed_row_and_the_rest_still_run(monkeypatch
     def broken(spec, plan, env):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setitem(cs.RUNNERS, "batched", broken)
-    monkeypatch.setitem(cs.RUNNERS, "processes", lambda s, p, e: cs.empty_row("processes", "skipped", "not here"))
+    def not_here(spec, plan, env):
+        raise cs.Skip("not here")
+
+    monkeypatch.setitem(cs.PREPARE, "batched", broken)
+    monkeypatch.setitem(cs.PREPARE, "processes", not_here)
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
     rows = {r["name"]: r for r in cs.run_tournament(spec, _tiny_plan(), cs.Env(device="cpu", default_threads=1))}
     assert rows["batched"]["status"] == "failed" and "RuntimeError: out of memory" in rows["batched"]["reason"]
     assert rows["serial"]["status"] == "ok" and rows["threads"]["status"] == "ok"
     assert rows["threads"]["speedup_vs_serial"] > 0
+    assert rows["processes"]["status"] == "skipped" and rows["processes"]["reason"] == "not here"
+
+
+@needs_torch
+def test_a_contestant_failing_mid_run_is_a_failed_row(monkeypatch):
+    real = cs.prepare_threads
+
+    def flaky(spec, plan, env):
+        out = real(spec, plan, env)
+
+        def boom(n):
+            raise RuntimeError("worker thread died")
+        out[0]._timed = boom
+        return out
+
+    def not_here(spec, plan, env):
+        raise cs.Skip("not here")
+
+    monkeypatch.setitem(cs.PREPARE, "threads", flaky)
+    monkeypatch.setitem(cs.PREPARE, "processes", not_here)
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    rows = {r["name"]: r for r in cs.run_tournament(spec, _tiny_plan(repeats=2), cs.Env(device="cpu", default_threads=1))}
+    assert rows["threads"]["status"] == "failed" and "worker thread died" in rows["threads"]["reason"]
+    assert rows["serial"]["repeats"] == 2 and rows["batched"]["repeats"] == 2
 
 
 @needs_torch
@@ -152,10 +179,10 @@ def test_processes_that_do_not_fit_are_skipped_before_any_spawn():
     env = cs.Env(device="cpu", default_threads=2, host_budget_bytes=3 * 2**30, host_budget_source="test",
                  gil_per_worker_host_bytes=2 * 2**30)
     t0 = time.monotonic()
-    row = cs.run_processes(spec, _tiny_plan(workers=[4]), env)
+    with pytest.raises(cs.Skip, match=r"only 1 worker process\(es\) fit") as info:
+        cs.prepare_processes(spec, _tiny_plan(workers=[4]), env)
     assert time.monotonic() - t0 < 2  # no worker was started
-    assert row["status"] == "skipped" and "only 1 worker process(es) fit" in row["reason"]
-    mc = row["memory_check"]
+    mc = info.value.memory_check
     assert mc["source"] == "gil probe" and mc["limited_by"] == "host" and mc["fits"] == 1
 
 
