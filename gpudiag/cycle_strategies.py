@@ -144,9 +144,11 @@ class Contestant:
     def __init__(self, name: str, workers: int, torch_threads: int, timed: Callable[[int], float],
                  plain: Optional[Callable[[int], None]] = None, sync: Callable[[], None] = lambda: None,
                  close: Callable[[], None] = lambda: None, events_workload: Any = None,
-                 rss_of: Callable[[], int] = _rss, **extra):
+                 rss_of: Callable[[], int] = _rss, peak_device_of: Optional[Callable[[], Optional[int]]] = None,
+                 **extra):
         self.name, self.workers, self.torch_threads = name, workers, torch_threads
         self._timed, self.plain, self.sync, self._close, self._rss_of = timed, plain, sync, close, rss_of
+        self._peak_device_of = peak_device_of
         self.events_workload = events_workload  # a built-in Workload: CUDA-event timeline fallback
         self.extra = extra
         self.walls: List[float] = []
@@ -164,8 +166,9 @@ class Contestant:
         t0 = time.monotonic()
         self.walls.append(self._timed(cycles))
         self.intervals.append((t0, time.monotonic()))
-        if cuda and self.peak_device_bytes is None:
-            self.peak_device_bytes = int(torch.cuda.max_memory_allocated())
+        if cuda:
+            peak = self._peak_device_of() if self._peak_device_of else int(torch.cuda.max_memory_allocated())
+            self.peak_device_bytes = max(self.peak_device_bytes or 0, peak or 0) or None
         if self.host_rss_bytes is None:
             self.host_rss_bytes = self._rss_of()
 
@@ -271,11 +274,25 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
 
     w = build(spec)
     custom = isinstance(spec, CustomSpec)
+    if custom:
+        # A step that synchronises cannot be captured, and a failed capture is best not tried in
+        # the process that measures everything else: ask CUDA's sync debug mode first.
+        w.sync()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            w.step()
+        except Exception as exc:
+            raise Skip("your step() synchronises with the host (e.g. .item(), .cpu(), printing a tensor), so it "
+                       f"cannot be captured in a CUDA graph: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
+                       "see docs/cycle.md") from None
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        w.sync()
     side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     try:
         if custom:
+            side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up off the capture stream, as the CUDA graphs docs ask
                 for _ in range(3):
                     w.step()
@@ -285,6 +302,7 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
         else:
             x0, y0 = w.batch(0)
             static_x, static_y = x0.clone(), y0.clone()
+            side.wait_stream(torch.cuda.current_stream())  # after the clones, which run on the main stream
             with torch.cuda.stream(side):
                 for _ in range(3):
                     w.forward_metrics(static_x, static_y)
@@ -673,7 +691,11 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
         def rss(last=last) -> int:
             return sum(v["rss_bytes"] for v in last.get("values", []))
 
-        out.append(Contestant("processes", k, per, timed, None, lambda: None, close, rss_of=rss,
+        def peak(last=last) -> Optional[int]:
+            vals = [v["peak_device_bytes"] for v in last.get("values", []) if v.get("peak_device_bytes")]
+            return sum(vals) if vals else None
+
+        out.append(Contestant("processes", k, per, timed, None, lambda: None, close, rss_of=rss, peak_device_of=peak,
                               startup_s=round(startup_s, 4), worker_startup=worker_startup, memory_check=check,
                               worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
     return out
@@ -818,7 +840,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 rows[name] = empty_row(name, "failed", _where(exc))
 
         sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
-        t0 = sampler._t0 if sampler is not None else 0.0
+        t0 = sampler.t0 if sampler is not None else 0.0
         try:
             for _ in range(plan.repeats):  # round-robin: load from elsewhere hits every strategy alike
                 for name, group in groups.items():
@@ -836,6 +858,9 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         finally:
             env.nvml = sampler.stop() if sampler is not None else None
         samples = (env.nvml or {}).get("samples", [])
+        for smp in samples:  # which strategy was running when NVML took each sample
+            smp["strategy"] = next((c.name for g in groups.values() for c in g
+                                    if any(a - t0 <= smp["t_s"] <= b - t0 for a, b in c.intervals)), None)
 
         if cuda:
             for name, group in groups.items():

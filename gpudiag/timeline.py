@@ -258,7 +258,7 @@ class UtilizationSampler:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._t0 = 0.0
+        self.t0 = 0.0
 
     def _handle(self, nv):
         if isinstance(self.locate, str):
@@ -284,7 +284,7 @@ class UtilizationSampler:
                         self.reason = "NVML gives no utilisation for this GPU (NotSupported, e.g. MIG or WSL)"
                         return
                     if len(self.samples) < self.max_samples:
-                        self.samples.append({"t_s": round(self.clock() - self._t0, 4), "gpu_percent": int(rates.gpu)})
+                        self.samples.append({"t_s": round(self.clock() - self.t0, 4), "gpu_percent": int(rates.gpu)})
                     if self._stop.wait(self.interval_s):
                         return
         except NvmlUnavailable as exc:
@@ -295,7 +295,7 @@ class UtilizationSampler:
             self._ready.set()
 
     def start(self) -> "UtilizationSampler":
-        self._t0 = self.clock()
+        self.t0 = self.clock()
         self._thread = threading.Thread(target=self._loop, name="gpudiag-nvml-sampler", daemon=True)
         self._thread.start()
         self._ready.wait(5.0)  # NVML init happens before the measured run starts

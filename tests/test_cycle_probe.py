@@ -297,3 +297,12 @@ def test_cuda_graph_of_the_builtin_cycle_captures():
     row = cs.run_cuda_graph(spec, _tiny_plan(cycles=8), cs.Env(device="cuda", default_threads=1))
     assert row["status"] == "ok", row
     assert row["cycles_per_s"] > 0
+
+
+def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
+    c = cs.Contestant("serial", 1, 1, timed=lambda n: 0.0)
+    c.intervals = [(100.0, 101.0), (105.0, 106.0)]
+    samples = [{"t_s": 0.5, "gpu_percent": 40}, {"t_s": 2.0, "gpu_percent": 99},
+               {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 5.9, "gpu_percent": 50}]
+    assert cs._nvml_median(c, samples, t0=100.0) == 50  # 40, 60, 50 inside; 99 was another strategy
+    assert cs._nvml_median(c, [], t0=100.0) is None

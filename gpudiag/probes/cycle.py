@@ -70,10 +70,13 @@ def _profiler_support():
 
 def _nvml_locate(torch) -> Any:
     """The PCI bus id of the current CUDA device (NVML's numbering differs under CUDA_VISIBLE_DEVICES)."""
-    props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    bus = getattr(props, "pci_bus_id", None)
-    if isinstance(bus, int):
-        return f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
+    try:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        bus = getattr(props, "pci_bus_id", None)
+        if isinstance(bus, int):
+            return f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
+    except Exception:
+        pass  # older torch: fall back to the index below
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     first = visible.split(",")[0].strip()
     return int(first) if first.isdigit() else torch.cuda.current_device()
@@ -163,10 +166,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                 None, "each process has its own CUDA context; one profiler cannot see the whole GPU"
                 if best["name"] == "processes" else "not profiled")
         idle_reason = None
-        nvml_util = env.nvml.get("serial")
+        nvml_util = env.nvml
         nvml_reason = None if nvml_util and nvml_util.get("n") else (nvml_util or {}).get("reason", "not sampled")
-        if nvml_util is not None:
-            nvml_util = dict(nvml_util, strategy="serial")
         device_info = {"type": "cuda", "name": torch.cuda.get_device_name(), "profiler_cuda": profiler_cuda,
                        "profiler_reason": profiler_reason}
     else:
