@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 DEFAULT_CYCLES = {("cpu", "quick"): 40, ("cpu", "full"): 160, ("cuda", "quick"): 100, ("cuda", "full"): 400}
-CUSTOM_TARGET_S = {"quick": 0.3, "full": 3.0}  # serial run time the custom cycle count aims at
-MIN_CUSTOM_CYCLES = 6
+CUSTOM_TARGET_S = {"quick": 0.2, "full": 2.0}  # serial run time the custom cycle count aims at
+MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
 MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
 
@@ -83,18 +83,24 @@ def _nvml_locate(torch) -> Any:
 
 
 def _custom_cycles(spec, mode: str) -> int:
-    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 6."""
+    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 4.
+
+    Times steps after a warm-up step until 50 ms have passed (or 50 steps), so one slow first
+    step or a moment of load does not shrink the run to almost nothing.
+    """
     import time
 
     from gpudiag.cycle_workload import build
 
     w = build(spec)
-    w.run_cycles(1)
+    w.run_cycles(2)
     w.sync()
-    t0 = time.perf_counter()
-    w.run_cycles(3)
-    w.sync()
-    per = (time.perf_counter() - t0) / 3
+    n, t0 = 0, time.perf_counter()
+    while n < 50 and (n == 0 or time.perf_counter() - t0 < 0.05):
+        w.run_cycles(1)
+        w.sync()
+        n += 1
+    per = (time.perf_counter() - t0) / n
     w.close()
     return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(per, 1e-6))))
 
@@ -129,7 +135,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             plan.cycles = _custom_cycles(spec, ctx.mode)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         if "cycle_repeats" not in ctx.options:
-            plan.repeats = 2 if ctx.quick else 3
+            plan.repeats = 3  # the median of three survives one disturbed run
         workload = spec.describe()
     else:
         copies = max(plan.workers) + 2  # processes + threads copies alive at once, plus serial
