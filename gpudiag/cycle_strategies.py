@@ -507,6 +507,8 @@ class _LocalPool:
         raise WorkerFailed(f"a worker {_describe_exit(w['proc'].exitcode)} while {phase}")
 
     def run_timed(self, fn: Callable, args_per_worker: Sequence[Sequence[Any]]) -> Timed:
+        if len(args_per_worker) > len(self._workers):  # also after close(): never time nothing
+            raise WorkerFailed(f"{len(args_per_worker)} tasks for a pool of {len(self._workers)} live workers")
         workers = self._workers[:len(args_per_worker)]
         deadline = time.monotonic() + self._timeout
         try:

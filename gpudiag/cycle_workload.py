@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 SEED = 1234
 # (in_features, hidden, batch): smallest first; the probe takes the largest that fits its budget

@@ -217,6 +217,8 @@ def test_local_pool_reports_a_dead_worker():
     pool = cs.start_pool(1, _pool_init)
     with pytest.raises(cs.WorkerFailed, match="exited with code 3"):
         pool.run_all(_pool_die, [()])
+    with pytest.raises(cs.WorkerFailed, match="live workers"):  # closed after the death: no fake timing
+        pool.run_timed(_pool_task, [(1,)])
     pool.close()
 
 
