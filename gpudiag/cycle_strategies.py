@@ -877,7 +877,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             for c in group:
                 try:
                     c.close()
-                except Exception:
+                except Exception:  # freeing a copy must not hide the measurement or the real error
                     pass
     base = rows["serial"]["cycles_per_s"]
     for r in rows.values():
