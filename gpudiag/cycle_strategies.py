@@ -705,12 +705,21 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 # ---------------------------------------------------------------- GPU timeline of one contestant
 
-def profile_timeline(run: Callable[[], None], sync: Callable[[], None], cycles: int) -> dict:
-    """The idle timeline of `run` (which runs `cycles` cycles) from torch.profiler kernel events."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+def trace_window(events: Sequence[dict], name: str = "gpudiag_window") -> Optional[Tuple[float, float]]:
+    """(start, end) in µs of the host-side `record_function` range called `name`, if recorded."""
+    for ev in events:
+        if ev.get("name") == name and str(ev.get("cat", "")).lower() == "user_annotation":
+            return float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0.0))
+    return None
 
+
+def profiled_events(run: Callable[[], None], sync: Callable[[], None]) -> List[dict]:
+    """Chrome-trace events of one run under torch.profiler (CPU + CUDA where supported)."""
+    from torch.profiler import ProfilerActivity, profile, record_function, supported_activities
+
+    acts = [a for a in (ProfilerActivity.CPU, ProfilerActivity.CUDA) if a in supported_activities()]
     sync()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with profile(activities=acts) as prof:
         with record_function("gpudiag_window"):
             run()
             sync()
@@ -719,18 +728,18 @@ def profile_timeline(run: Callable[[], None], sync: Callable[[], None], cycles: 
     try:
         prof.export_chrome_trace(path)
         with open(path, encoding="utf-8") as fh:
-            events = json.load(fh).get("traceEvents", [])
+            return json.load(fh).get("traceEvents", [])
     finally:
         try:
             os.unlink(path)
         except OSError:
             pass
-    window = None
-    for ev in events:
-        if ev.get("name") == "gpudiag_window" and str(ev.get("cat", "")).lower() == "user_annotation":
-            window = (float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0.0)))
-            break
-    return timeline.analyze_trace(events, window_us=window, cycles=cycles)
+
+
+def profile_timeline(run: Callable[[], None], sync: Callable[[], None], cycles: int) -> dict:
+    """The idle timeline of `run` (which runs `cycles` cycles) from torch.profiler kernel events."""
+    events = profiled_events(run, sync)
+    return timeline.analyze_trace(events, window_us=trace_window(events), cycles=cycles)
 
 
 def events_timeline(w, cycles: int) -> dict:

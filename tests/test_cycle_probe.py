@@ -308,3 +308,14 @@ def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
                {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 5.9, "gpu_percent": 50}]
     assert cs._nvml_median(c, samples, t0=100.0) == 50  # 40, 60, 50 inside; 99 was another strategy
     assert cs._nvml_median(c, [], t0=100.0) is None
+
+
+@needs_torch
+def test_profiler_plumbing_on_the_cpu_finds_the_window_and_no_kernels():
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    w = cw.Workload(spec)
+    events = cs.profiled_events(lambda: w.run_cycles(2), w.sync)
+    lo, hi = cs.trace_window(events)
+    assert hi > lo
+    t = cs.profile_timeline(lambda: w.run_cycles(2), w.sync, 2)
+    assert t["busy_fraction"] is None and "no GPU kernel" in t["reason"]
