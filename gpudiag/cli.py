@@ -120,8 +120,11 @@ def main() -> None:
 @click.option("--skip", multiple=True, metavar="NAME", help="Do not run this probe (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS", help="Per-probe time limit.")
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
+@click.option("--cycle", "cycle_ref", metavar="MODULE:FACTORY",
+              help="Measure your own loop: FACTORY(device) returns a step() (see docs/cycle.md).")
 def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
-           only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool) -> None:
+           only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool,
+           cycle_ref: Optional[str]) -> None:
     """Run the probes and write the report (HTML + JSON, optionally Markdown)."""
     from gpudiag import report as report_mod
     from gpudiag import runner
@@ -134,6 +137,15 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
         fail(str(exc))
     if not probes:
         fail("--only/--skip left no probe to run")
+    if cycle_ref is not None:
+        from gpudiag.cycle_workload import CustomLoopError, parse_ref
+
+        try:
+            parse_ref(cycle_ref)
+        except CustomLoopError as exc:
+            fail(str(exc))
+        if "cycle" not in {p.name for p in probes}:
+            fail("--cycle needs the cycle probe, which --only/--skip left out")
 
     created = report_mod.utc_now_iso()
     base = report_mod.default_basename(created)
@@ -147,7 +159,8 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
             _check_writable(path, what)
 
     progress = Progress(len(probes), enabled=sys.stderr.isatty())
-    outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress)
+    outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress,
+                                options={"cycle": cycle_ref} if cycle_ref else None)
     rep = report_mod.build_report(outcome["results"], mode, created_at=created,
                                   interrupted=outcome["interrupted"], redacted=not no_redact)
     rep = redact(rep, identify=not no_redact)

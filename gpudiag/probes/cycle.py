@@ -1,0 +1,249 @@
+"""Probe `cycle`: the user's loop, run under every parallelism strategy; GPU idle gaps of the baseline and winner.
+
+Each strategy runs the same number of cycles of the same seeded workload (gpudiag/cycle_workload.py)
+and is reported as cycles/s against `serial`. On CUDA, each in-process strategy is profiled once
+more after its timed runs to get its GPU busy fraction and idle gaps, and NVML utilisation is
+sampled during the timed runs. With `--cycle MODULE:FACTORY` the user's own step is measured instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
+
+DEFAULT_CYCLES = {("cpu", "quick"): 40, ("cpu", "full"): 160, ("cuda", "quick"): 100, ("cuda", "full"): 400}
+CUSTOM_TARGET_S = {"quick": 0.2, "full": 2.0}  # serial run time the custom cycle count aims at
+MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
+MAX_CUSTOM_CYCLES = 20000
+IDLE_WARN_BUSY_FRACTION = 0.6
+
+
+def worker_counts(mode: str, cores: int) -> List[int]:
+    """Worker counts tried for threads and processes: the user's 4 (capped by cores) in quick mode."""
+    if mode == "quick":
+        return [min(4, max(2, cores))]
+    top = max(4, min(cores, 8))
+    return sorted(c for c in {2, 4, min(cores, 8)} if 2 <= c <= top)
+
+
+def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycles: Optional[int] = None):
+    from gpudiag.cycle_strategies import Plan
+
+    quick = mode == "quick"
+    cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[(device, "quick" if quick else "full")])
+    workers = options.get("cycle_workers") or worker_counts(mode, cores)
+    workers = [int(w) for w in (workers if isinstance(workers, (list, tuple)) else [workers])]
+    return Plan(
+        cycles=cycles,
+        warmup=int(options.get("cycle_warmup", 3 if device == "cpu" else 10)),
+        repeats=int(options.get("cycle_repeats", 3 if quick else 5)),
+        workers=workers,
+        fuse=4 if device == "cpu" else 8,
+        sync_every=8,
+        streams=4,
+        profile_cycles=min(cycles, 30 if quick else 60),
+    )
+
+
+def _host_budget(ctx: ProbeContext):
+    """Memory new worker processes may use: the system probe's budget, else what psutil says is available."""
+    budget = ((ctx.results.get("system") or {}).get("memory") or {}).get("budget_bytes")
+    if isinstance(budget, (int, float)) and budget > 0:
+        return int(budget), "system probe budget_bytes"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "psutil available memory (system probe did not run)"
+
+
+def _profiler_support():
+    try:
+        from torch.profiler import ProfilerActivity, supported_activities
+
+        if ProfilerActivity.CUDA in supported_activities():
+            return True, None
+        return False, "this torch build's profiler has no CUDA activity (built without CUPTI/kineto)"
+    except Exception as exc:  # very old torch: no torch.profiler
+        return False, f"torch.profiler unavailable: {type(exc).__name__}: {exc}"
+
+
+def _nvml_locate(torch) -> Any:
+    """The PCI bus id of the current CUDA device (NVML's numbering differs under CUDA_VISIBLE_DEVICES)."""
+    try:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        bus = getattr(props, "pci_bus_id", None)
+        if isinstance(bus, int):
+            return f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
+    except Exception:
+        pass  # older torch: fall back to the index below
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    first = visible.split(",")[0].strip()
+    return int(first) if first.isdigit() else torch.cuda.current_device()
+
+
+def _custom_cycles(spec, mode: str) -> int:
+    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 4.
+
+    Times steps after a warm-up step until 50 ms have passed (or 50 steps), so one slow first
+    step or a moment of load does not shrink the run to almost nothing.
+    """
+    import time
+
+    from gpudiag.cycle_workload import build
+
+    w = build(spec)
+    w.run_cycles(2)
+    w.sync()
+    n, t0 = 0, time.perf_counter()
+    while n < 50 and (n == 0 or time.perf_counter() - t0 < 0.05):
+        w.run_cycles(1)
+        w.sync()
+        n += 1
+    per = (time.perf_counter() - t0) / n
+    w.close()
+    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(per, 1e-6))))
+
+
+def run(ctx: ProbeContext) -> ProbeOutput:
+    import psutil
+    import torch
+
+    from gpudiag import cycle_strategies as cs
+    from gpudiag import cycle_workload as cw
+    from gpudiag import timeline
+
+    custom_ref = ctx.options.get("cycle")
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    cores = os.cpu_count() or 1
+    default_threads = torch.get_num_threads()
+    host_budget, host_source = _host_budget(ctx)
+    gil_mem = (ctx.results.get("gil") or {}).get("memory") or {}
+    profiler_cuda, profiler_reason = _profiler_support() if cuda else (False, "no CUDA device")
+
+    if cuda:
+        free_bytes, free_source = int(torch.cuda.mem_get_info()[0]), "torch.cuda.mem_get_info free"
+    else:
+        free_bytes, free_source = host_budget, host_source
+    plan = make_plan(ctx.mode, device, cores, ctx.options)
+
+    if custom_ref:
+        cw.parse_ref(custom_ref)
+        spec = cw.CustomSpec(custom_ref, device, os.getcwd())
+        if not ctx.options.get("cycle_cycles"):
+            plan.cycles = _custom_cycles(spec, ctx.mode)
+            plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
+        if "cycle_repeats" not in ctx.options:
+            plan.repeats = 3  # the median of three survives one disturbed run
+        workload = spec.describe()
+    else:
+        copies = max(plan.workers) + 2  # processes + threads copies alive at once, plus serial
+        inf, hid, bat = cw.choose_size(device, ctx.mode, free_bytes, copies)
+        host_ms = float(ctx.options.get("cycle_host_work_ms", cw.HOST_WORK_MS[ctx.mode]))
+        spec = cw.WorkloadSpec(device=device, in_features=inf, hidden=hid, batch=bat,
+                               train=bool(ctx.options.get("cycle_train", False)),
+                               host_work_iters=cw.calibrate_host_work(host_ms), host_work_ms=host_ms)
+        workload = spec.describe()
+        workload["estimated_bytes_per_copy"] = spec.estimated_bytes(fuse=plan.fuse)
+    builtin = not custom_ref
+    workload.update({"cycles": plan.cycles, "warmup_cycles": plan.warmup, "repeats": plan.repeats,
+                     "workers_tried": plan.workers,
+                     "fuse": plan.fuse if builtin else None,
+                     "sync_every": plan.sync_every if (builtin and cuda) else None,
+                     "streams": plan.streams if (builtin and cuda) else None,
+                     "profile_cycles": plan.profile_cycles if cuda else None,
+                     "sized_from": {"free_bytes": free_bytes, "source": free_source,
+                                    "fraction": cw.MEMORY_FRACTION} if builtin else None,
+                     "torch_threads_default": default_threads, "logical_cores": cores})
+
+    env = cs.Env(device=device, default_threads=default_threads, profiler_cuda=profiler_cuda,
+                 profiler_reason=profiler_reason, nvml_locate=_nvml_locate(torch) if cuda else None,
+                 host_budget_bytes=host_budget, host_budget_source=host_source,
+                 gil_per_worker_host_bytes=gil_mem.get("per_worker_host_bytes"),
+                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"))
+    rows = cs.run_tournament(spec, plan, env)
+    best = cs.winner(rows)
+
+    if cuda:
+        idle: Optional[dict] = {"serial": env.timelines.get("serial") or timeline.empty_timeline(None, "not profiled")}
+        if best is not None and best["name"] != "serial":
+            idle[best["name"]] = env.timelines.get(best["name"]) or timeline.empty_timeline(
+                None, "each process has its own CUDA context; one profiler cannot see the whole GPU"
+                if best["name"] == "processes" else "not profiled")
+        idle_reason = None
+        nvml_util = env.nvml
+        nvml_reason = None if nvml_util and nvml_util.get("n") else (nvml_util or {}).get("reason", "not sampled")
+        device_info = {"type": "cuda", "name": torch.cuda.get_device_name(), "profiler_cuda": profiler_cuda,
+                       "profiler_reason": profiler_reason}
+    else:
+        idle, idle_reason = None, "no CUDA device: GPU idle gaps need a GPU; the workload ran on the CPU"
+        nvml_util, nvml_reason = None, "no CUDA device"
+        device_info = {"type": "cpu", "name": None, "profiler_cuda": False, "profiler_reason": profiler_reason}
+
+    data = {
+        "workload": workload,
+        "device": device_info,
+        "strategies": rows,
+        "winner": best["name"] if best else None,
+        "idle": idle,
+        "idle_reason": idle_reason,
+        "nvml_utilization": nvml_util,
+        "nvml_utilization_reason": nvml_reason,
+        "custom": custom_ref or None,
+        "host_rss_bytes": psutil.Process().memory_info().rss,
+    }
+    return ProbeOutput(data, findings_for(data))
+
+
+def findings_for(data: dict) -> List[dict]:
+    """Findings from the tournament's data (pure: tested on recorded data)."""
+    out = []
+    rows = {r["name"]: r for r in data["strategies"]}
+    serial = rows.get("serial") or {}
+    win = rows.get(data.get("winner") or "")
+    if win and serial.get("cycles_per_s"):
+        w = f" with {win['workers']} workers" if (win.get("workers") or 1) > 1 else ""
+        out.append(finding(
+            "CYCLE_FASTEST_STRATEGY", "info",
+            f"Fastest measured here: {win['name']}{w}, {win['cycles_per_s']:.1f} cycles/s, "
+            f"{win['speedup_vs_serial']:.2f}x the plain loop ({serial['cycles_per_s']:.1f} cycles/s).",
+            {"strategy": win["name"], "workers": win["workers"], "cycles_per_s": win["cycles_per_s"],
+             "serial_cycles_per_s": serial["cycles_per_s"], "speedup_vs_serial": win["speedup_vs_serial"],
+             "device": data["workload"].get("device")},
+            None))
+    tl = (data.get("idle") or {}).get("serial") or {}
+    busy = tl.get("busy_fraction")
+    if isinstance(busy, (int, float)) and busy < IDLE_WARN_BUSY_FRACTION:
+        split = tl.get("breakdown_ms") or {}
+        top = max(split, key=split.get) if split else None
+        out.append(finding(
+            "CYCLE_GPU_IDLE_GAPS", "warning",
+            f"In the plain loop the GPU was busy {busy * 100:.0f}% of the time; "
+            f"{tl['gaps']['count']} idle gaps" + (f", mostly {top.replace('_', ' ')}" if top else "") + ".",
+            {"busy_fraction": busy, "gaps": tl.get("gaps"), "breakdown_ms": split, "method": tl.get("method")},
+            "Keep metrics on the GPU and sync every few cycles, batch cycles, or capture the cycle in a CUDA graph; "
+            "the strategy table shows which one helps here."))
+    mem = (rows.get("processes") or {}).get("memory_check") or {}
+    if mem.get("limited_by") and mem.get("fits", 0) < mem.get("wanted", 0):
+        out.append(finding(
+            "CYCLE_PROCESSES_LIMITED_BY_MEMORY", "warning",
+            f"Only {mem['fits']} of {mem['wanted']} worker processes fit in {mem['limited_by']} memory.",
+            mem, "Use fewer processes, threads, or batching; or free memory before the run."))
+    for r in data["strategies"]:
+        if r["status"] == "failed":
+            out.append(finding("CYCLE_STRATEGY_FAILED", "warning", f"Strategy {r['name']} failed: {r['reason']}",
+                               {"strategy": r["name"], "reason": r["reason"]}, None))
+    return out
+
+
+PROBE = Probe(
+    name="cycle",
+    title="Cycle tournament",
+    summary="runs a model of your loop (or yours: --cycle) under each strategy; GPU idle gaps",
+    run=run,
+    needs=("torch",),
+    isolate=True,
+    timeout_s=120.0,
+    full_timeout_s=600.0,
+)

@@ -1,0 +1,323 @@
+"""The GPU timeline of a run: busy intervals, idle gaps, and why the GPU was idle.
+
+Pure analysis of kineto-like trace events (the `traceEvents` of `torch.profiler`'s Chrome trace:
+dicts with `cat`, `name`, `ts` and `dur` in microseconds, `args.correlation` linking a kernel to
+the runtime call that launched it), plus the same figures from per-step CUDA-event timings when
+the torch build has no CUDA profiler activity. Also the NVML utilisation sampler: what
+`nvidia-smi dmon` would have shown during the run.
+
+Idle attribution follows HolisticTraceAnalysis's idle-time breakdown (methods.md section 6), on
+the device-wide timeline (all streams merged) rather than per stream, split three ways:
+- host wait: the GPU had nothing queued because Python had not launched the next op yet;
+- sync wait: the part of that time the host spent blocked in a synchronising call (`.item()`,
+  `cudaStreamSynchronize`, a blocking `cudaMemcpy`): the GPU drained its queue for a round trip;
+- launch overhead: the next op had been launched (its runtime call had started) and the GPU was
+  still idle: launch latency that CUDA graphs remove.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from gpudiag.stats import median
+
+GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")
+# Runtime calls that block the host until the device has caught up. "cudaMemcpy" also matches
+# cudaMemcpyAsync: to pageable host memory (what `.item()` does) it blocks like the plain call.
+SYNC_CALL_MARKERS = ("Synchronize", "cudaMemcpy", "cuMemcpyDtoH")
+# Gap histogram bin edges in milliseconds; the last bin is open-ended (hi_ms null).
+GAP_EDGES_MS = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
+LONGEST_GAPS = 5
+
+Interval = Tuple[float, float]
+
+
+def _is_category(ev: dict, cats: Sequence[str]) -> bool:
+    return str(ev.get("cat", "")).lower() in cats
+
+
+def _correlation(ev: dict) -> Optional[int]:
+    args = ev.get("args") or {}
+    c = args.get("correlation", args.get("correlation id"))
+    return c if isinstance(c, int) else None
+
+
+def gpu_ops(events: Iterable[dict]) -> List[dict]:
+    """Device-side ops (kernels, memcpys, memsets) with start/end in µs, sorted by start."""
+    out = []
+    for ev in events:
+        if _is_category(ev, GPU_CATEGORIES) and "ts" in ev:
+            ts, dur = float(ev["ts"]), float(ev.get("dur", 0.0))
+            out.append({"start": ts, "end": ts + max(dur, 0.0), "correlation": _correlation(ev),
+                        "name": ev.get("name", "")})
+    return sorted(out, key=lambda o: (o["start"], o["end"]))
+
+
+def runtime_calls(events: Iterable[dict]) -> List[dict]:
+    """Host-side CUDA runtime/driver calls with start/end in µs, sorted by start."""
+    out = []
+    for ev in events:
+        if _is_category(ev, RUNTIME_CATEGORIES) and "ts" in ev:
+            ts, dur = float(ev["ts"]), float(ev.get("dur", 0.0))
+            out.append({"start": ts, "end": ts + max(dur, 0.0), "correlation": _correlation(ev),
+                        "name": str(ev.get("name", ""))})
+    return sorted(out, key=lambda o: o["start"])
+
+
+def is_sync_call(name: str) -> bool:
+    return any(m in name for m in SYNC_CALL_MARKERS)
+
+
+def merge_intervals(intervals: Iterable[Interval]) -> List[Interval]:
+    """Union of possibly overlapping intervals (several streams run at once), sorted."""
+    merged: List[List[float]] = []
+    for s, e in sorted(intervals):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return [(s, e) for s, e in merged]
+
+
+def find_gaps(busy: Sequence[Interval], window: Optional[Interval] = None) -> List[Interval]:
+    """Idle intervals between merged busy intervals; with a window, its idle edges too."""
+    gaps: List[Interval] = []
+    if window is not None:
+        lo, hi = window
+        if not busy:
+            return [(lo, hi)] if hi > lo else []
+        if busy[0][0] > lo:
+            gaps.append((lo, busy[0][0]))
+    for (_, e0), (s1, _) in zip(busy, busy[1:]):
+        if s1 > e0:
+            gaps.append((e0, s1))
+    if window is not None and busy and window[1] > busy[-1][1]:
+        gaps.append((busy[-1][1], window[1]))
+    return gaps
+
+
+def histogram(gaps_ms: Iterable[float], edges_ms: Sequence[float] = GAP_EDGES_MS) -> List[dict]:
+    """Counts per [lo, hi) bin in ms; the last bin has hi_ms None (open-ended)."""
+    bins = [{"lo_ms": lo, "hi_ms": hi, "count": 0} for lo, hi in zip(edges_ms, list(edges_ms[1:]) + [None])]
+    for g in gaps_ms:
+        for b in reversed(bins):
+            if g >= b["lo_ms"]:
+                b["count"] += 1
+                break
+    return bins
+
+
+def _overlap(a0: float, a1: float, intervals: Sequence[Interval]) -> float:
+    total = 0.0
+    for s, e in intervals:
+        if e <= a0:
+            continue
+        if s >= a1:
+            break
+        total += min(a1, e) - max(a0, s)
+    return total
+
+
+def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequence[dict]) -> Dict[str, float]:
+    """Split idle time (µs) into host_wait / sync_wait / launch_overhead / unattributed.
+
+    For a gap [g0, g1] ended by the op starting at g1, find the runtime call that launched that op
+    (same correlation id). If that call started before g0, the work was already on its way and
+    the whole gap is launch overhead. Otherwise [g0, launch) is host time, of which the part the
+    host spent inside synchronising calls is sync wait, and [launch, g1) is launch overhead.
+    A gap with no op after it (the window's tail) or whose launch call was not recorded is
+    unattributed.
+    """
+    launch_by_corr = {c["correlation"]: c for c in calls if c["correlation"] is not None}
+    syncs = merge_intervals((c["start"], c["end"]) for c in calls if is_sync_call(c["name"]))
+    starts = sorted((o["start"], i) for i, o in enumerate(ops))
+    out = {"host_wait": 0.0, "sync_wait": 0.0, "launch_overhead": 0.0, "unattributed": 0.0}
+    j = 0
+    for g0, g1 in gaps:
+        while j < len(starts) and starts[j][0] < g1:
+            j += 1
+        nxt = ops[starts[j][1]] if j < len(starts) and starts[j][0] == g1 else None
+        launch = launch_by_corr.get(nxt["correlation"]) if nxt is not None else None
+        if launch is None:
+            out["unattributed"] += g1 - g0
+            continue
+        if launch["start"] <= g0:
+            out["launch_overhead"] += g1 - g0
+            continue
+        host_end = min(launch["start"], g1)
+        sync = _overlap(g0, host_end, syncs)
+        out["sync_wait"] += sync
+        out["host_wait"] += (host_end - g0) - sync
+        out["launch_overhead"] += g1 - host_end
+    return out
+
+
+def _gap_summary(gaps_us: Sequence[float]) -> dict:
+    gaps_ms = [g / 1000.0 for g in gaps_us]
+    return {
+        "count": len(gaps_ms),
+        "total_ms": round(sum(gaps_ms), 4),
+        "median_ms": None if not gaps_ms else round(median(gaps_ms), 5),
+        "histogram": histogram(gaps_ms),
+        "longest_ms": [round(g, 4) for g in sorted(gaps_ms, reverse=True)[:LONGEST_GAPS]],
+    }
+
+
+def analyze_trace(events: Iterable[dict], window_us: Optional[Interval] = None, cycles: Optional[int] = None) -> dict:
+    """Timeline figures from kineto-like events.
+
+    `window_us` is the measured region on the trace clock (e.g. a `record_function` range around
+    the profiled cycles); without it the window is the span of the device ops.
+    """
+    events = list(events)
+    ops = gpu_ops(events)
+    calls = runtime_calls(events)
+    if not ops:
+        return empty_timeline("profiler", "the profiler recorded no GPU kernel in the window "
+                                          "(the build may lack CUPTI, or the GPU ran nothing)")
+    if window_us is None:
+        window_us = (ops[0]["start"], max(o["end"] for o in ops))
+    lo, hi = window_us
+    # Clip ops to the window: an op straddling an edge counts only inside it.
+    busy = merge_intervals((max(o["start"], lo), min(o["end"], hi)) for o in ops if o["end"] > lo and o["start"] < hi)
+    window = hi - lo
+    busy_us = sum(e - s for s, e in busy)
+    gaps = find_gaps(busy, (lo, hi))
+    split = idle_breakdown(gaps, ops, calls)
+    return {
+        "method": "profiler",
+        "reason": None,
+        "cycles": cycles,
+        "window_ms": round(window / 1000.0, 4),
+        "busy_ms": round(busy_us / 1000.0, 4),
+        "busy_fraction": round(busy_us / window, 4) if window > 0 else None,
+        "device_ops": len(ops),
+        "gaps": _gap_summary([e - s for s, e in gaps]),
+        "breakdown_ms": {k: round(v / 1000.0, 4) for k, v in split.items()},
+        "breakdown_reason": None,
+    }
+
+
+def analyze_step_events(steps_ms: Sequence[Tuple[float, float]], wall_ms: float, cycles: Optional[int] = None) -> dict:
+    """Timeline figures from per-step CUDA-event timings, when the profiler cannot see kernels.
+
+    `steps_ms` are (start, end) per step on one stream, in ms relative to the first step's start
+    event (from `Event.elapsed_time`); `wall_ms` is the host-measured wall time of the same steps.
+    A step counts as busy from its first to its last op, so gaps inside a step are not seen and
+    the busy fraction is an upper bound; the idle split needs the profiler's runtime calls.
+    """
+    if not steps_ms:
+        return empty_timeline("cuda_events", "no step was timed")
+    busy = merge_intervals(steps_ms)
+    busy_ms = sum(e - s for s, e in busy)
+    window = max(wall_ms, busy[-1][1] - busy[0][0])
+    gaps = find_gaps(busy)
+    return {
+        "method": "cuda_events",
+        "reason": None,
+        "cycles": cycles,
+        "window_ms": round(window, 4),
+        "busy_ms": round(busy_ms, 4),
+        "busy_fraction": round(busy_ms / window, 4) if window > 0 else None,
+        "busy_fraction_is_upper_bound": True,
+        "device_ops": None,
+        "gaps": _gap_summary([(e - s) * 1000.0 for s, e in gaps]),
+        "breakdown_ms": None,
+        "breakdown_reason": "CUDA events time whole steps; splitting idle time into host/sync/launch "
+                            "needs torch.profiler with CUDA activity",
+    }
+
+
+def empty_timeline(method: Optional[str], reason: str) -> dict:
+    """A timeline that could not be measured: every figure null, with the reason."""
+    return {"method": method, "reason": reason, "cycles": None, "window_ms": None, "busy_ms": None,
+            "busy_fraction": None, "device_ops": None, "gaps": None, "breakdown_ms": None,
+            "breakdown_reason": reason}
+
+
+# ---------------------------------------------------------------- NVML utilisation sampler
+
+class UtilizationSampler:
+    """Samples NVML GPU utilisation in a background thread, as `nvidia-smi dmon` would show it.
+
+    NVML's figure is a duty cycle over the driver's sample period (1/6 s to 1 s): the percentage
+    of time at least one kernel ran, not how much of the GPU it used. Use as a context manager;
+    `result()` gives `{samples: [{t_s, gpu_percent}], median_percent, n, interval_s, reason}`.
+    `locate` is a PCI bus id string (as torch reports it) or an NVML index.
+    """
+
+    def __init__(self, locate: Any = 0, interval_s: float = 0.1, lib: Any = None,
+                 clock=time.monotonic, max_samples: int = 2000):
+        self.locate, self.interval_s, self.lib, self.clock = locate, interval_s, lib, clock
+        self.max_samples = max_samples
+        self.samples: List[dict] = []
+        self.reason: Optional[str] = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.t0 = 0.0
+
+    def _handle(self, nv):
+        if isinstance(self.locate, str):
+            h = nv.call("nvmlDeviceGetHandleByPciBusId", self.locate, default=None)
+            if h is not None:
+                return h
+            return nv.call("nvmlDeviceGetHandleByPciBusId_v2", self.locate, default=None)
+        return nv.handle(int(self.locate))
+
+    def _loop(self) -> None:
+        from gpudiag.backends.nvml import NA, NvmlUnavailable, session
+
+        try:
+            with session(self.lib) as nv:
+                h = self._handle(nv)
+                if h is None:
+                    self.reason = f"NVML does not know the GPU at PCI bus id {self.locate}"
+                    return
+                self._ready.set()
+                while True:
+                    rates = nv.call("nvmlDeviceGetUtilizationRates", h)
+                    if rates is NA:
+                        self.reason = "NVML gives no utilisation for this GPU (NotSupported, e.g. MIG or WSL)"
+                        return
+                    if len(self.samples) < self.max_samples:
+                        self.samples.append({"t_s": round(self.clock() - self.t0, 4), "gpu_percent": int(rates.gpu)})
+                    if self._stop.wait(self.interval_s):
+                        return
+        except NvmlUnavailable as exc:
+            self.reason = str(exc)
+        except Exception as exc:  # a sampler must never break the measurement it watches
+            self.reason = f"NVML sampling stopped: {type(exc).__name__}: {exc}"
+        finally:
+            self._ready.set()
+
+    def start(self) -> "UtilizationSampler":
+        self.t0 = self.clock()
+        self._thread = threading.Thread(target=self._loop, name="gpudiag-nvml-sampler", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)  # NVML init happens before the measured run starts
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        return self.result()
+
+    def result(self) -> dict:
+        values = [s["gpu_percent"] for s in self.samples]
+        reason = self.reason if not values else None
+        if not values and reason is None:
+            reason = "the run ended before NVML gave a sample"
+        return {"samples": list(self.samples), "n": len(values),
+                "median_percent": median(values) if values else None,
+                "interval_s": self.interval_s, "reason": reason}
+
+    def __enter__(self) -> "UtilizationSampler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,150 @@
+"""`--cycle MODULE:FACTORY`: the user's own step, end to end through the CLI, and its failures in words."""
+
+import json
+import os
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+import gpudiag.probes as probes_registry
+from gpudiag import capabilities, runner
+from gpudiag import cycle_workload as cw
+from gpudiag.cli import main
+from gpudiag.probes import cycle as cycle_probe
+from gpudiag.probes.base import ProbeContext
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_TORCH = capabilities.detect()["torch"].available
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+
+
+@pytest.fixture
+def only_cycle(monkeypatch):
+    """The CLI runs just the cycle probe (the others have tests of their own)."""
+    monkeypatch.setattr(probes_registry, "_MODULES", ("cycle",))
+
+
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch):
+    """A folder with user modules in it, as the current directory (gpudiag imports from there)."""
+    (tmp_path / "good_loop.py").write_text(textwrap.dedent("""
+        class Loop:
+            def __init__(self):
+                self.n, self.closed = 0, False
+            def step(self):
+                self.n += sum(range(200))
+            def close(self):
+                self.closed = True
+
+        def make():            # no device argument: called as make()
+            return Loop()
+
+        def boom(device):
+            raise ValueError("no dataset at /data")
+
+        def bad_step(device):
+            def step():
+                raise KeyError("metric")
+            return step
+
+        def not_a_step(device):
+            return 42
+
+        VALUE = 3
+    """))
+    (tmp_path / "broken_import.py").write_text("import definitely_not_a_module_xyz\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+# ---------------------------------------------------------------- loading, in this process
+
+@pytest.mark.parametrize("ref", ["nocolon", "a:b:c", ":make", "mod:", "my-mod:make", "mod:make()"])
+def test_parse_ref_rejects_malformed_values(ref):
+    with pytest.raises(cw.CustomLoopError, match="MODULE:FACTORY"):
+        cw.parse_ref(ref)
+
+
+def test_parse_ref_accepts_dotted_modules():
+    assert cw.parse_ref("examples.my_loop:make_step") == ("examples.my_loop", "make_step")
+
+
+def test_object_protocol_step_and_close(user_folder):
+    w = cw.CustomWorkload("good_loop:make", "cpu", str(user_folder))
+    w.run_cycles(3)
+    w.close()
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("missing_mod_xyz:make", "cannot import module 'missing_mod_xyz'"),
+    ("broken_import:make", "cannot import module 'broken_import'"),
+    ("good_loop:nope", "has no attribute 'nope'"),
+    ("good_loop:VALUE", "is not callable"),
+    ("good_loop:boom", "the factory raised ValueError: no dataset at /data"),
+    ("good_loop:not_a_step", "return a step() callable or an object with .step()"),
+])
+def test_bad_custom_loops_say_what_is_wrong(user_folder, ref, words):
+    with pytest.raises(cw.CustomLoopError) as info:
+        cw.CustomWorkload(ref, "cpu", str(user_folder)).run_cycles(1)
+    assert words in str(info.value) and ref in str(info.value)
+
+
+def test_a_step_that_raises_is_named(user_folder):
+    w = cw.CustomWorkload("good_loop:bad_step", "cpu", str(user_folder))
+    with pytest.raises(cw.CustomLoopError, match=r"step\(\) raised KeyError"):
+        w.run_cycles(1)
+
+
+# ---------------------------------------------------------------- through the runner and the CLI
+
+@needs_torch
+def test_factory_raising_fails_the_probe_with_a_clear_reason(user_folder):
+    res = runner.run_probe(cycle_probe.PROBE, ProbeContext(timeout_s=60, options={"cycle": "good_loop:boom"}))
+    assert res["status"] == "failed"
+    assert res["reason"].startswith("CustomLoopError: --cycle good_loop:boom: the factory raised ValueError")
+    assert "Traceback" not in res["reason"]
+
+
+@needs_torch
+def test_cli_cycle_runs_the_readme_example_end_to_end(only_cycle, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)  # `examples.my_loop` is imported from the current folder
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["report", "--cycle", "examples.my_loop:make_step", "--json", str(out),
+                                    "-o", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    cyc = json.loads(out.read_text())["probes"]["cycle"]
+    assert cyc["status"] == "ok", cyc["reason"]
+    data = cyc["data"]
+    assert data["custom"] == "examples.my_loop:make_step"
+    assert data["workload"]["model"] == "custom step examples.my_loop:make_step"
+    rows = {r["name"]: r for r in data["strategies"]}
+    for name in ("serial", "threads", "processes"):
+        assert rows[name]["status"] == "ok" and rows[name]["cycles_per_s"] > 0, rows[name]
+    assert rows["cuda_graph"]["status"] == "skipped"  # CPU here; on a GPU its .item() makes capture fail
+    for name in ("batched", "deferred_sync", "streams"):
+        assert rows[name]["status"] == "skipped" and rows[name]["reason"]
+
+
+@pytest.mark.parametrize("value", ["examples.my_loop", "a:b:c", "not a module:make"])
+def test_cli_rejects_a_malformed_cycle_value_in_one_line(only_cycle, value):
+    res = CliRunner().invoke(main, ["report", "--cycle", value])
+    assert res.exit_code == 2
+    lines = [l for l in res.output.strip().splitlines() if l]
+    assert len(lines) == 1 and "MODULE:FACTORY" in lines[0] and "Traceback" not in res.output
+
+
+@needs_torch
+def test_cli_missing_module_is_a_failed_probe_not_a_traceback(only_cycle, user_folder):
+    res = CliRunner().invoke(main, ["report", "--cycle", "missing_mod_xyz:make", "--json", "r.json", "-o", "r.html"])
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    cyc = json.loads((user_folder / "r.json").read_text())["probes"]["cycle"]
+    assert cyc["status"] == "failed" and "cannot import module 'missing_mod_xyz'" in cyc["reason"]
+
+
+def test_cli_cycle_with_the_cycle_probe_skipped_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr(probes_registry, "_MODULES", ("cycle",))
+    res = CliRunner().invoke(main, ["report", "--cycle", "a:b", "--only", "cycle", "--skip", "cycle"])
+    assert res.exit_code == 2

@@ -1,0 +1,169 @@
+"""Timeline analysis on synthetic kineto-like events (no GPU needed)."""
+
+import time
+
+import pytest
+
+from gpudiag import timeline as tl
+from gpudiag.stats import median
+
+
+def _k(ts, dur, corr, cat="kernel", name="k"):
+    return {"cat": cat, "name": name, "ts": ts, "dur": dur, "args": {"correlation": corr}}
+
+
+def _rt(ts, dur, corr=None, name="cudaLaunchKernel"):
+    args = {"correlation": corr} if corr is not None else {}
+    return {"cat": "cuda_runtime", "name": name, "ts": ts, "dur": dur, "args": args}
+
+
+# Two overlapping kernels on two streams, a memcpy whose launch was queued early, then a kernel
+# launched late after the host sat in cudaStreamSynchronize; window wider than the ops.
+TRACE = [
+    {"cat": "cpu_op", "name": "aten::mm", "ts": -9, "dur": 100},  # host op: ignored
+    _rt(-5, 3, 1), _k(0, 10, 1),
+    _rt(-2, 1, 2), _k(5, 10, 2),                     # overlaps the first: merged busy [0, 15]
+    _rt(12, 2, 3, "cudaMemcpyAsync"), _k(20, 2, 3, cat="gpu_memcpy"),  # launched before the GPU idled
+    _rt(22, 8, None, "cudaStreamSynchronize"),       # host blocked 22..30
+    _rt(45, 4, 4), _k(50, 10, 4),
+]
+WINDOW = (-10.0, 70.0)
+
+
+def test_merge_intervals_unions_overlaps_and_keeps_disjoint():
+    assert tl.merge_intervals([(5, 15), (0, 10), (20, 22), (22, 23), (30, 31)]) == [(0, 15), (20, 23), (30, 31)]
+    assert tl.merge_intervals([]) == []
+
+
+def test_find_gaps_between_and_at_window_edges():
+    busy = [(0, 15), (20, 22), (50, 60)]
+    assert tl.find_gaps(busy) == [(15, 20), (22, 50)]
+    assert tl.find_gaps(busy, (-10, 70)) == [(-10, 0), (15, 20), (22, 50), (60, 70)]
+    assert tl.find_gaps([], (0, 5)) == [(0, 5)]
+
+
+def test_histogram_bins_are_half_open_and_last_is_open_ended():
+    bins = tl.histogram([0.0, 0.005, 0.01, 0.5, 1.0, 250.0])
+    assert [b["count"] for b in bins] == [2, 1, 1, 1, 0, 1]
+    assert bins[0]["lo_ms"] == 0.0 and bins[-1]["hi_ms"] is None and bins[-1]["lo_ms"] == 100.0
+
+
+def test_idle_breakdown_splits_host_sync_and_launch():
+    ops, calls = tl.gpu_ops(TRACE), tl.runtime_calls(TRACE)
+    gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops), WINDOW)
+    split = tl.idle_breakdown(gaps, ops, calls)
+    # [-10,0]: launch at -5 -> host 5, launch 5. [15,20]: launched at 12 -> launch 5.
+    # [22,50]: launch at 45 -> host 23 of which 8 in sync, launch 5. [60,70]: no next op.
+    assert split == {"host_wait": 20.0, "sync_wait": 8.0, "launch_overhead": 15.0, "unattributed": 10.0}
+    assert sum(split.values()) == sum(e - s for s, e in gaps)
+
+
+def test_analyze_trace_busy_fraction_gaps_and_breakdown_in_ms():
+    t = tl.analyze_trace(TRACE, window_us=WINDOW, cycles=3)
+    assert t["method"] == "profiler" and t["cycles"] == 3 and t["device_ops"] == 4
+    assert t["busy_ms"] == pytest.approx(0.027)
+    assert t["window_ms"] == pytest.approx(0.080)
+    assert t["busy_fraction"] == pytest.approx(27 / 80, abs=1e-4)
+    g = t["gaps"]
+    assert g["count"] == 4 and g["longest_ms"] == [0.028, 0.01, 0.01, 0.005]
+    assert [b["count"] for b in g["histogram"]][:2] == [1, 3]
+    assert t["breakdown_ms"] == {"host_wait": 0.02, "sync_wait": 0.008, "launch_overhead": 0.015,
+                                 "unattributed": 0.01}
+
+
+def test_analyze_trace_without_window_uses_the_span_of_device_ops():
+    t = tl.analyze_trace(TRACE)
+    assert t["window_ms"] == pytest.approx(0.060)
+    assert t["gaps"]["count"] == 2  # no edges
+
+
+def test_analyze_trace_with_no_kernels_is_null_with_a_reason():
+    t = tl.analyze_trace([{"cat": "cpu_op", "name": "x", "ts": 0, "dur": 1}])
+    assert t["busy_fraction"] is None and "no GPU kernel" in t["reason"]
+
+
+def test_clipping_to_the_window():
+    t = tl.analyze_trace([_rt(-20, 1, 1), _k(-10, 20, 1)], window_us=(0, 20))
+    assert t["busy_ms"] == pytest.approx(0.010) and t["busy_fraction"] == pytest.approx(0.5)
+
+
+def test_step_events_fallback_upper_bound_and_no_breakdown():
+    steps = [(0.0, 2.0), (3.0, 5.0), (9.0, 10.0)]
+    t = tl.analyze_step_events(steps, wall_ms=12.0, cycles=3)
+    assert t["method"] == "cuda_events" and t["busy_fraction"] == pytest.approx(5 / 12, abs=1e-4)
+    assert t["gaps"]["count"] == 2 and t["gaps"]["longest_ms"] == [4.0, 1.0]
+    assert t["breakdown_ms"] is None and "profiler" in t["breakdown_reason"]
+    assert t["busy_fraction_is_upper_bound"] is True
+
+
+def test_sync_call_names():
+    assert tl.is_sync_call("cudaStreamSynchronize") and tl.is_sync_call("cudaDeviceSynchronize")
+    assert tl.is_sync_call("cudaMemcpyAsync") and not tl.is_sync_call("cudaLaunchKernel")
+
+
+# ---------------------------------------------------------------- NVML sampler through a fake lib
+
+class _Rates:
+    def __init__(self, gpu):
+        self.gpu, self.memory = gpu, 0
+
+
+class FakeNvml:
+    """Just the pynvml names the sampler uses."""
+
+    def __init__(self, values, supported=True):
+        self.values, self.supported, self.i = list(values), supported, 0
+        self.shut = False
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("h", i)
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus):
+        return ("h", bus) if bus == "00000000:01:00.0" else None
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        if not self.supported:
+            class NVMLError_NotSupported(Exception):
+                pass
+            raise NVMLError_NotSupported()
+        v = self.values[min(self.i, len(self.values) - 1)]
+        self.i += 1
+        return _Rates(v)
+
+
+def test_sampler_collects_samples_and_median():
+    lib = FakeNvml([40, 50, 60])
+    s = tl.UtilizationSampler(0, interval_s=0.005, lib=lib).start()
+    deadline = time.monotonic() + 5
+    while len(s.samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    r = s.stop()
+    assert r["n"] >= 3 and r["reason"] is None
+    assert [x["gpu_percent"] for x in r["samples"]][:3] == [40, 50, 60]
+    values = [x["gpu_percent"] for x in r["samples"]]
+    assert r["median_percent"] == median(values) and 50 <= r["median_percent"] <= 60
+    assert lib.shut
+
+
+def test_sampler_by_pci_bus_id_and_not_supported_reason():
+    with tl.UtilizationSampler("00000000:01:00.0", interval_s=0.005, lib=FakeNvml([10], supported=False)) as s:
+        pass
+    r = s.result()
+    assert r["n"] == 0 and r["median_percent"] is None and "NotSupported" in r["reason"]
+
+
+def test_sampler_without_nvml_gives_a_reason():
+    class Broken:
+        def nvmlInit(self):
+            class NVMLError_LibraryNotFound(Exception):
+                pass
+            raise NVMLError_LibraryNotFound()
+
+    r = tl.UtilizationSampler(0, lib=Broken()).start().stop()
+    assert r["n"] == 0 and "not found" in r["reason"]
