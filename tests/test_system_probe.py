@@ -66,3 +66,10 @@ def test_python_findings():
     assert codes(system.python_findings({"free_threaded_build": True, "gil_enabled": False}, {})) == ["FREE_THREADED_PYTHON"]
     assert codes(system.python_findings({"mp_start_method": "fork"}, {"cuda_build": "12.1"})) == ["FORK_START_METHOD"]
     assert codes(system.python_findings({"mp_start_method": "fork"}, {"cuda_build": None})) == []
+
+
+def test_start_method_is_the_platform_default_even_in_a_spawned_probe():
+    import multiprocessing
+
+    res = runner.run_probe(system.PROBE, ProbeContext(timeout_s=120, options={"fast_cpu": True}))
+    assert res["data"]["python"]["mp_start_method"] == multiprocessing.get_all_start_methods()[0]

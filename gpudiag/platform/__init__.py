@@ -124,10 +124,10 @@ def python_facts(check_torch: bool = False) -> Dict[str, Any]:
             imported = False
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))  # 0 on regular Windows builds
     is_enabled = getattr(sys, "_is_gil_enabled", None)
-    try:
-        start = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_context().get_start_method()
-    except Exception:
-        start = None
+    # The platform default (the first listed), not this process's own method: probes run in spawned
+    # children, where get_start_method() would say "spawn" even on Linux where users get "fork".
+    methods = multiprocessing.get_all_start_methods()
+    start = methods[0] if methods else None
     return {
         "version": _pyplatform.python_version(),
         "implementation": _pyplatform.python_implementation(),
