@@ -144,7 +144,8 @@ def _live_children():
     out = set()
     for c in psutil.Process().children(recursive=True):
         try:
-            if c.status() != psutil.STATUS_ZOMBIE:
+            # multiprocessing's resource tracker is a long-lived helper of the test process itself
+            if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
                 out.add(c.pid)
         except psutil.Error:
             pass

@@ -354,7 +354,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
     budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit"], cg["usage"])
 
-    torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_pretend_no_torch")
+    torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_without_torch")
     if not torch_ok:
         why = capabilities.detect()["torch"].reason or "torch is not installed"
         for w in ("torch_op", "torch_dispatch", "cuda_launch"):
