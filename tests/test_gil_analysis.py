@@ -218,3 +218,21 @@ def test_findings_codes_are_stable_upper_snake():
     for f in out["findings"]:
         assert f["code"].isupper() and " " not in f["code"]
         assert f["severity"] in ("info", "warning", "critical")
+
+
+def test_contended_thread_row_spread_is_not_mistaken_for_noise():
+    # Recorded shape (full mode, loaded 2-core VM): 2 threads of tiny ops convoy on the GIL, so their
+    # repeats vary 0.3-0.8 s; the 1-worker baselines are steady, so the verdict still stands.
+    rec = [m("torch_dispatch", "threads", 1, 100, [0.215, 0.2228, 0.230, 0.22, 0.226]),
+           m("torch_dispatch", "threads", 2, 100, [0.30, 0.435, 0.80, 0.40, 0.50]),
+           m("torch_dispatch", "processes", 1, 100, [0.216, 0.20, 0.24, 0.21, 0.22]),
+           m("torch_dispatch", "processes", 2, 100, [0.14, 0.10, 0.20, 0.13, 0.15])]
+    rows = ga.scaling_rows(rec)
+    assert [r["spread_fraction"] > 0.4 for r in rows if r["workers"] == 2] == [True, True]
+    v = ga.compare_modes(rows, "torch_dispatch")
+    assert v["verdict"] == ga.ONLY_PROCESSES and v["tolerance"] < 0.5
+
+
+def test_tolerance_wide_enough_to_overlap_scaling_threshold_is_inconclusive():
+    assert ga.classify(1.0, 1.9, 2, 0.5) == ga.INCONCLUSIVE  # flat up to 1.5 = scales from 1.5
+    assert ga.classify(1.0, 3.7, 4, 0.5) == ga.ONLY_PROCESSES  # at 4 workers the bands are apart
