@@ -26,6 +26,7 @@ SCALE_FRACTION = 0.5
 MIN_TOLERANCE = 0.2
 NOISE_FACTOR = 2.0
 MAX_TOLERANCE = 0.6
+BUSY_CORES = 0.5  # other processes using this many cores' worth of CPU disturb the scaling figures
 
 WORKLOADS = ("python", "torch_op", "torch_dispatch", "cuda_launch")
 MODES = ("threads", "processes")
@@ -211,6 +212,13 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
     for w, why in (data.get("absent") or {}).items():
         if w in verdict:
             verdict[w]["reason"] = why
+    load = data.get("other_busy_cores") or {}
+    busy = {w: c for w, c in load.items() if c is not None and c >= BUSY_CORES}
+    for w, v in verdict.items():
+        v["other_busy_cores"] = load.get(w)
+        if w in busy and v["verdict"] in (INCONCLUSIVE, NEITHER):
+            v["reason"] = ((v["reason"] + "; ") if v["reason"] else "") + \
+                f"other processes kept {busy[w]:.1f} cores busy during the measurement"
     findings: List[dict] = []
 
     v = verdict["python"]
@@ -222,7 +230,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             _evidence(v), "Run Python-heavy work per worker in processes (spawn), not threads."))
     elif v["verdict"] == BOTH_SCALE and py.get("gil_enabled") is False:
         pass  # reported under FREE_THREADED below
-    elif v["verdict"] == NEITHER:
+    elif v["verdict"] == NEITHER and "python" not in busy:
         findings.append(finding(
             "CPU_PARALLELISM_LIMITED", "warning",
             f"Neither {v['workers']} threads ({v['threads_speedup']:.2f}x) nor {v['workers']} processes "
@@ -254,6 +262,16 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
                 f"{v['threads_speedup']:.2f}x the speed of 1 thread; {v['workers']} processes at {v['processes_speedup']:.2f}x. Python-side dispatch "
                 "holds the GIL, so threads do not add throughput for loops of small ops.",
                 _evidence(v), "Fewer, larger ops (batching), CUDA graphs, or one process per worker instead of threads."))
+
+    if busy:
+        worst = max(busy, key=busy.get)
+        of = f" of {usable_cores}" if usable_cores else ""
+        findings.append(finding(
+            "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
+            f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
+            f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
+            {"other_busy_cores": load, "threshold_cores": BUSY_CORES},
+            "Close other CPU-heavy work and run `gpudiag report --only gil` again."))
 
     findings.extend(_memory_findings(mem, verdict, usable_cores))
     findings.extend(_free_threaded_findings(py, verdict["python"], mem))

@@ -236,3 +236,21 @@ def test_contended_thread_row_spread_is_not_mistaken_for_noise():
 def test_tolerance_wide_enough_to_overlap_scaling_threshold_is_inconclusive():
     assert ga.classify(1.0, 1.9, 2, 0.5) == ga.INCONCLUSIVE  # flat up to 1.5 = scales from 1.5
     assert ga.classify(1.0, 3.7, 4, 0.5) == ga.ONLY_PROCESSES  # at 4 workers the bands are apart
+
+
+def test_a_busy_machine_is_named_instead_of_blaming_the_cpu():
+    # Recorded shape on the shared 2-core VM while another job ran: nothing scales, 0.9 cores were taken.
+    rows = ga.scaling_rows([m("python", "threads", 1, 100, [1.0] * 3), m("python", "threads", 2, 100, [1.0] * 3),
+                            m("python", "processes", 1, 100, [1.0] * 3), m("python", "processes", 2, 100, [0.9] * 3)])
+    out = ga.analyse({"scaling": rows, "other_busy_cores": {"python": 0.9, "torch_op": 0.1}}, usable_cores=2)
+    assert codes(out["findings"]) == ["MACHINE_BUSY_DURING_MEASUREMENT"]
+    f = out["findings"][0]
+    assert "0.9 of 2 cores busy while `python`" in f["message"] and f["severity"] == "warning"
+    v = out["verdict"]["python"]
+    assert v["other_busy_cores"] == 0.9 and "0.9 cores busy" in v["reason"]
+    assert out["verdict"]["torch_op"]["other_busy_cores"] == 0.1
+
+
+def test_a_quiet_machine_has_no_busy_finding():
+    out = ga.analyse(recorded_data(other_busy_cores={"python": 0.05, "torch_op": 0.1, "torch_dispatch": None}))
+    assert "MACHINE_BUSY_DURING_MEASUREMENT" not in codes(out["findings"])

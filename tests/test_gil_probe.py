@@ -57,6 +57,7 @@ def test_real_probe_through_the_runner_at_tiny_size():
     assert data["startup"]["import_torch_s"] > 0 and data["startup"]["total_s"] >= data["startup"]["import_torch_s"]
     assert data["python"]["gil_checked_after_torch"] is True
     assert set(data["verdict"]) == {"python", "torch_op", "torch_dispatch", "cuda_launch"}
+    assert set(data["other_busy_cores"]) == set(CPU_WORKLOADS)
     assert "WORKER_MEMORY_LIMITS" in [f["code"] for f in res["findings"]]
     assert live_children() - before == set()  # every worker was cleaned up
 
@@ -105,6 +106,78 @@ def test_python_facts_on_this_interpreter():
     facts = gil.python_facts()
     assert isinstance(facts["free_threaded_build"], bool) and isinstance(facts["gil_enabled"], bool)
     assert facts["switch_interval_s"] > 0
+
+
+class _FakeCudaTensor:
+    def __add__(self, other):
+        return self
+
+    def sum(self):
+        return self
+
+    def item(self):
+        return 2.0
+
+
+class _FakeCuda:
+    """Just enough of torch.cuda for the memory accounting, with NVML absent (pynvml finds no library)."""
+
+    def __init__(self):
+        self.initialised = False
+
+    def init(self):
+        self.initialised = True
+
+    def synchronize(self):
+        pass
+
+    def mem_get_info(self):
+        return (3_000 * 2**20, 4_096 * 2**20)
+
+    def current_device(self):
+        return 0
+
+    def get_device_properties(self, i):
+        class P:
+            uuid = "01234567-89ab-cdef-0123-456789abcdef"
+        return P()
+
+
+class _FakeTorch:
+    def __init__(self):
+        self.cuda = _FakeCuda()
+
+    def ones(self, n, device=None):
+        assert device == "cuda"
+        return _FakeCudaTensor()
+
+
+def test_cuda_memory_accounting_without_nvml_falls_back_to_torch_free_memory(monkeypatch):
+    # NVML unavailable here: no per-process value, no free delta -> device bytes null with the reason.
+    monkeypatch.setattr(gil, "_nvml_free_by_uuid", lambda: {})
+    monkeypatch.setattr(gil, "_nvml_own_usage", lambda uuid: None)
+    out = gil._cuda_init_cost(_FakeTorch())
+    assert out["device_bytes_per_context"] is None and "NVML" in out["reason_device"]
+    assert out["device_budget_bytes"] == 3_000 * 2**20 and out["device_total_bytes"] == 4_096 * 2**20
+    assert out["rss_after_cuda_bytes"] > 0 and out["cuda_init_s"] >= 0
+
+
+def test_cuda_memory_accounting_prefers_nvml_per_process_then_free_delta(monkeypatch):
+    frees = iter([{"GPU-01234567-89ab-cdef-0123-456789abcdef": 3_500 * 2**20},
+                  {"GPU-01234567-89ab-cdef-0123-456789abcdef": 3_200 * 2**20}])
+    monkeypatch.setattr(gil, "_nvml_free_by_uuid", lambda: next(frees))
+    monkeypatch.setattr(gil, "_nvml_own_usage", lambda uuid: None)
+    out = gil._cuda_init_cost(_FakeTorch())
+    assert out["device_bytes_per_context"] == 300 * 2**20
+    assert out["device_bytes_source"] == "NVML free-memory delta across CUDA init"
+    assert out["device_budget_bytes"] == 3_500 * 2**20  # free before this context existed
+    frees = iter([{"GPU-01234567-89ab-cdef-0123-456789abcdef": 3_500 * 2**20}] * 2)
+    monkeypatch.setattr(gil, "_nvml_free_by_uuid", lambda: next(frees))
+    monkeypatch.setattr(gil, "_nvml_own_usage",
+                        lambda uuid: 290 * 2**20 if uuid == "GPU-01234567-89ab-cdef-0123-456789abcdef" else None)
+    out = gil._cuda_init_cost(_FakeTorch())
+    assert out["device_bytes_per_context"] == 290 * 2**20
+    assert out["device_bytes_source"] == "NVML per-process used memory"
 
 
 @pytest.mark.gpu

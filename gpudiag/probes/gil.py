@@ -29,8 +29,8 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 # task_s: one worker's share of one task; repeats per point; cap: most workers measured.
 SIZES = {
     "tiny": {"task_s": 0.004, "repeats": 2, "cap": 2, "matmul": 64},  # tests only
-    "quick": {"task_s": 0.025, "repeats": 3, "cap": 4, "matmul": 256},
-    "full": {"task_s": 0.1, "repeats": 5, "cap": 8, "matmul": 256},
+    "quick": {"task_s": 0.025, "repeats": 5, "cap": 4, "matmul": 256},
+    "full": {"task_s": 0.1, "repeats": 7, "cap": 8, "matmul": 256},
 }
 MIN_HOST_BUDGET_BYTES = 512 * 1024 * 1024  # below this the probe does not spawn even one worker
 _SPEND_FRACTION = 0.7  # of the probe timeout: past it, remaining workloads are skipped, not killed
@@ -434,6 +434,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                                                  "total_s": round(max(s["ready_s"] for s in pool.startup[1:]), 3)}
 
         measurements = []
+        other_load: Dict[str, Optional[float]] = {}
         for w in workloads:
             if time.monotonic() > spend_by:
                 absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
@@ -445,9 +446,11 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
             if proc_points:
                 _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
+            load0 = _cpu_seconds(pool)
             for _ in range(size["repeats"]):  # interleave counts so drift hits all alike
                 for mode, n in plan:
                     walls[(mode, n)].append(_measure_once(pool, fn, w, mode, n, total, size["matmul"]))
+            other_load[w] = _other_busy_cores(load0, _cpu_seconds(pool))
             for (mode, n), ws in walls.items():
                 measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
         if pool is not None and proc_points:
@@ -477,11 +480,37 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "skipped_points": skipped_points,
         "startup": startup,
         "memory": mem,
+        # Cores' worth of CPU that *other* processes used while each workload was measured.
+        "other_busy_cores": other_load,
         "speedup_baseline": "same workload and mode with 1 worker",
     }
     result = ga.analyse(data, usable_cores=usable)
     data["verdict"] = result["verdict"]
     return ProbeOutput(data, result["findings"])
+
+
+def _cpu_seconds(pool) -> Optional[tuple]:
+    """(machine busy CPU s, this probe's own CPU s incl. its workers, monotonic s); None if unreadable."""
+    import psutil
+
+    try:
+        t = psutil.cpu_times()
+        busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal",
+                                                "interrupt", "dpc"))
+        own = 0.0
+        for proc in [psutil.Process()] + [psutil.Process(pid) for pid in (pool.pids if pool is not None else [])]:
+            c = proc.cpu_times()
+            own += c.user + c.system
+        return busy, own, time.monotonic()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _other_busy_cores(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(0.0, other) / (after[2] - before[2]), 2)
 
 
 def _measure_once(pool, fn, workload: str, mode: str, n: int, total: int, matmul: int) -> float:
