@@ -86,6 +86,29 @@ def test_too_little_memory_means_no_process_workers_but_threads_still_run():
     assert data["memory"]["budget_host_source"] == "system probe memory.budget_bytes"
 
 
+@pytest.mark.skipif(gil._usable_cores() < 2, reason="needs 2 usable cores to have a second worker to refuse")
+def test_larger_worker_counts_that_do_not_fit_are_not_spawned(monkeypatch):
+    # Pretend each worker costs 300 MiB and 400 MiB are available: 1 fits, 2 must not be spawned.
+    real = gil._memory_figures
+
+    def heavy(*args):
+        out = real(*args)
+        out["per_worker_host_bytes"] = 300 * 2**20
+        return out
+
+    monkeypatch.setattr(gil, "_memory_figures", heavy)
+    monkeypatch.setattr(gil, "MIN_HOST_BUDGET_BYTES", 0)
+    ctx = ProbeContext(mode="quick", timeout_s=60, options=dict(TINY, gil_without_torch=True),
+                       results={"system": {"memory": {"budget_bytes": 400 * 2**20}}})
+    data = gil.run(ctx).data
+    assert data["memory"]["fits"]["processes"] == 1 and data["cpu"]["process_points"] == [1]
+    assert sorted(r["workers"] for r in data["scaling"] if r["mode"] == "processes") == [1]
+    assert sorted(r["workers"] for r in data["scaling"] if r["mode"] == "threads") == [1, 2]
+    (skip,) = data["skipped_points"]
+    assert skip == {"mode": "processes", "workers": 2,
+                    "reason": "2 processes x 300 MiB do not fit in the 400 MiB host memory budget (fits 1)"}
+
+
 def test_run_threads_releases_all_threads_and_reraises_errors():
     assert gil.run_threads(gil.work_python, [(1000,), (1000,)]) > 0
 

@@ -334,6 +334,8 @@ def _usable_cores() -> int:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    import psutil
+
     from gpudiag import capabilities
     from gpudiag.workers import WorkerError, WorkerPool
 
@@ -350,8 +352,6 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     # Host budget, taken before this probe spawns anything.
     sys_mem = (ctx.results.get("system") or {}).get("memory") or {}
     cg = _cgroup_memory()
-    import psutil
-
     budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit"], cg["usage"])
 
     torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_without_torch")
@@ -399,7 +399,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         per_dev = mem.get("per_worker_device_bytes")
         fit_host = ga.fits(mem.get("per_worker_host_bytes"), budget["bytes"])
         fit_dev = ga.fits(per_dev, mem.get("budget_device_bytes"))
-        fit_proc = min(x for x in (fit_host, fit_dev) if x is not None) if (fit_host, fit_dev) != (None, None) else None
+        known = [x for x in (fit_host, fit_dev) if x is not None]
+        fit_proc = min(known) if known else None
 
         # Calibrate each workload once, in this process (same interpreter speed as the workers).
         workloads = [w for w in ga.WORKLOADS if w not in absent]
@@ -417,9 +418,12 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         if pool is not None:
             for n in points:
                 why = None
-                if fit_proc is not None and n > fit_proc:
-                    why = (f"{n} processes x {mem.get('per_worker_host_bytes', 0) // 2**20} MiB do not fit in the "
-                           f"{(budget['bytes'] or 0) // 2**20} MiB budget (fits {fit_proc})")
+                if fit_host is not None and n > fit_host:
+                    why = (f"{n} processes x {mem['per_worker_host_bytes'] // 2**20} MiB do not fit in the "
+                           f"{budget['bytes'] // 2**20} MiB host memory budget (fits {fit_host})")
+                elif fit_dev is not None and n > fit_dev:
+                    why = (f"{n} processes x {per_dev // 2**20} MiB of GPU memory per CUDA context do not fit in "
+                           f"{mem['budget_device_bytes'] // 2**20} MiB free (fits {fit_dev})")
                 if why is None:
                     why = ga.process_fit_check(n, mem.get("per_worker_host_bytes"), _available_now(),
                                                already_running=pool.size)
