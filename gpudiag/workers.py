@@ -29,6 +29,8 @@ Contract:
   surviving workers may be mid-task.
 - `close()` (also on leaving the `with` block, on exceptions, and when the pool is garbage
   collected) asks workers to stop, then terminates and finally kills any that do not.
+- State: the initializer may keep objects (a model, tensors) in module globals of its own module;
+  every later task in that worker sees them. Workers exit by themselves when the parent dies.
 - `startup[i]`: `spawn_s` = parent's `start()` to the worker's entry point (interpreter start,
   unpickling, imports of this module), `init_s` = the initializer's own run time, `ready_s` =
   `start()` to the ready message arriving in the parent.
@@ -88,6 +90,13 @@ def _error_payload(exc: BaseException) -> tuple:
 
 def _worker_main(index: int, conn, go, initializer, initargs) -> None:
     """Entry point of one worker: initialise once, then serve tasks until told to stop."""
+    try:
+        _serve(conn, go, initializer, initargs)
+    except (EOFError, OSError):  # the parent went away mid-conversation: nothing left to report to
+        return
+
+
+def _serve(conn, go, initializer, initargs) -> None:
     entered_at = time.time()
     t0 = time.perf_counter()
     try:
@@ -110,7 +119,10 @@ def _worker_main(index: int, conn, go, initializer, initargs) -> None:
             conn.send(_error_payload(exc))
             continue
         conn.send(("armed",))
-        go.wait()
+        while not go.wait(1.0):  # a parent killed before releasing us must not leave us waiting forever
+            parent = multiprocessing.parent_process()
+            if parent is not None and not parent.is_alive():
+                return
         start = time.perf_counter()
         try:
             value = fn(*args)

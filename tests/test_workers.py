@@ -158,3 +158,29 @@ def test_failing_initializer_raises_and_leaves_nothing_running():
         WorkerPool(2, initializer=init_fails)
     assert "ValueError: no torch here" in str(err.value)
     assert _live_children() - before == set()
+
+
+def make_pool_and_vanish(conn):
+    pool = WorkerPool(1)
+    conn.send(pool.pids)  # a Pipe sends synchronously (a Queue's feeder thread would not flush)
+    os._exit(0)  # no cleanup at all, as if SIGKILLed: the worker must notice and exit on its own
+
+
+def test_workers_exit_by_themselves_when_their_parent_is_killed():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    parent = ctx.Process(target=make_pool_and_vanish, args=(send,))
+    parent.start()
+    assert recv.poll(30)
+    pids = recv.recv()
+    parent.join(10)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive
