@@ -471,7 +471,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     rows = ga.scaling_rows(measurements)
     workload_meta = {w: dict(WORKLOAD_INFO[w], items_per_task=per_task[w], task_s_target=size["task_s"],
                              **({"matrix_size": size["matmul"]} if w == "torch_op" else {}))
-                     for w in per_task}
+                     for w in per_task if w not in absent}
     data: Dict[str, Any] = {
         "python": {k: py[k] for k in ("free_threaded_build", "gil_enabled", "gil_checked_after_torch",
                                       "switch_interval_s", "version", "implementation")},
