@@ -126,6 +126,7 @@ def main():
               f"{plain[key]:>14,.0f} {r['throughput_per_s'] / plain[key]:>6.2f} "
               f"{r['speedup']:>13.2f} {plain[key] / p1:>13.2f}")
     print()
+    print("other processes' CPU while the probe measured (cores):", data.get("other_busy_cores"))
     for f in res["findings"]:
         print(f"[{f['severity']}] {f['code']}: {f['message']}")
 
