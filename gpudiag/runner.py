@@ -164,7 +164,8 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
             return result(FAILED, _describe_exit(proc.exitcode), data={"stderr_tail": tail} if tail else None)
         return res
     except BaseException:
-        _kill_tree(proc)
+        if proc.pid is not None:  # start() itself may have raised; then there is nothing to kill
+            _kill_tree(proc)
         raise
     finally:
         recv.close()

@@ -1,0 +1,347 @@
+"""Pure statistics and verdicts for the `gil` probe: timings in, rows and findings out. No hardware.
+
+Everything here works on plain numbers so it can be tested on recorded timings, and so that
+`recommend` can re-derive the verdict from a saved report.
+
+Scaling classification (per workload, at the largest worker count measured in both modes):
+- a mode *scales* when its speedup reaches at least half of the ideal extra speedup:
+  `speedup >= 1 + SCALE_FRACTION * (N - 1)` (N=2: 1.5x; N=4: 2.5x);
+- a mode is *flat* when `speedup <= 1 + tolerance`, where the tolerance grows with the measured
+  noise: `max(MIN_TOLERANCE, NOISE_FACTOR * worst relative spread of the two 1-worker baselines)`;
+- when the tolerance exceeds MAX_TOLERANCE, or is so wide that "flat" and "scales" overlap
+  (`1 + tolerance >= 1 + SCALE_FRACTION * (N - 1)`), the measurement is too noisy to judge
+  ("inconclusive"), instead of guessing. This keeps "near 1" and "near the core count" honest on a
+  2-core machine where both are close together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from gpudiag import stats
+from gpudiag.probes.base import finding
+
+SCALE_FRACTION = 0.5
+MIN_TOLERANCE = 0.2
+NOISE_FACTOR = 2.0
+MAX_TOLERANCE = 0.6
+BUSY_CORES = 0.5  # other processes using this many cores' worth of CPU disturb the scaling figures
+
+WORKLOADS = ("python", "torch_op", "torch_dispatch", "cuda_launch")
+MODES = ("threads", "processes")
+
+# classify() outcomes
+BOTH_SCALE = "threads_and_processes_scale"
+ONLY_PROCESSES = "only_processes_scale"
+ONLY_THREADS = "only_threads_scale"
+NEITHER = "neither_scales"
+INCONCLUSIVE = "inconclusive"
+NOT_MEASURED = "not_measured"
+
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------- rows
+def scaling_rows(measurements: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Raw repeats -> report rows.
+
+    Each measurement: {workload, mode, workers, items (total work units per repeat), wall_s: [per repeat]}.
+    Row: {workload, mode, workers, throughput_per_s (median over repeats), speedup, spread_fraction,
+    repeats, wall_s (median)}. `speedup` is against the same workload *and mode* with 1 worker, so
+    each mode's own fixed costs (IPC for processes) cancel out; None when that baseline is missing.
+    """
+    rows = []
+    for m in measurements:
+        walls = [w for w in m["wall_s"] if w and w > 0]
+        tputs = [m["items"] / w for w in walls]
+        rows.append({
+            "workload": m["workload"], "mode": m["mode"], "workers": int(m["workers"]),
+            "throughput_per_s": _round(stats.median(tputs)),
+            "speedup": None,
+            "spread_fraction": _round(stats.relative_spread(tputs), 4),
+            "repeats": len(walls),
+            "wall_s": _round(stats.median(walls), 6),
+        })
+    base = {(r["workload"], r["mode"]): r["throughput_per_s"] for r in rows if r["workers"] == 1}
+    for r in rows:
+        b = base.get((r["workload"], r["mode"]))
+        if b and r["throughput_per_s"] is not None:
+            r["speedup"] = round(r["throughput_per_s"] / b, 3)
+    rows.sort(key=lambda r: (_order(r["workload"], WORKLOADS), _order(r["mode"], MODES), r["workers"]))
+    return rows
+
+
+def _order(value: str, known: Sequence[str]) -> int:
+    return known.index(value) if value in known else len(known)
+
+
+def _round(x: Optional[float], digits: int = 3) -> Optional[float]:
+    if x is None:
+        return None
+    return round(x, digits) if abs(x) < 1e6 else round(x)
+
+
+def worker_points(usable_cores: int, quick: bool, cap: int = 8, quick_cap: int = 4) -> List[int]:
+    """Worker counts to measure: 1, 2, 4, ... up to the usable cores (capped), plus the top itself."""
+    top = max(1, min(usable_cores, quick_cap if quick else cap))
+    pts = []
+    n = 1
+    while n <= top:
+        pts.append(n)
+        n *= 2
+    if pts[-1] != top:
+        pts.append(top)
+    if quick and len(pts) > 3:  # quick: 1, 2 and the top
+        pts = [1, 2, top]
+    return pts
+
+
+def split_work(total: int, n: int) -> List[int]:
+    """Split `total` units as evenly as possible over n workers (same total work for every n)."""
+    q, r = divmod(total, n)
+    return [q + (1 if i < r else 0) for i in range(n)]
+
+
+# --------------------------------------------------------------------------------- classification
+def _row(rows: Sequence[dict], workload: str, mode: str, workers: int) -> Optional[dict]:
+    for r in rows:
+        if r["workload"] == workload and r["mode"] == mode and r["workers"] == workers:
+            return r
+    return None
+
+
+def compare_modes(rows: Sequence[dict], workload: str) -> Dict[str, Any]:
+    """Threads vs processes for one workload at the largest worker count measured in both modes."""
+    counts = {m: {r["workers"] for r in rows if r["workload"] == workload and r["mode"] == m
+                  and r["speedup"] is not None} for m in MODES}
+    common = sorted((counts["threads"] & counts["processes"]) - {1})
+    out: Dict[str, Any] = {"workload": workload, "workers": None, "threads_speedup": None,
+                           "processes_speedup": None, "tolerance": None, "verdict": NOT_MEASURED, "reason": None}
+    if not counts["threads"] and not counts["processes"]:
+        out["reason"] = "not measured"
+        return out
+    if not common:
+        out["reason"] = "only 1 worker measured in both modes (1 usable core, or larger counts did not fit)"
+        return out
+    n = common[-1]
+    t, p = _row(rows, workload, "threads", n), _row(rows, workload, "processes", n)
+    # Noise is judged on the 1-worker baselines: the spread of a contended N-thread row is the GIL
+    # hand-off itself (convoys), not measurement noise, and its median is what the verdict reads.
+    spreads = [r["spread_fraction"] for r in (_row(rows, workload, "threads", 1), _row(rows, workload, "processes", 1))
+               if r and r["spread_fraction"] is not None]
+    tol = max(MIN_TOLERANCE, NOISE_FACTOR * max(spreads, default=0.0))
+    out.update(workers=n, threads_speedup=t["speedup"], processes_speedup=p["speedup"], tolerance=round(tol, 3))
+    out["verdict"] = classify(t["speedup"], p["speedup"], n, tol)
+    if out["verdict"] == INCONCLUSIVE:
+        out["reason"] = f"timings too noisy to judge (spread {max(spreads):.0%} between repeats)"
+    return out
+
+
+def classify(threads_speedup: float, processes_speedup: float, workers: int, tolerance: float) -> str:
+    """Which modes scale at `workers` workers, given both speedups and the noise tolerance."""
+    need = 1 + SCALE_FRACTION * (workers - 1)
+    if tolerance > MAX_TOLERANCE or 1 + tolerance >= need:  # "flat" and "scales" would overlap
+        return INCONCLUSIVE
+    t_scales, p_scales = threads_speedup >= need, processes_speedup >= need
+    t_flat, p_flat = threads_speedup <= 1 + tolerance, processes_speedup <= 1 + tolerance
+    if t_scales and p_scales:
+        return BOTH_SCALE
+    if p_scales and t_flat:
+        return ONLY_PROCESSES
+    if t_scales and p_flat:
+        return ONLY_THREADS
+    if t_flat and p_flat:
+        return NEITHER
+    return INCONCLUSIVE  # partial scaling in between: say nothing rather than guess
+
+
+# --------------------------------------------------------------------------------------- memory
+def fits(per_worker_bytes: Optional[float], budget_bytes: Optional[float]) -> Optional[int]:
+    """How many workers of a given per-worker cost fit into a budget; None when either is unknown."""
+    if not per_worker_bytes or per_worker_bytes <= 0 or budget_bytes is None:
+        return None
+    return max(0, int(math.floor(budget_bytes / per_worker_bytes)))
+
+
+def host_budget(system_budget: Optional[float], available: Optional[float], cgroup_limit: Optional[float],
+                cgroup_usage: Optional[float]) -> Dict[str, Any]:
+    """What new workers may use: the `system` probe's budget when present, else min(available, cgroup room)."""
+    if system_budget:
+        return {"bytes": int(system_budget), "source": "system probe memory.budget_bytes"}
+    candidates = []
+    if available:
+        candidates.append((int(available), "available RAM (psutil)"))
+    if cgroup_limit and cgroup_usage is not None:
+        candidates.append((max(0, int(cgroup_limit - cgroup_usage)), "cgroup memory.max minus usage"))
+    if not candidates:
+        return {"bytes": None, "source": None}
+    b, src = min(candidates)
+    return {"bytes": b, "source": src}
+
+
+def process_fit_check(n: int, per_worker_bytes: Optional[float], budget_bytes: Optional[float],
+                      already_running: int = 0) -> Optional[str]:
+    """None when n workers fit (counting ones already running as paid); otherwise the reason in words."""
+    if per_worker_bytes is None or budget_bytes is None:
+        return None  # unknown: the caller decides (it only spawns more when it knows)
+    extra = max(0, n - already_running)
+    need = extra * per_worker_bytes
+    if need > budget_bytes:
+        return (f"{n} processes would need {_mib(need)} more memory ({extra} x {_mib(per_worker_bytes)}) "
+                f"but only {_mib(budget_bytes)} is available: not spawned")
+    return None
+
+
+def _mib(b: float) -> str:
+    if b >= 10 * 1024 * MIB:
+        return f"{b / (1024 * MIB):.0f} GiB"
+    if b >= 1024 * MIB:
+        return f"{b / (1024 * MIB):.1f} GiB"
+    return f"{b / MIB:.0f} MiB"
+
+
+# --------------------------------------------------------------------------------------- verdict
+def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[str, Any]:
+    """Probe data -> {"verdict": {...}, "findings": [...]}: pure, reads only the data given."""
+    rows = data.get("scaling") or []
+    py = data.get("python") or {}
+    mem = data.get("memory") or {}
+    startup = data.get("startup") or {}
+    verdict: Dict[str, Any] = {w: compare_modes(rows, w) for w in WORKLOADS}
+    for w, why in (data.get("absent") or {}).items():
+        if w in verdict:
+            verdict[w]["reason"] = why
+    load = data.get("other_busy_cores") or {}
+    busy = {w: c for w, c in load.items() if c is not None and c >= BUSY_CORES}
+    for w, v in verdict.items():
+        v["other_busy_cores"] = load.get(w)
+        if w in busy and v["verdict"] in (INCONCLUSIVE, NEITHER):
+            v["reason"] = ((v["reason"] + "; ") if v["reason"] else "") + \
+                f"other processes kept {busy[w]:.1f} cores busy during the measurement"
+    findings: List[dict] = []
+
+    v = verdict["python"]
+    if v["verdict"] == ONLY_PROCESSES:
+        findings.append(finding(
+            "GIL_BOUND_PYTHON", "info",
+            f"GIL-bound: {v['workers']} threads run pure-Python work at {v['threads_speedup']:.2f}x the speed of "
+            f"1 thread; {v['workers']} processes at {v['processes_speedup']:.2f}x.",
+            _evidence(v), "Run Python-heavy work per worker in processes (spawn), not threads."))
+    elif v["verdict"] == BOTH_SCALE and py.get("gil_enabled") is False:
+        pass  # reported under FREE_THREADED below
+    elif v["verdict"] == NEITHER and "python" not in busy:
+        findings.append(finding(
+            "CPU_PARALLELISM_LIMITED", "warning",
+            f"Neither {v['workers']} threads ({v['threads_speedup']:.2f}x) nor {v['workers']} processes "
+            f"({v['processes_speedup']:.2f}x) speed up pure-Python work: fewer cores are really available "
+            f"than the {v['workers']} the OS reports (CPU quota, affinity, a busy or throttled machine).",
+            _evidence(v), "Check the container/VM CPU quota and what else is running; size workers to real cores."))
+
+    v = verdict["torch_op"]
+    if v["verdict"] in (BOTH_SCALE, ONLY_THREADS):
+        findings.append(finding(
+            "TORCH_RELEASES_GIL", "info",
+            f"torch ops release the GIL: {v['workers']} threads run a CPU matmul at {v['threads_speedup']:.2f}x "
+            f"the speed of 1 thread ({v['workers']} processes at {v['processes_speedup']:.2f}x).",
+            _evidence(v), None))
+    elif v["verdict"] == ONLY_PROCESSES:
+        findings.append(finding(
+            "TORCH_OP_THREADS_DO_NOT_SCALE", "warning",
+            f"{v['workers']} threads run large torch CPU ops only {v['threads_speedup']:.2f}x faster than 1 thread, "
+            f"processes {v['processes_speedup']:.2f}x: something serialises the threads (GIL held, a global lock, "
+            f"or intra-op threads oversubscribing the cores).",
+            _evidence(v), "Set torch.set_num_threads(1) per worker thread, or use processes."))
+
+    for name, what in (("torch_dispatch", "many tiny torch ops"), ("cuda_launch", "many tiny CUDA kernel launches")):
+        v = verdict[name]
+        if v["verdict"] == ONLY_PROCESSES:
+            findings.append(finding(
+                "DISPATCH_BOUND_UNDER_GIL", "warning",
+                f"Launch-bound under the GIL ({name}): {v['workers']} threads run {what} at "
+                f"{v['threads_speedup']:.2f}x the speed of 1 thread; {v['workers']} processes at {v['processes_speedup']:.2f}x. Python-side dispatch "
+                "holds the GIL, so threads do not add throughput for loops of small ops.",
+                _evidence(v), "Fewer, larger ops (batching), CUDA graphs, or one process per worker instead of threads."))
+
+    if busy:
+        worst = max(busy, key=busy.get)
+        of = f" of {usable_cores}" if usable_cores else ""
+        findings.append(finding(
+            "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
+            f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
+            f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
+            {"other_busy_cores": load, "threshold_cores": BUSY_CORES},
+            "Close other CPU-heavy work and run `gpudiag report --only gil` again."))
+
+    findings.extend(_memory_findings(mem, verdict, usable_cores))
+    findings.extend(_free_threaded_findings(py, verdict["python"], mem))
+
+    if startup.get("total_s") is not None:
+        parts = [f"spawn {startup['spawn_s']:.2f} s"] if startup.get("spawn_s") is not None else []
+        if startup.get("import_torch_s") is not None:
+            parts.append(f"import torch {startup['import_torch_s']:.2f} s")
+        findings.append(finding(
+            "PROCESS_STARTUP_COST", "info",
+            f"Starting one spawned worker took {startup['total_s']:.2f} s ({', '.join(parts)}): a "
+            "ProcessPoolExecutor or multiprocessing.Pool pays this per worker, not per task.",
+            {"startup": startup}, "Keep process workers alive and reuse them across tasks."))
+    return {"verdict": verdict, "findings": findings}
+
+
+def _evidence(v: dict) -> dict:
+    return {k: v[k] for k in ("workload", "workers", "threads_speedup", "processes_speedup", "tolerance", "verdict")}
+
+
+def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores: Optional[int]) -> List[dict]:
+    per = mem.get("per_worker_host_bytes")
+    budget = mem.get("budget_host_bytes")
+    fit = (mem.get("fits") or {}).get("processes")
+    if not per or budget is None or fit is None:
+        return []
+    per_dev, budget_dev = mem.get("per_worker_device_bytes"), mem.get("budget_device_bytes")
+    fit_dev = fits(per_dev, budget_dev)
+    what = "torch imported" + (" and CUDA initialised" if mem.get("rss_after_cuda_bytes") else "")
+    msg = (f"Each process worker costs {_mib(per)} of host memory ({what}); with {_mib(budget)} available "
+           f"{fits(per, budget)} workers fit in RAM")
+    if fit_dev is not None:
+        msg += f", and with {_mib(per_dev)} of GPU memory per CUDA context and {_mib(budget_dev)} free, {fit_dev} fit on the GPU"
+    msg += "."
+    want = max(usable_cores or 0, 2)
+    if fit < 2:
+        sev = "critical"
+        msg += " Even 2 processes would not fit: a second worker is what the OOM killer stops."
+    elif fit < want:
+        sev = "warning"
+        msg += (f" {want} workers (one per usable core) would need {_mib(want * per)}: beyond {fit} "
+                "the OOM killer (Linux) or a paging crawl (Windows) is expected.")
+    else:
+        sev = "info"
+    threads_fit = (mem.get("fits") or {}).get("threads")
+    if mem.get("per_thread_host_bytes"):
+        msg += f" A thread costs about {_mib(mem['per_thread_host_bytes'])} (shared torch and CUDA context)"
+        msg += f": {threads_fit} fit." if threads_fit is not None else "."
+    return [finding("WORKER_MEMORY_LIMITS", sev, msg,
+                    {k: mem.get(k) for k in ("per_worker_host_bytes", "budget_host_bytes", "budget_host_source",
+                                             "per_worker_device_bytes", "budget_device_bytes",
+                                             "per_thread_host_bytes", "fits")},
+                    None if sev == "info" else
+                    f"Use at most {fit} process workers here, or threads (one shared CUDA context), or free memory.")]
+
+
+def _free_threaded_findings(py: Dict[str, Any], v: Dict[str, Any], mem: Dict[str, Any]) -> List[dict]:
+    if not py.get("free_threaded_build"):
+        return []
+    if py.get("gil_enabled"):
+        return [finding(
+            "FREE_THREADED", "warning",
+            "This is a free-threaded Python build, but the GIL is enabled at run time (after importing torch): "
+            "an extension without free-threading support (or PYTHON_GIL=1 / -X gil=1) re-enabled it, so threads "
+            "behave as on standard CPython.",
+            {"python": py}, "Use a torch build that supports free threading, or processes.")]
+    msg = "Free-threaded Python with the GIL disabled: pure-Python threads are not serialised by a GIL."
+    if v.get("threads_speedup") is not None:
+        msg += (f" Measured: {v['workers']} threads {v['threads_speedup']:.2f}x, {v['workers']} processes "
+                f"{v['processes_speedup']:.2f}x on pure-Python work.")
+    if mem.get("per_worker_host_bytes"):
+        msg += f" Threads avoid the {_mib(mem['per_worker_host_bytes'])} each process worker costs."
+    return [finding("FREE_THREADED", "info", msg, {"python": py, "python_scaling": v}, None)]

@@ -1,0 +1,561 @@
+"""Probe `gil`: threads vs processes on the same work, and what each process worker costs in memory.
+
+Runs in its own spawned child (the runner's isolation). Inside it:
+1. Python build facts (free-threaded build, GIL enabled after importing torch, switch interval).
+2. One spawned measurement worker starts (while this process imports torch, as a user's main
+   process would): it records its start-up time and its memory before/after `import torch` (and
+   after CUDA init + a first op when CUDA is available). From that and the memory budget the probe
+   computes how many process workers fit, and never spawns more than that.
+3. Per workload, a per-task size is calibrated once so that one task takes `task_s`; then the same
+   total work (top-N tasks) is split over N threads and over N processes of one long-lived pool
+   (gpudiag.workers), warm-up first, repeats interleaved over N, median and spread.
+4. gpudiag.gil_analysis turns the rows into a verdict and findings (pure, tested on recordings).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import os
+import sys
+import sysconfig
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from gpudiag import gil_analysis as ga
+from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
+
+# task_s: one worker's share of one task; repeats per point; cap: most workers measured.
+SIZES = {
+    "tiny": {"task_s": 0.004, "repeats": 2, "cap": 2, "matmul": 64},  # tests only
+    "quick": {"task_s": 0.025, "repeats": 5, "cap": 4, "matmul": 256},
+    "full": {"task_s": 0.1, "repeats": 7, "cap": 8, "matmul": 256},
+}
+MIN_HOST_BUDGET_BYTES = 512 * 1024 * 1024  # below this the probe does not spawn even one worker
+_SPEND_FRACTION = 0.7  # of the probe timeout: past it, remaining workloads are skipped, not killed
+
+WORKLOAD_INFO = {
+    "python": {"description": "pure-Python integer loop; holds the GIL", "unit": "loop iterations"},
+    "torch_op": {"description": "CPU matmul, one intra-op thread per worker; releases the GIL inside the op",
+                 "unit": "matmuls"},
+    "torch_dispatch": {"description": "in-place add on a 1-element CPU tensor; dispatch overhead dominates",
+                       "unit": "ops"},
+    "cuda_launch": {"description": "in-place add on a 1-element CUDA tensor, synchronised at the end of a task; "
+                                   "kernel-launch overhead dominates", "unit": "kernel launches"},
+}
+
+
+# ---------------------------------------------------------------------------------- workloads
+# Module-level so spawned workers can import them; each returns something so the work is not elided.
+def work_python(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i % 7
+    return s
+
+
+def work_torch_op(n: int, size: int) -> float:
+    import torch
+
+    a = torch.full((size, size), 0.5)
+    b = torch.full((size, size), 0.25)
+    c = a
+    for _ in range(n):
+        c = torch.mm(a, b)
+    return float(c[0, 0])
+
+
+def work_torch_dispatch(n: int) -> float:
+    import torch
+
+    x = torch.zeros(1)
+    for _ in range(n):
+        x.add_(1)
+    return float(x)
+
+
+def work_cuda_launch(n: int) -> float:
+    import torch
+
+    x = torch.zeros(1, device="cuda")
+    for _ in range(n):
+        x.add_(1)
+    torch.cuda.synchronize()
+    return float(x.item())
+
+
+def _work_args(workload: str, n: int, size: int) -> tuple:
+    return (n, size) if workload == "torch_op" else (n,)
+
+
+_WORK: Dict[str, Callable[..., Any]] = {"python": work_python, "torch_op": work_torch_op,
+                                        "torch_dispatch": work_torch_dispatch, "cuda_launch": work_cuda_launch}
+
+
+# ---------------------------------------------------------------------------------- memory
+def _memory_now() -> Dict[str, Optional[int]]:
+    import psutil
+
+    proc = psutil.Process()
+    rss = proc.memory_info().rss
+    try:
+        uss: Optional[int] = proc.memory_full_info().uss  # Linux/macOS/Windows; slower, so only here
+    except (psutil.Error, AttributeError, OSError):
+        uss = None
+    return {"rss": int(rss), "uss": int(uss) if uss is not None else None}
+
+
+def _nvml_free_by_uuid() -> Dict[str, Any]:
+    """{uuid: free_bytes} for every GPU NVML sees, read without creating a CUDA context."""
+    from gpudiag.backends import nvml
+
+    out: Dict[str, Any] = {}
+    try:
+        with nvml.session() as n:
+            for i in range(n.device_count()):
+                h = n.handle(i)
+                uuid, info = n.call("nvmlDeviceGetUUID", h), n.call("nvmlDeviceGetMemoryInfo", h)
+                if isinstance(uuid, str) and info is not nvml.NA:
+                    out[uuid] = int(info.free)
+    except Exception:  # NVML absent or broken: the other measurements still stand
+        return {}
+    return out
+
+
+def _nvml_own_usage(uuid: str) -> Optional[int]:
+    """This process's used GPU memory per NVML (None under WDDM, in containers with other PID namespaces...)."""
+    from gpudiag.backends import nvml
+
+    try:
+        with nvml.session() as n:
+            for i in range(n.device_count()):
+                h = n.handle(i)
+                if n.call("nvmlDeviceGetUUID", h) != uuid:
+                    continue
+                procs = n.first(["nvmlDeviceGetComputeRunningProcesses",
+                                 "nvmlDeviceGetComputeRunningProcesses_v2"], h, default=[])
+                for p in procs if isinstance(procs, list) else []:
+                    if getattr(p, "pid", None) == os.getpid():
+                        used = getattr(p, "usedGpuMemory", None)
+                        return int(used) if isinstance(used, int) else None
+    except Exception:
+        return None
+    return None
+
+
+def worker_init(use_torch: bool, use_cuda: bool) -> Dict[str, Any]:
+    """Initializer of every process worker: import torch (and init CUDA) once; report what it cost."""
+    out: Dict[str, Any] = {"pid": os.getpid()}
+    before = _memory_now()
+    out["rss_before_torch_bytes"], out["uss_before_torch_bytes"] = before["rss"], before["uss"]
+    if not use_torch:
+        return out
+    t0 = time.perf_counter()
+    import torch
+
+    out["import_torch_s"] = time.perf_counter() - t0
+    torch.set_num_threads(1)  # one intra-op thread per worker: N workers use N cores, not N x cores
+    after = _memory_now()
+    out["rss_after_torch_bytes"], out["uss_after_torch_bytes"] = after["rss"], after["uss"]
+    if use_cuda:
+        try:
+            out.update(_cuda_init_cost(torch))
+        except Exception as exc:  # no usable device after all: the CPU figures still stand
+            out["cuda_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _cuda_init_cost(torch) -> Dict[str, Any]:
+    """Host and device memory of this process's CUDA context plus a first op."""
+    out: Dict[str, Any] = {}
+    free_before = _nvml_free_by_uuid()
+    t0 = time.perf_counter()
+    torch.cuda.init()
+    x = torch.ones(1, device="cuda")
+    float((x + 1).sum().item())
+    torch.cuda.synchronize()
+    out["cuda_init_s"] = time.perf_counter() - t0
+    free_torch, total = torch.cuda.mem_get_info()
+    mem = _memory_now()
+    out["rss_after_cuda_bytes"], out["uss_after_cuda_bytes"] = mem["rss"], mem["uss"]
+    uuid = None
+    try:
+        raw = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+        uuid = raw if raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
+    except Exception:
+        pass
+    free_after = _nvml_free_by_uuid()
+    per_proc = _nvml_own_usage(uuid) if uuid else None
+    if per_proc:
+        out["device_bytes_per_context"], out["device_bytes_source"] = per_proc, "NVML per-process used memory"
+    elif uuid in free_before and uuid in free_after and free_before[uuid] > free_after[uuid]:
+        out["device_bytes_per_context"] = free_before[uuid] - free_after[uuid]
+        out["device_bytes_source"] = "NVML free-memory delta across CUDA init"
+    else:
+        out["device_bytes_per_context"] = None
+        out["device_bytes_source"] = None
+        out["reason_device"] = "NVML gave neither a per-process value nor a free-memory delta for this GPU"
+    # Room for more contexts: free memory before this one was created (NVML), else torch's free + ours.
+    if uuid in free_before:
+        out["device_budget_bytes"] = free_before[uuid]
+    elif out["device_bytes_per_context"]:
+        out["device_budget_bytes"] = int(free_torch) + out["device_bytes_per_context"]
+    else:
+        out["device_budget_bytes"] = int(free_torch)
+    out["device_total_bytes"] = int(total)
+    return out
+
+
+def memory_snapshot() -> Dict[str, Optional[int]]:
+    """Run in each worker after the measurements: what a worker holds once it has done real work."""
+    return _memory_now()
+
+
+def _cgroup_memory() -> Dict[str, Optional[int]]:
+    """cgroup v2 memory.max / memory.current of this process (cheap file reads; None elsewhere)."""
+    out: Dict[str, Optional[int]] = {"limit": None, "usage": None}
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            path = next((line.strip()[3:] for line in fh if line.startswith("0::")), None)
+        if path is None:
+            return out
+        base = "/sys/fs/cgroup" + path
+        with open(os.path.join(base, "memory.max"), encoding="ascii") as fh:
+            raw = fh.read().strip()
+        out["limit"] = None if raw == "max" else int(raw)
+        with open(os.path.join(base, "memory.current"), encoding="ascii") as fh:
+            out["usage"] = int(fh.read().strip())
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _available_now() -> Optional[int]:
+    import psutil
+
+    cg = _cgroup_memory()
+    avail = int(psutil.virtual_memory().available)
+    if cg["limit"] is not None and cg["usage"] is not None:
+        avail = min(avail, max(0, cg["limit"] - cg["usage"]))
+    return avail
+
+
+# ---------------------------------------------------------------------------------- timing
+def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple]) -> float:
+    """Run fn(*args) in len(args_list) threads released together; wall time from release to last join."""
+    k = len(args_list)
+    barrier = threading.Barrier(k + 1)
+    errors: List[BaseException] = []
+
+    def target(args):
+        barrier.wait()
+        try:
+            fn(*args)
+        except BaseException as exc:  # re-raised in the probe thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(a,), daemon=True) for a in args_list]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return wall
+
+
+def calibrate(fn: Callable[..., Any], make_args: Callable[[int], tuple], target_s: float, start: int = 64) -> int:
+    """Units of work that take about target_s in one thread here (grow until measurable, then scale)."""
+    n = start
+    for _ in range(40):
+        t0 = time.perf_counter()
+        fn(*make_args(n))
+        dt = time.perf_counter() - t0
+        if dt >= max(target_s / 4, 0.002):
+            n = max(1, int(n * target_s / dt))
+            t0 = time.perf_counter()  # one refinement at the estimated size
+            fn(*make_args(n))
+            dt = time.perf_counter() - t0
+            return max(1, int(n * target_s / dt)) if dt > 0 else n
+        n *= 4
+    return n
+
+
+def measure_thread_cost(n: int, fn: Callable[..., Any], args: tuple) -> Optional[int]:
+    """Host memory one more thread adds (stack, allocator arena, torch thread state), RSS delta / n."""
+    import psutil
+
+    if n < 1:
+        return None
+    gc.collect()
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    ready, hold = threading.Barrier(n + 1), threading.Event()
+
+    def target():
+        fn(*args)
+        ready.wait()
+        hold.wait()
+
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    rss1 = proc.memory_info().rss
+    hold.set()
+    for t in threads:
+        t.join()
+    return max(0, rss1 - rss0) // n
+
+
+# ---------------------------------------------------------------------------------- probe
+def python_facts() -> Dict[str, Any]:
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return {
+        "version": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+        # Truthiness, not `is not None`: regular Windows builds report 0 (cpython#143423).
+        "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": bool(is_enabled()) if is_enabled else True,
+        "gil_checked_after_torch": False,
+        "switch_interval_s": sys.getswitchinterval(),
+    }
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # Linux: affinity and cpusets count, not all CPUs
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run(ctx: ProbeContext) -> ProbeOutput:
+    import psutil
+
+    from gpudiag import capabilities
+    from gpudiag.workers import WorkerError, WorkerPool
+
+    started = time.monotonic()
+    size = SIZES[ctx.options.get("gil_sizes") or ("quick" if ctx.quick else "full")]
+    spend_by = started + _SPEND_FRACTION * ctx.timeout_s
+    usable = _usable_cores()
+    points = ga.worker_points(usable, quick=ctx.quick, cap=size["cap"], quick_cap=size["cap"])
+    top = points[-1]
+    py = python_facts()
+    absent: Dict[str, str] = {}
+    skipped_points: List[Dict[str, Any]] = []
+
+    # Host budget, taken before this probe spawns anything.
+    sys_mem = (ctx.results.get("system") or {}).get("memory") or {}
+    cg = _cgroup_memory()
+    budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit"], cg["usage"])
+
+    torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_without_torch")
+    if not torch_ok:
+        why = capabilities.detect()["torch"].reason or "torch is not installed"
+        for w in ("torch_op", "torch_dispatch", "cuda_launch"):
+            absent[w] = why
+
+    pool = None
+    mem: Dict[str, Any] = {"budget_host_bytes": budget["bytes"], "budget_host_source": budget["source"]}
+    startup: Dict[str, Any] = {"spawn_s": None, "import_torch_s": None, "total_s": None}
+    use_cuda = False
+    try:
+        # Start the measurement worker first so it overlaps this process's own torch import.
+        if budget["bytes"] is not None and budget["bytes"] < MIN_HOST_BUDGET_BYTES:
+            absent_reason = (f"only {budget['bytes'] // 2**20} MiB of memory available: not spawning process workers")
+            skipped_points.append({"mode": "processes", "workers": 1, "reason": absent_reason})
+        else:
+            cuda_cap = capabilities.detect()["cuda"]
+            # Decided without importing torch here; confirmed below once torch is imported.
+            use_cuda = torch_ok and cuda_cap.available
+            pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil")
+            pool.start(1)
+        if torch_ok:
+            import torch
+
+            torch.set_num_threads(1)  # threads mode: one intra-op thread per Python thread
+            py["gil_enabled"] = bool(sys._is_gil_enabled()) if hasattr(sys, "_is_gil_enabled") else True
+            py["gil_checked_after_torch"] = True
+            if not torch.cuda.is_available():
+                absent["cuda_launch"] = (capabilities.detect()["cuda"].reason
+                                         or "torch.cuda.is_available() is False: no usable CUDA device")
+        if pool is not None:
+            pool.wait_ready(timeout_s=max(5.0, spend_by - time.monotonic()))
+            w0, s0 = pool.init_results[0], pool.startup[0]
+            startup = {"spawn_s": round(s0["spawn_s"], 3),
+                       "import_torch_s": round(w0["import_torch_s"], 3) if "import_torch_s" in w0 else None,
+                       "cuda_init_s": round(w0["cuda_init_s"], 3) if "cuda_init_s" in w0 else None,
+                       "total_s": round(s0["ready_s"], 3),
+                       "note": "one worker, started while the probe process imported torch"}
+            if w0.get("cuda_error"):
+                use_cuda = False
+                absent.setdefault("cuda_launch", f"CUDA initialisation failed in a worker: {w0['cuda_error']}")
+            mem.update(_memory_figures(w0, torch_ok, use_cuda, absent))
+        per_dev = mem.get("per_worker_device_bytes")
+        fit_host = ga.fits(mem.get("per_worker_host_bytes"), budget["bytes"])
+        fit_dev = ga.fits(per_dev, mem.get("budget_device_bytes"))
+        known = [x for x in (fit_host, fit_dev) if x is not None]
+        fit_proc = min(known) if known else None
+
+        # Calibrate each workload once, in this process (same interpreter speed as the workers).
+        workloads = [w for w in ga.WORKLOADS if w not in absent]
+        per_task: Dict[str, int] = {}
+        for w in workloads:
+            per_task[w] = calibrate(_WORK[w], lambda n, w=w: _work_args(w, n, size["matmul"]), size["task_s"],
+                                    start=4 if w == "torch_op" else 256)
+        cost_fn, cost_args = ((work_torch_op, (1, size["matmul"])) if torch_ok else (work_python, (1000,)))
+        per_thread = measure_thread_cost(top, cost_fn, cost_args)
+        mem["per_thread_host_bytes"] = per_thread
+        mem["fits"] = {"threads": ga.fits(per_thread, budget["bytes"]), "processes": fit_proc}
+
+        # Grow the pool to the largest count that fits, checked against memory available right now.
+        proc_points: List[int] = []
+        if pool is not None:
+            for n in points:
+                why = None
+                if fit_host is not None and n > fit_host:
+                    why = (f"{n} processes x {mem['per_worker_host_bytes'] // 2**20} MiB do not fit in the "
+                           f"{budget['bytes'] // 2**20} MiB host memory budget (fits {fit_host})")
+                elif fit_dev is not None and n > fit_dev:
+                    why = (f"{n} processes x {per_dev // 2**20} MiB of GPU memory per CUDA context do not fit in "
+                           f"{mem['budget_device_bytes'] // 2**20} MiB free (fits {fit_dev})")
+                if why is None:
+                    why = ga.process_fit_check(n, mem.get("per_worker_host_bytes"), _available_now(),
+                                               already_running=pool.size)
+                if why:
+                    skipped_points.append({"mode": "processes", "workers": n, "reason": why})
+                    break
+                proc_points.append(n)
+            if proc_points:
+                pool.grow(proc_points[-1], timeout_s=max(5.0, spend_by - time.monotonic()))
+                if proc_points[-1] > 1:
+                    startup["parallel_start"] = {"workers": proc_points[-1] - 1,
+                                                 "total_s": round(max(s["ready_s"] for s in pool.startup[1:]), 3)}
+
+        measurements = []
+        other_load: Dict[str, Optional[float]] = {}
+        for w in workloads:
+            if time.monotonic() > spend_by:
+                absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
+                continue
+            fn, total = _WORK[w], per_task[w] * top
+            plan = [("threads", n) for n in points] + [("processes", n) for n in proc_points]
+            walls: Dict[tuple, List[float]] = {p: [] for p in plan}
+            # Warm-up at the largest count in each mode (first calls, allocator, caches).
+            _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
+            if proc_points:
+                _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
+            load0 = _cpu_seconds(pool)
+            for _ in range(size["repeats"]):  # interleave counts so drift hits all alike
+                for mode, n in plan:
+                    walls[(mode, n)].append(_measure_once(pool, fn, w, mode, n, total, size["matmul"]))
+            other_load[w] = _other_busy_cores(load0, _cpu_seconds(pool))
+            for (mode, n), ws in walls.items():
+                measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
+        if pool is not None and proc_points:
+            after = pool.run_all(memory_snapshot, [()] * pool.size, timeout_s=30)
+            mem["rss_after_work_bytes"] = int(sorted(a["rss"] for a in after)[len(after) // 2])
+            usses = sorted(a["uss"] for a in after if a["uss"] is not None)
+            mem["uss_after_work_bytes"] = int(usses[len(usses) // 2]) if usses else None
+    except WorkerError as exc:
+        raise RuntimeError(f"process workers failed: {exc}") from exc
+    finally:
+        if pool is not None:
+            pool.close()
+
+    rows = ga.scaling_rows(measurements)
+    workload_meta = {w: dict(WORKLOAD_INFO[w], items_per_task=per_task[w], task_s_target=size["task_s"],
+                             **({"matrix_size": size["matmul"]} if w == "torch_op" else {}))
+                     for w in per_task if w not in absent}
+    data: Dict[str, Any] = {
+        "python": {k: py[k] for k in ("free_threaded_build", "gil_enabled", "gil_checked_after_torch",
+                                      "switch_interval_s", "version", "implementation")},
+        "cpu": {"logical_cores": os.cpu_count(), "usable_cores": usable, "worker_points": points,
+                "process_points": proc_points},
+        "size": ctx.options.get("gil_sizes") or ctx.mode,
+        "workloads": workload_meta,
+        "scaling": rows,
+        "absent": absent,
+        "skipped_points": skipped_points,
+        "startup": startup,
+        "memory": mem,
+        # Cores' worth of CPU that *other* processes used while each workload was measured.
+        "other_busy_cores": other_load,
+        "speedup_baseline": "same workload and mode with 1 worker",
+    }
+    result = ga.analyse(data, usable_cores=usable)
+    data["verdict"] = result["verdict"]
+    return ProbeOutput(data, result["findings"])
+
+
+def _cpu_seconds(pool) -> Optional[tuple]:
+    """(machine busy CPU s, this probe's own CPU s incl. its workers, monotonic s); None if unreadable."""
+    import psutil
+
+    try:
+        t = psutil.cpu_times()
+        busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal",
+                                                "interrupt", "dpc"))
+        own = 0.0
+        for proc in [psutil.Process()] + [psutil.Process(pid) for pid in (pool.pids if pool is not None else [])]:
+            c = proc.cpu_times()
+            own += c.user + c.system
+        return busy, own, time.monotonic()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _other_busy_cores(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return round(max(0.0, other) / (after[2] - before[2]), 2)
+
+
+def _measure_once(pool, fn, workload: str, mode: str, n: int, total: int, matmul: int) -> float:
+    args = [_work_args(workload, share, matmul) for share in ga.split_work(total, n)]
+    if mode == "threads":
+        return run_threads(fn, args)
+    return pool.run_timed(fn, args, timeout_s=120).wall_s
+
+
+def _memory_figures(w0: Dict[str, Any], torch_ok: bool, use_cuda: bool, absent: Dict[str, str]) -> Dict[str, Any]:
+    """The contract's memory block from the measurement worker's own report."""
+    m: Dict[str, Any] = {k: w0.get(k) for k in ("rss_before_torch_bytes", "uss_before_torch_bytes",
+                                                   "rss_after_torch_bytes", "uss_after_torch_bytes",
+                                                   "rss_after_cuda_bytes", "uss_after_cuda_bytes")}
+    m["device_bytes_per_context"] = w0.get("device_bytes_per_context")
+    m["device_bytes_source"] = w0.get("device_bytes_source")
+    m["reason_cuda"] = None if use_cuda else absent.get("cuda_launch", "CUDA not available")
+    if use_cuda and w0.get("reason_device"):
+        m["reason_cuda"] = w0["reason_device"]
+    # What one more worker costs: USS (pages only it holds) where the OS gives it, else RSS (which also
+    # counts shared library pages, so it overstates the cost of each additional worker).
+    last = "cuda" if use_cuda else ("torch" if torch_ok else None)
+    if last:
+        uss, rss = w0.get(f"uss_after_{last}_bytes"), w0.get(f"rss_after_{last}_bytes")
+    else:
+        uss, rss = w0.get("uss_before_torch_bytes"), w0.get("rss_before_torch_bytes")
+    m["per_worker_host_bytes"] = uss if uss else rss
+    m["per_worker_host_source"] = ("USS" if uss else "RSS") + (f" after {'CUDA init' if last == 'cuda' else 'import torch'}"
+                                                             if last else " of a plain Python worker")
+    m["per_worker_device_bytes"] = w0.get("device_bytes_per_context") if use_cuda else None
+    m["budget_device_bytes"] = w0.get("device_budget_bytes") if use_cuda else None
+    return m
+
+
+PROBE = Probe(
+    name="gil",
+    title="GIL: threads vs processes",
+    summary="Same work as N threads and N processes (Python, torch ops, tiny ops); per-worker memory",
+    run=run,
+    needs=(),  # the pure-Python workload runs without torch; torch workloads say why they are absent
+    isolate=True,
+    timeout_s=30,
+    full_timeout_s=180,
+)

@@ -1,0 +1,349 @@
+"""A small pool of long-lived spawned worker processes, for measuring "N processes" honestly.
+
+Why not ProcessPoolExecutor: a measurement needs every worker to start its share of the work at
+the same instant, its own clock around the work, and to pay process start-up (spawn + import
+torch) once, not once per measurement. So:
+
+    from gpudiag.workers import WorkerPool
+
+    with WorkerPool(2, initializer=mymod.setup, initargs=(True,)) as pool:
+        pool.init_results          # what `initializer` returned in each worker, by worker index
+        pool.startup               # per worker: {spawn_s, init_s, ready_s} (see below)
+        values = pool.run_all(mymod.work, [(n,), (n,)])        # worker i runs work(*args[i])
+        timed = pool.run_timed(mymod.work, [(n,)] * 2)          # values + wall_s + task_s
+        pool.grow(4)               # start two more workers (same initializer), wait until ready
+
+Contract:
+- Workers are started with the `spawn` start method by default (CUDA does not survive fork); pass
+  `ctx=multiprocessing.get_context(...)` to choose another. `fn`, its arguments and results must
+  be picklable; `fn` must be a module-level function importable in the worker.
+- `run_all`/`run_timed` use the first `len(args_per_worker)` workers. Each worker receives its
+  task, reports "armed", and waits on a shared start event; the parent sets the event once all are
+  armed, so all begin together. `wall_s` is measured in the parent from that release to the last
+  result; `task_s[i]` is measured inside worker i around `fn` alone (no IPC).
+- Results come back in worker order. An exception inside `fn` is re-raised in the parent as
+  `WorkerError` (naming the worker, the exception type, its message; `.remote_traceback` holds the
+  traceback) after every worker of that call has answered; the pool stays usable.
+- A worker that dies (e.g. SIGKILL from the OOM killer) raises `WorkerDied`; a call that exceeds
+  `timeout_s` raises `WorkerTimeout`. In both cases the whole pool is closed first, because the
+  surviving workers may be mid-task.
+- `close()` (also on leaving the `with` block, on exceptions, and when the pool is garbage
+  collected) asks workers to stop, then terminates and finally kills any that do not.
+- State: the initializer may keep objects (a model, tensors) in module globals of its own module;
+  every later task in that worker sees them. Workers exit by themselves when the parent dies.
+- `startup[i]`: `spawn_s` = parent's `start()` to the worker's entry point (interpreter start,
+  unpickling, imports of this module), `init_s` = the initializer's own run time, `ready_s` =
+  `start()` to the ready message arriving in the parent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import time
+import traceback
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence
+
+_STOP = b"stop"
+_DEFAULT_START_TIMEOUT_S = 120.0
+
+
+class WorkerError(RuntimeError):
+    """A worker raised inside the initializer or the task function."""
+
+    def __init__(self, message: str, index: Optional[int] = None, remote_traceback: str = ""):
+        super().__init__(message)
+        self.index = index
+        self.remote_traceback = remote_traceback
+
+
+class WorkerDied(WorkerError):
+    """A worker process ended without answering (killed, crashed, exited)."""
+
+
+class WorkerTimeout(WorkerError):
+    """A start or a call took longer than its timeout."""
+
+
+@dataclass
+class Timed:
+    values: List[Any]  # fn's return value per worker, in worker order
+    wall_s: float  # parent: start event released -> last result received
+    task_s: List[float]  # per worker, measured inside the worker around fn
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        return f"was killed by signal {-code}" + (" (SIGKILL - likely the out-of-memory killer)" if code == -9 else "")
+    return f"exited with code {code}"
+
+
+def _error_payload(exc: BaseException) -> tuple:
+    return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def _worker_main(index: int, conn, go, initializer, initargs) -> None:
+    """Entry point of one worker: initialise once, then serve tasks until told to stop."""
+    try:
+        _serve(conn, go, initializer, initargs)
+    except (EOFError, OSError):  # the parent went away mid-conversation: nothing left to report to
+        return
+
+
+def _serve(conn, go, initializer, initargs) -> None:
+    entered_at = time.time()
+    t0 = time.perf_counter()
+    try:
+        init_result = initializer(*initargs) if initializer is not None else None
+    except BaseException as exc:  # reported to the parent, which raises WorkerError
+        conn.send(_error_payload(exc))
+        return
+    conn.send(("ready", {"entered_at": entered_at, "init_s": time.perf_counter() - t0, "pid": os.getpid()},
+               init_result))
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # parent went away
+        if raw == _STOP:
+            return
+        try:
+            fn, args = pickle.loads(raw)
+        except BaseException as exc:
+            conn.send(_error_payload(exc))
+            continue
+        conn.send(("armed",))
+        while not go.wait(1.0):  # a parent killed before releasing us must not leave us waiting forever
+            parent = multiprocessing.parent_process()
+            if parent is not None and not parent.is_alive():
+                return
+        start = time.perf_counter()
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            conn.send(_error_payload(exc))
+            continue
+        elapsed = time.perf_counter() - start
+        try:
+            conn.send(("done", value, elapsed))
+        except BaseException as exc:  # an unpicklable result
+            conn.send(_error_payload(exc))
+
+
+class _Worker:
+    __slots__ = ("index", "proc", "conn", "started_at", "startup", "init_result", "ready")
+
+    def __init__(self, index, proc, conn, started_at):
+        self.index, self.proc, self.conn, self.started_at = index, proc, conn, started_at
+        self.startup: Optional[dict] = None
+        self.init_result: Any = None
+        self.ready = False
+
+
+def _shutdown(workers: List[_Worker], grace_s: float = 2.0) -> None:
+    """Stop every worker: ask, then terminate, then kill. Safe to call twice."""
+    for w in workers:
+        try:
+            w.conn.send_bytes(_STOP)
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + grace_s
+    for w in workers:
+        w.proc.join(max(0.0, deadline - time.monotonic()))
+    for w in workers:
+        if w.proc.is_alive():
+            w.proc.terminate()
+    for w in workers:
+        w.proc.join(1.0)
+        if w.proc.is_alive():
+            w.proc.kill()
+            w.proc.join(1.0)
+    for w in workers:
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+    workers.clear()
+
+
+class WorkerPool:
+    """Long-lived spawned workers with a common start line; see the module docstring."""
+
+    def __init__(self, n: int = 0, initializer: Optional[Callable[..., Any]] = None, initargs: Sequence = (),
+                 ctx=None, start_timeout_s: float = _DEFAULT_START_TIMEOUT_S, name: str = "gpudiag-worker"):
+        self._ctx = ctx if ctx is not None else multiprocessing.get_context("spawn")
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._name = name
+        self._go = self._ctx.Event()
+        self._workers: List[_Worker] = []
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+        if n:
+            self.grow(n, timeout_s=start_timeout_s)
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self, n: int) -> None:
+        """Start workers until there are `n` (without waiting for them to be ready)."""
+        self._check_open()
+        while len(self._workers) < n:
+            index = len(self._workers)
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+            proc = self._ctx.Process(target=_worker_main, name=f"{self._name}-{index}",
+                                     args=(index, child_conn, self._go, self._initializer, self._initargs),
+                                     daemon=True)
+            started_at = time.time()
+            started_pc = time.perf_counter()
+            try:
+                proc.start()
+            finally:
+                child_conn.close()
+            self._workers.append(_Worker(index, proc, parent_conn, (started_at, started_pc)))
+
+    def wait_ready(self, timeout_s: float = _DEFAULT_START_TIMEOUT_S) -> None:
+        """Wait until every started worker has run its initializer; raise (and close) if one fails."""
+        deadline = time.monotonic() + timeout_s
+        pending = [w for w in self._workers if not w.ready]
+        try:
+            while pending:
+                msg_from = self._wait_any(pending, deadline, "starting")
+                for w, msg in msg_from:
+                    if msg[0] == "ready":
+                        info, w.init_result = msg[1], msg[2]
+                        now_pc = time.perf_counter()
+                        w.startup = {"spawn_s": max(0.0, info["entered_at"] - w.started_at[0]),
+                                     "init_s": info["init_s"], "ready_s": now_pc - w.started_at[1]}
+                        w.ready = True
+                    else:
+                        raise WorkerError(f"worker {w.index} failed to start: {msg[1]}", w.index, msg[2])
+                    pending.remove(w)
+        except BaseException:
+            self.close()
+            raise
+
+    def grow(self, n: int, timeout_s: float = _DEFAULT_START_TIMEOUT_S) -> None:
+        """Start workers until there are `n`, and wait until all are ready."""
+        self.start(n)
+        self.wait_ready(timeout_s)
+
+    def close(self) -> None:
+        """Stop all workers (ask, terminate, kill). Idempotent."""
+        self._closed = True
+        _shutdown(self._workers)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    @property
+    def pids(self) -> List[int]:
+        return [w.proc.pid for w in self._workers]
+
+    @property
+    def init_results(self) -> List[Any]:
+        return [w.init_result for w in self._workers]
+
+    @property
+    def startup(self) -> List[Optional[dict]]:
+        return [w.startup for w in self._workers]
+
+    # -- work -----------------------------------------------------------------------------------
+    def run_all(self, fn: Callable[..., Any], args_per_worker: Sequence[Sequence[Any]],
+                timeout_s: Optional[float] = None) -> List[Any]:
+        """Worker i runs fn(*args_per_worker[i]), all starting together; returns values in worker order."""
+        return self.run_timed(fn, args_per_worker, timeout_s).values
+
+    def run_timed(self, fn: Callable[..., Any], args_per_worker: Sequence[Sequence[Any]],
+                  timeout_s: Optional[float] = None) -> Timed:
+        """Like run_all, plus the parent's wall time and each worker's own time around fn."""
+        self._check_open()
+        k = len(args_per_worker)
+        if k > len(self._workers):
+            raise ValueError(f"{k} tasks for a pool of {len(self._workers)} workers; grow() it first")
+        if any(not w.ready for w in self._workers[:k]):
+            raise RuntimeError("workers not ready: call wait_ready() after start()")
+        payloads = [pickle.dumps((fn, tuple(a))) for a in args_per_worker]  # fail here, before any send
+        workers = self._workers[:k]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        errors: dict = {}
+        values: List[Any] = [None] * k
+        task_s = [0.0] * k
+        try:
+            self._go.clear()
+            for w, payload in zip(workers, payloads):
+                w.conn.send_bytes(payload)
+            waiting = list(workers)
+            while waiting:  # phase 1: everyone armed (or failed to unpickle the task)
+                for w, msg in self._wait_any(waiting, deadline, "arming"):
+                    if msg[0] == "error":
+                        errors[w.index] = msg
+                    waiting.remove(w)
+            t0 = time.perf_counter()
+            self._go.set()
+            waiting = [w for w in workers if w.index not in errors]
+            while waiting:  # phase 2: results
+                for w, msg in self._wait_any(waiting, deadline, "running"):
+                    if msg[0] == "done":
+                        values[w.index], task_s[w.index] = msg[1], msg[2]
+                    else:
+                        errors[w.index] = msg
+                    waiting.remove(w)
+            wall = time.perf_counter() - t0
+        except (WorkerDied, WorkerTimeout):
+            self.close()
+            raise
+        except BaseException:
+            self.close()  # e.g. Ctrl-C mid-call: workers are in an unknown state
+            raise
+        if errors:
+            i = min(errors)
+            raise WorkerError(f"worker {i} raised {errors[i][1]}", i, errors[i][2])
+        return Timed(values, wall, task_s)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+
+    def _wait_any(self, waiting: List[_Worker], deadline: Optional[float], phase: str):
+        """Block until at least one waiting worker has a message; [(worker, msg)]. Raises on death/timeout."""
+        by_conn = {w.conn: w for w in waiting}
+        by_sentinel = {w.proc.sentinel: w for w in waiting}
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = multiprocessing.connection.wait(list(by_conn) + list(by_sentinel), timeout)
+        if not ready:
+            raise WorkerTimeout(f"timed out while workers were {phase}")
+        out = []
+        for obj in ready:
+            if obj in by_conn:
+                w = by_conn[obj]
+                try:
+                    out.append((w, w.conn.recv()))
+                except (EOFError, OSError):
+                    w.proc.join(1.0)
+                    raise WorkerDied(f"worker {w.index} {_describe_exit(w.proc.exitcode)} while {phase}", w.index)
+        if not out:  # only sentinels: a worker ended; it may still have left a message behind
+            for obj in ready:
+                w = by_sentinel[obj]
+                if w.conn.poll(0):
+                    try:
+                        out.append((w, w.conn.recv()))
+                        continue
+                    except (EOFError, OSError):
+                        pass
+                w.proc.join(1.0)
+                raise WorkerDied(f"worker {w.index} {_describe_exit(w.proc.exitcode)} while {phase}", w.index)
+        return out

@@ -1,0 +1,186 @@
+import os
+import time
+
+import psutil
+import pytest
+
+from gpudiag.workers import WorkerDied, WorkerError, WorkerPool, WorkerTimeout
+
+
+# Module-level so spawned workers can import them (as tests.test_workers).
+def init_tag(tag):
+    return {"tag": tag, "pid": os.getpid()}
+
+
+def init_fails():
+    raise ValueError("no torch here")
+
+
+def echo(i, x):
+    return (i, x * 2, os.getpid())
+
+
+def fail_if(i, bad):
+    if i == bad:
+        raise KeyError(f"task {i} is bad")
+    return i
+
+
+def sleep_for(s):
+    time.sleep(s)
+    return s
+
+
+def die():
+    os._exit(3)
+
+
+def timestamp():
+    return time.perf_counter()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with WorkerPool(2, initializer=init_tag, initargs=("hello",)) as p:
+        yield p
+
+
+def test_start_runs_initializer_once_per_worker_and_records_startup(pool):
+    assert pool.size == 2
+    assert [r["tag"] for r in pool.init_results] == ["hello", "hello"]
+    assert [r["pid"] for r in pool.init_results] == pool.pids
+    assert len(set(pool.pids)) == 2 and os.getpid() not in pool.pids
+    for s in pool.startup:
+        assert s["ready_s"] >= s["init_s"] >= 0 and s["spawn_s"] >= 0
+
+
+def test_run_all_returns_results_in_worker_order(pool):
+    values = pool.run_all(echo, [(0, 10), (1, 20)])
+    assert [(v[0], v[1]) for v in values] == [(0, 20), (1, 40)]
+    assert [v[2] for v in values] == pool.pids  # task i ran in worker i
+    # fewer tasks than workers uses the first workers only; the same workers are reused
+    assert pool.run_all(echo, [(7, 1)])[0][2] == pool.pids[0]
+
+
+def test_run_timed_measures_wall_in_parent_and_task_time_in_workers(pool):
+    timed = pool.run_timed(sleep_for, [(0.05,), (0.1,)])
+    assert timed.values == [0.05, 0.1]
+    assert timed.task_s[0] >= 0.05 and timed.task_s[1] >= 0.1
+    assert timed.wall_s >= max(timed.task_s)
+
+
+def test_all_workers_start_together(pool):
+    # The start event releases both workers at once; on a loaded 2-core box allow generous slack.
+    stamps = pool.run_all(timestamp, [(), ()])
+    assert abs(stamps[0] - stamps[1]) < 0.5  # perf_counter is system-wide (CLOCK_MONOTONIC) on Linux
+
+
+def test_exception_in_a_worker_surfaces_and_the_pool_stays_usable(pool):
+    with pytest.raises(WorkerError) as err:
+        pool.run_all(fail_if, [(0, 1), (1, 1)])
+    assert err.value.index == 1
+    assert "KeyError" in str(err.value) and "task 1 is bad" in str(err.value)
+    assert "fail_if" in err.value.remote_traceback
+    assert pool.run_all(fail_if, [(0, 9), (1, 9)]) == [0, 1]
+
+
+def test_unpicklable_task_fails_in_the_parent_without_breaking_the_pool(pool):
+    with pytest.raises(Exception):
+        pool.run_all(lambda: 1, [()])
+    assert pool.run_all(fail_if, [(3, 9)]) == [3]
+
+
+def test_too_many_tasks_is_a_value_error(pool):
+    with pytest.raises(ValueError):
+        pool.run_all(echo, [(0, 0)] * 3)
+
+
+def test_grow_adds_workers_with_the_same_initializer():
+    with WorkerPool(1, initializer=init_tag, initargs=("x",)) as p:
+        first = p.pids[0]
+        p.grow(2)
+        assert p.size == 2 and p.pids[0] == first
+        assert [r["tag"] for r in p.init_results] == ["x", "x"]
+        assert len(p.run_all(echo, [(0, 1), (1, 1)])) == 2
+
+
+def test_close_kills_workers_and_the_pool_refuses_work():
+    p = WorkerPool(2)
+    procs = [psutil.Process(pid) for pid in p.pids]
+    p.close()
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert not alive
+    with pytest.raises(RuntimeError):
+        p.run_all(echo, [(0, 0)])
+    p.close()  # idempotent
+
+
+def test_context_manager_closes_on_exception():
+    with pytest.raises(ZeroDivisionError):
+        with WorkerPool(1) as p:
+            proc = psutil.Process(p.pids[0])
+            1 / 0
+    proc.wait(5)
+    assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+def test_timeout_closes_the_pool_and_kills_the_stuck_worker():
+    p = WorkerPool(1)
+    proc = psutil.Process(p.pids[0])
+    with pytest.raises(WorkerTimeout):
+        p.run_all(sleep_for, [(30,)], timeout_s=0.5)
+    proc.wait(5)
+    assert p.size == 0
+
+
+def test_a_worker_that_dies_raises_worker_died():
+    with WorkerPool(1) as p:
+        with pytest.raises(WorkerDied) as err:
+            p.run_all(die, [()])
+        assert "exited with code 3" in str(err.value)
+
+
+def _live_children():
+    out = set()
+    for c in psutil.Process().children(recursive=True):
+        try:
+            # multiprocessing's resource tracker is a long-lived helper of the test process itself
+            if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
+                out.add(c.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_failing_initializer_raises_and_leaves_nothing_running():
+    before = _live_children()
+    with pytest.raises(WorkerError) as err:
+        WorkerPool(2, initializer=init_fails)
+    assert "ValueError: no torch here" in str(err.value)
+    assert _live_children() - before == set()
+
+
+def make_pool_and_vanish(conn):
+    pool = WorkerPool(1)
+    conn.send(pool.pids)  # a Pipe sends synchronously (a Queue's feeder thread would not flush)
+    os._exit(0)  # no cleanup at all, as if SIGKILLed: the worker must notice and exit on its own
+
+
+def test_workers_exit_by_themselves_when_their_parent_is_killed():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    parent = ctx.Process(target=make_pool_and_vanish, args=(send,))
+    parent.start()
+    assert recv.poll(30)
+    pids = recv.recv()
+    parent.join(10)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive
