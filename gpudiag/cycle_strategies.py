@@ -9,9 +9,8 @@ median rate over repeats and its spread. A strategy that cannot run here is a `s
 the reason; one that breaks is a `failed` row, and the others are still measured.
 
 Processes run in long-lived spawned workers: start-up (spawn + import torch) is paid once,
-measured, and excluded from cycles_per_s. The pool is reached through one seam, `start_pool`:
-`_LocalPool` mirrors the subset of `gpudiag.workers.WorkerPool` used here (grow, startup,
-init_results, run_all, run_timed, close), so swapping it in is a one-line change.
+measured, and excluded from cycles_per_s. The pool is `gpudiag.workers.WorkerPool`,
+reached through `start_pool`.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
+
+from gpudiag.workers import WorkerError, WorkerPool
 
 from gpudiag import stats, timeline
 from gpudiag.cycle_workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
@@ -397,175 +398,9 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 # ---------------------------------------------------------------- worker processes
 
-@dataclass
-class Timed:
-    values: List[Any]
-    wall_s: float
-    task_s: List[float]
-
-
-def _local_worker_main(index: int, conn, go, initializer, initargs) -> None:
-    entered = time.time()
-    t0 = time.perf_counter()
-    try:
-        init = initializer(*initargs) if initializer else None
-    except BaseException as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        return
-    conn.send(("ready", {"entered_at": entered, "init_s": time.perf_counter() - t0}, init))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        fn, args = msg
-        conn.send(("armed",))
-        go.wait()
-        start = time.perf_counter()
-        try:
-            value = fn(*args)
-            conn.send(("done", value, time.perf_counter() - start))
-        except BaseException as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-
-
-class WorkerFailed(RuntimeError):
-    pass
-
-
-def _describe_exit(code: Optional[int]) -> str:
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        return f"was killed by signal {-code}" + (" (SIGKILL - likely the out-of-memory killer)" if code == -9 else "")
-    return f"exited with code {code}"
-
-
-class _LocalPool:
-    """Long-lived spawned workers with a common start line (stand-in for gpudiag.workers.WorkerPool)."""
-
-    def __init__(self, n: int, initializer: Callable, initargs: Sequence = (), timeout_s: float = 120.0):
-        self._ctx = multiprocessing.get_context("spawn")
-        self._go = self._ctx.Event()
-        self._init, self._initargs, self._timeout = initializer, tuple(initargs), timeout_s
-        self._workers: List[dict] = []
-        self.grow(n)
-
-    @property
-    def size(self) -> int:
-        return len(self._workers)
-
-    @property
-    def startup(self) -> List[dict]:
-        return [w["startup"] for w in self._workers]
-
-    @property
-    def init_results(self) -> List[Any]:
-        return [w["init"] for w in self._workers]
-
-    @property
-    def pids(self) -> List[int]:
-        return [w["proc"].pid for w in self._workers]
-
-    def grow(self, n: int) -> None:
-        new = []
-        try:
-            while len(self._workers) < n:
-                parent, child = self._ctx.Pipe()
-                proc = self._ctx.Process(target=_local_worker_main, daemon=True, name=f"gpudiag-cycle-{len(self._workers)}",
-                                         args=(len(self._workers), child, self._go, self._init, self._initargs))
-                w = {"proc": proc, "conn": parent, "t0": (time.time(), time.perf_counter()), "init": None, "startup": None}
-                proc.start()
-                child.close()
-                self._workers.append(w)
-                new.append(w)
-            deadline = time.monotonic() + self._timeout
-            for w in new:
-                msg = self._recv(w, deadline, "starting")
-                if msg[0] != "ready":
-                    raise WorkerFailed(f"a worker failed to start: {msg[1]}")
-                info, w["init"] = msg[1], msg[2]
-                w["startup"] = {"spawn_s": round(max(0.0, info["entered_at"] - w["t0"][0]), 4),
-                                "init_s": round(info["init_s"], 4),
-                                "ready_s": round(time.perf_counter() - w["t0"][1], 4)}
-        except BaseException:
-            self.close()
-            raise
-
-    def _recv(self, w: dict, deadline: float, phase: str):
-        ready = multiprocessing.connection.wait([w["conn"], w["proc"].sentinel], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise WorkerFailed(f"a worker timed out while {phase}")
-        if w["conn"].poll(0):
-            try:
-                return w["conn"].recv()
-            except (EOFError, OSError):
-                pass
-        w["proc"].join(1.0)
-        raise WorkerFailed(f"a worker {_describe_exit(w['proc'].exitcode)} while {phase}")
-
-    def run_timed(self, fn: Callable, args_per_worker: Sequence[Sequence[Any]]) -> Timed:
-        if len(args_per_worker) > len(self._workers):  # also after close(): never time nothing
-            raise WorkerFailed(f"{len(args_per_worker)} tasks for a pool of {len(self._workers)} live workers")
-        workers = self._workers[:len(args_per_worker)]
-        deadline = time.monotonic() + self._timeout
-        try:
-            self._go.clear()
-            for w, args in zip(workers, args_per_worker):
-                w["conn"].send((fn, tuple(args)))
-            for w in workers:
-                msg = self._recv(w, deadline, "arming")
-                if msg[0] != "armed":
-                    raise WorkerFailed(f"a worker raised {msg[1]}")
-            t0 = time.perf_counter()
-            self._go.set()
-            msgs = [self._recv(w, deadline, "running") for w in workers]
-            wall = time.perf_counter() - t0
-        except BaseException:
-            self.close()
-            raise
-        for m in msgs:
-            if m[0] != "done":
-                raise WorkerFailed(f"a worker raised {m[1]}")
-        return Timed([m[1] for m in msgs], wall, [m[2] for m in msgs])
-
-    def run_all(self, fn: Callable, args_per_worker: Sequence[Sequence[Any]]) -> List[Any]:
-        return self.run_timed(fn, args_per_worker).values
-
-    def close(self) -> None:
-        for w in self._workers:
-            try:
-                w["conn"].send(None)
-            except (OSError, ValueError):
-                pass
-        for w in self._workers:
-            w["proc"].join(2.0)
-            if w["proc"].is_alive():
-                w["proc"].kill()
-                w["proc"].join(2.0)
-            try:
-                w["conn"].close()
-            except OSError:
-                pass
-        self._workers = []
-
-    def __enter__(self) -> "_LocalPool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def start_pool(n: int, initializer: Callable, initargs: Sequence = ()):
-    """THE seam: start n long-lived spawned workers and wait until each ran `initializer`.
-
-    The pool must offer grow(n), startup, init_results, run_timed(fn, args) -> Timed(values,
-    wall_s, task_s) with all workers released together, run_all and close: the API of
-    gpudiag.workers.WorkerPool, which can replace _LocalPool here.
-    """
-    return _LocalPool(n, initializer, initargs)
+    """Start n long-lived spawned workers (the `gil` probe's pool) and wait until each ran `initializer`."""
+    return WorkerPool(n, initializer=initializer, initargs=initargs)
 
 
 # Worker-side functions: module level, so spawned workers can import them.
