@@ -1,0 +1,192 @@
+"""OS facts behind one dispatch: probes and `env` call these and never test sys.platform.
+
+    os_facts(root)        -> system.os       (distro, kernel, WSL, container, virtualization)
+    memory_facts(root)    -> system.memory   (RAM, swap, cgroup, WSL cap, overcommit, OOM kills, budget)
+    cpu_facts(detailed)   -> system.cpu      (fast path: /proc/cpuinfo | registry | sysctl + psutil)
+    python_facts(check_torch) -> system.python (free-threaded build, GIL at run time, start method)
+    torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
+
+`root` (Linux) and `reg` (Windows) are seams for tests: a fake /proc tree, a fake winreg.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform as _platform
+import sys
+import sysconfig
+from typing import Any, Mapping, Optional
+
+from gpudiag.platform import _darwin, _linux, _windows
+
+# The one place that looks at sys.platform.
+KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
+
+
+def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,
+             kind: Optional[str] = None) -> dict:
+    kind = kind or KIND
+    if kind == "windows":
+        return _windows.os_facts(reg)
+    if kind == "macos":
+        return _darwin.os_facts()
+    return _linux.os_facts(root, environ)
+
+
+def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> dict:
+    """`wsl` may be passed when already known (saves re-reading /proc); otherwise detected."""
+    kind = kind or KIND
+    if kind == "windows":
+        return _windows.memory_facts()
+    if kind == "macos":
+        return _darwin.memory_facts()
+    if wsl is None:
+        wsl = _linux.os_facts(root, environ)["wsl"]
+    return _linux.memory_facts(root, wsl=wsl)
+
+
+def _affinity_cores() -> Optional[int]:
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return len(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    try:
+        import psutil
+
+        return len(psutil.Process().cpu_affinity())  # Windows; macOS has no affinity
+    except Exception:  # AttributeError on macOS, AccessDenied in sandboxes
+        return None
+
+
+def _detailed_cpu() -> dict:
+    """py-cpuinfo (over a second: it starts an interpreter and sleeps to time the TSC)."""
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    hz = info.get("hz_advertised") or info.get("hz_actual")
+    return {"brand": info.get("brand_raw") or None,
+            "advertised_mhz": round(hz[0] / 1e6, 1) if hz and hz[0] else None,
+            "flags_count": len(info.get("flags") or []) or None,
+            "l3_cache_bytes": info.get("l3_cache_size") if isinstance(info.get("l3_cache_size"), int) else None}
+
+
+def cpu_facts(detailed: bool = False, root: str = "/", reg: Any = None, kind: Optional[str] = None) -> dict:
+    """CPU brand, cores, frequency. detailed=True adds py-cpuinfo; if that fails, the fast path stays."""
+    import psutil
+
+    kind = kind or KIND
+    if kind == "windows":
+        brand = _windows.cpu_brand(reg)
+    elif kind == "macos":
+        brand = _darwin.cpu_brand()
+    else:
+        brand = _linux.cpu_brand(root)
+    try:
+        freq = psutil.cpu_freq()
+    except Exception:  # psutil raises on some VMs/containers without cpufreq
+        freq = None
+    freq_max = round(freq.max, 1) if freq and freq.max else None
+    if freq_max is None and kind == "windows":
+        freq_max = _windows.cpu_mhz(reg)
+    out = {
+        "brand": brand or _platform.processor() or None,
+        "arch": _platform.machine() or None,
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "freq_current_mhz": round(freq.current, 1) if freq and freq.current else None,
+        "freq_max_mhz": freq_max,
+        "affinity_cores": _affinity_cores(),
+        "source": "fast",
+    }
+    if detailed:
+        try:
+            extra = _detailed_cpu()
+        except Exception as exc:  # py-cpuinfo spawns and parses tools: keep the fast facts
+            out["detailed_reason"] = f"py-cpuinfo failed: {type(exc).__name__}: {exc}"
+        else:
+            out["brand"] = extra.pop("brand") or out["brand"]
+            out.update(extra)
+            out["source"] = "py-cpuinfo"
+    return out
+
+
+def default_start_method() -> str:
+    """The platform's default multiprocessing start method, without fixing the global context.
+
+    get_start_method() would set the context as a side effect, and inside a spawned probe child
+    it answers "spawn"; the docs say the first of get_all_start_methods() is the default.
+    """
+    return multiprocessing.get_all_start_methods()[0]
+
+
+def free_threaded_build() -> bool:
+    # Truthiness, not `is not None`: regular Windows builds define Py_GIL_DISABLED as 0 (cpython #143423).
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def gil_enabled() -> bool:
+    """True unless this is a free-threaded build running with the GIL off right now."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return bool(check()) if check is not None else True  # before 3.13 the GIL always exists
+
+
+def python_facts(check_torch: bool = False) -> dict:
+    """Interpreter facts. check_torch imports torch first (if installed) because importing an
+    extension without free-threading support re-enables the GIL on a free-threaded build."""
+    from gpudiag.backends import torch_meta
+
+    after_torch = False
+    if check_torch and torch_meta.torch_version() is not None:
+        try:
+            import torch  # noqa: F401  (imported for its effect on the GIL)
+
+            after_torch = True
+        except Exception:  # a broken torch install: the GIL answer is still worth having
+            after_torch = False
+    return {
+        "version": _platform.python_version(),
+        "implementation": _platform.python_implementation(),
+        "free_threaded_build": free_threaded_build(),
+        "gil_enabled": gil_enabled(),
+        "gil_checked_after_torch": after_torch,
+        "switch_interval_s": sys.getswitchinterval(),
+        "mp_start_method": default_start_method(),
+        "executable": sys.executable or None,
+        "bits": 64 if sys.maxsize > 2 ** 32 else 32,
+    }
+
+
+def torch_facts(import_torch: bool = False) -> dict:
+    """What torch was built with. Never calls torch.cuda.is_available/init/device_count."""
+    from gpudiag.backends import torch_meta
+    from gpudiag.capabilities import TORCH_HINT
+
+    version = torch_meta.torch_version()
+    if version is None:
+        return {"version": None, "cuda_build": None, "cudnn": None, "hip": None, "source": None,
+                "cudnn_reason": None, "reason_missing": f"torch is not installed: {TORCH_HINT}"}
+    out = {"version": version, "cuda_build": torch_meta.torch_cuda_version(),
+           "cudnn": None, "hip": torch_meta.torch_hip_version(), "source": "files",
+           "cudnn_reason": "not read: torch was not imported (fast path)", "reason_missing": None}
+    if not import_torch:
+        return out
+    try:
+        import torch
+    except Exception as exc:
+        out["cudnn_reason"] = f"import torch failed: {type(exc).__name__}: {exc}"
+        return out
+    out.update(version=str(torch.__version__), cuda_build=getattr(torch.version, "cuda", None),
+               hip=getattr(torch.version, "hip", None), source="import")
+    try:
+        # Loads the cuDNN library if present; it does not create a CUDA context.
+        cudnn = torch.backends.cudnn.version()
+    except Exception as exc:
+        cudnn = None
+        out["cudnn_reason"] = f"torch.backends.cudnn.version() failed: {type(exc).__name__}"
+    else:
+        out["cudnn_reason"] = None if cudnn is not None else "this torch build has no cuDNN"
+    out["cudnn"] = cudnn
+    return out
