@@ -39,11 +39,14 @@ _URL_CREDENTIALS = re.compile(r"(://)[^/\s:@]+:[^/\s@]+@")  # https://user:pass@
 # A home folder's owner, whatever the current user is called (WSL shows the Windows user's).
 _HOME_OWNER = re.compile(r"(?i)((?:^|[\s\"'=(:])(?:/home/|/Users/|/mnt/[a-z]/Users/|[a-z]:\\{1,2}Users\\{1,2}))"
                          r"(?!~|Public\b|Default\b|Shared\b|All Users\b|user-[0-9a-f]{8}\b)([^/\\\s\"']+)")
+# Host and user names match case-sensitively (as the OS reports them) so that a machine called
+# "Nova" does not rewrite the word "nova" elsewhere; home paths are caught by _HOME_OWNER too.
 # Default host/user names of distributions and images identify nobody, and hashing them would
 # also rewrite facts such as "Kali GNU/Linux" (Kali's default hostname is "kali").
 _GENERIC_NAMES = {"localhost", "kali", "ubuntu", "debian", "fedora", "arch", "archlinux", "linux",
                   "user", "admin", "administrator", "root", "pi", "raspberrypi", "wsl", "docker",
-                  "container", "host", "runner", "ec2-user", "centos", "alpine"}
+                  "container", "host", "runner", "ec2-user", "centos", "alpine", "vm", "gpu", "server",
+                  "desktop", "laptop", "pc", "workstation", "node", "linux", "windows", "test"}
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
 
@@ -90,15 +93,15 @@ class Redactor:
                 self._subs.append((re.compile(re.escape(home.rstrip("/\\")) + r"(?=$|[/\\])", flags), "~"))
             host = ident.get("hostname")
             if host and len(host) >= 2 and host.lower() not in _GENERIC_NAMES:
-                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])", re.I),
+                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])"),
                                    "host-" + short_hash(host.lower())))
                 short = host.split(".")[0]  # the FQDN's first label alone identifies the machine too
                 if short != host and len(short) >= 2 and short.lower() not in _GENERIC_NAMES:
-                    self._subs.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])", re.I),
+                    self._subs.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])"),
                                        "host-" + short_hash(short.lower())))
             user = ident.get("user")
             if user and len(user) >= 2 and user.lower() not in _GENERIC_NAMES:
-                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(user) + r"(?![\w-])", re.I),
+                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(user) + r"(?![\w-])"),
                                    "user-" + short_hash(user.lower())))
 
     def text(self, value: str, key: str = "") -> str:

@@ -1,0 +1,246 @@
+"""`gpudiag env`: the environment as GitHub-ready Markdown, fast (no torch import, no py-cpuinfo).
+
+Covers what `python -m torch.utils.collect_env` prints that matters here, plus what it cannot say:
+distro, WSL and its memory cap, container, GIL build, cgroup limits and OOM kills, driver model,
+open/proprietary kernel module, PCIe link and the processes holding the GPU. Facts come from the
+same collectors as the `system` and `driver` probes; everything printed passes through redaction.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from typing import Any, Callable, Dict, List, Optional
+
+_GIB = 2 ** 30
+NA = "n/a"
+_PACKAGES = re.compile(r"^(torch|torchvision|torchaudio|numpy|triton|nvidia-ml-py|pynvml|cupy.*|jax|jaxlib|"
+                       r"tensorflow|onnxruntime.*|accelerate|transformers|deepspeed|xformers|"
+                       r"nvidia-(cuda|cudnn|cublas|nccl).*|psutil|py-cpuinfo|gpudiag)$", re.I)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: None -> 'unknown', pipes escaped, newlines flattened."""
+    if value is None or value == "":
+        return "unknown"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _gib(n: Any) -> Optional[str]:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return None
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB / 2 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def _join(*parts: Optional[str]) -> str:
+    return " · ".join(p for p in parts if p)
+
+
+def _known(v: Any) -> bool:
+    return v is not None and v != NA
+
+
+# ------------------------------------------------------------------ collection
+
+def collect_system(environ=None) -> dict:
+    """The `system` data on the fast path: no torch import, no py-cpuinfo."""
+    from gpudiag.probes import system
+
+    data = system.collect(detailed_cpu=False, import_torch=False, environ=environ)
+    data["findings"] = system.findings_for(data)
+    return data
+
+
+def collect_driver(session_factory: Optional[Callable] = None) -> dict:
+    """{"data": driver data, "findings": [...]} or {"unavailable": "no NVIDIA driver: <reason>"}."""
+    try:
+        from gpudiag.backends import nvml
+        from gpudiag.probes import driver
+    except ImportError as exc:  # the driver probe lands in another branch
+        return {"unavailable": f"GPU facts not collected: the driver probe is not part of this build ({type(exc).__name__})"}
+    session_factory = session_factory or nvml.session
+    try:
+        with session_factory() as n:
+            data = driver.collect(n)
+    except nvml.NvmlUnavailable as exc:
+        return {"unavailable": f"no NVIDIA driver: {exc}"}
+    analyze = getattr(driver, "analyze", None)
+    findings = analyze(data) if callable(analyze) else []
+    return {"data": data, "findings": findings}
+
+
+def _packages() -> List[tuple]:
+    seen = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name") or ""
+        if _PACKAGES.match(name):
+            seen[name.lower()] = (name, dist.version)
+    return sorted(seen.values(), key=lambda t: t[0].lower())
+
+
+# ------------------------------------------------------------------ rendering
+
+def _system_rows(s: dict) -> List[tuple]:
+    os_, py, cpu, mem, torch = (s.get(k) or {} for k in ("os", "python", "cpu", "memory", "torch"))
+    rows = []
+    distro = os_.get("pretty") or os_.get("name")
+    if os_.get("distro_id"):
+        like = f", like {os_['distro_like']}" if os_.get("distro_like") else ""
+        distro = f"{distro} (`{os_['distro_id']}` {os_.get('distro_version') or ''}{like})".replace(" )", ")")
+    rows.append(("OS", _join(distro, f"kernel {os_['kernel']}" if os_.get("kernel") else None, cpu.get("arch"))))
+    if os_.get("wsl"):
+        cap = _gib(mem.get("wsl_memory_cap_bytes"))
+        rows.append(("WSL", _join(f"WSL{os_['wsl']}", f"VM memory cap {cap}" if cap else None)))
+    else:
+        rows.append(("WSL", "no"))
+    rows.append(("Container / VM", _join(os_.get("container") or "no container",
+                                         os_.get("virtualization") or "no hypervisor seen")))
+    gil = ("free-threaded build, GIL " + ("re-enabled" if py.get("gil_enabled") else "off")
+           if py.get("free_threaded_build") else "standard build (GIL on)")
+    rows.append(("Python", _join(f"{py.get('implementation')} {py.get('version')} ({py.get('bits')}-bit)", gil,
+                                 f"switch interval {py['switch_interval_s'] * 1000:g} ms"
+                                 if isinstance(py.get("switch_interval_s"), float) else None,
+                                 f"default start method `{py.get('mp_start_method')}`")))
+    cores = f"{cpu.get('physical_cores') or '?'} physical / {cpu.get('logical_cores') or '?'} logical cores"
+    if cpu.get("affinity_cores") and cpu.get("affinity_cores") != cpu.get("logical_cores"):
+        cores += f" ({cpu['affinity_cores']} usable by this process)"
+    mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
+    rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
+    swap = _gib(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none"
+    rows.append(("RAM", _join(f"{_gib(mem.get('total_bytes'))} total, {_gib(mem.get('available_bytes'))} available",
+                              f"swap {swap}")))
+    if mem.get("cgroup_version") is not None:
+        limit = _gib(mem.get("cgroup_limit_bytes")) or "no limit"
+        rows.append(("cgroup memory", _join(f"v{mem['cgroup_version']}: {limit}",
+                                            f"{_gib(mem.get('cgroup_usage_bytes'))} used" if mem.get("cgroup_usage_bytes") is not None else None,
+                                            f"{mem['cgroup_oom_kills']} OOM kills" if mem.get("cgroup_oom_kills") is not None else None)))
+    rows.append(("Memory budget for new workers",
+                 _join(_gib(mem.get("budget_bytes")), f"limited by {mem['budget_source']}" if mem.get("budget_source") else None)))
+    if mem.get("overcommit_memory") is not None or mem.get("oom_kills_since_boot") is not None:
+        rows.append(("Overcommit / OOM kills", _join(
+            f"vm.overcommit_memory={mem.get('overcommit_memory')}" if mem.get("overcommit_memory") is not None else None,
+            f"{mem['oom_kills_since_boot']} OOM kills since boot" if mem.get("oom_kills_since_boot") is not None else None)))
+    if torch.get("version"):
+        cuda = torch.get("cuda_build")
+        rows.append(("torch", _join(torch["version"], f"built for CUDA {cuda}" if cuda else "CPU-only build (no CUDA)",
+                                    f"HIP {torch['hip']}" if torch.get("hip") else None)))
+    else:
+        rows.append(("torch", torch.get("reason_missing") or "not installed"))
+    return rows
+
+
+def _gpu_rows(drv: dict) -> List[tuple]:
+    if "unavailable" in drv:
+        return [("NVIDIA driver", drv["unavailable"])]
+    d = drv.get("data") or {}
+    rows = []
+    km = d.get("kernel_module") or {}
+    module = None
+    if km.get("flavour"):
+        module = f"{km['flavour']} kernel module" + (f" {km['version']}" if km.get("version") else "")
+    elif km.get("reason"):
+        module = km["reason"].split(":")[0]
+    rows.append(("NVIDIA driver", _join(f"driver {d.get('driver_version')}",
+                                        f"CUDA driver API {d.get('cuda_driver_version')}" if _known(d.get("cuda_driver_version")) else None,
+                                        module,
+                                        "MPS daemon running" if d.get("mps_daemon_running") else None)))
+    win = d.get("windows") or {}
+    if win:
+        hags = (win.get("hags") or {}).get("enabled")
+        tdr = (win.get("tdr") or {}).get("delay_s")
+        rows.append(("Windows GPU settings", _join(
+            f"HAGS {'on' if hags else 'off' if hags is False else 'unknown'}",
+            f"TDR delay {tdr} s" if _known(tdr) else None)))
+    for g in d.get("gpus") or []:
+        if g.get("error"):
+            rows.append((f"GPU {g.get('index')}", g["error"]))
+            continue
+        dm = g.get("driver_model") or {}
+        model = None
+        if _known(dm.get("current")):
+            model = f"driver model {dm['current']}" + (
+                f" (pending {dm['pending']})" if _known(dm.get("pending")) and dm.get("pending") != dm.get("current") else "")
+        p = g.get("pcie") or {}
+        link = None
+        if _known(p.get("gen_current")) or _known(p.get("width_current")):
+            link = f"PCIe Gen{p.get('gen_current')} x{p.get('width_current')}"
+            maxes = f"Gen{p.get('gen_max_card', p.get('gen_max'))} x{p.get('width_max')}"
+            link += f" (card max {maxes}, idle links downtrain)"
+        rows.append((f"GPU {g.get('index')}", _join(
+            g.get("name"), _gib(g.get("memory_total_bytes")) and f"{_gib(g['memory_total_bytes'])}"
+            + (f", {_gib(g['memory_free_bytes'])} free" if _gib(g.get("memory_free_bytes")) else ""),
+            model, link,
+            f"persistence {'on' if g['persistence_mode'] else 'off'}" if isinstance(g.get("persistence_mode"), bool) else None,
+            "display active" if g.get("display_active") is True else None)))
+        procs = g.get("processes") or {}
+        parts = []
+        for kind in ("compute", "graphics"):
+            rowsk = procs.get(kind)
+            if rowsk == NA or rowsk is None:
+                parts.append(f"{kind}: not reported by NVML")
+            elif rowsk:
+                parts.append(f"{kind}: " + ", ".join(
+                    (r.get("name") or f"pid {r.get('pid')}")
+                    + (f" ({_gib(r['used_memory_bytes'])})" if _gib(r.get("used_memory_bytes")) else "")
+                    for r in rowsk))
+            else:
+                parts.append(f"{kind}: none")
+        rows.append((f"GPU {g.get('index')} processes", "; ".join(parts)))
+    return rows
+
+
+def _gpu_details(drv: dict) -> List[str]:
+    d = drv.get("data") or {}
+    out = []
+    for g in d.get("gpus") or []:
+        if g.get("error"):
+            continue
+        ce = g.get("clock_event_reasons") or {}
+        mig = g.get("mig_mode") or {}
+        items = [
+            ("compute mode", g.get("compute_mode")),
+            ("MIG mode", mig.get("current") if isinstance(mig, dict) else mig),
+            ("clock event reasons", ", ".join(ce.get("active") or []) or "none" if isinstance(ce, dict) else ce),
+            ("temperature", f"{g['temperature_c']} °C" if _known(g.get("temperature_c")) else NA),
+            ("power", f"{g.get('power_draw_w')} W of {g.get('power_limit_w')} W"),
+            ("utilization (instant)", f"{g.get('utilization_gpu_percent')} %"),
+        ]
+        out.append(f"GPU {g.get('index')}: " + "; ".join(f"{k} {_cell(v)}" for k, v in items))
+    return out
+
+
+def render(system_data: dict, driver: dict, packages: List[tuple], version: str) -> str:
+    """Markdown from collected data (pure: tested with stand-in dicts)."""
+    lines = [f"### Environment (`gpudiag env` {version})", "", "| | |", "|---|---|"]
+    for key, value in _system_rows(system_data) + _gpu_rows(driver):
+        lines.append(f"| **{_cell(key)}** | {_cell(value)} |")
+    findings = list(system_data.get("findings") or []) + list(driver.get("findings") or [])
+    order = {"critical": 0, "warning": 1, "info": 2}
+    if findings:
+        lines += ["", "**Findings**", ""]
+        for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
+            lines.append(f"- **{f.get('severity')}** `{f.get('code')}`: {f.get('message')}")
+    env = system_data.get("env") or {}
+    lines += ["", "<details><summary>Environment variables (allowlisted only)</summary>", ""]
+    if env:
+        lines += ["| variable | value |", "|---|---|"] + [f"| `{k}` | `{_cell(v)}` |" for k, v in env.items()]
+    else:
+        lines.append("None of the allowlisted CUDA/torch/threading variables is set.")
+    lines += ["", "</details>"]
+    details = _gpu_details(driver)
+    if details:
+        lines += ["", "<details><summary>GPU details</summary>", ""] + [f"- {d}" for d in details] + ["", "</details>"]
+    if packages:
+        lines += ["", "<details><summary>Relevant packages</summary>", "", "```"]
+        lines += [f"{n}=={v}" for n, v in packages] + ["```", "", "</details>"]
+    lines += ["", "<sub>Hostname, username and home paths hashed or shown as ~ unless --no-redact; "
+                  "secrets and GPU UUIDs are always removed.</sub>", ""]
+    return "\n".join(lines)
+
+
+def env_markdown(identify: bool = True) -> str:
+    from gpudiag import __version__
+    from gpudiag.redact import redact
+
+    text = render(collect_system(), collect_driver(), _packages(), __version__)
+    return redact(text, identify=identify)
