@@ -139,7 +139,8 @@ def _gpu_rows(drv: dict) -> List[tuple]:
     if km.get("flavour"):
         module = f"{km['flavour']} kernel module" + (f" {km['version']}" if km.get("version") else "")
     elif km.get("reason"):
-        module = km["reason"].split(":")[0]
+        module = ("no Linux kernel module (WSL2: the driver runs on Windows)"
+                  if km["reason"].startswith("WSL2") else km["reason"])
     rows.append(("NVIDIA driver", _join(f"driver {d.get('driver_version')}",
                                         f"CUDA driver API {d.get('cuda_driver_version')}" if _known(d.get("cuda_driver_version")) else None,
                                         module,
@@ -164,8 +165,10 @@ def _gpu_rows(drv: dict) -> List[tuple]:
         link = None
         if _known(p.get("gen_current")) or _known(p.get("width_current")):
             link = f"PCIe Gen{p.get('gen_current')} x{p.get('width_current')}"
-            maxes = f"Gen{p.get('gen_max_card', p.get('gen_max'))} x{p.get('width_max')}"
-            link += f" (card max {maxes}, idle links downtrain)"
+            gen_max = next((v for v in (p.get("gen_max_card"), p.get("gen_max_system")) if _known(v)), None)
+            maxes = " ".join(x for x in (f"Gen{gen_max}" if gen_max is not None else None,
+                                         f"x{p['width_max']}" if _known(p.get("width_max")) else None) if x)
+            link += f" (max {maxes}; idle links downtrain)" if maxes else " (idle links downtrain)"
         rows.append((f"GPU {g.get('index')}", _join(
             g.get("name"), _gib(g.get("memory_total_bytes")) and f"{_gib(g['memory_total_bytes'])}"
             + (f", {_gib(g['memory_free_bytes'])} free" if _gib(g.get("memory_free_bytes")) else ""),

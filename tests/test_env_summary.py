@@ -53,7 +53,7 @@ def test_render_covers_more_than_collect_env_with_wddm_gpu():
     md = env_summary.render(fast_system(), {"data": DRIVER_DATA, "findings": []}, [("torch", "2.13.0+cpu")], "0.1.0")
     for needle in ("| **OS** |", "| **WSL** |", "| **Container / VM** |", "| **Python** |", "| **CPU** |",
                    "| **RAM** |", "| **Memory budget for new workers** |", "| **torch** |",
-                   "driver 462.31", "CUDA driver API 11.2", "driver model WDDM", "PCIe Gen1 x16 (card max Gen3 x16",
+                   "driver 462.31", "CUDA driver API 11.2", "driver model WDDM", "PCIe Gen1 x16 (max Gen3 x16",
                    "HAGS on", "TDR delay 2 s", "graphics: Code.exe, firefox.exe", "compute: none",
                    "<details><summary>Environment variables", "`CUDA_LAUNCH_BLOCKING` | `1`",
                    "`CUDA_LAUNCH_BLOCKING_ON`", "<details><summary>GPU details", "clock event reasons gpu_idle",
@@ -71,7 +71,17 @@ def test_render_linux_open_module_and_processes():
     md = env_summary.render(fast_system(), {"data": LINUX_DRIVER, "findings": []}, [], "0.1.0")
     assert "open kernel module 575.57.08" in md
     assert "compute: python3 (1.0 GiB); graphics: not reported by NVML" in md
-    assert "persistence off" in md and "PCIe Gen3 x8" in md
+    assert "persistence off" in md and "PCIe Gen3 x8 (max Gen3 x16; idle links downtrain)" in md
+
+
+def test_render_pcie_max_falls_back_to_system_max_and_wsl2_module_reason():
+    d = dict(LINUX_DRIVER, kernel_module={"flavour": None, "version": None, "source": None,
+                                          "reason": "WSL2: the GPU is paravirtualised through /dev/dxg"})
+    d["gpus"] = [dict(d["gpus"][0], pcie={"gen_current": 1, "gen_max_card": "n/a", "gen_max_system": 4,
+                                           "width_current": 8, "width_max": "n/a"})]
+    md = env_summary.render(fast_system(), {"data": d, "findings": []}, [], "0.1.0")
+    assert "PCIe Gen1 x8 (max Gen4; idle links downtrain)" in md
+    assert "no Linux kernel module (WSL2" in md
 
 
 def test_no_nvidia_driver_is_said_plainly(monkeypatch):
