@@ -122,7 +122,10 @@ def test_driver_collect_is_called_inside_a_session(monkeypatch):
 
 
 def test_missing_driver_module_is_guarded(monkeypatch):
+    import gpudiag.probes as probes_pkg
+
     monkeypatch.setitem(sys.modules, "gpudiag.probes.driver", None)  # import raises ImportError
+    monkeypatch.delattr(probes_pkg, "driver", raising=False)  # once imported, it is a package attribute
     drv = env_summary.collect_driver()
     assert "driver probe is not part of this build" in drv["unavailable"]
 
@@ -152,3 +155,27 @@ def test_cli_env_prints_markdown():
     out = subprocess.run([sys.executable, "-m", "gpudiag", "env"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "| **Python** |" in out.stdout and "| **Memory budget for new workers** |" in out.stdout
+
+
+def test_env_with_the_real_driver_probe_on_recorded_gpus():
+    """With the driver branch merged: driver.collect on the recorded GTX 1650 desktop (Xorg, VS Code)."""
+    import functools
+
+    import pytest
+
+    driver = pytest.importorskip("gpudiag.probes.driver")
+    fakes = pytest.importorskip("tests.fakes")
+    if not hasattr(fakes, "FakeNvml"):
+        pytest.skip("tests/fakes.py of the driver branch not present")
+    lib = fakes.FakeNvml.gtx1650_desktop()
+    real_collect = driver.collect
+    try:  # pin host/procs so the answer does not depend on this machine
+        driver.collect = lambda n: real_collect(n, host="linux", procs={}, reg=None)
+        drv = env_summary.collect_driver(session_factory=functools.partial(nvml.session, lib))
+    finally:
+        driver.collect = real_collect
+    md = env_summary.render(fast_system(), drv, [], "0.1.0")
+    assert "| **NVIDIA driver** | driver 575.57.08" in md
+    assert "NVIDIA GeForce GTX 1650" in md and "PCIe Gen" in md
+    assert "Xorg" in md and "code" in md
+    assert "`GPU_SHARED_WITH_DISPLAY`" in md
