@@ -231,3 +231,24 @@ def test_torch_import_path_never_initialises_cuda():
     assert t["cuda_build"] == torch_meta.torch_cuda_version()
     assert after_torch is True
     assert cuda_initialized is False
+
+
+# ------------------------------------------------------------------ one dispatch, one shape
+
+def test_every_os_gives_the_same_keys():
+    import os
+
+    from tests.test_platform_windows import WIN11, FakeWinreg
+
+    fake = os.path.join(os.path.dirname(__file__), "data", "fakeroot_ubuntu2204")
+    linux_os = platform.os_facts(fake, environ={}, kind="linux")
+    win_os = platform.os_facts(reg=FakeWinreg(WIN11), kind="windows")
+    mac_os = platform.os_facts(kind="macos")  # on Linux: sysctl is absent, values fall back to None
+    assert set(linux_os) == set(win_os) == set(mac_os)
+    assert mac_os["name"] == "Darwin" and win_os["name"] == "Windows"
+    linux_mem = platform.memory_facts(fake, kind="linux", environ={})
+    assert set(linux_mem) == set(platform.memory_facts(kind="windows")) == set(platform.memory_facts(kind="macos"))
+    for kind in ("linux", "windows", "macos"):
+        cpu = platform.cpu_facts(detailed=False, root=fake, reg=FakeWinreg(WIN11), kind=kind)
+        assert {"brand", "arch", "physical_cores", "logical_cores", "freq_current_mhz", "freq_max_mhz",
+                "affinity_cores"} <= set(cpu)
