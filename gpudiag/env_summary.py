@@ -1,135 +1,249 @@
-"""`gpudiag env`: the environment as GitHub-ready Markdown, fast.
+"""`gpudiag env`: the environment as GitHub-ready Markdown, fast (no torch import, no py-cpuinfo).
 
-No torch import (its version and CUDA build are read from files), no py-cpuinfo, NVML opened once
-in-process. Covers what `python -m torch.utils.collect_env` shows that matters here, plus what it
-does not: driver model, WSL, open/proprietary kernel module, GIL build, PCIe link, cgroup/WSL
-memory caps, and who else holds the GPU.
+Covers what `python -m torch.utils.collect_env` prints that matters here, plus what it cannot say:
+distro, WSL and its memory cap, container, GIL build, cgroup limits and OOM kills, driver model,
+open/proprietary kernel module, PCIe link and the processes holding the GPU. Facts come from the
+same collectors as the `system` and `driver` probes; everything printed passes through redaction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+import importlib.metadata
+import re
+from typing import Any, Callable, Dict, List, Optional
 
-from gpudiag import __version__
-from gpudiag.redact import redact
-from gpudiag.render import fmt_bytes
-
-
-def _gpu_facts() -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """(driver data, None) or (None, why not)."""
-    from gpudiag import capabilities
-    from gpudiag.backends.nvml import NvmlUnavailable
-    from gpudiag.probes import driver
-
-    nvml = capabilities.detect()["nvml"]
-    if not nvml.available:
-        return None, nvml.reason
-    try:
-        return driver.snapshot(), None
-    except NvmlUnavailable as exc:
-        return None, str(exc)
+_GIB = 2 ** 30
+NA = "n/a"
+_PACKAGES = re.compile(r"^(torch|torchvision|torchaudio|numpy|triton|nvidia-ml-py|pynvml|cupy.*|jax|jaxlib|"
+                       r"tensorflow|onnxruntime.*|accelerate|transformers|deepspeed|xformers|"
+                       r"nvidia-(cuda|cudnn|cublas|nccl).*|psutil|py-cpuinfo|gpudiag)$", re.I)
 
 
-def _na(v: Any) -> str:
-    if v is None or v == "n/a" or v == "":
-        return "n/a"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return str(v)
+def _cell(value: Any) -> str:
+    """A table cell: None -> 'unknown', pipes escaped, newlines flattened."""
+    if value is None or value == "":
+        return "unknown"
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _row(rows: List[Tuple[str, str]], key: str, value: Any) -> None:
-    rows.append((key, _na(value).replace("|", "\\|")))
+def _gib(n: Any) -> Optional[str]:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return None
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB / 2 else f"{n / 2 ** 20:.0f} MiB"
 
 
-def _link(pcie: Dict[str, Any]) -> str:
-    if not isinstance(pcie, dict):
-        return "n/a"
-    cur = f"Gen{_na(pcie.get('gen_current'))} x{_na(pcie.get('width_current'))}"
-    mx = f"Gen{_na(pcie.get('gen_max_card') if pcie.get('gen_max_card') not in (None, 'n/a') else pcie.get('gen_max_system'))}" \
-         f" x{_na(pcie.get('width_max'))}"
-    return f"{cur} now (idle links downtrain), max {mx}"
+def _join(*parts: Optional[str]) -> str:
+    return " · ".join(p for p in parts if p)
 
 
-def collect_env() -> Dict[str, Any]:
+def _known(v: Any) -> bool:
+    return v is not None and v != NA
+
+
+# ------------------------------------------------------------------ collection
+
+def collect_system(environ=None) -> dict:
+    """The `system` data on the fast path: no torch import, no py-cpuinfo."""
     from gpudiag.probes import system
 
-    data = system.collect(check_torch=False, detailed_cpu=False)
-    drv, why = _gpu_facts()
-    return {"system": data, "driver": drv, "driver_reason": why}
+    data = system.collect(detailed_cpu=False, import_torch=False, environ=environ)
+    data["findings"] = system.findings_for(data)
+    return data
 
 
-def to_markdown(env: Dict[str, Any]) -> str:
-    s, drv = env["system"], env.get("driver")
-    os_, py, cpu, mem, torch = s["os"], s["python"], s["cpu"], s["memory"], s["torch"]
-    rows: List[Tuple[str, str]] = []
-    _row(rows, "gpudiag", __version__)
-    _row(rows, "OS", os_.get("pretty"))
-    _row(rows, "Kernel", os_.get("kernel"))
-    _row(rows, "WSL", f"WSL{os_['wsl']}" if os_.get("wsl") else "no")
-    _row(rows, "Container / VM", " / ".join(x for x in (os_.get("container"), os_.get("virtualization")) if x) or "none seen")
-    gil = "free-threaded build, GIL " + ("enabled" if py.get("gil_enabled") else "disabled") \
-        if py.get("free_threaded_build") else "standard build (GIL)"
-    _row(rows, "Python", f"{py.get('implementation')} {py.get('version')}, {gil}, "
-                         f"switch interval {py.get('switch_interval_s', 0) * 1000:g} ms, start method {py.get('mp_start_method')}")
-    _row(rows, "CPU", f"{cpu.get('brand') or 'n/a'} ({cpu.get('physical_cores')} cores / {cpu.get('logical_cores')} threads"
-                      f"{', ' + str(cpu['affinity_cores']) + ' usable' if cpu.get('affinity_cores') not in (None, cpu.get('logical_cores')) else ''})")
-    ram = f"{fmt_bytes(mem.get('total_bytes'))} total, {fmt_bytes(mem.get('available_bytes'))} available"
-    if mem.get("cgroup_limit_bytes"):
-        ram += f", cgroup limit {fmt_bytes(mem['cgroup_limit_bytes'])}"
-    if mem.get("wsl_memory_cap_bytes"):
-        ram += f", WSL2 cap {fmt_bytes(mem['wsl_memory_cap_bytes'])}"
-    _row(rows, "RAM", ram)
-    _row(rows, "Swap", fmt_bytes(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none")
-    _row(rows, "OOM kills since boot", mem.get("oom_kills_since_boot"))
-    _row(rows, "vm.overcommit_memory", mem.get("overcommit_memory"))
+def collect_driver(session_factory: Optional[Callable] = None) -> dict:
+    """{"data": driver data, "findings": [...]} or {"unavailable": "no NVIDIA driver: <reason>"}."""
+    try:
+        from gpudiag.backends import nvml
+        from gpudiag.probes import driver
+    except ImportError as exc:  # the driver probe lands in another branch
+        return {"unavailable": f"GPU facts not collected: the driver probe is not part of this build ({type(exc).__name__})"}
+    session_factory = session_factory or nvml.session
+    try:
+        with session_factory() as n:
+            data = driver.collect(n)
+    except nvml.NvmlUnavailable as exc:
+        return {"unavailable": f"no NVIDIA driver: {exc}"}
+    analyze = getattr(driver, "analyze", None)
+    findings = analyze(data) if callable(analyze) else []
+    return {"data": data, "findings": findings}
+
+
+def _packages() -> List[tuple]:
+    seen = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name") or ""
+        if _PACKAGES.match(name):
+            seen[name.lower()] = (name, dist.version)
+    return sorted(seen.values(), key=lambda t: t[0].lower())
+
+
+# ------------------------------------------------------------------ rendering
+
+def _system_rows(s: dict) -> List[tuple]:
+    os_, py, cpu, mem, torch = (s.get(k) or {} for k in ("os", "python", "cpu", "memory", "torch"))
+    rows = []
+    distro = os_.get("pretty") or os_.get("name")
+    if os_.get("distro_id"):
+        like = f", like {os_['distro_like']}" if os_.get("distro_like") else ""
+        distro = f"{distro} (`{os_['distro_id']}` {os_.get('distro_version') or ''}{like})".replace(" )", ")")
+    rows.append(("OS", _join(distro, f"kernel {os_['kernel']}" if os_.get("kernel") else None, cpu.get("arch"))))
+    if os_.get("wsl"):
+        cap = _gib(mem.get("wsl_memory_cap_bytes"))
+        rows.append(("WSL", _join(f"WSL{os_['wsl']}", f"VM memory cap {cap}" if cap else None)))
+    else:
+        rows.append(("WSL", "no"))
+    rows.append(("Container / VM", _join(os_.get("container") or "no container",
+                                         os_.get("virtualization") or "no hypervisor seen")))
+    gil = ("free-threaded build, GIL " + ("re-enabled" if py.get("gil_enabled") else "off")
+           if py.get("free_threaded_build") else "standard build (GIL on)")
+    rows.append(("Python", _join(f"{py.get('implementation')} {py.get('version')} ({py.get('bits')}-bit)", gil,
+                                 f"switch interval {py['switch_interval_s'] * 1000:g} ms"
+                                 if isinstance(py.get("switch_interval_s"), float) else None,
+                                 f"default start method `{py.get('mp_start_method')}`")))
+    cores = f"{cpu.get('physical_cores') or '?'} physical / {cpu.get('logical_cores') or '?'} logical cores"
+    if cpu.get("affinity_cores") and cpu.get("affinity_cores") != cpu.get("logical_cores"):
+        cores += f" ({cpu['affinity_cores']} usable by this process)"
+    mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
+    rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
+    swap = _gib(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none"
+    rows.append(("RAM", _join(f"{_gib(mem.get('total_bytes'))} total, {_gib(mem.get('available_bytes'))} available",
+                              f"swap {swap}")))
+    if mem.get("cgroup_version") is not None:
+        limit = _gib(mem.get("cgroup_limit_bytes")) or "no limit"
+        rows.append(("cgroup memory", _join(f"v{mem['cgroup_version']}: {limit}",
+                                            f"{_gib(mem.get('cgroup_usage_bytes'))} used" if mem.get("cgroup_usage_bytes") is not None else None,
+                                            f"{mem['cgroup_oom_kills']} OOM kills" if mem.get("cgroup_oom_kills") is not None else None)))
+    rows.append(("Memory budget for new workers",
+                 _join(_gib(mem.get("budget_bytes")), f"limited by {mem['budget_source']}" if mem.get("budget_source") else None)))
+    if mem.get("overcommit_memory") is not None or mem.get("oom_kills_since_boot") is not None:
+        rows.append(("Overcommit / OOM kills", _join(
+            f"vm.overcommit_memory={mem.get('overcommit_memory')}" if mem.get("overcommit_memory") is not None else None,
+            f"{mem['oom_kills_since_boot']} OOM kills since boot" if mem.get("oom_kills_since_boot") is not None else None)))
     if torch.get("version"):
-        _row(rows, "torch", f"{torch['version']}, " + (f"built with CUDA {torch['cuda_build']}" if torch.get("cuda_build")
-                                                        else f"ROCm {torch['hip']}" if torch.get("hip") else "CPU-only build"))
+        cuda = torch.get("cuda_build")
+        rows.append(("torch", _join(torch["version"], f"built for CUDA {cuda}" if cuda else "CPU-only build (no CUDA)",
+                                    f"HIP {torch['hip']}" if torch.get("hip") else None)))
     else:
-        _row(rows, "torch", "not installed")
-    if drv:
-        km = drv.get("kernel_module") or {}
-        _row(rows, "NVIDIA driver", f"{_na(drv.get('driver_version'))} (CUDA {_na(drv.get('cuda_driver_version'))} supported)")
-        if km.get("flavour") or km.get("reason"):
-            _row(rows, "Kernel module", km.get("flavour") and f"{km['flavour']} {km.get('version') or ''}".strip()
-                 or km.get("reason"))
-        if drv.get("mps_daemon_running") is not None:
-            _row(rows, "MPS daemon", drv["mps_daemon_running"])
-        win = drv.get("windows") or {}
-        if win:
-            hags = (win.get("hags") or {}).get("enabled")
-            tdr = win.get("tdr") or {}
-            _row(rows, "HAGS", {True: "on", False: "off", None: "OS default"}.get(hags, hags))
-            _row(rows, "TDR", f"delay {_na(tdr.get('delay_s'))} s, level {_na(tdr.get('level'))}")
-    else:
-        _row(rows, "NVIDIA driver", f"not reachable: {env.get('driver_reason')}")
+        rows.append(("torch", torch.get("reason_missing") or "not installed"))
+    return rows
 
-    out = ["## Environment (gpudiag env)", "", "| | |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in rows]
-    for g in (drv or {}).get("gpus") or []:
-        if "error" in g:
-            out += ["", f"**GPU {g.get('index')}**: {g['error']}"]
+
+def _gpu_rows(drv: dict) -> List[tuple]:
+    if "unavailable" in drv:
+        return [("NVIDIA driver", drv["unavailable"])]
+    d = drv.get("data") or {}
+    rows = []
+    km = d.get("kernel_module") or {}
+    module = None
+    if km.get("flavour"):
+        module = f"{km['flavour']} kernel module" + (f" {km['version']}" if km.get("version") else "")
+    elif km.get("reason"):
+        module = ("no Linux kernel module (WSL2: the driver runs on Windows)"
+                  if km["reason"].startswith("WSL2") else km["reason"])
+    rows.append(("NVIDIA driver", _join(f"driver {d.get('driver_version')}",
+                                        f"CUDA driver API {d.get('cuda_driver_version')}" if _known(d.get("cuda_driver_version")) else None,
+                                        module,
+                                        "MPS daemon running" if d.get("mps_daemon_running") else None)))
+    win = d.get("windows") or {}
+    if win:
+        hags = (win.get("hags") or {}).get("enabled")
+        tdr = (win.get("tdr") or {}).get("delay_s")
+        rows.append(("Windows GPU settings", _join(
+            f"HAGS {'on' if hags else 'off' if hags is False else 'unknown'}",
+            f"TDR delay {tdr} s" if _known(tdr) else None)))
+    for g in d.get("gpus") or []:
+        if g.get("error"):
+            rows.append((f"GPU {g.get('index')}", g["error"]))
             continue
+        dm = g.get("driver_model") or {}
+        model = None
+        if _known(dm.get("current")):
+            model = f"driver model {dm['current']}" + (
+                f" (pending {dm['pending']})" if _known(dm.get("pending")) and dm.get("pending") != dm.get("current") else "")
+        p = g.get("pcie") or {}
+        link = None
+        if _known(p.get("gen_current")) or _known(p.get("width_current")):
+            link = f"PCIe Gen{p.get('gen_current')} x{p.get('width_current')}"
+            gen_max = next((v for v in (p.get("gen_max_card"), p.get("gen_max_system")) if _known(v)), None)
+            maxes = " ".join(x for x in (f"Gen{gen_max}" if gen_max is not None else None,
+                                         f"x{p['width_max']}" if _known(p.get("width_max")) else None) if x)
+            link += f" (max {maxes}; idle links downtrain)" if maxes else " (idle links downtrain)"
+        rows.append((f"GPU {g.get('index')}", _join(
+            g.get("name"), _gib(g.get("memory_total_bytes")) and f"{_gib(g['memory_total_bytes'])}"
+            + (f", {_gib(g['memory_free_bytes'])} free" if _gib(g.get("memory_free_bytes")) else ""),
+            model, link,
+            f"persistence {'on' if g['persistence_mode'] else 'off'}" if isinstance(g.get("persistence_mode"), bool) else None,
+            "display active" if g.get("display_active") is True else None)))
         procs = g.get("processes") or {}
-        names = lambda kind: ", ".join(sorted({p.get("name") or str(p.get("pid")) for p in procs.get(kind) or []})) or "none"
-        reasons = (g.get("clock_event_reasons") or {}).get("active") or []
-        out += ["", f"### GPU {g.get('index')}: {_na(g.get('name'))}", "", "| | |", "|---|---|",
-                f"| Memory | {fmt_bytes(g.get('memory_total_bytes'))} total, {fmt_bytes(g.get('memory_free_bytes'))} free |",
-                f"| Driver model | {_na((g.get('driver_model') or {}).get('current'))} |",
-                f"| PCIe link | {_link(g.get('pcie'))} |",
-                f"| Persistence mode | {_na(g.get('persistence_mode'))} |",
-                f"| Display active | {_na(g.get('display_active'))} |",
-                f"| Clock events now | {', '.join(reasons) if reasons else 'none'} |",
-                f"| Temperature / power | {_na(g.get('temperature_c'))} C / {_na(g.get('power_draw_w'))} of {_na(g.get('power_limit_w'))} W |",
-                f"| Compute processes | {names('compute')} |",
-                f"| Graphics processes | {names('graphics')} |"]
-    if s.get("env"):
-        out += ["", "<details><summary>Environment variables (allowlisted)</summary>", "", "| variable | value |", "|---|---|"]
-        out += [f"| `{k}` | `{v}` |" for k, v in s["env"].items()]
-        out += ["", "</details>"]
-    return "\n".join(out) + "\n"
+        parts = []
+        for kind in ("compute", "graphics"):
+            rowsk = procs.get(kind)
+            if rowsk == NA or rowsk is None:
+                parts.append(f"{kind}: not reported by NVML")
+            elif rowsk:
+                parts.append(f"{kind}: " + ", ".join(
+                    (r.get("name") or f"pid {r.get('pid')}")
+                    + (f" ({_gib(r['used_memory_bytes'])})" if _gib(r.get("used_memory_bytes")) else "")
+                    for r in rowsk))
+            else:
+                parts.append(f"{kind}: none")
+        rows.append((f"GPU {g.get('index')} processes", "; ".join(parts)))
+    return rows
+
+
+def _gpu_details(drv: dict) -> List[str]:
+    d = drv.get("data") or {}
+    out = []
+    for g in d.get("gpus") or []:
+        if g.get("error"):
+            continue
+        ce = g.get("clock_event_reasons") or {}
+        mig = g.get("mig_mode") or {}
+        items = [
+            ("compute mode", g.get("compute_mode")),
+            ("MIG mode", mig.get("current") if isinstance(mig, dict) else mig),
+            ("clock event reasons", ", ".join(ce.get("active") or []) or "none" if isinstance(ce, dict) else ce),
+            ("temperature", f"{g['temperature_c']} °C" if _known(g.get("temperature_c")) else NA),
+            ("power", f"{g.get('power_draw_w')} W of {g.get('power_limit_w')} W"),
+            ("utilization (instant)", f"{g.get('utilization_gpu_percent')} %"),
+        ]
+        out.append(f"GPU {g.get('index')}: " + "; ".join(f"{k} {_cell(v)}" for k, v in items))
+    return out
+
+
+def render(system_data: dict, driver: dict, packages: List[tuple], version: str) -> str:
+    """Markdown from collected data (pure: tested with stand-in dicts)."""
+    lines = [f"### Environment (`gpudiag env` {version})", "", "| | |", "|---|---|"]
+    for key, value in _system_rows(system_data) + _gpu_rows(driver):
+        lines.append(f"| **{_cell(key)}** | {_cell(value)} |")
+    findings = list(system_data.get("findings") or []) + list(driver.get("findings") or [])
+    order = {"critical": 0, "warning": 1, "info": 2}
+    if findings:
+        lines += ["", "**Findings**", ""]
+        for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
+            lines.append(f"- **{f.get('severity')}** `{f.get('code')}`: {f.get('message')}")
+    env = system_data.get("env") or {}
+    lines += ["", "<details><summary>Environment variables (allowlisted only)</summary>", ""]
+    if env:
+        lines += ["| variable | value |", "|---|---|"] + [f"| `{k}` | `{_cell(v)}` |" for k, v in env.items()]
+    else:
+        lines.append("None of the allowlisted CUDA/torch/threading variables is set.")
+    lines += ["", "</details>"]
+    details = _gpu_details(driver)
+    if details:
+        lines += ["", "<details><summary>GPU details</summary>", ""] + [f"- {d}" for d in details] + ["", "</details>"]
+    if packages:
+        lines += ["", "<details><summary>Relevant packages</summary>", "", "```"]
+        lines += [f"{n}=={v}" for n, v in packages] + ["```", "", "</details>"]
+    lines += ["", "<sub>Hostname, username and home paths hashed or shown as ~ unless --no-redact; "
+                  "secrets and GPU UUIDs are always removed.</sub>", ""]
+    return "\n".join(lines)
 
 
 def env_markdown(identify: bool = True) -> str:
-    return to_markdown(redact(collect_env(), identify=identify))
+    from gpudiag import __version__
+    from gpudiag.redact import redact
+
+    text = render(collect_system(), collect_driver(), _packages(), __version__)
+    return redact(text, identify=identify)

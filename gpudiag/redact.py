@@ -26,14 +26,27 @@ _TOKEN_PATTERNS = [
         r"hf_[A-Za-z0-9]{20,}",                  # Hugging Face
         r"sk-[A-Za-z0-9_\-]{20,}",               # OpenAI-style
         r"xox[baprs]-[A-Za-z0-9\-]{10,}",        # Slack
-        r"AKIA[0-9A-Z]{16}",                     # AWS access key id
+        r"(?:AKIA|ASIA)[0-9A-Z]{16}",            # AWS access key id (long-lived, temporary)
         r"AIza[0-9A-Za-z_\-]{30,}",              # Google API key
         r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
-        r"(?i)(password|passwd|pwd|token|secret|api[_-]?key)\s*[=:]\s*\S+",
-        r"://[^/\s:@]+:[^/\s@]+@",               # credentials inside a URL
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
     )
 ]
+# `password=hunter2`, `AWS_SECRET_ACCESS_KEY: abc...`: the name stays, the value goes.
+_ASSIGNMENT = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)[\w.-]*)"
+                         r"(\s*[=:]\s*)(?![\s,;=]|$)(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)")
+_URL_CREDENTIALS = re.compile(r"(://)[^/\s:@]+:[^/\s@]+@")  # https://user:pass@host
+# A home folder's owner, whatever the current user is called (WSL shows the Windows user's).
+_HOME_OWNER = re.compile(r"(?i)((?:^|[\s\"'=(:])(?:/home/|/Users/|/mnt/[a-z]/Users/|[a-z]:\\{1,2}Users\\{1,2}))"
+                         r"(?!~|Public\b|Default\b|Shared\b|All Users\b|user-[0-9a-f]{8}\b)([^/\\\s\"']+)")
+# Host and user names match case-sensitively (as the OS reports them) so that a machine called
+# "Nova" does not rewrite the word "nova" elsewhere; home paths are caught by _HOME_OWNER too.
+# Default host/user names of distributions and images identify nobody, and hashing them would
+# also rewrite facts such as "Kali GNU/Linux" (Kali's default hostname is "kali").
+_GENERIC_NAMES = {"localhost", "kali", "ubuntu", "debian", "fedora", "arch", "archlinux", "linux",
+                  "user", "admin", "administrator", "root", "pi", "raspberrypi", "wsl", "docker",
+                  "container", "host", "runner", "ec2-user", "centos", "alpine", "vm", "gpu", "server",
+                  "desktop", "laptop", "pc", "workstation", "node", "linux", "windows", "test"}
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
 
@@ -46,7 +59,8 @@ def looks_secret(value: str, strict: bool = False) -> bool:
     """
     if not isinstance(value, str) or not value:
         return False
-    if any(p.search(value) for p in _TOKEN_PATTERNS):
+    if any(p.search(value) for p in _TOKEN_PATTERNS) or _ASSIGNMENT.search(value) \
+            or _URL_CREDENTIALS.search(value):
         return True
     if strict and _HIGH_ENTROPY.match(value) and re.search(r"\d", value) and re.search(r"[A-Za-z]", value):
         return True
@@ -75,24 +89,34 @@ class Redactor:
         if identify:
             home = ident.get("home")
             if home:
-                self._subs.append((re.compile(re.escape(home.rstrip("/\\")) + r"(?=$|[/\\])"), "~"))
+                flags = re.I if re.match(r"^[A-Za-z]:", home) else 0  # Windows paths ignore case
+                self._subs.append((re.compile(re.escape(home.rstrip("/\\")) + r"(?=$|[/\\])", flags), "~"))
             host = ident.get("hostname")
-            if host and len(host) >= 2:
-                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])", re.I),
+            if host and len(host) >= 2 and host.lower() not in _GENERIC_NAMES:
+                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])"),
                                    "host-" + short_hash(host.lower())))
+                short = host.split(".")[0]  # the FQDN's first label alone identifies the machine too
+                if short != host and len(short) >= 2 and short.lower() not in _GENERIC_NAMES:
+                    self._subs.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])"),
+                                       "host-" + short_hash(short.lower())))
             user = ident.get("user")
-            if user and len(user) >= 2 and user not in ("root",):
+            if user and len(user) >= 2 and user.lower() not in _GENERIC_NAMES:
                 self._subs.append((re.compile(r"(?<![\w-])" + re.escape(user) + r"(?![\w-])"),
-                                   "user-" + short_hash(user)))
+                                   "user-" + short_hash(user.lower())))
 
     def text(self, value: str, key: str = "") -> str:
         if _SECRET_KEY.search(key or "") and value:
             return SECRET_MARK
-        if looks_secret(value):
-            return SECRET_MARK
+        # Only the secret-looking spans go, so a long text (the env Markdown) keeps the rest.
+        for pattern in _TOKEN_PATTERNS:
+            value = pattern.sub(SECRET_MARK, value)
+        value = _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
+        value = _URL_CREDENTIALS.sub(r"\1[redacted]@", value)
         value = _GPU_UUID.sub("[GPU UUID removed]", value)
         for pattern, repl in self._subs:
             value = pattern.sub(repl, value)
+        if self.identify:
+            value = _HOME_OWNER.sub(lambda m: m.group(1) + "user-" + short_hash(m.group(2).lower()), value)
         return value
 
     def __call__(self, obj: Any, key: str = "") -> Any:

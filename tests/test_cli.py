@@ -121,7 +121,7 @@ def test_markdown_to_stdout_keeps_stdout_clean(tmp_path):
 
 def test_env_command_is_markdown():
     out = gpudiag("env")
-    assert out.returncode == 0 and out.stdout.startswith("## Environment (gpudiag env)")
+    assert out.returncode == 0 and out.stdout.startswith("### Environment")
 
 
 def test_probes_lists_every_probe_with_why_not():

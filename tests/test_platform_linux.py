@@ -1,168 +1,234 @@
-"""Linux/WSL facts through fake /proc, /sys and /etc trees built from real captures."""
+"""Linux platform facts from fake /proc, /etc and /sys trees (tests/data/fakeroot_*)."""
+
+from __future__ import annotations
 
 import os
 
 import pytest
 
 from gpudiag import platform
-from gpudiag.platform import _linux, _windows
+from gpudiag.platform import _linux
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
+GIB = 2 ** 30
 
 
-def capture(name):
-    with open(os.path.join(DATA, name), encoding="utf-8") as fh:
-        return fh.read()
+def root(name: str) -> str:
+    return os.path.join(DATA, f"fakeroot_{name}")
 
 
-def proc_version_lines(marker):
-    """The /proc/version lines of one section of the recorded capture."""
-    text = capture("driver_proc_version.txt")
-    return [l for l in text.splitlines() if l.startswith("Linux version") and marker in l]
+def test_ubuntu_2204():
+    o = platform.os_facts(root("ubuntu2204"), environ={}, kind="linux")
+    assert o["name"] == "Linux"
+    assert o["pretty"] == "Ubuntu 22.04.3 LTS"
+    assert (o["distro_id"], o["distro_version"], o["distro_like"], o["distro_codename"]) == \
+        ("ubuntu", "22.04", "debian", "jammy")
+    assert o["kernel"] == "5.15.0-113-generic"
+    assert o["wsl"] is None and o["container"] is None and o["virtualization"] is None
+    assert o["signals"]["os_release"] == "/etc/os-release"
 
 
-def fake_root(tmp_path, files):
+def test_kali_rolling_reads_usr_lib_fallback():
+    o = platform.os_facts(root("kali"), environ={}, kind="linux")
+    assert o["pretty"] == "Kali GNU/Linux Rolling"
+    assert (o["distro_id"], o["distro_version"], o["distro_like"], o["distro_codename"]) == \
+        ("kali", "2023.4", "debian", "kali-rolling")
+    assert o["kernel"] == "6.5.0-kali1-amd64"
+    assert o["signals"]["os_release"] == "/usr/lib/os-release"
+    assert o["wsl"] is None
+
+
+def test_debian12_docker_on_hyperv():
+    o = platform.os_facts(root("debian12_docker"), environ={}, kind="linux")
+    assert o["pretty"] == "Debian GNU/Linux 12 (bookworm)"
+    assert o["distro_id"] == "debian" and o["distro_like"] is None and o["distro_version"] == "12"
+    assert o["container"] == "docker"
+    assert "/.dockerenv present" in o["signals"]["container"]
+    assert o["virtualization"] == "hyper-v"  # DMI wins over the cpu flag
+
+
+def test_wsl2_detected_from_kernel_and_dxg():
+    o = platform.os_facts(root("wsl2"), environ={}, kind="linux")
+    assert o["wsl"] == 2
+    assert o["kernel"] == "5.15.153.1-microsoft-standard-WSL2"
+    assert o["virtualization"] == "wsl2 (hyper-v)"
+    assert any("dxg" in s for s in o["signals"]["wsl"])
+
+
+@pytest.mark.parametrize("kernel,expected", [
+    ("6.6.87.2-microsoft-standard-WSL2", 2),
+    ("4.19.128-microsoft-standard", 2),          # old WSL2 kernel without the -WSL2 suffix
+    ("6.1.21.1-microsoft-standard-WSL2+", 2),    # custom build
+    ("4.4.0-19041-Microsoft", 1),                # WSL1
+    ("6.5.0-kali1-amd64", None),
+    ("5.15.0-113-generic", None),
+])
+def test_wsl_version_from_kernel_strings(kernel, expected):
+    assert _linux.wsl_version(kernel, None, {}, has_dxg=False)[0] == expected
+
+
+def test_wsl_env_without_microsoft_kernel_means_wsl2_custom_kernel():
+    version, signals = _linux.wsl_version("6.9.0-custom", None, {"WSL_DISTRO_NAME": "Ubuntu"}, has_dxg=False)
+    assert version == 2 and signals
+
+
+@pytest.mark.parametrize("environ,files,expected", [
+    ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, {}, "kubernetes"),
+    ({}, {"run/.containerenv": ""}, "podman"),
+    ({}, {"proc/1/cgroup": "0::/system.slice/lxc@c1.service\n"}, "lxc"),
+    ({}, {"proc/1/cgroup": "12:memory:/kubepods/burstable/pod1/abc\n"}, "kubernetes"),
+    ({}, {"proc/1/cgroup": "11:devices:/lxc/c1\n"}, "lxc"),
+    ({"container": "systemd-nspawn"}, {}, "systemd-nspawn"),
+    ({}, {}, None),
+])
+def test_container_kinds(tmp_path, environ, files, expected):
     for rel, text in files.items():
-        p = tmp_path / rel.lstrip("/")
+        p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    return str(tmp_path)
+    kind, signals = _linux.container_kind(str(tmp_path), environ)
+    assert kind == expected
+    assert bool(signals) == (expected is not None)
 
 
-@pytest.mark.parametrize("fname,distro,version,pretty", [
-    ("system_os-release_ubuntu-22.04.txt", "ubuntu", "22.04", "Ubuntu 22.04"),
-    ("system_os-release_kali-rolling-2023.4.txt", "kali", "2023.4", "Kali GNU/Linux Rolling"),
-    ("system_os-release_debian-12.txt", "debian", "12", "Debian GNU/Linux 12 (bookworm)"),
-])
-def test_distro_from_recorded_os_release(tmp_path, fname, distro, version, pretty):
-    root = fake_root(tmp_path, {"/etc/os-release": capture(fname),
-                                "/proc/version": proc_version_lines("kali")[0]})
-    facts = platform.os_facts(root, environ={}, system="Linux")
-    assert facts["distro_id"] == distro and facts["distro_version"] == version
-    assert facts["pretty"].startswith(pretty)
-    assert facts["wsl"] is None
+def test_os_release_parser_quotes_and_comments():
+    parsed = _linux.parse_os_release('# c\nNAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\nX=\'single\'\n\nbad line\n')
+    assert parsed == {"NAME": "Arch Linux", "ID": "arch", "BUILD_ID": "rolling", "X": "single"}
 
 
-def test_os_release_falls_back_to_usr_lib(tmp_path):
-    root = fake_root(tmp_path, {"/usr/lib/os-release": 'ID=arch\nPRETTY_NAME="Arch Linux"\n'})
-    assert platform.os_facts(root, environ={}, system="Linux")["pretty"] == "Arch Linux"
+def test_missing_root_gives_nulls_not_errors(tmp_path):
+    o = platform.os_facts(str(tmp_path), environ={}, kind="linux")
+    assert o["distro_id"] is None and o["kernel"] is None and o["wsl"] is None
+    m = platform.memory_facts(str(tmp_path), kind="linux", wsl=None)
+    assert m["total_bytes"] is None and m["budget_bytes"] is None and m["cgroup_version"] is None
 
 
-def test_wsl2_and_wsl1_from_recorded_kernels():
-    for line in proc_version_lines("microsoft-standard"):
-        assert _linux.detect_wsl(line, None, {}) == 2, line
-    for line in proc_version_lines("-Microsoft "):
-        assert _linux.detect_wsl(line, None, {}) == 1, line
-    for line in proc_version_lines("kali") + proc_version_lines("generic"):
-        assert _linux.detect_wsl(line, None, {}) is None, line
-    assert _linux.detect_wsl("Linux version 6.1.0", None, {"WSL_DISTRO_NAME": "Ubuntu"}, has_dxg=True) == 2
+# ------------------------------------------------------------------ memory
+
+def test_memory_ubuntu_cgroup_v2_no_limit():
+    m = platform.memory_facts(root("ubuntu2204"), kind="linux", environ={})
+    assert m["total_bytes"] == 16231084 * 1024
+    assert m["available_bytes"] == 12210456 * 1024
+    assert m["swap_total_bytes"] == 2097148 * 1024 and m["swap_used_bytes"] == 0
+    assert m["cgroup_version"] == 2 and m["cgroup_limit_bytes"] is None
+    assert m["cgroup_usage_bytes"] == 2147483648 and m["cgroup_oom_kills"] == 0
+    assert m["overcommit_memory"] == 0 and m["oom_kills_since_boot"] == 0
+    assert m["wsl_memory_cap_bytes"] is None
+    assert m["budget_bytes"] == m["available_bytes"] and m["budget_source"] == "ram_available"
 
 
-def test_wsl2_root_reports_cap_and_virtualization(tmp_path):
-    root = fake_root(tmp_path, {"/etc/os-release": capture("system_os-release_ubuntu-22.04.txt"),
-                                "/proc/version": proc_version_lines("microsoft-standard-WSL2")[0],
-                                "/dev/dxg": ""})
-    facts = platform.os_facts(root, environ={"WSL_DISTRO_NAME": "Ubuntu"}, system="Linux")
-    assert facts["wsl"] == 2 and facts["virtualization"].startswith("wsl2")
-    mem = platform.memory_facts(root, system="Linux", wsl=2)
-    assert mem["wsl_memory_cap_bytes"] == mem["total_bytes"]
+def test_memory_kali_strict_overcommit_and_oom_kills():
+    m = platform.memory_facts(root("kali"), kind="linux", environ={})
+    assert m["overcommit_memory"] == 2
+    assert m["oom_kills_since_boot"] == 3
+    assert m["swap_total_bytes"] == 0
+    assert m["commit_limit_bytes"] == 4020800 * 1024 and m["committed_bytes"] == 3500000 * 1024
+    # strict overcommit: the commit headroom (~508 MiB) is tighter than available RAM (~1.8 GiB)
+    assert m["budget_bytes"] == (4020800 - 3500000) * 1024
+    assert m["budget_source"] == "commit_limit_minus_committed"
 
 
-def test_cgroup_v2_limit_usage_and_oom_kills(tmp_path):
-    root = fake_root(tmp_path, {
-        "/proc/self/cgroup": "0::/ecstasks.slice\n",
-        "/sys/fs/cgroup/ecstasks.slice/memory.max": "104857600\n",
-        "/sys/fs/cgroup/ecstasks.slice/memory.current": "528384\n",
-        # the recorded memory.events of capture (A)
-        "/sys/fs/cgroup/ecstasks.slice/memory.events": "low 0\nhigh 0\nmax 21\noom 1\noom_kill 1\n",
-        "/proc/vmstat": "nr_free_pages 100\noom_kill 3\n",
-        "/proc/sys/vm/overcommit_memory": "0\n",
-    })
-    mem = platform.memory_facts(root, system="Linux", wsl=None)
-    assert (mem["cgroup_version"], mem["cgroup_limit_bytes"], mem["cgroup_usage_bytes"]) == (2, 104857600, 528384)
-    assert mem["cgroup_oom_kills"] == 1 and mem["oom_kills_since_boot"] == 3
-    assert mem["budget_bytes"] == 104857600 - 528384  # the cgroup headroom is tighter than free RAM
+def test_memory_docker_cgroup_v2_limit_and_oom_kill():
+    m = platform.memory_facts(root("debian12_docker"), kind="linux", environ={})
+    assert m["cgroup_version"] == 2
+    assert m["cgroup_limit_bytes"] == 104857600
+    assert m["cgroup_limit_source"] == "/sys/fs/cgroup/memory.max"
+    assert m["cgroup_usage_bytes"] == 528384
+    assert m["cgroup_oom_kills"] == 1
+    assert m["budget_bytes"] == 104857600 - 528384
+    assert m["budget_source"] == "cgroup_limit_minus_usage"
 
 
-def test_cgroup_v2_unlimited_and_namespace_root(tmp_path):
-    root = fake_root(tmp_path, {"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "max\n",
-                                "/sys/fs/cgroup/memory.current": "397312\n"})
-    mem = platform.memory_facts(root, system="Linux", wsl=None)
-    assert mem["cgroup_version"] == 2 and mem["cgroup_limit_bytes"] is None
-    assert mem["budget_bytes"] == mem["available_bytes"]
+def test_memory_wsl2_cap_is_vm_memtotal():
+    m = platform.memory_facts(root("wsl2"), kind="linux", environ={})
+    assert m["wsl_memory_cap_bytes"] == 16318412 * 1024 == m["total_bytes"]
+    assert m["overcommit_memory"] == 1
+    assert m["cgroup_version"] == 2 and m["cgroup_limit_bytes"] is None  # root cgroup has no memory.max
 
 
-def test_cgroup_v1(tmp_path):
-    root = fake_root(tmp_path, {
-        "/proc/self/cgroup": "12:cpuset:/\n4:memory:/docker/abc\n",
-        "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "67108864\n",
-        "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": "1048576\n",
-        "/sys/fs/cgroup/memory/docker/abc/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-    })
-    mem = platform.memory_facts(root, system="Linux", wsl=None)
-    assert (mem["cgroup_version"], mem["cgroup_limit_bytes"], mem["cgroup_oom_kills"]) == (1, 67108864, 2)
-    # v1 "unlimited" is a huge number
-    assert _linux._limit("9223372036854771712") is None
+def test_memory_cgroup_v1_limit_and_oom_control():
+    m = platform.memory_facts(root("cgroupv1"), kind="linux", environ={})
+    assert m["cgroup_version"] == 1
+    assert m["cgroup_limit_bytes"] == 4 * GIB
+    assert m["cgroup_limit_source"].endswith("/process_api/379bbd9b/memory.limit_in_bytes")
+    assert m["cgroup_usage_bytes"] == 1000747008
+    assert m["cgroup_oom_kills"] == 2
+    assert m["budget_bytes"] == 4 * GIB - 1000747008
 
 
-def test_strict_overcommit_tightens_the_budget(tmp_path):
-    root = fake_root(tmp_path, {"/proc/sys/vm/overcommit_memory": "2\n",
-                                "/proc/meminfo": "MemTotal: 1000 kB\nCommitLimit: 4000 kB\nCommitted_AS: 3000 kB\n"})
-    mem = platform.memory_facts(root, system="Linux", wsl=None)
-    assert mem["overcommit_memory"] == 2
-    assert mem["budget_bytes"] == min(mem["available_bytes"], 1000 * 1024)
+def _write(base, rel, text):
+    p = base / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
 
 
-def test_container_and_cpu_brand(tmp_path):
-    root = fake_root(tmp_path, {"/.dockerenv": "", "/proc/cpuinfo": "processor\t: 0\nmodel name\t: AMD Ryzen 7 5800H\n"
-                                                                       "flags\t\t: fpu hypervisor\n"})
-    assert _linux.container_hint(root, {}) == "docker"
-    assert _linux.container_hint(str(tmp_path / "none"), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "kubernetes"
-    assert _linux.cpu_brand(root) == "AMD Ryzen 7 5800H"
-    assert _linux.virtualization_hint(root).startswith("virtual machine")
-    assert platform.cpu_facts(root=root, system="Linux")["brand"] == "AMD Ryzen 7 5800H"
+def test_cgroup_v1_unlimited_sentinel_is_no_limit(tmp_path):
+    _write(tmp_path, "proc/self/cgroup", "4:memory:/\n0::/\n")
+    _write(tmp_path, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n")
+    _write(tmp_path, "sys/fs/cgroup/memory/memory.usage_in_bytes", "12673024\n")
+    cg = _linux.cgroup_memory(str(tmp_path))
+    assert cg["version"] == 1 and cg["limit_bytes"] is None and cg["usage_bytes"] == 12673024
 
 
-class FakeReg:
-    HKEY_LOCAL_MACHINE = "HKLM"
-
-    def __init__(self, values):
-        self.values = values
-
-    class _Key:
-        def __init__(self, path):
-            self.path = path
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    def OpenKey(self, hive, path):
-        if path not in self.values:
-            raise FileNotFoundError(path)
-        return self._Key(path)
-
-    def QueryValueEx(self, key, name):
-        try:
-            return self.values[key.path][name], 1
-        except KeyError:
-            raise FileNotFoundError(name) from None
+def test_cgroup_v2_parent_slice_tighter_than_leaf(tmp_path):
+    _write(tmp_path, "proc/self/cgroup", "0::/ecstasks.slice/task.slice/docker-1.scope\n")
+    _write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "memory\n")
+    leaf = "sys/fs/cgroup/ecstasks.slice/task.slice/docker-1.scope"
+    _write(tmp_path, f"{leaf}/memory.max", "max\n")
+    _write(tmp_path, f"{leaf}/memory.current", "1000\n")
+    _write(tmp_path, f"{leaf}/memory.events", "low 0\nhigh 0\nmax 38\noom 1\noom_kill 1\n")
+    _write(tmp_path, "sys/fs/cgroup/ecstasks.slice/task.slice/memory.max", "4294967296\n")
+    _write(tmp_path, "sys/fs/cgroup/ecstasks.slice/memory.max", "2147483648\n")
+    cg = _linux.cgroup_memory(str(tmp_path))
+    assert cg["limit_bytes"] == 2147483648
+    assert cg["limit_source"] == "/sys/fs/cgroup/ecstasks.slice/memory.max"
+    assert cg["oom_kills"] == 1 and cg["usage_bytes"] == 1000
 
 
-def test_windows_cpu_and_version_through_a_fake_registry():
-    reg = FakeReg({_windows.CPU_KEY: {"ProcessorNameString": "Intel(R) Core(TM) i7-9750H CPU @ 2.60GHz  "}})
-    assert _windows.cpu_brand(reg) == "Intel(R) Core(TM) i7-9750H CPU @ 2.60GHz"
-    assert _windows.cpu_brand(FakeReg({})) is None
-    assert platform.cpu_facts(system="Windows", reg=reg)["brand"].startswith("Intel(R) Core(TM) i7")
-    assert _windows.os_pretty("10", "10.0.22631") == "Windows 11 (build 22631)"
-    assert _windows.os_pretty("10", "10.0.19045") == "Windows 10 (build 19045)"
+def test_cgroup_v2_namespaced_path_falls_back_to_mount_root(tmp_path):
+    # Inside a container with its own cgroup namespace the host path does not exist.
+    _write(tmp_path, "proc/self/cgroup", "0::/system.slice/docker-abc.scope\n")
+    _write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "memory\n")
+    _write(tmp_path, "sys/fs/cgroup/memory.max", "67108864\n")
+    assert _linux.cgroup_memory(str(tmp_path))["limit_bytes"] == 67108864
 
 
-def test_python_and_torch_facts_never_initialise_cuda():
-    py = platform.python_facts(check_torch=False)
-    assert py["implementation"] and isinstance(py["free_threaded_build"], bool)
-    assert py["switch_interval_s"] > 0
-    t = platform.torch_facts(import_torch=False)
-    assert "version" in t and "cuda_build" in t
+def test_meminfo_without_memavailable_estimates_like_psutil():
+    ram = _linux._ram_from_meminfo({"MemTotal": 100, "MemFree": 10, "Buffers": 5, "Cached": 20})
+    assert ram["available_bytes"] == 35 and ram["swap_used_bytes"] is None
+
+
+# ------------------------------------------------------------------ CPU
+
+def test_cpu_brand_from_fake_cpuinfo():
+    assert _linux.cpu_brand(root("ubuntu2204")) == "Intel(R) Core(TM) i7-8750H CPU @ 2.20GHz"
+    assert _linux.cpu_brand(root("wsl2")) == "13th Gen Intel(R) Core(TM) i9-13950HX"
+
+
+def test_cpu_brand_arm_board():
+    assert _linux.cpu_brand_from_cpuinfo("processor\t: 0\nBogoMIPS\t: 108.00\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n") \
+        == "Raspberry Pi 4 Model B Rev 1.4"
+
+
+def test_cpu_facts_fast_path_through_dispatch():
+    c = platform.cpu_facts(detailed=False, root=root("ubuntu2204"), kind="linux")
+    assert c["brand"] == "Intel(R) Core(TM) i7-8750H CPU @ 2.20GHz"
+    assert isinstance(c["logical_cores"], int) and c["logical_cores"] >= 1
+    assert c["source"] == "fast"
+
+
+def test_cpu_facts_detailed_falls_back_when_py_cpuinfo_fails(monkeypatch):
+    def boom():
+        raise RuntimeError("no cpuid here")
+
+    monkeypatch.setattr(platform, "_detailed_cpu", boom)
+    c = platform.cpu_facts(detailed=True, root=root("wsl2"), kind="linux")
+    assert c["brand"] == "13th Gen Intel(R) Core(TM) i9-13950HX"
+    assert c["source"] == "fast" and "no cpuid here" in c["detailed_reason"]
+
+
+def test_virtualization_cpu_flag_only(tmp_path):
+    assert _linux.virtualization(str(tmp_path), None, "flags\t: fpu hypervisor avx\n") == "hypervisor (cpu flag)"
+    assert _linux.virtualization(str(tmp_path), None, "flags\t: fpu avx\n") is None
+    assert _linux.virtualization_from_dmi("QEMU", "Standard PC (Q35 + ICH9, 2009)") == "qemu"
+    assert _linux.virtualization_from_dmi("innotek GmbH", "VirtualBox") == "virtualbox"

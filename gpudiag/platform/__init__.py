@@ -1,159 +1,192 @@
-"""OS facts behind one dispatch: probes ask here and never test sys.platform themselves.
+"""OS facts behind one dispatch: probes and `env` call these and never test sys.platform.
 
-`root` points Linux readers at a fake tree in tests; `reg` is a winreg-like seam on Windows.
-Nothing here imports torch unless asked (`python_facts(check_torch=True)`, `torch_facts(import_torch=True)`),
-and nothing initialises CUDA.
+    os_facts(root)        -> system.os       (distro, kernel, WSL, container, virtualization)
+    memory_facts(root)    -> system.memory   (RAM, swap, cgroup, WSL cap, overcommit, OOM kills, budget)
+    cpu_facts(detailed)   -> system.cpu      (fast path: /proc/cpuinfo | registry | sysctl + psutil)
+    python_facts(check_torch) -> system.python (free-threaded build, GIL at run time, start method)
+    torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
+
+`root` (Linux) and `reg` (Windows) are seams for tests: a fake /proc tree, a fake winreg.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import platform as _pyplatform
+import platform as _platform
 import sys
 import sysconfig
-from typing import Any, Dict, Optional
+from typing import Any, Mapping, Optional
 
-import psutil
-
-from gpudiag.backends import torch_meta
 from gpudiag.platform import _darwin, _linux, _windows
 
+# The one place that looks at sys.platform.
+KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
 
-def _system(system: Optional[str]) -> str:
-    return system or {"win32": "Windows", "darwin": "Darwin"}.get(sys.platform, "Linux")
+
+def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,
+             kind: Optional[str] = None) -> dict:
+    kind = kind or KIND
+    if kind == "windows":
+        return _windows.os_facts(reg)
+    if kind == "macos":
+        return _darwin.os_facts()
+    return _linux.os_facts(root, environ)
 
 
-def os_facts(root: str = "/", environ: Optional[Dict[str, str]] = None, system: Optional[str] = None) -> Dict[str, Any]:
-    environ = dict(os.environ) if environ is None else environ
-    system = _system(system)
-    uname = _pyplatform.uname()
-    if system == "Linux":
-        return _linux.os_facts(root, environ, uname.release)
-    base = {"name": system, "distro_id": None, "distro_version": None, "distro_like": None,
-            "kernel": uname.release, "wsl": None, "container": None, "virtualization": None}
-    if system == "Windows":
-        base.update(pretty=_windows.os_pretty(uname.release, uname.version), kernel=uname.version)
+def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int] = None,
+                 environ: Optional[Mapping[str, str]] = None) -> dict:
+    """`wsl` may be passed when already known (saves re-reading /proc); otherwise detected."""
+    kind = kind or KIND
+    if kind == "windows":
+        return _windows.memory_facts()
+    if kind == "macos":
+        return _darwin.memory_facts()
+    if wsl is None:
+        wsl = _linux.os_facts(root, environ)["wsl"]
+    return _linux.memory_facts(root, wsl=wsl)
+
+
+def _affinity_cores() -> Optional[int]:
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return len(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    try:
+        import psutil
+
+        return len(psutil.Process().cpu_affinity())  # Windows; macOS has no affinity
+    except Exception:  # AttributeError on macOS, AccessDenied in sandboxes
+        return None
+
+
+def _detailed_cpu() -> dict:
+    """py-cpuinfo (over a second: it starts an interpreter and sleeps to time the TSC)."""
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    hz = info.get("hz_advertised") or info.get("hz_actual")
+    return {"brand": info.get("brand_raw") or None,
+            "advertised_mhz": round(hz[0] / 1e6, 1) if hz and hz[0] else None,
+            "flags_count": len(info.get("flags") or []) or None,
+            "l3_cache_bytes": info.get("l3_cache_size") if isinstance(info.get("l3_cache_size"), int) else None}
+
+
+def cpu_facts(detailed: bool = False, root: str = "/", reg: Any = None, kind: Optional[str] = None) -> dict:
+    """CPU brand, cores, frequency. detailed=True adds py-cpuinfo; if that fails, the fast path stays."""
+    import psutil
+
+    kind = kind or KIND
+    if kind == "windows":
+        brand = _windows.cpu_brand(reg)
+    elif kind == "macos":
+        brand = _darwin.cpu_brand()
     else:
-        base.update(pretty=f"macOS {_pyplatform.mac_ver()[0] or uname.release}")
-    return base
-
-
-def memory_facts(root: str = "/", system: Optional[str] = None, wsl: Optional[int] = None) -> Dict[str, Any]:
-    """RAM, swap, limits and OOM evidence; `budget_bytes` is what new workers may still use."""
-    vm = psutil.virtual_memory()
-    sw = psutil.swap_memory()
-    out: Dict[str, Any] = {
-        "total_bytes": vm.total, "available_bytes": vm.available,
-        "swap_total_bytes": sw.total, "swap_used_bytes": sw.used,
-        "cgroup_version": None, "cgroup_limit_bytes": None, "cgroup_usage_bytes": None, "cgroup_oom_kills": None,
-        "wsl_memory_cap_bytes": None, "overcommit_memory": None, "oom_kills_since_boot": None,
-        "commit_limit_bytes": None, "committed_as_bytes": None,
+        brand = _linux.cpu_brand(root)
+    try:
+        freq = psutil.cpu_freq()
+    except Exception:  # psutil raises on some VMs/containers without cpufreq
+        freq = None
+    freq_max = round(freq.max, 1) if freq and freq.max else None
+    if freq_max is None and kind == "windows":
+        freq_max = _windows.cpu_mhz(reg)
+    out = {
+        "brand": brand or _platform.processor() or None,
+        "arch": _platform.machine() or None,
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "freq_current_mhz": round(freq.current, 1) if freq and freq.current else None,
+        "freq_max_mhz": freq_max,
+        "affinity_cores": _affinity_cores(),
+        "source": "fast",
     }
-    budget = vm.available
-    if _system(system) == "Linux":
-        cg = _linux.cgroup_memory(root)
-        out.update(cgroup_version=cg["version"], cgroup_limit_bytes=cg["limit_bytes"],
-                   cgroup_usage_bytes=cg["usage_bytes"], cgroup_oom_kills=cg["oom_kills"])
-        out.update(_linux.memory_extras(root))
-        if wsl is None:
-            wsl = _linux.detect_wsl(_linux.read(root, "/proc/version"),
-                                    _linux.read(root, "/proc/sys/kernel/osrelease"), dict(os.environ))
-        if wsl == 2:
-            # The WSL2 VM's RAM *is* the cap (.wslconfig memory=, 50 % of the host by default).
-            out["wsl_memory_cap_bytes"] = vm.total
-        # The budget is the tightest of: free RAM, headroom under the cgroup limit, and, in strict
-        # overcommit mode, headroom under the commit limit (CUDA reserves large host ranges there).
-        if cg["limit_bytes"] is not None:
-            budget = min(budget, max(0, cg["limit_bytes"] - (cg["usage_bytes"] or 0)))
-        if out["overcommit_memory"] == 2 and out["commit_limit_bytes"] and out["committed_as_bytes"] is not None:
-            budget = min(budget, max(0, out["commit_limit_bytes"] - out["committed_as_bytes"]))
-    out["budget_bytes"] = budget
+    if detailed:
+        try:
+            extra = _detailed_cpu()
+        except Exception as exc:  # py-cpuinfo spawns and parses tools: keep the fast facts
+            out["detailed_reason"] = f"py-cpuinfo failed: {type(exc).__name__}: {exc}"
+        else:
+            out["brand"] = extra.pop("brand") or out["brand"]
+            out.update(extra)
+            out["source"] = "py-cpuinfo"
     return out
 
 
-def cpu_facts(detailed: bool = False, root: str = "/", system: Optional[str] = None, reg: Any = None) -> Dict[str, Any]:
-    """CPU brand and cores. detailed=True asks py-cpuinfo, which costs over a second (never in `env`)."""
-    system = _system(system)
-    brand = None
-    if detailed:
-        try:
-            import cpuinfo
+def default_start_method() -> str:
+    """The platform's default multiprocessing start method, without fixing the global context.
 
-            brand = cpuinfo.get_cpu_info().get("brand_raw") or None
-        except Exception:  # py-cpuinfo shells out to many tools; any failure falls back to the fast path
-            brand = None
-    if not brand:
-        if system == "Linux":
-            brand = _linux.cpu_brand(root)
-        elif system == "Windows":
-            brand = _windows.cpu_brand(reg)
-        else:
-            brand = _darwin.cpu_brand()
-    brand = brand or _pyplatform.processor() or None
-    freq = None
-    try:
-        freq = psutil.cpu_freq()
-    except (OSError, NotImplementedError, AttributeError):
-        pass
-    try:
-        affinity = len(psutil.Process().cpu_affinity())
-    except (AttributeError, OSError, psutil.Error):
-        affinity = None
-    return {
-        "brand": brand,
-        "arch": _pyplatform.machine() or None,
-        "physical_cores": psutil.cpu_count(logical=False),
-        "logical_cores": psutil.cpu_count(logical=True),
-        "affinity_cores": affinity,
-        "freq_current_mhz": round(freq.current) if freq and freq.current else None,
-        "freq_max_mhz": round(freq.max) if freq and freq.max else None,
-    }
+    get_start_method() would set the context as a side effect, and inside a spawned probe child
+    it answers "spawn"; the docs say the first of get_all_start_methods() is the default.
+    """
+    return multiprocessing.get_all_start_methods()[0]
 
 
-def python_facts(check_torch: bool = False) -> Dict[str, Any]:
-    """The interpreter and its GIL; with check_torch, the GIL state is read after importing torch,
-    since importing an extension without free-threading support re-enables it."""
-    imported = False
+def free_threaded_build() -> bool:
+    # Truthiness, not `is not None`: regular Windows builds define Py_GIL_DISABLED as 0 (cpython #143423).
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def gil_enabled() -> bool:
+    """True unless this is a free-threaded build running with the GIL off right now."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return bool(check()) if check is not None else True  # before 3.13 the GIL always exists
+
+
+def python_facts(check_torch: bool = False) -> dict:
+    """Interpreter facts. check_torch imports torch first (if installed) because importing an
+    extension without free-threading support re-enables the GIL on a free-threaded build."""
+    from gpudiag.backends import torch_meta
+
+    after_torch = False
     if check_torch and torch_meta.torch_version() is not None:
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401  (imported for its effect on the GIL)
 
-            imported = True
-        except Exception:
-            imported = False
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))  # 0 on regular Windows builds
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
-    # The platform default (the first listed), not this process's own method: probes run in spawned
-    # children, where get_start_method() would say "spawn" even on Linux where users get "fork".
-    methods = multiprocessing.get_all_start_methods()
-    start = methods[0] if methods else None
+            after_torch = True
+        except Exception:  # a broken torch install: the GIL answer is still worth having
+            after_torch = False
     return {
-        "version": _pyplatform.python_version(),
-        "implementation": _pyplatform.python_implementation(),
-        "free_threaded_build": free_threaded,
-        "gil_enabled": bool(is_enabled()) if is_enabled else True,
-        "gil_checked_after_torch": imported,
+        "version": _platform.python_version(),
+        "implementation": _platform.python_implementation(),
+        "free_threaded_build": free_threaded_build(),
+        "gil_enabled": gil_enabled(),
+        "gil_checked_after_torch": after_torch,
         "switch_interval_s": sys.getswitchinterval(),
-        "mp_start_method": start,
-        "executable": sys.executable,
+        "mp_start_method": default_start_method(),
+        "executable": sys.executable or None,
+        "bits": 64 if sys.maxsize > 2 ** 32 else 32,
     }
 
 
-def torch_facts(import_torch: bool = False) -> Dict[str, Any]:
-    """torch's version and build, never initialising CUDA; cuDNN only when importing is allowed."""
+def torch_facts(import_torch: bool = False) -> dict:
+    """What torch was built with. Never calls torch.cuda.is_available/init/device_count."""
+    from gpudiag.backends import torch_meta
     from gpudiag.capabilities import TORCH_HINT
 
     version = torch_meta.torch_version()
-    out = {"version": version, "cuda_build": torch_meta.torch_cuda_version(), "hip": torch_meta.torch_hip_version(),
-           "cudnn": None, "reason_missing": None if version else f"torch is not installed: {TORCH_HINT}"}
-    if version and import_torch:
-        try:
-            import torch
-
-            # cudnn.version() reads the library's version; it does not create a CUDA context.
-            out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-            out["num_threads"] = torch.get_num_threads()
-        except Exception as exc:
-            out["import_error"] = f"{type(exc).__name__}: {exc}"
+    if version is None:
+        return {"version": None, "cuda_build": None, "cudnn": None, "hip": None, "source": None,
+                "cudnn_reason": None, "reason_missing": f"torch is not installed: {TORCH_HINT}"}
+    out = {"version": version, "cuda_build": torch_meta.torch_cuda_version(),
+           "cudnn": None, "hip": torch_meta.torch_hip_version(), "source": "files",
+           "cudnn_reason": "not read: torch was not imported (fast path)", "reason_missing": None}
+    if not import_torch:
+        return out
+    try:
+        import torch
+    except Exception as exc:
+        out["cudnn_reason"] = f"import torch failed: {type(exc).__name__}: {exc}"
+        return out
+    out.update(version=str(torch.__version__), cuda_build=getattr(torch.version, "cuda", None),
+               hip=getattr(torch.version, "hip", None), source="import")
+    try:
+        # Loads the cuDNN library if present; it does not create a CUDA context.
+        cudnn = torch.backends.cudnn.version()
+    except Exception as exc:
+        cudnn = None
+        out["cudnn_reason"] = f"torch.backends.cudnn.version() failed: {type(exc).__name__}"
+    else:
+        out["cudnn_reason"] = None if cudnn is not None else "this torch build has no cuDNN"
+    out["cudnn"] = cudnn
     return out

@@ -1,184 +1,332 @@
-"""Linux (and WSL) facts from /proc, /sys and /etc. Every reader takes `root` so tests use fake trees.
+"""Linux (and WSL) facts read from /proc, /sys and /etc as text, relative to a root folder.
 
-Parsers are pure functions on text; readers return None for a file that is absent or unreadable.
+Every reader takes `root` so tests can point it at a fake tree (tests/data/fakeroot_*); nothing
+here shells out. Missing or unreadable files give None, never an exception.
 """
 
 from __future__ import annotations
 
 import os
+import platform as _platform
 import re
-from typing import Dict, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
+
+# cgroup v1 reports "no limit" as PAGE_COUNTER_MAX * page size (9223372036854771712 on x86_64).
+_V1_UNLIMITED = 2 ** 62
 
 
-def read(root: str, rel: str) -> Optional[str]:
+def read_text(root: str, path: str) -> Optional[str]:
+    """Contents of root + path, or None when absent/unreadable (permissions, /proc races)."""
+    full = os.path.join(root, path.lstrip("/"))
     try:
-        with open(os.path.join(root, rel.lstrip("/")), encoding="utf-8", errors="replace") as fh:
+        with open(full, encoding="utf-8", errors="replace") as fh:
             return fh.read()
     except OSError:
         return None
 
 
-def exists(root: str, rel: str) -> bool:
-    return os.path.exists(os.path.join(root, rel.lstrip("/")))
+def exists(root: str, path: str) -> bool:
+    return os.path.exists(os.path.join(root, path.lstrip("/")))
 
 
-# ---------------------------------------------------------------- distro and kernel
+# ------------------------------------------------------------------ OS, distro, WSL, containers
 
 def parse_os_release(text: str) -> Dict[str, str]:
-    """KEY=value lines of os-release(5), quotes and escapes removed."""
+    """KEY=value lines of os-release(5); values may be quoted; comments and blanks ignored."""
     out: Dict[str, str] = {}
-    for line in (text or "").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        out[key.strip()] = re.sub(r"\\(.)", r"\1", value)
+        out[key.strip()] = value.replace('\\"', '"').replace("\\\\", "\\")
     return out
 
 
-def detect_wsl(proc_version: Optional[str], osrelease: Optional[str], environ: Dict[str, str],
-               has_dxg: bool = False) -> Optional[int]:
-    """1 or 2 for WSL, None otherwise.
+def os_release(root: str) -> Tuple[Dict[str, str], Optional[str]]:
+    """(fields, source path) from /etc/os-release, falling back to /usr/lib/os-release."""
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        text = read_text(root, path)
+        if text is not None:
+            return parse_os_release(text), path
+    return {}, None
 
-    WSL kernels are the only common ones with "microsoft" in the release: WSL2 ones read
-    "...-microsoft-standard[-WSL2]", WSL1 ones "4.4.0-19041-Microsoft" (capitalised, no "standard").
+
+def wsl_version(kernel_release: Optional[str], proc_version: Optional[str],
+                environ: Mapping[str, str], has_dxg: bool) -> Tuple[Optional[int], List[str]]:
+    """1, 2 or None, and the signals that decided it.
+
+    WSL kernels are the only common ones with "microsoft" in the release: WSL2 ends in
+    "-microsoft-standard[-WSL2]", WSL1 in "-Microsoft". /dev/dxg (GPU paravirtualisation) only
+    exists in WSL2; WSL_DISTRO_NAME is set by both.
     """
-    text = " ".join(t for t in (osrelease, proc_version) if t)
-    if "microsoft" not in text.lower():
-        return 2 if (has_dxg and environ.get("WSL_DISTRO_NAME")) else None
-    if re.search(r"microsoft-standard|WSL2", text) or has_dxg:
-        return 2
-    if re.search(r"-Microsoft\b", text):
-        return 1
-    return 2
+    signals: List[str] = []
+    kernel_text = " ".join(x for x in (kernel_release, proc_version) if x)
+    low = kernel_text.lower()
+    version: Optional[int] = None
+    if "microsoft" in low:
+        signals.append("kernel release contains 'microsoft'")
+        version = 2 if ("microsoft-standard" in low or "wsl2" in low) else 1
+    if has_dxg:
+        signals.append("/dev/dxg present")
+        version = 2
+    if environ.get("WSL_DISTRO_NAME") or environ.get("WSL_INTEROP"):
+        signals.append("WSL_DISTRO_NAME/WSL_INTEROP set")
+        if version is None:
+            version = 2  # a custom kernel without "microsoft" is only possible on WSL2
+    return version, signals
 
 
-def container_hint(root: str, environ: Dict[str, str]) -> Optional[str]:
+def container_kind(root: str, environ: Mapping[str, str]) -> Tuple[Optional[str], List[str]]:
+    """docker | podman | kubernetes | lxc | containerd | systemd-nspawn | None, with the signals."""
+    signals: List[str] = []
+    kind: Optional[str] = None
     if environ.get("KUBERNETES_SERVICE_HOST"):
-        return "kubernetes"
-    if exists(root, "/.dockerenv"):
-        return "docker"
+        signals.append("KUBERNETES_SERVICE_HOST set")
+        kind = "kubernetes"
     if exists(root, "/run/.containerenv"):
-        return "podman"
-    cg = read(root, "/proc/1/cgroup") or ""
-    for name in ("docker", "kubepods", "containerd", "lxc", "podman"):
-        if name in cg:
-            return {"kubepods": "kubernetes", "containerd": "containerd"}.get(name, name)
-    env1 = environ.get("container")
-    return env1 or None
+        signals.append("/run/.containerenv present")
+        kind = kind or "podman"
+    if exists(root, "/.dockerenv"):
+        signals.append("/.dockerenv present")
+        kind = kind or "docker"
+    cgroup1 = read_text(root, "/proc/1/cgroup") or ""
+    for marker, name in (("kubepods", "kubernetes"), ("docker", "docker"), ("libpod", "podman"),
+                         ("containerd", "containerd"), ("lxc", "lxc")):
+        if marker in cgroup1:
+            signals.append(f"/proc/1/cgroup mentions {marker}")
+            kind = kind or name
+            break
+    declared = environ.get("container")  # set by podman, lxc, systemd-nspawn
+    if declared:
+        signals.append(f"container={declared}")
+        kind = kind or declared
+    return kind, signals
 
 
-def virtualization_hint(root: str) -> Optional[str]:
-    vendor = (read(root, "/sys/class/dmi/id/sys_vendor") or "").strip()
-    product = (read(root, "/sys/class/dmi/id/product_name") or "").strip()
-    for needle, name in (("QEMU", "kvm/qemu"), ("KVM", "kvm/qemu"), ("VMware", "vmware"), ("VirtualBox", "virtualbox"),
-                         ("Microsoft Corporation", "hyper-v"), ("Xen", "xen"), ("Amazon EC2", "aws"),
-                         ("Google", "gcp"), ("Firecracker", "firecracker")):
-        if needle.lower() in f"{vendor} {product}".lower():
+_VENDORS = (  # (substring of DMI sys_vendor/product_name, lower-case) -> hypervisor name
+    ("qemu", "qemu"), ("kvm", "kvm"), ("vmware", "vmware"), ("innotek", "virtualbox"),
+    ("virtualbox", "virtualbox"), ("xen", "xen"), ("amazon ec2", "aws"), ("google compute", "gce"),
+    ("parallels", "parallels"), ("bochs", "bochs"),
+)
+
+
+def virtualization_from_dmi(vendor: Optional[str], product: Optional[str]) -> Optional[str]:
+    """Hypervisor name from the DMI/BIOS vendor strings (shared with Windows), or None."""
+    text = " ".join(x for x in (vendor, product) if x).lower()
+    if not text:
+        return None
+    if "microsoft" in text and "virtual" in text:
+        return "hyper-v"
+    for marker, name in _VENDORS:
+        if marker in text:
             return name
-    cpuinfo = read(root, "/proc/cpuinfo") or ""
-    if re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo, re.MULTILINE):
-        return "virtual machine (unknown hypervisor)"
     return None
 
 
-def os_facts(root: str, environ: Dict[str, str], kernel: str) -> Dict[str, object]:
-    rel = parse_os_release(read(root, "/etc/os-release") or read(root, "/usr/lib/os-release") or "")
-    proc_version = read(root, "/proc/version")
-    osrelease = (read(root, "/proc/sys/kernel/osrelease") or "").strip() or kernel
-    wsl = detect_wsl(proc_version, osrelease, environ, exists(root, "/dev/dxg"))
+def virtualization(root: str, wsl: Optional[int], cpuinfo: Optional[str]) -> Optional[str]:
+    if wsl == 2:
+        return "wsl2 (hyper-v)"
+    dmi = virtualization_from_dmi(read_text(root, "/sys/class/dmi/id/sys_vendor"),
+                                  read_text(root, "/sys/class/dmi/id/product_name"))
+    if dmi:
+        return dmi
+    if cpuinfo and re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo, re.MULTILINE):
+        return "hypervisor (cpu flag)"
+    return None
+
+
+def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None) -> dict:
+    environ = os.environ if environ is None else environ
+    rel, rel_source = os_release(root)
+    kernel = (read_text(root, "/proc/sys/kernel/osrelease") or "").strip() or None
+    if kernel is None and root == "/":
+        kernel = _platform.release() or None
+    proc_version = (read_text(root, "/proc/version") or "").strip() or None
+    wsl, wsl_signals = wsl_version(kernel, proc_version, environ, exists(root, "/dev/dxg"))
+    container, container_signals = container_kind(root, environ)
     return {
         "name": "Linux",
         "pretty": rel.get("PRETTY_NAME") or rel.get("NAME") or "Linux",
         "distro_id": rel.get("ID"),
-        "distro_version": rel.get("VERSION_ID"),
+        "distro_version": rel.get("VERSION_ID") or rel.get("BUILD_ID"),
         "distro_like": rel.get("ID_LIKE"),
-        "kernel": osrelease,
+        "distro_codename": rel.get("VERSION_CODENAME"),
+        "kernel": kernel,
         "wsl": wsl,
-        "container": container_hint(root, environ),
-        "virtualization": "wsl2 (hyper-v)" if wsl == 2 else virtualization_hint(root),
+        "container": container,
+        "virtualization": virtualization(root, wsl, read_text(root, "/proc/cpuinfo")),
+        "signals": {"os_release": rel_source, "wsl": wsl_signals, "container": container_signals},
     }
 
 
-# ---------------------------------------------------------------- memory
+# ------------------------------------------------------------------ memory
 
-def parse_kv_counts(text: Optional[str]) -> Dict[str, int]:
-    """'key value' lines (memory.events, /proc/vmstat) as ints."""
+def parse_kv_numbers(text: str) -> Dict[str, int]:
+    """'name value [kB]' lines (meminfo, vmstat, memory.events, memory.stat) -> {name: int}.
+
+    meminfo values in kB are converted to bytes.
+    """
     out: Dict[str, int] = {}
-    for line in (text or "").splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = int(parts[1])
+    for line in text.splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) < 2:
+            continue
+        try:
+            value = int(parts[1])
+        except ValueError:
+            continue
+        if len(parts) >= 3 and parts[2] == "kB":
+            value *= 1024
+        out[parts[0]] = value
     return out
 
 
-def parse_meminfo(text: Optional[str]) -> Dict[str, int]:
-    """/proc/meminfo in bytes."""
-    out: Dict[str, int] = {}
-    for line in (text or "").splitlines():
-        m = re.match(r"^(\S+):\s+(\d+)(?:\s+kB)?", line)
-        if m:
-            out[m.group(1)] = int(m.group(2)) * (1024 if line.rstrip().endswith("kB") else 1)
-    return out
-
-
-def _limit(text: Optional[str]) -> Optional[int]:
-    """A cgroup limit value: 'max' (v2) or a huge number (v1 'unlimited') read as None."""
+def _int_or_none(text: Optional[str]) -> Optional[int]:
     if text is None:
         return None
-    t = text.strip()
-    if not t.isdigit():
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
         return None
-    v = int(t)
-    return None if v >= 2**60 else v
 
 
-def cgroup_memory(root: str) -> Dict[str, Optional[int]]:
-    """This process's cgroup memory limit, usage and OOM kills (v2, then v1)."""
-    out: Dict[str, Optional[int]] = {"version": None, "limit_bytes": None, "usage_bytes": None, "oom_kills": None}
-    cg = read(root, "/proc/self/cgroup") or ""
-    v2 = next((l.split("::", 1)[1].strip() for l in cg.splitlines() if l.startswith("0::")), None)
-    if v2 is not None:
-        # Inside a container's cgroup namespace the path is "/" and files sit at the mount root.
-        for base in (f"/sys/fs/cgroup{v2}".rstrip("/"), "/sys/fs/cgroup"):
-            if exists(root, base + "/memory.max") or exists(root, base + "/memory.current"):
-                out.update(version=2, limit_bytes=_limit(read(root, base + "/memory.max")),
-                           usage_bytes=_limit(read(root, base + "/memory.current")),
-                           oom_kills=parse_kv_counts(read(root, base + "/memory.events")).get("oom_kill"))
-                return out
-    v1 = next((l.split(":", 2)[2].strip() for l in cg.splitlines() if re.match(r"^\d+:[^:]*\bmemory\b", l)), None)
-    if v1 is not None:
-        for base in (f"/sys/fs/cgroup/memory{v1}".rstrip("/"), "/sys/fs/cgroup/memory"):
-            if exists(root, base + "/memory.limit_in_bytes"):
-                ctl = parse_kv_counts(read(root, base + "/memory.oom_control"))
-                out.update(version=1, limit_bytes=_limit(read(root, base + "/memory.limit_in_bytes")),
-                           usage_bytes=_limit(read(root, base + "/memory.usage_in_bytes")),
-                           oom_kills=ctl.get("oom_kill"))
-                return out
+def cgroup_memory(root: str) -> dict:
+    """This process's cgroup memory limit, usage and OOM kills (v2, else v1).
+
+    v2: /proc/self/cgroup has "0::/path"; the effective limit is the smallest memory.max on the
+    way from that cgroup up to the root (a parent slice can be tighter than the leaf).
+    v1: the "memory" controller line gives the path under /sys/fs/cgroup/memory.
+    Inside a container the path often does not exist under /sys/fs/cgroup (cgroup namespace):
+    then the mount root itself is this container's cgroup.
+    """
+    out = {"version": None, "limit_bytes": None, "usage_bytes": None, "oom_kills": None,
+           "limit_source": None}
+    self_cgroup = read_text(root, "/proc/self/cgroup") or ""
+    v2_path = v1_path = None
+    for line in self_cgroup.splitlines():
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2_path = parts[2]
+        elif "memory" in parts[1].split(","):
+            v1_path = parts[2]
+
+    if v2_path is not None and exists(root, "/sys/fs/cgroup/cgroup.controllers") and v1_path is None:
+        base = "/sys/fs/cgroup"
+        leaf = base + ("" if v2_path in ("", "/") else v2_path.rstrip("/"))
+        if not exists(root, leaf):
+            leaf = base
+        out["version"] = 2
+        path = leaf
+        while True:
+            raw = read_text(root, path + "/memory.max")
+            value = _int_or_none(raw)
+            if value is not None and (out["limit_bytes"] is None or value < out["limit_bytes"]):
+                out["limit_bytes"], out["limit_source"] = value, path + "/memory.max"
+            if path == base or not path.startswith(base):
+                break
+            path = os.path.dirname(path)
+        out["usage_bytes"] = _int_or_none(read_text(root, leaf + "/memory.current"))
+        events = read_text(root, leaf + "/memory.events")
+        if events is not None:
+            out["oom_kills"] = parse_kv_numbers(events).get("oom_kill")
+        return out
+
+    if v1_path is not None:
+        base = "/sys/fs/cgroup/memory"
+        leaf = base + ("" if v1_path in ("", "/") else v1_path.rstrip("/"))
+        if not exists(root, leaf + "/memory.limit_in_bytes"):
+            leaf = base
+        if not exists(root, leaf + "/memory.limit_in_bytes"):
+            return out
+        out["version"] = 1
+        limit = _int_or_none(read_text(root, leaf + "/memory.limit_in_bytes"))
+        if limit is not None and limit < _V1_UNLIMITED:
+            out["limit_bytes"], out["limit_source"] = limit, leaf + "/memory.limit_in_bytes"
+        out["usage_bytes"] = _int_or_none(read_text(root, leaf + "/memory.usage_in_bytes"))
+        oom = read_text(root, leaf + "/memory.oom_control")
+        if oom is not None:
+            out["oom_kills"] = parse_kv_numbers(oom).get("oom_kill")  # kernels >= 4.13
     return out
 
 
-def memory_extras(root: str) -> Dict[str, Optional[int]]:
-    over = (read(root, "/proc/sys/vm/overcommit_memory") or "").strip()
-    vm = parse_kv_counts(read(root, "/proc/vmstat"))
-    mi = parse_meminfo(read(root, "/proc/meminfo"))
-    return {
-        "overcommit_memory": int(over) if over.isdigit() else None,
-        "oom_kills_since_boot": vm.get("oom_kill"),  # kernel >= 4.13
-        "commit_limit_bytes": mi.get("CommitLimit"),
-        "committed_as_bytes": mi.get("Committed_AS"),
-    }
+def _ram_from_meminfo(meminfo: Dict[str, int]) -> dict:
+    total = meminfo.get("MemTotal")
+    available = meminfo.get("MemAvailable")
+    if available is None and total is not None:  # kernels < 3.14: the same estimate psutil uses
+        available = sum(meminfo.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
+    swap_total = meminfo.get("SwapTotal")
+    swap_free = meminfo.get("SwapFree")
+    return {"total_bytes": total, "available_bytes": available, "swap_total_bytes": swap_total,
+            "swap_used_bytes": (swap_total - swap_free) if swap_total is not None and swap_free is not None else None}
 
 
-# ---------------------------------------------------------------- CPU
+def memory_facts(root: str = "/", wsl: Optional[int] = None) -> dict:
+    meminfo = parse_kv_numbers(read_text(root, "/proc/meminfo") or "")
+    if root == "/":
+        import psutil  # the real machine: psutil's numbers (identical source, better tested)
 
-def cpu_brand(root: str) -> Optional[str]:
-    text = read(root, "/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Processor", "cpu model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
-        if m:
-            return m.group(1).strip()
+        vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+        ram = {"total_bytes": vm.total, "available_bytes": vm.available,
+               "swap_total_bytes": sw.total, "swap_used_bytes": sw.used}
+    else:
+        ram = _ram_from_meminfo(meminfo)
+    cg = cgroup_memory(root)
+    overcommit = _int_or_none(read_text(root, "/proc/sys/vm/overcommit_memory"))
+    vmstat = read_text(root, "/proc/vmstat")
+    oom_since_boot = parse_kv_numbers(vmstat).get("oom_kill") if vmstat is not None else None
+    commit_limit = meminfo.get("CommitLimit") if overcommit == 2 else None
+    committed = meminfo.get("Committed_AS") if overcommit == 2 else None
+
+    # budget_bytes: what new workers may still allocate before something kills or refuses them.
+    # The tightest of: RAM the kernel says is available; the cgroup's limit minus its usage
+    # (the cgroup OOM killer fires there, whatever the host has free); and, under strict
+    # overcommit (mode 2), CommitLimit - Committed_AS (malloc/cuInit fail there first).
+    candidates = []
+    if ram["available_bytes"] is not None:
+        candidates.append((ram["available_bytes"], "ram_available"))
+    if cg["limit_bytes"] is not None and cg["usage_bytes"] is not None:
+        candidates.append((max(0, cg["limit_bytes"] - cg["usage_bytes"]), "cgroup_limit_minus_usage"))
+    if commit_limit is not None and committed is not None:
+        candidates.append((max(0, commit_limit - committed), "commit_limit_minus_committed"))
+    budget, budget_source = min(candidates) if candidates else (None, None)
+
+    return dict(
+        ram,
+        cgroup_version=cg["version"],
+        cgroup_limit_bytes=cg["limit_bytes"],
+        cgroup_limit_source=cg["limit_source"],
+        cgroup_usage_bytes=cg["usage_bytes"],
+        cgroup_oom_kills=cg["oom_kills"],
+        # In WSL2 Linux runs in a VM sized by .wslconfig ([wsl2] memory=, default 50 % of the
+        # host's RAM): the VM's MemTotal *is* the cap; the host may have much more.
+        wsl_memory_cap_bytes=ram["total_bytes"] if wsl == 2 else None,
+        overcommit_memory=overcommit,
+        commit_limit_bytes=commit_limit,
+        committed_bytes=committed,
+        oom_kills_since_boot=oom_since_boot,
+        budget_bytes=budget,
+        budget_source=budget_source,
+    )
+
+
+# ------------------------------------------------------------------ CPU
+
+def cpu_brand_from_cpuinfo(text: str) -> Optional[str]:
+    """x86 'model name'; ARM boards give 'Model' / 'Hardware' / 'Processor' instead."""
+    for key in ("model name", "Model", "Hardware", "Processor", "cpu model", "cpu"):
+        m = re.search(rf"^{re.escape(key)}\s*:\s*(.+)$", text, re.MULTILINE)
+        if m and m.group(1).strip():
+            return re.sub(r"\s+", " ", m.group(1).strip())
     return None
+
+
+def cpu_brand(root: str = "/") -> Optional[str]:
+    text = read_text(root, "/proc/cpuinfo")
+    return cpu_brand_from_cpuinfo(text) if text else None

@@ -1,40 +1,120 @@
-"""Windows facts through a winreg-like seam (tests pass a fake; see tests/fakes.FakeWinreg)."""
+"""Windows facts from the registry, through a `winreg`-like seam object.
+
+`reg` is the `winreg` module in production and a fake with the same four names
+(HKEY_LOCAL_MACHINE, OpenKey, QueryValueEx, CloseKey) in tests, so these paths are tested on Linux.
+"""
 
 from __future__ import annotations
 
+import platform as _platform
 from typing import Any, Optional
 
-CPU_KEY = r"HARDWARE\DESCRIPTION\System\CentralProcessor\0"
+from gpudiag.platform._linux import virtualization_from_dmi
+
+CURRENT_VERSION = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion"
+CPU0 = r"HARDWARE\DESCRIPTION\System\CentralProcessor\0"
+BIOS = r"HARDWARE\DESCRIPTION\System\BIOS"
 
 
-def _winreg(reg: Any) -> Any:
-    if reg is not None:
-        return reg
-    import winreg  # only on Windows
+def default_reg() -> Any:
+    import winreg  # only exists on Windows
 
     return winreg
 
 
-def reg_value(reg: Any, path: str, name: str) -> Any:
-    """HKLM\\path\\name, or None when the key or value is absent or unreadable."""
-    try:
-        r = _winreg(reg)
-        with r.OpenKey(r.HKEY_LOCAL_MACHINE, path) as key:
-            return r.QueryValueEx(key, name)[0]
-    except (OSError, ImportError):
+def reg_value(reg: Any, subkey: str, name: str, hive: Any = None) -> Any:
+    """One value under HKLM\\subkey, or None when the key/value is missing or access is denied."""
+    if reg is None:
         return None
+    try:
+        key = reg.OpenKey(hive if hive is not None else reg.HKEY_LOCAL_MACHINE, subkey)
+    except OSError:
+        return None
+    try:
+        value, _type = reg.QueryValueEx(key, name)
+        return value
+    except OSError:
+        return None
+    finally:
+        try:
+            reg.CloseKey(key)
+        except Exception:  # a fake or an already-closed handle: nothing to release
+            pass
+
+
+def _windows_pretty(product: Optional[str], display: Optional[str], build: Optional[int]) -> str:
+    # Windows 11 still says "Windows 10 ..." in ProductName; build 22000 is the first Windows 11.
+    name = product or "Windows"
+    if build is not None and build >= 22000 and "Windows 10" in name:
+        name = name.replace("Windows 10", "Windows 11")
+    parts = [name]
+    if display:
+        parts.append(display)
+    if build is not None:
+        parts.append(f"(build {build})")
+    return " ".join(parts)
+
+
+def os_facts(reg: Any = None) -> dict:
+    reg = reg if reg is not None else _safe_default_reg()
+    product = reg_value(reg, CURRENT_VERSION, "ProductName")
+    display = reg_value(reg, CURRENT_VERSION, "DisplayVersion") or reg_value(reg, CURRENT_VERSION, "ReleaseId")
+    build_raw = reg_value(reg, CURRENT_VERSION, "CurrentBuildNumber") or reg_value(reg, CURRENT_VERSION, "CurrentBuild")
+    try:
+        build = int(build_raw) if build_raw is not None else None
+    except (TypeError, ValueError):
+        build = None
+    ubr = reg_value(reg, CURRENT_VERSION, "UBR")
+    kernel = f"10.0.{build}.{ubr}" if build is not None and isinstance(ubr, int) else (
+        f"10.0.{build}" if build is not None else (_platform.version() or None))
+    vendor = reg_value(reg, BIOS, "SystemManufacturer")
+    model = reg_value(reg, BIOS, "SystemProductName")
+    return {
+        "name": "Windows",
+        "pretty": _windows_pretty(product, display, build),
+        "distro_id": None,
+        "distro_version": display,
+        "distro_like": None,
+        "distro_codename": None,
+        "kernel": kernel,
+        "wsl": None,
+        "container": None,
+        "virtualization": virtualization_from_dmi(vendor, model),
+        "signals": {"registry": CURRENT_VERSION, "wsl": [], "container": []},
+    }
+
+
+def memory_facts() -> dict:
+    import psutil
+
+    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+    return {
+        "total_bytes": vm.total, "available_bytes": vm.available,
+        "swap_total_bytes": sw.total, "swap_used_bytes": sw.used,
+        "cgroup_version": None, "cgroup_limit_bytes": None, "cgroup_limit_source": None,
+        "cgroup_usage_bytes": None, "cgroup_oom_kills": None, "wsl_memory_cap_bytes": None,
+        "overcommit_memory": None, "commit_limit_bytes": None, "committed_bytes": None,
+        "oom_kills_since_boot": None,
+        # Windows has no OOM killer: allocations fail once the commit limit is reached; available
+        # physical RAM is what new workers can use without paging.
+        "budget_bytes": vm.available, "budget_source": "ram_available",
+    }
 
 
 def cpu_brand(reg: Any = None) -> Optional[str]:
-    v = reg_value(reg, CPU_KEY, "ProcessorNameString")
-    return v.strip() if isinstance(v, str) else None
+    reg = reg if reg is not None else _safe_default_reg()
+    name = reg_value(reg, CPU0, "ProcessorNameString")
+    return " ".join(name.split()) if isinstance(name, str) and name.strip() else None
 
 
-def os_pretty(release: str, version: str) -> str:
-    """'Windows 11 (build 22631)': Windows 11 still reports release '10'; build >= 22000 tells."""
+def cpu_mhz(reg: Any = None) -> Optional[float]:
+    reg = reg if reg is not None else _safe_default_reg()
+    mhz = reg_value(reg, CPU0, "~MHz")
+    return float(mhz) if isinstance(mhz, int) and mhz > 0 else None
+
+
+def _safe_default_reg() -> Any:
     try:
-        build = int(version.split(".")[-1])
-    except (ValueError, IndexError):
-        return f"Windows {release}"
-    name = "11" if release == "10" and build >= 22000 else release
-    return f"Windows {name} (build {build})"
+        return default_reg()
+    except ImportError:  # not on Windows: every value reads as missing
+        return None

@@ -1,182 +1,206 @@
-"""Probe `system`: the OS, Python and its GIL, CPU, memory limits and OOM evidence, torch build, env.
+"""Probe `system`: OS, distro, WSL/container, Python + GIL, CPU, memory limits, torch build, env vars.
 
-Runs in a child so it can import torch (to read the GIL state after torch loads) without the
-parent paying for it; it never initialises CUDA.
+Facts come from gpudiag.platform (one dispatch per OS); this module adds the allowlisted
+environment and turns the facts into findings. `findings_for` is pure so it is tested on dicts.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Dict, List, Mapping, Optional
 
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
-ENV_ALLOWLIST = (
-    "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDA_DEVICE_ORDER", "CUDA_MODULE_LOADING",
-    "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_CACHE_DISABLE", "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
-    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING", "TORCH_CUDNN_V8_API_DISABLED",
+# Variables that change how CUDA/torch/threads behave. Values of anything else never leave the machine.
+ENV_NAMES = (
+    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING", "CUDA_MODULE_LOADING",
+    "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_CACHE_DISABLE", "CUDA_FORCE_PTX_JIT",
+    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING",
+    "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCH_NUM_THREADS", "TORCH_SHOW_CPP_STACKTRACES",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-    "PYTHON_GIL", "PYTHONMALLOC", "WSL_DISTRO_NAME",
+    "PYTHON_GIL", "PYTHONMALLOC",
 )
-ENV_PREFIXES = ("NCCL_",)
-# Variables DCGM's diagnostic flags as performance-limiting (NVIDIA/DCGM nvvs/src/Software.cpp).
-DCGM_PERF_ENV = (
+# The variables DCGM's "Environmental Variables" check flags as performance-limiting
+# (NVIDIA/DCGM nvvs/src/Software.cpp, see research/anchors.md section 1).
+DCGM_PERF_LIMITING = (
     "NSIGHT_CUDA_DEBUGGER", "CUDA_INJECTION32_PATH", "CUDA_INJECTION64_PATH", "CUDA_AUTO_BOOST",
     "CUDA_ENABLE_COREDUMP_ON_EXCEPTION", "CUDA_COREDUMP_FILE", "CUDA_DEVICE_WAITS_ON_EXCEPTION",
     "CUDA_PROFILE", "COMPUTE_PROFILE", "OPENCL_PROFILE",
 )
+ENV_PREFIXES = ("NCCL_",)
 
-GIB = 2**30
-
-
-def env_findings(env: Dict[str, str]) -> List[dict]:
-    out = []
-    if env.get("CUDA_LAUNCH_BLOCKING", "").strip() not in ("", "0"):
-        out.append(finding(
-            "CUDA_LAUNCH_BLOCKING_ON", "critical",
-            "CUDA_LAUNCH_BLOCKING is set: every kernel launch waits for the GPU to finish, so the CPU "
-            "and GPU never overlap and any parallelism strategy is serialised.",
-            {"CUDA_LAUNCH_BLOCKING": env["CUDA_LAUNCH_BLOCKING"], "source": "environment"},
-            "Unset it (it is a debugging aid): `unset CUDA_LAUNCH_BLOCKING` / remove it from your launch config."))
-    if "CUDA_VISIBLE_DEVICES" in env and env["CUDA_VISIBLE_DEVICES"].strip() in ("", "-1", "NoDevFiles"):
-        out.append(finding(
-            "CUDA_VISIBLE_DEVICES_EMPTY", "critical",
-            "CUDA_VISIBLE_DEVICES hides every GPU from CUDA programs: torch will run on the CPU.",
-            {"CUDA_VISIBLE_DEVICES": env["CUDA_VISIBLE_DEVICES"], "source": "environment"},
-            "Unset it or list the GPU index to use, e.g. CUDA_VISIBLE_DEVICES=0."))
-    if env.get("PYTORCH_NO_CUDA_MEMORY_CACHING", "").strip() not in ("", "0"):
-        out.append(finding(
-            "CUDA_CACHING_ALLOCATOR_OFF", "warning",
-            "PYTORCH_NO_CUDA_MEMORY_CACHING disables torch's caching allocator: every allocation goes to "
-            "cudaMalloc/cudaFree, which synchronise and slow each cycle.",
-            {"PYTORCH_NO_CUDA_MEMORY_CACHING": env["PYTORCH_NO_CUDA_MEMORY_CACHING"]},
-            "Unset it unless you are debugging memory."))
-    return out
+_OFF = ("", "0", "false", "no", "off")
+_GIB = 2 ** 30
 
 
-def dcgm_env_finding(environ: Dict[str, str]) -> List[dict]:
-    # Only the names are reported: these hold paths or flags, not something a report needs verbatim.
-    present = [k for k in DCGM_PERF_ENV if k in environ]
-    if not present:
-        return []
-    return [finding("PERFORMANCE_LIMITING_ENV", "warning",
-                    f"{', '.join(present)} {'is' if len(present) == 1 else 'are'} set: DCGM flags these as "
-                    "limiting CUDA performance (profiler/debugger injection, core dumps).",
-                    {"variables": present, "source": "DCGM diagnostic environment check list"},
-                    "Unset them for performance runs.")]
-
-
-def memory_findings(mem: Dict[str, Any], wsl: Any) -> List[dict]:
-    out = []
-    kills = mem.get("oom_kills_since_boot")
-    if isinstance(kills, int) and kills > 0:
-        out.append(finding("OOM_KILLS_SINCE_BOOT", "warning",
-                           f"The kernel's out-of-memory killer has killed {kills} process(es) since boot: a worker "
-                           "that vanished without a Python error was likely one of them.",
-                           {"oom_kills_since_boot": kills, "source": "/proc/vmstat oom_kill"},
-                           "Run fewer workers or smaller batches; `gpudiag preflight --workers N` checks the fit first."))
-    ck = mem.get("cgroup_oom_kills")
-    if isinstance(ck, int) and ck > 0:
-        out.append(finding("CGROUP_OOM_KILLS", "warning",
-                           f"{ck} process(es) in this cgroup (container/session) were OOM-killed at its memory limit.",
-                           {"cgroup_oom_kills": ck, "cgroup_limit_bytes": mem.get("cgroup_limit_bytes"),
-                            "source": "cgroup memory.events oom_kill"},
-                           "Raise the container's memory limit or run fewer workers."))
-    limit, total = mem.get("cgroup_limit_bytes"), mem.get("total_bytes")
-    if isinstance(limit, int) and isinstance(total, int) and limit < total:
-        out.append(finding("CGROUP_MEMORY_LIMIT", "warning" if limit < total / 2 else "info",
-                           f"This process runs under a cgroup memory limit of {limit / GIB:.1f} GiB "
-                           f"(the machine has {total / GIB:.1f} GiB): workers are killed at the limit, not at RAM.",
-                           {"cgroup_limit_bytes": limit, "total_bytes": total, "source": "cgroup memory.max"},
-                           "Size workers against the limit; raise it (docker --memory, systemd MemoryMax) if needed."))
-    if wsl == 2 and mem.get("wsl_memory_cap_bytes"):
-        cap = mem["wsl_memory_cap_bytes"]
-        out.append(finding("WSL_MEMORY_CAP", "info",
-                           f"WSL2 gives this Linux VM {cap / GIB:.1f} GiB (by default half of the Windows host's RAM): "
-                           "the OOM killer acts at this cap.",
-                           {"wsl_memory_cap_bytes": cap, "source": "MemTotal inside the WSL2 VM"},
-                           "Raise it in %UserProfile%\\.wslconfig: [wsl2] memory=24GB, then `wsl --shutdown`."))
-    if mem.get("overcommit_memory") == 2:
-        out.append(finding("OVERCOMMIT_STRICT", "warning",
-                           "vm.overcommit_memory=2 (strict): CUDA reserves large host address ranges, so cuInit or "
-                           "allocations can fail with out-of-memory while RAM is free.",
-                           {"overcommit_memory": 2, "commit_limit_bytes": mem.get("commit_limit_bytes"),
-                            "committed_as_bytes": mem.get("committed_as_bytes"), "source": "/proc/sys/vm/overcommit_memory"},
-                           "Use the default heuristic mode 0 (`sysctl vm.overcommit_memory=0`) if CUDA fails to start."))
-    if mem.get("swap_total_bytes") == 0:
-        out.append(finding("NO_SWAP", "info",
-                           "No swap: when workers exceed RAM the OOM killer acts at once, with no slow-down first.",
-                           {"swap_total_bytes": 0, "source": "psutil.swap_memory"}, None))
-    return out
-
-
-def python_findings(py: Dict[str, Any], torch: Dict[str, Any]) -> List[dict]:
-    out = []
-    if py.get("free_threaded_build"):
-        if py.get("gil_enabled"):
-            out.append(finding("GIL_REENABLED", "warning",
-                               "This is a free-threaded Python build, but the GIL is enabled at run time"
-                               f"{' after importing torch' if py.get('gil_checked_after_torch') else ''}: "
-                               "threads still take turns.",
-                               {"free_threaded_build": True, "gil_enabled": True,
-                                "gil_checked_after_torch": py.get("gil_checked_after_torch")},
-                               "Use a torch build with free-threading support, or PYTHON_GIL=0 at your own risk."))
-        else:
-            out.append(finding("FREE_THREADED_PYTHON", "info",
-                               "Free-threaded Python with the GIL disabled: Python threads can run in parallel.",
-                               {"free_threaded_build": True, "gil_enabled": False}, None))
-    if py.get("mp_start_method") == "fork" and torch.get("cuda_build"):
-        out.append(finding("FORK_START_METHOD", "info",
-                           "multiprocessing defaults to 'fork' here: a forked child cannot use CUDA once the parent "
-                           "has initialised it ('Cannot re-initialize CUDA in forked subprocess').",
-                           {"mp_start_method": "fork"},
-                           "Use multiprocessing.get_context('spawn') (or torch.multiprocessing with spawn) for GPU workers."))
-    return out
-
-
-def collect(root: str = "/", environ=None, check_torch: bool = True, detailed_cpu: bool = True) -> Dict[str, Any]:
-    from gpudiag import platform
+def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     from gpudiag.redact import allowlisted_env
 
-    environ = dict(os.environ) if environ is None else environ
-    os_ = platform.os_facts(root, environ)
+    environ = os.environ if environ is None else environ
+    return allowlisted_env(dict(environ), ENV_NAMES + DCGM_PERF_LIMITING, ENV_PREFIXES)
+
+
+def _gib(n) -> str:
+    return f"{n / _GIB:.1f} GiB" if isinstance(n, (int, float)) else "unknown"
+
+
+def env_findings(env: Mapping[str, str]) -> List[dict]:
+    out = []
+    lb = env.get("CUDA_LAUNCH_BLOCKING")
+    if lb is not None and lb.strip().lower() not in _OFF:
+        out.append(finding(
+            "CUDA_LAUNCH_BLOCKING_ON", "critical",
+            "CUDA_LAUNCH_BLOCKING is on: every kernel launch waits for the GPU, so the CPU can never "
+            "queue work ahead and the GPU idles between kernels.",
+            {"variable": "CUDA_LAUNCH_BLOCKING", "value": lb, "source": "environment"},
+            "unset CUDA_LAUNCH_BLOCKING (it is a debugging aid for locating CUDA errors)"))
+    cvd = env.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None and cvd.strip() in ("", "-1", "NoDevFiles"):
+        out.append(finding(
+            "CUDA_VISIBLE_DEVICES_EMPTY", "critical",
+            f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU from CUDA: torch runs on the CPU.",
+            {"variable": "CUDA_VISIBLE_DEVICES", "value": cvd, "source": "environment"},
+            "unset CUDA_VISIBLE_DEVICES or set it to the GPU index, e.g. CUDA_VISIBLE_DEVICES=0"))
+    limiting = {k: env[k] for k in DCGM_PERF_LIMITING if k in env}
+    if limiting:
+        out.append(finding(
+            "PERF_LIMITING_ENV_VARS", "warning",
+            f"{len(limiting)} variable(s) that NVIDIA DCGM flags as performance-limiting are set: "
+            + ", ".join(sorted(limiting)) + ".",
+            {"variables": limiting, "source": "environment; list from NVIDIA DCGM's environment check"},
+            "unset them unless you are profiling or debugging on purpose"))
+    nc = env.get("PYTORCH_NO_CUDA_MEMORY_CACHING")
+    if nc is not None and nc.strip().lower() not in _OFF:
+        out.append(finding(
+            "CUDA_CACHING_ALLOCATOR_OFF", "warning",
+            "PYTORCH_NO_CUDA_MEMORY_CACHING disables torch's caching allocator: every tensor "
+            "allocation goes to cudaMalloc/cudaFree, which synchronise and are slow.",
+            {"variable": "PYTORCH_NO_CUDA_MEMORY_CACHING", "value": nc, "source": "environment"},
+            "unset PYTORCH_NO_CUDA_MEMORY_CACHING"))
+    ml = env.get("CUDA_MODULE_LOADING")
+    if ml is not None and ml.strip().upper() == "EAGER":
+        out.append(finding(
+            "CUDA_MODULE_LOADING_EAGER", "info",
+            "CUDA_MODULE_LOADING=EAGER loads every kernel into each CUDA context: each worker "
+            "process costs more device memory (torch's default, LAZY, measured ~287 MB vs ~667 MB "
+            "per context in pytorch/pytorch#109888).",
+            {"variable": "CUDA_MODULE_LOADING", "value": ml, "source": "environment"},
+            "unset CUDA_MODULE_LOADING (torch sets LAZY by default)"))
+    return out
+
+
+def findings_for(data: Mapping) -> List[dict]:
+    """Findings from collected `system` data (pure: tested on dicts)."""
+    out = env_findings(data.get("env") or {})
+    os_ = data.get("os") or {}
+    mem = data.get("memory") or {}
+    py = data.get("python") or {}
+
+    if mem.get("wsl_memory_cap_bytes"):
+        out.append(finding(
+            "WSL_MEMORY_CAP", "info",
+            f"WSL2 runs Linux in a VM capped at {_gib(mem['wsl_memory_cap_bytes'])} "
+            "(by default half of the Windows host's RAM): workers are OOM-killed at this cap even "
+            "when Windows shows free memory.",
+            {"wsl_memory_cap_bytes": mem["wsl_memory_cap_bytes"], "source": "/proc/meminfo MemTotal inside WSL2"},
+            "raise it in %UserProfile%\\.wslconfig: [wsl2] memory=12GB, then `wsl --shutdown`"))
+    limit, total = mem.get("cgroup_limit_bytes"), mem.get("total_bytes")
+    if limit is not None and (total is None or limit < total):
+        out.append(finding(
+            "CGROUP_MEMORY_LIMIT", "warning",
+            f"This process runs in a cgroup limited to {_gib(limit)} (machine RAM {_gib(total)}; "
+            f"{_gib(mem.get('cgroup_usage_bytes'))} already used): the OOM killer fires at the cgroup limit.",
+            {"cgroup_limit_bytes": limit, "cgroup_usage_bytes": mem.get("cgroup_usage_bytes"),
+             "total_bytes": total, "cgroup_version": mem.get("cgroup_version"),
+             "source": mem.get("cgroup_limit_source")},
+            "size the worker count to the cgroup limit, or raise it (docker --memory, systemd MemoryMax)"))
+    oom = mem.get("oom_kills_since_boot")
+    if isinstance(oom, int) and oom > 0:
+        out.append(finding(
+            "OOM_KILLS_SINCE_BOOT", "warning",
+            f"The kernel's OOM killer has killed {oom} process(es) since boot.",
+            {"oom_kills_since_boot": oom, "source": "/proc/vmstat oom_kill"},
+            "check `journalctl -k | grep -i 'killed process'` to see which; use fewer workers or more memory"))
+    coom = mem.get("cgroup_oom_kills")
+    if isinstance(coom, int) and coom > 0:
+        src = "memory.events oom_kill" if mem.get("cgroup_version") == 2 else "memory.oom_control oom_kill"
+        out.append(finding(
+            "CGROUP_OOM_KILLS", "warning",
+            f"The OOM killer has killed {coom} process(es) inside this cgroup.",
+            {"cgroup_oom_kills": coom, "source": f"cgroup {src}"},
+            "use fewer workers, or raise the cgroup memory limit"))
+    if mem.get("overcommit_memory") == 2:
+        out.append(finding(
+            "OVERCOMMIT_STRICT", "warning",
+            "vm.overcommit_memory=2 (strict): CUDA reserves large host virtual-address ranges, so "
+            "cuInit or allocations can fail with out-of-memory while RAM and VRAM are free.",
+            {"overcommit_memory": 2, "commit_limit_bytes": mem.get("commit_limit_bytes"),
+             "committed_bytes": mem.get("committed_bytes"),
+             "source": "/proc/sys/vm/overcommit_memory, /proc/meminfo CommitLimit/Committed_AS"},
+            "sudo sysctl vm.overcommit_memory=0 (the kernel default)"))
+    if mem.get("swap_total_bytes") == 0:
+        out.append(finding(
+            "NO_SWAP", "info",
+            "No swap is configured: when RAM runs out the OOM killer ends a process at once, "
+            "with no slow-down first.",
+            {"swap_total_bytes": 0, "source": "/proc/meminfo SwapTotal" if os_.get("name") == "Linux" else "psutil"},
+            None))
+    if py.get("free_threaded_build"):
+        if py.get("gil_enabled"):
+            out.append(finding(
+                "GIL_REENABLED", "info",
+                "This is a free-threaded Python build, but the GIL is enabled at run time"
+                + (" after importing torch" if py.get("gil_checked_after_torch") else "")
+                + ": threads still take turns.",
+                {"free_threaded_build": True, "gil_enabled": True,
+                 "gil_checked_after_torch": py.get("gil_checked_after_torch"),
+                 "source": "sysconfig Py_GIL_DISABLED, sys._is_gil_enabled()"},
+                "check PYTHON_GIL / -X gil and extensions without free-threading support"))
+        else:
+            out.append(finding(
+                "FREE_THREADED_PYTHON", "info",
+                "Free-threaded Python with the GIL off: Python threads can run in parallel.",
+                {"free_threaded_build": True, "gil_enabled": False,
+                 "gil_checked_after_torch": py.get("gil_checked_after_torch"),
+                 "source": "sysconfig Py_GIL_DISABLED, sys._is_gil_enabled()"},
+                None))
+    if py.get("mp_start_method") == "fork":
+        out.append(finding(
+            "FORK_START_METHOD", "info",
+            "multiprocessing starts workers with `fork` by default here: CUDA cannot be used in a "
+            "forked child once the parent has initialised it.",
+            {"mp_start_method": "fork", "source": "multiprocessing.get_all_start_methods()[0]"},
+            "use multiprocessing.get_context('spawn') (or torch.multiprocessing with spawn) for CUDA workers"))
+    return out
+
+
+def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[str, str]] = None) -> dict:
+    """All `system` data. detailed_cpu/import_torch are the slow parts (py-cpuinfo, torch import)."""
+    from gpudiag import platform
+
+    os_ = platform.os_facts(environ=environ)
     return {
         "os": os_,
-        "python": platform.python_facts(check_torch=check_torch),
-        "cpu": platform.cpu_facts(detailed=detailed_cpu, root=root),
-        "memory": platform.memory_facts(root, wsl=os_.get("wsl")),
-        "torch": platform.torch_facts(import_torch=check_torch),
-        "env": allowlisted_env(environ, ENV_ALLOWLIST, ENV_PREFIXES),
-        "performance_limiting_env": [k for k in DCGM_PERF_ENV if k in environ],
+        # python first with check_torch: the GIL is read after torch has been imported
+        "python": platform.python_facts(check_torch=import_torch),
+        "cpu": platform.cpu_facts(detailed=detailed_cpu),
+        "memory": platform.memory_facts(wsl=os_.get("wsl")),
+        "torch": platform.torch_facts(import_torch=import_torch),
+        "env": collect_env(environ),
     }
 
 
-def analyze(data: Dict[str, Any]) -> List[dict]:
-    env = data.get("env") or {}
-    findings = env_findings(env)
-    findings += dcgm_env_finding({k: "" for k in data.get("performance_limiting_env") or []})
-    findings += memory_findings(data.get("memory") or {}, (data.get("os") or {}).get("wsl"))
-    findings += python_findings(data.get("python") or {}, data.get("torch") or {})
-    cpu = data.get("cpu") or {}
-    if cpu.get("affinity_cores") and cpu.get("logical_cores") and cpu["affinity_cores"] < cpu["logical_cores"]:
-        findings.append(finding("CPU_AFFINITY_RESTRICTED", "info",
-                                f"This process may use {cpu['affinity_cores']} of {cpu['logical_cores']} logical CPUs "
-                                "(affinity mask, taskset or container CPU set): worker counts should follow it.",
-                                {"affinity_cores": cpu["affinity_cores"], "logical_cores": cpu["logical_cores"]}, None))
-    return findings
-
-
 def run(ctx: ProbeContext) -> ProbeOutput:
-    data = collect(detailed_cpu=not ctx.options.get("fast_cpu", False))
-    return ProbeOutput(data, analyze(data))
+    data = collect(detailed_cpu=True, import_torch=True)
+    return ProbeOutput(data=data, findings=findings_for(data))
 
 
 PROBE = Probe(
     name="system",
     title="System",
-    summary="OS/distro, WSL, containers, Python and its GIL, CPU, RAM limits and OOM kills, torch build, env",
+    summary="OS/distro, WSL, container, Python + GIL, CPU, RAM/cgroup limits, torch build, CUDA env vars",
     run=run,
     needs=(),
-    isolate=True,
-    timeout_s=60,
+    isolate=True,  # imports torch (to read cuDNN and the GIL after it) away from the parent
+    timeout_s=60.0,
 )
