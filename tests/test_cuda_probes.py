@@ -186,3 +186,23 @@ def test_real_pcie_probe():
     else:
         assert data["theoretical_reason"]
     assert all(f["code"].isupper() for f in findings)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+def test_contention_workers_failing_are_reported_and_reaped():
+    # Real spawned workers, which fail at torch.cuda.init() on this CPU-only machine: the parent
+    # must turn that into an error naming the worker and leave no process behind.
+    import time
+    from types import SimpleNamespace
+
+    import psutil
+
+    parent_torch = SimpleNamespace(cuda=SimpleNamespace(mem_get_info=lambda i: (8 * 2 ** 30, 16 * 2 ** 30),
+                                                        synchronize=lambda: None))
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    with pytest.raises(RuntimeError, match=r"worker \d failed: .*"):
+        contention._run_processes(parent_torch, 1000, 5, 2, time.monotonic() + 60)
+    left = [c for c in psutil.Process().children(recursive=True) if c.pid not in before and c.is_running()
+            and c.status() != psutil.STATUS_ZOMBIE
+            and "resource_tracker" not in " ".join(c.cmdline())]  # multiprocessing's own helper
+    assert left == [], [c.cmdline() for c in left]

@@ -180,7 +180,11 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         if why:
             skipped.append({"workers": n, "reason": why})
             continue
-        res = _run_processes(torch, cycles, plan["proc_kernels"], n, budget_end)
+        try:
+            res = _run_processes(torch, cycles, plan["proc_kernels"], n, budget_end)
+        except (RuntimeError, TimeoutError, OSError) as exc:  # one failed N must not hide the others
+            skipped.append({"workers": n, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            continue
         create_s += res["create_s"]
         if res["device_bytes"]:
             ctx_bytes.append(res["device_bytes"])
