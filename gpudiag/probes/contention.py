@@ -1,0 +1,221 @@
+"""Probe `contention`: what sharing one GPU costs, between threads and between processes.
+
+On device 0, with spin kernels of known duration (torch.cuda._sleep, calibrated with CUDA events):
+- threads: one process, N threads each launching the same kernels on its own stream, vs one thread;
+- processes: N spawned processes, each with its own CUDA context, released together: how much
+  longer than ideal time-sharing, and from the per-kernel event times an estimate of the cost of
+  one context switch and of the time slice (methods.md 4.3; gpudiag.cuda_analysis);
+- what a context costs: creation time and device memory; whether an MPS daemon runs.
+Host RAM and free GPU memory are checked before spawning; workers are always terminated.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from gpudiag import cuda_analysis as ca
+from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
+from gpudiag.stats import median, summarize
+
+KERNEL_MS = 0.5  # shorter than a 1 ms Linux time slice, so a kernel is switched out at most once
+_CONTEXT_GUESS_BYTES = 512 * 2 ** 20  # per context before one was measured (300-500 MiB typical)
+_MAX_DEVICE_SHARE = 0.5  # contexts of all workers together may take this share of free GPU memory
+_MAX_HOST_SHARE = 0.6
+
+
+def _plan(quick: bool) -> dict:
+    if quick:
+        return {"thread_kernels": 400, "thread_workers": [2], "proc_kernels": 800, "proc_workers": [2]}
+    return {"thread_kernels": 1000, "thread_workers": [2, 4], "proc_kernels": 2000, "proc_workers": [2, 4]}
+
+
+def _stats(values, nd: int = 4) -> dict:
+    return {k: (round(v, nd) if isinstance(v, float) else v) for k, v in summarize(values).items()}
+
+
+def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
+    """Wall seconds for `workers` threads, each on its own stream, to run `kernels` spin kernels."""
+    barrier = threading.Barrier(workers + 1)
+    errors: List[str] = []
+
+    def body() -> None:
+        try:
+            stream = torch.cuda.Stream()
+            barrier.wait()
+            with torch.cuda.stream(stream):
+                for _ in range(kernels):
+                    torch.cuda._sleep(cycles)
+            stream.synchronize()
+        except Exception as exc:  # surfaced below; a thread must not die silently
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=body, name=f"gpudiag-contention-{i}") for i in range(workers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"a launching thread failed: {errors[0]}")
+    return wall
+
+
+def _stop(procs) -> None:
+    """Terminate, then kill, every worker still alive, and reap them."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(3)
+        if p.is_alive():
+            p.kill()
+            p.join(3)
+
+
+def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: float) -> Dict[str, Any]:
+    """Spawn `workers` CUDA processes, release them together, return their timings and context costs."""
+    import multiprocessing
+
+    from gpudiag.cuda_workers import contention_worker
+
+    mp = multiprocessing.get_context("spawn")  # CUDA does not survive fork
+    ready_q, result_q, start_evt = mp.Queue(), mp.Queue(), mp.Event()
+    free_before = torch.cuda.mem_get_info(0)[0]
+    procs = [mp.Process(target=contention_worker, name=f"gpudiag-contention-{i}", daemon=True,
+                        args=(i, cycles, kernels, ready_q, start_evt, result_q, max(5.0, deadline - time.monotonic())))
+             for i in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        ready: Dict[int, dict] = {}
+        done: Dict[int, dict] = {}
+
+        def take(q, want: str, into: Dict[int, dict]) -> None:
+            while len(into) < workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{workers} worker processes did not finish ({want}) in time")
+                for src in (q, result_q) if q is not result_q else (result_q,):
+                    try:
+                        kind, idx, payload = src.get(timeout=0.05)
+                    except queue.Empty:
+                        continue
+                    if kind == "error":
+                        raise RuntimeError(f"worker {idx} failed: {payload}")
+                    if kind == want:
+                        into[idx] = payload
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"worker {dead[0].name} exited with code {dead[0].exitcode}")
+
+        take(ready_q, "ready", ready)
+        torch.cuda.synchronize()
+        free_after = torch.cuda.mem_get_info(0)[0]
+        start_evt.set()
+        take(result_q, "done", done)
+    finally:
+        start_evt.set()
+        _stop(procs)
+        for q in (ready_q, result_q):
+            q.close()
+            q.cancel_join_thread()
+    per_ctx = (free_before - free_after) / workers
+    return {
+        "wall_s": max(d["t_end"] for d in done.values()) - min(d["t_start"] for d in done.values()),
+        "elapsed_ms": [ms for d in done.values() for ms in d["elapsed_ms"]],
+        "create_s": [r["create_s"] for r in ready.values()],
+        "device_bytes": int(per_ctx) if per_ctx > 0 else None,
+    }
+
+
+def run(ctx: ProbeContext) -> ProbeOutput:
+    import psutil
+
+    from gpudiag.cuda_workers import device_info, require_cuda, spin_kernels, timed_sleep_ms
+    from gpudiag.platform.nvidia import mps_daemon_running
+
+    started = time.monotonic()
+    budget_end = started + ctx.timeout_s * 0.85  # leave time to report before the runner's timeout
+    torch = require_cuda(min_free_bytes=2 * _CONTEXT_GUESS_BYTES)
+    plan = _plan(ctx.quick)
+
+    # Calibrate the spin kernel once clocks are up (a spin kernel counts SM clock cycles).
+    probe_cycles = 1_000_000
+    for _ in range(50):
+        torch.cuda._sleep(probe_cycles)
+    torch.cuda.synchronize()
+    cycles = ca.sleep_cycles_for(KERNEL_MS, probe_cycles, median([timed_sleep_ms(torch, probe_cycles)
+                                                                   for _ in range(5)]))
+    spin_kernels(torch, cycles, 20)  # settle at the new length
+    solo = spin_kernels(torch, cycles, 200)
+    solo_ms = median(solo)
+
+    one = _threads_wall(torch, cycles, plan["thread_kernels"], 1)
+    runs = {n: _threads_wall(torch, cycles, plan["thread_kernels"], n) for n in plan["thread_workers"]}
+    threads = ca.thread_rows(one, plan["thread_kernels"], solo_ms, runs)
+
+    own_rss = psutil.Process().memory_info().rss  # a worker holds torch + a context, as this process does
+    processes: List[dict] = []
+    skipped: List[dict] = []
+    create_s: List[float] = []
+    ctx_bytes: List[int] = []
+    for n in plan["proc_workers"]:
+        free_dev = torch.cuda.mem_get_info(0)[0]
+        per_ctx = median(ctx_bytes) if ctx_bytes else _CONTEXT_GUESS_BYTES
+        avail = psutil.virtual_memory().available
+        ideal_s = n * plan["proc_kernels"] * solo_ms / 1e3
+        why: Optional[str] = None
+        if n * per_ctx > _MAX_DEVICE_SHARE * free_dev:
+            why = (f"{n} contexts need ~{n * per_ctx / 2 ** 20:.0f} MiB, more than half of the "
+                   f"{free_dev / 2 ** 20:.0f} MiB GPU memory free")
+        elif n * own_rss > _MAX_HOST_SHARE * avail:
+            why = (f"{n} workers need ~{n * own_rss / 2 ** 20:.0f} MiB of RAM, too much of the "
+                   f"{avail / 2 ** 20:.0f} MiB available")
+        elif time.monotonic() + 3 * ideal_s + 20 > budget_end:
+            why = "not enough time left in this probe's budget"
+        if why:
+            skipped.append({"workers": n, "reason": why})
+            continue
+        try:
+            res = _run_processes(torch, cycles, plan["proc_kernels"], n, budget_end)
+        except (RuntimeError, TimeoutError, OSError) as exc:  # one failed N must not hide the others
+            skipped.append({"workers": n, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            continue
+        create_s += res["create_s"]
+        if res["device_bytes"]:
+            ctx_bytes.append(res["device_bytes"])
+        processes.append(ca.contention_estimate(n, plan["proc_kernels"], solo_ms, res["wall_s"],
+                                                res["elapsed_ms"]))
+
+    data = {
+        "device": device_info(torch),
+        "kernel": {"kind": "torch.cuda._sleep spin kernel", "cycles": cycles, "target_ms": KERNEL_MS},
+        "kernel_ms": round(solo_ms, 4),
+        "solo_ms": _stats(solo),
+        "threads": threads,
+        "processes": processes,
+        "processes_skipped": skipped,
+        "context": {
+            "create_s": round(median(create_s), 4) if create_s else None,
+            "device_bytes": int(median(ctx_bytes)) if ctx_bytes else None,
+            "reason": "" if ctx_bytes else "no worker process ran, or free GPU memory did not drop",
+        },
+        "mps_active": mps_daemon_running(),
+    }
+    return ProbeOutput(data, ca.contention_findings(data))
+
+
+PROBE = Probe(
+    name="contention",
+    title="GPU sharing: threads, processes and context switches",
+    summary="Throughput of threads vs processes sharing the GPU; context-switch cost and time slice",
+    run=run,
+    needs=("cuda",),
+    isolate=True,
+    timeout_s=90.0,
+    full_timeout_s=240.0,
+)

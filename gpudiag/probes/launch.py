@@ -1,0 +1,151 @@
+"""Probe `launch`: what one kernel launch costs here, and what CUDA graphs save.
+
+Measures, on device 0 with a 1-element tensor (so the GPU work itself is negligible):
+- host-side launch overhead: wall time of many back-to-back `x.add_(1)` launches / launches;
+- end-to-end latency of one tiny kernel: launch + torch.cuda.synchronize();
+- device time of one tiny kernel (CUDA events);
+- torch.cuda.synchronize() on an idle stream;
+- the same N tiny ops launched one by one vs captured once in a CUDA graph and replayed.
+Analysis (findings) lives in gpudiag.cuda_analysis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from gpudiag import cuda_analysis as ca
+from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
+from gpudiag.stats import summarize
+
+GRAPH_OPS = 100
+
+
+def _plan(quick: bool) -> dict:
+    if quick:
+        return {"launches": 1000, "launch_repeats": 20, "latency_repeats": 200, "sync_repeats": 500,
+                "graph_repeats": 30}
+    return {"launches": 2000, "launch_repeats": 60, "latency_repeats": 1000, "sync_repeats": 2000,
+            "graph_repeats": 200}
+
+
+def _round_stats(values, ndigits: int = 3) -> dict:
+    return {k: (round(v, ndigits) if isinstance(v, float) else v) for k, v in summarize(values).items()}
+
+
+def _graph_vs_eager(torch, x, repeats: int) -> dict:
+    """GRAPH_OPS tiny ops launched one by one vs captured once in a CUDA graph and replayed,
+    both ending in a synchronize (wall clock), plus the graph's device time (CUDA events)."""
+    perf, sync = time.perf_counter, torch.cuda.synchronize
+    g = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream before capture, as the docs ask
+        for _ in range(3):
+            x.add_(1)
+    torch.cuda.current_stream().wait_stream(side)
+    sync()
+    with torch.cuda.graph(g):
+        for _ in range(GRAPH_OPS):
+            x.add_(1)
+    for _ in range(3):
+        g.replay()
+    sync()
+    eager_s, graph_s = [], []
+    for _ in range(repeats):
+        t0 = perf()
+        for _ in range(GRAPH_OPS):
+            x.add_(1)
+        sync()
+        eager_s.append(perf() - t0)
+        t0 = perf()
+        g.replay()
+        sync()
+        graph_s.append(perf() - t0)
+    eager = summarize(ca.per_op_us(eager_s, GRAPH_OPS))["median"]
+    graphed = summarize(ca.per_op_us(graph_s, GRAPH_OPS))["median"]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    g.replay()
+    end.record()
+    end.synchronize()
+    device_per_op_us = start.elapsed_time(end) * 1e3 / GRAPH_OPS
+    return {"ops_per_graph": GRAPH_OPS, "eager_per_op_us": round(eager, 3),
+            "graph_per_op_us": round(graphed, 3), "graph_device_per_op_us": round(device_per_op_us, 3),
+            "speedup": ca.graph_speedup(eager, graphed), "reason": ""}
+
+
+def run(ctx: ProbeContext) -> ProbeOutput:
+    from gpudiag.cuda_workers import device_info, require_cuda
+
+    torch = require_cuda(min_free_bytes=64 * 2 ** 20)  # a few tiny tensors and a graph pool
+    plan = _plan(ctx.quick)
+    perf = time.perf_counter
+    sync = torch.cuda.synchronize
+    x = torch.zeros(1, device="cuda")
+    for _ in range(200):  # warm-up: load the kernel, raise clocks, fill allocator caches
+        x.add_(1)
+    sync()
+
+    # Host-side launch overhead: the CPU time to enqueue, not the GPU time to run.
+    launch_s = []
+    for _ in range(plan["launch_repeats"]):
+        t0 = perf()
+        for _ in range(plan["launches"]):
+            x.add_(1)
+        launch_s.append(perf() - t0)
+        sync()
+    launch_us = ca.per_op_us(launch_s, plan["launches"])
+
+    # End-to-end latency (launch + wait) and device time of one tiny kernel.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    latency_us, device_us = [], []
+    for _ in range(plan["latency_repeats"]):
+        t0 = perf()
+        x.add_(1)
+        sync()
+        latency_us.append((perf() - t0) * 1e6)
+    for _ in range(plan["latency_repeats"]):
+        start.record()
+        x.add_(1)
+        end.record()
+        end.synchronize()
+        device_us.append(start.elapsed_time(end) * 1e3)
+
+    # synchronize() with nothing in flight: the round trip to the driver.
+    sync_us = []
+    for _ in range(plan["sync_repeats"]):
+        t0 = perf()
+        sync()
+        sync_us.append((perf() - t0) * 1e6)
+
+    try:
+        graph = _graph_vs_eager(torch, x, plan["graph_repeats"])
+    except RuntimeError as exc:  # e.g. capture refused under CUDA_LAUNCH_BLOCKING or an old driver
+        graph = {"ops_per_graph": GRAPH_OPS, "eager_per_op_us": None, "graph_per_op_us": None,
+                 "graph_device_per_op_us": None, "speedup": None,
+                 "reason": f"CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}"}
+
+    data = {
+        "device": device_info(torch),
+        "cuda_launch_blocking": os.environ.get("CUDA_LAUNCH_BLOCKING", "").strip() not in ("", "0"),
+        "plan": dict(plan, graph_ops=GRAPH_OPS),
+        "launch_overhead_us": _round_stats(launch_us),
+        "kernel_latency_us": _round_stats(latency_us),
+        "kernel_device_us": _round_stats(device_us),
+        "sync_latency_us": _round_stats(sync_us),
+        "graph": graph,
+    }
+    return ProbeOutput(data, ca.launch_findings(data))
+
+
+PROBE = Probe(
+    name="launch",
+    title="Kernel launch and CUDA graph overhead",
+    summary="Per-kernel launch overhead, tiny-kernel and synchronize latency, CUDA graph speedup",
+    run=run,
+    needs=("cuda",),
+    isolate=True,
+    timeout_s=60.0,
+    full_timeout_s=120.0,
+)

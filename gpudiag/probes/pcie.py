@@ -1,0 +1,303 @@
+"""Probe `pcie`: host<->device copy bandwidth against what the PCIe link should carry.
+
+On device 0: host->device, device->host and both at once (two streams), from pinned and pageable
+host memory, over a size sweep capped by free memory; each point timed with CUDA events, median
+and p10/p90. The link generation and width are read from NVML *while a large copy runs* (idle
+links downtrain to save power), the torch device matched to its NVML handle by PCI bus id.
+On Linux, the GPU's NUMA node is compared with the CPUs this process may run on.
+Analysis (theory table, efficiency, findings) lives in gpudiag.cuda_analysis.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from gpudiag import cuda_analysis as ca
+from gpudiag.backends import nvml as nvml_backend
+from gpudiag.backends.nvml import NA
+from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
+from gpudiag.stats import summarize
+
+_SAMPLE_EVERY_S = 0.005
+
+
+# ----------------------------------------------------------------- device <-> NVML <-> sysfs
+
+def pci_bus_id(props: Any) -> Optional[str]:
+    """"0000:01:00.0" from torch device properties (pci_domain_id/bus_id/device_id, torch >= 2.x)."""
+    parts = [getattr(props, k, None) for k in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+        return None
+    domain, bus, device = parts
+    return f"{domain:04x}:{bus:02x}:{device:02x}.0"
+
+
+def nvml_handle(n: nvml_backend.Nvml, bus_id: Optional[str], index: int,
+                env: Mapping[str, str]) -> Tuple[Any, str]:
+    """(NVML handle or None, how it was matched or why not) for torch device `index`.
+
+    By PCI bus id when torch tells it; otherwise by index, which is only the same GPU when CUDA
+    and NVML count alike: no CUDA_VISIBLE_DEVICES remapping, and one GPU or PCI-bus ordering.
+    """
+    if bus_id:
+        h = n.call("nvmlDeviceGetHandleByPciBusId", bus_id, default=None)
+        if h is not None and h is not NA:
+            return h, "pci_bus_id"
+    if env.get("CUDA_VISIBLE_DEVICES") is not None:
+        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and "
+                      "CUDA_VISIBLE_DEVICES renumbers devices")
+    if n.device_count() != 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and with several "
+                      "GPUs CUDA orders them fastest-first (set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
+    try:
+        return n.handle(index), "index"
+    except Exception as exc:
+        if not type(exc).__name__.startswith("NVMLError"):
+            raise
+        return None, f"NVML has no GPU {index}: {type(exc).__name__}"
+
+
+def read_link(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """Current link generation and width (ints or "n/a")."""
+    return {"gen": n.call("nvmlDeviceGetCurrPcieLinkGeneration", h),
+            "width": n.call("nvmlDeviceGetCurrPcieLinkWidth", h)}
+
+
+def link_limits(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    return {"gen_max": n.call("nvmlDeviceGetMaxPcieLinkGeneration", h),  # device and system
+            "gen_max_card": n.call("nvmlDeviceGetGpuMaxPcieLinkGeneration", h),  # device alone
+            "width_max": n.call("nvmlDeviceGetMaxPcieLinkWidth", h)}
+
+
+class LinkSampler:
+    """Reads the link in a background thread until stopped (NVML is thread-safe)."""
+
+    def __init__(self, read):
+        self._read = read
+        self._stop = threading.Event()
+        self.samples: List[Dict[str, Any]] = []
+        self.error = ""
+        self._thread = threading.Thread(target=self._loop, name="gpudiag-link-sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self._read())
+            except Exception as exc:  # an NVML hiccup must not kill the bandwidth measurement
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
+            self._stop.wait(_SAMPLE_EVERY_S)
+
+    def __enter__(self) -> "LinkSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def numa_facts(bus_id: Optional[str], root: str = "/", process_cpus=None) -> Dict[str, Any]:
+    """The GPU's NUMA node vs this process's CPUs, from sysfs (Linux; `root` is a fake tree in tests)."""
+    if not sys.platform.startswith("linux") and root == "/":
+        return {"gpu_node": None, "process_nodes": [], "local": None,
+                "reason": "NUMA placement is read from Linux sysfs; not available on this OS"}
+    if not bus_id:
+        return {"gpu_node": None, "process_nodes": [], "local": None,
+                "reason": "torch gives no PCI bus id for the GPU"}
+    text = _read_text(os.path.join(root, "sys/bus/pci/devices", bus_id, "numa_node"))
+    if text is None:
+        return {"gpu_node": None, "process_nodes": [], "local": None,
+                "reason": f"/sys/bus/pci/devices/{bus_id}/numa_node not readable (container or VM?)"}
+    try:
+        gpu_node = int(text.strip())
+    except ValueError:
+        gpu_node = None
+    node_cpus = {}
+    for path in glob.glob(os.path.join(root, "sys/devices/system/node/node[0-9]*/cpulist")):
+        m = re.search(r"node(\d+)", os.path.basename(os.path.dirname(path)))
+        body = _read_text(path)
+        if m and body is not None:
+            node_cpus[int(m.group(1))] = ca.parse_cpulist(body)
+    if process_cpus is None:
+        process_cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+    return ca.numa_placement(gpu_node, set(process_cpus), node_cpus)
+
+
+# ----------------------------------------------------------------------- measurement
+
+def _copy_ms(torch, dst, src, stream, pinned: bool, repeats: int, warmup: int) -> List[float]:
+    """Event-timed copies of src into dst on `stream` (ms each, warm-up dropped)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    with torch.cuda.stream(stream):
+        for i in range(warmup + repeats):
+            start.record(stream)
+            dst.copy_(src, non_blocking=pinned)  # pageable copies go through a staging buffer anyway
+            end.record(stream)
+            end.synchronize()
+            if i >= warmup:
+                out.append(start.elapsed_time(end))
+    return out
+
+
+def _bidir_ms(torch, dev_dst, host_src, host_dst, dev_src, s1, s2, repeats: int, warmup: int) -> List[float]:
+    """Event-timed H2D on s1 and D2H on s2 started together; ms from common start to both done."""
+    start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+    out = []
+    for i in range(warmup + repeats):
+        start.record(s1)
+        s2.wait_event(start)
+        with torch.cuda.stream(s1):
+            dev_dst.copy_(host_src, non_blocking=True)
+        with torch.cuda.stream(s2):
+            host_dst.copy_(dev_src, non_blocking=True)
+        mid.record(s2)
+        s1.wait_event(mid)
+        end.record(s1)
+        end.synchronize()
+        if i >= warmup:
+            out.append(start.elapsed_time(end))
+    return out
+
+
+def _point(direction: str, memory: str, size: int, ms: List[float], bytes_factor: int = 1) -> dict:
+    rates = [r for r in (ca.gbps(size * bytes_factor, m) for m in ms) if r is not None]
+    stats = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summarize(rates).items()}
+    return {"direction": direction, "memory": memory, "size_bytes": size, "repeats": len(ms), "gbps": stats}
+
+
+def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
+                  env: Mapping[str, str]) -> Dict[str, Any]:
+    """NVML link facts, the current link sampled during a loop of large (pinned) copies."""
+    link: Dict[str, Any] = {"gen": None, "width": None, "gen_max": None, "gen_max_card": None,
+                            "width_max": None, "gen_idle": None, "width_idle": None,
+                            "read_under_load": False, "samples": 0, "matched_by": None, "reason": "",
+                            "source": "NVML, sampled every 5 ms during host->device copies"}
+    try:
+        with nvml_backend.session() as n:
+            h, how = nvml_handle(n, bus_id, 0, env)
+            if h is None:
+                link["reason"] = how
+                return link
+            link["matched_by"] = how
+            link.update({k: (None if v is NA else v) for k, v in link_limits(n, h).items()})
+            idle = read_link(n, h)
+            link["gen_idle"] = None if idle["gen"] is NA else idle["gen"]
+            link["width_idle"] = None if idle["width"] is NA else idle["width"]
+            seconds = 0.5 if quick else 1.0
+            with LinkSampler(lambda: read_link(n, h)) as sampler:
+                t_end = time.perf_counter() + seconds
+                copies = 0
+                while time.perf_counter() < t_end or copies < 3:
+                    with torch.cuda.stream(stream):
+                        dst.copy_(src, non_blocking=True)
+                    stream.synchronize()
+                    copies += 1
+            loaded = ca.link_under_load(sampler.samples)
+            link.update(gen=loaded["gen"], width=loaded["width"], samples=loaded["samples"],
+                        read_under_load=loaded["samples"] > 0)
+            if not loaded["samples"]:
+                link["reason"] = sampler.error or "NVML does not report the PCIe link on this system (n/a)"
+    except nvml_backend.NvmlUnavailable as exc:
+        link["reason"] = str(exc)
+    return link
+
+
+def run(ctx: ProbeContext) -> ProbeOutput:
+    import psutil
+
+    from gpudiag.cuda_workers import device_info, require_cuda
+
+    torch = require_cuda(min_free_bytes=256 * 2 ** 20)
+    free_dev, _ = torch.cuda.mem_get_info(0)
+    free_host = psutil.virtual_memory().available
+    sizes = ca.pcie_sizes(ctx.quick, free_dev, free_host)
+    if not sizes:
+        raise ProbeSkip(f"too little free memory for a bandwidth sweep ({free_dev / 2 ** 20:.0f} MiB GPU, "
+                        f"{free_host / 2 ** 20:.0f} MiB host free): close other programs")
+    top = max(sizes)
+    u8 = torch.uint8
+    dev_a = torch.empty(top, dtype=u8, device="cuda")
+    dev_b = torch.empty(top, dtype=u8, device="cuda")
+    page_a = torch.ones(top, dtype=u8)  # touched, so first-use page faults are not timed
+    page_b = torch.ones(top, dtype=u8)
+    pinned_reason = ""
+    try:
+        pin_a = torch.ones(top, dtype=u8).pin_memory()
+        pin_b = torch.ones(top, dtype=u8).pin_memory()
+    except RuntimeError as exc:  # WSL2 and locked-down systems limit page-locked memory
+        pin_a = pin_b = None
+        pinned_reason = f"pinned host memory unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+    s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+
+    points: List[dict] = []
+    for size in sizes:
+        reps = ca.pcie_repeats(ctx.quick, size)
+        warm = 3 if size < 64 * 2 ** 20 else 2
+        da, db = dev_a[:size], dev_b[:size]
+        if pin_a is not None:
+            pa, pb = pin_a[:size], pin_b[:size]
+            points.append(_point("h2d", "pinned", size, _copy_ms(torch, da, pa, s1, True, reps, warm)))
+            points.append(_point("d2h", "pinned", size, _copy_ms(torch, pb, db, s1, True, reps, warm)))
+            points.append(_point("bidir", "pinned", size,
+                                 _bidir_ms(torch, da, pa, pb, db, s1, s2, reps, warm), bytes_factor=2))
+        pga, pgb = page_a[:size], page_b[:size]
+        points.append(_point("h2d", "pageable", size, _copy_ms(torch, da, pga, s1, False, reps, warm)))
+        points.append(_point("d2h", "pageable", size, _copy_ms(torch, pgb, db, s1, False, reps, warm)))
+
+    load_src = pin_a if pin_a is not None else page_a
+    bus_id = pci_bus_id(torch.cuda.get_device_properties(0))
+    link = _measure_link(torch, dev_a, load_src, s1, ctx.quick, bus_id, dict(os.environ))
+    theory = ca.theoretical_gbps(link["gen"], link["width"]) if link["read_under_load"] else None
+    theory_max = ca.theoretical_gbps(
+        max([g for g in (link["gen_max"], link["gen_max_card"]) if isinstance(g, int)], default=None),
+        link["width_max"])
+    peaks = ca.pcie_peaks(points)
+    numa = numa_facts(bus_id)
+
+    data = {
+        "device": device_info(torch),
+        "sizes_bytes": sizes,
+        "points": points,
+        "pinned_reason": pinned_reason,
+        "link": link,
+        "theoretical_gbps_per_direction": theory,
+        "theoretical_reason": "" if theory is not None else
+        (link["reason"] or "the link was not read under load"),
+        "theoretical_max_gbps_per_direction": theory_max,
+        "peak": peaks,
+        "efficiency": ca.pcie_efficiency(peaks, theory),
+        "numa": numa,
+    }
+    findings = ca.link_findings(link)
+    findings += ca.pageable_findings(points)
+    findings += ca.efficiency_findings(peaks.get("h2d_pinned_gbps"), theory, link)
+    findings += ca.numa_findings(numa)
+    return ProbeOutput(data, findings)
+
+
+PROBE = Probe(
+    name="pcie",
+    title="PCIe transfer bandwidth",
+    summary="Host<->device copy bandwidth (pinned/pageable, both directions) vs the PCIe link's rate",
+    run=run,
+    needs=("cuda",),
+    isolate=True,
+    timeout_s=60.0,
+    full_timeout_s=180.0,
+)
