@@ -20,7 +20,9 @@ HAS_CUDA = capabilities.detect()["cuda"].available
 
 def test_registered_after_driver_needing_cuda_and_isolated():
     names = [p.name for p in all_probes()]
-    assert names[names.index("driver") + 1:names.index("driver") + 4] == ["launch", "contention", "pcie"]
+    i = names.index("launch")
+    assert names[i:i + 3] == ["launch", "contention", "pcie"]
+    assert names.index("driver") < i < names.index("cycle")  # GPU facts first; the tournament last
     for p in CUDA_PROBES:
         assert p.needs == ("cuda",) and p.isolate and p.timeout_s <= p.default_timeout("full")
 
