@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=5)
     args = ap.parse_args()
     times = {name: [] for name in COMMANDS}
-    for name, cmd in COMMANDS.items():  # one untimed warm-up each (file cache, .pyc)
+    for cmd in COMMANDS.values():  # one untimed warm-up each (file cache, .pyc)
         time_once(cmd)
     for _ in range(args.runs):
         for name, cmd in COMMANDS.items():

@@ -290,7 +290,7 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
 
 def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
     out = {}
-    for name, res in _d(report.get("probes")).items():
+    for res in _d(report.get("probes")).values():
         for f in _d(res).get("findings") or []:
             if isinstance(f, dict) and f.get("severity") in ("critical", "warning") and f.get("code"):
                 out.setdefault(str(f["code"]), f)

@@ -16,11 +16,8 @@ reached through `start_pool`.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from gpudiag.workers import WorkerError, WorkerPool
+from gpudiag.workers import WorkerPool, run_threads
 
 from gpudiag import stats, timeline
 from gpudiag.cycle_workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
@@ -345,30 +342,8 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 def _threads_once(workloads: list, parts: List[Tuple[int, int]]) -> float:
     """Run each workload's share in its own thread, all released together; wall seconds."""
-    n = len(workloads)
-    barrier = threading.Barrier(n + 1)
-    errors: List[BaseException] = []
-
-    def body(w, start: int, count: int) -> None:
-        barrier.wait()
-        try:
-            w.run_cycles(count, start)
-        except BaseException as exc:  # re-raised in the measuring thread below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(w, s, c), name=f"gpudiag-cycle-{i}")
-               for i, (w, (s, c)) in enumerate(zip(workloads, parts))]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    workloads[0].sync()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return wall
+    return run_threads(lambda w, start, count: w.run_cycles(count, start),
+                       [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync)
 
 
 def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 _GIB = 2 ** 30
 NA = "n/a"

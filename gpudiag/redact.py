@@ -46,7 +46,7 @@ _HOME_OWNER = re.compile(r"(?i)((?:^|[\s\"'=(:])(?:/home/|/Users/|/mnt/[a-z]/Use
 _GENERIC_NAMES = {"localhost", "kali", "ubuntu", "debian", "fedora", "arch", "archlinux", "linux",
                   "user", "admin", "administrator", "root", "pi", "raspberrypi", "wsl", "docker",
                   "container", "host", "runner", "ec2-user", "centos", "alpine", "vm", "gpu", "server",
-                  "desktop", "laptop", "pc", "workstation", "node", "linux", "windows", "test"}
+                  "desktop", "laptop", "pc", "workstation", "node", "windows", "test"}
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
 

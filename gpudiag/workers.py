@@ -42,6 +42,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import threading
 import time
 import traceback
 import weakref
@@ -334,7 +335,7 @@ class WorkerPool:
                     out.append((w, w.conn.recv()))
                 except (EOFError, OSError):
                     w.proc.join(1.0)
-                    raise WorkerDied(f"worker {w.index} {_describe_exit(w.proc.exitcode)} while {phase}", w.index)
+                    raise WorkerDied(f"worker {w.index} {_describe_exit(w.proc.exitcode)} while {phase}", w.index) from None
         if not out:  # only sentinels: a worker ended; it may still have left a message behind
             for obj in ready:
                 w = by_sentinel[obj]
@@ -347,3 +348,33 @@ class WorkerPool:
                 w.proc.join(1.0)
                 raise WorkerDied(f"worker {w.index} {_describe_exit(w.proc.exitcode)} while {phase}", w.index)
         return out
+
+
+def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple],
+                finish: Optional[Callable[[], Any]] = None) -> float:
+    """Run fn(*args) in len(args_list) threads released together; wall seconds from the release to
+    the last join (and `finish()`, e.g. a device sync, when given). A thread's exception is re-raised."""
+    barrier = threading.Barrier(len(args_list) + 1)
+    errors: List[BaseException] = []
+
+    def target(args):
+        barrier.wait()
+        try:
+            fn(*args)
+        except BaseException as exc:  # re-raised in the measuring thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(a,), daemon=True, name=f"gpudiag-thread-{i}")
+               for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    if finish is not None:
+        finish()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return wall

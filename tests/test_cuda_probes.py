@@ -3,7 +3,6 @@ their NVML/sysfs plumbing on fakes, and `gpu`-marked sanity checks on a real GPU
 
 from __future__ import annotations
 
-import os
 
 import pytest
 

@@ -131,7 +131,7 @@ def test_cli_cycle_runs_the_readme_example_end_to_end(only_cycle, monkeypatch, t
 def test_cli_rejects_a_malformed_cycle_value_in_one_line(only_cycle, value):
     res = CliRunner().invoke(main, ["report", "--cycle", value])
     assert res.exit_code == 2
-    lines = [l for l in res.output.strip().splitlines() if l]
+    lines = [line for line in res.output.strip().splitlines() if line]
     assert len(lines) == 1 and "MODULE:FACTORY" in lines[0] and "Traceback" not in res.output
 
 

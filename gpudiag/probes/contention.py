@@ -12,7 +12,6 @@ Host RAM and free GPU memory are checked before spawning; workers are always ter
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -38,31 +37,17 @@ def _stats(values, nd: int = 4) -> dict:
 
 def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
     """Wall seconds for `workers` threads, each on its own stream, to run `kernels` spin kernels."""
-    barrier = threading.Barrier(workers + 1)
-    errors: List[str] = []
+    from gpudiag.workers import run_threads
 
-    def body() -> None:
-        try:
-            stream = torch.cuda.Stream()
-            barrier.wait()
-            with torch.cuda.stream(stream):
-                for _ in range(kernels):
-                    torch.cuda._sleep(cycles)
-            stream.synchronize()
-        except Exception as exc:  # surfaced below; a thread must not die silently
-            errors.append(f"{type(exc).__name__}: {exc}")
+    streams = [torch.cuda.Stream() for _ in range(workers)]  # created before the clock starts
 
-    threads = [threading.Thread(target=body, name=f"gpudiag-contention-{i}") for i in range(workers)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"a launching thread failed: {errors[0]}")
-    return wall
+    def body(stream) -> None:
+        with torch.cuda.stream(stream):
+            for _ in range(kernels):
+                torch.cuda._sleep(cycles)
+        stream.synchronize()
+
+    return run_threads(body, [(s,) for s in streams])
 
 
 def _stop(procs) -> None:

@@ -21,10 +21,11 @@ import sys
 import sysconfig
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 from gpudiag import gil_analysis as ga
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
+from gpudiag.workers import run_threads
 
 # task_s: one worker's share of one task; repeats per point; cap: most workers measured.
 SIZES = {
@@ -242,32 +243,6 @@ def _available_now() -> Optional[int]:
 
 
 # ---------------------------------------------------------------------------------- timing
-def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple]) -> float:
-    """Run fn(*args) in len(args_list) threads released together; wall time from release to last join."""
-    k = len(args_list)
-    barrier = threading.Barrier(k + 1)
-    errors: List[BaseException] = []
-
-    def target(args):
-        barrier.wait()
-        try:
-            fn(*args)
-        except BaseException as exc:  # re-raised in the probe thread below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=target, args=(a,), daemon=True) for a in args_list]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return wall
-
-
 def calibrate(fn: Callable[..., Any], make_args: Callable[[int], tuple], target_s: float, start: int = 64) -> int:
     """Units of work that take about target_s in one thread here (grow until measurable, then scale)."""
     n = start

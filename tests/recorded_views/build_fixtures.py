@@ -8,7 +8,6 @@ developed and tested without the hardware: every number here is invented (gpudia
 from __future__ import annotations
 
 import json
-import math
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
