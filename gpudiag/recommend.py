@@ -544,7 +544,7 @@ def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
                   f"{fmt_bytes(budget)}" if per and budget is not None else f"{wanted} process workers")
     if v["per_worker_device_bytes"] and v["budget_device_bytes"] is not None:
         arithmetic += (f" (GPU: {fmt_bytes(v['per_worker_device_bytes'])} per context, "
-                       f"{fmt_bytes(v['budget_device_bytes'])} free)")
+                       f"{fmt_bytes(v['budget_device_bytes'])} budget)")
     rule = "rule: supported when the workers considered exceed how many fit (gil memory.fits.processes)"
     if wanted > fits:
         return _verdict(cause, "supported",
@@ -650,8 +650,7 @@ def verdict_host_sync_idle(report: dict) -> dict:
     nv = fig.values.get("nvml_median_percent")
     if nv is not None:
         bits.append(f"NVML showed {nv:.0f} % utilisation (what nvidia-smi would show)")
-    text = "; ".join(bits)
-    text = text[0].upper() + text[1:] + "."
+    text = "; ".join(bits) + "."
     rule = (f"rule: supported when idle >= {fmt_pct(HOST_IDLE_FRACTION_MIN)} with host+sync >= "
             f"{fmt_pct(HOST_SYNC_SHARE_MIN)} of it, or deferred_sync >= {DEFERRED_SYNC_GAIN_MIN}x")
     by_gaps = idle is not None and idle >= HOST_IDLE_FRACTION_MIN and share is not None and share >= HOST_SYNC_SHARE_MIN
@@ -662,7 +661,7 @@ def verdict_host_sync_idle(report: dict) -> dict:
     note = ""
     if launch is not None and parts and launch / sum(parts) >= 0.5:
         note = " Most idle time is launch overhead: fewer, larger launches (CUDA graphs, batching) address that."
-    return _verdict(cause, "refuted", text + note, rule, fig.values, fig.sources)
+    return _verdict(cause, "refuted", text[0].upper() + text[1:] + note, rule, fig.values, fig.sources)
 
 
 def _strategy_reason(report: dict, name: str) -> str:
@@ -716,8 +715,8 @@ def verdict_gpu_shared(report: dict) -> dict:
     nv = fig.read("nvml_median_percent", report, "probes", "cycle", "data", "nvml_utilization", "median_percent")
     if procs is None and not flagged:
         return _verdict(cause, "not_measured", "NVML gave no process list for this GPU.",
-                        "NVML did not list processes (common under WSL2 and WDDM); on Windows, Task Manager's "
-                        "GPU column shows them", fig.values, fig.sources)
+                        "the driver probe recorded no process list: NVML did not give one (common under WSL2) "
+                        "or the report is from an older gpudiag; on Windows, Task Manager's GPU column shows them", fig.values, fig.sources)
     if not procs and not flagged:
         return _verdict(cause, "refuted", "No other process held the GPU when gpudiag looked.",
                         "NVML listed no graphics or compute processes", fig.values, fig.sources)
@@ -951,7 +950,8 @@ def recommend(report: Any) -> dict:
             key = "fits_" + chosen["name"]
             if key in limits["sources"]:
                 n = limits["values"][key]
-                ev.append(evidence(f"{int(n)} {chosen['name']} workers fit in memory", _get(report, *_split(
+                kind = "process" if chosen["name"] == "processes" else "thread"
+                ev.append(evidence(f"{int(n)} {kind} workers fit in memory", _get(report, *_split(
                     limits["sources"][key])), "workers", limits["sources"][key]))
         for r in ([serial] if serial is not chosen else []) + [chosen]:
             if r and r["gpu_busy_fraction"] is not None:
@@ -992,9 +992,8 @@ def recommend(report: Any) -> dict:
     for cause, fn in VERDICTS:
         verdicts.append(fn(report, limits) if fn is verdict_worker_memory else fn(report))
 
-    gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured"
-                                    + ("" if not _probe(report, "launch") else
-                                       f" ({not_run_reason(report, 'launch')})") + ".")
+    gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
+                                    "(the verdicts say why).")
     where = "On this machine" if device in (None, "cuda") else "On this machine's CPU (the cycle ran without a GPU)"
     if chosen:
         rule = "fastest measured"
