@@ -205,6 +205,12 @@ def _base_name(name: Any) -> str:
     return s.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or s
 
 
+def link_text(gen: Optional[float], width: Optional[float]) -> str:
+    """'Gen3 x16', 'Gen3', 'x8' or 'the link' from whatever of the two is known."""
+    parts = ([f"Gen{gen:.0f}"] if gen is not None else []) + ([f"x{width:.0f}"] if width is not None else [])
+    return " ".join(parts) or "the link"
+
+
 def _is_desktop_process(name: str) -> bool:
     n = _base_name(name).lower()
     if n.endswith(".exe"):
@@ -256,7 +262,7 @@ def strategy_rows(report: dict) -> List[dict]:
         if not isinstance(row, dict) or not _str(row.get("name")):
             continue
         rows.append({
-            "index": i, "name": row["name"], "status": row.get("status"),
+            "index": i, "name": row["name"], "status": _str(row.get("status")),
             "reason": _str(row.get("reason")) or "", "workers": _int(row.get("workers")),
             "cycles_per_s": _num(row.get("cycles_per_s")),
             "speedup_vs_serial": _num(row.get("speedup_vs_serial")),
@@ -374,7 +380,7 @@ def verdict_gil_contention(report: dict) -> dict:
     by = {}  # (workload, mode, workers) -> index
     for i, row in enumerate(rows):
         if isinstance(row, dict) and _int(row.get("workers")) and _num(row.get("speedup")) is not None:
-            by[(row.get("workload"), row.get("mode"), _int(row.get("workers")))] = i
+            by[(_str(row.get("workload")), _str(row.get("mode")), _int(row.get("workers")))] = i
     base = ("probes", "gil", "data", "scaling")
 
     def pair(workload):
@@ -576,9 +582,9 @@ def verdict_pcie_bandwidth(report: dict) -> dict:
     degraded = bool(loaded) and ((gen is not None and gen_max is not None and gen < gen_max) or
                                  (width is not None and width_max is not None and width < width_max))
     fig.put("link_degraded", degraded)
-    link = (f"Gen{gen:.0f} x{width:.0f}" if gen is not None and width is not None else "the link")
+    link = link_text(gen, width)
     if degraded:
-        link += f" (capable of Gen{gen_max:.0f} x{width_max:.0f})"
+        link += f" (capable of {link_text(gen_max, width_max)})"
     speed = (f"pinned host->device copies reach {peak:.1f} GB/s" if peak is not None else "copy speed unknown")
     if theo is not None:
         speed += f" of {theo:.1f} GB/s theoretical for {link}"
@@ -775,7 +781,8 @@ def verdict_driver_model(report: dict) -> dict:
     if model in ("TCC", "WDM", "MCDM"):
         return _verdict(cause, "refuted", f"The GPU runs in {model} (compute driver model, no WDDM "
                         f"batching)" + (f"; {lo_text}" if lo_text else "") + ".", rule, fig.values, fig.sources)
-    if os_name == "Linux" or (drv and not model and wsl in (None, 0)):
+    linux_module = bool(_str(_get(drv, "kernel_module", "flavour")) or _str(_get(drv, "kernel_module", "version")))
+    if (os_name == "Linux" and not wsl) or (os_name is None and not wsl and linux_module):
         text = "Native Linux driver: no WDDM layer is involved"
         if lo is not None and lo >= LAUNCH_BOUND_OVERHEAD_US:
             text += (f"; {lo_text} is high, but that is per-op dispatch cost, not the driver model{graph}")
@@ -880,8 +887,8 @@ def environment_changes(report: dict) -> List[dict]:
     if pv.get("link_degraded"):
         b = ("probes", "pcie", "data", "link")
         out.append({"code": "FIX_PCIE_LINK",
-                    "change": f"The PCIe link runs at Gen{pv['link_gen']:.0f} x{pv['link_width']:.0f} under load "
-                              f"but supports Gen{pv['link_gen_max']:.0f} x{pv['link_width_max']:.0f}: reseat the card, "
+                    "change": f"The PCIe link runs at {link_text(pv['link_gen'], pv['link_width'])} under load "
+                              f"but supports {link_text(pv['link_gen_max'], pv['link_width_max'])}: reseat the card, "
                               "move it to a full-width slot, check BIOS PCIe settings and risers.",
                     "evidence": [evidence("link generation under load", _get(report, *b, "gen"), None, path(*b, "gen")),
                                  evidence("link width under load", _get(report, *b, "width"), "lanes", path(*b, "width"))]})
