@@ -121,7 +121,6 @@ def main() -> None:
 def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
            only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool) -> None:
     """Run the probes and write the report (HTML + JSON, optionally Markdown)."""
-    from gpudiag import recommend
     from gpudiag import report as report_mod
     from gpudiag import runner
     from gpudiag.probes import all_probes
@@ -149,7 +148,9 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
     outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress)
     rep = report_mod.build_report(outcome["results"], mode, created_at=created,
                                   interrupted=outcome["interrupted"], redacted=not no_redact)
-    rep["recommendation"] = recommend.recommend(rep)
+    from gpudiag.recommend import recommend
+
+    rep["recommendation"] = recommend(rep)
     rep = redact(rep, identify=not no_redact)
     written = _write_views(rep, html, json_path, markdown)
     from gpudiag import render

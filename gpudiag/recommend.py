@@ -213,8 +213,7 @@ def link_text(gen: Optional[float], width: Optional[float]) -> str:
 
 def _is_desktop_process(name: str) -> bool:
     n = _base_name(name).lower()
-    if n.endswith(".exe"):
-        n = n[:-4]
+    n = n.removesuffix(".exe")
     return n in DESKTOP_PROCESS_NAMES
 
 
@@ -722,7 +721,8 @@ def verdict_gpu_shared(report: dict) -> dict:
     if procs is None and not flagged:
         return _verdict(cause, "not_measured", "NVML gave no process list for this GPU.",
                         "the driver probe recorded no process list: NVML did not give one (common under WSL2) "
-                        "or the report is from an older gpudiag; on Windows, Task Manager's GPU column shows them", fig.values, fig.sources)
+                        "or the report is from an older gpudiag; on Windows, Task Manager's GPU column shows them",
+                        fig.values, fig.sources)
     if not procs and not flagged:
         return _verdict(cause, "refuted", "No other process held the GPU when gpudiag looked.",
                         "NVML listed no graphics or compute processes", fig.values, fig.sources)
@@ -890,8 +890,9 @@ def environment_changes(report: dict) -> List[dict]:
                     "change": f"The PCIe link runs at {link_text(pv['link_gen'], pv['link_width'])} under load "
                               f"but supports {link_text(pv['link_gen_max'], pv['link_width_max'])}: reseat the card, "
                               "move it to a full-width slot, check BIOS PCIe settings and risers.",
-                    "evidence": [evidence("link generation under load", _get(report, *b, "gen"), None, path(*b, "gen")),
-                                 evidence("link width under load", _get(report, *b, "width"), "lanes", path(*b, "width"))]})
+                    "evidence": [
+                        evidence("link generation under load", _get(report, *b, "gen"), None, path(*b, "gen")),
+                        evidence("link width under load", _get(report, *b, "width"), "lanes", path(*b, "width"))]})
     elif from_finding("pcie") and not _data(report, "pcie"):
         f, ev = from_finding("pcie")
         out.append({"code": "FIX_PCIE_LINK", "change": str(f.get("fix") or f.get("message")), "evidence": ev})
@@ -908,7 +909,7 @@ def _split(p: str) -> List[Any]:
         while rest:
             idx, _, rest = rest.partition("]")
             keys.append(int(idx))
-            rest = rest[1:] if rest.startswith("[") else rest
+            rest = rest.removeprefix("[")
     return keys
 
 
@@ -1011,7 +1012,8 @@ def recommend(report: Any) -> dict:
             best_other = max((r for r in eligible if r is not chosen), key=lambda r: r["cycles_per_s"], default=None)
             headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"
                         + (f"; the best alternative, {_label(best_other['name'], best_other['workers'])}, ran "
-                           f"{fmt_rate(best_other['cycles_per_s'])}." if best_other else "; nothing else was measured."))
+                           f"{fmt_rate(best_other['cycles_per_s'])}."
+                           if best_other else "; nothing else was measured."))
         elif serial:
             headline = (f"{where}, use {_label(chosen['name'], chosen['workers'])}: measured "
                         f"{fmt_rate(chosen['cycles_per_s'])} cycles/s against {fmt_rate(serial['cycles_per_s'])} "

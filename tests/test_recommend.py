@@ -441,7 +441,8 @@ def test_gpu_shared_verdict_and_close_change():
     desktop = {"index": 0, "processes": {"graphics": [{"name": "/usr/lib/xorg/Xorg", "used_memory_bytes": 1e8}],
                                          "compute": []}}
     r = recommend(mk(driver=drv(desktop)))
-    assert verdict(r, "gpu_shared")["verdict"] == "supported" and "Only the desktop" in verdict(r, "gpu_shared")["summary"]
+    shared = verdict(r, "gpu_shared")
+    assert shared["verdict"] == "supported" and "Only the desktop" in shared["summary"]
     assert "CLOSE_GPU_APPS" not in env_codes(r)  # closing the compositor is not advice
     job = {"index": 0, "processes": {"graphics": [], "compute": [{"name": "python3", "used_memory_bytes": None}]}}
     r = recommend(mk(driver=drv(job)))

@@ -10,7 +10,6 @@ the scenarios consistent with each other and easy to review; the JSON files are 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
