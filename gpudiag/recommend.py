@@ -84,15 +84,6 @@ FINDING_CODES = {
 CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth", "host_sync_idle",
           "gpu_shared", "driver_model")
 CUDA_PROBES = ("launch", "contention", "pcie")
-STRATEGY_LABELS = {
-    "serial": "the plain loop (serial)",
-    "deferred_sync": "deferred sync (metrics stay on the GPU, one host sync every few cycles)",
-    "cuda_graph": "CUDA graphs (cuda_graph: the cycle captured once and replayed)",
-    "streams": "CUDA streams (streams)",
-    "batched": "batching (batched: several cycles fused into one larger batch)",
-    "threads": "threads",
-    "processes": "processes",
-}
 
 
 # ------------------------------------------------------------------------------ safe access
