@@ -163,6 +163,9 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
                                 options={"cycle": cycle_ref} if cycle_ref else None)
     rep = report_mod.build_report(outcome["results"], mode, created_at=created,
                                   interrupted=outcome["interrupted"], redacted=not no_redact)
+    from gpudiag.recommend import recommend
+
+    rep["recommendation"] = recommend(rep)
     rep = redact(rep, identify=not no_redact)
     written = _write_views(rep, html, json_path, markdown)
     from gpudiag import render
