@@ -75,10 +75,11 @@ DESKTOP_PROCESS_NAMES = {
 # them is missing (older reports); the data is read first.
 FINDING_CODES = {
     "launch_blocking": ("CUDA_LAUNCH_BLOCKING_ON",),
-    "gpu_shared": ("GPU_SHARED_WITH_DISPLAY", "GPU_SHARED_WITH_APPS", "GPU_SHARED"),
+    "gpu_shared": ("GPU_SHARED_WITH_DISPLAY", "GPU_SHARED_WITH_APP", "GPU_SHARED_WITH_APPS", "GPU_SHARED"),
     "persistence": ("PERSISTENCE_MODE_OFF",),
     "throttle": ("GPU_THROTTLED", "CLOCKS_THROTTLED", "GPU_CLOCKS_THROTTLED"),
-    "pcie": ("PCIE_LINK_DEGRADED", "PCIE_LINK_BELOW_MAX", "PCIE_LINK_DOWNGRADED"),
+    # Not PCIE_LINK_BELOW_MAX: an idle link downtrains; only a reading under load (or a slot limit) counts.
+    "pcie": ("PCIE_LINK_DEGRADED", "PCIE_LINK_DOWNGRADED", "PCIE_SLOT_LIMITS_CARD"),
 }
 
 CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth", "host_sync_idle",
