@@ -989,7 +989,7 @@ def recommend(report: Any) -> dict:
     runners.sort(key=lambda e: (order.get(e["status"], 1), -(e["cycles_per_s"] or 0)))
 
     verdicts = []
-    for cause, fn in VERDICTS:
+    for _cause, fn in VERDICTS:
         verdicts.append(fn(report, limits) if fn is verdict_worker_memory else fn(report))
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "

@@ -121,7 +121,7 @@ def timeline(busy, cycles, cps, host, sync, launch, longest):
     wall_ms = 1000.0 * cycles / cps
     idle_ms = wall_ms * (1 - busy)
     scale = idle_ms / (host + sync + launch)  # split the idle time in the given proportions
-    h, s, l = (round(x * scale, 1) for x in (host, sync, launch))
+    h, s, la = (round(x * scale, 1) for x in (host, sync, launch))
     count = int(cycles * 3)
     return {"method": "profiler", "busy_fraction": busy,
             "gaps": {"count": count,
@@ -131,7 +131,7 @@ def timeline(busy, cycles, cps, host, sync, launch, longest):
                                    {"lo_ms": 10.0, "hi_ms": 100.0, "count": count - int(count * 0.55)
                                     - int(count * 0.25) - int(count * 0.17)}],
                      "longest_ms": longest},
-            "breakdown_ms": {"host_wait": h, "sync_wait": s, "launch_overhead": l}}
+            "breakdown_ms": {"host_wait": h, "sync_wait": s, "launch_overhead": la}}
 
 
 def gpu(name, mem_total, used, pm, display, pcie, reasons, util, graphics=(), compute=(), temp=52, power=(9.1, 75.0)):
