@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import sys
 import statistics
 import threading
 import time
 
-from gpudiag import runner
-from gpudiag.probes import gil
-from gpudiag.probes.base import ProbeContext
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from gpudiag import runner  # noqa: E402
+from gpudiag.probes import gil  # noqa: E402
+from gpudiag.probes.base import ProbeContext  # noqa: E402
 
 _BARRIERS = {}
 
