@@ -301,3 +301,35 @@ def test_pcie_sweep_capped_by_free_memory_and_skipped_without_host_memory(fake_t
     monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=512 * 1024))
     with pytest.raises(ProbeSkip, match="too little free memory"):
         pcie.PROBE.run(ProbeContext(mode="quick"))
+
+
+# -------------------------------------------------------------- runner, report, views
+
+def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monkeypatch, pcie_env):
+    # The three probes inline (not isolated: a spawned child would import the real torch), then the
+    # report is built, validated, dumped and rendered, so the views read the keys the probes write.
+    import dataclasses
+    import multiprocessing
+
+    from gpudiag import recommend, render, report, runner
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
+    _use_nvml(monkeypatch, FakeNvml.no_driver())
+    fake_torch(free_bytes=8 * 2 ** 30)
+    results = {}
+    for probe in (launch.PROBE, contention.PROBE, pcie.PROBE):
+        inline = dataclasses.replace(probe, isolate=False, needs=())
+        res = runner.run_probe(inline, ProbeContext(mode="quick", timeout_s=probe.default_timeout("quick")), caps={})
+        assert set(res) == {"status", "reason", "duration_s", "data", "findings"}, res
+        assert res["status"] == "ok" and res["reason"] == "", res
+        _findings(res["findings"])
+        results[probe.name] = res
+    rep = report.build_report(results, "quick")
+    rep["recommendation"] = recommend.recommend(rep)
+    report.validate(rep)
+    json.loads(report.dumps(rep))
+    assert results["contention"]["data"]["processes"]  # the process rows are rendered too
+    for view in (render.render_html, render.render_markdown, render.render_terminal):
+        text = view(rep)
+        assert isinstance(text, str) and text, view.__name__
+        assert all(name in text for name in results), view.__name__
