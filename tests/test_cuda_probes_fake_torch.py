@@ -85,6 +85,10 @@ def test_launch_runs_end_to_end_on_the_fake(fake_torch, monkeypatch):
     assert g["eager_per_op_us"] > 0 and g["graph_per_op_us"] > 0 and g["graph_device_per_op_us"] > 0
     assert g["speedup"] is not None and g["speedup"] > 0
     assert "graph" in torch.calls
+    # Units, against the fake's clock (not a measurement): an add_ takes 0.003 ms and an event record
+    # 0.0005 ms, so one kernel between two events reads 3.5 us and a 100-op graph 3.005 us per op.
+    assert data["kernel_device_us"]["median"] == pytest.approx(3.5, rel=1e-3)
+    assert g["graph_device_per_op_us"] == pytest.approx(3.005, rel=1e-3)
     _findings(out.findings)
 
 
@@ -124,6 +128,10 @@ def _contention_common(data):
     assert data["kernel_ms"] > 0
     _stats(data["solo_ms"])
     assert data["solo_ms"]["n"] == 200
+    # The fake spins at 1 GHz: calibration must land on the 0.5 ms target (ms vs us vs s slips show here).
+    assert data["kernel_ms"] == pytest.approx(contention.KERNEL_MS, rel=0.01)
+    kernels = contention._plan(True)["thread_kernels"]
+    assert data["threads"][0]["ideal_s"] == pytest.approx(kernels * data["kernel_ms"] / 1e3, rel=1e-3)
     assert [r["workers"] for r in data["threads"]] == [1] + contention._plan(True)["thread_workers"]
     for r in data["threads"]:
         assert set(r) == {"workers", "wall_s", "ideal_s", "throughput_vs_one"}, r
@@ -249,18 +257,43 @@ def _pcie_common(data, pinned=True):
         assert (val is None) == (not pinned and "pinned" in key), (key, val)
     assert set(data["efficiency"]) == {k[:-len("_gbps")] for k in PEAK_KEYS}
     assert set(data["numa"]) == {"gpu_node", "process_nodes", "local", "reason"}
+    # Units: the fake copies at 12 GB/s pinned, 6 GB/s pageable (1e9 bytes/s), plus ~5.5 us per copy,
+    # so the largest size must read just under those rates (bidir counts both directions' bytes).
+    top = max(sizes)
+    by = {(p["direction"], p["memory"]): p["gbps"]["median"] for p in data["points"] if p["size_bytes"] == top}
+    assert by[("h2d", "pageable")] == pytest.approx(6.0, rel=0.05)
+    if pinned:
+        assert by[("h2d", "pinned")] == pytest.approx(12.0, rel=0.05)
+        assert by[("bidir", "pinned")] == pytest.approx(12.0, rel=0.05)  # 2x bytes over 2 serial fake copies
 
 
-def test_pcie_with_nvml_link_sampled_under_load(fake_torch, monkeypatch, pcie_env):
-    _use_nvml(monkeypatch, FakeNvml.h100())
-    fake_torch()
+class _NvmlWithBusId(FakeNvml):
+    """FakeNvml that also finds a GPU by PCI bus id, as pynvml does (FakeNvml itself lacks the call)."""
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus_id):
+        self.bus_ids.append(bus_id)
+        return self.nvmlDeviceGetHandleByIndex(0)
+
+
+@pytest.mark.parametrize("matched_by", ["index", "pci_bus_id"])
+def test_pcie_with_nvml_link_sampled_under_load(fake_torch, monkeypatch, pcie_env, matched_by):
+    if matched_by == "pci_bus_id":
+        lib = _NvmlWithBusId.h100()
+        lib.bus_ids = []
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # index matching would be refused
+    else:
+        lib = FakeNvml.h100()
+    _use_nvml(monkeypatch, lib)
+    fake_torch(pci=(0, 0x41, 0))
     out = pcie.PROBE.run(ProbeContext(mode="quick"))
     data = out.data
     _pcie_common(data)
     assert data["pinned_reason"] == ""
     link = data["link"]
-    # FakeNvml has no nvmlDeviceGetHandleByPciBusId: one GPU and no renumbering, so by index.
-    assert link["matched_by"] == "index" and link["read_under_load"] is True and link["samples"] > 0
+    # Plain FakeNvml has no nvmlDeviceGetHandleByPciBusId: one GPU, no renumbering, so by index.
+    assert link["matched_by"] == matched_by and link["read_under_load"] is True and link["samples"] > 0
+    if matched_by == "pci_bus_id":
+        assert lib.bus_ids == ["0000:41:00.0"]  # from the torch device's pci_domain/bus/device ids
     assert (link["gen"], link["width"]) == (5, 16) and link["reason"] == ""
     assert data["theoretical_gbps_per_direction"] > 0 and data["theoretical_reason"] == ""
     assert data["theoretical_max_gbps_per_direction"] > 0
