@@ -366,3 +366,21 @@ def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monke
         text = view(rep)
         assert isinstance(text, str) and text, view.__name__
         assert all(name in text for name in results), view.__name__
+
+
+def test_contention_worker_failure_becomes_a_skipped_row(fake_torch, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
+    torch = fake_torch(free_bytes=8 * 2 ** 30)
+
+    def init_fails():
+        raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable")
+    monkeypatch.setattr(torch.cuda, "init", init_fails)
+    out = contention.PROBE.run(ProbeContext(mode="quick"))
+    _contention_common(out.data)
+    assert out.data["processes"] == []
+    [skip] = out.data["processes_skipped"]
+    assert skip["workers"] == 2 and re.match(r"RuntimeError: worker \d failed: RuntimeError: CUDA error", skip["reason"])
+    assert out.data["context"]["create_s"] is None and out.data["context"]["reason"]
+    _findings(out.findings)
