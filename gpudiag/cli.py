@@ -76,6 +76,16 @@ def _check_writable(path: str, what: str) -> None:
         fail(f"{what} {path} is a folder; give a file name")
 
 
+def _view_output(output: str) -> str:
+    """Check an -o for render/compare: .html/.md (or '-' for Markdown on stdout); returns the suffix."""
+    ext = os.path.splitext(output)[1].lower()
+    if ext not in (".html", ".htm", ".md", ".markdown") and output != "-":
+        fail(f"--output {output}: use a .html or .md file name (or - for Markdown on stdout)")
+    if output != "-":
+        _check_writable(output, "--output")
+    return ext
+
+
 def _write_views(report: dict, html: Optional[str], json_path: Optional[str], markdown: Optional[str]) -> Dict[str, str]:
     from gpudiag import render
     from gpudiag.report import dumps, write_text_atomic
@@ -255,11 +265,7 @@ def render(report_json: str, output: str) -> None:
     """Re-render a saved JSON report as HTML or Markdown."""
     from gpudiag.report import ReportError, load_report
 
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in (".html", ".htm", ".md", ".markdown") and output != "-":
-        fail(f"--output {output}: use a .html or .md file name (or - for Markdown on stdout)")
-    if output != "-":
-        _check_writable(output, "--output")
+    ext = _view_output(output)
     try:
         rep = load_report(report_json)
     except ReportError as exc:
@@ -285,11 +291,7 @@ def compare(reports: List[str], output: str) -> None:
 
     if len(reports) < 2:
         fail("compare needs at least two report files")
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in (".html", ".htm", ".md", ".markdown") and output != "-":
-        fail(f"--output {output}: use a .html or .md file name (or - for Markdown on stdout)")
-    if output != "-":
-        _check_writable(output, "--output")
+    ext = _view_output(output)
     try:
         loaded = compare_mod.load_all(reports)
     except ReportError as exc:

@@ -1,7 +1,8 @@
 """The real `gil` probe at its smallest size (timings are never asserted, only their shape)."""
 
-import psutil
 import pytest
+
+from tests.test_workers import _live_children
 
 from gpudiag import capabilities, runner
 from gpudiag.probes import gil
@@ -13,16 +14,6 @@ HAS_CUDA = capabilities.detect()["cuda"].available
 CPU_WORKLOADS = ("python", "torch_op", "torch_dispatch")
 
 
-def live_children():
-    out = set()
-    for c in psutil.Process().children(recursive=True):
-        try:
-            # multiprocessing's resource tracker is a long-lived helper of the test process itself
-            if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
-                out.add(c.pid)
-        except psutil.Error:
-            pass
-    return out
 
 
 def assert_rows_well_formed(rows):
@@ -36,7 +27,7 @@ def assert_rows_well_formed(rows):
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_real_probe_through_the_runner_at_tiny_size():
-    before = live_children()
+    before = _live_children()
     res = runner.run_probe(gil.PROBE, ProbeContext(mode="quick", timeout_s=60, options=TINY))
     assert res["status"] == "ok", res["reason"]
     data = res["data"]
@@ -59,11 +50,11 @@ def test_real_probe_through_the_runner_at_tiny_size():
     assert set(data["verdict"]) == {"python", "torch_op", "torch_dispatch", "cuda_launch"}
     assert set(data["other_busy_cores"]) == set(CPU_WORKLOADS)
     assert "WORKER_MEMORY_LIMITS" in [f["code"] for f in res["findings"]]
-    assert live_children() - before == set()  # every worker was cleaned up
+    assert _live_children() - before == set()  # every worker was cleaned up
 
 
 def test_pure_python_is_measured_without_torch_and_torch_workloads_say_why():
-    before = live_children()
+    before = _live_children()
     out = gil.run(ProbeContext(mode="quick", timeout_s=60, options=dict(TINY, gil_without_torch=True)))
     data = out.data
     assert {r["workload"] for r in data["scaling"]} == {"python"}
@@ -73,7 +64,7 @@ def test_pure_python_is_measured_without_torch_and_torch_workloads_say_why():
     assert data["memory"]["per_worker_host_source"].endswith("plain Python worker")
     assert data["memory"]["rss_after_torch_bytes"] is None
     assert data["startup"]["import_torch_s"] is None and data["startup"]["total_s"] > 0
-    assert live_children() - before == set()
+    assert _live_children() - before == set()
 
 
 def test_too_little_memory_means_no_process_workers_but_threads_still_run():

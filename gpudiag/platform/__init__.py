@@ -34,14 +34,32 @@ def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: 
     return _linux.os_facts(root, environ)
 
 
+def _psutil_memory_facts() -> dict:
+    """Windows and macOS: RAM and swap only; they have no cgroups, overcommit knob or OOM counter.
+
+    Windows has no OOM killer either: allocations fail at the commit limit, so available physical
+    RAM is what new workers can use without paging.
+    """
+    import psutil
+
+    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+    return {
+        "total_bytes": vm.total, "available_bytes": vm.available,
+        "swap_total_bytes": sw.total, "swap_used_bytes": sw.used,
+        "cgroup_version": None, "cgroup_limit_bytes": None, "cgroup_limit_source": None,
+        "cgroup_usage_bytes": None, "cgroup_oom_kills": None, "wsl_memory_cap_bytes": None,
+        "overcommit_memory": None, "commit_limit_bytes": None, "committed_bytes": None,
+        "oom_kills_since_boot": None,
+        "budget_bytes": vm.available, "budget_source": "ram_available",
+    }
+
+
 def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int] = None,
                  environ: Optional[Mapping[str, str]] = None) -> dict:
     """`wsl` may be passed when already known (saves re-reading /proc); otherwise detected."""
     kind = kind or KIND
-    if kind == "windows":
-        return _windows.memory_facts()
-    if kind == "macos":
-        return _darwin.memory_facts()
+    if kind in ("windows", "macos"):
+        return _psutil_memory_facts()
     if wsl is None:
         wsl = _linux.os_facts(root, environ)["wsl"]
     return _linux.memory_facts(root, wsl=wsl)

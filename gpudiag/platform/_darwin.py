@@ -1,4 +1,4 @@
-"""macOS facts: platform.mac_ver, sysctl through libc (no subprocess), psutil."""
+"""macOS facts: platform.mac_ver, sysctl through libc (no subprocess)."""
 
 from __future__ import annotations
 
@@ -49,21 +49,6 @@ def os_facts() -> dict:
         "container": None,
         "virtualization": "hypervisor (kern.hv_vmm_present)" if sysctl_int("kern.hv_vmm_present") == 1 else None,
         "signals": {"wsl": [], "container": []},
-    }
-
-
-def memory_facts() -> dict:
-    import psutil
-
-    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
-    return {
-        "total_bytes": vm.total, "available_bytes": vm.available,
-        "swap_total_bytes": sw.total, "swap_used_bytes": sw.used,
-        "cgroup_version": None, "cgroup_limit_bytes": None, "cgroup_limit_source": None,
-        "cgroup_usage_bytes": None, "cgroup_oom_kills": None, "wsl_memory_cap_bytes": None,
-        "overcommit_memory": None, "commit_limit_bytes": None, "committed_bytes": None,
-        "oom_kills_since_boot": None,
-        "budget_bytes": vm.available, "budget_source": "ram_available",
     }
 
 

@@ -84,23 +84,6 @@ def os_facts(reg: Any = None) -> dict:
     }
 
 
-def memory_facts() -> dict:
-    import psutil
-
-    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
-    return {
-        "total_bytes": vm.total, "available_bytes": vm.available,
-        "swap_total_bytes": sw.total, "swap_used_bytes": sw.used,
-        "cgroup_version": None, "cgroup_limit_bytes": None, "cgroup_limit_source": None,
-        "cgroup_usage_bytes": None, "cgroup_oom_kills": None, "wsl_memory_cap_bytes": None,
-        "overcommit_memory": None, "commit_limit_bytes": None, "committed_bytes": None,
-        "oom_kills_since_boot": None,
-        # Windows has no OOM killer: allocations fail once the commit limit is reached; available
-        # physical RAM is what new workers can use without paging.
-        "budget_bytes": vm.available, "budget_source": "ram_available",
-    }
-
-
 def cpu_brand(reg: Any = None) -> Optional[str]:
     reg = reg if reg is not None else _safe_default_reg()
     name = reg_value(reg, CPU0, "ProcessorNameString")
