@@ -18,7 +18,7 @@ def plain_serial_rate(workload: dict, cycles: int, repeats: int = 3) -> float:
     """cycles/s of the serial loop, timed directly, with the probe's own workload spec."""
     import torch
 
-    from gpudiag import cycle_workload as cw
+    from gpudiag.probes.cycle import workload as cw
 
     torch.set_num_threads(workload["torch_threads_default"])
     spec = cw.WorkloadSpec(device=workload["device"], in_features=workload["in_features"],
@@ -44,7 +44,7 @@ def main() -> None:
 
     from gpudiag import runner
     from gpudiag.probes.base import ProbeContext
-    from gpudiag.probes.cycle import PROBE
+    from gpudiag.probes.cycle.probe import PROBE
 
     modes = [("quick", args.runs)] + ([("full", 1)] if args.full else [])
     for mode, runs in modes:

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gpudiag.stats import median  # noqa: E402
+from gpudiag.measure.stats import median  # noqa: E402
 
 COMMANDS = {
     "gpudiag env": [sys.executable, "-m", "gpudiag", "env"],

@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from gpudiag import runner  # noqa: E402
-from gpudiag.probes import gil  # noqa: E402
+from gpudiag.probes.gil import probe as gil  # noqa: E402
 from gpudiag.probes.base import ProbeContext  # noqa: E402
 
 _BARRIERS = {}

@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gpudiag.stats import median, summarize  # noqa: E402
+from gpudiag.measure.stats import median, summarize  # noqa: E402
 
 COMMANDS = {
     "preflight": [sys.executable, "-m", "gpudiag", "preflight", "--json"],

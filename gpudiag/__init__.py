@@ -6,7 +6,7 @@ __all__ = ["__version__", "preflight"]
 
 
 def preflight(*args, **kwargs):
-    """Go / no-go checks before a long run; see ``gpudiag.preflight_checks.preflight``."""
-    from gpudiag.preflight_checks import preflight as _preflight
+    """Go / no-go checks before a long run; see ``gpudiag.diagnose.preflight.checks.preflight``."""
+    from gpudiag.diagnose.preflight.checks import preflight as _preflight
 
     return _preflight(*args, **kwargs)

@@ -87,8 +87,8 @@ def _view_output(output: str) -> str:
 
 
 def _write_views(report: dict, html: Optional[str], json_path: Optional[str], markdown: Optional[str]) -> Dict[str, str]:
-    from gpudiag import render
-    from gpudiag.report import dumps, write_text_atomic
+    from gpudiag.views import render
+    from gpudiag.report.contract import dumps, write_text_atomic
 
     written = {}
     if json_path:
@@ -136,10 +136,10 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
            only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool,
            cycle_ref: Optional[str]) -> None:
     """Run the probes and write the report (HTML + JSON, optionally Markdown)."""
-    from gpudiag import report as report_mod
+    from gpudiag.report import contract as report_mod
     from gpudiag import runner
     from gpudiag.probes import all_probes
-    from gpudiag.redact import redact
+    from gpudiag.report.redact import redact
 
     try:
         probes = runner.selected(all_probes(), only, skip)
@@ -148,7 +148,7 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
     if not probes:
         fail("--only/--skip left no probe to run")
     if cycle_ref is not None:
-        from gpudiag.cycle_workload import CustomLoopError, parse_ref
+        from gpudiag.probes.cycle.workload import CustomLoopError, parse_ref
 
         try:
             parse_ref(cycle_ref)
@@ -173,12 +173,12 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
                                 options={"cycle": cycle_ref} if cycle_ref else None)
     rep = report_mod.build_report(outcome["results"], mode, created_at=created,
                                   interrupted=outcome["interrupted"], redacted=not no_redact)
-    from gpudiag.recommend import recommend
+    from gpudiag.diagnose.recommend import recommend
 
     rep["recommendation"] = recommend(rep)
     rep = redact(rep, identify=not no_redact)
     written = _write_views(rep, html, json_path, markdown)
-    from gpudiag import render
+    from gpudiag.views import render
 
     click.echo(render.render_terminal(rep, written), err=markdown == "-")
     if outcome["interrupted"]:
@@ -206,7 +206,7 @@ def probes_cmd() -> None:
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths.")
 def env(no_redact: bool) -> None:
     """Print the environment summary as GitHub-ready Markdown (fast: no torch import)."""
-    from gpudiag.env_summary import env_markdown
+    from gpudiag.views.env_summary import env_markdown
 
     click.echo(env_markdown(identify=not no_redact))
 
@@ -216,7 +216,7 @@ class SizeParam(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from gpudiag.sizes import parse_size
+        from gpudiag.measure.sizes import parse_size
 
         if isinstance(value, int):
             return value
@@ -244,7 +244,7 @@ def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_p
               checkpoint_dir: Optional[str], min_free_disk: Optional[int], device: int, reports: List[str],
               as_json: bool, strict: bool) -> None:
     """Go / no-go in about a second before a long run (exit 0 ready, 1 not ready, 2 usage error)."""
-    from gpudiag.preflight_checks import preflight as run_preflight
+    from gpudiag.diagnose.preflight.checks import preflight as run_preflight
 
     if min_free_disk is not None and not checkpoint_dir:
         raise click.UsageError("--min-free-disk needs --checkpoint-dir")
@@ -263,7 +263,7 @@ def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_p
 @click.option("-o", "--output", required=True, metavar="OUT.html|OUT.md", help="Output path; the suffix picks the format.")
 def render(report_json: str, output: str) -> None:
     """Re-render a saved JSON report as HTML or Markdown."""
-    from gpudiag.report import ReportError, load_report
+    from gpudiag.report.contract import ReportError, load_report
 
     ext = _view_output(output)
     try:
@@ -286,8 +286,8 @@ def render(report_json: str, output: str) -> None:
               help="Output path; the suffix picks the format ('-': Markdown on stdout).")
 def compare(reports: List[str], output: str) -> None:
     """Compare saved reports side by side; ratios are against the first report."""
-    from gpudiag import compare as compare_mod
-    from gpudiag.report import ReportError, write_text_atomic
+    from gpudiag.views import compare as compare_mod
+    from gpudiag.report.contract import ReportError, write_text_atomic
 
     if len(reports) < 2:
         fail("compare needs at least two report files")

@@ -15,7 +15,8 @@ import shutil
 
 import pytest
 
-from gpudiag import compare, render
+from gpudiag.views import compare
+from gpudiag.views import render
 
 pytestmark = pytest.mark.browser
 HERE = os.path.join(os.path.dirname(__file__), "recorded_views")

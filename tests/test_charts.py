@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gpudiag import charts
+from gpudiag.views import charts
 
 HERE = os.path.dirname(__file__)
 NS = "{http://www.w3.org/2000/svg}"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gpudiag import __version__
-from gpudiag import report as report_mod
+from gpudiag.report import contract as report_mod
 from tests.test_report import sample_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +77,7 @@ def test_report_rejects_unknown_probe_names():
 
 def test_render_reproduces_the_html_of_report(tmp_path):
     """`gpudiag render r.json` and the report's own HTML come from the same path."""
-    from gpudiag import render
+    from gpudiag.views import render
 
     src = _saved(tmp_path)
     gpudiag("render", str(src), "-o", str(tmp_path / "again.html"))

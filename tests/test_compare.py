@@ -8,7 +8,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from gpudiag import compare
+from gpudiag.views import compare
 from gpudiag.cli import main
 
 HERE = os.path.join(os.path.dirname(__file__), "recorded_views")

@@ -9,7 +9,10 @@ import pytest
 from gpudiag import capabilities, runner
 from gpudiag.backends import nvml
 from gpudiag.capabilities import Capability
-from gpudiag.probes import all_probes, contention, launch, pcie
+from gpudiag.probes import all_probes
+from gpudiag.probes.cuda import contention
+from gpudiag.probes.cuda import launch
+from gpudiag.probes.cuda import pcie
 from gpudiag.probes.base import ProbeContext
 from tests.fakes import FakeNvml
 

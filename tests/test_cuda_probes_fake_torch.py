@@ -19,7 +19,9 @@ import threading
 import pytest
 
 from gpudiag.backends import nvml as nvml_backend
-from gpudiag.probes import contention, launch, pcie
+from gpudiag.probes.cuda import contention
+from gpudiag.probes.cuda import launch
+from gpudiag.probes.cuda import pcie
 from gpudiag.probes.base import ProbeContext, ProbeSkip
 from tests.fake_torch import MiB, FakeTorch
 from tests.fakes import FakeNvml
@@ -344,7 +346,10 @@ def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monke
     import dataclasses
     import multiprocessing
 
-    from gpudiag import recommend, render, report, runner
+    from gpudiag import runner
+    from gpudiag.diagnose import recommend
+    from gpudiag.views import render
+    from gpudiag.report import contract as report
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
     _use_nvml(monkeypatch, FakeNvml.no_driver())

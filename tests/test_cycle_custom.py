@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 import gpudiag.probes as probes_registry
 from gpudiag import capabilities, runner
-from gpudiag import cycle_workload as cw
+from gpudiag.probes.cycle import workload as cw
 from gpudiag.cli import main
-from gpudiag.probes import cycle as cycle_probe
+from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.base import ProbeContext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from gpudiag.workers import WorkerError
+from gpudiag.measure.workers import WorkerError
 
 from gpudiag import capabilities, runner
-from gpudiag import cycle_strategies as cs
-from gpudiag import cycle_workload as cw
-from gpudiag.probes import cycle as cycle_probe
+from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import workload as cw
+from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.base import ProbeContext
 
 HAS_TORCH = capabilities.detect()["torch"].available

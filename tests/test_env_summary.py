@@ -7,7 +7,7 @@ import subprocess
 import sys
 import types
 
-from gpudiag import env_summary
+from gpudiag.views import env_summary
 from gpudiag.backends import nvml
 
 UUID = "GPU-5a8f1c2e-1234-4bcd-9ef0-0123456789ab"
@@ -133,7 +133,7 @@ def test_missing_driver_module_is_guarded(monkeypatch):
 def test_env_markdown_is_fast_path_and_redacted():
     # In a fresh interpreter: no torch, no py-cpuinfo imported; UUIDs and tokens never printed.
     code = ("import sys, os; os.environ['NCCL_X'] = 'ghp_' + 'z' * 36; "
-            "from gpudiag.env_summary import env_markdown; md = env_markdown(); "
+            "from gpudiag.views.env_summary import env_markdown; md = env_markdown(); "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'cpuinfo' not in sys.modules, 'py-cpuinfo imported'; "
             "assert 'ghp_' not in md; print(md)")
@@ -146,7 +146,7 @@ def test_env_markdown_is_fast_path_and_redacted():
 
 def test_uuid_in_driver_data_never_printed():
     md = env_summary.render(fast_system(), {"data": DRIVER_DATA, "findings": []}, [], "0.1.0")
-    from gpudiag.redact import redact
+    from gpudiag.report.redact import redact
 
     assert UUID not in redact(md)
 

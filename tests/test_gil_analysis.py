@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpudiag import gil_analysis as ga
+from gpudiag.probes.gil import analysis as ga
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2

@@ -5,7 +5,7 @@ import pytest
 from tests.test_workers import _live_children
 
 from gpudiag import capabilities, runner
-from gpudiag.probes import gil
+from gpudiag.probes.gil import probe as gil
 from gpudiag.probes.base import ProbeContext
 
 TINY = {"gil_sizes": "tiny"}

@@ -12,8 +12,8 @@ import os
 import pytest
 
 import gpudiag
-from gpudiag import preflight_checks as pc
-from gpudiag.report import build_report, dumps
+from gpudiag.diagnose.preflight import checks as pc
+from gpudiag.report.contract import build_report, dumps
 
 GiB, MiB = 2**30, 2**20
 OWN_PID = 4242

@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from gpudiag import preflight_checks as pc
+from gpudiag.diagnose.preflight import checks as pc
 from gpudiag.cli import main
 from tests.test_preflight_checks import GiB, make_facts, make_gpu, no_nvml, write_report
 
@@ -188,5 +188,5 @@ def test_the_cli_never_imports_torch(tmp_path):
                           cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    assert "gpudiag.preflight_checks" in imported  # the import log is real
+    assert "gpudiag.diagnose.preflight.checks" in imported  # the import log is real
     assert not [m for m in imported if m == "torch" or m.startswith("torch.")]

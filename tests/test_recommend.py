@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from gpudiag import recommend as rec
-from gpudiag.recommend import recommend
+from gpudiag.diagnose import recommend as rec
+from gpudiag.diagnose.recommend import recommend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORDED = os.path.join(HERE, "recorded")

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from gpudiag import redact as R
+from gpudiag.report import redact as R
 
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 HF = "hf_" + "QwErTyUiOpAsDfGhJkLzXcVbNm123456"

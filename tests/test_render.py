@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from gpudiag import render
+from gpudiag.views import render
 
 HERE = os.path.dirname(__file__)
 FIXTURES = ("gpu-ubuntu.json", "gpu-windows-wddm.json", "cpu-linux.json", "foundation-only.json")

@@ -1,13 +1,14 @@
 import json
+import os
 
 import jsonschema
 import pytest
 
-from gpudiag import report as report_mod
+from gpudiag.report import contract as report_mod
 from gpudiag.probes.base import finding
 from gpudiag.runner import result
 
-SCHEMA_PATH = report_mod.__file__.replace("report.py", "schema/report.schema.json")
+SCHEMA_PATH = os.path.join(os.path.dirname(report_mod.__file__), "schema", "report.schema.json")
 
 
 def sample_report(**over):

@@ -1,6 +1,6 @@
 import pytest
 
-from gpudiag.sizes import format_size, parse_size
+from gpudiag.measure.sizes import format_size, parse_size
 
 
 @pytest.mark.parametrize("text, expected", [

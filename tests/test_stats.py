@@ -1,6 +1,6 @@
 import pytest
 
-from gpudiag import stats
+from gpudiag.measure import stats
 
 
 def test_percentiles_interpolate_like_numpy():

@@ -4,7 +4,7 @@ import time
 import psutil
 import pytest
 
-from gpudiag.workers import WorkerDied, WorkerError, WorkerPool, WorkerTimeout
+from gpudiag.measure.workers import WorkerDied, WorkerError, WorkerPool, WorkerTimeout
 
 
 # Module-level so spawned workers can import them (as tests.test_workers).

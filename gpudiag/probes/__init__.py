@@ -8,7 +8,7 @@ from gpudiag.probes.base import Probe
 
 # Each module defines PROBE and keeps heavy imports (torch, pynvml) inside its run function,
 # so listing probes stays fast.
-_MODULES = ("system", "driver", "gil", "launch", "contention", "pcie", "cycle")
+_MODULES = ("system", "driver", "gil", "cuda.launch", "cuda.contention", "cuda.pcie", "cycle")
 
 
 def all_probes() -> List[Probe]:

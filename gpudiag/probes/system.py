@@ -34,7 +34,7 @@ _GIB = 2 ** 30
 
 
 def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    from gpudiag.redact import allowlisted_env
+    from gpudiag.report.redact import allowlisted_env
 
     environ = os.environ if environ is None else environ
     return allowlisted_env(dict(environ), ENV_NAMES + DCGM_PERF_LIMITING, ENV_PREFIXES)

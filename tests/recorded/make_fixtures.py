@@ -17,7 +17,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from gpudiag.report import summarize_host  # noqa: E402
+from gpudiag.report.contract import summarize_host  # noqa: E402
 
 GiB, MiB = 2**30, 2**20
 NO_CUDA = ("no CUDA device: torch 2.13.0+cpu is a CPU-only build; run on a machine with an NVIDIA GPU "
@@ -27,7 +27,7 @@ NO_NVML = ("NVML library not found (libnvidia-ml.so.1): no NVIDIA driver is inst
 
 
 def st(median, p10, p90, n=20, lo=None, hi=None):
-    """A stats object ({n, median, p10, p90, min, max, mean}) shaped like gpudiag.stats.summarize."""
+    """A stats object ({n, median, p10, p90, min, max, mean}) shaped like gpudiag.measure.stats.summarize."""
     lo = p10 * 0.97 if lo is None else lo
     hi = p90 * 1.05 if hi is None else hi
     return {"n": n, "median": median, "p10": p10, "p90": p90, "min": round(lo, 3), "max": round(hi, 3),

@@ -4,7 +4,7 @@ On device 0, with spin kernels of known duration (torch.cuda._sleep, calibrated 
 - threads: one process, N threads each launching the same kernels on its own stream, vs one thread;
 - processes: N spawned processes, each with its own CUDA context, released together: how much
   longer than ideal time-sharing, and from the per-kernel event times an estimate of the cost of
-  one context switch and of the time slice (methods.md 4.3; gpudiag.cuda_analysis);
+  one context switch and of the time slice (methods.md 4.3; gpudiag.probes.cuda.analysis);
 - what a context costs: creation time and device memory; whether an MPS daemon runs.
 Host RAM and free GPU memory are checked before spawning; workers are always terminated.
 """
@@ -15,9 +15,9 @@ import queue
 import time
 from typing import Any, Dict, List, Optional
 
-from gpudiag import cuda_analysis as ca
+from gpudiag.probes.cuda import analysis as ca
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
-from gpudiag.stats import median, summarize
+from gpudiag.measure.stats import median, summarize
 
 KERNEL_MS = 0.5  # shorter than a 1 ms Linux time slice, so a kernel is switched out at most once
 _CONTEXT_GUESS_BYTES = 512 * 2 ** 20  # per context before one was measured (300-500 MiB typical)
@@ -37,7 +37,7 @@ def _stats(values, nd: int = 4) -> dict:
 
 def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
     """Wall seconds for `workers` threads, each on its own stream, to run `kernels` spin kernels."""
-    from gpudiag.workers import run_threads
+    from gpudiag.measure.workers import run_threads
 
     streams = [torch.cuda.Stream() for _ in range(workers)]  # created before the clock starts
 
@@ -66,7 +66,7 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
     """Spawn `workers` CUDA processes, release them together, return their timings and context costs."""
     import multiprocessing
 
-    from gpudiag.cuda_workers import contention_worker
+    from gpudiag.probes.cuda.device import contention_worker
 
     mp = multiprocessing.get_context("spawn")  # CUDA does not survive fork
     ready_q, result_q, start_evt = mp.Queue(), mp.Queue(), mp.Event()
@@ -120,7 +120,7 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
 def run(ctx: ProbeContext) -> ProbeOutput:
     import psutil
 
-    from gpudiag.cuda_workers import device_info, require_cuda, spin_kernels, timed_sleep_ms
+    from gpudiag.probes.cuda.device import device_info, require_cuda, spin_kernels, timed_sleep_ms
     from gpudiag.platform.nvidia import mps_daemon_running
 
     started = time.monotonic()

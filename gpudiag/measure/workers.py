@@ -4,7 +4,7 @@ Why not ProcessPoolExecutor: a measurement needs every worker to start its share
 the same instant, its own clock around the work, and to pay process start-up (spawn + import
 torch) once, not once per measurement. So:
 
-    from gpudiag.workers import WorkerPool
+    from gpudiag.measure.workers import WorkerPool
 
     with WorkerPool(2, initializer=mymod.setup, initargs=(True,)) as pool:
         pool.init_results          # what `initializer` returned in each worker, by worker index

@@ -29,7 +29,7 @@ def worker_counts(mode: str, cores: int) -> List[int]:
 
 
 def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycles: Optional[int] = None):
-    from gpudiag.cycle_strategies import Plan
+    from gpudiag.probes.cycle.strategies import Plan
 
     quick = mode == "quick"
     cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[(device, "quick" if quick else "full")])
@@ -90,7 +90,7 @@ def _custom_cycles(spec, mode: str) -> int:
     """
     import time
 
-    from gpudiag.cycle_workload import build
+    from gpudiag.probes.cycle.workload import build
 
     w = build(spec)
     w.run_cycles(2)
@@ -109,9 +109,9 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     import psutil
     import torch
 
-    from gpudiag import cycle_strategies as cs
-    from gpudiag import cycle_workload as cw
-    from gpudiag import timeline
+    from gpudiag.probes.cycle import strategies as cs
+    from gpudiag.probes.cycle import workload as cw
+    from gpudiag.probes.cycle import timeline
 
     custom_ref = ctx.options.get("cycle")
     cuda = torch.cuda.is_available()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from gpudiag import stats
+from gpudiag.measure import stats
 from gpudiag.probes.base import finding
 
 SCALE_FRACTION = 0.5

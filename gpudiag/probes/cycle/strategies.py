@@ -9,7 +9,7 @@ median rate over repeats and its spread. A strategy that cannot run here is a `s
 the reason; one that breaks is a `failed` row, and the others are still measured.
 
 Processes run in long-lived spawned workers: start-up (spawn + import torch) is paid once,
-measured, and excluded from cycles_per_s. The pool is `gpudiag.workers.WorkerPool`,
+measured, and excluded from cycles_per_s. The pool is `gpudiag.measure.workers.WorkerPool`,
 reached through `start_pool`.
 """
 
@@ -25,10 +25,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from gpudiag.workers import WorkerPool, run_threads
+from gpudiag.measure.workers import WorkerPool, run_threads
 
-from gpudiag import stats, timeline
-from gpudiag.cycle_workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
+from gpudiag.measure import stats
+from gpudiag.probes.cycle import timeline
+from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
 CUDA_ONLY = ("deferred_sync", "cuda_graph", "streams")

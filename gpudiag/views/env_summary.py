@@ -243,7 +243,7 @@ def render(system_data: dict, driver: dict, packages: List[tuple], version: str)
 
 def env_markdown(identify: bool = True) -> str:
     from gpudiag import __version__
-    from gpudiag.redact import redact
+    from gpudiag.report.redact import redact
 
     text = render(collect_system(), collect_driver(), _packages(), __version__)
     return redact(text, identify=identify)

@@ -10,8 +10,8 @@ from typing import Any, Callable, Dict, List, Optional
 import jinja2
 from markupsafe import Markup
 
-from gpudiag import charts
-from gpudiag import report as report_mod
+from gpudiag.views import charts
+from gpudiag.report import contract as report_mod
 
 MARKDOWN_LIMIT = 60_000
 # Raw JSON of a probe without a structured view goes into the Markdown only below this size.
@@ -74,7 +74,7 @@ def md_cell(x: Any) -> str:
 @functools.lru_cache(maxsize=2)
 def _env(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("gpudiag", "report_templates"),
+        loader=jinja2.PackageLoader("gpudiag.views", "templates"),
         autoescape=autoescape,
         undefined=jinja2.ChainableUndefined,
         trim_blocks=True,

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag import charts
-from gpudiag import render
-from gpudiag.report import load_report
+from gpudiag.views import charts
+from gpudiag.views import render
+from gpudiag.report.contract import load_report
 
 # How different a metric must be from the first report's before it is named as able to explain a
 # slowdown. Ratios are other/first; "drop"/"rise" are absolute differences of fractions.

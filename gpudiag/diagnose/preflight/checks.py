@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from gpudiag.sizes import format_size, parse_size
+from gpudiag.measure.sizes import format_size, parse_size
 
 STATUSES = ("pass", "warn", "fail", "skip")
 STRATEGIES = ("threads", "processes")
@@ -854,7 +854,7 @@ def find_saved_report(search_dir: Optional[str], explicit: Sequence[str] = ()) -
     Explicit paths that cannot be read raise ValueError (the user asked for them); unreadable files
     found by the folder search are skipped and counted.
     """
-    from gpudiag.report import ReportError, load_report
+    from gpudiag.report.contract import ReportError, load_report
 
     found: List[str] = []
     if search_dir:

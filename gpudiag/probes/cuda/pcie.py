@@ -5,7 +5,7 @@ host memory, over a size sweep capped by free memory; each point timed with CUDA
 and p10/p90. The link generation and width are read from NVML *while a large copy runs* (idle
 links downtrain to save power), the torch device matched to its NVML handle by PCI bus id.
 On Linux, the GPU's NUMA node is compared with the CPUs this process may run on.
-Analysis (theory table, efficiency, findings) lives in gpudiag.cuda_analysis.
+Analysis (theory table, efficiency, findings) lives in gpudiag.probes.cuda.analysis.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from gpudiag import cuda_analysis as ca
+from gpudiag.probes.cuda import analysis as ca
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.backends.nvml import NA
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
-from gpudiag.stats import summarize
+from gpudiag.measure.stats import summarize
 
 _SAMPLE_EVERY_S = 0.005
 
@@ -221,7 +221,7 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
 def run(ctx: ProbeContext) -> ProbeOutput:
     import psutil
 
-    from gpudiag.cuda_workers import device_info, require_cuda
+    from gpudiag.probes.cuda.device import device_info, require_cuda
 
     torch = require_cuda(min_free_bytes=256 * 2 ** 20)
     free_dev, _ = torch.cuda.mem_get_info(0)

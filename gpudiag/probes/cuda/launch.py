@@ -6,7 +6,7 @@ Measures, on device 0 with a 1-element tensor (so the GPU work itself is negligi
 - device time of one tiny kernel (CUDA events);
 - torch.cuda.synchronize() on an idle stream;
 - the same N tiny ops launched one by one vs captured once in a CUDA graph and replayed.
-Analysis (findings) lives in gpudiag.cuda_analysis.
+Analysis (findings) lives in gpudiag.probes.cuda.analysis.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import time
 
-from gpudiag import cuda_analysis as ca
+from gpudiag.probes.cuda import analysis as ca
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
-from gpudiag.stats import summarize
+from gpudiag.measure.stats import summarize
 
 GRAPH_OPS = 100
 
@@ -76,7 +76,7 @@ def _graph_vs_eager(torch, x, repeats: int) -> dict:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
-    from gpudiag.cuda_workers import device_info, require_cuda
+    from gpudiag.probes.cuda.device import device_info, require_cuda
 
     torch = require_cuda(min_free_bytes=64 * 2 ** 20)  # a few tiny tensors and a graph pool
     plan = _plan(ctx.quick)

@@ -8,8 +8,8 @@ Runs in its own spawned child (the runner's isolation). Inside it:
    computes how many process workers fit, and never spawns more than that.
 3. Per workload, a per-task size is calibrated once so that one task takes `task_s`; then the same
    total work (top-N tasks) is split over N threads and over N processes of one long-lived pool
-   (gpudiag.workers), warm-up first, repeats interleaved over N, median and spread.
-4. gpudiag.gil_analysis turns the rows into a verdict and findings (pure, tested on recordings).
+   (gpudiag.measure.workers), warm-up first, repeats interleaved over N, median and spread.
+4. gpudiag.probes.gil.analysis turns the rows into a verdict and findings (pure, tested on recordings).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from gpudiag import gil_analysis as ga
+from gpudiag.probes.gil import analysis as ga
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
-from gpudiag.workers import run_threads
+from gpudiag.measure.workers import run_threads
 
 # task_s: one worker's share of one task; repeats per point; cap: most workers measured.
 SIZES = {
@@ -312,7 +312,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     import psutil
 
     from gpudiag import capabilities
-    from gpudiag.workers import WorkerError, WorkerPool
+    from gpudiag.measure.workers import WorkerError, WorkerPool
 
     started = time.monotonic()
     size = SIZES[ctx.options.get("gil_sizes") or ("quick" if ctx.quick else "full")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from gpudiag.probes.base import finding
-from gpudiag.stats import median
+from gpudiag.measure.stats import median
 
 GB = 1e9
 
