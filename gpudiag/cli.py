@@ -244,7 +244,7 @@ def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_p
               checkpoint_dir: Optional[str], min_free_disk: Optional[int], device: int, reports: List[str],
               as_json: bool, strict: bool) -> None:
     """Go / no-go in about a second before a long run (exit 0 ready, 1 not ready, 2 usage error)."""
-    from gpudiag.diagnose.preflight.checks import preflight as run_preflight
+    from gpudiag.diagnose.preflight import preflight as run_preflight
 
     if min_free_disk is not None and not checkpoint_dir:
         raise click.UsageError("--min-free-disk needs --checkpoint-dir")

@@ -57,8 +57,8 @@ class Props:
 
 
 def test_pci_bus_id_from_torch_properties():
-    assert pcie.pci_bus_id(Props(pci_domain_id=0, pci_bus_id=0xdc, pci_device_id=0)) == "0000:dc:00.0"
-    assert pcie.pci_bus_id(Props(name="old torch")) is None
+    assert nvml.pci_bus_id(Props(pci_domain_id=0, pci_bus_id=0xdc, pci_device_id=0)) == "0000:dc:00.0"
+    assert nvml.pci_bus_id(Props(name="old torch")) is None
 
 
 class BusIdNvml(FakeNvml):
@@ -73,20 +73,20 @@ class BusIdNvml(FakeNvml):
 
 def test_nvml_handle_by_bus_id_then_by_index_only_when_safe():
     with nvml.session(BusIdNvml.h100()) as n:
-        h, how = pcie.nvml_handle(n, "0000:01:00.0", 0, {"CUDA_VISIBLE_DEVICES": "3"})
+        h, how = nvml.cuda_device_handle(n, "0000:01:00.0", 0, {"CUDA_VISIBLE_DEVICES": "3"})
         assert h is not None and how == "pci_bus_id"
     with nvml.session(FakeNvml.h100()) as n:  # no bus-id lookup: one GPU, no remapping -> index
-        h, how = pcie.nvml_handle(n, None, 0, {})
+        h, how = nvml.cuda_device_handle(n, None, 0, {})
         assert how == "index" and pcie.read_link(n, h) == {"gen": 5, "width": 16}
         assert pcie.link_limits(n, h)["width_max"] == 16
-        h, why = pcie.nvml_handle(n, None, 0, {"CUDA_VISIBLE_DEVICES": "1"})
+        h, why = nvml.cuda_device_handle(n, None, 0, {"CUDA_VISIBLE_DEVICES": "1"})
         assert h is None and "CUDA_VISIBLE_DEVICES" in why
     two = FakeNvml.h100()
     two.gpus.append(FakeNvml.wsl2().gpus[0])
     with nvml.session(two) as n:
-        h, why = pcie.nvml_handle(n, None, 0, {})
+        h, why = nvml.cuda_device_handle(n, None, 0, {})
         assert h is None and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in why
-        assert pcie.nvml_handle(n, None, 0, {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})[1] == "index"
+        assert nvml.cuda_device_handle(n, None, 0, {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})[1] == "index"
 
 
 def test_link_sampler_collects_until_stopped():

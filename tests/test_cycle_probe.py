@@ -11,6 +11,7 @@ from gpudiag import capabilities, runner
 from gpudiag.probes.cycle import strategies as cs
 from gpudiag.probes.cycle import workload as cw
 from gpudiag.probes.cycle import probe as cycle_probe
+from gpudiag.probes.cycle import profiling
 from gpudiag.probes.base import ProbeContext
 
 HAS_TORCH = capabilities.detect()["torch"].available
@@ -316,8 +317,8 @@ def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
 def test_profiler_plumbing_on_the_cpu_finds_the_window_and_no_kernels():
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
     w = cw.Workload(spec)
-    events = cs.profiled_events(lambda: w.run_cycles(2), w.sync)
-    lo, hi = cs.trace_window(events)
+    events = profiling.profiled_events(lambda: w.run_cycles(2), w.sync)
+    lo, hi = profiling.trace_window(events)
     assert hi > lo
-    t = cs.profile_timeline(lambda: w.run_cycles(2), w.sync, 2)
+    t = profiling.profile_timeline(lambda: w.run_cycles(2), w.sync, 2)
     assert t["busy_fraction"] is None and "no GPU kernel" in t["reason"]

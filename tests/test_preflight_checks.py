@@ -12,7 +12,9 @@ import os
 import pytest
 
 import gpudiag
-from gpudiag.diagnose.preflight import checks as pc
+from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose.preflight import facts as facts_mod
+from gpudiag.diagnose.preflight import gpu_checks, model, needs
 from gpudiag.report.contract import build_report, dumps
 
 GiB, MiB = 2**30, 2**20
@@ -49,7 +51,6 @@ def make_facts(gpus=None, host="linux", env=None, memory=None, torch=None, windo
                         "swap_used_bytes": 0, "cgroup_limit_bytes": None, "cgroup_usage_bytes": None,
                         "wsl_memory_cap_bytes": None, "oom_kills_since_boot": 0, "budget_bytes": None},
                        **(memory or {})),
-        "memory_source": "test",
         "torch": dict({"version": "2.3.0+cu121", "cuda": "12.1", "hip": None}, **(torch or {})),
         "start_method": "spawn", "start_method_source": "set by this program",
         "saved_report": None,
@@ -82,7 +83,7 @@ def test_a_healthy_machine_is_ready_and_every_check_has_the_contract_fields():
                      "oom_kills", "clocks", "pcie_link", "persistence_mode", "windows_hags", "windows_tdr",
                      "environment", "disk"]
     for c in r.checks:
-        assert c.status in pc.STATUSES and c.message and "\n" not in c.message
+        assert c.status in model.STATUSES and c.message and "\n" not in c.message
         assert isinstance(c.evidence, dict)
     assert {c.status for c in r.checks} <= {"pass", "skip"}
     assert r.check("windows_hags").status == "skip" and r.check("disk").status == "skip"
@@ -135,12 +136,12 @@ def test_device_index_beyond_the_visible_gpus_fails():
 
 
 def test_visible_indices_follow_cuda_parsing_rules():
-    assert pc.visible_nvml_indices(None, 2) == ([0, 1], "CUDA_VISIBLE_DEVICES not set: every GPU is visible")
-    assert pc.visible_nvml_indices("1,0", 2)[0] == [1, 0]
-    assert pc.visible_nvml_indices("0,7,1", 2)[0] == [0]  # CUDA stops at the first invalid entry
-    assert pc.visible_nvml_indices("0,0", 2)[0] == [0]
-    assert pc.visible_nvml_indices("-1", 2)[0] == []
-    assert pc.visible_nvml_indices("GPU-8a6f0c1e-aaaa-bbbb-cccc-0123456789ab", 2)[0] is None
+    assert gpu_checks.visible_nvml_indices(None, 2) == ([0, 1], "CUDA_VISIBLE_DEVICES not set: every GPU is visible")
+    assert gpu_checks.visible_nvml_indices("1,0", 2)[0] == [1, 0]
+    assert gpu_checks.visible_nvml_indices("0,7,1", 2)[0] == [0]  # CUDA stops at the first invalid entry
+    assert gpu_checks.visible_nvml_indices("0,0", 2)[0] == [0]
+    assert gpu_checks.visible_nvml_indices("-1", 2)[0] == []
+    assert gpu_checks.visible_nvml_indices("GPU-8a6f0c1e-aaaa-bbbb-cccc-0123456789ab", 2)[0] is None
 
 
 def test_uuid_selection_maps_to_the_only_gpu_but_not_to_one_of_two():
@@ -310,12 +311,12 @@ def test_vram_fits_barely_fits_and_does_not_fit():
 
 
 def test_threads_share_one_cuda_context():
-    need = pc.worker_needs(make_facts(), pc.Plan(workers=4, strategy="threads"))
-    assert need["shared_device_bytes"] == pc.DEFAULT_PROCESS_DEVICE_BYTES
-    assert need["total_device_bytes"] == pc.DEFAULT_PROCESS_DEVICE_BYTES + 4 * pc.DEFAULT_THREAD_DEVICE_BYTES
-    procs = pc.worker_needs(make_facts(), pc.Plan(workers=4, strategy="processes"))
-    assert procs["total_device_bytes"] == 4 * pc.DEFAULT_PROCESS_DEVICE_BYTES
-    assert procs["shared_host_bytes"] == 0 and procs["source"] == pc.DEFAULT_LABEL
+    need = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="threads"))
+    assert need["shared_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES
+    assert need["total_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES + 4 * model.DEFAULT_THREAD_DEVICE_BYTES
+    procs = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="processes"))
+    assert procs["total_device_bytes"] == 4 * model.DEFAULT_PROCESS_DEVICE_BYTES
+    assert procs["shared_host_bytes"] == 0 and procs["source"] == model.DEFAULT_LABEL
 
 
 def test_saved_report_figures_are_used_and_named_and_flags_win():
@@ -353,7 +354,7 @@ def test_find_saved_report_takes_the_newest_with_figures(tmp_path):
     write_report(tmp_path / "gpudiag-report-2026-03-01-bbbbbb.json", "2026-03-01T00:00:00Z", host=1100 * MiB)
     write_report(tmp_path / "gpudiag-report-2026-04-01-cccccc.json", "2026-04-01T00:00:00Z", gil=False)
     (tmp_path / "gpudiag-report-2026-05-01-broken.json").write_text("{not json")
-    found = pc.find_saved_report(str(tmp_path))
+    found = facts_mod.find_saved_report(str(tmp_path))
     assert found["saved_report"]["host_bytes"] == 1100 * MiB
     assert found["saved_report"]["file"].endswith("gpudiag-report-2026-03-01-bbbbbb.json")
     assert found["saved_report"]["host_without_cuda"] is True
@@ -365,15 +366,15 @@ def test_explicit_report_is_used_and_a_bad_one_is_an_error(tmp_path):
     other.mkdir()
     mine = write_report(other / "mine.json", "2020-01-01T00:00:00Z", host=700 * MiB, device=290 * MiB)
     write_report(tmp_path / "gpudiag-report-2026-03-01-bbbbbb.json", "2026-03-01T00:00:00Z", host=1100 * MiB)
-    found = pc.find_saved_report(str(tmp_path), [str(mine)])
+    found = facts_mod.find_saved_report(str(tmp_path), [str(mine)])
     assert found["saved_report"]["host_bytes"] == 1100 * MiB  # newest created_at wins
-    found = pc.find_saved_report(None, [str(mine)])
+    found = facts_mod.find_saved_report(None, [str(mine)])
     assert found["saved_report"]["device_bytes"] == 290 * MiB
     bad = tmp_path / "bad.json"
     bad.write_text("")
     with pytest.raises(ValueError, match="--report bad.json: file is empty"):
-        pc.find_saved_report(None, [str(bad)])
-    assert pc.find_saved_report(str(tmp_path / "nothing-here"))["saved_report"] is None
+        facts_mod.find_saved_report(None, [str(bad)])
+    assert facts_mod.find_saved_report(str(tmp_path / "nothing-here"))["saved_report"] is None
 
 
 def test_swap_checks():
@@ -593,8 +594,7 @@ def session_ok():
 
 
 def session_unavailable(reason):
-    class NvmlUnavailable(Exception):
-        pass
+    from gpudiag.backends.nvml import NvmlUnavailable
 
     @contextlib.contextmanager
     def session():
@@ -620,20 +620,20 @@ def test_gather_facts_through_the_seams(tmp_path):
         seen.append(n)
         return driver_data()
 
-    facts = pc.gather_facts(pc.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
+    facts = facts_mod.gather_facts(pc.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
                             nvml_session=session_ok(), driver_collect=collect, memory_facts=memory_facts,
                             search_dir=str(tmp_path))
     assert isinstance(seen[0], FakeNvml)
     assert facts["nvml"] == {"reachable": True, "reason": None}
     assert facts["env"] == {"CUDA_LAUNCH_BLOCKING": "1"}  # allowlisted names only
-    assert facts["memory_source"] == "injected"
+    assert facts["memory"] == memory_facts()
     assert facts["disk"]["free_bytes"] > 0 and facts["disk"]["writable"] is True
     assert facts["start_method"] in ("fork", "spawn", "forkserver")
     assert facts["saved_report"] is None
 
 
 def test_gather_facts_records_nvml_unavailable_with_its_reason():
-    facts = pc.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
+    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"] == {"reachable": False, "reason": "no NVIDIA driver here"}
     assert facts["driver"] is None
@@ -643,7 +643,7 @@ def test_gather_facts_survives_a_failing_driver_collect():
     def collect(n):
         raise KeyError("boom")
 
-    facts = pc.gather_facts(pc.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
+    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"]["reachable"] and facts["driver"] is None
     assert "KeyError" in facts["driver_reason"]
@@ -652,22 +652,28 @@ def test_gather_facts_survives_a_failing_driver_collect():
     assert status(r, "vram") == "skip"
 
 
-def test_memory_falls_back_to_psutil_when_memory_facts_fails():
+def test_unreadable_memory_facts_skip_the_ram_check_with_the_reason():
     def broken():
         raise OSError("no /sys")
 
-    facts = pc.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
-                            search_dir=None)
-    assert facts["memory"]["available_bytes"] > 0
-    assert facts["memory_source"].startswith("psutil (injected failed: OSError)")
+    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
+                                   search_dir=None)
+    assert facts["memory"] is None and facts["memory_reason"] == "OSError: no /sys"
+    assert status(run(facts), "host_ram") == "skip" and "no /sys" in run(facts).check("host_ram").message
 
 
-def test_preflight_api_end_to_end_through_the_seams(tmp_path):
+def _inject(monkeypatch, **seams):
+    """Route gpudiag.preflight's fact gathering through test seams (the public API has no test hooks)."""
+    real = facts_mod.gather_facts
+    monkeypatch.setattr(facts_mod, "gather_facts", lambda plan, **kw: real(plan, **seams, **kw))
+
+
+def test_preflight_api_end_to_end_through_the_seams(tmp_path, monkeypatch):
     write_report(tmp_path / "gpudiag-report-2026-03-01-bbbbbb.json", "2026-03-01T00:00:00Z",
                  host=1100 * MiB, device=290 * MiB)
-    r = gpudiag.preflight(workers=2, strategy="processes", vram_per_worker="800M", environ={},
-                          nvml_session=session_ok(), driver_collect=lambda n: driver_data(),
-                          memory_facts=memory_facts, search_dir=str(tmp_path))
+    _inject(monkeypatch, environ={}, nvml_session=session_ok(), driver_collect=lambda n: driver_data(),
+            memory_facts=memory_facts)
+    r = gpudiag.preflight(workers=2, strategy="processes", vram_per_worker="800M", search_dir=str(tmp_path))
     assert isinstance(r, pc.PreflightResult)
     assert r.per_worker["device_bytes"] == 800 * MiB and r.per_worker["device_source"] == "--vram-per-worker"
     assert r.per_worker["host_bytes"] == 1100 * MiB
@@ -697,7 +703,7 @@ def test_start_method_is_read_without_being_fixed():
     import multiprocessing
 
     before = multiprocessing.get_start_method(allow_none=True)
-    method, _ = pc._start_method()
+    method, _ = facts_mod._start_method()
     assert method in multiprocessing.get_all_start_methods()
     assert multiprocessing.get_start_method(allow_none=True) == before
 
@@ -705,28 +711,28 @@ def test_start_method_is_read_without_being_fixed():
 def test_display_path_hides_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     home = os.path.expanduser("~")
-    assert pc._display_path(os.path.join(tmp_path, "a.json")) == "a.json"
+    assert model.display_path(os.path.join(tmp_path, "a.json")) == "a.json"
     if os.path.isdir(home) and not str(tmp_path).startswith(home):
-        assert pc._display_path(os.path.join(home, "runs")) == os.path.join("~", "runs")
+        assert model.display_path(os.path.join(home, "runs")) == os.path.join("~", "runs")
 
 
 # ----------------------------------------------------------------------------- with the real driver probe
-# These run once the driver probe (gpudiag/probes/driver.py) and its recorded fakes (tests/fakes.py)
-# are merged; on a branch without them they are skipped.
 
 def _through_driver_probe(tmp_path, fake, host="linux", reg=None, **kwargs):
-    driver = pytest.importorskip("gpudiag.probes.driver")
     from gpudiag.backends import nvml
+    from gpudiag.probes import driver
 
-    return gpudiag.preflight(
-        environ=kwargs.pop("environ", {}), search_dir=None,
-        nvml_session=lambda: nvml.session(fake),
-        driver_collect=lambda n: driver.collect(n, root=str(tmp_path), reg=reg, host=host, procs={}),
-        memory_facts=memory_facts, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        _inject(mp, environ=kwargs.pop("environ", {}), nvml_session=lambda: nvml.session(fake),
+                driver_collect=lambda n: driver.collect(n, root=str(tmp_path), reg=reg, host=host, procs={}),
+                memory_facts=memory_facts)
+        return gpudiag.preflight(search_dir=None, **kwargs)
 
 
 def _fakes():
-    return pytest.importorskip("tests.fakes")
+    from tests import fakes
+
+    return fakes
 
 
 def test_recorded_linux_desktop_through_the_driver_probe(tmp_path):

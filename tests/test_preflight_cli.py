@@ -8,7 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from gpudiag.diagnose.preflight import checks as pc
+from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose.preflight import facts as facts_mod
+from gpudiag.diagnose.preflight.model import ENV_NAMES
 from gpudiag.cli import main
 from tests.test_preflight_checks import GiB, make_facts, make_gpu, no_nvml, write_report
 
@@ -33,7 +35,7 @@ def cli(args, facts=None, monkeypatch=None):
         def fake_gather(plan, **kwargs):
             seen["plan"], seen["kwargs"] = plan, kwargs
             return facts
-        monkeypatch.setattr(pc, "gather_facts", fake_gather)
+        monkeypatch.setattr(facts_mod, "gather_facts", fake_gather)
         result = CliRunner().invoke(main, ["preflight"] + args)
         result.seen = seen
         return result
@@ -43,7 +45,7 @@ def cli(args, facts=None, monkeypatch=None):
 def subprocess_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    for name in pc.ENV_NAMES:
+    for name in ENV_NAMES:
         env.pop(name, None)
     return env
 
@@ -188,5 +190,5 @@ def test_the_cli_never_imports_torch(tmp_path):
                           cwd=str(tmp_path), env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    assert "gpudiag.diagnose.preflight.checks" in imported  # the import log is real
+    assert "gpudiag.diagnose.preflight.gpu_checks" in imported  # the import log is real
     assert not [m for m in imported if m == "torch" or m.startswith("torch.")]

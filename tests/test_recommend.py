@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from gpudiag.diagnose import recommend as rec
+from gpudiag.diagnose import access, memory_fit, thresholds
+from gpudiag.diagnose.verdicts import gpu_sharing, parallelism, transfer
 from gpudiag.diagnose.recommend import recommend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +72,7 @@ def test_recommendation_shape_and_every_source_resolves(name):
                 "runners_up", "environment_changes", "verdicts", "gpu_questions_answered"):
         assert key in r, key
     assert isinstance(r["headline"], str) and r["headline"]
-    assert [v["cause"] for v in r["verdicts"]] == list(rec.CAUSES)
+    assert [v["cause"] for v in r["verdicts"]] == list(thresholds.CAUSES)
     for v in r["verdicts"]:
         assert v["verdict"] in VERDICTS, v
         assert v["summary"]
@@ -103,7 +104,7 @@ def test_strategy_is_the_fastest_that_fits_or_a_simpler_one_within_noise(name):
         assert r["strategy"] is None
         return
     best = max(s["cycles_per_s"] for s in rows)
-    assert r["cycles_per_s"] >= best * (1 - rec.NOISE_MARGIN_FRACTION)
+    assert r["cycles_per_s"] >= best * (1 - thresholds.NOISE_MARGIN_FRACTION)
     assert any(s["name"] == r["strategy"] and s["workers"] == r["workers"] for s in rows)
 
 
@@ -139,7 +140,7 @@ def test_any_value_missing_or_malformed_never_raises(name):
                 parent = parent[k]
             parent[p[-1]] = bad
             r = recommend(broken)
-            assert len(r["verdicts"]) == len(rec.CAUSES)
+            assert len(r["verdicts"]) == len(thresholds.CAUSES)
             for v in r["verdicts"]:  # what is still cited is still there
                 for fig, src in v["sources"].items():
                     assert resolve(broken, src) == v["figures"][fig], (p, bad, v["cause"], fig)
@@ -328,7 +329,7 @@ def test_multiple_rows_per_strategy_pick_the_worker_count_that_fits():
 
 
 def test_fit_computed_from_per_worker_figures_when_gil_gives_no_fits():
-    limits = rec.memory_limits(mk(gil={"memory": {"per_worker_host_bytes": 2e9, "budget_host_bytes": 5e9,
+    limits = memory_fit.memory_limits(mk(gil={"memory": {"per_worker_host_bytes": 2e9, "budget_host_bytes": 5e9,
                                                   "per_worker_device_bytes": 4e8, "budget_device_bytes": 7e8}}))
     assert limits["values"]["fits_processes"] == 1  # the GPU budget is the tighter one
 
@@ -336,7 +337,7 @@ def test_fit_computed_from_per_worker_figures_when_gil_gives_no_fits():
 def test_unknown_fit_does_not_exclude_but_says_so():
     r = recommend(mk(cycle=cyc(("serial", 1, 10.0), ("processes", 4, 30.0))))
     assert r["strategy"] == "processes"
-    assert rec.worker_fit("processes", 4, rec.memory_limits({}))[0] is None
+    assert memory_fit.worker_fit("processes", 4, memory_fit.memory_limits({}))[0] is None
 
 
 def test_every_strategy_excluded_by_memory_gives_null_with_the_reason():
@@ -358,50 +359,50 @@ def scal(workload, threads, processes, n=2):
 
 
 def test_gil_verdict_edges():
-    v = rec.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.9, 1.95),
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.9, 1.95),
                                            "python": {"gil_enabled": False, "free_threaded_build": True}}))
     assert v["verdict"] == "refuted" and "free-threaded" in v["summary"]
-    v = rec.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.05)}))
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.05)}))
     assert v["verdict"] == "not_measured" and "free cores" in v["reason"]
-    v = rec.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.0)[:1]}))
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.0)[:1]}))
     assert v["verdict"] == "not_measured"
-    v = rec.verdict_gil_contention(mk(gil={"scaling": scal("torch_dispatch", 0.9, 1.8)}))
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("torch_dispatch", 0.9, 1.8)}))
     assert v["verdict"] == "supported" and v["figures"]["workload"] == "torch_dispatch"
     # exactly at the threshold ratio is not GIL-bound
-    v = rec.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.5, 2.0)}))
-    assert v["figures"]["thread_to_process_ratio"] == rec.GIL_THREAD_TO_PROCESS_RATIO_MAX
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.5, 2.0)}))
+    assert v["figures"]["thread_to_process_ratio"] == thresholds.GIL_THREAD_TO_PROCESS_RATIO_MAX
     assert v["verdict"] == "refuted"
-    v = rec.verdict_gil_contention({"probes": {"gil": {"status": "failed", "reason": "timed out after 60 s"}}})
+    v = parallelism.verdict_gil_contention({"probes": {"gil": {"status": "failed", "reason": "timed out after 60 s"}}})
     assert v["verdict"] == "not_measured" and "timed out after 60 s" in v["reason"]
 
 
 def test_context_switch_verdict_edges():
     row = {"workers": 4, "stretch": 1.2, "overhead_fraction": 0.10, "switch_cost_us_est": 300.0,
            "timeslice_ms_est": 2.0}
-    v = rec.verdict_context_switch(mk(contention={"processes": [row], "mps_active": True}))
+    v = gpu_sharing.verdict_context_switch(mk(contention={"processes": [row], "mps_active": True}))
     assert v["verdict"] == "supported" and "300 us" in v["summary"] and "MPS" in v["summary"]
     only_stretch = {"workers": 2, "stretch": 1.05}
-    v = rec.verdict_context_switch(mk(contention={"processes": [only_stretch]}))
+    v = gpu_sharing.verdict_context_switch(mk(contention={"processes": [only_stretch]}))
     assert v["verdict"] == "refuted" and v["figures"]["overhead_fraction"] == pytest.approx(0.0476, abs=1e-4)
     assert "overhead_fraction" not in v["sources"]  # derived, so no source of its own
-    v = rec.verdict_context_switch(mk(contention={"processes": [{"workers": 1, "stretch": 1.0}]}))
+    v = gpu_sharing.verdict_context_switch(mk(contention={"processes": [{"workers": 1, "stretch": 1.0}]}))
     assert v["verdict"] == "not_measured"
 
 
 def test_worker_memory_verdict_edges():
     kills = mk(system={"memory": {"oom_kills_since_boot": 2}})
-    v = rec.verdict_worker_memory(kills)
+    v = parallelism.verdict_worker_memory(kills)
     assert v["verdict"] == "supported" and "unknown" in v["summary"]
-    assert rec.verdict_worker_memory(mk(system={"memory": {"oom_kills_since_boot": 0}}))["verdict"] == "not_measured"
+    assert parallelism.verdict_worker_memory(mk(system={"memory": {"oom_kills_since_boot": 0}}))["verdict"] == "not_measured"
     # workers considered from gil's scaling rows when the cycle did not run
     rep = mk(gil=gilmem(fits_processes=1, per=3e9, budget=4e9,
                         scaling=[{"workload": "python", "mode": "processes", "workers": 2, "speedup": 1.9}]))
-    v = rec.verdict_worker_memory(rep)
+    v = parallelism.verdict_worker_memory(rep)
     assert v["verdict"] == "supported" and v["figures"]["workers_considered"] == 2
     assert v["sources"]["workers_considered"] == "probes.gil.data.scaling[0].workers"
     # ... else from the core count
     rep = mk(gil=gilmem(fits_processes=8), system={"cpu": {"logical_cores": 4}, "memory": {}})
-    v = rec.verdict_worker_memory(rep)
+    v = parallelism.verdict_worker_memory(rep)
     assert v["verdict"] == "refuted" and v["figures"]["workers_considered"] == 4
 
 
@@ -411,25 +412,25 @@ def test_pcie_verdict_edges():
             "efficiency": {"h2d_pinned": 0.76}}
     for share, expected in ((0.3, "supported"), (0.1, "refuted")):
         rep = mk(pcie=base, cycle=cyc(("serial", 1, 1.0), idle={"serial": {"transfer_fraction": share}}))
-        v = rec.verdict_pcie_bandwidth(rep)
+        v = transfer.verdict_pcie_bandwidth(rep)
         assert v["verdict"] == expected and v["figures"]["transfer_fraction_of_cycle"] == share
     slow = dict(base, efficiency={"h2d_pinned": 0.4})
-    assert rec.verdict_pcie_bandwidth(mk(pcie=slow))["verdict"] == "supported"
+    assert transfer.verdict_pcie_bandwidth(mk(pcie=slow))["verdict"] == "supported"
     idle_read = dict(base, link=dict(link, width=8, read_under_load=False))  # idle links downtrain: not evidence
-    v = rec.verdict_pcie_bandwidth(mk(pcie=idle_read))
+    v = transfer.verdict_pcie_bandwidth(mk(pcie=idle_read))
     assert v["verdict"] == "not_measured" and v["figures"]["link_degraded"] is False
     assert "FIX_PCIE_LINK" not in env_codes(recommend(mk(pcie=idle_read)))
 
 
 def test_host_sync_idle_verdict_edges():
     rep = mk(cycle=cyc(("serial", 1, 10.0), ("deferred_sync", 8, 12.0)))
-    v = rec.verdict_host_sync_idle(rep)
+    v = transfer.verdict_host_sync_idle(rep)
     assert v["verdict"] == "supported" and v["figures"]["deferred_sync_speedup"] == 1.2
-    assert rec.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0))))["verdict"] == "not_measured"
-    v = rec.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0), device="cpu")))
+    assert transfer.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0))))["verdict"] == "not_measured"
+    v = transfer.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0), device="cpu")))
     assert v["verdict"] == "not_measured" and "CPU" in v["summary"]
     busy = {"busy_fraction": 0.95, "breakdown_ms": {"host_wait": 10, "sync_wait": 10, "launch_overhead": 5}}
-    v = rec.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0), idle={"serial": busy})))
+    v = transfer.verdict_host_sync_idle(mk(cycle=cyc(("serial", 1, 10.0), idle={"serial": busy})))
     assert v["verdict"] == "refuted"
 
 
@@ -448,12 +449,12 @@ def test_gpu_shared_verdict_and_close_change():
     r = recommend(mk(driver=drv(job)))
     assert "CLOSE_GPU_APPS" in env_codes(r) and "python3" in r["environment_changes"][0]["change"]
     wsl = {"index": 0, "processes": {"graphics": "n/a", "compute": "n/a"}}
-    assert rec.verdict_gpu_shared(mk(driver=drv(wsl)))["verdict"] == "not_measured"
-    assert rec.verdict_gpu_shared(mk(driver=drv({"index": 0, "processes": {"graphics": [], "compute": []}})))[
+    assert gpu_sharing.verdict_gpu_shared(mk(driver=drv(wsl)))["verdict"] == "not_measured"
+    assert gpu_sharing.verdict_gpu_shared(mk(driver=drv({"index": 0, "processes": {"graphics": [], "compute": []}})))[
         "verdict"] == "refuted"
     flagged = {"probes": {"driver": {"status": "skipped", "reason": "x", "findings": [
         {"code": "GPU_SHARED_WITH_DISPLAY", "severity": "warning", "message": "code holds the GPU"}]}}}
-    v = rec.verdict_gpu_shared(flagged)
+    v = gpu_sharing.verdict_gpu_shared(flagged)
     assert v["verdict"] == "supported" and resolve(flagged, v["sources"]["finding"]) == "GPU_SHARED_WITH_DISPLAY"
     windows = {"index": 0, "processes": {"graphics": [{"name": "C:\\Windows\\System32\\dwm.exe"},
                                                       {"name": "C:\\Program Files\\Microsoft VS Code\\Code.exe"}],
@@ -466,21 +467,21 @@ def test_driver_model_verdict_edges():
     wddm = {"index": 0, "driver_model": {"current": "WDDM", "pending": "WDDM"}}
     win = {"os": {"name": "Windows", "wsl": None}}
     slow = {"launch_overhead_us": {"median": 25.0}, "graph": {"speedup": 4.1}}
-    assert rec.verdict_driver_model(mk(driver=drv(wddm), system=win, launch=slow))["verdict"] == "supported"
+    assert gpu_sharing.verdict_driver_model(mk(driver=drv(wddm), system=win, launch=slow))["verdict"] == "supported"
     fast = {"launch_overhead_us": {"median": 6.0}}
-    assert rec.verdict_driver_model(mk(driver=drv(wddm), system=win, launch=fast))["verdict"] == "refuted"
+    assert gpu_sharing.verdict_driver_model(mk(driver=drv(wddm), system=win, launch=fast))["verdict"] == "refuted"
     wsl = mk(driver=drv({"index": 0, "driver_model": {"current": "n/a"}}), system={"os": {"name": "Linux", "wsl": 2}})
-    v = rec.verdict_driver_model(wsl)
+    v = gpu_sharing.verdict_driver_model(wsl)
     assert v["verdict"] == "not_measured" and "WSL2" in v["summary"]
     for model in ("TCC", "MCDM"):
         gpu = {"index": 0, "driver_model": {"current": model}}
-        v = rec.verdict_driver_model(mk(driver=drv(gpu), system=win, launch=fast))
+        v = gpu_sharing.verdict_driver_model(mk(driver=drv(gpu), system=win, launch=fast))
         assert v["verdict"] == "refuted" and model in v["summary"]
-    v = rec.verdict_driver_model(mk(driver=drv({"index": 0}), system={"os": {"name": "Darwin"}}))
+    v = gpu_sharing.verdict_driver_model(mk(driver=drv({"index": 0}), system={"os": {"name": "Darwin"}}))
     assert v["verdict"] == "not_measured" and v["reason"]
     # no system probe, but the Linux kernel module was read: native Linux
     linux = dict(drv({"index": 0}), kernel_module={"flavour": "open", "version": "560.35.03"})
-    v = rec.verdict_driver_model(mk(driver=linux, launch=fast))
+    v = gpu_sharing.verdict_driver_model(mk(driver=linux, launch=fast))
     assert v["verdict"] == "refuted" and "Native Linux" in v["summary"]
 
 
@@ -500,9 +501,9 @@ def test_environment_changes_edges():
 
 
 def test_source_paths_round_trip():
-    p = rec.path("probes", "cycle", "data", "strategies", 3, "cycles_per_s")
+    p = access.path("probes", "cycle", "data", "strategies", 3, "cycles_per_s")
     assert p == "probes.cycle.data.strategies[3].cycles_per_s"
-    assert rec._split(p) == ["probes", "cycle", "data", "strategies", 3, "cycles_per_s"]
+    assert access.split_path(p) == ["probes", "cycle", "data", "strategies", 3, "cycles_per_s"]
 
 
 # ---------------------------------------------------------------- the CLI puts it in the report

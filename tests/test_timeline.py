@@ -121,6 +121,9 @@ class FakeNvml:
     def nvmlShutdown(self):
         self.shut = True
 
+    def nvmlDeviceGetCount(self):
+        return 1
+
     def nvmlDeviceGetHandleByIndex(self, i):
         return ("h", i)
 

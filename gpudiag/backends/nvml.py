@@ -7,7 +7,7 @@ same names as `pynvml` (see tests/fakes.py), never patching pynvml inside indivi
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple
 
 NA = "n/a"  # a value NVML does not give on this GPU/driver/OS
 
@@ -163,6 +163,44 @@ class Nvml:
         """NVML's name for a pid (often a full path), or None when NVML cannot say."""
         name = self.call("nvmlSystemGetProcessName", pid, default=None)
         return name if isinstance(name, str) and name.strip() else None
+
+
+# ----------------------------------------------------------------- CUDA device <-> NVML device
+# CUDA numbers devices fastest-first and after CUDA_VISIBLE_DEVICES; NVML by PCI order. The PCI bus id is
+# the one name both agree on.
+
+def pci_bus_id(props: Any) -> Optional[str]:
+    """"0000:01:00.0" from torch device properties (pci_domain_id/bus_id/device_id, torch >= 2.x)."""
+    parts = [getattr(props, k, None) for k in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+        return None
+    domain, bus, device = parts
+    return f"{domain:04x}:{bus:02x}:{device:02x}.0"
+
+
+def cuda_device_handle(n: Nvml, bus_id: Optional[str], index: int,
+                env: Mapping[str, str]) -> Tuple[Any, str]:
+    """(NVML handle or None, how it was matched or why not) for CUDA device `index` as torch numbers it.
+
+    By PCI bus id when torch tells it; otherwise by index, which is only the same GPU when CUDA
+    and NVML count alike: no CUDA_VISIBLE_DEVICES remapping, and one GPU or PCI-bus ordering.
+    """
+    if bus_id:
+        h = n.call("nvmlDeviceGetHandleByPciBusId", bus_id, default=None)
+        if h is not None and h is not NA:
+            return h, "pci_bus_id"
+    if env.get("CUDA_VISIBLE_DEVICES") is not None:
+        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and "
+                      "CUDA_VISIBLE_DEVICES renumbers devices")
+    if n.device_count() != 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and with several "
+                      "GPUs CUDA orders them fastest-first (set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
+    try:
+        return n.handle(index), "index"
+    except Exception as exc:
+        if not type(exc).__name__.startswith("NVMLError"):
+            raise
+        return None, f"NVML has no GPU {index}: {type(exc).__name__}"
 
 
 @contextlib.contextmanager

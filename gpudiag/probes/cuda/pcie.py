@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 from gpudiag.probes.cuda import analysis as ca
 from gpudiag.backends import nvml as nvml_backend
@@ -28,40 +28,6 @@ _SAMPLE_EVERY_S = 0.005
 
 
 # ----------------------------------------------------------------- device <-> NVML <-> sysfs
-
-def pci_bus_id(props: Any) -> Optional[str]:
-    """"0000:01:00.0" from torch device properties (pci_domain_id/bus_id/device_id, torch >= 2.x)."""
-    parts = [getattr(props, k, None) for k in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
-    if not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
-        return None
-    domain, bus, device = parts
-    return f"{domain:04x}:{bus:02x}:{device:02x}.0"
-
-
-def nvml_handle(n: nvml_backend.Nvml, bus_id: Optional[str], index: int,
-                env: Mapping[str, str]) -> Tuple[Any, str]:
-    """(NVML handle or None, how it was matched or why not) for torch device `index`.
-
-    By PCI bus id when torch tells it; otherwise by index, which is only the same GPU when CUDA
-    and NVML count alike: no CUDA_VISIBLE_DEVICES remapping, and one GPU or PCI-bus ordering.
-    """
-    if bus_id:
-        h = n.call("nvmlDeviceGetHandleByPciBusId", bus_id, default=None)
-        if h is not None and h is not NA:
-            return h, "pci_bus_id"
-    if env.get("CUDA_VISIBLE_DEVICES") is not None:
-        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and "
-                      "CUDA_VISIBLE_DEVICES renumbers devices")
-    if n.device_count() != 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-        return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and with several "
-                      "GPUs CUDA orders them fastest-first (set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
-    try:
-        return n.handle(index), "index"
-    except Exception as exc:
-        if not type(exc).__name__.startswith("NVMLError"):
-            raise
-        return None, f"NVML has no GPU {index}: {type(exc).__name__}"
-
 
 def read_link(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
     """Current link generation and width (ints or "n/a")."""
@@ -190,7 +156,7 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
                             "source": "NVML, sampled every 5 ms during host->device copies"}
     try:
         with nvml_backend.session() as n:
-            h, how = nvml_handle(n, bus_id, 0, env)
+            h, how = nvml_backend.cuda_device_handle(n, bus_id, 0, env)
             if h is None:
                 link["reason"] = how
                 return link
@@ -261,7 +227,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         points.append(_point("d2h", "pageable", size, _copy_ms(torch, pgb, db, s1, False, reps, warm)))
 
     load_src = pin_a if pin_a is not None else page_a
-    bus_id = pci_bus_id(torch.cuda.get_device_properties(0))
+    bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(0))
     link = _measure_link(torch, dev_a, load_src, s1, ctx.quick, bus_id, dict(os.environ))
     theory = ca.theoretical_gbps(link["gen"], link["width"]) if link["read_under_load"] else None
     theory_max = ca.theoretical_gbps(

@@ -69,17 +69,11 @@ def _profiler_support():
 
 
 def _nvml_locate(torch) -> Any:
-    """The PCI bus id of the current CUDA device (NVML's numbering differs under CUDA_VISIBLE_DEVICES)."""
-    try:
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        bus = getattr(props, "pci_bus_id", None)
-        if isinstance(bus, int):
-            return f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
-    except Exception:
-        pass  # older torch: fall back to the index below
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    first = visible.split(",")[0].strip()
-    return int(first) if first.isdigit() else torch.cuda.current_device()
+    """The PCI bus id of the current CUDA device, else its index: what the NVML sampler matches it by."""
+    from gpudiag.backends import nvml
+
+    index = torch.cuda.current_device()
+    return nvml.pci_bus_id(torch.cuda.get_device_properties(index)) or index
 
 
 def _custom_cycles(spec, mode: str) -> int:

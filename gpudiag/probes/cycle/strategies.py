@@ -15,9 +15,7 @@ reached through `start_pool`.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,10 +23,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
-from gpudiag.measure.workers import WorkerPool, run_threads
-
 from gpudiag.measure import stats
-from gpudiag.probes.cycle import timeline
+from gpudiag.measure.workers import WorkerPool, run_threads
+from gpudiag.probes.cycle import profiling, timeline
 from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
@@ -516,65 +513,6 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 # ---------------------------------------------------------------- GPU timeline of one contestant
 
-def trace_window(events: Sequence[dict], name: str = "gpudiag_window") -> Optional[Tuple[float, float]]:
-    """(start, end) in µs of the host-side `record_function` range called `name`, if recorded."""
-    for ev in events:
-        if ev.get("name") == name and str(ev.get("cat", "")).lower() == "user_annotation":
-            return float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0.0))
-    return None
-
-
-def profiled_events(run: Callable[[], None], sync: Callable[[], None]) -> List[dict]:
-    """Chrome-trace events of one run under torch.profiler (CPU + CUDA where supported)."""
-    from torch.profiler import ProfilerActivity, profile, record_function, supported_activities
-
-    acts = [a for a in (ProfilerActivity.CPU, ProfilerActivity.CUDA) if a in supported_activities()]
-    sync()
-    with profile(activities=acts) as prof:
-        with record_function("gpudiag_window"):
-            run()
-            sync()
-    fd, path = tempfile.mkstemp(prefix="gpudiag-trace-", suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh).get("traceEvents", [])
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def profile_timeline(run: Callable[[], None], sync: Callable[[], None], cycles: int) -> dict:
-    """The idle timeline of `run` (which runs `cycles` cycles) from torch.profiler kernel events."""
-    events = profiled_events(run, sync)
-    return timeline.analyze_trace(events, window_us=trace_window(events), cycles=cycles)
-
-
-def events_timeline(w, cycles: int) -> dict:
-    """Serial cycles timed with CUDA events around each cycle's device work (profiler fallback)."""
-    import torch
-
-    starts, ends = [], []
-    w.sync()
-    t0 = time.perf_counter()
-    for i in range(cycles):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        loss, acc, norm = w.forward_metrics(*w.batch(i))
-        e.record()
-        w.metrics.append((loss.item(), acc.item(), norm.item()))
-        host_work(w.spec.host_work_iters)
-        starts.append(s)
-        ends.append(e)
-    w.sync()
-    wall_ms = (time.perf_counter() - t0) * 1000.0
-    steps = [(starts[0].elapsed_time(s), starts[0].elapsed_time(e)) for s, e in zip(starts, ends)]
-    return timeline.analyze_step_events(steps, wall_ms, cycles=cycles)
-
-
 def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
     """Profile one more, untimed run of a contestant (profiling slows it down)."""
     if c.name == "processes":
@@ -582,9 +520,9 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
                                              "see the others' kernels (see nvml_gpu_percent_median)")
     try:
         if env.profiler_cuda and c.plain is not None:
-            return profile_timeline(lambda: c.plain(cycles), c.sync, cycles)
+            return profiling.profile_timeline(lambda: c.plain(cycles), c.sync, cycles)
         if c.events_workload is not None:
-            return events_timeline(c.events_workload, cycles)
+            return profiling.events_timeline(c.events_workload, cycles)
         return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
     except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
         return timeline.empty_timeline(None, f"profiling failed: {_where(exc)}")

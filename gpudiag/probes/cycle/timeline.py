@@ -261,21 +261,23 @@ class UtilizationSampler:
         self.t0 = 0.0
 
     def _handle(self, nv):
+        """(NVML handle or None, why not) for the GPU this sampler watches."""
+        import os
+
+        from gpudiag.backends.nvml import cuda_device_handle
+
         if isinstance(self.locate, str):
-            h = nv.call("nvmlDeviceGetHandleByPciBusId", self.locate, default=None)
-            if h is not None:
-                return h
-            return nv.call("nvmlDeviceGetHandleByPciBusId_v2", self.locate, default=None)
-        return nv.handle(int(self.locate))
+            return cuda_device_handle(nv, self.locate, 0, os.environ)
+        return cuda_device_handle(nv, None, int(self.locate), os.environ)
 
     def _loop(self) -> None:
         from gpudiag.backends.nvml import NA, NvmlUnavailable, session
 
         try:
             with session(self.lib) as nv:
-                h = self._handle(nv)
+                h, how = self._handle(nv)
                 if h is None:
-                    self.reason = f"NVML does not know the GPU at PCI bus id {self.locate}"
+                    self.reason = how
                     return
                 self._ready.set()
                 while True:

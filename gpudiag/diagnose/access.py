@@ -1,0 +1,223 @@
+"""Safe reads of a report of any gpudiag version, and the evidence and formatting helpers every rule uses.
+
+Reports come from other versions and machines: every read checks types, and a missing value is None,
+never an exception. Figures carry a JSON-path-like source ("probes.cycle.data.strategies[3].cycles_per_s").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+from gpudiag.diagnose.thresholds import CUDA_PROBES, DESKTOP_PROCESS_NAMES
+
+
+def get(obj: Any, *keys: Any) -> Any:
+    """obj[k1][k2]...; None as soon as a key or index is missing or the shape is wrong."""
+    for k in keys:
+        if isinstance(k, int) and not isinstance(k, bool):
+            if not isinstance(obj, list) or not -len(obj) <= k < len(obj):
+                return None
+        elif not isinstance(obj, dict) or k not in obj:
+            return None
+        obj = obj[k]
+    return obj
+
+
+def num(x: Any) -> Optional[float]:
+    """A finite number, or None (bools, strings such as "n/a", NaN and None are not numbers)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def as_int(x: Any) -> Optional[int]:
+    n = num(x)
+    return int(n) if n is not None and n == int(n) else None
+
+
+def as_dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def as_list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def as_str(x: Any) -> Optional[str]:
+    return x if isinstance(x, str) and x else None
+
+
+def path(*parts: Any) -> str:
+    """('probes', 'cycle', 'data', 'strategies', 3, 'cycles_per_s') -> probes.cycle.data.strategies[3].cycles_per_s"""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
+    return out
+
+
+def evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
+    return {"claim": claim, "value": value, "unit": unit, "source": source}
+
+
+def probe_result(report: dict, name: str) -> dict:
+    return as_dict(get(report, "probes", name))
+
+
+def probe_data(report: dict, name: str) -> dict:
+    """A probe's data when it ran to the end (status ok); {} otherwise."""
+    res = probe_result(report, name)
+    return as_dict(res.get("data")) if res.get("status") == "ok" else {}
+
+
+def not_run_reason(report: dict, name: str) -> str:
+    """Why a probe gave no data, in words: 'the pcie probe was skipped: no CUDA device ...'."""
+    res = probe_result(report, name)
+    status = res.get("status")
+    why = as_str(res.get("reason"))
+    if not res:
+        return f"the {name} probe is not in this report"
+    if status == "skipped":
+        return f"the {name} probe was skipped" + (f": {why}" if why else "")
+    if status == "failed":
+        return f"the {name} probe failed" + (f": {why}" if why else "")
+    if status == "ok":
+        return f"the {name} probe ran but did not record this"
+    return f"the {name} probe has no usable result (status {status!r})"
+
+
+def fmt_rate(x: Optional[float]) -> str:
+    """Three significant figures without exponent: 41.3, 22.0, 165, 0.0452."""
+    if x is None:
+        return "n/a"
+    a = abs(x)
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "n/a"
+    if abs(n) >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.0f} MiB"
+
+
+def fmt_pct(fraction: Optional[float]) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.0f} %"
+
+
+def base_name(name: Any) -> str:
+    """'/usr/share/code/code' -> 'code'; 'C:\\...\\Code.exe' -> 'Code.exe'."""
+    s = str(name or "?")
+    return s.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or s
+
+
+def link_text(gen: Optional[float], width: Optional[float]) -> str:
+    """'Gen3 x16', 'Gen3', 'x8' or 'the link' from whatever of the two is known."""
+    parts = ([f"Gen{gen:.0f}"] if gen is not None else []) + ([f"x{width:.0f}"] if width is not None else [])
+    return " ".join(parts) or "the link"
+
+
+def is_desktop_process(name: str) -> bool:
+    n = base_name(name).lower()
+    n = n.removesuffix(".exe")
+    return n in DESKTOP_PROCESS_NAMES
+
+
+def verdict_entry(cause: str, verdict: str, summary: str, reason: str = "",
+             figures: Optional[dict] = None, sources: Optional[dict] = None) -> dict:
+    return {"cause": cause, "verdict": verdict, "summary": summary, "reason": reason,
+            "figures": figures or {}, "sources": sources or {}}
+
+
+class Figures:
+    """Collects figures and, for those read straight from the report, the path they came from."""
+
+    def __init__(self) -> None:
+        self.values: Dict[str, Any] = {}
+        self.sources: Dict[str, str] = {}
+
+    def read(self, name: str, report: dict, *keys: Any, kind=num) -> Any:
+        value = kind(get(report, *keys))
+        self.values[name] = value
+        if value is not None:
+            self.sources[name] = path(*keys)
+        return value
+
+    def put(self, name: str, value: Any) -> Any:
+        """A derived figure (computed from others): no source path of its own."""
+        self.values[name] = value
+        return value
+
+
+def findings_with(report: dict, codes) -> List[Tuple[str, int, dict]]:
+    out = []
+    for pname, res in as_dict(report.get("probes")).items():
+        for i, f in enumerate(as_list(as_dict(res).get("findings"))):
+            if isinstance(f, dict) and f.get("code") in codes:
+                out.append((pname, i, f))
+    return out
+
+
+def strategy_rows(report: dict) -> List[dict]:
+    """The cycle probe's strategy rows, each with its index (for source paths) and parsed numbers."""
+    rows = []
+    for i, row in enumerate(as_list(get(probe_data(report, "cycle"), "strategies"))):
+        if not isinstance(row, dict) or not as_str(row.get("name")):
+            continue
+        rows.append({
+            "index": i, "name": row["name"], "status": as_str(row.get("status")),
+            "reason": as_str(row.get("reason")) or "", "workers": as_int(row.get("workers")),
+            "cycles_per_s": num(row.get("cycles_per_s")),
+            "speedup_vs_serial": num(row.get("speedup_vs_serial")),
+            "gpu_busy_fraction": num(row.get("gpu_busy_fraction")),
+        })
+    return rows
+
+
+def row_path(row: dict, key: str) -> str:
+    return path("probes", "cycle", "data", "strategies", row["index"], key)
+
+
+def cycle_device(report: dict) -> Optional[str]:
+    """'cuda' or 'cpu' (what the tournament ran on), None when unknown."""
+    dev = as_str(get(probe_data(report, "cycle"), "workload", "device"))
+    if dev is None:
+        return None
+    return "cuda" if dev.lower().startswith("cuda") else dev.lower()
+
+
+def gpu_questions_answered(report: dict) -> bool:
+    """True when a GPU was actually exercised: the cycle ran on CUDA or a CUDA probe measured."""
+    return cycle_device(report) == "cuda" or any(probe_result(report, p).get("status") == "ok" for p in CUDA_PROBES)
+
+
+def as_bool(x: Any) -> Optional[bool]:
+    return x if isinstance(x, bool) else None
+
+
+def strategy_reason(report: dict, name: str) -> str:
+    for r in strategy_rows(report):
+        if r["name"] == name:
+            return f"{name} {r['status']}" + (f": {r['reason']}" if r["reason"] else "")
+    return f"no {name} row in the cycle probe"
+
+
+def split_path(p: str) -> List[Any]:
+    """Inverse of path(): 'a.b[2].c' -> ['a', 'b', 2, 'c']."""
+    keys: List[Any] = []
+    for part in p.split("."):
+        name, _, rest = part.partition("[")
+        if name:
+            keys.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            keys.append(int(idx))
+            rest = rest.removeprefix("[")
+    return keys

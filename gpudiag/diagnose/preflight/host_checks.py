@@ -1,0 +1,115 @@
+"""Checks on the host: RAM (cgroup and WSL limits included), swap, OOM kills, environment hygiene, disk."""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Tuple
+
+from gpudiag.measure.sizes import format_size
+from gpudiag.diagnose.preflight.model import Check, Plan, num, worst
+from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
+
+
+def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:
+    mem = facts.get("memory") or {}
+    budget, what = host_budget(mem)
+    ev = {k: mem.get(k) for k in ("available_bytes", "total_bytes", "cgroup_limit_bytes", "cgroup_usage_bytes",
+                                  "wsl_memory_cap_bytes", "budget_bytes")}
+    ev.update({"budget_bytes": budget, "need_bytes": need["total_host_bytes"],
+               "per_worker_bytes": need["host_bytes"], "source": need["host_source"]})
+    if budget is None:
+        return Check("host_ram", "skip", f"available memory unknown ({facts.get('memory_reason') or 'no facts'})", ev)
+    status = fit_status(need["total_host_bytes"], budget)
+    verdict = {"fail": "does not fit in", "warn": "barely fits in", "pass": "fits in"}[status]
+    msg = f"{need_text(need, plan, 'host')} {verdict} {format_size(budget)} ({what})"
+    cap = num(mem.get("wsl_memory_cap_bytes"))
+    if cap:
+        msg += f"; WSL2 caps this Linux at {format_size(cap)} (.wslconfig memory=)"
+    if status == "fail":
+        msg += " - expect the OOM killer"
+    return Check("host_ram", status, msg, ev)
+
+
+def check_swap(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:
+    mem = facts.get("memory") or {}
+    total, used = num(mem.get("swap_total_bytes")), num(mem.get("swap_used_bytes"))
+    ev = {"swap_total_bytes": total, "swap_used_bytes": used}
+    if total is None:
+        return Check("swap", "skip", "swap size unknown", ev)
+    budget, _ = host_budget(mem)
+    if total == 0:
+        if budget and need["total_host_bytes"] > 0.75 * budget:
+            return Check("swap", "warn", "no swap, and the workers need over 3/4 of the memory left: going over "
+                         "means the OOM killer, not a slowdown", ev)
+        return Check("swap", "pass", "no swap (fine while the workers fit with room to spare)", ev)
+    if used is not None and used > 0.5 * total:
+        return Check("swap", "warn", f"swap is already {100 * used / total:.0f}% used ({format_size(used)} of "
+                     f"{format_size(total)}): this machine is short of RAM before the run starts", ev)
+    return Check("swap", "pass", f"{format_size(total)} swap" + (f", {format_size(used)} used" if used else ""), ev)
+
+
+def check_oom_kills(facts: Mapping[str, Any], plan: Plan) -> Check:
+    mem = facts.get("memory") or {}
+    kills, cg_kills = num(mem.get("oom_kills_since_boot")), num(mem.get("cgroup_oom_kills"))
+    ev = {"oom_kills_since_boot": kills, "cgroup_oom_kills": cg_kills}
+    if kills is None and cg_kills is None:
+        return Check("oom_kills", "skip", "no OOM-kill counter here (Linux /proc/vmstat)", ev)
+    parts = []
+    if kills:
+        parts.append(f"the OOM killer has killed {int(kills)} process{'es' if kills != 1 else ''} since boot")
+    if cg_kills:
+        parts.append(f"{int(cg_kills)} in this cgroup")
+    if parts:
+        return Check("oom_kills", "warn", "; ".join(parts) + ": memory has already run out on this machine "
+                     "(`journalctl -k | grep -i oom` shows which)", ev)
+    return Check("oom_kills", "pass", "no OOM kills since boot", ev)
+
+
+def check_environment(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """Settings left over from debugging that make a long run slower or fragile.
+
+    CUDA_LAUNCH_BLOCKING=1 fails: it makes every launch synchronous (a debugging switch) and is never
+    what a long production run wants. The rest warn: they may be deliberate.
+    """
+    env = facts.get("env") or {}
+    items: List[Tuple[str, str]] = []
+    blocking = env.get("CUDA_LAUNCH_BLOCKING")
+    if blocking is not None and blocking.strip() not in ("", "0"):
+        items.append(("fail", f"CUDA_LAUNCH_BLOCKING={blocking} makes every kernel launch synchronous (a "
+                              "debugging switch that leaves the GPU idle between launches): unset it"))
+    if (env.get("PYTORCH_NO_CUDA_MEMORY_CACHING") or "").strip() not in ("", "0"):
+        items.append(("warn", "PYTORCH_NO_CUDA_MEMORY_CACHING disables torch's caching allocator: every "
+                              "allocation goes to cudaMalloc (slow); unset it"))
+    if (env.get("CUDA_MODULE_LOADING") or "").strip().upper() == "EAGER":
+        items.append(("warn", "CUDA_MODULE_LOADING=EAGER loads every kernel into each CUDA context (hundreds of "
+                              "MB more per process than LAZY)"))
+    method, source = facts.get("start_method"), facts.get("start_method_source")
+    if plan.strategy == "processes" and plan.workers > 1 and method == "fork":
+        items.append(("warn", f"the multiprocessing start method is fork ({source}): CUDA does not work in "
+                              "forked children; use multiprocessing.get_context('spawn')"))
+    ev = {"env": {k: env.get(k) for k in ("CUDA_LAUNCH_BLOCKING", "PYTORCH_NO_CUDA_MEMORY_CACHING",
+                                          "CUDA_MODULE_LOADING")},
+          "start_method": method, "start_method_source": source,
+          "problems": [{"status": s, "message": m} for s, m in items]}
+    if not items:
+        return Check("environment", "pass", f"no debug switches set; start method {method}", ev)
+    items.sort(key=lambda i: i[0] != "fail")
+    return Check("environment", worst(s for s, _ in items), "; ".join(m for _, m in items), ev)
+
+
+def check_disk(facts: Mapping[str, Any], plan: Plan) -> Check:
+    disk = facts.get("disk")
+    if not plan.checkpoint_dir or not isinstance(disk, dict):
+        return Check("disk", "skip", "no --checkpoint-dir given")
+    free, path = num(disk.get("free_bytes")), disk.get("path")
+    ev = {"path": path, "free_bytes": free, "total_bytes": disk.get("total_bytes"),
+          "writable": disk.get("writable"), "min_free_bytes": plan.min_free_disk}
+    if disk.get("writable") is False:
+        return Check("disk", "fail", f"{path} is not writable: checkpoints cannot be saved there", ev)
+    if free is None:
+        return Check("disk", "skip", f"free space at {path} unknown ({disk.get('reason')})", ev)
+    if plan.min_free_disk is not None and free < plan.min_free_disk:
+        return Check("disk", "fail", f"{format_size(free)} free at {path}, less than the "
+                     f"{format_size(plan.min_free_disk)} asked for (--min-free-disk)", ev)
+    return Check("disk", "pass", f"{format_size(free)} free at {path}"
+                 + (f" (>= {format_size(plan.min_free_disk)})" if plan.min_free_disk is not None
+                    else " (no --min-free-disk given)"), ev)

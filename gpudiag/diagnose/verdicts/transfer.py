@@ -1,0 +1,135 @@
+"""Verdicts on moving data and waiting for it: PCIe bandwidth, and host round trips that leave the GPU idle."""
+
+from __future__ import annotations
+
+from gpudiag.diagnose.access import (
+    Figures,
+    as_bool,
+    as_str,
+    cycle_device,
+    fmt_pct,
+    link_text,
+    not_run_reason,
+    probe_data,
+    strategy_reason,
+    strategy_rows,
+    verdict_entry,
+)
+from gpudiag.diagnose.thresholds import (
+    DEFERRED_SYNC_GAIN_MIN,
+    HOST_IDLE_FRACTION_MIN,
+    HOST_SYNC_SHARE_MIN,
+    PCIE_EFFICIENCY_LOW,
+    PCIE_TRANSFER_SHARE_SUPPORTED,
+)
+
+
+def verdict_pcie_bandwidth(report: dict) -> dict:
+    """Is the host<->device link slow, and does the loop spend its time in transfers?"""
+    cause = "pcie_bandwidth"
+    pc = probe_data(report, "pcie")
+    fig = Figures()
+    # The share of cycle time spent copying is only known when the cycle timeline records it.
+    cyc = ("probes", "cycle", "data", "idle", "serial", "transfer_fraction")
+    share = fig.read("transfer_fraction_of_cycle", report, *cyc)
+    if not pc:
+        return verdict_entry(cause, "not_measured", "PCIe bandwidth was not measured.",
+                        not_run_reason(report, "pcie") + "; it needs a CUDA device", fig.values, fig.sources)
+    b = ("probes", "pcie", "data")
+    eff = fig.read("h2d_pinned_efficiency", report, *b, "efficiency", "h2d_pinned")
+    peak = fig.read("h2d_pinned_gbps", report, *b, "peak", "h2d_pinned_gbps")
+    theo = fig.read("theoretical_gbps_per_direction", report, *b, "theoretical_gbps_per_direction")
+    gen = fig.read("link_gen", report, *b, "link", "gen")
+    width = fig.read("link_width", report, *b, "link", "width")
+    gen_max = fig.read("link_gen_max", report, *b, "link", "gen_max")
+    width_max = fig.read("link_width_max", report, *b, "link", "width_max")
+    loaded = fig.read("link_read_under_load", report, *b, "link", "read_under_load", kind=as_bool)
+    degraded = bool(loaded) and ((gen is not None and gen_max is not None and gen < gen_max) or
+                                 (width is not None and width_max is not None and width < width_max))
+    fig.put("link_degraded", degraded)
+    link = link_text(gen, width)
+    if degraded:
+        link += f" (capable of {link_text(gen_max, width_max)})"
+    speed = (f"pinned host->device copies reach {peak:.1f} GB/s" if peak is not None else "copy speed unknown")
+    if theo is not None:
+        speed += f" of {theo:.1f} GB/s theoretical for {link}"
+    if eff is not None:
+        speed += f" ({fmt_pct(eff)})"
+    if share is not None:
+        rule = f"rule: supported when copies take {fmt_pct(PCIE_TRANSFER_SHARE_SUPPORTED)} or more of a cycle"
+        text = f"Host<->device copies take {fmt_pct(share)} of a cycle; {speed}."
+        if share >= PCIE_TRANSFER_SHARE_SUPPORTED:
+            return verdict_entry(cause, "supported", "Transfer-bound: " + text, rule, fig.values, fig.sources)
+        return verdict_entry(cause, "refuted", text + " Transfers are not what limits the loop.", rule,
+                        fig.values, fig.sources)
+    needed = ("the share of cycle time spent in host<->device copies was not measured; it needs the copy "
+              "time per cycle from the cycle probe's GPU timeline (idle.serial.transfer_fraction)")
+    if degraded or (eff is not None and eff < PCIE_EFFICIENCY_LOW):
+        why = "the link runs below what the card supports" if degraded else \
+            f"copies reach less than {fmt_pct(PCIE_EFFICIENCY_LOW)} of the link's rate"
+        return verdict_entry(cause, "supported", f"The link underdelivers: {speed}; {why}. How much of each "
+                        "cycle waits on it was not measured.",
+                        f"rule: supported when the link is degraded or below {fmt_pct(PCIE_EFFICIENCY_LOW)} "
+                        f"efficiency; {needed}", fig.values, fig.sources)
+    return verdict_entry(cause, "not_measured", f"The link is healthy: {speed}. Whether the loop waits on it is open.",
+                    needed, fig.values, fig.sources)
+
+
+def verdict_host_sync_idle(report: dict) -> dict:
+    """Does the plain loop leave the GPU idle while Python works or waits on a sync?"""
+    cause = "host_sync_idle"
+    cyc = probe_data(report, "cycle")
+    if not cyc:
+        return verdict_entry(cause, "not_measured", "GPU idle gaps were not measured.",
+                        not_run_reason(report, "cycle"))
+    if cycle_device(report) not in (None, "cuda"):
+        return verdict_entry(cause, "not_measured", "The cycle ran on the CPU: there is no GPU to sit idle.",
+                        f"the cycle ran on device {cycle_device(report)!r}; idle gaps need a CUDA device")
+    fig = Figures()
+    t = ("probes", "cycle", "data", "idle", "serial")
+    busy = fig.read("serial_busy_fraction", report, *t, "busy_fraction")
+    fig.read("timeline_method", report, *t, "method", kind=as_str)
+    host = fig.read("host_wait_ms", report, *t, "breakdown_ms", "host_wait")
+    sync = fig.read("sync_wait_ms", report, *t, "breakdown_ms", "sync_wait")
+    launch = fig.read("launch_overhead_ms", report, *t, "breakdown_ms", "launch_overhead")
+    fig.read("gap_count", report, *t, "gaps", "count")
+    fig.read("nvml_median_percent", report, "probes", "cycle", "data", "nvml_utilization", "median_percent")
+    idle = fig.put("serial_idle_fraction", round(1 - busy, 4) if busy is not None else None)
+    parts = [x for x in (host, sync, launch) if x is not None]
+    share = fig.put("host_and_sync_share_of_idle",
+                    round(((host or 0) + (sync or 0)) / sum(parts), 4) if parts and sum(parts) > 0 else None)
+    rows = {r["name"]: r for r in strategy_rows(report) if r["status"] == "ok"}
+    gain = None
+    d, s = rows.get("deferred_sync"), rows.get("serial")
+    if d:
+        gain = fig.read("deferred_sync_speedup", report, "probes", "cycle", "data", "strategies", d["index"],
+                        "speedup_vs_serial")
+        if gain is None and s and d["cycles_per_s"] and s["cycles_per_s"]:
+            gain = fig.put("deferred_sync_speedup", round(d["cycles_per_s"] / s["cycles_per_s"], 3))
+    if busy is None and gain is None:
+        return verdict_entry(cause, "not_measured", "Neither a GPU timeline of the plain loop nor deferred_sync was "
+                        "measured.", "no idle.serial timeline and no deferred_sync row; "
+                        + strategy_reason(report, "deferred_sync"), fig.values, fig.sources)
+    bits = []
+    if busy is not None:
+        bits.append(f"the plain loop keeps the GPU busy {fmt_pct(busy)} of the time")
+    if parts:
+        bits.append(f"idle time splits into host wait {host or 0:.0f} ms, sync wait {sync or 0:.0f} ms and "
+                    f"launch overhead {launch or 0:.0f} ms")
+    if gain is not None:
+        bits.append(f"syncing once every few cycles (deferred_sync) runs {gain:.2f}x the plain loop")
+    nv = fig.values.get("nvml_median_percent")
+    if nv is not None:
+        bits.append(f"NVML showed {nv:.0f} % utilisation (what nvidia-smi would show)")
+    text = "; ".join(bits) + "."
+    rule = (f"rule: supported when idle >= {fmt_pct(HOST_IDLE_FRACTION_MIN)} with host+sync >= "
+            f"{fmt_pct(HOST_SYNC_SHARE_MIN)} of it, or deferred_sync >= {DEFERRED_SYNC_GAIN_MIN}x")
+    by_gaps = idle is not None and idle >= HOST_IDLE_FRACTION_MIN and share is not None and share >= HOST_SYNC_SHARE_MIN
+    by_gain = gain is not None and gain >= DEFERRED_SYNC_GAIN_MIN
+    if by_gaps or by_gain:
+        return verdict_entry(cause, "supported", "Host round trips leave the GPU idle: " + text, rule,
+                        fig.values, fig.sources)
+    note = ""
+    if launch is not None and parts and launch / sum(parts) >= 0.5:
+        note = " Most idle time is launch overhead: fewer, larger launches (CUDA graphs, batching) address that."
+    return verdict_entry(cause, "refuted", text[0].upper() + text[1:] + note, rule, fig.values, fig.sources)
