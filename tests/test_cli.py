@@ -9,7 +9,7 @@ import pytest
 
 from gpudiag import __version__
 from gpudiag.report import contract as report_mod
-from tests.test_report import sample_report
+from tests.report.test_report import sample_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

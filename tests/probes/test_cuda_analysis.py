@@ -6,8 +6,8 @@ from typing import List, Tuple
 
 import pytest
 
-from gpudiag.probes.cuda import analysis as ca
 from gpudiag.measure.stats import summarize
+from gpudiag.probes.cuda import analysis as ca
 
 MiB = 2 ** 20
 

@@ -2,11 +2,10 @@
 
 import pytest
 
-from tests.test_workers import _live_children
-
 from gpudiag import capabilities, runner
-from gpudiag.probes.gil import probe as gil
 from gpudiag.probes.base import ProbeContext
+from gpudiag.probes.gil import probe as gil
+from tests.measure.test_workers import _live_children
 
 TINY = {"gil_sizes": "tiny"}
 HAS_TORCH = capabilities.detect()["torch"].available

@@ -7,9 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import tests
 from gpudiag.views import charts
 
-HERE = os.path.dirname(__file__)
+HERE = tests.TESTS
 NS = "{http://www.w3.org/2000/svg}"
 
 

@@ -4,8 +4,8 @@ import os
 import jsonschema
 import pytest
 
-from gpudiag.report import contract as report_mod
 from gpudiag.probes.base import finding
+from gpudiag.report import contract as report_mod
 from gpudiag.runner import result
 
 SCHEMA_PATH = os.path.join(os.path.dirname(report_mod.__file__), "schema", "report.schema.json")

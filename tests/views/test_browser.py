@@ -15,11 +15,11 @@ import shutil
 
 import pytest
 
-from gpudiag.views import compare
-from gpudiag.views import render
+import tests
+from gpudiag.views import compare, render
 
 pytestmark = pytest.mark.browser
-HERE = os.path.join(os.path.dirname(__file__), "recorded_views")
+HERE = os.path.join(tests.TESTS, "recorded_views")
 CHROMIUM = next((p for p in (os.environ.get("GPUDIAG_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
 CHROMEDRIVER = os.environ.get("GPUDIAG_CHROMEDRIVER") or shutil.which("chromedriver")

@@ -6,10 +6,11 @@ import os
 
 import pytest
 
+import tests
 from gpudiag import platform
 from gpudiag.platform import _linux
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(tests.TESTS, "data")
 GIB = 2 ** 30
 
 

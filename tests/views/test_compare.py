@@ -8,10 +8,11 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from gpudiag.views import compare
+import tests
 from gpudiag.cli import main
+from gpudiag.views import compare
 
-HERE = os.path.join(os.path.dirname(__file__), "recorded_views")
+HERE = os.path.join(tests.TESTS, "recorded_views")
 
 
 def path(name):

@@ -1,10 +1,10 @@
 """The real driver probe's output (on recorded NVML fakes) feeds the real recommendation rules:
 field names and finding codes of the two sides must agree, not just each side's own fixtures."""
 
-from gpudiag.report import contract as report_mod
 from gpudiag.backends.nvml import Nvml
-from gpudiag.probes import driver
 from gpudiag.diagnose.recommend import recommend
+from gpudiag.probes import driver
+from gpudiag.report import contract as report_mod
 from gpudiag.runner import result
 from tests.fakes import FakeNvml
 

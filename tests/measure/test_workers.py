@@ -7,7 +7,7 @@ import pytest
 from gpudiag.measure.workers import WorkerDied, WorkerError, WorkerPool, WorkerTimeout
 
 
-# Module-level so spawned workers can import them (as tests.test_workers).
+# Module-level so spawned workers can import them (as tests.measure.test_workers).
 def init_tag(tag):
     return {"tag": tag, "pid": os.getpid()}
 

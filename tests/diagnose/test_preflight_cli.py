@@ -8,13 +8,14 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+import tests
+from gpudiag.cli import main
 from gpudiag.diagnose import preflight as pc
 from gpudiag.diagnose.preflight import facts as facts_mod
 from gpudiag.diagnose.preflight.model import ENV_NAMES
-from gpudiag.cli import main
-from tests.test_preflight_checks import GiB, make_facts, make_gpu, no_nvml, write_report
+from tests.diagnose.test_preflight_checks import GiB, make_facts, make_gpu, no_nvml, write_report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = tests.ROOT
 
 
 def nvml_reachable_here() -> bool:

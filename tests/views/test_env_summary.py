@@ -7,8 +7,8 @@ import subprocess
 import sys
 import types
 
-from gpudiag.views import env_summary
 from gpudiag.backends import nvml
+from gpudiag.views import env_summary
 
 UUID = "GPU-5a8f1c2e-1234-4bcd-9ef0-0123456789ab"
 

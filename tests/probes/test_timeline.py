@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from gpudiag.probes.cycle import timeline as tl
 from gpudiag.measure.stats import median
+from gpudiag.probes.cycle import timeline as tl
 
 
 def _k(ts, dur, corr, cat="kernel", name="k"):

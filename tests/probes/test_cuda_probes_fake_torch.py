@@ -19,11 +19,9 @@ import threading
 import pytest
 
 from gpudiag.backends import nvml as nvml_backend
-from gpudiag.probes.cuda import contention
-from gpudiag.probes.cuda import launch
-from gpudiag.probes.cuda import pcie
 from gpudiag.probes.base import ProbeContext, ProbeSkip
-from tests.fake_torch import MiB, FakeTorch
+from gpudiag.probes.cuda import contention, launch, pcie
+from tests.fake_torch import FakeTorch, MiB
 from tests.fakes import FakeNvml
 
 STATS_KEYS = {"n", "median", "p10", "p90", "min", "max", "mean"}
@@ -348,8 +346,8 @@ def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monke
 
     from gpudiag import runner
     from gpudiag.diagnose import recommend
-    from gpudiag.views import render
     from gpudiag.report import contract as report
+    from gpudiag.views import render
 
     monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
     _use_nvml(monkeypatch, FakeNvml.no_driver())

@@ -5,14 +5,13 @@ import time
 
 import pytest
 
-from gpudiag.measure.workers import WorkerError
-
 from gpudiag import capabilities, runner
-from gpudiag.probes.cycle import strategies as cs
-from gpudiag.probes.cycle import workload as cw
+from gpudiag.measure.workers import WorkerError
+from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.cycle import profiling
-from gpudiag.probes.base import ProbeContext
+from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import workload as cw
 
 HAS_TORCH = capabilities.detect()["torch"].available
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")

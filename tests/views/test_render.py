@@ -9,9 +9,10 @@ from html.parser import HTMLParser
 
 import pytest
 
+import tests
 from gpudiag.views import render
 
-HERE = os.path.dirname(__file__)
+HERE = tests.TESTS
 FIXTURES = ("gpu-ubuntu.json", "gpu-windows-wddm.json", "cpu-linux.json", "foundation-only.json")
 EVIL = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 

@@ -11,11 +11,12 @@ import re
 
 import pytest
 
+import tests
 from gpudiag.diagnose import access, memory_fit, thresholds
-from gpudiag.diagnose.verdicts import gpu_sharing, parallelism, transfer
 from gpudiag.diagnose.recommend import recommend
+from gpudiag.diagnose.verdicts import gpu_sharing, parallelism, transfer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = tests.TESTS
 RECORDED = os.path.join(HERE, "recorded")
 VERDICTS = ("supported", "refuted", "not_measured")
 GPU_CAUSES = ("context_switch", "pcie_bandwidth", "host_sync_idle", "gpu_shared", "driver_model")

@@ -3,17 +3,14 @@ their NVML/sysfs plumbing on fakes, and `gpu`-marked sanity checks on a real GPU
 
 from __future__ import annotations
 
-
 import pytest
 
 from gpudiag import capabilities, runner
 from gpudiag.backends import nvml
 from gpudiag.capabilities import Capability
 from gpudiag.probes import all_probes
-from gpudiag.probes.cuda import contention
-from gpudiag.probes.cuda import launch
-from gpudiag.probes.cuda import pcie
 from gpudiag.probes.base import ProbeContext
+from gpudiag.probes.cuda import contention, launch, pcie
 from tests.fakes import FakeNvml
 
 CUDA_PROBES = (launch.PROBE, contention.PROBE, pcie.PROBE)

@@ -1,20 +1,20 @@
 """`--cycle MODULE:FACTORY`: the user's own step, end to end through the CLI, and its failures in words."""
 
 import json
-import os
 import textwrap
 
 import pytest
 from click.testing import CliRunner
 
 import gpudiag.probes as probes_registry
+import tests
 from gpudiag import capabilities, runner
-from gpudiag.probes.cycle import workload as cw
 from gpudiag.cli import main
-from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.base import ProbeContext
+from gpudiag.probes.cycle import probe as cycle_probe
+from gpudiag.probes.cycle import workload as cw
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = tests.ROOT
 HAS_TORCH = capabilities.detect()["torch"].available
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 

@@ -11,8 +11,17 @@ from gpudiag.backends.nvml import NA
 from gpudiag.capabilities import Capability
 from gpudiag.probes import driver
 from gpudiag.probes.base import ProbeContext, ProbeSkip
-from tests.fakes import (MiB, NOT_SUPPORTED, FakeNvml, FakeProcess, FakeWinreg, NVMLError_GpuIsLost,
-                         capture_sections, parse_smi_table_processes, read_data)
+from tests.fakes import (
+    NOT_SUPPORTED,
+    FakeNvml,
+    FakeProcess,
+    FakeWinreg,
+    MiB,
+    NVMLError_GpuIsLost,
+    capture_sections,
+    parse_smi_table_processes,
+    read_data,
+)
 
 NVRM = capture_sections(read_data("driver_proc_nvidia_version.txt"))
 

@@ -9,6 +9,7 @@ import sysconfig
 
 import pytest
 
+import tests
 from gpudiag import platform
 from gpudiag.backends import torch_meta
 from gpudiag.capabilities import TORCH_HINT
@@ -140,7 +141,7 @@ def test_findings_from_fake_roots_end_to_end():
 
     from gpudiag.platform import _linux
 
-    data_dir = os.path.join(os.path.dirname(__file__), "data")
+    data_dir = os.path.join(tests.TESTS, "data")
     kali = os.path.join(data_dir, "fakeroot_kali")
     mem = _linux.memory_facts(kali, wsl=None)
     found = codes(system.findings_for(_data(memory=mem)))
@@ -238,9 +239,9 @@ def test_torch_import_path_never_initialises_cuda():
 def test_every_os_gives_the_same_keys():
     import os
 
-    from tests.test_platform_windows import WIN11, FakeWinreg
+    from tests.platform.test_platform_windows import WIN11, FakeWinreg
 
-    fake = os.path.join(os.path.dirname(__file__), "data", "fakeroot_ubuntu2204")
+    fake = os.path.join(tests.TESTS, "data", "fakeroot_ubuntu2204")
     linux_os = platform.os_facts(fake, environ={}, kind="linux")
     win_os = platform.os_facts(reg=FakeWinreg(WIN11), kind="windows")
     mac_os = platform.os_facts(kind="macos")  # on Linux: sysctl is absent, values fall back to None
