@@ -1,111 +1,75 @@
-"""Command line: parse, call, print, exit code. No measuring here.
+"""Command line: parse, call, print, exit code. No measuring here; outputs are planned, checked and
+written by gpudiag.report.outputs, stop signals are handled by gpudiag.platform.signals.
 
-Exit codes: 0 done; 1 a check said no (preflight); 2 bad input (usage, unreadable report);
-130 interrupted by Ctrl-C (the report of what finished is still written).
+Exit codes:
+  0    done (preflight: ready)
+  1    preflight: not ready
+  2    bad input: a usage error, an unreadable report, an output path refused (checked before any probe runs)
+  74   an output could not be written (disk full, permission); no file is half-written, none destroyed
+  129, 130, 143   stopped by SIGHUP, Ctrl-C (SIGINT), SIGTERM: the report of what finished is still written
+  141  stdout was closed by its reader (`| head -1`): the command stops quietly
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import click
 
 from gpudiag import __version__
+from gpudiag.report import outputs
 
-EXIT_USAGE = 2
+EXIT_USAGE = outputs.EXIT_USAGE
+EXIT_WRITE = outputs.EXIT_WRITE
 EXIT_INTERRUPTED = 130
+MAX_WORKERS = 100_000  # more workers than any machine runs: a typo, and big numbers overflow the checks
+MAX_DEVICE = 4096
+_MESSAGE_CHARS = 400  # one line: a hostile value must not flood the terminal
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> None:
-    """One line on stderr, a non-zero exit, no traceback."""
-    click.echo(f"gpudiag: error: {message}", err=True)
+def fail(message: object, code: Optional[int] = None) -> None:
+    """One redacted line on stderr, a non-zero exit (the error's own code, else 2), no traceback."""
+    code = code if code is not None else getattr(message, "exit_code", EXIT_USAGE)
+    text = " ".join(str(message).split())
+    if len(text) > _MESSAGE_CHARS:
+        text = text[:_MESSAGE_CHARS] + "..."
+    outputs.say(f"gpudiag: error: {text}")
     sys.exit(code)
 
 
-class Progress:
-    """`[2/7] gil  12.3 s` on stderr while a probe runs; silent when stderr is not a terminal."""
+class Seconds(click.ParamType):
+    """A per-probe time limit: a finite number of seconds from 1 to a week (nan, inf, -1 are refused)."""
+    name = "SECONDS"
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.index = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+    def convert(self, value, param, ctx):
+        from gpudiag.runner import check_timeout
 
-    def __call__(self, name: str, phase: str, payload) -> None:
-        if not self.enabled:
-            return
-        if phase == "start":
-            self.index += 1
-            self._start_ticker(name, float(payload))
-        else:
-            self._stop_ticker()
-            res = payload
-            click.echo(f"\r\033[K[{self.index}/{self.total}] {name:<11} {res['status']:<8} "
-                       f"{res['duration_s']:.1f} s{' - ' + res['reason'] if res['reason'] else ''}", err=True)
-
-    def _start_ticker(self, name: str, timeout_s: float) -> None:
-        self._stop.clear()
-        t0 = time.monotonic()
-
-        def tick():
-            while not self._stop.wait(0.25):
-                click.echo(f"\r\033[K[{self.index}/{self.total}] {name:<11} running  "
-                           f"{time.monotonic() - t0:.1f} s (limit {timeout_s:g} s)", err=True, nl=False)
-
-        self._thread = threading.Thread(target=tick, daemon=True)
-        self._thread.start()
-
-    def _stop_ticker(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-            self._thread = None
+        try:
+            seconds = float(value)
+            if seconds < 1:
+                raise ValueError(f"the limit must be at least 1 s, not {value!r}")
+            return check_timeout(seconds)
+        except (TypeError, ValueError) as exc:
+            self.fail(str(exc) if "limit" in str(exc) or "timeout" in str(exc) else f"{value!r} is not a number "
+                      "of seconds", param, ctx)
 
 
-def _check_writable(path: str, what: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        fail(f"{what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        fail(f"{what} {path}: folder {folder} is not writable")
-    if os.path.isdir(path):
-        fail(f"{what} {path} is a folder; give a file name")
+class _Main(click.Group):
+    """The command group, run with Ctrl-C, SIGTERM and SIGHUP ending it cleanly (exit 128 + signal)."""
+
+    def main(self, *args, **kwargs):
+        from gpudiag.platform import signals
+
+        with signals.handlers():
+            try:
+                return super().main(*args, **kwargs)
+            except signals.Interrupted as exc:  # outside the probe loop, which writes its report itself
+                outputs.say(f"gpudiag: interrupted by {exc.label}")
+                sys.exit(exc.exit_code)
 
 
-def _view_output(output: str) -> str:
-    """Check an -o for render/compare: .html/.md (or '-' for Markdown on stdout); returns the suffix."""
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in (".html", ".htm", ".md", ".markdown") and output != "-":
-        fail(f"--output {output}: use a .html or .md file name (or - for Markdown on stdout)")
-    if output != "-":
-        _check_writable(output, "--output")
-    return ext
-
-
-def _write_views(report: dict, html: Optional[str], json_path: Optional[str], markdown: Optional[str]) -> Dict[str, str]:
-    from gpudiag.views import render
-    from gpudiag.report.contract import dumps, write_text_atomic
-
-    written = {}
-    if json_path:
-        write_text_atomic(json_path, dumps(report))
-        written["JSON"] = json_path
-    if html:
-        write_text_atomic(html, render.render_html(report))
-        written["HTML"] = html
-    if markdown == "-":
-        click.echo(render.render_markdown(report))
-    elif markdown:
-        write_text_atomic(markdown, render.render_markdown(report))
-        written["Markdown"] = markdown
-    return written
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="gpudiag")
 def main() -> None:
     """Measure why your GPU sits half idle, and which parallelism strategy is fastest here.
@@ -123,23 +87,30 @@ def main() -> None:
 @main.command()
 @click.option("--quick", "mode", flag_value="quick", default=True, help="A first look in seconds (default).")
 @click.option("--full", "mode", flag_value="full", help="More sizes, repeats and workers: about a minute or more.")
-@click.option("-o", "--output", "html", metavar="PATH.html", help="HTML report path.")
-@click.option("--json", "json_path", metavar="PATH", help="JSON report path (default: next to the HTML).")
-@click.option("--markdown", metavar="PATH|-", help="Also write Markdown; '-' prints it to stdout.")
+@click.option("-o", "--output", "html", metavar="PATH.html|-",
+              help="HTML report (default: next to --json, else gpudiag-report-<date>-<id>.html here).")
+@click.option("--json", "json_path", metavar="PATH.json|-",
+              help="JSON report (default: next to the HTML, same name).")
+@click.option("--markdown", metavar="PATH.md|-", help="Also write Markdown.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this probe (repeatable).")
 @click.option("--skip", multiple=True, metavar="NAME", help="Do not run this probe (repeatable).")
-@click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS", help="Per-probe time limit.")
+@click.option("--timeout", type=Seconds(), metavar="SECONDS", help="Per-probe time limit (1 s to a week).")
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
 @click.option("--cycle", "cycle_ref", metavar="MODULE:FACTORY",
               help="Measure your own loop: FACTORY(device) returns a step() (see docs/cycle.md).")
 def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
            only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool,
            cycle_ref: Optional[str]) -> None:
-    """Run the probes and write the report (HTML + JSON, optionally Markdown)."""
+    """Run the probes and write the report: HTML and JSON always, Markdown if asked.
+
+    A path not given is derived from the other (r.html <-> r.json). '-' sends that output to stdout
+    (the summary then goes to stderr). Every output path is checked before any probe runs.
+    """
     from gpudiag.report import contract as report_mod
     from gpudiag import runner
     from gpudiag.probes import all_probes
     from gpudiag.report.redact import redact
+    from gpudiag.views.progress import Progress
 
     try:
         probes = runner.selected(all_probes(), only, skip)
@@ -158,17 +129,14 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
             fail("--cycle needs the cycle probe, which --only/--skip left out")
 
     created = report_mod.utc_now_iso()
-    base = report_mod.default_basename(created)
-    if html is None and json_path is None:
-        html, json_path = base + ".html", base + ".json"
-    elif json_path is None:
-        json_path = os.path.splitext(html)[0] + ".json"
-    for path, what in ((html, "--output"), (json_path, "--json"),
-                       (markdown if markdown not in (None, "-") else None, "--markdown")):
-        if path:
-            _check_writable(path, what)
+    try:
+        planned = outputs.plan_report(html, json_path, markdown, report_mod.default_basename(created))
+        outputs.check(planned)
+    except outputs.OutputError as exc:
+        fail(exc)
+    to_stdout = any(o.to_stdout for o in planned)
 
-    progress = Progress(len(probes), enabled=sys.stderr.isatty())
+    progress = Progress(len(probes), enabled=sys.stderr is not None and sys.stderr.isatty(), identify=not no_redact)
     outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress,
                                 options={"cycle": cycle_ref} if cycle_ref else None)
     rep = report_mod.build_report(outcome["results"], mode, created_at=created,
@@ -177,12 +145,19 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
 
     rep["recommendation"] = recommend(rep)
     rep = redact(rep, identify=not no_redact)
-    written = _write_views(rep, html, json_path, markdown)
     from gpudiag.views import render
 
-    click.echo(render.render_terminal(rep, written), err=markdown == "-")
+    views = {"html": lambda: render.render_html(rep), "json": lambda: report_mod.dumps(rep),
+             "markdown": lambda: render.render_markdown(rep)}
+    try:
+        written = outputs.write([(o, views[o.kind]) for o in planned])
+    except outputs.OutputError as exc:
+        fail(exc)
+    outputs.say(render.render_terminal(rep, written), err=to_stdout, identify=not no_redact)
     if outcome["interrupted"]:
-        sys.exit(EXIT_INTERRUPTED)
+        from gpudiag.platform import signals
+
+        sys.exit(signals.exit_code(outcome["signal"]))
 
 
 @main.command("probes")
@@ -197,9 +172,9 @@ def probes_cmd() -> None:
         why = capabilities.missing(p.needs, caps)
         rows.append((p.name, ", ".join(p.needs) or "-", "yes" if not why else "no", why or p.summary))
     w = [max(len(r[i]) for r in rows + [("probe", "needs", "runs", "")]) for i in range(3)]
-    click.echo(f"{'probe':<{w[0]}}  {'needs':<{w[1]}}  {'runs':<{w[2]}}  what / why not")
-    for name, needs, ok, text in rows:
-        click.echo(f"{name:<{w[0]}}  {needs:<{w[1]}}  {ok:<{w[2]}}  {text}")
+    lines = [f"{'probe':<{w[0]}}  {'needs':<{w[1]}}  {'runs':<{w[2]}}  what / why not"]
+    lines += [f"{name:<{w[0]}}  {needs:<{w[1]}}  {ok:<{w[2]}}  {text}" for name, needs, ok, text in rows]
+    outputs.say("\n".join(lines), err=False)
 
 
 @main.command()
@@ -208,7 +183,10 @@ def env(no_redact: bool) -> None:
     """Print the environment summary as GitHub-ready Markdown (fast: no torch import)."""
     from gpudiag.views.env_summary import env_markdown
 
-    click.echo(env_markdown(identify=not no_redact))
+    try:
+        outputs.write_stdout(env_markdown(identify=not no_redact))
+    except outputs.OutputError as exc:
+        fail(exc)
 
 
 class SizeParam(click.ParamType):
@@ -227,7 +205,8 @@ class SizeParam(click.ParamType):
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Planned workers.")
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=1, show_default=True,
+              help=f"Planned workers (1 to {MAX_WORKERS:,}).")
 @click.option("--strategy", type=click.Choice(["threads", "processes"]), default="processes", show_default=True,
               help="processes: each worker its own process and CUDA context; threads: one process shared.")
 @click.option("--vram-per-worker", type=SizeParam(), metavar="SIZE", help="Device memory per worker (e.g. 800M).")
@@ -235,16 +214,21 @@ class SizeParam(click.ParamType):
 @click.option("--checkpoint-dir", type=click.Path(exists=True, file_okay=False), metavar="PATH",
               help="Folder the run writes checkpoints to: its free space is checked.")
 @click.option("--min-free-disk", type=SizeParam(), metavar="SIZE", help="Free space needed at --checkpoint-dir.")
-@click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@click.option("--device", type=click.IntRange(min=0, max=MAX_DEVICE), default=0, show_default=True,
+              help="CUDA device index.")
 @click.option("--report", "reports", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="PATH",
               help="Saved gpudiag report to take per-worker memory from (default: newest in this folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--strict", is_flag=True, help="Warnings also make it NOT READY (exit 1).")
+@click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths in what is printed.")
 def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_per_worker: Optional[int],
               checkpoint_dir: Optional[str], min_free_disk: Optional[int], device: int, reports: List[str],
-              as_json: bool, strict: bool) -> None:
+              as_json: bool, strict: bool, no_redact: bool) -> None:
     """Go / no-go in about a second before a long run (exit 0 ready, 1 not ready, 2 usage error)."""
+    import json
+
     from gpudiag.diagnose.preflight import preflight as run_preflight
+    from gpudiag.report.redact import redact
 
     if min_free_disk is not None and not checkpoint_dir:
         raise click.UsageError("--min-free-disk needs --checkpoint-dir")
@@ -254,30 +238,61 @@ def preflight(workers: int, strategy: str, vram_per_worker: Optional[int], ram_p
                                strict=strict, report=list(reports))
     except ValueError as exc:
         fail(str(exc))
-    click.echo(result.to_json() if as_json else result.format_text())
+    if as_json:
+        text = json.dumps(redact(result.to_dict(), identify=not no_redact), indent=2, default=str)
+    else:
+        text = redact(result.format_text(), identify=not no_redact)
+    try:
+        outputs.write_stdout(text)
+    except outputs.OutputError as exc:
+        fail(exc)
     sys.exit(0 if result.ready else 1)
+
+
+def _load(path: str) -> dict:
+    """A saved report, checked and redacted again (it may come from anywhere); a bad one ends with exit 2."""
+    from gpudiag.report.contract import ReportError, load_report
+    from gpudiag.report.redact import redact
+
+    try:
+        rep = load_report(path)
+    except ReportError as exc:
+        fail(str(exc))
+    return redact(rep, identify=rep.get("redacted") is not False)
+
+
+def _view(path_or_names: str, make) -> str:
+    """Render a loaded report; a shape no view expected is a one-line error naming the file, not a traceback."""
+    from gpudiag.views.render import RENDER_ERRORS
+
+    try:
+        return make()
+    except RENDER_ERRORS as exc:
+        fail(f"{path_or_names}: a field has a shape this gpudiag cannot show ({type(exc).__name__}: {exc})")
+    return ""
 
 
 @main.command()
 @click.argument("report_json", metavar="REPORT.json")
-@click.option("-o", "--output", required=True, metavar="OUT.html|OUT.md", help="Output path; the suffix picks the format.")
+@click.option("-o", "--output", required=True, metavar="OUT.html|OUT.md|-",
+              help="Output path; the suffix picks the format ('-': Markdown on stdout).")
 def render(report_json: str, output: str) -> None:
     """Re-render a saved JSON report as HTML or Markdown."""
-    from gpudiag.report.contract import ReportError, load_report
+    from gpudiag.views import render as render_mod
 
-    ext = _view_output(output)
     try:
-        rep = load_report(report_json)
-    except ReportError as exc:
-        fail(str(exc))
-    if output == "-":
-        _write_views(rep, None, None, "-")
-    elif ext in (".md", ".markdown"):
-        _write_views(rep, None, None, output)
-    else:
-        _write_views(rep, output, None, None)
-    if output != "-":
-        click.echo(f"Wrote {output}", err=True)
+        out = outputs.plan_view(output)
+        outputs.check([out], inputs=[report_json])
+    except outputs.OutputError as exc:
+        fail(exc)
+    rep = _load(report_json)
+    text = _view(report_json, lambda: render_mod.render_html(rep) if out.kind == "html" else render_mod.render_markdown(rep))
+    try:
+        written = outputs.write([(out, text)])
+    except outputs.OutputError as exc:
+        fail(exc)
+    for path in written.values():
+        outputs.say(f"Wrote {path}")
 
 
 @main.command()
@@ -287,22 +302,24 @@ def render(report_json: str, output: str) -> None:
 def compare(reports: List[str], output: str) -> None:
     """Compare saved reports side by side; ratios are against the first report."""
     from gpudiag.views import compare as compare_mod
-    from gpudiag.report.contract import ReportError, write_text_atomic
 
     if len(reports) < 2:
         fail("compare needs at least two report files")
-    ext = _view_output(output)
     try:
-        loaded = compare_mod.load_all(reports)
-    except ReportError as exc:
-        fail(str(exc))
+        out = outputs.plan_view(output)
+        outputs.check([out], inputs=list(reports))
+    except outputs.OutputError as exc:
+        fail(exc)
+    loaded = [_load(p) for p in reports]
     names = compare_mod.unique_names(reports)
-    text = compare_mod.render_compare(loaded, names, "html" if ext in (".html", ".htm") else "md")
-    if output == "-":
-        click.echo(text)
-    else:
-        write_text_atomic(output, text)
-        click.echo(f"Wrote {output}", err=True)
+    text = _view(", ".join(reports), lambda: compare_mod.render_compare(loaded, names,
+                                                                       "html" if out.kind == "html" else "md"))
+    try:
+        written = outputs.write([(out, text)])
+    except outputs.OutputError as exc:
+        fail(exc)
+    for path in written.values():
+        outputs.say(f"Wrote {path}")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,22 @@ started with `spawn`, because CUDA state does not survive fork.
 
 from __future__ import annotations
 
+import errno
+import math
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import tempfile
 import time
 import traceback
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import psutil
 
 from gpudiag import capabilities
+from gpudiag.platform import signals
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -80,7 +84,9 @@ def _run_inline(probe: Probe, ctx: ProbeContext) -> dict:
 
 
 def _child_main(probe: Probe, ctx: ProbeContext, conn, stderr_path: str) -> None:
-    """Entry point of the spawned child: run the probe, send one result back."""
+    """Entry point of the spawned child: run the probe, send one result back, leave no process behind."""
+    signals.child_defaults()
+    _become_subreaper()
     # The child's chatter (torch warnings, probe prints) goes to a file; its tail helps explain a crash.
     try:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -94,24 +100,60 @@ def _child_main(probe: Probe, ctx: ProbeContext, conn, stderr_path: str) -> None
         conn.send(res)
     finally:
         conn.close()
+        _kill_descendants(os.getpid())
 
 
-def _kill_tree(proc) -> None:
-    """Kill a child and everything it started (gil/contention probes spawn workers of their own)."""
+def _become_subreaper() -> None:
+    """Linux: processes the probe orphans are re-parented to this child, so it can still find and end them."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        parent = psutil.Process(proc.pid)
-        kids = parent.children(recursive=True)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # no libc symbol: orphans are then found only while their parent lives
+        pass
+
+
+def _is_resource_tracker(p: psutil.Process) -> bool:
+    """multiprocessing's resource tracker ends by itself once its users are gone, and cleans up as it goes."""
+    try:
+        return any("resource_tracker" in part for part in p.cmdline())
     except psutil.Error:
-        kids = []
-    for p in kids:
+        return False
+
+
+def _descendants(pid: int) -> List[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_all(procs: List[psutil.Process]) -> None:
+    """SIGKILL every process given and wait for them (a few seconds at most)."""
+    procs = [p for p in procs if not _is_resource_tracker(p)]
+    for p in procs:
         try:
             p.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def _kill_descendants(pid: int) -> None:
+    """End what a probe started and left running (a worker pool not closed, a subprocess of the user's step)."""
+    _kill_all(_descendants(pid))
+
+
+def _kill_tree(proc) -> None:
+    """Kill a child and everything it started (gil/contention probes spawn workers of their own)."""
+    kids = _descendants(proc.pid)
     if proc.is_alive():
         proc.kill()
+    _kill_all(kids)
     proc.join(5)
-    psutil.wait_procs(kids, timeout=5)
 
 
 def _tail(path: str) -> str:
@@ -125,43 +167,118 @@ def _tail(path: str) -> str:
         return ""
 
 
+def _os_failure(what: str, exc: OSError) -> str:
+    """A start-up failure in words, naming the limit that is the usual cause."""
+    hints = {errno.EAGAIN: "the per-user process limit is reached (ulimit -u / RLIMIT_NPROC)",
+             errno.ENOMEM: "not enough memory to start a process",
+             errno.EMFILE: "too many open files (ulimit -n / RLIMIT_NOFILE)",
+             errno.ENFILE: "the system's open-file table is full",
+             errno.ENOSPC: "no space left for the probe's log file",
+             errno.EACCES: "permission denied"}
+    hint = hints.get(exc.errno or 0)
+    detail = f"{type(exc).__name__}: {exc.strerror or exc}"
+    return f"could not {what}: {hint} ({detail})" if hint else f"could not {what} ({detail})"
+
+
+_QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def _start_tracker() -> bool:
+    """Start multiprocessing's resource tracker (if needed) before the child; True if this call started it.
+
+    Started here, outside `signals.blocked()`, because starting it unblocks SIGINT/SIGTERM. Its
+    "leaked semaphore" warnings are silenced: they are about the probe children this runner killed
+    on purpose, and the tracker still removes what they left.
+    """
+    from multiprocessing import resource_tracker
+
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)  # read when the tracker's command line is built
+    tracker = resource_tracker._resource_tracker
+    was_running = getattr(tracker, "_fd", None) is not None
+    resource_tracker.ensure_running()
+    return not was_running
+
+
+def _stop_tracker() -> None:
+    """Stop the resource tracker this runner started, so no helper process outlives the run."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if callable(stop):
+        try:
+            stop()
+        except (OSError, ChildProcessError, RuntimeError):
+            pass
+
+
+_started_tracker = False
+
+
+def _receive(recv) -> Tuple[Optional[dict], str]:
+    """The child's result, or None and why it could not be read."""
+    try:
+        res = recv.recv()
+    except (EOFError, OSError):
+        return None, ""  # the child died mid-send or before sending: judged by its exit code
+    except (pickle.UnpicklingError, AttributeError, ImportError, TypeError, ValueError) as exc:
+        return None, f"its result could not be read ({type(exc).__name__}: {exc})"
+    if not isinstance(res, dict) or res.get("status") not in (OK, SKIPPED, FAILED):
+        return None, "it sent a malformed result"
+    return res, ""
+
+
 def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
+    global _started_tracker
     mp = multiprocessing.get_context("spawn")
-    recv, send = mp.Pipe(duplex=False)
-    fd, stderr_path = tempfile.mkstemp(prefix=f"gpudiag-{probe.name}-", suffix=".log")
-    os.close(fd)
+    with signals.deferred():  # the log file and the pipe exist only with the cleanup below armed
+        try:
+            fd, stderr_path = tempfile.mkstemp(prefix=f"gpudiag-{probe.name}-", suffix=".log")
+            os.close(fd)
+        except OSError as exc:
+            return result(FAILED, _os_failure("create the probe's log file", exc))
+        try:
+            recv, send = mp.Pipe(duplex=False)
+        except OSError as exc:
+            _unlink(stderr_path)
+            return result(FAILED, _os_failure("open a pipe to the probe's process", exc))
     proc = mp.Process(target=_child_main, args=(probe, ctx, send, stderr_path),
                       name=f"gpudiag-probe-{probe.name}", daemon=False)
     try:
-        proc.start()
-        send.close()
+        try:
+            with signals.deferred():
+                _started_tracker = _start_tracker() or _started_tracker
+                with signals.blocked():  # the child starts with stop signals blocked: no half-started traceback
+                    proc.start()
+        except OSError as exc:
+            return result(FAILED, _os_failure("start the probe's process", exc))
+        finally:
+            send.close()
         deadline = time.monotonic() + timeout_s
-        res = None
+        res, why = None, ""
         while True:
             if recv.poll(_POLL_S):
-                try:
-                    res = recv.recv()
-                except (EOFError, OSError):
-                    res = None  # the child died mid-send or before sending: judged by its exit code
+                res, why = _receive(recv)
                 break
             if not proc.is_alive():
-                # It may have sent just before exiting.
-                if recv.poll(0):
-                    try:
-                        res = recv.recv()
-                    except (EOFError, OSError):
-                        res = None
+                if recv.poll(0):  # it may have sent just before exiting
+                    res, why = _receive(recv)
                 break
             if time.monotonic() > deadline:
-                _kill_tree(proc)
-                return result(FAILED, f"timed out after {timeout_s:g} s",
-                              data={"stderr_tail": _tail(stderr_path)} if _tail(stderr_path) else None)
+                with signals.deferred():
+                    _kill_tree(proc)
+                tail = _tail(stderr_path)
+                return result(FAILED, f"timed out after {timeout_s:g} s", data={"stderr_tail": tail} if tail else None)
+        leftovers = _descendants(proc.pid)
         proc.join(10)
-        if proc.is_alive():
-            _kill_tree(proc)
+        with signals.deferred():
+            if proc.is_alive():
+                _kill_tree(proc)
+            _kill_all([p for p in leftovers if p.is_running()])
         if res is None:
             tail = _tail(stderr_path)
-            return result(FAILED, _describe_exit(proc.exitcode), data={"stderr_tail": tail} if tail else None)
+            reason = _describe_exit(proc.exitcode) + (f"; {why}" if why else "")
+            return result(FAILED, reason, data={"stderr_tail": tail} if tail else None)
         return res
     except BaseException:
         if proc.pid is not None:  # start() itself may have raised; then there is nothing to kill
@@ -169,10 +286,14 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
         raise
     finally:
         recv.close()
-        try:
-            os.unlink(stderr_path)
-        except OSError:
-            pass
+        _unlink(stderr_path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def run_probe(probe: Probe, ctx: ProbeContext, caps=None) -> dict:
@@ -189,34 +310,70 @@ def run_probe(probe: Probe, ctx: ProbeContext, caps=None) -> dict:
     return res
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def check_timeout(timeout_s: Optional[float]) -> Optional[float]:
+    """The per-probe limit if it is a finite number of seconds > 0 (and under a week); ValueError otherwise."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise ValueError(f"timeout must be a number of seconds, not {timeout_s!r}")
+    if not math.isfinite(timeout_s) or timeout_s <= 0 or timeout_s > MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be a finite number of seconds above 0 and at most {MAX_TIMEOUT_S:g} "
+                         f"(a week), not {timeout_s!r}")
+    return float(timeout_s)
+
+
 def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional[float] = None,
                options: Optional[dict] = None, on_event: Optional[EventCallback] = None,
                caps=None) -> Dict[str, object]:
-    """Run probes in order. Returns {"results": {name: result}, "interrupted": bool}.
+    """Run probes in order. Returns {"results": {name: result}, "interrupted": bool, "signal": int|None}.
 
-    Ctrl-C stops the probe in flight, marks it and the rest as not run, and returns what finished,
-    so the caller can still write a report.
+    Ctrl-C (KeyboardInterrupt) or a stop signal (`signals.Interrupted`, with the CLI's handlers)
+    ends the probe in flight, which is recorded as interrupted with its elapsed time; the rest are
+    marked not run, and what finished is returned so the caller can still write a report.
     """
+    global _started_tracker
+    timeout_s = check_timeout(timeout_s)
     probes = list(probes)
     results: Dict[str, dict] = {}
+    signum: Optional[int] = None
     interrupted = False
-    for i, probe in enumerate(probes):
-        t = timeout_s if timeout_s is not None else probe.default_timeout(mode)
-        ctx = ProbeContext(mode=mode, timeout_s=t, options=dict(options or {}),
-                           results={k: v["data"] for k, v in results.items() if v["status"] == OK})
-        if on_event:
-            on_event(probe.name, "start", t)
-        try:
+    i, started = 0, time.perf_counter()
+    try:
+        for i in range(len(probes)):
+            probe = probes[i]
+            started = time.perf_counter()
+            t = timeout_s if timeout_s is not None else probe.default_timeout(mode)
+            ctx = ProbeContext(mode=mode, timeout_s=t, options=dict(options or {}),
+                               results={k: v["data"] for k, v in results.items() if v["status"] == OK})
+            if on_event:
+                on_event(probe.name, "start", t)
             res = run_probe(probe, ctx, caps)
-        except KeyboardInterrupt:
-            interrupted = True
-            for rest in probes[i:]:
-                results[rest.name] = result(SKIPPED, f"{NOT_RUN_PREFIX}: interrupted by Ctrl-C")
-            break
-        results[probe.name] = res
-        if on_event:
-            on_event(probe.name, "end", res)
-    return {"results": results, "interrupted": interrupted}
+            results[probe.name] = res
+            if on_event:
+                on_event(probe.name, "end", res)
+            signals.check_pending()
+    except (KeyboardInterrupt, signals.Interrupted) as exc:
+        interrupted = True
+        signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
+        who = signals.label(signum)
+        if i < len(probes) and probes[i].name not in results:
+            elapsed = time.perf_counter() - started
+            res = result(SKIPPED, f"interrupted by {who} after {elapsed:.1f} s while running; "
+                                  "its partial measurements were discarded", duration_s=elapsed)
+            results[probes[i].name] = res
+            if on_event:
+                on_event(probes[i].name, "end", res)
+        for rest in probes[i + 1:]:
+            results[rest.name] = result(SKIPPED, f"{NOT_RUN_PREFIX}: interrupted by {who}")
+    finally:
+        if _started_tracker:
+            with signals.deferred():
+                _stop_tracker()
+            _started_tracker = False
+    return {"results": results, "interrupted": interrupted, "signal": signum}
 
 
 def selected(all_probes: List[Probe], only: Iterable[str] = (), skip: Iterable[str] = ()) -> List[Probe]:

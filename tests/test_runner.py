@@ -97,9 +97,12 @@ def test_ctrl_c_marks_the_rest_not_run(monkeypatch):
     out = runner.run_probes(probes, caps=CAPS)
     assert out["interrupted"] is True
     assert out["results"]["ok_inline"]["status"] == "ok"
-    for name in ("second", "third"):
-        assert out["results"][name]["status"] == "skipped"
-        assert out["results"][name]["reason"] == "not run: interrupted by Ctrl-C"
+    assert out["results"]["second"]["status"] == "skipped"
+    assert out["results"]["second"]["reason"].startswith("interrupted by Ctrl-C after ")
+    assert "while running" in out["results"]["second"]["reason"]
+    assert out["results"]["third"]["status"] == "skipped"
+    assert out["results"]["third"]["reason"] == "not run: interrupted by Ctrl-C"
+    assert out["signal"] == 2
     assert calls == ["ok_inline", "second"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -164,29 +165,82 @@ def validate(report: Any) -> None:
         raise ReportError("recommendation is neither null nor an object")
 
 
+MAX_REPORT_BYTES = 64 * 2**20   # real reports are well under 1 MiB
+MAX_DEPTH = 64                  # real reports nest about 8 levels
+MAX_INT_DIGITS = 30             # byte counts and nanoseconds fit in 20 digits
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ReportError(f"holds a number with {len(text.lstrip('-'))} digits; no gpudiag report does")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ReportError(f"holds the number {text[:40]}, too large to be a measurement")
+    return value
+
+
+def _parse_constant(text: str) -> float:
+    raise ReportError(f"holds {text}, which is not valid JSON (gpudiag writes null for a missing number)")
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse data nested deeper than any report (every view and the redactor walk it recursively)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ReportError(f"nested more than {MAX_DEPTH} levels deep: not a gpudiag report")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def parse_report(raw: bytes, name: str) -> Dict[str, Any]:
+    """Decode and check report bytes; any problem is a ReportError naming `name`."""
+    if len(raw) > MAX_REPORT_BYTES:
+        raise ReportError(f"{name}: {len(raw) / 2**20:.0f} MiB is too large to be a gpudiag report")
+    if not raw.strip():
+        raise ReportError(f"{name}: file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ReportError(f"{name}: not a text file (not UTF-8)") from None
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except ReportError as exc:
+        raise ReportError(f"{name}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                          "truncated or not a gpudiag report?") from None
+    except RecursionError:
+        raise ReportError(f"{name}: nested too deeply to be a gpudiag report") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise ReportError(f"{name}: not a usable JSON report ({str(exc)[:80]})") from None
+    try:
+        _check_depth(data)
+        validate(data)
+    except ReportError as exc:
+        raise ReportError(f"{name}: {exc}") from None
+    return data
+
+
 def load_report(path: str) -> Dict[str, Any]:
     """Read and check a saved report; any problem is a ReportError naming the file."""
     name = os.path.basename(path) or path
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_REPORT_BYTES + 1)
     except FileNotFoundError:
         raise ReportError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise ReportError(f"{name}: is a folder, not a report file") from None
     except OSError as exc:
         raise ReportError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    if not raw.strip():
-        raise ReportError(f"{name}: file is empty")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ReportError(f"{name}: not a text file (not UTF-8)") from None
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-                          "truncated or not a gpudiag report?") from None
-    try:
-        validate(data)
-    except ReportError as exc:
-        raise ReportError(f"{name}: {exc}") from None
-    return data
+    except ValueError as exc:  # an embedded NUL in the path
+        raise ReportError(f"{name!r}: not a usable path ({exc})") from None
+    return parse_report(raw, name)

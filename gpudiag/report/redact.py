@@ -1,44 +1,76 @@
-"""Privacy for reports attached to public issues.
+"""Privacy for reports attached to public issues: every string that reaches an output passes here.
 
-Always: values that look like secrets are replaced, GPU UUIDs and serial numbers are dropped.
-By default (unless --no-redact): the hostname and username become a stable short hash and home
-paths become `~`, so two reports of one machine still compare.
+Always: values that look like secrets are replaced (known token shapes, bearer/basic credentials,
+`key=`/`token=`/`password=` assignments, credentials in URLs, private-key blocks, long opaque
+strings), GPU UUIDs and serial numbers are dropped, and text is made encodable (a lone surrogate
+from a non-UTF-8 byte becomes `\\xff`). By default (unless --no-redact): the hostname and username
+become a stable short hash, the home folder `~` and any other user's home folder `~user-<hash>`,
+so two reports of one machine still compare.
+
+Only VALUES are rewritten. Dictionary keys are field names of the report contract: a machine
+called `status` or a user called `data` must not rename fields (keys are only made encodable).
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import os
 import re
 import socket
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 SECRET_MARK = "[redacted: looks like a secret]"
 
 _DROP_KEYS = {"uuid", "gpu_uuid", "serial", "board_serial", "serial_number", "board_id"}
-_SECRET_KEY = re.compile(r"(?i)(token|secret|passw(or)?d|passwd|api[_-]?key|auth|credential|private[_-]?key)")
+# A value stored under such a key is masked whole.
+_SECRET_KEY = re.compile(r"(?i)(token|secret|passw(or)?d|passphrase|api[_-]?key|access[_-]?key|auth(?!or)|"
+                         r"credential|private[_-]?key|cookie|signature)")
+
 _TOKEN_PATTERNS = [
     re.compile(p) for p in (
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",   # PEM, OpenSSH, PGP private keys
         r"gh[pousr]_[A-Za-z0-9]{20,}",          # GitHub tokens
         r"github_pat_[A-Za-z0-9_]{20,}",
         r"glpat-[A-Za-z0-9_\-]{20,}",            # GitLab
         r"hf_[A-Za-z0-9]{20,}",                  # Hugging Face
-        r"sk-[A-Za-z0-9_\-]{20,}",               # OpenAI-style
-        r"xox[baprs]-[A-Za-z0-9\-]{10,}",        # Slack
-        r"(?:AKIA|ASIA)[0-9A-Z]{16}",            # AWS access key id (long-lived, temporary)
+        r"sk-[A-Za-z0-9_\-]{20,}",               # OpenAI / Anthropic style
+        r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}",  # Stripe
+        r"npm_[A-Za-z0-9]{36}",                  # npm
+        r"pypi-[A-Za-z0-9_\-]{50,}",             # PyPI upload tokens
+        r"xox[abeprs]-[A-Za-z0-9\-]{10,}",       # Slack
+        r"ya29\.[0-9A-Za-z_\-]{20,}",            # Google OAuth access token
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[0-9A-Z]{16}\b",  # AWS key ids
         r"AIza[0-9A-Za-z_\-]{30,}",              # Google API key
         r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
     )
 ]
-# `password=hunter2`, `AWS_SECRET_ACCESS_KEY: abc...`: the name stays, the value goes.
-_ASSIGNMENT = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key)[\w.-]*)"
-                         r"(\s*[=:]\s*)(?![\s,;=]|$)(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)")
-_URL_CREDENTIALS = re.compile(r"(://)[^/\s:@]+:[^/\s@]+@")  # https://user:pass@host
-# A home folder's owner, whatever the current user is called (WSL shows the Windows user's).
-_HOME_OWNER = re.compile(r"(?i)((?:^|[\s\"'=(:])(?:/home/|/Users/|/mnt/[a-z]/Users/|[a-z]:\\{1,2}Users\\{1,2}))"
-                         r"(?!~|Public\b|Default\b|Shared\b|All Users\b|user-[0-9a-f]{8}\b)([^/\\\s\"']+)")
+# `Authorization: Basic dXNlcjpwYXNz`, `Cookie: session=...`: everything after the header name goes.
+_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|x-auth-token|x-amz-security-token|(?:set-)?cookie)"
+                     r"([\"']?\s*[:=]\s*[\"']?)(?!\[redacted)([^\r\n\"']+)")
+# A credential after its scheme word; it must hold a digit, so prose ("basic installation") stays.
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)(?!\[redacted)(?=[A-Za-z0-9._~+/\-]*\d)([A-Za-z0-9._~+/\-]{8,}=*)")
+# `password=hunter2`, `'aws_secret_access_key': 'abc'`, `api_key: x`: the name stays, the value goes.
+_ASSIGNMENT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])((?:[\w.-]*?(?:password|passwd|passphrase|pwd|token|secret|api[_-]?key|apikey|"
+    r"access[_-]?key|private[_-]?key|credentials?|auth(?!or))[\w.-]*)|key|sig|signature)"
+    r"([\"']?\s*[=:]\s*)(?![\s,;=]|$|\[redacted)(\"[^\"]*\"|'[^']*'|[^\s,;&\"'<>)\]}]+)")
+# `--password hunter2`, `--token abc`
+_FLAG = re.compile(r"(?i)(--?(?:password|passwd|passphrase|token|secret|api[_-]?key|access[_-]?key|auth[_-]?token)"
+                   r"[\w-]*)(\s+)(?!-|\[redacted)(\S+)")
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@")  # https://user:pass@host
+# A long opaque run of letters, digits and base64 punctuation with both cases and digits: an AWS secret
+# access key (40 characters), an API key without a known prefix, a private key's body cut from its header.
+_OPAQUE = re.compile(r"(?<![\w+/=.\-])[A-Za-z0-9+/_\-]{32,}={0,2}(?![\w+/=.\-])")
+_WORDISH = re.compile(r"[A-Z]{2,}|[A-Z]?[a-z]+(?:[A-Z][a-z]+)*\d{0,4}|\d+[A-Za-z]{0,3}")
+_HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
+
+# Another user's home folder, whatever the current user is called (WSL shows the Windows user's).
+_HOME_OWNER = re.compile(r"(?i)([/\\](?:home|Users)(?:[/\\]{1,2}))"
+                         r"(?!~|Public\b|Default\b|Default User\b|Shared\b|All Users\b|linuxbrew\b|user-[0-9a-f]{8}\b)"
+                         r"([^/\\\s\"'`|<>;,:*?]+)")
 # Host and user names match case-sensitively (as the OS reports them) so that a machine called
 # "Nova" does not rewrite the word "nova" elsewhere; home paths are caught by _HOME_OWNER too.
 # Default host/user names of distributions and images identify nobody, and hashing them would
@@ -47,8 +79,47 @@ _GENERIC_NAMES = {"localhost", "kali", "ubuntu", "debian", "fedora", "arch", "ar
                   "user", "admin", "administrator", "root", "pi", "raspberrypi", "wsl", "docker",
                   "container", "host", "runner", "ec2-user", "centos", "alpine", "vm", "gpu", "server",
                   "desktop", "laptop", "pc", "workstation", "node", "windows", "test"}
+# Names that are also words of the report itself: a user called `python` or a machine called
+# `status` is removed from its home path, but the word is not hashed everywhere (that would
+# rewrite facts such as "/usr/bin/python" or "torch 2.3").
+_COMMON_WORDS = _GENERIC_NAMES | {
+    "python", "python3", "torch", "pytorch", "data", "status", "cuda", "nvidia", "cpu", "system", "driver",
+    "report", "probe", "probes", "cycle", "launch", "pcie", "memory", "home", "work", "dev", "lab", "ml", "ai",
+    "train", "model", "build", "main", "master", "compute", "graphics", "none", "null", "true", "false", "yes",
+    "no", "ok", "skipped", "failed", "threads", "processes", "serial", "info", "warning", "critical", "env",
+    "mode", "quick", "full", "name", "version", "kernel", "os", "ram", "swap", "intel", "amd", "jupyter",
+    "conda", "venv", "pip", "app", "service", "www", "web", "share", "shared", "public", "guest", "demo",
+    "student", "ci", "git", "gpudiag", "default", "local", "cloud", "cluster", "worker", "workers", "batch",
+    "nccl", "numpy", "tmp", "var", "usr", "bin", "lib", "opt", "mnt", "srv", "proc", "sys", "etc", "users",
+}
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
-_HIGH_ENTROPY = re.compile(r"^[A-Za-z0-9+/_=\-.]{32,}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """The text made encodable as UTF-8: a lone surrogate (a non-UTF-8 byte decoded by the OS layer) becomes \\xNN."""
+    if not _SURROGATE.search(value):
+        return value
+
+    def esc(m: "re.Match[str]") -> str:
+        c = ord(m.group(0))
+        return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
+
+    return _SURROGATE.sub(esc, value)
+
+
+def _opaque(token: str) -> bool:
+    """True for a token that looks random: both cases, many distinct characters, not hex, not made of words.
+
+    A path (`/a/Bb2/...`) or an identifier (`NVIDIA_GeForce_RTX_4090_...`) is made of words, a key is not.
+    """
+    distinct = len(set(token))
+    if not (re.search(r"[a-z]", token) and re.search(r"[A-Z]", token) and distinct >= 16
+            and (re.search(r"\d", token) or distinct >= 20) and not re.fullmatch(r"[0-9a-fA-F]+", token)):
+        return False
+    parts = [p for p in re.split(r"[/_\-]", token) if p]
+    worded = sum(len(p) for p in parts if len(p) >= 2 and _WORDISH.fullmatch(p))
+    return worded < 0.6 * sum(len(p) for p in parts)
 
 
 def looks_secret(value: str, strict: bool = False) -> bool:
@@ -59,8 +130,9 @@ def looks_secret(value: str, strict: bool = False) -> bool:
     """
     if not isinstance(value, str) or not value:
         return False
-    if any(p.search(value) for p in _TOKEN_PATTERNS) or _ASSIGNMENT.search(value) \
-            or _URL_CREDENTIALS.search(value):
+    if any(p.search(value) for p in _TOKEN_PATTERNS) or _ASSIGNMENT.search(value) or _HEADER.search(value) \
+            or _SCHEME.search(value) or _URL_CREDENTIALS.search(value) or _FLAG.search(value) \
+            or any(_opaque(m.group(0)) for m in _OPAQUE.finditer(value)):
         return True
     if strict and _HIGH_ENTROPY.match(value) and re.search(r"\d", value) and re.search(r"[A-Za-z]", value):
         return True
@@ -68,50 +140,85 @@ def looks_secret(value: str, strict: bool = False) -> bool:
 
 
 def short_hash(value: str) -> str:
-    return hashlib.sha256(("gpudiag:" + value).encode("utf-8")).hexdigest()[:8]
+    return hashlib.sha256(("gpudiag:" + value).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def _identity() -> Dict[str, Optional[str]]:
+@functools.lru_cache(maxsize=1)
+def _other_homes() -> List[str]:
+    """Home folders of the machine's other human accounts (POSIX passwd), wherever they live."""
+    try:
+        import pwd
+    except ImportError:  # Windows: C:\Users\<name> is caught by _HOME_OWNER
+        return []
+    homes = []
+    try:
+        entries = pwd.getpwall()
+    except OSError:
+        return []
+    for e in entries[:5000]:
+        d = e.pw_dir or ""
+        if e.pw_uid >= 1000 and e.pw_uid != 65534 and d.count("/") >= 2 and not d.startswith(("/nonexistent", "/var/", "/run/")):
+            homes.append(d.rstrip("/"))
+    return homes
+
+
+def _identity() -> Dict[str, Any]:
     try:
         user = getpass.getuser()
-    except Exception:  # getuser raises on some containers without a passwd entry
+    except Exception:  # getuser raises KeyError/OSError (and more) on containers without a passwd entry
         user = None
     home = os.path.expanduser("~")
     return {"hostname": socket.gethostname() or None, "user": user,
-            "home": home if home not in ("~", "/", "") else None}
+            "home": home if home not in ("~", "/", "") else None, "homes": _other_homes()}
 
 
 class Redactor:
-    def __init__(self, identify: bool = True, identity: Optional[Dict[str, Optional[str]]] = None):
+    """Redacts strings, and the string values (never the keys) of JSON-like data."""
+
+    def __init__(self, identify: bool = True, identity: Optional[Dict[str, Any]] = None):
         self.identify = identify
         ident = identity if identity is not None else _identity()
         self._subs = []  # (compiled pattern, replacement), longest first
         if identify:
             home = ident.get("home")
             if home:
-                flags = re.I if re.match(r"^[A-Za-z]:", home) else 0  # Windows paths ignore case
-                self._subs.append((re.compile(re.escape(home.rstrip("/\\")) + r"(?=$|[/\\])", flags), "~"))
+                self._subs.append((self._path_pattern(home), "~"))
+            for other in sorted(set(ident.get("homes") or []) - {home}, key=len, reverse=True):
+                owner = os.path.basename(other.rstrip("/\\")) or other
+                self._subs.append((self._path_pattern(other), "~user-" + short_hash(owner.lower())))
             host = ident.get("hostname")
-            if host and len(host) >= 2 and host.lower() not in _GENERIC_NAMES:
+            if host and len(host) >= 2 and host.lower() not in _COMMON_WORDS:
                 self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])"),
                                    "host-" + short_hash(host.lower())))
                 short = host.split(".")[0]  # the FQDN's first label alone identifies the machine too
-                if short != host and len(short) >= 2 and short.lower() not in _GENERIC_NAMES:
+                if short != host and len(short) >= 2 and short.lower() not in _COMMON_WORDS:
                     self._subs.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])"),
                                        "host-" + short_hash(short.lower())))
             user = ident.get("user")
-            if user and len(user) >= 2 and user.lower() not in _GENERIC_NAMES:
-                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(user) + r"(?![\w-])"),
+            if user and len(user) >= 2 and user.lower() not in _COMMON_WORDS:
+                # Bounded by anything but a letter or digit: `alicesmith-projects`, `alicesmith_env` go too.
+                self._subs.append((re.compile(r"(?<![A-Za-z0-9])" + re.escape(user) + r"(?![A-Za-z0-9])"),
                                    "user-" + short_hash(user.lower())))
 
+    @staticmethod
+    def _path_pattern(path: str) -> "re.Pattern[str]":
+        flags = re.I if re.match(r"^[A-Za-z]:", path) else 0  # Windows paths ignore case
+        return re.compile(re.escape(path.rstrip("/\\")) + r"(?=$|[/\\\s\"'`|,;:)\]}])", flags)
+
     def text(self, value: str, key: str = "") -> str:
-        if _SECRET_KEY.search(key or "") and value:
+        """The string with secrets, GPU UUIDs and (identify) identity removed; `key` names the field it sits in."""
+        value = clean_text(value)
+        if value and _SECRET_KEY.search(key or ""):
             return SECRET_MARK
-        # Only the secret-looking spans go, so a long text (the env Markdown) keeps the rest.
+        # Only the secret-looking spans go, so a long text (the env Markdown, a stderr tail) keeps the rest.
         for pattern in _TOKEN_PATTERNS:
             value = pattern.sub(SECRET_MARK, value)
-        value = _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
+        value = _HEADER.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
+        value = _SCHEME.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
         value = _URL_CREDENTIALS.sub(r"\1[redacted]@", value)
+        value = _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
+        value = _FLAG.sub(lambda m: m.group(1) + m.group(2) + SECRET_MARK, value)
+        value = _OPAQUE.sub(lambda m: SECRET_MARK if _opaque(m.group(0)) else m.group(0), value)
         value = _GPU_UUID.sub("[GPU UUID removed]", value)
         for pattern, repl in self._subs:
             value = pattern.sub(repl, value)
@@ -121,7 +228,7 @@ class Redactor:
 
     def __call__(self, obj: Any, key: str = "") -> Any:
         if isinstance(obj, dict):
-            return {self.text(k) if isinstance(k, str) else k: self(v, k if isinstance(k, str) else "")
+            return {(clean_text(k) if isinstance(k, str) else k): self(v, k if isinstance(k, str) else "")
                     for k, v in obj.items() if not (isinstance(k, str) and k.lower() in _DROP_KEYS)}
         if isinstance(obj, (list, tuple)):
             return [self(v, key) for v in obj]
@@ -130,8 +237,8 @@ class Redactor:
         return obj
 
 
-def redact(report: Any, identify: bool = True, identity: Optional[Dict[str, Optional[str]]] = None) -> Any:
-    """A redacted copy of any JSON-like value (the report, an env summary)."""
+def redact(report: Any, identify: bool = True, identity: Optional[Dict[str, Any]] = None) -> Any:
+    """A redacted copy of any JSON-like value (the report, an env summary, a message)."""
     return Redactor(identify, identity)(report)
 
 
@@ -142,6 +249,12 @@ def allowlisted_env(environ: Dict[str, str], names: Iterable[str], prefixes: Ite
     out = {}
     for k in sorted(environ):
         if k in names or (prefixes and k.startswith(prefixes)):
-            v = environ[k]
-            out[k] = SECRET_MARK if (looks_secret(v, strict=True) or _SECRET_KEY.search(k)) else v
+            v = clean_text(environ[k])
+            out[clean_text(k)] = SECRET_MARK if (looks_secret(v, strict=True) or _SECRET_KEY.search(k)) else v
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def default_redactor(identify: bool = True) -> Redactor:
+    """One Redactor per setting for this process's identity: messages are redacted one at a time."""
+    return Redactor(identify)

@@ -12,6 +12,8 @@ import importlib.metadata
 import re
 from typing import Any, Callable, List, Optional
 
+from gpudiag.views.text import md_cell, md_code, md_text
+
 _GIB = 2 ** 30
 NA = "n/a"
 _PACKAGES = re.compile(r"^(torch|torchvision|torchaudio|numpy|triton|nvidia-ml-py|pynvml|cupy.*|jax|jaxlib|"
@@ -20,10 +22,15 @@ _PACKAGES = re.compile(r"^(torch|torchvision|torchaudio|numpy|triton|nvidia-ml-p
 
 
 def _cell(value: Any) -> str:
-    """A table cell: None -> 'unknown', pipes escaped, newlines flattened."""
+    """A table cell: None -> 'unknown', pipes escaped, newlines flattened, no HTML."""
     if value is None or value == "":
         return "unknown"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_cell(value)
+
+
+def _code(value: Any) -> str:
+    """A table cell shown as `code`: a backtick in the value cannot end the code span."""
+    return _cell(value).replace("`", "'")
 
 
 def _gib(n: Any) -> Optional[str]:
@@ -208,7 +215,8 @@ def _gpu_details(drv: dict) -> List[str]:
             ("power", f"{g.get('power_draw_w')} W of {g.get('power_limit_w')} W"),
             ("utilization (instant)", f"{g.get('utilization_gpu_percent')} %"),
         ]
-        out.append(f"GPU {g.get('index')}: " + "; ".join(f"{k} {_cell(v)}" for k, v in items))
+        out.append(f"GPU {g.get('index')}: " + "; ".join(
+            f"{k} {'unknown' if v in (None, '') else str(v).replace(chr(10), ' ')}" for k, v in items))
     return out
 
 
@@ -222,20 +230,20 @@ def render(system_data: dict, driver: dict, packages: List[tuple], version: str)
     if findings:
         lines += ["", "**Findings**", ""]
         for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
-            lines.append(f"- **{f.get('severity')}** `{f.get('code')}`: {f.get('message')}")
+            lines.append(f"- **{md_text(f.get('severity'))}** `{_code(f.get('code'))}`: {md_text(f.get('message'))}")
     env = system_data.get("env") or {}
     lines += ["", "<details><summary>Environment variables (allowlisted only)</summary>", ""]
     if env:
-        lines += ["| variable | value |", "|---|---|"] + [f"| `{k}` | `{_cell(v)}` |" for k, v in env.items()]
+        lines += ["| variable | value |", "|---|---|"] + [f"| `{_code(k)}` | `{_code(v)}` |" for k, v in env.items()]
     else:
         lines.append("None of the allowlisted CUDA/torch/threading variables is set.")
     lines += ["", "</details>"]
     details = _gpu_details(driver)
     if details:
-        lines += ["", "<details><summary>GPU details</summary>", ""] + [f"- {d}" for d in details] + ["", "</details>"]
+        lines += ["", "<details><summary>GPU details</summary>", ""] + [f"- {md_text(d)}" for d in details] + ["", "</details>"]
     if packages:
         lines += ["", "<details><summary>Relevant packages</summary>", "", "```"]
-        lines += [f"{n}=={v}" for n, v in packages] + ["```", "", "</details>"]
+        lines += [md_code(f"{n}=={v}") for n, v in packages] + ["```", "", "</details>"]
     lines += ["", "<sub>Hostname, username and home paths hashed or shown as ~ unless --no-redact; "
                   "secrets and GPU UUIDs are always removed.</sub>", ""]
     return "\n".join(lines)

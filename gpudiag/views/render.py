@@ -11,6 +11,7 @@ import jinja2
 from markupsafe import Markup
 
 from gpudiag.views import charts
+from gpudiag.views.text import md_cell, md_code, md_text, terminal_safe
 from gpudiag.report import contract as report_mod
 
 MARKDOWN_LIMIT = 60_000
@@ -61,27 +62,33 @@ def to_json(x: Any) -> str:
     return json.dumps(x, indent=2, default=str)
 
 
-def md_text(x: Any) -> str:
-    """Report text inside Markdown: angle brackets escaped so no value can open HTML (or close a <details>)."""
-    return str("" if x is None else x).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _md_finalize(value: Any) -> Markup:
+    """Every `{{ }}` of a Markdown template is escaped unless a filter already made it safe."""
+    return value if isinstance(value, Markup) else Markup(md_text(value))
 
 
-def md_cell(x: Any) -> str:
-    """A value safe inside a Markdown table cell: no pipes, no line breaks, no HTML."""
-    return md_text(x).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+def _safe(fn: Callable[[Any], str]) -> Callable[[Any], Markup]:
+    return lambda x: Markup(fn(x))
 
 
 @functools.lru_cache(maxsize=2)
 def _env(autoescape: bool) -> jinja2.Environment:
+    """The HTML environment (autoescape=True), or the Markdown one (False: Markdown escaping on every value)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gpudiag.views", "templates"),
-        autoescape=autoescape,
+        # Markdown also autoescapes, with md_text instead of HTML escaping (see _md_finalize).
+        autoescape=True,
+        finalize=None if autoescape else _md_finalize,
         undefined=jinja2.ChainableUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json, md=md_cell, mdtext=md_text)
+    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json)
+    if autoescape:
+        env.filters.update(md=md_cell, mdtext=md_text, mdcode=md_code)
+    else:
+        env.filters.update(md=_safe(md_cell), mdtext=_safe(md_text), mdcode=_safe(md_code))
     return env
 
 
@@ -123,15 +130,17 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
     gpus = ", ".join(host.get("gpus") or []) or "no NVIDIA GPU seen"
     lines.append(f"gpudiag {report.get('gpudiag_version')} ({report.get('mode')}): "
                  f"{host.get('os') or 'unknown OS'}; {gpus}")
-    for name, res in ctx["probes"].items():
-        status = res.get("status")
+    for name, res in _d(ctx["probes"]).items():
+        res = _d(res)
+        status = str(res.get("status"))
         extra = f" - {res.get('reason')}" if res.get("reason") else ""
-        lines.append(f"  {name:<11} {status:<8} {res.get('duration_s', 0):6.1f} s{extra}")
+        duration = res.get("duration_s") if _num(res.get("duration_s")) else 0.0
+        lines.append(f"  {str(name):<11} {status:<8} {duration:6.1f} s{extra}")
     top = [f for f in ctx["findings"] if f.get("severity") in ("critical", "warning")][:5]
     if top:
         lines.append("Findings:")
         for f in top:
-            lines.append(f"  [{f['severity']}] {f['code']}: {f['message']}")
+            lines.append(f"  [{f.get('severity')}] {f.get('code')}: {f.get('message')}")
     rec = ctx["rec"]
     if rec and rec.get("headline"):
         lines.append(f"Recommendation: {rec['headline']}")
@@ -139,7 +148,7 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
         lines.append("Interrupted: probes that had not finished are marked 'not run'.")
     for kind, path in (files or {}).items():
         lines.append(f"Wrote {kind}: {path}")
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 # ====================================================================== the view model
@@ -164,7 +173,9 @@ CAUSE_LABELS = {
 }
 VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "not_measured": "v-not_measured"}
 TOP_FINDINGS = 3
-_VIEW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError)
+_VIEW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError, OverflowError)
+# What rendering a hostile report can raise beyond a probe view's own fallback: the CLI turns these into one line.
+RENDER_ERRORS = _VIEW_ERRORS + (RecursionError, jinja2.TemplateError)
 
 
 def _num(x: Any) -> bool:

@@ -1,0 +1,63 @@
+"""`[2/7] gil  running 12.3 s (limit 60 s)` on stderr while a probe runs; silent when stderr is no terminal."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Optional
+
+
+class Progress:
+    """The runner's on_event callback for the terminal; every reason it prints is redacted first."""
+
+    def __init__(self, total: int, enabled: bool, identify: bool = True):
+        self.total, self.enabled, self.identify = total, enabled, identify
+        self.index = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __call__(self, name: str, phase: str, payload) -> None:
+        if not self.enabled:
+            return
+        if phase == "start":
+            self.index += 1
+            self._start_ticker(name, float(payload))
+        else:
+            self._stop_ticker()
+            from gpudiag.report.redact import default_redactor
+            from gpudiag.views.text import terminal_safe
+
+            res = payload
+            reason = terminal_safe(default_redactor(self.identify).text(res["reason"])) if res["reason"] else ""
+            self._write(f"\r\033[K[{self.index}/{self.total}] {name:<11} {res['status']:<8} "
+                        f"{res['duration_s']:.1f} s{' - ' + reason if reason else ''}\n")
+
+    @staticmethod
+    def _write(text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):  # the terminal went away (SIGHUP): keep measuring
+            pass
+
+    def _start_ticker(self, name: str, timeout_s: float) -> None:
+        self._stop.clear()
+        t0 = time.monotonic()
+
+        def tick():
+            while not self._stop.wait(0.25):
+                self._write(f"\r\033[K[{self.index}/{self.total}] {name:<11} running  "
+                            f"{time.monotonic() - t0:.1f} s (limit {timeout_s:g} s)")
+
+        try:
+            self._thread = threading.Thread(target=tick, daemon=True)
+            self._thread.start()
+        except RuntimeError:  # no thread under a process limit: progress is a luxury
+            self._thread = None
+
+    def _stop_ticker(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._thread = None
