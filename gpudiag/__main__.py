@@ -1,10 +1,21 @@
-"""`python -m gpudiag` and the `gpudiag` console script: the CLI, with Ctrl-C during start-up ending quietly."""
+"""`python -m gpudiag` and the `gpudiag` console script: the CLI, with a stop signal during start-up ending quietly."""
 
+import signal
 import sys
 
 
+def _exit_quietly(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run() -> None:
-    """Import the CLI (a Ctrl-C meanwhile exits 130 without a traceback) and run it."""
+    """Import the CLI and run it; Ctrl-C, SIGTERM or SIGHUP while it loads exit 128 + signal, no traceback.
+
+    The CLI installs its own handlers once loaded (gpudiag.platform.signals).
+    """
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_quietly)
     try:
         from gpudiag.cli import main
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import ctypes.util
 import functools
 import importlib.util
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -41,7 +42,38 @@ def _nvml_library() -> Optional[str]:
     for path in ("/usr/lib/wsl/lib/libnvidia-ml.so.1",):
         if os.path.exists(path):
             return path
+    if sys.platform.startswith("linux"):
+        return _linux_library("libnvidia-ml.so")
     return ctypes.util.find_library("nvidia-ml")
+
+
+_LINUX_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+                   "/usr/local/lib", "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib")
+
+
+def _linux_library(stem: str) -> Optional[str]:
+    """A shared library by the loader's cache and the usual folders.
+
+    Not ctypes.util.find_library: when the loader's cache misses, it runs gcc, which takes a
+    second and leaves ccXXXXXX temp files in /tmp when Ctrl-C reaches it.
+    """
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d] + list(_LINUX_LIB_DIRS)
+    for d in dirs:
+        for name in (stem + ".1", stem):
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                return path
+    for ldconfig in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        try:
+            out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in out.splitlines():
+            name, _, target = line.strip().partition(" => ")
+            if name.startswith(stem):
+                return target.strip() or name.split()[0]
+        return None
+    return None
 
 
 def _nvml() -> Capability:

@@ -139,24 +139,23 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
     progress = Progress(len(probes), enabled=sys.stderr is not None and sys.stderr.isatty(), identify=not no_redact)
     outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress,
                                 options={"cycle": cycle_ref} if cycle_ref else None)
-    rep = report_mod.build_report(outcome["results"], mode, created_at=created,
-                                  interrupted=outcome["interrupted"], redacted=not no_redact)
     from gpudiag.diagnose.recommend import recommend
-
-    rep["recommendation"] = recommend(rep)
-    rep = redact(rep, identify=not no_redact)
+    from gpudiag.platform import signals
     from gpudiag.views import render
 
-    views = {"html": lambda: render.render_html(rep), "json": lambda: report_mod.dumps(rep),
-             "markdown": lambda: render.render_markdown(rep)}
-    try:
-        written = outputs.write([(o, views[o.kind]) for o in planned])
-    except outputs.OutputError as exc:
-        fail(exc)
-    outputs.say(render.render_terminal(rep, written), err=to_stdout, identify=not no_redact)
+    with signals.deferred():  # what finished is written even if a stop signal arrives now
+        rep = report_mod.build_report(outcome["results"], mode, created_at=created,
+                                      interrupted=outcome["interrupted"], redacted=not no_redact)
+        rep["recommendation"] = recommend(rep)
+        rep = redact(rep, identify=not no_redact)
+        views = {"html": lambda: render.render_html(rep), "json": lambda: report_mod.dumps(rep),
+                 "markdown": lambda: render.render_markdown(rep)}
+        try:
+            written = outputs.write([(o, views[o.kind]) for o in planned])
+        except outputs.OutputError as exc:
+            fail(exc)
+        outputs.say(render.render_terminal(rep, written), err=to_stdout, identify=not no_redact)
     if outcome["interrupted"]:
-        from gpudiag.platform import signals
-
         sys.exit(signals.exit_code(outcome["signal"]))
 
 

@@ -119,7 +119,7 @@ def _become_subreaper() -> None:
 def _is_resource_tracker(p: psutil.Process) -> bool:
     """multiprocessing's resource tracker ends by itself once its users are gone, and cleans up as it goes."""
     try:
-        return any("resource_tracker" in part for part in p.cmdline())
+        return any(part.startswith("from multiprocessing.resource_tracker import main") for part in p.cmdline())
     except psutil.Error:
         return False
 
@@ -200,16 +200,41 @@ def _start_tracker() -> bool:
     return not was_running
 
 
-def _stop_tracker() -> None:
-    """Stop the resource tracker this runner started, so no helper process outlives the run."""
+def _stop_tracker(wait_s: float = 5.0) -> None:
+    """Stop the resource tracker this runner started, so no helper process outlives the run.
+
+    Closing its pipe makes it clean up what is still registered and exit; if a process that
+    should be gone still holds the pipe, the tracker is killed after `wait_s` rather than waited for.
+    """
     from multiprocessing import resource_tracker
 
-    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
-    if callable(stop):
+    tracker = resource_tracker._resource_tracker
+    lock = getattr(tracker, "_lock", None)
+    if lock is None or not lock.acquire(timeout=wait_s):
+        return
+    try:
+        fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
+        if fd is None:
+            return
+        tracker._fd = tracker._pid = None
         try:
-            stop()
-        except (OSError, ChildProcessError, RuntimeError):
+            os.close(fd)
+        except OSError:
             pass
+    finally:
+        lock.release()
+    if pid is None:
+        return
+    deadline = time.monotonic() + wait_s
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.02)
+    except ChildProcessError:
+        pass
 
 
 _started_tracker = False
@@ -229,64 +254,80 @@ def _receive(recv) -> Tuple[Optional[dict], str]:
 
 
 def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
-    global _started_tracker
+    """Run the probe in a spawned child under a deadline; the log file, pipe and processes never outlive it."""
     mp = multiprocessing.get_context("spawn")
-    with signals.deferred():  # the log file and the pipe exist only with the cleanup below armed
-        try:
-            fd, stderr_path = tempfile.mkstemp(prefix=f"gpudiag-{probe.name}-", suffix=".log")
-            os.close(fd)
-        except OSError as exc:
-            return result(FAILED, _os_failure("create the probe's log file", exc))
-        try:
-            recv, send = mp.Pipe(duplex=False)
-        except OSError as exc:
-            _unlink(stderr_path)
-            return result(FAILED, _os_failure("open a pipe to the probe's process", exc))
-    proc = mp.Process(target=_child_main, args=(probe, ctx, send, stderr_path),
-                      name=f"gpudiag-probe-{probe.name}", daemon=False)
+    made: Dict[str, object] = {}  # what exists so far, for the cleanup in `finally`
+    proc = None
     try:
+        with signals.deferred():  # a stop signal waits until what was made is recorded for the cleanup
+            try:
+                fd, made["log"] = tempfile.mkstemp(prefix=f"gpudiag-{probe.name}-", suffix=".log")
+                os.close(fd)
+            except OSError as exc:
+                return result(FAILED, _os_failure("create the probe's log file", exc))
+            try:
+                made["recv"], made["send"] = mp.Pipe(duplex=False)
+            except OSError as exc:
+                return result(FAILED, _os_failure("open a pipe to the probe's process", exc))
+        stderr_path, recv, send = str(made["log"]), made["recv"], made["send"]
+        proc = mp.Process(target=_child_main, args=(probe, ctx, send, stderr_path),
+                          name=f"gpudiag-probe-{probe.name}", daemon=False)
         try:
-            with signals.deferred():
-                _started_tracker = _start_tracker() or _started_tracker
-                with signals.blocked():  # the child starts with stop signals blocked: no half-started traceback
-                    proc.start()
+            _start(proc)
         except OSError as exc:
             return result(FAILED, _os_failure("start the probe's process", exc))
         finally:
             send.close()
-        deadline = time.monotonic() + timeout_s
-        res, why = None, ""
-        while True:
-            if recv.poll(_POLL_S):
-                res, why = _receive(recv)
-                break
-            if not proc.is_alive():
-                if recv.poll(0):  # it may have sent just before exiting
-                    res, why = _receive(recv)
-                break
-            if time.monotonic() > deadline:
-                with signals.deferred():
-                    _kill_tree(proc)
-                tail = _tail(stderr_path)
-                return result(FAILED, f"timed out after {timeout_s:g} s", data={"stderr_tail": tail} if tail else None)
-        leftovers = _descendants(proc.pid)
-        proc.join(10)
-        with signals.deferred():
-            if proc.is_alive():
-                _kill_tree(proc)
-            _kill_all([p for p in leftovers if p.is_running()])
-        if res is None:
-            tail = _tail(stderr_path)
-            reason = _describe_exit(proc.exitcode) + (f"; {why}" if why else "")
-            return result(FAILED, reason, data={"stderr_tail": tail} if tail else None)
-        return res
+        return _await(proc, recv, stderr_path, timeout_s)
     except BaseException:
-        if proc.pid is not None:  # start() itself may have raised; then there is nothing to kill
+        if proc is not None and proc.pid is not None:  # start() itself may have raised: nothing to kill
             _kill_tree(proc)
         raise
     finally:
-        recv.close()
-        _unlink(stderr_path)
+        for key in ("recv", "send"):
+            if key in made:
+                made[key].close()
+        if "log" in made:
+            _unlink(str(made["log"]))
+
+
+def _start(proc) -> None:
+    """Start the child with stop signals blocked (it inherits them so), after the resource tracker."""
+    global _started_tracker
+    with signals.deferred():
+        _started_tracker = _start_tracker() or _started_tracker
+        with signals.blocked():  # no half-started child printing a KeyboardInterrupt traceback
+            proc.start()
+
+
+def _await(proc, recv, stderr_path: str, timeout_s: float) -> dict:
+    """The child's result, or a failed result naming the timeout, the signal or the exit code."""
+    deadline = time.monotonic() + timeout_s
+    res, why = None, ""
+    while True:
+        if recv.poll(_POLL_S):
+            res, why = _receive(recv)
+            break
+        if not proc.is_alive():
+            if recv.poll(0):  # it may have sent just before exiting
+                res, why = _receive(recv)
+            break
+        if time.monotonic() > deadline:
+            with signals.deferred():
+                _kill_tree(proc)
+            tail = _tail(stderr_path)
+            return result(FAILED, f"timed out after {timeout_s:g} s", data={"stderr_tail": tail} if tail else None)
+    leftovers = _descendants(proc.pid)
+    proc.join(10)
+    with signals.deferred():
+        if proc.is_alive():
+            _kill_tree(proc)
+        _kill_all([p for p in leftovers if p.is_running()])
+    if res is None:
+        tail = _tail(stderr_path)
+        reason = _describe_exit(proc.exitcode) + (f"; {why}" if why else "")
+        return result(FAILED, reason, data={"stderr_tail": tail} if tail else None)
+    return res
 
 
 def _unlink(path: str) -> None:
@@ -341,7 +382,7 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
     signum: Optional[int] = None
     interrupted = False
     i, started = 0, time.perf_counter()
-    try:
+    try:  # a BaseException other than a stop (a bug) propagates; the tracker then ends with this process
         for i in range(len(probes)):
             probe = probes[i]
             started = time.perf_counter()
@@ -368,11 +409,13 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
                 on_event(probes[i].name, "end", res)
         for rest in probes[i + 1:]:
             results[rest.name] = result(SKIPPED, f"{NOT_RUN_PREFIX}: interrupted by {who}")
-    finally:
-        if _started_tracker:
+    if _started_tracker:
+        _started_tracker = False
+        try:
             with signals.deferred():
                 _stop_tracker()
-            _started_tracker = False
+        except signals.Interrupted as exc:  # every probe finished; the caller still writes the report
+            interrupted, signum = True, exc.signum
     return {"results": results, "interrupted": interrupted, "signal": signum}
 
 

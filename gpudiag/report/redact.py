@@ -49,17 +49,17 @@ _TOKEN_PATTERNS = [
 ]
 # `Authorization: Basic dXNlcjpwYXNz`, `Cookie: session=...`: everything after the header name goes.
 _HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization|x-api-key|x-auth-token|x-amz-security-token|(?:set-)?cookie)"
-                     r"([\"']?\s*[:=]\s*[\"']?)(?!\[redacted)([^\r\n\"']+)")
+                     r"([\"']?\s*[:=]\s*[\"']?)(?!\s*\[redacted)([^\r\n\"']+)")
 # A credential after its scheme word; it must hold a digit, so prose ("basic installation") stays.
-_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)(?!\[redacted)(?=[A-Za-z0-9._~+/\-]*\d)([A-Za-z0-9._~+/\-]{8,}=*)")
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)(?!\s*\[redacted)(?=[A-Za-z0-9._~+/\-]*\d)([A-Za-z0-9._~+/\-]{8,}=*)")
 # `password=hunter2`, `'aws_secret_access_key': 'abc'`, `api_key: x`: the name stays, the value goes.
 _ASSIGNMENT = re.compile(
     r"(?i)(?<![A-Za-z0-9])((?:[\w.-]*?(?:password|passwd|passphrase|pwd|token|secret|api[_-]?key|apikey|"
     r"access[_-]?key|private[_-]?key|credentials?|auth(?!or))[\w.-]*)|key|sig|signature)"
-    r"([\"']?\s*[=:]\s*)(?![\s,;=]|$|\[redacted)(\"[^\"]*\"|'[^']*'|[^\s,;&\"'<>)\]}]+)")
+    r"([\"']?\s*[=:]\s*)(?![\s,;=]|$|\s*\[redacted)(\"[^\"]*\"|'[^']*'|[^\s,;&\"'<>)\]}]+)")
 # `--password hunter2`, `--token abc`
 _FLAG = re.compile(r"(?i)(--?(?:password|passwd|passphrase|token|secret|api[_-]?key|access[_-]?key|auth[_-]?token)"
-                   r"[\w-]*)(\s+)(?!-|\[redacted)(\S+)")
+                   r"[\w-]*)(\s+)(?!-|\s*\[redacted)(\S+)")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s:@]+:[^/\s@]+@")  # https://user:pass@host
 # A long opaque run of letters, digits and base64 punctuation with both cases and digits: an AWS secret
 # access key (40 characters), an API key without a known prefix, a private key's body cut from its header.
