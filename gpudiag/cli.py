@@ -18,13 +18,12 @@ from typing import List, Optional
 import click
 
 from gpudiag import __version__
+from gpudiag.diagnose.preflight.model import MAX_DEVICE, MAX_WORKERS
 from gpudiag.report import outputs
 
 EXIT_USAGE = outputs.EXIT_USAGE
 EXIT_WRITE = outputs.EXIT_WRITE
 EXIT_INTERRUPTED = 130
-MAX_WORKERS = 100_000  # more workers than any machine runs: a typo, and big numbers overflow the checks
-MAX_DEVICE = 4096
 _MESSAGE_CHARS = 400  # one line: a hostile value must not flood the terminal
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Optional
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+MAX_SIZE = 2**60  # 1 EiB: more than any machine holds; bigger numbers are typos and overflow the checks
 _SIZE = re.compile(r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 
@@ -22,11 +23,11 @@ def parse_size(text: object) -> int:
     if isinstance(text, int):
         if text < 0:
             raise ValueError(f"size {text} is negative")
-        return text
+        return _bounded(text)
     if isinstance(text, float):
         if not math.isfinite(text) or text < 0:
             raise ValueError(f"size {text} is not a finite, non-negative number of bytes")
-        return int(round(text))
+        return _bounded(int(round(text)))
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a size")
     raw = text.strip()
@@ -39,7 +40,15 @@ def parse_size(text: object) -> int:
         raise ValueError(f"cannot read size {text!r}: use a number of bytes or a number with K, M, G or T "
                          "(binary units, e.g. 1.5G, 800M, 512K)")
     value = float(m.group("num")) * _UNITS[m.group("unit").upper()]
-    return int(round(value))
+    if not math.isfinite(value):
+        raise ValueError(f"size {text[:40]!r} is larger than any machine's memory or disk (at most 1 EiB)")
+    return _bounded(int(round(value)))
+
+
+def _bounded(n: int) -> int:
+    if n > MAX_SIZE:
+        raise ValueError(f"size {n} bytes is larger than any machine's memory or disk (at most 1 EiB)")
+    return n
 
 
 def format_size(n: Optional[float]) -> str:

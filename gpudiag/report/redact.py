@@ -94,10 +94,15 @@ _COMMON_WORDS = _GENERIC_NAMES | {
 }
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\x7f-\x9f]")
 
 
 def clean_text(value: str) -> str:
-    """The text made encodable as UTF-8: a lone surrogate (a non-UTF-8 byte decoded by the OS layer) becomes \\xNN."""
+    """The text made safe to write anywhere: a lone surrogate (a non-UTF-8 byte decoded by the OS layer)
+    becomes \\xNN, so is a control character (a terminal escape sequence from a child's output); a carriage
+    return becomes a line break."""
+    if _CONTROL.search(value):
+        value = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", value.replace("\r\n", "\n").replace("\r", "\n"))
     if not _SURROGATE.search(value):
         return value
 

@@ -27,6 +27,15 @@ def _x(s: str) -> str:
     return escape(str(s), quote=True)
 
 
+def _l(x) -> list:
+    """A list from report data that may hold anything else there."""
+    return x if isinstance(x, list) else []
+
+
+def _dd(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
 def _f(v: float) -> str:
     """Coordinates with one decimal: small output, no float noise."""
     return f"{v:.1f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
@@ -390,7 +399,7 @@ DIRECTION_LABELS = {"h2d": "host->device", "d2h": "device->host", "bidir": "both
 
 def pcie_chart(data: dict) -> Optional[str]:
     """Bandwidth (median, p10..p90 whiskers) vs transfer size, log x, one line per direction x memory."""
-    points = [p for p in (data.get("points") or []) if isinstance(p, dict)]
+    points = [p for p in _l(data.get("points")) if isinstance(p, dict)]
     series = []
     for direction, memory in PCIE_SERIES:
         pts = []
@@ -410,7 +419,7 @@ def pcie_chart(data: dict) -> Optional[str]:
 def gil_chart(data: dict) -> Optional[str]:
     """Speedup at the largest measured worker count, threads vs processes, per workload."""
     best = {}  # (workload, mode) -> row with the most workers
-    for r in data.get("scaling") or []:
+    for r in _l(data.get("scaling")):
         if not isinstance(r, dict) or not _finite(r.get("speedup")) or not _finite(r.get("workers")):
             continue
         key = (r.get("workload"), r.get("mode"))
@@ -434,7 +443,7 @@ def gil_chart(data: dict) -> Optional[str]:
 
 def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
     """Cycles/s per strategy; the serial baseline and the winner highlighted and labelled."""
-    strategies = [s for s in (data.get("strategies") or []) if isinstance(s, dict)]
+    strategies = [s for s in _l(data.get("strategies")) if isinstance(s, dict)]
     if winner is None:
         ok = [s for s in strategies if s.get("status") == "ok" and _finite(s.get("cycles_per_s"))]
         winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
@@ -490,7 +499,7 @@ def gap_histogram_chart(idle: dict) -> Optional[str]:
     timelines = [(n, t) for n, t in idle.items() if isinstance(t, dict)]
     bins = []
     for _, t in timelines:
-        for b in ((t.get("gaps") or {}).get("histogram") or []):
+        for b in _l(_dd(t.get("gaps")).get("histogram")):
             key = (b.get("lo_ms"), b.get("hi_ms"))
             if _finite(key[0]) and key not in bins:
                 bins.append(key)
@@ -499,7 +508,7 @@ def gap_histogram_chart(idle: dict) -> Optional[str]:
     bins.sort(key=lambda k: k[0])
     series = []
     for name, t in timelines:
-        counts = {(b.get("lo_ms"), b.get("hi_ms")): b.get("count") for b in ((t.get("gaps") or {}).get("histogram") or [])}
+        counts = {(b.get("lo_ms"), b.get("hi_ms")): b.get("count") for b in _l(_dd(t.get("gaps")).get("histogram"))}
         series.append({"name": name, "values": [counts.get(k, 0) for k in bins]})
     cats = [f"{fmt_short(lo)}-{fmt_short(hi)}" if _finite(hi) else f">{fmt_short(lo)}" for lo, hi in bins]
     return grouped_bars(cats, series, title="GPU idle gaps by length", y_label="number of gaps",
@@ -507,6 +516,6 @@ def gap_histogram_chart(idle: dict) -> Optional[str]:
 
 
 def utilization_chart(nvml: dict) -> Optional[str]:
-    samples = [(s.get("t_s"), s.get("gpu_percent")) for s in (nvml.get("samples") or []) if isinstance(s, dict)]
+    samples = [(s.get("t_s"), s.get("gpu_percent")) for s in _l(nvml.get("samples")) if isinstance(s, dict)]
     return line_chart([{"name": "NVML GPU utilisation", "points": samples}], title="GPU utilisation as nvidia-smi reports it",
                       x_label="time (s)", y_label="%", y_max=100.0)

@@ -45,6 +45,10 @@ def _d(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
 
 
+def _list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -94,7 +98,7 @@ def _os(report: Dict[str, Any]) -> Value:
     h = _d(report.get("host"))
     if not h.get("os"):
         return None, "host.os not in this report"
-    return h["os"] + (f" (WSL{h['wsl']})" if h.get("wsl") else ""), None
+    return str(h["os"]) + (f" (WSL{h['wsl']})" if h.get("wsl") else ""), None
 
 
 def _driver_model(report: Dict[str, Any]) -> Value:
@@ -113,7 +117,7 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
         if data is None:
             return None, why
         absent = _d(data.get("absent"))
-        rows = [r for r in data.get("scaling") or [] if isinstance(r, dict) and r.get("workload") == workload
+        rows = [r for r in _list(data.get("scaling")) if isinstance(r, dict) and r.get("workload") == workload
                 and r.get("mode") == mode and _num(r.get("speedup")) and _num(r.get("workers"))]
         if not rows:
             return None, absent.get(workload) or f"gil measured no {workload}/{mode} rows"
@@ -130,7 +134,8 @@ def _switch_cost(report: Dict[str, Any]) -> Value:
     data, why = probe_data(report, "contention")
     if data is None:
         return None, why
-    rows = [r for r in data.get("processes") or [] if isinstance(r, dict) and _num(r.get("switch_cost_us_est"))
+    rows = [r for r in (data.get("processes") if isinstance(data.get("processes"), list) else [])
+            if isinstance(r, dict) and _num(r.get("switch_cost_us_est"))
             and _num(r.get("workers"))]
     if not rows:
         return None, "contention estimated no context-switch cost"
@@ -142,7 +147,7 @@ def _idle_fraction(report: Dict[str, Any]) -> Value:
     if data is None:
         return None, why
     busy = _d(_d(data.get("idle")).get("serial")).get("busy_fraction")
-    serial = next((s for s in data.get("strategies") or [] if isinstance(s, dict) and s.get("name") == "serial"), {})
+    serial = next((s for s in _list(data.get("strategies")) if isinstance(s, dict) and s.get("name") == "serial"), {})
     if not _num(busy):
         busy = serial.get("gpu_busy_fraction")
     if not _num(busy):
@@ -189,7 +194,7 @@ def _us(v: Any) -> str:
 METRICS: Tuple[Metric, ...] = (
     Metric("os", "OS", _os),
     Metric("cpu", "CPU threads", _cpu),
-    Metric("gpus", "GPU(s)", lambda r: (", ".join(map(str, _d(r.get("host")).get("gpus") or [])) or None,
+    Metric("gpus", "GPU(s)", lambda r: (", ".join(map(str, _list(_d(r.get("host")).get("gpus")))) or None,
                                         None if _d(r.get("host")).get("gpus") else "no NVIDIA GPU seen")),
     Metric("driver_model", "Driver model", _driver_model),
     Metric("python_threads", "GIL scaling: Python threads", _gil_speedup("python", "threads"), _speedup_fmt,
@@ -291,7 +296,7 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
 def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
     out = {}
     for res in _d(report.get("probes")).values():
-        for f in _d(res).get("findings") or []:
+        for f in _list(_d(res).get("findings")):
             if isinstance(f, dict) and f.get("severity") in ("critical", "warning") and f.get("code"):
                 out.setdefault(str(f["code"]), f)
     return out
@@ -327,14 +332,21 @@ def _env_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) ->
 def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
     serial = [_scalar(_rec("serial_cycles_per_s")(r)[0]) for r in reports]
     best = [_scalar(_rec("cycles_per_s")(r)[0]) for r in reports]
-    svg = charts.grouped_bars(list(names), [{"name": "plain loop (serial)", "values": serial},
-                                            {"name": "recommended strategy", "values": best}],
-                              title="Cycles per second per report", y_label="cycles/s", x_label="report")
+    try:
+        svg = _bars(names, serial, best)
+    except (OverflowError, ValueError, ZeroDivisionError):  # values no chart can scale (1e308): the table stays
+        svg = None
     tbl = render.table("Cycles per second", ["report", "serial#", "recommended#"],
                        [[n, render.fmt_num(s), render.fmt_num(b)] for n, s, b in zip(names, serial, best)])
     return render.chart("chart-compare", "Cycles per second per report", svg,
                         "The plain loop and the recommended strategy on each machine. Cycles differ between "
                         "machines only if the workload was the same size; check the cycle workload in each report.", tbl)
+
+
+def _bars(names: Sequence[str], serial: List[Optional[float]], best: List[Optional[float]]) -> Optional[str]:
+    return charts.grouped_bars(list(names), [{"name": "plain loop (serial)", "values": serial},
+                                            {"name": "recommended strategy", "values": best}],
+                              title="Cycles per second per report", y_label="cycles/s", x_label="report")
 
 
 def load_all(paths: Sequence[str]) -> List[Dict[str, Any]]:

@@ -127,7 +127,7 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
     ctx = _context(report)
     lines = []
     host = ctx["host"]
-    gpus = ", ".join(host.get("gpus") or []) or "no NVIDIA GPU seen"
+    gpus = ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen"
     lines.append(f"gpudiag {report.get('gpudiag_version')} ({report.get('mode')}): "
                  f"{host.get('os') or 'unknown OS'}; {gpus}")
     for name, res in _d(ctx["probes"]).items():
@@ -223,10 +223,22 @@ def _status_badge(status: Any) -> dict:
 
 # ---------------------------------------------------------------------- summary card
 
+def _text_or_none(x: Any) -> Any:
+    """A host field as text: a report of another version (or a hostile one) may hold any JSON there."""
+    if x is None or isinstance(x, str) or (isinstance(x, (int, float)) and not isinstance(x, bool)):
+        return x
+    return str(x) if x not in (False, [], {}) else None
+
+
+def _label(table_: Dict[str, str], key: Any, default: Any = None) -> Any:
+    """A lookup that tolerates an unhashable key (a list or object where a name was expected)."""
+    return table_.get(key, default) if isinstance(key, str) else default
+
+
 def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
-    host = _d(report.get("host"))
+    host = {k: _text_or_none(v) if k not in ("gpus",) else v for k, v in _d(report.get("host")).items()}
     rec = _d(report.get("recommendation"))
-    os_text = host.get("os") or "unknown OS"
+    os_text = str(host.get("os") or "unknown OS")
     if host.get("wsl"):
         os_text += f" (WSL{host['wsl']})"
     if host.get("container"):
@@ -243,7 +255,7 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
     cores = ""
     if host.get("logical_cores"):
         cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
-    machine = " · ".join(x for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
+    machine = " · ".join(str(x) for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
                                      if _num(host.get("ram_total_bytes")) else None) if x) or "n/a"
     strategy = None
     if rec.get("strategy"):
@@ -254,10 +266,10 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
     return {
         "machine": machine, "os": os_text, "kernel": host.get("kernel") or "n/a",
         "gpus": ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen",
-        "driver": " · ".join(x for x in (host.get("driver_version"),) if x) or "n/a",
+        "driver": " · ".join(str(x) for x in (host.get("driver_version"),) if x) or "n/a",
         "driver_model": model,
-        "python": (host.get("python") or "n/a") + (" (GIL disabled)" if host.get("gil") is False else ""),
-        "torch": (host.get("torch") or "not installed") + (
+        "python": str(host.get("python") or "n/a") + (" (GIL disabled)" if _d(report.get("host")).get("gil") is False else ""),
+        "torch": str(host.get("torch") or "not installed") + (
             (f" · CUDA {host['torch_cuda']}" if host.get("torch_cuda") else " · CPU-only build") if host.get("torch") else ""),
         "headline": rec.get("headline"), "strategy": strategy,
         "gpu_questions_answered": rec.get("gpu_questions_answered") if rec else None,
@@ -281,8 +293,8 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     for v in _l(rec.get("verdicts")):
         v = _d(v)
         verdict = v.get("verdict")
-        verdict_rows.append([CAUSE_LABELS.get(v.get("cause"), str(v.get("cause"))),
-                             badge(str(verdict).replace("_", " "), VERDICT_BADGES.get(verdict, "v-not_measured")),
+        verdict_rows.append([_label(CAUSE_LABELS, v.get("cause"), str(v.get("cause"))),
+                             badge(str(verdict).replace("_", " "), _label(VERDICT_BADGES, verdict, "v-not_measured")),
                              v.get("summary") or "", _figures(v.get("figures")),
                              v.get("reason") or ""])
     return {

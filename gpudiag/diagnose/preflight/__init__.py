@@ -23,7 +23,8 @@ from gpudiag.diagnose.preflight.gpu_checks import (check_clocks, check_gpu_proce
                                                    check_windows_hags, check_windows_tdr)
 from gpudiag.diagnose.preflight.host_checks import (check_disk, check_environment, check_host_ram, check_oom_kills,
                                                     check_swap)
-from gpudiag.diagnose.preflight.model import STRATEGIES, Check, Plan, PreflightFailed, PreflightResult
+from gpudiag.diagnose.preflight.model import (MAX_DEVICE, MAX_WORKERS, STRATEGIES, Check, Plan, PreflightFailed,
+                                             PreflightResult)
 from gpudiag.diagnose.preflight.needs import worker_needs
 from gpudiag.measure.sizes import parse_size
 
@@ -57,12 +58,12 @@ def make_plan(workers: int = 1, strategy: str = "processes", *, vram_per_worker:
               ram_per_worker: Any = None, checkpoint_dir: Optional[str] = None, min_free_disk: Any = None,
               device: int = 0) -> Plan:
     """Validate the arguments (ValueError with a one-line message) and build a Plan."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a whole number >= 1, not {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS:,}, not {str(workers)[:40]}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
-    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
-        raise ValueError(f"device must be a CUDA device index >= 0, not {device!r}")
+    if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device <= MAX_DEVICE:
+        raise ValueError(f"device must be a CUDA device index from 0 to {MAX_DEVICE}, not {str(device)[:40]}")
     sizes = {}
     for name, value in (("vram_per_worker", vram_per_worker), ("ram_per_worker", ram_per_worker),
                         ("min_free_disk", min_free_disk)):

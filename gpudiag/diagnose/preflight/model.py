@@ -18,6 +18,10 @@ STATUSES = ("pass", "warn", "fail", "skip")
 STRATEGIES = ("threads", "processes")
 
 
+MAX_WORKERS = 100_000  # more than any machine runs: a bigger number is a typo, and overflows the arithmetic
+MAX_DEVICE = 4096
+
+
 NA = "n/a"  # what the NVML seam writes for a value the GPU/driver does not give
 
 
