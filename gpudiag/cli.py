@@ -55,17 +55,31 @@ class Seconds(click.ParamType):
 
 
 class _Main(click.Group):
-    """The command group, run with Ctrl-C, SIGTERM and SIGHUP ending it cleanly (exit 128 + signal)."""
+    """The command group, run so that every message is one redacted line and stop signals end it cleanly.
 
-    def main(self, *args, **kwargs):
+    Click's own errors (a bad option value, a missing file) echo what the user typed: they go through
+    `fail` like every other message. Ctrl-C, SIGTERM and SIGHUP exit 128 + the signal.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from gpudiag.platform import signals
 
         with signals.handlers():
             try:
-                return super().main(*args, **kwargs)
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.UsageError as exc:
+                where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+                fail(exc.format_message() + where, exc.exit_code)
+            except click.ClickException as exc:
+                fail(exc.format_message(), exc.exit_code)
+            except click.exceptions.Abort:
+                fail("aborted", 1)
             except signals.Interrupted as exc:  # outside the probe loop, which writes its report itself
                 outputs.say(f"gpudiag: interrupted by {exc.label}")
                 sys.exit(exc.exit_code)
+            if not standalone_mode:
+                return rv
+            sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -190,6 +190,8 @@ def _start_tracker() -> bool:
     "leaked semaphore" warnings are silenced: they are about the probe children this runner killed
     on purpose, and the tracker still removes what they left.
     """
+    if os.name != "posix":  # Windows: spawn uses no resource tracker
+        return False
     from multiprocessing import resource_tracker
 
     if _QUIET_TRACKER not in sys.warnoptions:
@@ -206,6 +208,8 @@ def _stop_tracker(wait_s: float = 5.0) -> None:
     Closing its pipe makes it clean up what is still registered and exit; if a process that
     should be gone still holds the pipe, the tracker is killed after `wait_s` rather than waited for.
     """
+    if os.name != "posix":
+        return
     from multiprocessing import resource_tracker
 
     tracker = resource_tracker._resource_tracker
