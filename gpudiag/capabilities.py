@@ -25,6 +25,8 @@ TORCH_HINT = (
 
 @dataclass(frozen=True)
 class Capability:
+    """One capability met or not; `reason` is the words a skipped probe shows (what is missing, how to get it)."""
+
     available: bool
     reason: str  # why not (empty when available)
 
@@ -45,6 +47,8 @@ def _nvml_library() -> Optional[str]:
 
 
 def _nvml() -> Capability:
+    """The `nvml` capability: pynvml importable and an NVML library on disk, found without loading either
+    (loading and nvmlInit are the isolated probe's job, so deciding stays cheap)."""
     if importlib.util.find_spec("pynvml") is None:
         return Capability(False, "the pynvml module is missing: `pip install nvidia-ml-py`")
     if _nvml_library() is None:
@@ -54,12 +58,15 @@ def _nvml() -> Capability:
 
 
 def _torch() -> Capability:
+    """The `torch` capability, read from torch's package files: importing torch costs seconds."""
     if torch_meta.torch_version() is None:
         return Capability(False, f"torch is not installed: {TORCH_HINT}")
     return Capability(True, "")
 
 
 def _cuda() -> Capability:
+    """The `cuda` capability: a CUDA build of torch and an NVIDIA driver. Whether a device really answers
+    is only known after CUDA init, which probes do in their child (and raise ProbeSkip)."""
     torch = _torch()
     if not torch.available:
         return torch
@@ -73,6 +80,7 @@ def _cuda() -> Capability:
 
 
 def _platform(name: str) -> Capability:
+    """The `linux`/`windows` capability: met when this OS is `name`, for probes of OS-specific settings."""
     here = {"win32": "windows", "linux": "linux", "darwin": "macos"}.get(sys.platform, sys.platform)
     if here == name:
         return Capability(True, "")
@@ -81,6 +89,8 @@ def _platform(name: str) -> Capability:
 
 @functools.lru_cache(maxsize=1)
 def detect() -> Dict[str, Capability]:
+    """Every capability by name, decided once per process (cached): the runner (through missing()) and
+    `gpudiag probes` read it, so a probe that cannot run here is skipped with its reason, not spawned."""
     return {
         "torch": _torch(),
         "nvml": _nvml(),

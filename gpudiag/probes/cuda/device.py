@@ -95,5 +95,10 @@ def contention_worker(index: int, cycles: int, kernels: int, ready_q, start_evt,
         t_end = time.perf_counter()
         del probe
         result_q.put(("done", index, {"t_start": t_start, "t_end": t_end, "elapsed_ms": elapsed}))
-    except Exception as exc:  # reported to the parent, which turns it into a reason
+    except (ImportError, OSError, AssertionError, RuntimeError) as exc:
+        # Reported to the parent, which turns it into a reason. What stops a worker here: torch missing
+        # or its CUDA libraries failing to load (ImportError, OSError), a CPU-only torch ("Torch not
+        # compiled with CUDA enabled" is an AssertionError), CUDA errors and out of memory (RuntimeError
+        # and torch's subclasses of it). Anything else is a bug and propagates: the parent still sees
+        # the worker exit non-zero and says so.
         result_q.put(("error", index, f"{type(exc).__name__}: {exc}"))
