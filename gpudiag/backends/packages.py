@@ -41,8 +41,9 @@ GPUDIAG_PATTERNS = (
     "py-cpuinfo", "gpudiag", "blas", "openmp",
 )
 PATTERNS = COLLECT_ENV_PATTERNS + GPUDIAG_PATTERNS
-# Short names that would match inside unrelated words ("hip" in "ship"): whole name parts only.
-_WORD_PATTERNS = re.compile(r"(^|[-_.])(hip|rocm|amdsmi|miopen|rccl)([-_.]|$)", re.I)
+# ROCm names (hipblas, rocm-smi, pytorch-triton-rocm): only where a name part starts with them,
+# so that "hip" inside "ship" or "relationship" does not match.
+_WORD_PATTERNS = re.compile(r"(^|[-_.])(hip|rocm|amdsmi|miopen|rccl)", re.I)
 
 
 def normalise(name: str) -> str:

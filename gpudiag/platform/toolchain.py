@@ -20,9 +20,10 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 DEADLINE_S = 3.0
-# name -> (argv after the executable, collect_env's regex on its stdout)
+# name -> (argv after the executable, collect_env's regex on its stdout; for gcc also "gcc.exe (",
+# which MinGW prints and collect_env's r"gcc (.*)" misses)
 TOOLS: Dict[str, Tuple[List[str], str]] = {
-    "gcc": (["--version"], r"gcc (.*)"),
+    "gcc": (["--version"], r"gcc(?:\.exe)? (.*)"),
     "clang": (["--version"], r"clang version (.*)"),
     "cmake": (["--version"], r"cmake (.*)"),
     "nvcc": (["--version"], r"release .+ V(.*)"),

@@ -186,7 +186,8 @@ def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
     rows.append(("Is XPU available", xpu if torch.get("version") else "N/A"))
     if build.get("xpu"):
         rows.append(("XPU used to build PyTorch", str(build["xpu"])))
-        rows.append(("Intel GPU driver version", "not checked: gpudiag reads NVIDIA GPUs through NVML only"))
+        for label in ("Intel GPU driver version", "Intel GPU models onboard", "Intel GPU models detected"):
+            rows.append((label, "not checked: gpudiag reads NVIDIA GPUs through NVML only"))
     rocm = _d(_d(s.get("cuda_libs")).get("rocm"))
     if not hip:
         rows.append(("HIP runtime version", "N/A (not a ROCm build)"))
