@@ -363,3 +363,15 @@ def test_libc():
         lib, ver = platform.libc_ver()
         got = toolchain.libc_version("linux")
         assert got["version"] == (f"{lib}-{ver}" if lib else None)
+
+
+def test_an_unreadable_fact_becomes_a_reason_not_a_traceback(monkeypatch):
+    from gpudiag.platform import cpu_features, inventory
+
+    def broken(*a, **k):
+        raise IndexError("unexpected /proc/cpuinfo layout")
+
+    monkeypatch.setattr(cpu_features, "facts", broken)
+    out = inventory.collect(environ={}, kind="linux", pending=toolchain.start(environ={}, which=lambda n: None))
+    assert out["cpu_features"]["reason"] == "CPU features not read: IndexError: unexpected /proc/cpuinfo layout"
+    assert out["cpu_features"]["rows"] == [] and out["packages"]["pip"]  # the rest is still there

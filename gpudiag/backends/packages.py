@@ -316,8 +316,9 @@ def collect(environ: Optional[Mapping[str, str]] = None, paths: Optional[Sequenc
     pip = pip_packages(dists=dists)
     conda = conda_packages(conda_prefix_list, environ)
     pins = metadata_pins(read_metadata(dists, "torch"))
-    for extra_source in ("cuda-toolkit",):  # CUDA 13 torch pins the metapackage, which pins components
-        pins.update({k: v for k, v in metadata_pins(read_metadata(dists, extra_source)).items() if k not in pins})
+    # CUDA 13 torch pins the cuda-toolkit metapackage, which pins the components; torch's own pins win
+    for k, v in metadata_pins(read_metadata(dists, "cuda-toolkit")).items():
+        pins.setdefault(k, v)
     torch_pins = {k: v for k, v in pins.items() if is_cuda_package(v["name"])}
     check = cuda_package_checks(pip + conda["packages"], torch_cuda, torch_pins)
     check["pins"] = {v["name"]: v["version"] for v in torch_pins.values()}

@@ -41,6 +41,7 @@ class Kernel32Api:
         self.pointer_size = ctypes.sizeof(ctypes.c_void_p)
 
     def feature_present(self, n: int) -> bool:
+        """IsProcessorFeaturePresent(PF_* value n)."""
         return bool(self._k.IsProcessorFeaturePresent(n))
 
     def logical_processor_information(self) -> Optional[bytes]:
@@ -56,6 +57,7 @@ class Kernel32Api:
         return buf.raw[:length.value]
 
     def numa_highest_node(self) -> Optional[int]:
+        """GetNumaHighestNodeNumber(), or None when the call fails."""
         n = self._ctypes.c_ulong(0)
         return n.value if self._k.GetNumaHighestNodeNumber(self._ctypes.byref(n)) else None
 

@@ -104,6 +104,15 @@ def allocator_config(environ: Mapping[str, str]) -> dict:
     return {k: v for k, v in allowlisted_env(dict(environ), ALLOC_CONF_VARS, ()).items() if v}
 
 
+def _best_effort(what: str, read, empty: dict) -> dict:
+    """read(), or `empty` with a reason: one unreadable fact must not cost `gpudiag env` (which
+    would print a traceback) or the report's system probe (which would fail whole)."""
+    try:
+        return read()
+    except Exception as exc:  # best-effort fact on an unusual machine: say why, keep the rest
+        return dict(empty, reason=f"{what} not read: {type(exc).__name__}: {exc}")
+
+
 def collect(environ: Optional[Mapping[str, str]] = None, kind: str = "linux", torch_cuda: Optional[str] = None,
             import_torch: bool = False, pending: Optional[toolchain.Pending] = None, root: str = "/",
             reg: Any = None, api: Any = None) -> dict:
@@ -112,15 +121,13 @@ def collect(environ: Optional[Mapping[str, str]] = None, kind: str = "linux", to
     pending = pending or start(environ, kind)
     build = torch_build()
     tdir = build.get("dir")
-    try:
-        cpu = cpu_features.facts(kind, root=root, reg=reg, api=api)
-    except (OSError, ValueError) as exc:
-        cpu = {"isa": None, "isa_summary": None, "flags": [], "caches": {}, "numa": {}, "rows": [],
-               "source": None, "reason": f"CPU features not read: {type(exc).__name__}: {exc}"}
-    libs = {name: cuda_libs.find(name, kind, root=root, environ=environ, torch_dir=tdir)
-            for name in ("cudnn", "cudart")}
-    libs["rocm"] = cuda_libs.rocm(environ, root=root)
-    pkgs = packages.collect(environ=environ, torch_cuda=torch_cuda)
+    cpu = _best_effort("CPU features", lambda: cpu_features.facts(kind, root=root, reg=reg, api=api),
+                       {"isa": None, "isa_summary": None, "flags": [], "caches": {}, "numa": {}, "rows": [],
+                        "source": None})
+    libs = {name: _best_effort(f"{name} libraries", lambda name=name: cuda_libs.find(
+        name, kind, root=root, environ=environ, torch_dir=tdir), {}) for name in ("cudnn", "cudart")}
+    libs["rocm"] = _best_effort("ROCm", lambda: cuda_libs.rocm(environ, root=root), {})
+    pkgs = _best_effort("packages", lambda: packages.collect(environ=environ, torch_cuda=torch_cuda), {})
     tools = pending.result()
     tools["libc"] = toolchain.libc_version(kind)
     return {

@@ -69,6 +69,8 @@ def _cudnn(system: dict) -> str:
         return "; ".join(parts)
     if not cud:
         return "not collected by this gpudiag version"
+    if cud.get("reason"):
+        return f"Could not collect: {cud['reason']}"
     where = ["torch/lib", "no nvidia-cudnn wheel"]
     where.append(cud.get("system_source") or cud.get("system_reason") or "system not searched")
     reason = torch.get("cudnn_reason")
@@ -93,6 +95,8 @@ def _cuda_runtime_libs(system: dict) -> str:
                                                       for h in _l(cud.get("headers"))))
     if not torch.get("cuda_build") and torch.get("version"):
         parts.insert(0, "torch is a CPU-only build: it loads no CUDA runtime")
+    if cud.get("reason"):
+        parts.append(f"libraries not searched: {cud['reason']}")
     return "; ".join(parts) or "none found"
 
 
@@ -211,7 +215,7 @@ def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
     pk = _d(s.get("packages"))
     conda = _d(pk.get("conda"))
     mism = _l(_d(pk.get("cuda_check")).get("mismatches"))
-    rows.append(("Versions of relevant libraries", (
+    rows.append(("Versions of relevant libraries", f"Could not collect: {pk['reason']}" if pk.get("reason") else (
         f"{len(_l(pk.get('pip')))} pip, {len(_l(conda.get('packages')))} conda package(s) below"
         + (f"; conda: {conda['reason']}" if conda.get("reason") else "")
         + (f"; {len(mism)} CUDA package mismatch(es) with torch's build" if mism else
