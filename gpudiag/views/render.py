@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 import jinja2
 from markupsafe import Markup
 
-from gpudiag.views import charts
+from gpudiag.views import charts, env_fields
 from gpudiag.report import contract as report_mod
 
 MARKDOWN_LIMIT = 60_000
@@ -331,6 +331,9 @@ def _view_system(data: dict) -> dict:
     ]
     env = _d(data.get("env"))
     tables = [table("Environment variables (allowlisted)", ["name", "value"], [[k, v] for k, v in env.items()])] if env else []
+    # collect_env's fields, the CPU block and the packages (views/env_fields.py, shared with `gpudiag env`)
+    kv += env_fields.cpu_feature_rows(data)
+    tables += [table(title, cols, rows, stack=True) for title, cols, rows in env_fields.report_tables(data)]
     return {"kv": kv, "tables": tables}
 
 
