@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 from gpudiag.backends import torch_meta
 
+CUDA_BUILD_HINT = "install a CUDA build from pytorch.org"
 TORCH_HINT = (
     "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
     "so as not to replace it)"
@@ -72,7 +73,7 @@ def _cuda() -> Capability:
         return torch
     if torch_meta.torch_cuda_version() is None:
         return Capability(False, f"the installed torch {torch_meta.torch_version()} is a CPU-only build: "
-                                 "install a CUDA build from pytorch.org")
+                                 f"{CUDA_BUILD_HINT}")
     nvml = _nvml()
     if not nvml.available:
         return Capability(False, f"no NVIDIA GPU driver: {nvml.reason}")

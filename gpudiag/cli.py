@@ -1,7 +1,8 @@
 """Command line: parse, call, print, exit code. No measuring here.
 
-Exit codes: 0 done; 1 a check said no (preflight); 2 bad input (usage, unreadable report);
-130 interrupted by Ctrl-C (the report of what finished is still written).
+Exit codes (docs/cli.md): 0 done; 1 a check said no: a probe failed (`report`, whose report is still
+written whole) or not ready (`preflight`); 2 bad input (usage, unreadable report, a --cycle that does
+not import); 130 interrupted by Ctrl-C (the report of what finished is still written).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from gpudiag import __version__
 
+EXIT_PROBE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -105,7 +107,47 @@ def _write_views(report: dict, html: Optional[str], json_path: Optional[str], ma
     return written
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line: its message and where to read the help."""
+    msg = " ".join(exc.format_message().split())
+    if msg[:1].isupper() and not msg[1:2].isupper():
+        msg = msg[0].lower() + msg[1:]
+    where = exc.ctx.command_path if exc.ctx is not None else "gpudiag"
+    return f"{msg.rstrip('.')} (see '{where} -h')"
+
+
+class OneLineErrors(click.Group):
+    """The gpudiag group: click's own usage errors in the same one-line form as every other error.
+
+    click prints a usage block, a blank line and "Error: ..." (four lines); here it is one
+    `gpudiag: error: ...` line and exit 2. Ctrl-C outside a probe run is exit 130, not click's 1.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            fail(_usage_line(exc), exc.exit_code)
+        except click.Abort:
+            fail("interrupted by Ctrl-C", EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            fail(" ".join(exc.format_message().split()), exc.exit_code)
+        # Without standalone mode click returns ctx.exit()'s code (e.g. after --help) instead of exiting.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _complete_probe_names(ctx, param, incomplete: str):
+    """Shell completion for --only/--skip: the probe names, each with its one-line summary."""
+    from click.shell_completion import CompletionItem
+
+    from gpudiag.probes import all_probes
+
+    return [CompletionItem(p.name, help=p.summary) for p in all_probes() if p.name.startswith(incomplete)]
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="gpudiag")
 def main() -> None:
     """Measure why your GPU sits half idle, and which parallelism strategy is fastest here.
@@ -126,8 +168,10 @@ def main() -> None:
 @click.option("-o", "--output", "html", metavar="PATH.html", help="HTML report path.")
 @click.option("--json", "json_path", metavar="PATH", help="JSON report path (default: next to the HTML).")
 @click.option("--markdown", metavar="PATH|-", help="Also write Markdown; '-' prints it to stdout.")
-@click.option("--only", multiple=True, metavar="NAME", help="Run only this probe (repeatable).")
-@click.option("--skip", multiple=True, metavar="NAME", help="Do not run this probe (repeatable).")
+@click.option("--only", multiple=True, metavar="NAME", shell_complete=_complete_probe_names,
+              help="Run only this probe (repeatable; `gpudiag probes` lists them).")
+@click.option("--skip", multiple=True, metavar="NAME", shell_complete=_complete_probe_names,
+              help="Do not run this probe (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS", help="Per-probe time limit.")
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
 @click.option("--cycle", "cycle_ref", metavar="MODULE:FACTORY",
@@ -135,27 +179,19 @@ def main() -> None:
 def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
            only: List[str], skip: List[str], timeout: Optional[float], no_redact: bool,
            cycle_ref: Optional[str]) -> None:
-    """Run the probes and write the report (HTML + JSON, optionally Markdown)."""
+    """Run the probes and write the report (HTML + JSON, optionally Markdown).
+
+    Exit code 0 when every probe ended ok or skipped, 1 when the report was written but at least
+    one probe failed (its reason is in the report), 2 for bad input, 130 when interrupted.
+    """
+    from gpudiag import api
     from gpudiag.report import contract as report_mod
-    from gpudiag import runner
-    from gpudiag.probes import all_probes
-    from gpudiag.report.redact import redact
 
     try:
-        probes = runner.selected(all_probes(), only, skip)
+        # Names first, cheaply (nothing is imported from --cycle yet): the count feeds the progress line.
+        probes = api.select_probes(only, skip)
     except ValueError as exc:
         fail(str(exc))
-    if not probes:
-        fail("--only/--skip left no probe to run")
-    if cycle_ref is not None:
-        from gpudiag.probes.cycle.workload import CustomLoopError, parse_ref
-
-        try:
-            parse_ref(cycle_ref)
-        except CustomLoopError as exc:
-            fail(str(exc))
-        if "cycle" not in {p.name for p in probes}:
-            fail("--cycle needs the cycle probe, which --only/--skip left out")
 
     created = report_mod.utc_now_iso()
     base = report_mod.default_basename(created)
@@ -169,20 +205,19 @@ def report(mode: str, html: Optional[str], json_path: Optional[str], markdown: O
             _check_writable(path, what)
 
     progress = Progress(len(probes), enabled=sys.stderr.isatty())
-    outcome = runner.run_probes(probes, mode=mode, timeout_s=timeout, on_event=progress,
-                                options={"cycle": cycle_ref} if cycle_ref else None)
-    rep = report_mod.build_report(outcome["results"], mode, created_at=created,
-                                  interrupted=outcome["interrupted"], redacted=not no_redact)
-    from gpudiag.diagnose.recommend import recommend
-
-    rep["recommendation"] = recommend(rep)
-    rep = redact(rep, identify=not no_redact)
+    try:
+        rep = api.run_report(only, skip, mode=mode, timeout=timeout, cycle=cycle_ref, redact=not no_redact,
+                             progress=progress)
+    except ValueError as exc:  # a --cycle that does not import or has no callable factory
+        fail(str(exc))
     written = _write_views(rep, html, json_path, markdown)
     from gpudiag.views import render
 
     click.echo(render.render_terminal(rep, written), err=markdown == "-")
-    if outcome["interrupted"]:
+    if rep["interrupted"]:
         sys.exit(EXIT_INTERRUPTED)
+    if any(r.get("status") == "failed" for r in rep["probes"].values()):
+        sys.exit(EXIT_PROBE_FAILED)
 
 
 @main.command("probes")
@@ -280,8 +315,16 @@ def render(report_json: str, output: str) -> None:
         click.echo(f"Wrote {output}", err=True)
 
 
+def _two_or_more(ctx, param, value):
+    """Checked before -o (click handles parameters in command-line order): say what compare needs."""
+    if len(value) < 2:
+        raise click.UsageError(f"compare needs at least two report files (got {len(value)}), "
+                               "e.g. gpudiag compare a.json b.json -o diff.html", ctx)
+    return value
+
+
 @main.command()
-@click.argument("reports", nargs=-1, metavar="A.json B.json [C.json ...]")
+@click.argument("reports", nargs=-1, metavar="A.json B.json [C.json ...]", callback=_two_or_more)
 @click.option("-o", "--output", required=True, metavar="OUT.html|OUT.md|-",
               help="Output path; the suffix picks the format ('-': Markdown on stdout).")
 def compare(reports: List[str], output: str) -> None:
@@ -289,8 +332,6 @@ def compare(reports: List[str], output: str) -> None:
     from gpudiag.views import compare as compare_mod
     from gpudiag.report.contract import ReportError, write_text_atomic
 
-    if len(reports) < 2:
-        fail("compare needs at least two report files")
     ext = _view_output(output)
     try:
         loaded = compare_mod.load_all(reports)

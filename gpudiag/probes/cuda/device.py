@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List
 
-from gpudiag.capabilities import TORCH_HINT
+from gpudiag.capabilities import CUDA_BUILD_HINT, TORCH_HINT
 from gpudiag.probes.base import ProbeSkip
 
 
@@ -22,7 +22,7 @@ def require_cuda(min_free_bytes: int = 0):
         raise ProbeSkip(f"torch is not installed: {TORCH_HINT}") from None
     if getattr(torch.version, "cuda", None) is None:
         raise ProbeSkip(f"the installed torch {torch.__version__} has no CUDA support (a CPU-only or "
-                        "ROCm build): install a CUDA build from pytorch.org")
+                        f"ROCm build): {CUDA_BUILD_HINT}")
     if not torch.cuda.is_available() or torch.cuda.device_count() < 1:
         raise ProbeSkip("torch sees no usable CUDA device (torch.cuda.is_available() is False): check the "
                         "NVIDIA driver, that it is new enough for this torch's CUDA "
