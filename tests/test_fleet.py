@@ -74,7 +74,7 @@ def test_scopes_split_intra_and_inter_node_like_nccl_tests_split():
     assert [s["scope"] for s in two] == ["world", "intra_node", "inter_node"]
     assert two[1]["groups"] == [("a", [0, 1]), ("b", [2, 3])]
     assert two[2]["groups"] == [(None, [0, 2])]
-    assert [s["scope"] for s in collectives.scopes({"a": [0], "b": [1]})] == ["world", "inter_node"]
+    assert collectives.scopes({"a": [0], "b": [1]}) == [{"scope": "inter_node", "groups": [(None, [0, 1])]}]
 
 
 # ----------------------------------------------------------------------------- launcher variables
@@ -146,7 +146,8 @@ def test_monitored_barrier_message_names_the_missing_ranks():
 def test_two_ranks_are_told_apart_only_by_more_than_their_noise():
     quiet = scores.robust_scores({0: 100.0, 1: 50.0}, True, {0: 0.02, 1: 0.02})
     assert quiet[1]["flagged"] and not quiet[0]["flagged"]
-    assert quiet[1]["relative"] == pytest.approx(0.5) and quiet[1]["score"] == pytest.approx(math.log(2) / 0.02, rel=1e-3)
+    assert quiet[1]["relative"] == pytest.approx(0.5)
+    assert quiet[1]["score"] == pytest.approx(math.log(2) / math.hypot(0.02, 0.02), rel=1e-3)
     noisy = scores.robust_scores({0: 100.0, 1: 50.0}, True, {0: 0.5, 1: 0.5})
     assert not noisy[1]["flagged"]  # half as fast, but the repeats scatter as much: not believed
     assert scores.robust_scores({0: 1.0}, True) == {}
@@ -164,8 +165,11 @@ def test_lower_is_better_metrics_flag_the_slow_rank():
     rows = scores.robust_scores({0: 5.0, 1: 5.1, 2: 4.9, 3: 15.0}, False)
     assert rows[3]["flagged"] and rows[3]["relative"] == pytest.approx(5.0 / 15.0, rel=0.02)
     assert not any(rows[r]["flagged"] for r in (0, 1, 2))
-    assert scores.repeat_noise({"p10": 1.0, "p90": math.e ** 2}) == pytest.approx(1.0)
-    assert scores.repeat_noise({"p10": None, "p90": 2}) is None
+    # sigma from p10..p90, then the standard error of a median of n repeats
+    sigma = 2 / scores.P10_P90_SIGMAS
+    assert scores.median_uncertainty({"p10": 1.0, "p90": math.e ** 2, "n": 4}) == \
+        pytest.approx(scores.MEDIAN_EFFICIENCY * sigma / 2)
+    assert scores.median_uncertainty({"p10": None, "p90": 2}) is None
 
 
 # ----------------------------------------------------------------------------- analysis on canned fleets

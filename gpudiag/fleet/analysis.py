@@ -17,7 +17,7 @@ from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from gpudiag.fleet.consistency import consistency_findings, preflight_findings, preflight_split, where
-from gpudiag.fleet.scores import repeat_noise, robust_scores
+from gpudiag.fleet.scores import median_uncertainty, robust_scores
 from gpudiag.measure.stats import median
 from gpudiag.probes.base import finding
 from gpudiag.probes.cuda import analysis as ca
@@ -74,7 +74,7 @@ def rank_scores(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[int, Dict[
     for key, members in groups.items():
         for metric, (higher, _) in METRICS.items():
             values = {e["rank"]: _fig(e, metric).get("value") for e in members}
-            noise = {e["rank"]: repeat_noise(_fig(e, metric)) for e in members}
+            noise = {e["rank"]: median_uncertainty(_fig(e, metric)) for e in members}
             for r, row in robust_scores(values, higher, noise).items():
                 out[metric][r] = dict(row, group=key, group_size=len(members))
     return out
@@ -99,7 +99,7 @@ def node_values(ranks: Sequence[Mapping[str, Any]], collectives: Sequence[Mappin
         for metric in METRICS:
             vals = [_fig(e, metric).get("value") for e in members if _num(_fig(e, metric).get("value"))]
             if vals:
-                noise = [n for n in (repeat_noise(_fig(e, metric)) for e in members) if n is not None]
+                noise = [n for n in (median_uncertainty(_fig(e, metric)) for e in members) if n is not None]
                 out[key][metric][host] = {"value": median(vals), "noise": median(noise) if noise else None,
                                           "ranks": [e["rank"] for e in members]}
     intra = [c for c in collectives if c.get("scope") == "intra_node" and c.get("op") == "all_reduce"
@@ -110,8 +110,8 @@ def node_values(ranks: Sequence[Mapping[str, Any]], collectives: Sequence[Mappin
             if c["size_bytes"] == top:
                 lo, hi = c.get("busbw_gbps_p10"), c.get("busbw_gbps_p90")
                 out["collectives"]["intra_busbw_gbps"][c["host"]] = {
-                    "value": c["busbw_gbps"], "noise": repeat_noise({"p10": lo, "p90": hi}), "ranks": c.get("ranks"),
-                    "size_bytes": top}
+                    "value": c["busbw_gbps"], "ranks": c.get("ranks"), "size_bytes": top,
+                    "noise": median_uncertainty({"p10": lo, "p90": hi, "n": (c.get("time_us") or {}).get("n")})}
     return out
 
 

@@ -7,8 +7,8 @@ the scattered input of reduce_scatter), algbw = S / t, and busbw = algbw x facto
 comparable with the hardware's link speed whatever the rank count.
 
 Scopes, like NCCL_TESTS_SPLIT: `world` (every rank), `intra_node` (the ranks of each node
-at once, one group per node) and `inter_node` (the first rank of every node), the last two only
-when there is more than one node. Each rank times `repeats` loops of `iters` operations; the
+at once, one group per node) and `inter_node` (the first rank of every node); one node gives only
+`intra_node`, one rank per node only `inter_node` (then the same ranks as the world). Each rank times `repeats` loops of `iters` operations; the
 time of one repeat is the slowest rank's, since the operation is done only when every rank is.
 """
 
@@ -141,6 +141,8 @@ def scopes(nodes: Dict[str, List[int]]) -> List[Dict[str, Any]]:
     if len(nodes) <= 1:
         only = next(iter(nodes), None)
         return [{"scope": "intra_node", "groups": [(only, all_ranks)]}] if len(all_ranks) > 1 else []
+    if all(len(ranks) == 1 for ranks in nodes.values()):  # one rank per node: the world is the inter-node group
+        return [{"scope": "inter_node", "groups": [(None, all_ranks)]}]
     out = [{"scope": "world", "groups": [(None, all_ranks)]}]
     intra = [(host, sorted(ranks)) for host, ranks in sorted(nodes.items(), key=lambda kv: min(kv[1]))
              if len(ranks) > 1]

@@ -143,13 +143,14 @@ def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options,
         groups.abandon = bool(missing)  # a hung rank would keep destroy_process_group waiting
         return Outcome(True, assemble.exit_code_of(rep), rep, real)
     write(report([], status), False)
+    t_sweep = time.monotonic()
     sweep = _sweep(torch, dist, groups, labels, place, backend, entry, opts)
     timings = receive_json(groups, range(1, place.world_size), time.monotonic() + opts.deadline_s, TAG_TIMINGS)
     per_rank = {0: sweep, **timings}
     rows = collectives.combine(per_rank)
     errors = {r: t.get("error") for r, t in per_rank.items() if isinstance(t, dict) and t.get("error")}
     silent = [r for r in range(place.world_size) if r not in per_rank]
-    status = dict(status, state="ok")
+    status = dict(status, state="ok", reason="", duration_s=round(time.monotonic() - t_sweep, 3))
     if errors or silent:
         status.update(state="incomplete" if rows else "failed",
                       reason="; ".join([f"rank {r}: {e}" for r, e in sorted(errors.items())]

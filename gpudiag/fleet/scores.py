@@ -4,12 +4,18 @@ For each member k of a set of comparable values (same metric, same device kind a
   x = log(value), negated for lower-is-better metrics, so that higher x is better;
   P = median of the *other* members' x (leave-one-out: a straggler cannot drag its own reference);
   deficit = P - x (> 0: worse than the peers); relative = exp(-deficit) (0.5: half as fast);
-  scale = max(1.4826 x MAD of the others' x, the repeat noise of k and of its peers, NOISE_FLOOR);
-  score = deficit / scale, a robust z-score (1.4826 x MAD estimates one standard deviation).
+  scale = max(1.4826 x MAD of the others' x, u, NOISE_FLOOR), where 1.4826 x MAD estimates the
+          standard deviation between healthy peers and u = sqrt(u_k^2 + u_peers^2) is the
+          uncertainty of the two medians compared, from each figure's own repeats;
+  score = deficit / scale, a robust z-score.
 Logs make "half as fast" the same size for GB/s and for microseconds. With two members MAD is 0
-and the measured repeat noise alone sets the scale: two values can still be told apart, but only
-by more than their own noise. A member is flagged when score >= Z_FLAG and it is at least
+and the repeats alone set the scale: two ranks are told apart only when their medians differ by more
+than the repeats leave uncertain. A member is flagged when score >= Z_FLAG and it is at least
 MIN_EFFECT slower (a GPU 5 % slower than its peers is a "lemon", research anchors-2 B.7).
+
+The uncertainty of a median of n repeats is taken as 1.2533 sigma / sqrt(n) with sigma from the
+p10..p90 spread ((p90 - p10) / 2.563 for a normal spread): repeats of a starved rank scatter widely
+(it runs in bursts between other programs), yet its median is still well measured.
 """
 
 from __future__ import annotations
@@ -29,18 +35,25 @@ def _finite_positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-def repeat_noise(fig: Mapping[str, Any]) -> Optional[float]:
-    """Half the p10..p90 spread of a figure's repeats in log terms (~ relative noise), or None."""
-    lo, hi = fig.get("p10"), fig.get("p90")
+P10_P90_SIGMAS = 2.563  # p90 - p10 of a normal distribution, in standard deviations
+MEDIAN_EFFICIENCY = 1.2533  # standard error of a median = 1.2533 sigma / sqrt(n) for normal samples
+
+
+def median_uncertainty(fig: Mapping[str, Any]) -> Optional[float]:
+    """Standard error (in log terms, ~relative) of a figure's median from its repeats' p10/p90 and n, or None."""
+    lo, hi, n = fig.get("p10"), fig.get("p90"), fig.get("n")
     if not (_finite_positive(lo) and _finite_positive(hi)):
         return None
-    return abs(math.log(hi) - math.log(lo)) / 2
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    sigma = abs(math.log(hi) - math.log(lo)) / P10_P90_SIGMAS
+    return MEDIAN_EFFICIENCY * sigma / math.sqrt(n)
 
 
 def robust_scores(values: Mapping[Hashable, float], higher_is_better: bool,
                   noise: Optional[Mapping[Hashable, Optional[float]]] = None) -> Dict[Hashable, Dict[str, Any]]:
     """{key: {value, peer_median, relative, score, scale, flagged}} for every key with a usable value.
 
+    noise: each value's uncertainty in log terms (median_uncertainty), None where unknown.
     Needs at least two usable values; fewer gives {}.
     """
     noise = noise or {}
@@ -54,7 +67,7 @@ def robust_scores(values: Mapping[Hashable, float], higher_is_better: bool,
         mad = median([abs(v - p) for v in peers])
         peer_noise = median([n for j, n in noise.items() if j != k and j in xs and n is not None] or [0.0])
         own = noise.get(k) or 0.0
-        scale = max(MAD_TO_SIGMA * mad, own, peer_noise, NOISE_FLOOR)
+        scale = max(MAD_TO_SIGMA * mad, math.hypot(own, peer_noise), NOISE_FLOOR)
         deficit = p - x
         relative = math.exp(-deficit)
         score = deficit / scale
