@@ -38,8 +38,8 @@ def _plan(device: str, quick: bool) -> Dict[str, Any]:
     if device == "cuda":
         return {"matmul_n": 8192, "matmul_inner": 10, "repeats": 5 if quick else 10, "launches": 1000,
                 "copy_bytes": 64 * MiB, "copy_inner": 5}
-    return {"matmul_n": 384 if quick else 512, "matmul_inner": 4, "repeats": 7 if quick else 15, "launches": 1000,
-            "copy_bytes": 32 * MiB, "copy_inner": 3}
+    return {"matmul_n": 384 if quick else 512, "matmul_inner": 4, "repeats": 9 if quick else 21, "launches": 1000,
+            "copy_bytes": 32 * MiB, "copy_inner": 2}
 
 
 def _stats(values: List[float], what: str, ndigits: int = 4) -> Dict[str, Any]:
@@ -171,33 +171,32 @@ def host_facts() -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- the figures
 
 def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """The CPU equivalents, measured in interleaved rounds (one repeat of each per round), so that a
+    burst of other work on the core spoils a few repeats of every figure rather than all of one."""
     n, inner, reps = p["matmul_n"], p["matmul_inner"], p["repeats"]
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: allocator and BLAS set-up
-    gflops = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            a @ b
-        gflops.append(2 * n ** 3 * inner / (time.perf_counter() - t0) / 1e9)
     x = torch.zeros(1)
-    for _ in range(200):
-        x.add_(1)
-    dispatch = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(p["launches"]):
-            x.add_(1)
-        dispatch.append((time.perf_counter() - t0) / p["launches"] * 1e6)
     src = torch.ones(p["copy_bytes"], dtype=torch.uint8)
     dst = torch.empty_like(src)
+    a @ b  # warm-up: allocator and BLAS set-up, first touch of the copy buffers
     dst.copy_(src)
-    copy = []
+    for _ in range(200):
+        x.add_(1)
+    gflops, dispatch, copy = [], [], []
+    perf = time.perf_counter
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = perf()
+        for _ in range(inner):
+            a @ b
+        gflops.append(2 * n ** 3 * inner / (perf() - t0) / 1e9)
+        t0 = perf()
+        for _ in range(p["launches"]):
+            x.add_(1)
+        dispatch.append((perf() - t0) / p["launches"] * 1e6)
+        t0 = perf()
         for _ in range(p["copy_inner"]):
             dst.copy_(src)
-        copy.append(p["copy_bytes"] * p["copy_inner"] / (time.perf_counter() - t0) / 1e9)
+        copy.append(p["copy_bytes"] * p["copy_inner"] / (perf() - t0) / 1e9)
     threads = torch.get_num_threads()
     return {
         "matmul_gflops": _stats(gflops, f"CPU float32 {n}x{n} matmul on {threads} torch thread(s) (no GPU)"),

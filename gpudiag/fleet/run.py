@@ -98,6 +98,8 @@ def run(opts: Options, write: Callable[[Dict[str, Any], bool], None],
     place = discover(environ)
     torch, dist = _import_torch()
     backend = choose_backend(opts.backend, torch, dist)
+    if backend == "nccl":  # NCCL binds each rank to the current device: choose it before joining
+        torch.cuda.set_device(place.local_rank % torch.cuda.device_count())
     groups = Groups.open(place, backend, opts.deadline_s)
     try:
         return _run(torch, dist, place, groups, backend, opts, write, started, created)
