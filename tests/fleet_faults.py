@@ -5,6 +5,7 @@ the ordinary CLI. GPUDIAG_TEST_FAULT says what and where:
   hog:RANK:N   N busy-loop processes start on RANK's own core(s) just before it measures and stop
                right after (other programs starving it; started late so its start-up is not slowed)
   hang:RANK    RANK sleeps instead of measuring (a hung rank the deadline must name)
+  die:RANK     RANK exits at once with code 17 instead of measuring (a crashed rank)
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ def _install(spec: str) -> None:
 
     kind, _, rest = spec.partition(":")
     parts = rest.split(":")
-    if not parts[0] or int(parts[0]) != int(os.environ.get("RANK", "0")):
+    if not parts[0] or int(parts[0]) != int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))):
         return
     original = measure.measure_rank
-    if kind == "hang":
+    if kind == "die":
+        def die(*args, **kwargs):
+            os._exit(17)
+        measure.measure_rank = die
+    elif kind == "hang":
         def hang(*args, **kwargs):
             time.sleep(600)
         measure.measure_rank = hang

@@ -5,7 +5,7 @@
   (`unshare -u`, root only) so the host names differ, each pinned to one core (`taskset`); node B's rank
   gets CPU hogs on its core while it measures and must be named the straggler, node A's rank not;
 - a rank that hangs is named by the deadline and the report is still written;
-- srun's variables (SLURM_PROCID, ...) without srun; a world of one without any launcher.
+- srun's variables (SLURM_PROCID, ...) without srun, one task crashing; a world of one without a launcher.
 Each test starts a few Python processes that import torch (torchrun's agents too): 1-12 s each,
 20-40 s in all depending on how busy the machine is; the two torchrun ones are the slow ones. Nothing here asserts a timing except that the starved rank, with four
 busy loops on its core, is slower than its peers. Rendezvous and gloo use 127.0.0.1 only.
@@ -182,24 +182,28 @@ def test_a_hung_rank_is_named_by_the_deadline(tmp_path):
     assert not leftovers(FAULTS)
 
 
-def test_srun_variables_without_srun(tmp_path):
+def test_srun_variables_without_srun_and_a_crashed_rank(tmp_path):
+    """Two tasks with srun's variables (no srun here); task 1 crashes before measuring. Without torchrun
+    nobody kills the others, so rank 0 must notice the closed connection and still write the report."""
     port = free_port()
     out = tmp_path / "f.json"
     procs = []
     for rank in range(2):
         env = clean_env(SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_STEP_ID="0", SLURM_LOCALID=str(rank),
                         SLURM_NODEID="0", SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost",
-                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, "-m", "gpudiag", "fleet", "--no-collectives", "--json", str(out),
-                                       "--deadline", "30"], cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                        GPUDIAG_TEST_FAULT="die:1")
+        procs.append(subprocess.Popen([sys.executable, FAULTS, "fleet", "--json", str(out), "--deadline", "20"],
+                                      cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
     results = [p.communicate(timeout=120) for p in procs]
     assert out.exists(), results[0][1][-2000:]
     data = fleet_data(out)
-    assert (data["launcher"]["launcher"], data["answered"]) == ("slurm", 2)
-    assert procs[0].returncode == data["exit_code"] and procs[1].returncode == 0
-    assert results[1][0] == ""  # only rank 0 prints
-    assert data["collectives_status"]["reason"] == "--no-collectives"
+    assert (data["launcher"]["launcher"], data["world_size"], data["answered"]) == ("slurm", 2, 1)
+    assert [(m["rank"], m["local_rank"]) for m in data["missing"]] == [(1, 1)]
+    assert "Connection closed" in data["missing"][0]["reason"]
+    assert procs[0].returncode == data["exit_code"] == 2 and procs[1].returncode == 17
+    assert "Traceback" not in results[0][1]
 
 
 def test_world_of_one_without_a_launcher(tmp_path):

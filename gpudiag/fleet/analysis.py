@@ -60,6 +60,7 @@ def group_key(entry: Mapping[str, Any]) -> str:
 
 
 def _few(flagged: int, total: int) -> bool:
+    """True when `flagged` of `total` ranks is "one or a few" (a straggler), not a fleet-wide pattern."""
     return flagged <= max(1, int(total * FEW_FRACTION))
 
 
@@ -259,6 +260,7 @@ def missing_findings(missing: Sequence[Mapping[str, Any]]) -> List[dict]:
 
 
 def error_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """A rank that answered with an error instead of figures (its own measurement raised)."""
     bad = [e for e in ranks if e.get("error")]
     return [finding("FLEET_RANK_ERROR", "critical",
                     f"{where(e)} answered but could not measure: {e['error']}", evidence={"rank": e["rank"]},

@@ -8,7 +8,7 @@ message it wrote (hostnames themselves travel only as `host-<hash>` labels unles
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 from gpudiag.fleet import analysis, scores
 from gpudiag.report import contract
@@ -77,6 +77,3 @@ def real_exclude(report: Mapping[str, Any], names: Mapping[str, str]) -> List[st
     hosts = _d(_d(_d(_d(report.get("probes")).get(PROBE_NAME)).get("data")).get("exclude")).get("hosts") or []
     return [names.get(h, h) for h in hosts]
 
-
-def slurm_exclude(hosts: Sequence[str]) -> Optional[str]:
-    return f"--exclude={','.join(hosts)}" if hosts else None

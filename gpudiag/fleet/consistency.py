@@ -76,6 +76,7 @@ def _gpu(e: Mapping[str, Any]) -> bool:
 
 
 def _link(e: Mapping[str, Any], key: str) -> Any:
+    """The link generation or width read under load, else NVML's current reading (idle links downtrain)."""
     load = _d(_d(_d(e.get("figures")).get("h2d_gbps")).get("link_under_load"))
     if load.get(key) is not None:
         return load[key]
@@ -169,6 +170,7 @@ def _gpu_state_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int
 
 
 def _ecc_bad(ecc: Mapping[str, Any]) -> bool:
+    """Uncorrected volatile errors, or retirement/remapping pending or failed: the GPU needs attention."""
     v = ecc.get("volatile_uncorrected")
     rows = _d(ecc.get("remapped_rows"))
     return (isinstance(v, int) and v > 0) or ecc.get("retired_pages_pending") is True \

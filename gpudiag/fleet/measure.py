@@ -35,6 +35,7 @@ GPU_CHECKS = frozenset({"nvml", "gpu_visible", "torch_cuda", "gpu_processes", "v
 
 
 def _plan(device: str, quick: bool) -> Dict[str, Any]:
+    """Sizes and repeats: a second or so per rank in quick mode, on a GPU or a CPU."""
     if device == "cuda":
         return {"matmul_n": 8192, "matmul_inner": 10, "repeats": 5 if quick else 10, "launches": 1000,
                 "copy_bytes": 64 * MiB, "copy_inner": 5}
@@ -206,6 +207,7 @@ def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _gpu_matmul(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """GFLOP/s of a fixed bf16 (else fp16) matmul loop, timed with CUDA events after a warm-up."""
     n, inner = p["matmul_n"], p["matmul_inner"]
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     a = torch.randn(n, n, device="cuda", dtype=dtype)
@@ -228,6 +230,7 @@ def _gpu_matmul(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _gpu_launch(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """Host-side microseconds per tiny kernel launch (the CPU time to enqueue, not the GPU time)."""
     x = torch.zeros(1, device="cuda")
     for _ in range(200):
         x.add_(1)

@@ -36,6 +36,8 @@ class FleetError(Exception):
 
 @dataclass
 class Options:
+    """What the user asked for on the command line (the same on every rank)."""
+
     mode: str = "quick"
     deadline_s: float = 60.0
     backend: str = "auto"
@@ -45,6 +47,8 @@ class Options:
 
 @dataclass
 class Outcome:
+    """How this rank's part ended; only rank 0 holds the report."""
+
     reporter: bool  # True on rank 0, the one that holds the report
     exit_code: int
     report: Optional[Dict[str, Any]] = None
@@ -52,6 +56,7 @@ class Outcome:
 
 
 def _import_torch():
+    """torch and torch.distributed, or FleetError saying what to install (gpudiag never requires torch)."""
     import warnings
 
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -77,6 +82,7 @@ def choose_backend(requested: str, torch: Any, dist: Any) -> str:
 
 
 def _measure(torch: Any, place: Place, opts: Options, label: str) -> Dict[str, Any]:
+    """This rank's redacted entry; a measurement that raises becomes an entry with `error`, still sent."""
     try:
         entry = measure.measure_rank(torch, place, quick=opts.mode == "quick")
     except MEASURE_ERRORS as exc:
@@ -110,11 +116,12 @@ def run(opts: Options, write: Callable[[Dict[str, Any], bool], None],
 
 def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options, write, started: float,
          created: str) -> Outcome:
+    """The phases after joining (see the module docstring); rank 0 gathers and reports, the others send."""
     idents = {i["rank"]: i for i in all_gather_json(groups, measure.identity(place))}
     names = {r: i["hostname"] for r, i in idents.items()}
     labels = {r: measure.host_label(h, opts.identify) for r, h in names.items()}
     entry = _measure(torch, place, opts, labels[place.rank])
-    missing_set = monitored_barrier_missing(groups, opts.deadline_s)
+    missing_set, barrier_error = monitored_barrier_missing(groups, opts.deadline_s)
 
     if place.rank != 0:
         send_json(groups, entry, TAG_RESULTS)
@@ -127,8 +134,7 @@ def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options,
     got = receive_json(groups, others, time.monotonic() + opts.deadline_s, TAG_RESULTS) if others else {}
     ranks = [entry] + [got[r] for r in sorted(got)]
     missing = [{"rank": r, "host": labels.get(r), "local_rank": idents.get(r, {}).get("local_rank"),
-                "reason": "did not reach the barrier within the deadline" if r in (missing_set or set())
-                else "reached the barrier but sent no results in time"}
+                "reason": _why_missing(r, missing_set, barrier_error)}
                for r in range(1, place.world_size) if r not in got]
     meta = {"launcher": place.to_dict(), "backend": backend, "mode": opts.mode, "deadline_s": opts.deadline_s}
     real = {labels[r]: names[r] for r in names}
@@ -163,7 +169,17 @@ def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options,
     return Outcome(True, assemble.exit_code_of(rep), rep, real)
 
 
+def _why_missing(rank: int, named: Optional[set], barrier_error: str) -> str:
+    """Why rank 0 has nothing from `rank`: late at the barrier, gone (crashed), or silent afterwards."""
+    if named and rank in named:
+        return "did not reach the barrier within the deadline"
+    if named is None and barrier_error:
+        return f"sent nothing: the barrier failed ({barrier_error[:160]}), a crashed rank closes its connections"
+    return "reached the barrier but sent no results in time"
+
+
 def _status_before(place: Place, missing: List[Dict[str, Any]], opts: Options, backend: str) -> Dict[str, Any]:
+    """collectives_status before the sweep: `running`, or `skipped` with why (asked, one rank, a rank missing)."""
     device = "cuda" if backend == "nccl" else "cpu"
     base = {"backend": backend, "device": device, "plan": collectives.plan(device, opts.mode == "quick")}
     if not opts.collectives:
@@ -178,6 +194,7 @@ def _status_before(place: Place, missing: List[Dict[str, Any]], opts: Options, b
 
 def _sweep(torch, dist, groups: Groups, labels: Dict[int, str], place: Place, backend: str,
            entry: Dict[str, Any], opts: Options) -> Dict[str, Any]:
+    """This rank's part of the collectives sweep, with nodes told apart by host label."""
     nodes: Dict[str, List[int]] = {}
     for r in range(place.world_size):
         nodes.setdefault(labels[r], []).append(r)

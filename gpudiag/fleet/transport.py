@@ -19,7 +19,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from gpudiag.fleet.launcher import Place
 
@@ -47,6 +47,7 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
+    """The object encode() made."""
     return json.loads(raw.decode("utf-8"))
 
 
@@ -91,6 +92,7 @@ class Groups:
 
     @property
     def distributed(self) -> bool:
+        """False for a world of one, which never touches torch.distributed."""
         return self.world_size > 1
 
     def new_group(self, ranks: List[int]) -> Any:
@@ -116,8 +118,10 @@ class Groups:
 
 
 def _first_line(exc: BaseException) -> str:
+    """An exception as one short line (gloo messages carry paths and multi-line hints)."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    line = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text[0]) if text else type(exc).__name__
+    return line[:300]
 
 
 def all_gather_json(groups: Groups, obj: Any) -> List[Any]:
@@ -137,26 +141,24 @@ def all_gather_json(groups: Groups, obj: Any) -> List[Any]:
     return [decode(bytes(b[:int(length.item())].tolist())) for b, length in zip(bufs, lengths)]
 
 
-def monitored_barrier_missing(groups: Groups, timeout_s: float) -> Optional[Set[int]]:
-    """On rank 0: the ranks that did not reach this point within timeout_s (empty set: all did).
+def monitored_barrier_missing(groups: Groups, timeout_s: float) -> Tuple[Optional[Set[int]], str]:
+    """(missing ranks, barrier error) at this point in time, waiting at most timeout_s.
 
+    On rank 0: the ranks gloo names as not arrived (an empty set: all did), or None with the error when
+    the barrier failed without naming anyone (a peer that crashed closes its connection instead).
     On other ranks: an empty set when the barrier passed, None when it failed (rank 0 names who).
     A failed barrier also leaves the barrier group's connections closed; it is not used again.
     """
     if not groups.distributed:
-        return set()
+        return set(), ""
     _, dist = _torch()
     try:
         dist.monitored_barrier(group=groups.barrier, timeout=_dt.timedelta(seconds=timeout_s),
                                wait_all_ranks=True)
     except RuntimeError as exc:
-        if groups.rank != 0:
-            return None
-        named = parse_missing(str(exc), groups.world_size)
-        if named is None:
-            raise TransportError(f"the barrier failed without naming a rank: {_first_line(exc)}") from None
-        return named
-    return set()
+        named = parse_missing(str(exc), groups.world_size) if groups.rank == 0 else None
+        return named, "" if named else _first_line(exc)
+    return set(), ""
 
 
 def send_json(groups: Groups, obj: Any, tag: int, dst: int = 0) -> None:
@@ -182,12 +184,16 @@ def receive_json(groups: Groups, sources: Iterable[int], deadline: float, tag: i
     posted = {}
     for src in sources:
         length = torch.zeros(1, dtype=torch.int64)
-        posted[src] = (length, dist.irecv(length, src=src, group=groups.gather, tag=tag))
+        work = _post(dist, length, src, groups, tag)
+        if work is not None:
+            posted[src] = (length, work)
     bodies = {}
     for src, (length, work) in posted.items():
         if _wait(work, deadline - time.monotonic()):
             buf = torch.zeros(int(length.item()), dtype=torch.uint8)
-            bodies[src] = (buf, dist.irecv(buf, src=src, group=groups.gather, tag=tag))
+            work = _post(dist, buf, src, groups, tag)
+            if work is not None:
+                bodies[src] = (buf, work)
     got: Dict[int, Any] = {}
     for src, (buf, work) in bodies.items():
         # The length arrived, so the body is on its way: allow it a moment past the deadline.
@@ -197,6 +203,14 @@ def receive_json(groups: Groups, sources: Iterable[int], deadline: float, tag: i
             except (UnicodeDecodeError, json.JSONDecodeError):
                 got[src] = {"error": f"rank {src} sent an unreadable result"}
     return got
+
+
+def _post(dist: Any, buf: Any, src: int, groups: Groups, tag: int) -> Any:
+    """A posted receive, or None when the peer is already gone (gloo refuses to post on a closed pair)."""
+    try:
+        return dist.irecv(buf, src=src, group=groups.gather, tag=tag)
+    except RuntimeError:
+        return None
 
 
 def _wait(work: Any, seconds: float) -> bool:

@@ -81,6 +81,7 @@ def rank_table(data: dict) -> dict:
 
 
 def node_table(data: dict) -> dict:
+    """Each node's median figures, against the other nodes when there are several."""
     rows = []
     for node in map(_d, _l(data.get("nodes"))):
         sc = _d(node.get("scores"))
@@ -100,6 +101,7 @@ def node_table(data: dict) -> dict:
 
 
 def outlier_table(data: dict) -> dict:
+    """data.outliers as a table: kind, level, who, which figure, by how much."""
     rows = []
     for o in map(_d, _l(data.get("outliers"))):
         rows.append([o.get("kind") or "", o.get("level") or "", "" if o.get("rank") is None else str(o["rank"]),
@@ -115,6 +117,7 @@ def outlier_table(data: dict) -> dict:
 
 
 def collective_table(data: dict) -> dict:
+    """Every collectives row with its time, algbw and busbw (and busbw's p10..p90)."""
     rows = []
     for c in map(_d, _l(data.get("collectives"))):
         t = _d(c.get("time_us"))
@@ -251,6 +254,7 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
 
 
 def _top_collectives(rows: Sequence[Any]) -> List[str]:
+    """busbw at the largest size of each (scope, op, node): one short phrase each, for the terminal."""
     best: Dict[tuple, dict] = {}
     for c in map(_d, rows):
         if not _n(c.get("busbw_gbps")):
