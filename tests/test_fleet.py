@@ -136,6 +136,9 @@ def test_monitored_barrier_message_names_the_missing_ranks():
     assert transport.parse_missing("[Rank 0]: Ranks 1, 3 failed to pass monitoredBarrier in 3000 ms", 4) == {1, 3}
     assert transport.parse_missing("Rank 2 failed to pass monitoredBarrier in 10 ms", 4) == {2}
     assert transport.parse_missing("Connection closed by peer", 4) is None
+    err = RuntimeError("[/x/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.1.2.3]:4014. Next\nmore")
+    assert transport.first_line(err) == "Connection closed by peer <peer>. Next"
+    assert transport.first_line(RuntimeError("peer [fe80::1%eth0]:5 and [::1]:29500")).count("<peer>") == 2
     assert transport.decode(transport.encode({"a": [1, "é"]})) == {"a": [1, "é"]}
     with pytest.raises(ValueError):
         transport.encode({"x": float("nan")})

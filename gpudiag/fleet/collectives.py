@@ -182,8 +182,9 @@ def run_sweep(torch, dist, transport_groups, layout: List[Dict[str, Any]], rank:
                                     "size_bytes": op_bytes(op, size, len(ranks)), "seconds": seconds})
         transport_groups.barrier_all()
     except RuntimeError as exc:  # a rank died or hung mid-sweep: keep what was measured
-        text = str(exc).strip().splitlines()
-        return {"timings": timings, "error": (text[0] if text else type(exc).__name__)[:300]}
+        from gpudiag.fleet.transport import first_line
+
+        return {"timings": timings, "error": first_line(exc)}
     return {"timings": timings, "error": None}
 
 

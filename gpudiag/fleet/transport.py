@@ -24,6 +24,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from gpudiag.fleet.launcher import Place
 
 _MISSING_RE = re.compile(r"Ranks? ([\d,\s]+) failed to pass monitoredBarrier")
+# Peer addresses in gloo's messages ("closed by peer [10.1.2.3]:4014") name a node as well as its host name.
+_ADDRESS_RE = re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?(?::\d+)?|\[[0-9A-Fa-f:]*:[0-9A-Fa-f:.%\w]*\](?::\d+)?")
 
 
 class TransportError(RuntimeError):
@@ -87,7 +89,7 @@ class Groups:
             barrier = dist.new_group(backend="gloo", timeout=timeout)
         except (RuntimeError, ValueError) as exc:
             raise TransportError(f"rank {place.rank} could not join the other {place.world_size - 1} rank(s) "
-                                 f"({place.launcher}, backend {backend}): {_first_line(exc)}") from None
+                                 f"({place.launcher}, backend {backend}): {first_line(exc)}") from None
         return cls(place.world_size, place.rank, backend, dist.group.WORLD, gather, barrier, deadline_s)
 
     @property
@@ -117,11 +119,11 @@ class Groups:
             pass
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """An exception as one short line (gloo messages carry paths and multi-line hints)."""
     text = str(exc).strip().splitlines()
     line = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text[0]) if text else type(exc).__name__
-    return line[:300]
+    return _ADDRESS_RE.sub("<peer>", line)[:300]
 
 
 def all_gather_json(groups: Groups, obj: Any) -> List[Any]:
@@ -157,7 +159,7 @@ def monitored_barrier_missing(groups: Groups, timeout_s: float) -> Tuple[Optiona
                                wait_all_ranks=True)
     except RuntimeError as exc:
         named = parse_missing(str(exc), groups.world_size) if groups.rank == 0 else None
-        return named, "" if named else _first_line(exc)
+        return named, "" if named else first_line(exc)
     return set(), ""
 
 
@@ -170,7 +172,7 @@ def send_json(groups: Groups, obj: Any, tag: int, dst: int = 0) -> None:
         dist.send(torch.frombuffer(bytearray(raw), dtype=torch.uint8), dst=dst, group=groups.gather, tag=tag)
     except RuntimeError as exc:
         raise TransportError(f"rank {groups.rank} could not send its results to rank {dst}: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
 
 
 def receive_json(groups: Groups, sources: Iterable[int], deadline: float, tag: int) -> Dict[int, Any]:
