@@ -516,3 +516,46 @@ def test_gpu_driver_facts_through_the_nvml_fake():
     assert all(c["applies"] for c in out["preflight"]["checks"])
     cpu = measure.preflight_and_driver({"kind": "cpu", "index": None}, nvml_session=lambda: nvml.session(FakeNvml.h100()))
     assert not next(c for c in cpu["preflight"]["checks"] if c["name"] == "nvml")["applies"]
+
+
+def test_sweep_keeps_what_was_measured_when_a_collective_fails():
+    calls = []
+
+    class Dist:
+        def all_reduce(self, x, group=None):
+            calls.append(("all_reduce", x.n, group))
+
+        def all_gather_single(self, out, x, group=None):
+            calls.append(("all_gather", x.n, group))
+            if len(calls) > 12:  # one world all_reduce step (1 warm-up + 3 x 2) and part of all_gather
+                raise RuntimeError("[/g/pair.cc:553] Connection closed by peer [10.0.0.7]:4014")
+
+        reduce_scatter_single = all_gather_single
+
+    class Tensor:
+        def __init__(self, n):
+            self.n = n
+
+    fake_torch = types.SimpleNamespace(float32="f32", ones=lambda n, dtype=None, device=None: Tensor(n),
+                                       empty=lambda n, dtype=None, device=None: Tensor(n))
+
+    class Groups:
+        world_size, barriers, made = 4, 0, []
+
+        def new_group(self, ranks):
+            self.made.append(ranks)
+            return f"group{ranks}"
+
+        def barrier_all(self):
+            self.barriers += 1
+
+    g = Groups()
+    layout = collectives.scopes({"a": [0, 1], "b": [2, 3]})
+    p = {"sizes": [1024], "warmup": 1, "iters": 2, "repeats": 3}
+    res = collectives.run_sweep(fake_torch, Dist(), g, layout, rank=2, device="cpu", p=p)
+    assert g.made == [[0, 1], [2, 3], [0, 2]]  # every rank makes every subgroup, in the same order
+    assert [t["op"] for t in res["timings"]] == ["all_reduce"]  # the world's all_reduce, then all_gather broke
+    assert res["error"] == "Connection closed by peer <peer>"
+    assert calls[0][2] is None  # the world runs on the default group
+    rows = collectives.combine({2: res, 0: {"timings": [dict(res["timings"][0])]}})
+    assert rows[0]["reason"] == "2 of 4 ranks sent no timing" and rows[0]["busbw_gbps"] is None
