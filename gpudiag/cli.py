@@ -3,6 +3,8 @@
 Exit codes (docs/cli.md): 0 done; 1 a check said no: a probe failed (`report`, whose report is still
 written whole) or not ready (`preflight`); 2 bad input (usage, unreadable report, a --cycle that does
 not import); 130 interrupted by Ctrl-C (the report of what finished is still written).
+`fleet` uses the Nagios codes instead: 0 healthy, 1 warning, 2 critical, 3 unknown (nothing
+measured, or a usage error).
 """
 
 from __future__ import annotations
@@ -68,14 +70,14 @@ class Progress:
             self._thread = None
 
 
-def _check_writable(path: str, what: str) -> None:
+def _check_writable(path: str, what: str, code: int = EXIT_USAGE) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        fail(f"{what} {path}: folder {folder} does not exist")
+        fail(f"{what} {path}: folder {folder} does not exist", code)
     if not os.access(folder, os.W_OK):
-        fail(f"{what} {path}: folder {folder} is not writable")
+        fail(f"{what} {path}: folder {folder} is not writable", code)
     if os.path.isdir(path):
-        fail(f"{what} {path} is a folder; give a file name")
+        fail(f"{what} {path} is a folder; give a file name", code)
 
 
 def _view_output(output: str) -> str:
@@ -159,6 +161,7 @@ def main() -> None:
     gpudiag preflight --workers 4   go / no-go before a long run (exit code says it)
     gpudiag render R.json -o R.html|R.md   re-render a saved report
     gpudiag compare A.json B.json -o C.html|C.md   the same metrics side by side
+    torchrun ... -m gpudiag fleet   every rank measures itself; rank 0 names the slow GPU and node
     """
 
 
@@ -344,6 +347,142 @@ def compare(reports: List[str], output: str) -> None:
     else:
         write_text_atomic(output, text)
         click.echo(f"Wrote {output}", err=True)
+
+
+EXIT_FLEET_UNKNOWN = 3
+
+
+class _FleetGroup(click.Group):
+    """Usage errors under `fleet` exit 3 (Nagios UNKNOWN): there, 2 means CRITICAL."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_FLEET_UNKNOWN
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_FLEET_UNKNOWN
+            raise
+
+
+def _fleet_paths(created: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
+                 exclude_file: Optional[str]):
+    """Default output names (gpudiag-fleet-<date>-<id>.html/.json) and a writability check (exit 3)."""
+    from gpudiag.report import contract
+
+    if html is None and json_path is None and markdown is None:
+        base = contract.default_basename(created).replace("gpudiag-report-", "gpudiag-fleet-", 1)
+        html, json_path = base + ".html", base + ".json"
+    for path, what in ((html, "--output"), (json_path, "--json"),
+                       (markdown if markdown not in (None, "-") else None, "--markdown"), (exclude_file, "--exclude-file")):
+        if path:
+            if what == "--output" and os.path.splitext(path)[1].lower() not in (".html", ".htm"):
+                fail(f"--output {path}: use a .html file name", EXIT_FLEET_UNKNOWN)
+            _check_writable(path, what, EXIT_FLEET_UNKNOWN)
+    return html, json_path, markdown
+
+
+def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], exclude_file: Optional[str],
+                  markdown: Optional[str]) -> None:
+    from gpudiag.fleet import assemble
+    from gpudiag.report.contract import write_text_atomic
+    from gpudiag.views import fleet_view
+
+    if exclude_file:
+        hosts = assemble.real_exclude(rep, names)
+        write_text_atomic(exclude_file, ",".join(hosts) + ("\n" if hosts else ""))
+        written["exclude list"] = exclude_file
+    click.echo(fleet_view.render_terminal(rep, written), err=markdown == "-")
+    sys.exit(assemble.exit_code_of(rep))
+
+
+_FLEET_OUTPUT = [
+    click.option("-o", "--output", "html", metavar="PATH.html", help="HTML report path."),
+    click.option("--json", "json_path", metavar="PATH", help="JSON report path."),
+    click.option("--markdown", metavar="PATH|-", help="Also write Markdown; '-' prints it to stdout."),
+    click.option("--exclude-file", metavar="PATH",
+                 help="Write the nodes to avoid, comma-separated with their real names, for `sbatch --exclude` "
+                      "(a scheduler input: not for sharing)."),
+    click.option("--no-redact", is_flag=True, help="Keep host names in the report (secrets are always removed)."),
+]
+
+
+def _fleet_output_options(f):
+    for opt in reversed(_FLEET_OUTPUT):
+        f = opt(f)
+    return f
+
+
+@main.group("fleet", cls=_FleetGroup, invoke_without_command=True)
+@click.option("--quick", "mode", flag_value="quick", default=True, help="A first look in seconds (default).")
+@click.option("--full", "mode", flag_value="full", help="More repeats and collective sizes.")
+@_fleet_output_options
+@click.option("--deadline", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How long rank 0 waits for each phase (results, collectives) before naming a rank missing.")
+@click.option("--backend", type=click.Choice(["auto", "gloo", "nccl"]), default="auto", show_default=True,
+              help="Collectives backend: auto is NCCL on GPU ranks, gloo on CPU ranks.")
+@click.option("--no-collectives", is_flag=True, help="Skip the all_reduce/all_gather/reduce_scatter sweep.")
+@click.pass_context
+def fleet(ctx, mode: str, html: Optional[str], json_path: Optional[str], markdown: Optional[str],
+          exclude_file: Optional[str], no_redact: bool, deadline: float, backend: str, no_collectives: bool) -> None:
+    """Run under torchrun or srun: every rank measures itself, rank 0 writes one fleet report.
+
+    \b
+    torchrun --nproc-per-node=8 [--nnodes=M ...] -m gpudiag fleet --json fleet.json
+    srun --kill-on-bad-exit=1 python -m gpudiag fleet --json fleet.json
+    gpudiag fleet merge A.json B.json ...   the same analysis over saved reports
+
+    Exit code on rank 0: 0 healthy, 1 warning, 2 critical (a straggler or a missing rank: see the
+    exclude list), 3 unknown (nothing measured, or a usage error). Other ranks exit 0 (docs/fleet.md).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from gpudiag.fleet import run as fleet_run
+    from gpudiag.report.contract import utc_now_iso
+
+    try:
+        place = fleet_run.discover(os.environ)
+    except fleet_run.LaunchError as exc:
+        fail(str(exc), EXIT_FLEET_UNKNOWN)
+    if place.rank == 0:
+        html, json_path, markdown = _fleet_paths(utc_now_iso(), html, json_path, markdown, exclude_file)
+    written: Dict[str, str] = {}
+
+    def write(rep: dict, final: bool) -> None:
+        written.update(_write_views(rep, html, json_path, markdown if final else None))
+
+    opts = fleet_run.Options(mode=mode, deadline_s=deadline, backend=backend, collectives=not no_collectives,
+                             identify=not no_redact)
+    try:
+        outcome = fleet_run.run(opts, write)
+    except (fleet_run.LaunchError, fleet_run.FleetError, fleet_run.TransportError) as exc:
+        fail(str(exc), EXIT_FLEET_UNKNOWN)
+    if not outcome.reporter:
+        sys.exit(0)
+    _fleet_finish(outcome.report, written, outcome.real_names, exclude_file, markdown)
+
+
+@fleet.command("merge")
+@click.argument("reports", nargs=-1, required=True, metavar="A.json [B.json ...]")
+@_fleet_output_options
+def fleet_merge(reports: List[str], html: Optional[str], json_path: Optional[str], markdown: Optional[str],
+                exclude_file: Optional[str], no_redact: bool) -> None:
+    """The fleet analysis over saved reports: fleet reports, or `gpudiag report` files of each node
+    (a plain report's node is named after its file: node17.json is node17)."""
+    from gpudiag.fleet.merge import merge
+    from gpudiag.report.contract import ReportError, utc_now_iso
+
+    html, json_path, markdown = _fleet_paths(utc_now_iso(), html, json_path, markdown, exclude_file)
+    try:
+        rep, names = merge(list(reports), identify=not no_redact)
+    except ReportError as exc:
+        fail(str(exc), EXIT_FLEET_UNKNOWN)
+    _fleet_finish(rep, _write_views(rep, html, json_path, markdown), names, exclude_file, markdown)
 
 
 if __name__ == "__main__":

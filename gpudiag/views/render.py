@@ -183,6 +183,7 @@ PROBE_TITLES = {
     "system": "System", "driver": "NVIDIA driver and GPUs", "gil": "Threads vs processes (GIL)",
     "launch": "Kernel launch latency and CUDA graphs", "contention": "CUDA context switching",
     "pcie": "PCIe transfer bandwidth", "cycle": "Strategy tournament and GPU idle gaps",
+    "fleet": "Fleet: every rank compared, collectives",
 }
 CAUSE_LABELS = {
     "gil_contention": "GIL contention between threads",
@@ -585,9 +586,15 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     return {"kv": kv, "charts": out}
 
 
+def _view_fleet(data: dict) -> dict:
+    from gpudiag.views import fleet_view  # it builds on this module's helpers
+
+    return fleet_view.view(data)
+
+
 _VIEWS: Dict[str, Callable[..., dict]] = {
     "system": _view_system, "driver": _view_driver, "gil": _view_gil, "launch": _view_launch,
-    "contention": _view_contention, "pcie": _view_pcie,
+    "contention": _view_contention, "pcie": _view_pcie, "fleet": _view_fleet,
 }
 
 
