@@ -320,11 +320,15 @@ def compare(reports: List[str], output: str) -> None:
 @click.option("-o", "--output", "html", metavar="PATH.html", help="HTML report path.")
 @click.option("--json", "json_path", metavar="PATH", help="JSON report path (default: next to the HTML).")
 @click.option("--markdown", metavar="PATH|-", help="Also write Markdown; '-' prints it to stdout.")
+@click.option("--native-every", type=click.IntRange(min=0), default=4, show_default=True, metavar="N",
+              help="Every Nth GIL sample reads native stacks to see threads waiting for the GIL (pauses the "
+                   "job briefly); 0: never.")
 @click.option("--no-gil", is_flag=True, help="Do not sample Python threads with py-spy.")
 @click.option("--no-gpu", is_flag=True, help="Do not sample NVML.")
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
 def watch(command: List[str], pid: Optional[int], duration: Optional[float], interval: float, html: Optional[str],
-          json_path: Optional[str], markdown: Optional[str], no_gil: bool, no_gpu: bool, no_redact: bool) -> None:
+          json_path: Optional[str], markdown: Optional[str], native_every: int, no_gil: bool, no_gpu: bool,
+          no_redact: bool) -> None:
     """Watch your real job while it runs, then write a report.
 
     \b
@@ -357,7 +361,7 @@ def watch(command: List[str], pid: Optional[int], duration: Optional[float], int
             _check_writable(path, what)
     try:
         session = WatchSession(command=list(command) or None, pid=pid, duration_s=duration, interval_s=interval,
-                               identify=not no_redact, gil=not no_gil, nvml=not no_gpu)
+                               identify=not no_redact, gil=not no_gil, nvml=not no_gpu, native_every=native_every)
     except ValueError as exc:
         fail(str(exc))
     with session:

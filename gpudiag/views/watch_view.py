@@ -148,11 +148,12 @@ def view(data: dict) -> dict:
     cmd = " ".join(str(a) for a in _l(job.get("command"))) or "n/a"
     kv = [("Job", f"{cmd} (pid {job.get('pid')}, {job.get('mode')})"),
           ("Outcome", f"{job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s"
-                      + (f"; exit code {job['exit_code']}" if isinstance(job.get("exit_code"), int) else "")),
+                      + (f" (gpudiag's exit code {job['exit_code']})" if isinstance(job.get("exit_code"), int)
+                         and str(job["exit_code"]) not in str(job.get("ended")) else "")),
           ("Sampling", f"every {samp.get('interval_s')} s; py-spy {samp.get('py_spy_version') or 'n/a'}; "
                        f"{over.get('py_spy_dumps', 0)} dumps ({over.get('py_spy_native_dumps', 0)} with native stacks)"),
-          ("Watch cost", f"{_n(over.get('cpu_cores')) or 0:.3f} cores of CPU; the job was paused at most "
-                         f"{_n(over.get('job_paused_at_most_s')) or 0:.2f} s in total")]
+          ("Watch cost", f"{_n(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
+                         f"{over.get('py_spy_native_dumps', 0)} native dumps paused the job briefly each")]
     notes = [n for n in (_part_note(k, _d(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
     charts_out, tables = [], []
     if gil.get("status") == "ok":
@@ -189,7 +190,8 @@ def view(data: dict) -> dict:
         mrows = [[p.get("label"), p.get("pid"), p.get("name"), _bytes(p.get("peak_rss_bytes")),
                   _bytes(p.get("peak_uss_bytes")), _bytes(p.get("peak_pss_bytes")),
                   _rate(p.get("growth_bytes_per_s")) + (f" ({p.get('growth_metric')})" if p.get("growth_metric") else ""),
-                  "yes" if p.get("growing") else "no", "alive" if p.get("alive") else f"ended {p.get('ended_s')} s"]
+                  "yes" if p.get("growing") else "no",
+                  "to the end" if p.get("present_at_end") else f"ended at {p.get('ended_s') or p.get('first_seen_s')} s"]
                  for p in map(_d, _l(mem.get("processes")))]
         charts_out.append(chart("chart-watch-memory", "Memory per process", memory_chart(mem),
                                 "Each process's memory over the run; the dashed line is the memory limit the "

@@ -9,7 +9,7 @@ start to report). Docs: docs/watch.md.
 """
 
 from gpudiag.watch.job import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_WATCH_FAILED, LaunchError
-from gpudiag.watch.session import DEFAULT_INTERVAL_S, WatchSession
+from gpudiag.watch.session import DEFAULT_INTERVAL_S, DEFAULT_NATIVE_EVERY, WatchSession
 
-__all__ = ["WatchSession", "LaunchError", "DEFAULT_INTERVAL_S", "EXIT_USAGE", "EXIT_WATCH_FAILED",
+__all__ = ["WatchSession", "LaunchError", "DEFAULT_INTERVAL_S", "DEFAULT_NATIVE_EVERY", "EXIT_USAGE", "EXIT_WATCH_FAILED",
            "EXIT_NOT_EXECUTABLE", "EXIT_NOT_FOUND"]

@@ -55,7 +55,10 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
         for t in s["threads"]:
             key = t.get("id") if t.get("id") is not None else t.get("tid")
             row = threads.setdefault(key, {"name": t.get("name"), "native_id": t.get("tid"), "present": 0,
-                                           "native_present": 0, "holds": 0, "waits": 0, "active": 0, "runs": 0})
+                                           "native_present": 0, "holds": 0, "waits": 0, "active": 0, "runs": 0,
+                                           "native_holds": 0})
+            if row["name"] is None:  # the first dumps of a starting interpreter may not name its threads yet
+                row["name"] = t.get("name")
             row["present"] += 1
             row["holds"] += t["state"] == HOLDS
             row["active"] += bool(t.get("active"))
@@ -63,6 +66,7 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
             if s.get("native"):
                 row["native_present"] += 1
                 row["waits"] += t["state"] == WAITS
+                row["native_holds"] += t["state"] == HOLDS
     rows = []
     for row in threads.values():
         wait_f = _ratio(row["waits"], row["native_present"])
@@ -71,7 +75,7 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
             "name": row["name"], "native_id": row["native_id"], "samples": row["present"],
             "gil_fraction": gil_f, "active_fraction": row["active"] / row["present"],
             "gil_wait_fraction": wait_f, "runs_without_gil_fraction": row["runs"] / row["present"],
-            "wants_gil_fraction": (gil_f + wait_f) if wait_f is not None else None,
+            "wants_gil_fraction": _ratio(row["native_holds"] + row["waits"], row["native_present"]),
             "cpu_cores": (thread_cpu or {}).get(row["native_id"]),
         })
     rows.sort(key=lambda r: (-(r["gil_fraction"] + (r["gil_wait_fraction"] or 0)), str(r["name"])))
@@ -182,6 +186,9 @@ def memory_section(procs: Dict[int, dict], mem_facts: Optional[dict], denied: Di
                      else "no memory sample of the job was taken (it ended before the first tick?)")
     labels = label_processes(procs)
     rows = []
+    seen = [r["last_seen_s"] for r in procs.values() if r.get("samples")]
+    t_end = max(seen)
+    span = t_end - min(r["first_seen_s"] for r in procs.values() if r.get("samples"))
     for rec in sorted(procs.values(), key=lambda r: r.get("order", 0)):
         if not rec.get("samples"):
             continue
@@ -192,6 +199,9 @@ def memory_section(procs: Dict[int, dict], mem_facts: Optional[dict], denied: Di
             "pid": rec["pid"], "name": rec.get("name"), "label": labels.get(rec["pid"]), "role": rec.get("role"),
             "ppid": rec.get("ppid"), "first_seen_s": rec.get("first_seen_s"), "ended_s": rec.get("ended_s"),
             "alive": rec.get("alive"), "samples": len(rec["samples"]),
+            # Still there when the watch last saw the job: a job that just ended is projected as if
+            # it had gone on; a worker that finished mid-run is not.
+            "present_at_end": rec["last_seen_s"] >= t_end - max(0.5, 0.05 * span),
             "peak_rss_bytes": _peak(rec, "rss"), "peak_uss_bytes": _peak(rec, "uss"), "peak_pss_bytes": _peak(rec, "pss"),
             "last_bytes": _last(rec, metric), "growth_metric": metric,
             "growth_bytes_per_s": g["growth_bytes_per_s"], "growth_ci95": g["growth_ci95"],
@@ -207,7 +217,8 @@ def memory_section(procs: Dict[int, dict], mem_facts: Optional[dict], denied: Di
             if isinstance(v, (int, float)):
                 totals[r["t"]] = totals.get(r["t"], 0.0) + v
     total_pts = sorted(totals.items())
-    projection = growth_mod.project(rows, limit_from_facts(mem_facts))
+    projection = growth_mod.project([dict(r, alive=r["present_at_end"]) for r in rows], limit_from_facts(mem_facts))
+    projection["as_of_s"] = round(t_end, 3)
     series = [{"pid": r["pid"], "label": r["label"], "metric": r["growth_metric"],
                "points": [[round(t, 3), int(b)] for t, b in growth_mod.thin(
                    _metric_points(procs[r["pid"]], r["growth_metric"]), MAX_SERIES_POINTS)]} for r in rows]

@@ -105,7 +105,7 @@ def project(processes: Sequence[dict], limit: Optional[dict]) -> Dict[str, objec
     """When the job's growing processes reach the memory limit, and which one the OOM killer takes.
 
     processes: [{pid, name, role, last_bytes, growth_bytes_per_s, growing, alive}] (last_bytes:
-    the figure the limit counts, see memory analysis). limit: {limit_bytes, limit_source,
+    the figure the limit counts, see memory analysis; alive: still there at the end of the watch). limit: {limit_bytes, limit_source,
     headroom_bytes} or None. Only processes still alive whose growth interval excludes zero
     count. The OOM killer picks the process with the largest badness score, which is mostly its
     resident memory; so first_to_hit is the process projected to be largest when the headroom is

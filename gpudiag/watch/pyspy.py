@@ -257,8 +257,8 @@ class GilSampler(Sampler):
     """Dumps the job's main Python process every tick (and one worker, round robin).
 
     procs: callable returning the process sampler's snapshot ([{pid, role, python, alive}]).
-    native_every: every how many ticks a dump is --native (wait detection); the others are
-    --nonblocking. Results: `samples[pid] = [{t, native, threads}]`, `status[pid] = {...}`.
+    native_every: every how many ticks a dump is --native (wait detection; 0: never); the others
+    are --nonblocking. Results: `samples[pid] = [{t, native, threads}]`, `status[pid] = {...}`.
     """
 
     name = "gil"
@@ -271,7 +271,7 @@ class GilSampler(Sampler):
         self.procs = procs
         self.launched = launched
         self.native_every = max(1, native_every)
-        self.native = native
+        self.native = native and native_every > 0
         self.dump_fn = dump_fn
         self.samples: Dict[int, List[dict]] = {}
         self.status: Dict[int, Dict[str, Any]] = {}

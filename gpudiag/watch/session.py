@@ -25,6 +25,10 @@ from gpudiag.watch.diagnose import verdicts as watch_verdicts
 from gpudiag.watch.job import Job, SignalHandling, describe_end, exit_code_for, redact_command
 
 DEFAULT_INTERVAL_S = 0.5
+# Every how many GIL samples py-spy also unwinds native stacks (which pauses the job briefly and
+# costs py-spy ~4x the CPU of a plain dump) to see threads waiting for the GIL; 0 = never.
+# Chosen with benchmarks/watch_overhead.py (docs/watch.md, "Cost").
+DEFAULT_NATIVE_EVERY = 4
 MIN_INTERVAL_S = 0.02
 _AUTO = object()
 
@@ -57,7 +61,7 @@ class WatchSession:
     def __init__(self, command: Optional[Sequence[str]] = None, pid: Optional[int] = None,
                  duration_s: Optional[float] = None, interval_s: float = DEFAULT_INTERVAL_S,
                  identify: bool = True, gil: bool = True, nvml_lib: Any = None, py_spy: Any = _AUTO,
-                 ps: Any = None, root: str = "/", native_every: int = 1, nvml: bool = True):
+                 ps: Any = None, root: str = "/", native_every: int = DEFAULT_NATIVE_EVERY, nvml: bool = True):
         if (command is None) == (pid is None):
             raise ValueError("give a command to launch or --pid to attach, not both")
         if ps is None:
@@ -365,11 +369,12 @@ class WatchSession:
                 "watcher_cpu_s": round(self.watcher_cpu_s, 3), "py_spy_cpu_s": pyspy_cpu,
                 "py_spy_dumps": gil_cost["dumps"] if gil_cost else 0,
                 "py_spy_native_dumps": gil_cost["native_dumps"] if gil_cost else 0,
-                "job_paused_at_most_s": round(gil_cost["pause_upper_s"], 3) if gil_cost else 0.0,
+                "native_dump_wall_s": round(gil_cost["pause_upper_s"], 3) if gil_cost else 0.0,
                 "cpu_cores": round(total / self.watch_s, 4) if self.watch_s > 0 else None,
-                "note": "CPU used by the watcher and its py-spy runs while the job ran, in cores; native dumps "
-                        "pause the job while py-spy reads it, and their wall time bounds that pause from above; "
-                        "benchmarks/watch_overhead.py measures the effect on a job's throughput",
+                "note": "CPU used by the watcher and its py-spy runs while the job ran, in cores. Native dumps "
+                        "pause the job while py-spy unwinds its threads, a part of native_dump_wall_s (which also "
+                        "counts py-spy starting and reading symbols); benchmarks/watch_overhead.py measures the "
+                        "effect on a job's throughput",
             },
         }
 
