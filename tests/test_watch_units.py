@@ -234,7 +234,7 @@ def test_confidence_too_noisy_none_and_tie():
                                                     [("spin0", pyspy.IDLE), ("spin1", pyspy.WAITS)]), {"pid": 1}, {})
     data = _data(gil=borderline)
     rec = wr.recommend(data, dg.verdicts(data))
-    assert rec["confidence"] == "too_noisy" and "too noisy" in rec["headline"]
+    assert rec["confidence"] == "too_noisy" and "Too noisy" in rec["headline"]
     data = _data()
     rec = wr.recommend(data, dg.verdicts(data))
     assert rec["confidence"] == "none" and rec["strategy"] is None and rec["headline"].startswith("No recommendation")

@@ -159,7 +159,8 @@ def view(data: dict) -> dict:
     if gil.get("status") == "ok":
         kv += [("GIL held", f"{_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
                             f"(95 % interval {_ci(gil.get('held_ci95'))})"),
-               ("GIL wanted (held or waited for)", f"{_pct(gil.get('wanted_fraction'))} (interval {_ci(gil.get('wanted_ci95'))})"
+               ("GIL wanted (held or waited for)", f"{_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+                                                   f"samples with native stacks (interval {_ci(gil.get('wanted_ci95'))})"
                 if gil.get("wanted_fraction") is not None else f"n/a ({gil.get('wait_detection_reason')})"),
                ("Contended (someone waited while it was held)", _pct(gil.get("contended_fraction"))),
                ("Threads", f"{gil.get('python_threads')} Python threads, {gil.get('threads_wanting_gil')} want the GIL")]
@@ -248,7 +249,8 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
     lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s "
              f"(pid {job.get('pid')})"]
     if gil.get("status") == "ok":
-        wanted = f", wanted {_pct(gil.get('wanted_fraction'))}" if gil.get("wanted_fraction") is not None else ""
+        wanted = (f", wanted (held or waited for) {_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+                  "native samples" if gil.get("wanted_fraction") is not None else "")
         lines.append(f"  GIL      held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
                      f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
                          f"{t.get('name')} {_pct(t.get('gil_fraction'))}" for t in _l(gil.get("threads"))[:4]))

@@ -123,7 +123,8 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                                f"The {name} sampler had {h.get('errors')} failed ticks of {h.get('ticks')}"
                                + (f"; {h['stopped_reason']}" if h.get("stopped_reason") else f" (last: {h.get('last_error')})")
                                + ". The other samplers went on.", h, None))
-    return out
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(out, key=lambda f: order.get(f["severity"], 3))  # stable: most useful first within a severity
 
 
 def _decisive(v: dict) -> bool:
@@ -199,7 +200,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         if noisy:
             rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
                                         + "): watch a longer run, or use a shorter --interval, for a clear answer")
-            rec["headline"] += " (too noisy to be sure: " + rec["confidence_reason"] + ")"
+            rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
         else:
             rec["confidence_reason"] = "every judged figure lies clearly on one side of its threshold"
         return rec
@@ -211,9 +212,10 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]
     if any(o[3].get("noisy") for o in options):
         rec["confidence"] = "too_noisy"
-        rec["confidence_reason"] = ("the deciding figures' 95 % intervals straddle their thresholds: watch a longer run "
-                                    "(or a shorter --interval) before acting on this")
-        rec["headline"] += " (too noisy to be sure: " + rec["confidence_reason"] + ")"
+        rec["confidence_reason"] = ("the deciding figures' 95 % intervals straddle their thresholds ("
+                                    + ", ".join(o[3]["cause"] for o in options if o[3].get("noisy"))
+                                    + "): watch a longer run, or use a shorter --interval, before acting on this")
+        rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
     elif len(options) > 1:
         rec["confidence"] = "tie"
         rec["tied_with"] = [o[0] for o in options[1:]]
