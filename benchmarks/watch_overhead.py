@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.5)
     ap.add_argument("--native-every", type=int, nargs="+", default=[4])
     ap.add_argument("--workload", nargs="+", default=["threads3", "single", "procs"])
+    ap.add_argument("--watch-args", default="", help="extra `gpudiag watch` options, e.g. '--no-gil' as a control")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -123,7 +124,7 @@ def main() -> None:
             plain_argv = [sys.executable, job, workload, str(args.seconds)]
             watch_argv = [sys.executable, "-m", "gpudiag", "watch", "--no-gpu", "--interval", str(args.interval),
                           "--native-every", str(ne), "--json", os.path.join(tmp, "w.json"),
-                          "-o", os.path.join(tmp, "w.html"), "--"] + plain_argv
+                          "-o", os.path.join(tmp, "w.html")] + args.watch_args.split() + ["--"] + plain_argv
             load0 = os.getloadavg()
             plain, watched = [], []
             stall_plain, stall_watched, pauses = [], [], []
@@ -146,6 +147,7 @@ def main() -> None:
             ratios = [w / p for p, w in zip(plain, watched)]
             lo, hi = _bootstrap(ratios)
             row = {"workload": workload, "interval_s": args.interval, "native_every": ne, "pairs": args.pairs,
+                   "watch_args": args.watch_args,
                    "seconds_per_run": args.seconds, "plain_median": statistics.median(plain),
                    "watched_median": statistics.median(watched),
                    "overhead": 1 - statistics.median(ratios), "overhead_ci95": [1 - hi, 1 - lo],
@@ -160,7 +162,7 @@ def main() -> None:
             row["verdict"] = "tie (no measurable overhead)" if row["overhead_ci95"][0] <= 0 <= row["overhead_ci95"][1] \
                 else "measurable"
             results.append(row)
-            print(f"{workload:9} interval {args.interval:g} s native every {ne}: plain {row['plain_median']:,.0f}/s, "
+            print(f"{workload:9} interval {args.interval:g} s native every {ne} {args.watch_args}: plain {row['plain_median']:,.0f}/s, "
                   f"watched {row['watched_median']:,.0f}/s, overhead {row['overhead'] * 100:+.1f} % "
                   f"(95 % CI {row['overhead_ci95'][0] * 100:+.1f} .. {row['overhead_ci95'][1] * 100:+.1f} %, "
                   f"{args.pairs} pairs x {args.seconds:g} s) {row['verdict']}; watcher {row['watch_cpu_cores_last_run']} "

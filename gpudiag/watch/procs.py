@@ -57,7 +57,7 @@ class ProcessSampler(Sampler):
     name = "processes"
 
     def __init__(self, root_pid: int, interval_s: float, clock: Callable[[], float], ps: Any = None,
-                 exclude_pids: Optional[set] = None):
+                 exclude_pids: Optional[set] = None, memory_facts: Optional[Callable[[], dict]] = None):
         super().__init__(interval_s, clock)
         if ps is None:
             import psutil as ps
@@ -72,6 +72,11 @@ class ProcessSampler(Sampler):
         self.machine: List[tuple] = []  # (t_s, busy_cpu_s summed over cores, total_cpu_s)
         self.logical_cores = ps.cpu_count(logical=True) or 1
         self._order = 0
+        # The machine's memory limits as last read while the job was alive: the headroom the OOM
+        # projection counts must not include what the job freed by ending.
+        self.memory_facts_fn = memory_facts
+        self.memory_facts: Optional[dict] = None
+        self.memory_facts_t: Optional[float] = None
 
     # ---- the tree
 
@@ -106,7 +111,8 @@ class ProcessSampler(Sampler):
         info: Dict[str, Any] = {"pid": h.pid, "first_seen_s": t_s, "last_seen_s": t_s, "alive": True,
                                 "order": self._order, "samples": [], "threads": {}, "python": False}
         self._order += 1
-        for key, fn in (("name", "name"), ("cmdline", "cmdline"), ("ppid", "ppid"), ("create_time", "create_time")):
+        for key, fn in (("name", "name"), ("cmdline", "cmdline"), ("ppid", "ppid"), ("create_time", "create_time"),
+                        ("exe", "exe")):
             try:
                 info[key] = getattr(h, fn)()
             except (self.ps.AccessDenied, self.ps.ZombieProcess) as exc:
@@ -114,7 +120,7 @@ class ProcessSampler(Sampler):
                 self.denied.setdefault(key, type(exc).__name__)
             except self.ps.NoSuchProcess:
                 info[key] = None
-        info["python"] = looks_python(info.get("name"), info.get("cmdline"))
+        info["python"] = looks_python(info.get("name"), info.get("cmdline")) or looks_python(info.get("exe"), None)
         parent = self.procs.get(info.get("ppid"))
         info["role"] = classify(info, parent, self.root_pid)
         return info
@@ -129,8 +135,14 @@ class ProcessSampler(Sampler):
             self.machine.append((t_s, busy, total))
         except Exception:  # best-effort machine load; the tree below matters more
             pass
+        tree = self._tree()
+        if tree and self.memory_facts_fn is not None:
+            try:
+                self.memory_facts, self.memory_facts_t = self.memory_facts_fn(), t_s
+            except Exception:  # best effort: the projection says when no limit could be read
+                pass
         seen = set()
-        for h in self._tree():
+        for h in tree:
             pid = h.pid
             seen.add(pid)
             with self.lock:

@@ -32,6 +32,9 @@ from gpudiag.watch.sampler import Sampler
 
 ENV_BINARY = "GPUDIAG_PY_SPY"
 
+# A worker process is dumped every this many ticks (the main process every tick).
+WORKER_EVERY = 4
+
 # States of one thread in one sample.
 HOLDS, WAITS, RUNS, IDLE = "holds_gil", "waits_gil", "runs_native", "idle"
 
@@ -254,7 +257,7 @@ def compact(threads: List[dict], native: bool) -> List[dict]:
 # ------------------------------------------------------------------ the sampler
 
 class GilSampler(Sampler):
-    """Dumps the job's main Python process every tick (and one worker, round robin).
+    """Dumps the job's main Python process every tick (and one worker every WORKER_EVERY ticks).
 
     procs: callable returning the process sampler's snapshot ([{pid, role, python, alive}]).
     native_every: every how many ticks a dump is --native (wait detection; 0: never); the others
@@ -304,8 +307,8 @@ class GilSampler(Sampler):
         return [p for p in self.procs() if p.get("python") and p.get("alive") and p.get("role") in ("main", "worker")
                 and self.status.get(p["pid"], {}).get("state") not in ("denied", "not_python", "gone")]
 
-    def _dump(self, pid: int, t_s: float) -> None:
-        use_native = self.native and (self.ticks % self.native_every == 0)
+    def _dump(self, pid: int, t_s: float, native: bool = True) -> None:
+        use_native = native and self.native and (self.ticks % self.native_every == 0)
         res = self.dump_fn(self.binary, pid, use_native, timeout_s=max(5.0, 10 * self.interval_s),
                            on_start=self._track)
         with self._live_lock:
@@ -349,6 +352,8 @@ class GilSampler(Sampler):
         if any(p["pid"] == self.main_pid for p in cands):
             self._dump(self.main_pid, t_s)
         workers = [p for p in cands if p["pid"] != self.main_pid]
-        if workers:
+        # Workers matter less for the GIL question (each has its own): one every WORKER_EVERY ticks,
+        # round robin and without native stacks, so a job with many workers costs little more.
+        if workers and self.ticks % WORKER_EVERY == 0:
             self._rr = (self._rr + 1) % len(workers)
-            self._dump(workers[self._rr]["pid"], t_s)
+            self._dump(workers[self._rr]["pid"], t_s, native=False)

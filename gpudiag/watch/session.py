@@ -143,7 +143,11 @@ class WatchSession:
         from gpudiag.watch.gpu import GpuSampler
         from gpudiag.watch.procs import ProcessSampler
 
-        self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, ps=self.ps)
+        from gpudiag import platform
+
+        wsl = platform.os_facts().get("wsl") if platform.KIND == "linux" else None
+        self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, ps=self.ps,
+                                    memory_facts=lambda: platform.memory_facts(wsl=wsl))
         self._samplers = [self.procs]
         self.gil = None
         if self.gil_enabled and self.py_spy:
@@ -305,7 +309,7 @@ class WatchSession:
                             thread_names[t["tid"]] = t.get("name")
         data: Dict[str, Any] = {"job": self._job_data()}
         data.update(self._gil_parts(job_pids))
-        data["memory"] = analysis.memory_section(procs.procs, sysdata.get("memory"), procs.denied)
+        data["memory"] = analysis.memory_section(procs.procs, procs.memory_facts or sysdata.get("memory"), procs.denied)
         if data["memory"]["status"] == "skipped":
             data["memory"]["advice"] = access.denied_advice(job.pid, job.launched)
         exclude = job_pids | {os.getpid()}
