@@ -248,7 +248,10 @@ def compact(threads: List[dict], native: bool) -> List[dict]:
         if not isinstance(t, dict):
             continue
         frames = t.get("frames") if isinstance(t.get("frames"), list) else []
-        out.append({"id": t.get("thread_id"), "tid": t.get("os_thread_id"), "name": t.get("thread_name"),
+        name = t.get("thread_name")
+        if name is None and t.get("os_thread_id") is not None and t.get("os_thread_id") == t.get("pid"):
+            name = "MainThread"  # py-spy names threads from `threading`, which a script may never import
+        out.append({"id": t.get("thread_id"), "tid": t.get("os_thread_id"), "name": name,
                     "state": thread_state(t, native), "active": bool(t.get("active")),
                     "loader": loader_state(frames)})
     return out
@@ -265,6 +268,7 @@ class GilSampler(Sampler):
     """
 
     name = "gil"
+    jitter = 0.3  # periodic jobs (a 100 ms training step) must not alias with the dumps
 
     def __init__(self, binary: str, procs: Callable[[], List[dict]], interval_s: float,
                  clock: Callable[[], float], launched: bool, native_every: int = 1,

@@ -7,6 +7,7 @@ failures in a row it stops itself and says why. Nothing here touches the job.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import Callable, Dict, Optional
@@ -18,6 +19,9 @@ class Sampler:
     """Subclasses implement tick(t_s); `clock()` is seconds since the watch began."""
 
     name = "sampler"
+    # Random spread of each interval (+-fraction): a sampler ticking exactly every 0.1 s locks onto a
+    # job whose loop also takes 0.1 s and sees the same phase every time (aliasing).
+    jitter = 0.0
 
     def __init__(self, interval_s: float, clock: Callable[[], float]):
         self.interval_s = interval_s
@@ -60,7 +64,7 @@ class Sampler:
                     self.stopped_reason = f"stopped after {consecutive} failures in a row (last: {self.last_error})"
                     return
             self.ticks += 1
-            next_at += self.interval_s
+            next_at += self.interval_s * (1.0 + random.uniform(-self.jitter, self.jitter))
             delay = next_at - time.monotonic()
             if delay < 0:  # fell behind (a slow tick): skip the missed ticks instead of bursting
                 next_at = time.monotonic()
