@@ -275,6 +275,38 @@ def test_cli_attaches_by_pid_and_leaves_the_job_running(tmp_path):
     assert out.returncode == 2 and "no such process" in out.stderr
 
 
+def test_ctrl_c_ends_an_attached_watch_with_0_and_the_job_keeps_running(tmp_path):
+    job = subprocess.Popen([PY, "-c", "import time\nwhile True: time.sleep(0.05)"])
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    try:
+        proc = subprocess.Popen([PY, "-m", "gpudiag", "watch", "--no-gpu", "--no-gil", "--interval", "0.05",
+                                 "--json", str(tmp_path / "a.json"), "-o", str(tmp_path / "a.html"),
+                                 "--pid", str(job.pid)], stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 20
+        while "watching pid" not in (proc.stderr.readline() or "") and time.monotonic() < deadline:
+            pass
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert job.poll() is None
+        d = json.loads((tmp_path / "a.json").read_text())["probes"]["watch"]["data"]
+        assert d["job"]["ended_by"] == "signal" and d["job"]["still_running"]
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_a_signal_ignored_at_start_stays_ignored_for_the_job(tmp_path):
+    # nohup: SIGHUP ignored for gpudiag, so for the job too (a Python handler would reset it at exec)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([PY, "-m", "gpudiag", "watch", "--no-gpu", "--no-gil", "--json", str(tmp_path / "n.json"),
+                          "-o", str(tmp_path / "n.html"), "--", PY, "-c",
+                          "import signal; print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)"],
+                         capture_output=True, text=True, env=env, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert out.returncode == 0 and out.stdout.strip() == "True"
+
+
 def _fake_py_spy(tmp_path, message):
     path = tmp_path / "py-spy"
     path.write_text(f"#!/bin/sh\necho {json.dumps(message)} >&2\nexit 1\n")

@@ -78,10 +78,12 @@ def _n(x: Any) -> Optional[float]:
 
 
 def pct(x: Optional[float]) -> str:
+    """A fraction as "47 %", None as "n/a": the verdicts' wording."""
     return "n/a" if x is None else f"{x * 100:.0f} %"
 
 
 def gib(n: Optional[float]) -> str:
+    """Bytes as MiB below 1 GiB, GiB above: the verdicts' wording."""
     if n is None:
         return "n/a"
     return f"{n / 2**30:.1f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.0f} MiB"
@@ -109,6 +111,7 @@ def _straddles(ci: Any, threshold: float) -> bool:
 # ------------------------------------------------------------------ verdicts
 
 def verdict_gil(data: dict) -> dict:
+    """gil_contention: do several threads want the GIL and queue for it? (thresholds above)"""
     g = _ok(data, "gil")
     if g is None:
         return _verdict("gil_contention", "not_measured", "", _why(data, "gil"))
@@ -153,6 +156,7 @@ def verdict_gil(data: dict) -> dict:
 
 
 def verdict_memory(data: dict) -> dict:
+    """worker_memory: does the job reach its memory limit within MEMORY_HORIZON_S at its rate?"""
     m = _ok(data, "memory")
     if m is None:
         return _verdict("worker_memory", "not_measured", "", _why(data, "memory"))
@@ -201,6 +205,7 @@ def _gpus(data: dict) -> Optional[List[dict]]:
 
 
 def verdict_gpu_shared(data: dict) -> dict:
+    """gpu_shared: did a program other than the job and the desktop use the GPU?"""
     devs = _gpus(data)
     if devs is None:
         return _verdict("gpu_shared", "not_measured", "", _why(data, "gpu"))
@@ -220,6 +225,7 @@ def verdict_gpu_shared(data: dict) -> dict:
 
 
 def verdict_host_idle(data: dict) -> dict:
+    """host_sync_idle: is the GPU idle while the main thread is busy in Python (host-bound)?"""
     devs = _gpus(data)
     if devs is None:
         return _verdict("host_sync_idle", "not_measured", "", _why(data, "gpu"))
@@ -251,6 +257,7 @@ def verdict_host_idle(data: dict) -> dict:
 
 
 def verdict_pcie(data: dict, driver: Optional[dict]) -> dict:
+    """pcie_bandwidth: did PCIe traffic come near the link's rate (link from the driver probe)?"""
     devs = _gpus(data)
     if devs is None:
         return _verdict("pcie_bandwidth", "not_measured", "", _why(data, "gpu"))
@@ -275,6 +282,7 @@ def verdict_pcie(data: dict, driver: Optional[dict]) -> dict:
 
 
 def verdict_context_switch(data: dict) -> dict:
+    """context_switch: refuted with one context per GPU; watch cannot time the switches."""
     devs = _gpus(data)
     if devs is None:
         return _verdict("context_switch", "not_measured", "", _why(data, "gpu"))
@@ -290,6 +298,7 @@ def verdict_context_switch(data: dict) -> dict:
 
 
 def verdict_driver_model(data: dict) -> dict:
+    """driver_model: refuted without WDDM; under WDDM watch cannot time launches."""
     devs = _gpus(data)
     if devs is None:
         return _verdict("driver_model", "not_measured", "", _why(data, "gpu"))
@@ -302,6 +311,7 @@ def verdict_driver_model(data: dict) -> dict:
 
 
 def verdict_input(data: dict) -> dict:
+    """input_starvation: does the main thread wait for DataLoader batches?"""
     s = _ok(data, "input_wait")
     if s is None:
         return _verdict("input_starvation", "not_measured", "", _why(data, "input_wait"))
@@ -323,5 +333,6 @@ def verdict_input(data: dict) -> dict:
 
 
 def verdicts(data: dict, driver: Optional[dict] = None) -> List[dict]:
+    """All eight verdicts of a watch, in gpudiag report's order plus input_starvation."""
     return [verdict_gil(data), verdict_context_switch(data), verdict_memory(data), verdict_pcie(data, driver),
             verdict_host_idle(data), verdict_gpu_shared(data), verdict_driver_model(data), verdict_input(data)]

@@ -61,6 +61,7 @@ class GpuSampler(Sampler):
         dev["ring_last_us"] = newest
 
     def tick(self, t_s: float) -> None:
+        """One sample of every device: utilisation, memory, PCIe, reasons, processes, ring buffer."""
         n = self.n
         for dev in self.devices:
             h = dev["handle"]
@@ -99,5 +100,6 @@ class GpuSampler(Sampler):
             dev["samples"].append(row)
 
     def close(self) -> None:
+        """Drop the NVML handles (the session owner closes NVML itself)."""
         for dev in self.devices:
             dev.pop("handle", None)

@@ -133,6 +133,7 @@ def project(processes: Sequence[dict], limit: Optional[dict]) -> Dict[str, objec
     alive = [p for p in processes if p.get("alive") and isinstance(p.get("last_bytes"), (int, float))]
 
     def at_limit(p: dict) -> float:
+        """A process's projected size when the headroom is gone."""
         r = p["growth_bytes_per_s"] if p in growing else 0.0
         return p["last_bytes"] + r * seconds
 

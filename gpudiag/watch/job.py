@@ -5,7 +5,8 @@ is piped, so prompts, progress bars and colours behave as without gpudiag), and 
 watcher's process group, so Ctrl-C from the terminal reaches the job directly as it would in a
 shell. The watcher ignores that SIGINT itself and keeps watching until the job has ended.
 Signals sent to the watcher alone (SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2, e.g. from a scheduler or
-`kill`) are forwarded to the job. Attached (--pid), the job is not the watcher's: signals end
+`kill`) are forwarded to the job, except those the terminal already delivered to the whole
+foreground group, and a signal ignored when gpudiag started stays ignored for the job. Attached (--pid), the job is not the watcher's: signals end
 the watch and the job keeps running.
 """
 
@@ -205,6 +206,18 @@ class Job:
                 pass
 
 
+# Signals a terminal sends to its whole foreground process group (besides SIGINT).
+_TERMINAL_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGQUIT", "SIGHUP")) if s is not None)
+
+
+def _terminal_foreground() -> bool:
+    """True when gpudiag (and so the job, in its process group) is the terminal's foreground group."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except (OSError, AttributeError):  # no terminal on stdin, or not POSIX
+        return False
+
+
 class SignalHandling:
     """While the watch runs: SIGINT ignored and SIGTERM & co. forwarded (launch), or ending the watch (attach).
 
@@ -222,13 +235,22 @@ class SignalHandling:
         job = self.job_ref[0] if self.job_ref else None
         if self.attach:
             self.stop_requested = signum
-        elif signum != signal.SIGINT and job is not None:
+        elif signum == signal.SIGINT:
+            return  # the terminal sent it to the job as well
+        elif signum in _TERMINAL_SIGNALS and _terminal_foreground():
+            return  # Ctrl-\ or a hang-up: the terminal sent it to the whole foreground group, job included
+        elif job is not None:
             job.send(signum)
 
     def __enter__(self) -> "SignalHandling":
         sigs = (signal.SIGINT,) + FORWARDED
         for s in sigs:
             try:
+                # A signal ignored when gpudiag started (nohup, `&` in a script) stays ignored, so the
+                # job inherits SIG_IGN as it would without gpudiag (a Python handler would reset to
+                # the default in the child at exec).
+                if signal.getsignal(s) == signal.SIG_IGN:
+                    continue
                 self._old[s] = signal.signal(s, self._handler)
             except (ValueError, OSError):  # not the main thread, or a signal this OS does not allow
                 pass

@@ -128,6 +128,7 @@ class ProcessSampler(Sampler):
     # ---- one tick
 
     def tick(self, t_s: float) -> None:
+        """Walk the tree, read each process's counters, mark the ones that ended."""
         try:
             ct = self.ps.cpu_times()
             busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))

@@ -119,6 +119,7 @@ class DumpResult:
 
     @property
     def ok(self) -> bool:
+        """True when py-spy returned a thread list."""
         return self.threads is not None
 
 
@@ -346,6 +347,7 @@ class GilSampler(Sampler):
                 st["advice"] = access.denied_advice(pid, launched=self.launched and pid == self.main_pid)
 
     def tick(self, t_s: float) -> None:
+        """Dump the main Python process, and a worker every WORKER_EVERY ticks."""
         cands = self._candidates()
         if not cands:
             return

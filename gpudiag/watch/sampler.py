@@ -34,16 +34,19 @@ class Sampler:
         self._thread: Optional[threading.Thread] = None
 
     def tick(self, t_s: float) -> None:  # pragma: no cover - abstract
+        """Take one sample at t_s seconds into the watch (subclasses)."""
         raise NotImplementedError
 
     def close(self) -> None:
         """Release what the sampler holds (child processes, library sessions); called once at the end."""
 
     def start(self) -> None:
+        """Start the sampling thread (a daemon: it never keeps gpudiag alive)."""
         self._thread = threading.Thread(target=self._loop, name=f"gpudiag-watch-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to stop, wait for it, then release what it holds."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
