@@ -197,8 +197,13 @@ def _cli(args, tmp_path, **kw):
 
 
 def test_cli_passes_the_job_exit_code_through_and_writes_the_report(tmp_path):
-    out = _cli(["--no-gil", "--", PY, "-c", "import sys; print('job says hi'); sys.exit(3)"], tmp_path)
+    secret = "ghp_" + "Z9" * 18
+    out = _cli(["--no-gil", "--", PY, "-c", "import sys; print('job says hi'); sys.exit(3)", "--api-key", secret,
+                "--password", "hunter2hunter2"], tmp_path)
     assert out.returncode == 3, out.stderr
+    for path in ("w.json", "w.html"):
+        text = (tmp_path / path).read_text()
+        assert secret not in text and "hunter2hunter2" not in text  # command lines pass the redactor
     assert "job says hi" in out.stdout  # the job's stdout is its own, untouched
     rep = json.loads((tmp_path / "w.json").read_text())
     job = rep["probes"]["watch"]["data"]["job"]

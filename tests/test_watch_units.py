@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 
 import pytest
 
@@ -328,3 +329,12 @@ def test_no_driver_leaves_the_gpu_part_skipped_with_the_reason():
     sec = analysis.gpu_section(None, str(e.value), set(), {}, {})
     assert sec["status"] == "skipped" and "no NVIDIA driver" in sec["reason"]
     assert json.dumps(sec)
+
+
+def test_the_tracer_declaration_path_launches_the_job(monkeypatch):
+    # Under Yama ptrace_scope=1 the job declares gpudiag its tracer between fork and exec; where Yama
+    # is absent (this CI) prctl refuses and the job must still run normally.
+    assert access.allow_tracer(os.getpid()) in (True, False)
+    monkeypatch.setattr(access, "needs_tracer_declaration", lambda root="/": True)
+    j = job.Job.launch([sys.executable, "-c", "import sys; sys.exit(5)"])
+    assert j.tracer_declared and j.wait() == 5

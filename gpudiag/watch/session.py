@@ -310,6 +310,9 @@ class WatchSession:
         data: Dict[str, Any] = {"job": self._job_data()}
         data.update(self._gil_parts(job_pids))
         data["memory"] = analysis.memory_section(procs.procs, procs.memory_facts or sysdata.get("memory"), procs.denied)
+        for p in data["memory"].get("processes") or []:
+            if isinstance(p.get("cmdline"), list):  # workers' argv: secrets passed as their own argument too
+                p["cmdline"] = redact_command(p["cmdline"], self.identify)
         if data["memory"]["status"] == "skipped":
             data["memory"]["advice"] = access.denied_advice(job.pid, job.launched)
         exclude = job_pids | {os.getpid()}
