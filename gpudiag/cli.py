@@ -5,6 +5,9 @@ written whole) or not ready (`preflight`); 2 bad input (usage, unreadable report
 not import); 130 interrupted by Ctrl-C (the report of what finished is still written).
 `fleet` uses the Nagios codes instead: 0 healthy, 1 warning, 2 critical, 3 unknown (nothing
 measured, or a usage error).
+`gpudiag watch -- CMD` exits with the job's own code (128+N when a signal N ended it), 126/127 when
+CMD cannot be run / is not found, 125 when the job succeeded but the report could not be written;
+`watch --pid` exits 0 (docs/watch.md).
 """
 
 from __future__ import annotations
@@ -162,6 +165,7 @@ def main() -> None:
     gpudiag render R.json -o R.html|R.md   re-render a saved report
     gpudiag compare A.json B.json -o C.html|C.md   the same metrics side by side
     torchrun ... -m gpudiag fleet   every rank measures itself; rank 0 names the slow GPU and node
+    gpudiag watch -- python train.py   watch your real job while it runs (or --pid PID)
     """
 
 
@@ -483,6 +487,86 @@ def fleet_merge(reports: List[str], html: Optional[str], json_path: Optional[str
     except ReportError as exc:
         fail(str(exc), EXIT_FLEET_UNKNOWN)
     _fleet_finish(rep, _write_views(rep, html, json_path, markdown), names, exclude_file, markdown)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
+@click.option("--pid", type=click.IntRange(min=1), metavar="PID",
+              help="Attach to this running process (and its children) instead of launching; it keeps running.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Stop watching after S seconds (the job keeps running; a launched job is still waited for).")
+@click.option("--interval", type=click.FloatRange(min=0.02), default=0.5, show_default=True, metavar="S",
+              help="Seconds between samples.")
+@click.option("-o", "--output", "html", metavar="PATH.html", help="HTML report path.")
+@click.option("--json", "json_path", metavar="PATH", help="JSON report path (default: next to the HTML).")
+@click.option("--markdown", metavar="PATH|-", help="Also write Markdown; '-' prints it to stdout.")
+@click.option("--native-every", type=click.IntRange(min=0), default=4, show_default=True, metavar="N",
+              help="Every Nth GIL sample reads native stacks to see threads waiting for the GIL (pauses the "
+                   "job briefly); 0: never.")
+@click.option("--no-gil", is_flag=True, help="Do not sample Python threads with py-spy.")
+@click.option("--no-gpu", is_flag=True, help="Do not sample NVML.")
+@click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
+def watch(command: List[str], pid: Optional[int], duration: Optional[float], interval: float, html: Optional[str],
+          json_path: Optional[str], markdown: Optional[str], native_every: int, no_gil: bool, no_gpu: bool,
+          no_redact: bool) -> None:
+    """Watch your real job while it runs, then write a report.
+
+    \b
+    gpudiag watch [OPTIONS] -- python train.py --epochs 3   launch it, watch until it ends
+    gpudiag watch --pid PID [--duration S]                  attach to a running job, leave it running
+
+    The job keeps your terminal (stdin, stdout, stderr; Ctrl-C reaches it as usual) and gpudiag
+    exits with its exit code (126/127: the command cannot be run / is not found; 125: the job
+    succeeded but the report could not be written). With --pid the exit code is 0.
+    """
+    from gpudiag.report.contract import default_basename, utc_now_iso
+    from gpudiag.views import watch_view
+    from gpudiag.watch import EXIT_WATCH_FAILED, LaunchError, WatchSession
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if bool(command) == bool(pid):
+        fail("give a command after -- to launch it, or --pid PID to attach (not both)")
+    if html and os.path.splitext(html)[1].lower() not in (".html", ".htm"):
+        fail(f"--output {html}: use a .html file name")
+    if markdown not in (None, "-") and os.path.splitext(markdown)[1].lower() not in (".md", ".markdown"):
+        fail(f"--markdown {markdown}: use a .md file name (or - for stdout)")
+    if html is None and json_path is None:
+        base = default_basename(utc_now_iso()).replace("gpudiag-report-", "gpudiag-watch-", 1)
+        html, json_path = base + ".html", base + ".json"
+    elif json_path is None:
+        json_path = os.path.splitext(html)[0] + ".json"
+    for path, what in ((html, "--output"), (json_path, "--json"), (markdown if markdown != "-" else None, "--markdown")):
+        if path:
+            _check_writable(path, what)
+    try:
+        session = WatchSession(command=list(command) or None, pid=pid, duration_s=duration, interval_s=interval,
+                               identify=not no_redact, gil=not no_gil, nvml=not no_gpu, native_every=native_every)
+    except ValueError as exc:
+        fail(str(exc))
+    with session:
+        try:
+            session.start()
+        except LaunchError as exc:
+            fail(str(exc), exc.code)
+        except ValueError as exc:
+            fail(str(exc))
+        click.echo(session.describe(), err=True)
+        rep = session.watch()
+        write_error = None
+        try:
+            written = _write_views(rep, html, json_path, markdown)
+        except OSError as exc:
+            written, write_error = {}, f"could not write the report: {exc.strerror or exc}"
+        click.echo(watch_view.render_terminal(rep, written), err=True)
+        if session.job.launched and session.job.poll():
+            click.echo("gpudiag watch: report written; waiting for the job to end (its exit code is passed on)",
+                       err=True)
+        code = session.finish()
+    if write_error:
+        click.echo(f"gpudiag: error: {write_error}", err=True)
+        sys.exit(code or EXIT_WATCH_FAILED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

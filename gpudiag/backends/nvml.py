@@ -252,3 +252,65 @@ def session(lib: Any = None) -> Iterator[Nvml]:
     finally:
         with contextlib.suppress(NvmlError):  # e.g. Uninitialized: a failed shutdown must not mask the result
             _checked(lib.nvmlShutdown)
+
+
+# ---------------------------------------------------------------- sampling over time (gpudiag watch)
+# Module functions over a session's Nvml, so that `gpudiag watch` reads NVML through this seam too.
+
+NVML_GPU_UTILIZATION_SAMPLES = 1
+NVML_PCIE_UTIL_TX_BYTES, NVML_PCIE_UTIL_RX_BYTES = 0, 1
+# nvmlValueType_t -> the c_nvmlValue_t union member holding the value.
+_VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def utilization_samples(n: Nvml, h: Any, last_seen_us: int) -> Any:
+    """The driver's ring buffer of GPU-utilisation samples newer than last_seen_us.
+
+    Returns [(timestamp_us, percent)] oldest first; [] when the buffer has nothing new (NVML
+    answers NOT_FOUND when an idle GPU's buffer runs dry); NA where the GPU keeps no buffer.
+    The timestamps are the driver's CPU clock in microseconds: compare them with each other only.
+    """
+    f = getattr(n.lib, "nvmlDeviceGetSamples", None)
+    if f is None:
+        return NA
+    try:
+        vtype, samples = _checked(f, h, NVML_GPU_UTILIZATION_SAMPLES, int(last_seen_us))
+    except NvmlError as exc:
+        return [] if "NotFound" in exc.name else NA
+    field = _VALUE_FIELDS.get(vtype, "uiVal")
+    out = []
+    for s in samples or []:
+        ts = getattr(s, "timeStamp", None)
+        value = getattr(getattr(s, "sampleValue", None), field, None)
+        if isinstance(ts, int) and isinstance(value, (int, float)):
+            out.append((ts, float(value)))
+    out.sort()
+    return out
+
+
+def pcie_throughput_kbps(n: Nvml, h: Any) -> Any:
+    """{tx, rx} in KB/s over NVML's 20 ms window (each call takes that long), or NA."""
+    tx = n.call("nvmlDeviceGetPcieThroughput", h, NVML_PCIE_UTIL_TX_BYTES)
+    rx = n.call("nvmlDeviceGetPcieThroughput", h, NVML_PCIE_UTIL_RX_BYTES)
+    if not isinstance(tx, int) and not isinstance(rx, int):
+        return NA
+    return {"tx": tx if isinstance(tx, int) else None, "rx": rx if isinstance(rx, int) else None}
+
+
+def utilization_rates(n: Nvml, h: Any) -> Any:
+    """{gpu, memory} percent over the driver's last sample period (1/6 s to 1 s), or NA."""
+    u = n.call("nvmlDeviceGetUtilizationRates", h)
+    if u is NA or u is None:
+        return NA
+    gpu, mem = getattr(u, "gpu", None), getattr(u, "memory", None)
+    return {"gpu": gpu if isinstance(gpu, (int, float)) else None,
+            "memory": mem if isinstance(mem, (int, float)) else None}
+
+
+def memory_used_bytes(n: Nvml, h: Any) -> Any:
+    """(used, total) device memory in bytes, or NA."""
+    m = n.call("nvmlDeviceGetMemoryInfo", h)
+    used, total = getattr(m, "used", None), getattr(m, "total", None)
+    if not isinstance(used, int) or not isinstance(total, int):
+        return NA
+    return (used, total)

@@ -11,7 +11,7 @@ import jinja2
 from markupsafe import Markup
 
 from gpudiag import capabilities
-from gpudiag.views import charts, env_fields
+from gpudiag.views import charts, env_fields, watch_view
 from gpudiag.report import contract as report_mod
 
 MARKDOWN_LIMIT = 60_000
@@ -184,6 +184,7 @@ PROBE_TITLES = {
     "launch": "Kernel launch latency and CUDA graphs", "contention": "CUDA context switching",
     "pcie": "PCIe transfer bandwidth", "cycle": "Strategy tournament and GPU idle gaps",
     "fleet": "Fleet: every rank compared, collectives",
+    "watch": "Your job, watched while it ran",
 }
 CAUSE_LABELS = {
     "gil_contention": "GIL contention between threads",
@@ -193,6 +194,7 @@ CAUSE_LABELS = {
     "host_sync_idle": "Idle gaps from host syncs",
     "gpu_shared": "Another process sharing the GPU",
     "driver_model": "Driver model (WDDM / TCC)",
+    "input_starvation": "Waiting for input (DataLoader)",
 }
 VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "not_measured": "v-not_measured"}
 TOP_FINDINGS = 3
@@ -298,7 +300,7 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         missing = _d(_d(_d(_d(report.get("probes")).get("system")).get("data")).get("torch")).get("reason_missing")
         torch = no_system or (str(missing) if missing else "not installed")
     strategy = None
-    if rec.get("strategy"):
+    if rec.get("strategy") and rec.get("source") != "watch":  # a watch names no speedup; its headline says it all
         strategy = {"name": rec["strategy"], "workers": rec.get("workers"),
                     "speedup": fmt_x(rec.get("speedup")), "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
                     "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s"))}
@@ -340,7 +342,7 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return {
         "headline": rec.get("headline"),
         "gpu_questions_answered": rec.get("gpu_questions_answered"),
-        "choice": table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
+        "choice": watch_view.choice_table(rec) if rec.get("source") == "watch" else table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
                         [[rec.get("strategy") or "n/a", _na(rec.get("workers")), _na(rec.get("cycles_per_s")),
                           _na(rec.get("serial_cycles_per_s")), fmt_x(rec.get("speedup"))]], stack=True),
         "verdicts": table("Suspected causes", ["cause", "verdict", "summary", "figures", "reason"], verdict_rows,
@@ -594,7 +596,7 @@ def _view_fleet(data: dict) -> dict:
 
 _VIEWS: Dict[str, Callable[..., dict]] = {
     "system": _view_system, "driver": _view_driver, "gil": _view_gil, "launch": _view_launch,
-    "contention": _view_contention, "pcie": _view_pcie, "fleet": _view_fleet,
+    "contention": _view_contention, "pcie": _view_pcie, "fleet": _view_fleet, "watch": watch_view.view,
 }
 
 

@@ -10,14 +10,13 @@ import copy
 import json
 import math
 import os
-
-import tests
 import subprocess
 import sys
 import types
 
 import pytest
 
+import tests
 from gpudiag.fleet import analysis, assemble, collectives, launcher, scores, transport
 from gpudiag.fleet.measure import host_label
 from gpudiag.report.redact import short_hash

@@ -16,8 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-
-import tests
 import shutil
 import socket
 import subprocess
@@ -26,6 +24,7 @@ import time
 
 import pytest
 
+import tests
 from gpudiag.fleet import collectives
 from gpudiag.fleet.measure import host_label
 

@@ -4,10 +4,9 @@ registry and a fake kernel32, macOS through a fake sysctl (platform/cpu_features
 from __future__ import annotations
 
 import os
-
-import tests
 import struct
 
+import tests
 from gpudiag.platform import _cpu_windows, _darwin, _windows, cpu_features
 from tests.platform.test_platform_windows import WIN11, FakeWinreg
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import ast
 import os
-
-import tests
 import re
 import subprocess
 import sys
 
 import pytest
 
+import tests
 from gpudiag.backends import packages, torch_meta
 
 ROOT = tests.ROOT
