@@ -14,8 +14,9 @@ def run() -> None:
     The CLI installs its own handlers once loaded (gpudiag.platform.signals).
     """
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _exit_quietly)
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) != signal.SIG_IGN:  # nohup's SIG_IGN stays
+            signal.signal(signum, _exit_quietly)
     try:
         from gpudiag.cli import main
     except KeyboardInterrupt:

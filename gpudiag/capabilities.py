@@ -11,13 +11,13 @@ import ctypes.util
 import functools
 import importlib.util
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 from gpudiag.backends import torch_meta
 
+CUDA_BUILD_HINT = "install a CUDA build from pytorch.org"
 TORCH_HINT = (
     "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
     "so as not to replace it)"
@@ -26,6 +26,8 @@ TORCH_HINT = (
 
 @dataclass(frozen=True)
 class Capability:
+    """One capability met or not; `reason` is the words a skipped probe shows (what is missing, how to get it)."""
+
     available: bool
     reason: str  # why not (empty when available)
 
@@ -52,31 +54,26 @@ _LINUX_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/
 
 
 def _linux_library(stem: str) -> Optional[str]:
-    """A shared library by the loader's cache and the usual folders.
+    """A shared library by the usual folders and the loader's cache (read as a file).
 
     Not ctypes.util.find_library: when the loader's cache misses, it runs gcc, which takes a
     second and leaves ccXXXXXX temp files in /tmp when Ctrl-C reaches it.
     """
+    from gpudiag.platform import ldcache
+
     dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d] + list(_LINUX_LIB_DIRS)
     for d in dirs:
         for name in (stem + ".1", stem):
             path = os.path.join(d, name)
             if os.path.exists(path):
                 return path
-    for ldconfig in ("ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"):
-        try:
-            out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=5).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        for line in out.splitlines():
-            name, _, target = line.strip().partition(" => ")
-            if name.startswith(stem):
-                return target.strip() or name.split()[0]
-        return None
-    return None
+    cached = ldcache.find(stem)
+    return cached[0] if cached else None
 
 
 def _nvml() -> Capability:
+    """The `nvml` capability: pynvml importable and an NVML library on disk, found without loading either
+    (loading and nvmlInit are the isolated probe's job, so deciding stays cheap)."""
     if importlib.util.find_spec("pynvml") is None:
         return Capability(False, "the pynvml module is missing: `pip install nvidia-ml-py`")
     if _nvml_library() is None:
@@ -86,18 +83,21 @@ def _nvml() -> Capability:
 
 
 def _torch() -> Capability:
+    """The `torch` capability, read from torch's package files: importing torch costs seconds."""
     if torch_meta.torch_version() is None:
         return Capability(False, f"torch is not installed: {TORCH_HINT}")
     return Capability(True, "")
 
 
 def _cuda() -> Capability:
+    """The `cuda` capability: a CUDA build of torch and an NVIDIA driver. Whether a device really answers
+    is only known after CUDA init, which probes do in their child (and raise ProbeSkip)."""
     torch = _torch()
     if not torch.available:
         return torch
     if torch_meta.torch_cuda_version() is None:
         return Capability(False, f"the installed torch {torch_meta.torch_version()} is a CPU-only build: "
-                                 "install a CUDA build from pytorch.org")
+                                 f"{CUDA_BUILD_HINT}")
     nvml = _nvml()
     if not nvml.available:
         return Capability(False, f"no NVIDIA GPU driver: {nvml.reason}")
@@ -105,6 +105,7 @@ def _cuda() -> Capability:
 
 
 def _platform(name: str) -> Capability:
+    """The `linux`/`windows` capability: met when this OS is `name`, for probes of OS-specific settings."""
     here = {"win32": "windows", "linux": "linux", "darwin": "macos"}.get(sys.platform, sys.platform)
     if here == name:
         return Capability(True, "")
@@ -113,6 +114,8 @@ def _platform(name: str) -> Capability:
 
 @functools.lru_cache(maxsize=1)
 def detect() -> Dict[str, Capability]:
+    """Every capability by name, decided once per process (cached): the runner (through missing()) and
+    `gpudiag probes` read it, so a probe that cannot run here is skipped with its reason, not spawned."""
     return {
         "torch": _torch(),
         "nvml": _nvml(),

@@ -6,6 +6,8 @@
 #   compare-cpu.{html,md}           `gpudiag compare` of the two
 #   compare-gpu-cpu.{html,md}       when sample_reports/gpu-report.json exists (written by
 #                                   scripts/gpu-check.sh on a GPU machine): that report vs this one
+#   watch-cpu-linux.{json,html,md}  `gpudiag watch` of examples/watch_demo.py (GIL-bound threads,
+#                                   workers whose memory grows); its terminal output goes to stderr
 # Usage: scripts/make-sample-reports.sh [--full]     (PYTHON=... picks the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +38,8 @@ if [ -f "$OUT/gpu-report.json" ]; then
   gd compare "$OUT/gpu-report.json" "$OUT/cpu-linux.json" -o "$OUT/compare-gpu-cpu.html"
   gd compare "$OUT/gpu-report.json" "$OUT/cpu-linux.json" -o "$OUT/compare-gpu-cpu.md"
 fi
+
+echo "== 4/4 gpudiag watch on examples/watch_demo.py" >&2
+gd watch --interval 0.25 --json "$OUT/watch-cpu-linux.json" -o "$OUT/watch-cpu-linux.html" \
+  --markdown "$OUT/watch-cpu-linux.md" -- "$PY" examples/watch_demo.py --seconds 12
 ls -l "$OUT" >&2

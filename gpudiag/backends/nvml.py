@@ -79,12 +79,34 @@ class NvmlUnavailable(Exception):
     """NVML could not be loaded or initialised; the message says why in words."""
 
 
-# NVML errors that mean "this value is not available here", not "something broke".
-_NA_ERRORS = ("NotSupported", "FunctionNotFound", "NoPermission", "NotFound", "NoData",
-              "InsufficientSize", "LibraryMismatch", "GpuIsLost", "Unknown", "ArgumentVersionMismatch")
+class NvmlError(Exception):
+    """An NVML call answered with one of pynvml's errors (`.name` is its class name, str() is
+    "NVMLError_GpuIsLost: GPU is lost"): the seam's own error, so callers catch this, not Exception."""
+
+    def __init__(self, exc: BaseException):
+        self.name = type(exc).__name__
+        super().__init__(f"{self.name}: {exc}")
+
+
+def _checked(f: Callable, *args: Any) -> Any:
+    """f(*args), with pynvml's errors re-raised as NvmlError; any other exception (a bug) propagates.
+
+    pynvml's errors are classes it generates at import time (NVMLError_<Name>, subclasses of the
+    loaded module's NVMLError) plus NVMLLibraryMismatchError, and test fakes mimic them by name
+    only: no class importable here covers them all, so they are told apart by the "NVML" name.
+    """
+    try:
+        return f(*args)
+    except Exception as exc:  # the seam's one broad catch: pynvml's error classes are generated, see above
+        if type(exc).__name__.startswith("NVML"):
+            raise NvmlError(exc) from exc
+        raise
 
 
 class Nvml:
+    """The guarded NVML wrapper a session yields: calls answer "n/a" (or a default) instead of raising
+    where the GPU, driver or binding cannot say, so one unsupported field never costs the rest."""
+
     def __init__(self, lib: Any):
         self.lib = lib
 
@@ -94,12 +116,9 @@ class Nvml:
         if f is None:
             return default
         try:
-            value = f(*args)
-        except Exception as exc:  # pynvml raises dynamically created NVMLError_* subclasses
-            name = type(exc).__name__
-            if name.startswith("NVMLError") or any(n in name for n in _NA_ERRORS):
-                return default
-            raise
+            value = _checked(f, *args)
+        except NvmlError:  # NotSupported, NoPermission, GpuIsLost...: the value is not available here
+            return default
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         return value
@@ -113,11 +132,14 @@ class Nvml:
         return default
 
     def device_count(self) -> int:
+        """How many GPUs NVML sees (all of them, CUDA_VISIBLE_DEVICES does not apply); 0 if it cannot say."""
         n = self.call("nvmlDeviceGetCount", default=0)
         return n if isinstance(n, int) else 0
 
     def handle(self, index: int) -> Any:
-        return self.lib.nvmlDeviceGetHandleByIndex(index)
+        """The NVML handle of GPU `index` in NVML's (PCI) order; raises NvmlError (e.g. GpuIsLost),
+        unlike call(), because without a handle none of that GPU's values can be read."""
+        return _checked(self.lib.nvmlDeviceGetHandleByIndex, index)
 
     # ---- calls with several spellings across driver and binding versions, decoded once here
 
@@ -197,10 +219,8 @@ def cuda_device_handle(n: Nvml, bus_id: Optional[str], index: int,
                       "GPUs CUDA orders them fastest-first (set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
     try:
         return n.handle(index), "index"
-    except Exception as exc:
-        if not type(exc).__name__.startswith("NVMLError"):
-            raise
-        return None, f"NVML has no GPU {index}: {type(exc).__name__}"
+    except NvmlError as exc:
+        return None, f"NVML has no GPU {index}: {exc.name}"
 
 
 @contextlib.contextmanager
@@ -212,9 +232,9 @@ def session(lib: Any = None) -> Iterator[Nvml]:
         except ImportError:
             raise NvmlUnavailable("the pynvml module is missing: `pip install nvidia-ml-py`") from None
     try:
-        lib.nvmlInit()
-    except Exception as exc:
-        name = type(exc).__name__
+        _checked(lib.nvmlInit)
+    except NvmlError as exc:
+        name = exc.name
         if "LibraryNotFound" in name:
             raise NvmlUnavailable("NVML library (libnvidia-ml.so.1 / nvml.dll) not found: "
                                   "no NVIDIA driver is installed") from None
@@ -226,9 +246,71 @@ def session(lib: Any = None) -> Iterator[Nvml]:
         if "NoPermission" in name:
             raise NvmlUnavailable("NVML was denied access to the GPU device files (/dev/nvidia*): "
                                   "check that your user may open them (e.g. the video group)") from None
-        raise NvmlUnavailable(f"NVML failed to initialise: {name}: {exc}") from None
+        raise NvmlUnavailable(f"NVML failed to initialise: {exc}") from None
     try:
         yield Nvml(lib)
     finally:
-        with contextlib.suppress(Exception):
-            lib.nvmlShutdown()
+        with contextlib.suppress(NvmlError):  # e.g. Uninitialized: a failed shutdown must not mask the result
+            _checked(lib.nvmlShutdown)
+
+
+# ---------------------------------------------------------------- sampling over time (gpudiag watch)
+# Module functions over a session's Nvml, so that `gpudiag watch` reads NVML through this seam too.
+
+NVML_GPU_UTILIZATION_SAMPLES = 1
+NVML_PCIE_UTIL_TX_BYTES, NVML_PCIE_UTIL_RX_BYTES = 0, 1
+# nvmlValueType_t -> the c_nvmlValue_t union member holding the value.
+_VALUE_FIELDS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def utilization_samples(n: Nvml, h: Any, last_seen_us: int) -> Any:
+    """The driver's ring buffer of GPU-utilisation samples newer than last_seen_us.
+
+    Returns [(timestamp_us, percent)] oldest first; [] when the buffer has nothing new (NVML
+    answers NOT_FOUND when an idle GPU's buffer runs dry); NA where the GPU keeps no buffer.
+    The timestamps are the driver's CPU clock in microseconds: compare them with each other only.
+    """
+    f = getattr(n.lib, "nvmlDeviceGetSamples", None)
+    if f is None:
+        return NA
+    try:
+        vtype, samples = _checked(f, h, NVML_GPU_UTILIZATION_SAMPLES, int(last_seen_us))
+    except NvmlError as exc:
+        return [] if "NotFound" in exc.name else NA
+    field = _VALUE_FIELDS.get(vtype, "uiVal")
+    out = []
+    for s in samples or []:
+        ts = getattr(s, "timeStamp", None)
+        value = getattr(getattr(s, "sampleValue", None), field, None)
+        if isinstance(ts, int) and isinstance(value, (int, float)):
+            out.append((ts, float(value)))
+    out.sort()
+    return out
+
+
+def pcie_throughput_kbps(n: Nvml, h: Any) -> Any:
+    """{tx, rx} in KB/s over NVML's 20 ms window (each call takes that long), or NA."""
+    tx = n.call("nvmlDeviceGetPcieThroughput", h, NVML_PCIE_UTIL_TX_BYTES)
+    rx = n.call("nvmlDeviceGetPcieThroughput", h, NVML_PCIE_UTIL_RX_BYTES)
+    if not isinstance(tx, int) and not isinstance(rx, int):
+        return NA
+    return {"tx": tx if isinstance(tx, int) else None, "rx": rx if isinstance(rx, int) else None}
+
+
+def utilization_rates(n: Nvml, h: Any) -> Any:
+    """{gpu, memory} percent over the driver's last sample period (1/6 s to 1 s), or NA."""
+    u = n.call("nvmlDeviceGetUtilizationRates", h)
+    if u is NA or u is None:
+        return NA
+    gpu, mem = getattr(u, "gpu", None), getattr(u, "memory", None)
+    return {"gpu": gpu if isinstance(gpu, (int, float)) else None,
+            "memory": mem if isinstance(mem, (int, float)) else None}
+
+
+def memory_used_bytes(n: Nvml, h: Any) -> Any:
+    """(used, total) device memory in bytes, or NA."""
+    m = n.call("nvmlDeviceGetMemoryInfo", h)
+    used, total = getattr(m, "used", None), getattr(m, "total", None)
+    if not isinstance(used, int) or not isinstance(total, int):
+        return NA
+    return (used, total)

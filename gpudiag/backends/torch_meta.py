@@ -7,19 +7,27 @@ Importing torch costs seconds and may initialise CUDA-adjacent state; `env`, `pr
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import importlib.util
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
+
+
+@functools.lru_cache(maxsize=1)
+def torch_dir() -> Optional[str]:
+    """The installed torch package folder (found without importing torch), or None."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
 
 
 @functools.lru_cache(maxsize=1)
 def _version_py() -> Dict[str, Optional[str]]:
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
+    folder = torch_dir()
+    if folder is None:
         return {}
-    path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
+    path = os.path.join(folder, "version.py")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -29,9 +37,13 @@ def _version_py() -> Dict[str, Optional[str]]:
 
 
 def parse_version_py(text: str) -> Dict[str, Optional[str]]:
-    """Parse torch/version.py: `__version__ = '2.3.0+cu121'`, `cuda = '12.1'`, `hip = None`."""
+    """Parse torch/version.py: `__version__ = '2.3.0+cu121'`, `cuda = '12.1'`, `hip = None`.
+
+    A key the file does not have (older torch has no `xpu`) is absent from the result, so callers
+    can tell "not an XPU build" (None) from "this torch does not say" (missing).
+    """
     out: Dict[str, Optional[str]] = {}
-    for key in ("__version__", "cuda", "hip", "git_version", "debug"):
+    for key in ("__version__", "cuda", "hip", "rocm", "xpu", "git_version", "debug"):
         m = re.search(rf"^{key}\s*(?::\s*[\w\[\], .]+)?=\s*(.+)$", text, re.MULTILINE)
         if not m:
             continue
@@ -47,6 +59,8 @@ def torch_version() -> Optional[str]:
     v = _version_py().get("__version__")
     if v:
         return v
+    import importlib.metadata  # only when version.py is unreadable: the import costs ~7 ms
+
     try:
         return importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
@@ -60,3 +74,10 @@ def torch_cuda_version() -> Optional[str]:
 
 def torch_hip_version() -> Optional[str]:
     return _version_py().get("hip")
+
+
+def build_field(key: str) -> Tuple[bool, Optional[str]]:
+    """(present, value) of one torch/version.py field ("debug", "xpu", "rocm"...): present is False
+    when no torch is installed or its version.py predates the field."""
+    v = _version_py()
+    return (key in v, v.get(key))

@@ -54,3 +54,65 @@ def os_facts() -> dict:
 
 def cpu_brand() -> Optional[str]:
     return sysctl_string("machdep.cpu.brand_string") or _platform.processor() or None
+
+
+def sysctl_int64(name: str) -> Optional[int]:
+    """sysctlbyname(name) as a 64-bit integer (cache sizes are int64), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        value = ctypes.c_int64(0)
+        size = ctypes.c_size_t(ctypes.sizeof(value))
+        if libc.sysctlbyname(name.encode(), ctypes.byref(value), ctypes.byref(size), None, 0) != 0:
+            return None
+        # a 4-byte value (hw.optional.*) fills the low half on little-endian Macs
+        return value.value if size.value == 8 else value.value & 0xFFFFFFFF
+    except (OSError, AttributeError):
+        return None
+
+
+def _sysctl(name: str):
+    """A string or integer sysctl, whichever the name holds."""
+    if name.startswith(("machdep.cpu.brand", "machdep.cpu.vendor", "hw.machine")):
+        return sysctl_string(name)
+    return sysctl_int64(name)
+
+
+# hw.optional names -> Linux flag spelling (Intel Macs, then Apple silicon's FEAT_* names)
+_MAC_FLAGS = (("hw.optional.sse4_2", "sse4_2"), ("hw.optional.avx1_0", "avx"), ("hw.optional.avx2_0", "avx2"),
+              ("hw.optional.fma", "fma"), ("hw.optional.avx512f", "avx512f"), ("hw.optional.avx512bw", "avx512bw"),
+              ("hw.optional.avx512dq", "avx512dq"), ("hw.optional.avx512vl", "avx512vl"),
+              ("hw.optional.avx512vnni", "avx512_vnni"), ("hw.optional.neon", "asimd"),
+              ("hw.optional.arm.FEAT_BF16", "bf16"), ("hw.optional.arm.FEAT_I8MM", "i8mm"),
+              ("hw.optional.arm.FEAT_SME", "sme"))
+
+
+def cpu_features(sysctl=None) -> dict:
+    """system.cpu_features on macOS from sysctl (`sysctl` is a seam: name -> int | str | None)."""
+    from gpudiag.platform import cpu_features as cf
+
+    get = sysctl or _sysctl
+    arch = _platform.machine() or None
+    flags = [flag for name, flag in _MAC_FLAGS if get(name) == 1]
+    isa = cf.isa_from_flags(flags, arch)
+    caches = {}
+    for label, name in (("L1d", "hw.l1dcachesize"), ("L1i", "hw.l1icachesize"), ("L2", "hw.l2cachesize"),
+                        ("L3", "hw.l3cachesize")):
+        n = get(name)
+        if isinstance(n, int) and n > 0:
+            caches[label] = {"bytes_each": n, "instances": None, "bytes_total": n}
+    rows = [["Architecture", arch or "unknown"], ["CPU(s)", str(get("hw.logicalcpu") or "unknown")]]
+    vendor = get("machdep.cpu.vendor")
+    if vendor:
+        rows.append(["Vendor ID", vendor])
+    rows.append(["Model name", get("machdep.cpu.brand_string") or "unknown"])
+    phys, pkgs = get("hw.physicalcpu"), get("hw.packages")
+    if isinstance(phys, int) and phys:
+        rows.append(["Core(s) per socket", str(phys // (pkgs or 1))])
+    rows.append(["Socket(s)", str(pkgs or "unknown")])
+    rows.append(["Flags", " ".join(flags) if flags else "none of the checked hw.optional features"])
+    rows += [[f"{k} cache", f"{cf.human_bytes(c['bytes_each'])} (per core or cluster, as sysctl reports it)"]
+             for k, c in caches.items()]
+    rows.append(["NUMA node(s)", "1 (macOS has one memory node)"])
+    return {"isa": isa, "isa_summary": cf.isa_summary(isa), "flags": flags, "caches": caches,
+            "numa": {"nodes": 1, "cpus": {}, "source": "macOS (uniform memory)", "reason": None},
+            "rows": rows, "source": "sysctl hw.* / machdep.cpu.*", "reason": None}

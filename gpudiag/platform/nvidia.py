@@ -57,6 +57,7 @@ def flavour_from_taint(taint: str) -> Optional[str]:
 
 
 def _read(root: str, rel: str) -> Optional[str]:
+    """The text of `root`/`rel`, or None where it cannot be read (module not loaded, container, other OS)."""
     try:
         with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
             return fh.read()
@@ -176,6 +177,7 @@ _KNOWN: Dict[str, Tuple[str, str]] = {}
 
 
 def _known(category: str, label: str, *names: str) -> None:
+    """Register process base names (lower case) under a category and label for classify_process."""
     for n in names:
         _KNOWN[n] = (category, label)
 

@@ -81,6 +81,9 @@ def handlers() -> Iterator[None]:
     old = {}
     for s in STOP_SIGNALS:
         try:
+            # A signal ignored when gpudiag started (nohup, `&` in a script) stays ignored: the user asked so.
+            if signal.getsignal(s) == signal.SIG_IGN:
+                continue
             old[s] = signal.signal(s, _on_signal)
         except (OSError, ValueError):  # a signal this platform will not let us handle
             pass

@@ -29,11 +29,14 @@ class ProbeContext:
 
     @property
     def quick(self) -> bool:
+        """True in quick mode (the default budget): probes size their sweeps and repeats by it."""
         return self.mode == "quick"
 
 
 @dataclass
 class ProbeOutput:
+    """What a probe's run returns: plain JSON-able data (the report's probes.<name>.data) and its findings."""
+
     data: Dict[str, Any]
     findings: List[dict] = field(default_factory=list)
 
@@ -52,6 +55,7 @@ class Probe:
     full_timeout_s: Optional[float] = None  # default in full mode (None: same as timeout_s)
 
     def default_timeout(self, mode: str) -> float:
+        """Seconds the runner lets this probe run in `mode`: full_timeout_s in full mode where set, else timeout_s."""
         if mode == "full" and self.full_timeout_s is not None:
             return self.full_timeout_s
         return self.timeout_s

@@ -31,6 +31,7 @@ def _bool(value: Any) -> Any:
 
 
 def _num(value: Any, scale: float = 1.0, ndigits: Optional[int] = None) -> Any:
+    """An NVML number times `scale`, rounded to `ndigits` (mW -> W with 1e-3); NA for NA, bools and non-numbers."""
     if value is NA or not isinstance(value, (int, float)) or isinstance(value, bool):
         return NA
     v = value * scale
@@ -38,12 +39,14 @@ def _num(value: Any, scale: float = 1.0, ndigits: Optional[int] = None) -> Any:
 
 
 def _pair(value: Any) -> List[Any]:
+    """NVML's [current, pending] answers (MIG mode, ECC mode) as a 2-list, or [NA, NA] when it gave none."""
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return list(value)
     return [NA, NA]
 
 
 def _memory(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """Total, used and free device memory in bytes, read without a CUDA context (NA each where NVML cannot say)."""
     info = n.call("nvmlDeviceGetMemoryInfo", h)
     if info is NA:
         return {"memory_total_bytes": NA, "memory_used_bytes": NA, "memory_free_bytes": NA}
@@ -53,6 +56,8 @@ def _memory(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
 
 
 def _driver_model(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """{current, pending} driver model (WDDM/TCC/MCDM) with None and a reason off Windows, where NVML has none:
+    WDDM is what puts the desktop and the batching of launches in the way."""
     pair = n.driver_model(h)
     if pair is NA:
         return {"current": None, "pending": None,
@@ -62,6 +67,8 @@ def _driver_model(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
 
 
 def _pcie(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """Current and maximum PCIe generation and width as NVML reports them ("n/a" where the GPU does not say):
+    the idle link downtrains, so max vs current tells a slot limit from power saving."""
     return {
         "gen_current": n.call("nvmlDeviceGetCurrPcieLinkGeneration", h),
         "gen_max_system": n.call("nvmlDeviceGetMaxPcieLinkGeneration", h),  # device and system
@@ -81,6 +88,8 @@ def _clock_events(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
 
 
 def _ecc(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """ECC mode, volatile/aggregate corrected and uncorrected error counts, pending page retirement and
+    row remapping (NA where the GPU has no ECC, as GeForce): uncorrectable errors make results wrong."""
     mode = _pair(n.call("nvmlDeviceGetEccMode", h))
     out: Dict[str, Any] = {"enabled": _bool(mode[0])}
     for counter, cname in ((nvml_backend.NVML_VOLATILE_ECC, "volatile"),
@@ -122,13 +131,13 @@ def _processes(n: nvml_backend.Nvml, h: Any, procs_lazy) -> Dict[str, Any]:
 
 
 def _gpu(n: nvml_backend.Nvml, index: int, procs_lazy) -> Dict[str, Any]:
+    """One GPU's entry of the `driver` data (docs/report-contract.md), or {index, error} when NVML cannot
+    give its handle, so one lost GPU does not hide the others."""
     try:
         h = n.handle(index)
-    except Exception as exc:
-        if not type(exc).__name__.startswith("NVMLError"):
-            raise
+    except nvml_backend.NvmlError as exc:
         # An NVML error for one GPU (GpuIsLost, NoPermission) must not hide the others.
-        return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
+        return {"index": index, "error": str(exc)}
     util = n.call("nvmlDeviceGetUtilizationRates", h)
     mig = _pair(n.call("nvmlDeviceGetMigMode", h))
     compute_mode = n.call("nvmlDeviceGetComputeMode", h)
@@ -170,6 +179,7 @@ def collect(n: nvml_backend.Nvml, root: str = "/", reg: Any = None, *, host: Opt
     snapshot: Dict[str, Any] = {"procs": procs}
 
     def procs_lazy() -> Mapping[int, str]:
+        """The {pid: name} snapshot, read once and only if a GPU process needs naming (it walks every process)."""
         if snapshot["procs"] is None:
             snapshot["procs"] = nv.process_snapshot()
         return snapshot["procs"]
@@ -202,6 +212,7 @@ def collect(n: nvml_backend.Nvml, root: str = "/", reg: Any = None, *, host: Opt
 # ----------------------------------------------------------------------------- findings
 
 def _names(rows: Iterable[dict]) -> str:
+    """The distinct labels of process rows, comma-separated, for a finding's message."""
     seen: List[str] = []
     for r in rows:
         label = r.get("label") or r.get("name") or f"an unnamed process (pid {r.get('pid')})"
@@ -211,16 +222,20 @@ def _names(rows: Iterable[dict]) -> str:
 
 
 def _brief(rows: Iterable[dict]) -> List[dict]:
+    """Process rows cut to pid, name and memory for a finding's evidence (no category/label noise)."""
     return [{"pid": r.get("pid"), "name": r.get("name"), "used_memory_bytes": r.get("used_memory_bytes")}
             for r in rows]
 
 
 def _proc_rows(gpu: dict, kind: str) -> List[dict]:
+    """The GPU's `kind` (compute/graphics) process rows, or [] where NVML could not list them."""
     rows = (gpu.get("processes") or {}).get(kind)
     return rows if isinstance(rows, list) else []
 
 
 def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
+    """Findings for one readable GPU: who else shares it (desktop, apps, other compute), throttling, PCIe
+    link, persistence, driver and compute mode, MIG, ECC. `own`: pids of gpudiag itself, never counted."""
     out: List[dict] = []
     idx = gpu.get("index")
     tag = f"GPU {idx} ({gpu.get('name')})"

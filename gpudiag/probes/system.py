@@ -15,7 +15,7 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 ENV_NAMES = (
     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_LAUNCH_BLOCKING", "CUDA_MODULE_LOADING",
     "CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_CACHE_DISABLE", "CUDA_FORCE_PTX_JIT",
-    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING",
+    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING",
     "PYTORCH_NVML_BASED_CUDA_CHECK", "TORCH_NUM_THREADS", "TORCH_SHOW_CPP_STACKTRACES",
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
     "PYTHON_GIL", "PYTHONMALLOC",
@@ -171,11 +171,43 @@ def findings_for(data: Mapping) -> List[dict]:
             "forked child once the parent has initialised it.",
             {"mp_start_method": "fork", "source": "multiprocessing.get_all_start_methods()[0]"},
             "use multiprocessing.get_context('spawn') (or torch.multiprocessing with spawn) for CUDA workers"))
+    out += inventory_findings(data)
     return out
 
 
-def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[str, str]] = None) -> dict:
-    """All `system` data. detailed_cpu/import_torch are the slow parts (py-cpuinfo, torch import)."""
+def inventory_findings(data: Mapping) -> List[dict]:
+    """Findings from the collect_env-style inventory (issue 17): CUDA packages against torch's build."""
+    out = []
+    check = (data.get("packages") or {}).get("cuda_check") or {}
+    torch = data.get("torch") or {}
+    mismatches = check.get("mismatches") or []
+    if mismatches:
+        shown = "; ".join(f"{m['name']} {m['installed']} (expected {m['expected']}: {m['rule']})" for m in mismatches[:6])
+        out.append(finding(
+            "CUDA_WHEEL_MISMATCH", "warning",
+            f"{len(mismatches)} CUDA package(s) do not match the CUDA {check.get('torch_cuda')} torch "
+            f"{torch.get('version')} was built for: {shown}. Mixed CUDA libraries fail at import or at the "
+            "first kernel (undefined symbols, 'CUDA driver version is insufficient', cuDNN errors).",
+            {"torch_cuda": check.get("torch_cuda"), "mismatches": mismatches, "pins": check.get("pins"),
+             "source": "pip dist-info / conda-meta versions vs torch's Requires-Dist pins and torch/version.py"},
+            "reinstall torch from the index of its CUDA version so pip resolves matching wheels, e.g. "
+            "`pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124`"))
+    stray = [n for n in (check.get("cuda_packages_without_cuda_torch") or []) if n.lower().startswith("nvidia-")]
+    if stray and torch.get("version") and not torch.get("cuda_build") and not torch.get("hip"):
+        out.append(finding(
+            "CUDA_WHEELS_WITH_CPU_TORCH", "info",
+            f"{len(stray)} NVIDIA CUDA wheel(s) are installed ({', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}) "
+            f"but torch {torch.get('version')} is a CPU-only build: torch will not use them and "
+            "torch.cuda.is_available() stays False.",
+            {"torch_version": torch.get("version"), "cuda_wheels": stray, "source": "torch/version.py cuda = None"},
+            "install a CUDA build of torch (https://pytorch.org/get-started/locally/), or remove the unused wheels"))
+    return out
+
+
+def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[str, str]] = None,
+            pending=None) -> dict:
+    """All `system` data. detailed_cpu/import_torch are the slow parts (py-cpuinfo, torch import);
+    `pending` is platform.inventory.start()'s handle when the caller started the compilers early."""
     from gpudiag import platform
 
     os_ = platform.os_facts(environ=environ)
@@ -187,7 +219,19 @@ def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[st
         "memory": platform.memory_facts(wsl=os_.get("wsl")),
         "torch": platform.torch_facts(import_torch=import_torch),
         "env": collect_env(environ),
+        # collect_env's other fields (issue 17): toolchain, CUDA libraries, CPU features, packages
+        **_inventory(environ, import_torch, pending),
     }
+
+
+def _inventory(environ: Optional[Mapping[str, str]], import_torch: bool, pending=None) -> dict:
+    """platform.inventory's facts; torch's CUDA build is read from its files (no import)."""
+    from gpudiag import platform
+    from gpudiag.backends import torch_meta
+    from gpudiag.platform import inventory
+
+    return inventory.collect(environ=environ, kind=platform.KIND, torch_cuda=torch_meta.torch_cuda_version(),
+                             import_torch=import_torch, pending=pending)
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:

@@ -18,7 +18,7 @@ from gpudiag import __version__
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "skipped", "failed")
-MODES = ("quick", "full")
+MODES = ("quick", "full", "watch")  # watch: a `gpudiag watch` report
 SEVERITIES = ("info", "warning", "critical")
 
 

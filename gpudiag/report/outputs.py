@@ -35,6 +35,7 @@ FORMATS = {
     "html": ("HTML", (".html", ".htm"), "--output"),
     "json": ("JSON", (".json",), "--json"),
     "markdown": ("Markdown", (".md", ".markdown"), "--markdown"),
+    "text": ("text", (), ""),  # a plain text output of any name (fleet's --exclude-file)
 }
 
 
@@ -54,6 +55,7 @@ class Output:
     path: Optional[str]
     option: str
     derived_from: Optional[str] = None  # the option its name was derived from, or "default"
+    title: Optional[str] = None  # how the summary names it ("Wrote <title>: path"), when not its format
 
     @property
     def to_stdout(self) -> bool:
@@ -61,7 +63,7 @@ class Output:
 
     @property
     def label(self) -> str:
-        return FORMATS[self.kind][0]
+        return self.title or FORMATS[self.kind][0]
 
     def describe(self) -> str:
         """How messages name it: `--json r.json`, `--json r.json (derived from --output)`, `--json (stdout)`."""
@@ -132,6 +134,15 @@ def plan_view(output: str, option: str = "--output") -> Output:
     if kind not in ("html", "markdown"):
         raise OutputError(f"{option} {output}: use a .html or .md file name (or - for Markdown on stdout)")
     return Output(kind, output, option)
+
+
+def plan_text(value: str, option: str, title: str) -> Output:
+    """A plain text output of any file name (fleet's --exclude-file); `-` is stdout."""
+    if value == "":
+        raise OutputError(f"{option} '': an empty file name; give a path, or - for stdout")
+    if "\0" in value:
+        raise OutputError(f"{option}: the file name holds a NUL byte")
+    return Output("text", None if value == STDOUT else value, option, title=title)
 
 
 # ---------------------------------------------------------------- checking

@@ -127,7 +127,9 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
 
 
 def _speedup_fmt(v: Any) -> str:
-    return f"{render.fmt_x(v['speedup'])} ({v['workers']} workers)" if isinstance(v, dict) else render.fmt_x(v)
+    if not isinstance(v, dict):
+        return render.fmt_x(v)
+    return f"{render.fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
 
 
 def _switch_cost(report: Dict[str, Any]) -> Value:
@@ -293,26 +295,46 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
             "thresholds": THRESHOLDS, "chart": _chart(reports, names)}
 
 
+# Findings about the GPU side: they can slow down only what ran on a GPU.
+GPU_PROBES = ("driver", "launch", "contention", "pcie")
+
+
 def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
+    """Warning and critical findings by code, each with the probe it came from."""
     out = {}
-    for res in _d(report.get("probes")).values():
+    for probe, res in _d(report.get("probes")).items():
         for f in _list(_d(res).get("findings")):
             if isinstance(f, dict) and f.get("severity") in ("critical", "warning") and f.get("code"):
-                out.setdefault(str(f["code"]), f)
+                out.setdefault(str(f["code"]), dict(f, probe=probe))
     return out
+
+
+def _gpu_side(f: dict) -> bool:
+    return f.get("probe") in GPU_PROBES or str(f.get("code")).startswith("CUDA_")
 
 
 def _finding_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> List[Tuple[str, str]]:
     """Warnings and critical findings a report has that the first does not: (severity, sentence).
 
-    A critical one (e.g. CUDA_LAUNCH_BLOCKING_ON) is by itself able to explain a slowdown.
+    A critical one (e.g. CUDA_LAUNCH_BLOCKING_ON) is by itself able to explain a slowdown, unless it
+    is about the GPU and that report measured nothing on a GPU: then it is a difference in setup
+    (severity "info" here), since it cannot explain numbers measured without one.
     """
+    from gpudiag.diagnose.access import gpu_questions_answered
+
     first = _findings(reports[0])
     out = []
     for name, rep in zip(names[1:], reports[1:]):
+        gpu_measured = gpu_questions_answered(rep)
         for code, f in _findings(rep).items():
-            if code not in first:
-                out.append((f["severity"], f"{code} ({f['severity']}) in {name}, not in {names[0]}: {f.get('message') or ''}"))
+            if code in first:
+                continue
+            text = f"{code} ({f['severity']}) in {name}, not in {names[0]}: {f.get('message') or ''}"
+            if _gpu_side(f) and not gpu_measured:
+                out.append(("info", text.rstrip() + f" (nothing ran on a GPU in {name}, so it cannot explain "
+                                                    "these numbers)"))
+            else:
+                out.append((f["severity"], text))
     return out
 
 

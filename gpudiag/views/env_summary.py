@@ -1,24 +1,22 @@
 """`gpudiag env`: the environment as GitHub-ready Markdown, fast (no torch import, no py-cpuinfo).
 
-Covers what `python -m torch.utils.collect_env` prints that matters here, plus what it cannot say:
-distro, WSL and its memory cap, container, GIL build, cgroup limits and OOM kills, driver model,
-open/proprietary kernel module, PCIe link and the processes holding the GPU. Facts come from the
-same collectors as the `system` and `driver` probes; everything printed passes through redaction.
+Every field `python -m torch.utils.collect_env` prints has a row under its own label (views/
+env_fields.py), with the value or why it is not shown, plus what collect_env cannot say: distro,
+WSL and its memory cap, container, GIL build, cgroup limits and OOM kills, CPU instruction sets,
+driver model, open/proprietary kernel module, PCIe link, the processes holding the GPU, and
+CUDA packages checked against torch's build. Facts come from the same collectors as the `system`
+and `driver` probes; everything printed passes through redaction.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import re
 from typing import Any, Callable, List, Optional
 
+from gpudiag.views import env_fields
 from gpudiag.views.text import md_cell, md_code, md_text
 
 _GIB = 2 ** 30
 NA = "n/a"
-_PACKAGES = re.compile(r"^(torch|torchvision|torchaudio|numpy|triton|nvidia-ml-py|pynvml|cupy.*|jax|jaxlib|"
-                       r"tensorflow|onnxruntime.*|accelerate|transformers|deepspeed|xformers|"
-                       r"nvidia-(cuda|cudnn|cublas|nccl).*|psutil|py-cpuinfo|gpudiag)$", re.I)
 
 
 def _cell(value: Any) -> str:
@@ -49,11 +47,12 @@ def _known(v: Any) -> bool:
 
 # ------------------------------------------------------------------ collection
 
-def collect_system(environ=None) -> dict:
-    """The `system` data on the fast path: no torch import, no py-cpuinfo."""
+def collect_system(environ=None, pending=None) -> dict:
+    """The `system` data on the fast path: no torch import, no py-cpuinfo. `pending` is a
+    platform.inventory.start() handle whose compiler subprocesses are already running."""
     from gpudiag.probes import system
 
-    data = system.collect(detailed_cpu=False, import_torch=False, environ=environ)
+    data = system.collect(detailed_cpu=False, import_torch=False, environ=environ, pending=pending)
     data["findings"] = system.findings_for(data)
     return data
 
@@ -74,15 +73,6 @@ def collect_driver(session_factory: Optional[Callable] = None) -> dict:
     analyze = getattr(driver, "analyze", None)
     findings = analyze(data) if callable(analyze) else []
     return {"data": data, "findings": findings}
-
-
-def _packages() -> List[tuple]:
-    seen = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata.get("Name") or ""
-        if _PACKAGES.match(name):
-            seen[name.lower()] = (name, dist.version)
-    return sorted(seen.values(), key=lambda t: t[0].lower())
 
 
 # ------------------------------------------------------------------ rendering
@@ -113,6 +103,7 @@ def _system_rows(s: dict) -> List[tuple]:
         cores += f" ({cpu['affinity_cores']} usable by this process)"
     mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
     rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
+    rows += env_fields.cpu_feature_rows(s)
     swap = _gib(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none"
     rows.append(("RAM", _join(f"{_gib(mem.get('total_bytes'))} total, {_gib(mem.get('available_bytes'))} available",
                               f"swap {swap}")))
@@ -220,10 +211,15 @@ def _gpu_details(drv: dict) -> List[str]:
     return out
 
 
-def render(system_data: dict, driver: dict, packages: List[tuple], version: str) -> str:
-    """Markdown from collected data (pure: tested with stand-in dicts)."""
+def render(system_data: dict, driver: dict, packages: Optional[List[tuple]] = None, version: str = "") -> str:
+    """Markdown from collected data (pure: tested with stand-in dicts). `packages` [(name, version)]
+    is used only when the system data has no `packages` section."""
     lines = [f"### Environment (`gpudiag env` {version})", "", "| | |", "|---|---|"]
     for key, value in _system_rows(system_data) + _gpu_rows(driver):
+        lines.append(f"| **{_cell(key)}** | {_cell(value)} |")
+    lines += ["", "#### Field by field: `python -m torch.utils.collect_env`", "",
+              "| collect_env field | value |", "|---|---|"]
+    for key, value in env_fields.collect_env_rows(system_data, driver):
         lines.append(f"| **{_cell(key)}** | {_cell(value)} |")
     findings = list(system_data.get("findings") or []) + list(driver.get("findings") or [])
     order = {"critical": 0, "warning": 1, "info": 2}
@@ -241,17 +237,28 @@ def render(system_data: dict, driver: dict, packages: List[tuple], version: str)
     details = _gpu_details(driver)
     if details:
         lines += ["", "<details><summary>GPU details</summary>", ""] + [f"- {md_text(d)}" for d in details] + ["", "</details>"]
-    if packages:
-        lines += ["", "<details><summary>Relevant packages</summary>", "", "```"]
-        lines += [md_code(f"{n}=={v}") for n, v in packages] + ["```", "", "</details>"]
+    cpu = env_fields.cpu_rows(system_data)
+    if cpu:
+        lines += ["", "<details><summary>CPU (lscpu fields)</summary>", "", "| field | value |", "|---|---|"]
+        lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in cpu] + ["", "</details>"]
+    pkg_lines = env_fields.package_lines(system_data) if system_data.get("packages") else \
+        [f"{n}=={v}" for n, v in (packages or [])]
+    if pkg_lines:
+        lines += ["", "<details><summary>Versions of relevant libraries</summary>", "", "```"]
+        lines += [md_code(line) for line in pkg_lines] + ["```", "", "</details>"]
     lines += ["", "<sub>Hostname, username and home paths hashed or shown as ~ unless --no-redact; "
                   "secrets and GPU UUIDs are always removed.</sub>", ""]
     return "\n".join(lines)
 
 
 def env_markdown(identify: bool = True) -> str:
-    from gpudiag import __version__
+    """The `gpudiag env` text, redacted. The compilers' `--version` runs start first, so they
+    overlap NVML and the file reads."""
+    from gpudiag import __version__, platform
+    from gpudiag.platform import inventory
     from gpudiag.report.redact import redact
 
-    text = render(collect_system(), collect_driver(), _packages(), __version__)
+    pending = inventory.start(kind=platform.KIND)
+    driver = collect_driver()
+    text = render(collect_system(pending=pending), driver, None, __version__)
     return redact(text, identify=identify)

@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, List, Optional
 import jinja2
 from markupsafe import Markup
 
-from gpudiag.views import charts
+from gpudiag import capabilities
+from gpudiag.views import charts, env_fields, watch_view
 from gpudiag.views.text import md_cell, md_code, md_text, terminal_safe
 from gpudiag.report import contract as report_mod
 
@@ -71,6 +72,31 @@ def _safe(fn: Callable[[Any], str]) -> Callable[[Any], Markup]:
     return lambda x: Markup(fn(x))
 
 
+# Install hints that every probe skipped for the same reason repeats. The report says each once,
+# in the summary's torch row, and everywhere else refers to it.
+INSTALL_HINTS = (": " + capabilities.CUDA_BUILD_HINT, ": " + capabilities.TORCH_HINT)
+SEE_SUMMARY = " (see the summary)"
+_KEEP_AS_MEASURED = ("raw", "evidence", "r", "probes", "host")  # data shown as it is, never reworded
+
+
+def refer_to_summary(x: Any, hints: List[str]) -> Any:
+    """A copy of a view-model value with each hint replaced by a reference to the summary.
+
+    Raw data, finding evidence and chart SVG (Markup) are left as they are.
+    """
+    if isinstance(x, Markup):
+        return x
+    if isinstance(x, str):
+        for h in hints:
+            x = x.replace(h, SEE_SUMMARY)
+        return x
+    if isinstance(x, dict):
+        return {k: v if k in _KEEP_AS_MEASURED else refer_to_summary(v, hints) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(refer_to_summary(v, hints) for v in x)
+    return x
+
+
 @functools.lru_cache(maxsize=2)
 def _env(autoescape: bool) -> jinja2.Environment:
     """The HTML environment (autoescape=True), or the Markdown one (False: Markdown escaping on every value)."""
@@ -96,26 +122,31 @@ def _context(report: Dict[str, Any]) -> Dict[str, Any]:
     probes = report.get("probes") or {}
     counts = {s: sum(1 for r in probes.values() if r.get("status") == s) for s in report_mod.STATUSES}
     findings = report_mod.all_findings(report)
+    head = summary(report, findings)
+    said = [h for h in INSTALL_HINTS if h in head["torch"]]
+    rest = refer_to_summary({"findings": findings, "sections": probe_sections(report),
+                             "recview": recommendation_view(report),
+                             "summary": {k: v for k, v in head.items() if k != "torch"}}, said)
+    rest["summary"]["torch"] = head["torch"]
     return {
         "r": report,
         "host": report.get("host") or {},
         "probes": probes,
-        "findings": findings,
         "counts": counts,
         "rec": report.get("recommendation"),
-        "summary": summary(report, findings),
-        "sections": probe_sections(report),
-        "recview": recommendation_view(report),
+        **rest,
     }
 
 
 def render_html(report: Dict[str, Any]) -> str:
+    """The report as one self-contained HTML page (inline CSS and SVG, no script, no external resource)."""
     env = _env(True)
     css = env.loader.get_source(env, "style.css")[0]
     return env.get_template("report.html.j2").render(css=css, **_context(report))
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
+    """The report as GitHub Markdown for an issue comment, cut to stay under GitHub's size limit."""
     text = _env(False).get_template("report.md.j2").render(raw_limit=MARKDOWN_RAW_LIMIT, **_context(report))
     if len(text) > MARKDOWN_LIMIT:
         cut = text.rfind("\n", 0, MARKDOWN_LIMIT - 200)
@@ -124,12 +155,12 @@ def render_markdown(report: Dict[str, Any]) -> str:
 
 
 def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = None) -> str:
+    """The few lines `gpudiag report` prints at the end: machine, probe statuses, top findings, files written."""
     ctx = _context(report)
     lines = []
-    host = ctx["host"]
-    gpus = ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen"
-    lines.append(f"gpudiag {report.get('gpudiag_version')} ({report.get('mode')}): "
-                 f"{host.get('os') or 'unknown OS'}; {gpus}")
+    head = ctx["summary"]
+    lines.append(f"gpudiag {report.get('gpudiag_version')} ({report.get('mode')}): OS {head['os']}; GPUs {head['gpus']}")
+    lines += [f"  ({note})" for note in head["unmeasured"]]
     for name, res in _d(ctx["probes"]).items():
         res = _d(res)
         status = str(res.get("status"))
@@ -161,6 +192,8 @@ PROBE_TITLES = {
     "system": "System", "driver": "NVIDIA driver and GPUs", "gil": "Threads vs processes (GIL)",
     "launch": "Kernel launch latency and CUDA graphs", "contention": "CUDA context switching",
     "pcie": "PCIe transfer bandwidth", "cycle": "Strategy tournament and GPU idle gaps",
+    "fleet": "Fleet: every rank compared, collectives",
+    "watch": "Your job, watched while it ran",
 }
 CAUSE_LABELS = {
     "gil_contention": "GIL contention between threads",
@@ -170,6 +203,7 @@ CAUSE_LABELS = {
     "host_sync_idle": "Idle gaps from host syncs",
     "gpu_shared": "Another process sharing the GPU",
     "driver_model": "Driver model (WDDM / TCC)",
+    "input_starvation": "Waiting for input (DataLoader)",
 }
 VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "not_measured": "v-not_measured"}
 TOP_FINDINGS = 3
@@ -235,10 +269,34 @@ def _label(table_: Dict[str, str], key: Any, default: Any = None) -> Any:
     return table_.get(key, default) if isinstance(key, str) else default
 
 
+def not_measured(report: Dict[str, Any], probe: str) -> Optional[str]:
+    """Why `probe` gave no facts in this report ("the system probe did not run"), or None if it ran ok.
+
+    A partial report (`--only gil`) must say "not measured" for what it did not measure, never turn
+    a probe that did not run into a false fact such as "unknown OS" or torch "not installed".
+    """
+    res = _d(_d(report.get("probes")).get(probe))
+    if not res:
+        return f"the {probe} probe did not run"
+    status = res.get("status")
+    if status == "ok":
+        return None
+    why = f": {res['reason']}" if res.get("reason") else ""
+    return f"the {probe} probe {'was skipped' if status == 'skipped' else 'failed'}{why}"
+
+
 def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
     host = {k: _text_or_none(v) if k not in ("gpus",) else v for k, v in _d(report.get("host")).items()}
     rec = _d(report.get("recommendation"))
-    os_text = str(host.get("os") or "unknown OS")
+    drv = _d(_d(report.get("probes")).get("driver"))
+    # A skipped driver probe is a fact (no NVIDIA driver here); one that did not run or failed is not.
+    why_system = not_measured(report, "system")
+    why_driver = not_measured(report, "driver") if drv.get("status") != "skipped" else None
+    unmeasured = [f"{what} not measured: {why}." for what, why in (
+        ("Machine, OS, Python and torch", why_system), ("GPUs and driver", why_driver)) if why]
+    no_system = "not measured" if why_system else None
+    no_driver = "not measured" if why_driver else None
+    os_text = str(host.get("os") or no_system or "n/a (not reported)")
     if host.get("wsl"):
         os_text += f" (WSL{host['wsl']})"
     if host.get("container"):
@@ -249,31 +307,39 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         model = f"Linux, {host['kernel_module']} kernel module"
     elif host.get("driver_version"):
         model = "n/a (not reported by the driver)"
+    elif no_driver:
+        model = no_driver
     else:
-        drv = _d(_d(report.get("probes")).get("driver"))
         model = f"n/a ({drv.get('reason')})" if drv.get("reason") else "n/a (no NVIDIA driver seen)"
     cores = ""
     if host.get("logical_cores"):
         cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
     machine = " · ".join(str(x) for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
-                                     if _num(host.get("ram_total_bytes")) else None) if x) or "n/a"
+                                          if _num(host.get("ram_total_bytes")) else None) if x) or no_system or "n/a"
+    if host.get("torch"):
+        torch = str(host["torch"]) + (f" · CUDA {host['torch_cuda']}" if host.get("torch_cuda")
+                                 else f" · CPU-only build: {capabilities.CUDA_BUILD_HINT} to answer the GPU questions")
+    else:
+        missing = _d(_d(_d(_d(report.get("probes")).get("system")).get("data")).get("torch")).get("reason_missing")
+        torch = no_system or (str(missing) if missing else "not installed")
     strategy = None
-    if rec.get("strategy"):
+    if rec.get("strategy") and rec.get("source") != "watch":  # a watch names no speedup; its headline says it all
         strategy = {"name": rec["strategy"], "workers": rec.get("workers"),
                     "speedup": fmt_x(rec.get("speedup")), "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
                     "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s"))}
     top = findings[:TOP_FINDINGS]  # already most severe first
     return {
-        "machine": machine, "os": os_text, "kernel": host.get("kernel") or "n/a",
-        "gpus": ", ".join(str(g) for g in _l(host.get("gpus"))) or "no NVIDIA GPU seen",
-        "driver": " · ".join(str(x) for x in (host.get("driver_version"),) if x) or "n/a",
+        "machine": machine, "os": os_text, "kernel": host.get("kernel") or no_system or "n/a",
+        "gpus": ", ".join(str(g) for g in _l(host.get("gpus"))) or no_driver or "no NVIDIA GPU seen",
+        "driver": host.get("driver_version") or no_driver or "n/a",
         "driver_model": model,
-        "python": str(host.get("python") or "n/a") + (" (GIL disabled)" if _d(report.get("host")).get("gil") is False else ""),
-        "torch": str(host.get("torch") or "not installed") + (
-            (f" · CUDA {host['torch_cuda']}" if host.get("torch_cuda") else " · CPU-only build") if host.get("torch") else ""),
+        "python": str(host.get("python") or no_system or "n/a")
+        + (" (GIL disabled)" if _d(report.get("host")).get("gil") is False else ""),
+        "torch": torch,
         "headline": rec.get("headline"), "strategy": strategy,
         "gpu_questions_answered": rec.get("gpu_questions_answered") if rec else None,
         "top_findings": top, "more_findings": max(len(findings) - len(top), 0),
+        "unmeasured": unmeasured,
     }
 
 
@@ -300,7 +366,7 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return {
         "headline": rec.get("headline"),
         "gpu_questions_answered": rec.get("gpu_questions_answered"),
-        "choice": table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
+        "choice": watch_view.choice_table(rec) if rec.get("source") == "watch" else table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
                         [[rec.get("strategy") or "n/a", _na(rec.get("workers")), _na(rec.get("cycles_per_s")),
                           _na(rec.get("serial_cycles_per_s")), fmt_x(rec.get("speedup"))]], stack=True),
         "verdicts": table("Suspected causes", ["cause", "verdict", "summary", "figures", "reason"], verdict_rows,
@@ -354,6 +420,9 @@ def _view_system(data: dict) -> dict:
     ]
     env = _d(data.get("env"))
     tables = [table("Environment variables (allowlisted)", ["name", "value"], [[k, v] for k, v in env.items()])] if env else []
+    # collect_env's fields, the CPU block and the packages (views/env_fields.py, shared with `gpudiag env`)
+    kv += env_fields.cpu_feature_rows(data)
+    tables += [table(title, cols, rows, stack=True) for title, cols, rows in env_fields.report_tables(data)]
     return {"kv": kv, "tables": tables}
 
 
@@ -397,6 +466,23 @@ def _view_driver(data: dict) -> dict:
     return {"kv": kv, "tables": tables}
 
 
+def _worker_memory(mem: dict) -> str:
+    """The one per-worker host figure (per_worker_host_bytes, USS where the OS gives it) under its name,
+    with the same measure at the other steps: the finding and the recommendation quote the same figure."""
+    source = str(mem.get("per_worker_host_source") or "")
+    if not _num(mem.get("per_worker_host_bytes")):
+        return "n/a"
+    kind = "rss" if source.startswith("RSS") else "uss"
+    steps = [f"{label}: {fmt_bytes(mem.get(f'{kind}_{key}_bytes'))}"
+             for label, key in (("before torch", "before_torch"), ("after import torch", "after_torch"),
+                                ("after CUDA init", "after_cuda"))
+             if _num(mem.get(f"{kind}_{key}_bytes")) and not source.endswith(label)]
+    if not _num(mem.get(f"{kind}_after_cuda_bytes")) and mem.get("reason_cuda"):
+        steps.append(f"after CUDA init: n/a, {mem['reason_cuda']}")
+    text = f"{fmt_bytes(mem['per_worker_host_bytes'])}" + (f", {source}" if source else "")
+    return text + (f" ({'; '.join(steps)})" if steps else "")
+
+
 def _view_gil(data: dict) -> dict:
     py, st, mem = _d(data.get("python")), _d(data.get("startup")), _d(data.get("memory"))
     rows = [_d(r) for r in _l(data.get("scaling"))]
@@ -407,9 +493,7 @@ def _view_gil(data: dict) -> dict:
     fits = _d(mem.get("fits"))
     kv = [("GIL enabled", fmt_num(py.get("gil_enabled"))), ("Free-threaded build", fmt_num(py.get("free_threaded_build"))),
           ("Process worker start-up", f"{_na(st.get('total_s'))} s (spawn {_na(st.get('spawn_s'))} s + import torch {_na(st.get('import_torch_s'))} s)"),
-          ("Host memory per worker", f"{fmt_bytes(mem.get('rss_before_torch_bytes'))} before torch, "
-                                     f"{fmt_bytes(mem.get('rss_after_torch_bytes'))} after, "
-                                     f"{fmt_bytes(mem.get('rss_after_cuda_bytes')) if _num(mem.get('rss_after_cuda_bytes')) else _na(None, mem.get('reason_cuda'))} after CUDA init"),
+          ("Host memory per process worker", _worker_memory(mem)),
           ("Device memory per CUDA context", fmt_bytes(mem.get("device_bytes_per_context")) if _num(mem.get("device_bytes_per_context"))
            else _na(None, mem.get("reason_cuda"))),
           ("Workers that fit", f"threads {_na(fits.get('threads'))}, processes {_na(fits.get('processes'))} "
@@ -528,9 +612,15 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     return {"kv": kv, "charts": out}
 
 
+def _view_fleet(data: dict) -> dict:
+    from gpudiag.views import fleet_view  # it builds on this module's helpers
+
+    return fleet_view.view(data)
+
+
 _VIEWS: Dict[str, Callable[..., dict]] = {
     "system": _view_system, "driver": _view_driver, "gil": _view_gil, "launch": _view_launch,
-    "contention": _view_contention, "pcie": _view_pcie,
+    "contention": _view_contention, "pcie": _view_pcie, "fleet": _view_fleet, "watch": watch_view.view,
 }
 
 

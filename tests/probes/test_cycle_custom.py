@@ -136,12 +136,36 @@ def test_cli_rejects_a_malformed_cycle_value_in_one_line(only_cycle, value):
 
 
 @needs_torch
-def test_cli_missing_module_is_a_failed_probe_not_a_traceback(only_cycle, user_folder):
-    res = CliRunner().invoke(main, ["report", "--cycle", "missing_mod_xyz:make", "--json", "r.json", "-o", "r.html"])
-    assert res.exit_code == 0, res.output
-    assert "Traceback" not in res.output
-    cyc = json.loads((user_folder / "r.json").read_text())["probes"]["cycle"]
-    assert cyc["status"] == "failed" and "cannot import module 'missing_mod_xyz'" in cyc["reason"]
+@pytest.mark.parametrize("ref, words", [
+    ("missing_mod_xyz:make", "cannot import module 'missing_mod_xyz'"),
+    ("broken_import:make", "cannot import module 'broken_import'"),
+    ("good_loop:nothing_here", "module 'good_loop' has no attribute 'nothing_here'"),
+    ("good_loop:VALUE", "'VALUE' is not callable"),
+])
+def test_cli_checks_the_cycle_factory_before_any_probe_runs(user_folder, ref, words):
+    """Importable and callable, checked up front: exit 2, one line, no internal file name, nothing written."""
+    res = CliRunner().invoke(main, ["report", "--only", "system", "--only", "cycle", "--cycle", ref,
+                                    "--json", "r.json", "-o", "r.html"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"gpudiag: error: --cycle {ref}: ") and words in lines[0]
+    assert ".py:" not in lines[0] and "Traceback" not in res.output
+    assert not (user_folder / "r.json").exists() and not (user_folder / "r.html").exists()
+
+
+@needs_torch
+def test_run_report_raises_value_error_for_a_bad_factory(user_folder):
+    import gpudiag
+
+    with pytest.raises(ValueError, match="no attribute 'nope'"):
+        gpudiag.run_report(only="cycle", cycle="good_loop:nope")
+
+
+def test_the_factory_check_never_calls_the_factory(user_folder):
+    """good_loop:boom raises when called; the check only imports and looks it up."""
+    from gpudiag import api
+
+    api._check_cycle_factory("good_loop:boom")  # no ValueError
 
 
 def test_cli_cycle_with_the_cycle_probe_skipped_is_a_usage_error(monkeypatch):

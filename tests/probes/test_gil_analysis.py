@@ -172,7 +172,7 @@ def test_worker_memory_limits_explains_four_workers_oom_on_kali():
     out = ga.analyse({"scaling": [], "memory": kali_memory()}, usable_cores=4)
     (f,) = [x for x in out["findings"] if x["code"] == "WORKER_MEMORY_LIMITS"]
     assert f["severity"] == "warning"
-    assert "1.9 GiB of host memory (torch imported and CUDA initialised)" in f["message"]
+    assert "1.9 GiB of host memory (after import torch and CUDA init)" in f["message"]
     assert "6.0 GiB available 3 workers fit in RAM" in f["message"]
     assert "300 MiB of GPU memory per CUDA context and 3.5 GiB free, 12 fit on the GPU" in f["message"]
     assert "4 workers (one per usable core) would need 7.6 GiB" in f["message"]

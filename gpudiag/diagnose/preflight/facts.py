@@ -25,11 +25,15 @@ def _gather_driver(facts: Dict[str, Any], nvml_session: Optional[Callable[[], An
             facts["nvml"] = {"reachable": True, "reason": None}
             try:
                 facts["driver"] = collect(n)
-            except Exception as exc:  # best effort: pynvml raises generated NVMLError_* classes; the other checks go on
+            except Exception as exc:  # broad on purpose: a best-effort fact
+                # NVML's own errors are already "n/a" in the data (Nvml.call), so this is an unforeseen failure
+                # or a bug in the readers: the driver facts go missing with this reason, the other checks go on.
                 facts["driver_reason"] = f"reading the driver failed: {type(exc).__name__}: {exc}"
     except nvml.NvmlUnavailable as exc:
         facts["nvml"] = {"reachable": False, "reason": str(exc)}
-    except Exception as exc:  # best effort: an error closing the session (NVMLError_*) must not stop preflight
+    except Exception as exc:  # broad on purpose: a best-effort fact
+        # NvmlUnavailable (no driver) is handled above; this is NVML or its binding failing some other way
+        # (a non-NVML error from nvmlInit or nvmlShutdown): preflight reports it as a reason, it does not crash.
         if facts.get("nvml", {}).get("reachable"):
             facts.setdefault("driver_reason", f"NVML session error: {type(exc).__name__}: {exc}")
         else:
@@ -48,6 +52,8 @@ def _gather_memory(facts: Dict[str, Any], memory_facts: Optional[Callable[[], Di
 
 
 def _report_figures(rep: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Per-worker host and device bytes (and per-thread host bytes) the `gil` probe measured in a saved
+    report, or None when it has neither: these replace the defaults in the memory checks."""
     mem = ((((rep.get("probes") or {}).get("gil") or {}).get("data") or {}).get("memory") or {})
     host, dev = num(mem.get("per_worker_host_bytes")), num(mem.get("per_worker_device_bytes"))
     if not host and not dev:
@@ -67,6 +73,7 @@ def find_saved_report(search_dir: Optional[str], explicit: Sequence[str] = ()) -
     found: List[str] = []
     if search_dir:
         def mtime(path: str) -> float:
+            """Modification time for sorting newest first; 0 for a file that vanished meanwhile."""
             try:
                 return os.path.getmtime(path)
             except OSError:  # removed while we looked
@@ -105,6 +112,8 @@ def _start_method() -> Tuple[str, str]:
 
 
 def _gather_disk(path: str) -> Dict[str, Any]:
+    """Free and total bytes and writability of the checkpoint folder (display path only; free/total None
+    with the OS's reason where it cannot be read)."""
     import shutil
 
     out: Dict[str, Any] = {"path": display_path(path), "writable": os.access(path, os.W_OK)}

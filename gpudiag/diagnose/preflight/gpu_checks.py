@@ -70,11 +70,14 @@ def resolve_gpu(facts: Mapping[str, Any], plan: Plan) -> Tuple[Optional[Dict[str
 
 
 def gpu_tag(gpu: Mapping[str, Any]) -> str:
+    """"GPU 0 (NVIDIA GeForce GTX 1650)", or "GPU 0" where NVML gives no name: how every message names it."""
     name = gpu.get("name")
     return f"GPU {gpu.get('index')}" + (f" ({name})" if isinstance(name, str) and name != NA else "")
 
 
 def check_nvml(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`nvml`: fail when the driver/NVML cannot be reached (with NVML's reason); else pass with the driver
+    version, the CUDA version it supports and the GPU count, which every later GPU check relies on."""
     nv = facts.get("nvml") or {}
     if not nv.get("reachable"):
         return Check("nvml", "fail", f"NVIDIA driver/NVML not reachable: {nv.get('reason') or 'unknown reason'}",
@@ -93,6 +96,8 @@ def check_nvml(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def check_gpu_visible(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`gpu_visible`: fail when the driver lists no GPU, CUDA_VISIBLE_DEVICES hides every one, or CUDA device
+    `plan.device` maps to none; pass naming its NVML GPU, noting where CUDA and NVML may order GPUs apart."""
     env = facts.get("env") or {}
     cvd = env.get("CUDA_VISIBLE_DEVICES")
     ev: Dict[str, Any] = {"CUDA_VISIBLE_DEVICES": cvd, "device": plan.device}
@@ -172,11 +177,13 @@ def check_torch_cuda(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def _proc_rows(gpu: Mapping[str, Any], kind: str) -> Any:
+    """The GPU's `kind` (compute/graphics) process rows, or NA where NVML cannot list them (WSL2)."""
     rows = (gpu.get("processes") or {}).get(kind, NA)
     return rows if isinstance(rows, list) else NA
 
 
 def _proc_name(row: Mapping[str, Any]) -> str:
+    """How a process is named in a message: its name, with the app label where it adds one ("code (VS Code)")."""
     name = row.get("name")
     if not name:
         return f"pid {row.get('pid')}"
@@ -187,6 +194,7 @@ def _proc_name(row: Mapping[str, Any]) -> str:
 
 
 def _names(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The distinct process names of `rows`, comma-separated."""
     seen: List[str] = []
     for r in rows:
         n = _proc_name(r)
@@ -196,6 +204,8 @@ def _names(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def check_gpu_processes(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`gpu_processes`: warn when other compute processes (they time-share the GPU) or desktop programs
+    (they draw on it) use the run's GPU; pass when none does; skip where NVML cannot list them."""
     gpu, why = resolve_gpu(facts, plan)
     if gpu is None:
         return Check("gpu_processes", "skip", why)
@@ -230,6 +240,8 @@ def check_gpu_processes(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def check_vram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:
+    """`vram`: the workers' device memory need against the GPU's free memory now: fail if it does not fit,
+    warn above 90 % of it (TIGHT_FRACTION), pass otherwise; skip where NVML does not say what is free."""
     gpu, why = resolve_gpu(facts, plan)
     if gpu is None:
         return Check("vram", "skip", why)
@@ -246,6 +258,8 @@ def check_vram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) ->
 
 
 def check_clocks(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`clocks`: warn when heat or power holds the clocks down right now (a long run would be slower),
+    naming the reasons, temperature and power; pass otherwise."""
     gpu, why = resolve_gpu(facts, plan)
     if gpu is None:
         return Check("clocks", "skip", why)
@@ -270,6 +284,8 @@ def check_clocks(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def _gpu_idle(gpu: Mapping[str, Any]) -> bool:
+    """True when the GPU idles (NVML's gpu_idle reason, or under 10 % busy): an idle link's low generation
+    is power saving, not a fault."""
     active = (gpu.get("clock_event_reasons") or {}).get("active")
     util = num(gpu.get("utilization_gpu_percent"))
     return (isinstance(active, list) and "gpu_idle" in active) or (util is not None and util < 10)
@@ -307,6 +323,8 @@ def check_pcie(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def check_persistence(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`persistence_mode` (Linux only): warn when it is off on a GPU with no display, so each new CUDA
+    process pays the driver's start-up again; pass when on or a display keeps the driver up."""
     host = driver_host(facts)
     if host not in ("linux",):
         return Check("persistence_mode", "skip", "Linux only" + (" (under WSL2 the Windows driver manages the GPU)"
@@ -349,6 +367,8 @@ def check_windows_hags(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def check_windows_tdr(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`windows_tdr`: warn when a WDDM GPU that drives a display resets work running longer than TdrDelay
+    (<= 2 s); pass under TCC/MCDM, with TDR off, or without a display; skip off Windows."""
     win = (facts.get("driver") or {}).get("windows")
     if driver_host(facts) != "windows" or not isinstance(win, dict):
         return Check("windows_tdr", "skip", "Windows only")

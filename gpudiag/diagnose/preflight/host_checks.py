@@ -10,6 +10,8 @@ from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
 
 
 def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:
+    """`host_ram`: the workers' RAM need against what new processes may use (available RAM, or the cgroup
+    limit's room, WSL2's cap noted): fail if it does not fit (the OOM killer), warn above 90 %."""
     mem = facts.get("memory") or {}
     budget, what = host_budget(mem)
     ev = {k: mem.get(k) for k in ("available_bytes", "total_bytes", "cgroup_limit_bytes", "cgroup_usage_bytes",
@@ -30,6 +32,8 @@ def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]
 
 
 def check_swap(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:
+    """`swap`: warn when swap is over half used before the run, or absent while the workers need over 3/4
+    of the memory left (going over then means the OOM killer, not a slowdown); pass otherwise."""
     mem = facts.get("memory") or {}
     total, used = num(mem.get("swap_total_bytes")), num(mem.get("swap_used_bytes"))
     ev = {"swap_total_bytes": total, "swap_used_bytes": used}
@@ -48,6 +52,8 @@ def check_swap(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) ->
 
 
 def check_oom_kills(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`oom_kills`: warn when the OOM killer has already struck since boot or in this cgroup (memory ran out
+    here before); skip where there is no counter (not Linux)."""
     mem = facts.get("memory") or {}
     kills, cg_kills = num(mem.get("oom_kills_since_boot")), num(mem.get("cgroup_oom_kills"))
     ev = {"oom_kills_since_boot": kills, "cgroup_oom_kills": cg_kills}
@@ -97,6 +103,8 @@ def check_environment(facts: Mapping[str, Any], plan: Plan) -> Check:
 
 
 def check_disk(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`disk`: fail when --checkpoint-dir is not writable or has less than --min-free-disk free; skip
+    without --checkpoint-dir, so a long run does not die at its first checkpoint."""
     disk = facts.get("disk")
     if not plan.checkpoint_dir or not isinstance(disk, dict):
         return Check("disk", "skip", "no --checkpoint-dir given")

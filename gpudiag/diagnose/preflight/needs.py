@@ -25,6 +25,7 @@ def worker_needs(facts: Mapping[str, Any], plan: Plan) -> Dict[str, Any]:
 
     def pick(flag: Optional[int], flag_name: str, rep_value: Any, rep_src: Optional[str], default: int,
              default_src: str) -> Tuple[int, str]:
+        """(bytes, where from): the flag when given, else the saved report's figure, else the labelled default."""
         if flag is not None:
             return flag, flag_name
         if num(rep_value) and rep_src:
@@ -73,6 +74,8 @@ def need_text(need: Mapping[str, Any], plan: Plan, kind: str) -> str:
 
 
 def fit_status(need: float, have: float) -> str:
+    """"fail" when `need` exceeds `have`, "warn" above TIGHT_FRACTION (90 %) of it, else "pass": the
+    shared verdict of the RAM and VRAM checks."""
     if need > have:
         return "fail"
     if need > TIGHT_FRACTION * have:

@@ -34,6 +34,7 @@ PAGEABLE_FASTER_FACTOR = 1.1
 
 
 def _is_int(v: Any) -> bool:
+    """An int that is not a bool: NVML answers ints or "n/a", and True must not pass for Gen1 or x1."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 

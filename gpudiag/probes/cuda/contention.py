@@ -26,12 +26,14 @@ _MAX_HOST_SHARE = 0.6
 
 
 def _plan(quick: bool) -> dict:
+    """Kernels per run and worker counts to try, for threads and processes (quick: fewer kernels, 2 workers)."""
     if quick:
         return {"thread_kernels": 400, "thread_workers": [2], "proc_kernels": 800, "proc_workers": [2]}
     return {"thread_kernels": 1000, "thread_workers": [2, 4], "proc_kernels": 2000, "proc_workers": [2, 4]}
 
 
 def _stats(values, nd: int = 4) -> dict:
+    """summarize(values) with floats rounded to `nd` digits, so the report does not carry float noise."""
     return {k: (round(v, nd) if isinstance(v, float) else v) for k, v in summarize(values).items()}
 
 
@@ -42,6 +44,7 @@ def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
     streams = [torch.cuda.Stream() for _ in range(workers)]  # created before the clock starts
 
     def body(stream) -> None:
+        """One thread's work: `kernels` spin kernels on its own stream, then wait for that stream."""
         with torch.cuda.stream(stream):
             for _ in range(kernels):
                 torch.cuda._sleep(cycles)
@@ -81,6 +84,8 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
         done: Dict[int, dict] = {}
 
         def take(q, want: str, into: Dict[int, dict]) -> None:
+            """Fill `into` with every worker's `want` message; raises RuntimeError on a worker's error or death and
+            TimeoutError past the deadline, so a stuck worker never hangs the probe."""
             while len(into) < workers:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{workers} worker processes did not finish ({want}) in time")
@@ -118,6 +123,8 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    """The `contention` data and findings: calibrated kernel, threads vs one thread, processes vs ideal
+    time-sharing (each N skipped with a reason where memory or time does not allow), context costs."""
     import psutil
 
     from gpudiag.probes.cuda.device import device_info, require_cuda, spin_kernels, timed_sleep_ms

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List
 
-from gpudiag.capabilities import TORCH_HINT
+from gpudiag.capabilities import CUDA_BUILD_HINT, TORCH_HINT
 from gpudiag.probes.base import ProbeSkip
 
 
@@ -22,7 +22,7 @@ def require_cuda(min_free_bytes: int = 0):
         raise ProbeSkip(f"torch is not installed: {TORCH_HINT}") from None
     if getattr(torch.version, "cuda", None) is None:
         raise ProbeSkip(f"the installed torch {torch.__version__} has no CUDA support (a CPU-only or "
-                        "ROCm build): install a CUDA build from pytorch.org")
+                        f"ROCm build): {CUDA_BUILD_HINT}")
     if not torch.cuda.is_available() or torch.cuda.device_count() < 1:
         raise ProbeSkip("torch sees no usable CUDA device (torch.cuda.is_available() is False): check the "
                         "NVIDIA driver, that it is new enough for this torch's CUDA "
@@ -95,5 +95,10 @@ def contention_worker(index: int, cycles: int, kernels: int, ready_q, start_evt,
         t_end = time.perf_counter()
         del probe
         result_q.put(("done", index, {"t_start": t_start, "t_end": t_end, "elapsed_ms": elapsed}))
-    except Exception as exc:  # reported to the parent, which turns it into a reason
+    except (ImportError, OSError, AssertionError, RuntimeError) as exc:
+        # Reported to the parent, which turns it into a reason. What stops a worker here: torch missing
+        # or its CUDA libraries failing to load (ImportError, OSError), a CPU-only torch ("Torch not
+        # compiled with CUDA enabled" is an AssertionError), CUDA errors and out of memory (RuntimeError
+        # and torch's subclasses of it). Anything else is a bug and propagates: the parent still sees
+        # the worker exit non-zero and says so.
         result_q.put(("error", index, f"{type(exc).__name__}: {exc}"))

@@ -22,6 +22,7 @@ GRAPH_OPS = 100
 
 
 def _plan(quick: bool) -> dict:
+    """Launches and repeats for each measurement (quick: fewer repeats, the same kinds of figure)."""
     if quick:
         return {"launches": 1000, "launch_repeats": 20, "latency_repeats": 200, "sync_repeats": 500,
                 "graph_repeats": 30}
@@ -30,6 +31,7 @@ def _plan(quick: bool) -> dict:
 
 
 def _round_stats(values, ndigits: int = 3) -> dict:
+    """summarize(values) with floats rounded to `ndigits`: microsecond figures need no more."""
     return {k: (round(v, ndigits) if isinstance(v, float) else v) for k, v in summarize(values).items()}
 
 
@@ -76,6 +78,8 @@ def _graph_vs_eager(torch, x, repeats: int) -> dict:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    """The `launch` data and findings: launch overhead, tiny-kernel latency and device time, idle
+    synchronize, eager vs CUDA graph (all in microseconds; graph left out with a reason if capture fails)."""
     from gpudiag.probes.cuda.device import device_info, require_cuda
 
     torch = require_cuda(min_free_bytes=64 * 2 ** 20)  # a few tiny tensors and a graph pool

@@ -36,6 +36,8 @@ def read_link(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
 
 
 def link_limits(n: nvml_backend.Nvml, h: Any) -> Dict[str, Any]:
+    """The most the link may train to (ints or "n/a"): gen_max for card and slot together, gen_max_card for
+    the card alone, width_max; against the sampled link they tell a slot limit from a degraded link."""
     return {"gen_max": n.call("nvmlDeviceGetMaxPcieLinkGeneration", h),  # device and system
             "gen_max_card": n.call("nvmlDeviceGetGpuMaxPcieLinkGeneration", h),  # device alone
             "width_max": n.call("nvmlDeviceGetMaxPcieLinkWidth", h)}
@@ -52,10 +54,13 @@ class LinkSampler:
         self._thread = threading.Thread(target=self._loop, name="gpudiag-link-sampler", daemon=True)
 
     def _loop(self) -> None:
+        """Append a reading every 5 ms until stopped; the first failure ends sampling and is kept in `error`."""
         while not self._stop.is_set():
             try:
                 self.samples.append(self._read())
-            except Exception as exc:  # an NVML hiccup must not kill the bandwidth measurement
+            except Exception as exc:  # broad on purpose: this guards a background sampler
+                # NVML's own errors are already "n/a" (Nvml.call), so what lands here is unforeseen: it ends
+                # the sampling with a reason instead of a thread traceback, and the copies go on.
                 self.error = f"{type(exc).__name__}: {exc}"
                 return
             self._stop.wait(_SAMPLE_EVERY_S)
@@ -70,6 +75,7 @@ class LinkSampler:
 
 
 def _read_text(path: str) -> Optional[str]:
+    """A sysfs file's text, or None where it cannot be read (containers and VMs often hide it)."""
     try:
         with open(path, encoding="ascii", errors="replace") as fh:
             return fh.read()
@@ -142,6 +148,8 @@ def _bidir_ms(torch, dev_dst, host_src, host_dst, dev_src, s1, s2, repeats: int,
 
 
 def _point(direction: str, memory: str, size: int, ms: List[float], bytes_factor: int = 1) -> dict:
+    """One sweep point: GB/s statistics of the timed copies (`bytes_factor` 2 for bidir, which moves the
+    size both ways) with the direction, host memory kind, size and sample count."""
     rates = [r for r in (ca.gbps(size * bytes_factor, m) for m in ms) if r is not None]
     stats = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summarize(rates).items()}
     return {"direction": direction, "memory": memory, "size_bytes": size, "repeats": len(ms), "gbps": stats}
@@ -185,6 +193,8 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    """The `pcie` data and findings: the GB/s sweep, the link read under load vs its theoretical rate,
+    efficiency and NUMA placement (pinned points left out with a reason where pinning fails)."""
     import psutil
 
     from gpudiag.probes.cuda.device import device_info, require_cuda

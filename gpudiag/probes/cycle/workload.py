@@ -316,3 +316,29 @@ def build(spec) -> Any:
     if isinstance(spec, CustomSpec):
         return CustomWorkload(spec.ref, spec.device, spec.cwd)
     return Workload(spec)
+
+
+# ---------------------------------------------------------------- checking --cycle before any probe runs
+
+def _check_factory_run(ctx) -> Any:
+    """Child side of FACTORY_CHECK: import the user's module and look the factory up, nothing more.
+
+    A CustomLoopError becomes a ProbeSkip so its one-line message comes back as it is (a failure
+    would carry an internal file name); the factory is not called here.
+    """
+    from gpudiag.probes.base import ProbeOutput, ProbeSkip
+
+    try:
+        load_factory(ctx.options["cycle"], ctx.options.get("cwd"))
+    except CustomLoopError as exc:
+        raise ProbeSkip(str(exc)) from None
+    return ProbeOutput({})
+
+
+def _factory_check_probe():
+    from gpudiag.probes.base import Probe
+
+    # Run in a spawned child like the probes: the user's module usually imports torch, which the
+    # parent never does.
+    return Probe(name="cycle_check", title="--cycle check", summary="imports MODULE and finds FACTORY",
+                 run=_check_factory_run, isolate=True, timeout_s=120.0)

@@ -300,7 +300,9 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
         return []
     per_dev, budget_dev = mem.get("per_worker_device_bytes"), mem.get("budget_device_bytes")
     fit_dev = fits(per_dev, budget_dev)
-    what = "torch imported" + (" and CUDA initialised" if mem.get("rss_after_cuda_bytes") else "")
+    cuda = bool(mem.get("rss_after_cuda_bytes"))
+    # The same figure under the same name as the report's view: per_worker_host_source says which it is.
+    what = mem.get("per_worker_host_source") or ("after import torch" + (" and CUDA init" if cuda else ""))
     msg = (f"Each process worker costs {_mib(per)} of host memory ({what}); with {_mib(budget)} available "
            f"{fits(per, budget)} workers fit in RAM")
     if fit_dev is not None:
@@ -318,7 +320,8 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
         sev = "info"
     threads_fit = (mem.get("fits") or {}).get("threads")
     if mem.get("per_thread_host_bytes"):
-        msg += f" A thread costs about {_mib(mem['per_thread_host_bytes'])} (shared torch and CUDA context)"
+        shared = "torch and CUDA context" if cuda else "torch"
+        msg += f" A thread adds about {_mib(mem['per_thread_host_bytes'])} of RSS (it shares the process's {shared})"
         msg += f": {threads_fit} fit." if threads_fit is not None else "."
     return [finding("WORKER_MEMORY_LIMITS", sev, msg,
                     {k: mem.get(k) for k in ("per_worker_host_bytes", "budget_host_bytes", "budget_host_source",

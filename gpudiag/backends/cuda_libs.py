@@ -1,0 +1,209 @@
+"""Where cuDNN and the CUDA runtime are on this machine, and their versions, read from files.
+
+    find("cudnn", kind)  -> {torch: [lib], wheels: [lib], system: [lib], headers: [hdr], system_source, reason}
+    rocm(environ)        -> {rocm, miopen, source, reason}
+
+`lib` is {path, version, version_source}. Three places are looked at, because torch may load any:
+  torch   - libraries inside the torch package (torch/lib: Windows wheels, older Linux wheels);
+  wheels  - NVIDIA's pip wheels (site-packages/nvidia/<component>/{lib,bin}, CUDA 13: nvidia/cu13);
+  system  - what the dynamic linker finds: /etc/ld.so.cache on Linux (what collect_env's
+            `ldconfig -p | grep libcudnn` lists), %CUDA_PATH%\\bin (collect_env's `where /R`) and
+            NVIDIA's cuDNN installer folder on Windows, /usr/local/cuda/lib on macOS.
+Versions come from backends.libversions (DLL version resource, file name, headers); the package
+that installed a wheel library says its version too (system.packages).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from gpudiag.backends import libversions
+from gpudiag.platform import ldcache
+
+LIBS: Dict[str, dict] = {
+    # so: ELF/dylib name prefix; dll: DLL name prefix; main: the library itself (not its sub-libraries)
+    "cudnn": {"so": "libcudnn", "dll": "cudnn", "main": ("libcudnn.", "cudnn64_", "cudnn32_"),
+              "headers": ("cudnn_version.h", "cudnn.h"), "header_kind": "cudnn"},
+    "cudart": {"so": "libcudart", "dll": "cudart", "main": ("libcudart.", "libcudart-", "cudart64_", "cudart32_"),
+               "headers": ("cuda_runtime_api.h",), "header_kind": "cudart"},
+}
+_MAX_WALK_FILES = 5000  # a mis-set CUDA_PATH pointing at C:\ must not make `env` crawl a disk
+
+
+def _is_lib(name: str, spec: dict, main_only: bool) -> bool:
+    low = name.lower()
+    if low.endswith(".dll"):
+        ok = low.startswith(spec["dll"])
+    elif ".so" in low or low.endswith(".dylib"):
+        ok = low.startswith(spec["so"])
+    else:
+        return False
+    return ok and (not main_only or low.startswith(spec["main"]))
+
+
+def _describe(path: str) -> dict:
+    """{path, version, version_source} of one library file."""
+    version, source = None, None
+    if path.lower().endswith(".dll"):
+        version = libversions.pe_file_version(path)
+        source = "DLL version resource" if version else None
+    if version is None:
+        version = libversions.version_from_filename(path)
+        source = "file name" if version else None
+    return {"path": path, "version": version, "version_source": source}
+
+
+def _listdir(folder: str) -> List[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
+def _unique_files(paths: Sequence[str]) -> List[str]:
+    """Real files behind `paths`, symlinks resolved, de-duplicated, sorted (collect_env's treatment)."""
+    out = set()
+    for p in paths:
+        real = os.path.realpath(p)
+        if os.path.isfile(real):
+            out.add(real)
+    return sorted(out)
+
+
+def torch_libs(lib: str, torch_dir: Optional[str]) -> List[dict]:
+    """The main `lib` libraries shipped inside the torch package (torch/lib)."""
+    if not torch_dir:
+        return []
+    folder = os.path.join(torch_dir, "lib")
+    return [_describe(os.path.join(folder, n)) for n in _listdir(folder) if _is_lib(n, LIBS[lib], True)]
+
+
+def wheel_dirs(paths: Optional[Sequence[str]] = None) -> List[str]:
+    """site-packages/nvidia/<component> folders on sys.path (NVIDIA's CUDA wheels install there)."""
+    out = []
+    for entry in (sys.path if paths is None else paths):
+        base = os.path.join(entry, "nvidia") if entry else ""
+        if base and os.path.isdir(base):
+            out += [os.path.join(base, n) for n in _listdir(base) if os.path.isdir(os.path.join(base, n))]
+    return out
+
+
+def wheel_libs(lib: str, dirs: Sequence[str]) -> List[dict]:
+    """The main `lib` libraries in NVIDIA wheel folders, with the version their headers declare."""
+    spec, out = LIBS[lib], []
+    for d in dirs:
+        header = next((os.path.join(d, "include", h) for h in spec["headers"]
+                       if os.path.isfile(os.path.join(d, "include", h))), None)
+        for sub in ("lib", "bin"):
+            folder = os.path.join(d, sub)
+            for n in _listdir(folder):
+                if _is_lib(n, spec, True):
+                    row = _describe(os.path.join(folder, n))
+                    hv = libversions.read_header_version(header, spec["header_kind"]) if header else None
+                    if hv:  # the header's full version beats the file name's major
+                        row.update(version=hv, version_source=os.path.basename(header))
+                    out.append(row)
+    return out
+
+
+def _walk(folder: str, spec: dict) -> List[str]:
+    """`where /R folder <lib>*.dll`: matching files under folder, bounded."""
+    found, seen = [], 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for n in files:
+            seen += 1
+            if _is_lib(n, spec, False):
+                found.append(os.path.join(dirpath, n))
+        if seen > _MAX_WALK_FILES:
+            break
+    return found
+
+
+def system_libs(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None) -> dict:
+    """{libs: [lib], source, reason}: the machine's own copies, all of them (as collect_env lists)."""
+    environ = os.environ if environ is None else environ
+    spec = LIBS[lib]
+    paths: List[str] = []
+    if kind == "windows":
+        folders = [os.path.join(environ["CUDA_PATH"], "bin")] if environ.get("CUDA_PATH") else []
+        folders.append(os.path.join(environ.get("ProgramFiles", r"C:\Program Files"), "NVIDIA", "CUDNN"))
+        for f in folders:
+            if os.path.isdir(f):
+                paths += _walk(f, spec)
+        source = "%CUDA_PATH%\\bin and %ProgramFiles%\\NVIDIA\\CUDNN (recursive)"
+    elif kind == "macos":
+        folder = os.path.join(root, "usr/local/cuda/lib")
+        paths = [os.path.join(folder, n) for n in _listdir(folder) if _is_lib(n, spec, False)]
+        source = "/usr/local/cuda/lib"
+    else:
+        cached = ldcache.find(spec["so"], root)
+        if cached is None:
+            return {"libs": [], "source": None,
+                    "reason": "no readable /etc/ld.so.cache (musl-based or unusual system): not searched"}
+        # ld.so.cache paths are absolute on the real machine; a test root prefixes them
+        paths = [p if root == "/" else os.path.join(root, p.lstrip("/")) for p in cached]
+        source = "/etc/ld.so.cache"
+    if not paths and lib == "cudnn" and environ.get("CUDNN_LIBRARY") and os.path.isfile(environ["CUDNN_LIBRARY"]):
+        paths = [environ["CUDNN_LIBRARY"]]  # collect_env's fallback
+        source = "CUDNN_LIBRARY"
+    return {"libs": [_describe(p) for p in _unique_files(paths)], "source": source, "reason": None}
+
+
+def toolkit_headers(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None) -> List[dict]:
+    """[{path, version}] from headers of installed toolkits (system cuDNN/CUDA development files)."""
+    environ = os.environ if environ is None else environ
+    spec = LIBS[lib]
+    bases = [environ.get(k) for k in ("CUDA_HOME", "CUDA_PATH")]
+    if kind == "linux":
+        bases += [os.path.join(root, "usr/local/cuda"), os.path.join(root, "usr")]
+    out, seen = [], set()
+    for base in filter(None, bases):
+        for sub in ("include", os.path.join("include", "x86_64-linux-gnu"), os.path.join("include", "aarch64-linux-gnu")):
+            for h in spec["headers"]:
+                path = os.path.join(base, sub, h)
+                real = os.path.realpath(path)
+                if real in seen or not os.path.isfile(real):
+                    continue
+                seen.add(real)
+                version = libversions.read_header_version(real, spec["header_kind"])
+                if version:
+                    out.append({"path": path, "version": version})
+    return out
+
+
+def find(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None,
+         paths: Optional[Sequence[str]] = None, torch_dir: Optional[str] = None) -> dict:
+    """Everything known about `lib` ("cudnn" or "cudart") on this machine, from files only."""
+    system = system_libs(lib, kind, root, environ)
+    return {"torch": torch_libs(lib, torch_dir), "wheels": wheel_libs(lib, wheel_dirs(paths)),
+            "system": system["libs"], "system_source": system["source"], "system_reason": system["reason"],
+            "headers": toolkit_headers(lib, kind, root, environ)}
+
+
+def _read_first_line(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() or None
+    except OSError:
+        return None
+
+
+def rocm(environ: Optional[Mapping[str, str]] = None, root: str = "/") -> dict:
+    """{rocm, miopen, source, reason}: the installed ROCm release (.info/version) and MIOpen's
+    version header, for ROCm torch builds (collect_env asks torch._C._show_config())."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("ROCM_PATH") or os.path.join(root, "opt/rocm")
+    version = _read_first_line(os.path.join(base, ".info", "version"))
+    miopen = None
+    try:
+        with open(os.path.join(base, "include", "miopen", "version.h"), encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        parts = [re.search(rf"#define\s+MIOPEN_VERSION_{k}\s+(\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
+        miopen = ".".join(m.group(1) for m in parts) if all(parts) else None
+    except OSError:
+        pass
+    reason = None if version or miopen else f"no ROCm installation at {base}"
+    return {"rocm": version, "miopen": miopen, "source": base if not reason else None, "reason": reason}

@@ -1,0 +1,364 @@
+"""The fleet verdict: consistency across ranks, outliers per rank and per node, what to exclude, the exit code.
+
+Pure functions of the gathered data (`data.ranks`, the ranks that did not answer, `data.collectives`),
+so `gpudiag fleet` and `gpudiag fleet merge` share them and tests feed them canned fleets.
+
+Outlier kinds: `straggler` when one or a few comparable ranks (at most a quarter, at least one) are
+worse than their peers: excluding them helps. `system_wide` when the slowness is shared: more than a
+quarter of the ranks are flagged, or every rank misses an absolute reference gpudiag already uses for
+one machine (H2D below 60 % of the PCIe link, launch overhead above 20 us): excluding nodes will not fix
+it. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
+0 healthy, 1 warning, 2 critical, 3 unknown (nothing could be measured, or a usage error).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from gpudiag.fleet.consistency import consistency_findings, preflight_findings, preflight_split, where
+from gpudiag.fleet.scores import median_uncertainty, robust_scores
+from gpudiag.measure.stats import median
+from gpudiag.probes.base import finding
+from gpudiag.probes.cuda import analysis as ca
+
+EXIT_HEALTHY, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_MEANING = {0: "healthy", 1: "warning", 2: "critical", 3: "unknown"}
+
+# metric -> (higher is better, words)
+METRICS: Dict[str, Tuple[bool, str]] = {
+    "matmul_gflops": (True, "matmul throughput"),
+    "launch_us": (False, "launch latency"),
+    "h2d_gbps": (True, "host->device bandwidth"),
+}
+NODE_METRICS: Dict[str, Tuple[bool, str]] = {"intra_busbw_gbps": (True, "intra-node all_reduce bus bandwidth")}
+FEW_FRACTION = 0.25
+H2D_LOW_FRACTION = ca.PCIE_EFFICIENCY_LOW_FRACTION
+LAUNCH_HIGH_US = ca.LAUNCH_OVERHEAD_HIGH_US
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fig(entry: Mapping[str, Any], metric: str) -> Dict[str, Any]:
+    return _d(_d(entry.get("figures")).get(metric))
+
+
+def group_key(entry: Mapping[str, Any]) -> str:
+    """Ranks compared with each other: the same device kind and model (or CPU thread count)."""
+    dev = _d(entry.get("device"))
+    if dev.get("kind") == "cuda":
+        return f"cuda:{dev.get('name') or 'unknown GPU'}"
+    if dev.get("kind") == "cpu":
+        return f"cpu:{dev.get('torch_threads') or '?'} threads"
+    return "unknown"
+
+
+def _few(flagged: int, total: int) -> bool:
+    """True when `flagged` of `total` ranks is "one or a few" (a straggler), not a fleet-wide pattern."""
+    return flagged <= max(1, int(total * FEW_FRACTION))
+
+
+# ----------------------------------------------------------------------------- outliers
+
+def rank_scores(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[int, Dict[str, Any]]]:
+    """{metric: {rank: score row}} within each comparable group."""
+    out: Dict[str, Dict[int, Dict[str, Any]]] = {m: {} for m in METRICS}
+    groups: Dict[str, List[Mapping[str, Any]]] = defaultdict(list)
+    for e in ranks:
+        groups[group_key(e)].append(e)
+    for key, members in groups.items():
+        for metric, (higher, _) in METRICS.items():
+            values = {e["rank"]: _fig(e, metric).get("value") for e in members}
+            noise = {e["rank"]: median_uncertainty(_fig(e, metric)) for e in members}
+            for r, row in robust_scores(values, higher, noise).items():
+                out[metric][r] = dict(row, group=key, group_size=len(members))
+    return out
+
+
+def nodes_of(ranks: Iterable[Mapping[str, Any]]) -> Dict[str, List[int]]:
+    """{host: [ranks]} in rank order."""
+    nodes: Dict[str, List[int]] = defaultdict(list)
+    for e in sorted(ranks, key=lambda e: e.get("rank", 0)):
+        nodes[str(e.get("host"))].append(e["rank"])
+    return dict(nodes)
+
+
+def node_values(ranks: Sequence[Mapping[str, Any]], collectives: Sequence[Mapping[str, Any]]
+                ) -> Dict[str, Dict[str, Dict[str, Dict[str, Any]]]]:
+    """{group: {metric: {host: {value, noise, ranks}}}}: each node's median figure, and its intra-node busbw."""
+    out: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    by: Dict[Tuple[str, str], List[Mapping[str, Any]]] = defaultdict(list)
+    for e in ranks:
+        by[(group_key(e), str(e.get("host")))].append(e)
+    for (key, host), members in by.items():
+        for metric in METRICS:
+            vals = [_fig(e, metric).get("value") for e in members if _num(_fig(e, metric).get("value"))]
+            if vals:
+                noise = [n for n in (median_uncertainty(_fig(e, metric)) for e in members) if n is not None]
+                out[key][metric][host] = {"value": median(vals), "noise": median(noise) if noise else None,
+                                          "ranks": [e["rank"] for e in members]}
+    intra = [c for c in collectives if c.get("scope") == "intra_node" and c.get("op") == "all_reduce"
+             and _num(c.get("busbw_gbps")) and c.get("host")]
+    if intra:
+        top = max(c["size_bytes"] for c in intra)
+        for c in intra:
+            if c["size_bytes"] == top:
+                lo, hi = c.get("busbw_gbps_p10"), c.get("busbw_gbps_p90")
+                out["collectives"]["intra_busbw_gbps"][c["host"]] = {
+                    "value": c["busbw_gbps"], "ranks": c.get("ranks"), "size_bytes": top,
+                    "noise": median_uncertainty({"p10": lo, "p90": hi, "n": (c.get("time_us") or {}).get("n")})}
+    return out
+
+
+def node_scores(values: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> List[Dict[str, Any]]:
+    """[{group, metric, host, ranks, value, score, ...}] for every node where two or more nodes compare."""
+    rows = []
+    for key, metrics in values.items():
+        for metric, hosts in metrics.items():
+            higher = (METRICS.get(metric) or NODE_METRICS.get(metric) or (True, ""))[0]
+            scored = robust_scores({h: v["value"] for h, v in hosts.items()}, higher,
+                                   {h: v.get("noise") for h, v in hosts.items()})
+            for host, row in scored.items():
+                rows.append(dict(row, group=key, metric=metric, host=host, ranks=hosts[host].get("ranks"),
+                                 group_size=len(hosts)))
+    return rows
+
+
+def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mapping[int, Mapping[str, Any]]],
+                  nscores: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """data.outliers: flagged ranks and nodes with their kind, then fleet-wide misses of absolute references."""
+    by_rank = {e["rank"]: e for e in ranks}
+    out: List[Dict[str, Any]] = []
+    for metric, rows in scores.items():
+        flagged_by_group: Dict[str, List[int]] = defaultdict(list)
+        for r, row in rows.items():
+            if row["flagged"]:
+                flagged_by_group[row["group"]].append(r)
+        for key, flagged in flagged_by_group.items():
+            kind = "straggler" if _few(len(flagged), rows[flagged[0]]["group_size"]) else "system_wide"
+            for r in sorted(flagged):
+                e, row = by_rank[r], rows[r]
+                dev = _d(e.get("device"))
+                out.append({"level": "rank", "rank": r, "host": e.get("host"), "local_rank": e.get("local_rank"),
+                            "gpu_index": dev.get("index"), "gpu_uuid_hash": dev.get("gpu_uuid_hash"),
+                            "metric": metric, "value": row["value"], "median": row["peer_median"],
+                            "relative": row["relative"], "score": row["score"], "kind": kind, "group": key})
+    per_node_count = defaultdict(int)
+    for e in ranks:
+        per_node_count[(group_key(e), str(e.get("host")))] += 1
+    flagged_nodes: Dict[Tuple[str, str], List[Mapping[str, Any]]] = defaultdict(list)
+    for row in nscores:
+        # A node of one rank is already scored as that rank; a node outlier adds news only for 2+ ranks.
+        if row["flagged"] and (row["metric"] in NODE_METRICS or per_node_count[(row["group"], row["host"])] > 1):
+            flagged_nodes[(row["group"], row["metric"])].append(row)
+    for (key, metric), rows in flagged_nodes.items():
+        kind = "straggler" if _few(len(rows), rows[0]["group_size"]) else "system_wide"
+        for row in rows:
+            out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,
+                        "gpu_uuid_hash": None, "metric": metric, "value": row["value"], "median": row["peer_median"],
+                        "relative": row["relative"], "score": row["score"], "kind": kind, "group": key,
+                        "ranks": row.get("ranks")})
+    out += absolute_misses(ranks)
+    return out
+
+
+def absolute_misses(ranks: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Fleet-level system_wide outliers: every GPU rank below a one-machine reference (none for CPU ranks)."""
+    gpus = [e for e in ranks if _d(e.get("device")).get("kind") == "cuda"]
+    if not gpus:
+        return []
+    out = []
+    effs = []
+    for e in gpus:
+        fig = _fig(e, "h2d_gbps")
+        link = _d(fig.get("link_under_load"))
+        pcie = _d(_d(e.get("driver")).get("pcie"))
+        theo = ca.theoretical_gbps(link.get("gen") or pcie.get("gen_max_system"),
+                                   link.get("width") or pcie.get("width_max"))
+        if _num(fig.get("value")) and theo:
+            effs.append(fig["value"] / theo)
+    if effs and len(effs) == len(gpus) and max(effs) < H2D_LOW_FRACTION:
+        out.append({"level": "fleet", "rank": None, "host": None, "metric": "h2d_gbps",
+                    "value": round(median(effs), 4), "median": H2D_LOW_FRACTION, "score": None, "kind": "system_wide",
+                    "relative": None, "note": f"every GPU rank moves under {H2D_LOW_FRACTION:.0%} of its PCIe "
+                                              "link's theoretical bandwidth (value: median fraction)"})
+    lat = [_fig(e, "launch_us").get("value") for e in gpus]
+    if lat and all(_num(v) for v in lat) and min(lat) > LAUNCH_HIGH_US:
+        out.append({"level": "fleet", "rank": None, "host": None, "metric": "launch_us", "value": median(lat),
+                    "median": LAUNCH_HIGH_US, "score": None, "kind": "system_wide", "relative": None,
+                    "note": f"every GPU rank takes over {LAUNCH_HIGH_US:g} us per launch (usually 5-20 us)"})
+    return out
+
+
+# ----------------------------------------------------------------------------- findings and verdict
+
+def _fmt(metric: str, v: Any) -> str:
+    if not _num(v):
+        return "n/a"
+    unit = {"matmul_gflops": " GFLOP/s", "launch_us": " us", "h2d_gbps": " GB/s", "intra_busbw_gbps": " GB/s"}
+    return f"{v:.3g}{unit.get(metric, '')}"
+
+
+def outlier_findings(ranks: Sequence[Mapping[str, Any]], outliers: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """One critical finding per straggling rank or node; one warning per fleet-wide slowness."""
+    by_rank = {e["rank"]: e for e in ranks}
+    out: List[dict] = []
+    per_rank: Dict[int, List[Mapping[str, Any]]] = defaultdict(list)
+    per_node: Dict[str, List[Mapping[str, Any]]] = defaultdict(list)
+    wide: Dict[str, List[Mapping[str, Any]]] = defaultdict(list)
+    for o in outliers:
+        if o["kind"] == "system_wide":
+            wide[o["metric"]].append(o)
+        elif o["level"] == "rank":
+            per_rank[o["rank"]].append(o)
+        else:
+            per_node[o["host"]].append(o)
+    for r, items in sorted(per_rank.items()):
+        what = "; ".join(f"{(METRICS.get(o['metric']) or ('', o['metric']))[1]} {_fmt(o['metric'], o['value'])} "
+                         f"= {o['relative']:.2f}x its peers' {_fmt(o['metric'], o['median'])} (score {o['score']:.1f})"
+                         for o in items)
+        out.append(finding("FLEET_STRAGGLER", "critical", f"straggler: {where(by_rank[r])}: {what}",
+                           evidence=[dict(o) for o in items],
+                           fix="a synchronous job runs at this rank's pace: exclude its node, or look at what else "
+                               "runs there (other jobs, throttling, a degraded link)"))
+    for host, items in sorted(per_node.items()):
+        what = "; ".join(f"{(METRICS.get(o['metric']) or NODE_METRICS.get(o['metric']) or ('', o['metric']))[1]} "
+                         f"{_fmt(o['metric'], o['value'])} = {o['relative']:.2f}x the other nodes' "
+                         f"(score {o['score']:.1f})" for o in items)
+        out.append(finding("FLEET_SLOW_NODE", "critical", f"slow node {host} (ranks {items[0].get('ranks')}): {what}",
+                           evidence=[dict(o) for o in items], fix="exclude the node; compare it with a healthy one"))
+    for metric, items in sorted(wide.items()):
+        words = (METRICS.get(metric) or NODE_METRICS.get(metric) or ("", metric))[1]
+        if items[0]["level"] == "fleet":
+            msg = f"system-wide: {items[0]['note']}"
+        else:
+            msg = (f"system-wide: {len(items)} ranks are slow in {words} compared with the best ones "
+                   f"(ranks {sorted(o['rank'] for o in items if o['rank'] is not None)}): too many to be one bad node")
+        out.append(finding("FLEET_SYSTEM_WIDE_SLOW", "warning", msg, evidence=[dict(o) for o in items],
+                           fix="look for a shared cause (image, BIOS, power capping, the fabric, a job on every node); "
+                               "excluding nodes will not fix it"))
+    return out
+
+
+def missing_findings(missing: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """A rank that hung or died: named by rank, host and local rank."""
+    if not missing:
+        return []
+    names = ", ".join(f"rank {m['rank']} ({m.get('host') or 'unknown host'}, local rank {m.get('local_rank')})"
+                      for m in missing)
+    return [finding("FLEET_RANK_MISSING", "critical",
+                    f"{len(missing)} rank(s) did not answer within the deadline: {names}; the report holds the "
+                    "ranks that did", evidence=[dict(m) for m in missing],
+                    fix="a rank that hangs here will hang the job: look at that node (dmesg, nvidia-smi, a stuck "
+                        "process) or exclude it")]
+
+
+def error_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """A rank that answered with an error instead of figures (its own measurement raised)."""
+    bad = [e for e in ranks if e.get("error")]
+    return [finding("FLEET_RANK_ERROR", "critical",
+                    f"{where(e)} answered but could not measure: {e['error']}", evidence={"rank": e["rank"]},
+                    fix="run `gpudiag report` on that node to see which part fails") for e in bad]
+
+
+def collectives_findings(status: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """Whether the sweep ran; on CPU ranks, what it could not show."""
+    out = []
+    state = status.get("state")
+    if state in ("failed", "incomplete"):
+        out.append(finding("FLEET_COLLECTIVES_INCOMPLETE", "warning",
+                           f"the collectives sweep did not complete: {status.get('reason')}", evidence=dict(status),
+                           fix="see the missing or failed ranks above; the per-rank figures are still valid"))
+    if status.get("backend") == "gloo" and state == "ok":
+        out.append(finding("FLEET_GLOO_ONLY", "info",
+                           "collectives ran on gloo over CPU tensors: they measure host networking and memory copies; "
+                           "NCCL, NVLink and GPU peer-to-peer paths were not exercised", evidence=None, fix=None))
+    return out
+
+
+def exclude_list(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[str, Any]],
+                 outliers: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Nodes a scheduler should avoid, and why: stragglers, silent or failing ranks, minority preflight fails."""
+    why: Dict[str, List[str]] = defaultdict(list)
+    for m in missing:
+        why[str(m.get("host") or "unknown")].append(f"rank {m['rank']} did not answer")
+    for e in ranks:
+        if e.get("error"):
+            why[str(e.get("host"))].append(f"rank {e['rank']} could not measure")
+    for o in outliers:
+        if o["kind"] == "straggler" and o.get("host"):
+            who = f"rank {o['rank']}" if o["rank"] is not None else "node"
+            why[str(o["host"])].append(f"{who} {o['metric']} {o['relative']:.2f}x peers")
+    by_rank = {e["rank"]: e for e in ranks}
+    for name, failed in preflight_split(ranks).items():
+        if len(failed) < len(ranks):
+            for r in failed:
+                why[str(by_rank[r].get("host"))].append(f"rank {r} preflight {name} failed")
+    hosts = sorted(h for h in why if h != "unknown")
+    return {"hosts": hosts, "slurm": f"--exclude={','.join(hosts)}" if hosts else "",
+            "reasons": {h: sorted(set(v)) for h, v in why.items()}}
+
+
+def exit_code(findings: Sequence[Mapping[str, Any]], answered: int) -> int:
+    """0 healthy, 1 warning, 2 critical, 3 unknown (no rank measured)."""
+    if answered == 0:
+        return EXIT_UNKNOWN
+    sev = {f.get("severity") for f in findings}
+    if "critical" in sev:
+        return EXIT_CRITICAL
+    if "warning" in sev:
+        return EXIT_WARNING
+    return EXIT_HEALTHY
+
+
+def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]] = (),
+            collectives: Sequence[Mapping[str, Any]] = (), collectives_status: Optional[Mapping[str, Any]] = None
+            ) -> Dict[str, Any]:
+    """Everything the fleet report adds to the gathered data: scores, outliers, findings, exclude list, exit code.
+
+    Writes each rank's scores into its entry (`entry["scores"][metric]`).
+    """
+    usable = [e for e in ranks if not e.get("error")]
+    scores = rank_scores(usable)
+    for e in ranks:
+        e["scores"] = {m: {k: rows[e["rank"]][k] for k in ("score", "relative", "peer_median", "flagged")}
+                       for m, rows in scores.items() if e["rank"] in rows}
+    nvalues = node_values(usable, collectives)
+    nscores = node_scores(nvalues)
+    outliers = find_outliers(usable, scores, nscores)
+    findings = missing_findings(missing) + error_findings(ranks) + outlier_findings(usable, outliers)
+    findings += preflight_findings(usable) + consistency_findings(usable)
+    findings += collectives_findings(collectives_status or {}, collectives)
+    if len(usable) == 1 and not missing:
+        findings.append(finding("FLEET_SINGLE_RANK", "info",
+                                "one rank only: nothing to compare it with (launch with torchrun or srun for a fleet)"))
+    code = exit_code(findings, len(usable))
+    exclude = exclude_list(ranks, missing, outliers)
+    flat = {(m, h): v["value"] for metrics in nvalues.values() for m, hosts in metrics.items() for h, v in hosts.items()}
+    return {"outliers": outliers, "node_scores": nscores, "node_values": flat, "findings": findings, "exclude": exclude,
+            "exit_code": code, "verdict": verdict(usable, missing, outliers, code, nodes_of(ranks))}
+
+
+def verdict(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[str, Any]],
+            outliers: Sequence[Mapping[str, Any]], code: int, nodes: Mapping[str, List[int]]) -> str:
+    """One line for the terminal and the report's top."""
+    size = f"{len(ranks)} of {len(ranks) + len(missing)} ranks answered, {len(nodes)} node(s)"
+    strag = sorted({o["rank"] for o in outliers if o["kind"] == "straggler" and o["rank"] is not None})
+    slow_nodes = sorted({o["host"] for o in outliers if o["kind"] == "straggler" and o["rank"] is None})
+    parts = []
+    if missing:
+        parts.append(f"missing rank(s) {', '.join(str(m['rank']) for m in missing)}")
+    if strag:
+        parts.append(f"straggler rank(s) {', '.join(map(str, strag))}")
+    if slow_nodes:
+        parts.append(f"slow node(s) {', '.join(slow_nodes)}")
+    if any(o["kind"] == "system_wide" for o in outliers):
+        parts.append("system-wide slowness")
+    head = EXIT_MEANING[code]
+    return f"{head}: {size}" + (f"; {'; '.join(parts)}" if parts else "")

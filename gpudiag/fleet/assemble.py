@@ -1,0 +1,79 @@
+"""The fleet report: a normal gpudiag report whose `probes.fleet` holds the ranks, collectives and verdict.
+
+Shared by `gpudiag fleet` (rank 0) and `gpudiag fleet merge`. Every string passes the redactor:
+rank 0's own identity, then each other host name seen in the job, so no rank's name survives in a
+message it wrote (hostnames themselves travel only as `host-<hash>` labels unless --no-redact).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
+
+from gpudiag.fleet import analysis, scores
+from gpudiag.report import contract
+from gpudiag.report.redact import redact
+
+PROBE_NAME = "fleet"
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def host_summary(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The report's `host` block for a fleet: rank 0's machine, and the GPU models of every rank."""
+    first = _d(ranks[0]) if ranks else {}
+    facts, vers, drv = _d(first.get("host_facts")), _d(first.get("versions")), _d(first.get("driver"))
+    models = Counter(_d(e.get("device")).get("name") for e in ranks if _d(e.get("device")).get("kind") == "cuda")
+    return {"os": facts.get("os"), "kernel": None, "python": f"CPython {vers['python']}" if vers.get("python") else None,
+            "cpu": None, "logical_cores": facts.get("logical_cores"), "torch": vers.get("torch"),
+            "torch_cuda": vers.get("torch_cuda"), "driver_version": drv.get("driver_version"),
+            "gpus": [f"{n} x {m}" for m, n in sorted(models.items())]}
+
+
+def build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], collectives: Sequence[Mapping[str, Any]],
+          collectives_status: Mapping[str, Any], meta: Mapping[str, Any], *, mode: str, created_at: str,
+          duration_s: float, identify: bool, other_hostnames: Iterable[str] = ()) -> Dict[str, Any]:
+    """The redacted fleet report for gathered data; `meta` goes into the data as is (launcher, backend, ...)."""
+    ranks = sorted(ranks, key=lambda e: e.get("rank", 0))
+    result = analysis.analyze(ranks, missing, collectives, collectives_status)
+    nodes = []
+    for host, members in analysis.nodes_of(ranks).items():
+        rows = {m: {"value": v} for (m, h), v in result["node_values"].items() if h == host}
+        for r in result["node_scores"]:
+            if r["host"] == host:
+                rows[r["metric"]] = {k: r[k] for k in ("value", "score", "relative", "peer_median", "flagged")}
+        nodes.append({"host": host, "ranks": members, "scores": rows})
+    data = dict(meta)
+    data.update({
+        "world_size": len(ranks) + len(missing), "answered": len(ranks), "nodes": nodes, "ranks": ranks,
+        "missing": [dict(m) for m in missing], "collectives": list(collectives),
+        "collectives_status": dict(collectives_status), "outliers": result["outliers"],
+        "exclude": result["exclude"], "verdict": result["verdict"], "exit_code": result["exit_code"],
+        "exit_meaning": analysis.EXIT_MEANING[result["exit_code"]],
+        "thresholds": {"z_flag": scores.Z_FLAG, "min_effect": scores.MIN_EFFECT, "noise_floor": scores.NOISE_FLOOR,
+                       "few_fraction": analysis.FEW_FRACTION},
+    })
+    probe = {"status": "ok" if ranks else "failed", "reason": "" if ranks else "no rank answered",
+             "duration_s": round(max(duration_s, 0.0), 3), "data": data, "findings": result["findings"]}
+    rep = contract.build_report({PROBE_NAME: probe}, mode, created_at=created_at, redacted=identify)
+    rep["host"] = host_summary(ranks)
+    rep = redact(rep, identify=identify)
+    if identify:
+        for name in sorted(set(other_hostnames)):
+            rep = redact(rep, identify=True, identity={"hostname": name, "user": None, "home": None})
+    return rep
+
+
+def exit_code_of(report: Mapping[str, Any]) -> int:
+    """The exit code a fleet report carries (3 when it carries none)."""
+    code = _d(_d(_d(report.get("probes")).get(PROBE_NAME)).get("data")).get("exit_code")
+    return code if isinstance(code, int) and code in analysis.EXIT_MEANING else analysis.EXIT_UNKNOWN
+
+
+def real_exclude(report: Mapping[str, Any], names: Mapping[str, str]) -> List[str]:
+    """The exclude list with real host names (label -> name map), for a scheduler, never for a report."""
+    hosts = _d(_d(_d(_d(report.get("probes")).get(PROBE_NAME)).get("data")).get("exclude")).get("hosts") or []
+    return [names.get(h, h) for h in hosts]
+

@@ -1,0 +1,319 @@
+"""What one rank measures about itself: preflight checks, driver facts, and three short figures.
+
+The figures are the same on every rank so they compare across the fleet (research anchors-2 B.8):
+- `matmul_gflops`: a fixed matmul loop (a GPU 5 % slower than its peers is a "lemon");
+- `launch_us`: host time to launch one tiny kernel;
+- `h2d_gbps`: pinned host->device copy bandwidth, the PCIe link read from NVML while it runs.
+On a rank without a GPU each has a CPU equivalent, labelled as such in `figures[...]["what"]`
+and `device.kind == "cpu"`: a float32 matmul on the rank's torch threads, the dispatch time of a
+tiny CPU op, and a host memory copy. CPU and GPU figures are never compared with each other.
+
+Each figure is the median of several repeats, with p10/p90 and n, so the analysis can tell a slow
+rank from a noisy one. torch is imported inside functions (listing probes stays cheap).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from gpudiag import __version__
+from gpudiag.fleet.launcher import Place
+from gpudiag.measure.stats import summarize
+from gpudiag.report.redact import short_hash
+
+MiB = 2 ** 20
+# nvmlClockType_t (nvml.h): NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2.
+NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
+# Preflight checks that only make sense on a GPU; on a CPU rank they are kept but do not count.
+GPU_CHECKS = frozenset({"nvml", "gpu_visible", "torch_cuda", "gpu_processes", "vram", "clocks", "pcie_link",
+                        "persistence_mode", "windows_hags", "windows_tdr"})
+
+
+def _plan(device: str, quick: bool) -> Dict[str, Any]:
+    """Sizes and repeats: a second or so per rank in quick mode, on a GPU or a CPU."""
+    if device == "cuda":
+        return {"matmul_n": 8192, "matmul_inner": 10, "repeats": 5 if quick else 10, "launches": 1000,
+                "copy_bytes": 64 * MiB, "copy_inner": 5}
+    return {"matmul_n": 384 if quick else 512, "matmul_inner": 4, "repeats": 9 if quick else 21, "launches": 1000,
+            "copy_bytes": 32 * MiB, "copy_inner": 2}
+
+
+def _stats(values: List[float], what: str, ndigits: int = 4) -> Dict[str, Any]:
+    """A figure: median as `value`, with p10/p90/n and what was measured."""
+    st = summarize(values)
+    out = {k: (round(v, ndigits) if isinstance(v, float) else v) for k, v in st.items()
+           if k in ("n", "median", "p10", "p90")}
+    out["value"] = out.pop("median")
+    out["what"] = what
+    return out
+
+
+def identity(place: Place) -> Dict[str, Any]:
+    """What every rank tells the others at the start: its raw host name (kept off the report) and place."""
+    return {"rank": place.rank, "hostname": socket.gethostname() or "unknown", "local_rank": place.local_rank,
+            "node_rank": place.node_rank, "pid": os.getpid()}
+
+
+def host_label(hostname: str, identify: bool = True) -> str:
+    """The host as reports show it: `host-<hash>` (the redactor's hash, so every rank agrees) unless --no-redact."""
+    return "host-" + short_hash(hostname.lower()) if identify else hostname
+
+
+# ----------------------------------------------------------------------------- device and facts
+
+def pick_device(torch: Any, place: Place) -> Dict[str, Any]:
+    """This rank's device: its local GPU (bound with set_device) or the CPU, and why."""
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 1:
+        build = getattr(torch.version, "cuda", None)
+        why = "torch has no CUDA support (CPU build)" if build is None else "torch sees no CUDA device"
+        return {"kind": "cpu", "index": None, "reason": why, "torch_threads": torch.get_num_threads()}
+    count = torch.cuda.device_count()
+    index = place.local_rank % count
+    torch.cuda.set_device(index)
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    out = {"kind": "cuda", "index": index, "name": props.name, "capability": f"{props.major}.{props.minor}",
+           "memory_total_bytes": int(props.total_memory), "visible_gpus": count,
+           "gpu_uuid_hash": short_hash("gpu-uuid:" + str(uuid)) if uuid else None,
+           "shared_with_other_ranks": place.local_rank >= count}
+    return out
+
+
+def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
+    """A driver.collect for preflight that also reads clocks (which the driver probe does not)."""
+    def collect(n: Any) -> Dict[str, Any]:
+        from gpudiag.probes import driver
+
+        data = driver.collect(n)
+        for gpu in data.get("gpus") or []:
+            if not isinstance(gpu, dict) or gpu.get("error"):
+                continue
+            try:
+                h = n.handle(gpu["index"])
+            except Exception as exc:  # pynvml raises NVMLError_* subclasses made at run time
+                if not type(exc).__name__.startswith("NVMLError"):
+                    raise
+                continue
+            gpu["clocks"] = {"sm_mhz": n.call("nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM),
+                             "sm_max_mhz": n.call("nvmlDeviceGetMaxClockInfo", h, NVML_CLOCK_SM),
+                             "mem_mhz": n.call("nvmlDeviceGetClockInfo", h, NVML_CLOCK_MEM)}
+        extra["driver"] = data
+        return data
+    return collect
+
+
+def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+    """The preflight checks for this rank's GPU (one worker) and that GPU's driver facts, one NVML session.
+
+    nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
+    """
+    from gpudiag.diagnose import preflight as pf
+    from gpudiag.diagnose.preflight.facts import gather_facts
+    from gpudiag.diagnose.preflight.gpu_checks import resolve_gpu
+
+    extra: Dict[str, Any] = {}
+    plan = pf.make_plan(1, "processes", device=device.get("index") or 0)
+    facts = gather_facts(plan, driver_collect=_driver_collect(extra), search_dir=None, nvml_session=nvml_session)
+    results, _ = pf.run_checks(facts, plan)
+    on_cpu = device["kind"] == "cpu"
+    checks = [dict(c.to_dict(), applies=not (on_cpu and c.name in GPU_CHECKS)) for c in results]
+    for c in checks:
+        c.pop("evidence", None)  # the report keeps the verdicts; `gpudiag preflight --json` has the rest
+    counted = [c for c in checks if c["applies"]]
+    out = {"preflight": {"ready": not any(c["status"] == "fail" for c in counted), "checks": checks},
+           "driver": {"reason": (facts.get("nvml") or {}).get("reason") or facts.get("driver_reason")}}
+    if on_cpu:
+        out["driver"]["reason"] = out["driver"]["reason"] or "CPU rank: no GPU to read"
+        return out
+    gpu, why = resolve_gpu(facts, plan)
+    drv = extra.get("driver") or {}
+    if gpu is None:
+        out["driver"]["reason"] = why
+        return out
+    procs = gpu.get("processes") or {}
+    others = [p for kind in ("compute", "graphics") for p in (procs.get(kind) or [])
+              if isinstance(p, dict) and p.get("pid") != os.getpid()] if isinstance(procs, dict) else []
+    out["driver"] = {
+        "reason": None, "nvml_index": gpu.get("index"), "name": gpu.get("name"),
+        "driver_version": drv.get("driver_version"), "cuda_driver_version": drv.get("cuda_driver_version"),
+        "persistence_mode": gpu.get("persistence_mode"), "pcie": gpu.get("pcie"), "clocks": gpu.get("clocks"),
+        "throttling": (gpu.get("clock_event_reasons") or {}).get("throttling"),
+        "ecc": gpu.get("ecc"), "temperature_c": gpu.get("temperature_c"), "power_draw_w": gpu.get("power_draw_w"),
+        "power_limit_w": gpu.get("power_limit_w"), "other_processes": len(others),
+    }
+    return out
+
+
+def versions(torch: Any) -> Dict[str, Any]:
+    """Versions that must agree across a fleet."""
+    nccl = None
+    try:
+        if getattr(torch.version, "cuda", None) and torch.distributed.is_nccl_available():
+            v = torch.cuda.nccl.version()
+            nccl = ".".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+    except (AttributeError, RuntimeError):
+        nccl = None
+    return {"gpudiag": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torch_cuda": getattr(torch.version, "cuda", None), "nccl": nccl}
+
+
+def host_facts() -> Dict[str, Any]:
+    """The machine in a few fields (no names): OS, kernel, cores this rank may use."""
+    cores = None
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+            "logical_cores": os.cpu_count(), "affinity_cores": cores, "platform": sys.platform}
+
+
+# ----------------------------------------------------------------------------- the figures
+
+def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """The CPU equivalents, measured in interleaved rounds (one repeat of each per round), so that a
+    burst of other work on the core spoils a few repeats of every figure rather than all of one."""
+    n, inner, reps = p["matmul_n"], p["matmul_inner"], p["repeats"]
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    x = torch.zeros(1)
+    src = torch.ones(p["copy_bytes"], dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    a @ b  # warm-up: allocator and BLAS set-up, first touch of the copy buffers
+    dst.copy_(src)
+    for _ in range(200):
+        x.add_(1)
+    gflops, dispatch, copy = [], [], []
+    perf = time.perf_counter
+    for _ in range(reps):
+        t0 = perf()
+        for _ in range(inner):
+            a @ b
+        gflops.append(2 * n ** 3 * inner / (perf() - t0) / 1e9)
+        t0 = perf()
+        for _ in range(p["launches"]):
+            x.add_(1)
+        dispatch.append((perf() - t0) / p["launches"] * 1e6)
+        t0 = perf()
+        for _ in range(p["copy_inner"]):
+            dst.copy_(src)
+        copy.append(p["copy_bytes"] * p["copy_inner"] / (perf() - t0) / 1e9)
+    threads = torch.get_num_threads()
+    return {
+        "matmul_gflops": _stats(gflops, f"CPU float32 {n}x{n} matmul on {threads} torch thread(s) (no GPU)"),
+        "launch_us": _stats(dispatch, "CPU: dispatch of one tiny torch op (x.add_(1) on 1 element), no GPU"),
+        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {p['copy_bytes'] // MiB} MiB (no GPU, no PCIe)"),
+    }
+
+
+def _gpu_matmul(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """GFLOP/s of a fixed bf16 (else fp16) matmul loop, timed with CUDA events after a warm-up."""
+    n, inner = p["matmul_n"], p["matmul_inner"]
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    for _ in range(3):  # warm-up: cuBLAS handle, kernel choice, clocks up
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    for _ in range(p["repeats"]):
+        start.record()
+        for _ in range(inner):
+            a @ b
+        end.record()
+        end.synchronize()
+        out.append(2 * n ** 3 * inner / (start.elapsed_time(end) / 1e3) / 1e9)
+    name = str(dtype).replace("torch.", "")
+    del a, b
+    return _stats(out, f"GPU {name} {n}x{n} matmul, timed with CUDA events")
+
+
+def _gpu_launch(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
+    """Host-side microseconds per tiny kernel launch (the CPU time to enqueue, not the GPU time)."""
+    x = torch.zeros(1, device="cuda")
+    for _ in range(200):
+        x.add_(1)
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(p["repeats"]):
+        t0 = time.perf_counter()
+        for _ in range(p["launches"]):
+            x.add_(1)
+        out.append((time.perf_counter() - t0) / p["launches"] * 1e6)
+        torch.cuda.synchronize()
+    return _stats(out, "GPU: host time to launch one tiny kernel (x.add_(1) on 1 element)")
+
+
+def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
+    """Pinned H2D bandwidth, the PCIe link sampled from NVML while the copies run."""
+    from gpudiag.backends import nvml as nvml_backend
+    from gpudiag.probes.cuda import pcie
+
+    size, inner = p["copy_bytes"], p["copy_inner"]
+    host = torch.empty(size, dtype=torch.uint8).pin_memory()
+    dev = torch.empty(size, dtype=torch.uint8, device="cuda")
+    dev.copy_(host, non_blocking=True)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out, link = [], {"reason": "NVML not reachable"}
+
+    def copies() -> None:
+        for _ in range(p["repeats"]):
+            start.record()
+            for _ in range(inner):
+                dev.copy_(host, non_blocking=True)
+            end.record()
+            end.synchronize()
+            out.append(size * inner / (start.elapsed_time(end) / 1e3) / 1e9)
+
+    try:
+        with nvml_backend.session() as n:
+            h, how = pcie.nvml_handle(n, pcie.pci_bus_id(torch.cuda.get_device_properties(index)), index, os.environ)
+            if h is None:
+                link = {"reason": how}
+                copies()
+            else:
+                with pcie.LinkSampler(lambda: pcie.read_link(n, h)) as sampler:
+                    copies()
+                gens = [s["gen"] for s in sampler.samples if isinstance(s.get("gen"), int)]
+                widths = [s["width"] for s in sampler.samples if isinstance(s.get("width"), int)]
+                link = {"gen": max(gens) if gens else None, "width": max(widths) if widths else None,
+                        "samples": len(sampler.samples), "reason": sampler.error or None}
+    except nvml_backend.NvmlUnavailable as exc:  # raised on entering the session, before any copy
+        link = {"reason": str(exc)}
+        copies()
+    fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+    fig["link_under_load"] = link
+    return fig
+
+
+def measure_figures(torch: Any, device: Dict[str, Any], quick: bool) -> Dict[str, Any]:
+    """The three comparable figures of this rank (GPU, or the labelled CPU equivalents)."""
+    p = _plan(device["kind"], quick)
+    if device["kind"] == "cpu":
+        return _cpu_figures(torch, p)
+    return {"matmul_gflops": _gpu_matmul(torch, p), "launch_us": _gpu_launch(torch, p),
+            "h2d_gbps": _gpu_h2d(torch, p, device["index"])}
+
+
+def measure_rank(torch: Any, place: Place, quick: bool = True) -> Dict[str, Any]:
+    """This rank's entry for data.ranks (without host, which the caller labels): facts and figures."""
+    t0 = time.perf_counter()
+    device = pick_device(torch, place)
+    entry: Dict[str, Any] = {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
+                             "launcher": place.launcher, "device": device, "versions": versions(torch),
+                             "host_facts": host_facts()}
+    entry.update(preflight_and_driver(device))
+    entry["figures"] = measure_figures(torch, device, quick)
+    entry["measure_s"] = round(time.perf_counter() - t0, 3)
+    return entry
+
+
+def failed_entry(place: Place, message: str) -> Dict[str, Any]:
+    """The entry of a rank whose own measurement raised: it still answers, with the error."""
+    return {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
+            "launcher": place.launcher, "device": {"kind": None}, "figures": {}, "error": message}
+

@@ -1,0 +1,266 @@
+"""The `fleet` probe's view: verdict, a rank x metric table with outliers marked, nodes, collective curves.
+
+Registered in gpudiag.views.render's probe sections, so HTML and Markdown both get it; also the
+terminal summary `gpudiag fleet` prints on rank 0. Nothing is measured here, every value comes
+from the report and a missing one reads n/a.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from gpudiag.views import charts
+from gpudiag.views.render import badge, chart, fmt_bytes, fmt_num, table
+
+METRIC_COLS = (("matmul_gflops", "matmul GFLOP/s#"), ("launch_us", "launch µs#"), ("h2d_gbps", "H2D GB/s#"))
+METRIC_WORDS = {"matmul_gflops": "matmul", "launch_us": "launch", "h2d_gbps": "H2D",
+                "intra_busbw_gbps": "intra-node busbw"}
+SCOPE_TITLES = {"world": "every rank", "intra_node": "within each node", "inter_node": "across nodes (one rank each)"}
+TERMINAL_RANKS = 16
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def _n(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _cell(entry: dict, metric: str) -> Any:
+    """"12.3 (0.34x, z 9.1)" for a figure; a critical badge when the rank is flagged on it."""
+    fig = _d(_d(entry.get("figures")).get(metric))
+    sc = _d(_d(entry.get("scores")).get(metric))
+    if not _n(fig.get("value")):
+        return "n/a"
+    text = fmt_num(fig["value"])
+    if _n(sc.get("relative")) and _n(sc.get("score")):
+        text += f" ({sc['relative']:.2f}x, z {sc['score']:.1f})"
+    return badge(text + " outlier", "sev-critical") if sc.get("flagged") else text
+
+
+def _device(entry: dict) -> str:
+    dev = _d(entry.get("device"))
+    if dev.get("kind") == "cuda":
+        uuid = f" · uuid {dev['gpu_uuid_hash']}" if dev.get("gpu_uuid_hash") else ""
+        return f"GPU {dev.get('index')} {dev.get('name') or ''}{uuid}".strip()
+    if dev.get("kind") == "cpu":
+        return f"CPU ({dev.get('torch_threads') or '?'} threads)"
+    return "n/a"
+
+
+def _status(entry: dict, flagged_ranks: set) -> Any:
+    if entry.get("error"):
+        return badge("error", "sev-critical")
+    if entry.get("rank") in flagged_ranks:
+        return badge("straggler", "sev-critical")
+    return badge("ok", "s-ok")
+
+
+def rank_table(data: dict) -> dict:
+    """Every rank (and every missing one) against every comparable figure."""
+    outliers = [_d(o) for o in _l(data.get("outliers"))]
+    flagged = {o.get("rank") for o in outliers if o.get("kind") == "straggler" and o.get("rank") is not None}
+    rows = []
+    for e in sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0):
+        rows.append([str(e.get("rank")), e.get("host") or "n/a", str(e.get("local_rank")), _device(e)]
+                    + [_cell(e, m) for m, _ in METRIC_COLS] + [_status(e, flagged)])
+    for m in _l(data.get("missing")):
+        m = _d(m)
+        rows.append([str(m.get("rank")), m.get("host") or "n/a", str(m.get("local_rank")), "n/a"]
+                    + ["n/a"] * len(METRIC_COLS) + [badge("missing: " + str(m.get("reason") or ""), "sev-critical")])
+    rows.sort(key=lambda r: int(r[0]) if r[0].isdigit() else 0)
+    return table("Ranks", ["rank#", "host", "local#", "device"] + [c for _, c in METRIC_COLS] + ["status"], rows,
+                 "Each figure is the median of its repeats; (0.34x, z 9.1) is its speed relative to the median of the "
+                 "other comparable ranks and its robust score (>= 3 and at least 5 % slower marks an outlier). "
+                 "CPU ranks measure CPU equivalents (see the figures' descriptions below).", stack=True)
+
+
+def node_table(data: dict) -> dict:
+    """Each node's median figures, against the other nodes when there are several."""
+    rows = []
+    for node in map(_d, _l(data.get("nodes"))):
+        sc = _d(node.get("scores"))
+        cells = []
+        for m, _ in METRIC_COLS:
+            s = _d(sc.get(m))
+            cells.append(badge(f"{fmt_num(s.get('value'))} ({s['relative']:.2f}x) outlier", "sev-critical")
+                         if s.get("flagged") else
+                         f"{fmt_num(s.get('value'))} ({s['relative']:.2f}x)" if _n(s.get("relative")) else
+                         fmt_num(s.get("value")) if _n(s.get("value")) else "n/a")
+        intra = _d(sc.get("intra_busbw_gbps"))
+        cells.append(fmt_num(intra.get("value")) + (f" ({intra['relative']:.2f}x)" if _n(intra.get("relative")) else "")
+                     if _n(intra.get("value")) else "n/a")
+        rows.append([node.get("host") or "n/a", ", ".join(str(r) for r in _l(node.get("ranks")))] + cells)
+    return table("Nodes", ["host", "ranks"] + [c for _, c in METRIC_COLS] + ["intra-node busbw GB/s#"], rows,
+                 "A node's figure is the median of its ranks; the ratio compares it with the other nodes.", stack=True)
+
+
+def outlier_table(data: dict) -> dict:
+    """data.outliers as a table: kind, level, who, which figure, by how much."""
+    rows = []
+    for o in map(_d, _l(data.get("outliers"))):
+        rows.append([o.get("kind") or "", o.get("level") or "", "" if o.get("rank") is None else str(o["rank"]),
+                     o.get("host") or "", "" if o.get("gpu_index") is None else str(o["gpu_index"]),
+                     o.get("gpu_uuid_hash") or "", METRIC_WORDS.get(o.get("metric"), str(o.get("metric"))),
+                     fmt_num(o.get("value")), fmt_num(o.get("median")),
+                     f"{o['relative']:.2f}x" if _n(o.get("relative")) else "", fmt_num(o.get("score")),
+                     o.get("note") or ""])
+    return table("Outliers", ["kind", "level", "rank#", "host", "GPU#", "uuid hash", "metric", "value#",
+                              "median#", "relative#", "score#", "note"], rows,
+                 "median: of the other comparable ranks (or nodes); for a system-wide row, the reference it misses.",
+                 stack=True)
+
+
+def collective_table(data: dict) -> dict:
+    """Every collectives row with its time, algbw and busbw (and busbw's p10..p90)."""
+    rows = []
+    for c in map(_d, _l(data.get("collectives"))):
+        t = _d(c.get("time_us"))
+        spread = (f"{fmt_num(c.get('busbw_gbps_p10'))}..{fmt_num(c.get('busbw_gbps_p90'))}"
+                  if _n(c.get("busbw_gbps_p10")) else "")
+        rows.append([c.get("scope") or "", c.get("host") or "", c.get("op") or "", fmt_bytes(c.get("size_bytes")),
+                     str(c.get("n_ranks")), fmt_num(t.get("median")), fmt_num(c.get("algbw_gbps")),
+                     fmt_num(c.get("busbw_gbps")), spread, str(t.get("n") or ""), c.get("reason") or ""])
+    return table("Collectives", ["scope", "host", "op", "size#", "ranks#", "time µs#", "algbw GB/s#", "busbw GB/s#",
+                                 "busbw p10..p90#", "repeats#", "note"], rows)
+
+
+def collective_charts(data: dict) -> List[dict]:
+    """One busbw-vs-size chart per scope; intra-node curves are the median over nodes."""
+    rows = [_d(c) for c in _l(data.get("collectives")) if _n(_d(c).get("busbw_gbps"))]
+    backend = _d(data.get("collectives_status")).get("backend") or "?"
+    out = []
+    for scope in ("world", "intra_node", "inter_node"):
+        mine = [c for c in rows if c.get("scope") == scope]
+        if not mine:
+            continue
+        series = []
+        for op in ("all_reduce", "all_gather", "reduce_scatter"):
+            by_size: Dict[int, List[dict]] = {}
+            for c in mine:
+                if c.get("op") == op and _n(c.get("size_bytes")):
+                    by_size.setdefault(c["size_bytes"], []).append(c)
+            pts = []
+            for size, cs in sorted(by_size.items()):
+                cs.sort(key=lambda c: c["busbw_gbps"])
+                mid = cs[len(cs) // 2]
+                pts.append((size, mid["busbw_gbps"], mid.get("busbw_gbps_p10"), mid.get("busbw_gbps_p90")))
+            if pts:
+                series.append({"name": op, "points": pts})
+        hosts = {c.get("host") for c in mine if c.get("host")}
+        title = f"Collectives {SCOPE_TITLES[scope]}: bus bandwidth vs size ({backend})"
+        svg = charts.line_chart(series, title=title, x_label="operation size S (bytes, log scale)",
+                                y_label="busbw GB/s", log_x=True, x_fmt=charts.fmt_size)
+        cap = ("busbw = algbw x 2(n-1)/n for all_reduce and x (n-1)/n for all_gather and reduce_scatter (nccl-tests), "
+               "so it compares with the link speed whatever the rank count; whiskers are p10..p90 of the repeats. ")
+        if scope == "intra_node" and len(hosts) > 1:
+            cap += f"Each point is the median over {len(hosts)} nodes; the table has every node. "
+        if backend == "gloo":
+            cap += "On gloo these are CPU tensors over host networking, not NCCL, NVLink or GPU peer-to-peer."
+        out.append(chart(f"chart-fleet-{scope}", title.split(":")[0], svg, cap,
+                         table("", ["op", "size#", "busbw GB/s#"], [[s["name"], fmt_bytes(p[0]), fmt_num(p[1])]
+                                                                   for s in series for p in s["points"]])))
+    return out
+
+
+def relative_chart(data: dict, metric: str = "matmul_gflops") -> Optional[dict]:
+    """Each rank's speed relative to its peers on one figure: a straggler's bar is short and says so."""
+    rows = []
+    for e in sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0):
+        sc = _d(_d(e.get("scores")).get(metric))
+        rows.append({"label": f"rank {e.get('rank')}", "value": sc.get("relative"),
+                     "cls": "hl-base" if sc.get("flagged") else "c0",
+                     "note": f"z {sc['score']:.1f}" + (" outlier" if sc.get("flagged") else "")
+                     if _n(sc.get("score")) else "not comparable"})
+    if len(rows) < 2 or len(rows) > 64:
+        return None
+    svg = charts.horizontal_bars(rows, title=f"{METRIC_WORDS[metric]}: speed relative to the other ranks",
+                                 x_label="relative speed (1 = like its peers, lower is slower)",
+                                 value_fmt=lambda v: f"{v:.2f}x")
+    return chart("chart-fleet-relative", f"{METRIC_WORDS[metric].capitalize()} relative to the other ranks", svg,
+                 "1.00x is the median of the other comparable ranks; an outlier is at least 5 % slower and scores "
+                 ">= 3 robust standard deviations (median/MAD, or the measured repeat noise when that is larger).", None)
+
+
+def view(data: dict) -> dict:
+    """kv, tables, charts and notes for gpudiag.views.render's probe sections."""
+    launcher, status, exclude = _d(data.get("launcher")), _d(data.get("collectives_status")), _d(data.get("exclude"))
+    kinds: Dict[str, int] = {}
+    for e in map(_d, _l(data.get("ranks"))):
+        k = _d(e.get("device")).get("kind") or "unknown"
+        kinds[k] = kinds.get(k, 0) + 1
+    kv = [("Verdict", data.get("verdict")),
+          ("Exit code", f"{data.get('exit_code')} ({data.get('exit_meaning')})"),
+          ("Launcher", f"{launcher.get('launcher')}, world size {data.get('world_size')}, "
+                       f"{data.get('answered')} answered, deadline {fmt_num(data.get('deadline_s'))} s"),
+          ("Devices", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "n/a"),
+          ("Collectives", f"{status.get('state')} on {status.get('backend') or 'n/a'}"
+                          + (f": {status.get('reason')}" if status.get("reason") and status.get("state") != "ok" else "")),
+          ("Exclude (Slurm)", exclude.get("slurm") or "none")]
+    notes = []
+    cpu = [e for e in map(_d, _l(data.get("ranks"))) if _d(e.get("device")).get("kind") == "cpu"]
+    if cpu:
+        figs = _d(cpu[0].get("figures"))
+        notes.append("CPU ranks measure CPU equivalents: " + "; ".join(
+            f"{METRIC_WORDS[m]} = {_d(figs.get(m)).get('what')}" for m, _ in METRIC_COLS if _d(figs.get(m)).get("what")))
+    if status.get("backend") == "gloo":
+        notes.append("Not checked with gloo on CPU: NCCL, NVLink and GPU peer-to-peer bandwidth.")
+    charts_ = collective_charts(data)
+    rel = relative_chart(data)
+    if rel:
+        charts_.insert(0, rel)
+    tables = [rank_table(data), node_table(data), outlier_table(data), collective_table(data)]
+    return {"kv": kv, "tables": tables, "charts": charts_, "notes": notes}
+
+
+def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
+    """What rank 0 prints: the verdict, a line per rank (flagged ones always), collectives, exclude, files."""
+    data = _d(_d(_d(report.get("probes")).get("fleet")).get("data"))
+    lines = [f"gpudiag fleet: {data.get('verdict')}"]
+    ranks = sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0)
+    shown = [e for i, e in enumerate(ranks) if i < TERMINAL_RANKS or any(
+        _d(s).get("flagged") for s in _d(e.get("scores")).values())]
+    for e in shown:
+        figs = []
+        for m, _ in METRIC_COLS:
+            fig, sc = _d(_d(e.get("figures")).get(m)), _d(_d(e.get("scores")).get(m))
+            if _n(fig.get("value")):
+                rel = f" ({sc['relative']:.2f}x, z {sc['score']:.1f})" if _n(sc.get("relative")) else ""
+                figs.append(f"{METRIC_WORDS[m]} {fmt_num(fig['value'])}{rel}{' OUTLIER' if sc.get('flagged') else ''}")
+        lines.append(f"  rank {e.get('rank'):>3} {e.get('host') or '?'} local {e.get('local_rank')} {_device(e)}: "
+                     + ("; ".join(figs) or str(e.get("error") or "no figures")))
+    if len(shown) < len(ranks):
+        lines.append(f"  ... {len(ranks) - len(shown)} more healthy rank(s) in the report")
+    for m in map(_d, _l(data.get("missing"))):
+        lines.append(f"  rank {m.get('rank'):>3} {m.get('host') or '?'} local {m.get('local_rank')}: MISSING "
+                     f"({m.get('reason')})")
+    top = _top_collectives(_l(data.get("collectives")))
+    if top:
+        lines.append("Collectives (largest size, busbw): " + "; ".join(top))
+    for f in [_d(f) for f in _l(_d(_d(report.get("probes")).get("fleet")).get("findings"))
+              if _d(f).get("severity") in ("critical", "warning")][:6]:
+        lines.append(f"  [{f.get('severity')}] {f.get('code')}: {f.get('message')}")
+    ex = _d(data.get("exclude"))
+    lines.append(f"Exclude: {ex.get('slurm') or 'none'}")
+    lines.append(f"Exit code {data.get('exit_code')} ({data.get('exit_meaning')})")
+    for kind, path in (files or {}).items():
+        lines.append(f"Wrote {kind}: {path}")
+    return "\n".join(lines)
+
+
+def _top_collectives(rows: Sequence[Any]) -> List[str]:
+    """busbw at the largest size of each (scope, op, node): one short phrase each, for the terminal."""
+    best: Dict[tuple, dict] = {}
+    for c in map(_d, rows):
+        if not _n(c.get("busbw_gbps")):
+            continue
+        key = (c.get("scope"), c.get("op"), c.get("host"))
+        if key not in best or c["size_bytes"] > best[key]["size_bytes"]:
+            best[key] = c
+    return [f"{c['op']} {c['scope']}{' ' + c['host'] if c.get('host') else ''} {fmt_bytes(c['size_bytes'])} "
+            f"{fmt_num(c['busbw_gbps'])} GB/s" for c in list(best.values())[:9]]

@@ -1,0 +1,293 @@
+"""The view of `probes.watch` (HTML and Markdown sections, timelines as inline SVG) and its terminal summary.
+
+Rendered from the report JSON alone, like every view (docs/report-views.md). The charts are
+built with gpudiag.views.charts, so they share the report's style: GPU utilisation over time,
+memory per process with the projected limit line, and the GIL holder share per thread.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+from gpudiag.views import charts
+
+_MiB = 2 ** 20
+GIL_BINS = 40
+
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def _n(x: Any) -> Optional[float]:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _pct(x: Any, digits: int = 0) -> str:
+    return "n/a" if _n(x) is None else f"{x * 100:.{digits}f} %"
+
+
+def _ci(ci: Any) -> str:
+    if isinstance(ci, list) and len(ci) == 2 and _n(ci[0]) is not None and _n(ci[1]) is not None:
+        return f"{ci[0] * 100:.0f}-{ci[1] * 100:.0f} %"
+    return "n/a"
+
+
+def _bytes(n: Any) -> str:
+    from gpudiag.views.render import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _rate(n: Any) -> str:
+    return "n/a" if _n(n) is None else f"{_bytes(n)}/s" if abs(n) >= 1024 else f"{n:.0f} B/s"
+
+
+def _dur(s: Any) -> str:
+    from gpudiag.watch.growth import fmt_duration
+
+    return fmt_duration(_n(s))
+
+
+# ------------------------------------------------------------------ charts
+
+def gpu_chart(dev: dict) -> Optional[str]:
+    """GPU utilisation (ring buffer where the driver keeps one, else the per-tick rate) and memory used %."""
+    ring = [(p[0], p[1]) for p in _l(dev.get("ring")) if isinstance(p, list) and len(p) == 2]
+    ticks = [p for p in _l(dev.get("timeline")) if isinstance(p, list) and len(p) == 3]
+    series = []
+    if ring:
+        series.append({"name": "GPU utilisation (driver sample buffer)", "points": ring})
+    else:
+        series.append({"name": "GPU utilisation", "points": [(t, u) for t, u, _ in ticks if _n(u) is not None]})
+    total = _n(dev.get("memory_total_bytes"))
+    if total:
+        series.append({"name": "memory used (% of total)",
+                       "points": [(t, m / total * 100) for t, _, m in ticks if _n(m) is not None]})
+    return charts.line_chart(series, title=f"GPU {dev.get('index')}: utilisation over the run", x_label="time (s)",
+                             y_label="%", y_max=100.0)
+
+
+def memory_chart(mem: dict) -> Optional[str]:
+    """Memory per process (MiB) over time, the job's total, its projection and the limit line."""
+    series = []
+    for s in _l(mem.get("series"))[:5]:
+        pts = [(p[0], p[1] / _MiB) for p in _l(s.get("points")) if isinstance(p, list) and len(p) == 2]
+        if pts:
+            series.append({"name": f"{s.get('label')} ({s.get('metric')})", "points": pts})
+    total = [(p[0], p[1] / _MiB) for p in _l(mem.get("job_total")) if isinstance(p, list) and len(p) == 2]
+    if len(_l(mem.get("series"))) > 1 and total:
+        series.append({"name": "job total", "points": total})
+    proj = _d(mem.get("projection"))
+    refs = []
+    secs, headroom = _n(proj.get("seconds_to_limit")), _n(proj.get("headroom_bytes"))
+    if total and headroom is not None:
+        t_end, last = total[-1]
+        limit_line = last + headroom / _MiB
+        span = max(t_end - total[0][0], 1.0)
+        if secs is not None and secs <= 3 * span:
+            series.append({"name": "job total, projected at the measured rate",
+                           "points": [(t_end, last), (t_end + secs, limit_line)]})
+            refs.append({"y": limit_line, "label": f"memory limit ({proj.get('limit_source')})"})
+        elif secs is not None:
+            rate = _n(proj.get("job_growth_bytes_per_s")) or 0.0
+            series.append({"name": f"projected (limit reached in {_dur(secs)})",
+                           "points": [(t_end, last), (t_end + span, last + rate * span / _MiB)]})
+    if not series:
+        return None
+    return charts.line_chart(series, title="Memory per process over the run", x_label="time (s)",
+                             y_label="MiB", ref_lines=refs)
+
+
+def gil_chart(gil: dict) -> Optional[str]:
+    """Share of samples per time bin in which each thread held the GIL (top 4 threads) and anyone did."""
+    tl = [_d(r) for r in _l(gil.get("timeline")) if _n(_d(r).get("t_s")) is not None]
+    if len(tl) < 2:
+        return None
+    t0, t1 = tl[0]["t_s"], tl[-1]["t_s"]
+    width = max((t1 - t0) / min(GIL_BINS, max(2, len(tl) // 3)), 1e-6)
+    top = [t.get("name") for t in _l(gil.get("threads"))[:4]]
+    bins: Dict[int, List[dict]] = {}
+    for r in tl:
+        bins.setdefault(int((r["t_s"] - t0) / width), []).append(r)
+    series = []
+    for name in top:
+        series.append({"name": f"{name} holds it", "points": [
+            (t0 + (b + 0.5) * width, 100.0 * sum(1 for r in rs if r.get("holder") == name) / len(rs))
+            for b, rs in sorted(bins.items())]})
+    series.append({"name": "any thread holds it", "points": [
+        (t0 + (b + 0.5) * width, 100.0 * sum(1 for r in rs if r.get("holder") is not None) / len(rs))
+        for b, rs in sorted(bins.items())]})
+    return charts.line_chart(series, title="Who holds the GIL over the run", x_label="time (s)",
+                             y_label="% of samples", y_max=100.0)
+
+
+# ------------------------------------------------------------------ the section
+
+def _part_note(name: str, sec: dict) -> Optional[str]:
+    if sec.get("status") == "ok":
+        return None
+    text = f"{name}: {sec.get('status', 'n/a')} - {sec.get('reason') or 'no reason given'}"
+    if sec.get("advice") and sec.get("advice") not in text:
+        text += f" (what to do: {sec['advice']})"
+    return text
+
+
+def view(data: dict) -> dict:
+    """kv, tables, charts and notes of the watch section (see gpudiag.views.render.probe_sections)."""
+    from gpudiag.views.render import chart, table
+
+    job, gil, mem, cpu, gpu, inp = (_d(data.get(k)) for k in ("job", "gil", "memory", "cpu", "gpu", "input_wait"))
+    samp = _d(data.get("sampling"))
+    over = _d(samp.get("overhead"))
+    cmd = " ".join(str(a) for a in _l(job.get("command"))) or "n/a"
+    kv = [("Job", f"{cmd} (pid {job.get('pid')}, {job.get('mode')})"),
+          ("Outcome", f"{job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s"
+                      + (f" (gpudiag's exit code {job['exit_code']})" if isinstance(job.get("exit_code"), int)
+                         and str(job["exit_code"]) not in str(job.get("ended")) else "")),
+          ("Sampling", f"every {samp.get('interval_s')} s; py-spy {samp.get('py_spy_version') or 'n/a'}; "
+                       f"{over.get('py_spy_dumps', 0)} dumps ({over.get('py_spy_native_dumps', 0)} with native stacks)"),
+          ("Watch cost", f"{_n(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
+                         f"{over.get('py_spy_native_dumps', 0)} native dumps paused the job briefly each")]
+    notes = [n for n in (_part_note(k, _d(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
+    charts_out, tables = [], []
+    if gil.get("status") == "ok":
+        kv += [("GIL held", f"{_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
+                            f"(95 % interval {_ci(gil.get('held_ci95'))})"),
+               ("GIL wanted (held or waited for)", f"{_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+                                                   f"samples with native stacks (interval {_ci(gil.get('wanted_ci95'))})"
+                if gil.get("wanted_fraction") is not None else f"n/a ({gil.get('wait_detection_reason')})"),
+               ("Contended (someone waited while it was held)", _pct(gil.get("contended_fraction"))),
+               ("Threads", f"{gil.get('python_threads')} Python threads, {gil.get('threads_wanting_gil')} want the GIL")]
+        trows = [[t.get("name"), t.get("native_id"), _pct(t.get("gil_fraction")), _pct(t.get("gil_wait_fraction")),
+                  _pct(t.get("active_fraction")), _pct(t.get("runs_without_gil_fraction")),
+                  "n/a" if _n(t.get("cpu_cores")) is None else f"{t['cpu_cores']:.2f}"]
+                 for t in map(_d, _l(gil.get("threads")))]
+        charts_out.append(chart("chart-watch-gil", "GIL holder share", gil_chart(gil),
+                                "Share of samples in each time slice in which each thread held the GIL. Several "
+                                "threads at a third each while 'any' stays near 100 % is the GIL serialising them.",
+                                table("Python threads", ["thread", "native id#", "holds GIL#", "waits for GIL#",
+                                                         "active#", "runs without GIL#", "CPU cores#"], trows)))
+    if inp.get("status") == "ok" and inp.get("loader_seen"):
+        kv.append(("Waiting for DataLoader batches", f"{_pct(inp.get('fraction'))} of samples "
+                                                     f"(interval {_ci(inp.get('ci95'))})"))
+    if mem.get("status") == "ok":
+        proj = _d(mem.get("projection"))
+        kv.append(("Job memory peak", _bytes(mem.get("job_peak_bytes"))))
+        first = _d(proj.get("first_to_hit"))
+        if _n(proj.get("seconds_to_limit")) is not None:
+            kv.append(("Projection", f"the {proj.get('limit_source')} limit ({_bytes(proj.get('limit_bytes'))}, "
+                                     f"{_bytes(proj.get('headroom_bytes'))} left) is reached in about "
+                                     f"{_dur(proj.get('seconds_to_limit'))} at {_rate(proj.get('job_growth_bytes_per_s'))}; "
+                                     f"first to be killed: pid {first.get('pid')} ({first.get('role')})"))
+        else:
+            kv.append(("Projection", f"{proj.get('reason') or 'n/a'} (limit: {proj.get('limit_source')}, "
+                                     f"{_bytes(proj.get('headroom_bytes'))} left)"))
+        mrows = [[p.get("label"), p.get("pid"), p.get("name"), _bytes(p.get("peak_rss_bytes")),
+                  _bytes(p.get("peak_uss_bytes")), _bytes(p.get("peak_pss_bytes")),
+                  _rate(p.get("growth_bytes_per_s")) + (f" ({p.get('growth_metric')})" if p.get("growth_metric") else ""),
+                  "yes" if p.get("growing") else "no",
+                  "to the end" if p.get("present_at_end") else f"ended at {p.get('ended_s') or p.get('first_seen_s')} s"]
+                 for p in map(_d, _l(mem.get("processes")))]
+        charts_out.append(chart("chart-watch-memory", "Memory per process", memory_chart(mem),
+                                "Each process's memory over the run; the dashed line is the memory limit the "
+                                "projection counts against, and the last line extends the job's total at its "
+                                "measured growth rate.",
+                                table("Processes", ["process", "pid#", "name", "peak RSS#", "peak USS#", "peak PSS#",
+                                                    "growth#", "growing", "state"], mrows)))
+        notes += [str(x) for x in _l(mem.get("notes"))]
+    if cpu.get("status") == "ok":
+        kv.append(("CPU", f"job {_n(cpu.get('job_cpu_cores')) or 0:.2f} cores on average of {cpu.get('logical_cores')}; "
+                          f"other programs {_n(cpu.get('background_cpu_cores')) or 0:.2f} cores"))
+        crows = [[p.get("label"), p.get("pid"), "n/a" if _n(p.get("cpu_cores")) is None else f"{p['cpu_cores']:.2f}",
+                  ", ".join(f"{t.get('name') or t.get('native_id')}: {t['cpu_cores']:.2f}"
+                            for t in _l(p.get("threads"))[:4])]
+                 for p in map(_d, _l(cpu.get("processes")))]
+        tables.append(table("CPU per process", ["process", "pid#", "cores#", "busiest threads (cores)"], crows))
+    for dev in map(_d, _l(gpu.get("devices"))):
+        up = _d(dev.get("utilization_percent"))
+        gaps = _d(dev.get("idle_gaps"))
+        kv.append((f"GPU {dev.get('index')} {dev.get('name') or ''}".strip(),
+                   f"busy {_pct(dev.get('busy_fraction'))}, idle in {_pct(dev.get('idle_fraction'))} of samples "
+                   f"({dev.get('utilization_source')}, {up.get('n')} samples); {gaps.get('count', 0)} idle gaps, "
+                   f"longest {', '.join(str(g.get('duration_s')) + ' s' for g in _l(gaps.get('longest'))[:3]) or 'none'}"))
+        if dev.get("job_memory_reason"):
+            notes.append(f"GPU {dev.get('index')}: per-process memory {dev['job_memory_reason']}")
+        prow = [[p.get("pid"), p.get("name"), "job", ", ".join(_l(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")),
+                 p.get("first_seen_s")] for p in map(_d, _l(dev.get("job_processes")))]
+        prow += [[p.get("pid"), p.get("name"), "other" + (" (appeared mid-run)" if p.get("appeared_mid_run") else ""),
+                  ", ".join(_l(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")), p.get("first_seen_s")]
+                 for p in map(_d, _l(dev.get("other_processes")))]
+        charts_out.append(chart(f"chart-watch-gpu{dev.get('index')}", f"GPU {dev.get('index')} utilisation",
+                                gpu_chart(dev), "What NVML saw while the job ran: a kernel ran in the sample when "
+                                "utilisation is above 0; long stretches at 0 are idle gaps.",
+                                table("Processes on the GPU", ["pid#", "name", "whose", "kind", "peak memory#",
+                                                               "first seen s#"], prow)))
+    return {"kv": kv, "charts": charts_out, "tables": tables, "notes": notes}
+
+
+def choice_table(rec: dict) -> dict:
+    """The recommendation's 'choice' table for a watch report (no cycles/s: watch does not time strategies)."""
+    from gpudiag.views.render import table
+
+    return table("Recommended change", ["strategy", "workers#", "confidence", "why this confidence"],
+                 [[rec.get("strategy") or "n/a", rec.get("workers") if rec.get("workers") is not None else "n/a",
+                   rec.get("confidence") or "n/a", rec.get("confidence_reason") or ""]], stack=True)
+
+
+# ------------------------------------------------------------------ terminal
+
+def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
+    """The watch's summary for stderr: outcome, GIL, memory, GPU, the recommendation, files written."""
+    data = _d(_d(_d(report.get("probes")).get("watch")).get("data"))
+    job, gil, mem, gpu, cpu = (_d(data.get(k)) for k in ("job", "gil", "memory", "gpu", "cpu"))
+    lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s "
+             f"(pid {job.get('pid')})"]
+    if gil.get("status") == "ok":
+        wanted = (f", wanted (held or waited for) {_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+                  "native samples" if gil.get("wanted_fraction") is not None else "")
+        lines.append(f"  GIL      held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
+                     f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
+                         f"{t.get('name')} {_pct(t.get('gil_fraction'))}" for t in _l(gil.get("threads"))[:4]))
+    else:
+        lines.append(f"  GIL      {gil.get('status')}: {gil.get('reason')}")
+    if mem.get("status") == "ok":
+        grow = [p for p in _l(mem.get("processes")) if _d(p).get("growing")]
+        text = f"peak {_bytes(mem.get('job_peak_bytes'))}"
+        if grow:
+            text += "; growing: " + ", ".join(f"{p.get('label')} {_rate(p.get('growth_bytes_per_s'))}" for p in grow[:4])
+        proj = _d(mem.get("projection"))
+        if _n(proj.get("seconds_to_limit")) is not None:
+            first = _d(proj.get("first_to_hit"))
+            label = next((p.get("label") for p in _l(mem.get("processes")) if p.get("pid") == first.get("pid")), None)
+            text += (f"; at this rate {label or 'pid ' + str(first.get('pid'))} is the first killed, in about "
+                     f"{_dur(proj.get('seconds_to_limit'))} ({proj.get('limit_source')} limit)")
+        lines.append(f"  memory   {text}")
+    else:
+        lines.append(f"  memory   {mem.get('status')}: {mem.get('reason')}")
+    if cpu.get("status") == "ok":
+        lines.append(f"  CPU      job {_n(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
+                     f"{_n(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}")
+    if gpu.get("status") == "ok":
+        for dev in map(_d, _l(gpu.get("devices"))):
+            others = [p for p in _l(dev.get("other_processes"))]
+            lines.append(f"  GPU {dev.get('index')}    busy {_pct(dev.get('busy_fraction'))}, idle in "
+                         f"{_pct(dev.get('idle_fraction'))} of samples"
+                         + (f"; other processes: {len(others)}" if others else ""))
+    else:
+        lines.append(f"  GPU      {gpu.get('status')}: {gpu.get('reason')}")
+    sev = [f for f in _l(_d(_d(report.get("probes")).get("watch")).get("findings"))
+           if _d(f).get("severity") in ("critical", "warning")]
+    for f in sev[:4]:
+        lines.append(f"  [{f['severity']}] {f['code']}: {f['message']}")
+    rec = _d(report.get("recommendation"))
+    if rec.get("headline"):
+        lines.append(f"Recommendation ({rec.get('confidence')}): {rec['headline']}")
+    for kind, path in (files or {}).items():
+        lines.append(f"Wrote {kind}: {path}")
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""The watch's findings and its recommendation (with `confidence`), from `probes.watch.data`.
+
+See gpudiag.watch.diagnose for the verdicts and the meaning of each confidence level; the rules
+for users are in docs/watch.md. Pure functions: no hardware, tested on literal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from gpudiag.probes.base import finding
+from gpudiag.watch import diagnose as dg
+from gpudiag.watch.growth import fmt_duration
+
+
+def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
+    return {"claim": claim, "value": value, "unit": unit, "source": source}
+
+
+def _main_cost(mem: Optional[dict]) -> Optional[int]:
+    """One more copy of the job's main process costs about its PSS (else USS, else RSS) at its peak."""
+    for p in dg._l(dg._d(mem).get("processes")):
+        if p.get("role") == "main":
+            return p.get("peak_pss_bytes") or p.get("peak_uss_bytes") or p.get("peak_rss_bytes")
+    return None
+
+
+def _cores(data: dict) -> Optional[int]:
+    c = dg._d(data.get("cpu")).get("logical_cores") or dg._d(data.get("machine")).get("usable_cores")
+    return c if isinstance(c, int) and c > 0 else None
+
+
+def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
+    """How many processes to run instead of `wanting` GIL-bound threads, and why that many.
+
+    min(threads that want the GIL, usable cores, copies that fit in the memory headroom).
+    """
+    cores = dg._d(data.get("machine")).get("usable_cores") or _cores(data)
+    mem = dg._ok(data, "memory")
+    cost = _main_cost(mem)
+    headroom = dg._d(dg._d(mem).get("projection")).get("headroom_bytes") if mem else None
+    fits = None
+    if isinstance(cost, int) and cost > 0 and isinstance(headroom, (int, float)):
+        fits = 1 + int(headroom // cost)  # the running process is already paid for
+    limits = [("threads that want the GIL", wanting)]
+    if isinstance(cores, int):
+        limits.append(("usable cores", cores))
+    if fits is not None:
+        limits.append(("copies that fit in memory", fits))
+    binding = min(limits, key=lambda x: x[1])
+    return {"workers": max(1, binding[1]), "binding": binding[0], "cores": cores, "cost_bytes": cost, "fits": fits}
+
+
+def findings(data: dict, verdicts: List[dict]) -> List[dict]:
+    """Findings of a watch, most useful first; each with its evidence and the fix."""
+    out = []
+    by = {v["cause"]: v for v in verdicts}
+    job = dg._d(data.get("job"))
+    if job.get("mode") == "launch" and isinstance(job.get("exit_code"), int) and job["exit_code"] != 0:
+        out.append(finding("WATCH_JOB_FAILED", "warning",
+                           f"The job {job.get('ended') or 'failed'} after {job.get('duration_s', 0):.1f} s: the figures "
+                           "cover the time it ran.",
+                           {"exit_code": job.get("exit_code"), "duration_s": job.get("duration_s")},
+                           "see the job's own output above the report for why it stopped"))
+    v = by.get("gil_contention", {})
+    if v.get("verdict") == "supported":
+        out.append(finding("WATCH_GIL_CONTENDED", "warning", v["summary"], v.get("figures"),
+                           "run the work of those threads in processes (multiprocessing with spawn, or "
+                           "torch.multiprocessing), or move it into code that releases the GIL"))
+    v = by.get("worker_memory", {})
+    if v.get("verdict") == "supported":
+        secs = dg._n(v["figures"].get("seconds_to_limit"))
+        sev = "critical" if secs is not None and secs <= dg.MEMORY_CRITICAL_S else "warning"
+        out.append(finding("WATCH_MEMORY_LIMIT_AHEAD", sev, v["summary"], v.get("figures"),
+                           "find what grows (a list of batches, cached tensors, a leak in a worker), or run fewer "
+                           "workers; persistent DataLoader workers and spawn copy the dataset into each worker"))
+    v = by.get("input_starvation", {})
+    if v.get("verdict") == "supported":
+        out.append(finding("WATCH_INPUT_STARVED", "warning", v["summary"], v.get("figures"),
+                           "raise DataLoader(num_workers=...), set pin_memory=True and persistent_workers=True, "
+                           "or make each sample cheaper to load"))
+    v = by.get("host_sync_idle", {})
+    if v.get("verdict") == "supported":
+        out.append(finding("WATCH_GPU_WAITS_FOR_HOST", "warning", v["summary"], v.get("figures"),
+                           "do more per launch (larger batches), capture the step as a CUDA graph, or take "
+                           ".item()/.cpu() syncs out of the loop"))
+    v = by.get("gpu_shared", {})
+    if v.get("verdict") == "supported":
+        out.append(finding("WATCH_GPU_SHARED", "warning", v["summary"], v.get("figures"),
+                           "close the other programs using the GPU while the job runs"))
+    for d in dg._gpus(data) or []:
+        t = dg._n(d.get("throttled_fraction"))
+        if t is not None and t > 0:
+            seen = ", ".join(k for k, s in dg._d(d.get("clock_event_reasons")).items() if s > 0)
+            out.append(finding("WATCH_GPU_THROTTLED", "warning",
+                               f"GPU {d.get('index')} was held below its clocks by heat or power in {dg.pct(t)} of samples "
+                               f"(reasons seen: {seen}).", {"throttled_fraction": t,
+                                                            "clock_event_reasons": d.get("clock_event_reasons")},
+                               "improve cooling or airflow; check the power limit (nvidia-smi -q -d POWER)"))
+        if d.get("job_memory_reason") and d.get("driver_model") == "WDDM":
+            out.append(finding("WATCH_GPU_MEMORY_PER_PROCESS_NA", "info",
+                               f"GPU {d.get('index')}: {d['job_memory_reason']}.", {"driver_model": "WDDM"}, None))
+    cpu = dg._d(data.get("cpu"))
+    bg = dg._n(cpu.get("background_cpu_cores"))
+    if bg is not None and bg >= dg.BUSY_BACKGROUND_CORES:
+        names = ", ".join(f"{o.get('name')} ({o.get('cpu_cores', 0):.1f} cores)"
+                          for o in dg._l(cpu.get("busiest_other_processes"))[:3])
+        out.append(finding("WATCH_MACHINE_BUSY", "warning",
+                           f"Other programs used {bg:.1f} of {cpu.get('logical_cores')} cores on average during the watch"
+                           + (f" (busiest: {names})" if names else "") + ": the job had less CPU than it would alone.",
+                           {"background_cpu_cores": bg, "busiest_other_processes": cpu.get("busiest_other_processes")},
+                           "watch again on a quieter machine before deciding on a worker count"))
+    for part in ("gil", "memory", "cpu", "gpu"):
+        sec = dg._d(data.get(part))
+        if sec.get("status") in ("skipped", "failed") and sec.get("advice"):
+            out.append(finding("WATCH_ACCESS_DENIED", "info", f"The {part} part was {sec['status']}: {sec['reason']}.",
+                               {"part": part}, sec["advice"]))
+    health = dg._d(dg._d(data.get("sampling")).get("samplers"))
+    for name, h in health.items():
+        h = dg._d(h)
+        if h.get("stopped_reason") or (h.get("errors") or 0) > 0:
+            out.append(finding("WATCH_SAMPLER_ERRORS", "info",
+                               f"The {name} sampler had {h.get('errors')} failed ticks of {h.get('ticks')}"
+                               + (f"; {h['stopped_reason']}" if h.get("stopped_reason") else f" (last: {h.get('last_error')})")
+                               + ". The other samplers went on.", h, None))
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(out, key=lambda f: order.get(f["severity"], 3))  # stable: most useful first within a severity
+
+
+def _decisive(v: dict) -> bool:
+    return v.get("verdict") in ("supported", "refuted") and not v.get("noisy")
+
+
+def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
+    """The watch recommendation: strategy, workers, confidence (+ tied_with), headline, evidence."""
+    by = {v["cause"]: v for v in verdicts}
+    gil, inp, host, mem = (by.get(c, {}) for c in ("gil_contention", "input_starvation", "host_sync_idle",
+                                                    "worker_memory"))
+    g = dg._d(data.get("gil"))
+    rec: Dict[str, Any] = {"source": "watch", "strategy": None, "workers": None, "confidence": "none",
+                           "tied_with": [], "headline": "", "confidence_reason": "", "evidence": [],
+                           "verdicts": verdicts, "runners_up": [], "environment_changes": [],
+                           "gpu_questions_answered": dg._ok(data, "gpu") is not None}
+    ev = rec["evidence"]
+    if g.get("status") == "ok":
+        ev.append(_evidence("share of samples in which a thread of the job held the GIL", g.get("held_fraction"),
+                            "fraction", "probes.watch.data.gil.held_fraction"))
+        if g.get("wanted_fraction") is not None:
+            ev.append(_evidence("share of samples in which a thread held or waited for the GIL", g.get("wanted_fraction"),
+                                "fraction", "probes.watch.data.gil.wanted_fraction"))
+    options = []  # (strategy, workers, headline, verdict)
+    if gil.get("verdict") == "supported":
+        k = int(gil["figures"].get("threads_wanting_gil") or 2)
+        plan = process_plan(data, k)
+        cost = f"each costs about {dg.gib(plan['cost_bytes'])}, {plan['fits']} fit" if plan["fits"] else \
+            "their memory cost was not measured"
+        cores = f", {plan['cores']} cores" if plan["cores"] else ""
+        options.append(("processes", plan["workers"],
+                        f"{k} threads want the GIL {dg.pct(gil['figures'].get('wanted_fraction') or gil['figures'].get('held_fraction'))} "
+                        f"of the time and hold it one at a time: run them as {plan['workers']} processes "
+                        f"({cost}{cores}; limited by {plan['binding']}).", gil))
+        ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
+                            "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
+    if inp.get("verdict") == "supported":
+        workers = sum(1 for p in dg._l(dg._d(data.get("memory")).get("processes")) if p.get("role") == "worker")
+        options.append(("loader_workers", None,
+                        f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
+                        f"of the time: give the DataLoader more workers than the {workers} seen "
+                        "(and pin_memory=True, persistent_workers=True).", inp))
+    if host.get("verdict") == "supported" and gil.get("verdict") != "supported":
+        options.append(("cuda_graphs", 1,
+                        f"The GPU sat idle {dg.pct(host['figures'].get('gpu_idle_fraction'))} of the time while one "
+                        "thread ran Python: the loop is host-bound; capture the step as a CUDA graph or batch more "
+                        "work per launch (more threads would only queue for the GIL).", host))
+    mem_note = ""
+    if mem.get("verdict") == "supported":
+        mem_note = " " + mem["summary"]
+        rec["environment_changes"].append({"code": "WATCH_MEMORY_LIMIT_AHEAD", "change": mem["summary"],
+                                           "evidence": mem.get("figures")})
+        secs = dg._n(mem["figures"].get("seconds_to_limit"))
+        ev.append(_evidence("time until the job reaches the memory limit at the measured rate", secs, "s",
+                            "probes.watch.data.memory.projection.seconds_to_limit"))
+    if by.get("gpu_shared", {}).get("verdict") == "supported":
+        rec["environment_changes"].append({"code": "WATCH_GPU_SHARED", "change": by["gpu_shared"]["summary"],
+                                           "evidence": by["gpu_shared"].get("figures")})
+    judged = [v for v in (gil, inp, host) if v.get("verdict") in ("supported", "refuted")]
+    if not judged:
+        reasons = "; ".join(f"{v.get('cause')}: {v.get('reason')}" for v in (gil, host) if v.get("reason"))
+        rec["headline"] = ("No recommendation: nothing that judges a strategy was measured (" + (reasons or "no data")
+                           + ")." + mem_note)
+        rec["confidence_reason"] = "neither the GIL part (py-spy) nor the GPU part (NVML) produced a judgement"
+        return rec
+    noisy = [v for v in (gil, inp, host) if v.get("noisy")]
+    if not options:
+        rec["strategy"] = "unchanged"
+        rec["confidence"] = "too_noisy" if noisy else "clear"
+        parts = [v["summary"] for v in (gil, inp, host) if v.get("verdict") == "refuted" and v.get("summary")]
+        rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
+                           + mem_note).strip()
+        if noisy:
+            rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
+                                        + "): watch a longer run, or use a shorter --interval, for a clear answer")
+            rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
+        else:
+            rec["confidence_reason"] = "every judged figure lies clearly on one side of its threshold"
+        return rec
+    options.sort(key=lambda o: dg.SIMPLICITY.index(o[0]))
+    best = options[0]
+    rec["strategy"], rec["workers"] = best[0], best[1]
+    rec["headline"] = best[2] + mem_note
+    rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
+                          "gains of different changes, so the simpler one comes first"} for o in options[1:]]
+    if any(o[3].get("noisy") for o in options):
+        rec["confidence"] = "too_noisy"
+        rec["confidence_reason"] = ("the deciding figures' 95 % intervals straddle their thresholds ("
+                                    + ", ".join(o[3]["cause"] for o in options if o[3].get("noisy"))
+                                    + "): watch a longer run, or use a shorter --interval, before acting on this")
+        rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
+    elif len(options) > 1:
+        rec["confidence"] = "tie"
+        rec["tied_with"] = [o[0] for o in options[1:]]
+        rec["confidence_reason"] = "several changes are each supported; the simplest is named first"
+        rec["headline"] += " Also supported (a tie): " + " ".join(o[2] for o in options[1:])
+    else:
+        rec["confidence"] = "clear"
+        rec["confidence_reason"] = "the deciding figures lie clearly beyond their thresholds"
+    return rec
+
+
+def memory_summary_line(data: dict) -> Optional[str]:
+    """'worker 2 (pid 123) is killed in about 14 minutes at this rate' or None, for the terminal."""
+    mem = dg._ok(data, "memory")
+    if not mem:
+        return None
+    proj = dg._d(mem.get("projection"))
+    secs = dg._n(proj.get("seconds_to_limit"))
+    if secs is None:
+        return None
+    return (f"at this rate ({dg.gib(proj.get('job_growth_bytes_per_s'))}/s) {dg._label(dg._d(proj.get('first_to_hit')), mem)} "
+            f"is the first killed, in about {fmt_duration(secs)} ({dg._limit_name(proj)})")

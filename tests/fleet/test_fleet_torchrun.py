@@ -1,0 +1,218 @@
+"""`gpudiag fleet` for real, several processes on this machine, CPU ranks on gloo, loopback only.
+
+- torchrun --standalone with 2 ranks: the whole path (rendezvous, gather, collectives, report, views);
+- two "nodes" on one machine: two torchrun launchers with --nnodes 2, each in its own UTS namespace
+  (`unshare -u`, root only) so the host names differ, each pinned to one core (`taskset`); node B's rank
+  gets CPU hogs on its core while it measures and must be named the straggler, node A's rank not;
+- a rank that hangs is named by the deadline and the report is still written;
+- srun's variables (SLURM_PROCID, ...) without srun, one task crashing; a world of one without a launcher.
+Each test starts a few Python processes that import torch (torchrun's agents too): 1-12 s each,
+20-40 s in all depending on how busy the machine is; the two torchrun ones are the slow ones. Nothing here asserts a timing except that the starved rank, with four
+busy loops on its core, is slower than its peers. Rendezvous and gloo use 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tests
+from gpudiag.fleet import collectives
+from gpudiag.fleet.measure import host_label
+
+ROOT = tests.ROOT
+FAULTS = os.path.join(ROOT, "tests", "fleet", "fleet_faults.py")
+HOG = [sys.executable, "-c", "while True: pass"]
+
+if importlib.util.find_spec("torch") is None:
+    pytest.skip("gpudiag fleet needs torch", allow_module_level=True)
+if not sys.platform.startswith("linux"):
+    pytest.skip("these runs use Linux process tools (torchrun on loopback, taskset, unshare)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    """This checkout's gpudiag, gloo on loopback, and no launcher variables inherited from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_", "GPUDIAG_TEST_"))
+           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                         "MASTER_PORT")}
+    env.update(PYTHONPATH=ROOT, GLOO_SOCKET_IFNAME="lo", PYTHONWARNINGS="ignore")
+    env.update(extra)
+    return env
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def load(path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def fleet_data(path) -> dict:
+    return load(path)["probes"]["fleet"]["data"]
+
+
+def leftovers(marker: str):
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if marker in " ".join(cmd) or cmd == HOG:
+            out.append(p.pid)
+    return out
+
+
+def test_standalone_two_ranks_write_one_fleet_report(tmp_path):
+    import jsonschema
+
+    out, html, md = tmp_path / "f.json", tmp_path / "f.html", tmp_path / "f.md"
+    cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "2", "-m", "gpudiag", "fleet", "--json", str(out),
+                      "-o", str(html), "--markdown", str(md), "--deadline", "30"]
+    res = subprocess.run(cmd, cwd=str(tmp_path), env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.exists(), res.stderr[-3000:]
+    rep = load(out)
+    jsonschema.validate(rep, load(os.path.join(ROOT, "gpudiag", "report", "schema", "report.schema.json")))
+    data = rep["probes"]["fleet"]["data"]
+    assert (res.returncode == 0) == (data["exit_code"] == 0), res.stderr[-2000:]
+    assert (data["world_size"], data["answered"], data["launcher"]["launcher"], data["backend"]) == \
+        (2, 2, "torchrun", "gloo")
+    assert [(e["rank"], e["local_rank"], e["device"]["kind"]) for e in data["ranks"]] == [(0, 0, "cpu"), (1, 1, "cpu")]
+    assert data["ranks"][0]["host"] == data["ranks"][1]["host"] == host_label(socket.gethostname())
+    assert all("no GPU" in f["what"] for e in data["ranks"] for f in e["figures"].values())  # labelled CPU
+    assert data["collectives_status"]["state"] == "ok"
+    rows = data["collectives"]
+    assert {(c["op"], c["scope"]) for c in rows} == {(op, "intra_node") for op in collectives.OPS}
+    assert len(rows) == len(collectives.OPS) * len(data["collectives_status"]["plan"]["sizes"])
+    for c in rows:
+        assert c["busbw_gbps"] == pytest.approx(c["algbw_gbps"] * collectives.busbw_factor(c["op"], 2), rel=1e-3)
+        assert c["time_us"]["n"] == data["collectives_status"]["plan"]["repeats"]
+    assert "FLEET_GLOO_ONLY" in {f["code"] for f in rep["probes"]["fleet"]["findings"]}
+    assert "<svg" in html.read_text() and "| rank |" in md.read_text()
+    assert "gpudiag fleet:" in res.stdout
+
+
+@pytest.fixture
+def two_namespaced_nodes():
+    """Skip unless this machine can give two launchers their own host names and their own cores."""
+    if not (shutil.which("unshare") and shutil.which("taskset")):
+        pytest.skip("needs unshare and taskset (util-linux)")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPU cores to pin one launcher to each")
+    probe = subprocess.run(["unshare", "-u", "sh", "-c", "hostname fleet-probe && hostname"], capture_output=True,
+                           text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != "fleet-probe":
+        pytest.skip(f"unshare -u (a UTS namespace per launcher) needs root here: {probe.stderr.strip()[:200]}")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    return cores
+
+
+def launcher_cmd(hostname: str, core: int, node_rank: int, nproc: int, port: int, args):
+    inner = TORCHRUN + ["--nnodes", "2", "--node-rank", str(node_rank), "--nproc-per-node", str(nproc),
+                        "--master-addr", "127.0.0.1", "--master-port", str(port), FAULTS] + list(args)
+    script = f"hostname {hostname} && exec taskset -c {core} \"$@\""
+    return ["unshare", "-u", "sh", "-c", script, "sh"] + inner
+
+
+def test_two_nodes_name_the_starved_rank_the_straggler(tmp_path, two_namespaced_nodes):
+    core_a, core_b = two_namespaced_nodes
+    port = free_port()
+    out, ex = tmp_path / "fleet.json", tmp_path / "exclude.txt"
+    # One rank per node: two ranks sharing node A's one core would disturb each other as much as the hogs
+    # disturb rank 1, and the score would rightly call the fleet too noisy to judge.
+    env = clean_env(GPUDIAG_TEST_FAULT="hog:1:4")  # rank 1, on node B, shares its core with 4 busy loops
+    args = ["fleet", "--deadline", "40"]
+    a = subprocess.Popen(launcher_cmd("fleet-node-a", core_a, 0, 1, port, args + ["--json", str(out),
+                                                                                 "--exclude-file", str(ex)]),
+                         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(launcher_cmd("fleet-node-b", core_b, 1, 1, port, args), cwd=str(tmp_path), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        a_out, a_err = a.communicate(timeout=150)
+        b.communicate(timeout=60)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+    assert out.exists(), a_err[-3000:]
+    data = fleet_data(out)
+    by_rank = {e["rank"]: e for e in data["ranks"]}
+    node_a, node_b = host_label("fleet-node-a"), host_label("fleet-node-b")
+    assert [by_rank[r]["host"] for r in (0, 1)] == [node_a, node_b]
+    strag = [o for o in data["outliers"] if o["kind"] == "straggler" and o["level"] == "rank"]
+    print("\nstarved rank 1 scores:", by_rank[1]["scores"], "\nhealthy rank 0 scores:", by_rank[0]["scores"])
+    assert strag and {o["rank"] for o in strag} == {1}, data["outliers"]
+    assert not any(s["flagged"] for s in by_rank[0]["scores"].values())
+    assert data["exclude"]["hosts"] == [node_b] and ex.read_text() == "fleet-node-b\n"
+    assert data["exit_code"] == 2 and a.returncode != 0  # torchrun reports rank 0's code 2 as a failure
+    assert {c["scope"] for c in data["collectives"]} == {"inter_node"}  # one rank per node: the world is inter-node
+    text = out.read_text()
+    assert "fleet-node-a" not in text and "fleet-node-b" not in text
+    assert "straggler rank(s) 1" in a_out
+    assert not leftovers(FAULTS)
+
+
+def test_a_hung_rank_is_named_by_the_deadline(tmp_path):
+    out = tmp_path / "f.json"
+    cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "2", FAULTS, "fleet", "--json", str(out), "--deadline", "3"]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, cwd=str(tmp_path), env=clean_env(GPUDIAG_TEST_FAULT="hang:1"), capture_output=True,
+                         text=True, timeout=120)
+    assert out.exists(), res.stderr[-3000:]
+    data = fleet_data(out)
+    assert [(m["rank"], m["local_rank"], m["host"]) for m in data["missing"]] == \
+        [(1, 1, host_label(socket.gethostname()))]
+    assert data["answered"] == 1 and data["exit_code"] == 2 and res.returncode != 0
+    assert data["collectives_status"]["state"] == "skipped"
+    assert "missing rank(s) 1" in data["verdict"]
+    assert time.monotonic() - t0 < 60
+    assert not leftovers(FAULTS)
+
+
+def test_srun_variables_without_srun_and_a_crashed_rank(tmp_path):
+    """Two tasks with srun's variables (no srun here); task 1 crashes before measuring. Without torchrun
+    nobody kills the others, so rank 0 must notice the closed connection and still write the report."""
+    port = free_port()
+    out = tmp_path / "f.json"
+    procs = []
+    for rank in range(2):
+        env = clean_env(SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_STEP_ID="0", SLURM_LOCALID=str(rank),
+                        SLURM_NODEID="0", SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost",
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                        GPUDIAG_TEST_FAULT="die:1")
+        procs.append(subprocess.Popen([sys.executable, FAULTS, "fleet", "--json", str(out), "--deadline", "20"],
+                                      cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    results = [p.communicate(timeout=120) for p in procs]
+    assert out.exists(), results[0][1][-2000:]
+    data = fleet_data(out)
+    assert (data["launcher"]["launcher"], data["world_size"], data["answered"]) == ("slurm", 2, 1)
+    assert [(m["rank"], m["local_rank"]) for m in data["missing"]] == [(1, 1)]
+    assert "Connection closed" in data["missing"][0]["reason"]
+    assert procs[0].returncode == data["exit_code"] == 2 and procs[1].returncode == 17
+    assert "Traceback" not in results[0][1]
+
+
+def test_world_of_one_without_a_launcher(tmp_path):
+    out = tmp_path / "one.json"
+    res = subprocess.run([sys.executable, "-m", "gpudiag", "fleet", "--json", str(out)], cwd=str(tmp_path),
+                         env=clean_env(), capture_output=True, text=True, timeout=120)
+    data = fleet_data(out)
+    assert res.returncode == 0, res.stderr
+    assert (data["world_size"], data["launcher"]["launcher"]) == (1, "none")
+    assert "FLEET_SINGLE_RANK" in {f["code"] for f in load(out)["probes"]["fleet"]["findings"]}
+    assert os.listdir(tmp_path) == ["one.json"]  # nothing else written, no temp file left
