@@ -27,7 +27,7 @@ def gpudiag(*args, cwd=None, env=None):
     (["report", "--foo"], "gpudiag: error: no such option '--foo' (see 'gpudiag report -h')"),
     (["nosuch"], "gpudiag: error: no such command 'nosuch' (see 'gpudiag -h')"),
     (["render"], "gpudiag: error: missing argument 'REPORT.json' (see 'gpudiag render -h')"),
-    (["report", "--timeout", "0.5"], "gpudiag: error: invalid value for '--timeout': 0.5 is not in the range x>=1"),
+    (["report", "--timeout", "0.5"], "gpudiag: error: invalid value for '--timeout': the limit must be at least 1 s"),
     (["preflight", "--min-free-disk", "1G"], "gpudiag: error: --min-free-disk needs --checkpoint-dir"),
     (["preflight", "--ram-per-worker", "lots"], "gpudiag: error: invalid value for '--ram-per-worker'"),
 ])

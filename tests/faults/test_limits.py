@@ -56,7 +56,7 @@ def test_report_is_still_written_when_no_probe_can_start(tmp_path, monkeypatch):
     monkeypatch.setattr(gpudiag.probes, "all_probes", lambda: list(fault_probes.SETS["quick"]))
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli.main, ["report", "--json", "r.json", "-o", "r.html"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == cli.EXIT_PROBE_FAILED, res.output  # the report is written whole; a probe failed
     rep = json.loads((tmp_path / "r.json").read_text())
     assert {p["status"] for p in rep["probes"].values()} == {"failed"}
     assert "process limit" in rep["probes"]["first"]["reason"]
@@ -110,7 +110,7 @@ def test_real_process_limit_fails_the_probe_and_writes_the_report():
                                      "--json", "r.json", "-o", "r.html"],
                              cwd=work, env=dict(os.environ, TMPDIR=work, **env), preexec_fn=limited,
                              capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 1, out.stderr  # written whole, the system probe failed
         assert "Traceback" not in out.stderr + out.stdout
         with open(os.path.join(work, "r.json")) as fh:
             rep = json.load(fh)

@@ -422,7 +422,7 @@ def test_merge_of_fleet_reports_renumbers_ranks(tmp_path):
     (("fleet", "--deadline", "0"), "Invalid value for '--deadline'"),
     (("fleet", "--backend", "mpi"), "Invalid value for '--backend'"),
     (("fleet", "mrege"), "No such command"),
-    (("fleet", "-o", "x.txt"), "use a .html file name"),
+    (("fleet", "-o", "x.txt"), "use a name ending in .html"),
 ])
 def test_fleet_usage_errors_exit_3_without_traceback(tmp_path, args, words):
     res = _cli(*args, cwd=str(tmp_path))

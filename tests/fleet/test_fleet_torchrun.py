@@ -215,4 +215,5 @@ def test_world_of_one_without_a_launcher(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (data["world_size"], data["launcher"]["launcher"]) == (1, "none")
     assert "FLEET_SINGLE_RANK" in {f["code"] for f in load(out)["probes"]["fleet"]["findings"]}
-    assert os.listdir(tmp_path) == ["one.json"]  # nothing else written, no temp file left
+    # The HTML next to the JSON (a JSON path alone never drops the HTML); no temp file left.
+    assert sorted(os.listdir(tmp_path)) == ["one.html", "one.json"]
