@@ -87,6 +87,8 @@ def pick_device(torch: Any, place: Place) -> Dict[str, Any]:
 def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
     """A driver.collect for preflight that also reads clocks (which the driver probe does not)."""
     def collect(n: Any) -> Dict[str, Any]:
+        """The driver probe's data for NVML session `n`, each readable GPU with its SM and memory clocks
+        (MHz); also kept in `extra` for preflight_and_driver."""
         from gpudiag.probes import driver
 
         data = driver.collect(n)
@@ -261,6 +263,8 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     out, link = [], {"reason": "NVML not reachable"}
 
     def copies() -> None:
+        """Runs the timed pinned copies and appends each repeat's GB/s to `out`: the same loop with
+        or without the link sampler."""
         for _ in range(p["repeats"]):
             start.record()
             for _ in range(inner):

@@ -26,6 +26,8 @@ KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,
              kind: Optional[str] = None) -> dict:
+    """system.os (distro, kernel, WSL, container, virtualization) from this OS's reader: the one
+    dispatch probes and `env` call."""
     kind = kind or KIND
     if kind == "windows":
         return _windows.os_facts(reg)
@@ -66,6 +68,8 @@ def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int]
 
 
 def _affinity_cores() -> Optional[int]:
+    """How many CPUs this process may run on (sched_getaffinity, else psutil's
+    cpu_affinity on Windows), None on macOS: the cores workers can really use."""
     if hasattr(os, "sched_getaffinity"):
         try:
             return len(os.sched_getaffinity(0))
@@ -141,6 +145,8 @@ def default_start_method() -> str:
 
 
 def free_threaded_build() -> bool:
+    """True for a free-threaded (PEP 703) CPython build, the only kind where the GIL
+    can be off."""
     # Truthiness, not `is not None`: regular Windows builds define Py_GIL_DISABLED as 0 (cpython #143423).
     return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 

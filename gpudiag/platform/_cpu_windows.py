@@ -108,6 +108,7 @@ def parse_identifier(text: Optional[str]) -> Dict[str, str]:
 
 
 def _default_api() -> Any:
+    """The real kernel32 seam, or None off Windows: facts() then says what was not read."""
     try:
         return Kernel32Api()
     except (ImportError, OSError, AttributeError):  # not Windows (ctypes has no WinDLL)

@@ -216,6 +216,7 @@ _ARM_IMPLEMENTERS = {"0x41": "ARM", "0x42": "Broadcom", "0x43": "Cavium", "0x46"
 
 
 def _mhz(khz_text: Optional[str]) -> Optional[float]:
+    """A sysfs frequency in kHz as MHz, or None when absent or malformed."""
     try:
         return int((khz_text or "").strip()) / 1000.0
     except ValueError:

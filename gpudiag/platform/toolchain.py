@@ -107,6 +107,8 @@ class Pending:
         self._thread.start()
 
     def _run(self) -> None:
+        """The background thread: starts every planned `--version` at once, then collects each until
+        the deadline, killing and reaping any that hangs."""
         procs = {}
         for name, item in self._plan.items():
             if not item.get("path"):

@@ -14,6 +14,8 @@ from gpudiag.watch.growth import fmt_duration
 
 
 def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
+    """One evidence row {claim, value, unit, source} of the recommendation, in the report's
+    evidence shape."""
     return {"claim": claim, "value": value, "unit": unit, "source": source}
 
 
@@ -26,6 +28,8 @@ def _main_cost(mem: Optional[dict]) -> Optional[int]:
 
 
 def _cores(data: dict) -> Optional[int]:
+    """The logical cores the watch saw (else the machine's usable cores), or None: a bound on how
+    many processes to suggest."""
     c = dg._d(data.get("cpu")).get("logical_cores") or dg._d(data.get("machine")).get("usable_cores")
     return c if isinstance(c, int) and c > 0 else None
 
@@ -128,6 +132,8 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
 
 
 def _decisive(v: dict) -> bool:
+    """True when a verdict is supported or refuted and its interval does not straddle the
+    threshold: the kind of verdict a `clear` recommendation rests on."""
     return v.get("verdict") in ("supported", "refuted") and not v.get("noisy")
 
 
