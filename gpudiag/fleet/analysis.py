@@ -85,7 +85,7 @@ def rank_scores(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[int, Dict[
 
 
 def nodes_of(ranks: Iterable[Mapping[str, Any]]) -> Dict[str, List[int]]:
-    """{host: [ranks]} in rank order."""
+    """{host: [ranks]} in rank order: the nodes the report lists and its verdict counts."""
     nodes: Dict[str, List[int]] = defaultdict(list)
     for e in sorted(ranks, key=lambda e: e.get("rank", 0)):
         nodes[str(e.get("host"))].append(e["rank"])

@@ -152,7 +152,7 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
 
 
 def versions(torch: Any) -> Dict[str, Any]:
-    """Versions that must agree across a fleet."""
+    """{gpudiag, python, torch, torch_cuda, nccl} of this rank: what must agree across a fleet (skew findings)."""
     nccl = None
     try:
         if getattr(torch.version, "cuda", None) and torch.distributed.is_nccl_available():

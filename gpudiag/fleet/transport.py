@@ -51,7 +51,7 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
-    """The object encode() made."""
+    """The object encode() made, from its UTF-8 JSON bytes (UnicodeDecodeError or JSONDecodeError when garbled)."""
     return json.loads(raw.decode("utf-8"))
 
 

@@ -41,7 +41,7 @@ class Kernel32Api:
         self.pointer_size = ctypes.sizeof(ctypes.c_void_p)
 
     def feature_present(self, n: int) -> bool:
-        """IsProcessorFeaturePresent(PF_* value n)."""
+        """Whether the CPU has feature PF_* `n` (IsProcessorFeaturePresent): Windows' instruction-set query."""
         return bool(self._k.IsProcessorFeaturePresent(n))
 
     def logical_processor_information(self) -> Optional[bytes]:

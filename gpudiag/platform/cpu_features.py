@@ -80,7 +80,7 @@ def human_bytes(n: Optional[int]) -> Optional[str]:
 
 
 def cache_row(c: dict) -> str:
-    """ "96 KiB (2 instances)" """
+    """lscpu's cache cell, total size and instance count: "96 KiB (2 instances)"."""
     n = c.get("instances")
     inst = f" ({n} instance{'s' if n != 1 else ''})" if n else ""
     return f"{human_bytes(c.get('bytes_total'))}{inst}"
