@@ -89,6 +89,7 @@ def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
     def collect(n: Any) -> Dict[str, Any]:
         """The driver probe's data for NVML session `n`, each readable GPU with its SM and memory clocks
         (MHz); also kept in `extra` for preflight_and_driver."""
+        from gpudiag.backends import nvml as nvml_backend
         from gpudiag.probes import driver
 
         data = driver.collect(n)
@@ -97,9 +98,7 @@ def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
                 continue
             try:
                 h = n.handle(gpu["index"])
-            except Exception as exc:  # pynvml raises NVMLError_* subclasses made at run time
-                if not type(exc).__name__.startswith("NVMLError"):
-                    raise
+            except nvml_backend.NvmlError:  # the seam re-raises pynvml's errors as this: that GPU keeps no clocks
                 continue
             gpu["clocks"] = {"sm_mhz": n.call("nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM),
                              "sm_max_mhz": n.call("nvmlDeviceGetMaxClockInfo", h, NVML_CLOCK_SM),

@@ -39,7 +39,7 @@ def reg_value(reg: Any, subkey: str, name: str, hive: Any = None) -> Any:
     finally:
         try:
             reg.CloseKey(key)
-        except Exception:  # a fake or an already-closed handle: nothing to release
+        except OSError:  # winreg fails with OSError only; closing is clean-up, what was read stands
             pass
 
 

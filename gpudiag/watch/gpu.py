@@ -33,7 +33,7 @@ class GpuSampler(Sampler):
         for i in range(count):
             try:
                 h = n.handle(i)
-            except Exception:  # best effort: a GPU NVML lists but cannot open is left out, said in `notes`
+            except nvml_backend.NvmlError:  # GpuIsLost, NoPermission...: that GPU is left out, the others sampled
                 continue
             name = n.call("nvmlDeviceGetName", h, default=None)
             self.devices.append({"index": i, "handle": h, "name": name if isinstance(name, str) else None,

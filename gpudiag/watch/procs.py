@@ -140,13 +140,16 @@ class ProcessSampler(Sampler):
             busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
             total = busy + getattr(ct, "idle", 0.0) + getattr(ct, "iowait", 0.0)
             self.machine.append((t_s, busy, total))
-        except Exception:  # best-effort machine load; the tree below matters more
+        except (OSError, self.ps.Error):  # /proc/stat unreadable: no machine load this tick; the tree matters more
             pass
         tree = self._tree()
         if tree and self.memory_facts_fn is not None:
             try:
                 self.memory_facts, self.memory_facts_t = self.memory_facts_fn(), t_s
-            except Exception:  # best effort: the projection says when no limit could be read
+            except Exception:  # best-effort fact in a sampler tick, kept broad on purpose:
+                # memory_facts is a seam (platform.memory_facts: /proc, cgroup files and psutil); whatever
+                # it raises must not cost this tick's process samples, and the projection says when no
+                # limit could be read.
                 pass
         seen = set()
         for h in tree:

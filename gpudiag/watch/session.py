@@ -52,7 +52,8 @@ def _cpu_snapshot(ps: Any) -> Dict[int, tuple]:
             ct = p.info.get("cpu_times")
             if ct is not None:
                 snap[p.pid] = (p.info.get("name"), ct.user + ct.system)
-    except Exception:  # best effort: a busy-machine hint must never stop the watch
+    except Exception:  # kept broad: a busy-machine hint runs outside watch()'s report guard and must never
+        # stop the watch or cost the job's exit code (psutil itself raises OSError or psutil.Error here)
         pass
     return snap
 
@@ -313,6 +314,7 @@ class WatchSession:
                 results["driver"] = runner.result("ok", "", time.monotonic() - t_drv, driver_data,
                                                   driver_probe.analyze(driver_data, own_pids=job_pids))
             except Exception as exc:  # best-effort facts around the watch: the watch itself must still be reported
+                # (NVML's own errors are already n/a inside the data; this is a reader failing some other way)
                 results["driver"] = runner.result("failed", f"{type(exc).__name__}: {exc}")
         else:
             results["driver"] = runner.result("skipped", self.nvml_reason or "NVML is not available")
