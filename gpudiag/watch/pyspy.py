@@ -321,7 +321,7 @@ class GilSampler(Sampler):
 
     def _dump(self, pid: int, t_s: float, native: bool = True) -> None:
         """One py-spy dump of `pid` (native every native_every ticks): adds its cost, keeps the sample
-        or the failure in `status`, and gives up on a pid after repeated failures."""
+        or the failure in `status`; gives up on a pid when refused, or after repeated failures."""
         use_native = native and self.native and (self.ticks % self.native_every == 0)
         res = self.dump_fn(self.binary, pid, use_native, timeout_s=max(5.0, 10 * self.interval_s),
                            on_start=self._track)
