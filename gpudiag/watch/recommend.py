@@ -131,12 +131,6 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
     return sorted(out, key=lambda f: order.get(f["severity"], 3))  # stable: most useful first within a severity
 
 
-def _decisive(v: dict) -> bool:
-    """True when a verdict is supported or refuted and its interval does not straddle the
-    threshold: the kind of verdict a `clear` recommendation rests on."""
-    return v.get("verdict") in ("supported", "refuted") and not v.get("noisy")
-
-
 def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     """The watch recommendation: strategy, workers, confidence (+ tied_with), headline, evidence."""
     by = {v["cause"]: v for v in verdicts}
