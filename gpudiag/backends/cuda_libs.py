@@ -34,6 +34,8 @@ _MAX_WALK_FILES = 5000  # a mis-set CUDA_PATH pointing at C:\ must not make `env
 
 
 def _is_lib(name: str, spec: dict, main_only: bool) -> bool:
+    """True when file `name` belongs to the library (.so*, .dylib, .dll by prefix); main_only
+    keeps the library itself, not its sub-libraries (libcudnn_ops...)."""
     low = name.lower()
     if low.endswith(".dll"):
         ok = low.startswith(spec["dll"])
@@ -57,6 +59,7 @@ def _describe(path: str) -> dict:
 
 
 def _listdir(folder: str) -> List[str]:
+    """Sorted names in a folder, or [] when it is missing or unreadable: every location is optional."""
     try:
         return sorted(os.listdir(folder))
     except OSError:
@@ -184,6 +187,8 @@ def find(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, st
 
 
 def _read_first_line(path: str) -> Optional[str]:
+    """The first line of a text file, stripped, or None when missing or empty: ROCm's
+    .info/version holds only the release."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.readline().strip() or None

@@ -238,6 +238,8 @@ _SUFFIX = re.compile(r"-cu(\d+)$")
 
 
 def _mm(version: Optional[str]) -> Optional[Tuple[int, int]]:
+    """(major, minor) of a version ("12.4.127" -> (12, 4)), or None: CUDA packages are matched
+    with torch's build by major.minor."""
     m = re.match(r"^(\d+)\.(\d+)", version or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
 

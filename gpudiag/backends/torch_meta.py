@@ -24,6 +24,8 @@ def torch_dir() -> Optional[str]:
 
 @functools.lru_cache(maxsize=1)
 def _version_py() -> Dict[str, Optional[str]]:
+    """torch/version.py's fields, read once as text (cached), or {} without torch: the
+    fast path that spares importing torch."""
     folder = torch_dir()
     if folder is None:
         return {}
@@ -56,6 +58,8 @@ def parse_version_py(text: str) -> Dict[str, Optional[str]]:
 
 
 def torch_version() -> Optional[str]:
+    """The installed torch's version ("2.3.0+cu121") from version.py, else its
+    distribution metadata; None when torch is not installed."""
     v = _version_py().get("__version__")
     if v:
         return v
@@ -73,6 +77,7 @@ def torch_cuda_version() -> Optional[str]:
 
 
 def torch_hip_version() -> Optional[str]:
+    """The HIP (ROCm) version torch was built with, or None for CUDA/CPU builds or no torch."""
     return _version_py().get("hip")
 
 

@@ -38,14 +38,17 @@ LAUNCH_HIGH_US = ca.LAUNCH_OVERHEAD_HIGH_US
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: rank entries come as JSON from other ranks and may lack any field."""
     return x if isinstance(x, dict) else {}
 
 
 def _num(x: Any) -> bool:
+    """True for an int or float that is not a bool: a figure that can be compared."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _fig(entry: Mapping[str, Any], metric: str) -> Dict[str, Any]:
+    """Figure `metric` of one rank entry ({value, p10, p90, n, ...}), or {} when the rank has none."""
     return _d(_d(entry.get("figures")).get(metric))
 
 
@@ -82,7 +85,7 @@ def rank_scores(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[int, Dict[
 
 
 def nodes_of(ranks: Iterable[Mapping[str, Any]]) -> Dict[str, List[int]]:
-    """{host: [ranks]} in rank order."""
+    """{host: [ranks]} in rank order: the nodes the report lists and its verdict counts."""
     nodes: Dict[str, List[int]] = defaultdict(list)
     for e in sorted(ranks, key=lambda e: e.get("rank", 0)):
         nodes[str(e.get("host"))].append(e["rank"])
@@ -199,6 +202,7 @@ def absolute_misses(ranks: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
 # ----------------------------------------------------------------------------- findings and verdict
 
 def _fmt(metric: str, v: Any) -> str:
+    """A figure with its unit ("12.3 GB/s"), "n/a" when not a number: for the findings' sentences."""
     if not _num(v):
         return "n/a"
     unit = {"matmul_gflops": " GFLOP/s", "launch_us": " us", "h2d_gbps": " GB/s", "intra_busbw_gbps": " GB/s"}

@@ -18,6 +18,7 @@ PROBE_NAME = "fleet"
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: a report read back may lack any block."""
     return x if isinstance(x, dict) else {}
 
 

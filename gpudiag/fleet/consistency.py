@@ -17,6 +17,7 @@ NA = "n/a"
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: rank entries come as JSON from other ranks and may lack any field."""
     return x if isinstance(x, dict) else {}
 
 
@@ -37,6 +38,8 @@ _where = where
 
 
 def _names(entries: Sequence[Mapping[str, Any]], limit: int = 6) -> str:
+    """Up to `limit` ranks as findings name them, then "and N more": one readable line on a
+    large fleet."""
     text = ", ".join(_where(e) for e in entries[:limit])
     return text + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
@@ -72,6 +75,7 @@ VERSION_FIELDS = (
 
 
 def _gpu(e: Mapping[str, Any]) -> bool:
+    """True for a rank that measured on a CUDA device: GPU checks leave CPU ranks out."""
     return _d(e.get("device")).get("kind") == "cuda"
 
 
@@ -115,6 +119,8 @@ def consistency_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
 
 
 def _link_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int, Mapping[str, Any]]) -> List[dict]:
+    """Findings for GPU ranks below the best PCIe generation or width seen, differing
+    maximum SM clocks, and mixed persistence mode, each naming the ranks."""
     out = []
     gpus = [e for e in ranks if _gpu(e)]
     for key, label in (("gen", "generation"), ("width", "width")):
@@ -142,6 +148,8 @@ def _link_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int, Map
 
 
 def _gpu_state_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int, Mapping[str, Any]]) -> List[dict]:
+    """Findings for throttling, ECC trouble, other processes on a rank's GPU and ranks
+    sharing one GPU, each naming the ranks."""
     out = []
     gpus = [e for e in ranks if _gpu(e)]
     throttled = [e for e in gpus if _d(e.get("driver")).get("throttling")]

@@ -63,6 +63,8 @@ def _int(env: Mapping[str, str], name: str, required: bool = True, minimum: int 
 
 
 def _check(rank: int, world: int, local_rank: int, local_world: Optional[int], who: str) -> None:
+    """Raises LaunchError when rank, world size and local rank do not fit together: bad launcher
+    variables must fail here, before a rendezvous that would hang."""
     if world < 1:
         raise LaunchError(f"{who}: world size {world} is below 1")
     if rank >= world:
@@ -103,6 +105,8 @@ def tcp_init(addr: str, port: int) -> str:
 
 
 def _torchrun(env: Mapping[str, str]) -> Place:
+    """The Place from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, ...; init env://);
+    LaunchError naming a missing or malformed one."""
     rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE", minimum=1)
     local_rank = _int(env, "LOCAL_RANK")
     local_world = _int(env, "LOCAL_WORLD_SIZE", required=False, minimum=1)
@@ -116,6 +120,8 @@ def _torchrun(env: Mapping[str, str]) -> Place:
 
 
 def _slurm(env: Mapping[str, str]) -> Place:
+    """The Place from an srun step's variables; without MASTER_ADDR/PORT the step's first node and a
+    port derived from SLURM_JOB_ID, so every task agrees without talking."""
     rank = _int(env, "SLURM_PROCID")
     world = _int(env, "SLURM_STEP_NUM_TASKS", required=False, minimum=1) or _int(env, "SLURM_NTASKS", minimum=1)
     local_rank = _int(env, "SLURM_LOCALID", required=False) or 0
@@ -142,6 +148,8 @@ def _slurm(env: Mapping[str, str]) -> Place:
 
 
 def _plain(env: Mapping[str, str]) -> Place:
+    """The Place from bare RANK/WORLD_SIZE (mpirun wrappers, hand-made launches); more than one rank
+    needs MASTER_ADDR and MASTER_PORT."""
     rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE", minimum=1)
     local_rank = _int(env, "LOCAL_RANK", required=False) or 0
     _check(rank, world, local_rank, None, "RANK/WORLD_SIZE")

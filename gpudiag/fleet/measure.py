@@ -87,6 +87,9 @@ def pick_device(torch: Any, place: Place) -> Dict[str, Any]:
 def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
     """A driver.collect for preflight that also reads clocks (which the driver probe does not)."""
     def collect(n: Any) -> Dict[str, Any]:
+        """The driver probe's data for NVML session `n`, each readable GPU with its SM and memory clocks
+        (MHz); also kept in `extra` for preflight_and_driver."""
+        from gpudiag.backends import nvml as nvml_backend
         from gpudiag.probes import driver
 
         data = driver.collect(n)
@@ -95,9 +98,7 @@ def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
                 continue
             try:
                 h = n.handle(gpu["index"])
-            except Exception as exc:  # pynvml raises NVMLError_* subclasses made at run time
-                if not type(exc).__name__.startswith("NVMLError"):
-                    raise
+            except nvml_backend.NvmlError:  # the seam re-raises pynvml's errors as this: that GPU keeps no clocks
                 continue
             gpu["clocks"] = {"sm_mhz": n.call("nvmlDeviceGetClockInfo", h, NVML_CLOCK_SM),
                              "sm_max_mhz": n.call("nvmlDeviceGetMaxClockInfo", h, NVML_CLOCK_SM),
@@ -150,7 +151,7 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
 
 
 def versions(torch: Any) -> Dict[str, Any]:
-    """Versions that must agree across a fleet."""
+    """{gpudiag, python, torch, torch_cuda, nccl} of this rank: what must agree across a fleet (skew findings)."""
     nccl = None
     try:
         if getattr(torch.version, "cuda", None) and torch.distributed.is_nccl_available():
@@ -261,6 +262,8 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     out, link = [], {"reason": "NVML not reachable"}
 
     def copies() -> None:
+        """Runs the timed pinned copies and appends each repeat's GB/s to `out`: the same loop with
+        or without the link sampler."""
         for _ in range(p["repeats"]):
             start.record()
             for _ in range(inner):

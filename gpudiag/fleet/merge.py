@@ -20,15 +20,19 @@ from gpudiag.report.contract import ReportError, load_report, utc_now_iso
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: an input report may lack any block."""
     return x if isinstance(x, dict) else {}
 
 
 def _ok(rep: Mapping[str, Any], probe: str) -> dict:
+    """The data of probe `probe` when it ran ok, else {}: a merged node brings only measured figures."""
     res = _d(_d(rep.get("probes")).get(probe))
     return _d(res.get("data")) if res.get("status") == "ok" else {}
 
 
 def _stats_fig(st: Mapping[str, Any], what: str) -> Optional[Dict[str, Any]]:
+    """A fleet figure {value (the median), p10, p90, n, what} from a report's stats block, or None
+    without a median."""
     if not isinstance(st.get("median"), (int, float)):
         return None
     return {"value": st["median"], "p10": st.get("p10"), "p90": st.get("p90"), "n": st.get("n"), "what": what}
@@ -72,6 +76,7 @@ def entry_from_plain(rep: Mapping[str, Any], host: str) -> Dict[str, Any]:
 
 
 def _stem(path: str) -> str:
+    """The file's name without folder and .json: the node of a plain report (node17.json -> node17)."""
     base = os.path.basename(path)
     return base[:-5] if base.lower().endswith(".json") else base
 

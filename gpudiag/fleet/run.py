@@ -140,6 +140,8 @@ def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options,
     real = {labels[r]: names[r] for r in names}
 
     def report(rows: List[Dict[str, Any]], status: Dict[str, Any]) -> Dict[str, Any]:
+        """The fleet report over the ranks gathered, with these collective rows and status: written
+        once before the sweep (so a hang still leaves one) and once after."""
         return assemble.build([dict(e) for e in ranks], missing, rows, status, meta, mode=opts.mode,
                               created_at=created, duration_s=time.monotonic() - started, identify=opts.identify,
                               other_hostnames=names.values())

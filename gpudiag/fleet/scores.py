@@ -32,6 +32,8 @@ MAD_TO_SIGMA = 1.4826
 
 
 def _finite_positive(v: Any) -> bool:
+    """True for a finite number > 0 that is not a bool: only those have the log the
+    scores work in."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 

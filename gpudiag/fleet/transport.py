@@ -33,6 +33,8 @@ class TransportError(RuntimeError):
 
 
 def _torch():
+    """torch and torch.distributed, imported on first use with NumPy's import warning silenced
+    (fleet never imports torch at module level)."""
     import warnings
 
     # A CPU torch without numpy warns at import; it changes nothing here and would repeat per rank.
@@ -49,7 +51,7 @@ def encode(obj: Any) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
-    """The object encode() made."""
+    """The object encode() made, from its UTF-8 JSON bytes (UnicodeDecodeError or JSONDecodeError when garbled)."""
     return json.loads(raw.decode("utf-8"))
 
 

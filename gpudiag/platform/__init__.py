@@ -26,6 +26,8 @@ KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,
              kind: Optional[str] = None) -> dict:
+    """system.os (distro, kernel, WSL, container, virtualization) from this OS's reader: the one
+    dispatch probes and `env` call."""
     kind = kind or KIND
     if kind == "windows":
         return _windows.os_facts(reg)
@@ -66,6 +68,8 @@ def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int]
 
 
 def _affinity_cores() -> Optional[int]:
+    """How many CPUs this process may run on (sched_getaffinity, else psutil's
+    cpu_affinity on Windows), None on macOS: the cores workers can really use."""
     if hasattr(os, "sched_getaffinity"):
         try:
             return len(os.sched_getaffinity(0))
@@ -75,7 +79,9 @@ def _affinity_cores() -> Optional[int]:
         import psutil
 
         return len(psutil.Process().cpu_affinity())  # Windows; macOS has no affinity
-    except Exception:  # AttributeError on macOS, AccessDenied in sandboxes
+    except ImportError:
+        return None
+    except (AttributeError, OSError, psutil.Error):  # no cpu_affinity on macOS, AccessDenied in sandboxes
         return None
 
 
@@ -104,7 +110,9 @@ def cpu_facts(detailed: bool = False, root: str = "/", reg: Any = None, kind: Op
         brand = _linux.cpu_brand(root)
     try:
         freq = psutil.cpu_freq()
-    except Exception:  # psutil raises on some VMs/containers without cpufreq
+    except (AttributeError, RuntimeError, OSError):
+        # VMs and containers without cpufreq: NotImplementedError (a RuntimeError) or FileNotFoundError on
+        # Linux, RuntimeError on Apple silicon (psutil #2382), no cpu_freq at all on old psutil (#1197)
         freq = None
     freq_max = round(freq.max, 1) if freq and freq.max else None
     if freq_max is None and kind == "windows":
@@ -122,7 +130,8 @@ def cpu_facts(detailed: bool = False, root: str = "/", reg: Any = None, kind: Op
     if detailed:
         try:
             extra = _detailed_cpu()
-        except Exception as exc:  # py-cpuinfo spawns and parses tools: keep the fast facts
+        except Exception as exc:  # kept broad: py-cpuinfo (ImportError when absent) runs and parses tools
+            # in ways that fail differently per CPU and OS; a best-effort extra must not cost the fast facts
             out["detailed_reason"] = f"py-cpuinfo failed: {type(exc).__name__}: {exc}"
         else:
             out["brand"] = extra.pop("brand") or out["brand"]
@@ -141,6 +150,8 @@ def default_start_method() -> str:
 
 
 def free_threaded_build() -> bool:
+    """True for a free-threaded (PEP 703) CPython build, the only kind where the GIL
+    can be off."""
     # Truthiness, not `is not None`: regular Windows builds define Py_GIL_DISABLED as 0 (cpython #143423).
     return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
@@ -193,7 +204,8 @@ def torch_facts(import_torch: bool = False) -> dict:
         return out
     try:
         import torch
-    except Exception as exc:
+    except Exception as exc:  # kept broad: a broken torch install raises anything at import (ImportError,
+        # OSError for a missing .so, RuntimeError, AttributeError), and that failure is itself the fact reported
         out["cudnn_reason"] = f"import torch failed: {type(exc).__name__}: {exc}"
         return out
     out.update(version=str(torch.__version__), cuda_build=getattr(torch.version, "cuda", None),
@@ -201,7 +213,9 @@ def torch_facts(import_torch: bool = False) -> dict:
     try:
         # Loads the cuDNN library if present; it does not create a CUDA context.
         cudnn = torch.backends.cudnn.version()
-    except Exception as exc:
+    except (RuntimeError, OSError, AttributeError) as exc:
+        # RuntimeError: torch's cuDNN version-compatibility checks (and the CUDA device query they make);
+        # OSError: a cuDNN library that fails to load; AttributeError: a build without torch.backends.cudnn
         cudnn = None
         out["cudnn_reason"] = f"torch.backends.cudnn.version() failed: {type(exc).__name__}"
     else:

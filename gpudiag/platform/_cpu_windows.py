@@ -41,7 +41,7 @@ class Kernel32Api:
         self.pointer_size = ctypes.sizeof(ctypes.c_void_p)
 
     def feature_present(self, n: int) -> bool:
-        """IsProcessorFeaturePresent(PF_* value n)."""
+        """Whether the CPU has feature PF_* `n` (IsProcessorFeaturePresent): Windows' instruction-set query."""
         return bool(self._k.IsProcessorFeaturePresent(n))
 
     def logical_processor_information(self) -> Optional[bytes]:
@@ -108,6 +108,7 @@ def parse_identifier(text: Optional[str]) -> Dict[str, str]:
 
 
 def _default_api() -> Any:
+    """The real kernel32 seam, or None off Windows: facts() then says what was not read."""
     try:
         return Kernel32Api()
     except (ImportError, OSError, AttributeError):  # not Windows (ctypes has no WinDLL)

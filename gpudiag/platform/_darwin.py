@@ -24,6 +24,8 @@ def sysctl_string(name: str) -> Optional[str]:
 
 
 def sysctl_int(name: str) -> Optional[int]:
+    """sysctlbyname(name) as a C int (kern.hv_vmm_present, hw.* counts), or None (unknown
+    name, no libc)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         value = ctypes.c_int(0)
@@ -36,6 +38,8 @@ def sysctl_int(name: str) -> Optional[int]:
 
 
 def os_facts() -> dict:
+    """system.os on macOS: the release (platform.mac_ver), the Darwin kernel, and a hypervisor when
+    kern.hv_vmm_present says one."""
     release = _platform.mac_ver()[0] or None
     return {
         "name": "Darwin",
@@ -53,6 +57,7 @@ def os_facts() -> dict:
 
 
 def cpu_brand() -> Optional[str]:
+    """The CPU's name (machdep.cpu.brand_string, "Apple M2 Pro"), else platform.processor(), or None."""
     return sysctl_string("machdep.cpu.brand_string") or _platform.processor() or None
 
 

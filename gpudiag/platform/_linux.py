@@ -26,6 +26,7 @@ def read_text(root: str, path: str) -> Optional[str]:
 
 
 def exists(root: str, path: str) -> bool:
+    """Whether root + path exists: the seam that lets every reader run on a fake tree."""
     return os.path.exists(os.path.join(root, path.lstrip("/")))
 
 
@@ -128,6 +129,8 @@ def virtualization_from_dmi(vendor: Optional[str], product: Optional[str]) -> Op
 
 
 def virtualization(root: str, wsl: Optional[int], cpuinfo: Optional[str]) -> Optional[str]:
+    """The hypervisor: WSL2's Hyper-V, else from the DMI vendor strings, else "hypervisor
+    (cpu flag)" from /proc/cpuinfo; None on bare metal."""
     if wsl == 2:
         return "wsl2 (hyper-v)"
     dmi = virtualization_from_dmi(read_text(root, "/sys/class/dmi/id/sys_vendor"),
@@ -140,6 +143,8 @@ def virtualization(root: str, wsl: Optional[int], cpuinfo: Optional[str]) -> Opt
 
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None) -> dict:
+    """system.os on Linux: os-release, kernel release, WSL and container signals, virtualization,
+    all read under `root`."""
     environ = os.environ if environ is None else environ
     rel, rel_source = os_release(root)
     kernel = (read_text(root, "/proc/sys/kernel/osrelease") or "").strip() or None
@@ -186,6 +191,8 @@ def parse_kv_numbers(text: str) -> Dict[str, int]:
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
+    """A /proc or cgroup file's text as an int, or None ("max", empty, unreadable): cgroup v2
+    writes "max" for no limit."""
     if text is None:
         return None
     text = text.strip()
@@ -257,6 +264,8 @@ def cgroup_memory(root: str) -> dict:
 
 
 def _ram_from_meminfo(meminfo: Dict[str, int]) -> dict:
+    """RAM and swap in bytes from parsed /proc/meminfo, for a fake root where psutil cannot
+    be pointed; MemAvailable estimated as psutil does on kernels < 3.14."""
     total = meminfo.get("MemTotal")
     available = meminfo.get("MemAvailable")
     if available is None and total is not None:  # kernels < 3.14: the same estimate psutil uses
@@ -268,6 +277,8 @@ def _ram_from_meminfo(meminfo: Dict[str, int]) -> dict:
 
 
 def memory_facts(root: str = "/", wsl: Optional[int] = None) -> dict:
+    """system.memory on Linux: RAM, swap, cgroup limit/usage/OOM kills, WSL2 cap, overcommit,
+    and budget_bytes, the tightest headroom new workers have."""
     meminfo = parse_kv_numbers(read_text(root, "/proc/meminfo") or "")
     if root == "/":
         import psutil  # the real machine: psutil's numbers (identical source, better tested)
@@ -328,5 +339,6 @@ def cpu_brand_from_cpuinfo(text: str) -> Optional[str]:
 
 
 def cpu_brand(root: str = "/") -> Optional[str]:
+    """The CPU's name from /proc/cpuinfo, or None when it is unreadable."""
     text = read_text(root, "/proc/cpuinfo")
     return cpu_brand_from_cpuinfo(text) if text else None

@@ -17,6 +17,7 @@ BIOS = r"HARDWARE\DESCRIPTION\System\BIOS"
 
 
 def default_reg() -> Any:
+    """The winreg module (ImportError off Windows): the production value of the `reg` seam."""
     import winreg  # only exists on Windows
 
     return winreg
@@ -38,11 +39,13 @@ def reg_value(reg: Any, subkey: str, name: str, hive: Any = None) -> Any:
     finally:
         try:
             reg.CloseKey(key)
-        except Exception:  # a fake or an already-closed handle: nothing to release
+        except OSError:  # winreg fails with OSError only; closing is clean-up, what was read stands
             pass
 
 
 def _windows_pretty(product: Optional[str], display: Optional[str], build: Optional[int]) -> str:
+    """"Windows 11 Pro 23H2 (build 22631)": ProductName corrected by the build number,
+    since Windows 11 still says Windows 10 there."""
     # Windows 11 still says "Windows 10 ..." in ProductName; build 22000 is the first Windows 11.
     name = product or "Windows"
     if build is not None and build >= 22000 and "Windows 10" in name:
@@ -56,6 +59,8 @@ def _windows_pretty(product: Optional[str], display: Optional[str], build: Optio
 
 
 def os_facts(reg: Any = None) -> dict:
+    """system.os on Windows from the registry: product, display version, build and UBR, and the
+    BIOS vendor for virtualization."""
     reg = reg if reg is not None else _safe_default_reg()
     product = reg_value(reg, CURRENT_VERSION, "ProductName")
     display = reg_value(reg, CURRENT_VERSION, "DisplayVersion") or reg_value(reg, CURRENT_VERSION, "ReleaseId")
@@ -85,18 +90,22 @@ def os_facts(reg: Any = None) -> dict:
 
 
 def cpu_brand(reg: Any = None) -> Optional[str]:
+    """ProcessorNameString from the registry with its padding collapsed, or None."""
     reg = reg if reg is not None else _safe_default_reg()
     name = reg_value(reg, CPU0, "ProcessorNameString")
     return " ".join(name.split()) if isinstance(name, str) and name.strip() else None
 
 
 def cpu_mhz(reg: Any = None) -> Optional[float]:
+    """The registry's ~MHz (the nominal clock, MHz), or None: the fallback when psutil gives no
+    maximum frequency."""
     reg = reg if reg is not None else _safe_default_reg()
     mhz = reg_value(reg, CPU0, "~MHz")
     return float(mhz) if isinstance(mhz, int) and mhz > 0 else None
 
 
 def _safe_default_reg() -> Any:
+    """winreg, or None off Windows, where every registry value then reads as missing."""
     try:
         return default_reg()
     except ImportError:  # not on Windows: every value reads as missing

@@ -80,7 +80,7 @@ def human_bytes(n: Optional[int]) -> Optional[str]:
 
 
 def cache_row(c: dict) -> str:
-    """ "96 KiB (2 instances)" """
+    """lscpu's cache cell, total size and instance count: "96 KiB (2 instances)"."""
     n = c.get("instances")
     inst = f" ({n} instance{'s' if n != 1 else ''})" if n else ""
     return f"{human_bytes(c.get('bytes_total'))}{inst}"
@@ -216,6 +216,7 @@ _ARM_IMPLEMENTERS = {"0x41": "ARM", "0x42": "Broadcom", "0x43": "Cavium", "0x46"
 
 
 def _mhz(khz_text: Optional[str]) -> Optional[float]:
+    """A sysfs frequency in kHz as MHz, or None when absent or malformed."""
     try:
         return int((khz_text or "").strip()) / 1000.0
     except ValueError:

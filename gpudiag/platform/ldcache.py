@@ -24,6 +24,8 @@ _MAX_BYTES = 32 * 2 ** 20
 
 
 def _cstring(data: bytes, offset: int) -> Optional[str]:
+    """The NUL-terminated name at `offset` in the cache, or None when the offset is outside it or no
+    NUL follows: a corrupt cache must not raise."""
     if not 0 <= offset < len(data):
         return None
     end = data.find(b"\0", offset)

@@ -59,7 +59,8 @@ def version_json(root: str) -> Optional[str]:
 
 
 def _nvcc_location(which: Callable, environ: Mapping[str, str], kind: str) -> Tuple[Optional[str], bool, Optional[str]]:
-    """(nvcc path or None, on_path, toolkit root)."""
+    """(nvcc path or None, on_path, toolkit root): nvcc on PATH, else in a toolkit root (a root with only
+    version.json still gives the version)."""
     exe = which("nvcc")
     if exe:
         return exe, True, None
@@ -107,6 +108,8 @@ class Pending:
         self._thread.start()
 
     def _run(self) -> None:
+        """The background thread: starts every planned `--version` at once, then collects each until
+        the deadline, killing and reaping any that hangs."""
         procs = {}
         for name, item in self._plan.items():
             if not item.get("path"):

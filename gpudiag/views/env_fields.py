@@ -29,14 +29,17 @@ COLLECT_ENV_LABELS = (
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: `system` data from an older report may lack any field."""
     return x if isinstance(x, dict) else {}
 
 
 def _l(x: Any) -> list:
+    """`x` if it is a list, else []: for the same reason as _d."""
     return x if isinstance(x, list) else []
 
 
 def _tool(t: Any, name: str) -> str:
+    """A toolchain row's version, or "Could not collect: <why>" as collect_env words a missing tool."""
     t = _d(t)
     if t.get("version"):
         return str(t["version"])
@@ -44,10 +47,13 @@ def _tool(t: Any, name: str) -> str:
 
 
 def _lib_list(libs: List[dict]) -> str:
+    """Libraries as "path (version)", comma-separated, for one row."""
     return ", ".join(f"{_d(x).get('path')} ({_d(x).get('version') or 'version unknown'})" for x in libs)
 
 
 def _cudnn(system: dict) -> str:
+    """The cuDNN row: every copy found (torch's own answer, the pip wheel torch loads first,
+    torch/lib, the system, headers), or where it looked when none was found."""
     torch = _d(system.get("torch"))
     cud = _d(_d(system.get("cuda_libs")).get("cudnn"))
     pip = {str(_d(p).get("name")).lower(): _d(p).get("version") for p in _l(_d(system.get("packages")).get("pip"))}
@@ -112,6 +118,8 @@ def _gpus(driver: Optional[dict]) -> Tuple[str, str]:
 
 
 def _cuda_available(system: dict, driver: Optional[dict]) -> str:
+    """The "Is CUDA available" row without initialising CUDA: the build and what NVML
+    sees, marked not checked, because only a CUDA init can answer it."""
     torch = _d(system.get("torch"))
     if not torch.get("version"):
         return "N/A: torch is not installed"

@@ -20,14 +20,17 @@ TERMINAL_RANKS = 16
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
     return x if isinstance(x, dict) else {}
 
 
 def _l(x: Any) -> list:
+    """`x` if it is a list, else []: for the same reason as _d."""
     return x if isinstance(x, list) else []
 
 
 def _n(x: Any) -> bool:
+    """True for an int or float that is not a bool: a value the table can format."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -44,6 +47,7 @@ def _cell(entry: dict, metric: str) -> Any:
 
 
 def _device(entry: dict) -> str:
+    """How the rank table names a rank's device ("GPU 1 A100 · uuid 9f8e", "CPU (8 threads)")."""
     dev = _d(entry.get("device"))
     if dev.get("kind") == "cuda":
         uuid = f" · uuid {dev['gpu_uuid_hash']}" if dev.get("gpu_uuid_hash") else ""
@@ -54,6 +58,7 @@ def _device(entry: dict) -> str:
 
 
 def _status(entry: dict, flagged_ranks: set) -> Any:
+    """The rank's status badge: error (it could not measure), straggler (flagged) or ok."""
     if entry.get("error"):
         return badge("error", "sev-critical")
     if entry.get("rank") in flagged_ranks:

@@ -17,38 +17,46 @@ GIL_BINS = 40
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
     return x if isinstance(x, dict) else {}
 
 
 def _l(x: Any) -> list:
+    """`x` if it is a list, else []: for the same reason as _d."""
     return x if isinstance(x, list) else []
 
 
 def _n(x: Any) -> Optional[float]:
+    """`x` as a finite float, or None (bool, NaN, text): a missing figure reads n/a."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
 def _pct(x: Any, digits: int = 0) -> str:
+    """A fraction as a percentage ("47 %"), "n/a" when it is not a number."""
     return "n/a" if _n(x) is None else f"{x * 100:.{digits}f} %"
 
 
 def _ci(ci: Any) -> str:
+    """A 95 % interval of a fraction as "40-55 %", "n/a" when absent."""
     if isinstance(ci, list) and len(ci) == 2 and _n(ci[0]) is not None and _n(ci[1]) is not None:
         return f"{ci[0] * 100:.0f}-{ci[1] * 100:.0f} %"
     return "n/a"
 
 
 def _bytes(n: Any) -> str:
+    """Bytes in the report's units (render.fmt_bytes, imported late: render imports this module)."""
     from gpudiag.views.render import fmt_bytes
 
     return fmt_bytes(n)
 
 
 def _rate(n: Any) -> str:
+    """A growth rate in bytes/s ("12 MiB/s", "300 B/s"), "n/a" when not a number."""
     return "n/a" if _n(n) is None else f"{_bytes(n)}/s" if abs(n) >= 1024 else f"{n:.0f} B/s"
 
 
 def _dur(s: Any) -> str:
+    """Seconds in words ("14 minutes"), as the verdicts say them."""
     from gpudiag.watch.growth import fmt_duration
 
     return fmt_duration(_n(s))
@@ -130,6 +138,7 @@ def gil_chart(gil: dict) -> Optional[str]:
 # ------------------------------------------------------------------ the section
 
 def _part_note(name: str, sec: dict) -> Optional[str]:
+    """A note for a watch part that did not run (status, reason, advice), None when it ran ok."""
     if sec.get("status") == "ok":
         return None
     text = f"{name}: {sec.get('status', 'n/a')} - {sec.get('reason') or 'no reason given'}"

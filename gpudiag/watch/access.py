@@ -87,7 +87,9 @@ def denied_advice(pid: int, launched: bool, kind: Optional[str] = None, root: st
             import psutil
 
             target_uid = psutil.Process(pid).uids().real
-        except Exception:  # best effort: the process may be gone or unreadable; the advice stays general
+        except ImportError:  # without psutil the owner is unknown; the advice stays general
+            target_uid = None
+        except (psutil.Error, OSError, ValueError):  # gone or refused (NoSuchProcess, AccessDenied), or a bad pid
             target_uid = None
     if euid is not None and target_uid is not None and euid != 0 and target_uid != euid:
         return ("the job runs as another user: only root may read it; run `sudo gpudiag watch --pid ...`")

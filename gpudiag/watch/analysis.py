@@ -23,10 +23,13 @@ MAX_GAPS_LISTED = 8
 
 
 def _part(status: str, reason: str = "", **data: Any) -> Dict[str, Any]:
+    """A report part {status, reason, **data}: every section of probes.watch.data has this shape,
+    so views and verdicts look at `status` alone."""
     return dict({"status": status, "reason": reason}, **data)
 
 
 def _ratio(a: float, b: float) -> Optional[float]:
+    """a / b, or None when b is 0: a share of zero samples is unmeasured, not 0."""
     return a / b if b else None
 
 
@@ -134,15 +137,19 @@ def input_wait_section(samples: Sequence[dict]) -> Dict[str, Any]:
 # ------------------------------------------------------------------ memory and CPU
 
 def _metric_points(rec: dict, key: str) -> List[Tuple[float, float]]:
+    """[(t_s, bytes)] of one memory metric (rss, uss or pss) over a process's samples,
+    leaving out the ticks where it could not be read."""
     return [(r["t"], r[key]) for r in rec.get("samples", []) if isinstance(r.get(key), (int, float))]
 
 
 def _peak(rec: dict, key: str) -> Optional[int]:
+    """The largest value (bytes) of one metric over a process's samples, or None when never read."""
     vals = [r[key] for r in rec.get("samples", []) if isinstance(r.get(key), (int, float))]
     return int(max(vals)) if vals else None
 
 
 def _last(rec: dict, key: str) -> Optional[int]:
+    """The last value (bytes) of one metric read for a process, or None: the projection starts there."""
     vals = [r[key] for r in rec.get("samples", []) if isinstance(r.get(key), (int, float))]
     return int(vals[-1]) if vals else None
 

@@ -66,14 +66,18 @@ BUSY_BACKGROUND_CORES = 0.5
 
 
 def _d(x: Any) -> dict:
+    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
     return x if isinstance(x, dict) else {}
 
 
 def _l(x: Any) -> list:
+    """`x` if it is a list, else []: for the same reason as _d."""
     return x if isinstance(x, list) else []
 
 
 def _n(x: Any) -> Optional[float]:
+    """`x` as a finite float, or None (bool, NaN, text): a missing figure is never compared with
+    a threshold."""
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
@@ -90,21 +94,29 @@ def gib(n: Optional[float]) -> str:
 
 
 def _verdict(cause: str, verdict: str, summary: str, reason: str = "", figures: Optional[dict] = None) -> dict:
+    """One verdict {cause, verdict, summary, reason, figures, sources}, shaped as gpudiag report's
+    verdicts so that the views render both alike."""
     return {"cause": cause, "verdict": verdict, "summary": summary, "reason": reason, "figures": figures or {},
             "sources": {}}
 
 
 def _ok(data: dict, part: str) -> Optional[dict]:
+    """Section `part` of the watch data when it ran (status ok), else None: its verdict is then
+    not_measured."""
     sec = _d(data.get(part))
     return sec if sec.get("status") == "ok" else None
 
 
 def _why(data: dict, part: str) -> str:
+    """Why section `part` did not run (its own reason, else a generic one): a not_measured verdict's
+    reason."""
     sec = _d(data.get(part))
     return sec.get("reason") or f"the {part} part did not run"
 
 
 def _straddles(ci: Any, threshold: float) -> bool:
+    """True when a 95 % interval [low, high] has `threshold` strictly inside: the figure
+    cannot say on which side it lies (too few samples)."""
     return isinstance(ci, list) and len(ci) == 2 and _n(ci[0]) is not None and ci[0] < threshold < ci[1]
 
 
@@ -181,11 +193,15 @@ def verdict_memory(data: dict) -> dict:
 
 
 def _limit_name(proj: dict) -> str:
+    """The memory limit the projection counts against, in words ("cgroup memory limit"),
+    for the verdict's sentence."""
     return {"ram": "machine's available RAM", "cgroup": "cgroup memory limit",
             "wsl_cap": "WSL2 VM's memory cap"}.get(proj.get("limit_source"), "memory limit")
 
 
 def _label(first: dict, m: dict) -> str:
+    """How the memory verdict names the process first to hit the limit (label and pid), "n/a"
+    when the projection names none."""
     if not first:
         return "n/a"
     for p in _l(m.get("processes")):
@@ -195,11 +211,14 @@ def _label(first: dict, m: dict) -> str:
 
 
 def _is_desktop(name: Any) -> bool:
+    """True when a GPU process (a name or a path, maybe a .exe) is the display server,
+    compositor or Windows shell: they hold every desktop GPU, which is not sharing it."""
     base = os.path.basename(str(name or "")).replace("\\", "/").split("/")[-1].lower()
     return base.removesuffix(".exe") in DESKTOP_PROCESS_NAMES
 
 
 def _gpus(data: dict) -> Optional[List[dict]]:
+    """The GPU section's devices when NVML ran, else None: the GPU verdicts are then not_measured."""
     g = _ok(data, "gpu")
     return [_d(x) for x in _l(g.get("devices"))] if g else None
 

@@ -33,7 +33,7 @@ class GpuSampler(Sampler):
         for i in range(count):
             try:
                 h = n.handle(i)
-            except Exception:  # best effort: a GPU NVML lists but cannot open is left out, said in `notes`
+            except nvml_backend.NvmlError:  # GpuIsLost, NoPermission...: that GPU is left out, the others sampled
                 continue
             name = n.call("nvmlDeviceGetName", h, default=None)
             self.devices.append({"index": i, "handle": h, "name": name if isinstance(name, str) else None,
@@ -42,6 +42,8 @@ class GpuSampler(Sampler):
         self.names: Dict[int, Optional[str]] = {}
 
     def _ring(self, dev: Dict[str, Any], t_s: float) -> None:
+        """Moves the driver's utilisation samples newer than the last read into dev["ring"] as
+        (watch seconds, %): finer than one reading per tick, at no extra cost to the job."""
         got = nvml_backend.utilization_samples(self.n, dev["handle"], dev["ring_last_us"])
         if got is nvml_backend.NA:
             dev["ring_supported"] = False

@@ -232,6 +232,8 @@ class SignalHandling:
         self._old: dict = {}
 
     def _handler(self, signum, frame) -> None:
+        """The signal handler while watching: ends an attached watch; for a launched job ignores
+        what the terminal already sent to it (SIGINT, SIGQUIT, SIGHUP) and forwards the rest."""
         job = self.job_ref[0] if self.job_ref else None
         if self.attach:
             self.stop_requested = signum

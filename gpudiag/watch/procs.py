@@ -81,6 +81,8 @@ class ProcessSampler(Sampler):
     # ---- the tree
 
     def _handle(self, pid: int) -> Any:
+        """The psutil.Process of `pid`, made once and reused, so each tick reads the process it first
+        saw rather than building a new handle per pid."""
         h = self._handles.get(pid)
         if h is None:
             h = self.ps.Process(pid)
@@ -88,6 +90,8 @@ class ProcessSampler(Sampler):
         return h
 
     def _tree(self) -> List[Any]:
+        """Handles of the job's root and of every descendant alive now (excluded pids left out); []
+        with root_gone set once the root has ended. A refused child list is noted in `denied`."""
         try:
             root = self._handle(self.root_pid)
             kids = root.children(recursive=True)
@@ -108,6 +112,8 @@ class ProcessSampler(Sampler):
         return out
 
     def _new_record(self, h: Any, t_s: float) -> dict:
+        """A new process record (pid, name, cmdline, ppid, exe, python, role, order seen); a field
+        psutil refuses stays None and is noted in `denied`."""
         info: Dict[str, Any] = {"pid": h.pid, "first_seen_s": t_s, "last_seen_s": t_s, "alive": True,
                                 "order": self._order, "samples": [], "threads": {}, "python": False}
         self._order += 1
@@ -134,13 +140,16 @@ class ProcessSampler(Sampler):
             busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
             total = busy + getattr(ct, "idle", 0.0) + getattr(ct, "iowait", 0.0)
             self.machine.append((t_s, busy, total))
-        except Exception:  # best-effort machine load; the tree below matters more
+        except (OSError, self.ps.Error):  # /proc/stat unreadable: no machine load this tick; the tree matters more
             pass
         tree = self._tree()
         if tree and self.memory_facts_fn is not None:
             try:
                 self.memory_facts, self.memory_facts_t = self.memory_facts_fn(), t_s
-            except Exception:  # best effort: the projection says when no limit could be read
+            except Exception:  # best-effort fact in a sampler tick, kept broad on purpose:
+                # memory_facts is a seam (platform.memory_facts: /proc, cgroup files and psutil); whatever
+                # it raises must not cost this tick's process samples, and the projection says when no
+                # limit could be read.
                 pass
         seen = set()
         for h in tree:
@@ -159,6 +168,8 @@ class ProcessSampler(Sampler):
                     rec["ended_s"] = t_s
 
     def _sample(self, h: Any, rec: dict, t_s: float) -> None:
+        """Appends one sample of process `h` to its record: RSS, USS/PSS where readable, CPU seconds
+        and per-thread CPU seconds; nothing when the process ended mid-read."""
         ps = self.ps
         row: Dict[str, Any] = {"t": t_s}
         try:

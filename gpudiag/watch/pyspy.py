@@ -179,11 +179,14 @@ def dump(binary: str, pid: int, native: bool, timeout_s: float = 5.0,
 # ------------------------------------------------------------------ reading a dump (pure)
 
 def _is_python_frame(f: dict) -> bool:
+    """True for a Python frame of a py-spy stack (a .py file or a line number): where the
+    native frames of a --native stack end."""
     name = str(f.get("filename") or f.get("short_filename") or "")
     return name.endswith((".py", ".pyw")) or (isinstance(f.get("line"), int) and f["line"] > 0)
 
 
 def _fname(f: dict) -> str:
+    """A frame's file name with forward slashes (py-spy gives Windows paths too), "" when none."""
     return str(f.get("filename") or f.get("short_filename") or "").replace("\\", "/")
 
 
@@ -291,6 +294,8 @@ class GilSampler(Sampler):
         self._live_lock = threading.Lock()
 
     def _track(self, proc: Any) -> None:
+        """Keeps the py-spy child just started (dump's on_start), so close() can kill it when the
+        watch stops mid-dump."""
         with self._live_lock:
             self._live[proc.pid] = proc
 
@@ -309,10 +314,14 @@ class GilSampler(Sampler):
                         pass
 
     def _candidates(self) -> List[dict]:
+        """The job's live Python processes (main, workers) still worth dumping: a pid py-spy was
+        refused, found no interpreter in, or saw gone is dropped."""
         return [p for p in self.procs() if p.get("python") and p.get("alive") and p.get("role") in ("main", "worker")
                 and self.status.get(p["pid"], {}).get("state") not in ("denied", "not_python", "gone")]
 
     def _dump(self, pid: int, t_s: float, native: bool = True) -> None:
+        """One py-spy dump of `pid` (native every native_every ticks): adds its cost, keeps the sample
+        or the failure in `status`; gives up on a pid when refused, or after repeated failures."""
         use_native = native and self.native and (self.ticks % self.native_every == 0)
         res = self.dump_fn(self.binary, pid, use_native, timeout_s=max(5.0, 10 * self.interval_s),
                            on_start=self._track)

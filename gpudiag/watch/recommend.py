@@ -14,6 +14,8 @@ from gpudiag.watch.growth import fmt_duration
 
 
 def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
+    """One evidence row {claim, value, unit, source} of the recommendation, in the report's
+    evidence shape."""
     return {"claim": claim, "value": value, "unit": unit, "source": source}
 
 
@@ -26,6 +28,8 @@ def _main_cost(mem: Optional[dict]) -> Optional[int]:
 
 
 def _cores(data: dict) -> Optional[int]:
+    """The logical cores the watch saw (else the machine's usable cores), or None: a bound on how
+    many processes to suggest."""
     c = dg._d(data.get("cpu")).get("logical_cores") or dg._d(data.get("machine")).get("usable_cores")
     return c if isinstance(c, int) and c > 0 else None
 
@@ -125,10 +129,6 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                                + ". The other samplers went on.", h, None))
     order = {"critical": 0, "warning": 1, "info": 2}
     return sorted(out, key=lambda f: order.get(f["severity"], 3))  # stable: most useful first within a severity
-
-
-def _decisive(v: dict) -> bool:
-    return v.get("verdict") in ("supported", "refuted") and not v.get("noisy")
 
 
 def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:

@@ -53,6 +53,8 @@ class Sampler:
         self.close()
 
     def _loop(self) -> None:
+        """The sampling thread: tick() every jittered interval until stopped; a failing tick is
+        counted and the loop goes on, until MAX_CONSECUTIVE_ERRORS in a row stop it."""
         consecutive = 0
         next_at = time.monotonic()
         while not self._stop.is_set():

@@ -34,6 +34,8 @@ _AUTO = object()
 
 
 def _py_spy_version(binary: str) -> Optional[str]:
+    """py-spy's version ("0.4.3") from `py-spy --version`, or None when it does not
+    answer: the report says which tool took the GIL samples."""
     try:
         out = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
@@ -50,7 +52,8 @@ def _cpu_snapshot(ps: Any) -> Dict[int, tuple]:
             ct = p.info.get("cpu_times")
             if ct is not None:
                 snap[p.pid] = (p.info.get("name"), ct.user + ct.system)
-    except Exception:  # best effort: a busy-machine hint must never stop the watch
+    except Exception:  # kept broad: a busy-machine hint runs outside watch()'s report guard and must never
+        # stop the watch or cost the job's exit code (psutil itself raises OSError or psutil.Error here)
         pass
     return snap
 
@@ -121,9 +124,12 @@ class WatchSession:
         self._start_samplers()
 
     def _clock(self) -> float:
+        """Seconds since the watch started (monotonic): the time axis every sampler stamps."""
         return time.monotonic() - self.t0
 
     def _open_nvml(self) -> None:
+        """Opens the NVML session the GPU sampler and the driver probe share; keeps the reason
+        for the report instead when NVML is unavailable or turned off (--no-gpu)."""
         if not self.nvml_enabled:
             self.nvml_reason = "turned off with --no-gpu"
             return
@@ -135,11 +141,14 @@ class WatchSession:
             self.nvml_reason = str(exc)
 
     def _close_nvml(self) -> None:
+        """Shuts the NVML session if one is open; safe to call twice (watch() and __exit__ both do)."""
         if self._nvml_cm is not None:
             self._nvml_cm.__exit__(None, None, None)
             self._nvml_cm = self._nvml = None
 
     def _start_samplers(self) -> None:
+        """Creates and starts the process sampler, the GIL sampler (py-spy found, --no-gil not
+        given) and the GPU sampler (NVML open)."""
         from gpudiag.watch.gpu import GpuSampler
         from gpudiag.watch.procs import ProcessSampler
 
@@ -162,6 +171,8 @@ class WatchSession:
             s.start()
 
     def _stop_samplers(self) -> None:
+        """Stops every sampler: all stop flags first and a py-spy mid-dump killed, so no sampler
+        waits behind another; safe to call twice."""
         for s in self._samplers:
             s._stop.set()
         if getattr(self, "gil", None) is not None:
@@ -226,6 +237,8 @@ class WatchSession:
     # ---- the report
 
     def _busiest_others(self, others1: Dict[int, tuple], exclude: set) -> List[dict]:
+        """Up to five other processes that used over 5 % of a core on average during the watch,
+        as {pid, name, cpu_cores}: what else kept the machine busy."""
         rows = []
         wall = max(self.watch_s, 1e-6)
         for pid, (name, cpu) in others1.items():
@@ -237,6 +250,8 @@ class WatchSession:
         return sorted(rows, key=lambda r: -r["cpu_cores"])[:5]
 
     def _gil_parts(self, job_pids: set) -> Dict[str, Any]:
+        """The `gil` and `input_wait` sections from the dumps of the job's main Python process, or
+        skipped/failed with why (--no-gil, no py-spy, refused, no sample)."""
         if not self.gil_enabled:
             off = analysis._part("skipped", "turned off with --no-gil")
             return {"gil": off, "input_wait": dict(off)}
@@ -275,6 +290,8 @@ class WatchSession:
         return {"gil": sec, "input_wait": analysis.input_wait_section(samples)}
 
     def _report(self, others1: Dict[int, tuple]) -> Dict[str, Any]:
+        """The redacted watch report: system and driver facts, every analysis section, the verdicts,
+        findings and the recommendation."""
         from gpudiag import platform, runner
         from gpudiag.probes import driver as driver_probe
         from gpudiag.probes import system as system_probe
@@ -297,6 +314,7 @@ class WatchSession:
                 results["driver"] = runner.result("ok", "", time.monotonic() - t_drv, driver_data,
                                                   driver_probe.analyze(driver_data, own_pids=job_pids))
             except Exception as exc:  # best-effort facts around the watch: the watch itself must still be reported
+                # (NVML's own errors are already n/a inside the data; this is a reader failing some other way)
                 results["driver"] = runner.result("failed", f"{type(exc).__name__}: {exc}")
         else:
             results["driver"] = runner.result("skipped", self.nvml_reason or "NVML is not available")
@@ -344,6 +362,8 @@ class WatchSession:
         return redact(rep, identify=self.identify)
 
     def _job_data(self) -> Dict[str, Any]:
+        """The `job` section: launch or attach, the redacted command, pid, how long and how it
+        ended (an exit code only for a launched job, the only one whose code gpudiag sees)."""
         job = self.job
         running = job.poll() if job.launched else (self.ended_by != "job_ended")
         rc = job.returncode
@@ -363,6 +383,8 @@ class WatchSession:
         return data
 
     def _sampling_data(self) -> Dict[str, Any]:
+        """The `sampling` section: interval, py-spy and its version, each sampler's health, and
+        the watcher's own CPU cost in cores, so a report says what watching cost."""
         gil_cost = self.gil.cost if self.gil else None
         pyspy_cpu = gil_cost["cpu_s"] if gil_cost and gil_cost["cpu_known"] else None
         total = self.watcher_cpu_s + (pyspy_cpu or 0.0)
