@@ -368,7 +368,9 @@ def compare(reports: List[str], output: str) -> None:
     except outputs.OutputError as exc:
         fail(exc)
     loaded = [_load(p) for p in reports]
-    names = compare_mod.unique_names(reports)
+    from gpudiag.report.redact import default_redactor
+
+    names = [default_redactor(True).text(n) for n in compare_mod.unique_names(reports)]  # file names are output too
     text = _view(", ".join(reports), lambda: compare_mod.render_compare(loaded, names,
                                                                        "html" if out.kind == "html" else "md"))
     try:
