@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-# Cycle rows carry no spread, and two runs of one strategy on a busy desktop differ by a few
-# percent; a strategy less than this much faster than a simpler one is not worth its complexity
-# (or its extra memory), so the simpler one is recommended and the rule says so.
+# The noise margin: a strategy is only "clearly" faster than a simpler one when its speedup's 95 %
+# interval lies at least this far above the simpler one's (low >= high x 1.05). Below 5 % a gain is
+# not worth the complexity (or extra memory) of the faster strategy, and it is the size of the
+# run-to-run differences of one strategy on a quiet desktop; the simpler one is then recommended
+# and the result is called a tie.
 NOISE_MARGIN_FRACTION = 0.05
 
 
-# Simplest first: what a user has to change in their loop to adopt each strategy. Used only to
-# break near-ties (NOISE_MARGIN_FRACTION); fewer workers is simpler within one strategy.
+# The plain loop's rate may vary by at most this much between rounds ((p90 - p10) / median) for
+# any speedup over it to be presented. On a quiet 2-core VM the plain loop's spread measured 1-8 %
+# (gil baselines 1-11 %); with another program on one core it was 45-124 %. 25 % is three times
+# the quiet worst: a baseline that unsteady was disturbed, and a ratio over it says more about the
+# disturbance than about the strategy.
+BASELINE_SPREAD_MAX = 0.25
+
+
+# N workers sharing the same cycles cannot be more than N times faster than the plain loop: each
+# is at best as fast as the plain loop alone. 10 % on top allows for a worker that runs a little
+# faster with fewer intra-op threads than the plain loop; beyond it (or with the whole interval
+# above N) the plain loop itself was slowed, so no speedup over it is presented.
+SPEEDUP_CEILING_TOLERANCE = 0.10
+
+
+# When the strategies that cannot be told apart have intervals wider than this (hi / lo 1.35,
+# about +-15 %), the tie is the noise's doing, not the strategies': quiet-machine intervals here
+# were within hi/lo 1.12, and on 2 cores the alternatives differ by 5-90 %, so an interval this
+# wide can hold both "no gain" and "a real gain". The result is then too_noisy, not a tie.
+WIDE_INTERVAL_RATIO = 1.35
+
+
+# Simplest first: what a user has to change in their loop to adopt each strategy. Used to resolve
+# ties (strategies whose intervals are not NOISE_MARGIN_FRACTION apart); fewer workers is simpler
+# within one strategy.
 SIMPLICITY = ("serial", "deferred_sync", "batched", "cuda_graph", "streams", "threads", "processes")
 
 
@@ -67,16 +92,6 @@ LAUNCH_BOUND_OVERHEAD_US = 15.0
 # Clock-event reasons that mean the GPU is held below its clocks by heat or power, not by idling
 # or by an application setting.
 THROTTLE_REASON_WORDS = ("thermal", "power", "hw_slowdown")
-
-
-# Processes that draw the desktop itself: closing them is not advice anyone can follow; they are
-# named in the gpu_shared verdict, and apps on top of them are what the user can close.
-DESKTOP_PROCESS_NAMES = {
-    "xorg", "x", "xwayland", "gnome-shell", "kwin_x11", "kwin_wayland", "kwin", "plasmashell",
-    "sway", "hyprland", "weston", "mutter", "cinnamon", "xfwm4", "dwm", "csrss", "explorer",
-    "winlogon", "systemsettings", "searchhost", "startmenuexperiencehost", "shellexperiencehost",
-    "textinputhost", "lockapp",
-}
 
 
 # Finding codes of other probes that also establish an environment change when the data behind
