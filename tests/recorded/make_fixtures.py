@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from gpudiag.measure import stats  # noqa: E402
+from gpudiag.probes.cycle import probe as cycle_probe  # noqa: E402
 from gpudiag.probes.gil import analysis as ga  # noqa: E402
 from gpudiag.report.contract import summarize_host  # noqa: E402
 
@@ -179,6 +180,8 @@ def finish_cycle(cyc, usable_cores, other=0.03, busy=False, visible=()):
                    "rule": "busy when other programs leave fewer than N - 0.5 of the usable cores free for the "
                            "widest strategy's N workers"}
     cyc["rounds"] = {"rounds": len(base or []), "stopped_because": "intervals tight"}
+    ok = [r for r in rows if r["status"] == "ok" and r["cycles_per_s"]]
+    cyc["winner"] = max(ok, key=lambda r: r["cycles_per_s"])["name"] if ok else None
     cyc["workload"].setdefault("logical_cores", usable_cores)
     return cyc
 
@@ -258,6 +261,9 @@ def pcie(gen, width, gen_max, width_max, h2d, d2h, h2d_pageable, d2h_pageable, f
 
 
 def report(created, probes, mode="quick"):
+    cyc = probes.get("cycle")
+    if cyc and cyc["status"] == "ok" and not cyc["findings"]:
+        cyc["findings"] = cycle_probe.findings_for(cyc["data"])  # what the probe itself says of these figures
     rep = {"schema_version": 1, "gpudiag_version": "fixture", "created_at": created, "mode": mode,
            "redacted": True, "interrupted": False, "host": summarize_host(probes), "probes": probes,
            "recommendation": None}

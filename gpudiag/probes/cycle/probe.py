@@ -248,8 +248,8 @@ def findings_for(data: dict) -> List[dict]:
         load = data.get("load") or {}
         out.append(finding(
             "MACHINE_BUSY_DURING_TOURNAMENT", "warning",
-            "While the strategies were timed, " + quality["reasons"][0] + ": the figures describe a busy "
-            "machine, and the parallel strategies lose most (they need the cores that were taken).",
+            "The strategy tournament ran on a busy machine: " + quality["reasons"][0] + ". Its figures describe "
+            "that busy machine, and the parallel strategies lose most (they need the cores that were taken).",
             {"other_busy_cores": quality["other_busy_cores"], "usable_cores": quality["usable_cores"],
              "widest_workers": quality["widest_workers"], "steal_cores": load.get("steal_cores"),
              "busiest_visible": quality["visible"], "rule": load.get("rule")},

@@ -1,0 +1,127 @@
+"""recommendation.confidence: clear / tie / too_noisy / none, on small synthetic tournaments whose
+figures follow the physics of the machine they describe (a 2-core VM, an 8-core desktop)."""
+
+import pytest
+
+from gpudiag.diagnose import confidence as conf
+from gpudiag.diagnose.recommend import recommend
+from gpudiag.diagnose.thresholds import BASELINE_SPREAD_MAX, NOISE_MARGIN_FRACTION, WIDE_INTERVAL_RATIO
+
+
+def row(name, workers, cps, ci=None, spread=0.03, samples=7, status="ok"):
+    return {"name": name, "status": status, "reason": "", "workers": workers, "cycles_per_s": cps,
+            "speedup_vs_serial": None, "speedup_ci95": ci, "spread_fraction": spread, "samples": samples,
+            "gpu_busy_fraction": None}
+
+
+def tournament(*rows, cores=2, other=0.02, device="cpu", busy=None, visible=()):
+    serial = next(r["cycles_per_s"] for r in rows if r["name"] == "serial")
+    for r in rows:
+        if r["cycles_per_s"]:
+            r["speedup_vs_serial"] = round(r["cycles_per_s"] / serial, 3)
+    widest = max([r["workers"] for r in rows if r["name"] in ("threads", "processes")] or [1])
+    load = {"other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,
+            "busiest_visible": list(visible)}
+    if busy is not None:
+        load["busy"] = busy
+    data = {"workload": {"device": device, "logical_cores": cores}, "strategies": list(rows), "load": load}
+    return {"schema_version": 1, "probes": {"cycle": {"status": "ok", "reason": "", "data": data, "findings": []}}}
+
+
+def test_clear_when_the_interval_is_above_every_simpler_one_by_the_margin():
+    r = recommend(tournament(row("serial", 1, 22.0), row("batched", 4, 25.3, [1.10, 1.20]),
+                             row("processes", 2, 41.3, [1.80, 1.96])))
+    assert (r["confidence"], r["strategy"], r["workers"], r["tied_with"]) == ("clear", "processes", 2, [])
+    assert r["speedup_ci95"] == [1.80, 1.96] and "95 % interval 1.80-1.96x over 7 rounds" in r["headline"]
+
+
+def test_tie_when_intervals_overlap_within_the_margin_the_simplest_is_recommended():
+    r = recommend(tournament(row("serial", 1, 100.0), row("batched", 4, 140.0, [1.37, 1.43]),
+                             row("processes", 4, 146.0, [1.40, 1.52]), cores=8))
+    assert (r["confidence"], r["strategy"], r["tied_with"]) == ("tie", "batched", ["processes"])
+    assert "it is a tie" in r["headline"] and r["speedup"] == pytest.approx(1.4)
+
+
+def test_a_tie_is_transitive_down_to_the_plain_loop():
+    # processes cannot be told from batched, and batched cannot be told from the plain loop
+    r = recommend(tournament(row("serial", 1, 100.0), row("batched", 4, 103.0, [0.99, 1.07]),
+                             row("processes", 4, 108.0, [1.04, 1.12]), cores=8))
+    assert r["confidence"] == "tie" and r["strategy"] == "serial"
+    assert set(r["tied_with"]) == {"batched", "processes"}
+    assert r["headline"].startswith("On this machine's CPU (the cycle ran without a GPU), keep the plain loop")
+
+
+def test_margin_is_applied_to_the_interval_bounds():
+    margin = 1 + NOISE_MARGIN_FRACTION
+    just = round(1.20 * margin + 0.001, 3)
+    clear = recommend(tournament(row("serial", 1, 10.0), row("batched", 4, 11.5, [1.10, 1.20]),
+                                 row("processes", 2, 14.0, [just, just + 0.1])))
+    assert clear["confidence"] == "clear"
+    short = recommend(tournament(row("serial", 1, 10.0), row("batched", 4, 11.5, [1.10, 1.20]),
+                                 row("processes", 2, 14.0, [1.24, 1.5])))
+    assert short["confidence"] == "tie" and short["strategy"] == "batched"
+
+
+def test_the_plain_loop_fastest_is_clear_and_names_the_best_alternative():
+    r = recommend(tournament(row("serial", 1, 100.0), row("batched", 4, 97.0, [0.94, 1.0]),
+                             row("threads", 2, 88.0, [0.84, 0.92])))
+    assert (r["confidence"], r["strategy"]) == ("clear", "serial")
+    assert "no alternative was faster" in r["headline"] and "batched (K=4)" in r["headline"]
+
+
+def test_busy_machine_is_too_noisy_and_names_what_was_busy():
+    r = recommend(tournament(row("serial", 1, 22.0), row("processes", 2, 30.0, [1.3, 1.45]), other=1.1,
+                             visible=[{"name": "ffmpeg", "cores": 0.9}]))
+    assert (r["confidence"], r["strategy"], r["speedup"]) == ("too_noisy", None, None)
+    assert "too busy to judge" in r["headline"] and "1.1 of 2 cores" in r["headline"]
+    assert "ffmpeg 0.9" in r["headline"] and "run `gpudiag report` again" in r["headline"]
+    assert all("not judged" in x["why_not"] for x in r["runners_up"] if x["status"] == "ok")
+
+
+def test_the_probe_says_busy_even_where_the_rule_would_not():
+    # an explicit `busy` from the probe wins (it saw the load); so does the rule where the probe did not say
+    assert conf.cycle_quality(tournament(row("serial", 1, 1.0), other=0.1, busy=True)["probes"]["cycle"]["data"],
+                              [])["busy"]
+
+
+def test_unsteady_plain_loop_is_too_noisy_even_on_a_quiet_machine():
+    spread = BASELINE_SPREAD_MAX + 0.1
+    r = recommend(tournament(row("serial", 1, 22.0, spread=spread), row("processes", 2, 40.0, [1.6, 2.0])))
+    assert r["confidence"] == "too_noisy" and "too noisy to judge" in r["headline"]
+    assert f"{100 * spread:.0f} %" in r["headline"]
+
+
+@pytest.mark.parametrize("speedup,ci", [(11.92, [9.0, 14.0]), (2.3, None), (2.1, [2.05, 2.2])])
+def test_a_speedup_above_the_worker_count_is_never_presented(speedup, ci):
+    r = recommend(tournament(row("serial", 1, 19.3), row("processes", 2, round(19.3 * speedup, 3), ci)))
+    assert r["confidence"] == "too_noisy" and r["strategy"] is None and r["speedup"] is None
+    assert "outrun by more than the worker counts allow" in r["headline"]
+
+
+def test_within_the_ceiling_tolerance_is_a_result():
+    r = recommend(tournament(row("serial", 1, 20.0), row("processes", 2, 42.0, [1.95, 2.15])))
+    assert r["confidence"] == "clear" and r["speedup"] == pytest.approx(2.1)
+
+
+def test_a_tie_of_wide_intervals_is_the_noise_not_the_strategies():
+    lo = 1.0
+    hi = round(lo * WIDE_INTERVAL_RATIO + 0.2, 2)
+    r = recommend(tournament(row("serial", 1, 20.0), row("processes", 2, 25.0, [lo, hi])))
+    assert r["confidence"] == "too_noisy" and "intervals too wide" in r["headline"]
+
+
+def test_nothing_measured_is_none_with_why():
+    r = recommend(tournament(row("serial", 1, None, status="failed")))
+    assert r["confidence"] == "none" and r["headline"].startswith("No strategy to recommend")
+    assert recommend({})["confidence"] == "none"
+
+
+def test_choose_on_its_own():
+    s = {"name": "serial", "workers": 1, "speedup": 1.0, "speedup_ci95": None}
+    b = {"name": "batched", "workers": 4, "speedup": 1.3, "speedup_ci95": (1.25, 1.35)}
+    p = {"name": "processes", "workers": 2, "speedup": 1.5, "speedup_ci95": (1.45, 1.55)}
+    chosen, fastest, tied, level = conf.choose([s, b, p])
+    assert (chosen["name"], fastest["name"], tied, level) == ("processes", "processes", [], "clear")
+    assert conf.choose([]) == (None, None, [], "none")
+    assert conf.above_ceiling("threads", 2, 2.21) and not conf.above_ceiling("threads", 2, 2.19)
+    assert conf.above_ceiling("processes", 2, 2.05, (2.01, 2.1)) and not conf.above_ceiling("batched", 1, 5.0)
