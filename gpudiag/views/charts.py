@@ -502,7 +502,8 @@ def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
 
 
 IDLE_PARTS = (("busy", "GPU busy"), ("host_wait", "idle: waiting for Python"),
-              ("sync_wait", "idle: host sync"), ("launch_overhead", "idle: launch overhead"),
+              ("sync_wait", "idle: host sync"), ("copy_wait", "idle: waiting on a copy"),
+              ("launch_overhead", "idle: launch overhead"),
               ("other", "idle: unattributed"))
 
 
@@ -517,7 +518,7 @@ def idle_fractions(timeline: dict) -> dict:
     total = sum(bd.values())
     out = {"busy": busy}
     if total > 0:
-        for key in ("host_wait", "sync_wait", "launch_overhead"):
+        for key in ("host_wait", "sync_wait", "copy_wait", "launch_overhead"):
             out[key] = idle * bd.get(key, 0.0) / total
         out["other"] = idle * sum(v for k, v in bd.items() if k not in out) / total
     else:

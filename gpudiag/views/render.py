@@ -570,9 +570,10 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
             gaps, bd = _d(t.get("gaps")), _d(t.get("breakdown_ms"))
             trows.append([name, t.get("method") or "n/a", fmt_pct(t.get("busy_fraction")), _na(gaps.get("count")),
                           ", ".join(fmt_num(x) for x in _l(gaps.get("longest_ms"))[:5]) or "n/a",
-                          _na(bd.get("host_wait")), _na(bd.get("sync_wait")), _na(bd.get("launch_overhead"))])
+                          _na(bd.get("host_wait")), _na(bd.get("sync_wait")),
+                          _na(bd.get("copy_wait")) if "copy_wait" in bd else "", _na(bd.get("launch_overhead"))])
         ttbl = table("Timelines", ["run", "method", "GPU busy#", "gaps#", "longest gaps ms#", "host wait ms#",
-                                   "sync wait ms#", "launch ms#"], trows)
+                                   "sync wait ms#", "copy wait ms#", "launch ms#"], trows)
         out.append(chart("chart-idle", "Where the time went", charts.idle_breakdown_chart(idle),
                          "The GPU-busy share of the baseline against the winner, and the idle time split by cause "
                          "(in proportion to the measured breakdown): waiting for Python, host syncs such as .item(), "
