@@ -183,6 +183,15 @@ def interval(x: Any) -> Optional[Tuple[float, float]]:
     return lo, hi
 
 
+def rates_of(walls: Any, cycles: Any) -> Optional[List[float]]:
+    """cycles/s of each timed round from a row's wall_s and cycles; None when either is missing or odd."""
+    n = num(cycles)
+    ws = [num(w) for w in as_list(walls)]
+    if not n or n <= 0 or not ws or any(w is None or w <= 0 for w in ws):
+        return None
+    return [n / w for w in ws]
+
+
 def strategy_rows(report: dict) -> List[dict]:
     """The cycle probe's strategy rows, each with its index (for source paths) and parsed numbers.
 
@@ -190,16 +199,18 @@ def strategy_rows(report: dict) -> List[dict]:
     speedup_ci95, samples, sweep_index}); a row without a sweep has its headline count only.
     """
     rows = []
+    default_cycles = get(probe_data(report, "cycle"), "workload", "cycles")
     for i, row in enumerate(as_list(get(probe_data(report, "cycle"), "strategies"))):
         if not isinstance(row, dict) or not as_str(row.get("name")):
             continue
+        cycles = row.get("cycles") if num(row.get("cycles")) else default_cycles
         sweep = []
         for j, e in enumerate(as_list(row.get("sweep"))):
             if isinstance(e, dict) and as_int(e.get("workers")) and num(e.get("cycles_per_s")) \
                     and as_str(e.get("status")) in (None, "ok"):
                 sweep.append({"workers": as_int(e.get("workers")), "cycles_per_s": num(e.get("cycles_per_s")),
                               "speedup_ci95": interval(e.get("speedup_ci95")), "samples": as_int(e.get("samples")),
-                              "sweep_index": j})
+                              "rates": rates_of(e.get("wall_s"), cycles), "sweep_index": j})
         rows.append({
             "index": i, "name": row["name"], "status": as_str(row.get("status")),
             "reason": as_str(row.get("reason")) or "", "workers": as_int(row.get("workers")),
@@ -210,6 +221,7 @@ def strategy_rows(report: dict) -> List[dict]:
             "spread_fraction": num(row.get("spread_fraction")),
             "other_busy_cores": num(row.get("other_busy_cores")),
             "gpu_busy_fraction": num(row.get("gpu_busy_fraction")),
+            "rates": rates_of(row.get("wall_s"), cycles),  # per round, when the report has them
             "sweep": sweep,
         })
     return rows

@@ -7,9 +7,9 @@ Pure functions over the report's cycle data (docs/recommendation.md, "How sure i
   BASELINE_SPREAD_MAX between rounds, when any threads/processes speedup is above what its worker
   count allows (the baseline was slowed: every speedup over it is suspect), or when the intervals
   of the strategies that cannot be told apart are wider than WIDE_INTERVAL_RATIO.
-- Otherwise the fastest strategy is compared with every simpler one: it is **clear** when its
-  interval lies above each simpler one's by the noise margin (low >= high x (1 + margin)); when not,
-  the simpler ones it cannot be told apart from join a **tie**, the simplest of them is recommended,
+- Otherwise the fastest strategy is compared with every simpler one: it is **clear** when it is
+  faster than each of them by the noise margin at 95 % confidence (clearly_above); when not, the
+  simpler ones it cannot be told apart from join a **tie**, the simplest of them is recommended,
   and `tied_with` names the others.
 - **none**: nothing was measured.
 
@@ -19,6 +19,7 @@ recommendation declines to say.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gpudiag.diagnose.access import as_bool, as_dict, as_int, as_list, as_str, get, num
@@ -29,6 +30,7 @@ from gpudiag.diagnose.thresholds import (
     SPEEDUP_CEILING_TOLERANCE,
     WIDE_INTERVAL_RATIO,
 )
+from gpudiag.measure import stats
 from gpudiag.measure.load import machine_busy
 
 CLEAR, TIE, TOO_NOISY, NONE = "clear", "tie", "too_noisy", "none"
@@ -117,8 +119,31 @@ def bounds(row: dict) -> Tuple[float, float]:
     return s, s
 
 
+def pair_interval(a: dict, b: dict) -> Optional[Tuple[float, float]]:
+    """95 % interval of a's rate over b's from their own rounds (paired), when the report has them."""
+    ra, rb = a.get("rates"), b.get("rates")
+    if not ra or not rb or len(ra) != len(rb):
+        return None
+    return _pair_ci(tuple(ra), tuple(rb))
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_ci(ra: tuple, rb: tuple) -> Optional[Tuple[float, float]]:
+    # Deterministic (fixed seed), so a cache is exact: the same rounds are judged once per process.
+    return stats.bootstrap_ratio_ci(ra, rb)
+
+
 def clearly_above(a: dict, b: dict, margin: float = NOISE_MARGIN_FRACTION) -> bool:
-    """a's interval lies above b's by the noise margin: low(a) >= high(b) x (1 + margin)."""
+    """a is faster than b by at least the noise margin, at 95 % confidence.
+
+    With both rows' rounds in the report: the paired interval of a/b lies above 1 + margin (the
+    rounds ran interleaved, so load that hit a round cancels). Otherwise from the two speedup
+    intervals: a's lies above b's by the margin, low(a) >= high(b) x (1 + margin) - a stricter test,
+    since both intervals' widths count.
+    """
+    pair = pair_interval(a, b)
+    if pair is not None:
+        return pair[0] >= 1 + margin
     return bounds(a)[0] >= bounds(b)[1] * (1 + margin)
 
 
@@ -129,23 +154,19 @@ def simplicity(row: dict) -> Tuple[int, int, float]:
 
 
 def choose(candidates: List[dict]) -> Tuple[Optional[dict], Optional[dict], List[dict], str]:
-    """(chosen, fastest, tied, confidence) among candidates [{name, workers, speedup, speedup_ci95, ...}].
+    """(chosen, fastest, tied, confidence) among candidates [{name, workers, speedup, speedup_ci95, rates?}].
 
-    The fastest by median; then, as long as a simpler candidate cannot be told apart from the
-    current choice (not clearly_above), it joins the tie and the simplest of the tie is the choice.
+    The fastest by median; the simpler candidates it is not clearly faster than (clearly_above) tie
+    with it, and the simplest of the tie is the choice. Ties are judged against the fastest only:
+    "cannot be told apart" is not transitive, and a chain of small steps must not pull the choice
+    down to a strategy the fastest clearly beats.
     """
     if not candidates:
         return None, None, [], NONE
     fastest = max(candidates, key=lambda r: r["speedup"])
-    tied = [fastest]
-    chosen = fastest
-    while True:
-        joining = [r for r in candidates if r not in tied and simplicity(r) < simplicity(chosen)
-                   and not clearly_above(chosen, r)]
-        if not joining:
-            break
-        tied += joining
-        chosen = min(tied, key=simplicity)
+    tied = [fastest] + [r for r in candidates if r is not fastest and simplicity(r) < simplicity(fastest)
+                        and not clearly_above(fastest, r)]
+    chosen = min(tied, key=simplicity)
     others = [r for r in tied if r is not chosen]
     return chosen, fastest, others, (TIE if others else CLEAR)
 

@@ -108,7 +108,8 @@ def best_fitting(row: dict, limits: dict) -> Tuple[Optional[dict], str]:
     and the note says so ("4 workers do not fit ...; 2 workers, measured, fit").
     """
     headline = {"workers": row["workers"], "cycles_per_s": row["cycles_per_s"],
-                "speedup_ci95": row.get("speedup_ci95"), "samples": row.get("samples"), "sweep_index": None}
+                "speedup_ci95": row.get("speedup_ci95"), "samples": row.get("samples"), "rates": row.get("rates"),
+                "sweep_index": None}
     fits, why = worker_fit(row["name"], row["workers"], limits)
     if fits is not False:
         return headline, why

@@ -70,10 +70,20 @@ def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
                if j is not None else row_path(r, "cycles_per_s"))
     src_ci = (path("probes", "cycle", "data", "strategies", r["index"], "sweep", j, "speedup_ci95")
               if j is not None else row_path(r, "speedup_ci95"))
+    rates = entry.get("rates") if j is not None else r.get("rates")
     return {"name": r["name"], "workers": entry["workers"], "cycles_per_s": cps,
             "speedup": speed if base else None, "rank_value": speed,
             "speedup_ci95": entry.get("speedup_ci95") if base else None, "samples": entry.get("samples"),
-            "row": r, "fit_note": note, "source_cps": src_cps, "source_ci": src_ci}
+            "rates": rates, "row": r, "fit_note": note, "source_cps": src_cps, "source_ci": src_ci}
+
+
+def _apart_text(a: dict, b: dict) -> str:
+    """Why a is not clearly faster than b, in the figures the rule used (paired rounds, else intervals)."""
+    pair = conf.pair_interval(a, b)
+    if pair is not None:
+        return (f"{a['name']} / {b['name']} {pair[0]:.2f}-{pair[1]:.2f}x over their paired rounds: "
+                f"not clearly {MARGIN} faster")
+    return f"{_bounds_text(a)} against {_bounds_text(b)}: not {MARGIN} apart"
 
 
 def _bounds_text(c: dict) -> str:
@@ -100,7 +110,7 @@ def recommend(report: Any) -> dict:
         if r["status"] != "ok" or r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
             continue
         headline = {"workers": r["workers"], "cycles_per_s": r["cycles_per_s"], "speedup_ci95": r["speedup_ci95"],
-                    "samples": r["samples"], "sweep_index": None}
+                    "samples": r["samples"], "rates": r.get("rates"), "sweep_index": None}
         entry, note = best_fitting(r, limits) if r["name"] in conf.PARALLEL else (headline, "")
         if entry is None:
             excluded[r["index"]] = note or "does not fit in memory"
@@ -295,8 +305,8 @@ def _runners_up(rows: List[dict], candidates: List[dict], chosen: Optional[dict]
         elif chosen is None:
             entry["why_not"] = "not judged"
         elif any(c is t for t in tied):
-            entry["why_not"] = (f"could not be told apart from {chosen['name']} ({_bounds_text(c)} against "
-                                f"{_bounds_text(chosen)}: not {MARGIN} apart); {chosen['name']} is simpler")
+            entry["why_not"] = f"could not be told apart from {chosen['name']} ({_apart_text(c, chosen)}); " \
+                               f"{chosen['name']} is simpler"
         elif c["rank_value"] >= chosen["rank_value"]:
             entry["why_not"] = (f"not clearly faster than the simpler {chosen['name']} ({_bounds_text(c)} against "
                                 f"{_bounds_text(chosen)})")

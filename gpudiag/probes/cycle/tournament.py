@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Optional, Sequence
 
+from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
 from gpudiag.measure import stats
 from gpudiag.measure.load import CpuMeter, busiest_others, machine_busy, process_cpu_snapshot, usable_cores
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
@@ -23,10 +24,9 @@ from gpudiag.probes.cycle import strategies as cs
 from gpudiag.probes.cycle.strategies import Contestant, Env, Plan, StrategyTimeout
 from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 
-# Rounds may stop early once the leader's speedup interval, and every other interval that is not
-# wholly below the leader's, is this narrow (hi/lo 1.12: about +-6 %, close to the 5 % noise
-# margin the recommendation uses): more rounds would not change which strategy is chosen.
-SETTLED_WIDTH_RATIO = 1.12
+# Rounds stop early once the recommendation's decisions are settled: for the fastest contestant and
+# every simpler one, the paired interval of their ratio lies wholly above or wholly below the noise
+# margin (gpudiag.diagnose.confidence.clearly_above); more rounds would not change the choice.
 STOP_RESAMPLES = 400  # the stopping check's bootstrap; the reported intervals use the full count
 
 
@@ -56,23 +56,24 @@ def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: 
     return stats.bootstrap_ratio_ci(c.rates(cycles), serial.rates(cycles), resamples=resamples)
 
 
+def _rank(c: Contestant) -> tuple:
+    return (SIMPLICITY.index(c.name) if c.name in SIMPLICITY else len(SIMPLICITY)), c.workers
+
+
 def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) -> bool:
-    """True when more rounds would not change the ranking: see SETTLED_WIDTH_RATIO."""
-    live = [c for c in contestants if c is not serial and c.error is None and c.walls]
-    if not live:
-        return True
-    cis = {}
+    """True when more rounds would not change the recommendation: see STOP_RESAMPLES's comment."""
+    live = [c for c in contestants if c.error is None and c.walls]
+    if serial not in live:
+        return False
+    leader = max(live, key=lambda c: c.rate(cycles))
     for c in live:
-        ci = speedup_interval(c, serial, cycles, STOP_RESAMPLES)
+        if c is leader or _rank(c) >= _rank(leader):
+            continue
+        ra, rb = leader.rates(cycles), c.rates(cycles)
+        ci = stats.bootstrap_ratio_ci(ra, rb, resamples=STOP_RESAMPLES) if len(ra) == len(rb) else None
         if ci is None:
             return False
-        cis[c] = ci
-    leader = max(live, key=lambda c: c.rate(cycles))
-    for c, (lo, hi) in cis.items():
-        narrow = hi / lo <= SETTLED_WIDTH_RATIO
-        if c is leader and not narrow:
-            return False
-        if c is not leader and not (narrow or hi < cis[leader][0]):
+        if ci[0] < 1 + NOISE_MARGIN_FRACTION <= ci[1]:  # straddles the margin: not decided yet
             return False
     return True
 
@@ -102,6 +103,7 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
     if name in ("threads", "processes"):
         row["sweep"] = [{"workers": c.workers, "cycles_per_s": round(c.rate(plan.cycles), 3) if c.walls else None,
                          "samples": len(c.walls), "speedup_ci95": ci(c) if c.walls else None,
+                         "wall_s": [round(w, 5) for w in c.walls],
                          "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
                          "reason": c.error or ""} for c in group]
     if env.device != "cuda":

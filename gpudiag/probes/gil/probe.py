@@ -37,7 +37,7 @@ from gpudiag.measure.workers import run_threads
 # most, seconds of budget; gpudiag.measure.rounds); cap: most workers measured.
 SIZES = {
     "tiny": {"task_s": 0.004, "rounds": RoundsPlan(2, 2, 1.0), "cap": 2, "matmul": 64},  # tests only
-    "quick": {"task_s": 0.02, "rounds": RoundsPlan(4, 10, 0.9), "cap": 4, "matmul": 256},
+    "quick": {"task_s": 0.02, "rounds": RoundsPlan(3, 8, 0.6), "cap": 4, "matmul": 256},
     "full": {"task_s": 0.1, "rounds": RoundsPlan(7, 20, 8.0), "cap": 8, "matmul": 256},
 }
 # Rounds stop early once every speedup's 95 % interval is this narrow (hi/lo; 1.15 = about +-7 %)
