@@ -62,6 +62,7 @@ def speedup_text(c: dict) -> str:
 
 
 def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
+    """A row (or the sweep entry of it that fits in memory) as the rules compare it, with source paths."""
     cps = entry["cycles_per_s"]
     base = serial["cycles_per_s"] if serial else None
     speed = (1.0 if r["name"] == "serial" else round(cps / base, 3)) if base else cps
