@@ -16,6 +16,7 @@ from gpudiag.diagnose import confidence as conf
 from gpudiag.diagnose.access import (
     cycle_device,
     evidence,
+    findings_with,
     fmt_pct,
     fmt_rate,
     get,
@@ -141,6 +142,10 @@ def recommend(report: Any) -> dict:
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
                                     "(the verdicts say why).")
+    if level in (conf.CLEAR, conf.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
+        # One voice: the page also says the machine was busy; say which figures that touched.
+        gpu_note = (" The machine was busy while the gil micro-benchmark ran (its verdicts are inconclusive); "
+                    "the strategy tournament ran on a quiet machine." + gpu_note)
     where = "On this machine" if device in (None, "cuda") else "On this machine's CPU (the cycle ran without a GPU)"
     rule, reason = None, ""
     if level == conf.TOO_NOISY:

@@ -122,3 +122,16 @@ def test_the_cycle_probe_findings_agree_with_the_recommendation(name):
     codes = {f["code"] for f in cycle_probe.findings_for(cyc)}
     r = recommend(report)
     assert ("CYCLE_FASTEST_STRATEGY" in codes) == (r["confidence"] in ("clear", "tie")), (codes, r["confidence"])
+
+
+def test_a_quiet_tournament_after_a_busy_gil_run_says_which_figures_the_load_touched():
+    rep, out = gil_only(QUIET_GIL_BOUND, other={"python": 0.9})
+    rows = [{"name": "serial", "status": "ok", "workers": 1, "cycles_per_s": 20.0, "spread_fraction": 0.03},
+            {"name": "processes", "status": "ok", "workers": 2, "cycles_per_s": 36.0, "speedup_vs_serial": 1.8,
+             "speedup_ci95": [1.7, 1.9]}]
+    rep["probes"]["cycle"] = {"status": "ok", "findings": [], "data": {
+        "workload": {"device": "cpu"}, "strategies": rows,
+        "load": {"other_busy_cores": 0.02, "usable_cores": 2, "widest_workers": 2}}}
+    r = recommend(rep)
+    assert r["confidence"] == "clear" and r["strategy"] == "processes"
+    assert "busy while the gil micro-benchmark ran" in r["headline"]
