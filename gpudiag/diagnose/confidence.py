@@ -3,8 +3,9 @@
 Pure functions over the report's cycle data (docs/recommendation.md, "How sure is it"):
 
 - The figures are **too noisy** to present when other programs kept the cores the strategies need
-  busy (gpudiag.measure.load.machine_busy), when the plain loop's own rate varied by more than
-  BASELINE_SPREAD_MAX between rounds, when any threads/processes speedup is above what its worker
+  busy (gpudiag.measure.load.machine_busy), when the plain loop's own rate was unsteady (the middle
+  half of its rounds more than BASELINE_IQR_MAX apart; BASELINE_SPREAD_MAX of p10-p90 where a report
+  has no rounds), when any threads/processes speedup is above what its worker
   count allows (the baseline was slowed: every speedup over it is suspect), or when the intervals
   of the strategies that cannot be told apart are wider than WIDE_INTERVAL_RATIO.
 - Otherwise the fastest strategy is compared with every simpler one: it is **clear** when it is
@@ -24,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from gpudiag.diagnose.access import as_bool, as_dict, as_int, as_list, as_str, get, num
 from gpudiag.diagnose.thresholds import (
+    BASELINE_IQR_MAX,
     BASELINE_SPREAD_MAX,
     NOISE_MARGIN_FRACTION,
     SIMPLICITY,
@@ -77,22 +79,37 @@ def cycle_quality(cycle: dict, rows: List[dict]) -> Dict[str, Any]:
     visible = [v for v in as_list(load.get("busiest_visible"))
                if isinstance(v, dict) and as_str(v.get("name")) and num(v.get("cores")) is not None]
     serial = next((r for r in ok if r["name"] == "serial"), None)
-    spread = serial["spread_fraction"] if serial else None
+    spread, limit, spread_kind = baseline_spread(serial)
     over = [r for r in ok if above_ceiling(r["name"], r["workers"], r["speedup_vs_serial"], r.get("speedup_ci95"))]
     reasons = []
     if busy:
         reasons.append(busy_text(other, cores, visible, num(load.get("not_visible_cores"))))
-    if spread is not None and spread > BASELINE_SPREAD_MAX:
+    if spread is not None and spread > limit:
         reasons.append(f"the plain loop's own rate varied by {100 * spread:.0f} % between rounds "
-                       f"(more than {100 * BASELINE_SPREAD_MAX:.0f} %)")
+                       f"({spread_kind}; more than {100 * limit:.0f} %)")
     if over:
         parts = [f"{r['name']} ({r['workers']} workers) {r['speedup_vs_serial']:.2f}x" for r in over]
         reasons.append("the plain loop was outrun by more than the worker counts allow - " + " and ".join(parts)
                        + " - so its own runs were slowed by something else")
     return {"busy": bool(busy), "other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,
             "visible": visible, "not_visible_cores": num(load.get("not_visible_cores")),
-            "baseline_spread": spread, "noisy_baseline": spread is not None and spread > BASELINE_SPREAD_MAX,
+            "baseline_spread": spread, "baseline_spread_kind": spread_kind,
+            "noisy_baseline": spread is not None and spread > limit,
             "above_ceiling": over, "reasons": reasons}
+
+
+def baseline_spread(serial: Optional[dict]) -> Tuple[Optional[float], float, str]:
+    """(spread, its limit, what it is) of the plain loop: interquartile from its rounds when the report
+    has 4 or more, else its recorded spread_fraction (p90 - p10)."""
+    if not serial:
+        return None, BASELINE_SPREAD_MAX, ""
+    rates = serial.get("rates")
+    if rates and len(rates) >= 4:
+        med = stats.median(rates)
+        if med:
+            iqr = (stats.percentile(rates, 75) - stats.percentile(rates, 25)) / med
+            return round(iqr, 4), BASELINE_IQR_MAX, "middle half of its rounds"
+    return serial.get("spread_fraction"), BASELINE_SPREAD_MAX, "p10 to p90"
 
 
 def busy_text(other: Optional[float], cores: Optional[int], visible: Sequence[dict] = (),

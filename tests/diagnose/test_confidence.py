@@ -84,6 +84,21 @@ def test_the_probe_says_busy_even_where_the_rule_would_not():
                               [])["busy"]
 
 
+def test_one_disturbed_round_does_not_make_the_baseline_unsteady_but_many_do():
+    steady = [232.0, 241.0, 127.0, 234.0, 231.0]  # a burst of load halved one round (recorded shape)
+    rows = [row("serial", 1, 232.0), row("processes", 2, 360.0, [1.45, 1.75])]
+    rows[0].update(wall_s=[20 / x for x in steady], cycles=20)
+    rows[1].update(wall_s=[20 / (x * 1.55) for x in (232.0, 241.0, 240.0, 234.0, 231.0)], cycles=20)
+    r = recommend(tournament(*rows))
+    assert r["confidence"] == "clear" and r["strategy"] == "processes"
+    busy = [219.0, 39.0, 237.0, 80.0, 249.0, 60.0]  # recorded with another program on the machine
+    rows = [row("serial", 1, 150.0), row("processes", 2, 230.0, [1.3, 3.0])]
+    rows[0].update(wall_s=[20 / x for x in busy], cycles=20)
+    rows[1].update(wall_s=[20 / (x * 1.5) for x in busy], cycles=20)
+    r = recommend(tournament(*rows))
+    assert r["confidence"] == "too_noisy" and "middle half of its rounds" in r["headline"]
+
+
 def test_unsteady_plain_loop_is_too_noisy_even_on_a_quiet_machine():
     spread = BASELINE_SPREAD_MAX + 0.1
     r = recommend(tournament(row("serial", 1, 22.0, spread=spread), row("processes", 2, 40.0, [1.6, 2.0])))
