@@ -133,7 +133,7 @@ def recommend(report: Any) -> dict:
             if wide:
                 noisy_reasons.append("the strategies that could not be told apart have intervals too wide to "
                                      "judge (" + "; ".join(f"{w['name']} {_bounds_text(w)}" for w in wide) + ")")
-    if ranked and noisy_reasons:
+    if noisy_reasons and (ranked or (quality and quality["busy"])):
         level, chosen, fastest, tied = conf.TOO_NOISY, None, None, []
 
     ev = _evidence(report, chosen, serial, limits, device, quality if level == conf.TOO_NOISY else None)

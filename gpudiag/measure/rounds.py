@@ -14,7 +14,10 @@ right after the same neighbour. Rounds go on until
 - the hard deadline passed (the probe's own timeout is near; checked even before `min_rounds`).
 
 The caller's `once(key)` measures one contestant once and stores the sample itself; it handles its
-own errors (a contestant that failed is left out of later rounds via `active()`).
+own errors (a contestant that failed is left out of later rounds via `active()`). `keep_round()`,
+called after each round, may reject it (e.g. other programs took the CPU during it): the caller
+then removes that round's samples, the round does not count, and another is run in its place (at
+most `max_rounds` rejected ones, and within the budget and the deadline).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, List, Optional, Sequence
 
 TIGHT, BUDGET, MAX_ROUNDS, DEADLINE = "intervals tight", "time budget spent", "most rounds run", "probe deadline"
+REJECTED = "too many rounds rejected"
 MIN_ROUNDS_FOR_INTERVAL = 3  # gpudiag.measure.stats.MIN_SAMPLES_FOR_INTERVAL
 
 
@@ -46,31 +50,38 @@ def rotated(keys: Sequence[Hashable], round_index: int) -> List[Hashable]:
 
 def run_rounds(keys: Sequence[Hashable], once: Callable[[Hashable], None], plan: RoundsPlan,
                settled: Callable[[], bool] = lambda: False, deadline: Optional[float] = None,
-               active: Callable[[Hashable], bool] = lambda key: True) -> Dict[str, object]:
-    """Run rounds over `keys`; returns {rounds, stopped_because, elapsed_s}. See the module docstring."""
+               active: Callable[[Hashable], bool] = lambda key: True,
+               keep_round: Callable[[], bool] = lambda: True) -> Dict[str, object]:
+    """Run rounds over `keys`; returns {rounds, rejected, stopped_because, elapsed_s}. See the module docstring."""
     start = time.monotonic()
-    rounds, why = 0, MAX_ROUNDS
-    for r in range(max(plan.max_rounds, 1)):
+    rounds, rejected, why = 0, 0, MAX_ROUNDS
+    attempt = 0
+    while rounds < max(plan.max_rounds, 1) and rejected <= plan.max_rounds:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             why = DEADLINE
             break
-        if r >= plan.min_rounds and settled():
+        if rounds >= plan.min_rounds and settled():
             why = TIGHT
             break
-        if r >= min(plan.min_rounds, MIN_ROUNDS_FOR_INTERVAL):
-            per_round = (now - start) / max(rounds, 1)
-            if now + per_round > start + plan.budget_s and (r >= plan.min_rounds or now > start + plan.budget_s):
+        if rounds >= min(plan.min_rounds, MIN_ROUNDS_FOR_INTERVAL) or attempt >= plan.min_rounds:
+            per_round = (now - start) / max(attempt, 1)
+            if now + per_round > start + plan.budget_s and (rounds >= plan.min_rounds or now > start + plan.budget_s):
                 why = BUDGET
                 break
-        todo = [k for k in rotated(keys, r) if active(k)]
+        todo = [k for k in rotated(keys, attempt) if active(k)]
         if not todo:
             break
         for key in todo:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             once(key)
-        rounds += 1
+        attempt += 1
+        if keep_round():
+            rounds += 1
+        else:
+            rejected += 1
     else:
-        why = TIGHT if settled() else MAX_ROUNDS
-    return {"rounds": rounds, "stopped_because": why, "elapsed_s": round(time.monotonic() - start, 3)}
+        why = REJECTED if rejected > plan.max_rounds else (TIGHT if settled() else MAX_ROUNDS)
+    return {"rounds": rounds, "rejected": rejected, "stopped_because": why,
+            "elapsed_s": round(time.monotonic() - start, 3)}

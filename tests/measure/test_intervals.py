@@ -132,3 +132,14 @@ def test_cpu_meter_counts_its_own_work_as_not_other():
     assert r0 is not None and r1 is not None
     assert meter.other_cores(r0, r1) >= 0.0 and meter.steal_cores(r0, r1) >= 0.0
     assert meter.other_cores(None, r1) is None
+
+
+def test_a_rejected_round_does_not_count_and_is_run_again():
+    seen, verdicts = [], iter([True, False, True, False, True])
+    out = rounds.run_rounds(["a", "b"], seen.append, rounds.RoundsPlan(3, 3, 60.0), keep_round=lambda: next(verdicts))
+    assert out["rounds"] == 3 and out["rejected"] == 2 and len(seen) == 10
+
+
+def test_rounds_that_are_always_rejected_stop_and_say_so():
+    out = rounds.run_rounds(["a"], lambda k: None, rounds.RoundsPlan(2, 3, 60.0), keep_round=lambda: False)
+    assert out["rounds"] == 0 and out["rejected"] == 4 and out["stopped_because"] == rounds.REJECTED

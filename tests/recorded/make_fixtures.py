@@ -174,12 +174,13 @@ def finish_cycle(cyc, usable_cores, other=0.03, busy=False, visible=()):
                                     "torch_threads": 1, "status": "ok", "reason": ""}])
     widest = max([r["workers"] or 1 for r in rows if r["name"] in ("threads", "processes") and r["status"] == "ok"],
                  default=1)
-    cyc["load"] = {"other_busy_cores": other, "steal_cores": 0.0, "usable_cores": usable_cores,
+    cyc["load"] = {"other_busy_cores": other, "other_busy_cores_all_rounds": other, "rejected_rounds": 0,
+                   "steal_cores": 0.0, "usable_cores": usable_cores,
                    "widest_workers": widest, "busy": busy, "busiest_visible": list(visible),
                    "not_visible_cores": round(max(0.0, other - sum(v["cores"] for v in visible)), 2),
                    "rule": "busy when other programs leave fewer than N - 0.5 of the usable cores free for the "
                            "widest strategy's N workers"}
-    cyc["rounds"] = {"rounds": len(base or []), "stopped_because": "intervals tight"}
+    cyc["rounds"] = {"rounds": len(base or []), "rejected": 0, "stopped_because": "intervals tight"}
     ok = [r for r in rows if r["status"] == "ok" and r["cycles_per_s"]]
     cyc["winner"] = max(ok, key=lambda r: r["cycles_per_s"])["name"] if ok else None
     cyc["workload"].setdefault("logical_cores", usable_cores)

@@ -173,6 +173,8 @@ class Contestant:
         self.other_cpu_s = 0.0  # CPU other programs used while this contestant was timed
         self.steal_cpu_s = 0.0
         self.load_wall_s = 0.0  # wall time those figures cover
+        self.rejected_other_s = 0.0  # the same for rounds taken back because other programs were busy
+        self.rejected_wall_s = 0.0
 
     def once(self, cycles: int, cuda: bool, timeout_s: Optional[float] = None) -> None:
         """One timed run of `cycles` cycles; timeout_s bounds it where the work can be abandoned."""

@@ -28,6 +28,9 @@ from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 # every simpler one, the paired interval of their ratio lies wholly above or wholly below the noise
 # margin (gpudiag.diagnose.confidence.clearly_above); more rounds would not change the choice.
 STOP_RESAMPLES = 400  # the stopping check's bootstrap; the reported intervals use the full count
+# One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
+# "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
+RUN_TICK_NOISE_CORES = 0.4
 
 
 def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
@@ -88,7 +91,9 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
              serial: Optional[Contestant]) -> dict:
     ok = [c for c in group if c.error is None and c.walls]
     if not ok:
-        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
+        none_kept = ("no timed run was kept: every round was taken back because other programs kept the cores "
+                     "busy" if (env.rounds or {}).get("rejected") else "no timed run finished")
+        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), none_kept))
     best = max(ok, key=lambda c: c.rate(plan.cycles))
     row = cs.measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
                           host_rss_bytes=best.host_rss_bytes,
@@ -165,12 +170,17 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         contestants = [c for g in groups.values() for c in g]
         meter = CpuMeter(env.own_pids)
 
+        cores = usable_cores()
+        widest = max(plan.workers or [1])
+        this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
+
         def once(c: Contestant) -> None:
             timeout = None
             if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
                 base = stats.median(serial.walls) if serial.walls else env.serial_prepare_s
                 timeout = cs._timeout(cs.RUN_TIMEOUT_MIN_S, base, plan.deadline)
             r0 = meter.read()
+            n_before = len(c.walls)
             try:
                 c.once(plan.cycles, cuda, timeout)
             except CustomLoopError:
@@ -181,11 +191,35 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 c.error = _error_text(exc)
             r1 = meter.read()
             other, steal = meter.other_cores(r0, r1), meter.steal_cores(r0, r1)
+            took = (0.0, 0.0, 0.0)
             if other is not None:
                 dt = r1[3] - r0[3]
-                c.other_cpu_s += other * dt
-                c.steal_cpu_s += (steal or 0.0) * dt
-                c.load_wall_s += dt
+                took = (other * dt, (steal or 0.0) * dt, dt)
+                c.other_cpu_s += took[0]
+                c.steal_cpu_s += took[1]
+                c.load_wall_s += took[2]
+            if len(c.walls) > n_before:
+                this_round.append((c, other, took))
+
+        def keep_round() -> bool:
+            """A round during which other programs took the cores (a burst of load) is taken back and rerun."""
+            cpu = sum(t[0] for _, _, t in this_round)
+            span = sum(t[2] for _, _, t in this_round)
+            # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
+            disturbed = (span > 0 and machine_busy(cpu / span, cores, widest)) or any(
+                other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest)
+                for _, other, _ in this_round)
+            if disturbed:
+                for c, _, took in this_round:
+                    c.walls.pop()
+                    c.intervals.pop()
+                    c.other_cpu_s -= took[0]
+                    c.steal_cpu_s -= took[1]
+                    c.load_wall_s -= took[2]
+                    c.rejected_other_s += took[0]
+                    c.rejected_wall_s += took[2]
+            this_round.clear()
+            return not disturbed
 
         sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
         t0 = sampler.t0 if sampler is not None else 0.0
@@ -195,13 +229,14 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                             plan.rounds_budget_s if plan.rounds_budget_s is not None else float("inf"))
             env.rounds = dict(run_rounds(contestants, once, rp,
                                          settled=lambda: settled(contestants, serial, plan.cycles),
-                                         deadline=plan.deadline, active=lambda c: c.error is None),
+                                         deadline=plan.deadline, active=lambda c: c.error is None,
+                                         keep_round=keep_round),
                               min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
                               budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
         finally:
             env.nvml = sampler.stop() if sampler is not None else None
         after, snap1 = meter.read(), process_cpu_snapshot()
-        env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan)
+        env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
         samples = (env.nvml or {}).get("samples", [])
         for smp in samples:  # which strategy was running when NVML took each sample
             smp["strategy"] = next((c.name for c in contestants
@@ -232,23 +267,33 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
     return [rows[n] for n in cs.STRATEGIES]
 
 
-def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, plan: Plan) -> dict:
-    """The cores other programs kept busy during the rounds, judged against what the widest strategy needs."""
+def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, plan: Plan,
+                     contestants: Sequence[Contestant]) -> dict:
+    """The cores other programs kept busy while the kept rounds ran (and over the whole tournament),
+    judged against what the widest strategy needs."""
     cores = usable_cores()
-    other = meter.other_cores(before, after)
+    overall = meter.other_cores(before, after)
     steal = meter.steal_cores(before, after)
     wall = (after[3] - before[3]) if before is not None and after is not None else 0.0
+    kept_wall = sum(c.load_wall_s for c in contestants)
+    kept = sum(c.other_cpu_s for c in contestants) / kept_wall if kept_wall > 0 else overall
     widest = max(plan.workers or [1])
+    rounds = env.rounds or {}
+    rejected, counted = int(rounds.get("rejected") or 0), int(rounds.get("rounds") or 0)
     visible = busiest_others(snap0, snap1, wall, own=set(env.own_pids()) | _own_family())
-    busy = machine_busy(other, cores, widest)
+    # Busy: the kept rounds were loaded, or load kept rejecting rounds until too few were left to judge.
+    busy = machine_busy(kept, cores, widest) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
     seen = sum(v["cores"] for v in visible)
-    return {"other_busy_cores": None if other is None else round(other, 2),
+    return {"other_busy_cores": None if kept is None else round(max(0.0, kept), 2),
+            "other_busy_cores_all_rounds": None if overall is None else round(overall, 2),
+            "rejected_rounds": rejected,
             "steal_cores": None if steal is None else round(steal, 2),
             "usable_cores": cores, "widest_workers": widest, "busy": busy,
             "busiest_visible": visible,
-            "not_visible_cores": None if other is None else round(max(0.0, other - seen), 2),
-            "rule": "busy when other programs leave fewer than N - 0.5 of the usable cores free for the "
-                    "widest strategy's N workers"}
+            "not_visible_cores": None if overall is None else round(max(0.0, overall - seen), 2),
+            "rule": "a round during which other programs left fewer than N - 0.5 of the usable cores free for the "
+                    "widest strategy's N workers is rejected and rerun; busy when the kept rounds were loaded "
+                    "like that, or too few rounds were left"}
 
 
 def _own_family() -> set:
