@@ -18,8 +18,8 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
 # short runs, many interleaved rounds, so an interval can be computed and load averages out.
-DEFAULT_CYCLES = {("cpu", "quick"): 20, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
-ROUNDS = {("cpu", "quick"): (5, 12, 2.5), ("cpu", "full"): (7, 30, 25.0),
+DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
+ROUNDS = {("cpu", "quick"): (5, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
           ("cuda", "quick"): (5, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
 CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
 DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close

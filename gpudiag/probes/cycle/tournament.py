@@ -27,7 +27,7 @@ from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 # Rounds stop early once the recommendation's decisions are settled: for the fastest contestant and
 # every simpler one, the paired interval of their ratio lies wholly above or wholly below the noise
 # margin (gpudiag.diagnose.confidence.clearly_above); more rounds would not change the choice.
-STOP_RESAMPLES = 400  # the stopping check's bootstrap; the reported intervals use the full count
+STOP_RESAMPLES = stats.BOOTSTRAP_RESAMPLES  # the same bootstrap as the recommendation's: the same decision
 # One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
 # "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
 RUN_TICK_NOISE_CORES = 0.4
