@@ -9,9 +9,9 @@ Pure functions over the report's cycle data (docs/recommendation.md, "How sure i
   count allows (the baseline was slowed: every speedup over it is suspect), or when the intervals
   of the strategies that cannot be told apart are wider than WIDE_INTERVAL_RATIO.
 - Otherwise the fastest strategy is compared with every simpler one: it is **clear** when it is
-  faster than each of them by the noise margin at 95 % confidence (clearly_above); when not, the
-  simpler ones it cannot be told apart from join a **tie**, the simplest of them is recommended,
-  and `tied_with` names the others.
+  faster than each of them at 95 % confidence and by at least the noise margin (clearly_above);
+  when not, the simpler ones it cannot be told apart from join a **tie**, the simplest of them is
+  recommended, and `tied_with` names the others.
 - **none**: nothing was measured.
 
 The cycle probe's own findings use `cycle_quality` too, so a finding never says what the
@@ -151,17 +151,20 @@ def _pair_ci(ra: tuple, rb: tuple) -> Optional[Tuple[float, float]]:
 
 
 def clearly_above(a: dict, b: dict, margin: float = NOISE_MARGIN_FRACTION) -> bool:
-    """a is faster than b by at least the noise margin, at 95 % confidence.
+    """a is faster than b at 95 % confidence, and by at least the noise margin.
 
-    With both rows' rounds in the report: the paired interval of a/b lies above 1 + margin (the
-    rounds ran interleaved, so load that hit a round cancels). Otherwise from the two speedup
-    intervals: a's lies above b's by the margin, low(a) >= high(b) x (1 + margin) - a stricter test,
-    since both intervals' widths count.
+    Faster at 95 % confidence: with both rows' rounds in the report, the paired interval of a/b lies
+    above 1 (the rounds ran interleaved, so load that hit a round cancels); otherwise a's speedup
+    interval lies wholly above b's. By the margin: the medians are at least `margin` apart (a gain
+    smaller than that is not worth a more complex strategy, however sure it is).
     """
+    sa, sb = a.get("speedup"), b.get("speedup")
+    if sa is None or sb is None or sb <= 0 or sa / sb < 1 + margin:
+        return False
     pair = pair_interval(a, b)
     if pair is not None:
-        return pair[0] >= 1 + margin
-    return bounds(a)[0] >= bounds(b)[1] * (1 + margin)
+        return pair[0] > 1.0
+    return bounds(a)[0] > bounds(b)[1]
 
 
 def simplicity(row: dict) -> Tuple[int, int, float]:

@@ -81,11 +81,14 @@ def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
 
 def _apart_text(a: dict, b: dict) -> str:
     """Why a is not clearly faster than b, in the figures the rule used (paired rounds, else intervals)."""
+    ratio = a["speedup"] / b["speedup"] if a.get("speedup") and b.get("speedup") else None
+    if ratio is not None and ratio < 1 + NOISE_MARGIN_FRACTION:
+        return f"{a['name']} is {100 * (ratio - 1):.1f} % faster by the medians, less than the {MARGIN} margin"
     pair = conf.pair_interval(a, b)
     if pair is not None:
         return (f"{a['name']} / {b['name']} {pair[0]:.2f}-{pair[1]:.2f}x over their paired rounds: "
-                f"not clearly {MARGIN} faster")
-    return f"{_bounds_text(a)} against {_bounds_text(b)}: not {MARGIN} apart"
+                "not surely faster")
+    return f"{_bounds_text(a)} against {_bounds_text(b)}: the intervals overlap"
 
 
 def _bounds_text(c: dict) -> str:
@@ -198,7 +201,7 @@ def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial:
     lab = label(chosen["name"], chosen["workers"])
     if level == conf.TIE:
         others = "; ".join(f"{label(t['name'], t['workers'])} ({speedup_text(t)})" for t in tied)
-        rule = (f"tie: not {MARGIN} apart by their intervals; the simplest of them is recommended "
+        rule = (f"tie: not surely faster by {MARGIN} or more; the simplest of them is recommended "
                 f"(fastest measured: {label(fastest['name'], fastest['workers'])}, {fmt_rate(fastest['cycles_per_s'])} "
                 "cycles/s)")
         reason = f"{lab} could not be told apart from {others}"
@@ -211,7 +214,8 @@ def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial:
                         f"a tie - {others} could not be told apart from it within the {MARGIN} noise margin, and "
                         f"{chosen['name']} is the simplest of them.")
         return headline, rule, reason
-    rule = f"clear: its interval lies above every simpler strategy's by the {MARGIN} noise margin"
+    rule = (f"clear: faster than every simpler strategy at 95 % confidence, and by at least the {MARGIN} "
+            "noise margin")
     if chosen["name"] == "serial":
         best_other = max((c for c in candidates if c is not chosen), key=lambda c: c["rank_value"], default=None)
         headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"

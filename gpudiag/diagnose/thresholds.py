@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-# The noise margin: a strategy is only "clearly" faster than a simpler one when its speedup's 95 %
-# interval lies at least this far above the simpler one's (low >= high x 1.05). Below 5 % a gain is
-# not worth the complexity (or extra memory) of the faster strategy, and it is the size of the
-# run-to-run differences of one strategy on a quiet desktop; the simpler one is then recommended
-# and the result is called a tie.
+# The noise margin: a strategy is only "clearly" faster than a simpler one when it is faster at 95 %
+# confidence (gpudiag.diagnose.confidence.clearly_above) and its median is at least this much above
+# the simpler one's. Below 5 % a gain is not worth the complexity (or extra memory) of the faster
+# strategy, and it is the size of the run-to-run differences of one strategy on a quiet desktop; the
+# simpler one is then recommended and the result is called a tie.
 NOISE_MARGIN_FRACTION = 0.05
 
 

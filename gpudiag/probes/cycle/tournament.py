@@ -24,9 +24,10 @@ from gpudiag.probes.cycle import strategies as cs
 from gpudiag.probes.cycle.strategies import Contestant, Env, Plan, StrategyTimeout
 from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 
-# Rounds stop early once the recommendation's decisions are settled: for the fastest contestant and
-# every simpler one, the paired interval of their ratio lies wholly above or wholly below the noise
-# margin (gpudiag.diagnose.confidence.clearly_above); more rounds would not change the choice.
+# Rounds stop early once the recommendation's decisions are settled: the fastest contestant is either
+# clearly faster than a simpler one (its paired interval above 1, the medians 5 % or more apart:
+# gpudiag.diagnose.confidence.clearly_above), or cannot become so (the interval's top below 1.05);
+# more rounds would not change the choice then.
 STOP_RESAMPLES = stats.BOOTSTRAP_RESAMPLES  # the same bootstrap as the recommendation's: the same decision
 # One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
 # "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
@@ -74,9 +75,11 @@ def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) 
             continue
         ra, rb = leader.rates(cycles), c.rates(cycles)
         ci = stats.bootstrap_ratio_ci(ra, rb, resamples=STOP_RESAMPLES) if len(ra) == len(rb) else None
-        if ci is None:
+        ratio = stats.ratio_of_medians(ra, rb)
+        if ci is None or ratio is None:
             return False
-        if ci[0] < 1 + NOISE_MARGIN_FRACTION <= ci[1]:  # straddles the margin: not decided yet
+        clear = ratio >= 1 + NOISE_MARGIN_FRACTION and ci[0] > 1.0
+        if not clear and ci[1] >= 1 + NOISE_MARGIN_FRACTION:  # could still turn out clear
             return False
     return True
 
