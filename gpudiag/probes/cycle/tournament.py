@@ -32,6 +32,9 @@ STOP_RESAMPLES = stats.BOOTSTRAP_RESAMPLES  # the same bootstrap as the recommen
 # One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
 # "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
 RUN_TICK_NOISE_CORES = 0.4
+# Rounds taken back for a burst of load elsewhere, at most: past that the load is not a burst, the
+# rounds are kept, and the tournament is judged busy on them (its figures then describe that machine).
+MAX_REJECTED_ROUNDS = 2
 
 
 def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
@@ -94,9 +97,7 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
              serial: Optional[Contestant]) -> dict:
     ok = [c for c in group if c.error is None and c.walls]
     if not ok:
-        none_kept = ("no timed run was kept: every round was taken back because other programs kept the cores "
-                     "busy" if (env.rounds or {}).get("rejected") else "no timed run finished")
-        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), none_kept))
+        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
     best = max(ok, key=lambda c: c.rate(plan.cycles))
     row = cs.measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
                           host_rss_bytes=best.host_rss_bytes,
@@ -204,15 +205,20 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             if len(c.walls) > n_before:
                 this_round.append((c, other, took))
 
+        rejected = {"n": 0}
+
         def keep_round() -> bool:
-            """A round during which other programs took the cores (a burst of load) is taken back and rerun."""
+            """A round during which other programs took the cores (a burst of load) is taken back and rerun;
+            after MAX_REJECTED_ROUNDS the load is not a burst, and the rounds are kept (and judged busy)."""
             cpu = sum(t[0] for _, _, t in this_round)
             span = sum(t[2] for _, _, t in this_round)
             # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
             disturbed = (span > 0 and machine_busy(cpu / span, cores, widest)) or any(
                 other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest)
                 for _, other, _ in this_round)
+            disturbed = disturbed and rejected["n"] < MAX_REJECTED_ROUNDS
             if disturbed:
+                rejected["n"] += 1
                 for c, _, took in this_round:
                     c.walls.pop()
                     c.intervals.pop()
