@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
-from gpudiag.diagnose.thresholds import CUDA_PROBES, DESKTOP_PROCESS_NAMES
+from gpudiag.diagnose.thresholds import CUDA_PROBES
 
 
 def get(obj: Any, *keys: Any) -> Any:
@@ -124,10 +124,18 @@ def link_text(gen: Optional[float], width: Optional[float]) -> str:
     return " ".join(parts) or "the link"
 
 
-def is_desktop_process(name: str) -> bool:
-    n = base_name(name).lower()
-    n = n.removesuffix(".exe")
-    return n in DESKTOP_PROCESS_NAMES
+def is_desktop_process(name: str, category: Optional[str] = None) -> bool:
+    """A part of the desktop itself (display server, compositor, shell), which no one can close.
+
+    The driver probe's own classification (`category` of a process row: display|app|mps|other)
+    decides; for reports without it, the same classifier (gpudiag.platform.nvidia) is applied to
+    the name. Desktop *programs* (a browser, VS Code) are category "app": closable.
+    """
+    if category is None:
+        from gpudiag.platform.nvidia import classify_process
+
+        category = classify_process(base_name(name))[0]
+    return category == "display"
 
 
 def verdict_entry(cause: str, verdict: str, summary: str, reason: str = "",
@@ -165,18 +173,56 @@ def findings_with(report: dict, codes) -> List[Tuple[str, int, dict]]:
     return out
 
 
+def interval(x: Any) -> Optional[Tuple[float, float]]:
+    """A [low, high] pair of finite numbers with low <= high, else None."""
+    if not isinstance(x, (list, tuple)) or len(x) != 2:
+        return None
+    lo, hi = num(x[0]), num(x[1])
+    if lo is None or hi is None or lo > hi:
+        return None
+    return lo, hi
+
+
+def rates_of(walls: Any, cycles: Any) -> Optional[List[float]]:
+    """cycles/s of each timed round from a row's wall_s and cycles; None when either is missing or odd."""
+    n = num(cycles)
+    ws = [num(w) for w in as_list(walls)]
+    if not n or n <= 0 or not ws or any(w is None or w <= 0 for w in ws):
+        return None
+    return [n / w for w in ws]
+
+
 def strategy_rows(report: dict) -> List[dict]:
-    """The cycle probe's strategy rows, each with its index (for source paths) and parsed numbers."""
+    """The cycle probe's strategy rows, each with its index (for source paths) and parsed numbers.
+
+    `sweep` holds the worker counts a threads/processes row measured ({workers, cycles_per_s,
+    speedup_ci95, samples, sweep_index}); a row without a sweep has its headline count only.
+    """
     rows = []
+    default_cycles = get(probe_data(report, "cycle"), "workload", "cycles")
     for i, row in enumerate(as_list(get(probe_data(report, "cycle"), "strategies"))):
         if not isinstance(row, dict) or not as_str(row.get("name")):
             continue
+        cycles = row.get("cycles") if num(row.get("cycles")) else default_cycles
+        sweep = []
+        for j, e in enumerate(as_list(row.get("sweep"))):
+            if isinstance(e, dict) and as_int(e.get("workers")) and num(e.get("cycles_per_s")) \
+                    and as_str(e.get("status")) in (None, "ok"):
+                sweep.append({"workers": as_int(e.get("workers")), "cycles_per_s": num(e.get("cycles_per_s")),
+                              "speedup_ci95": interval(e.get("speedup_ci95")), "samples": as_int(e.get("samples")),
+                              "rates": rates_of(e.get("wall_s"), cycles), "sweep_index": j})
         rows.append({
             "index": i, "name": row["name"], "status": as_str(row.get("status")),
             "reason": as_str(row.get("reason")) or "", "workers": as_int(row.get("workers")),
             "cycles_per_s": num(row.get("cycles_per_s")),
             "speedup_vs_serial": num(row.get("speedup_vs_serial")),
+            "speedup_ci95": interval(row.get("speedup_ci95")),
+            "samples": as_int(row.get("samples")) if row.get("samples") is not None else as_int(row.get("repeats")),
+            "spread_fraction": num(row.get("spread_fraction")),
+            "other_busy_cores": num(row.get("other_busy_cores")),
             "gpu_busy_fraction": num(row.get("gpu_busy_fraction")),
+            "rates": rates_of(row.get("wall_s"), cycles),  # per round, when the report has them
+            "sweep": sweep,
         })
     return rows
 

@@ -1,20 +1,22 @@
-"""The recommendation: which parallelism strategy to use on this machine, and a verdict per suspected cause.
+"""The recommendation: which parallelism strategy to use on this machine, how sure that is, and a verdict per cause.
 
 Pure functions over the report dict (docs/report-contract.md): no hardware, no torch, no NVML, so the
 rules are tested on recorded reports. Every figure quoted comes from the report and carries a
 JSON-path-like `source` ("probes.cycle.data.strategies[3].cycles_per_s"); a fact the report does not
 hold is `not_measured` with the reason, never a default. Reports of older shape, with probes skipped
 or failed, or with keys missing, give a recommendation with less in it, never an exception.
-The rules are described for users in docs/recommendation.md.
+The rules, the statistics and the confidence levels are described for users in docs/recommendation.md.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
+from gpudiag.diagnose import confidence as conf
 from gpudiag.diagnose.access import (
     cycle_device,
     evidence,
+    findings_with,
     fmt_pct,
     fmt_rate,
     get,
@@ -28,27 +30,16 @@ from gpudiag.diagnose.access import (
     strategy_rows,
 )
 from gpudiag.diagnose.environment import environment_changes
-from gpudiag.diagnose.memory_fit import memory_limits, worker_fit
-from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
+from gpudiag.diagnose.memory_fit import best_fitting, memory_limits
+from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
 from gpudiag.diagnose.verdicts import VERDICTS
 from gpudiag.diagnose.verdicts.parallelism import verdict_worker_memory
 
-
-def pick(eligible: List[dict]) -> Tuple[Optional[dict], Optional[dict]]:
-    """(chosen row, fastest row): the fastest, unless a simpler one is within NOISE_MARGIN_FRACTION."""
-    if not eligible:
-        return None, None
-    fastest = max(eligible, key=lambda r: r["cycles_per_s"])
-    near = [r for r in eligible if r["cycles_per_s"] >= fastest["cycles_per_s"] * (1 - NOISE_MARGIN_FRACTION)]
-
-    def simplicity(r):
-        rank = SIMPLICITY.index(r["name"]) if r["name"] in SIMPLICITY else len(SIMPLICITY)
-        return (rank, r["workers"] or 1, -r["cycles_per_s"])
-
-    return min(near, key=simplicity), fastest
+MARGIN = fmt_pct(NOISE_MARGIN_FRACTION)
 
 
 def label(name: str, workers: Optional[int]) -> str:
+    """'processes with 2 workers', 'streams (4 cycles in flight)', 'batched (K=4)', 'serial'."""
     if name in ("threads", "processes") and workers:
         return f"{name} with {workers} worker{'s' if workers != 1 else ''}"
     if name == "streams" and workers:
@@ -58,10 +49,54 @@ def label(name: str, workers: Optional[int]) -> str:
     return name
 
 
-def slower_by(row: dict, best: dict) -> str:
-    pct = 100 * (1 - row["cycles_per_s"] / best["cycles_per_s"])
-    return (f"slower by {pct:.1f} % ({fmt_rate(row['cycles_per_s'])} against "
-            f"{fmt_rate(best['cycles_per_s'])} cycles/s)")
+def speedup_text(c: dict) -> str:
+    """'1.43x, 95 % interval 1.38-1.49x over 8 rounds' (or without the interval when there is none)."""
+    if c.get("speedup") is None:
+        return "no speedup figure"
+    if c["name"] == "serial":
+        return "1.00x"
+    ci = c.get("speedup_ci95")
+    if ci:
+        n = f" over {c['samples']} rounds" if c.get("samples") else ""
+        return f"{c['speedup']:.2f}x, 95 % interval {ci[0]:.2f}-{ci[1]:.2f}x{n}"
+    return f"{c['speedup']:.2f}x, no interval (too few rounds, or a report without one)"
+
+
+def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
+    """A row (or the sweep entry of it that fits in memory) as the rules compare it, with source paths."""
+    cps = entry["cycles_per_s"]
+    base = serial["cycles_per_s"] if serial else None
+    speed = (1.0 if r["name"] == "serial" else round(cps / base, 3)) if base else cps
+    j = entry.get("sweep_index")
+    src_cps = (path("probes", "cycle", "data", "strategies", r["index"], "sweep", j, "cycles_per_s")
+               if j is not None else row_path(r, "cycles_per_s"))
+    src_ci = (path("probes", "cycle", "data", "strategies", r["index"], "sweep", j, "speedup_ci95")
+              if j is not None else row_path(r, "speedup_ci95"))
+    rates = entry.get("rates") if j is not None else r.get("rates")
+    return {"name": r["name"], "workers": entry["workers"], "cycles_per_s": cps,
+            "speedup": speed if base else None, "rank_value": speed,
+            "speedup_ci95": entry.get("speedup_ci95") if base else None, "samples": entry.get("samples"),
+            "rates": rates, "row": r, "fit_note": note, "source_cps": src_cps, "source_ci": src_ci}
+
+
+def _apart_text(a: dict, b: dict) -> str:
+    """Why a is not clearly faster than b, in the figures the rule used (paired rounds, else intervals)."""
+    ratio = a["speedup"] / b["speedup"] if a.get("speedup") and b.get("speedup") else None
+    if ratio is not None and ratio < 1 + NOISE_MARGIN_FRACTION:
+        return f"{a['name']} is {100 * (ratio - 1):.1f} % faster by the medians, less than the {MARGIN} margin"
+    pair = conf.pair_interval(a, b)
+    if pair is not None:
+        return (f"{a['name']} / {b['name']} {pair[0]:.2f}-{pair[1]:.2f}x over their paired rounds: "
+                "not surely faster")
+    return f"{_bounds_text(a)} against {_bounds_text(b)}: the intervals overlap"
+
+
+def _bounds_text(c: dict) -> str:
+    """'1.43x' or '1.38-1.49x' (its interval); cycles/s when there is no serial to compare with."""
+    if c.get("speedup") is None:
+        return f"{fmt_rate(c['cycles_per_s'])} cycles/s"
+    lo, hi = conf.bounds(c)
+    return f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x"
 
 
 def recommend(report: Any) -> dict:
@@ -71,109 +106,64 @@ def recommend(report: Any) -> dict:
     limits = memory_limits(report)
     device = cycle_device(report)
     answered = gpu_questions_answered(report)
-
-    eligible, runners, fit_notes = [], [], {}
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        if r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
-            continue
-        fits, why = worker_fit(r["name"], r["workers"], limits)
-        fit_notes[r["index"]] = why
-        if fits is False:
-            continue
-        eligible.append(r)
-    chosen, fastest = pick(eligible)
+    cyc = probe_data(report, "cycle")
     serial = next((r for r in rows if r["name"] == "serial" and r["status"] == "ok" and r["cycles_per_s"]), None)
+    quality = conf.cycle_quality(cyc, rows) if cyc else None
 
-    ev: List[dict] = []
-    speedup = None
-    if chosen:
-        ev.append(evidence(f"{label(chosen['name'], chosen['workers'])} ran {fmt_rate(chosen['cycles_per_s'])} "
-                           "cycles/s", get(report, *split_path(row_path(chosen, "cycles_per_s"))), "cycles/s",
-                           row_path(chosen, "cycles_per_s")))
-        if serial and serial is not chosen:
-            ev.append(evidence(f"the plain loop (serial) ran {fmt_rate(serial['cycles_per_s'])} cycles/s",
-                               get(report, *split_path(row_path(serial, "cycles_per_s"))), "cycles/s",
-                               row_path(serial, "cycles_per_s")))
-        if chosen["speedup_vs_serial"] is not None:
-            speedup = chosen["speedup_vs_serial"]
-            ev.append(evidence(f"{chosen['name']} is {speedup:.2f}x the plain loop",
-                               get(report, *split_path(row_path(chosen, "speedup_vs_serial"))), "x",
-                               row_path(chosen, "speedup_vs_serial")))
-        elif serial:
-            speedup = round(chosen["cycles_per_s"] / serial["cycles_per_s"], 3)
-        if chosen["name"] in ("threads", "processes"):
-            key = "fits_" + chosen["name"]
-            if key in limits["sources"]:
-                n = limits["values"][key]
-                kind = "process" if chosen["name"] == "processes" else "thread"
-                ev.append(evidence(f"{int(n)} {kind} workers fit in memory", get(report, *split_path(
-                    limits["sources"][key])), "workers", limits["sources"][key]))
-        for r in ([serial] if serial is not chosen else []) + [chosen]:
-            if r and r["gpu_busy_fraction"] is not None:
-                ev.append(evidence(f"{r['name']} kept the GPU busy {fmt_pct(r['gpu_busy_fraction'])} of the time",
-                                   get(report, *split_path(row_path(r, "gpu_busy_fraction"))), "fraction",
-                                   row_path(r, "gpu_busy_fraction")))
-        if device:
-            ev.append(evidence(f"the cycle workload ran on {device}",
-                               get(report, "probes", "cycle", "data", "workload", "device"), None,
-                               path("probes", "cycle", "data", "workload", "device")))
-
-    # Runners-up: every other row, and why it lost.
+    candidates, excluded = [], {}
     for r in rows:
-        if r is chosen:
+        if r["status"] != "ok" or r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
             continue
-        entry = {"strategy": r["name"], "workers": r["workers"], "cycles_per_s": r["cycles_per_s"],
-                 "status": r["status"]}
-        if r["status"] != "ok":
-            entry["why_not"] = f"{r['status'] or 'no status'}: {r['reason'] or 'no reason recorded'}"
-        elif r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
-            entry["why_not"] = "no cycles/s recorded"
-        elif r not in eligible:
-            entry["why_not"] = fit_notes.get(r["index"]) or "does not fit in memory"
-            if chosen and r["cycles_per_s"] > chosen["cycles_per_s"]:
-                entry["why_not"] = (f"fastest measured ({fmt_rate(r['cycles_per_s'])} cycles/s) but "
-                                    + entry["why_not"])
-        elif chosen and r["cycles_per_s"] >= chosen["cycles_per_s"]:
-            pct = 100 * (r["cycles_per_s"] / chosen["cycles_per_s"] - 1)
-            entry["why_not"] = (f"only {pct:.1f} % faster than {chosen['name']}, within the "
-                                f"{fmt_pct(NOISE_MARGIN_FRACTION)} noise margin; {chosen['name']} is simpler")
-        else:
-            entry["why_not"] = slower_by(r, chosen)
-        runners.append(entry)
-    order = {"ok": 0}
-    runners.sort(key=lambda e: (order.get(e["status"], 1), -(e["cycles_per_s"] or 0)))
+        headline = {"workers": r["workers"], "cycles_per_s": r["cycles_per_s"], "speedup_ci95": r["speedup_ci95"],
+                    "samples": r["samples"], "rates": r.get("rates"), "sweep_index": None}
+        entry, note = best_fitting(r, limits) if r["name"] in conf.PARALLEL else (headline, "")
+        if entry is None:
+            excluded[r["index"]] = note or "does not fit in memory"
+            continue
+        candidates.append(_candidate(r, entry, serial, note))
+    # choose() ranks on `speedup`: over serial, or cycles/s when serial was not measured.
+    ranked = [dict(c, speedup=c["rank_value"], _c=c) for c in candidates]
 
-    verdicts = []
-    for _cause, fn in VERDICTS:
-        verdicts.append(fn(report, limits) if fn is verdict_worker_memory else fn(report))
+    noisy_reasons = list(quality["reasons"]) if quality else []
+    chosen = fastest = None
+    tied: List[dict] = []
+    level = conf.NONE
+    if ranked and not noisy_reasons:
+        ch, fa, ti, level = conf.choose(ranked)
+        chosen, fastest, tied = ch["_c"], fa["_c"], [t["_c"] for t in ti]
+        if level == conf.TIE:
+            wide = conf.too_wide([t for t in [ch] + ti])
+            if wide:
+                noisy_reasons.append("the strategies that could not be told apart have intervals too wide to "
+                                     "judge (" + "; ".join(f"{w['name']} {_bounds_text(w)}" for w in wide) + ")")
+    if noisy_reasons and (ranked or (quality and quality["busy"])):
+        level, chosen, fastest, tied = conf.TOO_NOISY, None, None, []
+
+    ev = _evidence(report, chosen, serial, limits, device, quality if level == conf.TOO_NOISY else None)
+    runners = _runners_up(rows, candidates, chosen, tied, excluded, level)
+    verdicts = [fn(report, limits) if fn is verdict_worker_memory else fn(report) for _cause, fn in VERDICTS]
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
                                     "(the verdicts say why).")
+    if level in (conf.CLEAR, conf.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
+        # One voice: the page also says the machine was busy; say which figures that touched.
+        gpu_note = (" The machine was busy while the gil micro-benchmark ran (its verdicts are inconclusive); "
+                    "the strategy tournament ran on a quiet machine." + gpu_note)
     where = "On this machine" if device in (None, "cuda") else "On this machine's CPU (the cycle ran without a GPU)"
-    if chosen:
-        rule = "fastest measured"
-        if fastest is not chosen:
-            rule = (f"simplest within {fmt_pct(NOISE_MARGIN_FRACTION)} of the fastest "
-                    f"({label(fastest['name'], fastest['workers'])}, {fmt_rate(fastest['cycles_per_s'])} cycles/s)")
-        if chosen["name"] == "serial":
-            best_other = max((r for r in eligible if r is not chosen), key=lambda r: r["cycles_per_s"], default=None)
-            headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"
-                        + (f"; the best alternative, {label(best_other['name'], best_other['workers'])}, ran "
-                           f"{fmt_rate(best_other['cycles_per_s'])}."
-                           if best_other else "; nothing else was measured."))
-        elif serial:
-            headline = (f"{where}, use {label(chosen['name'], chosen['workers'])}: measured "
-                        f"{fmt_rate(chosen['cycles_per_s'])} cycles/s against {fmt_rate(serial['cycles_per_s'])} "
-                        f"for the plain loop ({speedup:.2f}x).")
-        else:
-            headline = (f"{where}, use {label(chosen['name'], chosen['workers'])}: measured "
-                        f"{fmt_rate(chosen['cycles_per_s'])} cycles/s; the plain loop was not measured ("
-                        f"{strategy_reason(report, 'serial')}), so there is no speedup figure.")
+    rule, reason = None, ""
+    if level == conf.TOO_NOISY:
+        busy = bool(quality and quality["busy"])
+        headline = ((f"{where}, the machine was too busy to judge: " if busy else
+                     f"{where}, the measurements were too noisy to judge: ") + "; ".join(noisy_reasons)
+                    + ". No strategy is recommended from these figures: close other work (or wait for it) and run "
+                      "`gpudiag report` again.")
+        rule = "too_noisy: no strategy is presented when the machine was busy, the plain loop was unsteady, a " \
+               "speedup exceeded its worker count, or the tied intervals were too wide"
+        reason = "; ".join(noisy_reasons)
+    elif chosen is not None:
+        headline, rule, reason = _headline(where, chosen, fastest, tied, serial, candidates, level, report)
     else:
-        rule = None
-        if not probe_data(report, "cycle"):
+        if not cyc:
             why = not_run_reason(report, "cycle")
         elif not rows:
             why = "the cycle probe recorded no strategies"
@@ -182,18 +172,161 @@ def recommend(report: Any) -> dict:
         else:
             why = "no strategy finished its measurement"
         headline = f"No strategy to recommend: {why}."
+        reason = why
     return {
         "strategy": chosen["name"] if chosen else None,
         "workers": chosen["workers"] if chosen else None,
         "cycles_per_s": chosen["cycles_per_s"] if chosen else None,
         "serial_cycles_per_s": serial["cycles_per_s"] if serial else None,
-        "speedup": speedup,
+        "speedup": chosen["speedup"] if chosen else None,
+        "speedup_ci95": list(chosen["speedup_ci95"]) if chosen and chosen.get("speedup_ci95") else None,
+        "samples": chosen.get("samples") if chosen else None,
+        "confidence": level,
+        "confidence_reason": reason,
+        "tied_with": [t["name"] for t in tied],
         "device": device,
         "choice_rule": rule,
         "headline": headline + gpu_note,
         "evidence": ev,
         "runners_up": runners,
-        "environment_changes": environment_changes(report),
+        "environment_changes": environment_changes(report, chosen["name"] if chosen else None, device),
         "verdicts": verdicts,
         "gpu_questions_answered": answered,
     }
+
+
+def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial: Optional[dict],
+              candidates: List[dict], level: str, report: dict):
+    """(headline, choice_rule, confidence_reason) for a clear or tied result."""
+    lab = label(chosen["name"], chosen["workers"])
+    if level == conf.TIE:
+        others = "; ".join(f"{label(t['name'], t['workers'])} ({speedup_text(t)})" for t in tied)
+        rule = (f"tie: not surely faster by {MARGIN} or more; the simplest of them is recommended "
+                f"(fastest measured: {label(fastest['name'], fastest['workers'])}, {fmt_rate(fastest['cycles_per_s'])} "
+                "cycles/s)")
+        reason = f"{lab} could not be told apart from {others}"
+        if chosen["name"] == "serial":
+            headline = (f"{where}, keep the plain loop (serial, {fmt_rate(chosen['cycles_per_s'])} cycles/s): it is a tie - "
+                        f"{others} could not be told apart from it within the {MARGIN} noise margin, so the "
+                        "simplest is recommended.")
+        else:
+            headline = (f"{where}, use {lab} ({fmt_rate(chosen['cycles_per_s'])} cycles/s, {speedup_text(chosen)}): it is "
+                        f"a tie - {others} could not be told apart from it within the {MARGIN} noise margin, and "
+                        f"{chosen['name']} is the simplest of them.")
+        return headline, rule, reason
+    rule = (f"clear: faster than every simpler strategy at 95 % confidence, and by at least the {MARGIN} "
+            "noise margin")
+    if chosen["name"] == "serial":
+        best_other = max((c for c in candidates if c is not chosen), key=lambda c: c["rank_value"], default=None)
+        headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"
+                    + (f"; no alternative was faster (the best, {label(best_other['name'], best_other['workers'])}, "
+                       f"ran {speedup_text(best_other)})." if best_other else "; nothing else was measured."))
+        return headline, rule, "the plain loop was the fastest strategy measured"
+    if serial:
+        headline = (f"{where}, use {lab}: measured {fmt_rate(chosen['cycles_per_s'])} cycles/s against "
+                    f"{fmt_rate(serial['cycles_per_s'])} for the plain loop ({speedup_text(chosen)}).")
+    else:
+        headline = (f"{where}, use {lab}: measured {fmt_rate(chosen['cycles_per_s'])} cycles/s; the plain loop was "
+                    f"not measured ({strategy_reason(report, 'serial')}), so there is no speedup figure.")
+    reason = f"{lab} is clearly faster than every simpler strategy"
+    return headline, rule, reason
+
+
+def _evidence(report: dict, chosen: Optional[dict], serial: Optional[dict], limits: dict,
+              device: Optional[str], quality: Optional[dict]) -> List[dict]:
+    ev: List[dict] = []
+    if quality is not None:  # too_noisy: what made it so, with the figures
+        load_src = path("probes", "cycle", "data", "load", "other_busy_cores")
+        if quality["other_busy_cores"] is not None and get(report, *split_path(load_src)) is not None:
+            ev.append(evidence(f"other programs kept {quality['other_busy_cores']:.1f} cores busy during the "
+                               "tournament", get(report, *split_path(load_src)), "cores", load_src))
+        if serial and serial["spread_fraction"] is not None:
+            ev.append(evidence(f"the plain loop's rate varied by {fmt_pct(serial['spread_fraction'])} between rounds",
+                               get(report, *split_path(row_path(serial, "spread_fraction"))), "fraction",
+                               row_path(serial, "spread_fraction")))
+        for r in quality["above_ceiling"]:
+            ev.append(evidence(f"{r['name']} with {r['workers']} workers measured {r['speedup_vs_serial']:.2f}x, "
+                               f"above its {r['workers']}x ceiling",
+                               get(report, *split_path(row_path(r, "speedup_vs_serial"))), "x",
+                               row_path(r, "speedup_vs_serial")))
+        return ev
+    if chosen is None:
+        return ev
+    ev.append(evidence(f"{label(chosen['name'], chosen['workers'])} ran {fmt_rate(chosen['cycles_per_s'])} cycles/s",
+                       get(report, *split_path(chosen["source_cps"])), "cycles/s", chosen["source_cps"]))
+    if serial and chosen["row"] is not serial:
+        ev.append(evidence(f"the plain loop (serial) ran {fmt_rate(serial['cycles_per_s'])} cycles/s",
+                           get(report, *split_path(row_path(serial, "cycles_per_s"))), "cycles/s",
+                           row_path(serial, "cycles_per_s")))
+        if chosen.get("speedup_ci95") and get(report, *split_path(chosen["source_ci"])) is not None:
+            ev.append(evidence(f"95 % interval of its speedup over the plain loop: {_bounds_text(chosen)}",
+                               get(report, *split_path(chosen["source_ci"])), "x", chosen["source_ci"]))
+        elif chosen["row"]["speedup_vs_serial"] is not None and chosen["source_cps"] == row_path(chosen["row"],
+                                                                                                   "cycles_per_s"):
+            ev.append(evidence(f"{chosen['name']} is {chosen['row']['speedup_vs_serial']:.2f}x the plain loop",
+                               get(report, *split_path(row_path(chosen["row"], "speedup_vs_serial"))), "x",
+                               row_path(chosen["row"], "speedup_vs_serial")))
+    if chosen["name"] in conf.PARALLEL:
+        key = "fits_" + chosen["name"]
+        if key in limits["sources"]:
+            kind = "process" if chosen["name"] == "processes" else "thread"
+            ev.append(evidence(f"{int(limits['values'][key])} {kind} workers fit in memory",
+                               get(report, *split_path(limits["sources"][key])), "workers", limits["sources"][key]))
+    for r in ([serial] if serial is not None and serial is not chosen["row"] else []) + [chosen["row"]]:
+        if r and r["gpu_busy_fraction"] is not None:
+            ev.append(evidence(f"{r['name']} kept the GPU busy {fmt_pct(r['gpu_busy_fraction'])} of the time",
+                               get(report, *split_path(row_path(r, "gpu_busy_fraction"))), "fraction",
+                               row_path(r, "gpu_busy_fraction")))
+    load_src = path("probes", "cycle", "data", "load", "other_busy_cores")
+    if get(report, *split_path(load_src)) is not None:
+        ev.append(evidence("cores' worth of CPU other programs used while the strategies were timed",
+                           get(report, *split_path(load_src)), "cores", load_src))
+    if device:
+        ev.append(evidence(f"the cycle workload ran on {device}", get(report, "probes", "cycle", "data", "workload",
+                                                                    "device"),
+                           None, path("probes", "cycle", "data", "workload", "device")))
+    return ev
+
+
+def _runners_up(rows: List[dict], candidates: List[dict], chosen: Optional[dict], tied: List[dict],
+                excluded: dict, level: str) -> List[dict]:
+    """Every row but the chosen one, with its speedup, interval and why it was not recommended."""
+    by_row = {c["row"]["index"]: c for c in candidates}
+    out = []
+    for r in rows:
+        c = by_row.get(r["index"])
+        if chosen is not None and c is chosen:
+            continue
+        entry = {"strategy": r["name"], "workers": c["workers"] if c else r["workers"],
+                 "cycles_per_s": c["cycles_per_s"] if c else r["cycles_per_s"], "status": r["status"],
+                 "speedup": c["speedup"] if c else r["speedup_vs_serial"],
+                 "speedup_ci95": list(c["speedup_ci95"]) if c and c.get("speedup_ci95") else
+                 (list(r["speedup_ci95"]) if r.get("speedup_ci95") else None)}
+        if r["status"] != "ok":
+            entry["why_not"] = f"{r['status'] or 'no status'}: {r['reason'] or 'no reason recorded'}"
+        elif r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
+            entry["why_not"] = "no cycles/s recorded"
+        elif r["index"] in excluded:
+            entry["why_not"] = excluded[r["index"]]
+            if chosen and r["cycles_per_s"] > chosen["cycles_per_s"]:
+                entry["why_not"] = f"fastest measured ({fmt_rate(r['cycles_per_s'])} cycles/s) but " + entry["why_not"]
+        elif level == conf.TOO_NOISY:
+            entry["why_not"] = "not judged: the measurements were too noisy (see the headline)"
+        elif chosen is None:
+            entry["why_not"] = "not judged"
+        elif any(c is t for t in tied):
+            entry["why_not"] = f"could not be told apart from {chosen['name']} ({_apart_text(c, chosen)}); " \
+                               f"{chosen['name']} is simpler"
+        elif c["rank_value"] >= chosen["rank_value"]:
+            entry["why_not"] = (f"not clearly faster than the simpler {chosen['name']} ({_bounds_text(c)} against "
+                                f"{_bounds_text(chosen)})")
+        else:
+            pct = 100 * (1 - c["cycles_per_s"] / chosen["cycles_per_s"])
+            entry["why_not"] = (f"slower by {pct:.1f} % ({fmt_rate(c['cycles_per_s'])} against "
+                                f"{fmt_rate(chosen['cycles_per_s'])} cycles/s; speedup {_bounds_text(c)})")
+        if c and c.get("fit_note") and r["index"] not in excluded and c["workers"] != r["workers"]:
+            entry["why_not"] += f"; {c['fit_note']}"
+        out.append(entry)
+    order = {"ok": 0}
+    out.sort(key=lambda e: (order.get(e["status"], 1), -(e["cycles_per_s"] or 0)))
+    return out

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
-# Cycle rows carry no spread, and two runs of one strategy on a busy desktop differ by a few
-# percent; a strategy less than this much faster than a simpler one is not worth its complexity
-# (or its extra memory), so the simpler one is recommended and the rule says so.
+# The noise margin: a strategy is only "clearly" faster than a simpler one when it is faster at 95 %
+# confidence (gpudiag.diagnose.confidence.clearly_above) and its median is at least this much above
+# the simpler one's. Below 5 % a gain is not worth the complexity (or extra memory) of the faster
+# strategy, and it is the size of the run-to-run differences of one strategy on a quiet desktop; the
+# simpler one is then recommended and the result is called a tie.
 NOISE_MARGIN_FRACTION = 0.05
 
 
-# Simplest first: what a user has to change in their loop to adopt each strategy. Used only to
-# break near-ties (NOISE_MARGIN_FRACTION); fewer workers is simpler within one strategy.
+# The plain loop must be steady for any speedup over it to be presented. Judged on its rounds'
+# interquartile spread ((p75 - p25) / median), which one disturbed round cannot move - the median
+# baseline is still right then - but a machine busy for most of the run does. Measured on the 2-core
+# VM: quiet runs 0.8-9 % (one of them with a single round slowed to half by a burst of load), runs
+# with another program busy 41-72 %. 20 % is twice the quiet worst and half the busy best.
+BASELINE_IQR_MAX = 0.20
+
+
+# The same judgement for a report without the plain loop's rounds (only its spread_fraction, p90 - p10
+# over median, which with few rounds is nearly the full range): quiet 3-15 %, busy 45-250 % there.
+BASELINE_SPREAD_MAX = 0.30
+
+
+# N workers sharing the same cycles cannot be more than N times faster than the plain loop: each
+# is at best as fast as the plain loop alone. 10 % on top allows for a worker that runs a little
+# faster with fewer intra-op threads than the plain loop; beyond it (or with the whole interval
+# above N) the plain loop itself was slowed, so no speedup over it is presented.
+SPEEDUP_CEILING_TOLERANCE = 0.10
+
+
+# When the strategies that cannot be told apart have intervals wider than this (hi / lo 1.35,
+# about +-15 %), the tie is the noise's doing, not the strategies': quiet-machine intervals here
+# were within hi/lo 1.12, and on 2 cores the alternatives differ by 5-90 %, so an interval this
+# wide can hold both "no gain" and "a real gain". The result is then too_noisy, not a tie.
+WIDE_INTERVAL_RATIO = 1.35
+
+
+# Simplest first: what a user has to change in their loop to adopt each strategy. Used to resolve
+# ties (strategies whose intervals are not NOISE_MARGIN_FRACTION apart); fewer workers is simpler
+# within one strategy.
 SIMPLICITY = ("serial", "deferred_sync", "batched", "cuda_graph", "streams", "threads", "processes")
 
 
@@ -46,8 +76,10 @@ PCIE_TRANSFER_SHARE_SUPPORTED = 0.25
 HOST_IDLE_FRACTION_MIN = 0.2
 
 
-# ... and most of that idle time (this share) is waiting on the host or on a sync ...
-HOST_SYNC_SHARE_MIN = 0.5
+# ... and sync waits (round trips: .item(), synchronize, small blocking copies) are the largest part of
+# that idle time - larger than host compute, waiting on large copies and launch overhead - and at
+# least a third of it: then taking the syncs out of the loop removes the biggest idle part ...
+HOST_SYNC_SHARE_MIN = 1 / 3
 
 
 # ... or taking syncs out of the loop (deferred_sync) buys at least this speedup.
@@ -67,16 +99,6 @@ LAUNCH_BOUND_OVERHEAD_US = 15.0
 # Clock-event reasons that mean the GPU is held below its clocks by heat or power, not by idling
 # or by an application setting.
 THROTTLE_REASON_WORDS = ("thermal", "power", "hw_slowdown")
-
-
-# Processes that draw the desktop itself: closing them is not advice anyone can follow; they are
-# named in the gpu_shared verdict, and apps on top of them are what the user can close.
-DESKTOP_PROCESS_NAMES = {
-    "xorg", "x", "xwayland", "gnome-shell", "kwin_x11", "kwin_wayland", "kwin", "plasmashell",
-    "sway", "hyprland", "weston", "mutter", "cinnamon", "xfwm4", "dwm", "csrss", "explorer",
-    "winlogon", "systemsettings", "searchhost", "startmenuexperiencehost", "shellexperiencehost",
-    "textinputhost", "lockapp",
-}
 
 
 # Finding codes of other probes that also establish an environment change when the data behind

@@ -42,6 +42,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import sys
 import threading
 import time
 import traceback
@@ -92,28 +93,40 @@ def _error_payload(exc: BaseException) -> tuple:
 def _worker_main(index: int, conn, go, initializer, initargs) -> None:
     """Entry point of one worker: initialise once, then serve tasks until told to stop."""
     try:
-        _serve(conn, go, initializer, initargs)
+        stopped = _serve(conn, go, initializer, initargs)
     except (EOFError, OSError):  # the parent went away mid-conversation: nothing left to report to
         return
+    if stopped:
+        # Asked to stop: leave at once. Interpreter teardown (torch's included, ~0.3 s) would only
+        # delay the parent's close(); a worker holds no files or locks of its own to flush.
+        try:
+            conn.close()
+            for stream in (sys.stdout, sys.stderr):  # what a step printed still reaches the probe's log
+                if stream is not None:
+                    stream.flush()
+        except (OSError, ValueError):
+            pass
+        os._exit(0)
 
 
-def _serve(conn, go, initializer, initargs) -> None:
+def _serve(conn, go, initializer, initargs) -> bool:
+    """Serve tasks; True when the parent asked to stop, False when it went away."""
     entered_at = time.time()
     t0 = time.perf_counter()
     try:
         init_result = initializer(*initargs) if initializer is not None else None
     except BaseException as exc:  # reported to the parent, which raises WorkerError
         conn.send(_error_payload(exc))
-        return
+        return False
     conn.send(("ready", {"entered_at": entered_at, "init_s": time.perf_counter() - t0, "pid": os.getpid()},
                init_result))
     while True:
         try:
             raw = conn.recv_bytes()
         except (EOFError, OSError):
-            return  # parent went away
+            return False  # parent went away
         if raw == _STOP:
-            return
+            return True
         try:
             fn, args = pickle.loads(raw)
         except BaseException as exc:
@@ -123,7 +136,7 @@ def _serve(conn, go, initializer, initargs) -> None:
         while not go.wait(1.0):  # a parent killed before releasing us must not leave us waiting forever
             parent = multiprocessing.parent_process()
             if parent is not None and not parent.is_alive():
-                return
+                return False
         start = time.perf_counter()
         try:
             value = fn(*args)
@@ -351,9 +364,13 @@ class WorkerPool:
 
 
 def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple],
-                finish: Optional[Callable[[], Any]] = None) -> float:
+                finish: Optional[Callable[[], Any]] = None, timeout_s: Optional[float] = None) -> float:
     """Run fn(*args) in len(args_list) threads released together; wall seconds from the release to
-    the last join (and `finish()`, e.g. a device sync, when given). A thread's exception is re-raised."""
+    the last join (and `finish()`, e.g. a device sync, when given). A thread's exception is re-raised.
+
+    With timeout_s, threads still running after it raise TimeoutError; they are daemon threads and
+    cannot be stopped from outside, so they are left behind (they end with the process).
+    """
     barrier = threading.Barrier(len(args_list) + 1)
     errors: List[BaseException] = []
 
@@ -370,8 +387,12 @@ def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple],
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for t in threads:
-        t.join()
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            raise TimeoutError(f"{sum(x.is_alive() for x in threads)} of {len(threads)} threads still running "
+                               f"after {timeout_s:g} s")
     if finish is not None:
         finish()
     wall = time.perf_counter() - t0

@@ -191,12 +191,17 @@ _known("display", "a Wayland compositor", "mutter", "weston", "sway", "hyprland"
        "niri", "gamescope", "cosmic-comp")
 _known("display", "a desktop compositor", "cinnamon", "muffin", "marco", "xfwm4", "compiz", "picom",
        "budgie-wm", "gala")
+_known("display", "a desktop session service", "xdg-desktop-portal", "xdg-desktop-portal-gnome",
+       "xdg-desktop-portal-kde", "xdg-desktop-portal-gtk", "xdg-desktop-portal-wlr", "xdg-desktop-portal-hyprland",
+       "xdg-desktop-portal-cosmic", "snapd-desktop-integration", "gsd-xsettings", "kded5", "kded6", "ksmserver",
+       "xfdesktop", "xfce4-panel", "mate-panel", "budgie-panel", "lxqt-panel", "waybar", "cosmic-panel")
 _known("display", "Desktop Window Manager (dwm.exe)", "dwm.exe")
 _known("display", "the Windows shell (explorer.exe)", "explorer.exe")
 _known("display", "a Windows shell component", "shellhost.exe", "shellexperiencehost.exe",
        "startmenuexperiencehost.exe", "searchhost.exe", "searchapp.exe", "searchui.exe",
        "textinputhost.exe", "logonui.exe", "lockapp.exe", "phoneexperiencehost.exe",
-       "widgets.exe", "csrss.exe")
+       "widgets.exe", "csrss.exe", "winlogon.exe", "sihost.exe", "fontdrvhost.exe", "ctfmon.exe",
+       "applicationframehost.exe")
 _known("app", "VS Code", "code", "code.exe", "code-oss", "codium", "vscodium", "code-insiders",
        "code - insiders.exe", "cursor", "cursor.exe")
 _known("app", "Chrome/Chromium", "chrome", "chrome.exe", "google-chrome", "chromium",

@@ -208,13 +208,18 @@ def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[st
             pending=None) -> dict:
     """All `system` data. detailed_cpu/import_torch are the slow parts (py-cpuinfo, torch import);
     `pending` is platform.inventory.start()'s handle when the caller started the compilers early."""
+    import sysconfig
+
     from gpudiag import platform
 
     os_ = platform.os_facts(environ=environ)
+    # Importing torch can only change the GIL on a free-threaded build: elsewhere the answer is the
+    # same without paying for the import.
+    check_torch = import_torch or bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     return {
         "os": os_,
         # python first with check_torch: the GIL is read after torch has been imported
-        "python": platform.python_facts(check_torch=import_torch),
+        "python": platform.python_facts(check_torch=check_torch),
         "cpu": platform.cpu_facts(detailed=detailed_cpu),
         "memory": platform.memory_facts(wsl=os_.get("wsl")),
         "torch": platform.torch_facts(import_torch=import_torch),
@@ -235,7 +240,11 @@ def _inventory(environ: Optional[Mapping[str, str]], import_torch: bool, pending
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
-    data = collect(detailed_cpu=True, import_torch=True)
+    # --quick reads the CPU from /proc (py-cpuinfo times the TSC for over a second) and torch's build
+    # from its files (importing it costs seconds; the gil probe re-checks the GIL after importing it);
+    # --full adds both: the cuDNN version and py-cpuinfo's flags and caches.
+    full = not ctx.quick
+    data = collect(detailed_cpu=full, import_torch=full)
     return ProbeOutput(data=data, findings=findings_for(data))
 
 

@@ -1,7 +1,7 @@
 """Inline SVG charts: pure functions from numbers to an SVG string. No external library, no script.
 
 Colours never appear as literals: every drawn element carries a class (`c0`..`c5`, `hl-win`,
-`hl-base`, `ref`, `axis`, `grid`) that the report stylesheet maps to CSS variables, so the light
+`hl-base`, `ref`, `axis`, `grid`, `ci` for a 95 % interval's whisker) that the report stylesheet maps to CSS variables, so the light
 and dark schemes and print all work; text uses `currentColor`. Every label is XML-escaped here,
 so callers may mark the result safe. A chart function returns None when there is nothing to draw.
 """
@@ -258,9 +258,12 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
                  height: int = 320) -> Optional[str]:
     """Vertical bars, one group per category, one bar per series.
 
-    series: [{name, values: [number|None per category]}]; None draws no bar (not measured).
+    series: [{name, values: [number|None per category], errors?: [(lo, hi)|None per category],
+    notes?: [str|None per category]}]; None draws no bar (not measured); an error pair draws a whisker
+    (a 95 % interval); a note is written above its bar (e.g. "above ideal").
     """
     vals = [v for s in series for v in s.get("values", ()) if _finite(v)]
+    vals += [e[1] for s in series for e in (s.get("errors") or ()) if e and _finite(e[1])]
     if not categories or not vals:
         return None
     refs = _refs(ref_lines)
@@ -285,9 +288,25 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
             y = fr.py(v)
             h = max(abs(base - y), 0.5)  # a zero bar stays visible as a hairline
             cls = SERIES_CLASSES[si % len(SERIES_CLASSES)]
+            errs = list(s.get("errors") or ())
+            err = errs[ci] if ci < len(errs) else None
+            span = f" (95 % interval {_x(y_fmt(err[0]))}-{_x(y_fmt(err[1]))})" if err else ""
             out.append(f'<rect class="{cls}" x="{_f(gx + si * bar_w)}" y="{_f(min(y, base))}" '
                        f'width="{_f(bar_w - 2)}" height="{_f(h)}"><title>{_x(cat)}, {_x(s["name"])}: '
-                       f'{_x(y_fmt(v))}</title></rect>')
+                       f'{_x(y_fmt(v))}{span}</title></rect>')
+            cx = gx + si * bar_w + (bar_w - 2) / 2
+            top_y = y
+            if err and _finite(err[0]) and _finite(err[1]):
+                y0, y1 = fr.py(err[0]), fr.py(err[1])
+                top_y = min(y, y1)
+                out.append(f'<line class="ci" x1="{_f(cx)}" x2="{_f(cx)}" y1="{_f(y0)}" y2="{_f(y1)}"/>')
+                out.append(f'<line class="ci" x1="{_f(cx - 4)}" x2="{_f(cx + 4)}" y1="{_f(y1)}" y2="{_f(y1)}"/>')
+                out.append(f'<line class="ci" x1="{_f(cx - 4)}" x2="{_f(cx + 4)}" y1="{_f(y0)}" y2="{_f(y0)}"/>')
+            notes = list(s.get("notes") or ())
+            note = notes[ci] if ci < len(notes) else None
+            if note:
+                out.append(f'<text x="{_f(cx)}" y="{_f(top_y - 4)}" text-anchor="middle" font-size="10" '
+                           f'fill="currentColor">{_x(note)}</text>')
         out.append(f'<text x="{_f(fr.left + (ci + 0.5) * group_w)}" y="{fr.bottom + 16}" '
                    f'text-anchor="middle" fill="currentColor">{_x(cat)}</text>')
     out.append(f'<line class="axis" x1="{fr.left}" x2="{fr.right}" y1="{_f(base)}" y2="{_f(base)}"/>')
@@ -302,7 +321,9 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
 
 def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fmt = fmt_short,
                     value_fmt: Fmt = None, label_width: int = 130) -> Optional[str]:
-    """One labelled horizontal bar per row: [{label, value|None, cls?, note?}].
+    """One labelled horizontal bar per row: [{label, value|None, cls?, note?, lo?, hi?}].
+
+    lo/hi draw a whisker across the bar's end (a 95 % interval of the value).
 
     A row without a value shows its note (e.g. "skipped: no CUDA") instead of a bar. `cls` picks
     the highlight (`hl-win`, `hl-base`); the note text is drawn after the bar so the highlight is
@@ -311,6 +332,7 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
     vals = [r["value"] for r in rows if _finite(r.get("value"))]
     if not vals:
         return None
+    vals += [r["hi"] for r in rows if _finite(r.get("hi"))]
     row_h = 26
     height = MARGIN_TOP + 8 + row_h * len(rows) + MARGIN_BOTTOM - 8
     xt = nice_ticks(0.0, max(vals) * 1.15 if max(vals) > 0 else 1.0)
@@ -333,6 +355,13 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
                        f'height="{row_h - 8}" rx="2"><title>{_x(r["label"])}: {_x(x_fmt(v))}</title></rect>')
             text = (value_fmt or fmt_value)(v) + (f"  {note}" if note else "")
             tx = fr.left + w + 5
+            if _finite(r.get("lo")) and _finite(r.get("hi")):
+                x0, x1, ym = fr.px(r["lo"]), fr.px(r["hi"]), y + row_h / 2 - 1
+                out.append(f'<line class="ci" x1="{_f(x0)}" x2="{_f(x1)}" y1="{_f(ym)}" y2="{_f(ym)}">'
+                           f'<title>95 % interval {_x(x_fmt(r["lo"]))}-{_x(x_fmt(r["hi"]))}</title></line>')
+                for xe in (x0, x1):
+                    out.append(f'<line class="ci" x1="{_f(xe)}" x2="{_f(xe)}" y1="{_f(ym - 5)}" y2="{_f(ym + 5)}"/>')
+                tx = max(tx, x1 + 5)
             anchor = "start"
             if tx + 7 * len(text) > WIDTH - 2:   # no room right of a long bar: write inside it
                 tx, anchor = fr.left + w - 5, "end"
@@ -430,8 +459,18 @@ def gil_chart(data: dict) -> Optional[str]:
         return None
     max_workers = max(r["workers"] for r in best.values())
     counts = {m: {r["workers"] for k, r in best.items() if k[1] == m} for m in ("threads", "processes")}
+    def interval(r):
+        ci = r.get("speedup_ci95")
+        return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_finite, ci)) else None
+
+    def above(r):
+        ci = interval(r)
+        return r["speedup"] > r["workers"] * 1.1 or (ci is not None and ci[0] > r["workers"])
+
     series = [{"name": mode + (f", {next(iter(counts[mode]))} workers" if len(counts[mode]) == 1 else ", most workers"),
-               "values": [best[(w, mode)]["speedup"] if (w, mode) in best else None for w in workloads]}
+               "values": [best[(w, mode)]["speedup"] if (w, mode) in best else None for w in workloads],
+               "errors": [interval(best[(w, mode)]) if (w, mode) in best else None for w in workloads],
+               "notes": ["above ideal!" if (w, mode) in best and above(best[(w, mode)]) else None for w in workloads]}
               for mode in ("threads", "processes") if any(k[1] == mode for k in best)]
     refs = []
     if max_workers > 1:
@@ -448,10 +487,16 @@ def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
         ok = [s for s in strategies if s.get("status") == "ok" and _finite(s.get("cycles_per_s"))]
         winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
     rows = []
+    base = next((s.get("cycles_per_s") for s in strategies if s.get("name") == "serial" and s.get("status") == "ok"),
+                None)
     for s in strategies:
         name = str(s.get("name"))
         label = name + (f" x{s['workers']}" if _finite(s.get("workers")) and s["workers"] > 1 else "")
         v = s.get("cycles_per_s") if s.get("status") == "ok" else None
+        ci = s.get("speedup_ci95")
+        lo = hi = None
+        if _finite(base) and _finite(v) and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_finite, ci)):
+            lo, hi = ci[0] * base, ci[1] * base
         notes = []
         if name == "serial":
             notes.append("baseline")
@@ -461,12 +506,13 @@ def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
             notes.insert(0, f"({s['speedup_vs_serial']:.2f}x)")
         cls = "hl-win" if name == winner else "hl-base" if name == "serial" else "c0"
         note = " ".join(notes) if _finite(v) else f"{s.get('status') or 'not run'}: {s.get('reason') or 'no value'}"
-        rows.append({"label": label, "value": v, "cls": cls, "note": note})
+        rows.append({"label": label, "value": v, "cls": cls, "note": note, "lo": lo, "hi": hi})
     return horizontal_bars(rows, title="Strategy tournament: cycles per second", x_label="cycles/s (higher is faster)")
 
 
 IDLE_PARTS = (("busy", "GPU busy"), ("host_wait", "idle: waiting for Python"),
-              ("sync_wait", "idle: host sync"), ("launch_overhead", "idle: launch overhead"),
+              ("sync_wait", "idle: host sync"), ("copy_wait", "idle: waiting on a copy"),
+              ("launch_overhead", "idle: launch overhead"),
               ("other", "idle: unattributed"))
 
 
@@ -481,7 +527,7 @@ def idle_fractions(timeline: dict) -> dict:
     total = sum(bd.values())
     out = {"busy": busy}
     if total > 0:
-        for key in ("host_wait", "sync_wait", "launch_overhead"):
+        for key in ("host_wait", "sync_wait", "copy_wait", "launch_overhead"):
             out[key] = idle * bd.get(key, 0.0) / total
         out["other"] = idle * sum(v for k, v in bd.items() if k not in out) / total
     else:

@@ -59,6 +59,56 @@ def fmt_x(x: Any) -> str:
     return f"{x:.2f}x"
 
 
+def fmt_ci(ci: Any) -> str:
+    """A speedup's 95 % interval: '1.38-1.49x'; '' when there is none (baseline rows, too few rounds)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(_num(v) for v in ci):
+        return ""
+    return f"{ci[0]:.2f}-{ci[1]:.2f}x"
+
+
+# Units by the end of a figure's name (docs/report-contract.md: units live in field names).
+_FIGURE_UNITS = (("_per_s", ""), ("_bytes", "bytes"), ("_fraction", "pct"), ("_percent", "percent"), ("_us", " µs"),
+                 ("_ms", " ms"), ("_s", " s"), ("_gbps", " GB/s"), ("_cores", " cores"), ("_ci95", "ci"),
+                 ("speedup", "x"), ("_ratio", "x"), ("stretch", "x"))
+
+
+def figure_label(name: str) -> str:
+    """'serial_busy_fraction' -> 'serial busy'; 'launch_overhead_us_median' -> 'launch overhead median'."""
+    text = str(name).replace("_per_s", "/s")
+    for suffix in ("_bytes", "_fraction", "_percent", "_us", "_ms", "_gbps", "_s"):
+        text = text.replace(suffix + "_", "_") if suffix + "_" in text else text
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
+    return text.replace("_ci95", " 95 % interval").replace("_", " ").strip()
+
+
+def fmt_figure(name: str, value: Any) -> str:
+    """A verdict figure with its unit, read from its name: 1.2 GiB, 44 %, 20.3 µs, 1.43x, 1.38-1.49x."""
+    if value is None or value == "n/a":
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(_num(v) for v in value) and "ci95" in name:
+            return fmt_ci(value)
+        return ", ".join(str(v.get("name", v)) if isinstance(v, dict) else str(v) for v in value) or "none"
+    if not _num(value):
+        return str(value)
+    key = str(name)
+    unit = next((u for suffix, u in _FIGURE_UNITS if key.endswith(suffix) or (suffix + "_") in key), None)
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "pct":
+        return fmt_pct(value)
+    if unit == "percent":
+        return f"{value:.0f} %"
+    if unit == "x":
+        return fmt_x(value)
+    if unit:
+        return f"{fmt_num(float(value))}{unit}"
+    return fmt_num(float(value)) if isinstance(value, float) else fmt_num(value)
+
+
 def to_json(x: Any) -> str:
     return json.dumps(x, indent=2, default=str)
 
@@ -205,7 +255,10 @@ CAUSE_LABELS = {
     "driver_model": "Driver model (WDDM / TCC)",
     "input_starvation": "Waiting for input (DataLoader)",
 }
-VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "not_measured": "v-not_measured"}
+VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "inconclusive": "v-inconclusive",
+                  "not_measured": "v-not_measured"}
+CONFIDENCE_WORDS = {"clear": "clear winner", "tie": "a tie: the simplest is recommended",
+                    "too_noisy": "too noisy to judge", "none": "nothing measured"}
 TOP_FINDINGS = 3
 _VIEW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError, OverflowError)
 # What rendering a hostile report can raise beyond a probe view's own fallback: the CLI turns these into one line.
@@ -324,9 +377,12 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         torch = no_system or (str(missing) if missing else "not installed")
     strategy = None
     if rec.get("strategy") and rec.get("source") != "watch":  # a watch names no speedup; its headline says it all
+        ci = fmt_ci(rec.get("speedup_ci95"))
         strategy = {"name": rec["strategy"], "workers": rec.get("workers"),
-                    "speedup": fmt_x(rec.get("speedup")), "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
-                    "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s"))}
+                    "speedup": fmt_x(rec.get("speedup")) + (f" (95 % interval {ci})" if ci else ""),
+                    "cycles_per_s": fmt_num(rec.get("cycles_per_s")),
+                    "serial_cycles_per_s": fmt_num(rec.get("serial_cycles_per_s")),
+                    "confidence": CONFIDENCE_WORDS.get(rec.get("confidence"), rec.get("confidence"))}
     top = findings[:TOP_FINDINGS]  # already most severe first
     return {
         "machine": machine, "os": os_text, "kernel": host.get("kernel") or no_system or "n/a",
@@ -346,9 +402,10 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------- recommendation
 
 def _figures(figs: Any) -> str:
+    """A verdict's figures as 'label: value unit; ...' (units from the names; unmeasured ones left out)."""
     if not isinstance(figs, dict):
         return "" if figs is None else str(figs)
-    return "; ".join(f"{k}: {_na(v)}" for k, v in figs.items())
+    return "; ".join(f"{figure_label(k)}: {fmt_figure(k, v)}" for k, v in figs.items() if v is not None)
 
 
 def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -366,17 +423,27 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return {
         "headline": rec.get("headline"),
         "gpu_questions_answered": rec.get("gpu_questions_answered"),
-        "choice": watch_view.choice_table(rec) if rec.get("source") == "watch" else table("Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#"],
+        "choice": watch_view.choice_table(rec) if rec.get("source") == "watch" else table(
+            "Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#",
+                                     "95 % interval#", "rounds#", "confidence", "tied with"],
                         [[rec.get("strategy") or "n/a", _na(rec.get("workers")), _na(rec.get("cycles_per_s")),
-                          _na(rec.get("serial_cycles_per_s")), fmt_x(rec.get("speedup"))]], stack=True),
+                          _na(rec.get("serial_cycles_per_s")), fmt_x(rec.get("speedup")),
+                          fmt_ci(rec.get("speedup_ci95")), _na(rec.get("samples")) if rec.get("samples") else "",
+                          CONFIDENCE_WORDS.get(rec.get("confidence"), rec.get("confidence") or ""),
+                          ", ".join(str(t) for t in _l(rec.get("tied_with")))]],
+                        "The interval is where the true speedup lies with 95 % confidence, from the spread of the "
+                        "interleaved rounds (docs/recommendation.md).", stack=True),
         "verdicts": table("Suspected causes", ["cause", "verdict", "summary", "figures", "reason"], verdict_rows,
                           "Each cause from the user's story, judged on this machine's measurements: supported, "
-                          "refuted, or not measured (with why).", stack=True),
+                          "refuted, inconclusive (measured, but the figures cannot decide: the reason says why), "
+                          "or not measured (with why).", stack=True),
         "evidence": table("Evidence", ["claim", "value#", "unit", "source"],
                           [[_d(e).get("claim") or "", _na(_d(e).get("value")), _d(e).get("unit") or "",
                             _d(e).get("source") or ""] for e in _l(rec.get("evidence"))], stack=True),
-        "runners_up": table("Runners-up", ["strategy", "workers#", "cycles/s#", "why not"],
+        "runners_up": table("Runners-up", ["strategy", "workers#", "cycles/s#", "speedup#", "95 % interval#", "why not"],
                             [[_d(r).get("strategy") or "", _na(_d(r).get("workers")), _na(_d(r).get("cycles_per_s")),
+                              fmt_x(_d(r).get("speedup")) if _num(_d(r).get("speedup")) else "",
+                              fmt_ci(_d(r).get("speedup_ci95")),
                               _d(r).get("why_not") or ""] for r in _l(rec.get("runners_up"))], stack=True),
         "changes": table("Environment changes", ["code", "change", "evidence"],
                          [[_d(c).get("code") or "", _d(c).get("change") or "", _figures(_d(c).get("evidence"))
@@ -487,9 +554,11 @@ def _view_gil(data: dict) -> dict:
     py, st, mem = _d(data.get("python")), _d(data.get("startup")), _d(data.get("memory"))
     rows = [_d(r) for r in _l(data.get("scaling"))]
     rows.sort(key=lambda r: (str(r.get("workload")), str(r.get("mode")), r.get("workers") if _num(r.get("workers")) else 0))
-    scaling = table("Scaling", ["workload", "mode", "workers#", "throughput/s#", "speedup#", "spread#", "repeats#"],
+    scaling = table("Scaling", ["workload", "mode", "workers#", "throughput/s#", "speedup#", "95 % interval#",
+                                "spread#", "rounds#"],
                     [[r.get("workload"), r.get("mode"), _na(r.get("workers")), _na(r.get("throughput_per_s")),
-                      fmt_x(r.get("speedup")), fmt_pct(r.get("spread_fraction")), _na(r.get("repeats"))] for r in rows])
+                      fmt_x(r.get("speedup")), fmt_ci(r.get("speedup_ci95")), fmt_pct(r.get("spread_fraction")),
+                      _na(r.get("samples") if r.get("samples") is not None else r.get("repeats"))] for r in rows])
     fits = _d(mem.get("fits"))
     kv = [("GIL enabled", fmt_num(py.get("gil_enabled"))), ("Free-threaded build", fmt_num(py.get("free_threaded_build"))),
           ("Process worker start-up", f"{_na(st.get('total_s'))} s (spawn {_na(st.get('spawn_s'))} s + import torch {_na(st.get('import_torch_s'))} s)"),
@@ -499,11 +568,20 @@ def _view_gil(data: dict) -> dict:
           ("Workers that fit", f"threads {_na(fits.get('threads'))}, processes {_na(fits.get('processes'))} "
                                f"(host budget {fmt_bytes(mem.get('budget_host_bytes'))}"
                                + (f", device budget {fmt_bytes(mem.get('budget_device_bytes'))})" if _num(mem.get("budget_device_bytes")) else ")"))]
+    load = {k: v for k, v in _d(data.get("other_busy_cores")).items() if _num(v)}
+    if load:
+        cores = _d(data.get("cpu")).get("usable_cores")
+        kv.append(("Other programs while measuring", ", ".join(f"{k} {v:.2f}" for k, v in load.items())
+                   + " cores" + (f" of {cores}" if _num(cores) else "")))
     absent = _d(data.get("absent"))
     notes = [f"{k} not measured: {v}" for k, v in absent.items()]
+    notes += [f"{w}: {_d(v).get('verdict')} - {_d(v).get('reason')}" for w, v in _d(data.get("verdict")).items()
+              if _d(v).get("verdict") == "inconclusive" and _d(v).get("reason")]
     ch = chart("chart-gil", "Threads vs processes", charts.gil_chart(data),
                "Bars near 1x for threads mean the GIL serialises that workload; processes near the dashed "
-               "ideal line mean the work itself scales. Compare the two bars of each workload.", scaling)
+               "ideal line mean the work itself scales. Compare the two bars of each workload. Whiskers are "
+               "the 95 % interval; a bar above the ideal line by more than its interval means the 1-worker "
+               "baseline was disturbed (the verdict then says inconclusive).", scaling)
     return {"kv": kv, "charts": [ch], "notes": notes}
 
 
@@ -564,19 +642,34 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
           ("Cycles per strategy", _na(wl.get("cycles"))), ("Host work per cycle", f"{_na(wl.get('host_work_ms'))} ms")]
     if data.get("custom"):
         kv.append(("Your loop", str(data["custom"])))
+    rounds, load = _d(data.get("rounds")), _d(data.get("load"))
+    if _num(rounds.get("rounds")):
+        kv.append(("Timed rounds", f"{rounds['rounds']} interleaved rounds, stopped: {rounds.get('stopped_because') or 'n/a'}"))
+    if _num(load.get("other_busy_cores")):
+        seen = ", ".join(f"{_d(v).get('name')} {_d(v).get('cores')}" for v in _l(load.get("busiest_visible")))
+        kv.append(("Other programs during the rounds",
+                   f"{load['other_busy_cores']:.2f} of {_na(load.get('usable_cores'))} cores"
+                   + (" - busy: the figures describe a loaded machine" if load.get("busy") else "")
+                   + (f" (visible: {seen})" if seen else "")))
     strategies = [_d(s) for s in _l(data.get("strategies"))]
     ok = [s for s in strategies if s.get("status") == "ok" and _num(s.get("cycles_per_s"))]
     if winner not in {s.get("name") for s in ok}:
         winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
-    tbl = table("Strategies", ["strategy", "status", "workers#", "cycles/s#", "vs serial#", "GPU busy#", "peak host mem#", "note"],
+    tbl = table("Strategies", ["strategy", "status", "workers#", "cycles/s#", "vs serial#", "95 % interval#",
+                               "rounds#", "other load#", "GPU busy#", "host mem#", "note"],
                 [[s.get("name"), _status_badge(s.get("status")), _na(s.get("workers")), _na(s.get("cycles_per_s")),
-                  fmt_x(s.get("speedup_vs_serial")), fmt_pct(s.get("gpu_busy_fraction")) if _num(s.get("gpu_busy_fraction"))
-                  else "n/a", fmt_bytes(s.get("peak_host_bytes")),
+                  fmt_x(s.get("speedup_vs_serial")), fmt_ci(s.get("speedup_ci95")),
+                  _na(s.get("samples") if s.get("samples") is not None else s.get("repeats")),
+                  f"{s['other_busy_cores']:.2f} cores" if _num(s.get("other_busy_cores")) else "",
+                  fmt_pct(s.get("gpu_busy_fraction")) if _num(s.get("gpu_busy_fraction"))
+                  else "n/a", fmt_bytes(s.get("host_rss_bytes") if _num(s.get("host_rss_bytes"))
+                                        else s.get("peak_host_bytes")),
                   "; ".join(x for x in (s.get("reason"), s.get("gpu_busy_reason"),
                                         "winner" if s.get("name") == winner else None) if x)] for s in strategies],
                 stack=True)
     out = [chart("chart-tournament", "Strategy tournament", charts.tournament_chart(data, winner),
-                 "Every strategy ran the same cycles. The longest bar is the winner; compare it with the serial "
+                 "Every strategy ran the same cycles in interleaved rounds. The longest bar is the fastest; the "
+                 "whisker is the 95 % interval of its cycles/s, taken from its speedup's interval over the serial "
                  "baseline (your plain loop). Strategies that could not run here say why.", tbl)]
     idle = {k: v for k, v in _d(data.get("idle")).items() if isinstance(v, dict)}
     if idle:
@@ -585,9 +678,10 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
             gaps, bd = _d(t.get("gaps")), _d(t.get("breakdown_ms"))
             trows.append([name, t.get("method") or "n/a", fmt_pct(t.get("busy_fraction")), _na(gaps.get("count")),
                           ", ".join(fmt_num(x) for x in _l(gaps.get("longest_ms"))[:5]) or "n/a",
-                          _na(bd.get("host_wait")), _na(bd.get("sync_wait")), _na(bd.get("launch_overhead"))])
+                          _na(bd.get("host_wait")), _na(bd.get("sync_wait")),
+                          _na(bd.get("copy_wait")) if "copy_wait" in bd else "", _na(bd.get("launch_overhead"))])
         ttbl = table("Timelines", ["run", "method", "GPU busy#", "gaps#", "longest gaps ms#", "host wait ms#",
-                                   "sync wait ms#", "launch ms#"], trows)
+                                   "sync wait ms#", "copy wait ms#", "launch ms#"], trows)
         out.append(chart("chart-idle", "Where the time went", charts.idle_breakdown_chart(idle),
                          "The GPU-busy share of the baseline against the winner, and the idle time split by cause "
                          "(in proportion to the measured breakdown): waiting for Python, host syncs such as .item(), "

@@ -26,7 +26,7 @@ import math
 import os
 from typing import Any, List, Optional
 
-from gpudiag.diagnose.thresholds import DESKTOP_PROCESS_NAMES
+from gpudiag.platform.nvidia import classify_process
 from gpudiag.probes.cuda.analysis import theoretical_gbps
 from gpudiag.watch.growth import fmt_duration
 
@@ -213,8 +213,7 @@ def _label(first: dict, m: dict) -> str:
 def _is_desktop(name: Any) -> bool:
     """True when a GPU process (a name or a path, maybe a .exe) is the display server,
     compositor or Windows shell: they hold every desktop GPU, which is not sharing it."""
-    base = os.path.basename(str(name or "")).replace("\\", "/").split("/")[-1].lower()
-    return base.removesuffix(".exe") in DESKTOP_PROCESS_NAMES
+    return classify_process(str(name or ""))[0] == "display"  # the driver probe's own classification
 
 
 def _gpus(data: dict) -> Optional[List[dict]]:

@@ -18,7 +18,7 @@ from gpudiag.diagnose.verdicts import gpu_sharing, parallelism, transfer
 
 HERE = tests.TESTS
 RECORDED = os.path.join(HERE, "recorded")
-VERDICTS = ("supported", "refuted", "not_measured")
+VERDICTS = ("supported", "refuted", "inconclusive", "not_measured")
 GPU_CAUSES = ("context_switch", "pcie_bandwidth", "host_sync_idle", "gpu_shared", "driver_model")
 
 
@@ -69,15 +69,19 @@ def test_recommendation_shape_and_every_source_resolves(name):
     report = load(name)
     r = recommend(report)
     json.dumps(r, allow_nan=False)  # plain JSON, no NaN
-    for key in ("strategy", "workers", "cycles_per_s", "serial_cycles_per_s", "speedup", "headline", "evidence",
-                "runners_up", "environment_changes", "verdicts", "gpu_questions_answered"):
+    for key in ("strategy", "workers", "cycles_per_s", "serial_cycles_per_s", "speedup", "speedup_ci95",
+                "confidence", "tied_with", "headline", "evidence", "runners_up", "environment_changes", "verdicts",
+                "gpu_questions_answered"):
         assert key in r, key
+    assert r["confidence"] in ("clear", "tie", "too_noisy", "none")
+    assert (r["strategy"] is None) == (r["confidence"] in ("too_noisy", "none"))
+    assert bool(r["tied_with"]) == (r["confidence"] == "tie")
     assert isinstance(r["headline"], str) and r["headline"]
     assert [v["cause"] for v in r["verdicts"]] == list(thresholds.CAUSES)
     for v in r["verdicts"]:
         assert v["verdict"] in VERDICTS, v
         assert v["summary"]
-        if v["verdict"] == "not_measured":
+        if v["verdict"] in ("not_measured", "inconclusive"):
             assert v["reason"], v
         for fig, src in v["sources"].items():
             assert resolve(report, src) == v["figures"][fig], (v["cause"], fig, src)
@@ -94,19 +98,22 @@ def test_recommendation_shape_and_every_source_resolves(name):
 
 
 @pytest.mark.parametrize("name", FIXTURES)
-def test_strategy_is_the_fastest_that_fits_or_a_simpler_one_within_noise(name):
+def test_strategy_is_the_fastest_that_fits_or_a_simpler_one_it_ties_with(name):
     report = load(name)
     r = recommend(report)
     fits = (report["probes"].get("gil", {}).get("data") or {}).get("memory", {}).get("fits", {})
     rows = [s for s in (report["probes"].get("cycle", {}).get("data") or {}).get("strategies", [])
             if s["status"] == "ok" and s["cycles_per_s"]
             and not (s["name"] in fits and s["workers"] > fits[s["name"]])]
-    if not rows:
+    if not rows or r["confidence"] == "too_noisy":
         assert r["strategy"] is None
         return
-    best = max(s["cycles_per_s"] for s in rows)
-    assert r["cycles_per_s"] >= best * (1 - thresholds.NOISE_MARGIN_FRACTION)
+    fastest = max(rows, key=lambda s: s["cycles_per_s"])
     assert any(s["name"] == r["strategy"] and s["workers"] == r["workers"] for s in rows)
+    if r["confidence"] == "clear":
+        assert r["strategy"] == fastest["name"]
+    else:
+        assert fastest["name"] in r["tied_with"] + [r["strategy"]]
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -154,16 +161,19 @@ def test_gil_bound_cpu_machine_recommends_processes():
     r = recommend(report)
     assert (r["strategy"], r["workers"], r["cycles_per_s"], r["serial_cycles_per_s"]) == ("processes", 2, 41.3, 22.0)
     assert r["speedup"] == pytest.approx(1.88, abs=0.005)
-    assert "use processes with 2 workers: measured 41.3 cycles/s against 22.0 for the plain loop (1.88x)" \
-        in r["headline"]
+    assert ("use processes with 2 workers: measured 41.3 cycles/s against 22.0 for the plain loop (1.88x, 95 % "
+            "interval") in r["headline"]
+    assert r["confidence"] == "clear" and r["choice_rule"].startswith("clear")
+    lo, hi = r["speedup_ci95"]
+    assert lo < 1.88 < hi and lo >= 25.3 / 22.0 * 1.05  # above batched, the next simpler, by the margin
     assert "CPU" in r["headline"] and "GPU questions were not answered" in r["headline"]
     assert r["gpu_questions_answered"] is False
-    assert r["choice_rule"] == "fastest measured"
     gv = verdict(r, "gil_contention")
-    assert gv["verdict"] == "supported"
-    assert gv["figures"]["threads_speedup"] == pytest.approx(0.979, abs=0.001)
-    assert gv["figures"]["processes_speedup"] == pytest.approx(1.931, abs=0.001)
-    assert "0.98x" in gv["summary"] and "1.93x" in gv["summary"]
+    assert gv["verdict"] == "supported"  # on the user's loop: threads 1.05x, processes 1.88x
+    assert gv["figures"]["cycle_threads_speedup"] == pytest.approx(1.05, abs=0.001)
+    assert gv["figures"]["cycle_processes_speedup"] == pytest.approx(1.877, abs=0.001)
+    assert gv["figures"]["gil_threads_speedup"] == pytest.approx(0.979, abs=0.001)
+    assert "1.05x" in gv["summary"] and "1.88x" in gv["summary"] and "0.98x" in gv["summary"]
     threads = next(x for x in r["runners_up"] if x["strategy"] == "threads")
     assert threads["why_not"].startswith("slower by 44.1 %")
     skipped = [x for x in r["runners_up"] if x["status"] == "skipped"]
@@ -187,9 +197,11 @@ def test_gpu_shared_with_desktop_app_says_close_it():
     assert "Xorg" not in close["change"] and "gnome-shell" not in close["change"]  # the desktop itself stays
     gs = verdict(r, "gpu_shared")
     assert gs["verdict"] == "supported"
-    assert {p["name"] for p in gs["figures"]["processes"]} == {"Xorg", "gnome-shell", "code"}
+    assert set(gs["figures"]["processes"]) == {"Xorg", "gnome-shell", "code"}
+    assert gs["figures"]["closable_processes"] == ["code"]
     assert gs["figures"]["nvml_median_percent"] == 45.0 and "45 %" in gs["summary"]
-    assert "ENABLE_PERSISTENCE_MODE" in env_codes(r)
+    # persistence off matters for worker processes only; batched is one process
+    assert "ENABLE_PERSISTENCE_MODE" not in env_codes(r)
     hs = verdict(r, "host_sync_idle")
     assert hs["verdict"] == "supported" and hs["figures"]["serial_busy_fraction"] == 0.44
     assert verdict(r, "context_switch")["verdict"] == "refuted"
@@ -206,6 +218,7 @@ def test_processes_that_do_not_fit_are_excluded_and_worker_memory_supported():
     assert procs["cycles_per_s"] == 52.8
     assert "fastest measured" in procs["why_not"] and "does not fit in memory" in procs["why_not"]
     assert "7.6 GiB" in procs["why_not"] and "6.0 GiB" in procs["why_not"] and "3 fit" in procs["why_not"]
+    assert "3 workers would fit, but only 4 were measured" in procs["why_not"]
     wm = verdict(r, "worker_memory")
     assert wm["verdict"] == "supported"
     assert wm["figures"]["oom_kills_since_boot"] == 3 and wm["figures"]["fits_processes"] == 3
@@ -224,7 +237,7 @@ def test_launch_bound_loop_recommends_cuda_graphs():
     r = recommend(load("launch_bound_graphs"))
     assert r["strategy"] == "cuda_graph"
     assert r["speedup"] == pytest.approx(3.018, abs=0.001)
-    assert "use cuda_graph: measured 166 cycles/s against 55.0 for the plain loop (3.02x)" in r["headline"]
+    assert "use cuda_graph: measured 166 cycles/s against 55.0 for the plain loop (3.02x, 95 % interval" in r["headline"]
     dm = verdict(r, "driver_model")
     assert dm["verdict"] == "refuted"
     assert dm["figures"]["launch_overhead_us_median"] == 20.3 and "3.05x" in dm["summary"]
@@ -250,6 +263,28 @@ def test_cpu_only_report_says_gpu_questions_were_not_answered():
         assert "skipped" in v["reason"] or "CPU" in v["summary"], v
     assert verdict(r, "gil_contention")["verdict"] == "supported"
     assert r["environment_changes"] == []
+
+
+# ---------------------------------------------------------------- (7) busy 2-core VM, (8) a tie
+
+def test_busy_machine_is_too_noisy_and_claims_no_speedup():
+    report = load("busy_two_core")
+    r = recommend(report)
+    assert r["confidence"] == "too_noisy" and r["strategy"] is None and r["speedup"] is None
+    assert "too busy to judge" in r["headline"] and "1.0 of 2 cores" in r["headline"]
+    assert "python3" in r["headline"] and "run `gpudiag report` again" in r["headline"]
+    assert "11.97x" not in r["headline"].split("outrun")[0]  # never quoted as a result
+    codes = [f["code"] for p in report["probes"].values() for f in p["findings"]]
+    assert "MACHINE_BUSY_DURING_MEASUREMENT" in codes
+    assert verdict(r, "gil_contention")["verdict"] == "inconclusive"
+
+
+def test_tie_recommends_the_simpler_and_names_the_other():
+    r = recommend(load("tie_eight_core"))
+    assert r["confidence"] == "tie" and r["strategy"] == "batched" and r["tied_with"] == ["processes"]
+    assert "it is a tie" in r["headline"] and "processes with 4 workers" in r["headline"]
+    procs = next(x for x in r["runners_up"] if x["strategy"] == "processes")
+    assert "could not be told apart from batched" in procs["why_not"]
 
 
 # ---------------------------------------------------------------- (6) empty and partial reports
@@ -302,17 +337,20 @@ def gilmem(fits_processes=None, fits_threads=64, per=None, budget=None, scaling=
 
 
 def test_simpler_strategy_within_noise_margin_is_chosen_and_said():
+    # no intervals (an older report): judged on the medians with the same 5 % margin
     r = recommend(mk(cycle=cyc(("serial", 1, 10.0), ("threads", 2, 20.5), ("processes", 2, 21.0))))
     assert r["strategy"] == "threads" and r["speedup"] == pytest.approx(2.05)
-    assert "simplest within 5 %" in r["choice_rule"] and "processes" in r["choice_rule"]
+    assert r["confidence"] == "tie" and r["tied_with"] == ["processes"]
+    assert r["choice_rule"].startswith("tie") and "processes" in r["choice_rule"]
     procs = next(x for x in r["runners_up"] if x["strategy"] == "processes")
-    assert "noise margin" in procs["why_not"]
+    assert "could not be told apart" in procs["why_not"]
 
 
 def test_serial_fastest_keeps_the_plain_loop():
     r = recommend(mk(cycle=cyc(("serial", 1, 10.0), ("threads", 2, 9.1), ("batched", 4, 9.8))))
     assert r["strategy"] == "serial"
-    assert "keep the plain loop" in r["headline"] and "batched (K=4), ran 9.80" in r["headline"]
+    assert "keep the plain loop" in r["headline"] and "batched (K=4), ran 0.98x" in r["headline"]
+    assert r["confidence"] == "clear"
 
 
 def test_no_serial_row_gives_no_speedup_figure():
@@ -321,12 +359,18 @@ def test_no_serial_row_gives_no_speedup_figure():
     assert "no speedup figure" in r["headline"] and "serial failed: why" in r["headline"]
 
 
-def test_multiple_rows_per_strategy_pick_the_worker_count_that_fits():
-    r = recommend(mk(cycle=cyc(("serial", 1, 10.0), ("processes", 2, 18.0), ("processes", 4, 30.0)),
-                     gil=gilmem(fits_processes=3)))
-    assert (r["strategy"], r["workers"]) == ("processes", 2)
+def test_the_sweep_count_that_fits_is_used_when_the_headline_does_not():
+    procs = cyc(("serial", 1, 10.0), ("processes", 4, 30.0))
+    procs["strategies"][1]["sweep"] = [{"workers": 2, "cycles_per_s": 18.0, "status": "ok"},
+                                       {"workers": 4, "cycles_per_s": 30.0, "status": "ok"}]
+    r = recommend(mk(cycle=procs, gil=gilmem(fits_processes=3)))
+    assert (r["strategy"], r["workers"], r["cycles_per_s"]) == ("processes", 2, 18.0)
+    src = next(e["source"] for e in r["evidence"] if "ran 18.0" in e["claim"])
+    assert src == "probes.cycle.data.strategies[1].sweep[0].cycles_per_s"
+    # only the headline count was measured: it does not fit, and the text says which counts ran
+    r = recommend(mk(cycle=cyc(("serial", 1, 10.0), ("processes", 4, 30.0)), gil=gilmem(fits_processes=3)))
     four = next(x for x in r["runners_up"] if x["workers"] == 4)
-    assert "does not fit" in four["why_not"] and "3 workers would fit but were not measured" in four["why_not"]
+    assert "does not fit" in four["why_not"] and "3 workers would fit, but only 4 were measured" in four["why_not"]
 
 
 def test_fit_computed_from_per_worker_figures_when_gil_gives_no_fits():
@@ -360,19 +404,18 @@ def scal(workload, threads, processes, n=2):
 
 
 def test_gil_verdict_edges():
+    # without the loop's threads/processes rows, the gil probe's own judgement (re-derived for old rows)
     v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.9, 1.95),
                                            "python": {"gil_enabled": False, "free_threaded_build": True}}))
     assert v["verdict"] == "refuted" and "free-threaded" in v["summary"]
     v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.05)}))
-    assert v["verdict"] == "not_measured" and "free cores" in v["reason"]
+    assert v["verdict"] == "inconclusive" and "free cores" in v["reason"]
     v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.0, 1.0)[:1]}))
     assert v["verdict"] == "not_measured"
     v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("torch_dispatch", 0.9, 1.8)}))
-    assert v["verdict"] == "supported" and v["figures"]["workload"] == "torch_dispatch"
-    # exactly at the threshold ratio is not GIL-bound
-    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.5, 2.0)}))
-    assert v["figures"]["thread_to_process_ratio"] == thresholds.GIL_THREAD_TO_PROCESS_RATIO_MAX
-    assert v["verdict"] == "refuted"
+    assert v["verdict"] == "supported" and v["figures"]["gil_workload"] == "torch_dispatch"
+    v = parallelism.verdict_gil_contention(mk(gil={"scaling": scal("python", 1.35, 2.0)}))
+    assert v["verdict"] == "inconclusive"  # threads partly scale: the probe makes no claim, nor does the verdict
     v = parallelism.verdict_gil_contention({"probes": {"gil": {"status": "failed", "reason": "timed out after 60 s"}}})
     assert v["verdict"] == "not_measured" and "timed out after 60 s" in v["reason"]
 
@@ -492,9 +535,12 @@ def test_environment_changes_edges():
         {"code": "CUDA_LAUNCH_BLOCKING_ON", "severity": "critical", "message": "on", "fix": "Unset it."}]}}})
     assert env_codes(r) == ["UNSET_CUDA_LAUNCH_BLOCKING"]
     pm_off = {"index": 0, "persistence_mode": False}
-    assert "ENABLE_PERSISTENCE_MODE" in env_codes(recommend(mk(driver=drv(pm_off), system={"os": {"name": "Linux"}})))
+    procs = cyc(("serial", 1, 10.0), ("processes", 2, 19.0))
+    assert "ENABLE_PERSISTENCE_MODE" in env_codes(recommend(mk(driver=drv(pm_off), system={"os": {"name": "Linux"}},
+                                                               cycle=procs)))
+    assert "ENABLE_PERSISTENCE_MODE" not in env_codes(recommend(mk(driver=drv(pm_off), system={"os": {"name": "Linux"}})))
     wsl = {"os": {"name": "Linux", "wsl": 2}}
-    assert "ENABLE_PERSISTENCE_MODE" not in env_codes(recommend(mk(driver=drv(pm_off), system=wsl)))
+    assert "ENABLE_PERSISTENCE_MODE" not in env_codes(recommend(mk(driver=drv(pm_off), system=wsl, cycle=procs)))
     na = {"index": 0, "persistence_mode": "n/a", "clock_event_reasons": {"active": ["gpu_idle"], "raw": 1}}
     assert env_codes(recommend(mk(driver=drv(na)))) == []
     hot = {"index": 0, "clock_event_reasons": {"active": ["hw_thermal_slowdown"], "raw": 64}}

@@ -11,6 +11,7 @@ from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.cycle import profiling
 from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import tournament as ct
 from gpudiag.probes.cycle import workload as cw
 
 HAS_TORCH = capabilities.detect()["torch"].available
@@ -60,7 +61,10 @@ def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_o
     assert data["idle"] is None and "GPU" in data["idle_reason"]
     assert data["nvml_utilization"] is None and data["nvml_utilization_reason"]
     assert data["winner"] in CPU_STRATEGIES and data["custom"] is None
-    assert any(f["code"] == "CYCLE_FASTEST_STRATEGY" for f in res["findings"])
+    # A quiet machine names the fastest; a busy or unsteady one (this is a shared test machine) says so instead.
+    assert {f["code"] for f in res["findings"]} & {"CYCLE_FASTEST_STRATEGY", "MACHINE_BUSY_DURING_TOURNAMENT",
+                                                   "CYCLE_BASELINE_NOISY", "CYCLE_SPEEDUP_ABOVE_WORKERS"}
+    assert data["rounds"]["rounds"] == 1 and data["load"]["usable_cores"] >= 1
 
 
 # ---------------------------------------------------------------- the workload in this process
@@ -123,7 +127,8 @@ def test_worker_counts_and_plan_overrides():
     assert cycle_probe.worker_counts("full", 2) == [2, 4]
     assert cycle_probe.worker_counts("full", 16) == [2, 4, 8]
     plan = cycle_probe.make_plan("quick", "cpu", 2, {})
-    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 3
+    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 5
+    assert plan.max_rounds == 16 and plan.rounds_budget_s == 2.5
     plan = cycle_probe.make_plan("full", "cuda", 16, {"cycle_cycles": 7, "cycle_workers": 3})
     assert plan.cycles == 7 and plan.workers == [3] and plan.fuse == 8
 
@@ -145,7 +150,7 @@ def test_one_failing_strategy_is_a_failed_row_and_the_rest_still_run(monkeypatch
     monkeypatch.setitem(cs.PREPARE, "batched", broken)
     monkeypatch.setitem(cs.PREPARE, "processes", not_here)
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
-    rows = {r["name"]: r for r in cs.run_tournament(spec, _tiny_plan(), cs.Env(device="cpu", default_threads=1))}
+    rows = {r["name"]: r for r in ct.run_tournament(spec, _tiny_plan(), cs.Env(device="cpu", default_threads=1))}
     assert rows["batched"]["status"] == "failed" and "RuntimeError: out of memory" in rows["batched"]["reason"]
     assert rows["serial"]["status"] == "ok" and rows["threads"]["status"] == "ok"
     assert rows["threads"]["speedup_vs_serial"] > 0
@@ -170,7 +175,7 @@ def test_a_contestant_failing_mid_run_is_a_failed_row(monkeypatch):
     monkeypatch.setitem(cs.PREPARE, "threads", flaky)
     monkeypatch.setitem(cs.PREPARE, "processes", not_here)
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
-    rows = {r["name"]: r for r in cs.run_tournament(spec, _tiny_plan(repeats=2), cs.Env(device="cpu", default_threads=1))}
+    rows = {r["name"]: r for r in ct.run_tournament(spec, _tiny_plan(repeats=2), cs.Env(device="cpu", default_threads=1))}
     assert rows["threads"]["status"] == "failed" and "worker thread died" in rows["threads"]["reason"]
     assert rows["serial"]["repeats"] == 2 and rows["batched"]["repeats"] == 2
 
@@ -237,7 +242,7 @@ def _data(rows, idle=None, device="cpu"):
     for r in rows:
         if r["cycles_per_s"]:
             r["speedup_vs_serial"] = round(r["cycles_per_s"] / base, 3)
-    win = cs.winner(rows)
+    win = ct.winner(rows)
     return {"workload": {"device": device}, "strategies": rows, "winner": win["name"] if win else None, "idle": idle}
 
 
@@ -308,8 +313,8 @@ def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
     c.intervals = [(100.0, 101.0), (105.0, 106.0)]
     samples = [{"t_s": 0.5, "gpu_percent": 40}, {"t_s": 2.0, "gpu_percent": 99},
                {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 5.9, "gpu_percent": 50}]
-    assert cs._nvml_median(c, samples, t0=100.0) == 50  # 40, 60, 50 inside; 99 was another strategy
-    assert cs._nvml_median(c, [], t0=100.0) is None
+    assert ct._nvml_median(c, samples, t0=100.0) == 50  # 40, 60, 50 inside; 99 was another strategy
+    assert ct._nvml_median(c, [], t0=100.0) is None
 
 
 @needs_torch

@@ -19,7 +19,7 @@ def assert_rows_well_formed(rows):
     for r in rows:
         assert set(r) >= {"workload", "mode", "workers", "throughput_per_s", "speedup", "spread_fraction", "repeats"}
         assert r["mode"] in ("threads", "processes") and r["workers"] >= 1
-        assert r["throughput_per_s"] > 0 and r["repeats"] == gil.SIZES["tiny"]["repeats"]
+        assert r["throughput_per_s"] > 0 and r["repeats"] == r["samples"] == gil.SIZES["tiny"]["rounds"].min_rounds
         if r["workers"] == 1:
             assert r["speedup"] == 1.0
 

@@ -54,7 +54,8 @@ def test_idle_breakdown_splits_host_sync_and_launch():
     split = tl.idle_breakdown(gaps, ops, calls)
     # [-10,0]: launch at -5 -> host 5, launch 5. [15,20]: launched at 12 -> launch 5.
     # [22,50]: launch at 45 -> host 23 of which 8 in sync, launch 5. [60,70]: no next op.
-    assert split == {"host_wait": 20.0, "sync_wait": 8.0, "launch_overhead": 15.0, "unattributed": 10.0}
+    assert split == {"host_wait": 20.0, "sync_wait": 8.0, "copy_wait": 0.0, "launch_overhead": 15.0,
+                     "unattributed": 10.0}
     assert sum(split.values()) == sum(e - s for s, e in gaps)
 
 
@@ -67,7 +68,7 @@ def test_analyze_trace_busy_fraction_gaps_and_breakdown_in_ms():
     g = t["gaps"]
     assert g["count"] == 4 and g["longest_ms"] == [0.028, 0.01, 0.01, 0.005]
     assert [b["count"] for b in g["histogram"]][:2] == [1, 3]
-    assert t["breakdown_ms"] == {"host_wait": 0.02, "sync_wait": 0.008, "launch_overhead": 0.015,
+    assert t["breakdown_ms"] == {"host_wait": 0.02, "sync_wait": 0.008, "copy_wait": 0.0, "launch_overhead": 0.015,
                                  "unattributed": 0.01}
 
 
@@ -170,3 +171,26 @@ def test_sampler_without_nvml_gives_a_reason():
 
     r = tl.UtilizationSampler(0, lib=Broken()).start().stop()
     assert r["n"] == 0 and "not found" in r["reason"]
+
+
+def test_a_large_blocking_copy_is_a_copy_wait_and_a_scalar_read_a_sync_wait():
+    # The host blocks in two memcpys before launching the next kernel: a 64 MiB pageable batch (the
+    # host stages it for 30 us while the DMA of the last chunk takes 5: a wait on the transfer) and a
+    # 4-byte .item() (a round trip). Only the big one is copy time.
+    ev = [
+        {"cat": "kernel", "name": "k0", "ts": 0.0, "dur": 10.0, "args": {"correlation": 1}},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": -2.0, "dur": 1.0, "args": {"correlation": 1}},
+        {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 12.0, "dur": 30.0, "args": {"correlation": 2}},
+        {"cat": "gpu_memcpy", "name": "Memcpy HtoD", "ts": 37.0, "dur": 5.0,
+         "args": {"correlation": 2, "bytes": 64 << 20}},
+        {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 45.0, "dur": 5.0, "args": {"correlation": 3}},
+        {"cat": "gpu_memcpy", "name": "Memcpy DtoH", "ts": 45.0, "dur": 0.0, "args": {"correlation": 3, "bytes": 4}},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 55.0, "dur": 1.0, "args": {"correlation": 4}},
+        {"cat": "kernel", "name": "k1", "ts": 60.0, "dur": 10.0, "args": {"correlation": 4}},
+    ]
+    ops, calls = tl.gpu_ops(ev), tl.runtime_calls(ev)
+    gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops))
+    split = tl.idle_breakdown(gaps, ops, calls)
+    assert split["copy_wait"] == 25.0 and split["sync_wait"] == 5.0
+    assert split["host_wait"] == 10.0 and split["launch_overhead"] == 5.0
+    assert sum(split.values()) == sum(e - s for s, e in gaps)

@@ -17,6 +17,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+from gpudiag.measure import stats  # noqa: E402
+from gpudiag.probes.cycle import probe as cycle_probe  # noqa: E402
+from gpudiag.probes.gil import analysis as ga  # noqa: E402
 from gpudiag.report.contract import summarize_host  # noqa: E402
 
 GiB, MiB = 2**30, 2**20
@@ -69,19 +72,32 @@ def memory(total, available, budget, swap_total=0, swap_used=0, oom=0, cgroup_li
             "swap_used_bytes": swap_used, "cgroup_limit_bytes": cgroup_limit,
             "cgroup_usage_bytes": None if cgroup_limit is None else int(cgroup_limit * 0.2),
             "cgroup_oom_kills": cgroup_oom, "wsl_memory_cap_bytes": None, "overcommit_memory": 0,
-            "oom_kills_since_boot": oom, "budget_bytes": budget}
+            "oom_kills_since_boot": oom, "budget_bytes": budget,
+            "budget_source": "cgroup_limit_minus_usage" if cgroup_limit is not None and budget < available
+            else "ram_available"}
 
 
-def scaling(table, repeats=3):
-    """{(workload, mode): {workers: throughput}} -> contract rows with speedup vs 1 worker."""
-    rows = []
-    for (workload, mode), points in table.items():
-        one = points[1]
-        for n, thr in sorted(points.items()):
-            rows.append({"workload": workload, "mode": mode, "workers": n, "throughput_per_s": thr,
-                         "speedup": round(thr / one, 3), "spread_fraction": 0.04 if mode == "threads" else 0.06,
-                         "repeats": repeats})
-    return rows
+# Per-round variation of a quiet machine: seven interleaved rounds, median exactly 1 (so a row's
+# median rate is the figure given), p10-p90 about 4 % apart as measured on a quiet 2-core VM.
+JITTER = (0.97, 0.985, 0.995, 1.0, 1.005, 1.02, 1.03)
+
+
+def round_factors(k, width=1.0):
+    """The jitter in the k-th order (each row varies on its own), scaled by width; median stays 1."""
+    order = [JITTER[(i * (2 * k + 1) + k) % len(JITTER)] for i in range(len(JITTER))]
+    return [1 + (f - 1) * width for f in order]
+
+
+def scaling(table, width=1.0):
+    """{(workload, mode): {workers: throughput}} -> contract rows (via the probe's own scaling_rows:
+    median, spread, samples, and the paired-bootstrap interval of each speedup)."""
+    measurements = []
+    for k, ((workload, mode), points) in enumerate(table.items()):
+        for j, (n, thr) in enumerate(sorted(points.items())):
+            items = 1_000_000
+            walls = [items / (thr * f) for f in round_factors(3 * k + j, width)]
+            measurements.append({"workload": workload, "mode": mode, "workers": n, "items": items, "wall_s": walls})
+    return ga.scaling_rows(measurements)
 
 
 WORKLOADS = {
@@ -92,29 +108,83 @@ WORKLOADS = {
 }
 
 
-def gil(table, mem, cuda=False):
+def gil(table, mem, cuda=False, cores=2, other=0.03, width=1.0):
     workloads = dict(WORKLOADS)
     if cuda:
         workloads["cuda_launch"] = {"description": "1-element CUDA add, launch-bound", "unit": "launches",
                                     "items_per_task": 20000}
-    return {"python": {"free_threaded_build": False, "gil_enabled": True, "switch_interval_s": 0.005},
-            "workloads": workloads, "scaling": scaling(table),
+    data = {"python": {"free_threaded_build": False, "gil_enabled": True, "switch_interval_s": 0.005},
+            "cpu": {"usable_cores": cores, "logical_cores": cores},
+            "workloads": workloads, "scaling": scaling(table, width),
             "absent": {} if cuda else {"cuda_launch": NO_CUDA},
             "startup": {"spawn_s": 0.11, "import_torch_s": 1.38 if not cuda else 2.05,
                         "total_s": 1.49 if not cuda else 2.16},
-            "memory": mem}
+            "memory": mem,
+            "other_busy_cores": {w: other for w in workloads if w != "cuda_launch" or cuda}}
+    data["verdict"] = ga.analyse(data, usable_cores=cores)["verdict"]  # what the probe itself writes
+    return data
+
+
+def gil_findings(data, cores):
+    """The probe's own findings for this data (so a fixture never disagrees with its probe)."""
+    return ga.analyse(data, usable_cores=cores)["findings"]
+
+
+_STRAT_K = {"serial": 0, "deferred_sync": 1, "cuda_graph": 2, "streams": 3, "batched": 4, "threads": 5, "processes": 6}
 
 
 def strat(name, status="ok", workers=1, cps=None, serial=None, busy=None, reason="", busy_reason=None,
-          host=None, dev=None):
+          host=None, dev=None, width=1.0, factors=None, other=0.03):
+    """A strategy row; per-round rates (serial's too) are kept in `_rates` until finish_cycle() turns
+    them into samples, spread and the 95 % interval of the speedup, as the tournament does."""
     row = {"name": name, "status": status, "reason": reason, "workers": workers,
            "cycles_per_s": cps, "speedup_vs_serial": round(cps / serial, 3) if cps and serial else None,
            "gpu_busy_fraction": busy, "gpu_busy_reason": busy_reason,
-           "peak_host_bytes": host, "peak_device_bytes": dev}
+           "host_rss_bytes": host, "peak_device_bytes": dev}
     if status != "ok":
         row.update(cycles_per_s=None, speedup_vs_serial=None, gpu_busy_fraction=None,
-                   gpu_busy_reason=busy_reason or "not measured: " + status)
+                   gpu_busy_reason=busy_reason or "not measured: " + status, repeats=0, samples=0,
+                   speedup_ci95=None, other_busy_cores=None)
+        return row
+    row["_rates"] = [cps * f for f in (factors or round_factors(_STRAT_K.get(name, 0), width))]
+    row["other_busy_cores"] = other
     return row
+
+
+def finish_cycle(cyc, usable_cores, other=0.03, busy=False, visible=()):
+    """samples / wall_s / spread / speedup_ci95 from the per-round rates, sweeps for threads and
+    processes, and the tournament's load block: what gpudiag.probes.cycle.tournament writes."""
+    cycles = cyc["workload"]["cycles"]
+    rows = cyc["strategies"]
+    serial = next(r for r in rows if r["name"] == "serial")
+    base = serial.get("_rates")
+    for r in rows:
+        rates = r.pop("_rates", None)
+        if rates is None:
+            continue
+        r["wall_s"] = [round(cycles / x, 5) for x in rates]
+        r["samples"] = r["repeats"] = len(rates)
+        r["cycles"] = cycles
+        r["spread_fraction"] = round(stats.relative_spread(rates), 4)
+        r["speedup_ci95"] = (None if r is serial or not base else
+                             stats.rounded_interval(stats.bootstrap_ratio_ci(rates, base)))
+        if r["name"] in ("threads", "processes"):
+            r.setdefault("sweep", [{"workers": r["workers"], "cycles_per_s": r["cycles_per_s"],
+                                    "samples": r["samples"], "speedup_ci95": r["speedup_ci95"],
+                                    "torch_threads": 1, "status": "ok", "reason": ""}])
+    widest = max([r["workers"] or 1 for r in rows if r["name"] in ("threads", "processes") and r["status"] == "ok"],
+                 default=1)
+    cyc["load"] = {"other_busy_cores": other, "other_busy_cores_all_rounds": other, "rejected_rounds": 0,
+                   "steal_cores": 0.0, "usable_cores": usable_cores,
+                   "widest_workers": widest, "busy": busy, "busiest_visible": list(visible),
+                   "not_visible_cores": round(max(0.0, other - sum(v["cores"] for v in visible)), 2),
+                   "rule": "busy when other programs leave fewer than N - 0.5 of the usable cores free for the "
+                           "widest strategy's N workers"}
+    cyc["rounds"] = {"rounds": len(base or []), "rejected": 0, "stopped_because": "intervals tight"}
+    ok = [r for r in rows if r["status"] == "ok" and r["cycles_per_s"]]
+    cyc["winner"] = max(ok, key=lambda r: r["cycles_per_s"])["name"] if ok else None
+    cyc["workload"].setdefault("logical_cores", usable_cores)
+    return cyc
 
 
 def timeline(busy, cycles, cps, host, sync, launch, longest):
@@ -192,6 +262,9 @@ def pcie(gen, width, gen_max, width_max, h2d, d2h, h2d_pageable, d2h_pageable, f
 
 
 def report(created, probes, mode="quick"):
+    cyc = probes.get("cycle")
+    if cyc and cyc["status"] == "ok" and not cyc["findings"]:
+        cyc["findings"] = cycle_probe.findings_for(cyc["data"])  # what the probe itself says of these figures
     rep = {"schema_version": 1, "gpudiag_version": "fixture", "created_at": created, "mode": mode,
            "redacted": True, "interrupted": False, "host": summarize_host(probes), "probes": probes,
            "recommendation": None}
@@ -203,10 +276,10 @@ CPU_SKIPS = {"driver": skipped(NO_NVML), "launch": skipped(NO_CUDA), "contention
 CPU_TORCH = {"version": "2.13.0+cpu", "cuda_build": None, "cudnn": None, "hip": None, "reason_missing": None}
 
 
-def cpu_cycle(serial, batched, threads, processes, model, cycles):
+def cpu_cycle(serial, batched, threads, processes, model, cycles, cores=2, finish=True):
     """A tournament on the CPU device: the GPU-only strategies are skipped with the reason."""
     nogpu = "the cycle ran on the CPU: there is no GPU timeline"
-    return {"workload": {"model": model, "batch": 64, "params": 1_054_208, "cycles": cycles, "device": "cpu",
+    return (finish_cycle if finish else lambda c, _cores: c)({"workload": {"model": model, "batch": 64, "params": 1_054_208, "cycles": cycles, "device": "cpu",
                          "host_work_ms": 2.0, "seed": 0, "train": True},
             "strategies": [
                 strat("serial", cps=serial[1], serial=serial[1], busy_reason=nogpu, host=serial[2]),
@@ -221,7 +294,7 @@ def cpu_cycle(serial, batched, threads, processes, model, cycles):
                 strat("processes", workers=processes[0], cps=processes[1], serial=serial[1], busy_reason=nogpu,
                       host=processes[2]),
             ],
-            "idle": {}, "nvml_utilization": None, "custom": None}
+            "idle": {}, "nvml_utilization": None, "custom": None}, cores)
 
 
 # ---------------------------------------------------------------- (1) GIL-bound, CPU-only, 2 cores
@@ -240,8 +313,7 @@ def gil_bound_cpu():
              "reason_cuda": NO_CUDA, "per_worker_host_bytes": 318_423_040, "per_worker_device_bytes": None,
              "budget_host_bytes": 4_993_682_636, "budget_device_bytes": None,
              "fits": {"threads": 64, "processes": 15}})
-    gil_f = [finding("GIL_BOUND_THREADS", "warning", "GIL-bound: 2 threads run pure-Python work 0.98x as fast "
-                     "as 1 thread; 2 processes 1.93x", fix="Use processes for Python-heavy work.")]
+    gil_f = gil_findings(g, 2)
     cyc = cpu_cycle((1, 22.0, 352_000_000), (4, 25.3, 401_000_000), (2, 23.1, 360_000_000),
                     (2, 41.3, 702_000_000), "mlp 3x512", 60)
     return report("2026-11-28T15:30:00Z", {
@@ -278,7 +350,7 @@ def shared_desktop():
              "rss_after_cuda_bytes": 1_562_378_240, "uss_after_torch_bytes": 351_272_960,
              "device_bytes_per_context": 310 * MiB, "reason_cuda": None, "per_worker_host_bytes": 1_562_378_240,
              "per_worker_device_bytes": 310 * MiB, "budget_host_bytes": 8_970_518_528,
-             "budget_device_bytes": 2_960_000_000, "fits": {"threads": 64, "processes": 5}}, cuda=True)
+             "budget_device_bytes": 2_960_000_000, "fits": {"threads": 64, "processes": 5}}, cuda=True, cores=8)
     serial = 38.5
     cyc = {"workload": {"model": "mlp 3x1024", "batch": 256, "params": 3_152_899, "cycles": 200, "device": "cuda:0",
                         "host_work_ms": 2.0, "seed": 0, "train": True},
@@ -297,6 +369,7 @@ def shared_desktop():
                                             enumerate([41, 47, 45, 52, 44, 39, 45, 48, 46, 43])],
                                 "median_percent": 45.0},
            "custom": None}
+    finish_cycle(cyc, 8)
     return report("2026-11-28T16:02:11Z", {
         "system": ok(sysd, duration=0.4),
         "driver": driver("550.120", "12.4", "proprietary", gpus, drv_f),
@@ -336,7 +409,7 @@ def no_fit_kali():
              "rss_after_cuda_bytes": per_worker, "uss_after_torch_bytes": 398_458_880,
              "device_bytes_per_context": 296 * MiB, "reason_cuda": None, "per_worker_host_bytes": per_worker,
              "per_worker_device_bytes": 296 * MiB, "budget_host_bytes": 6 * GiB,
-             "budget_device_bytes": int(3.3 * GiB), "fits": {"threads": 24, "processes": 3}}, cuda=True)
+             "budget_device_bytes": int(3.3 * GiB), "fits": {"threads": 24, "processes": 3}}, cuda=True, cores=8)
     gil_f = [finding("WORKERS_DO_NOT_FIT", "critical", "4 process workers x 1.9 GiB = 7.6 GiB would not fit in "
                      "the 6.0 GiB budget; 3 fit", fix="Use at most 3 process workers, or threads.")]
     serial = 30.2
@@ -360,6 +433,7 @@ def no_fit_kali():
                                             enumerate([49, 55, 53, 51, 57, 50, 52, 54])],
                                 "median_percent": 52.5},
            "custom": None}
+    finish_cycle(cyc, 8)
     return report("2026-11-28T17:45:40Z", {
         "system": ok(sysd, sys_f, duration=0.5),
         "driver": driver("535.183.01", "12.2", "proprietary", gpus),
@@ -395,7 +469,7 @@ def launch_bound_graphs():
              "rss_after_cuda_bytes": 1_352_663_040, "uss_after_torch_bytes": 372_244_480,
              "device_bytes_per_context": 290 * MiB, "reason_cuda": None, "per_worker_host_bytes": 1_352_663_040,
              "per_worker_device_bytes": 290 * MiB, "budget_host_bytes": 23_296_730_726,
-             "budget_device_bytes": int(10.5 * GiB), "fits": {"threads": 128, "processes": 17}}, cuda=True)
+             "budget_device_bytes": int(10.5 * GiB), "fits": {"threads": 128, "processes": 17}}, cuda=True, cores=16)
     pcie_f = [finding("PCIE_LINK_DEGRADED", "warning", "PCIe link runs at Gen4 x8 under load; the card supports "
                       "x16", {"gen": 4, "width": 8, "width_max": 16}, "Move the card to a x16 slot.")]
     serial = 55.0
@@ -417,6 +491,7 @@ def launch_bound_graphs():
                                             enumerate([97, 99, 98, 99, 97, 98])],
                                 "median_percent": 98.0},
            "custom": None}
+    finish_cycle(cyc, 16)
     return report("2026-11-29T09:12:03Z", {
         "system": ok(sysd, duration=0.3),
         "driver": driver("560.35.03", "12.6", "open", gpus),
@@ -447,9 +522,9 @@ def cpu_only_container():
              "rss_after_cuda_bytes": None, "uss_after_torch_bytes": 290_455_552, "device_bytes_per_context": None,
              "reason_cuda": NO_CUDA, "per_worker_host_bytes": 340_787_200, "per_worker_device_bytes": None,
              "budget_host_bytes": int(3.2 * GiB), "budget_device_bytes": None,
-             "fits": {"threads": 64, "processes": 10}})
+             "fits": {"threads": 64, "processes": 10}}, cores=4)
     cyc = cpu_cycle((1, 18.4, 349_000_000), (4, 41.0, 420_000_000), (4, 27.5, 371_000_000),
-                    (4, 39.2, 1_402_000_000), "mlp 3x512", 60)
+                    (4, 39.2, 1_402_000_000), "mlp 3x512", 60, cores=4)
     return report("2026-11-28T18:20:55Z", {
         "system": ok(sysd, duration=0.3), **CPU_SKIPS, "gil": ok(g, duration=9.9), "cycle": ok(cyc, duration=15.8)})
 
@@ -470,6 +545,69 @@ def partial():
         "cycle": failed("timed out after 120 s", 120.0)})
 
 
+# ---------------------------------------------------------------- (7) a busy 2-core VM: too noisy to judge
+
+def busy_two_core():
+    """The story's busy run: another program kept one of the two cores busy. The plain loop (2 intra-op
+    threads) stalls whenever a core is taken, so its rate swings by an order of magnitude between
+    rounds, while 2 one-thread workers keep going: 231 cycles/s against 19.3, "11.9x"."""
+    sysd = system(linux_os("Debian GNU/Linux 12 (bookworm)", "debian", "12", "6.1.0-26-amd64", like=None,
+                           virtualization="kvm"),
+                  {"brand": "AMD EPYC 7B13", "arch": "X86_64", "physical_cores": 1, "logical_cores": 2,
+                   "freq_current_mhz": 2450.0, "freq_max_mhz": None, "affinity_cores": 2},
+                  memory(25_273_917_440, 22_911_000_000, 22_911_000_000), CPU_TORCH)
+    g = gil({("python", "threads"): {1: 1.2e7, 2: 1.17e7}, ("python", "processes"): {1: 1.19e7, 2: 1.31e7},
+             ("torch_op", "threads"): {1: 2900.0, 2: 3100.0}, ("torch_op", "processes"): {1: 2880.0, 2: 3300.0},
+             ("torch_dispatch", "threads"): {1: 4.6e5, 2: 2.9e5},
+             ("torch_dispatch", "processes"): {1: 4.7e5, 2: 5.4e5}},
+            {"rss_before_torch_bytes": 13_459_456, "rss_after_torch_bytes": 231_000_000,
+             "rss_after_cuda_bytes": None, "uss_after_torch_bytes": 147_000_000, "device_bytes_per_context": None,
+             "reason_cuda": NO_CUDA, "per_worker_host_bytes": 147_000_000, "per_worker_device_bytes": None,
+             "budget_host_bytes": 22_911_000_000, "budget_device_bytes": None,
+             "fits": {"threads": 20000, "processes": 155}}, cores=2, other=1.02, width=4.0)
+    swings = [0.31, 0.55, 0.8, 1.0, 1.9, 3.1, 7.4]  # the plain loop's rounds: stalled, then not
+    cyc = cpu_cycle((1, 19.3, 351_000_000), (4, 24.1, 398_000_000), (2, 190.0, 362_000_000),
+                    (2, 231.0, 701_000_000), "mlp 512-1024-1024-10", 20, cores=2, finish=False)
+    serial = next(r for r in cyc["strategies"] if r["name"] == "serial")
+    rates = {r["name"]: [x * r["cycles_per_s"] for x in (swings if r is serial else round_factors(_STRAT_K[r["name"]],
+                                                                                                 3.0))]
+             for r in cyc["strategies"] if r["status"] == "ok"}
+    for r in cyc["strategies"]:
+        if r["name"] in rates:
+            r["_rates"] = rates[r["name"]]
+    finish_cycle(cyc, 2, other=1.02, busy=True, visible=[{"name": "python3", "cores": 0.98}])
+    return report("2026-11-29T10:40:00Z", {
+        "system": ok(sysd, duration=0.3), **CPU_SKIPS, "gil": ok(g, gil_findings(g, 2), duration=7.0),
+        "cycle": ok(cyc, duration=6.2)})
+
+
+# ---------------------------------------------------------------- (8) a tie: batching as fast as processes
+
+def tie_eight_core():
+    """An 8-core desktop without a GPU: fusing 4 cycles per step (batched, 1.40x) and 4 worker
+    processes (1.46x) cannot be told apart; batched is the simpler change to a loop."""
+    sysd = system(linux_os("Ubuntu 24.04.1 LTS", "ubuntu", "24.04", "6.8.0-49-generic"),
+                  {"brand": "AMD Ryzen 7 5800X 8-Core Processor", "arch": "X86_64", "physical_cores": 8,
+                   "logical_cores": 8, "freq_current_mhz": 3800.0, "freq_max_mhz": 4850.0, "affinity_cores": 8},
+                  memory(33_546_305_536, 29_120_913_408, 23_296_730_726, swap_total=8 * GiB), CPU_TORCH)
+    g = gil({("python", "threads"): {1: 1.45e7, 2: 1.41e7, 4: 1.40e7, 8: 1.39e7},
+             ("python", "processes"): {1: 1.44e7, 2: 2.86e7, 4: 5.66e7, 8: 10.2e7},
+             ("torch_op", "threads"): {1: 121.0, 2: 238.0, 4: 460.0, 8: 842.0},
+             ("torch_op", "processes"): {1: 120.0, 2: 239.0, 4: 471.0, 8: 880.0},
+             ("torch_dispatch", "threads"): {1: 4.1e5, 2: 3.6e5, 4: 3.3e5, 8: 3.2e5},
+             ("torch_dispatch", "processes"): {1: 4.0e5, 2: 7.9e5, 4: 15.5e5, 8: 29.8e5}},
+            {"rss_before_torch_bytes": 14_680_064, "rss_after_torch_bytes": 430_964_736,
+             "rss_after_cuda_bytes": None, "uss_after_torch_bytes": 372_244_480, "device_bytes_per_context": None,
+             "reason_cuda": NO_CUDA, "per_worker_host_bytes": 372_244_480, "per_worker_device_bytes": None,
+             "budget_host_bytes": 23_296_730_726, "budget_device_bytes": None,
+             "fits": {"threads": 128, "processes": 62}}, cores=8)
+    cyc = cpu_cycle((1, 100.0, 352_000_000), (4, 140.0, 401_000_000), (4, 118.0, 380_000_000),
+                    (4, 146.0, 1_402_000_000), "mlp 512-1024-1024-10", 60, cores=8)
+    return report("2026-11-29T11:05:00Z", {
+        "system": ok(sysd, duration=0.3), **CPU_SKIPS, "gil": ok(g, gil_findings(g, 8), duration=6.0),
+        "cycle": ok(cyc, duration=7.5)})
+
+
 SCENARIOS = {
     "gil_bound_cpu": gil_bound_cpu,
     "shared_desktop": shared_desktop,
@@ -477,6 +615,8 @@ SCENARIOS = {
     "launch_bound_graphs": launch_bound_graphs,
     "cpu_only_container": cpu_only_container,
     "partial": partial,
+    "busy_two_core": busy_two_core,
+    "tie_eight_core": tie_eight_core,
 }
 
 

@@ -81,10 +81,19 @@ def verdict_context_switch(report: dict) -> dict:
 
 
 def gpu_processes(report: dict) -> Tuple[Optional[List[dict]], List[str]]:
-    """Other processes on the GPU(s) from the driver probe: (list or None when unreadable, sources)."""
+    """Other processes on the GPU(s) from the driver probe: (list or None when unreadable, sources).
+
+    One entry per process and GPU: a process NVML lists as both graphics and compute (every
+    desktop program under WDDM) is one entry of kind "compute+graphics". `desktop` is the driver
+    probe's own classification (category "display": display server, compositor, shell).
+    """
     drv = probe_data(report, "driver")
-    found, readable, sources = [], False, []
+    found: List[dict] = []
+    sources: List[str] = []
+    readable = False
     for gi, gpu in enumerate(as_list(drv.get("gpus"))):
+        index = get(gpu, "index") if as_int(get(gpu, "index")) is not None else gi
+        by_key = {}
         for kind in ("graphics", "compute"):
             procs = get(gpu, "processes", kind)
             if not isinstance(procs, list):
@@ -93,11 +102,30 @@ def gpu_processes(report: dict) -> Tuple[Optional[List[dict]], List[str]]:
             for pi, p in enumerate(procs):
                 if not isinstance(p, dict):
                     continue
-                found.append({"gpu": get(gpu, "index") if as_int(get(gpu, "index")) is not None else gi,
-                              "kind": kind, "name": base_name(p.get("name")),
-                              "used_memory_bytes": num(p.get("used_memory_bytes"))})
+                name = base_name(p.get("name"))
+                pid = as_int(p.get("pid"))
+                key = pid if pid is not None else ("name", name)
+                if key in by_key:
+                    e = by_key[key]
+                    if kind not in e["kind"]:
+                        e["kind"] = "compute+graphics"
+                    mem = num(p.get("used_memory_bytes"))
+                    if mem is not None and (e["used_memory_bytes"] is None or mem > e["used_memory_bytes"]):
+                        e["used_memory_bytes"] = mem
+                    continue
+                category = as_str(p.get("category"))
+                e = {"gpu": index, "pid": pid, "kind": kind, "name": name,
+                     "category": category, "desktop": is_desktop_process(name, category),
+                     "used_memory_bytes": num(p.get("used_memory_bytes"))}
+                by_key[key] = e
+                found.append(e)
                 sources.append(path("probes", "driver", "data", "gpus", gi, "processes", kind, pi, "name"))
     return (found if readable else None), sources
+
+
+def closable(p: dict) -> bool:
+    """A process the user can close or stop: not part of the desktop itself, not the MPS daemon."""
+    return not p["desktop"] and p.get("category") != "mps"
 
 
 def verdict_gpu_shared(report: dict) -> dict:
@@ -116,7 +144,7 @@ def verdict_gpu_shared(report: dict) -> dict:
         return verdict_entry(cause, "not_measured", "Other processes on the GPU were not listed.",
                         not_run_reason(report, "driver") + "; it needs the NVIDIA driver (NVML)")
     procs, _ = gpu_processes(report)
-    fig.put("processes", procs)
+    fig.put("processes", [p["name"] for p in procs] if procs else procs)
     for gi, gpu in enumerate(as_list(probe_data(report, "driver").get("gpus"))):
         if num(get(gpu, "utilization_gpu_percent")) is not None:
             fig.read(f"gpu{gi}_utilization_percent", report, "probes", "driver", "data", "gpus", gi,
@@ -130,11 +158,25 @@ def verdict_gpu_shared(report: dict) -> dict:
     if not procs and not flagged:
         return verdict_entry(cause, "refuted", "No other process held the GPU when gpudiag looked.",
                         "NVML listed no graphics or compute processes", fig.values, fig.sources)
-    names = ", ".join(f"{p['name']} ({p['kind']}"
-                      + (f", {fmt_bytes(p['used_memory_bytes'])}" if p["used_memory_bytes"] is not None else "")
-                      + ")" for p in (procs or []))
-    apps = [p for p in (procs or []) if p["kind"] == "compute" or not is_desktop_process(p["name"])]
-    text = f"The GPU is shared: {names}." if names else str(flagged[0][2].get("message") or "The GPU is shared.")
+
+    def describe(group: List[dict]) -> str:
+        return ", ".join(f"{p['name']} ({p['kind']}"
+                         + (f", {fmt_bytes(p['used_memory_bytes'])}" if p["used_memory_bytes"] is not None else "")
+                         + ")" for p in group)
+
+    desktop = [p for p in (procs or []) if not closable(p)]
+    apps = [p for p in (procs or []) if closable(p)]
+    fig.put("desktop_processes", [p["name"] for p in desktop])
+    fig.put("closable_processes", [p["name"] for p in apps])
+    if procs:
+        parts = []
+        if apps:
+            parts.append(f"programs you can close or stop: {describe(apps)}")
+        if desktop:
+            parts.append(f"the desktop itself: {describe(desktop)}")
+        text = "The GPU is shared with " + "; and ".join(parts) + "."
+    else:
+        text = str(flagged[0][2].get("message") or "The GPU is shared.")
     if procs and not apps:
         text += " Only the desktop itself draws on it: it costs display refreshes, little compute."
     if nv is not None:

@@ -7,10 +7,12 @@ from typing import Optional
 from gpudiag.diagnose.access import (
     Figures,
     as_bool,
+    as_dict,
     as_int,
     as_list,
     as_str,
-    fmt_bytes,
+    cycle_device,
+    fmt_pct,
     get,
     not_run_reason,
     num,
@@ -20,89 +22,164 @@ from gpudiag.diagnose.access import (
     strategy_rows,
     verdict_entry,
 )
-from gpudiag.diagnose.memory_fit import memory_limits
-from gpudiag.diagnose.thresholds import (
-    GIL_THREAD_TO_PROCESS_RATIO_MAX,
-    PARALLEL_HEADROOM_MIN_SPEEDUP,
-    TORCH_RELEASES_GIL_SPEEDUP,
-)
+from gpudiag.diagnose.memory_fit import limit_text, memory_limits
+from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
+
+
+def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:
+    """The gil probe's own judgement of its micro-benchmark (python, else torch_dispatch), with figures."""
+    from gpudiag.probes.gil import analysis as ga
+
+    stored = as_dict(gil.get("verdict"))
+    if not stored:  # an older report: the same rules, re-applied to its rows
+        try:
+            stored = ga.analyse(gil, usable_cores=as_int(get(gil, "cpu", "usable_cores")))["verdict"]
+        except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError):
+            stored = {}
+    for wl in ("python", "torch_dispatch"):
+        v = as_dict(stored.get(wl))
+        if as_str(v.get("verdict")) in (None, ga.NOT_MEASURED) and num(v.get("threads_speedup")) is None:
+            continue
+        base = ("probes", "gil", "data", "verdict", wl)
+        if gil.get("verdict"):
+            t = fig.read("gil_threads_speedup", report, *base, "threads_speedup")
+            p = fig.read("gil_processes_speedup", report, *base, "processes_speedup")
+        else:
+            t = fig.put("gil_threads_speedup", num(v.get("threads_speedup")))
+            p = fig.put("gil_processes_speedup", num(v.get("processes_speedup")))
+        fig.put("gil_workload", wl)
+        fig.put("gil_workers", as_int(v.get("workers")))
+        fig.put("gil_probe_verdict", as_str(v.get("verdict")))
+        return {"workload": wl, "workers": as_int(v.get("workers")), "t": t, "p": p,
+                "verdict": as_str(v.get("verdict")), "reason": as_str(v.get("reason")) or ""}
+    return None
+
+
+def _micro_text(m: Optional[dict]) -> str:
+    """' The gil micro-benchmark: GIL-bound on pure-Python work (2 threads 0.98x, ...).' or ''."""
+    from gpudiag.probes.gil import analysis as ga
+
+    if not m:
+        return ""
+    what = "pure-Python work" if m["workload"] == "python" else "tiny torch ops"
+    figs = (f" ({m['workers']} threads {m['t']:.2f}x, {m['workers']} processes {m['p']:.2f}x)"
+            if m["t"] is not None and m["p"] is not None and m["workers"] else "")
+    words = {ga.ONLY_PROCESSES: f"GIL-bound on {what}", ga.BOTH_SCALE: f"threads scale on {what}",
+             ga.ONLY_THREADS: f"threads scale on {what}", ga.NEITHER: f"nothing scaled on {what}",
+             ga.INCONCLUSIVE: f"inconclusive on {what}" + (f": {m['reason']}" if m["reason"] else "")}
+    return f" The gil micro-benchmark: {words.get(m['verdict'], m['verdict'] or 'no verdict')}{figs}."
+
+
+def _loop_pair(report: dict, fig: Figures) -> Optional[dict]:
+    """Threads and processes in the user's loop (cycle) at the largest worker count both measured."""
+    rows = {r["name"]: r for r in strategy_rows(report) if r["status"] == "ok" and r["cycles_per_s"]}
+    t, p = rows.get("threads"), rows.get("processes")
+    if not t or not p or "serial" not in rows:
+        return None
+
+    def points(r):
+        pts = {e["workers"]: (e["cycles_per_s"], e["speedup_ci95"], ("sweep", e["sweep_index"])) for e in r["sweep"]}
+        if r["workers"] and r["workers"] not in pts:
+            pts[r["workers"]] = (r["cycles_per_s"], r["speedup_ci95"], None)
+        return pts
+
+    tp, pp = points(t), points(p)
+    common = sorted(set(tp) & set(pp))
+    n = common[-1] if common else None
+    base = rows["serial"]["cycles_per_s"]
+    out = {"workers": n}
+    for mode, row, pts in (("threads", t, tp), ("processes", p, pp)):
+        cps, ci, where = pts[n] if n else (row["cycles_per_s"], row["speedup_ci95"], None)
+        keys = ("probes", "cycle", "data", "strategies", row["index"]) + ((where[0], where[1]) if where else ())
+        fig.read(f"cycle_{mode}_cycles_per_s", report, *keys, "cycles_per_s")
+        s = fig.put(f"cycle_{mode}_speedup", round(cps / base, 3))
+        fig.put(f"cycle_{mode}_speedup_ci95", list(ci) if ci else None)
+        out[mode] = {"name": mode, "speedup": s, "speedup_ci95": ci,
+                     "workers": n or row["workers"]}
+    fig.put("cycle_workers", n)
+    return out
 
 
 def verdict_gil_contention(report: dict) -> dict:
-    """Do threads lose to processes on GIL-holding work? From the gil probe's scaling rows."""
+    """Does the GIL hold threads back in the user's loop? From the cycle's threads vs processes rows,
+    with the gil probe's own judgement of its micro-benchmark as context (or as the answer when the
+    loop did not measure both)."""
+    from gpudiag.diagnose.confidence import bounds, cycle_quality
+    from gpudiag.probes.gil import analysis as ga
+
     cause = "gil_contention"
     gil = probe_data(report, "gil")
-    if not gil:
-        return verdict_entry(cause, "not_measured", "The GIL was not measured.",
-                        not_run_reason(report, "gil") + "; threads vs processes scaling needs it")
+    cyc = probe_data(report, "cycle")
     fig = Figures()
-    rows = as_list(gil.get("scaling"))
-    by = {}  # (workload, mode, workers) -> index
-    for i, row in enumerate(rows):
-        if isinstance(row, dict) and as_int(row.get("workers")) and num(row.get("speedup")) is not None:
-            by[(as_str(row.get("workload")), as_str(row.get("mode")), as_int(row.get("workers")))] = i
-    base = ("probes", "gil", "data", "scaling")
-
-    def pair(workload):
-        common = [w for (wl, m, w) in by if wl == workload and m == "threads" and w > 1
-                  and (workload, "processes", w) in by]
-        if not common:
-            return None
-        n = max(common)
-        return n, by[(workload, "threads", n)], by[(workload, "processes", n)]
-
-    workload, found = None, None
-    for wl in ("python", "torch_dispatch"):
-        found = pair(wl)
-        if found:
-            workload = wl
-            break
     fig.read("gil_enabled", report, "probes", "gil", "data", "python", "gil_enabled", kind=as_bool)
     fig.read("free_threaded_build", report, "probes", "gil", "data", "python", "free_threaded_build", kind=as_bool)
-    if not found:
-        return verdict_entry(cause, "not_measured", "The gil probe recorded no threads-vs-processes pair "
-                        "with more than one worker.",
-                        "no scaling rows for the python or torch_dispatch workload with 2+ workers "
-                        "in both modes (one core, or the rows are missing)", fig.values, fig.sources)
-    n, ti, pi = found
-    fig.put("workload", workload)
-    fig.put("workers", n)
-    t = fig.read("threads_speedup", report, *base, ti, "speedup")
-    p = fig.read("processes_speedup", report, *base, pi, "speedup")
-    torch_op = pair("torch_op")
-    top = fig.read("torch_op_threads_speedup", report, *base, torch_op[1], "speedup") if torch_op else None
-    ratio = fig.put("thread_to_process_ratio", round(t / p, 3) if p else None)
-    rows_c = {r["name"]: r for r in strategy_rows(report) if r["status"] == "ok"}
-    for mode in ("threads", "processes"):  # the same question on the user's own loop
-        r = rows_c.get(mode)
-        if r and r["speedup_vs_serial"] is not None:
-            fig.read(f"cycle_{mode}_speedup", report, "probes", "cycle", "data", "strategies",
-                     r["index"], "speedup_vs_serial")
-    what = "pure-Python work" if workload == "python" else "tiny torch ops (dispatch under the GIL)"
-    tail = ""
-    if top is not None and top >= TORCH_RELEASES_GIL_SPEEDUP:
-        tail += f" torch ops release the GIL: threads scale {top:.2f}x on them."
-    ct, cp = fig.values.get("cycle_threads_speedup"), fig.values.get("cycle_processes_speedup")
-    if ct is not None or cp is not None:
-        tail += (" In the cycle tournament threads reached " + (f"{ct:.2f}x" if ct is not None else "n/a")
-                 + " and processes " + (f"{cp:.2f}x" if cp is not None else "n/a") + " of the plain loop.")
+    micro = _micro(report, gil, fig) if gil else None
+    loop = _loop_pair(report, fig) if cyc else None
+    mtext = _micro_text(micro)
     if fig.values["gil_enabled"] is False:
-        tail += " This Python runs without the GIL (free-threaded build), so threads can run Python in parallel."
-    rule = (f"rule: threads/processes speedup ratio below {GIL_THREAD_TO_PROCESS_RATIO_MAX} "
-            f"with processes above {PARALLEL_HEADROOM_MIN_SPEEDUP}x")
-    if p is None or p < PARALLEL_HEADROOM_MIN_SPEEDUP:
-        return verdict_entry(cause, "not_measured",
-                        f"Processes did not scale either ({p:.2f}x with {n} workers on {what}), so the GIL's "
-                        f"cost cannot be told apart from a lack of free cores here." + tail,
-                        f"processes reached only {p:.2f}x with {n} workers (need {PARALLEL_HEADROOM_MIN_SPEEDUP}x "
-                        f"to tell): too few free cores", fig.values, fig.sources)
-    if ratio is not None and ratio < GIL_THREAD_TO_PROCESS_RATIO_MAX:
-        return verdict_entry(cause, "supported",
-                        f"GIL-bound: {n} threads run {what} {t:.2f}x as fast as 1 thread, {n} processes "
-                        f"{p:.2f}x." + tail, rule, fig.values, fig.sources)
-    return verdict_entry(cause, "refuted",
-                    f"Threads scale like processes on {what} ({t:.2f}x vs {p:.2f}x with {n} workers): "
-                    f"the GIL does not hold threads back here." + tail, rule, fig.values, fig.sources)
+        mtext += " This Python runs without the GIL (free-threaded build)."
+    margin = NOISE_MARGIN_FRACTION
+    rule = (f"rule: in the loop, processes clearly above threads (interval {fmt_pct(margin)} apart) and "
+            "above 1x: supported; threads gaining like processes, or nothing gaining: refuted")
+    if loop:
+        quality = cycle_quality(cyc, strategy_rows(report))
+        t, p, n = loop["threads"], loop["processes"], loop["workers"]
+        tl, th = bounds(t)
+        pl, ph = bounds(p)
+        what = (f"in your loop {n} threads ran {_x(t)} and {n} processes {_x(p)} of the plain loop" if n else
+                f"in your loop threads ({t['workers']} workers) ran {_x(t)} and processes ({p['workers']}) {_x(p)}")
+        if quality["reasons"]:
+            return verdict_entry(cause, "inconclusive", "Cannot tell from your loop: " + "; ".join(quality["reasons"])
+                                 + "." + mtext, "the cycle probe's figures are too noisy to judge (its busy-machine "
+                                 "or noise findings)", fig.values, fig.sources)
+        if pl >= 1 + margin and pl >= th * (1 + margin):
+            return verdict_entry(cause, "supported", f"GIL-bound: {what}; the GIL holds the threads back." + mtext,
+                                 rule, fig.values, fig.sources)
+        if tl >= 1 + margin and not pl >= th * (1 + margin):
+            return verdict_entry(cause, "refuted", f"Threads gain like processes: {what}; the GIL does not limit "
+                                 "your loop (its heavy work runs in torch ops that release it)." + mtext,
+                                 rule, fig.values, fig.sources)
+        if th <= 1 + margin and ph <= 1 + margin:
+            limit = ("the GPU (or the loop's serial part): more workers only queue more work for it"
+                     if cycle_device(report) == "cuda" else
+                     "the CPU cores, which the plain loop already keeps busy with torch's own threads")
+            return verdict_entry(cause, "refuted", f"Nothing scales: {what}. The GIL is not what limits your "
+                                 f"loop; {limit}." + mtext, rule, fig.values, fig.sources)
+        return verdict_entry(cause, "inconclusive", f"Cannot tell: {what}; the intervals do not separate "
+                             f"threads from processes by the {fmt_pct(margin)} margin." + mtext, rule,
+                             fig.values, fig.sources)
+    if not gil:
+        return verdict_entry(cause, "not_measured", "The GIL was not measured.",
+                             not_run_reason(report, "gil") + "; and the cycle tournament did not measure threads "
+                             "and processes on your loop", fig.values, fig.sources)
+    if micro is None:
+        return verdict_entry(cause, "not_measured", "The gil probe recorded no threads-vs-processes pair "
+                             "with more than one worker.",
+                             "no scaling rows for the python or torch_dispatch workload with 2+ workers "
+                             "in both modes (one core, or the rows are missing)", fig.values, fig.sources)
+    tail = " The cycle tournament did not measure threads and processes on your loop, so this is the micro-benchmark."
+    v = micro["verdict"]
+    if v == ga.ONLY_PROCESSES:
+        return verdict_entry(cause, "supported", "GIL-bound." + mtext + tail, "the gil probe's verdict: only "
+                             "processes scale", fig.values, fig.sources)
+    if v in (ga.BOTH_SCALE, ga.ONLY_THREADS):
+        return verdict_entry(cause, "refuted", "Threads scale here." + mtext + tail, "the gil probe's verdict: "
+                             "threads scale", fig.values, fig.sources)
+    if v == ga.NEITHER:
+        return verdict_entry(cause, "inconclusive", "Neither threads nor processes scaled, so the GIL cannot be "
+                             "told apart from a lack of free cores." + mtext, "the gil probe's verdict: neither "
+                             "scales (too few free cores to tell)", fig.values, fig.sources)
+    if v == ga.INCONCLUSIVE:
+        return verdict_entry(cause, "inconclusive", "The gil probe could not judge its figures." + mtext,
+                             f"the gil probe's verdict: inconclusive ({micro['reason'] or 'no reason recorded'})",
+                             fig.values, fig.sources)
+    return verdict_entry(cause, "not_measured", "The GIL was not measured." + mtext,
+                         micro["reason"] or "the gil probe has no verdict for this workload", fig.values, fig.sources)
+
+
+def _x(c: dict) -> str:
+    ci = c.get("speedup_ci95")
+    return f"{c['speedup']:.2f}x" + (f" ({ci[0]:.2f}-{ci[1]:.2f}x)" if ci else "")
 
 
 def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
@@ -140,7 +217,7 @@ def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
         kill_text += f" The kernel OOM killer has killed {int(v['oom_kills_since_boot'])} process(es) since boot."
     if v["cgroup_oom_kills"]:
         kill_text += f" {int(v['cgroup_oom_kills'])} OOM kill(s) in this cgroup."
-    fits, per, budget = v["fits_processes"], v["per_worker_host_bytes"], v["budget_host_bytes"]
+    fits, per = v["fits_processes"], v["per_worker_host_bytes"]
     if fits is None or wanted is None:
         if kills:
             return verdict_entry(cause, "supported", "Out-of-memory kills happened on this machine." + kill_text +
@@ -151,15 +228,14 @@ def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
                         (not_run_reason(report, "gil") if not probe_data(report, "gil")
                          else "the gil probe recorded no per-worker figures or budget")
                         + "; with no OOM kills recorded either", v, fig.sources)
-    need = fig.put("needed_host_bytes", per * wanted if per else None)
-    arithmetic = (f"{wanted} process workers x {fmt_bytes(per)} = {fmt_bytes(need)} against a budget of "
-                  f"{fmt_bytes(budget)}" if per and budget is not None else f"{wanted} process workers")
-    if v["per_worker_device_bytes"] and v["budget_device_bytes"] is not None:
-        arithmetic += (f" (GPU: {fmt_bytes(v['per_worker_device_bytes'])} per context, "
-                       f"{fmt_bytes(v['budget_device_bytes'])} budget)")
-    rule = "rule: supported when the workers considered exceed how many fit (gil memory.fits.processes)"
+    fig.put("needed_host_bytes", per * wanted if per else None)
+    arithmetic = limit_text(limits, wanted)
+    binding = v.get("binding_limit")
+    where = limits.get("limit_names", {}).get(binding or "host", "memory")
+    rule = ("rule: supported when the workers considered exceed how many fit in the binding limit "
+            f"({where}: gil memory.fits.processes)")
     if wanted > fits:
         return verdict_entry(cause, "supported",
-                        f"OOM risk: {arithmetic}; only {int(fits)} fit." + kill_text, rule, v, fig.sources)
-    return verdict_entry(cause, "refuted", f"Memory is not the limit: {arithmetic}; {int(fits)} fit." + kill_text,
+                        f"OOM risk: {arithmetic}; {where} is the limit." + kill_text, rule, v, fig.sources)
+    return verdict_entry(cause, "refuted", f"Memory is not the limit: {arithmetic}." + kill_text,
                     rule, v, fig.sources)

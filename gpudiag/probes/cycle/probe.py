@@ -1,20 +1,28 @@
 """Probe `cycle`: the user's loop, run under every parallelism strategy; GPU idle gaps of the baseline and winner.
 
-Each strategy runs the same number of cycles of the same seeded workload (gpudiag/cycle_workload.py)
-and is reported as cycles/s against `serial`. On CUDA, each in-process strategy is profiled once
-more after its timed runs to get its GPU busy fraction and idle gaps, and NVML utilisation is
-sampled during the timed runs. With `--cycle MODULE:FACTORY` the user's own step is measured instead.
+Each strategy runs the same number of cycles of the same seeded workload (gpudiag/probes/cycle/workload.py)
+per timed run, in interleaved rounds (gpudiag/probes/cycle/tournament.py), and is reported as cycles/s
+against `serial` with a 95 % interval and the CPU other programs used meanwhile. On CUDA, each
+in-process strategy is profiled once more after its timed runs to get its GPU busy fraction and
+idle gaps, and NVML utilisation is sampled during the timed runs. With `--cycle MODULE:FACTORY`
+the user's own step is measured instead.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict, List, Optional
 
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
-DEFAULT_CYCLES = {("cpu", "quick"): 40, ("cpu", "full"): 160, ("cuda", "quick"): 100, ("cuda", "full"): 400}
-CUSTOM_TARGET_S = {"quick": 0.2, "full": 2.0}  # serial run time the custom cycle count aims at
+# Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
+# short runs, many interleaved rounds, so an interval can be computed and load averages out.
+DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
+ROUNDS = {("cpu", "quick"): (5, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
+          ("cuda", "quick"): (5, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
+CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
+DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close
 MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
 MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
@@ -32,18 +40,25 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
     from gpudiag.probes.cycle.strategies import Plan
 
     quick = mode == "quick"
-    cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[(device, "quick" if quick else "full")])
+    key = (device, "quick" if quick else "full")
+    cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[key])
     workers = options.get("cycle_workers") or worker_counts(mode, cores)
     workers = [int(w) for w in (workers if isinstance(workers, (list, tuple)) else [workers])]
+    lo, hi, budget = ROUNDS[key]
+    if "cycle_repeats" in options:  # an exact number of rounds (tests, benchmarks)
+        lo = hi = int(options["cycle_repeats"])
+        budget = None
     return Plan(
         cycles=cycles,
         warmup=int(options.get("cycle_warmup", 3 if device == "cpu" else 10)),
-        repeats=int(options.get("cycle_repeats", 3 if quick else 5)),
+        repeats=lo,
         workers=workers,
         fuse=4 if device == "cpu" else 8,
         sync_every=8,
         streams=4,
         profile_cycles=min(cycles, 30 if quick else 60),
+        max_rounds=hi,
+        rounds_budget_s=budget,
     )
 
 
@@ -100,20 +115,36 @@ def _custom_cycles(spec, mode: str) -> int:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    started = time.monotonic()
+    from gpudiag.probes.cycle import strategies as cs
+
+    host_budget, host_source = _host_budget(ctx)
+    gil_mem = (ctx.results.get("gil") or {}).get("memory") or {}
+    cores = os.cpu_count() or 1
+    tried = ctx.options.get("cycle_workers") or worker_counts(ctx.mode, cores)
+    tried = tried if isinstance(tried, (list, tuple)) else [tried]
+    # Worker processes first: their spawn and torch import overlap this process's own.
+    early = cs.start_workers_early(max(int(w) for w in tried), host_budget, gil_mem.get("per_worker_host_bytes"))
+    try:
+        return _run(ctx, started, early, host_budget, host_source, gil_mem, cores)
+    finally:
+        if early is not None:
+            early.close()  # idempotent: normally the tournament has closed it already
+
+
+def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil_mem: dict, cores: int) -> ProbeOutput:
     import psutil
     import torch
 
     from gpudiag.probes.cycle import strategies as cs
-    from gpudiag.probes.cycle import workload as cw
     from gpudiag.probes.cycle import timeline
+    from gpudiag.probes.cycle import tournament as ct
+    from gpudiag.probes.cycle import workload as cw
 
     custom_ref = ctx.options.get("cycle")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    cores = os.cpu_count() or 1
     default_threads = torch.get_num_threads()
-    host_budget, host_source = _host_budget(ctx)
-    gil_mem = (ctx.results.get("gil") or {}).get("memory") or {}
     profiler_cuda, profiler_reason = _profiler_support() if cuda else (False, "no CUDA device")
 
     if cuda:
@@ -121,6 +152,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     else:
         free_bytes, free_source = host_budget, host_source
     plan = make_plan(ctx.mode, device, cores, ctx.options)
+    plan.deadline = started + DEADLINE_FRACTION * ctx.timeout_s
 
     if custom_ref:
         cw.parse_ref(custom_ref)
@@ -128,8 +160,6 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         if not ctx.options.get("cycle_cycles"):
             plan.cycles = _custom_cycles(spec, ctx.mode)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
-        if "cycle_repeats" not in ctx.options:
-            plan.repeats = 3  # the median of three survives one disturbed run
         workload = spec.describe()
     else:
         copies = max(plan.workers) + 2  # processes + threads copies alive at once, plus serial
@@ -142,6 +172,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         workload["estimated_bytes_per_copy"] = spec.estimated_bytes(fuse=plan.fuse)
     builtin = not custom_ref
     workload.update({"cycles": plan.cycles, "warmup_cycles": plan.warmup, "repeats": plan.repeats,
+                     "rounds_min": plan.repeats, "rounds_max": plan.max_rounds,
+                     "rounds_budget_s": plan.rounds_budget_s,
                      "workers_tried": plan.workers,
                      "fuse": plan.fuse if builtin else None,
                      "sync_every": plan.sync_every if (builtin and cuda) else None,
@@ -155,9 +187,11 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                  profiler_reason=profiler_reason, nvml_locate=_nvml_locate(torch) if cuda else None,
                  host_budget_bytes=host_budget, host_budget_source=host_source,
                  gil_per_worker_host_bytes=gil_mem.get("per_worker_host_bytes"),
-                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"))
-    rows = cs.run_tournament(spec, plan, env)
-    best = cs.winner(rows)
+                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"), early_pool=early)
+    if early is not None:
+        env.pools.append(early)
+    rows = ct.run_tournament(spec, plan, env)
+    best = ct.winner(rows)
 
     if cuda:
         idle: Optional[dict] = {"serial": env.timelines.get("serial") or timeline.empty_timeline(None, "not profiled")}
@@ -186,26 +220,70 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "nvml_utilization_reason": nvml_reason,
         "custom": custom_ref or None,
         "host_rss_bytes": psutil.Process().memory_info().rss,
+        "rounds": env.rounds,
+        "load": env.load,
     }
     return ProbeOutput(data, findings_for(data))
 
 
+def _ci_text(row: dict) -> str:
+    ci = row.get("speedup_ci95")
+    n = row.get("samples") or row.get("repeats")
+    if ci:
+        return f" (95 % interval {ci[0]:.2f}-{ci[1]:.2f}x, {n} rounds)"
+    return f" ({n} rounds, too few for an interval)" if n else ""
+
+
 def findings_for(data: dict) -> List[dict]:
     """Findings from the tournament's data (pure: tested on recorded data)."""
+    from gpudiag.diagnose import confidence
+    from gpudiag.diagnose.access import strategy_rows
+
     out = []
     rows = {r["name"]: r for r in data["strategies"]}
     serial = rows.get("serial") or {}
     win = rows.get(data.get("winner") or "")
-    if win and serial.get("cycles_per_s"):
+    quality = confidence.cycle_quality(data, strategy_rows({"probes": {"cycle": {"status": "ok", "data": data}}}))
+    if quality["busy"]:
+        load = data.get("load") or {}
+        out.append(finding(
+            "MACHINE_BUSY_DURING_TOURNAMENT", "warning",
+            "The strategy tournament ran on a busy machine: " + quality["reasons"][0] + ". Its figures describe "
+            "that busy machine, and the parallel strategies lose most (they need the cores that were taken).",
+            {"other_busy_cores": quality["other_busy_cores"], "usable_cores": quality["usable_cores"],
+             "widest_workers": quality["widest_workers"], "steal_cores": load.get("steal_cores"),
+             "busiest_visible": quality["visible"], "rule": load.get("rule")},
+            "Close other CPU-heavy work (or wait for it) and run `gpudiag report` again."))
+    for r in quality["above_ceiling"]:
+        out.append(finding(
+            "CYCLE_SPEEDUP_ABOVE_WORKERS", "warning",
+            f"{r['name']} with {r['workers']} workers measured {r['speedup_vs_serial']:.2f}x the plain loop: more "
+            f"than {r['workers']} workers sharing the same cycles can give, so the plain loop's runs were slowed "
+            "by something else and no speedup over it is stated.",
+            {"strategy": r["name"], "workers": r["workers"], "speedup_vs_serial": r["speedup_vs_serial"],
+             "speedup_ci95": list(r["speedup_ci95"]) if r.get("speedup_ci95") else None,
+             "serial_spread_fraction": quality["baseline_spread"]},
+            "Run again on a quiet machine."))
+    presentable = not quality["reasons"]
+    if win and serial.get("cycles_per_s") and presentable:
         w = f" with {win['workers']} workers" if (win.get("workers") or 1) > 1 else ""
         out.append(finding(
             "CYCLE_FASTEST_STRATEGY", "info",
             f"Fastest measured here: {win['name']}{w}, {win['cycles_per_s']:.1f} cycles/s, "
-            f"{win['speedup_vs_serial']:.2f}x the plain loop ({serial['cycles_per_s']:.1f} cycles/s).",
+            f"{win['speedup_vs_serial']:.2f}x the plain loop ({serial['cycles_per_s']:.1f} cycles/s)"
+            + (_ci_text(win) if win["name"] != "serial" else "") + "; the recommendation says whether that is "
+            "clearly ahead of the simpler strategies.",
             {"strategy": win["name"], "workers": win["workers"], "cycles_per_s": win["cycles_per_s"],
              "serial_cycles_per_s": serial["cycles_per_s"], "speedup_vs_serial": win["speedup_vs_serial"],
+             "speedup_ci95": win.get("speedup_ci95"), "samples": win.get("samples"),
              "device": data["workload"].get("device")},
             None))
+    elif quality["noisy_baseline"] and not quality["busy"]:
+        out.append(finding(
+            "CYCLE_BASELINE_NOISY", "warning",
+            f"No strategy is named fastest: {quality['reasons'][0]}.",
+            {"serial_spread_fraction": quality["baseline_spread"]},
+            "Run again on a quiet machine."))
     tl = (data.get("idle") or {}).get("serial") or {}
     busy = tl.get("busy_fraction")
     if isinstance(busy, (int, float)) and busy < IDLE_WARN_BUSY_FRACTION:

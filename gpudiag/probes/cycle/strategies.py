@@ -1,16 +1,16 @@
-"""The strategy tournament: each strategy runs the same number of cycles; rows per the contract.
+"""The strategies of the cycle tournament: each one prepared into contestants ready to be timed.
 
 Strategies: serial (the baseline), deferred_sync, cuda_graph, streams (CUDA only), batched,
 threads, processes. Each is first *prepared* (model built, warmed up, graph captured, workers
-started) into one or more contestants (threads and processes: one per worker count tried); then
-the timed repeats run round-robin over all contestants, so a burst of load from elsewhere on the
-machine hits every strategy alike instead of whichever ran at that moment. A row reports the
-median rate over repeats and its spread. A strategy that cannot run here is a `skipped` row with
-the reason; one that breaks is a `failed` row, and the others are still measured.
+started) into one or more contestants (threads and processes: one per worker count tried). The
+timed rounds, their statistics and the report rows are gpudiag/probes/cycle/tournament.py.
 
 Processes run in long-lived spawned workers: start-up (spawn + import torch) is paid once,
 measured, and excluded from cycles_per_s. The pool is `gpudiag.measure.workers.WorkerPool`,
-reached through `start_pool`.
+reached through `start_pool`; `start_workers_early` starts it before anything else is prepared,
+so the workers' torch import overlaps the probe's own. Every call into the workers, and every
+threads run, has a deadline: a step that hangs only there fails its own row, by name, and the
+other strategies' figures are kept.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import psutil
 
 from gpudiag.measure import stats
-from gpudiag.measure.workers import WorkerPool, run_threads
-from gpudiag.probes.cycle import profiling, timeline
-from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec, WorkloadSpec, build, host_work
+from gpudiag.measure.workers import WorkerPool, WorkerTimeout, run_threads
+from gpudiag.probes.cycle.workload import CustomSpec, WorkloadSpec, build, host_work
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
 CUDA_ONLY = ("deferred_sync", "cuda_graph", "streams")
@@ -36,20 +35,29 @@ CONSERVATIVE_HOST_BYTES_PER_WORKER = 2 * 2**30
 CONSERVATIVE_DEVICE_BYTES_PER_WORKER = 1 * 2**30
 DEVICE_FREE_FRACTION = 0.8  # of free device memory new worker contexts may take
 CPU_REASON = "no CUDA device: the workload ran on the CPU"
+# Deadlines inside the probe for work that may hang where the probe cannot see it (worker
+# processes, worker threads): generous multiples of what the same work took in the probe itself,
+# with floors for slow first steps. Past them the strategy fails by name; the rest is kept.
+PREPARE_TIMEOUT_MIN_S = 30.0
+RUN_TIMEOUT_MIN_S = 10.0
+TIMEOUT_FACTOR = 20.0
 
 
 @dataclass
 class Plan:
     """How much to measure (from --quick/--full and the machine)."""
 
-    cycles: int  # per repeat, the same for every strategy
+    cycles: int  # per timed run, the same for every strategy
     warmup: int
-    repeats: int
+    repeats: int  # rounds at least (each contestant timed once per round)
     workers: List[int]  # worker counts tried for threads and processes (best one reported)
     fuse: int  # batched: cycles per fused step
     sync_every: int  # deferred_sync: cycles between host syncs
     streams: int  # streams: cycles in flight
     profile_cycles: int  # cycles under torch.profiler for the idle timeline (CUDA)
+    max_rounds: Optional[int] = None  # rounds at most (None: exactly `repeats`)
+    rounds_budget_s: Optional[float] = None  # wall seconds for the rounds (None: no budget stop)
+    deadline: Optional[float] = None  # monotonic time by which the rounds must end (probe timeout)
 
 
 @dataclass
@@ -65,8 +73,17 @@ class Env:
     host_budget_source: Optional[str] = None
     gil_per_worker_host_bytes: Optional[int] = None  # from the gil probe, when it ran
     gil_per_worker_device_bytes: Optional[int] = None
+    early_pool: Any = None  # worker processes started before anything was prepared (start_workers_early)
+    serial_prepare_s: Optional[float] = None  # how long building + warming up serial took here
     timelines: Dict[str, dict] = field(default_factory=dict)  # strategy -> idle timeline (CUDA)
     nvml: Optional[dict] = None  # the sampler's result over the whole tournament (CUDA)
+    rounds: Optional[dict] = None  # how many timed rounds ran and why they stopped
+    load: Optional[dict] = None  # what other programs used of the CPU during the rounds
+    pools: List[Any] = field(default_factory=list)  # every worker pool started (their CPU time is ours)
+
+    def own_pids(self) -> List[int]:
+        """PIDs of the worker processes alive now: CPU they use is the tournament's, not other load."""
+        return [pid for p in self.pools for pid in p.pids]
 
 
 class Skip(Exception):
@@ -141,8 +158,9 @@ class Contestant:
                  plain: Optional[Callable[[int], None]] = None, sync: Callable[[], None] = lambda: None,
                  close: Callable[[], None] = lambda: None, events_workload: Any = None,
                  rss_of: Callable[[], int] = _rss, peak_device_of: Optional[Callable[[], Optional[int]]] = None,
-                 **extra):
+                 limits: Optional[dict] = None, **extra):
         self.name, self.workers, self.torch_threads = name, workers, torch_threads
+        self.limits = limits  # {"timeout_s": ...} read by timed() where the work can be abandoned
         self._timed, self.plain, self.sync, self._close, self._rss_of = timed, plain, sync, close, rss_of
         self._peak_device_of = peak_device_of
         self.events_workload = events_workload  # a built-in Workload: CUDA-event timeline fallback
@@ -152,10 +170,18 @@ class Contestant:
         self.error: Optional[str] = None
         self.host_rss_bytes: Optional[int] = None
         self.peak_device_bytes: Optional[int] = None
+        self.other_cpu_s = 0.0  # CPU other programs used while this contestant was timed
+        self.steal_cpu_s = 0.0
+        self.load_wall_s = 0.0  # wall time those figures cover
+        self.rejected_other_s = 0.0  # the same for rounds taken back because other programs were busy
+        self.rejected_wall_s = 0.0
 
-    def once(self, cycles: int, cuda: bool) -> None:
+    def once(self, cycles: int, cuda: bool, timeout_s: Optional[float] = None) -> None:
+        """One timed run of `cycles` cycles; timeout_s bounds it where the work can be abandoned."""
         import torch
 
+        if self.limits is not None:
+            self.limits["timeout_s"] = timeout_s
         torch.set_num_threads(self.torch_threads)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -171,6 +197,10 @@ class Contestant:
     def rate(self, cycles: int) -> float:
         rates = [cycles / w for w in self.walls if w > 0]
         return stats.median(rates) if rates else 0.0
+
+    def rates(self, cycles: int) -> List[float]:
+        """cycles/s of each timed run, in round order."""
+        return [cycles / w for w in self.walls if w > 0]
 
     def close(self) -> None:
         self._close()
@@ -338,10 +368,11 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
     return [Contestant("cuda_graph", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close, **extra)]
 
 
-def _threads_once(workloads: list, parts: List[Tuple[int, int]]) -> float:
+def _threads_once(workloads: list, parts: List[Tuple[int, int]], timeout_s: Optional[float] = None) -> float:
     """Run each workload's share in its own thread, all released together; wall seconds."""
     return run_threads(lambda w, start, count: w.run_cycles(count, start),
-                       [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync)
+                       [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync,
+                       timeout_s=timeout_s)
 
 
 def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
@@ -357,14 +388,23 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
             w.run_cycles(plan.warmup)
         workloads[0].sync()
 
-        def timed(c: int, ws=workloads) -> float:
-            return _threads_once(ws, shares(c, len(ws)))
+        limits: Dict[str, Any] = {}
+
+        def timed(c: int, ws=workloads, limits=limits) -> float:
+            limit_s = limits.get("timeout_s")
+            try:
+                return _threads_once(ws, shares(c, len(ws)), limit_s)
+            except TimeoutError:
+                raise StrategyTimeout(f"{len(ws)} threads did not finish {c} cycles within {limit_s:.0f} s (the step "
+                                      "hangs or crawls in worker threads; they cannot be stopped and were left "
+                                      "behind)") from None
 
         def close(ws=workloads) -> None:
             for w in ws:
                 w.close()
 
-        out.append(Contestant("threads", n, per, timed, lambda c, t=timed: t(c), workloads[0].sync, close))
+        out.append(Contestant("threads", n, per, timed, lambda c, t=timed: t(c), workloads[0].sync, close,
+                              limits=limits))
     torch.set_num_threads(env.default_threads)
     return out
 
@@ -428,12 +468,50 @@ def _gib(n: Optional[float]) -> str:
     return "unknown" if not n else f"{n / 2**30:.2f} GiB"
 
 
+def _host_per_worker(spec, env: Env) -> Tuple[int, str]:
+    """Host bytes one worker process will take, and where the figure came from."""
+    work_bytes = spec.estimated_bytes() if isinstance(spec, WorkloadSpec) else 0
+    if env.gil_per_worker_host_bytes:
+        return env.gil_per_worker_host_bytes + work_bytes, "gil probe"
+    return CONSERVATIVE_HOST_BYTES_PER_WORKER, "conservative default"
+
+
+def start_workers_early(wanted: int, host_budget: Optional[int], gil_per_worker_host_bytes: Optional[int],
+                        slack_bytes: int = 256 * 2**20) -> Optional[WorkerPool]:
+    """Start `wanted` worker processes now, without waiting, when they surely fit in host memory.
+
+    Called before the probe imports torch and prepares the in-process strategies, so the workers'
+    own torch import runs meanwhile. Surely fit: the gil probe's per-worker figure (plus slack for
+    the workload copy) or the conservative default, times `wanted`, within the host budget. Else
+    None, and prepare_processes takes the careful path (one worker measured first).
+    """
+    per = (gil_per_worker_host_bytes + slack_bytes) if gil_per_worker_host_bytes else CONSERVATIVE_HOST_BYTES_PER_WORKER
+    if wanted < 2 or host_budget is None or fit_workers(wanted, per, host_budget)[0] < wanted:
+        return None
+    pool = WorkerPool(0, initializer=_worker_init)
+    pool.start(wanted)
+    return pool
+
+
+def _timeout(floor_s: float, took_s: Optional[float], deadline: Optional[float]) -> float:
+    """A deadline for work in workers: TIMEOUT_FACTOR x what it took here (at least floor_s), within the probe's."""
+    t = max(floor_s, TIMEOUT_FACTOR * took_s) if took_s else floor_s
+    if deadline is not None:
+        t = min(t, max(1.0, deadline - time.monotonic()))
+    return t
+
+
+class StrategyTimeout(RuntimeError):
+    """Work inside worker processes or threads did not finish within its deadline."""
+
+
 def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
     """Per worker count N: N spawned processes (each its own CUDA context) sharing the cycles.
 
     Memory is checked before launch: per-worker figures from the gil probe when it ran; else a
     conservative default decides whether all can start at once, or one is started and measured
-    first. Start-up is timed on its own and excluded from the rates.
+    first. Start-up is timed on its own and excluded from the rates. Workers started early
+    (env.early_pool) are used when there are enough of them.
     """
     wanted = max(plan.workers)
     cuda = env.device == "cuda"
@@ -442,21 +520,24 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
     work_bytes = spec.estimated_bytes() if isinstance(spec, WorkloadSpec) else 0
     check: Dict[str, Any] = {"wanted": wanted, "budget_host_bytes": env.host_budget_bytes,
                              "budget_host_source": env.host_budget_source, "budget_device_bytes": dev_budget}
-    if env.gil_per_worker_host_bytes:
-        per_host = env.gil_per_worker_host_bytes + work_bytes
+    per_host, source = _host_per_worker(spec, env)
+    if source == "gil probe":
         per_dev = (env.gil_per_worker_device_bytes + work_bytes) if (cuda and env.gil_per_worker_device_bytes) else None
-        source = "gil probe"
     else:
-        per_host, per_dev = CONSERVATIVE_HOST_BYTES_PER_WORKER, (CONSERVATIVE_DEVICE_BYTES_PER_WORKER if cuda else None)
-        source = "conservative default"
+        per_dev = CONSERVATIVE_DEVICE_BYTES_PER_WORKER if cuda else None
     n, limit = fit_workers(wanted, per_host, env.host_budget_bytes, per_dev, dev_budget)
     t0 = time.perf_counter()
-    pool = None
+    pool = env.early_pool
+    env.early_pool = None  # from here on this function owns it
+    prepare_timeout = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
     try:
-        if n < wanted and source == "conservative default":
+        if pool is not None:
+            pool.wait_ready(timeout_s=_timeout(120.0, None, plan.deadline))
+        elif n < wanted and source == "conservative default":
             # Not sure they fit: start one, measure what it really takes, then decide.
             pool = start_pool(1, _worker_init)
-            per_host = pool.run_all(_worker_prepare, [(spec, plan.warmup)])[0]["rss_bytes"]
+            env.pools.append(pool)
+            per_host = pool.run_all(_worker_prepare, [(spec, plan.warmup)], timeout_s=prepare_timeout)[0]["rss_bytes"]
             if cuda:
                 per_dev = max(1, dev_free - _free_device_bytes())
             source = "measured (one worker)"
@@ -469,10 +550,20 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
                        f"{_gib(env.host_budget_bytes if limit == 'host' else dev_budget)} available)")
         if pool is None:
             pool = start_pool(n, _worker_init)
-        else:
+        elif pool.size < n:
             pool.grow(n)
+        if pool not in env.pools:
+            env.pools.append(pool)
         startup_s = time.perf_counter() - t0
-        prep = pool.run_all(_worker_prepare, [(spec, plan.warmup)] * n)
+        n = min(n, pool.size)
+        prep = pool.run_all(_worker_prepare, [(spec, plan.warmup)] * n, timeout_s=prepare_timeout)
+    except WorkerTimeout as exc:
+        if pool is not None:
+            pool.close()
+        raise StrategyTimeout(f"the worker processes did not finish starting and preparing the step within "
+                              f"{prepare_timeout:.0f} s (building it and {plan.warmup} warm-up cycles"
+                              + (f"; the same took {env.serial_prepare_s:.2f} s in the probe" if env.serial_prepare_s
+                                 else "") + f"): {exc}") from None
     except BaseException as exc:
         if pool is not None:
             pool.close()
@@ -492,9 +583,15 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
     for k in counts:
         per = max(1, env.default_threads // k)
         last: Dict[str, list] = {}
+        limits: Dict[str, Any] = {}
 
-        def timed(c: int, k=k, per=per, last=last) -> float:
-            t = pool.run_timed(_worker_run, [(s, cnt, per) for s, cnt in shares(c, k)])
+        def timed(c: int, k=k, per=per, last=last, limits=limits) -> float:
+            limit_s = limits.get("timeout_s")
+            try:
+                t = pool.run_timed(_worker_run, [(s, cnt, per) for s, cnt in shares(c, k)], timeout_s=limit_s)
+            except WorkerTimeout:
+                raise StrategyTimeout(f"{k} worker processes did not finish {c} cycles within {limit_s:.0f} s "
+                                      "(the step hangs or crawls inside worker processes; they were stopped)") from None
             last["values"] = t.values
             return t.wall_s
 
@@ -506,29 +603,10 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
             return sum(vals) if vals else None
 
         out.append(Contestant("processes", k, per, timed, None, lambda: None, close, rss_of=rss, peak_device_of=peak,
-                              startup_s=round(startup_s, 4), worker_startup=worker_startup, memory_check=check,
-                              worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
+                              limits=limits, startup_s=round(startup_s, 4), worker_startup=worker_startup,
+                              memory_check=check, worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
     return out
 
-
-# ---------------------------------------------------------------- GPU timeline of one contestant
-
-def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
-    """Profile one more, untimed run of a contestant (profiling slows it down)."""
-    if c.name == "processes":
-        return timeline.empty_timeline(None, "each process has its own CUDA context; one profiler cannot "
-                                             "see the others' kernels (see nvml_gpu_percent_median)")
-    try:
-        if env.profiler_cuda and c.plain is not None:
-            return profiling.profile_timeline(lambda: c.plain(cycles), c.sync, cycles)
-        if c.events_workload is not None:
-            return profiling.events_timeline(c.events_workload, cycles)
-        return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
-    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
-        return timeline.empty_timeline(None, f"profiling failed: {_where(exc)}")
-
-
-# ---------------------------------------------------------------- the tournament
 
 PREPARE = {"serial": prepare_serial, "deferred_sync": prepare_deferred_sync, "cuda_graph": prepare_cuda_graph,
            "streams": prepare_streams, "batched": prepare_batched, "threads": prepare_threads,
@@ -536,114 +614,3 @@ PREPARE = {"serial": prepare_serial, "deferred_sync": prepare_deferred_sync, "cu
 # Preparation order: cuda_graph after the other in-process ones (a capture that fails should not
 # be the last thing the others' set-up saw), processes last (separate contexts).
 PREPARE_ORDER = ("serial", "deferred_sync", "streams", "batched", "threads", "cuda_graph", "processes")
-
-
-def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
-    inside = [s["gpu_percent"] for s in samples
-              if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
-    return stats.median(inside) if inside else None
-
-
-def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, t0: float) -> dict:
-    ok = [c for c in group if c.error is None and c.walls]
-    if not ok:
-        return empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
-    best = max(ok, key=lambda c: c.rate(plan.cycles))
-    row = measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
-                       host_rss_bytes=best.host_rss_bytes,
-                       peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
-    if name in ("threads", "processes"):
-        row["sweep"] = [{"workers": c.workers, "cycles_per_s": round(c.rate(plan.cycles), 3) if c.walls else None,
-                         "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
-                         "reason": c.error or ""} for c in group]
-    if env.device != "cuda":
-        row.update(gpu_busy_fraction=None, gpu_busy_reason=CPU_REASON, nvml_gpu_percent_median=None)
-    else:
-        tl = env.timelines.get(name) or {}
-        row["gpu_busy_fraction"] = tl.get("busy_fraction")
-        row["gpu_busy_reason"] = None if tl.get("busy_fraction") is not None else (tl.get("reason") or "not profiled")
-        row["nvml_gpu_percent_median"] = _nvml_median(best, samples, t0)
-    return row
-
-
-def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
-    """Every strategy's row, in STRATEGIES order, with speedup_vs_serial filled in.
-
-    serial failing fails the tournament (nothing to compare against); any other strategy failing
-    becomes a `failed` row.
-    """
-    custom = isinstance(spec, CustomSpec)
-    cuda = env.device == "cuda"
-    rows: Dict[str, dict] = {}
-    groups: Dict[str, List[Contestant]] = {}
-    try:
-        for name in PREPARE_ORDER:
-            if not cuda and name in CUDA_ONLY:
-                rows[name] = empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
-                continue
-            if custom and name not in CUSTOM_STRATEGIES:
-                rows[name] = empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
-                                                        "defer the syncs inside your own step")
-                continue
-            if name == "serial":
-                groups[name] = PREPARE[name](spec, plan, env)
-                continue
-            try:
-                groups[name] = PREPARE[name](spec, plan, env)
-            except Skip as exc:
-                rows[name] = empty_row(name, "skipped", str(exc))
-                if hasattr(exc, "memory_check"):
-                    rows[name]["memory_check"] = exc.memory_check
-            except CustomLoopError:
-                raise
-            except Exception as exc:  # one strategy breaking must not lose the others' measurements
-                rows[name] = empty_row(name, "failed", _where(exc))
-
-        sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
-        t0 = sampler.t0 if sampler is not None else 0.0
-        try:
-            for _ in range(plan.repeats):  # round-robin: load from elsewhere hits every strategy alike
-                for name, group in groups.items():
-                    for c in group:
-                        if c.error is not None:
-                            continue
-                        try:
-                            c.once(plan.cycles, cuda)
-                        except CustomLoopError:
-                            raise
-                        except Exception as exc:
-                            if name == "serial":
-                                raise
-                            c.error = _where(exc)
-        finally:
-            env.nvml = sampler.stop() if sampler is not None else None
-        samples = (env.nvml or {}).get("samples", [])
-        for smp in samples:  # which strategy was running when NVML took each sample
-            smp["strategy"] = next((c.name for g in groups.values() for c in g
-                                    if any(a - t0 <= smp["t_s"] <= b - t0 for a, b in c.intervals)), None)
-
-        if cuda:
-            for name, group in groups.items():
-                ok = [c for c in group if c.error is None and c.walls]
-                if ok:
-                    best = max(ok, key=lambda c: c.rate(plan.cycles))
-                    env.timelines[name] = record_timeline(best, env, plan.profile_cycles)
-        for name, group in groups.items():
-            rows[name] = _row_for(name, group, plan, env, samples, t0)
-    finally:
-        for group in groups.values():
-            for c in group:
-                try:
-                    c.close()
-                except Exception:  # freeing a copy must not hide the measurement or the real error
-                    pass
-    base = rows["serial"]["cycles_per_s"]
-    for r in rows.values():
-        if r["cycles_per_s"] and base:
-            r["speedup_vs_serial"] = round(r["cycles_per_s"] / base, 3)
-    return [rows[n] for n in STRATEGIES]
-
-
-def winner(rows: Sequence[dict]) -> Optional[dict]:
-    ok = [r for r in rows if r["status"] == "ok" and r.get("cycles_per_s")]
-    return max(ok, key=lambda r: r["cycles_per_s"]) if ok else None

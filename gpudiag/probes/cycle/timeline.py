@@ -10,7 +10,9 @@ Idle attribution follows HolisticTraceAnalysis's idle-time breakdown (methods.md
 the device-wide timeline (all streams merged) rather than per stream, split three ways:
 - host wait: the GPU had nothing queued because Python had not launched the next op yet;
 - sync wait: the part of that time the host spent blocked in a synchronising call (`.item()`,
-  `cudaStreamSynchronize`, a blocking `cudaMemcpy`): the GPU drained its queue for a round trip;
+  `cudaStreamSynchronize`, a small blocking `cudaMemcpy`): the GPU drained its queue for a round trip;
+- copy wait: the part the host spent blocked in a copy that moved at least COPY_WAIT_MIN_BYTES
+  (a batch to the device, results back): waiting on the transfer, not on a round trip;
 - launch overhead: the next op had been launched (its runtime call had started) and the GPU was
   still idle: launch latency that CUDA graphs remove.
 """
@@ -28,6 +30,10 @@ RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")
 # Runtime calls that block the host until the device has caught up. "cudaMemcpy" also matches
 # cudaMemcpyAsync: to pageable host memory (what `.item()` does) it blocks like the plain call.
 SYNC_CALL_MARKERS = ("Synchronize", "cudaMemcpy", "cuMemcpyDtoH")
+COPY_CALL_MARKERS = ("Memcpy",)
+# A blocking copy this large is a wait on the transfer itself (1 MiB takes ~80 us even at 12 GB/s,
+# tens of times a round trip's latency); `.item()` and other scalar reads move a few bytes.
+COPY_WAIT_MIN_BYTES = 1 << 20
 # Gap histogram bin edges in milliseconds; the last bin is open-ended (hi_ms null).
 GAP_EDGES_MS = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 LONGEST_GAPS = 5
@@ -51,8 +57,9 @@ def gpu_ops(events: Iterable[dict]) -> List[dict]:
     for ev in events:
         if _is_category(ev, GPU_CATEGORIES) and "ts" in ev:
             ts, dur = float(ev["ts"]), float(ev.get("dur", 0.0))
+            nbytes = (ev.get("args") or {}).get("bytes")
             out.append({"start": ts, "end": ts + max(dur, 0.0), "correlation": _correlation(ev),
-                        "name": ev.get("name", "")})
+                        "name": ev.get("name", ""), "bytes": nbytes if isinstance(nbytes, (int, float)) else None})
     return sorted(out, key=lambda o: (o["start"], o["end"]))
 
 
@@ -122,19 +129,28 @@ def _overlap(a0: float, a1: float, intervals: Sequence[Interval]) -> float:
 
 
 def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequence[dict]) -> Dict[str, float]:
-    """Split idle time (µs) into host_wait / sync_wait / launch_overhead / unattributed.
+    """Split idle time (µs) into host_wait / sync_wait / copy_wait / launch_overhead / unattributed.
 
     For a gap [g0, g1] ended by the op starting at g1, find the runtime call that launched that op
     (same correlation id). If that call started before g0, the work was already on its way and
     the whole gap is launch overhead. Otherwise [g0, launch) is host time, of which the part the
-    host spent inside synchronising calls is sync wait, and [launch, g1) is launch overhead.
+    host spent inside synchronising calls is sync wait (copy wait inside a large copy), and
+    [launch, g1) is launch overhead (copy wait when the op is a large copy).
     A gap with no op after it (the window's tail) or whose launch call was not recorded is
     unattributed.
     """
     launch_by_corr = {c["correlation"]: c for c in calls if c["correlation"] is not None}
-    syncs = merge_intervals((c["start"], c["end"]) for c in calls if is_sync_call(c["name"]))
+    op_bytes = {o["correlation"]: o.get("bytes") for o in ops if o.get("correlation") is not None}
+
+    def big_copy(c: dict) -> bool:
+        moved = op_bytes.get(c["correlation"])
+        return any(m in c["name"] for m in COPY_CALL_MARKERS) and moved is not None and moved >= COPY_WAIT_MIN_BYTES
+
+    blocking = [c for c in calls if is_sync_call(c["name"])]
+    copies = merge_intervals((c["start"], c["end"]) for c in blocking if big_copy(c))
+    syncs = merge_intervals((c["start"], c["end"]) for c in blocking if not big_copy(c))
     starts = sorted((o["start"], i) for i, o in enumerate(ops))
-    out = {"host_wait": 0.0, "sync_wait": 0.0, "launch_overhead": 0.0, "unattributed": 0.0}
+    out = {"host_wait": 0.0, "sync_wait": 0.0, "copy_wait": 0.0, "launch_overhead": 0.0, "unattributed": 0.0}
     j = 0
     for g0, g1 in gaps:
         while j < len(starts) and starts[j][0] < g1:
@@ -144,14 +160,19 @@ def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequenc
         if launch is None:
             out["unattributed"] += g1 - g0
             continue
+        # Between the call and the op starting: launch latency, or - for a large copy - the copy itself
+        # getting under way (a pageable buffer staged by the host first).
+        tail = "copy_wait" if big_copy(launch) else "launch_overhead"
         if launch["start"] <= g0:
-            out["launch_overhead"] += g1 - g0
+            out[tail] += g1 - g0
             continue
         host_end = min(launch["start"], g1)
         sync = _overlap(g0, host_end, syncs)
+        copy = max(0.0, min(_overlap(g0, host_end, copies), (host_end - g0) - sync))
         out["sync_wait"] += sync
-        out["host_wait"] += (host_end - g0) - sync
-        out["launch_overhead"] += g1 - host_end
+        out["copy_wait"] += copy
+        out["host_wait"] += (host_end - g0) - sync - copy
+        out[tail] += g1 - host_end
     return out
 
 

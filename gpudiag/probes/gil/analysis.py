@@ -12,6 +12,15 @@ Scaling classification (per workload, at the largest worker count measured in bo
   (`1 + tolerance >= 1 + SCALE_FRACTION * (N - 1)`), the measurement is too noisy to judge
   ("inconclusive"), instead of guessing. This keeps "near 1" and "near the core count" honest on a
   2-core machine where both are close together.
+- with a 95 % interval per speedup (rows of this version), a mode scales only when its interval
+  also excludes "no gain" (`low > 1`), and is flat only when its interval stays below the scaling
+  line (`high < 1 + SCALE_FRACTION * (N - 1)`); in between: inconclusive.
+- a speedup above the ideal N x (beyond IDEAL_TOLERANCE, or with its whole interval above N) is
+  impossible for N workers sharing the same total work: the 1-worker baseline was disturbed, so
+  the verdict is inconclusive and says so;
+- when other programs kept the cores busy (gpudiag.measure.load.machine_busy), the workload's
+  verdict is inconclusive with that reason: the probe never states a verdict its own busy-machine
+  finding contradicts.
 """
 
 from __future__ import annotations
@@ -19,14 +28,19 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE
 from gpudiag.measure import stats
+from gpudiag.measure.load import BUSY_MARGIN_CORES, machine_busy
 from gpudiag.probes.base import finding
 
 SCALE_FRACTION = 0.5
 MIN_TOLERANCE = 0.2
 NOISE_FACTOR = 2.0
 MAX_TOLERANCE = 0.6
-BUSY_CORES = 0.5  # other processes using this many cores' worth of CPU disturb the scaling figures
+BUSY_CORES = BUSY_MARGIN_CORES  # kept for older callers; the rule is gpudiag.measure.load.machine_busy
+# N workers sharing one total amount of work cannot beat N x: above N x (1 + this) the baseline was
+# disturbed (the same rule as the cycle's; gpudiag/diagnose/thresholds.py says why 10 %).
+IDEAL_TOLERANCE = SPEEDUP_CEILING_TOLERANCE
 
 WORKLOADS = ("python", "torch_op", "torch_dispatch", "cuda_launch")
 MODES = ("threads", "processes")
@@ -46,21 +60,26 @@ MIB = 1024 * 1024
 def scaling_rows(measurements: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Raw repeats -> report rows.
 
-    Each measurement: {workload, mode, workers, items (total work units per repeat), wall_s: [per repeat]}.
-    Row: {workload, mode, workers, throughput_per_s (median over repeats), speedup, spread_fraction,
-    repeats, wall_s (median)}. `speedup` is against the same workload *and mode* with 1 worker, so
-    each mode's own fixed costs (IPC for processes) cancel out; None when that baseline is missing.
+    Each measurement: {workload, mode, workers, items (total work units per repeat), wall_s: [per round]}.
+    Row: {workload, mode, workers, throughput_per_s (median over rounds), speedup, speedup_ci95,
+    spread_fraction, repeats, samples, wall_s (median)}. `speedup` is against the same workload *and
+    mode* with 1 worker, so each mode's own fixed costs (IPC for processes) cancel out; None when that
+    baseline is missing. `speedup_ci95` is the paired-bootstrap 95 % interval of that ratio (rounds
+    were interleaved, so round i of both rows saw the same moment); None for the 1-worker rows and
+    with fewer than 3 rounds.
     """
-    rows = []
+    rows, rates = [], {}
     for m in measurements:
         walls = [w for w in m["wall_s"] if w and w > 0]
         tputs = [m["items"] / w for w in walls]
+        key = (m["workload"], m["mode"], int(m["workers"]))
+        rates[key] = tputs
         rows.append({
             "workload": m["workload"], "mode": m["mode"], "workers": int(m["workers"]),
             "throughput_per_s": _round(stats.median(tputs)),
-            "speedup": None,
+            "speedup": None, "speedup_ci95": None,
             "spread_fraction": _round(stats.relative_spread(tputs), 4),
-            "repeats": len(walls),
+            "repeats": len(walls), "samples": len(walls),
             "wall_s": _round(stats.median(walls), 6),
         })
     base = {(r["workload"], r["mode"]): r["throughput_per_s"] for r in rows if r["workers"] == 1}
@@ -68,6 +87,9 @@ def scaling_rows(measurements: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]
         b = base.get((r["workload"], r["mode"]))
         if b and r["throughput_per_s"] is not None:
             r["speedup"] = round(r["throughput_per_s"] / b, 3)
+            if r["workers"] > 1:
+                r["speedup_ci95"] = stats.rounded_interval(stats.bootstrap_ratio_ci(
+                    rates[(r["workload"], r["mode"], r["workers"])], rates[(r["workload"], r["mode"], 1)]))
     rows.sort(key=lambda r: (_order(r["workload"], WORKLOADS), _order(r["mode"], MODES), r["workers"]))
     return rows
 
@@ -106,18 +128,35 @@ def split_work(total: int, n: int) -> List[int]:
 # --------------------------------------------------------------------------------- classification
 def _row(rows: Sequence[dict], workload: str, mode: str, workers: int) -> Optional[dict]:
     for r in rows:
-        if r["workload"] == workload and r["mode"] == mode and r["workers"] == workers:
+        if r.get("workload") == workload and r.get("mode") == mode and r.get("workers") == workers:
             return r
     return None
 
 
+def _interval(row: Optional[dict]) -> Optional[tuple]:
+    ci = (row or {}).get("speedup_ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def above_ideal(speedup: Optional[float], workers: int, ci: Optional[Sequence[float]] = None) -> bool:
+    """True when N workers sharing the same total work measured more than N x (beyond the tolerance)."""
+    if speedup is None or workers < 1:
+        return False
+    return speedup > workers * (1 + IDEAL_TOLERANCE) or (ci is not None and ci[0] > workers)
+
+
 def compare_modes(rows: Sequence[dict], workload: str) -> Dict[str, Any]:
     """Threads vs processes for one workload at the largest worker count measured in both modes."""
-    counts = {m: {r["workers"] for r in rows if r["workload"] == workload and r["mode"] == m
-                  and r["speedup"] is not None} for m in MODES}
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("workers"), int)
+            and isinstance(r.get("speedup"), (int, float)) and not isinstance(r.get("speedup"), bool)]
+    counts = {m: {r["workers"] for r in rows if r.get("workload") == workload and r.get("mode") == m}
+              for m in MODES}
     common = sorted((counts["threads"] & counts["processes"]) - {1})
     out: Dict[str, Any] = {"workload": workload, "workers": None, "threads_speedup": None,
-                           "processes_speedup": None, "tolerance": None, "verdict": NOT_MEASURED, "reason": None}
+                           "processes_speedup": None, "threads_ci95": None, "processes_ci95": None,
+                           "tolerance": None, "verdict": NOT_MEASURED, "reason": None}
     if not counts["threads"] and not counts["processes"]:
         out["reason"] = "not measured"
         return out
@@ -126,32 +165,54 @@ def compare_modes(rows: Sequence[dict], workload: str) -> Dict[str, Any]:
         return out
     n = common[-1]
     t, p = _row(rows, workload, "threads", n), _row(rows, workload, "processes", n)
+    t_ci, p_ci = _interval(t), _interval(p)
     # Noise is judged on the 1-worker baselines: the spread of a contended N-thread row is the GIL
     # hand-off itself (convoys), not measurement noise, and its median is what the verdict reads.
     spreads = [r["spread_fraction"] for r in (_row(rows, workload, "threads", 1), _row(rows, workload, "processes", 1))
-               if r and r["spread_fraction"] is not None]
+               if r and isinstance(r.get("spread_fraction"), (int, float))]
     tol = max(MIN_TOLERANCE, NOISE_FACTOR * max(spreads, default=0.0))
-    out.update(workers=n, threads_speedup=t["speedup"], processes_speedup=p["speedup"], tolerance=round(tol, 3))
-    out["verdict"] = classify(t["speedup"], p["speedup"], n, tol)
+    out.update(workers=n, threads_speedup=t["speedup"], processes_speedup=p["speedup"], tolerance=round(tol, 3),
+               threads_ci95=list(t_ci) if t_ci else None, processes_ci95=list(p_ci) if p_ci else None)
+    over = [(m, r["speedup"]) for m, r, ci in (("threads", t, t_ci), ("processes", p, p_ci))
+            if above_ideal(r["speedup"], n, ci)]
+    if over:
+        m, sp = over[0]
+        out["verdict"] = INCONCLUSIVE
+        out["reason"] = (f"{m} measured {sp:.2f}x with {n} workers, above the ideal {n}x that {n} workers sharing "
+                         "the same work can reach: the 1-worker baseline was slowed by something else")
+        return out
+    out["verdict"] = classify(t["speedup"], p["speedup"], n, tol, t_ci, p_ci)
     if out["verdict"] == INCONCLUSIVE:
-        out["reason"] = f"timings too noisy to judge (spread {max(spreads):.0%} between repeats)"
+        if tol > MAX_TOLERANCE or 1 + tol >= 1 + SCALE_FRACTION * (n - 1):
+            out["reason"] = f"timings too noisy to judge (spread {max(spreads):.0%} between repeats)"
+        else:
+            out["reason"] = "the speedups lie between 'flat' and 'scales', or their intervals reach both"
     return out
 
 
-def classify(threads_speedup: float, processes_speedup: float, workers: int, tolerance: float) -> str:
-    """Which modes scale at `workers` workers, given both speedups and the noise tolerance."""
+def classify(threads_speedup: float, processes_speedup: float, workers: int, tolerance: float,
+             threads_ci: Optional[Sequence[float]] = None, processes_ci: Optional[Sequence[float]] = None) -> str:
+    """Which modes scale at `workers` workers, given both speedups (and intervals) and the noise tolerance."""
     need = 1 + SCALE_FRACTION * (workers - 1)
     if tolerance > MAX_TOLERANCE or 1 + tolerance >= need:  # "flat" and "scales" would overlap
         return INCONCLUSIVE
-    t_scales, p_scales = threads_speedup >= need, processes_speedup >= need
-    t_flat, p_flat = threads_speedup <= 1 + tolerance, processes_speedup <= 1 + tolerance
-    if t_scales and p_scales:
+
+    def state(s: float, ci: Optional[Sequence[float]]) -> str:
+        lo, hi = (ci[0], ci[1]) if ci else (s, s)
+        if s >= need and lo > 1:  # at the scaling line, and the gain is real (the interval excludes 1x)
+            return "scales"
+        if s <= 1 + tolerance and hi < need:
+            return "flat"
+        return "between"
+
+    t, p = state(threads_speedup, threads_ci), state(processes_speedup, processes_ci)
+    if t == "scales" and p == "scales":
         return BOTH_SCALE
-    if p_scales and t_flat:
+    if p == "scales" and t == "flat":
         return ONLY_PROCESSES
-    if t_scales and p_flat:
+    if t == "scales" and p == "flat":
         return ONLY_THREADS
-    if t_flat and p_flat:
+    if t == "flat" and p == "flat":
         return NEITHER
     return INCONCLUSIVE  # partial scaling in between: say nothing rather than guess
 
@@ -213,10 +274,13 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
         if w in verdict:
             verdict[w]["reason"] = why
     load = data.get("other_busy_cores") or {}
-    busy = {w: c for w, c in load.items() if c is not None and c >= BUSY_CORES}
+    cores = usable_cores or (data.get("cpu") or {}).get("usable_cores")
+    busy = {w: c for w, c in load.items()
+            if c is not None and machine_busy(c, cores, verdict.get(w, {}).get("workers") or _top(rows, w))}
     for w, v in verdict.items():
         v["other_busy_cores"] = load.get(w)
-        if w in busy and v["verdict"] in (INCONCLUSIVE, NEITHER):
+        if w in busy and v["verdict"] != NOT_MEASURED:
+            v["verdict"] = INCONCLUSIVE
             v["reason"] = ((v["reason"] + "; ") if v["reason"] else "") + \
                 f"other processes kept {busy[w]:.1f} cores busy during the measurement"
     findings: List[dict] = []
@@ -270,7 +334,9 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
             f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
             f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
-            {"other_busy_cores": load, "threshold_cores": BUSY_CORES},
+            {"other_busy_cores": load, "usable_cores": cores,
+             "rule": f"busy when other programs leave fewer than N - {BUSY_MARGIN_CORES:g} of the usable cores "
+                     "free for the N workers measured"},
             "Close other CPU-heavy work and run `gpudiag report --only gil` again."))
 
     findings.extend(_memory_findings(mem, verdict, usable_cores))
@@ -288,8 +354,14 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
     return {"verdict": verdict, "findings": findings}
 
 
+def _top(rows: Sequence[dict], workload: str) -> Optional[int]:
+    counts = [r["workers"] for r in rows if r.get("workload") == workload and isinstance(r.get("workers"), int)]
+    return max(counts) if counts else None
+
+
 def _evidence(v: dict) -> dict:
-    return {k: v[k] for k in ("workload", "workers", "threads_speedup", "processes_speedup", "tolerance", "verdict")}
+    return {k: v.get(k) for k in ("workload", "workers", "threads_speedup", "processes_speedup", "threads_ci95",
+                                  "processes_ci95", "tolerance", "verdict")}
 
 
 def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores: Optional[int]) -> List[dict]:

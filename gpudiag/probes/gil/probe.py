@@ -2,13 +2,16 @@
 
 Runs in its own spawned child (the runner's isolation). Inside it:
 1. Python build facts (free-threaded build, GIL enabled after importing torch, switch interval).
-2. One spawned measurement worker starts (while this process imports torch, as a user's main
-   process would): it records its start-up time and its memory before/after `import torch` (and
+2. Spawned measurement workers start while this process imports torch, as a user's main process
+   would (all of them at once when even 2 GiB each would fit and no CUDA context is made, else one
+   first): worker 0 records its start-up time and its memory before/after `import torch` (and
    after CUDA init + a first op when CUDA is available). From that and the memory budget the probe
    computes how many process workers fit, and never spawns more than that.
 3. Per workload, a per-task size is calibrated once so that one task takes `task_s`; then the same
    total work (top-N tasks) is split over N threads and over N processes of one long-lived pool
-   (gpudiag.measure.workers), warm-up first, repeats interleaved over N, median and spread.
+   (gpudiag.measure.workers), warm-up first, then interleaved rounds over every (mode, N) until the
+   speedups' intervals are settled or the budget is spent (gpudiag.measure.rounds); median, spread,
+   a 95 % interval per speedup, and the CPU other programs used meanwhile.
 4. gpudiag.probes.gil.analysis turns the rows into a verdict and findings (pure, tested on recordings).
 """
 
@@ -25,15 +28,23 @@ from typing import Any, Callable, Dict, List, Optional
 
 from gpudiag.probes.gil import analysis as ga
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
+from gpudiag.measure import stats
+from gpudiag.measure.load import CpuMeter, usable_cores as _usable_cores
+from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.measure.workers import run_threads
 
-# task_s: one worker's share of one task; repeats per point; cap: most workers measured.
+# task_s: one worker's share of one task; rounds: interleaved rounds per workload (at least, at
+# most, seconds of budget; gpudiag.measure.rounds); cap: most workers measured.
 SIZES = {
-    "tiny": {"task_s": 0.004, "repeats": 2, "cap": 2, "matmul": 64},  # tests only
-    "quick": {"task_s": 0.025, "repeats": 5, "cap": 4, "matmul": 256},
-    "full": {"task_s": 0.1, "repeats": 7, "cap": 8, "matmul": 256},
+    "tiny": {"task_s": 0.004, "rounds": RoundsPlan(2, 2, 1.0), "cap": 2, "matmul": 64},  # tests only
+    "quick": {"task_s": 0.02, "rounds": RoundsPlan(3, 8, 0.6), "cap": 4, "matmul": 256},
+    "full": {"task_s": 0.1, "rounds": RoundsPlan(7, 20, 8.0), "cap": 8, "matmul": 256},
 }
+# Rounds stop early once every speedup's 95 % interval is this narrow (hi/lo; 1.15 = about +-7 %)
+# or lies inside one of the classification bands (flat / scales), where more rounds change nothing.
+SETTLED_WIDTH_RATIO = 1.15
 MIN_HOST_BUDGET_BYTES = 512 * 1024 * 1024  # below this the probe does not spawn even one worker
+CONSERVATIVE_HOST_BYTES_PER_WORKER = 2 * 2**30  # before one worker is measured: torch + CUDA, generously
 _SPEND_FRACTION = 0.7  # of the probe timeout: past it, remaining workloads are skipped, not killed
 
 WORKLOAD_INFO = {
@@ -301,13 +312,6 @@ def python_facts() -> Dict[str, Any]:
     }
 
 
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))  # Linux: affinity and cpusets count, not all CPUs
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def run(ctx: ProbeContext) -> ProbeOutput:
     import psutil
 
@@ -339,6 +343,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     mem: Dict[str, Any] = {"budget_host_bytes": budget["bytes"], "budget_host_source": budget["source"]}
     startup: Dict[str, Any] = {"spawn_s": None, "import_torch_s": None, "total_s": None}
     use_cuda = False
+    together = 0
     try:
         # Start the measurement worker first so it overlaps this process's own torch import.
         if budget["bytes"] is not None and budget["bytes"] < MIN_HOST_BUDGET_BYTES:
@@ -349,7 +354,12 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             # Decided without importing torch here; confirmed below once torch is imported.
             use_cuda = torch_ok and cuda_cap.available
             pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil")
-            pool.start(1)
+            # All workers at once when even a conservative per-worker cost fits (and no CUDA context
+            # is created: its device memory is only known once one worker has made one); else one
+            # first, measured, and the rest only as far as they fit.
+            together = top if (not use_cuda and budget["bytes"] is not None
+                               and budget["bytes"] >= top * CONSERVATIVE_HOST_BYTES_PER_WORKER) else 1
+            pool.start(together)
         if torch_ok:
             import torch
 
@@ -366,7 +376,9 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                        "import_torch_s": round(w0["import_torch_s"], 3) if "import_torch_s" in w0 else None,
                        "cuda_init_s": round(w0["cuda_init_s"], 3) if "cuda_init_s" in w0 else None,
                        "total_s": round(s0["ready_s"], 3),
-                       "note": "one worker, started while the probe process imported torch"}
+                       "workers_started_together": pool.size,
+                       "note": (f"worker 0 of {pool.size} started together" if pool.size > 1 else "one worker")
+                               + ", while the probe process imported torch"}
             if w0.get("cuda_error"):
                 use_cuda = False
                 absent.setdefault("cuda_launch", f"CUDA initialisation failed in a worker: {w0['cuda_error']}")
@@ -408,12 +420,14 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                 proc_points.append(n)
             if proc_points:
                 pool.grow(proc_points[-1], timeout_s=max(5.0, spend_by - time.monotonic()))
-                if proc_points[-1] > 1:
-                    startup["parallel_start"] = {"workers": proc_points[-1] - 1,
-                                                 "total_s": round(max(s["ready_s"] for s in pool.startup[1:]), 3)}
+                if proc_points[-1] > max(together, 1):
+                    startup["parallel_start"] = {"workers": proc_points[-1] - together,
+                                                 "total_s": round(max(s["ready_s"] for s in pool.startup[together:]), 3)}
 
         measurements = []
         other_load: Dict[str, Optional[float]] = {}
+        rounds_info: Dict[str, Any] = {}
+        meter = CpuMeter(lambda: pool.pids if pool is not None else ())
         for w in workloads:
             if time.monotonic() > spend_by:
                 absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
@@ -425,11 +439,12 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
             if proc_points:
                 _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
-            load0 = _cpu_seconds(pool)
-            for _ in range(size["repeats"]):  # interleave counts so drift hits all alike
-                for mode, n in plan:
-                    walls[(mode, n)].append(_measure_once(pool, fn, w, mode, n, total, size["matmul"]))
-            other_load[w] = _other_busy_cores(load0, _cpu_seconds(pool))
+            load0 = meter.read()
+            rounds_info[w] = run_rounds(
+                plan, lambda key, walls=walls, fn=fn, w=w, total=total: walls[key].append(
+                    _measure_once(pool, fn, w, key[0], key[1], total, size["matmul"])),
+                size["rounds"], settled=lambda walls=walls: _settled(walls), deadline=spend_by)
+            other_load[w] = _round2(meter.other_cores(load0, meter.read()))
             for (mode, n), ws in walls.items():
                 measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
         if pool is not None and proc_points:
@@ -461,6 +476,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "memory": mem,
         # Cores' worth of CPU that *other* processes used while each workload was measured.
         "other_busy_cores": other_load,
+        "rounds": rounds_info,  # per workload: {rounds, stopped_because, elapsed_s}
         "speedup_baseline": "same workload and mode with 1 worker",
     }
     result = ga.analyse(data, usable_cores=usable)
@@ -468,28 +484,25 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     return ProbeOutput(data, result["findings"])
 
 
-def _cpu_seconds(pool) -> Optional[tuple]:
-    """(machine busy CPU s, this probe's own CPU s incl. its workers, monotonic s); None if unreadable."""
-    import psutil
-
-    try:
-        t = psutil.cpu_times()
-        busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal",
-                                                "interrupt", "dpc"))
-        own = 0.0
-        for proc in [psutil.Process()] + [psutil.Process(pid) for pid in (pool.pids if pool is not None else [])]:
-            c = proc.cpu_times()
-            own += c.user + c.system
-        return busy, own, time.monotonic()
-    except (psutil.Error, OSError):
-        return None
+def _round2(x: Optional[float]) -> Optional[float]:
+    return None if x is None else round(x, 2)
 
 
-def _other_busy_cores(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
-    if before is None or after is None or after[2] <= before[2]:
-        return None
-    other = (after[0] - before[0]) - (after[1] - before[1])
-    return round(max(0.0, other) / (after[2] - before[2]), 2)
+def _settled(walls: Dict[tuple, List[float]]) -> bool:
+    """True when every N-worker speedup's interval is narrow or inside one classification band."""
+    for (mode, n), ws in walls.items():
+        base = walls.get((mode, 1))
+        if n == 1 or not base:
+            continue
+        ci = stats.bootstrap_ratio_ci([1.0 / x for x in ws if x > 0], [1.0 / x for x in base if x > 0],
+                                      resamples=400)
+        if ci is None:
+            return False
+        need = 1 + ga.SCALE_FRACTION * (n - 1)
+        narrow = ci[1] / ci[0] <= SETTLED_WIDTH_RATIO
+        if not (narrow or ci[1] < 1 + ga.MIN_TOLERANCE or ci[0] >= need):
+            return False
+    return True
 
 
 def _measure_once(pool, fn, workload: str, mode: str, n: int, total: int, matmul: int) -> float:

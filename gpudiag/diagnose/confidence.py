@@ -1,0 +1,201 @@
+"""How sure the recommendation can be: the cycle figures' quality, and clear / tie / too_noisy / none.
+
+Pure functions over the report's cycle data (docs/recommendation.md, "How sure is it"):
+
+- The figures are **too noisy** to present when other programs kept the cores the strategies need
+  busy (gpudiag.measure.load.machine_busy), when the plain loop's own rate was unsteady (the middle
+  half of its rounds more than BASELINE_IQR_MAX apart; BASELINE_SPREAD_MAX of p10-p90 where a report
+  has no rounds), when any threads/processes speedup is above what its worker
+  count allows (the baseline was slowed: every speedup over it is suspect), or when the intervals
+  of the strategies that cannot be told apart are wider than WIDE_INTERVAL_RATIO.
+- Otherwise the fastest strategy is compared with every simpler one: it is **clear** when it is
+  faster than each of them at 95 % confidence and by at least the noise margin (clearly_above);
+  when not, the simpler ones it cannot be told apart from join a **tie**, the simplest of them is
+  recommended, and `tied_with` names the others.
+- **none**: nothing was measured.
+
+The cycle probe's own findings use `cycle_quality` too, so a finding never says what the
+recommendation declines to say.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from gpudiag.diagnose.access import as_bool, as_dict, as_int, as_list, as_str, get, num
+from gpudiag.diagnose.thresholds import (
+    BASELINE_IQR_MAX,
+    BASELINE_SPREAD_MAX,
+    NOISE_MARGIN_FRACTION,
+    SIMPLICITY,
+    SPEEDUP_CEILING_TOLERANCE,
+    WIDE_INTERVAL_RATIO,
+)
+from gpudiag.measure import stats
+from gpudiag.measure.load import machine_busy
+
+CLEAR, TIE, TOO_NOISY, NONE = "clear", "tie", "too_noisy", "none"
+CONFIDENCES = (CLEAR, TIE, TOO_NOISY, NONE)
+PARALLEL = ("threads", "processes")
+
+
+def speedup_ceiling(name: str, workers: Optional[int]) -> Optional[float]:
+    """The most a strategy's speedup over serial can be: N workers sharing the same cycles reach at
+    most N x (each is at best as fast as the plain loop alone); None where no such bound holds."""
+    if name in PARALLEL and workers and workers >= 1:
+        return float(workers)
+    return None
+
+
+def above_ceiling(name: str, workers: Optional[int], speedup: Optional[float],
+                  ci: Optional[Sequence[float]] = None) -> bool:
+    """True when a speedup exceeds its ceiling beyond SPEEDUP_CEILING_TOLERANCE (or its whole interval does)."""
+    cap = speedup_ceiling(name, workers)
+    if cap is None or speedup is None:
+        return False
+    return speedup > cap * (1 + SPEEDUP_CEILING_TOLERANCE) or (ci is not None and ci[0] > cap)
+
+
+def cycle_quality(cycle: dict, rows: List[dict]) -> Dict[str, Any]:
+    """Is the tournament fit to present? {busy, other_busy_cores, usable_cores, widest_workers,
+    visible, not_visible_cores, baseline_spread, noisy_baseline, above_ceiling: [rows], reasons: [str]}.
+
+    `cycle` is the probe's data; `rows` are gpudiag.diagnose.access.strategy_rows. Reads the
+    tournament's `load` block when present, else the rows' own other_busy_cores.
+    """
+    load = as_dict(cycle.get("load"))
+    ok = [r for r in rows if r["status"] == "ok" and r["cycles_per_s"]]
+    widest = as_int(load.get("widest_workers")) or max([r["workers"] or 1 for r in ok if r["name"] in PARALLEL],
+                                                       default=1)
+    other = num(load.get("other_busy_cores"))
+    if other is None:
+        per_row = [r["other_busy_cores"] for r in ok if r.get("other_busy_cores") is not None]
+        other = max(per_row) if per_row else None
+    cores = (as_int(load.get("usable_cores")) or as_int(get(cycle, "workload", "logical_cores")))
+    busy = as_bool(load.get("busy"))
+    if busy is None:
+        busy = machine_busy(other, cores, widest)
+    visible = [v for v in as_list(load.get("busiest_visible"))
+               if isinstance(v, dict) and as_str(v.get("name")) and num(v.get("cores")) is not None]
+    serial = next((r for r in ok if r["name"] == "serial"), None)
+    spread, limit, spread_kind = baseline_spread(serial)
+    over = [r for r in ok if above_ceiling(r["name"], r["workers"], r["speedup_vs_serial"], r.get("speedup_ci95"))]
+    reasons = []
+    if busy:
+        reasons.append(busy_text(other, cores, visible, num(load.get("not_visible_cores"))))
+    if spread is not None and spread > limit:
+        reasons.append(f"the plain loop's own rate varied by {100 * spread:.0f} % between rounds "
+                       f"({spread_kind}; more than {100 * limit:.0f} %)")
+    if over:
+        parts = [f"{r['name']} ({r['workers']} workers) {r['speedup_vs_serial']:.2f}x" for r in over]
+        reasons.append("the plain loop was outrun by more than the worker counts allow - " + " and ".join(parts)
+                       + " - so its own runs were slowed by something else")
+    return {"busy": bool(busy), "other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,
+            "visible": visible, "not_visible_cores": num(load.get("not_visible_cores")),
+            "baseline_spread": spread, "baseline_spread_kind": spread_kind,
+            "noisy_baseline": spread is not None and spread > limit,
+            "above_ceiling": over, "reasons": reasons}
+
+
+def baseline_spread(serial: Optional[dict]) -> Tuple[Optional[float], float, str]:
+    """(spread, its limit, what it is) of the plain loop: interquartile from its rounds when the report
+    has 4 or more, else its recorded spread_fraction (p90 - p10)."""
+    if not serial:
+        return None, BASELINE_SPREAD_MAX, ""
+    rates = serial.get("rates")
+    if rates and len(rates) >= 4:
+        med = stats.median(rates)
+        if med:
+            iqr = (stats.percentile(rates, 75) - stats.percentile(rates, 25)) / med
+            return round(iqr, 4), BASELINE_IQR_MAX, "middle half of its rounds"
+    return serial.get("spread_fraction"), BASELINE_SPREAD_MAX, "p10 to p90"
+
+
+def busy_text(other: Optional[float], cores: Optional[int], visible: Sequence[dict] = (),
+              not_visible: Optional[float] = None) -> str:
+    """'other programs kept 1.1 of 2 cores busy (chrome 0.4; 0.7 not visible from here: ...)'."""
+    of = f" of {cores}" if cores else ""
+    text = f"other programs kept {other:.1f}{of} cores busy during the measurement" if other is not None \
+        else "other programs kept the cores busy during the measurement"
+    parts = [f"{v['name']} {num(v['cores']):.1f}" for v in visible]
+    if not_visible is not None and not_visible >= 0.1:
+        parts.append(f"{not_visible:.1f} not attributed to a process seen here: short-lived programs, or another "
+                     "container, VM or user")
+    return text + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def bounds(row: dict) -> Tuple[float, float]:
+    """(low, high) of a row's speedup over serial: its interval, else its point (serial: exactly 1)."""
+    if row["name"] == "serial":
+        return 1.0, 1.0
+    ci = row.get("speedup_ci95")
+    if ci:
+        return ci[0], ci[1]
+    s = row.get("speedup")
+    return s, s
+
+
+def pair_interval(a: dict, b: dict) -> Optional[Tuple[float, float]]:
+    """95 % interval of a's rate over b's from their own rounds (paired), when the report has them."""
+    ra, rb = a.get("rates"), b.get("rates")
+    if not ra or not rb or len(ra) != len(rb):
+        return None
+    return _pair_ci(tuple(ra), tuple(rb))
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_ci(ra: tuple, rb: tuple) -> Optional[Tuple[float, float]]:
+    # Deterministic (fixed seed), so a cache is exact: the same rounds are judged once per process.
+    return stats.bootstrap_ratio_ci(ra, rb)
+
+
+def clearly_above(a: dict, b: dict, margin: float = NOISE_MARGIN_FRACTION) -> bool:
+    """a is faster than b at 95 % confidence, and by at least the noise margin.
+
+    Faster at 95 % confidence: with both rows' rounds in the report, the paired interval of a/b lies
+    above 1 (the rounds ran interleaved, so load that hit a round cancels); otherwise a's speedup
+    interval lies wholly above b's. By the margin: the medians are at least `margin` apart (a gain
+    smaller than that is not worth a more complex strategy, however sure it is).
+    """
+    sa, sb = a.get("speedup"), b.get("speedup")
+    if sa is None or sb is None or sb <= 0 or sa / sb < 1 + margin:
+        return False
+    pair = pair_interval(a, b)
+    if pair is not None:
+        return pair[0] > 1.0
+    return bounds(a)[0] > bounds(b)[1]
+
+
+def simplicity(row: dict) -> Tuple[int, int, float]:
+    """Sort key, simplest first: the strategy's rank in SIMPLICITY, then fewer workers, then faster."""
+    rank = SIMPLICITY.index(row["name"]) if row["name"] in SIMPLICITY else len(SIMPLICITY)
+    return rank, row.get("workers") or 1, -(row.get("speedup") or 0.0)
+
+
+def choose(candidates: List[dict]) -> Tuple[Optional[dict], Optional[dict], List[dict], str]:
+    """(chosen, fastest, tied, confidence) among candidates [{name, workers, speedup, speedup_ci95, rates?}].
+
+    The fastest by median; the simpler candidates it is not clearly faster than (clearly_above) tie
+    with it, and the simplest of the tie is the choice. Ties are judged against the fastest only:
+    "cannot be told apart" is not transitive, and a chain of small steps must not pull the choice
+    down to a strategy the fastest clearly beats.
+    """
+    if not candidates:
+        return None, None, [], NONE
+    fastest = max(candidates, key=lambda r: r["speedup"])
+    tied = [fastest] + [r for r in candidates if r is not fastest and simplicity(r) < simplicity(fastest)
+                        and not clearly_above(fastest, r)]
+    chosen = min(tied, key=simplicity)
+    others = [r for r in tied if r is not chosen]
+    return chosen, fastest, others, (TIE if others else CLEAR)
+
+
+def too_wide(rows: Sequence[dict]) -> List[dict]:
+    """Rows (other than serial) whose speedup interval is wider than WIDE_INTERVAL_RATIO (hi/lo)."""
+    out = []
+    for r in rows:
+        ci = r.get("speedup_ci95")
+        if r["name"] != "serial" and ci and ci[0] > 0 and ci[1] / ci[0] > WIDE_INTERVAL_RATIO:
+            out.append(r)
+    return out

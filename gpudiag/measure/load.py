@@ -1,0 +1,140 @@
+"""How busy the machine was with *other* work while gpudiag measured: cores' worth of CPU used by others.
+
+A timed comparison of parallel strategies is only fair when the cores it runs on are free. The
+machine's busy CPU time (all processes, from the OS) minus the CPU time of gpudiag's own process
+and its worker processes, divided by the wall time, is the number of cores other programs kept
+busy meanwhile (steal time of a virtual machine counts: the hypervisor gave the core to someone
+else). Other programs may be invisible to us (another container or VM on the same cores): the
+figure still counts them, and `busiest_others` says which ones are visible.
+
+    meter = CpuMeter(lambda: pool.pids)
+    t0 = meter.read()
+    ... measure ...
+    other_cores = meter.other_cores(t0, meter.read())
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal", "interrupt", "dpc")
+
+Reading = Tuple[float, float, float, float]  # (machine busy CPU s, own CPU s, steal s, monotonic s)
+
+# Half a core: below it, other programs' CPU use is background noise (a shell, a monitor) that the
+# interleaved rounds absorb; from it on, N workers on a machine with N free cores lose a whole
+# share of a core in some rounds.
+BUSY_MARGIN_CORES = 0.5
+
+
+def machine_busy(other_cores: Optional[float], usable_cores: Optional[int], workers: Optional[int]) -> bool:
+    """True when other programs left fewer than `workers - 0.5` of the usable cores free.
+
+    A comparison of N parallel workers against one is only fair when N cores are free: on 2 cores
+    with 2 workers, half a core of other load is enough; on 16 cores with 4 workers, 12.5 are.
+    Unknown core count: half a core of other load counts as busy.
+    """
+    if other_cores is None:
+        return False
+    n = max(1, int(workers or 1))
+    if not usable_cores:
+        return other_cores >= BUSY_MARGIN_CORES
+    return other_cores >= max(BUSY_MARGIN_CORES, usable_cores - n + BUSY_MARGIN_CORES)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: affinity/cpuset where the OS gives it, else all logical CPUs."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class CpuMeter:
+    """Reads machine-wide and own CPU time; `own_pids()` names gpudiag's worker processes of the moment."""
+
+    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: ()):
+        import psutil
+
+        self._psutil = psutil
+        self._own_pids = own_pids
+        self._procs: Dict[int, object] = {}
+        self._self = psutil.Process()
+
+    def _proc(self, pid: int):
+        p = self._procs.get(pid)
+        if p is None:
+            p = self._procs[pid] = self._psutil.Process(pid)
+        return p
+
+    def read(self) -> Optional[Reading]:
+        """A reading, or None when the OS does not give the figures (then no load is reported)."""
+        psutil = self._psutil
+        try:
+            t = psutil.cpu_times()
+            busy = sum(getattr(t, f, 0.0) for f in _BUSY_FIELDS)
+            steal = float(getattr(t, "steal", 0.0))
+            c = self._self.cpu_times()
+            own = c.user + c.system
+            for pid in list(self._own_pids()):
+                try:
+                    c = self._proc(pid).cpu_times()
+                except psutil.NoSuchProcess:  # a worker that ended: its last CPU time is lost, a tick or two
+                    continue
+                own += c.user + c.system
+            return busy, own, steal, time.monotonic()
+        except (psutil.Error, OSError):
+            return None
+
+    @staticmethod
+    def other_cores(before: Optional[Reading], after: Optional[Reading]) -> Optional[float]:
+        """Cores' worth of CPU that other programs used between two readings (>= 0); None if unknown."""
+        if before is None or after is None or after[3] <= before[3]:
+            return None
+        other = (after[0] - before[0]) - (after[1] - before[1])
+        return max(0.0, other) / (after[3] - before[3])
+
+    @staticmethod
+    def steal_cores(before: Optional[Reading], after: Optional[Reading]) -> Optional[float]:
+        """Cores' worth of time the hypervisor gave to other virtual machines (Linux steal time)."""
+        if before is None or after is None or after[3] <= before[3]:
+            return None
+        return max(0.0, after[2] - before[2]) / (after[3] - before[3])
+
+
+def process_cpu_snapshot() -> Dict[int, Tuple[str, float]]:
+    """{pid: (name, CPU seconds)} of every process this user may see; {} when unreadable."""
+    import psutil
+
+    out: Dict[int, Tuple[str, float]] = {}
+    try:
+        for p in psutil.process_iter(["name", "cpu_times"]):
+            ct = p.info.get("cpu_times")
+            if ct is not None:
+                out[p.pid] = (str(p.info.get("name") or "?"), ct.user + ct.system)
+    except (psutil.Error, OSError):
+        return out
+    return out
+
+
+def busiest_others(before: Dict[int, Tuple[str, float]], after: Dict[int, Tuple[str, float]], wall_s: float,
+                   own: Iterable[int] = (), top: int = 3, min_cores: float = 0.1) -> List[dict]:
+    """The visible processes (not gpudiag's own) that used the most CPU between two snapshots.
+
+    [{name, cores}] with cores = CPU seconds / wall seconds, at most `top`, each >= min_cores.
+    Names only (never command lines): they pass the report's redactor like every other string.
+    """
+    if wall_s <= 0:
+        return []
+    mine = set(own)
+    by_name: Dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        if pid in mine:
+            continue
+        start = before[pid][1] if pid in before else 0.0  # started meanwhile: all its CPU time is in the window
+        by_name[name] = by_name.get(name, 0.0) + max(0.0, cpu - start)
+    rows = [{"name": n, "cores": round(c / wall_s, 2)} for n, c in by_name.items() if c / wall_s >= min_cores]
+    rows.sort(key=lambda r: -r["cores"])
+    return rows[:top]

@@ -1,0 +1,326 @@
+"""The timed part of the cycle tournament: interleaved rounds, intervals, background load, report rows.
+
+Every prepared contestant (gpudiag/probes/cycle/strategies.py) is timed once per round, the order
+rotating from round to round (gpudiag.measure.rounds), so a burst of load from elsewhere on the
+machine hits every strategy alike instead of whichever ran at that moment. Rounds stop when the
+intervals settle the comparison, or the mode's budget is spent. A row reports the median rate,
+its spread, the number of timed runs (`samples`), the 95 % interval of its speedup over serial
+(paired bootstrap over the rounds, gpudiag.measure.stats) and the cores other programs kept busy
+while it ran. A strategy that breaks, or whose work does not finish within its deadline inside
+worker processes or threads, becomes a `failed` row naming it; the others are still measured.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
+from gpudiag.measure import stats
+from gpudiag.measure.load import CpuMeter, busiest_others, machine_busy, process_cpu_snapshot, usable_cores
+from gpudiag.measure.rounds import RoundsPlan, run_rounds
+from gpudiag.probes.cycle import profiling, timeline
+from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle.strategies import Contestant, Env, Plan, StrategyTimeout
+from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
+
+# Rounds stop early once the recommendation's decisions are settled: the fastest contestant is either
+# clearly faster than a simpler one (its paired interval above 1, the medians 5 % or more apart:
+# gpudiag.diagnose.confidence.clearly_above), or cannot become so (the interval's top below 1.05);
+# more rounds would not change the choice then.
+STOP_RESAMPLES = stats.BOOTSTRAP_RESAMPLES  # the same bootstrap as the recommendation's: the same decision
+# One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
+# "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
+RUN_TICK_NOISE_CORES = 0.4
+# Rounds taken back for a burst of load elsewhere, at most: past that the load is not a burst, the
+# rounds are kept, and the tournament is judged busy on them (its figures then describe that machine).
+MAX_REJECTED_ROUNDS = 2
+
+
+def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
+    """Profile one more, untimed run of a contestant (profiling slows it down)."""
+    if c.name == "processes":
+        return timeline.empty_timeline(None, "each process has its own CUDA context; one profiler cannot "
+                                             "see the others' kernels (see nvml_gpu_percent_median)")
+    try:
+        if env.profiler_cuda and c.plain is not None:
+            return profiling.profile_timeline(lambda: c.plain(cycles), c.sync, cycles)
+        if c.events_workload is not None:
+            return profiling.events_timeline(c.events_workload, cycles)
+        return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
+    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
+        return timeline.empty_timeline(None, f"profiling failed: {cs._where(exc)}")
+
+
+def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
+    inside = [s["gpu_percent"] for s in samples
+              if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
+    return stats.median(inside) if inside else None
+
+
+def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: int = stats.BOOTSTRAP_RESAMPLES):
+    """95 % interval of a contestant's rate over serial's (paired by round when both ran every round)."""
+    return stats.bootstrap_ratio_ci(c.rates(cycles), serial.rates(cycles), resamples=resamples)
+
+
+def _rank(c: Contestant) -> tuple:
+    return (SIMPLICITY.index(c.name) if c.name in SIMPLICITY else len(SIMPLICITY)), c.workers
+
+
+def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) -> bool:
+    """True when more rounds would not change the recommendation: see STOP_RESAMPLES's comment."""
+    live = [c for c in contestants if c.error is None and c.walls]
+    if serial not in live:
+        return False
+    leader = max(live, key=lambda c: c.rate(cycles))
+    for c in live:
+        if c is leader or _rank(c) >= _rank(leader):
+            continue
+        ra, rb = leader.rates(cycles), c.rates(cycles)
+        ci = stats.bootstrap_ratio_ci(ra, rb, resamples=STOP_RESAMPLES) if len(ra) == len(rb) else None
+        ratio = stats.ratio_of_medians(ra, rb)
+        if ci is None or ratio is None:
+            return False
+        clear = ratio >= 1 + NOISE_MARGIN_FRACTION and ci[0] > 1.0
+        if not clear and ci[1] >= 1 + NOISE_MARGIN_FRACTION:  # could still turn out clear
+            return False
+    return True
+
+
+def _load_fields(c: Contestant) -> dict:
+    if c.load_wall_s <= 0:
+        return {"other_busy_cores": None}
+    return {"other_busy_cores": round(c.other_cpu_s / c.load_wall_s, 2)}
+
+
+def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, t0: float,
+             serial: Optional[Contestant]) -> dict:
+    ok = [c for c in group if c.error is None and c.walls]
+    if not ok:
+        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
+    best = max(ok, key=lambda c: c.rate(plan.cycles))
+    row = cs.measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
+                          host_rss_bytes=best.host_rss_bytes,
+                          peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
+
+    def ci(c: Contestant):
+        if serial is None or c is serial:
+            return None
+        return stats.rounded_interval(speedup_interval(c, serial, plan.cycles))
+
+    row.update(samples=len(best.walls), speedup_ci95=ci(best), **_load_fields(best))
+    if name in ("threads", "processes"):
+        row["sweep"] = [{"workers": c.workers, "cycles_per_s": round(c.rate(plan.cycles), 3) if c.walls else None,
+                         "samples": len(c.walls), "speedup_ci95": ci(c) if c.walls else None,
+                         "wall_s": [round(w, 5) for w in c.walls],
+                         "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
+                         "reason": c.error or ""} for c in group]
+    if env.device != "cuda":
+        row.update(gpu_busy_fraction=None, gpu_busy_reason=cs.CPU_REASON, nvml_gpu_percent_median=None)
+    else:
+        tl = env.timelines.get(name) or {}
+        row["gpu_busy_fraction"] = tl.get("busy_fraction")
+        row["gpu_busy_reason"] = None if tl.get("busy_fraction") is not None else (tl.get("reason") or "not profiled")
+        row["nvml_gpu_percent_median"] = _nvml_median(best, samples, t0)
+    return row
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, StrategyTimeout) else cs._where(exc)
+
+
+def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict[str, List[Contestant]]) -> None:
+    """Prepare every strategy that can run here into groups; the others become skipped/failed rows."""
+    custom = isinstance(spec, CustomSpec)
+    cuda = env.device == "cuda"
+    for name in cs.PREPARE_ORDER:
+        if not cuda and name in cs.CUDA_ONLY:
+            rows[name] = cs.empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
+            continue
+        if custom and name not in cs.CUSTOM_STRATEGIES:
+            rows[name] = cs.empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
+                                                       "defer the syncs inside your own step")
+            continue
+        if name == "serial":
+            t0 = time.perf_counter()
+            groups[name] = cs.PREPARE[name](spec, plan, env)
+            env.serial_prepare_s = time.perf_counter() - t0
+            continue
+        try:
+            groups[name] = cs.PREPARE[name](spec, plan, env)
+        except cs.Skip as exc:
+            rows[name] = cs.empty_row(name, "skipped", str(exc))
+            if hasattr(exc, "memory_check"):
+                rows[name]["memory_check"] = exc.memory_check
+        except CustomLoopError:
+            raise
+        except Exception as exc:  # one strategy breaking must not lose the others' measurements
+            rows[name] = cs.empty_row(name, "failed", _error_text(exc))
+
+
+def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
+    """Every strategy's row, in STRATEGIES order, with speedup_vs_serial filled in.
+
+    serial failing fails the tournament (nothing to compare against); any other strategy failing
+    becomes a `failed` row. Also fills env.rounds (how many rounds, why they stopped) and
+    env.load (the cores other programs kept busy during the rounds, and which ones, if visible).
+    """
+    cuda = env.device == "cuda"
+    rows: Dict[str, dict] = {}
+    groups: Dict[str, List[Contestant]] = {}
+    try:
+        _prepare_all(spec, plan, env, rows, groups)
+        serial = groups["serial"][0]
+        contestants = [c for g in groups.values() for c in g]
+        meter = CpuMeter(env.own_pids)
+
+        cores = usable_cores()
+        widest = max(plan.workers or [1])
+        this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
+
+        def once(c: Contestant) -> None:
+            timeout = None
+            if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
+                base = stats.median(serial.walls) if serial.walls else env.serial_prepare_s
+                timeout = cs._timeout(cs.RUN_TIMEOUT_MIN_S, base, plan.deadline)
+            r0 = meter.read()
+            n_before = len(c.walls)
+            try:
+                c.once(plan.cycles, cuda, timeout)
+            except CustomLoopError:
+                raise
+            except Exception as exc:
+                if c is serial:
+                    raise
+                c.error = _error_text(exc)
+            r1 = meter.read()
+            other, steal = meter.other_cores(r0, r1), meter.steal_cores(r0, r1)
+            took = (0.0, 0.0, 0.0)
+            if other is not None:
+                dt = r1[3] - r0[3]
+                took = (other * dt, (steal or 0.0) * dt, dt)
+                c.other_cpu_s += took[0]
+                c.steal_cpu_s += took[1]
+                c.load_wall_s += took[2]
+            if len(c.walls) > n_before:
+                this_round.append((c, other, took))
+
+        rejected = {"n": 0}
+
+        def keep_round() -> bool:
+            """A round during which other programs took the cores (a burst of load) is taken back and rerun;
+            after MAX_REJECTED_ROUNDS the load is not a burst, and the rounds are kept (and judged busy)."""
+            cpu = sum(t[0] for _, _, t in this_round)
+            span = sum(t[2] for _, _, t in this_round)
+            # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
+            disturbed = (span > 0 and machine_busy(cpu / span, cores, widest)) or any(
+                other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest)
+                for _, other, _ in this_round)
+            disturbed = disturbed and rejected["n"] < MAX_REJECTED_ROUNDS
+            if disturbed:
+                rejected["n"] += 1
+                for c, _, took in this_round:
+                    c.walls.pop()
+                    c.intervals.pop()
+                    c.other_cpu_s -= took[0]
+                    c.steal_cpu_s -= took[1]
+                    c.load_wall_s -= took[2]
+                    c.rejected_other_s += took[0]
+                    c.rejected_wall_s += took[2]
+            this_round.clear()
+            return not disturbed
+
+        sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
+        t0 = sampler.t0 if sampler is not None else 0.0
+        before, snap0 = meter.read(), process_cpu_snapshot()
+        try:
+            rp = RoundsPlan(plan.repeats, plan.max_rounds or plan.repeats,
+                            plan.rounds_budget_s if plan.rounds_budget_s is not None else float("inf"))
+            env.rounds = dict(run_rounds(contestants, once, rp,
+                                         settled=lambda: settled(contestants, serial, plan.cycles),
+                                         deadline=plan.deadline, active=lambda c: c.error is None,
+                                         keep_round=keep_round),
+                              min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
+                              budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
+        finally:
+            env.nvml = sampler.stop() if sampler is not None else None
+        after, snap1 = meter.read(), process_cpu_snapshot()
+        env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
+        samples = (env.nvml or {}).get("samples", [])
+        for smp in samples:  # which strategy was running when NVML took each sample
+            smp["strategy"] = next((c.name for c in contestants
+                                    if any(a - t0 <= smp["t_s"] <= b - t0 for a, b in c.intervals)), None)
+
+        if cuda:
+            for name, group in groups.items():
+                ok = [c for c in group if c.error is None and c.walls]
+                if ok:
+                    best = max(ok, key=lambda c: c.rate(plan.cycles))
+                    env.timelines[name] = record_timeline(best, env, plan.profile_cycles)
+        for name, group in groups.items():
+            rows[name] = _row_for(name, group, plan, env, samples, t0, serial)
+    finally:
+        if env.early_pool is not None:  # started early but never handed to prepare_processes
+            env.early_pool.close()
+            env.early_pool = None
+        for group in groups.values():
+            for c in group:
+                try:
+                    c.close()
+                except Exception:  # freeing a copy must not hide the measurement or the real error
+                    pass
+    base = rows["serial"]["cycles_per_s"]
+    for r in rows.values():
+        if r["cycles_per_s"] and base:
+            r["speedup_vs_serial"] = round(r["cycles_per_s"] / base, 3)
+    return [rows[n] for n in cs.STRATEGIES]
+
+
+def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, plan: Plan,
+                     contestants: Sequence[Contestant]) -> dict:
+    """The cores other programs kept busy while the kept rounds ran (and over the whole tournament),
+    judged against what the widest strategy needs."""
+    cores = usable_cores()
+    overall = meter.other_cores(before, after)
+    steal = meter.steal_cores(before, after)
+    wall = (after[3] - before[3]) if before is not None and after is not None else 0.0
+    kept_wall = sum(c.load_wall_s for c in contestants)
+    kept = sum(c.other_cpu_s for c in contestants) / kept_wall if kept_wall > 0 else overall
+    widest = max(plan.workers or [1])
+    rounds = env.rounds or {}
+    rejected, counted = int(rounds.get("rejected") or 0), int(rounds.get("rounds") or 0)
+    visible = busiest_others(snap0, snap1, wall, own=set(env.own_pids()) | _own_family())
+    # Busy: the kept rounds were loaded, or load kept rejecting rounds until too few were left to judge.
+    busy = machine_busy(kept, cores, widest) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
+    seen = sum(v["cores"] for v in visible)
+    return {"other_busy_cores": None if kept is None else round(max(0.0, kept), 2),
+            "other_busy_cores_all_rounds": None if overall is None else round(overall, 2),
+            "rejected_rounds": rejected,
+            "steal_cores": None if steal is None else round(steal, 2),
+            "usable_cores": cores, "widest_workers": widest, "busy": busy,
+            "busiest_visible": visible,
+            "not_visible_cores": None if overall is None else round(max(0.0, overall - seen), 2),
+            "rule": "a round during which other programs left fewer than N - 0.5 of the usable cores free for the "
+                    "widest strategy's N workers is rejected and rerun; busy when the kept rounds were loaded "
+                    "like that, or too few rounds were left"}
+
+
+def _own_family() -> set:
+    """This process and its parents' chain up to the gpudiag command: never 'other' load."""
+    import os
+
+    import psutil
+
+    out = {os.getpid()}
+    try:
+        for p in psutil.Process().parents():
+            out.add(p.pid)
+    except psutil.Error:
+        pass
+    return out
+
+
+def winner(rows: Sequence[dict]) -> Optional[dict]:
+    """The fastest ok row by median cycles/s (None when nothing was measured)."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("cycles_per_s")]
+    return max(ok, key=lambda r: r["cycles_per_s"]) if ok else None

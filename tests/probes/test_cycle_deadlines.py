@@ -1,0 +1,95 @@
+"""A `--cycle` step that hangs only inside worker processes (or worker threads): that strategy fails by
+name within its own deadline, and the serial and threads figures already measured are kept."""
+
+import textwrap
+import time
+
+import pytest
+
+from gpudiag import capabilities
+from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import tournament as ct
+from gpudiag.probes.cycle import workload as cw
+
+needs_torch = pytest.mark.skipif(not capabilities.detect()["torch"].available, reason="torch is not installed")
+
+HANGS = textwrap.dedent("""
+    import multiprocessing, threading, time
+
+    def _in_worker_process():
+        return multiprocessing.current_process().name.startswith("gpudiag-worker")
+
+    def _in_worker_thread():
+        return threading.current_thread().name.startswith("gpudiag-thread")
+
+    def at_prepare(device):                 # hangs as soon as a worker process builds it
+        if _in_worker_process():
+            time.sleep(3600)
+        return lambda: sum(range(300))
+
+    def at_run(device):                     # warm-up passes, the first timed cycle in a worker hangs
+        calls = {"n": 0}
+        def step():
+            calls["n"] += 1
+            if _in_worker_process() and calls["n"] > 2:
+                time.sleep(3600)
+            sum(range(300))
+        return step
+
+    def in_threads(device):                 # only a worker thread hangs (processes are fine)
+        def step():
+            if _in_worker_thread():
+                time.sleep(3600)
+            sum(range(300))
+        return step
+""")
+
+
+@pytest.fixture
+def hangs(tmp_path, monkeypatch):
+    (tmp_path / "hangs.py").write_text(HANGS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # Short deadlines for the test; the probe's own are TIMEOUT_FACTOR x what the step took, with floors.
+    monkeypatch.setattr(cs, "PREPARE_TIMEOUT_MIN_S", 4.0)
+    monkeypatch.setattr(cs, "RUN_TIMEOUT_MIN_S", 1.5)
+    monkeypatch.setattr(cs, "TIMEOUT_FACTOR", 3.0)
+    return tmp_path
+
+
+def _run(ref, tmp_path, repeats=3):
+    spec = cw.CustomSpec(ref, "cpu", str(tmp_path))
+    plan = cs.Plan(cycles=4, warmup=2, repeats=repeats, workers=[2], fuse=1, sync_every=1, streams=1,
+                   profile_cycles=4, deadline=time.monotonic() + 60)
+    t0 = time.monotonic()
+    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, cs.Env(device="cpu", default_threads=1))}
+    return rows, time.monotonic() - t0
+
+
+@needs_torch
+def test_a_step_that_hangs_while_workers_prepare_fails_processes_only(hangs):
+    rows, took = _run("hangs:at_prepare", hangs)
+    assert rows["processes"]["status"] == "failed"
+    assert "worker processes did not finish starting and preparing the step within" in rows["processes"]["reason"]
+    assert rows["serial"]["status"] == "ok" and rows["threads"]["status"] == "ok"
+    assert rows["threads"]["cycles_per_s"] > 0 and rows["threads"]["samples"] == 3
+    assert took < 40  # the worker's deadline, not the probe's timeout
+
+
+@needs_torch
+def test_a_step_that_hangs_in_timed_runs_inside_workers_fails_by_name(hangs):
+    rows, took = _run("hangs:at_run", hangs)
+    procs = rows["processes"]
+    assert procs["status"] == "failed", procs
+    assert "2 worker processes did not finish 4 cycles within" in procs["reason"]
+    assert rows["serial"]["status"] == "ok" and rows["serial"]["samples"] == 3
+    assert rows["threads"]["status"] == "ok" and rows["threads"]["speedup_ci95"] is not None
+    assert took < 40
+
+
+@needs_torch
+def test_a_step_that_hangs_only_in_worker_threads_fails_threads_and_keeps_processes(hangs):
+    rows, _ = _run("hangs:in_threads", hangs)
+    assert rows["threads"]["status"] == "failed" and "threads did not finish" in rows["threads"]["reason"]
+    assert rows["serial"]["status"] == "ok" and rows["processes"]["status"] == "ok"
+    assert rows["processes"]["samples"] == 3

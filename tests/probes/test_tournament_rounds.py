@@ -1,0 +1,79 @@
+"""The tournament's rounds: a round during which other programs took the cores is taken back and run
+again; the kept rounds are what the rows, intervals and load figures describe."""
+
+import time
+
+import pytest
+
+from gpudiag import capabilities
+from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import tournament as ct
+from gpudiag.probes.cycle import workload as cw
+
+needs_torch = pytest.mark.skipif(not capabilities.detect()["torch"].available, reason="torch is not installed")
+
+
+class ScriptedMeter:
+    """A CpuMeter whose per-run 'other programs' figure follows a script (then 0)."""
+
+    script = []
+
+    def __init__(self, own_pids=lambda: ()):
+        self.calls = 0
+
+    def read(self):
+        return (0.0, 0.0, 0.0, time.monotonic())
+
+    def other_cores(self, before, after):
+        return ScriptedMeter.script.pop(0) if ScriptedMeter.script else 0.0
+
+    def steal_cores(self, before, after):
+        return 0.0
+
+
+def _not_here(spec, plan, env):
+    raise cs.Skip("not in this test")
+
+
+@needs_torch
+def test_a_round_hit_by_a_burst_of_load_is_rerun_and_not_counted(monkeypatch):
+    monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
+    monkeypatch.setattr(ct, "usable_cores", lambda: 2)
+    monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
+    # serial, batched, threads per round; a full core taken during round 1's serial run
+    ScriptedMeter.script = [1.5, 0.0, 0.0]
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    plan = cs.Plan(cycles=4, warmup=1, repeats=3, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4)
+    env = cs.Env(device="cpu", default_threads=1)
+    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
+    assert env.rounds["rounds"] == 3 and env.rounds["rejected"] == 1
+    assert rows["serial"]["samples"] == 3 and rows["threads"]["samples"] == 3
+    assert rows["serial"]["other_busy_cores"] == 0.0  # the rejected run's load is not in the kept figures
+    assert env.load["rejected_rounds"] == 1 and env.load["busy"] is False
+
+
+@needs_torch
+def test_load_that_never_leaves_is_kept_after_two_rejections_and_judged_busy(monkeypatch):
+    monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
+    monkeypatch.setattr(ct, "usable_cores", lambda: 2)
+    monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
+    ScriptedMeter.script = [1.2] * 200
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    plan = cs.Plan(cycles=4, warmup=1, repeats=3, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4,
+                   max_rounds=3, rounds_budget_s=60.0)
+    env = cs.Env(device="cpu", default_threads=1)
+    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
+    assert env.rounds["rejected"] == ct.MAX_REJECTED_ROUNDS and env.rounds["rounds"] == 3
+    assert env.load["busy"] is True and rows["serial"]["samples"] == 3  # figures of the busy machine, kept
+
+
+def test_a_tournament_with_no_round_kept_is_too_busy_not_nothing_measured():
+    from gpudiag.diagnose.recommend import recommend
+
+    rows = [cs.empty_row("serial", "failed", "no timed run was kept: every round was taken back because other "
+                                             "programs kept the cores busy")]
+    data = {"workload": {"device": "cpu"}, "strategies": rows,
+            "load": {"other_busy_cores": 1.2, "usable_cores": 2, "widest_workers": 2, "busy": True,
+                     "rejected_rounds": 12}}
+    r = recommend({"probes": {"cycle": {"status": "ok", "data": data, "findings": []}}})
+    assert r["confidence"] == "too_noisy" and "too busy to judge" in r["headline"]
