@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.views import charts
-from gpudiag.views import render
 from gpudiag.report.contract import load_report
+from gpudiag.views import charts, render
+from gpudiag.views import format as fmt
 
 # How different a metric must be from the first report's before it is named as able to explain a
 # slowdown. Ratios are other/first; "drop"/"rise" are absolute differences of fractions.
@@ -33,7 +33,7 @@ class Metric:
     key: str
     label: str
     extract: Callable[[Dict[str, Any]], Value]
-    fmt: Callable[[Any], str] = render.fmt_num
+    fmt: Callable[[Any], str] = fmt.fmt_num
     better: Optional[str] = None        # "higher" | "lower" | None (a fact, not a score)
     explains: Optional[Callable[[float, float], bool]] = None  # (first, other) -> large enough?
     meaning: str = ""                   # why such a difference slows things down
@@ -128,8 +128,8 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
 
 def _speedup_fmt(v: Any) -> str:
     if not isinstance(v, dict):
-        return render.fmt_x(v)
-    return f"{render.fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
+        return fmt.fmt_x(v)
+    return f"{fmt.fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
 
 
 def _switch_cost(report: Dict[str, Any]) -> Value:
@@ -186,11 +186,11 @@ def _cpu(report: Dict[str, Any]) -> Value:
 
 
 def _pct(v: Any) -> str:
-    return render.fmt_pct(v)
+    return fmt.fmt_pct(v)
 
 
 def _us(v: Any) -> str:
-    return f"{render.fmt_num(v)} µs" if _num(v) else "n/a"
+    return f"{fmt.fmt_num(v)} µs" if _num(v) else "n/a"
 
 
 METRICS: Tuple[Metric, ...] = (
@@ -210,16 +210,16 @@ METRICS: Tuple[Metric, ...] = (
     Metric("pcie_eff", "PCIe efficiency (h2d pinned)", lambda r: field(r, "pcie", ("efficiency", "h2d_pinned")),
            _pct, "higher", lambda a, b: a - b >= PCIE_EFFICIENCY_DROP_LIMIT, "host->device copies get less of the link"),
     Metric("pcie_gbps", "PCIe h2d pinned peak", lambda r: field(r, "pcie", ("peak", "h2d_pinned_gbps")),
-           lambda v: f"{render.fmt_num(v)} GB/s" if _num(v) else "n/a", "higher",
+           lambda v: f"{fmt.fmt_num(v)} GB/s" if _num(v) else "n/a", "higher",
            lambda a, b: b / a <= BANDWIDTH_RATIO_LIMIT, "host->device copies take longer"),
     Metric("idle", "GPU idle fraction (serial loop)", _idle_fraction, _pct, "lower",
            lambda a, b: b - a >= IDLE_FRACTION_RISE_LIMIT, "the GPU waits for the host more of the time"),
     Metric("winner", "Tournament winner", _winner),
-    Metric("winner_cps", "Winner cycles/s", _rec("cycles_per_s"), render.fmt_num, "higher",
+    Metric("winner_cps", "Winner cycles/s", _rec("cycles_per_s"), fmt.fmt_num, "higher",
            lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the best strategy completes fewer cycles"),
-    Metric("serial_cps", "Plain loop (serial) cycles/s", _rec("serial_cycles_per_s"), render.fmt_num, "higher",
+    Metric("serial_cps", "Plain loop (serial) cycles/s", _rec("serial_cycles_per_s"), fmt.fmt_num, "higher",
            lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the plain loop completes fewer cycles"),
-    Metric("speedup", "Winner speedup over serial", _rec("speedup"), render.fmt_x, "higher", None),
+    Metric("speedup", "Winner speedup over serial", _rec("speedup"), fmt.fmt_x, "higher", None),
 )
 
 THRESHOLDS = (
@@ -270,7 +270,7 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
                     "missing": v is None, "why": why if v is None else "", "ratio": "", "flag": False}
             x = _scalar(v)
             if i > 0 and x is not None and base:
-                cell["ratio"] = render.fmt_x(x / base)
+                cell["ratio"] = fmt.fmt_x(x / base)
             if i > 0 and x is not None and base is not None and m.explains and base != 0 and m.explains(base, x):
                 cell["flag"] = True
                 explanations.append(f"{m.label}: {names[i]} {m.fmt(v)} against {m.fmt(values[0][0])} in {first} "
@@ -358,9 +358,9 @@ def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
         svg = _bars(names, serial, best)
     except (OverflowError, ValueError, ZeroDivisionError):  # values no chart can scale (1e308): the table stays
         svg = None
-    tbl = render.table("Cycles per second", ["report", "serial#", "recommended#"],
-                       [[n, render.fmt_num(s), render.fmt_num(b)] for n, s, b in zip(names, serial, best)])
-    return render.chart("chart-compare", "Cycles per second per report", svg,
+    tbl = fmt.table("Cycles per second", ["report", "serial#", "recommended#"],
+                       [[n, fmt.fmt_num(s), fmt.fmt_num(b)] for n, s, b in zip(names, serial, best)])
+    return fmt.chart("chart-compare", "Cycles per second per report", svg,
                         "The plain loop and the recommended strategy on each machine. Cycles differ between "
                         "machines only if the workload was the same size; check the cycle workload in each report.", tbl)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from gpudiag.views import charts
-from gpudiag.views.render import badge, chart, fmt_bytes, fmt_num, table
+from gpudiag.views.format import badge, chart, fmt_bytes, fmt_num, table
 
 METRIC_COLS = (("matmul_gflops", "matmul GFLOP/s#"), ("launch_us", "launch µs#"), ("h2d_gbps", "H2D GB/s#"))
 METRIC_WORDS = {"matmul_gflops": "matmul", "launch_us": "launch", "h2d_gbps": "H2D",

@@ -11,6 +11,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 from gpudiag.views import charts
+from gpudiag.views.format import chart, fmt_bytes, table
 
 _MiB = 2 ** 20
 GIL_BINS = 40
@@ -44,8 +45,7 @@ def _ci(ci: Any) -> str:
 
 
 def _bytes(n: Any) -> str:
-    """Bytes in the report's units (render.fmt_bytes, imported late: render imports this module)."""
-    from gpudiag.views.render import fmt_bytes
+    """Bytes in the report's units (views.format.fmt_bytes)."""
 
     return fmt_bytes(n)
 
@@ -148,8 +148,7 @@ def _part_note(name: str, sec: dict) -> Optional[str]:
 
 
 def view(data: dict) -> dict:
-    """kv, tables, charts and notes of the watch section (see gpudiag.views.render.probe_sections)."""
-    from gpudiag.views.render import chart, table
+    """kv, tables, charts and notes of the watch section (see gpudiag.views.sections.probe_sections)."""
 
     job, gil, mem, cpu, gpu, inp = (_d(data.get(k)) for k in ("job", "gil", "memory", "cpu", "gpu", "input_wait"))
     samp = _d(data.get("sampling"))
@@ -242,7 +241,6 @@ def view(data: dict) -> dict:
 
 def choice_table(rec: dict) -> dict:
     """The recommendation's 'choice' table for a watch report (no cycles/s: watch does not time strategies)."""
-    from gpudiag.views.render import table
 
     return table("Recommended change", ["strategy", "workers#", "confidence", "why this confidence"],
                  [[rec.get("strategy") or "n/a", rec.get("workers") if rec.get("workers") is not None else "n/a",

@@ -8,7 +8,8 @@ import copy
 
 from gpudiag.platform import _cpu_windows
 from gpudiag.probes import system
-from gpudiag.views import env_fields, env_summary, render
+from gpudiag.views import env_fields, env_summary
+from gpudiag.views import sections
 from tests.fakes import read_data
 from tests.platform.test_cpu_features import WIN_CPU, FakeKernel32
 from tests.views.test_env_vs_collect_env import parse_collect_env
@@ -118,11 +119,11 @@ def test_a_report_from_before_the_inventory_still_has_every_label():
     assert set(env_fields.COLLECT_ENV_LABELS) <= set(r)
     assert r["GCC version"] == "not collected by this gpudiag version"
     assert env_fields.report_tables(old) == [] and env_fields.cpu_rows(old) == []
-    assert render._view_system(old)["kv"]  # the old view still renders
+    assert sections._view_system(old)["kv"]  # the old view still renders
 
 
 def test_report_system_section_has_the_collect_env_tables():
-    view = render._view_system(LINUX_CUDA)
+    view = sections._view_system(LINUX_CUDA)
     titles = [t["title"] for t in view["tables"]]
     assert titles[:3] == ["Environment variables (allowlisted)", "Field by field: torch.utils.collect_env",
                           "CPU (lscpu fields)"]
@@ -162,7 +163,7 @@ def test_cuda_wheel_mismatch_is_a_warning_with_the_numbers():
     assert f["evidence"]["torch_cuda"] == "12.4" and f["evidence"]["mismatches"][0]["installed"] == "12.1.105"
     md = env_summary.render(dict(_mismatch_data(), findings=system.findings_for(_mismatch_data())), DRIVER, None, "x")
     assert "`CUDA_WHEEL_MISMATCH`" in md and "1 CUDA package mismatch(es)" in md
-    assert "CUDA packages that do not match torch's build" in [t["title"] for t in render._view_system(_mismatch_data())["tables"]]
+    assert "CUDA packages that do not match torch's build" in [t["title"] for t in sections._view_system(_mismatch_data())["tables"]]
 
 
 def test_cuda_wheels_with_cpu_only_torch_is_info():

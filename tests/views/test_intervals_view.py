@@ -7,6 +7,7 @@ import os
 import tests
 from gpudiag.diagnose.recommend import recommend
 from gpudiag.views import charts, render
+from gpudiag.views import format as fmt
 
 
 def _load(name):
@@ -43,10 +44,10 @@ def test_gil_chart_marks_a_bar_above_its_ideal_and_draws_intervals():
 
 
 def test_figures_are_formatted_from_their_names():
-    assert render.fmt_figure("budget_device_bytes", 900 * 2**20) == "900.0 MiB"
-    assert render.fmt_figure("serial_busy_fraction", 0.44) == "44 %"
-    assert render.fmt_figure("launch_overhead_us_median", 20.3) == "20.3 µs"
-    assert render.fmt_figure("cycle_processes_speedup_ci95", [1.77, 1.99]) == "1.77-1.99x"
-    assert render.fmt_figure("nvml_median_percent", 45.0) == "45 %"
-    assert render.fmt_figure("closable_processes", ["code", "chrome"]) == "code, chrome"
-    assert render.figure_label("per_worker_host_bytes") == "per worker host"
+    assert fmt.fmt_figure("budget_device_bytes", 900 * 2**20) == "900.0 MiB"
+    assert fmt.fmt_figure("serial_busy_fraction", 0.44) == "44 %"
+    assert fmt.fmt_figure("launch_overhead_us_median", 20.3) == "20.3 µs"
+    assert fmt.fmt_figure("cycle_processes_speedup_ci95", [1.77, 1.99]) == "1.77-1.99x"
+    assert fmt.fmt_figure("nvml_median_percent", 45.0) == "45 %"
+    assert fmt.fmt_figure("closable_processes", ["code", "chrome"]) == "code, chrome"
+    assert fmt.figure_label("per_worker_host_bytes") == "per worker host"

@@ -19,6 +19,8 @@ import pytest
 import tests
 from gpudiag.probes.gil import analysis as gil_analysis
 from gpudiag.views import compare, render
+from gpudiag.views import sections
+from gpudiag.views import format as fmt
 
 HERE = os.path.join(tests.TESTS, "recorded_views")
 CUDA_HINT = "install a CUDA build from pytorch.org"
@@ -93,12 +95,12 @@ def test_a_torch_hint_is_said_once_when_torch_is_missing(cpu_only):
 def test_per_worker_memory_is_the_uss_figure_the_finding_quotes(cpu_only):
     mem = cpu_only["probes"]["gil"]["data"]["memory"]
     assert mem["per_worker_host_source"] == "USS after import torch"
-    text = render._worker_memory(mem)
-    assert text.startswith(render.fmt_bytes(mem["per_worker_host_bytes"]) + ", USS after import torch (")
-    assert render.fmt_bytes(mem["rss_after_torch_bytes"]) not in text  # no second, RSS figure
+    text = sections._worker_memory(mem)
+    assert text.startswith(fmt.fmt_bytes(mem["per_worker_host_bytes"]) + ", USS after import torch (")
+    assert fmt.fmt_bytes(mem["rss_after_torch_bytes"]) not in text  # no second, RSS figure
     (finding,) = [f for f in gil_analysis._memory_findings(mem, {}, 2) if f["code"] == "WORKER_MEMORY_LIMITS"]
     assert "costs 140 MiB of host memory (USS after import torch)" in finding["message"]
-    kv = dict(render._view_gil(cpu_only["probes"]["gil"]["data"])["kv"])
+    kv = dict(sections._view_gil(cpu_only["probes"]["gil"]["data"])["kv"])
     assert kv["Host memory per process worker"] == text
 
 

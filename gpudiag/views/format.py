@@ -1,0 +1,161 @@
+"""Formatting a report's values for people (sizes, rates, intervals, figures with units) and the view-model
+building blocks every view uses: tables, charts, badges, "n/a" with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, List, Optional
+
+from markupsafe import Markup
+
+from gpudiag.report import contract as report_mod
+
+
+def fmt_bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return "n/a"
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    """Significant-digit formatting for measured values; None/'n/a' read as n/a."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        if abs(x) >= 10 ** digits:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def fmt_pct(x: Any, digits: int = 0) -> str:
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return "n/a"
+    return f"{x * 100:.{digits}f} %"
+
+
+def fmt_x(x: Any) -> str:
+    """A speedup or ratio: 1.96x."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return "n/a"
+    return f"{x:.2f}x"
+
+
+def fmt_ci(ci: Any) -> str:
+    """A speedup's 95 % interval: '1.38-1.49x'; '' when there is none (baseline rows, too few rounds)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(is_num(v) for v in ci):
+        return ""
+    return f"{ci[0]:.2f}-{ci[1]:.2f}x"
+
+
+# Units by the end of a figure's name (docs/report-contract.md: units live in field names).
+_FIGURE_UNITS = (("_per_s", ""), ("_bytes", "bytes"), ("_fraction", "pct"), ("_percent", "percent"), ("_us", " µs"),
+                 ("_ms", " ms"), ("_s", " s"), ("_gbps", " GB/s"), ("_cores", " cores"), ("_ci95", "ci"),
+                 ("speedup", "x"), ("_ratio", "x"), ("stretch", "x"))
+
+
+def figure_label(name: str) -> str:
+    """'serial_busy_fraction' -> 'serial busy'; 'launch_overhead_us_median' -> 'launch overhead median'."""
+    text = str(name).replace("_per_s", "/s")
+    for suffix in ("_bytes", "_fraction", "_percent", "_us", "_ms", "_gbps", "_s"):
+        text = text.replace(suffix + "_", "_") if suffix + "_" in text else text
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
+    return text.replace("_ci95", " 95 % interval").replace("_", " ").strip()
+
+
+def fmt_figure(name: str, value: Any) -> str:
+    """A verdict figure with its unit, read from its name: 1.2 GiB, 44 %, 20.3 µs, 1.43x, 1.38-1.49x."""
+    if value is None or value == "n/a":
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(is_num(v) for v in value) and "ci95" in name:
+            return fmt_ci(value)
+        return ", ".join(str(v.get("name", v)) if isinstance(v, dict) else str(v) for v in value) or "none"
+    if not is_num(value):
+        return str(value)
+    key = str(name)
+    unit = next((u for suffix, u in _FIGURE_UNITS if key.endswith(suffix) or (suffix + "_") in key), None)
+    if unit == "bytes":
+        return fmt_bytes(value)
+    if unit == "pct":
+        return fmt_pct(value)
+    if unit == "percent":
+        return f"{value:.0f} %"
+    if unit == "x":
+        return fmt_x(value)
+    if unit:
+        return f"{fmt_num(float(value))}{unit}"
+    return fmt_num(float(value)) if isinstance(value, float) else fmt_num(value)
+
+
+def to_json(x: Any) -> str:
+    return json.dumps(x, indent=2, default=str)
+
+
+def is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def as_dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def as_list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def badge(text: Any, cls: str) -> dict:
+    return {"badge": cls, "text": str(text)}
+
+
+def table(title: str, cols: List[Any], rows: List[List[Any]], caption: str = "", stack: bool = False) -> dict:
+    """cols: labels; a label ending in '#' is a numeric (right-aligned) column.
+
+    A column that is empty in every row (e.g. `reason` when every verdict was measured) is dropped.
+    stack: on a narrow screen, show each row as a small card of "label: value" lines (text-heavy tables).
+    """
+    cells = [[c if isinstance(c, dict) else ("n/a" if c is None else str(c)) for c in r] for r in rows]
+    keep = [i for i in range(len(cols)) if not cells or any(i < len(r) and r[i] != "" for r in cells)]
+    return {"title": title, "caption": caption, "stack": stack,
+            "cols": [{"label": cols[i].rstrip("#"), "num": cols[i].endswith("#")} for i in keep],
+            "rows": [[r[i] if i < len(r) else "" for i in keep] for r in cells]}
+
+
+def chart(cid: str, title: str, svg: Optional[str], caption: str, tbl: Optional[dict]) -> dict:
+    return {"id": cid, "title": title, "svg": Markup(svg) if svg else None, "caption": caption, "table": tbl}
+
+
+def na(value: Any, reason: Any = None) -> str:
+    if value is None or value == "n/a":
+        return f"n/a ({reason})" if reason else "n/a"
+    return fmt_num(value) if not isinstance(value, str) else value
+
+
+def status_badge(status: Any) -> dict:
+    return badge(status or "n/a", f"s-{status}" if status in report_mod.STATUSES else "s-skipped")
+
+
+# Section titles of the probes, in the words a user reads them.
+PROBE_TITLES = {
+    "system": "System", "driver": "NVIDIA driver and GPUs", "gil": "Threads vs processes (GIL)",
+    "launch": "Kernel launch latency and CUDA graphs", "contention": "CUDA context switching",
+    "pcie": "PCIe transfer bandwidth", "cycle": "Strategy tournament and GPU idle gaps",
+    "fleet": "Fleet: every rank compared, collectives",
+    "watch": "Your job, watched while it ran",
+}
+# What a view may raise on a report of another shape or version: it then shows the raw data instead.
+VIEW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError, OverflowError)
