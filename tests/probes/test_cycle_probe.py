@@ -303,9 +303,12 @@ def test_cuda_graph_of_the_builtin_cycle_captures():
     if not _cuda_available():
         pytest.skip("needs a CUDA GPU")
     spec = cw.WorkloadSpec("cuda", 64, 128, 16, host_work_iters=10)
-    row = cs.run_cuda_graph(spec, _tiny_plan(cycles=8), cs.Env(device="cuda", default_threads=1))
-    assert row["status"] == "ok", row
-    assert row["cycles_per_s"] > 0
+    (graph,) = cs.prepare_cuda_graph(spec, _tiny_plan(cycles=8), cs.Env(device="cuda", default_threads=1))
+    try:
+        graph.once(8, cuda=True)
+        assert graph.rate(8) > 0 and graph.error is None
+    finally:
+        graph.close()
 
 
 def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
