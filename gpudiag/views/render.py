@@ -142,10 +142,16 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
     head = ctx["summary"]
     lines.append(f"gpudiag {report.get('gpudiag_version')} ({report.get('mode')}): OS {head['os']}; GPUs {head['gpus']}")
     lines += [f"  ({note})" for note in head["unmeasured"]]
+    said: List[str] = []  # an install hint is printed once; later probes skipped for it refer back
     for name, res in as_dict(ctx["probes"]).items():
         res = as_dict(res)
         status = str(res.get("status"))
-        extra = f" - {res.get('reason')}" if res.get("reason") else ""
+        reason = str(res.get("reason") or "")
+        for hint in INSTALL_HINTS:
+            if hint in reason:
+                reason = reason.replace(hint, " (see above)") if hint in said else reason
+                said.append(hint)
+        extra = f" - {reason}" if reason else ""
         duration = res.get("duration_s") if is_num(res.get("duration_s")) else 0.0
         lines.append(f"  {str(name):<11} {status:<8} {duration:6.1f} s{extra}")
     top = [f for f in ctx["findings"] if f.get("severity") in ("critical", "warning")][:5]

@@ -189,3 +189,16 @@ def test_compare_writes_one_worker_in_the_singular(cpu_only):
             row["workers"] = 1
     md = compare.render_compare([cpu_only, one], ["a", "b"], "md")
     assert "(1 worker)" in md and "(1 workers)" not in md and "(2 workers)" in md
+
+
+def test_the_terminal_summary_prints_an_install_hint_once():
+    from gpudiag import capabilities
+
+    why = f"torch is not installed: {capabilities.TORCH_HINT}"
+    rep = {"schema_version": 1, "gpudiag_version": "t", "mode": "quick", "host": {},
+           "probes": {n: {"status": "skipped", "reason": why, "duration_s": 0.0, "data": {}, "findings": []}
+                      for n in ("launch", "pcie", "cycle")},
+           "recommendation": None}
+    text = render.render_terminal(rep)
+    assert text.count(capabilities.TORCH_HINT) == 1
+    assert text.count("torch is not installed (see above)") == 2
