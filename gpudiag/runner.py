@@ -1,6 +1,9 @@
 """Decides what runs, isolates it in a spawned child, times it, and never crashes.
 
-This is the only broad `except` in gpudiag. A probe ends `ok`, `skipped` (with what is missing
+This module holds gpudiag's only catch-all for a probe's own errors (`_run_inline`): whatever a
+probe raises becomes a `failed` result. The other broad handlers in the package either re-raise
+after cleaning up (`except BaseException: ...; raise`) or guard a best-effort fact and say so in a
+comment. A probe ends `ok`, `skipped` (with what is missing
 and how to get it) or `failed` (with the exception, the timeout or the signal in words). The
 parent process never imports torch nor initialises CUDA: probes that touch either run in a child
 started with `spawn`, because CUDA state does not survive fork.
@@ -283,7 +286,7 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
         finally:
             send.close()
         return _await(proc, recv, stderr_path, timeout_s)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: a Ctrl-C or signal here must not leave the child running
         if proc is not None and proc.pid is not None:  # start() itself may have raised: nothing to kill
             _kill_tree(proc)
         raise

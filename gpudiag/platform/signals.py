@@ -118,7 +118,7 @@ def deferred() -> Iterator[None]:
     _state.defer_depth += 1
     try:
         yield
-    except BaseException:
+    except BaseException:  # bookkeeping only, re-raised: the depth must unwind, and the pending signal waits
         _state.defer_depth -= 1
         raise
     _state.defer_depth -= 1

@@ -118,7 +118,7 @@ def write_text_atomic(path: str, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
         try:
             os.unlink(tmp)
         except OSError:

@@ -255,7 +255,7 @@ def _stage(real: str, text: str, mode: Optional[int]) -> str:
             os.umask(umask)
             mode = 0o666 & ~umask
         os.chmod(tmp, mode)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
         _unlink(tmp)
         raise
     return tmp
@@ -292,7 +292,7 @@ def write(items: Sequence[Tuple[Output, Text]]) -> Dict[str, str]:
         what = f"{current.label} {current.path}" if current else "an output"
         done = f"; already written: {', '.join(written.values())}" if written else "; no output file was changed"
         raise OutputError(f"cannot write {what}: {exc.strerror or exc}{done}", EXIT_WRITE) from None
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: a signal or bug mid-set leaves no staged temp file
         for _, _, tmp in staged:
             _unlink(tmp)
         raise

@@ -170,7 +170,9 @@ def _other_homes() -> List[str]:
 def _identity() -> Dict[str, Any]:
     try:
         user = getpass.getuser()
-    except Exception:  # getuser raises KeyError/OSError (and more) on containers without a passwd entry
+    except (KeyError, ImportError, OSError):
+        # no login variable and no passwd entry: KeyError from pwd (container uid), ImportError where pwd
+        # is missing (Windows), OSError from Python 3.13 on; the user is then simply not known
         user = None
     home = os.path.expanduser("~")
     return {"hostname": socket.gethostname() or None, "user": user,
