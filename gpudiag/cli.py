@@ -81,6 +81,7 @@ class OneLineErrors(click.Group):
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the CLI inside the stop-signal handlers; every click error, Ctrl-C or signal becomes one `gpudiag: ...` line and its documented exit code, never a traceback."""
         from gpudiag.platform import signals
 
         with signals.handlers():

@@ -40,6 +40,7 @@ _STDERR_TAIL_CHARS = 2000
 
 
 def result(status: str, reason: str = "", duration_s: float = 0.0, data=None, findings=None) -> dict:
+    """One probe result dict {status, reason, duration_s (rounded to ms), data, findings}: the only shape the report holds for a probe."""
     return {
         "status": status,
         "reason": reason,
@@ -128,6 +129,7 @@ def _is_resource_tracker(p: psutil.Process) -> bool:
 
 
 def _descendants(pid: int) -> List[psutil.Process]:
+    """Every live process below pid (recursive), [] when it is already gone: what must be ended with the probe."""
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -160,6 +162,7 @@ def _kill_tree(proc) -> None:
 
 
 def _tail(path: str) -> str:
+    """The last 2000 characters of the child's stderr log ("" when unreadable): quoted in a failed result to explain a crash."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -338,6 +341,7 @@ def _await(proc, recv, stderr_path: str, timeout_s: float) -> dict:
 
 
 def _unlink(path: str) -> None:
+    """Remove a file, ignoring one already gone: cleanup of the child's log must not mask the probe's result."""
     try:
         os.unlink(path)
     except OSError:
