@@ -2,9 +2,8 @@
 
 This module holds gpudiag's only catch-all for a probe's own errors (`_run_inline`): whatever a
 probe raises becomes a `failed` result. The other broad handlers in the package either re-raise
-after cleaning up (`except BaseException: ...; raise`) or guard a background sampler or a best-effort
-fact and say so in a
-comment. A probe ends `ok`, `skipped` (with what is missing
+after cleaning up (`except BaseException: ...; raise`) or guard a background sampler or a
+best-effort fact and say so in a comment. A probe ends `ok`, `skipped` (with what is missing
 and how to get it) or `failed` (with the exception, the timeout or the signal in words). The
 parent process never imports torch nor initialises CUDA: probes that touch either run in a child
 started with `spawn`, because CUDA state does not survive fork.
