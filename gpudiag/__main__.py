@@ -5,6 +5,7 @@ import sys
 
 
 def _exit_quietly(signum, frame) -> None:
+    """Signal handler used only until the CLI is loaded: exit 128 + signal with no traceback."""
     raise SystemExit(128 + signum)
 
 

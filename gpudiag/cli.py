@@ -50,6 +50,7 @@ class Seconds(click.ParamType):
     name = "SECONDS"
 
     def convert(self, value, param, ctx):
+        """The limit in seconds as a float, or a click usage error (exit 2) for a non-number, nan, inf or under 1 s."""
         from gpudiag.runner import check_timeout
 
         try:
@@ -80,6 +81,7 @@ class OneLineErrors(click.Group):
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the CLI inside the stop-signal handlers; every click error, Ctrl-C or signal becomes one `gpudiag: ...` line and its documented exit code, never a traceback."""
         from gpudiag.platform import signals
 
         with signals.handlers():
@@ -245,6 +247,7 @@ class SizeParam(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
+        """The size in bytes (int), or a click usage error (exit 2) naming the bad size."""
         from gpudiag.measure.sizes import parse_size
 
         if isinstance(value, int):
@@ -388,6 +391,7 @@ class _FleetGroup(click.Group):
     """Usage errors under `fleet` exit 3 (Nagios UNKNOWN): there, 2 means CRITICAL."""
 
     def make_context(self, *args, **kwargs):
+        """click's context, with a usage error's exit code set to 3: under fleet, 2 means CRITICAL to a monitor."""
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
@@ -395,6 +399,7 @@ class _FleetGroup(click.Group):
             raise
 
     def invoke(self, ctx):
+        """The subcommand's result, with a usage error's exit code set to 3, as in make_context."""
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -417,6 +422,7 @@ def _fleet_paths(created: str, html: Optional[str], json_path: Optional[str], ma
 
 def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
                   identify: bool) -> None:
+    """Write the exclude list (real host names, for sbatch), print the fleet summary and exit with its health code (0 healthy .. 3 unknown); never returns."""
     from gpudiag.fleet import assemble
     from gpudiag.views import fleet_view
 
@@ -444,6 +450,7 @@ _FLEET_OUTPUT = [
 
 
 def _fleet_output_options(f):
+    """The decorated command with the fleet output options added, shared by `fleet` and `fleet merge` so both write alike."""
     for opt in reversed(_FLEET_OUTPUT):
         f = opt(f)
     return f
@@ -486,6 +493,7 @@ def fleet(ctx, mode: str, html: Optional[str], json_path: Optional[str], markdow
     written: Dict[str, str] = {}
 
     def write(rep: dict, final: bool) -> None:
+        """Write the fleet report's files so far (HTML and JSON; Markdown too once final), so a crash mid-run still leaves a report."""
         kinds = ("html", "json", "markdown") if final else ("html", "json")
         written.update(_write_report(rep, planned, EXIT_FLEET_UNKNOWN, kinds))
 

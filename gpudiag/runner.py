@@ -1,6 +1,9 @@
 """Decides what runs, isolates it in a spawned child, times it, and never crashes.
 
-This is the only broad `except` in gpudiag. A probe ends `ok`, `skipped` (with what is missing
+This module holds gpudiag's only catch-all for a probe's own errors (`_run_inline`): whatever a
+probe raises becomes a `failed` result. The other broad handlers in the package either re-raise
+after cleaning up (`except BaseException: ...; raise`) or guard a background sampler or a
+best-effort fact and say so in a comment. A probe ends `ok`, `skipped` (with what is missing
 and how to get it) or `failed` (with the exception, the timeout or the signal in words). The
 parent process never imports torch nor initialises CUDA: probes that touch either run in a child
 started with `spawn`, because CUDA state does not survive fork.
@@ -37,6 +40,7 @@ _STDERR_TAIL_CHARS = 2000
 
 
 def result(status: str, reason: str = "", duration_s: float = 0.0, data=None, findings=None) -> dict:
+    """One probe result dict {status, reason, duration_s (rounded to ms), data, findings}: the only shape the report holds for a probe."""
     return {
         "status": status,
         "reason": reason,
@@ -125,6 +129,7 @@ def _is_resource_tracker(p: psutil.Process) -> bool:
 
 
 def _descendants(pid: int) -> List[psutil.Process]:
+    """Every live process below pid (recursive), [] when it is already gone: what must be ended with the probe."""
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -157,6 +162,7 @@ def _kill_tree(proc) -> None:
 
 
 def _tail(path: str) -> str:
+    """The last 2000 characters of the child's stderr log ("" when unreadable): quoted in a failed result to explain a crash."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -283,7 +289,7 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
         finally:
             send.close()
         return _await(proc, recv, stderr_path, timeout_s)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: a Ctrl-C or signal here must not leave the child running
         if proc is not None and proc.pid is not None:  # start() itself may have raised: nothing to kill
             _kill_tree(proc)
         raise
@@ -335,6 +341,7 @@ def _await(proc, recv, stderr_path: str, timeout_s: float) -> dict:
 
 
 def _unlink(path: str) -> None:
+    """Remove a file, ignoring one already gone: cleanup of the child's log must not mask the probe's result."""
     try:
         os.unlink(path)
     except OSError:

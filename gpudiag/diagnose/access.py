@@ -32,19 +32,23 @@ def num(x: Any) -> Optional[float]:
 
 
 def as_int(x: Any) -> Optional[int]:
+    """A whole number from report data (a finite int, or a float with no fraction), else None: worker counts may arrive as 4.0."""
     n = num(x)
     return int(n) if n is not None and n == int(n) else None
 
 
 def as_dict(x: Any) -> dict:
+    """A dict from report data that may hold anything else there: the verdicts read hand-edited or older reports without raising."""
     return x if isinstance(x, dict) else {}
 
 
 def as_list(x: Any) -> list:
+    """A list from report data that may hold anything else there."""
     return x if isinstance(x, list) else []
 
 
 def as_str(x: Any) -> Optional[str]:
+    """A non-empty string from report data, else None."""
     return x if isinstance(x, str) and x else None
 
 
@@ -57,10 +61,12 @@ def path(*parts: Any) -> str:
 
 
 def evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
+    """One evidence row {claim, value, unit, source path}: every claim of the recommendation points at the figure behind it."""
     return {"claim": claim, "value": value, "unit": unit, "source": source}
 
 
 def probe_result(report: dict, name: str) -> dict:
+    """A probe's whole result dict (status, reason, data, findings), {} when the probe is absent."""
     return as_dict(get(report, "probes", name))
 
 
@@ -101,6 +107,7 @@ def fmt_rate(x: Optional[float]) -> str:
 
 
 def fmt_bytes(n: Optional[float]) -> str:
+    """Bytes as "1.5 GiB" or "512 MiB" ("n/a" for None), for the recommendation's sentences."""
     if n is None:
         return "n/a"
     if abs(n) >= 2**30:
@@ -109,6 +116,7 @@ def fmt_bytes(n: Optional[float]) -> str:
 
 
 def fmt_pct(fraction: Optional[float]) -> str:
+    """A 0..1 fraction as "44 %" ("n/a" for None), for the recommendation's sentences."""
     return "n/a" if fraction is None else f"{100 * fraction:.0f} %"
 
 
@@ -140,6 +148,7 @@ def is_desktop_process(name: str, category: Optional[str] = None) -> bool:
 
 def verdict_entry(cause: str, verdict: str, summary: str, reason: str = "",
              figures: Optional[dict] = None, sources: Optional[dict] = None) -> dict:
+    """One verdict {cause, verdict, summary, reason, figures, sources}: the shape every cause family returns, so the views read them alike."""
     return {"cause": cause, "verdict": verdict, "summary": summary, "reason": reason,
             "figures": figures or {}, "sources": sources or {}}
 
@@ -152,6 +161,7 @@ class Figures:
         self.sources: Dict[str, str] = {}
 
     def read(self, name: str, report: dict, *keys: Any, kind=num) -> Any:
+        """The figure at report[keys...] converted by `kind` (None when absent or of the wrong type), recorded under `name` with its source path."""
         value = kind(get(report, *keys))
         self.values[name] = value
         if value is not None:
@@ -165,6 +175,7 @@ class Figures:
 
 
 def findings_with(report: dict, codes) -> List[Tuple[str, int, dict]]:
+    """(probe name, index, finding) for every finding whose code is among `codes`, so a verdict can cite probes.<name>.findings[i]."""
     out = []
     for pname, res in as_dict(report.get("probes")).items():
         for i, f in enumerate(as_list(as_dict(res).get("findings"))):
@@ -228,6 +239,7 @@ def strategy_rows(report: dict) -> List[dict]:
 
 
 def row_path(row: dict, key: str) -> str:
+    """Report path of one field of a cycle strategy row (probes.cycle.data.strategies[i].key), for evidence sources."""
     return path("probes", "cycle", "data", "strategies", row["index"], key)
 
 
@@ -245,10 +257,12 @@ def gpu_questions_answered(report: dict) -> bool:
 
 
 def as_bool(x: Any) -> Optional[bool]:
+    """A bool from report data, else None (0/1 or "true" are not taken as answers)."""
     return x if isinstance(x, bool) else None
 
 
 def strategy_reason(report: dict, name: str) -> str:
+    """"name status: reason" of a cycle strategy row, or that there is none: why a strategy is not the recommendation."""
     for r in strategy_rows(report):
         if r["name"] == name:
             return f"{name} {r['status']}" + (f": {r['reason']}" if r["reason"] else "")

@@ -30,10 +30,12 @@ class Interrupted(BaseException):
 
     @property
     def label(self) -> str:
+        """How this signal is named to the user ("Ctrl-C", "SIGTERM")."""
         return label(self.signum)
 
     @property
     def exit_code(self) -> int:
+        """The exit status for this signal: 128 + its number, as a shell reports it."""
         return exit_code(self.signum)
 
 
@@ -53,6 +55,7 @@ def exit_code(signum: Optional[int]) -> int:
 
 
 class _State:
+    """Process-wide signal bookkeeping: handlers installed, deferred-block depth, the signal held back and the one already raised."""
     installed = False
     defer_depth = 0
     pending: Optional[int] = None
@@ -63,6 +66,7 @@ _state = _State()
 
 
 def _on_signal(signum, frame) -> None:
+    """Signal handler: raises Interrupted for the first stop signal, holds it back inside deferred() blocks, and ignores later ones so cleanup can finish."""
     if _state.raised is not None:
         return  # already stopping: the first signal decides, the cleanup must finish
     if _state.defer_depth:
@@ -118,7 +122,7 @@ def deferred() -> Iterator[None]:
     _state.defer_depth += 1
     try:
         yield
-    except BaseException:
+    except BaseException:  # bookkeeping only, re-raised: the depth must unwind, and the pending signal waits
         _state.defer_depth -= 1
         raise
     _state.defer_depth -= 1

@@ -27,6 +27,7 @@ class ReportError(Exception):
 
 
 def utc_now_iso() -> str:
+    """The current UTC time to the second as ISO 8601 with "Z" ("2025-01-31T12:00:00Z"): the report's created_at."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -37,6 +38,7 @@ def default_basename(created_at: Optional[str] = None) -> str:
 
 
 def _fmt_bytes_gib(n: Optional[float]) -> Optional[str]:
+    """Bytes as "64 GiB" (whole from 10 GiB up, else "7.8 GiB"), or None when not a number: the host summary's RAM figure."""
     if not isinstance(n, (int, float)):
         return None
     return f"{n / 2**30:.0f} GiB" if n >= 10 * 2**30 else f"{n / 2**30:.1f} GiB"
@@ -80,6 +82,7 @@ def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
 def build_report(results: Dict[str, dict], mode: str, created_at: Optional[str] = None,
                  interrupted: bool = False, redacted: bool = True,
                  recommendation: Optional[dict] = None) -> Dict[str, Any]:
+    """The report dict (schema version, gpudiag version, created_at, mode, host summary, probe results, recommendation): the one contract every view and tool reads."""
     report = {
         "schema_version": SCHEMA_VERSION,
         "gpudiag_version": __version__,
@@ -118,7 +121,7 @@ def write_text_atomic(path: str, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
         try:
             os.unlink(tmp)
         except OSError:
@@ -127,6 +130,7 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def dumps(report: Dict[str, Any]) -> str:
+    """The report as indented JSON text; NaN or inf raise (allow_nan=False) since JSON has no such value, odd types become str."""
     return json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
 
 
@@ -171,12 +175,14 @@ MAX_INT_DIGITS = 30             # byte counts and nanoseconds fit in 20 digits
 
 
 def _parse_int(text: str) -> int:
+    """An int from JSON text, refusing over 30 digits with ReportError: a huge number would stall int() and no report holds one."""
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ReportError(f"holds a number with {len(text.lstrip('-'))} digits; no gpudiag report does")
     return int(text)
 
 
 def _parse_float(text: str) -> float:
+    """A float from JSON text, refusing one that overflows to inf with ReportError: no measurement is that large."""
     value = float(text)
     if not math.isfinite(value):
         raise ReportError(f"holds the number {text[:40]}, too large to be a measurement")
@@ -184,6 +190,7 @@ def _parse_float(text: str) -> float:
 
 
 def _parse_constant(text: str) -> float:
+    """Always raises ReportError: NaN and Infinity are not JSON, and gpudiag writes null for a missing number."""
     raise ReportError(f"holds {text}, which is not valid JSON (gpudiag writes null for a missing number)")
 
 

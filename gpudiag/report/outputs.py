@@ -59,10 +59,12 @@ class Output:
 
     @property
     def to_stdout(self) -> bool:
+        """True when this output goes to stdout ("-") rather than a file."""
         return self.path is None
 
     @property
     def label(self) -> str:
+        """How the summary names this output ("HTML report", or its title), for "Wrote ..." lines."""
         return self.title or FORMATS[self.kind][0]
 
     def describe(self) -> str:
@@ -76,6 +78,7 @@ class Output:
 
 
 def _suffix_kind(path: str) -> Optional[str]:
+    """The format ("html", "json", "markdown"...) a file name's extension names, or None: to hint at the right option for a misnamed file."""
     ext = os.path.splitext(path)[1].lower()
     return next((k for k, (_, exts, _) in FORMATS.items() if ext in exts), None)
 
@@ -107,6 +110,7 @@ def plan_report(html: Optional[str], json_path: Optional[str], markdown: Optiona
             _check_name(kind, FORMATS[kind][2], value, tuple(FORMATS))
 
     def pair(kind: str, other: str) -> Output:
+        """The HTML or JSON output: as given, else named after the other one's path, else the default basename."""
         value, option = given[kind], FORMATS[kind][2]
         if value is not None:
             return Output(kind, None if value == STDOUT else value, option)
@@ -255,13 +259,14 @@ def _stage(real: str, text: str, mode: Optional[int]) -> str:
             os.umask(umask)
             mode = 0o666 & ~umask
         os.chmod(tmp, mode)
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
         _unlink(tmp)
         raise
     return tmp
 
 
 def _unlink(path: str) -> None:
+    """Remove a staged temp file, ignoring one already gone: cleanup must not mask the error being reported."""
     try:
         os.unlink(path)
     except OSError:
@@ -292,7 +297,7 @@ def write(items: Sequence[Tuple[Output, Text]]) -> Dict[str, str]:
         what = f"{current.label} {current.path}" if current else "an output"
         done = f"; already written: {', '.join(written.values())}" if written else "; no output file was changed"
         raise OutputError(f"cannot write {what}: {exc.strerror or exc}{done}", EXIT_WRITE) from None
-    except BaseException:
+    except BaseException:  # cleanup only, re-raised: a signal or bug mid-set leaves no staged temp file
         for _, _, tmp in staged:
             _unlink(tmp)
         raise

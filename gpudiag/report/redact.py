@@ -107,6 +107,7 @@ def clean_text(value: str) -> str:
         return value
 
     def esc(m: "re.Match[str]") -> str:
+        """The escape for one lone surrogate: \\xNN for a byte the OS decoded with surrogateescape, else \\uNNNN."""
         c = ord(m.group(0))
         return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
 
@@ -145,6 +146,7 @@ def looks_secret(value: str, strict: bool = False) -> bool:
 
 
 def short_hash(value: str) -> str:
+    """First 8 hex digits of a salted SHA-256 of the value: a stable pseudonym (same host, same hash) that does not reveal the name."""
     return hashlib.sha256(("gpudiag:" + value).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
@@ -168,9 +170,12 @@ def _other_homes() -> List[str]:
 
 
 def _identity() -> Dict[str, Any]:
+    """This machine's hostname, username (None when unknown), home folder and other users' homes: the strings the redactor must remove."""
     try:
         user = getpass.getuser()
-    except Exception:  # getuser raises KeyError/OSError (and more) on containers without a passwd entry
+    except (KeyError, ImportError, OSError):
+        # no login variable and no passwd entry: KeyError from pwd (container uid), ImportError where pwd
+        # is missing (Windows), OSError from Python 3.13 on; the user is then simply not known
         user = None
     home = os.path.expanduser("~")
     return {"hostname": socket.gethostname() or None, "user": user,
@@ -207,6 +212,7 @@ class Redactor:
 
     @staticmethod
     def _path_pattern(path: str) -> "re.Pattern[str]":
+        """Regex matching a home path only as a whole path component (case-insensitive for Windows drive paths), so /home/al does not hit /home/alice."""
         flags = re.I if re.match(r"^[A-Za-z]:", path) else 0  # Windows paths ignore case
         return re.compile(re.escape(path.rstrip("/\\")) + r"(?=$|[/\\\s\"'`|,;:)\]}])", flags)
 

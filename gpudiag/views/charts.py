@@ -24,6 +24,7 @@ Fmt = Callable[[float], str]
 
 
 def _x(s: str) -> str:
+    """Text made safe for SVG text and attribute values: labels come from report data, which may hold markup."""
     return escape(str(s), quote=True)
 
 
@@ -33,6 +34,7 @@ def _l(x) -> list:
 
 
 def _dd(x) -> dict:
+    """A dict from report data that may hold anything else there, so readers never raise on a hand-edited report."""
     return x if isinstance(x, dict) else {}
 
 
@@ -112,14 +114,17 @@ class _Frame:
         self.y_lo, self.y_hi = y_lo, (y_hi if y_hi > y_lo else y_lo + 1)
 
     def px(self, x: float) -> float:
+        """Horizontal pixel position of data value x (log2 scale when log_x)."""
         v = math.log2(x) if self.log_x else x
         return self.left + (v - self.x_lo) / (self.x_hi - self.x_lo) * (self.right - self.left)
 
     def py(self, y: float) -> float:
+        """Vertical pixel position of data value y (SVG y grows downwards)."""
         return self.bottom - (y - self.y_lo) / (self.y_hi - self.y_lo) * (self.bottom - self.top)
 
 
 def _open(height: int, title: str, desc: str) -> List[str]:
+    """Opening lines of an SVG chart: root element, <title> and <desc> so screen readers announce what it shows."""
     return [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
             f'role="img" aria-label="{_x(title)}" font-family="system-ui, sans-serif" font-size="12">',
             f"<title>{_x(title)}</title>", f"<desc>{_x(desc)}</desc>"]
@@ -156,6 +161,7 @@ def _legend(items: Sequence[Tuple[str, str]], left: int = MARGIN_LEFT) -> List[s
 
 
 def _y_axis(fr: _Frame, ticks: Sequence[float], fmt: Fmt, title: str) -> List[str]:
+    """SVG lines for the y axis: grid line and label per tick, the axis line and its rotated title."""
     out = []
     for t in ticks:
         y = fr.py(t)
@@ -169,6 +175,7 @@ def _y_axis(fr: _Frame, ticks: Sequence[float], fmt: Fmt, title: str) -> List[st
 
 
 def _x_axis_title(fr: _Frame, title: str) -> str:
+    """SVG text of the x axis title, centred under the plot area."""
     return (f'<text x="{_f((fr.left + fr.right) / 2)}" y="{fr.height - 6}" text-anchor="middle" '
             f'fill="currentColor">{_x(title)}</text>')
 
@@ -183,6 +190,7 @@ def _refs(ref_lines: Sequence[dict]) -> List[dict]:
 
 
 def _ref_lines(fr: "_Frame", refs: Sequence[dict], fmt: Fmt) -> List[str]:
+    """SVG dashed lines for reference values (e.g. the PCIe link maximum), each with a hover title naming the value."""
     out = []
     for r in refs:
         y = fr.py(r["y"])
@@ -193,6 +201,7 @@ def _ref_lines(fr: "_Frame", refs: Sequence[dict], fmt: Fmt) -> List[str]:
 
 
 def _finite(v) -> bool:
+    """True for a real finite number (not bool, NaN or inf): the only values a chart may plot."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -460,10 +469,12 @@ def gil_chart(data: dict) -> Optional[str]:
     max_workers = max(r["workers"] for r in best.values())
     counts = {m: {r["workers"] for k, r in best.items() if k[1] == m} for m in ("threads", "processes")}
     def interval(r):
+        """The row's 95 % speedup interval as (low, high), or None when it is missing or not finite."""
         ci = r.get("speedup_ci95")
         return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_finite, ci)) else None
 
     def above(r):
+        """True when a speedup beats linear (by 10 %, or its interval's low end does): the bar is noted "above ideal!", since more than linear speedup hints at a measurement artefact."""
         ci = interval(r)
         return r["speedup"] > r["workers"] * 1.1 or (ci is not None and ci[0] > r["workers"])
 
@@ -536,6 +547,7 @@ def idle_fractions(timeline: dict) -> dict:
 
 
 def idle_breakdown_chart(idle: dict) -> Optional[str]:
+    """SVG stacked bars of busy vs each idle cause per cycle timeline (baseline, winner), or None without data."""
     rows = [{"label": name, "fractions": idle_fractions(t)} for name, t in idle.items() if isinstance(t, dict)]
     return stacked_bars(rows, IDLE_PARTS, title="Where the time went: baseline vs winner")
 
@@ -562,6 +574,7 @@ def gap_histogram_chart(idle: dict) -> Optional[str]:
 
 
 def utilization_chart(nvml: dict) -> Optional[str]:
+    """SVG line of NVML's GPU utilisation (%) over time (s), or None without samples: shows how coarse nvidia-smi's figure is."""
     samples = [(s.get("t_s"), s.get("gpu_percent")) for s in _l(nvml.get("samples")) if isinstance(s, dict)]
     return line_chart([{"name": "NVML GPU utilisation", "points": samples}], title="GPU utilisation as nvidia-smi reports it",
                       x_label="time (s)", y_label="%", y_max=100.0)

@@ -30,6 +30,7 @@ Value = Tuple[Any, Optional[str]]  # (value, why missing)
 
 @dataclass(frozen=True)
 class Metric:
+    """One row of the comparison table: how to read it from a report, format it, and when a difference between two machines is large enough to explain a slowdown."""
     key: str
     label: str
     extract: Callable[[Dict[str, Any]], Value]
@@ -42,18 +43,22 @@ class Metric:
 # ---------------------------------------------------------------- extraction helpers
 
 def _d(x: Any) -> dict:
+    """A dict from report data that may hold anything else there (reports are compared as loaded, maybe hand-edited)."""
     return x if isinstance(x, dict) else {}
 
 
 def _list(x: Any) -> list:
+    """A list from report data that may hold anything else there."""
     return x if isinstance(x, list) else []
 
 
 def _num(x: Any) -> bool:
+    """True for an int or float but not a bool (JSON true would otherwise compare as 1)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _schema(report: Dict[str, Any]) -> str:
+    """"schema vN, gpudiag X.Y" for a report's header: reports from different versions may lack fields."""
     return f"schema v{report.get('schema_version', '?')}, gpudiag {report.get('gpudiag_version', '?')}"
 
 
@@ -88,13 +93,16 @@ def field(report: Dict[str, Any], probe: str, path: Sequence[Any], reason_keys: 
 
 
 def _host(key: str) -> Callable[[Dict[str, Any]], Value]:
+    """Extractor for report.host[key]: (value, None), or (None, why it is missing)."""
     def get(report):
+        """(report.host[key], None) or (None, why it is missing)."""
         v = _d(report.get("host")).get(key)
         return (v, None) if v not in (None, "", []) else (None, f"host.{key} not in this report")
     return get
 
 
 def _os(report: Dict[str, Any]) -> Value:
+    """(OS name, with the WSL version when under WSL, or None with why): WSL changes how the GPU is reached."""
     h = _d(report.get("host"))
     if not h.get("os"):
         return None, "host.os not in this report"
@@ -102,6 +110,7 @@ def _os(report: Dict[str, Any]) -> Value:
 
 
 def _driver_model(report: Dict[str, Any]) -> Value:
+    """(Windows driver model, else the Linux kernel module, or None with why): WDDM vs TCC changes launch latency."""
     h = _d(report.get("host"))
     if h.get("driver_model"):
         return h["driver_model"], None
@@ -112,7 +121,9 @@ def _driver_model(report: Dict[str, Any]) -> Value:
 
 
 def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
+    """Extractor for the gil probe's speedup at the most workers for one workload and mode: ({speedup, workers}, None) or (None, why)."""
     def get(report):
+        """({speedup, workers} at the most workers measured, or None with why)."""
         data, why = probe_data(report, "gil")
         if data is None:
             return None, why
@@ -127,12 +138,14 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
 
 
 def _speedup_fmt(v: Any) -> str:
+    """"3.2x (4 workers)" for a gil speedup cell; the worker count says how far each machine scaled."""
     if not isinstance(v, dict):
         return fmt.fmt_x(v)
     return f"{fmt.fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
 
 
 def _switch_cost(report: Dict[str, Any]) -> Value:
+    """(estimated context-switch cost in µs at the most worker processes, or None with why): high on oversubscribed or virtualised hosts."""
     data, why = probe_data(report, "contention")
     if data is None:
         return None, why
@@ -145,6 +158,7 @@ def _switch_cost(report: Dict[str, Any]) -> Value:
 
 
 def _idle_fraction(report: Dict[str, Any]) -> Value:
+    """(fraction 0..1 of time the GPU sat idle in the serial loop, or None with why): the headline symptom gpudiag explains."""
     data, why = probe_data(report, "cycle")
     if data is None:
         return None, why
@@ -158,7 +172,9 @@ def _idle_fraction(report: Dict[str, Any]) -> Value:
 
 
 def _rec(key: str) -> Callable[[Dict[str, Any]], Value]:
+    """Extractor for report.recommendation[key]: (value, None), or (None, why there is no recommendation)."""
     def get(report):
+        """(report.recommendation[key], or None with why)."""
         rec = report.get("recommendation")
         if not isinstance(rec, dict):
             _, why = probe_data(report, "cycle")
@@ -169,6 +185,7 @@ def _rec(key: str) -> Callable[[Dict[str, Any]], Value]:
 
 
 def _winner(report: Dict[str, Any]) -> Value:
+    """("strategy xN" the report recommends, or None with why): the comparison's bottom line per machine."""
     v, why = _rec("strategy")(report)
     if v is None:
         return None, why
@@ -177,6 +194,7 @@ def _winner(report: Dict[str, Any]) -> Value:
 
 
 def _cpu(report: Dict[str, Any]) -> Value:
+    """("N logical cores", plus how many gpudiag may use when affinity limits it, or None with why)."""
     logical = _d(report.get("host")).get("logical_cores")
     if not logical:
         return None, "host.logical_cores not in this report"
@@ -186,10 +204,12 @@ def _cpu(report: Dict[str, Any]) -> Value:
 
 
 def _pct(v: Any) -> str:
+    """A fraction as a percentage cell ("n/a" when not a number)."""
     return fmt.fmt_pct(v)
 
 
 def _us(v: Any) -> str:
+    """A duration cell in microseconds ("n/a" when not a number)."""
     return f"{fmt.fmt_num(v)} µs" if _num(v) else "n/a"
 
 
@@ -233,12 +253,14 @@ THRESHOLDS = (
 
 
 def _scalar(v: Any) -> Optional[float]:
+    """The number a metric value compares by (a speedup dict's speedup), or None when not a number."""
     if isinstance(v, dict):
         v = v.get("speedup")
     return float(v) if _num(v) else None
 
 
 def report_name(path: str) -> str:
+    """The report's file name without folder or extension: the column heading a reader recognises."""
     return os.path.splitext(os.path.basename(path))[0] or path
 
 
@@ -310,6 +332,7 @@ def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
 
 
 def _gpu_side(f: dict) -> bool:
+    """True for a finding about the GPU (a GPU probe's, or a CUDA_ code): it cannot explain numbers measured without one."""
     return f.get("probe") in GPU_PROBES or str(f.get("code")).startswith("CUDA_")
 
 
@@ -352,6 +375,7 @@ def _env_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) ->
 
 
 def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
+    """Chart block of serial and recommended cycles/s per report (SVG, or only the table when values cannot be scaled)."""
     serial = [_scalar(_rec("serial_cycles_per_s")(r)[0]) for r in reports]
     best = [_scalar(_rec("cycles_per_s")(r)[0]) for r in reports]
     try:
@@ -366,6 +390,7 @@ def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
 
 
 def _bars(names: Sequence[str], serial: List[Optional[float]], best: List[Optional[float]]) -> Optional[str]:
+    """SVG grouped bars of serial vs recommended cycles/s per report, or None without numbers."""
     return charts.grouped_bars(list(names), [{"name": "plain loop (serial)", "values": serial},
                                             {"name": "recommended strategy", "values": best}],
                               title="Cycles per second per report", y_label="cycles/s", x_label="report")

@@ -32,16 +32,19 @@ def _code(value: Any) -> str:
 
 
 def _gib(n: Any) -> Optional[str]:
+    """Bytes as "12.3 GiB" (or "512 MiB" under half a GiB), or None when not a number, so the row drops the part."""
     if not isinstance(n, (int, float)) or isinstance(n, bool):
         return None
     return f"{n / _GIB:.1f} GiB" if n >= _GIB / 2 else f"{n / 2 ** 20:.0f} MiB"
 
 
 def _join(*parts: Optional[str]) -> str:
+    """The given parts that are set, joined with " · ": one table cell from optional facts."""
     return " · ".join(p for p in parts if p)
 
 
 def _known(v: Any) -> bool:
+    """True when a fact was read (neither missing nor the "n/a" an unsupported NVML query gives)."""
     return v is not None and v != NA
 
 
@@ -78,6 +81,7 @@ def collect_driver(session_factory: Optional[Callable] = None) -> dict:
 # ------------------------------------------------------------------ rendering
 
 def _system_rows(s: dict) -> List[tuple]:
+    """(label, value) table rows for OS, WSL, container, Python, CPU, RAM, cgroup and torch: the facts that change which parallelism works."""
     os_, py, cpu, mem, torch = (s.get(k) or {} for k in ("os", "python", "cpu", "memory", "torch"))
     rows = []
     distro = os_.get("pretty") or os_.get("name")
@@ -128,6 +132,7 @@ def _system_rows(s: dict) -> List[tuple]:
 
 
 def _gpu_rows(drv: dict) -> List[tuple]:
+    """(label, value) table rows for the NVIDIA driver, CUDA and each GPU, or one row saying why NVML was unavailable."""
     if "unavailable" in drv:
         return [("NVIDIA driver", drv["unavailable"])]
     d = drv.get("data") or {}
@@ -191,6 +196,7 @@ def _gpu_rows(drv: dict) -> List[tuple]:
 
 
 def _gpu_details(drv: dict) -> List[str]:
+    """One line per GPU with compute mode, MIG, clock event reasons, temperature (°C), power (W) and utilisation (%): the state that throttles or shares it."""
     d = drv.get("data") or {}
     out = []
     for g in d.get("gpus") or []:

@@ -14,6 +14,7 @@ from gpudiag.report import contract as report_mod
 
 
 def fmt_bytes(n: Any) -> str:
+    """Bytes in the largest binary unit that fits ("1.5 GiB", "512 B"), or "n/a" when not a number: reports store raw bytes."""
     if not isinstance(n, (int, float)) or isinstance(n, bool):
         return "n/a"
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -40,6 +41,7 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 
 def fmt_pct(x: Any, digits: int = 0) -> str:
+    """A 0..1 fraction as "44 %" (digits after the point as asked), or "n/a" when not a number."""
     if not isinstance(x, (int, float)) or isinstance(x, bool):
         return "n/a"
     return f"{x * 100:.{digits}f} %"
@@ -103,22 +105,27 @@ def fmt_figure(name: str, value: Any) -> str:
 
 
 def to_json(x: Any) -> str:
+    """Indented JSON of any report value (non-JSON types as str), for the raw-data fallback a view shows."""
     return json.dumps(x, indent=2, default=str)
 
 
 def is_num(x: Any) -> bool:
+    """True for a finite int or float but not a bool: the only values formatted as numbers."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def as_dict(x: Any) -> dict:
+    """A dict from report data that may hold anything else there, so a view never raises on a hand-edited report."""
     return x if isinstance(x, dict) else {}
 
 
 def as_list(x: Any) -> list:
+    """A list from report data that may hold anything else there."""
     return x if isinstance(x, list) else []
 
 
 def badge(text: Any, cls: str) -> dict:
+    """A template cell drawn as a coloured badge: {"badge": css class, "text": label}."""
     return {"badge": cls, "text": str(text)}
 
 
@@ -136,16 +143,19 @@ def table(title: str, cols: List[Any], rows: List[List[Any]], caption: str = "",
 
 
 def chart(cid: str, title: str, svg: Optional[str], caption: str, tbl: Optional[dict]) -> dict:
+    """A template chart block: SVG marked safe (charts escape their own text), caption, and the same data as a table for readers without SVG."""
     return {"id": cid, "title": title, "svg": Markup(svg) if svg else None, "caption": caption, "table": tbl}
 
 
 def na(value: Any, reason: Any = None) -> str:
+    """A value for display, or "n/a (why)" when it was not measured: a missing figure always says why."""
     if value is None or value == "n/a":
         return f"n/a ({reason})" if reason else "n/a"
     return fmt_num(value) if not isinstance(value, str) else value
 
 
 def status_badge(status: Any) -> dict:
+    """A badge for a probe's status (ok / skipped / failed); an unknown status is drawn like skipped."""
     return badge(status or "n/a", f"s-{status}" if status in report_mod.STATUSES else "s-skipped")
 
 

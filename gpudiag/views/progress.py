@@ -35,6 +35,7 @@ class Progress:
 
     @staticmethod
     def _write(text: str) -> None:
+        """Write one progress line to stderr, swallowing a closed terminal: losing progress must never stop a measurement."""
         try:
             sys.stderr.write(text)
             sys.stderr.flush()
@@ -42,10 +43,12 @@ class Progress:
             pass
 
     def _start_ticker(self, name: str, timeout_s: float) -> None:
+        """Start a daemon thread that redraws "running N s (limit M s)" every 0.25 s, so a long probe shows it is alive."""
         self._stop.clear()
         t0 = time.monotonic()
 
         def tick():
+            """Redraw the running line until stopped (elapsed seconds against the probe's limit)."""
             while not self._stop.wait(0.25):
                 self._write(f"\r\033[K[{self.index}/{self.total}] {name:<11} running  "
                             f"{time.monotonic() - t0:.1f} s (limit {timeout_s:g} s)")
@@ -57,6 +60,7 @@ class Progress:
             self._thread = None
 
     def _stop_ticker(self) -> None:
+        """Stop and join the ticker thread before the probe's final line is written, so the two never interleave."""
         self._stop.set()
         if self._thread:
             self._thread.join()

@@ -46,6 +46,7 @@ def _md_finalize(value: Any) -> Markup:
 
 
 def _safe(fn: Callable[[Any], str]) -> Callable[[Any], Markup]:
+    """Wrap a string filter so jinja does not escape its output again (the Markdown filters escape themselves)."""
     return lambda x: Markup(fn(x))
 
 
@@ -100,6 +101,7 @@ def _env(autoescape: bool) -> jinja2.Environment:
 
 
 def _context(report: Dict[str, Any]) -> Dict[str, Any]:
+    """The template context of one report: summary, findings, per-probe sections and recommendation, with install hints said once."""
     probes = report.get("probes") or {}
     counts = {s: sum(1 for r in probes.values() if r.get("status") == s) for s in report_mod.STATUSES}
     findings = report_mod.all_findings(report)
@@ -229,6 +231,7 @@ def not_measured(report: Dict[str, Any], probe: str) -> Optional[str]:
 
 
 def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
+    """The report's first screen: machine, OS, GPUs, driver model, Python, torch, the recommendation and top findings, each "not measured" with why where its probe did not run."""
     host = {k: _text_or_none(v) if k not in ("gpus",) else v for k, v in as_dict(report.get("host")).items()}
     rec = as_dict(report.get("recommendation"))
     drv = as_dict(as_dict(report.get("probes")).get("driver"))
@@ -297,6 +300,7 @@ def _figures(figs: Any) -> str:
 
 
 def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Tables of the recommendation (choice, suspected causes, evidence, runners-up, environment changes), or None when the report has none."""
     rec = report.get("recommendation")
     if not isinstance(rec, dict):
         return None

@@ -27,11 +27,13 @@ from gpudiag.views.format import (
 
 
 def _stats_row(label: str, st: Any, unit: str) -> List[Any]:
+    """A table row of a timing summary: label, median, p10, p90, sample count and unit ("n/a" where not measured)."""
     st = as_dict(st)
     return [label, na(st.get("median")), na(st.get("p10")), na(st.get("p90")), na(st.get("n")), unit]
 
 
 def _view_system(data: dict) -> dict:
+    """The system probe's section: OS, Python (GIL, switch interval, start method), CPU, RAM and limits, torch, allowlisted env and collect_env tables."""
     os_, py, cpu, mem, torch = (as_dict(data.get(k)) for k in ("os", "python", "cpu", "memory", "torch"))
     kv = [
         ("OS", os_.get("pretty") or os_.get("name")), ("Distro", " ".join(str(x) for x in (
@@ -66,6 +68,7 @@ def _view_system(data: dict) -> dict:
 
 
 def _view_driver(data: dict) -> dict:
+    """The driver probe's section: driver/CUDA/NVML versions, per-GPU table (memory, driver model, PCIe link, clock events, temp, power) and the processes sharing each GPU."""
     km = as_dict(data.get("kernel_module"))
     kv = [("Driver", data.get("driver_version")), ("CUDA driver API", data.get("cuda_driver_version")),
           ("NVML", data.get("nvml_version"))]
@@ -123,6 +126,7 @@ def _worker_memory(mem: dict) -> str:
 
 
 def _view_gil(data: dict) -> dict:
+    """The gil probe's section: threads vs processes scaling table and chart, worker start-up (s) and memory, and why a workload was not measured or inconclusive."""
     py, st, mem = as_dict(data.get("python")), as_dict(data.get("startup")), as_dict(data.get("memory"))
     rows = [as_dict(r) for r in as_list(data.get("scaling"))]
     rows.sort(key=lambda r: (str(r.get("workload")), str(r.get("mode")), r.get("workers") if is_num(r.get("workers")) else 0))
@@ -158,6 +162,7 @@ def _view_gil(data: dict) -> dict:
 
 
 def _view_launch(data: dict) -> dict:
+    """The launch probe's section: launch overhead, tiny-kernel and synchronize latency (µs) and the CUDA graph speedup that shows whether launches are the bottleneck."""
     g = as_dict(data.get("graph"))
     lat = table("Latency", ["measure", "median#", "p10#", "p90#", "n#", "unit"],
                 [_stats_row("launch overhead (host)", data.get("launch_overhead_us"), "µs"),
@@ -169,6 +174,7 @@ def _view_launch(data: dict) -> dict:
 
 
 def _view_contention(data: dict) -> dict:
+    """The contention probe's section: threads in one context vs processes with one context each, with the stretch that prices context switching."""
     ctx = as_dict(data.get("context"))
     kv = [("Kernel length", f"{na(data.get('kernel_ms'))} ms (alone: median {na(as_dict(data.get('solo_ms')).get('median'))} ms)"),
           ("Context creation", f"{na(ctx.get('create_s'))} s, {fmt_bytes(ctx.get('device_bytes'))} device memory"),
@@ -186,6 +192,7 @@ def _view_contention(data: dict) -> dict:
 
 
 def _view_pcie(data: dict) -> dict:
+    """The pcie probe's section: link generation and width (current vs max), bandwidth per transfer size (GB/s) as table and chart."""
     link = as_dict(data.get("link"))
     theo = data.get("theoretical_gbps_per_direction")
     kv = [("Link", f"Gen{na(link.get('gen'))} x{na(link.get('width'))} (max Gen{na(link.get('gen_max'))} "
@@ -208,6 +215,7 @@ def _view_pcie(data: dict) -> dict:
 
 
 def _view_cycle(data: dict, winner: Optional[str]) -> dict:
+    """The cycle probe's section: workload, strategy tournament (cycles/s, interval), GPU idle timelines, gap histogram and NVML utilisation, with the winner highlighted."""
     wl = as_dict(data.get("workload"))
     kv = [("Workload", f"{na(wl.get('model'))}, batch {na(wl.get('batch'))}, {na(wl.get('params'))} parameters, "
                        f"{'forward+backward' if wl.get('train') else 'forward only'} on {na(wl.get('device'))}"),

@@ -64,12 +64,14 @@ ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDA_DEVICE_ORDER"
 
 @dataclass
 class Check:
+    """One preflight check's outcome: name, status (pass | warn | fail | skip), a sentence for the user and the facts it was judged on."""
     name: str
     status: str  # pass | warn | fail | skip
     message: str
     evidence: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The check as a JSON-ready dict (the shape `gpudiag preflight --json` prints)."""
         return {"name": self.name, "status": self.status, "message": self.message, "evidence": self.evidence}
 
 
@@ -95,6 +97,7 @@ class PreflightFailed(RuntimeError):
 
 @dataclass
 class PreflightResult:
+    """Every check of one preflight run plus the plan it judged (workers, strategy, device) and how long it took (s); ready unless a check blocks."""
     checks: List[Check]
     workers: int
     strategy: str
@@ -110,25 +113,31 @@ class PreflightResult:
 
     @property
     def ready(self) -> bool:
+        """True when no check blocks (no fail; with strict, no warn either): whether the planned run may start."""
         return not self.blocking()
 
     def reasons(self) -> List[str]:
+        """"name: message" of each blocking check: what to fix before the run can start."""
         return [f"{c.name}: {c.message}" for c in self.blocking()]
 
     def check(self, name: str) -> Optional[Check]:
+        """The check with this name, or None when it did not run: lets a caller test one condition."""
         return next((c for c in self.checks if c.name == name), None)
 
     def raise_if_failed(self) -> "PreflightResult":
+        """This result when ready, so a script can chain it; raises PreflightFailed naming the blocking checks otherwise."""
         if not self.ready:
             raise PreflightFailed(self)
         return self
 
     def to_dict(self) -> Dict[str, Any]:
+        """The whole result as a JSON-ready dict (ready, strict, checks, plan, per-worker needs, duration in s)."""
         return {"ready": self.ready, "strict": self.strict, "checks": [c.to_dict() for c in self.checks],
                 "workers": self.workers, "strategy": self.strategy, "device": self.device,
                 "per_worker": self.per_worker, "duration_s": round(self.duration_s, 3)}
 
     def to_json(self) -> str:
+        """The result as indented JSON text, for `--json` and for logging from a training script."""
         return json.dumps(self.to_dict(), indent=2, default=str)
 
     def format_text(self) -> str:
@@ -159,6 +168,7 @@ def num(value: Any) -> Optional[float]:
 
 
 def version_tuple(text: Any) -> Optional[Tuple[int, int]]:
+    """(major, minor) parsed from a version string such as "12.4" or "550.54.15", or None when unknown: driver and CUDA minimums compare as tuples."""
     m = re.match(r"^\s*(\d+)(?:\.(\d+))?", str(text)) if text not in (None, NA) else None
     return (int(m.group(1)), int(m.group(2) or 0)) if m else None
 
@@ -179,5 +189,6 @@ def display_path(path: str) -> str:
 
 
 def worst(statuses: Iterable[str]) -> str:
+    """The most severe status among the checks' (fail > warn > pass > skip), "pass" for none: one status for a group of checks."""
     order = {"fail": 3, "warn": 2, "pass": 1, "skip": 0}
     return max(statuses, key=lambda s: order[s], default="pass")
