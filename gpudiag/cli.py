@@ -102,6 +102,18 @@ class OneLineErrors(click.Group):
             sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _write_view(out, text: str) -> None:
+    """Write one rendered view (render, compare) to its planned output and say where, or fail in one line."""
+    from gpudiag.report import outputs
+
+    try:
+        written = outputs.write([(out, text)])
+    except outputs.OutputError as exc:
+        fail(exc)
+    for path in written.values():
+        outputs.say(f"Wrote {path}")
+
+
 def _complete_probe_names(ctx, param, incomplete: str):
     """Shell completion for --only/--skip: the probe names, each with its one-line summary."""
     from click.shell_completion import CompletionItem
@@ -341,12 +353,7 @@ def render(report_json: str, output: str) -> None:
         fail(exc)
     rep = _load(report_json)
     text = _view(report_json, lambda: render_mod.render_html(rep) if out.kind == "html" else render_mod.render_markdown(rep))
-    try:
-        written = outputs.write([(out, text)])
-    except outputs.OutputError as exc:
-        fail(exc)
-    for path in written.values():
-        outputs.say(f"Wrote {path}")
+    _write_view(out, text)
 
 
 def _two_or_more(ctx, param, value):
@@ -376,12 +383,7 @@ def compare(reports: List[str], output: str) -> None:
     names = [default_redactor(True).text(n) for n in compare_mod.unique_names(reports)]  # file names are output too
     text = _view(", ".join(reports), lambda: compare_mod.render_compare(loaded, names,
                                                                        "html" if out.kind == "html" else "md"))
-    try:
-        written = outputs.write([(out, text)])
-    except outputs.OutputError as exc:
-        fail(exc)
-    for path in written.values():
-        outputs.say(f"Wrote {path}")
+    _write_view(out, text)
 
 
 EXIT_FLEET_UNKNOWN = 3

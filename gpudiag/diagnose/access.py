@@ -6,50 +6,10 @@ never an exception. Figures carry a JSON-path-like source ("probes.cycle.data.st
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpudiag.diagnose.thresholds import CUDA_PROBES
-
-
-def get(obj: Any, *keys: Any) -> Any:
-    """obj[k1][k2]...; None as soon as a key or index is missing or the shape is wrong."""
-    for k in keys:
-        if isinstance(k, int) and not isinstance(k, bool):
-            if not isinstance(obj, list) or not -len(obj) <= k < len(obj):
-                return None
-        elif not isinstance(obj, dict) or k not in obj:
-            return None
-        obj = obj[k]
-    return obj
-
-
-def num(x: Any) -> Optional[float]:
-    """A finite number, or None (bools, strings such as "n/a", NaN and None are not numbers)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(x) else None
-
-
-def as_int(x: Any) -> Optional[int]:
-    """A whole number from report data (a finite int, or a float with no fraction), else None: worker counts may arrive as 4.0."""
-    n = num(x)
-    return int(n) if n is not None and n == int(n) else None
-
-
-def as_dict(x: Any) -> dict:
-    """A dict from report data that may hold anything else there: the verdicts read hand-edited or older reports without raising."""
-    return x if isinstance(x, dict) else {}
-
-
-def as_list(x: Any) -> list:
-    """A list from report data that may hold anything else there."""
-    return x if isinstance(x, list) else []
-
-
-def as_str(x: Any) -> Optional[str]:
-    """A non-empty string from report data, else None."""
-    return x if isinstance(x, str) and x else None
+from gpudiag.report.values import as_dict, as_int, as_list, as_str, get, num
 
 
 def path(*parts: Any) -> str:
@@ -254,11 +214,6 @@ def cycle_device(report: dict) -> Optional[str]:
 def gpu_questions_answered(report: dict) -> bool:
     """True when a GPU was actually exercised: the cycle ran on CUDA or a CUDA probe measured."""
     return cycle_device(report) == "cuda" or any(probe_result(report, p).get("status") == "ok" for p in CUDA_PROBES)
-
-
-def as_bool(x: Any) -> Optional[bool]:
-    """A bool from report data, else None (0/1 or "true" are not taken as answers)."""
-    return x if isinstance(x, bool) else None
 
 
 def strategy_reason(report: dict, name: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.diagnose.access import as_bool, as_dict, as_int, as_list, as_str, get, num
 from gpudiag.diagnose.thresholds import (
     BASELINE_IQR_MAX,
     BASELINE_SPREAD_MAX,
@@ -34,6 +33,7 @@ from gpudiag.diagnose.thresholds import (
 )
 from gpudiag.measure import stats
 from gpudiag.measure.load import machine_busy
+from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
 
 CLEAR, TIE, TOO_NOISY, NONE = "clear", "tie", "too_noisy", "none"
 CONFIDENCES = (CLEAR, TIE, TOO_NOISY, NONE)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from gpudiag.diagnose.access import Figures, as_int, as_str, fmt_bytes, get, probe_data
+from gpudiag.diagnose.access import Figures, fmt_bytes, probe_data
+from gpudiag.report.values import as_int, as_str, get
 
 # The system probe's budget_source -> what to call that limit in advice.
 HOST_LIMIT_NAMES = {

@@ -19,7 +19,6 @@ from gpudiag.diagnose.access import (
     findings_with,
     fmt_pct,
     fmt_rate,
-    get,
     gpu_questions_answered,
     not_run_reason,
     path,
@@ -34,6 +33,7 @@ from gpudiag.diagnose.memory_fit import best_fitting, memory_limits
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
 from gpudiag.diagnose.verdicts import VERDICTS
 from gpudiag.diagnose.verdicts.parallelism import verdict_worker_memory
+from gpudiag.report.values import get
 
 MARGIN = fmt_pct(NOISE_MARGIN_FRACTION)
 

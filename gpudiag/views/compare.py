@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from gpudiag.report.contract import load_report
+from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, render
 from gpudiag.views import format as fmt
 
@@ -42,21 +43,6 @@ class Metric:
 
 # ---------------------------------------------------------------- extraction helpers
 
-def _d(x: Any) -> dict:
-    """A dict from report data that may hold anything else there (reports are compared as loaded, maybe hand-edited)."""
-    return x if isinstance(x, dict) else {}
-
-
-def _list(x: Any) -> list:
-    """A list from report data that may hold anything else there."""
-    return x if isinstance(x, list) else []
-
-
-def _num(x: Any) -> bool:
-    """True for an int or float but not a bool (JSON true would otherwise compare as 1)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _schema(report: Dict[str, Any]) -> str:
     """"schema vN, gpudiag X.Y" for a report's header: reports from different versions may lack fields."""
     return f"schema v{report.get('schema_version', '?')}, gpudiag {report.get('gpudiag_version', '?')}"
@@ -64,13 +50,13 @@ def _schema(report: Dict[str, Any]) -> str:
 
 def probe_data(report: Dict[str, Any], probe: str) -> Tuple[Optional[dict], Optional[str]]:
     """The probe's data, or None and why it is not there."""
-    res = _d(report.get("probes")).get(probe)
+    res = as_dict(report.get("probes")).get(probe)
     if not isinstance(res, dict):
         return None, f"probe {probe} not in this report ({_schema(report)})"
     status = res.get("status")
     if status != "ok":
         return None, f"{probe} {status}: {res.get('reason') or 'no reason given'}"
-    return _d(res.get("data")), None
+    return as_dict(res.get("data")), None
 
 
 def field(report: Dict[str, Any], probe: str, path: Sequence[Any], reason_keys: Sequence[str] = ()) -> Value:
@@ -96,14 +82,14 @@ def _host(key: str) -> Callable[[Dict[str, Any]], Value]:
     """Extractor for report.host[key]: (value, None), or (None, why it is missing)."""
     def get(report):
         """(report.host[key], None) or (None, why it is missing)."""
-        v = _d(report.get("host")).get(key)
+        v = as_dict(report.get("host")).get(key)
         return (v, None) if v not in (None, "", []) else (None, f"host.{key} not in this report")
     return get
 
 
 def _os(report: Dict[str, Any]) -> Value:
     """(OS name, with the WSL version when under WSL, or None with why): WSL changes how the GPU is reached."""
-    h = _d(report.get("host"))
+    h = as_dict(report.get("host"))
     if not h.get("os"):
         return None, "host.os not in this report"
     return str(h["os"]) + (f" (WSL{h['wsl']})" if h.get("wsl") else ""), None
@@ -111,7 +97,7 @@ def _os(report: Dict[str, Any]) -> Value:
 
 def _driver_model(report: Dict[str, Any]) -> Value:
     """(Windows driver model, else the Linux kernel module, or None with why): WDDM vs TCC changes launch latency."""
-    h = _d(report.get("host"))
+    h = as_dict(report.get("host"))
     if h.get("driver_model"):
         return h["driver_model"], None
     if h.get("kernel_module"):
@@ -127,9 +113,9 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
         data, why = probe_data(report, "gil")
         if data is None:
             return None, why
-        absent = _d(data.get("absent"))
-        rows = [r for r in _list(data.get("scaling")) if isinstance(r, dict) and r.get("workload") == workload
-                and r.get("mode") == mode and _num(r.get("speedup")) and _num(r.get("workers"))]
+        absent = as_dict(data.get("absent"))
+        rows = [r for r in as_list(data.get("scaling")) if isinstance(r, dict) and r.get("workload") == workload
+                and r.get("mode") == mode and is_num(r.get("speedup")) and is_num(r.get("workers"))]
         if not rows:
             return None, absent.get(workload) or f"gil measured no {workload}/{mode} rows"
         best = max(rows, key=lambda r: r["workers"])
@@ -150,8 +136,8 @@ def _switch_cost(report: Dict[str, Any]) -> Value:
     if data is None:
         return None, why
     rows = [r for r in (data.get("processes") if isinstance(data.get("processes"), list) else [])
-            if isinstance(r, dict) and _num(r.get("switch_cost_us_est"))
-            and _num(r.get("workers"))]
+            if isinstance(r, dict) and is_num(r.get("switch_cost_us_est"))
+            and is_num(r.get("workers"))]
     if not rows:
         return None, "contention estimated no context-switch cost"
     return max(rows, key=lambda r: r["workers"])["switch_cost_us_est"], None
@@ -162,11 +148,11 @@ def _idle_fraction(report: Dict[str, Any]) -> Value:
     data, why = probe_data(report, "cycle")
     if data is None:
         return None, why
-    busy = _d(_d(data.get("idle")).get("serial")).get("busy_fraction")
-    serial = next((s for s in _list(data.get("strategies")) if isinstance(s, dict) and s.get("name") == "serial"), {})
-    if not _num(busy):
+    busy = as_dict(as_dict(data.get("idle")).get("serial")).get("busy_fraction")
+    serial = next((s for s in as_list(data.get("strategies")) if isinstance(s, dict) and s.get("name") == "serial"), {})
+    if not is_num(busy):
         busy = serial.get("gpu_busy_fraction")
-    if not _num(busy):
+    if not is_num(busy):
         return None, serial.get("gpu_busy_reason") or "cycle measured no GPU timeline for the serial loop"
     return 1.0 - busy, None
 
@@ -189,18 +175,18 @@ def _winner(report: Dict[str, Any]) -> Value:
     v, why = _rec("strategy")(report)
     if v is None:
         return None, why
-    w = _d(report.get("recommendation")).get("workers")
-    return f"{v} x{w}" if _num(w) else str(v), None
+    w = as_dict(report.get("recommendation")).get("workers")
+    return f"{v} x{w}" if is_num(w) else str(v), None
 
 
 def _cpu(report: Dict[str, Any]) -> Value:
     """("N logical cores", plus how many gpudiag may use when affinity limits it, or None with why)."""
-    logical = _d(report.get("host")).get("logical_cores")
+    logical = as_dict(report.get("host")).get("logical_cores")
     if not logical:
         return None, "host.logical_cores not in this report"
-    usable = _d(field(report, "system", ("cpu",))[0]).get("affinity_cores")
+    usable = as_dict(field(report, "system", ("cpu",))[0]).get("affinity_cores")
     text = f"{logical} logical cores"
-    return (text + f" ({usable} usable by gpudiag)" if _num(usable) and usable != logical else text), None
+    return (text + f" ({usable} usable by gpudiag)" if is_num(usable) and usable != logical else text), None
 
 
 def _pct(v: Any) -> str:
@@ -210,14 +196,14 @@ def _pct(v: Any) -> str:
 
 def _us(v: Any) -> str:
     """A duration cell in microseconds ("n/a" when not a number)."""
-    return f"{fmt.fmt_num(v)} µs" if _num(v) else "n/a"
+    return f"{fmt.fmt_num(v)} µs" if is_num(v) else "n/a"
 
 
 METRICS: Tuple[Metric, ...] = (
     Metric("os", "OS", _os),
     Metric("cpu", "CPU threads", _cpu),
-    Metric("gpus", "GPU(s)", lambda r: (", ".join(map(str, _list(_d(r.get("host")).get("gpus")))) or None,
-                                        None if _d(r.get("host")).get("gpus") else "no NVIDIA GPU seen")),
+    Metric("gpus", "GPU(s)", lambda r: (", ".join(map(str, as_list(as_dict(r.get("host")).get("gpus")))) or None,
+                                        None if as_dict(r.get("host")).get("gpus") else "no NVIDIA GPU seen")),
     Metric("driver_model", "Driver model", _driver_model),
     Metric("python_threads", "GIL scaling: Python threads", _gil_speedup("python", "threads"), _speedup_fmt,
            "higher", lambda a, b: b / a <= SCALING_RATIO_LIMIT, "threads gain less from more workers"),
@@ -230,7 +216,7 @@ METRICS: Tuple[Metric, ...] = (
     Metric("pcie_eff", "PCIe efficiency (h2d pinned)", lambda r: field(r, "pcie", ("efficiency", "h2d_pinned")),
            _pct, "higher", lambda a, b: a - b >= PCIE_EFFICIENCY_DROP_LIMIT, "host->device copies get less of the link"),
     Metric("pcie_gbps", "PCIe h2d pinned peak", lambda r: field(r, "pcie", ("peak", "h2d_pinned_gbps")),
-           lambda v: f"{fmt.fmt_num(v)} GB/s" if _num(v) else "n/a", "higher",
+           lambda v: f"{fmt.fmt_num(v)} GB/s" if is_num(v) else "n/a", "higher",
            lambda a, b: b / a <= BANDWIDTH_RATIO_LIMIT, "host->device copies take longer"),
     Metric("idle", "GPU idle fraction (serial loop)", _idle_fraction, _pct, "lower",
            lambda a, b: b - a >= IDLE_FRACTION_RISE_LIMIT, "the GPU waits for the host more of the time"),
@@ -256,7 +242,7 @@ def _scalar(v: Any) -> Optional[float]:
     """The number a metric value compares by (a speedup dict's speedup), or None when not a number."""
     if isinstance(v, dict):
         v = v.get("speedup")
-    return float(v) if _num(v) else None
+    return float(v) if is_num(v) else None
 
 
 def report_name(path: str) -> str:
@@ -311,7 +297,7 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
     findings_notes, env_notes = _finding_differences(reports, names), _env_differences(reports, names)
     explanations += [text for severity, text in findings_notes if severity == "critical"]
     differences += [text for severity, text in findings_notes if severity != "critical"] + env_notes
-    heads = [{"name": n, "os": _d(r.get("host")).get("os") or "n/a", "created_at": r.get("created_at"),
+    heads = [{"name": n, "os": as_dict(r.get("host")).get("os") or "n/a", "created_at": r.get("created_at"),
               "mode": r.get("mode"), "version": _schema(r)} for n, r in zip(names, reports)]
     return {"reports": heads, "rows": rows, "explanations": explanations, "differences": differences,
             "thresholds": THRESHOLDS, "chart": _chart(reports, names)}
@@ -324,8 +310,8 @@ GPU_PROBES = ("driver", "launch", "contention", "pcie")
 def _findings(report: Dict[str, Any]) -> Dict[str, dict]:
     """Warning and critical findings by code, each with the probe it came from."""
     out = {}
-    for probe, res in _d(report.get("probes")).items():
-        for f in _list(_d(res).get("findings")):
+    for probe, res in as_dict(report.get("probes")).items():
+        for f in as_list(as_dict(res).get("findings")):
             if isinstance(f, dict) and f.get("severity") in ("critical", "warning") and f.get("code"):
                 out.setdefault(str(f["code"]), dict(f, probe=probe))
     return out
@@ -363,7 +349,7 @@ def _finding_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]
 
 def _env_differences(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> List[str]:
     """Allowlisted environment variables that differ (e.g. CUDA_LAUNCH_BLOCKING, OMP_NUM_THREADS)."""
-    envs = [_d(_d(field(r, "system", ("env",))[0])) for r in reports]
+    envs = [as_dict(as_dict(field(r, "system", ("env",))[0])) for r in reports]
     keys = sorted({k for e in envs for k in e})
     out = []
     for k in keys:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts
 from gpudiag.views.format import badge, chart, fmt_bytes, fmt_num, table
 
@@ -19,36 +20,21 @@ SCOPE_TITLES = {"world": "every rank", "intra_node": "within each node", "inter_
 TERMINAL_RANKS = 16
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list:
-    """`x` if it is a list, else []: for the same reason as _d."""
-    return x if isinstance(x, list) else []
-
-
-def _n(x: Any) -> bool:
-    """True for an int or float that is not a bool: a value the table can format."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _cell(entry: dict, metric: str) -> Any:
     """"12.3 (0.34x, z 9.1)" for a figure; a critical badge when the rank is flagged on it."""
-    fig = _d(_d(entry.get("figures")).get(metric))
-    sc = _d(_d(entry.get("scores")).get(metric))
-    if not _n(fig.get("value")):
+    fig = as_dict(as_dict(entry.get("figures")).get(metric))
+    sc = as_dict(as_dict(entry.get("scores")).get(metric))
+    if not is_num(fig.get("value")):
         return "n/a"
     text = fmt_num(fig["value"])
-    if _n(sc.get("relative")) and _n(sc.get("score")):
+    if is_num(sc.get("relative")) and is_num(sc.get("score")):
         text += f" ({sc['relative']:.2f}x, z {sc['score']:.1f})"
     return badge(text + " outlier", "sev-critical") if sc.get("flagged") else text
 
 
 def _device(entry: dict) -> str:
     """How the rank table names a rank's device ("GPU 1 A100 · uuid 9f8e", "CPU (8 threads)")."""
-    dev = _d(entry.get("device"))
+    dev = as_dict(entry.get("device"))
     if dev.get("kind") == "cuda":
         uuid = f" · uuid {dev['gpu_uuid_hash']}" if dev.get("gpu_uuid_hash") else ""
         return f"GPU {dev.get('index')} {dev.get('name') or ''}{uuid}".strip()
@@ -68,14 +54,14 @@ def _status(entry: dict, flagged_ranks: set) -> Any:
 
 def rank_table(data: dict) -> dict:
     """Every rank (and every missing one) against every comparable figure."""
-    outliers = [_d(o) for o in _l(data.get("outliers"))]
+    outliers = [as_dict(o) for o in as_list(data.get("outliers"))]
     flagged = {o.get("rank") for o in outliers if o.get("kind") == "straggler" and o.get("rank") is not None}
     rows = []
-    for e in sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0):
+    for e in sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0):
         rows.append([str(e.get("rank")), e.get("host") or "n/a", str(e.get("local_rank")), _device(e)]
                     + [_cell(e, m) for m, _ in METRIC_COLS] + [_status(e, flagged)])
-    for m in _l(data.get("missing")):
-        m = _d(m)
+    for m in as_list(data.get("missing")):
+        m = as_dict(m)
         rows.append([str(m.get("rank")), m.get("host") or "n/a", str(m.get("local_rank")), "n/a"]
                     + ["n/a"] * len(METRIC_COLS) + [badge("missing: " + str(m.get("reason") or ""), "sev-critical")])
     rows.sort(key=lambda r: int(r[0]) if r[0].isdigit() else 0)
@@ -88,19 +74,19 @@ def rank_table(data: dict) -> dict:
 def node_table(data: dict) -> dict:
     """Each node's median figures, against the other nodes when there are several."""
     rows = []
-    for node in map(_d, _l(data.get("nodes"))):
-        sc = _d(node.get("scores"))
+    for node in map(as_dict, as_list(data.get("nodes"))):
+        sc = as_dict(node.get("scores"))
         cells = []
         for m, _ in METRIC_COLS:
-            s = _d(sc.get(m))
+            s = as_dict(sc.get(m))
             cells.append(badge(f"{fmt_num(s.get('value'))} ({s['relative']:.2f}x) outlier", "sev-critical")
                          if s.get("flagged") else
-                         f"{fmt_num(s.get('value'))} ({s['relative']:.2f}x)" if _n(s.get("relative")) else
-                         fmt_num(s.get("value")) if _n(s.get("value")) else "n/a")
-        intra = _d(sc.get("intra_busbw_gbps"))
-        cells.append(fmt_num(intra.get("value")) + (f" ({intra['relative']:.2f}x)" if _n(intra.get("relative")) else "")
-                     if _n(intra.get("value")) else "n/a")
-        rows.append([node.get("host") or "n/a", ", ".join(str(r) for r in _l(node.get("ranks")))] + cells)
+                         f"{fmt_num(s.get('value'))} ({s['relative']:.2f}x)" if is_num(s.get("relative")) else
+                         fmt_num(s.get("value")) if is_num(s.get("value")) else "n/a")
+        intra = as_dict(sc.get("intra_busbw_gbps"))
+        cells.append(fmt_num(intra.get("value")) + (f" ({intra['relative']:.2f}x)" if is_num(intra.get("relative")) else "")
+                     if is_num(intra.get("value")) else "n/a")
+        rows.append([node.get("host") or "n/a", ", ".join(str(r) for r in as_list(node.get("ranks")))] + cells)
     return table("Nodes", ["host", "ranks"] + [c for _, c in METRIC_COLS] + ["intra-node busbw GB/s#"], rows,
                  "A node's figure is the median of its ranks; the ratio compares it with the other nodes.", stack=True)
 
@@ -108,12 +94,12 @@ def node_table(data: dict) -> dict:
 def outlier_table(data: dict) -> dict:
     """data.outliers as a table: kind, level, who, which figure, by how much."""
     rows = []
-    for o in map(_d, _l(data.get("outliers"))):
+    for o in map(as_dict, as_list(data.get("outliers"))):
         rows.append([o.get("kind") or "", o.get("level") or "", "" if o.get("rank") is None else str(o["rank"]),
                      o.get("host") or "", "" if o.get("gpu_index") is None else str(o["gpu_index"]),
                      o.get("gpu_uuid_hash") or "", METRIC_WORDS.get(o.get("metric"), str(o.get("metric"))),
                      fmt_num(o.get("value")), fmt_num(o.get("median")),
-                     f"{o['relative']:.2f}x" if _n(o.get("relative")) else "", fmt_num(o.get("score")),
+                     f"{o['relative']:.2f}x" if is_num(o.get("relative")) else "", fmt_num(o.get("score")),
                      o.get("note") or ""])
     return table("Outliers", ["kind", "level", "rank#", "host", "GPU#", "uuid hash", "metric", "value#",
                               "median#", "relative#", "score#", "note"], rows,
@@ -124,10 +110,10 @@ def outlier_table(data: dict) -> dict:
 def collective_table(data: dict) -> dict:
     """Every collectives row with its time, algbw and busbw (and busbw's p10..p90)."""
     rows = []
-    for c in map(_d, _l(data.get("collectives"))):
-        t = _d(c.get("time_us"))
+    for c in map(as_dict, as_list(data.get("collectives"))):
+        t = as_dict(c.get("time_us"))
         spread = (f"{fmt_num(c.get('busbw_gbps_p10'))}..{fmt_num(c.get('busbw_gbps_p90'))}"
-                  if _n(c.get("busbw_gbps_p10")) else "")
+                  if is_num(c.get("busbw_gbps_p10")) else "")
         rows.append([c.get("scope") or "", c.get("host") or "", c.get("op") or "", fmt_bytes(c.get("size_bytes")),
                      str(c.get("n_ranks")), fmt_num(t.get("median")), fmt_num(c.get("algbw_gbps")),
                      fmt_num(c.get("busbw_gbps")), spread, str(t.get("n") or ""), c.get("reason") or ""])
@@ -137,8 +123,8 @@ def collective_table(data: dict) -> dict:
 
 def collective_charts(data: dict) -> List[dict]:
     """One busbw-vs-size chart per scope; intra-node curves are the median over nodes."""
-    rows = [_d(c) for c in _l(data.get("collectives")) if _n(_d(c).get("busbw_gbps"))]
-    backend = _d(data.get("collectives_status")).get("backend") or "?"
+    rows = [as_dict(c) for c in as_list(data.get("collectives")) if is_num(as_dict(c).get("busbw_gbps"))]
+    backend = as_dict(data.get("collectives_status")).get("backend") or "?"
     out = []
     for scope in ("world", "intra_node", "inter_node"):
         mine = [c for c in rows if c.get("scope") == scope]
@@ -148,7 +134,7 @@ def collective_charts(data: dict) -> List[dict]:
         for op in ("all_reduce", "all_gather", "reduce_scatter"):
             by_size: Dict[int, List[dict]] = {}
             for c in mine:
-                if c.get("op") == op and _n(c.get("size_bytes")):
+                if c.get("op") == op and is_num(c.get("size_bytes")):
                     by_size.setdefault(c["size_bytes"], []).append(c)
             pts = []
             for size, cs in sorted(by_size.items()):
@@ -176,12 +162,12 @@ def collective_charts(data: dict) -> List[dict]:
 def relative_chart(data: dict, metric: str = "matmul_gflops") -> Optional[dict]:
     """Each rank's speed relative to its peers on one figure: a straggler's bar is short and says so."""
     rows = []
-    for e in sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0):
-        sc = _d(_d(e.get("scores")).get(metric))
+    for e in sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0):
+        sc = as_dict(as_dict(e.get("scores")).get(metric))
         rows.append({"label": f"rank {e.get('rank')}", "value": sc.get("relative"),
                      "cls": "hl-base" if sc.get("flagged") else "c0",
                      "note": f"z {sc['score']:.1f}" + (" outlier" if sc.get("flagged") else "")
-                     if _n(sc.get("score")) else "not comparable"})
+                     if is_num(sc.get("score")) else "not comparable"})
     if len(rows) < 2 or len(rows) > 64:
         return None
     svg = charts.horizontal_bars(rows, title=f"{METRIC_WORDS[metric]}: speed relative to the other ranks",
@@ -194,10 +180,10 @@ def relative_chart(data: dict, metric: str = "matmul_gflops") -> Optional[dict]:
 
 def view(data: dict) -> dict:
     """kv, tables, charts and notes for gpudiag.views.render's probe sections."""
-    launcher, status, exclude = _d(data.get("launcher")), _d(data.get("collectives_status")), _d(data.get("exclude"))
+    launcher, status, exclude = as_dict(data.get("launcher")), as_dict(data.get("collectives_status")), as_dict(data.get("exclude"))
     kinds: Dict[str, int] = {}
-    for e in map(_d, _l(data.get("ranks"))):
-        k = _d(e.get("device")).get("kind") or "unknown"
+    for e in map(as_dict, as_list(data.get("ranks"))):
+        k = as_dict(e.get("device")).get("kind") or "unknown"
         kinds[k] = kinds.get(k, 0) + 1
     kv = [("Verdict", data.get("verdict")),
           ("Exit code", f"{data.get('exit_code')} ({data.get('exit_meaning')})"),
@@ -208,11 +194,11 @@ def view(data: dict) -> dict:
                           + (f": {status.get('reason')}" if status.get("reason") and status.get("state") != "ok" else "")),
           ("Exclude (Slurm)", exclude.get("slurm") or "none")]
     notes = []
-    cpu = [e for e in map(_d, _l(data.get("ranks"))) if _d(e.get("device")).get("kind") == "cpu"]
+    cpu = [e for e in map(as_dict, as_list(data.get("ranks"))) if as_dict(e.get("device")).get("kind") == "cpu"]
     if cpu:
-        figs = _d(cpu[0].get("figures"))
+        figs = as_dict(cpu[0].get("figures"))
         notes.append("CPU ranks measure CPU equivalents: " + "; ".join(
-            f"{METRIC_WORDS[m]} = {_d(figs.get(m)).get('what')}" for m, _ in METRIC_COLS if _d(figs.get(m)).get("what")))
+            f"{METRIC_WORDS[m]} = {as_dict(figs.get(m)).get('what')}" for m, _ in METRIC_COLS if as_dict(figs.get(m)).get("what")))
     if status.get("backend") == "gloo":
         notes.append("Not checked with gloo on CPU: NCCL, NVLink and GPU peer-to-peer bandwidth.")
     charts_ = collective_charts(data)
@@ -225,32 +211,32 @@ def view(data: dict) -> dict:
 
 def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
     """What rank 0 prints: the verdict, a line per rank (flagged ones always), collectives, exclude, files."""
-    data = _d(_d(_d(report.get("probes")).get("fleet")).get("data"))
+    data = as_dict(as_dict(as_dict(report.get("probes")).get("fleet")).get("data"))
     lines = [f"gpudiag fleet: {data.get('verdict')}"]
-    ranks = sorted((_d(e) for e in _l(data.get("ranks"))), key=lambda e: e.get("rank") if _n(e.get("rank")) else 0)
+    ranks = sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0)
     shown = [e for i, e in enumerate(ranks) if i < TERMINAL_RANKS or any(
-        _d(s).get("flagged") for s in _d(e.get("scores")).values())]
+        as_dict(s).get("flagged") for s in as_dict(e.get("scores")).values())]
     for e in shown:
         figs = []
         for m, _ in METRIC_COLS:
-            fig, sc = _d(_d(e.get("figures")).get(m)), _d(_d(e.get("scores")).get(m))
-            if _n(fig.get("value")):
-                rel = f" ({sc['relative']:.2f}x, z {sc['score']:.1f})" if _n(sc.get("relative")) else ""
+            fig, sc = as_dict(as_dict(e.get("figures")).get(m)), as_dict(as_dict(e.get("scores")).get(m))
+            if is_num(fig.get("value")):
+                rel = f" ({sc['relative']:.2f}x, z {sc['score']:.1f})" if is_num(sc.get("relative")) else ""
                 figs.append(f"{METRIC_WORDS[m]} {fmt_num(fig['value'])}{rel}{' OUTLIER' if sc.get('flagged') else ''}")
         lines.append(f"  rank {e.get('rank'):>3} {e.get('host') or '?'} local {e.get('local_rank')} {_device(e)}: "
                      + ("; ".join(figs) or str(e.get("error") or "no figures")))
     if len(shown) < len(ranks):
         lines.append(f"  ... {len(ranks) - len(shown)} more healthy rank(s) in the report")
-    for m in map(_d, _l(data.get("missing"))):
+    for m in map(as_dict, as_list(data.get("missing"))):
         lines.append(f"  rank {m.get('rank'):>3} {m.get('host') or '?'} local {m.get('local_rank')}: MISSING "
                      f"({m.get('reason')})")
-    top = _top_collectives(_l(data.get("collectives")))
+    top = _top_collectives(as_list(data.get("collectives")))
     if top:
         lines.append("Collectives (largest size, busbw): " + "; ".join(top))
-    for f in [_d(f) for f in _l(_d(_d(report.get("probes")).get("fleet")).get("findings"))
-              if _d(f).get("severity") in ("critical", "warning")][:6]:
+    for f in [as_dict(f) for f in as_list(as_dict(as_dict(report.get("probes")).get("fleet")).get("findings"))
+              if as_dict(f).get("severity") in ("critical", "warning")][:6]:
         lines.append(f"  [{f.get('severity')}] {f.get('code')}: {f.get('message')}")
-    ex = _d(data.get("exclude"))
+    ex = as_dict(data.get("exclude"))
     lines.append(f"Exclude: {ex.get('slurm') or 'none'}")
     lines.append(f"Exit code {data.get('exit_code')} ({data.get('exit_meaning')})")
     for kind, path in (files or {}).items():
@@ -261,8 +247,8 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
 def _top_collectives(rows: Sequence[Any]) -> List[str]:
     """busbw at the largest size of each (scope, op, node): one short phrase each, for the terminal."""
     best: Dict[tuple, dict] = {}
-    for c in map(_d, rows):
-        if not _n(c.get("busbw_gbps")):
+    for c in map(as_dict, rows):
+        if not is_num(c.get("busbw_gbps")):
             continue
         key = (c.get("scope"), c.get("op"), c.get("host"))
         if key not in best or c["size_bytes"] > best[key]["size_bytes"]:

@@ -5,12 +5,12 @@ building blocks every view uses: tables, charts, badges, "n/a" with its reason.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, List, Optional
 
 from markupsafe import Markup
 
 from gpudiag.report import contract as report_mod
+from gpudiag.report.values import is_num
 
 
 def fmt_bytes(n: Any) -> str:
@@ -107,21 +107,6 @@ def fmt_figure(name: str, value: Any) -> str:
 def to_json(x: Any) -> str:
     """Indented JSON of any report value (non-JSON types as str), for the raw-data fallback a view shows."""
     return json.dumps(x, indent=2, default=str)
-
-
-def is_num(x: Any) -> bool:
-    """True for a finite int or float but not a bool: the only values formatted as numbers."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def as_dict(x: Any) -> dict:
-    """A dict from report data that may hold anything else there, so a view never raises on a hand-edited report."""
-    return x if isinstance(x, dict) else {}
-
-
-def as_list(x: Any) -> list:
-    """A list from report data that may hold anything else there."""
-    return x if isinstance(x, list) else []
 
 
 def badge(text: Any, cls: str) -> dict:

@@ -12,11 +12,10 @@ from markupsafe import Markup
 
 from gpudiag import capabilities
 from gpudiag.report import contract as report_mod
+from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import watch_view
 from gpudiag.views.format import (
     VIEW_ERRORS,
-    as_dict,
-    as_list,
     badge,
     figure_label,
     fmt_bytes,
@@ -25,7 +24,6 @@ from gpudiag.views.format import (
     fmt_num,
     fmt_pct,
     fmt_x,
-    is_num,
     na,
     table,
     to_json,

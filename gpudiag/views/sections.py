@@ -6,19 +6,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
+from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, env_fields, fleet_view, watch_view
 from gpudiag.views.format import (
     PROBE_TITLES,
     VIEW_ERRORS,
-    as_dict,
-    as_list,
     chart,
     fmt_bytes,
     fmt_ci,
     fmt_num,
     fmt_pct,
     fmt_x,
-    is_num,
     na,
     status_badge,
     table,

@@ -7,9 +7,9 @@ memory per process with the projected limit line, and the GIL holder share per t
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional
 
+from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.views import charts
 from gpudiag.views.format import chart, fmt_bytes, table
 
@@ -17,29 +17,14 @@ _MiB = 2 ** 20
 GIL_BINS = 40
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list:
-    """`x` if it is a list, else []: for the same reason as _d."""
-    return x if isinstance(x, list) else []
-
-
-def _n(x: Any) -> Optional[float]:
-    """`x` as a finite float, or None (bool, NaN, text): a missing figure reads n/a."""
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
 def _pct(x: Any, digits: int = 0) -> str:
     """A fraction as a percentage ("47 %"), "n/a" when it is not a number."""
-    return "n/a" if _n(x) is None else f"{x * 100:.{digits}f} %"
+    return "n/a" if num(x) is None else f"{x * 100:.{digits}f} %"
 
 
 def _ci(ci: Any) -> str:
     """A 95 % interval of a fraction as "40-55 %", "n/a" when absent."""
-    if isinstance(ci, list) and len(ci) == 2 and _n(ci[0]) is not None and _n(ci[1]) is not None:
+    if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
         return f"{ci[0] * 100:.0f}-{ci[1] * 100:.0f} %"
     return "n/a"
 
@@ -52,31 +37,31 @@ def _bytes(n: Any) -> str:
 
 def _rate(n: Any) -> str:
     """A growth rate in bytes/s ("12 MiB/s", "300 B/s"), "n/a" when not a number."""
-    return "n/a" if _n(n) is None else f"{_bytes(n)}/s" if abs(n) >= 1024 else f"{n:.0f} B/s"
+    return "n/a" if num(n) is None else f"{_bytes(n)}/s" if abs(n) >= 1024 else f"{n:.0f} B/s"
 
 
 def _dur(s: Any) -> str:
     """Seconds in words ("14 minutes"), as the verdicts say them."""
     from gpudiag.watch.growth import fmt_duration
 
-    return fmt_duration(_n(s))
+    return fmt_duration(num(s))
 
 
 # ------------------------------------------------------------------ charts
 
 def gpu_chart(dev: dict) -> Optional[str]:
     """GPU utilisation (ring buffer where the driver keeps one, else the per-tick rate) and memory used %."""
-    ring = [(p[0], p[1]) for p in _l(dev.get("ring")) if isinstance(p, list) and len(p) == 2]
-    ticks = [p for p in _l(dev.get("timeline")) if isinstance(p, list) and len(p) == 3]
+    ring = [(p[0], p[1]) for p in as_list(dev.get("ring")) if isinstance(p, list) and len(p) == 2]
+    ticks = [p for p in as_list(dev.get("timeline")) if isinstance(p, list) and len(p) == 3]
     series = []
     if ring:
         series.append({"name": "GPU utilisation (driver sample buffer)", "points": ring})
     else:
-        series.append({"name": "GPU utilisation", "points": [(t, u) for t, u, _ in ticks if _n(u) is not None]})
-    total = _n(dev.get("memory_total_bytes"))
+        series.append({"name": "GPU utilisation", "points": [(t, u) for t, u, _ in ticks if num(u) is not None]})
+    total = num(dev.get("memory_total_bytes"))
     if total:
         series.append({"name": "memory used (% of total)",
-                       "points": [(t, m / total * 100) for t, _, m in ticks if _n(m) is not None]})
+                       "points": [(t, m / total * 100) for t, _, m in ticks if num(m) is not None]})
     return charts.line_chart(series, title=f"GPU {dev.get('index')}: utilisation over the run", x_label="time (s)",
                              y_label="%", y_max=100.0)
 
@@ -84,16 +69,16 @@ def gpu_chart(dev: dict) -> Optional[str]:
 def memory_chart(mem: dict) -> Optional[str]:
     """Memory per process (MiB) over time, the job's total, its projection and the limit line."""
     series = []
-    for s in _l(mem.get("series"))[:5]:
-        pts = [(p[0], p[1] / _MiB) for p in _l(s.get("points")) if isinstance(p, list) and len(p) == 2]
+    for s in as_list(mem.get("series"))[:5]:
+        pts = [(p[0], p[1] / _MiB) for p in as_list(s.get("points")) if isinstance(p, list) and len(p) == 2]
         if pts:
             series.append({"name": f"{s.get('label')} ({s.get('metric')})", "points": pts})
-    total = [(p[0], p[1] / _MiB) for p in _l(mem.get("job_total")) if isinstance(p, list) and len(p) == 2]
-    if len(_l(mem.get("series"))) > 1 and total:
+    total = [(p[0], p[1] / _MiB) for p in as_list(mem.get("job_total")) if isinstance(p, list) and len(p) == 2]
+    if len(as_list(mem.get("series"))) > 1 and total:
         series.append({"name": "job total", "points": total})
-    proj = _d(mem.get("projection"))
+    proj = as_dict(mem.get("projection"))
     refs = []
-    secs, headroom = _n(proj.get("seconds_to_limit")), _n(proj.get("headroom_bytes"))
+    secs, headroom = num(proj.get("seconds_to_limit")), num(proj.get("headroom_bytes"))
     if total and headroom is not None:
         t_end, last = total[-1]
         limit_line = last + headroom / _MiB
@@ -103,7 +88,7 @@ def memory_chart(mem: dict) -> Optional[str]:
                            "points": [(t_end, last), (t_end + secs, limit_line)]})
             refs.append({"y": limit_line, "label": f"memory limit ({proj.get('limit_source')})"})
         elif secs is not None:
-            rate = _n(proj.get("job_growth_bytes_per_s")) or 0.0
+            rate = num(proj.get("job_growth_bytes_per_s")) or 0.0
             series.append({"name": f"projected (limit reached in {_dur(secs)})",
                            "points": [(t_end, last), (t_end + span, last + rate * span / _MiB)]})
     if not series:
@@ -114,12 +99,12 @@ def memory_chart(mem: dict) -> Optional[str]:
 
 def gil_chart(gil: dict) -> Optional[str]:
     """Share of samples per time bin in which each thread held the GIL (top 4 threads) and anyone did."""
-    tl = [_d(r) for r in _l(gil.get("timeline")) if _n(_d(r).get("t_s")) is not None]
+    tl = [as_dict(r) for r in as_list(gil.get("timeline")) if num(as_dict(r).get("t_s")) is not None]
     if len(tl) < 2:
         return None
     t0, t1 = tl[0]["t_s"], tl[-1]["t_s"]
     width = max((t1 - t0) / min(GIL_BINS, max(2, len(tl) // 3)), 1e-6)
-    top = [t.get("name") for t in _l(gil.get("threads"))[:4]]
+    top = [t.get("name") for t in as_list(gil.get("threads"))[:4]]
     bins: Dict[int, List[dict]] = {}
     for r in tl:
         bins.setdefault(int((r["t_s"] - t0) / width), []).append(r)
@@ -150,19 +135,19 @@ def _part_note(name: str, sec: dict) -> Optional[str]:
 def view(data: dict) -> dict:
     """kv, tables, charts and notes of the watch section (see gpudiag.views.sections.probe_sections)."""
 
-    job, gil, mem, cpu, gpu, inp = (_d(data.get(k)) for k in ("job", "gil", "memory", "cpu", "gpu", "input_wait"))
-    samp = _d(data.get("sampling"))
-    over = _d(samp.get("overhead"))
-    cmd = " ".join(str(a) for a in _l(job.get("command"))) or "n/a"
+    job, gil, mem, cpu, gpu, inp = (as_dict(data.get(k)) for k in ("job", "gil", "memory", "cpu", "gpu", "input_wait"))
+    samp = as_dict(data.get("sampling"))
+    over = as_dict(samp.get("overhead"))
+    cmd = " ".join(str(a) for a in as_list(job.get("command"))) or "n/a"
     kv = [("Job", f"{cmd} (pid {job.get('pid')}, {job.get('mode')})"),
-          ("Outcome", f"{job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s"
+          ("Outcome", f"{job.get('ended') or 'n/a'} after {num(job.get('duration_s')) or 0:.1f} s"
                       + (f" (gpudiag's exit code {job['exit_code']})" if isinstance(job.get("exit_code"), int)
                          and str(job["exit_code"]) not in str(job.get("ended")) else "")),
           ("Sampling", f"every {samp.get('interval_s')} s; py-spy {samp.get('py_spy_version') or 'n/a'}; "
                        f"{over.get('py_spy_dumps', 0)} dumps ({over.get('py_spy_native_dumps', 0)} with native stacks)"),
-          ("Watch cost", f"{_n(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
+          ("Watch cost", f"{num(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
                          f"{over.get('py_spy_native_dumps', 0)} native dumps paused the job briefly each")]
-    notes = [n for n in (_part_note(k, _d(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
+    notes = [n for n in (_part_note(k, as_dict(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
     charts_out, tables = [], []
     if gil.get("status") == "ok":
         kv += [("GIL held", f"{_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
@@ -174,8 +159,8 @@ def view(data: dict) -> dict:
                ("Threads", f"{gil.get('python_threads')} Python threads, {gil.get('threads_wanting_gil')} want the GIL")]
         trows = [[t.get("name"), t.get("native_id"), _pct(t.get("gil_fraction")), _pct(t.get("gil_wait_fraction")),
                   _pct(t.get("active_fraction")), _pct(t.get("runs_without_gil_fraction")),
-                  "n/a" if _n(t.get("cpu_cores")) is None else f"{t['cpu_cores']:.2f}"]
-                 for t in map(_d, _l(gil.get("threads")))]
+                  "n/a" if num(t.get("cpu_cores")) is None else f"{t['cpu_cores']:.2f}"]
+                 for t in map(as_dict, as_list(gil.get("threads")))]
         charts_out.append(chart("chart-watch-gil", "GIL holder share", gil_chart(gil),
                                 "Share of samples in each time slice in which each thread held the GIL. Several "
                                 "threads at a third each while 'any' stays near 100 % is the GIL serialising them.",
@@ -185,10 +170,10 @@ def view(data: dict) -> dict:
         kv.append(("Waiting for DataLoader batches", f"{_pct(inp.get('fraction'))} of samples "
                                                      f"(interval {_ci(inp.get('ci95'))})"))
     if mem.get("status") == "ok":
-        proj = _d(mem.get("projection"))
+        proj = as_dict(mem.get("projection"))
         kv.append(("Job memory peak", _bytes(mem.get("job_peak_bytes"))))
-        first = _d(proj.get("first_to_hit"))
-        if _n(proj.get("seconds_to_limit")) is not None:
+        first = as_dict(proj.get("first_to_hit"))
+        if num(proj.get("seconds_to_limit")) is not None:
             kv.append(("Projection", f"the {proj.get('limit_source')} limit ({_bytes(proj.get('limit_bytes'))}, "
                                      f"{_bytes(proj.get('headroom_bytes'))} left) is reached in about "
                                      f"{_dur(proj.get('seconds_to_limit'))} at {_rate(proj.get('job_growth_bytes_per_s'))}; "
@@ -201,36 +186,36 @@ def view(data: dict) -> dict:
                   _rate(p.get("growth_bytes_per_s")) + (f" ({p.get('growth_metric')})" if p.get("growth_metric") else ""),
                   "yes" if p.get("growing") else "no",
                   "to the end" if p.get("present_at_end") else f"ended at {p.get('ended_s') or p.get('first_seen_s')} s"]
-                 for p in map(_d, _l(mem.get("processes")))]
+                 for p in map(as_dict, as_list(mem.get("processes")))]
         charts_out.append(chart("chart-watch-memory", "Memory per process", memory_chart(mem),
                                 "Each process's memory over the run; the dashed line is the memory limit the "
                                 "projection counts against, and the last line extends the job's total at its "
                                 "measured growth rate.",
                                 table("Processes", ["process", "pid#", "name", "peak RSS#", "peak USS#", "peak PSS#",
                                                     "growth#", "growing", "state"], mrows)))
-        notes += [str(x) for x in _l(mem.get("notes"))]
+        notes += [str(x) for x in as_list(mem.get("notes"))]
     if cpu.get("status") == "ok":
-        kv.append(("CPU", f"job {_n(cpu.get('job_cpu_cores')) or 0:.2f} cores on average of {cpu.get('logical_cores')}; "
-                          f"other programs {_n(cpu.get('background_cpu_cores')) or 0:.2f} cores"))
-        crows = [[p.get("label"), p.get("pid"), "n/a" if _n(p.get("cpu_cores")) is None else f"{p['cpu_cores']:.2f}",
+        kv.append(("CPU", f"job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores on average of {cpu.get('logical_cores')}; "
+                          f"other programs {num(cpu.get('background_cpu_cores')) or 0:.2f} cores"))
+        crows = [[p.get("label"), p.get("pid"), "n/a" if num(p.get("cpu_cores")) is None else f"{p['cpu_cores']:.2f}",
                   ", ".join(f"{t.get('name') or t.get('native_id')}: {t['cpu_cores']:.2f}"
-                            for t in _l(p.get("threads"))[:4])]
-                 for p in map(_d, _l(cpu.get("processes")))]
+                            for t in as_list(p.get("threads"))[:4])]
+                 for p in map(as_dict, as_list(cpu.get("processes")))]
         tables.append(table("CPU per process", ["process", "pid#", "cores#", "busiest threads (cores)"], crows))
-    for dev in map(_d, _l(gpu.get("devices"))):
-        up = _d(dev.get("utilization_percent"))
-        gaps = _d(dev.get("idle_gaps"))
+    for dev in map(as_dict, as_list(gpu.get("devices"))):
+        up = as_dict(dev.get("utilization_percent"))
+        gaps = as_dict(dev.get("idle_gaps"))
         kv.append((f"GPU {dev.get('index')} {dev.get('name') or ''}".strip(),
                    f"busy {_pct(dev.get('busy_fraction'))}, idle in {_pct(dev.get('idle_fraction'))} of samples "
                    f"({dev.get('utilization_source')}, {up.get('n')} samples); {gaps.get('count', 0)} idle gaps, "
-                   f"longest {', '.join(str(g.get('duration_s')) + ' s' for g in _l(gaps.get('longest'))[:3]) or 'none'}"))
+                   f"longest {', '.join(str(g.get('duration_s')) + ' s' for g in as_list(gaps.get('longest'))[:3]) or 'none'}"))
         if dev.get("job_memory_reason"):
             notes.append(f"GPU {dev.get('index')}: per-process memory {dev['job_memory_reason']}")
-        prow = [[p.get("pid"), p.get("name"), "job", ", ".join(_l(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")),
-                 p.get("first_seen_s")] for p in map(_d, _l(dev.get("job_processes")))]
+        prow = [[p.get("pid"), p.get("name"), "job", ", ".join(as_list(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")),
+                 p.get("first_seen_s")] for p in map(as_dict, as_list(dev.get("job_processes")))]
         prow += [[p.get("pid"), p.get("name"), "other" + (" (appeared mid-run)" if p.get("appeared_mid_run") else ""),
-                  ", ".join(_l(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")), p.get("first_seen_s")]
-                 for p in map(_d, _l(dev.get("other_processes")))]
+                  ", ".join(as_list(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")), p.get("first_seen_s")]
+                 for p in map(as_dict, as_list(dev.get("other_processes")))]
         charts_out.append(chart(f"chart-watch-gpu{dev.get('index')}", f"GPU {dev.get('index')} utilisation",
                                 gpu_chart(dev), "What NVML saw while the job ran: a kernel ran in the sample when "
                                 "utilisation is above 0; long stretches at 0 are idle gaps.",
@@ -251,48 +236,48 @@ def choice_table(rec: dict) -> dict:
 
 def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
     """The watch's summary for stderr: outcome, GIL, memory, GPU, the recommendation, files written."""
-    data = _d(_d(_d(report.get("probes")).get("watch")).get("data"))
-    job, gil, mem, gpu, cpu = (_d(data.get(k)) for k in ("job", "gil", "memory", "gpu", "cpu"))
-    lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {_n(job.get('duration_s')) or 0:.1f} s "
+    data = as_dict(as_dict(as_dict(report.get("probes")).get("watch")).get("data"))
+    job, gil, mem, gpu, cpu = (as_dict(data.get(k)) for k in ("job", "gil", "memory", "gpu", "cpu"))
+    lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {num(job.get('duration_s')) or 0:.1f} s "
              f"(pid {job.get('pid')})"]
     if gil.get("status") == "ok":
         wanted = (f", wanted (held or waited for) {_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
                   "native samples" if gil.get("wanted_fraction") is not None else "")
         lines.append(f"  GIL      held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
                      f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
-                         f"{t.get('name')} {_pct(t.get('gil_fraction'))}" for t in _l(gil.get("threads"))[:4]))
+                         f"{t.get('name')} {_pct(t.get('gil_fraction'))}" for t in as_list(gil.get("threads"))[:4]))
     else:
         lines.append(f"  GIL      {gil.get('status')}: {gil.get('reason')}")
     if mem.get("status") == "ok":
-        grow = [p for p in _l(mem.get("processes")) if _d(p).get("growing")]
+        grow = [p for p in as_list(mem.get("processes")) if as_dict(p).get("growing")]
         text = f"peak {_bytes(mem.get('job_peak_bytes'))}"
         if grow:
             text += "; growing: " + ", ".join(f"{p.get('label')} {_rate(p.get('growth_bytes_per_s'))}" for p in grow[:4])
-        proj = _d(mem.get("projection"))
-        if _n(proj.get("seconds_to_limit")) is not None:
-            first = _d(proj.get("first_to_hit"))
-            label = next((p.get("label") for p in _l(mem.get("processes")) if p.get("pid") == first.get("pid")), None)
+        proj = as_dict(mem.get("projection"))
+        if num(proj.get("seconds_to_limit")) is not None:
+            first = as_dict(proj.get("first_to_hit"))
+            label = next((p.get("label") for p in as_list(mem.get("processes")) if p.get("pid") == first.get("pid")), None)
             text += (f"; at this rate {label or 'pid ' + str(first.get('pid'))} is the first killed, in about "
                      f"{_dur(proj.get('seconds_to_limit'))} ({proj.get('limit_source')} limit)")
         lines.append(f"  memory   {text}")
     else:
         lines.append(f"  memory   {mem.get('status')}: {mem.get('reason')}")
     if cpu.get("status") == "ok":
-        lines.append(f"  CPU      job {_n(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
-                     f"{_n(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}")
+        lines.append(f"  CPU      job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
+                     f"{num(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}")
     if gpu.get("status") == "ok":
-        for dev in map(_d, _l(gpu.get("devices"))):
-            others = [p for p in _l(dev.get("other_processes"))]
+        for dev in map(as_dict, as_list(gpu.get("devices"))):
+            others = [p for p in as_list(dev.get("other_processes"))]
             lines.append(f"  GPU {dev.get('index')}    busy {_pct(dev.get('busy_fraction'))}, idle in "
                          f"{_pct(dev.get('idle_fraction'))} of samples"
                          + (f"; other processes: {len(others)}" if others else ""))
     else:
         lines.append(f"  GPU      {gpu.get('status')}: {gpu.get('reason')}")
-    sev = [f for f in _l(_d(_d(report.get("probes")).get("watch")).get("findings"))
-           if _d(f).get("severity") in ("critical", "warning")]
+    sev = [f for f in as_list(as_dict(as_dict(report.get("probes")).get("watch")).get("findings"))
+           if as_dict(f).get("severity") in ("critical", "warning")]
     for f in sev[:4]:
         lines.append(f"  [{f['severity']}] {f['code']}: {f['message']}")
-    rec = _d(report.get("recommendation"))
+    rec = as_dict(report.get("recommendation"))
     if rec.get("headline"):
         lines.append(f"Recommendation ({rec.get('confidence')}): {rec['headline']}")
     for kind, path in (files or {}).items():

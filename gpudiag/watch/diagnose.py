@@ -22,12 +22,12 @@ Rules are in docs/watch.md.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, List, Optional
 
 from gpudiag.platform.nvidia import classify_process
 from gpudiag.probes.cuda.analysis import theoretical_gbps
+from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.watch.growth import fmt_duration
 
 CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth", "host_sync_idle",
@@ -65,22 +65,6 @@ PCIE_SATURATED_SHARE = 0.2
 BUSY_BACKGROUND_CORES = 0.5
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: report data read from JSON may lack any part, and this code must not raise."""
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list:
-    """`x` if it is a list, else []: for the same reason as _d."""
-    return x if isinstance(x, list) else []
-
-
-def _n(x: Any) -> Optional[float]:
-    """`x` as a finite float, or None (bool, NaN, text): a missing figure is never compared with
-    a threshold."""
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
 def pct(x: Optional[float]) -> str:
     """A fraction as "47 %", None as "n/a": the verdicts' wording."""
     return "n/a" if x is None else f"{x * 100:.0f} %"
@@ -103,21 +87,21 @@ def _verdict(cause: str, verdict: str, summary: str, reason: str = "", figures: 
 def _ok(data: dict, part: str) -> Optional[dict]:
     """Section `part` of the watch data when it ran (status ok), else None: its verdict is then
     not_measured."""
-    sec = _d(data.get(part))
+    sec = as_dict(data.get(part))
     return sec if sec.get("status") == "ok" else None
 
 
 def _why(data: dict, part: str) -> str:
     """Why section `part` did not run (its own reason, else a generic one): a not_measured verdict's
     reason."""
-    sec = _d(data.get(part))
+    sec = as_dict(data.get(part))
     return sec.get("reason") or f"the {part} part did not run"
 
 
 def _straddles(ci: Any, threshold: float) -> bool:
     """True when a 95 % interval [low, high] has `threshold` strictly inside: the figure
     cannot say on which side it lies (too few samples)."""
-    return isinstance(ci, list) and len(ci) == 2 and _n(ci[0]) is not None and ci[0] < threshold < ci[1]
+    return isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and ci[0] < threshold < ci[1]
 
 
 # ------------------------------------------------------------------ verdicts
@@ -128,7 +112,7 @@ def verdict_gil(data: dict) -> dict:
     if g is None:
         return _verdict("gil_contention", "not_measured", "", _why(data, "gil"))
     n = g.get("samples") or 0
-    held, wanted, cont = _n(g.get("held_fraction")), _n(g.get("wanted_fraction")), _n(g.get("contended_fraction"))
+    held, wanted, cont = num(g.get("held_fraction")), num(g.get("wanted_fraction")), num(g.get("contended_fraction"))
     k = g.get("threads_wanting_gil") or 0
     figs = {"samples": n, "held_fraction": held, "wanted_fraction": wanted, "contended_fraction": cont,
             "threads_wanting_gil": k, "python_threads": g.get("python_threads")}
@@ -155,7 +139,7 @@ def verdict_gil(data: dict) -> dict:
                          f"{k} threads use the GIL but seldom wait for it (a waiter in {pct(cont)} of samples).", figures=figs)
             noisy = noisy or _straddles(g.get("contended_ci95"), GIL_CONTENDED_MIN)
     else:
-        shares = sorted((_n(t.get("gil_fraction")) or 0 for t in _l(g.get("threads"))), reverse=True)
+        shares = sorted((num(t.get("gil_fraction")) or 0 for t in as_list(g.get("threads"))), reverse=True)
         if held >= GIL_HELD_BUSY and len(shares) > 1 and shares[1] >= 0.2:
             v = _verdict("gil_contention", "supported",
                          f"The GIL was held in {pct(held)} of samples, taken in turns by {k} threads (waiting could "
@@ -172,9 +156,9 @@ def verdict_memory(data: dict) -> dict:
     m = _ok(data, "memory")
     if m is None:
         return _verdict("worker_memory", "not_measured", "", _why(data, "memory"))
-    proj = _d(m.get("projection"))
-    secs = _n(proj.get("seconds_to_limit"))
-    first = _d(proj.get("first_to_hit"))
+    proj = as_dict(m.get("projection"))
+    secs = num(proj.get("seconds_to_limit"))
+    first = as_dict(proj.get("first_to_hit"))
     figs = {"job_peak_bytes": m.get("job_peak_bytes"), "job_growth_bytes_per_s": proj.get("job_growth_bytes_per_s"),
             "headroom_bytes": proj.get("headroom_bytes"), "limit_bytes": proj.get("limit_bytes"),
             "limit_source": proj.get("limit_source"), "seconds_to_limit": secs}
@@ -204,7 +188,7 @@ def _label(first: dict, m: dict) -> str:
     when the projection names none."""
     if not first:
         return "n/a"
-    for p in _l(m.get("processes")):
+    for p in as_list(m.get("processes")):
         if p.get("pid") == first.get("pid"):
             return f"{p.get('label') or p.get('role')} (pid {p.get('pid')})"
     return f"pid {first.get('pid')}"
@@ -219,7 +203,7 @@ def _is_desktop(name: Any) -> bool:
 def _gpus(data: dict) -> Optional[List[dict]]:
     """The GPU section's devices when NVML ran, else None: the GPU verdicts are then not_measured."""
     g = _ok(data, "gpu")
-    return [_d(x) for x in _l(g.get("devices"))] if g else None
+    return [as_dict(x) for x in as_list(g.get("devices"))] if g else None
 
 
 def verdict_gpu_shared(data: dict) -> dict:
@@ -227,7 +211,7 @@ def verdict_gpu_shared(data: dict) -> dict:
     devs = _gpus(data)
     if devs is None:
         return _verdict("gpu_shared", "not_measured", "", _why(data, "gpu"))
-    others = [(d.get("index"), p) for d in devs for p in _l(d.get("other_processes"))]
+    others = [(d.get("index"), p) for d in devs for p in as_list(d.get("other_processes"))]
     if not any(d.get("processes_listed") for d in devs):
         return _verdict("gpu_shared", "not_measured", "", "NVML did not list the processes on the GPU here")
     apps = [(i, p) for i, p in others if not _is_desktop(p.get("name"))]
@@ -248,17 +232,17 @@ def verdict_host_idle(data: dict) -> dict:
     if devs is None:
         return _verdict("host_sync_idle", "not_measured", "", _why(data, "gpu"))
     used = [d for d in devs if d.get("job_processes")] or devs
-    idle = max((_n(d.get("idle_fraction")) for d in used if _n(d.get("idle_fraction")) is not None), default=None)
-    busy = min((_n(d.get("busy_fraction")) for d in used if _n(d.get("busy_fraction")) is not None), default=None)
+    idle = max((num(d.get("idle_fraction")) for d in used if num(d.get("idle_fraction")) is not None), default=None)
+    busy = min((num(d.get("busy_fraction")) for d in used if num(d.get("busy_fraction")) is not None), default=None)
     figs = {"gpu_idle_fraction": idle, "gpu_busy_fraction": busy}
     if idle is None:
         return _verdict("host_sync_idle", "not_measured", "", "NVML gave no utilisation for the job's GPU", figs)
     g = _ok(data, "gil")
     main_hold = None
     if g:
-        threads = _l(g.get("threads"))
+        threads = as_list(g.get("threads"))
         main = next((t for t in threads if t.get("name") == "MainThread"), threads[0] if threads else {})
-        main_hold = _n(_d(main).get("gil_fraction"))
+        main_hold = num(as_dict(main).get("gil_fraction"))
     figs["main_thread_gil_fraction"] = main_hold
     if busy is not None and busy >= GPU_BUSY_FED:
         return _verdict("host_sync_idle", "refuted", f"The GPU was busy {pct(busy)} of the time: the host keeps it fed.",
@@ -281,11 +265,11 @@ def verdict_pcie(data: dict, driver: Optional[dict]) -> dict:
         return _verdict("pcie_bandwidth", "not_measured", "", _why(data, "gpu"))
     ratios = []
     for d in devs:
-        link = _d(next((g.get("pcie") for g in _l(_d(driver).get("gpus")) if _d(g).get("index") == d.get("index")), {}))
+        link = as_dict(next((g.get("pcie") for g in as_list(as_dict(driver).get("gpus")) if as_dict(g).get("index") == d.get("index")), {}))
         theo = theoretical_gbps(link.get("gen_max_system") if isinstance(link.get("gen_max_system"), int)
                                 else link.get("gen_current"), link.get("width_max") if isinstance(
                                     link.get("width_max"), int) else link.get("width_current"))
-        peak = max((_n(_d(d.get(k)).get("peak")) or 0) for k in ("pcie_tx_kbps", "pcie_rx_kbps"))
+        peak = max((num(as_dict(d.get(k)).get("peak")) or 0) for k in ("pcie_tx_kbps", "pcie_rx_kbps"))
         if theo and (d.get("pcie_tx_kbps") or d.get("pcie_rx_kbps")):
             ratios.append((d.get("index"), peak * 1e3 / 1e9 / theo, theo))
     if not ratios:
@@ -304,8 +288,8 @@ def verdict_context_switch(data: dict) -> dict:
     devs = _gpus(data)
     if devs is None:
         return _verdict("context_switch", "not_measured", "", _why(data, "gpu"))
-    most = max(devs, key=lambda d: len(_l(d.get("job_processes"))))
-    k = len(_l(most.get("job_processes")))
+    most = max(devs, key=lambda d: len(as_list(d.get("job_processes"))))
+    k = len(as_list(most.get("job_processes")))
     figs = {"job_processes_on_one_gpu": k}
     if k >= 2:
         return _verdict("context_switch", "not_measured", "",
@@ -336,7 +320,7 @@ def verdict_input(data: dict) -> dict:
     if not s.get("loader_seen"):
         return _verdict("input_starvation", "not_measured", "", s.get("reason") or "no DataLoader seen",
                         {"samples": s.get("samples")})
-    f = _n(s.get("fraction"))
+    f = num(s.get("fraction"))
     figs = {"wait_fraction": f, "samples": s.get("samples"),
             "main_thread_loading_fraction": s.get("main_thread_loading_fraction")}
     if f is not None and f >= INPUT_WAIT_SUPPORTED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from gpudiag.probes.base import finding
+from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.watch import diagnose as dg
 from gpudiag.watch.growth import fmt_duration
 
@@ -21,7 +22,7 @@ def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
 
 def _main_cost(mem: Optional[dict]) -> Optional[int]:
     """One more copy of the job's main process costs about its PSS (else USS, else RSS) at its peak."""
-    for p in dg._l(dg._d(mem).get("processes")):
+    for p in as_list(as_dict(mem).get("processes")):
         if p.get("role") == "main":
             return p.get("peak_pss_bytes") or p.get("peak_uss_bytes") or p.get("peak_rss_bytes")
     return None
@@ -30,7 +31,7 @@ def _main_cost(mem: Optional[dict]) -> Optional[int]:
 def _cores(data: dict) -> Optional[int]:
     """The logical cores the watch saw (else the machine's usable cores), or None: a bound on how
     many processes to suggest."""
-    c = dg._d(data.get("cpu")).get("logical_cores") or dg._d(data.get("machine")).get("usable_cores")
+    c = as_dict(data.get("cpu")).get("logical_cores") or as_dict(data.get("machine")).get("usable_cores")
     return c if isinstance(c, int) and c > 0 else None
 
 
@@ -39,10 +40,10 @@ def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
 
     min(threads that want the GIL, usable cores, copies that fit in the memory headroom).
     """
-    cores = dg._d(data.get("machine")).get("usable_cores") or _cores(data)
+    cores = as_dict(data.get("machine")).get("usable_cores") or _cores(data)
     mem = dg._ok(data, "memory")
     cost = _main_cost(mem)
-    headroom = dg._d(dg._d(mem).get("projection")).get("headroom_bytes") if mem else None
+    headroom = as_dict(as_dict(mem).get("projection")).get("headroom_bytes") if mem else None
     fits = None
     if isinstance(cost, int) and cost > 0 and isinstance(headroom, (int, float)):
         fits = 1 + int(headroom // cost)  # the running process is already paid for
@@ -59,7 +60,7 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
     """Findings of a watch, most useful first; each with its evidence and the fix."""
     out = []
     by = {v["cause"]: v for v in verdicts}
-    job = dg._d(data.get("job"))
+    job = as_dict(data.get("job"))
     if job.get("mode") == "launch" and isinstance(job.get("exit_code"), int) and job["exit_code"] != 0:
         out.append(finding("WATCH_JOB_FAILED", "warning",
                            f"The job {job.get('ended') or 'failed'} after {job.get('duration_s', 0):.1f} s: the figures "
@@ -73,7 +74,7 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                            "torch.multiprocessing), or move it into code that releases the GIL"))
     v = by.get("worker_memory", {})
     if v.get("verdict") == "supported":
-        secs = dg._n(v["figures"].get("seconds_to_limit"))
+        secs = num(v["figures"].get("seconds_to_limit"))
         sev = "critical" if secs is not None and secs <= dg.MEMORY_CRITICAL_S else "warning"
         out.append(finding("WATCH_MEMORY_LIMIT_AHEAD", sev, v["summary"], v.get("figures"),
                            "find what grows (a list of batches, cached tensors, a leak in a worker), or run fewer "
@@ -93,9 +94,9 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
         out.append(finding("WATCH_GPU_SHARED", "warning", v["summary"], v.get("figures"),
                            "close the other programs using the GPU while the job runs"))
     for d in dg._gpus(data) or []:
-        t = dg._n(d.get("throttled_fraction"))
+        t = num(d.get("throttled_fraction"))
         if t is not None and t > 0:
-            seen = ", ".join(k for k, s in dg._d(d.get("clock_event_reasons")).items() if s > 0)
+            seen = ", ".join(k for k, s in as_dict(d.get("clock_event_reasons")).items() if s > 0)
             out.append(finding("WATCH_GPU_THROTTLED", "warning",
                                f"GPU {d.get('index')} was held below its clocks by heat or power in {dg.pct(t)} of samples "
                                f"(reasons seen: {seen}).", {"throttled_fraction": t,
@@ -104,24 +105,24 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
         if d.get("job_memory_reason") and d.get("driver_model") == "WDDM":
             out.append(finding("WATCH_GPU_MEMORY_PER_PROCESS_NA", "info",
                                f"GPU {d.get('index')}: {d['job_memory_reason']}.", {"driver_model": "WDDM"}, None))
-    cpu = dg._d(data.get("cpu"))
-    bg = dg._n(cpu.get("background_cpu_cores"))
+    cpu = as_dict(data.get("cpu"))
+    bg = num(cpu.get("background_cpu_cores"))
     if bg is not None and bg >= dg.BUSY_BACKGROUND_CORES:
         names = ", ".join(f"{o.get('name')} ({o.get('cpu_cores', 0):.1f} cores)"
-                          for o in dg._l(cpu.get("busiest_other_processes"))[:3])
+                          for o in as_list(cpu.get("busiest_other_processes"))[:3])
         out.append(finding("WATCH_MACHINE_BUSY", "warning",
                            f"Other programs used {bg:.1f} of {cpu.get('logical_cores')} cores on average during the watch"
                            + (f" (busiest: {names})" if names else "") + ": the job had less CPU than it would alone.",
                            {"background_cpu_cores": bg, "busiest_other_processes": cpu.get("busiest_other_processes")},
                            "watch again on a quieter machine before deciding on a worker count"))
     for part in ("gil", "memory", "cpu", "gpu"):
-        sec = dg._d(data.get(part))
+        sec = as_dict(data.get(part))
         if sec.get("status") in ("skipped", "failed") and sec.get("advice"):
             out.append(finding("WATCH_ACCESS_DENIED", "info", f"The {part} part was {sec['status']}: {sec['reason']}.",
                                {"part": part}, sec["advice"]))
-    health = dg._d(dg._d(data.get("sampling")).get("samplers"))
+    health = as_dict(as_dict(data.get("sampling")).get("samplers"))
     for name, h in health.items():
-        h = dg._d(h)
+        h = as_dict(h)
         if h.get("stopped_reason") or (h.get("errors") or 0) > 0:
             out.append(finding("WATCH_SAMPLER_ERRORS", "info",
                                f"The {name} sampler had {h.get('errors')} failed ticks of {h.get('ticks')}"
@@ -136,7 +137,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     by = {v["cause"]: v for v in verdicts}
     gil, inp, host, mem = (by.get(c, {}) for c in ("gil_contention", "input_starvation", "host_sync_idle",
                                                     "worker_memory"))
-    g = dg._d(data.get("gil"))
+    g = as_dict(data.get("gil"))
     rec: Dict[str, Any] = {"source": "watch", "strategy": None, "workers": None, "confidence": "none",
                            "tied_with": [], "headline": "", "confidence_reason": "", "evidence": [],
                            "verdicts": verdicts, "runners_up": [], "environment_changes": [],
@@ -162,7 +163,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
                             "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
     if inp.get("verdict") == "supported":
-        workers = sum(1 for p in dg._l(dg._d(data.get("memory")).get("processes")) if p.get("role") == "worker")
+        workers = sum(1 for p in as_list(as_dict(data.get("memory")).get("processes")) if p.get("role") == "worker")
         options.append(("loader_workers", None,
                         f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
                         f"of the time: give the DataLoader more workers than the {workers} seen "
@@ -177,7 +178,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         mem_note = " " + mem["summary"]
         rec["environment_changes"].append({"code": "WATCH_MEMORY_LIMIT_AHEAD", "change": mem["summary"],
                                            "evidence": mem.get("figures")})
-        secs = dg._n(mem["figures"].get("seconds_to_limit"))
+        secs = num(mem["figures"].get("seconds_to_limit"))
         ev.append(_evidence("time until the job reaches the memory limit at the measured rate", secs, "s",
                             "probes.watch.data.memory.projection.seconds_to_limit"))
     if by.get("gpu_shared", {}).get("verdict") == "supported":
@@ -232,9 +233,9 @@ def memory_summary_line(data: dict) -> Optional[str]:
     mem = dg._ok(data, "memory")
     if not mem:
         return None
-    proj = dg._d(mem.get("projection"))
-    secs = dg._n(proj.get("seconds_to_limit"))
+    proj = as_dict(mem.get("projection"))
+    secs = num(proj.get("seconds_to_limit"))
     if secs is None:
         return None
-    return (f"at this rate ({dg.gib(proj.get('job_growth_bytes_per_s'))}/s) {dg._label(dg._d(proj.get('first_to_hit')), mem)} "
+    return (f"at this rate ({dg.gib(proj.get('job_growth_bytes_per_s'))}/s) {dg._label(as_dict(proj.get('first_to_hit')), mem)} "
             f"is the first killed, in about {fmt_duration(secs)} ({dg._limit_name(proj)})")

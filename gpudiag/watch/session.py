@@ -149,10 +149,9 @@ class WatchSession:
     def _start_samplers(self) -> None:
         """Creates and starts the process sampler, the GIL sampler (py-spy found, --no-gil not
         given) and the GPU sampler (NVML open)."""
+        from gpudiag import platform
         from gpudiag.watch.gpu import GpuSampler
         from gpudiag.watch.procs import ProcessSampler
-
-        from gpudiag import platform
 
         wsl = platform.os_facts().get("wsl") if platform.KIND == "linux" else None
         self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, ps=self.ps,

@@ -9,6 +9,7 @@ import types
 import pytest
 
 from gpudiag.probes.cuda.device import contention_worker
+from tests.fake_mp import ThreadContext
 
 
 def _torch_whose_init_raises(exc):
@@ -41,54 +42,13 @@ def test_a_bug_in_the_worker_is_not_turned_into_a_reason(monkeypatch):
         _run(monkeypatch, TypeError("a bug"))
 
 
-class _ThreadProcess:
-    """multiprocessing.Process as a thread that, like a real process, exits 1 on an uncaught exception."""
-
-    def __init__(self, target, name, daemon, args):
-        self.name, self.exitcode = name, None
-        self._thread = threading.Thread(target=self._run, args=(target, args), daemon=daemon)
-
-    def _run(self, target, args):
-        try:
-            target(*args)
-            self.exitcode = 0
-        except BaseException:
-            self.exitcode = 1
-
-    def start(self):
-        self._thread.start()
-
-    def is_alive(self):
-        return self._thread.is_alive()
-
-    def join(self, timeout=None):
-        self._thread.join(timeout)
-
-    def terminate(self):
-        pass
-
-    kill = terminate
-
-
-class _Queue(queue.Queue):
-    def close(self):
-        pass
-
-    def cancel_join_thread(self):
-        pass
-
-
-class _ThreadContext:
-    Process, Queue, Event = _ThreadProcess, _Queue, threading.Event
-
-
 def test_the_parent_names_a_worker_that_died_of_a_bug(monkeypatch):
     import multiprocessing
     import time
 
     from gpudiag.probes.cuda import contention
 
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: ThreadContext)
     monkeypatch.setitem(sys.modules, "torch", _torch_whose_init_raises(TypeError("a bug")))
     parent_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(mem_get_info=lambda i: (8 * 2 ** 30, 16 * 2 ** 30),
                                                                     synchronize=lambda: None))

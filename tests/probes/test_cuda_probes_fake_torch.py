@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
-import queue
 import re
 import sys
-import threading
 
 import pytest
 
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.probes.base import ProbeContext, ProbeSkip
 from gpudiag.probes.cuda import contention, launch, pcie
+from tests.fake_mp import ThreadContext
 from tests.fake_torch import FakeTorch, MiB
 from tests.fakes import FakeNvml
 
@@ -155,49 +154,11 @@ def test_contention_threads_and_solo_with_processes_skipped_for_memory(fake_torc
     _findings(out.findings)
 
 
-class _ThreadProcess:
-    """multiprocessing.Process, as a thread: the real contention_worker runs against the fake torch."""
-
-    def __init__(self, target, name, daemon, args):
-        self.name, self.exitcode = name, None
-        self._thread = threading.Thread(target=self._run, args=(target, args), name=name, daemon=daemon)
-
-    def _run(self, target, args):
-        target(*args)
-        self.exitcode = 0
-
-    def start(self):
-        self._thread.start()
-
-    def is_alive(self):
-        return self._thread.is_alive()
-
-    def join(self, timeout=None):
-        self._thread.join(timeout)
-
-    def terminate(self):
-        pass
-
-    kill = terminate
-
-
-class _Queue(queue.Queue):
-    def close(self):
-        pass
-
-    def cancel_join_thread(self):
-        pass
-
-
-class _ThreadContext:
-    Process, Queue, Event = _ThreadProcess, _Queue, threading.Event
-
-
 def test_contention_process_path_with_workers_as_threads(fake_torch, monkeypatch):
     import multiprocessing
 
     contexts = []
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: contexts.append(method) or _ThreadContext)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: contexts.append(method) or ThreadContext)
     torch = fake_torch(free_bytes=8 * 2 ** 30, context_bytes=300 * MiB)
     out = contention.PROBE.run(ProbeContext(mode="quick"))
     data = out.data
@@ -349,7 +310,7 @@ def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monke
     from gpudiag.report import contract as report
     from gpudiag.views import render
 
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: ThreadContext)
     _use_nvml(monkeypatch, FakeNvml.no_driver())
     fake_torch(free_bytes=8 * 2 ** 30)
     results = {}
@@ -374,7 +335,7 @@ def test_fake_results_through_the_runner_report_and_every_view(fake_torch, monke
 def test_contention_worker_failure_becomes_a_skipped_row(fake_torch, monkeypatch):
     import multiprocessing
 
-    monkeypatch.setattr(multiprocessing, "get_context", lambda method: _ThreadContext)
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: ThreadContext)
     torch = fake_torch(free_bytes=8 * 2 ** 30)
 
     def init_fails():

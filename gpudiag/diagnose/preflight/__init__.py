@@ -18,13 +18,34 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from gpudiag.diagnose.preflight import facts as facts_mod
-from gpudiag.diagnose.preflight.gpu_checks import (check_clocks, check_gpu_processes, check_gpu_visible, check_nvml,
-                                                   check_pcie, check_persistence, check_torch_cuda, check_vram,
-                                                   check_windows_hags, check_windows_tdr)
-from gpudiag.diagnose.preflight.host_checks import (check_disk, check_environment, check_host_ram, check_oom_kills,
-                                                    check_swap)
-from gpudiag.diagnose.preflight.model import (MAX_DEVICE, MAX_WORKERS, STRATEGIES, Check, Plan, PreflightFailed,
-                                             PreflightResult)
+from gpudiag.diagnose.preflight.gpu_checks import (
+    check_clocks,
+    check_gpu_processes,
+    check_gpu_visible,
+    check_nvml,
+    check_pcie,
+    check_persistence,
+    check_torch_cuda,
+    check_vram,
+    check_windows_hags,
+    check_windows_tdr,
+)
+from gpudiag.diagnose.preflight.host_checks import (
+    check_disk,
+    check_environment,
+    check_host_ram,
+    check_oom_kills,
+    check_swap,
+)
+from gpudiag.diagnose.preflight.model import (
+    MAX_DEVICE,
+    MAX_WORKERS,
+    STRATEGIES,
+    Check,
+    Plan,
+    PreflightFailed,
+    PreflightResult,
+)
 from gpudiag.diagnose.preflight.needs import worker_needs
 from gpudiag.measure.sizes import parse_size
 

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gpudiag.diagnose.preflight.model import ENV_NAMES, MAX_REPORTS_READ, Plan, REPORT_GLOB, display_path, num
+from gpudiag.diagnose.preflight.model import ENV_NAMES, MAX_REPORTS_READ, REPORT_GLOB, Plan, display_path, num
 
 
 def _gather_driver(facts: Dict[str, Any], nvml_session: Optional[Callable[[], Any]],

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gpudiag.measure.sizes import format_size
-from gpudiag.diagnose.preflight.model import Check, NA, Plan, THROTTLING_REASONS, num, version_tuple
+from gpudiag.diagnose.preflight.model import NA, THROTTLING_REASONS, Check, Plan, num, version_tuple
 from gpudiag.diagnose.preflight.needs import fit_status, need_text
+from gpudiag.measure.sizes import format_size
 
 
 def driver_host(facts: Mapping[str, Any]) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Tuple
 
-from gpudiag.measure.sizes import format_size
 from gpudiag.diagnose.preflight.model import Check, Plan, num, worst
 from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
+from gpudiag.measure.sizes import format_size
 
 
 def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:

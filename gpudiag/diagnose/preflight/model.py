@@ -10,8 +10,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-
-
 STATUSES = ("pass", "warn", "fail", "skip")
 
 

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from gpudiag.diagnose.preflight.model import (
+    DEFAULT_LABEL,
+    DEFAULT_PROCESS_DEVICE_BYTES,
+    DEFAULT_PROCESS_HOST_BYTES,
+    DEFAULT_THREAD_DEVICE_BYTES,
+    DEFAULT_THREAD_HOST_BYTES,
+    TIGHT_FRACTION,
+    Plan,
+    num,
+)
 from gpudiag.measure.sizes import format_size
-from gpudiag.diagnose.preflight.model import DEFAULT_LABEL, DEFAULT_PROCESS_DEVICE_BYTES, DEFAULT_PROCESS_HOST_BYTES, DEFAULT_THREAD_DEVICE_BYTES, DEFAULT_THREAD_HOST_BYTES, Plan, TIGHT_FRACTION, num
 
 
 def worker_needs(facts: Mapping[str, Any], plan: Plan) -> Dict[str, Any]:

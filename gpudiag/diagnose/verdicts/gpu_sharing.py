@@ -6,18 +6,12 @@ from typing import List, Optional, Tuple
 
 from gpudiag.diagnose.access import (
     Figures,
-    as_bool,
-    as_int,
-    as_list,
-    as_str,
     base_name,
     findings_with,
     fmt_bytes,
     fmt_pct,
-    get,
     is_desktop_process,
     not_run_reason,
-    num,
     path,
     probe_data,
     verdict_entry,
@@ -28,6 +22,7 @@ from gpudiag.diagnose.thresholds import (
     LAUNCH_BOUND_OVERHEAD_US,
     WDDM_LAUNCH_OVERHEAD_US,
 )
+from gpudiag.report.values import as_bool, as_int, as_list, as_str, get, num
 
 
 def verdict_context_switch(report: dict) -> dict:

@@ -6,16 +6,9 @@ from typing import Optional
 
 from gpudiag.diagnose.access import (
     Figures,
-    as_bool,
-    as_dict,
-    as_int,
-    as_list,
-    as_str,
     cycle_device,
     fmt_pct,
-    get,
     not_run_reason,
-    num,
     path,
     probe_data,
     row_path,
@@ -24,6 +17,7 @@ from gpudiag.diagnose.access import (
 )
 from gpudiag.diagnose.memory_fit import limit_text, memory_limits
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
+from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
 
 
 def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from gpudiag.diagnose.access import (
     Figures,
-    as_bool,
-    as_str,
     cycle_device,
     fmt_pct,
     link_text,
@@ -22,6 +20,7 @@ from gpudiag.diagnose.thresholds import (
     PCIE_EFFICIENCY_LOW,
     PCIE_TRANSFER_SHARE_SUPPORTED,
 )
+from gpudiag.report.values import as_bool, as_str
 
 
 def verdict_pcie_bandwidth(report: dict) -> dict:
