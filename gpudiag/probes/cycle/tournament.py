@@ -53,6 +53,8 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
 
 
 def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
+    """Median NVML GPU percent over the samples taken while this contestant was timed (None if none fell in its
+    runs): the one GPU busy figure the processes strategy has, since one profiler cannot see other contexts."""
     inside = [s["gpu_percent"] for s in samples
               if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
     return stats.median(inside) if inside else None
@@ -64,6 +66,7 @@ def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: 
 
 
 def _rank(c: Contestant) -> tuple:
+    """(simplicity rank, workers) of a contestant: the order in which the recommendation prefers strategies at a tie."""
     return (SIMPLICITY.index(c.name) if c.name in SIMPLICITY else len(SIMPLICITY)), c.workers
 
 
@@ -88,6 +91,8 @@ def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) 
 
 
 def _load_fields(c: Contestant) -> dict:
+    """The row's other_busy_cores: CPU seconds other programs used per wall second while this contestant was
+    timed (None when not measured), so a loaded run is visible next to its figure."""
     if c.load_wall_s <= 0:
         return {"other_busy_cores": None}
     return {"other_busy_cores": round(c.other_cpu_s / c.load_wall_s, 2)}
@@ -95,6 +100,8 @@ def _load_fields(c: Contestant) -> dict:
 
 def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, t0: float,
              serial: Optional[Contestant]) -> dict:
+    """The report row of one strategy: its best worker count's figures, speedup interval, load, sweep (threads,
+    processes) and GPU busy fields; a `failed` row naming the error when no contestant of it finished a run."""
     ok = [c for c in group if c.error is None and c.walls]
     if not ok:
         return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
@@ -104,6 +111,7 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
                           peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
 
     def ci(c: Contestant):
+        """Rounded 95 % speedup interval of a contestant over serial (None for serial itself or without serial)."""
         if serial is None or c is serial:
             return None
         return stats.rounded_interval(speedup_interval(c, serial, plan.cycles))
@@ -126,6 +134,8 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
 
 
 def _error_text(exc: BaseException) -> str:
+    """The failed row's reason: a StrategyTimeout's own message (it already says what hung), else type: message at
+    file:line."""
     return str(exc) if isinstance(exc, StrategyTimeout) else cs._where(exc)
 
 
@@ -179,6 +189,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
 
         def once(c: Contestant) -> None:
+            """Time one contestant once (with a deadline for threads/processes) and book the CPU other programs used
+            meanwhile; a failure fails that contestant only, except serial's, which fails the tournament."""
             timeout = None
             if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
                 base = stats.median(serial.walls) if serial.walls else env.serial_prepare_s
