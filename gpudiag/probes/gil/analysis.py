@@ -203,7 +203,7 @@ def classify(threads_speedup: float, processes_speedup: float, workers: int, tol
         return INCONCLUSIVE
 
     def state(s: float, ci: Optional[Sequence[float]]) -> str:
-        """One mode's state, "scales", "flat" or "between", for its's speedup: at the scaling line with an interval above 1x,
+        """One mode's state, "scales", "flat" or "between", from its speedup: at the scaling line with an interval above 1x,
         within noise of 1x with the interval below the line, else between."""
         lo, hi = (ci[0], ci[1]) if ci else (s, s)
         if s >= need and lo > 1:  # at the scaling line, and the gain is real (the interval excludes 1x)
