@@ -136,7 +136,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
             return True
         try:
             fn, args = pickle.loads(raw)
-        except BaseException as exc:
+        except BaseException as exc:  # worker side: unpickling imports fn's module, which can raise anything
             conn.send(_error_payload(exc))
             continue
         conn.send(("armed",))
@@ -147,7 +147,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
         start = time.perf_counter()
         try:
             value = fn(*args)
-        except BaseException as exc:
+        except BaseException as exc:  # worker side: fn's failure (SystemExit included) goes to the parent as WorkerError
             conn.send(_error_payload(exc))
             continue
         elapsed = time.perf_counter() - start
@@ -247,7 +247,7 @@ class WorkerPool:
                     else:
                         raise WorkerError(f"worker {w.index} failed to start: {msg[1]}", w.index, msg[2])
                     pending.remove(w)
-        except BaseException:
+        except BaseException:  # cleanup and re-raise: no worker outlives a failed start, Ctrl-C included
             self.close()
             raise
 
@@ -334,7 +334,7 @@ class WorkerPool:
         except (WorkerDied, WorkerTimeout):
             self.close()
             raise
-        except BaseException:
+        except BaseException:  # cleanup and re-raise
             self.close()  # e.g. Ctrl-C mid-call: workers are in an unknown state
             raise
         if errors:

@@ -20,7 +20,7 @@ def all_probes() -> List[Probe]:
 
 
 def by_name(name: str) -> Probe:
-    """The Probe called `name` (KeyError for an unknown name): for tests and tools that run one probe."""
+    """The Probe called `name` (KeyError for an unknown name): one probe looked up by its report name."""
     for p in all_probes():
         if p.name == name:
             return p

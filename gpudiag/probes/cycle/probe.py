@@ -83,7 +83,9 @@ def _profiler_support():
         if ProfilerActivity.CUDA in supported_activities():
             return True, None
         return False, "this torch build's profiler has no CUDA activity (built without CUPTI/kineto)"
-    except Exception as exc:  # very old torch: no torch.profiler
+    # ImportError: a torch without torch.profiler; AttributeError: one without supported_activities;
+    # RuntimeError: the C++ side failing to list its activities (a broken CUDA/CUPTI install).
+    except (ImportError, AttributeError, RuntimeError) as exc:
         return False, f"torch.profiler unavailable: {type(exc).__name__}: {exc}"
 
 

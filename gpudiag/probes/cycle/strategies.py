@@ -329,6 +329,8 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
         torch.cuda.set_sync_debug_mode("error")
         try:
             w.step()
+        # The user's step can raise anything; under sync debug mode any failure means it cannot be captured,
+        # and that is this strategy's skip, not the tournament's failure.
         except Exception as exc:
             raise Skip("your step() synchronises with the host (e.g. .item(), .cpu(), printing a tensor), so it "
                        f"cannot be captured in a CUDA graph: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
@@ -360,10 +362,12 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
             with torch.cuda.graph(graph):
                 static_out = w.forward_metrics(static_x, static_y)
         torch.cuda.synchronize()
+    # Capture runs the user's (or the built-in) step under stream capture: torch raises RuntimeError for a
+    # capture-unsafe op, but user code can raise anything; either way only cuda_graph is skipped.
     except Exception as exc:
         try:
             torch.cuda.synchronize()
-        except Exception:
+        except Exception:  # best-effort drain after the failure being reported below: its error must not replace it
             pass  # the capture's error state; reported through the reason below
         hint = (" (a step that calls .item(), prints a tensor or syncs in another way cannot be captured; "
                 "see docs/cycle.md)" if custom else "")
@@ -597,7 +601,7 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
                               f"{prepare_timeout:.0f} s (building it and {plan.warmup} warm-up cycles"
                               + (f"; the same took {env.serial_prepare_s:.2f} s in the probe" if env.serial_prepare_s
                                  else "") + f"): {exc}") from None
-    except BaseException as exc:
+    except BaseException as exc:  # cleanup and re-raise: workers must not outlive any failure, Ctrl-C included
         if pool is not None:
             pool.close()
         if isinstance(exc, Skip):

@@ -48,7 +48,9 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
         if c.events_workload is not None:
             return profiling.events_timeline(c.events_workload, cycles)
         return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
-    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
+    # The timeline reruns the user's step under the profiler: anything can be raised, and the timeline
+    # is an extra whose failure must not lose the measurement.
+    except Exception as exc:
         return timeline.empty_timeline(None, f"profiling failed: {cs._where(exc)}")
 
 
@@ -164,7 +166,9 @@ def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict
                 rows[name]["memory_check"] = exc.memory_check
         except CustomLoopError:
             raise
-        except Exception as exc:  # one strategy breaking must not lose the others' measurements
+        # A user's --cycle step can raise anything while a strategy is prepared, and one strategy's failure
+        # must not lose the others' measurements.
+        except Exception as exc:
             rows[name] = cs.empty_row(name, "failed", _error_text(exc))
 
 
@@ -201,6 +205,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 c.once(plan.cycles, cuda, timeout)
             except CustomLoopError:
                 raise
+            # A user's --cycle step (or a worker's error) can raise anything, and one strategy's failure
+            # must not lose the others' measurements; serial's failure still fails the tournament.
             except Exception as exc:
                 if c is serial:
                     raise
@@ -279,7 +285,9 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             for c in group:
                 try:
                     c.close()
-                except Exception:  # freeing a copy must not hide the measurement or the real error
+                # close() runs the user's close() too: anything can be raised, and freeing a copy must not
+                # hide the measurement or the real error.
+                except Exception:
                     pass
     base = rows["serial"]["cycles_per_s"]
     for r in rows.values():

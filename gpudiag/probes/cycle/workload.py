@@ -246,7 +246,7 @@ def load_factory(ref: str, cwd: Optional[str] = None) -> Callable:
     except ImportError as exc:
         raise CustomLoopError(f"--cycle {ref}: cannot import module {mod_name!r} ({exc}); run gpudiag "
                               f"from the folder that holds it, or make it importable") from None
-    except Exception as exc:
+    except Exception as exc:  # the user's module runs arbitrary code at import: say what it raised, in one line
         raise CustomLoopError(f"--cycle {ref}: importing {mod_name!r} raised {type(exc).__name__}: {exc}") from None
     factory = getattr(module, attr, None)
     if factory is None:
@@ -275,7 +275,7 @@ class CustomWorkload:
         factory = load_factory(ref, cwd)
         try:
             made = factory(device) if _takes_device(factory) else factory()
-        except Exception as exc:
+        except Exception as exc:  # the user's factory can raise anything: one line naming it, no traceback
             raise CustomLoopError(f"--cycle {ref}: the factory raised {type(exc).__name__}: {exc}") from None
         if callable(getattr(made, "step", None)):
             self._step, self._close = made.step, getattr(made, "close", None)
@@ -295,7 +295,7 @@ class CustomWorkload:
         for _ in range(n):
             try:
                 self._step()
-            except Exception as exc:
+            except Exception as exc:  # the user's step can raise anything: one line naming it, no traceback
                 raise CustomLoopError(f"--cycle {self.ref}: step() raised {type(exc).__name__}: {exc}") from None
 
     def sync(self) -> None:

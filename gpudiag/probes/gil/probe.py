@@ -141,7 +141,7 @@ def _nvml_free_by_uuid() -> Dict[str, Any]:
                 uuid, info = n.call("nvmlDeviceGetUUID", h), n.call("nvmlDeviceGetMemoryInfo", h)
                 if isinstance(uuid, str) and info is not nvml.NA:
                     out[uuid] = int(info.free)
-    except Exception:  # NVML absent or broken: the other measurements still stand
+    except (nvml.NvmlUnavailable, nvml.NvmlError):  # NVML absent or broken: the other measurements still stand
         return {}
     return out
 
@@ -162,7 +162,7 @@ def _nvml_own_usage(uuid: str) -> Optional[int]:
                     if getattr(p, "pid", None) == os.getpid():
                         used = getattr(p, "usedGpuMemory", None)
                         return int(used) if isinstance(used, int) else None
-    except Exception:
+    except (nvml.NvmlUnavailable, nvml.NvmlError):  # no NVML, or no handle for a GPU: no per-process figure
         return None
     return None
 
@@ -206,7 +206,7 @@ def _cuda_init_cost(torch) -> Dict[str, Any]:
     try:
         raw = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         uuid = raw if raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
-    except Exception:
+    except (AttributeError, RuntimeError):  # a torch without .uuid, or the device query failing: NVML figures skipped
         pass
     free_after = _nvml_free_by_uuid()
     per_proc = _nvml_own_usage(uuid) if uuid else None
