@@ -64,6 +64,8 @@ class CpuMeter:
         self._self = psutil.Process()
 
     def _proc(self, pid: int):
+        """The psutil.Process of `pid`, built once and reused: read() runs around every timed run, and building a
+        Process each time costs a /proc lookup per worker inside the measurement."""
         p = self._procs.get(pid)
         if p is None:
             p = self._procs[pid] = self._psutil.Process(pid)

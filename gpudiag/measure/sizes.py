@@ -46,6 +46,8 @@ def parse_size(text: object) -> int:
 
 
 def _bounded(n: int) -> int:
+    """n unchanged when at most MAX_SIZE (1 EiB), else ValueError: a typo like 8E is refused instead of being
+    passed on as a budget no machine has."""
     if n > MAX_SIZE:
         raise ValueError(f"size {n} bytes is larger than any machine's memory or disk (at most 1 EiB)")
     return n

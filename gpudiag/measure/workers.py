@@ -73,12 +73,17 @@ class WorkerTimeout(WorkerError):
 
 @dataclass
 class Timed:
+    """What run_timed returns: each worker's value (worker order), the parent's wall seconds from the release to the
+    last result, and each worker's own seconds around fn (no IPC), to tell work from coordination."""
+
     values: List[Any]  # fn's return value per worker, in worker order
     wall_s: float  # parent: start event released -> last result received
     task_s: List[float]  # per worker, measured inside the worker around fn
 
 
 def _describe_exit(code: Optional[int]) -> str:
+    """How a worker's exit code reads in an error ("was killed by signal 9 (SIGKILL - likely the out-of-memory
+    killer)"...): the commonest way a worker dies is the OOM killer, and the user should be told so."""
     if code is None:
         return "stopped answering"
     if code < 0:
@@ -87,6 +92,8 @@ def _describe_exit(code: Optional[int]) -> str:
 
 
 def _error_payload(exc: BaseException) -> tuple:
+    """The ("error", "Type: message", traceback text) message a worker sends the parent, which raises it as
+    WorkerError: the exception object itself may not pickle."""
     return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
@@ -129,7 +136,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
             return True
         try:
             fn, args = pickle.loads(raw)
-        except BaseException as exc:
+        except BaseException as exc:  # worker side: unpickling imports fn's module, which can raise anything
             conn.send(_error_payload(exc))
             continue
         conn.send(("armed",))
@@ -140,7 +147,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
         start = time.perf_counter()
         try:
             value = fn(*args)
-        except BaseException as exc:
+        except BaseException as exc:  # worker side: fn's failure (SystemExit included) goes to the parent as WorkerError
             conn.send(_error_payload(exc))
             continue
         elapsed = time.perf_counter() - start
@@ -151,6 +158,9 @@ def _serve(conn, go, initializer, initargs) -> bool:
 
 
 class _Worker:
+    """The parent's record of one worker: its process, its end of the pipe, start times, start-up figures,
+    initializer result and whether it said ready."""
+
     __slots__ = ("index", "proc", "conn", "started_at", "startup", "init_result", "ready")
 
     def __init__(self, index, proc, conn, started_at):
@@ -237,7 +247,7 @@ class WorkerPool:
                     else:
                         raise WorkerError(f"worker {w.index} failed to start: {msg[1]}", w.index, msg[2])
                     pending.remove(w)
-        except BaseException:
+        except BaseException:  # cleanup and re-raise: no worker outlives a failed start, Ctrl-C included
             self.close()
             raise
 
@@ -260,18 +270,23 @@ class WorkerPool:
     # -- facts ----------------------------------------------------------------------------------
     @property
     def size(self) -> int:
+        """Number of workers started (ready or not)."""
         return len(self._workers)
 
     @property
     def pids(self) -> List[int]:
+        """OS process ids of the workers: their CPU time is the measurement's own, never "other load"."""
         return [w.proc.pid for w in self._workers]
 
     @property
     def init_results(self) -> List[Any]:
+        """What the initializer returned in each worker, by worker index (None until that worker is ready)."""
         return [w.init_result for w in self._workers]
 
     @property
     def startup(self) -> List[Optional[dict]]:
+        """Per worker {spawn_s, init_s, ready_s} in seconds (None until ready): start-up is reported apart from the
+        measured rates, which exclude it."""
         return [w.startup for w in self._workers]
 
     # -- work -----------------------------------------------------------------------------------
@@ -319,7 +334,7 @@ class WorkerPool:
         except (WorkerDied, WorkerTimeout):
             self.close()
             raise
-        except BaseException:
+        except BaseException:  # cleanup and re-raise
             self.close()  # e.g. Ctrl-C mid-call: workers are in an unknown state
             raise
         if errors:
@@ -329,6 +344,7 @@ class WorkerPool:
 
     # -- internals --------------------------------------------------------------------------------
     def _check_open(self) -> None:
+        """RuntimeError when the pool is closed: a call on a closed pool must fail clearly rather than hang on a pipe."""
         if self._closed:
             raise RuntimeError("the worker pool is closed")
 
@@ -375,6 +391,7 @@ def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple],
     errors: List[BaseException] = []
 
     def target(args):
+        """Thread body: wait at the barrier so all threads start together, run fn, and keep its exception for the caller."""
         barrier.wait()
         try:
             fn(*args)

@@ -12,12 +12,15 @@ _MODULES = ("system", "driver", "gil", "cuda.launch", "cuda.contention", "cuda.p
 
 
 def all_probes() -> List[Probe]:
+    """Every registered Probe, in run order (system first, cycle last: later probes read earlier ones' data);
+    imports each module, whose heavy imports wait inside its run function."""
     import importlib
 
     return [importlib.import_module(f"gpudiag.probes.{m}").PROBE for m in _MODULES]
 
 
 def by_name(name: str) -> Probe:
+    """The Probe called `name` (KeyError for an unknown name): one probe looked up by its report name."""
     for p in all_probes():
         if p.name == name:
             return p

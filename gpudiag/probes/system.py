@@ -34,6 +34,8 @@ _GIB = 2 ** 30
 
 
 def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The allowlisted environment variables (CUDA_*, NCCL_*, DCGM's performance-limiting ones...) and their values:
+    only names known to matter reach the report, so no secret in the environment can leak into it."""
     from gpudiag.report.redact import allowlisted_env
 
     environ = os.environ if environ is None else environ
@@ -41,10 +43,14 @@ def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
 
 
 def _gib(n) -> str:
+    """Bytes as "12.3 GiB" ("unknown" when not a number), for the memory findings' messages."""
     return f"{n / _GIB:.1f} GiB" if isinstance(n, (int, float)) else "unknown"
 
 
 def env_findings(env: Mapping[str, str]) -> List[dict]:
+    """Findings from environment variables alone (CUDA_LAUNCH_BLOCKING on, CUDA_VISIBLE_DEVICES empty, profiler or
+    debugger injection, caching allocator off, eager module loading...): settings that idle a GPU without any
+    measurement showing why."""
     out = []
     lb = env.get("CUDA_LAUNCH_BLOCKING")
     if lb is not None and lb.strip().lower() not in _OFF:
@@ -243,6 +249,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     # --quick reads the CPU from /proc (py-cpuinfo times the TSC for over a second) and torch's build
     # from its files (importing it costs seconds; the gil probe re-checks the GIL after importing it);
     # --full adds both: the cuDNN version and py-cpuinfo's flags and caches.
+    """The system probe's facts and findings; --quick reads CPU and torch build from files, --full imports torch
+    and runs py-cpuinfo for the cuDNN version and CPU flags."""
     full = not ctx.quick
     data = collect(detailed_cpu=full, import_torch=full)
     return ProbeOutput(data=data, findings=findings_for(data))

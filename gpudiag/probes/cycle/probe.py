@@ -37,6 +37,8 @@ def worker_counts(mode: str, cores: int) -> List[int]:
 
 
 def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycles: Optional[int] = None):
+    """The tournament's Plan (cycles per run, warm-up, rounds min/max and wall budget, worker counts): --quick/--full
+    and the device set how long it measures; cycle_* options override it for tests and benchmarks."""
     from gpudiag.probes.cycle.strategies import Plan
 
     quick = mode == "quick"
@@ -73,13 +75,17 @@ def _host_budget(ctx: ProbeContext):
 
 
 def _profiler_support():
+    """(True, None) when torch.profiler can record CUDA kernels, else (False, why): decides between the profiler
+    timeline and the CUDA-event fallback, and the reason is reported instead of an empty timeline."""
     try:
         from torch.profiler import ProfilerActivity, supported_activities
 
         if ProfilerActivity.CUDA in supported_activities():
             return True, None
         return False, "this torch build's profiler has no CUDA activity (built without CUPTI/kineto)"
-    except Exception as exc:  # very old torch: no torch.profiler
+    # ImportError: a torch without torch.profiler; AttributeError: one without supported_activities;
+    # RuntimeError: the C++ side failing to list its activities (a broken CUDA/CUPTI install).
+    except (ImportError, AttributeError, RuntimeError) as exc:
         return False, f"torch.profiler unavailable: {type(exc).__name__}: {exc}"
 
 
@@ -115,6 +121,8 @@ def _custom_cycles(spec, mode: str) -> int:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    """The cycle probe's data and findings; starts the worker processes first so their torch import overlaps
+    this one, and closes them whatever happens."""
     started = time.monotonic()
     from gpudiag.probes.cycle import strategies as cs
 
@@ -133,6 +141,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
 
 def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil_mem: dict, cores: int) -> ProbeOutput:
+    """The body of run(): sizes the workload (built-in) or the user's cycle count (--cycle), runs the tournament
+    and assembles strategies, winner, GPU idle timelines and NVML utilisation into the probe's data."""
     import psutil
     import torch
 
@@ -227,6 +237,8 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
 
 
 def _ci_text(row: dict) -> str:
+    """The " (95 % interval a-bx, n rounds)" suffix of the fastest-strategy finding, or the note that there were
+    too few rounds for one: a speedup is never stated without its sample count."""
     ci = row.get("speedup_ci95")
     n = row.get("samples") or row.get("repeats")
     if ci:

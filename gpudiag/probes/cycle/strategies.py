@@ -117,10 +117,13 @@ def fit_workers(wanted: int, per_worker_host: Optional[int], host_budget: Option
 
 
 def _rss() -> int:
+    """This process's resident set in bytes: the host memory a contestant's copy costs, reported per row."""
     return psutil.Process().memory_info().rss
 
 
 def _where(exc: BaseException) -> str:
+    """"Type: message at file:line" of an exception: a failed row names where it broke without carrying a traceback
+    (or a home path) into the report."""
     tb = traceback.extract_tb(exc.__traceback__)
     return f"{type(exc).__name__}: {exc}" + (f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "")
 
@@ -128,6 +131,8 @@ def _where(exc: BaseException) -> str:
 # ---------------------------------------------------------------- rows
 
 def empty_row(name: str, status: str, reason: str, workers: Optional[int] = None) -> dict:
+    """A report row with every figure None and the status/reason given: skipped and failed strategies keep the
+    same keys as measured ones, so views and the schema need no special case."""
     return {"name": name, "status": status, "reason": reason, "workers": workers, "cycles_per_s": None,
             "speedup_vs_serial": None, "spread_fraction": None, "repeats": 0, "cycles": None,
             "torch_threads": None, "gpu_busy_fraction": None, "gpu_busy_reason": reason,
@@ -135,6 +140,8 @@ def empty_row(name: str, status: str, reason: str, workers: Optional[int] = None
 
 
 def measured_row(name: str, workers: int, cycles: int, walls: Sequence[float], torch_threads: int, **extra) -> dict:
+    """A measured row: median cycles/s over the timed runs, their relative spread, the walls in seconds and the
+    torch thread count; `extra` adds strategy-specific fields (workers' start-up, memory check...)."""
     rates = [cycles / w for w in walls if w > 0]
     row = empty_row(name, "ok", "", workers)
     row.update({"cycles_per_s": round(stats.median(rates), 3) if rates else None,
@@ -195,6 +202,7 @@ class Contestant:
             self.host_rss_bytes = self._rss_of()
 
     def rate(self, cycles: int) -> float:
+        """Median cycles/s over this contestant's timed runs (0.0 before any): what ranks contestants and the sweep."""
         rates = [cycles / w for w in self.walls if w > 0]
         return stats.median(rates) if rates else 0.0
 
@@ -203,11 +211,15 @@ class Contestant:
         return [cycles / w for w in self.walls if w > 0]
 
     def close(self) -> None:
+        """Free what the contestant holds (model copies, worker pool): called once by the tournament after the rounds."""
         self._close()
 
 
 def _loop_timer(run: Callable[[int], None], sync: Callable[[], None]) -> Callable[[int], float]:
+    """A timed(n) for an in-process strategy: wall seconds of n cycles including the final device sync, so queued
+    GPU work is counted in the cycle it belongs to."""
     def timed(n: int) -> float:
+        """Wall seconds of n cycles of `run`, device work included (perf_counter around run + sync)."""
         t0 = time.perf_counter()
         run(n)
         sync()
@@ -216,6 +228,7 @@ def _loop_timer(run: Callable[[int], None], sync: Callable[[], None]) -> Callabl
 
 
 def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
+    """The baseline contestant: the plain loop, one copy, warmed up; every speedup is stated against it."""
     w = build(spec)
     w.run_cycles(plan.warmup)
     w.sync()
@@ -224,12 +237,15 @@ def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 
 def prepare_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
+    """The deferred_sync contestant: metrics stay on the GPU and are brought to the host every plan.sync_every
+    cycles, to measure what the per-cycle `.item()` round trips cost."""
     import torch
 
     w = build(spec)
     k = plan.sync_every
 
     def run(n: int) -> None:
+        """n cycles with one host sync per `k` of them (and one for the remainder)."""
         pending = []
         for i in range(n):
             pending.append(torch.stack(w.forward_metrics(*w.batch(i))))
@@ -247,6 +263,8 @@ def prepare_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Cont
 
 
 def prepare_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
+    """The streams contestant (forward-only): cycles issued round-robin on plan.streams CUDA streams, to see whether
+    overlapping independent cycles fills the GPU's idle gaps; Skip for training cycles, which would race."""
     import torch
 
     if spec.train:
@@ -258,6 +276,7 @@ def prepare_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant
     streams = [torch.cuda.Stream() for _ in range(k)]
 
     def run(n: int) -> None:
+        """n cycles spread over the streams, joined back to the main stream each time `k` are in flight."""
         for s in streams:
             s.wait_stream(main)  # the input pool and weights were made on the main stream
         pending = []
@@ -277,10 +296,13 @@ def prepare_streams(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant
 
 
 def prepare_batched(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
+    """The batched contestant: plan.fuse cycles fused into one larger step with one host sync, to measure what
+    fewer, bigger launches gain over the same work cycle by cycle."""
     w = build(spec)
     k = plan.fuse
 
     def run(n: int) -> None:
+        """n cycles as fused steps of up to `k` cycles each, host work still paid once per cycle."""
         for i in range(0, n, k):
             m = min(k, n - i)
             values = w.fused_metrics(*w.batch(i, fuse=m), m).tolist()  # one host sync per fused step
@@ -307,6 +329,8 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
         torch.cuda.set_sync_debug_mode("error")
         try:
             w.step()
+        # The user's step can raise anything; under sync debug mode any failure means it cannot be captured,
+        # and that is this strategy's skip, not the tournament's failure.
         except Exception as exc:
             raise Skip("your step() synchronises with the host (e.g. .item(), .cpu(), printing a tensor), so it "
                        f"cannot be captured in a CUDA graph: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
@@ -338,10 +362,12 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
             with torch.cuda.graph(graph):
                 static_out = w.forward_metrics(static_x, static_y)
         torch.cuda.synchronize()
+    # Capture runs the user's (or the built-in) step under stream capture: torch raises RuntimeError for a
+    # capture-unsafe op, but user code can raise anything; either way only cuda_graph is skipped.
     except Exception as exc:
         try:
             torch.cuda.synchronize()
-        except Exception:
+        except Exception:  # best-effort drain after the failure being reported below: its error must not replace it
             pass  # the capture's error state; reported through the reason below
         hint = (" (a step that calls .item(), prints a tensor or syncs in another way cannot be captured; "
                 "see docs/cycle.md)" if custom else "")
@@ -349,10 +375,12 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
 
     if custom:
         def run(n: int) -> None:
+            """Replay the captured user step n times (its Python side effects do not run again: reported with the row)."""
             for _ in range(n):
                 graph.replay()
     else:
         def run(n: int) -> None:
+            """n cycles by graph replay: inputs copied into the static buffers, metrics read back per cycle as the loop does."""
             for i in range(n):
                 x, y = w.batch(i)
                 static_x.copy_(x)
@@ -391,6 +419,8 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
         limits: Dict[str, Any] = {}
 
         def timed(c: int, ws=workloads, limits=limits) -> float:
+            """Wall seconds of c cycles shared over the threads; StrategyTimeout past limits["timeout_s"] (threads that
+            hang cannot be killed, so the row fails by name instead of the probe hanging)."""
             limit_s = limits.get("timeout_s")
             try:
                 return _threads_once(ws, shares(c, len(ws)), limit_s)
@@ -400,6 +430,7 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
                                       "behind)") from None
 
         def close(ws=workloads) -> None:
+            """Close every thread's workload copy."""
             for w in ws:
                 w.close()
 
@@ -429,6 +460,8 @@ def _worker_init() -> dict:
 
 
 def _worker_prepare(spec, warmup: int) -> dict:
+    """Worker side: build and warm up this worker's copy of the workload (replacing any earlier one); its RSS and
+    reserved device bytes, which decide how many workers fit."""
     import torch
 
     old = _STATE.pop("w", None)
@@ -446,6 +479,7 @@ def _worker_prepare(spec, warmup: int) -> dict:
 
 
 def _worker_run(start: int, count: int, torch_threads: int) -> dict:
+    """Worker side: run this worker's share of the cycles; its RSS and peak allocated device bytes for the row."""
     import torch
 
     torch.set_num_threads(torch_threads)
@@ -459,12 +493,15 @@ def _worker_run(start: int, count: int, torch_threads: int) -> dict:
 
 
 def _free_device_bytes() -> Optional[int]:
+    """Free device memory in bytes now (torch.cuda.mem_get_info): measured before and after one worker prepares,
+    to know what a worker context really takes."""
     import torch
 
     return int(torch.cuda.mem_get_info()[0])
 
 
 def _gib(n: Optional[float]) -> str:
+    """Bytes as "1.23 GiB" ("unknown" for 0/None), for the Skip message saying why processes did not fit."""
     return "unknown" if not n else f"{n / 2**30:.2f} GiB"
 
 
@@ -564,7 +601,7 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
                               f"{prepare_timeout:.0f} s (building it and {plan.warmup} warm-up cycles"
                               + (f"; the same took {env.serial_prepare_s:.2f} s in the probe" if env.serial_prepare_s
                                  else "") + f"): {exc}") from None
-    except BaseException as exc:
+    except BaseException as exc:  # cleanup and re-raise: workers must not outlive any failure, Ctrl-C included
         if pool is not None:
             pool.close()
         if isinstance(exc, Skip):
@@ -576,6 +613,7 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
     closers = {"left": len(counts)}
 
     def close() -> None:  # the pool is shared by the contestants: closed after the last one
+        """Close the shared worker pool once the last contestant using it is closed."""
         closers["left"] -= 1
         if closers["left"] <= 0:
             pool.close()
@@ -586,6 +624,8 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
         limits: Dict[str, Any] = {}
 
         def timed(c: int, k=k, per=per, last=last, limits=limits) -> float:
+            """Wall seconds of c cycles shared over k worker processes; StrategyTimeout past limits["timeout_s"] (the
+            pool stops the workers); keeps the workers' figures for rss() and peak()."""
             limit_s = limits.get("timeout_s")
             try:
                 t = pool.run_timed(_worker_run, [(s, cnt, per) for s, cnt in shares(c, k)], timeout_s=limit_s)
@@ -596,9 +636,11 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
             return t.wall_s
 
         def rss(last=last) -> int:
+            """Sum of the workers' RSS in bytes after the last timed run: what this contestant costs in host memory."""
             return sum(v["rss_bytes"] for v in last.get("values", []))
 
         def peak(last=last) -> Optional[int]:
+            """Sum of the workers' peak allocated device bytes in the last timed run, None where none reported one."""
             vals = [v["peak_device_bytes"] for v in last.get("values", []) if v.get("peak_device_bytes")]
             return sum(vals) if vals else None
 

@@ -42,10 +42,13 @@ Interval = Tuple[float, float]
 
 
 def _is_category(ev: dict, cats: Sequence[str]) -> bool:
+    """Whether a trace event's category is one of `cats` (case-insensitive): kineto spells them in varying case."""
     return str(ev.get("cat", "")).lower() in cats
 
 
 def _correlation(ev: dict) -> Optional[int]:
+    """The event's correlation id (int) or None: the link from a kernel to the runtime call that launched it,
+    spelled "correlation" or "correlation id" depending on the torch version."""
     args = ev.get("args") or {}
     c = args.get("correlation", args.get("correlation id"))
     return c if isinstance(c, int) else None
@@ -75,6 +78,8 @@ def runtime_calls(events: Iterable[dict]) -> List[dict]:
 
 
 def is_sync_call(name: str) -> bool:
+    """Whether a runtime call blocks the host until the device caught up (SYNC_CALL_MARKERS): its time inside a
+    gap is sync wait, not host work."""
     return any(m in name for m in SYNC_CALL_MARKERS)
 
 
@@ -118,6 +123,8 @@ def histogram(gaps_ms: Iterable[float], edges_ms: Sequence[float] = GAP_EDGES_MS
 
 
 def _overlap(a0: float, a1: float, intervals: Sequence[Interval]) -> float:
+    """Microseconds of [a0, a1] covered by the sorted, merged `intervals`: how much of a gap the host spent in
+    sync or copy calls."""
     total = 0.0
     for s, e in intervals:
         if e <= a0:
@@ -143,6 +150,8 @@ def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequenc
     op_bytes = {o["correlation"]: o.get("bytes") for o in ops if o.get("correlation") is not None}
 
     def big_copy(c: dict) -> bool:
+        """Whether a launch call is a copy that moved at least COPY_WAIT_MIN_BYTES: waiting on it is a transfer
+        (copy wait), not a round trip (sync wait)."""
         moved = op_bytes.get(c["correlation"])
         return any(m in c["name"] for m in COPY_CALL_MARKERS) and moved is not None and moved >= COPY_WAIT_MIN_BYTES
 
@@ -177,6 +186,8 @@ def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequenc
 
 
 def _gap_summary(gaps_us: Sequence[float]) -> dict:
+    """The report's gap block from gap lengths in µs: count, total and median in ms, histogram and the longest
+    few, so a reader sees whether idle time is many tiny gaps or a few long stalls."""
     gaps_ms = [g / 1000.0 for g in gaps_us]
     return {
         "count": len(gaps_ms),
@@ -292,6 +303,8 @@ class UtilizationSampler:
         return cuda_device_handle(nv, None, int(self.locate), os.environ)
 
     def _loop(self) -> None:
+        """Background thread body: one utilisation sample per interval_s until stop(); any NVML failure ends sampling
+        with a reason instead of reaching the measurement."""
         from gpudiag.backends.nvml import NA, NvmlUnavailable, session
 
         try:
@@ -318,6 +331,8 @@ class UtilizationSampler:
             self._ready.set()
 
     def start(self) -> "UtilizationSampler":
+        """Start sampling in a daemon thread and wait (up to 5 s) for NVML to be ready: returns self, so the first
+        sample is not lost to NVML's start-up."""
         self.t0 = self.clock()
         self._thread = threading.Thread(target=self._loop, name="gpudiag-nvml-sampler", daemon=True)
         self._thread.start()
@@ -325,12 +340,15 @@ class UtilizationSampler:
         return self
 
     def stop(self) -> dict:
+        """Stop the sampler thread (waiting up to 5 s) and return result()."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
         return self.result()
 
     def result(self) -> dict:
+        """The samples, their count and median GPU percent, the interval in s, and a reason when there is no sample
+        (why NVML gave none), so an empty figure is never silent."""
         values = [s["gpu_percent"] for s in self.samples]
         reason = self.reason if not values else None
         if not values and reason is None:

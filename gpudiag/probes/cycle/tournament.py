@@ -48,11 +48,15 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
         if c.events_workload is not None:
             return profiling.events_timeline(c.events_workload, cycles)
         return timeline.empty_timeline(None, f"{env.profiler_reason}; CUDA-event timing is done for serial only")
-    except Exception as exc:  # the timeline is an extra: its failure must not lose the measurement
+    # The timeline reruns the user's step under the profiler: anything can be raised, and the timeline
+    # is an extra whose failure must not lose the measurement.
+    except Exception as exc:
         return timeline.empty_timeline(None, f"profiling failed: {cs._where(exc)}")
 
 
 def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
+    """Median NVML GPU percent over the samples taken while this contestant was timed (None if none fell in its
+    runs): the one GPU busy figure the processes strategy has, since one profiler cannot see other contexts."""
     inside = [s["gpu_percent"] for s in samples
               if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
     return stats.median(inside) if inside else None
@@ -64,6 +68,7 @@ def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: 
 
 
 def _rank(c: Contestant) -> tuple:
+    """(simplicity rank, workers) of a contestant: the order in which the recommendation prefers strategies at a tie."""
     return (SIMPLICITY.index(c.name) if c.name in SIMPLICITY else len(SIMPLICITY)), c.workers
 
 
@@ -88,6 +93,8 @@ def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) 
 
 
 def _load_fields(c: Contestant) -> dict:
+    """The row's other_busy_cores: CPU seconds other programs used per wall second while this contestant was
+    timed (None when not measured), so a loaded run is visible next to its figure."""
     if c.load_wall_s <= 0:
         return {"other_busy_cores": None}
     return {"other_busy_cores": round(c.other_cpu_s / c.load_wall_s, 2)}
@@ -95,6 +102,8 @@ def _load_fields(c: Contestant) -> dict:
 
 def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, t0: float,
              serial: Optional[Contestant]) -> dict:
+    """The report row of one strategy: its best worker count's figures, speedup interval, load, sweep (threads,
+    processes) and GPU busy fields; a `failed` row naming the error when no contestant of it finished a run."""
     ok = [c for c in group if c.error is None and c.walls]
     if not ok:
         return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
@@ -104,6 +113,7 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
                           peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
 
     def ci(c: Contestant):
+        """Rounded 95 % speedup interval of a contestant over serial (None for serial itself or without serial)."""
         if serial is None or c is serial:
             return None
         return stats.rounded_interval(speedup_interval(c, serial, plan.cycles))
@@ -126,6 +136,8 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
 
 
 def _error_text(exc: BaseException) -> str:
+    """The failed row's reason: a StrategyTimeout's own message (it already says what hung), else type: message at
+    file:line."""
     return str(exc) if isinstance(exc, StrategyTimeout) else cs._where(exc)
 
 
@@ -154,7 +166,9 @@ def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict
                 rows[name]["memory_check"] = exc.memory_check
         except CustomLoopError:
             raise
-        except Exception as exc:  # one strategy breaking must not lose the others' measurements
+        # A user's --cycle step can raise anything while a strategy is prepared, and one strategy's failure
+        # must not lose the others' measurements.
+        except Exception as exc:
             rows[name] = cs.empty_row(name, "failed", _error_text(exc))
 
 
@@ -179,6 +193,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
 
         def once(c: Contestant) -> None:
+            """Time one contestant once (with a deadline for threads/processes) and book the CPU other programs used
+            meanwhile; a failure fails that contestant only, except serial's, which fails the tournament."""
             timeout = None
             if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
                 base = stats.median(serial.walls) if serial.walls else env.serial_prepare_s
@@ -189,6 +205,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 c.once(plan.cycles, cuda, timeout)
             except CustomLoopError:
                 raise
+            # A user's --cycle step (or a worker's error) can raise anything, and one strategy's failure
+            # must not lose the others' measurements; serial's failure still fails the tournament.
             except Exception as exc:
                 if c is serial:
                     raise
@@ -267,7 +285,9 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             for c in group:
                 try:
                     c.close()
-                except Exception:  # freeing a copy must not hide the measurement or the real error
+                # close() runs the user's close() too: anything can be raised, and freeing a copy must not
+                # hide the measurement or the real error.
+                except Exception:
                     pass
     base = rows["serial"]["cycles_per_s"]
     for r in rows.values():

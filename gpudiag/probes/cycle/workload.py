@@ -52,6 +52,8 @@ class WorkloadSpec:
 
     @property
     def params(self) -> int:
+        """Parameter count of the MLP (three Linear layers with biases): reported with the workload and used for its
+        memory estimate."""
         i, h, c = self.in_features, self.hidden, self.classes
         return i * h + h + h * h + h + h * c + c
 
@@ -63,6 +65,8 @@ class WorkloadSpec:
         return weights + pool + acts
 
     def describe(self) -> dict:
+        """The report's workload block: model shape, batch, parameter count, device, host work and seed, so a reader
+        can tell what was measured and rerun it."""
         d = asdict(self)
         return {
             "model": f"mlp {self.in_features}-{self.hidden}-{self.hidden}-{self.classes}",
@@ -205,14 +209,17 @@ class Workload:
         host_work(self.spec.host_work_iters)
 
     def run_cycles(self, n: int, start: int = 0) -> None:
+        """Run n cycles numbered from `start` (a worker's share picks distinct input batches)."""
         for i in range(start, start + n):
             self.cycle(i)
 
     def sync(self) -> None:
+        """Wait for the device to finish queued work (no-op on the CPU): timings include the GPU work they caused."""
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
+        """Nothing to free (the copy is garbage-collected); present so every workload closes the same way."""
         pass
 
 
@@ -239,7 +246,7 @@ def load_factory(ref: str, cwd: Optional[str] = None) -> Callable:
     except ImportError as exc:
         raise CustomLoopError(f"--cycle {ref}: cannot import module {mod_name!r} ({exc}); run gpudiag "
                               f"from the folder that holds it, or make it importable") from None
-    except Exception as exc:
+    except Exception as exc:  # the user's module runs arbitrary code at import: say what it raised, in one line
         raise CustomLoopError(f"--cycle {ref}: importing {mod_name!r} raised {type(exc).__name__}: {exc}") from None
     factory = getattr(module, attr, None)
     if factory is None:
@@ -250,6 +257,8 @@ def load_factory(ref: str, cwd: Optional[str] = None) -> Callable:
 
 
 def _takes_device(factory: Callable) -> bool:
+    """Whether the user's FACTORY takes a positional argument (the device): the protocol allows FACTORY(device)
+    and FACTORY(); an uninspectable callable (some builtins) is assumed to take it."""
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -266,7 +275,7 @@ class CustomWorkload:
         factory = load_factory(ref, cwd)
         try:
             made = factory(device) if _takes_device(factory) else factory()
-        except Exception as exc:
+        except Exception as exc:  # the user's factory can raise anything: one line naming it, no traceback
             raise CustomLoopError(f"--cycle {ref}: the factory raised {type(exc).__name__}: {exc}") from None
         if callable(getattr(made, "step", None)):
             self._step, self._close = made.step, getattr(made, "close", None)
@@ -277,22 +286,27 @@ class CustomWorkload:
                                   "return a step() callable or an object with .step()")
 
     def step(self) -> Any:
+        """One call of the user's step, errors unwrapped: cuda_graph capture needs to see the original exception."""
         return self._step()
 
     def run_cycles(self, n: int, start: int = 0) -> None:
+        """Run n of the user's steps (`start` is unused: the step keeps its own state); a step that raises becomes a
+        CustomLoopError naming it, which fails the whole probe rather than one strategy."""
         for _ in range(n):
             try:
                 self._step()
-            except Exception as exc:
+            except Exception as exc:  # the user's step can raise anything: one line naming it, no traceback
                 raise CustomLoopError(f"--cycle {self.ref}: step() raised {type(exc).__name__}: {exc}") from None
 
     def sync(self) -> None:
+        """Wait for all CUDA work the user's step queued (no-op on the CPU), so its timed runs include it."""
         if self.device == "cuda":
             import torch
 
             torch.cuda.synchronize()
 
     def close(self) -> None:
+        """Call the user's close(), when the factory's object has one."""
         if callable(self._close):
             self._close()
 
@@ -306,6 +320,7 @@ class CustomSpec:
     cwd: str
 
     def describe(self) -> dict:
+        """The report's workload block for a user's step: the reference and device; built-in-only fields are None."""
         return {"model": f"custom step {self.ref}", "batch": None, "params": None, "device": self.device,
                 "host_work_ms": None, "host_work_iters": None, "seed": None, "train": None,
                 "metrics_per_cycle": None}
@@ -336,6 +351,8 @@ def _check_factory_run(ctx) -> Any:
 
 
 def _factory_check_probe():
+    """The cycle_check Probe: run in a spawned child before any probe, so a wrong --cycle fails in seconds with
+    one line instead of after the other probes."""
     from gpudiag.probes.base import Probe
 
     # Run in a spawned child like the probes: the user's module usually imports torch, which the

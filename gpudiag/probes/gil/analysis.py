@@ -95,10 +95,12 @@ def scaling_rows(measurements: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]
 
 
 def _order(value: str, known: Sequence[str]) -> int:
+    """Sort key of `value` in the `known` order (unknown ones last): rows read workload by workload, mode by mode."""
     return known.index(value) if value in known else len(known)
 
 
 def _round(x: Optional[float], digits: int = 3) -> Optional[float]:
+    """x rounded to `digits` decimals (None kept; whole numbers from 1e6 up): report figures without float noise."""
     if x is None:
         return None
     return round(x, digits) if abs(x) < 1e6 else round(x)
@@ -127,6 +129,7 @@ def split_work(total: int, n: int) -> List[int]:
 
 # --------------------------------------------------------------------------------- classification
 def _row(rows: Sequence[dict], workload: str, mode: str, workers: int) -> Optional[dict]:
+    """The row for (workload, mode, workers), or None when it was not measured (skipped workload, fewer cores)."""
     for r in rows:
         if r.get("workload") == workload and r.get("mode") == mode and r.get("workers") == workers:
             return r
@@ -134,6 +137,8 @@ def _row(rows: Sequence[dict], workload: str, mode: str, workers: int) -> Option
 
 
 def _interval(row: Optional[dict]) -> Optional[tuple]:
+    """A row's speedup_ci95 as a (lo, hi) float pair, None when absent or malformed (a recorded or hand-edited
+    report): classification then falls back to the point estimate."""
     ci = (row or {}).get("speedup_ci95")
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
         return float(ci[0]), float(ci[1])
@@ -198,6 +203,8 @@ def classify(threads_speedup: float, processes_speedup: float, workers: int, tol
         return INCONCLUSIVE
 
     def state(s: float, ci: Optional[Sequence[float]]) -> str:
+        """One mode's state, "scales", "flat" or "between", from its speedup: at the scaling line with an interval above 1x,
+        within noise of 1x with the interval below the line, else between."""
         lo, hi = (ci[0], ci[1]) if ci else (s, s)
         if s >= need and lo > 1:  # at the scaling line, and the gain is real (the interval excludes 1x)
             return "scales"
@@ -255,6 +262,7 @@ def process_fit_check(n: int, per_worker_bytes: Optional[float], budget_bytes: O
 
 
 def _mib(b: float) -> str:
+    """Bytes as "512 MiB" / "1.5 GiB" / "12 GiB": memory in findings, with precision where it matters."""
     if b >= 10 * 1024 * MIB:
         return f"{b / (1024 * MIB):.0f} GiB"
     if b >= 1024 * MIB:
@@ -355,16 +363,20 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
 
 
 def _top(rows: Sequence[dict], workload: str) -> Optional[int]:
+    """The largest worker count measured for `workload` (None if none): the verdict is judged there."""
     counts = [r["workers"] for r in rows if r.get("workload") == workload and isinstance(r.get("workers"), int)]
     return max(counts) if counts else None
 
 
 def _evidence(v: dict) -> dict:
+    """The verdict fields a finding carries as evidence (speedups, intervals, tolerance, verdict)."""
     return {k: v.get(k) for k in ("workload", "workers", "threads_speedup", "processes_speedup", "threads_ci95",
                                   "processes_ci95", "tolerance", "verdict")}
 
 
 def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores: Optional[int]) -> List[dict]:
+    """The WORKER_MEMORY_LIMITS finding (empty when figures are missing): how many process workers fit in host
+    and GPU memory, critical when not even 2 fit, since a worker past the limit is what the OOM killer stops."""
     per = mem.get("per_worker_host_bytes")
     budget = mem.get("budget_host_bytes")
     fit = (mem.get("fits") or {}).get("processes")
@@ -404,6 +416,8 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
 
 
 def _free_threaded_findings(py: Dict[str, Any], v: Dict[str, Any], mem: Dict[str, Any]) -> List[dict]:
+    """The FREE_THREADED finding on a free-threaded build (empty otherwise): warns when an extension re-enabled
+    the GIL at run time, else states what threads gain without it."""
     if not py.get("free_threaded_build"):
         return []
     if py.get("gil_enabled"):

@@ -61,6 +61,8 @@ WORKLOAD_INFO = {
 # ---------------------------------------------------------------------------------- workloads
 # Module-level so spawned workers can import them; each returns something so the work is not elided.
 def work_python(n: int) -> int:
+    """Pure-Python loop of n iterations (its checksum, so it is not optimised away): work that holds the GIL,
+    the case where threads cannot scale and processes can."""
     s = 0
     for i in range(n):
         s += i * i % 7
@@ -68,6 +70,8 @@ def work_python(n: int) -> int:
 
 
 def work_torch_op(n: int, size: int) -> float:
+    """n CPU matmuls of size x size (one element of the result): a torch op long enough that it releases the
+    GIL, the case where threads scale like processes."""
     import torch
 
     a = torch.full((size, size), 0.5)
@@ -79,6 +83,8 @@ def work_torch_op(n: int, size: int) -> float:
 
 
 def work_torch_dispatch(n: int) -> float:
+    """n in-place adds on a 1-element CPU tensor (its value): tiny ops where torch's Python dispatch, which holds
+    the GIL, dominates the arithmetic."""
     import torch
 
     x = torch.zeros(1)
@@ -88,6 +94,8 @@ def work_torch_dispatch(n: int) -> float:
 
 
 def work_cuda_launch(n: int) -> float:
+    """n 1-element CUDA adds, synchronised once at the end (the value): kernel-launch overhead, the per-cycle cost
+    CUDA graphs and batching remove."""
     import torch
 
     x = torch.zeros(1, device="cuda")
@@ -98,6 +106,7 @@ def work_cuda_launch(n: int) -> float:
 
 
 def _work_args(workload: str, n: int, size: int) -> tuple:
+    """The positional arguments of one task of `workload`: (n, size) for the matmul workload, (n,) for the rest."""
     return (n, size) if workload == "torch_op" else (n,)
 
 
@@ -107,6 +116,8 @@ _WORK: Dict[str, Callable[..., Any]] = {"python": work_python, "torch_op": work_
 
 # ---------------------------------------------------------------------------------- memory
 def _memory_now() -> Dict[str, Optional[int]]:
+    """{"rss", "uss"} of this process in bytes (uss None where psutil cannot read it): what one worker costs,
+    USS counting only the pages it alone holds."""
     import psutil
 
     proc = psutil.Process()
@@ -130,7 +141,7 @@ def _nvml_free_by_uuid() -> Dict[str, Any]:
                 uuid, info = n.call("nvmlDeviceGetUUID", h), n.call("nvmlDeviceGetMemoryInfo", h)
                 if isinstance(uuid, str) and info is not nvml.NA:
                     out[uuid] = int(info.free)
-    except Exception:  # NVML absent or broken: the other measurements still stand
+    except (nvml.NvmlUnavailable, nvml.NvmlError):  # NVML absent or broken: the other measurements still stand
         return {}
     return out
 
@@ -151,7 +162,7 @@ def _nvml_own_usage(uuid: str) -> Optional[int]:
                     if getattr(p, "pid", None) == os.getpid():
                         used = getattr(p, "usedGpuMemory", None)
                         return int(used) if isinstance(used, int) else None
-    except Exception:
+    except (nvml.NvmlUnavailable, nvml.NvmlError):  # no NVML, or no handle for a GPU: no per-process figure
         return None
     return None
 
@@ -195,7 +206,7 @@ def _cuda_init_cost(torch) -> Dict[str, Any]:
     try:
         raw = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         uuid = raw if raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
-    except Exception:
+    except (AttributeError, RuntimeError):  # a torch without .uuid, or the device query failing: NVML figures skipped
         pass
     free_after = _nvml_free_by_uuid()
     per_proc = _nvml_own_usage(uuid) if uuid else None
@@ -244,6 +255,8 @@ def _cgroup_memory() -> Dict[str, Optional[int]]:
 
 
 def _available_now() -> Optional[int]:
+    """Host bytes new workers may take now: psutil's available memory, capped by the cgroup v2 limit minus usage
+    where one applies (a container's limit is hit long before the machine's)."""
     import psutil
 
     cg = _cgroup_memory()
@@ -283,6 +296,7 @@ def measure_thread_cost(n: int, fn: Callable[..., Any], args: tuple) -> Optional
     ready, hold = threading.Barrier(n + 1), threading.Event()
 
     def target():
+        """Thread body: do the work once, then hold at the barrier so every thread is alive when RSS is read."""
         fn(*args)
         ready.wait()
         hold.wait()
@@ -300,6 +314,8 @@ def measure_thread_cost(n: int, fn: Callable[..., Any], args: tuple) -> Optional
 
 # ---------------------------------------------------------------------------------- probe
 def python_facts() -> Dict[str, Any]:
+    """Python version, implementation, free-threaded build, GIL state and switch interval: whether threads can
+    scale at all depends on them, so they are reported with the measurements."""
     is_enabled = getattr(sys, "_is_gil_enabled", None)
     return {
         "version": sys.version.split()[0],
@@ -313,6 +329,8 @@ def python_facts() -> Dict[str, Any]:
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
+    """The gil probe's data (per workload and worker count: threads and processes rates, speedups with intervals,
+    per-worker memory) and the verdict and findings gpudiag.probes.gil.analysis draws from it."""
     import psutil
 
     from gpudiag import capabilities
@@ -485,6 +503,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
 
 def _round2(x: Optional[float]) -> Optional[float]:
+    """x rounded to 2 decimals, None kept: for reported ratios."""
     return None if x is None else round(x, 2)
 
 
@@ -506,6 +525,8 @@ def _settled(walls: Dict[tuple, List[float]]) -> bool:
 
 
 def _measure_once(pool, fn, workload: str, mode: str, n: int, total: int, matmul: int) -> float:
+    """Wall seconds of one timed run: `total` units of work split over n threads (run_threads) or n of the pool's
+    processes (120 s deadline), the same work for every worker count so rates compare."""
     args = [_work_args(workload, share, matmul) for share in ga.split_work(total, n)]
     if mode == "threads":
         return run_threads(fn, args)
