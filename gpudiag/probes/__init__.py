@@ -17,11 +17,3 @@ def all_probes() -> List[Probe]:
     import importlib
 
     return [importlib.import_module(f"gpudiag.probes.{m}").PROBE for m in _MODULES]
-
-
-def by_name(name: str) -> Probe:
-    """The Probe called `name` (KeyError for an unknown name): one probe looked up by its report name."""
-    for p in all_probes():
-        if p.name == name:
-            return p
-    raise KeyError(name)
