@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 from typing import Any, Dict, Iterable, List, Optional
 
 SECRET_MARK = "[redacted: looks like a secret]"
@@ -178,8 +179,30 @@ def _identity() -> Dict[str, Any]:
         # is missing (Windows), OSError from Python 3.13 on; the user is then simply not known
         user = None
     home = os.path.expanduser("~")
+    try:
+        cwd: Optional[str] = os.getcwd()
+    except OSError:  # the folder was removed under us
+        cwd = None
     return {"hostname": socket.gethostname() or None, "user": user,
-            "home": home if home not in ("~", "/", "") else None, "homes": _other_homes()}
+            "home": home if home not in ("~", "/", "") else None, "homes": _other_homes(),
+            # A virtual environment and the working folder live where the user chose: their paths name
+            # projects (or people); a base install (/usr, /opt/conda, pyenv under ~) says nothing of the kind.
+            "venv": sys.prefix if sys.prefix != sys.base_prefix else None, "cwd": cwd}
+
+
+# Folders whose names say nothing about the user: the working folder is kept when it is one of these
+# or directly below one (a checkout in /tmp/x says nothing; /data/alice-vision does).
+_SYSTEM_ROOTS = ("/", "/tmp", "/var/tmp", "/usr", "/usr/local", "/opt", "/srv", "/mnt", "/media", "/root", "/home")
+
+
+def _private_folder(path: Optional[str]) -> bool:
+    """True when a folder's path may name a project or a person (two or more components, not a system folder)."""
+    if not path:
+        return False
+    norm = path.replace("\\", "/").rstrip("/") or "/"
+    if re.match(r"^[A-Za-z]:/?$", norm) or norm in _SYSTEM_ROOTS:
+        return False
+    return norm.count("/") >= 2 or bool(re.match(r"^[A-Za-z]:/[^/]+/", norm))
 
 
 class Redactor:
@@ -190,6 +213,11 @@ class Redactor:
         ident = identity if identity is not None else _identity()
         self._subs = []  # (compiled pattern, replacement), longest first
         if identify:
+            venv, cwd = ident.get("venv"), ident.get("cwd")
+            if venv and _private_folder(venv):
+                self._subs.append((self._path_pattern(venv), "<venv>"))
+            if cwd and _private_folder(cwd) and cwd != venv:
+                self._subs.append((self._path_pattern(cwd), "<cwd>"))
             home = ident.get("home")
             if home:
                 self._subs.append((self._path_pattern(home), "~"))

@@ -125,3 +125,18 @@ def test_allowlisted_env_only_named_and_prefixed():
                              "NCCL_WEIRD": "a" * 20 + "1" * 20},
                             ["CUDA_VISIBLE_DEVICES"], ["NCCL_"])
     assert env == {"CUDA_VISIBLE_DEVICES": "0", "NCCL_DEBUG": "INFO", "NCCL_WEIRD": R.SECRET_MARK}
+
+
+def test_a_virtual_environment_and_the_working_folder_are_not_written():
+    from gpudiag.report.redact import Redactor
+
+    ident = {"hostname": None, "user": None, "home": "/home/alice", "homes": [],
+             "venv": "/data/vision-team/secret-model/.venv", "cwd": "/data/vision-team/secret-model"}
+    r = Redactor(identity=ident)
+    assert r.text("/data/vision-team/secret-model/.venv/bin/python") == "<venv>/bin/python"
+    assert r.text("python /data/vision-team/secret-model/train.py") == "python <cwd>/train.py"
+    assert r.text("/usr/bin/gcc and /usr/local/cuda/bin/nvcc") == "/usr/bin/gcc and /usr/local/cuda/bin/nvcc"
+    # a base install, or a working folder that names nobody, stays as it is
+    plain = Redactor(identity=dict(ident, venv=None, cwd="/tmp"))
+    assert plain.text("/tmp/x.json in /opt/conda/bin/python") == "/tmp/x.json in /opt/conda/bin/python"
+    assert Redactor(identity=dict(ident, venv=None, cwd="C:\\\\")).text("C:\\\\Python\\\\python.exe").endswith("python.exe")
