@@ -56,6 +56,24 @@ def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
     return {"workers": max(1, binding[1]), "binding": binding[0], "cores": cores, "cost_bytes": cost, "fits": fits}
 
 
+# A supported verdict becomes a finding: (cause, code, the fix in words), most useful first.
+_VERDICT_FINDINGS = (
+    ("gil_contention", "WATCH_GIL_CONTENDED",
+     "run the work of those threads in processes (multiprocessing with spawn, or torch.multiprocessing), or "
+     "move it into code that releases the GIL"),
+    ("worker_memory", "WATCH_MEMORY_LIMIT_AHEAD",
+     "find what grows (a list of batches, cached tensors, a leak in a worker), or run fewer workers; persistent "
+     "DataLoader workers and spawn copy the dataset into each worker"),
+    ("input_starvation", "WATCH_INPUT_STARVED",
+     "raise DataLoader(num_workers=...), set pin_memory=True and persistent_workers=True, or make each sample "
+     "cheaper to load"),
+    ("host_sync_idle", "WATCH_GPU_WAITS_FOR_HOST",
+     "do more per launch (larger batches), capture the step as a CUDA graph, or take .item()/.cpu() syncs out "
+     "of the loop"),
+    ("gpu_shared", "WATCH_GPU_SHARED", "close the other programs using the GPU while the job runs"),
+)
+
+
 def findings(data: dict, verdicts: List[dict]) -> List[dict]:
     """Findings of a watch, most useful first; each with its evidence and the fix."""
     out = []
@@ -67,32 +85,15 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                            "cover the time it ran.",
                            {"exit_code": job.get("exit_code"), "duration_s": job.get("duration_s")},
                            "see the job's own output above the report for why it stopped"))
-    v = by.get("gil_contention", {})
-    if v.get("verdict") == "supported":
-        out.append(finding("WATCH_GIL_CONTENDED", "warning", v["summary"], v.get("figures"),
-                           "run the work of those threads in processes (multiprocessing with spawn, or "
-                           "torch.multiprocessing), or move it into code that releases the GIL"))
-    v = by.get("worker_memory", {})
-    if v.get("verdict") == "supported":
-        secs = num(v["figures"].get("seconds_to_limit"))
-        sev = "critical" if secs is not None and secs <= dg.MEMORY_CRITICAL_S else "warning"
-        out.append(finding("WATCH_MEMORY_LIMIT_AHEAD", sev, v["summary"], v.get("figures"),
-                           "find what grows (a list of batches, cached tensors, a leak in a worker), or run fewer "
-                           "workers; persistent DataLoader workers and spawn copy the dataset into each worker"))
-    v = by.get("input_starvation", {})
-    if v.get("verdict") == "supported":
-        out.append(finding("WATCH_INPUT_STARVED", "warning", v["summary"], v.get("figures"),
-                           "raise DataLoader(num_workers=...), set pin_memory=True and persistent_workers=True, "
-                           "or make each sample cheaper to load"))
-    v = by.get("host_sync_idle", {})
-    if v.get("verdict") == "supported":
-        out.append(finding("WATCH_GPU_WAITS_FOR_HOST", "warning", v["summary"], v.get("figures"),
-                           "do more per launch (larger batches), capture the step as a CUDA graph, or take "
-                           ".item()/.cpu() syncs out of the loop"))
-    v = by.get("gpu_shared", {})
-    if v.get("verdict") == "supported":
-        out.append(finding("WATCH_GPU_SHARED", "warning", v["summary"], v.get("figures"),
-                           "close the other programs using the GPU while the job runs"))
+    for cause, code, fix in _VERDICT_FINDINGS:
+        v = by.get(cause, {})
+        if v.get("verdict") != "supported":
+            continue
+        sev = "warning"
+        if cause == "worker_memory":  # a kill within minutes is critical
+            secs = num(v["figures"].get("seconds_to_limit"))
+            sev = "critical" if secs is not None and secs <= dg.MEMORY_CRITICAL_S else "warning"
+        out.append(finding(code, sev, v["summary"], v.get("figures"), fix))
     for d in dg._gpus(data) or []:
         t = num(d.get("throttled_fraction"))
         if t is not None and t > 0:
