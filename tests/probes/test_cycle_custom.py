@@ -73,8 +73,11 @@ def test_parse_ref_accepts_dotted_modules():
 
 def test_object_protocol_step_and_close(user_folder):
     w = cw.CustomWorkload("good_loop:make", "cpu", str(user_folder))
+    loop = w._step.__self__  # the object make() returned: its step() is what the workload runs
     w.run_cycles(3)
+    assert loop.n == 3 * sum(range(200)) and not loop.closed
     w.close()
+    assert loop.closed
 
 
 @pytest.mark.parametrize("ref, words", [
