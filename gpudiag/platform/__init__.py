@@ -3,6 +3,9 @@
     os_facts(root)        -> system.os       (distro, kernel, WSL, container, virtualization)
     memory_facts(root)    -> system.memory   (RAM, swap, cgroup, WSL cap, overcommit, OOM kills, budget)
     cpu_facts(detailed)   -> system.cpu      (fast path: /proc/cpuinfo | registry | sysctl + psutil)
+    cpu_limit(pid)        -> system.cpu.limit (affinity, cpuset, cgroup quota or Windows job cap; usable cores)
+    usable_cores(pid)     -> the one count of whole workers a process can keep busy
+    ThrottleMeter(pid)    -> CPU-quota throttling over a measurement
     python_facts(check_torch) -> system.python (free-threaded build, GIL at run time, start method)
     torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
 
@@ -18,7 +21,7 @@ import sys
 import sysconfig
 from typing import Any, Mapping, Optional
 
-from gpudiag.platform import _darwin, _linux, _windows
+from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 
 # The one place that looks at sys.platform.
 KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
@@ -67,22 +70,90 @@ def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int]
     return _linux.memory_facts(root, wsl=wsl)
 
 
-def _affinity_cores() -> Optional[int]:
-    """How many CPUs this process may run on (sched_getaffinity, else psutil's
-    cpu_affinity on Windows), None on macOS: the cores workers can really use."""
+def _affinity_cores(pid: Optional[int] = None) -> Optional[int]:
+    """How many CPUs a process may run on (sched_getaffinity, else psutil's cpu_affinity on
+    Windows), None on macOS, which has no affinity."""
     if hasattr(os, "sched_getaffinity"):
         try:
-            return len(os.sched_getaffinity(0))
+            return len(os.sched_getaffinity(pid or 0))
         except OSError:
             pass
     try:
         import psutil
 
-        return len(psutil.Process().cpu_affinity())  # Windows; macOS has no affinity
+        return len(psutil.Process(pid).cpu_affinity())  # Windows; macOS has no affinity
     except ImportError:
         return None
     except (AttributeError, OSError, psutil.Error):  # no cpu_affinity on macOS, AccessDenied in sandboxes
         return None
+
+
+def cpu_limit(pid: Optional[int] = None, root: str = "/", kind: Optional[str] = None, job_api: Any = None,
+              affinity: Optional[int] = None, logical: Optional[int] = None) -> dict:
+    """system.cpu.limit: how much CPU a process (default: this one) may use, and why.
+
+    {affinity_cores, cpuset_cpus, quota_cpus, quota_period_us, quota_source, cgroup_version,
+    usable_cpus, usable_cores, limited_by, throttling_since_start?}. usable_cpus is the least of the
+    affinity, the cpuset and the quota (1.5 for Docker's --cpus=1.5); usable_cores is that in whole
+    workers (a quota rounded up, as loky counts). limited_by names the binding one ("quota",
+    "affinity", "cpuset") or is None when the process may use every CPU. Sources are said by kind,
+    never as a path (a cgroup path names the container and the pod). `affinity` and `logical` (the
+    machine's CPUs) are seams for tests.
+    """
+    kind = kind or KIND
+    logical = logical or os.cpu_count() or 1
+    affinity = affinity if affinity is not None else (_affinity_cores(pid) if root == "/" else None)
+    out: dict = {"affinity_cores": affinity, "cpuset_cpus": None, "quota_cpus": None, "quota_period_us": None,
+                 "quota_source": None, "cgroup_version": None}
+    if kind == "linux":
+        out.update(_cgroup.cpu_limit(root, pid))
+    elif kind == "windows" and pid is None:  # only the calling process's own job can be queried
+        out.update(_windows.job_cpu_limit(job_api if job_api is not None else _windows.default_job_api(), logical))
+    bounds = [(float(v), name) for v, name in ((affinity, "affinity"), (out["cpuset_cpus"], "cpuset"),
+                                               (out["quota_cpus"], "quota")) if v]
+    usable, binding = min(bounds, key=lambda b: b[0]) if bounds else (float(logical), None)
+    out["usable_cpus"] = round(usable, 4)
+    out["usable_cores"] = (_cgroup.quota_cores(usable) if binding == "quota" else max(1, int(usable)))
+    out["limited_by"] = binding if usable < logical else None
+    return out
+
+
+def usable_cores(pid: Optional[int] = None) -> int:
+    """Whole workers a process can keep busy: the least of its affinity, cpuset and CPU quota. The one
+    count every probe, verdict and check uses."""
+    return cpu_limit(pid)["usable_cores"]
+
+
+class ThrottleMeter:
+    """Reads the CPU-quota throttling of a process's cgroup, to say how much of a measurement ran
+    throttled. `read()` is None where no quota applies or the counters are unreadable (Windows job
+    objects keep no throttling counters).
+
+        meter = ThrottleMeter()
+        t0 = meter.read(); ... measure ...; share = ThrottleMeter.delta(t0, meter.read())
+    """
+
+    def __init__(self, pid: Optional[int] = None, root: str = "/", kind: Optional[str] = None):
+        self._root = root
+        self.quota = _cgroup.cpu_quota(root, pid)[0] if (kind or KIND) == "linux" else None
+
+    def read(self) -> Optional["_cgroup.Throttling"]:
+        """The cumulative counters now, or None."""
+        return _cgroup.read_throttling(self._root, self.quota) if self.quota is not None else None
+
+    @staticmethod
+    def delta(before: Optional["_cgroup.Throttling"], after: Optional["_cgroup.Throttling"]) -> Optional[dict]:
+        """{periods, throttled_periods, throttled_share, throttled_s} between two readings; None if unknown.
+        throttled_share is of the periods in which the cgroup ran (the kernel counts only those)."""
+        if before is None or after is None:
+            return None
+        periods = after.nr_periods - before.nr_periods
+        throttled = after.nr_throttled - before.nr_throttled
+        if periods < 0 or throttled < 0:
+            return None
+        return {"periods": periods, "throttled_periods": throttled,
+                "throttled_share": round(throttled / periods, 4) if periods else 0.0,
+                "throttled_s": round(max(0.0, after.throttled_s - before.throttled_s), 4)}
 
 
 def _detailed_cpu() -> dict:
@@ -125,6 +196,7 @@ def cpu_facts(detailed: bool = False, root: str = "/", reg: Any = None, kind: Op
         "freq_current_mhz": round(freq.current, 1) if freq and freq.current else None,
         "freq_max_mhz": freq_max,
         "affinity_cores": _affinity_cores(),
+        "limit": cpu_limit(root=root, kind=kind),
         "source": "fast",
     }
     if detailed:

@@ -11,23 +11,8 @@ import platform as _platform
 import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
-# cgroup v1 reports "no limit" as PAGE_COUNTER_MAX * page size (9223372036854771712 on x86_64).
-_V1_UNLIMITED = 2 ** 62
-
-
-def read_text(root: str, path: str) -> Optional[str]:
-    """Contents of root + path, or None when absent/unreadable (permissions, /proc races)."""
-    full = os.path.join(root, path.lstrip("/"))
-    try:
-        with open(full, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
-def exists(root: str, path: str) -> bool:
-    """Whether root + path exists: the seam that lets every reader run on a fake tree."""
-    return os.path.exists(os.path.join(root, path.lstrip("/")))
+from gpudiag.platform import _cgroup
+from gpudiag.platform._files import exists, int_or_none, parse_kv_numbers, read_text
 
 
 # ------------------------------------------------------------------ OS, distro, WSL, containers
@@ -170,98 +155,6 @@ def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None) -> di
 
 # ------------------------------------------------------------------ memory
 
-def parse_kv_numbers(text: str) -> Dict[str, int]:
-    """'name value [kB]' lines (meminfo, vmstat, memory.events, memory.stat) -> {name: int}.
-
-    meminfo values in kB are converted to bytes.
-    """
-    out: Dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.replace(":", " ").split()
-        if len(parts) < 2:
-            continue
-        try:
-            value = int(parts[1])
-        except ValueError:
-            continue
-        if len(parts) >= 3 and parts[2] == "kB":
-            value *= 1024
-        out[parts[0]] = value
-    return out
-
-
-def _int_or_none(text: Optional[str]) -> Optional[int]:
-    """A /proc or cgroup file's text as an int, or None ("max", empty, unreadable): cgroup v2
-    writes "max" for no limit."""
-    if text is None:
-        return None
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def cgroup_memory(root: str) -> dict:
-    """This process's cgroup memory limit, usage and OOM kills (v2, else v1).
-
-    v2: /proc/self/cgroup has "0::/path"; the effective limit is the smallest memory.max on the
-    way from that cgroup up to the root (a parent slice can be tighter than the leaf).
-    v1: the "memory" controller line gives the path under /sys/fs/cgroup/memory.
-    Inside a container the path often does not exist under /sys/fs/cgroup (cgroup namespace):
-    then the mount root itself is this container's cgroup.
-    """
-    out = {"version": None, "limit_bytes": None, "usage_bytes": None, "oom_kills": None,
-           "limit_source": None}
-    self_cgroup = read_text(root, "/proc/self/cgroup") or ""
-    v2_path = v1_path = None
-    for line in self_cgroup.splitlines():
-        parts = line.strip().split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            v2_path = parts[2]
-        elif "memory" in parts[1].split(","):
-            v1_path = parts[2]
-
-    if v2_path is not None and exists(root, "/sys/fs/cgroup/cgroup.controllers") and v1_path is None:
-        base = "/sys/fs/cgroup"
-        leaf = base + ("" if v2_path in ("", "/") else v2_path.rstrip("/"))
-        if not exists(root, leaf):
-            leaf = base
-        out["version"] = 2
-        path = leaf
-        while True:
-            raw = read_text(root, path + "/memory.max")
-            value = _int_or_none(raw)
-            if value is not None and (out["limit_bytes"] is None or value < out["limit_bytes"]):
-                out["limit_bytes"], out["limit_source"] = value, path + "/memory.max"
-            if path == base or not path.startswith(base):
-                break
-            path = os.path.dirname(path)
-        out["usage_bytes"] = _int_or_none(read_text(root, leaf + "/memory.current"))
-        events = read_text(root, leaf + "/memory.events")
-        if events is not None:
-            out["oom_kills"] = parse_kv_numbers(events).get("oom_kill")
-        return out
-
-    if v1_path is not None:
-        base = "/sys/fs/cgroup/memory"
-        leaf = base + ("" if v1_path in ("", "/") else v1_path.rstrip("/"))
-        if not exists(root, leaf + "/memory.limit_in_bytes"):
-            leaf = base
-        if not exists(root, leaf + "/memory.limit_in_bytes"):
-            return out
-        out["version"] = 1
-        limit = _int_or_none(read_text(root, leaf + "/memory.limit_in_bytes"))
-        if limit is not None and limit < _V1_UNLIMITED:
-            out["limit_bytes"], out["limit_source"] = limit, leaf + "/memory.limit_in_bytes"
-        out["usage_bytes"] = _int_or_none(read_text(root, leaf + "/memory.usage_in_bytes"))
-        oom = read_text(root, leaf + "/memory.oom_control")
-        if oom is not None:
-            out["oom_kills"] = parse_kv_numbers(oom).get("oom_kill")  # kernels >= 4.13
-    return out
-
 
 def _ram_from_meminfo(meminfo: Dict[str, int]) -> dict:
     """RAM and swap in bytes from parsed /proc/meminfo, for a fake root where psutil cannot
@@ -288,8 +181,8 @@ def memory_facts(root: str = "/", wsl: Optional[int] = None) -> dict:
                "swap_total_bytes": sw.total, "swap_used_bytes": sw.used}
     else:
         ram = _ram_from_meminfo(meminfo)
-    cg = cgroup_memory(root)
-    overcommit = _int_or_none(read_text(root, "/proc/sys/vm/overcommit_memory"))
+    cg = _cgroup.cgroup_memory(root)
+    overcommit = int_or_none(read_text(root, "/proc/sys/vm/overcommit_memory"))
     vmstat = read_text(root, "/proc/vmstat")
     oom_since_boot = parse_kv_numbers(vmstat).get("oom_kill") if vmstat is not None else None
     commit_limit = meminfo.get("CommitLimit") if overcommit == 2 else None

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import platform as _platform
+import struct
 from typing import Any, Optional
 
 from gpudiag.platform._linux import virtualization_from_dmi
@@ -110,3 +111,65 @@ def _safe_default_reg() -> Any:
         return default_reg()
     except ImportError:  # not on Windows: every value reads as missing
         return None
+
+
+# ------------------------------------------------------------------ CPU rate limit of a job object
+
+# winnt.h JOB_OBJECT_CPU_RATE_CONTROL_* flags (Microsoft's JOBOBJECT_CPU_RATE_CONTROL_INFORMATION page).
+_RATE_ENABLE, _RATE_WEIGHT_BASED, _RATE_HARD_CAP, _RATE_MIN_MAX = 0x1, 0x2, 0x4, 0x10
+_JOB_CPU_RATE_CONTROL_CLASS = 15  # JobObjectCpuRateControlInformation
+
+
+class JobApi:
+    """QueryInformationJobObject on the calling process's job, through ctypes (Windows only)."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._k = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+
+    def cpu_rate_control(self) -> Optional[bytes]:
+        """The 8-byte JOBOBJECT_CPU_RATE_CONTROL_INFORMATION of this process's job, None outside a job."""
+        c = self._ctypes
+        buf = c.create_string_buffer(8)
+        got = c.c_ulong(0)
+        # hJob NULL: the job this process belongs to; the call fails when it belongs to none.
+        if not self._k.QueryInformationJobObject(None, _JOB_CPU_RATE_CONTROL_CLASS, buf, 8, c.byref(got)):
+            return None
+        return buf.raw[:8]
+
+
+def default_job_api() -> Any:
+    """The real job-object seam, or None off Windows."""
+    try:
+        return JobApi()
+    except (ImportError, OSError, AttributeError):  # not Windows (ctypes has no WinDLL)
+        return None
+
+
+def job_cpu_limit(api: Any, logical_cpus: Optional[int]) -> dict:
+    """A hard CPU rate cap of this process's job object as a quota in CPUs (the least of the rate
+    and the max rate), by kind; {} when there is no job, no cap, or it is only a weight or a soft target.
+
+    The rate is in cycles per 10,000 of *all* the machine's processors, so 2500 on 8 CPUs is 2 CPUs.
+    A rate without the hard-cap flag only applies under contention, and a weight is a share: neither
+    stops a job on an idle machine, so neither is a limit. Only the job this process is directly in is
+    read; a stricter enclosing job of a nested set is not visible through this call.
+    """
+    raw = api.cpu_rate_control() if api is not None else None
+    if not raw or len(raw) < 8 or not logical_cpus:
+        return {}
+    flags, value = struct.unpack("<II", raw[:8])
+    if not flags & _RATE_ENABLE or flags & _RATE_WEIGHT_BASED:
+        return {}
+    if flags & _RATE_MIN_MAX:
+        rate = (value >> 16) & 0xFFFF  # MaxRate, the high WORD; MinRate is a reservation, not a cap
+    elif flags & _RATE_HARD_CAP:
+        rate = value
+    else:
+        return {}
+    if not 0 < rate < 10000:
+        return {}
+    return {"quota_cpus": round(rate / 10000 * logical_cpus, 4), "quota_period_us": None,
+            "quota_source": "Windows job object CPU rate (hard cap)"}

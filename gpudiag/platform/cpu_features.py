@@ -20,7 +20,8 @@ import re
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gpudiag.platform._linux import exists, read_text, virtualization_from_dmi
+from gpudiag.platform._files import exists, read_text
+from gpudiag.platform._linux import virtualization_from_dmi
 
 # ------------------------------------------------------------------ instruction sets
 

@@ -8,7 +8,7 @@ import pytest
 
 import tests
 from gpudiag import platform
-from gpudiag.platform import _linux
+from gpudiag.platform import _cgroup, _linux
 
 DATA = os.path.join(tests.TESTS, "data")
 GIB = 2 ** 30
@@ -133,7 +133,7 @@ def test_memory_docker_cgroup_v2_limit_and_oom_kill():
     m = platform.memory_facts(root("debian12_docker"), kind="linux", environ={})
     assert m["cgroup_version"] == 2
     assert m["cgroup_limit_bytes"] == 104857600
-    assert m["cgroup_limit_source"] == "/sys/fs/cgroup/memory.max"
+    assert m["cgroup_limit_source"] == "cgroup v2 memory.max (own cgroup)"
     assert m["cgroup_usage_bytes"] == 528384
     assert m["cgroup_oom_kills"] == 1
     assert m["budget_bytes"] == 104857600 - 528384
@@ -151,7 +151,7 @@ def test_memory_cgroup_v1_limit_and_oom_control():
     m = platform.memory_facts(root("cgroupv1"), kind="linux", environ={})
     assert m["cgroup_version"] == 1
     assert m["cgroup_limit_bytes"] == 4 * GIB
-    assert m["cgroup_limit_source"].endswith("/process_api/379bbd9b/memory.limit_in_bytes")
+    assert m["cgroup_limit_source"] == "cgroup v1 memory.limit_in_bytes (own cgroup)"  # by kind: never the path
     assert m["cgroup_usage_bytes"] == 1000747008
     assert m["cgroup_oom_kills"] == 2
     assert m["budget_bytes"] == 4 * GIB - 1000747008
@@ -167,7 +167,7 @@ def test_cgroup_v1_unlimited_sentinel_is_no_limit(tmp_path):
     _write(tmp_path, "proc/self/cgroup", "4:memory:/\n0::/\n")
     _write(tmp_path, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n")
     _write(tmp_path, "sys/fs/cgroup/memory/memory.usage_in_bytes", "12673024\n")
-    cg = _linux.cgroup_memory(str(tmp_path))
+    cg = _cgroup.cgroup_memory(str(tmp_path))
     assert cg["version"] == 1 and cg["limit_bytes"] is None and cg["usage_bytes"] == 12673024
 
 
@@ -180,9 +180,9 @@ def test_cgroup_v2_parent_slice_tighter_than_leaf(tmp_path):
     _write(tmp_path, f"{leaf}/memory.events", "low 0\nhigh 0\nmax 38\noom 1\noom_kill 1\n")
     _write(tmp_path, "sys/fs/cgroup/ecstasks.slice/task.slice/memory.max", "4294967296\n")
     _write(tmp_path, "sys/fs/cgroup/ecstasks.slice/memory.max", "2147483648\n")
-    cg = _linux.cgroup_memory(str(tmp_path))
+    cg = _cgroup.cgroup_memory(str(tmp_path))
     assert cg["limit_bytes"] == 2147483648
-    assert cg["limit_source"] == "/sys/fs/cgroup/ecstasks.slice/memory.max"
+    assert cg["limit_source"] == "cgroup v2 memory.max (2 levels up)"  # by kind, never the path
     assert cg["oom_kills"] == 1 and cg["usage_bytes"] == 1000
 
 
@@ -191,7 +191,7 @@ def test_cgroup_v2_namespaced_path_falls_back_to_mount_root(tmp_path):
     _write(tmp_path, "proc/self/cgroup", "0::/system.slice/docker-abc.scope\n")
     _write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "memory\n")
     _write(tmp_path, "sys/fs/cgroup/memory.max", "67108864\n")
-    assert _linux.cgroup_memory(str(tmp_path))["limit_bytes"] == 67108864
+    assert _cgroup.cgroup_memory(str(tmp_path))["limit_bytes"] == 67108864
 
 
 def test_meminfo_without_memavailable_estimates_like_psutil():
