@@ -56,11 +56,14 @@ def browser(tmp_path):
 
 
 def _requests(drv):
-    """URLs the page asked the network for, from the DevTools performance log."""
+    """URLs the page asked the network for, from the DevTools performance log. Requests of the browser's
+    own pages (chrome://new-tab-page, which newer Chromium still loads while the report opens) are not
+    the report's."""
     urls = []
     for entry in drv.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg.get("method") == "Network.requestWillBeSent":
+        if msg.get("method") == "Network.requestWillBeSent" and not str(
+                msg["params"].get("documentURL", "")).startswith("chrome://"):
             urls.append(msg["params"]["request"]["url"])
     return urls
 
