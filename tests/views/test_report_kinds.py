@@ -259,3 +259,19 @@ def test_first_sentence():
         "GIL-bound: 2 threads ran 1.24x (1.03-1.33x)."
     assert first_sentence("one sentence only, 0.5 s. of work") == "one sentence only, 0.5 s. of work"
     assert first_sentence(None) == ""
+
+
+@pytest.mark.parametrize("name, mutate", [
+    ("fleet-real.json", lambda d: d.update(ranks=[None, 3, {"rank": "x", "scores": {"h2d_gbps": "fast"}}])),
+    ("fleet-real.json", lambda d: d.update(nodes="none", collectives=[{"op": "all_reduce", "busbw_gbps": "n/a"}])),
+    ("fleet-real.json", lambda d: d.update(exclude=None, launcher=[], missing=[None], exit_code="two")),
+    ("watch-real.json", lambda d: d.update(job={"command": "not a list", "exit_code": True, "mode": None})),
+    ("watch-real.json", lambda d: d.update(gil={"status": "ok", "threads": [None, 4]}, memory={"status": "ok",
+                                            "processes": [None], "projection": []})),
+])
+def test_the_first_screen_survives_a_report_of_another_shape(name, mutate):
+    rep = fixture(name)
+    mutate(rep["probes"][render.report_kind(rep)]["data"])
+    assert "</html>" in render.render_html(rep)
+    md = render.render_markdown(rep)
+    assert md.startswith("## gpudiag ") and md.count("<details>") == md.count("</details>")
