@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 
 from gpudiag.report.contract import MODES, ReportError
 
-Report = Dict[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
 # progress(probe_name, phase, payload): phase "start" (payload: the probe's time limit in seconds)
 # or "end" (payload: its result dict, as stored in report["probes"][name]).
@@ -19,6 +18,56 @@ ProgressCallback = Callable[[str, str, object], None]
 
 __all__ = ["ProgressCallback", "Report", "ReportError", "load_report", "recommend", "render_compare",
            "run_report", "save_report", "select_probes"]
+
+
+class Report(Dict[str, Any]):
+    """A report as `run_report` and `load_report` return it: a plain dict (json.dumps, pickle, copy,
+    isinstance(r, dict) and r["probes"] work as on any dict) that shows itself: as the HTML report in
+    a Jupyter notebook (`_repr_html_`), as its terminal summary when printed (`str`), and as one
+    short line in a console (`repr`), never as the whole dict."""
+
+    def _repr_html_(self) -> str:
+        """The HTML report in an isolated frame (its stylesheet must not restyle the notebook), after
+        one line that stays visible where a notebook strips frames (an untrusted one)."""
+        import html
+
+        from gpudiag.views import render
+
+        lead = html.escape(self._headline())
+        page = html.escape(render.render_html(self), quote=True)
+        return (f'<div class="gpudiag-report"><p><strong>{html.escape(render.KIND_TITLES[render.report_kind(self)])}'
+                f'</strong>: {lead}</p><iframe title="gpudiag report" srcdoc="{page}" '
+                'style="width:100%;height:640px;border:1px solid #d0d7de;border-radius:6px" '
+                'sandbox=""></iframe></div>')
+
+    def __str__(self) -> str:
+        """The few lines the command that made it prints (`gpudiag report`, `fleet` or `watch`)."""
+        from gpudiag.views import render
+
+        return render.terminal_summary(self)
+
+    def __repr__(self) -> str:
+        from gpudiag.views import render
+        from gpudiag.report.values import as_dict
+
+        probes = as_dict(self.get("probes"))
+        counts = ", ".join(f"{sum(1 for p in probes.values() if as_dict(p).get('status') == s)} {s}"
+                           for s in ("ok", "skipped", "failed"))
+        head = self._headline()
+        head = head if len(head) <= 160 else head[:157] + "..."
+        return (f"<{render.KIND_TITLES[render.report_kind(self)]} {self.get('created_at')}: {len(probes)} probe(s) "
+                f"({counts}); {head!r}>")
+
+    def _headline(self) -> str:
+        """The report's answer in one line: the recommendation's headline, or a fleet's verdict."""
+        from gpudiag.report.values import as_dict
+
+        fleet = as_dict(as_dict(as_dict(self.get("probes")).get("fleet")).get("data"))
+        rec = as_dict(self.get("recommendation"))
+        return str(fleet.get("verdict") or rec.get("headline") or "no recommendation in this report")
+
+
+ReportLike = Dict[str, Any]  # what the functions below accept: a Report or any report dict
 
 
 def _names(value: Union[str, Iterable[str], None], what: str) -> List[str]:
@@ -92,7 +141,8 @@ def run_report(only: Union[str, Iterable[str], None] = (), skip: Union[str, Iter
     (docs/cycle.md), checked before any probe runs. redact: replace hostname, username and home
     paths (secrets are always removed). progress: called as each probe starts and ends.
 
-    Returns the report dict of docs/report-contract.md, recommendation included. Ctrl-C stops the
+    Returns the report of docs/report-contract.md, recommendation included, as a `Report` (a dict
+    that a notebook shows as the HTML report). Ctrl-C stops the
     probe in flight and returns what finished, with report["interrupted"] True. Raises ValueError
     (one line) for bad arguments. Probes run in spawned children: call it under
     `if __name__ == "__main__":` in a script.
@@ -122,17 +172,17 @@ def run_report(only: Union[str, Iterable[str], None] = (), skip: Union[str, Iter
             rep = _redact(rep, identify=redact)
     except signals.Interrupted:
         rep["interrupted"] = True
-    return rep
+    return Report(rep)
 
 
 def load_report(path: PathLike) -> Report:
-    """Read and check a saved JSON report; raises ReportError (one line naming the file) if unusable."""
+    """Read and check a saved JSON report, as a `Report`; raises ReportError (one line naming the file) if unusable."""
     from gpudiag.report import contract
 
-    return contract.load_report(os.fspath(path))
+    return Report(contract.load_report(os.fspath(path)))
 
 
-def save_report(report: Report, path: PathLike) -> str:
+def save_report(report: ReportLike, path: PathLike) -> str:
     """Write `report` as JSON to `path` atomically (never half-written); returns the path written."""
     from gpudiag.report import contract
 
@@ -141,7 +191,7 @@ def save_report(report: Report, path: PathLike) -> str:
     return path
 
 
-def recommend(report: Report) -> Dict[str, Any]:
+def recommend(report: ReportLike) -> Dict[str, Any]:
     """The recommendation of a report, recomputed by this gpudiag's rules (e.g. for an older report).
 
     Checks the report first (ReportError if it is not one); returns the `recommendation` object of
@@ -154,7 +204,7 @@ def recommend(report: Report) -> Dict[str, Any]:
     return _recommend(report)
 
 
-def render_compare(reports: Sequence[Report], names: Optional[Sequence[str]] = None, fmt: str = "html") -> str:
+def render_compare(reports: Sequence[ReportLike], names: Optional[Sequence[str]] = None, fmt: str = "html") -> str:
     """Two or more reports side by side (ratios against the first) as "html" or "md" text.
 
     names label the columns (default: "report 1", "report 2", ...). Raises ValueError for fewer

@@ -87,6 +87,7 @@ def test_run_report_writes_nothing_and_returns_a_valid_report(tmp_path, monkeypa
     assert list(rep["probes"]) == ["driver"] and rep["recommendation"]["headline"]
     assert events == [("driver", "start"), ("driver", "end")]
     assert rep["redacted"] is True and rep["interrupted"] is False
+    assert type(rep) is gpudiag.Report and isinstance(rep, dict)
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -119,6 +120,36 @@ def test_save_load_recommend_round_trip(tmp_path):
         gpudiag.recommend({"probes": {}})
     with pytest.raises(gpudiag.ReportError, match="no such file"):
         gpudiag.load_report(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("name", ["cpu-only-real.json", "fleet-real.json", "watch-real.json"])
+def test_a_loaded_report_is_a_dict_that_shows_itself_in_a_notebook(tmp_path, name):
+    import copy
+    import html
+    import pickle
+
+    path = gpudiag.save_report(_recorded(name), tmp_path / "r.json")
+    rep = gpudiag.load_report(path)
+    assert type(rep) is gpudiag.Report and isinstance(rep, dict)
+    # code that treats it as a dict keeps working
+    assert json.loads(json.dumps(rep)) == rep == _recorded(name)
+    assert rep["probes"] and dict(rep) == rep
+    for again in (pickle.loads(pickle.dumps(rep)), copy.copy(rep), copy.deepcopy(rep)):
+        assert type(again) is gpudiag.Report and again == rep
+    contract.validate(rep)
+    # the notebook: the HTML report, isolated in a frame, after its answer in one visible line
+    page = rep._repr_html_()
+    headline = rep._headline()
+    fleet = rep["probes"].get("fleet")
+    assert headline == (fleet["data"]["verdict"] if fleet else rep["recommendation"]["headline"])
+    assert html.escape(headline) in page.split("<iframe")[0]
+    frame = html.unescape(re.search(r'srcdoc="([^"]*)"', page).group(1))
+    assert frame == gpudiag.render_html(rep) and headline in html.unescape(frame)
+    assert 'sandbox=""' in page and "<script" not in page
+    # print() is the terminal summary; repr is one short line, never the dict
+    assert len(repr(rep)) < 300 and "\n" not in repr(rep) and "'probes'" not in repr(rep)
+    assert repr(rep).startswith("<gpudiag ") and str(rep).startswith("gpudiag ")
+    assert len(str(rep)) < 4000
 
 
 def test_renderers_are_public_and_compare_checks_its_arguments():

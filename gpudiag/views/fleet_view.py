@@ -209,6 +209,125 @@ def view(data: dict) -> dict:
     return {"kv": kv, "tables": tables, "charts": charts_, "notes": notes}
 
 
+SEVERITY_OF_EXIT = {0: "s-ok", 1: "sev-warning", 2: "sev-critical"}
+LEAD_RANKS = 5
+LEAD_NODES = 3
+
+
+def _slowest(scores: Any, metrics: Sequence[str]) -> Optional[tuple]:
+    """(relative, metric, score dict) of the figure on which a rank or node is furthest below its peers."""
+    worst = None
+    for m in metrics:
+        sc = as_dict(as_dict(scores).get(m))
+        if is_num(sc.get("relative")) and (worst is None or sc["relative"] < worst[0]):
+            worst = (sc["relative"], m, sc)
+    return worst
+
+
+def _flagged(scores: Any) -> bool:
+    return any(as_dict(s).get("flagged") for s in as_dict(scores).values())
+
+
+def slowest_ranks(data: dict, limit: int = LEAD_RANKS) -> dict:
+    """The few ranks to look at first: missing ones, then flagged ones, then the lowest relative speed."""
+    rows = [[str(m.get("rank")), m.get("host") or "n/a", "n/a", "n/a",
+             badge("missing: " + str(m.get("reason") or ""), "sev-critical")]
+            for m in map(as_dict, as_list(data.get("missing")))]
+    ranked = []
+    for e in map(as_dict, as_list(data.get("ranks"))):
+        worst = _slowest(e.get("scores"), [m for m, _ in METRIC_COLS])
+        if e.get("error"):
+            state = badge("error", "sev-critical")
+        elif _flagged(e.get("scores")):
+            state = badge("straggler", "sev-critical")
+        else:
+            state = badge("ok", "s-ok")
+        cell = "n/a"
+        if worst:
+            rel, m, sc = worst
+            cell = f"{METRIC_WORDS[m]} {fmt_num(as_dict(as_dict(e.get('figures')).get(m)).get('value'))} ({rel:.2f}x"
+            cell += f", z {sc['score']:.1f})" if is_num(sc.get("score")) else ")"
+        key = (0 if e.get("error") or _flagged(e.get("scores")) else 1, worst[0] if worst else 9e9)
+        ranked.append((key, [str(e.get("rank")), e.get("host") or "n/a", _device(e), cell, state]))
+    ranked.sort(key=lambda x: x[0])
+    rows += [r for _, r in ranked]
+    shown = rows[:limit]
+    left = len(rows) - len(shown)
+    return table("Slowest ranks", ["rank#", "host", "device", "slowest figure (vs its peers)", "status"], shown,
+                 (f"{left} more rank(s), each closer to its peers, are in the rank table below. " if left else "")
+                 + "A rank's slowest figure is the one furthest below the median of the other comparable ranks.",
+                 stack=True)
+
+
+def slowest_nodes(data: dict, limit: int = LEAD_NODES) -> Optional[dict]:
+    """The nodes furthest below the other nodes (flagged ones first); None with a single node."""
+    nodes = [as_dict(n) for n in as_list(data.get("nodes"))]
+    if len(nodes) < 2:
+        return None
+    ranked = []
+    for n in nodes:
+        worst = _slowest(n.get("scores"), [m for m, _ in METRIC_COLS] + ["intra_busbw_gbps"])
+        cell = f"{METRIC_WORDS[worst[1]]} {fmt_num(worst[2].get('value'))} ({worst[0]:.2f}x)" if worst else "n/a"
+        state = badge("slow node", "sev-critical") if _flagged(n.get("scores")) else badge("ok", "s-ok")
+        ranks = as_list(n.get("ranks"))
+        ranked.append(((0 if _flagged(n.get("scores")) else 1, worst[0] if worst else 9e9),
+                       [n.get("host") or "n/a", str(len(ranks)), cell, state]))
+    ranked.sort(key=lambda x: x[0])
+    left = len(ranked) - limit
+    return table("Slowest nodes", ["host", "ranks#", "slowest figure (vs the other nodes)", "status"],
+                 [r for _, r in ranked[:limit]],
+                 f"{left} more node(s) in the node table below." if left > 0 else "", stack=True)
+
+
+def collective_summary(data: dict) -> dict:
+    """Bus bandwidth at the largest size measured, per scope and operation: the median over nodes and the slowest node."""
+    groups: Dict[tuple, List[dict]] = {}
+    for c in map(as_dict, as_list(data.get("collectives"))):
+        if is_num(c.get("busbw_gbps")) and is_num(c.get("size_bytes")):
+            groups.setdefault((c.get("scope"), c.get("op")), []).append(c)
+    rows = []
+    for scope in SCOPE_TITLES:
+        for op in ("all_reduce", "all_gather", "reduce_scatter"):
+            cs = groups.get((scope, op))
+            if not cs:
+                continue
+            top = max(c["size_bytes"] for c in cs)
+            at = sorted((c for c in cs if c["size_bytes"] == top), key=lambda c: c["busbw_gbps"])
+            mid = at[len(at) // 2]
+            slow = (f"{fmt_num(at[0]['busbw_gbps'])} ({at[0].get('host')})"
+                    if len(at) > 1 and at[0].get("host") else "")
+            rows.append([SCOPE_TITLES[scope], op, fmt_bytes(top), str(mid.get("n_ranks")), fmt_num(mid["busbw_gbps"]),
+                         slow])
+    return table("Collectives", ["where", "op", "size#", "ranks#", "busbw GB/s#", "slowest node GB/s"], rows,
+                 "Bus bandwidth at the largest size measured (the median over nodes for within-node rows); "
+                 "every size and node is in the collectives table below.", stack=True)
+
+
+def lead(data: dict, host: dict) -> dict:
+    """What a fleet report opens with: the verdict, its exit code, the exclude list, the slowest ranks and
+    nodes, and the collectives (the single-machine summary does not apply to a fleet)."""
+    launcher, status, exclude = as_dict(data.get("launcher")), as_dict(data.get("collectives_status")), as_dict(data.get("exclude"))
+    kinds: Dict[str, int] = {}
+    for e in map(as_dict, as_list(data.get("ranks"))):
+        k = as_dict(e.get("device")).get("kind") or "unknown"
+        kinds[k] = kinds.get(k, 0) + 1
+    n_nodes = len(as_list(data.get("nodes")))
+    code = data.get("exit_code")
+    kv = [("Exit code", f"{code} ({data.get('exit_meaning')})"),
+          ("Exclude (Slurm)", exclude.get("slurm") or "none"),
+          ("Ranks", f"{data.get('answered')} of {data.get('world_size')} answered on {n_nodes} node(s); "
+                    + (", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no devices")),
+          ("Launcher", f"{launcher.get('launcher') or 'n/a'}, deadline {fmt_num(data.get('deadline_s'))} s"),
+          ("Collectives", f"{status.get('state') or 'n/a'} on {status.get('backend') or 'n/a'}"
+                          + (f": {status.get('reason')}" if status.get("reason") and status.get("state") != "ok" else ""))]
+    soft = " · ".join(x for x in (host.get("python"), f"torch {host['torch']}" if host.get("torch") else None) if x)
+    if soft:
+        kv.append(("Software (rank 0)", soft))
+    return {"verdict": data.get("verdict") or "n/a", "severity": SEVERITY_OF_EXIT.get(code, "sev-warning"),
+            "kv": kv, "ranks": slowest_ranks(data), "nodes": slowest_nodes(data),
+            "collectives": collective_summary(data)}
+
+
 def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
     """What rank 0 prints: the verdict, a line per rank (flagged ones always), collectives, exclude, files."""
     data = as_dict(as_dict(as_dict(report.get("probes")).get("fleet")).get("data"))

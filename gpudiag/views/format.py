@@ -127,6 +127,21 @@ def table(title: str, cols: List[Any], rows: List[List[Any]], caption: str = "",
             "rows": [[r[i] if i < len(r) else "" for i in keep] for r in cells]}
 
 
+def cut_rows(t: dict, limit: int) -> dict:
+    """A table of at most `limit` rows, for Markdown that must stay under GitHub's size limit: rows that
+    carry a critical or warning badge (an outlier, a missing rank) are kept first, then the first others,
+    in the table's order; `left_out` says how many rows went (the JSON report has them all)."""
+    rows = t.get("rows") or []
+    if len(rows) <= limit:
+        return t
+    marked = [i for i, r in enumerate(rows)
+              if any(isinstance(c, dict) and c.get("badge") in ("sev-critical", "sev-warning") for c in r)]
+    keep = set(marked[:limit])
+    keep |= set([i for i in range(len(rows)) if i not in keep][:limit - len(keep)])
+    return dict(t, rows=[r for i, r in enumerate(rows) if i in keep], left_out=len(rows) - len(keep),
+                total_rows=len(rows))
+
+
 def chart(cid: str, title: str, svg: Optional[str], caption: str, tbl: Optional[dict]) -> dict:
     """A template chart block: SVG marked safe (charts escape their own text), caption, and the same data as a table for readers without SVG."""
     return {"id": cid, "title": title, "svg": Markup(svg) if svg else None, "caption": caption, "table": tbl}

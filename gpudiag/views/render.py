@@ -13,10 +13,11 @@ from markupsafe import Markup
 from gpudiag import capabilities
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import as_dict, as_list, is_num
-from gpudiag.views import watch_view
+from gpudiag.views import fleet_view, watch_view
 from gpudiag.views.format import (
     VIEW_ERRORS,
     badge,
+    cut_rows,
     figure_label,
     fmt_bytes,
     fmt_ci,
@@ -29,9 +30,13 @@ from gpudiag.views.format import (
     to_json,
 )
 from gpudiag.views.sections import probe_sections
-from gpudiag.views.text import md_cell, md_code, md_text, terminal_safe
+from gpudiag.views.text import first_sentence, md_cell, md_code, md_text, terminal_safe
 
+# GitHub refuses an issue body or comment over 65,536 characters; the rest leaves room for the reader's words.
 MARKDOWN_LIMIT = 60_000
+# Rows per Markdown table, tried in turn until the whole text fits under MARKDOWN_LIMIT (a 10,000-rank
+# fleet); the findings list is cut to the same count. Each cut says what it left out.
+MARKDOWN_ROW_LIMITS = (40, 12, 4)
 
 
 # Raw JSON of a probe without a structured view goes into the Markdown only below this size.
@@ -98,9 +103,36 @@ def _env(autoescape: bool) -> jinja2.Environment:
     return env
 
 
+KIND_TITLES = {"machine": "gpudiag report", "fleet": "gpudiag fleet report", "watch": "gpudiag watch report"}
+
+
+def report_kind(report: Dict[str, Any]) -> str:
+    """"fleet" (`gpudiag fleet`), "watch" (`gpudiag watch`) or "machine" (`gpudiag report`): each leads with its own answer."""
+    probes = as_dict(report.get("probes"))
+    if "fleet" in probes:
+        return "fleet"
+    if "watch" in probes or report.get("mode") == "watch":
+        return "watch"
+    return "machine"
+
+
+def _lead(report: Dict[str, Any], kind: str) -> Optional[Dict[str, Any]]:
+    """The first screen of a fleet or watch report (fleet_view.lead, watch_view.lead); None for one machine."""
+    data = as_dict(as_dict(as_dict(report.get("probes")).get(kind)).get("data"))
+    try:
+        if kind == "fleet":
+            return fleet_view.lead(data, as_dict(report.get("host")))
+        if kind == "watch":
+            return watch_view.lead(data, as_dict(report.get("recommendation")))
+    except VIEW_ERRORS:  # a report of another version: its section below shows what it can
+        return None
+    return None
+
+
 def _context(report: Dict[str, Any]) -> Dict[str, Any]:
     """The template context of one report: summary, findings, per-probe sections and recommendation, with install hints said once."""
     probes = report.get("probes") or {}
+    kind = report_kind(report)
     counts = {s: sum(1 for r in probes.values() if r.get("status") == s) for s in report_mod.STATUSES}
     findings = report_mod.all_findings(report)
     head = summary(report, findings)
@@ -110,6 +142,9 @@ def _context(report: Dict[str, Any]) -> Dict[str, Any]:
                              "summary": {k: v for k, v in head.items() if k != "torch"}}, said)
     rest["summary"]["torch"] = head["torch"]
     return {
+        "kind": kind,
+        "title": KIND_TITLES[kind],
+        "lead": _lead(report, kind),
         "r": report,
         "host": report.get("host") or {},
         "probes": probes,
@@ -126,13 +161,43 @@ def render_html(report: Dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(css=css, **_context(report))
 
 
+def _cut(ctx: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """The context with every table cut to `limit` rows (format.cut_rows) and the findings list to `limit` items."""
+    def sec(s: Dict[str, Any]) -> Dict[str, Any]:
+        return dict(s, tables=[cut_rows(t, limit) for t in s["tables"]],
+                    charts=[dict(c, table=cut_rows(c["table"], limit)) if c.get("table") else c for c in s["charts"]])
+    out = dict(ctx, sections=[sec(s) for s in ctx["sections"]], findings=ctx["findings"][:limit],
+               findings_left_out=max(len(ctx["findings"]) - limit, 0))
+    if ctx["recview"]:
+        out["recview"] = {k: cut_rows(v, limit) if isinstance(v, dict) and "rows" in v else v
+                          for k, v in ctx["recview"].items()}
+    return out
+
+
+def truncate_markdown(text: str, limit: int = MARKDOWN_LIMIT) -> str:
+    """Markdown cut at a line boundary under `limit`, an open <details> closed, with a line saying what went."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("\n", 0, limit - 300)
+    head = text[:cut]
+    left = text[cut:].count("\n")
+    if head.count("<details>") > head.count("</details>"):
+        head += "\n\n</details>"
+    return head + (f"\n\n_(cut here to stay under GitHub's 65,536-character limit: the last {left} lines were "
+                   "left out; the JSON report has everything)_\n")
+
+
 def render_markdown(report: Dict[str, Any]) -> str:
-    """The report as GitHub Markdown for an issue comment, cut to stay under GitHub's size limit."""
-    text = _env(False).get_template("report.md.j2").render(raw_limit=MARKDOWN_RAW_LIMIT, **_context(report))
-    if len(text) > MARKDOWN_LIMIT:
-        cut = text.rfind("\n", 0, MARKDOWN_LIMIT - 200)
-        text = text[:cut] + "\n\n_(truncated to stay under GitHub's comment limit; the JSON report has everything)_\n"
-    return text
+    """The report as GitHub Markdown for an issue: its answer first, details collapsed, long tables cut
+    (each cut says what it left out) until it fits under GitHub's size limit."""
+    ctx = _context(report)
+    template = _env(False).get_template("report.md.j2")
+    text = ""
+    for limit in MARKDOWN_ROW_LIMITS:
+        text = template.render(raw_limit=MARKDOWN_RAW_LIMIT, **_cut(ctx, limit))
+        if len(text) <= MARKDOWN_LIMIT:
+            return text
+    return truncate_markdown(text)
 
 
 def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = None) -> str:
@@ -169,6 +234,14 @@ def render_terminal(report: Dict[str, Any], files: Optional[Dict[str, str]] = No
     return terminal_safe("\n".join(lines))
 
 
+
+
+def terminal_summary(report: Dict[str, Any]) -> str:
+    """The terminal summary of any report kind: what `gpudiag report`, `fleet` or `watch` printed."""
+    kind = report_kind(report)
+    text = (fleet_view.render_terminal(report) if kind == "fleet" else
+            watch_view.render_terminal(report) if kind == "watch" else render_terminal(report))
+    return terminal_safe(text)
 
 
 CAUSE_LABELS = {
@@ -287,6 +360,10 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         "gpu_questions_answered": rec.get("gpu_questions_answered") if rec else None,
         "top_findings": top, "more_findings": max(len(findings) - len(top), 0),
         "unmeasured": unmeasured,
+        # one line of machine facts for a watch report, which leads with the job instead
+        "machine_line": " · ".join(str(x) for x in (
+            machine, os_text, ", ".join(str(g) for g in as_list(host.get("gpus"))) or no_driver or "no NVIDIA GPU seen",
+            host.get("python"), f"torch {host['torch']}" if host.get("torch") else None) if x),
     }
 
 
@@ -302,7 +379,7 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     rec = report.get("recommendation")
     if not isinstance(rec, dict):
         return None
-    verdict_rows = []
+    verdict_rows, verdict_list = [], []
     for v in as_list(rec.get("verdicts")):
         v = as_dict(v)
         verdict = v.get("verdict")
@@ -310,8 +387,15 @@ def recommendation_view(report: Dict[str, Any]) -> Optional[Dict[str, Any]]:
                              badge(str(verdict).replace("_", " "), _label(VERDICT_BADGES, verdict, "v-not_measured")),
                              v.get("summary") or "", _figures(v.get("figures")),
                              v.get("reason") or ""])
+        # Markdown: the first sentence in the verdict table; the rest, the figures and the rule collapsed
+        text = str(v.get("summary") or "")
+        said = first_sentence(text or v.get("reason") or "")
+        verdict_list.append({"cause": verdict_rows[-1][0], "badge": verdict_rows[-1][1], "sentence": said,
+                             "rest": text[len(said):].strip() if text.startswith(said) else text,
+                             "figures": verdict_rows[-1][3], "reason": v.get("reason") or ""})
     return {
         "headline": rec.get("headline"),
+        "verdict_list": verdict_list,
         "gpu_questions_answered": rec.get("gpu_questions_answered"),
         "choice": watch_view.choice_table(rec) if rec.get("source") == "watch" else table(
             "Recommended strategy", ["strategy", "workers#", "cycles/s#", "serial cycles/s#", "speedup#",

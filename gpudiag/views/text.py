@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A sentence ends at . ! or ? followed by a space and a capital (so "1.52x" and "e.g. the" do not end one).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 def md_text(x: Any) -> str:
@@ -32,3 +34,9 @@ def md_code(x: Any) -> str:
 def terminal_safe(x: Any) -> str:
     """Text for a terminal: control characters (escape sequences, carriage returns) shown as \\xNN."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(x))
+
+
+def first_sentence(x: Any) -> str:
+    """The first sentence of a text (the whole text when it is one): a verdict at a glance."""
+    text = str("" if x is None else x).strip()
+    return _SENTENCE_END.split(text, maxsplit=1)[0]

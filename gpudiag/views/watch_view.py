@@ -7,7 +7,7 @@ memory per process with the projected limit line, and the GIL holder share per t
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.views import charts
@@ -135,18 +135,14 @@ def _part_note(name: str, sec: dict) -> Optional[str]:
 def view(data: dict) -> dict:
     """kv, tables, charts and notes of the watch section (see gpudiag.views.sections.probe_sections)."""
 
-    job, gil, mem, cpu, gpu, inp = (as_dict(data.get(k)) for k in ("job", "gil", "memory", "cpu", "gpu", "input_wait"))
+    gil, mem, cpu, gpu, inp = (as_dict(data.get(k)) for k in ("gil", "memory", "cpu", "gpu", "input_wait"))
     samp = as_dict(data.get("sampling"))
     over = as_dict(samp.get("overhead"))
-    cmd = " ".join(str(a) for a in as_list(job.get("command"))) or "n/a"
-    kv = [("Job", f"{cmd} (pid {job.get('pid')}, {job.get('mode')})"),
-          ("Outcome", f"{job.get('ended') or 'n/a'} after {num(job.get('duration_s')) or 0:.1f} s"
-                      + (f" (gpudiag's exit code {job['exit_code']})" if isinstance(job.get("exit_code"), int)
-                         and str(job["exit_code"]) not in str(job.get("ended")) else "")),
-          ("Sampling", f"every {samp.get('interval_s')} s; py-spy {samp.get('py_spy_version') or 'n/a'}; "
-                       f"{over.get('py_spy_dumps', 0)} dumps ({over.get('py_spy_native_dumps', 0)} with native stacks)"),
-          ("Watch cost", f"{num(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
-                         f"{over.get('py_spy_native_dumps', 0)} native dumps paused the job briefly each")]
+    kv = job_facts(data) + [
+        ("Sampling", f"every {samp.get('interval_s')} s; py-spy {samp.get('py_spy_version') or 'n/a'}; "
+                     f"{over.get('py_spy_dumps', 0)} dumps ({over.get('py_spy_native_dumps', 0)} with native stacks)"),
+        ("Watch cost", f"{num(over.get('cpu_cores')) or 0:.3f} cores of CPU (watcher and py-spy); "
+                       f"{over.get('py_spy_native_dumps', 0)} native dumps paused the job briefly each")]
     notes = [n for n in (_part_note(k, as_dict(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
     charts_out, tables = [], []
     if gil.get("status") == "ok":
@@ -234,45 +230,89 @@ def choice_table(rec: dict) -> dict:
 
 # ------------------------------------------------------------------ terminal
 
-def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
-    """The watch's summary for stderr: outcome, GIL, memory, GPU, the recommendation, files written."""
-    data = as_dict(as_dict(as_dict(report.get("probes")).get("watch")).get("data"))
-    job, gil, mem, gpu, cpu = (as_dict(data.get(k)) for k in ("job", "gil", "memory", "gpu", "cpu"))
-    lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {num(job.get('duration_s')) or 0:.1f} s "
-             f"(pid {job.get('pid')})"]
+def key_figures(data: dict) -> List[Tuple[str, str]]:
+    """(label, one line) for the GIL, memory, CPU and each GPU: the terminal summary and the report's first screen."""
+    gil, mem, gpu, cpu = (as_dict(data.get(k)) for k in ("gil", "memory", "gpu", "cpu"))
+    out = []
     if gil.get("status") == "ok":
         wanted = (f", wanted (held or waited for) {_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
                   "native samples" if gil.get("wanted_fraction") is not None else "")
-        lines.append(f"  GIL      held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
-                     f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
-                         f"{t.get('name')} {_pct(t.get('gil_fraction'))}" for t in as_list(gil.get("threads"))[:4]))
+        out.append(("GIL", f"held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
+                           f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
+                               f"{as_dict(t).get('name')} {_pct(as_dict(t).get('gil_fraction'))}"
+                               for t in as_list(gil.get("threads"))[:4])))
     else:
-        lines.append(f"  GIL      {gil.get('status')}: {gil.get('reason')}")
+        out.append(("GIL", f"{gil.get('status')}: {gil.get('reason')}"))
     if mem.get("status") == "ok":
-        grow = [p for p in as_list(mem.get("processes")) if as_dict(p).get("growing")]
+        procs = [as_dict(p) for p in as_list(mem.get("processes"))]
+        grow = [p for p in procs if p.get("growing")]
         text = f"peak {_bytes(mem.get('job_peak_bytes'))}"
         if grow:
             text += "; growing: " + ", ".join(f"{p.get('label')} {_rate(p.get('growth_bytes_per_s'))}" for p in grow[:4])
         proj = as_dict(mem.get("projection"))
         if num(proj.get("seconds_to_limit")) is not None:
             first = as_dict(proj.get("first_to_hit"))
-            label = next((p.get("label") for p in as_list(mem.get("processes")) if p.get("pid") == first.get("pid")), None)
+            label = next((p.get("label") for p in procs if p.get("pid") == first.get("pid")), None)
             text += (f"; at this rate {label or 'pid ' + str(first.get('pid'))} is the first killed, in about "
                      f"{_dur(proj.get('seconds_to_limit'))} ({proj.get('limit_source')} limit)")
-        lines.append(f"  memory   {text}")
+        out.append(("memory", text))
     else:
-        lines.append(f"  memory   {mem.get('status')}: {mem.get('reason')}")
+        out.append(("memory", f"{mem.get('status')}: {mem.get('reason')}"))
     if cpu.get("status") == "ok":
-        lines.append(f"  CPU      job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
-                     f"{num(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}")
+        out.append(("CPU", f"job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
+                           f"{num(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}"))
     if gpu.get("status") == "ok":
         for dev in map(as_dict, as_list(gpu.get("devices"))):
-            others = [p for p in as_list(dev.get("other_processes"))]
-            lines.append(f"  GPU {dev.get('index')}    busy {_pct(dev.get('busy_fraction'))}, idle in "
-                         f"{_pct(dev.get('idle_fraction'))} of samples"
-                         + (f"; other processes: {len(others)}" if others else ""))
+            others = as_list(dev.get("other_processes"))
+            out.append((f"GPU {dev.get('index')}", f"busy {_pct(dev.get('busy_fraction'))}, idle in "
+                                                   f"{_pct(dev.get('idle_fraction'))} of samples"
+                        + (f"; other processes: {len(others)}" if others else "")))
     else:
-        lines.append(f"  GPU      {gpu.get('status')}: {gpu.get('reason')}")
+        out.append(("GPU", f"{gpu.get('status')}: {gpu.get('reason')}"))
+    return out
+
+
+def job_command(job: dict) -> Tuple[str, str]:
+    """The job's command line (as redacted when the report was written) and how it was watched ("launched pid 41")."""
+    cmd = " ".join(str(a) for a in as_list(job.get("command"))) or "n/a"
+    how = {"launch": "launched", "attach": "attached to"}.get(str(job.get("mode")), "watched")
+    return cmd, f"{how} pid {job.get('pid')}"
+
+
+def job_facts(data: dict) -> List[Tuple[str, str]]:
+    """The job as the report's first screen names it: its command (as redacted when the report was
+    written), its exit code and how it ended, how long it ran."""
+    job = as_dict(data.get("job"))
+    cmd, how = job_command(job)
+    code = job.get("exit_code")
+    ended = str(job.get("ended") or "n/a")
+    if not isinstance(code, int) or isinstance(code, bool):
+        code_text = f"n/a: {ended}"
+    else:
+        code_text = str(code) if ended == f"exited with code {code}" else f"{code}: {ended}"
+    return [("Job", f"{cmd} ({how})"), ("Exit code", code_text),
+            ("Duration", f"{num(job.get('duration_s')) or 0:.1f} s")]
+
+
+def lead(data: dict, rec: dict) -> dict:
+    """What a watch report opens with: the job, the recommended change, and one line per measured part."""
+    change = rec.get("strategy") or "none"
+    if rec.get("strategy") and rec.get("workers") is not None:
+        change += f", {rec['workers']} worker{'' if rec['workers'] == 1 else 's'}"
+    change += f" (confidence {rec.get('confidence') or 'n/a'}"
+    change += f": {rec['confidence_reason']})" if rec.get("confidence_reason") else ")"
+    figures = [(k if k.startswith(("GIL", "CPU", "GPU")) else k.capitalize(), v) for k, v in key_figures(data)]
+    cmd, how = job_command(as_dict(data.get("job")))
+    return {"command": cmd, "how": how, "job": job_facts(data)[1:], "change": change, "figures": figures}
+
+
+def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
+    """The watch's summary for stderr: outcome, GIL, memory, GPU, the recommendation, files written."""
+    data = as_dict(as_dict(as_dict(report.get("probes")).get("watch")).get("data"))
+    job = as_dict(data.get("job"))
+    lines = [f"gpudiag watch: the job {job.get('ended') or 'n/a'} after {num(job.get('duration_s')) or 0:.1f} s "
+             f"(pid {job.get('pid')})"]
+    lines += [f"  {label:<8} {text}" for label, text in key_figures(data)]
     sev = [f for f in as_list(as_dict(as_dict(report.get("probes")).get("watch")).get("findings"))
            if as_dict(f).get("severity") in ("critical", "warning")]
     for f in sev[:4]:

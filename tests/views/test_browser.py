@@ -56,11 +56,14 @@ def browser(tmp_path):
 
 
 def _requests(drv):
-    """URLs the page asked the network for, from the DevTools performance log."""
+    """URLs the page asked the network for, from the DevTools performance log. Requests of the browser's
+    own pages (chrome://new-tab-page, which newer Chromium still loads while the report opens) are not
+    the report's."""
     urls = []
     for entry in drv.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg.get("method") == "Network.requestWillBeSent":
+        if msg.get("method") == "Network.requestWillBeSent" and not str(
+                msg["params"].get("documentURL", "")).startswith("chrome://"):
             urls.append(msg["params"]["request"]["url"])
     return urls
 
@@ -160,3 +163,62 @@ def test_the_checks_catch_a_request_and_a_console_error(browser, tmp_path):
     browser.get(page.as_uri())
     assert "http://127.0.0.1:9/x.png" in _requests(browser)
     assert any("undefinedFunction" in e["message"] for e in _console_errors(browser))
+
+
+LEAD = """
+var el = document.getElementById(arguments[0]), first = document.querySelector('body > section');
+return {top: el.getBoundingClientRect().top, inFirst: first.contains(el), firstId: first.id,
+        text: el.textContent};
+"""
+
+
+@pytest.mark.parametrize("name, lead_id, expected_charts", [
+    ("fleet-real.json", "fleet-verdict", ["chart-fleet-relative", "chart-fleet-intra_node"]),
+    ("watch-real.json", "recommendation-headline", ["chart-watch-gil", "chart-watch-memory"]),
+])
+def test_fleet_and_watch_reports_lead_with_their_own_verdict_in_chromium(browser, tmp_path, name, lead_id,
+                                                                          expected_charts):
+    rep = fixture(name)
+    page = tmp_path / name.replace(".json", ".html")
+    page.write_text(render.render_html(rep), encoding="utf-8")
+    _open_and_check(browser, page, tmp_path, name.split("-")[0], expected_charts)
+    answer = (rep["probes"]["fleet"]["data"]["verdict"] if "fleet" in rep["probes"]
+              else rep["recommendation"]["headline"])
+    for width in (1100, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        browser.get(page.as_uri())
+        lead = browser.execute_script(LEAD, lead_id)
+        assert lead["firstId"] == "summary" and lead["inFirst"], lead
+        assert lead["text"].strip() == answer
+        assert 0 < lead["top"] < 900, lead  # on the first screen, at desktop and phone widths
+        if "watch" in rep["probes"]:  # the job comes first: its command is above the recommendation
+            job = browser.execute_script("return document.querySelector('.job code').getBoundingClientRect().top")
+            assert job < lead["top"]
+
+
+def test_a_report_in_a_notebook_cell_shows_in_its_own_frame(browser, tmp_path):
+    """What Jupyter shows for a Report (_repr_html_): the report in a sandboxed frame that makes no
+    request, raises no error, and does not restyle the notebook around it."""
+    from gpudiag.api import Report
+
+    rep = Report(fixture("watch-real.json"))
+    page = tmp_path / "notebook.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="background: rgb(1, 2, 3)">'
+                    f'<h1 id="nb">a notebook</h1>{rep._repr_html_()}</body></html>', encoding="utf-8")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 1100, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    browser.get_log("performance")
+    browser.get_log("browser")
+    browser.get(page.as_uri())
+    assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(1, 2, 3)"
+    assert browser.execute_script("return document.querySelector('iframe').getBoundingClientRect().height") > 500
+    browser.switch_to.frame(browser.find_element("css selector", "iframe"))
+    assert browser.execute_script("return document.getElementById('recommendation-headline').textContent").strip() \
+        == rep["recommendation"]["headline"]
+    assert len(browser.execute_script("return document.querySelectorAll('svg.chart')")) == 2
+    browser.switch_to.default_content()
+    _screenshot(browser, tmp_path / "notebook.png", 1100)
+    assert [u for u in _requests(browser) if u != page.as_uri()] == []
+    assert _console_errors(browser) == []
