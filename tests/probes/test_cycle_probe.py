@@ -1,7 +1,6 @@
 """The cycle probe: the real tournament on the CPU at a tiny size, the pure parts, the GPU paths (gpu-marked)."""
 
 import os
-import time
 
 import pytest
 
@@ -179,14 +178,13 @@ def test_a_contestant_failing_mid_run_is_a_failed_row(monkeypatch):
 
 
 @pytest.mark.torch
-def test_processes_that_do_not_fit_are_skipped_before_any_spawn():
+def test_processes_that_do_not_fit_are_skipped_before_any_spawn(monkeypatch):
     spec = cw.WorkloadSpec("cpu", 16, 32, 4)
     env = cs.Env(device="cpu", default_threads=2, host_budget_bytes=3 * 2**30, host_budget_source="test",
                  gil_per_worker_host_bytes=2 * 2**30)
-    t0 = time.monotonic()
+    monkeypatch.setattr(cs, "start_pool", lambda *a, **k: pytest.fail("a worker was started"))
     with pytest.raises(cs.Skip, match=r"only 1 worker process\(es\) fit") as info:
         cs.prepare_processes(spec, _tiny_plan(workers=[4]), env)
-    assert time.monotonic() - t0 < 2  # no worker was started
     mc = info.value.memory_check
     assert mc["source"] == "gil probe" and mc["limited_by"] == "host" and mc["fits"] == 1
 
