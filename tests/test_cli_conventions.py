@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import tests
 from gpudiag.cli import main
 from gpudiag import api
+from tests.faults import _helpers as faults
 
 
 def gpudiag(*args, cwd=None, env=None):
@@ -91,11 +92,13 @@ def test_completion_script_is_generated_for_each_documented_shell():
 
 
 def test_report_exit_code_is_1_when_a_probe_failed_and_the_report_is_still_written(tmp_path):
-    """A real failure: the gil probe cannot finish in 1 s, so it times out (status failed)."""
-    out = gpudiag("report", "--only", "gil", "--timeout", "1", "--json", "r.json", "-o", "r.html", cwd=tmp_path)
+    """A real failure: a probe that never finishes times out after --timeout 1 (status failed)."""
+    out = faults.gpudiag(["report", "--timeout", "1", "--json", "r.json", "-o", "r.html"], cwd=tmp_path,
+                         tmpdir=tmp_path, fixtures="hangs")
     assert out.returncode == 1, out.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["probes"]["gil"]["status"] == "failed" and "timed out" in rep["probes"]["gil"]["reason"]
+    assert rep["probes"]["first"]["status"] == "ok"
+    assert rep["probes"]["hang"]["status"] == "failed" and rep["probes"]["hang"]["reason"] == "timed out after 1 s"
     assert (tmp_path / "r.html").exists()
     assert "Traceback" not in out.stderr
 

@@ -207,10 +207,18 @@ def _check_depth(data: Any) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
+def _too_large(name: str, size: int) -> ReportError:
+    """The error for `size` bytes over the limit; "over 64 MiB" where the size would round down to the limit
+    (or is only known to be over it: load_report reads one byte past the limit and stops)."""
+    limit_mib = MAX_REPORT_BYTES // 2**20
+    what = f"{size / 2**20:.0f} MiB" if round(size / 2**20) > limit_mib else f"a file over {limit_mib} MiB"
+    return ReportError(f"{name}: {what} is too large to be a gpudiag report (at most {limit_mib} MiB)")
+
+
 def parse_report(raw: bytes, name: str) -> Dict[str, Any]:
     """Decode and check report bytes; any problem is a ReportError naming `name`."""
     if len(raw) > MAX_REPORT_BYTES:
-        raise ReportError(f"{name}: {len(raw) / 2**20:.0f} MiB is too large to be a gpudiag report")
+        raise _too_large(name, len(raw))
     if not raw.strip():
         raise ReportError(f"{name}: file is empty")
     try:
@@ -241,6 +249,9 @@ def load_report(path: str) -> Dict[str, Any]:
     name = os.path.basename(path) or path
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size  # 0 for a pipe: then the read below stops past the limit
+            if size > MAX_REPORT_BYTES:
+                raise _too_large(name, size)
             raw = fh.read(MAX_REPORT_BYTES + 1)
     except FileNotFoundError:
         raise ReportError(f"{name}: no such file") from None

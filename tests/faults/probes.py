@@ -26,6 +26,11 @@ def _sleep_forever():
         time.sleep(3600)
 
 
+def hang(ctx):
+    """Never finish: the probe a --timeout must end."""
+    _sleep_forever()
+
+
 def quick_ok(ctx):
     return ProbeOutput({"answer": 42}, [finding("FAULT_TEST", "info", "a fixture finding", {"x": 1}, None)])
 
@@ -81,6 +86,7 @@ def make(name, fn, timeout_s=30.0):
 SETS = {
     "signals": [make("first", quick_ok), make("hang", hang_with_children), make("last", quick_ok)],
     "quick": [make("first", quick_ok), make("last", quick_ok)],
+    "hangs": [make("first", quick_ok), make("hang", hang)],
     "secrets": [make("crash", secret_crash), make("raise", secret_raise), make("last", quick_ok)],
     "orphans": [make("orphaning", orphaning_ok)],
 }

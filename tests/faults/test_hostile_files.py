@@ -72,9 +72,28 @@ def test_deep_nesting_from_the_shell(tmp_path):
 def test_a_file_too_large_to_be_a_report_is_refused_without_reading_it_all(tmp_path):
     big = tmp_path / "big.json"
     with open(big, "wb") as fh:
-        fh.truncate(contract.MAX_REPORT_BYTES + 10)
-    with pytest.raises(contract.ReportError, match="too large"):
+        fh.truncate(contract.MAX_REPORT_BYTES + 10)  # sparse: nothing is written
+    # 64 MiB and 10 bytes would round to "64 MiB", the limit itself
+    with pytest.raises(contract.ReportError, match=r"^big\.json: a file over 64 MiB is too large to be a gpudiag "
+                                                   r"report \(at most 64 MiB\)$"):
         contract.load_report(str(big))
+
+
+def test_render_of_a_huge_file_names_its_real_size_in_one_line(tmp_path):
+    with open(tmp_path / "huge.json", "wb") as fh:
+        fh.truncate(191 * 2**20)  # sparse: nothing is written
+    out = gpudiag(["render", "huge.json", "-o", "out.html"], cwd=tmp_path, tmpdir=tmp_path)
+    assert out.returncode == 2 and one_line_error(out.stderr), out.stderr
+    assert out.stderr.strip() == "gpudiag: error: huge.json: 191 MiB is too large to be a gpudiag report (at most 64 MiB)"
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_report_bytes_over_the_limit_name_their_size_or_say_over(monkeypatch):
+    monkeypatch.setattr(contract, "MAX_REPORT_BYTES", 2 * 2**20)  # bytes from a pipe, read up to the limit + 1
+    with pytest.raises(contract.ReportError, match=r"^r\.json: a file over 2 MiB is too large"):
+        contract.parse_report(b" " * (2 * 2**20 + 1), "r.json")
+    with pytest.raises(contract.ReportError, match=r"^r\.json: 3 MiB is too large to be a gpudiag report \(at most 2 MiB\)$"):
+        contract.parse_report(b" " * (3 * 2**20), "r.json")
 
 
 def _hostile_strings_report():

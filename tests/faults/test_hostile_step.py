@@ -5,7 +5,6 @@ Whatever it does, no secret reaches any output (JSON, HTML, Markdown, terminal),
 no control character from it, and the report is written.
 """
 
-import importlib.util
 import os
 
 import pytest
@@ -61,10 +60,7 @@ def test_crashing_and_raising_probes_keep_their_secrets(tmp_path):
     assert leftovers(tmp_path, keep=("r.json", "r.html", "r.md")) == []
 
 
-needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the cycle probe needs torch")
-
-
-@needs_torch
+@pytest.mark.torch  # the cycle probe needs torch
 @pytest.mark.parametrize("factory", ["raising", "crashing", "factory_raising"])
 def test_hostile_cycle_step_keeps_its_secrets(tmp_path, factory):
     (tmp_path / "hostile_step.py").write_text(HOSTILE_STEP)

@@ -21,7 +21,8 @@ from tests.faults._helpers import handlers_installed, leftovers, start, still_ru
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-STOPS = [("SIGTERM", False), ("SIGHUP", False), ("SIGINT", True)]  # SIGINT to the whole group, as a terminal does
+# SIGINT to the whole group, as a terminal does, and to gpudiag alone (`kill -INT`).
+STOPS = [("SIGTERM", False), ("SIGHUP", False), ("SIGINT", True), ("SIGINT", False)]
 
 
 @pytest.mark.parametrize("name,to_group", STOPS)
@@ -35,8 +36,7 @@ def test_stop_signal_mid_probe_writes_report_and_leaves_nothing(tmp_path, name, 
                  GPUDIAG_FAULT_NOTE=note)
     info = wait_for_file(note, proc)
     family = psutil.Process(proc.pid).children(recursive=True)  # probe child, its worker, subprocess, tracker
-    assert len(family) >= 4, family
-    time.sleep(0.3)
+    assert len(family) >= 4, family  # the probe is running and stays so until signalled: no race
     if to_group:
         os.killpg(proc.pid, signum)
     else:
@@ -51,7 +51,7 @@ def test_stop_signal_mid_probe_writes_report_and_leaves_nothing(tmp_path, name, 
     assert rep["probes"]["first"]["status"] == "ok"
     hang = rep["probes"]["hang"]
     assert hang["status"] == "skipped" and hang["reason"].startswith(f"interrupted by {who} after ")
-    assert "while running" in hang["reason"] and hang["duration_s"] > 0.2
+    assert "while running" in hang["reason"] and hang["duration_s"] > 0
     assert rep["probes"]["last"]["reason"] == f"not run: interrupted by {who}"
     assert (work / "r.html").read_text().startswith("<!DOCTYPE html>")
     assert still_running(family) == []

@@ -13,7 +13,6 @@ busy loops on its core, is slower than its peers. Rendezvous and gloo use 127.0.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -32,8 +31,7 @@ ROOT = tests.ROOT
 FAULTS = os.path.join(ROOT, "tests", "fleet", "fleet_faults.py")
 HOG = [sys.executable, "-c", "while True: pass"]
 
-if importlib.util.find_spec("torch") is None:
-    pytest.skip("gpudiag fleet needs torch", allow_module_level=True)
+pytestmark = pytest.mark.torch  # gpudiag fleet needs torch
 if not sys.platform.startswith("linux"):
     pytest.skip("these runs use Linux process tools (torchrun on loopback, taskset, unshare)", allow_module_level=True)
 

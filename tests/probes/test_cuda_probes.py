@@ -87,11 +87,20 @@ def test_nvml_handle_by_bus_id_then_by_index_only_when_safe():
 
 
 def test_link_sampler_collects_until_stopped():
+    import threading
     import time
 
     reads = iter(range(10 ** 6))
-    with pcie.LinkSampler(lambda: {"gen": 1 + (next(reads) > 2) * 3, "width": 16}) as s:
-        time.sleep(0.1)
+    three = threading.Event()
+
+    def read():
+        n = next(reads)
+        if n == 2:
+            three.set()
+        return {"gen": 1 + (n > 2) * 3, "width": 16}
+
+    with pcie.LinkSampler(read) as s:
+        assert three.wait(30)  # the third reading, however busy the machine
     assert len(s.samples) >= 3 and s.error == ""
     n = len(s.samples)
     time.sleep(0.02)

@@ -8,15 +8,13 @@ from click.testing import CliRunner
 
 import gpudiag.probes as probes_registry
 import tests
-from gpudiag import capabilities, runner
+from gpudiag import runner
 from gpudiag.cli import main
 from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.cycle import workload as cw
 
 REPO = tests.ROOT
-HAS_TORCH = capabilities.detect()["torch"].available
-needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 
 @pytest.fixture
@@ -102,7 +100,7 @@ def test_a_step_that_raises_is_named(user_folder):
 
 # ---------------------------------------------------------------- through the runner and the CLI
 
-@needs_torch
+@pytest.mark.torch
 def test_factory_raising_fails_the_probe_with_a_clear_reason(user_folder):
     res = runner.run_probe(cycle_probe.PROBE, ProbeContext(timeout_s=60, options={"cycle": "good_loop:boom"}))
     assert res["status"] == "failed"
@@ -110,7 +108,7 @@ def test_factory_raising_fails_the_probe_with_a_clear_reason(user_folder):
     assert "Traceback" not in res["reason"]
 
 
-@needs_torch
+@pytest.mark.torch
 def test_cli_cycle_runs_the_readme_example_end_to_end(only_cycle, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # `examples.my_loop` is imported from the current folder
     out = tmp_path / "r.json"
@@ -138,7 +136,7 @@ def test_cli_rejects_a_malformed_cycle_value_in_one_line(only_cycle, value):
     assert len(lines) == 1 and "MODULE:FACTORY" in lines[0] and "Traceback" not in res.output
 
 
-@needs_torch
+@pytest.mark.torch
 @pytest.mark.parametrize("ref, words", [
     ("missing_mod_xyz:make", "cannot import module 'missing_mod_xyz'"),
     ("broken_import:make", "cannot import module 'broken_import'"),
@@ -156,7 +154,7 @@ def test_cli_checks_the_cycle_factory_before_any_probe_runs(user_folder, ref, wo
     assert not (user_folder / "r.json").exists() and not (user_folder / "r.html").exists()
 
 
-@needs_torch
+@pytest.mark.torch
 def test_run_report_raises_value_error_for_a_bad_factory(user_folder):
     import gpudiag
 

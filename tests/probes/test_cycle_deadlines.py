@@ -6,12 +6,10 @@ import time
 
 import pytest
 
-from gpudiag import capabilities
 from gpudiag.probes.cycle import strategies as cs
 from gpudiag.probes.cycle import tournament as ct
 from gpudiag.probes.cycle import workload as cw
 
-needs_torch = pytest.mark.skipif(not capabilities.detect()["torch"].available, reason="torch is not installed")
 
 HANGS = textwrap.dedent("""
     import multiprocessing, threading, time
@@ -66,7 +64,7 @@ def _run(ref, tmp_path, repeats=3):
     return rows, time.monotonic() - t0
 
 
-@needs_torch
+@pytest.mark.torch
 def test_a_step_that_hangs_while_workers_prepare_fails_processes_only(hangs):
     rows, took = _run("hangs:at_prepare", hangs)
     assert rows["processes"]["status"] == "failed"
@@ -76,7 +74,7 @@ def test_a_step_that_hangs_while_workers_prepare_fails_processes_only(hangs):
     assert took < 40  # the worker's deadline, not the probe's timeout
 
 
-@needs_torch
+@pytest.mark.torch
 def test_a_step_that_hangs_in_timed_runs_inside_workers_fails_by_name(hangs):
     rows, took = _run("hangs:at_run", hangs)
     procs = rows["processes"]
@@ -87,7 +85,7 @@ def test_a_step_that_hangs_in_timed_runs_inside_workers_fails_by_name(hangs):
     assert took < 40
 
 
-@needs_torch
+@pytest.mark.torch
 def test_a_step_that_hangs_only_in_worker_threads_fails_threads_and_keeps_processes(hangs):
     rows, _ = _run("hangs:in_threads", hangs)
     assert rows["threads"]["status"] == "failed" and "threads did not finish" in rows["threads"]["reason"]

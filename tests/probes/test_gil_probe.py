@@ -8,7 +8,6 @@ from gpudiag.probes.gil import probe as gil
 from tests.measure.test_workers import _live_children
 
 TINY = {"gil_sizes": "tiny"}
-HAS_TORCH = capabilities.detect()["torch"].available
 HAS_CUDA = capabilities.detect()["cuda"].available
 CPU_WORKLOADS = ("python", "torch_op", "torch_dispatch")
 
@@ -24,7 +23,7 @@ def assert_rows_well_formed(rows):
             assert r["speedup"] == 1.0
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.torch
 def test_real_probe_through_the_runner_at_tiny_size():
     before = _live_children()
     res = runner.run_probe(gil.PROBE, ProbeContext(mode="quick", timeout_s=60, options=TINY))

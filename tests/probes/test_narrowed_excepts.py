@@ -80,14 +80,14 @@ def test_cuda_init_cost_without_a_device_uuid_reports_torch_figures_only(monkeyp
     assert out["device_bytes_per_context"] is None and out["device_budget_bytes"] == 3_000 * 2**20
 
 
+@pytest.mark.torch
 def test_profiler_support_says_why_when_torch_has_no_profiler(monkeypatch):
-    pytest.importorskip("torch")
     monkeypatch.setitem(sys.modules, "torch.profiler", None)  # import raises ImportError
     ok, reason = cycle_probe._profiler_support()
     assert ok is False and reason.startswith("torch.profiler unavailable: ModuleNotFoundError")
 
 
+@pytest.mark.torch
 def test_profiler_support_on_a_cpu_build_names_the_missing_cuda_activity():
-    pytest.importorskip("torch")
     ok, reason = cycle_probe._profiler_support()
     assert ok is False and "CUDA activity" in reason

@@ -210,9 +210,8 @@ def test_torch_missing_gives_nulls_and_install_hint(monkeypatch):
     assert TORCH_HINT in t["reason_missing"]
 
 
+@pytest.mark.torch
 def test_torch_fast_path_reads_files_only():
-    if torch_meta.torch_version() is None:
-        pytest.skip("torch not installed")
     code = ("import sys; from gpudiag import platform; t = platform.torch_facts(import_torch=False); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(t['version'], t['source'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -220,9 +219,8 @@ def test_torch_fast_path_reads_files_only():
     assert out.stdout.split()[1] == "files"
 
 
+@pytest.mark.torch
 def test_torch_import_path_never_initialises_cuda():
-    if torch_meta.torch_version() is None:
-        pytest.skip("torch not installed")
     code = ("from gpudiag import platform; import json; t = platform.torch_facts(import_torch=True); "
             "p = platform.python_facts(check_torch=True); import torch; "
             "print(json.dumps([t, p['gil_checked_after_torch'], torch.cuda.is_initialized()]))")

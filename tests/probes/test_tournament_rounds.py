@@ -5,12 +5,10 @@ import time
 
 import pytest
 
-from gpudiag import capabilities
 from gpudiag.probes.cycle import strategies as cs
 from gpudiag.probes.cycle import tournament as ct
 from gpudiag.probes.cycle import workload as cw
 
-needs_torch = pytest.mark.skipif(not capabilities.detect()["torch"].available, reason="torch is not installed")
 
 
 class ScriptedMeter:
@@ -35,7 +33,7 @@ def _not_here(spec, plan, env):
     raise cs.Skip("not in this test")
 
 
-@needs_torch
+@pytest.mark.torch
 def test_a_round_hit_by_a_burst_of_load_is_rerun_and_not_counted(monkeypatch):
     monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
     monkeypatch.setattr(ct, "usable_cores", lambda: 2)
@@ -52,7 +50,7 @@ def test_a_round_hit_by_a_burst_of_load_is_rerun_and_not_counted(monkeypatch):
     assert env.load["rejected_rounds"] == 1 and env.load["busy"] is False
 
 
-@needs_torch
+@pytest.mark.torch
 def test_load_that_never_leaves_is_kept_after_two_rejections_and_judged_busy(monkeypatch):
     monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
     monkeypatch.setattr(ct, "usable_cores", lambda: 2)

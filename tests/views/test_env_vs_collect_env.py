@@ -16,7 +16,7 @@ import tests
 from gpudiag.backends import packages, torch_meta
 
 ROOT = tests.ROOT
-pytestmark = pytest.mark.skipif(torch_meta.torch_version() is None, reason="needs torch installed")
+pytestmark = pytest.mark.torch
 
 # lscpu keys gpudiag deliberately does not reproduce: lscpu reads them from the SMBIOS tables
 # (/sys/firmware/dmi/tables/DMI, root only); gpudiag never reads firmware tables.

@@ -291,8 +291,7 @@ def test_ctrl_c_ends_an_attached_watch_with_0_and_the_job_keeps_running(tmp_path
         deadline = time.monotonic() + 20
         while "watching pid" not in (proc.stderr.readline() or "") and time.monotonic() < deadline:
             pass
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # its handlers are in place before that line is printed
         assert proc.wait(30) == 0
         assert job.poll() is None
         d = json.loads((tmp_path / "a.json").read_text())["probes"]["watch"]["data"]
@@ -345,7 +344,6 @@ def test_missing_py_spy_is_skipped_with_how_to_install(tmp_path):
 
 def test_nothing_is_left_running(tmp_path):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    _watch([PY, "-c", "import time; time.sleep(0.3)"], interval_s=0.02, py_spy=SPY)
-    time.sleep(0.1)
+    _watch([PY, "-c", "import time; time.sleep(0.3)"], interval_s=0.02, py_spy=SPY)  # reaps what it starts
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before
