@@ -53,6 +53,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import pynvml
+
 from gpudiag.backends.nvml import encode_clock_event_reasons
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -83,34 +85,24 @@ def capture_sections(text: str) -> Dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------ pynvml-like errors
+# ------------------------------------------------------------------ pynvml's errors, the real classes
 
-class NVMLError(Exception):
-    """Base class, as in pynvml; subclasses carry pynvml's names so gpudiag treats them alike."""
-
-    value = 999
-
-    def __str__(self) -> str:
-        return self.args[0] if self.args else type(self).__name__
-
-
-def _err(name: str, value: int, text: str) -> type:
-    return type(f"NVMLError_{name}", (NVMLError,), {"value": value, "__init__":
-                lambda self, msg=text: Exception.__init__(self, msg)})
-
-
-NVMLError_Uninitialized = _err("Uninitialized", 1, "Uninitialized")
-NVMLError_InvalidArgument = _err("InvalidArgument", 2, "Invalid Argument")
-NVMLError_NotSupported = _err("NotSupported", 3, "Not Supported")
-NVMLError_NoPermission = _err("NoPermission", 4, "Insufficient Permissions")
-NVMLError_DriverNotLoaded = _err("DriverNotLoaded", 9, "Driver Not Loaded")
-NVMLError_LibraryNotFound = _err("LibraryNotFound", 12, "NVML Shared Library Not Found")
-NVMLError_FunctionNotFound = _err("FunctionNotFound", 13, "Function Not Found")
-NVMLError_LibRmVersionMismatch = _err("LibRmVersionMismatch", 18, "RM has detected an NVML/RM version mismatch.")
-NVMLError_GpuIsLost = _err("GpuIsLost", 15, "GPU is lost")
+# pynvml.NVMLError(code) builds the subclass pynvml itself raises for that return code, so a fake fails
+# exactly as the binding does (the classes are generated at import; nvidia-ml-py imports without a driver).
+NVMLError = pynvml.NVMLError
+NVMLError_Uninitialized = type(pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED))
+NVMLError_InvalidArgument = type(pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT))
+NVMLError_NotSupported = type(pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED))
+NVMLError_NoPermission = type(pynvml.NVMLError(pynvml.NVML_ERROR_NO_PERMISSION))
+NVMLError_NotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND))
+NVMLError_DriverNotLoaded = type(pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED))
+NVMLError_LibraryNotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+NVMLError_FunctionNotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND))
+NVMLError_LibRmVersionMismatch = type(pynvml.NVMLError(pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH))
+NVMLError_GpuIsLost = type(pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST))
 _ERRORS = {c.__name__[len("NVMLError_"):]: c for c in (
     NVMLError_Uninitialized, NVMLError_InvalidArgument, NVMLError_NotSupported, NVMLError_NoPermission,
-    NVMLError_DriverNotLoaded, NVMLError_LibraryNotFound, NVMLError_FunctionNotFound,
+    NVMLError_NotFound, NVMLError_DriverNotLoaded, NVMLError_LibraryNotFound, NVMLError_FunctionNotFound,
     NVMLError_LibRmVersionMismatch, NVMLError_GpuIsLost)}
 
 
@@ -165,6 +157,11 @@ class FakeGpu:
     ecc_errors: Any = NOT_SUPPORTED  # {"volatile_corrected": n, "volatile_uncorrected": n, "aggregate_...": n}
     retired_pages_pending: Any = NOT_SUPPORTED  # 0/1
     remapped_rows: Any = NOT_SUPPORTED  # (correctable, uncorrectable, pending, failure)
+    pci_bus_id: Any = NOT_SUPPORTED  # "00000000:19:00.0", as nvidia-smi -q and NVML spell it
+    clocks_mhz: Any = NOT_SUPPORTED  # {0: graphics, 1: SM, 2: memory} now (nvmlClockType_t)
+    max_clocks_mhz: Any = NOT_SUPPORTED  # the same, at most
+    utilization_samples: Any = NOT_SUPPORTED  # [(timestamp_us, percent)] of the driver's ring buffer
+    pcie_throughput_kbps: Any = NOT_SUPPORTED  # (tx, rx) KB/s
     processes: List[FakeProcess] = field(default_factory=list)
 
 
@@ -331,6 +328,21 @@ def _remapped(q: Dict[str, Any]) -> Any:
             yes.get(rows.get("Pending"), 0), yes.get(rows.get("Remapping Failure Occurred"), 0))
 
 
+def _clocks(section: Any) -> Any:
+    """{0: graphics, 1: SM, 2: memory} MHz from a Clocks / Max Clocks section (nvmlClockType_t order)."""
+    if not isinstance(section, dict):
+        return NOT_SUPPORTED
+    out = {kind: _int(section.get(key), "MHz") for kind, key in ((0, "Graphics"), (1, "SM"), (2, "Memory"))}
+    return {k: v for k, v in out.items() if v is not NOT_SUPPORTED} or NOT_SUPPORTED
+
+
+def parse_pci_bus_id(text: Any) -> Optional[Tuple[int, int, int, int]]:
+    """(domain, bus, device, function) of "00000000:19:00.0" or "0000:19:00.0" (hex), None otherwise: NVML
+    accepts either spelling, so the fake compares the numbers."""
+    m = re.match(r"^([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$", str(text).strip())
+    return tuple(int(g, 16) for g in m.groups()) if m else None  # type: ignore[return-value]
+
+
 def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> Tuple[FakeGpu, Dict[str, Any]]:
     """(FakeGpu, library facts) from one capture; anything the capture lacks is NOT_SUPPORTED."""
     top = parse_smi_q(text)
@@ -345,6 +357,7 @@ def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> 
     fb = q.get("FB Memory Usage") or {}
     util = q.get("Utilization") or {}
     pending = _get(q, "Retired Pages", "Pending Page Blacklist")
+    bus_id = _get(q, "PCI", "Bus Id")
     gpu = FakeGpu(
         name=q.get("Product Name", NOT_SUPPORTED),
         uuid=q.get("GPU UUID", NOT_SUPPORTED),
@@ -375,6 +388,9 @@ def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> 
         retired_pages_pending={"Yes": 1, "No": 0}.get(pending, NOT_SUPPORTED) if isinstance(pending, str)
         else NOT_SUPPORTED,
         remapped_rows=_remapped(q),
+        pci_bus_id=bus_id if isinstance(bus_id, str) else NOT_SUPPORTED,
+        clocks_mhz=_clocks(q.get("Clocks")),
+        max_clocks_mhz=_clocks(q.get("Max Clocks")),
         processes=list(processes) if processes is not None else parse_smi_q_processes(text),
     )
     cuda = top.get("CUDA Version", "")
@@ -542,7 +558,7 @@ class FakeNvml:
                     if p.name is None:
                         raise NVMLError_NoPermission()
                     return p.name
-        raise _ERRORS["InvalidArgument"]()  # NVML: NOT_FOUND for unknown pids; any NVMLError will do
+        raise NVMLError_NotFound()  # as NVML answers for a pid it does not know
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
@@ -553,6 +569,20 @@ class FakeNvml:
         if not 0 <= index < len(self.gpus):
             raise NVMLError_InvalidArgument()
         return _Handle(index)
+
+    def nvmlDeviceGetHandleByPciBusId(self, pciBusId: Any) -> _Handle:
+        self._enter("nvmlDeviceGetHandleByPciBusId")
+        want = parse_pci_bus_id(pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId)
+        if want is None:
+            raise NVMLError_InvalidArgument()
+        for i, g in enumerate(self.gpus):
+            if parse_pci_bus_id(g.pci_bus_id) == want:
+                return _Handle(i)
+        raise NVMLError_NotFound()
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        self._gpu("nvmlDeviceGetIndex", handle)
+        return handle.index
 
     # ---- device identity (gpudiag must never call the last two)
 
@@ -636,6 +666,27 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerManagementLimit(self, h: Any) -> int:
         return round(self._value(self._gpu("nvmlDeviceGetPowerManagementLimit", h).power_limit_w) * 1000)
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
+        clocks = self._value(self._gpu("nvmlDeviceGetClockInfo", handle).clocks_mhz)
+        return self._value(clocks.get(type, NOT_SUPPORTED))
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, type: int) -> int:
+        clocks = self._value(self._gpu("nvmlDeviceGetMaxClockInfo", handle).max_clocks_mhz)
+        return self._value(clocks.get(type, NOT_SUPPORTED))
+
+    def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
+        kbps = self._value(self._gpu("nvmlDeviceGetPcieThroughput", device).pcie_throughput_kbps)
+        return int(kbps[counter])
+
+    def nvmlDeviceGetSamples(self, device: Any, sampling_type: int, timeStamp: int) -> Tuple[int, List[_Struct]]:
+        """The ring buffer's samples newer than timeStamp, as pynvml returns them: (value type, samples); a buffer
+        with nothing newer answers NotFound, as NVML does for an idle GPU."""
+        ring = self._value(self._gpu("nvmlDeviceGetSamples", device).utilization_samples)
+        new = [(ts, v) for ts, v in ring if ts > timeStamp]
+        if not new:
+            raise NVMLError_NotFound()
+        return (1, [_Struct(timeStamp=ts, sampleValue=_Struct(uiVal=int(v))) for ts, v in new])
 
     def nvmlDeviceGetUtilizationRates(self, h: Any) -> _Struct:
         g = self._gpu("nvmlDeviceGetUtilizationRates", h)

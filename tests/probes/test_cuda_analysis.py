@@ -76,15 +76,28 @@ def test_link_at_its_maximum_is_fine():
 def test_link_downgrade_is_found_with_numbers():
     f = ca.link_findings(link(gen=3, width=8))
     assert codes(f) == ["PCIE_LINK_DEGRADED"]
-    assert "x8 Gen3 in a x16 Gen4" in f[0]["message"]
+    assert "x8 Gen3 where card and slot allow x16 Gen4" in f[0]["message"]
     assert f[0]["evidence"]["theoretical_gbps"] == pytest.approx(7.88, rel=2e-3)
     assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(31.5, rel=2e-3)
 
 
 def test_card_limited_by_slot_generation():
+    # A Gen4 card in a Gen3 slot, trained to Gen3 x16: nothing is degraded, the slot is the limit.
     f = ca.link_findings(link(gen=3, gen_max=3, gen_max_card=4))
-    assert codes(f) == ["PCIE_LINK_DEGRADED"]
+    assert codes(f) == ["PCIE_SLOT_LIMITS_CARD"]
     assert "Gen4 card limited to Gen3" in f[0]["message"]
+    assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(15.75, rel=2e-3)  # Gen3 x16
+    assert f[0]["evidence"]["theoretical_card_max_gbps"] == pytest.approx(31.5, rel=2e-3)  # Gen4 x16
+
+
+def test_a_degraded_link_in_a_limiting_slot_is_measured_against_the_slot_not_the_card():
+    # Issue 25 item 4: the rate a x8 link falls short of is Gen3 x16 (what this slot carries), not Gen4 x16.
+    f = ca.link_findings(link(gen=3, width=8, gen_max=3, gen_max_card=4))
+    assert codes(f) == ["PCIE_LINK_DEGRADED", "PCIE_SLOT_LIMITS_CARD"]
+    assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(15.75, rel=2e-3)
+    assert "instead of 15.754" in f[0]["message"] and "Gen4 x16" not in f[0]["message"]
+    assert ca.link_max_gbps(link(gen_max=3, gen_max_card=4)) == {"system": pytest.approx(15.754),
+                                                                  "card": pytest.approx(31.508)}
 
 
 def test_idle_link_reading_says_nothing():

@@ -7,8 +7,9 @@ inside functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from gpudiag.capabilities import CUDA_BUILD_HINT, TORCH_HINT
 from gpudiag.probes.base import ProbeSkip
@@ -50,6 +51,75 @@ def timed_sleep_ms(torch, cycles: int) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end)
+
+
+# A spin kernel queued ahead of a start event, so that the event is recorded behind device work and not on an
+# idle stream (where it takes its timestamp at once, and the interval then includes the host's time to
+# launch what it times). 0.2 ms is ten times the host time of a record + launch + record on a quick system;
+# where the host is slower, the lead doubles (up to LEAD_MAX_MS) and the sample is taken again.
+LEAD_MS = 0.2
+LEAD_MAX_MS = 5.0
+_LEAD_MARGIN = 0.8  # a sample counts when the host enqueued it within this share of the lead
+
+
+class DeviceTimer:
+    """Device time of work enqueued on one stream, between two CUDA events with a spin-kernel lead before them.
+
+    CUDA timestamps an event when the GPU reaches it: on an idle GPU that is the moment it is recorded, so
+    `start.record(); op(); end.record()` measures the host's launch of op plus op. Queuing a spin kernel
+    first keeps the GPU busy while the host records the start, launches the op and records the end; the
+    start event then fires when the spin ends, right before the op. The host's own time for the sequence
+    is checked against the lead: a sample whose lead ran out before the end event was enqueued is dropped
+    (counted in `dropped`) and the lead doubled.
+    """
+
+    def __init__(self, torch, lead_ms: float = LEAD_MS):
+        self.torch = torch
+        self.lead_ms = lead_ms
+        self.dropped = 0
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+        probe_cycles = 1_000_000
+        torch.cuda._sleep(probe_cycles)  # load the spin kernel before timing it
+        torch.cuda.synchronize()
+        ms = min(timed_sleep_ms(torch, probe_cycles) for _ in range(3))  # a 1 ms kernel: the idle start is noise
+        self.cycles_per_ms = probe_cycles / ms if ms > 0 else 1e6
+
+    def time(self, work: Callable[[], Any], stream: Any = None) -> Optional[float]:
+        """Device ms from the start event to the end event around work() on `stream` (None: the current one),
+        or None when the host took too long to enqueue it for the lead to hold (the lead is doubled)."""
+        torch = self.torch
+        cycles = max(1000, int(self.cycles_per_ms * self.lead_ms))
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        with ctx:
+            t0 = time.perf_counter()
+            torch.cuda._sleep(cycles)
+            self.start.record(stream)
+            work()
+            self.end.record(stream)
+            host_ms = (time.perf_counter() - t0) * 1e3
+        self.end.synchronize()
+        if host_ms > _LEAD_MARGIN * self.lead_ms:
+            self.dropped += 1
+            self.lead_ms = min(LEAD_MAX_MS, self.lead_ms * 2)
+            return None
+        return self.start.elapsed_time(self.end)
+
+    def samples(self, work: Callable[[], Any], n: int, stream: Any = None) -> List[float]:
+        """Up to `n` timed samples of work() (ms), trying at most 2n + 10 times."""
+        out: List[float] = []
+        for _ in range(2 * n + 10):
+            if len(out) >= n:
+                break
+            ms = self.time(work, stream)
+            if ms is not None:
+                out.append(ms)
+        return out
+
+    def info(self) -> Dict[str, Any]:
+        """What the report says about the method: the lead the last samples had and how many were dropped."""
+        return {"method": "CUDA events behind a torch.cuda._sleep lead", "lead_ms": round(self.lead_ms, 3),
+                "dropped": self.dropped}
 
 
 def spin_kernels(torch, cycles: int, kernels: int) -> List[float]:
