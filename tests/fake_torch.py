@@ -355,11 +355,18 @@ class _FakeCuda:
         return self._free, self._total
 
     def get_device_properties(self, device=None):
+        """Device `device` (CUDA's numbering): `pci` and `name` given as lists are per device; a single PCI
+        (domain, bus, device) tuple puts device i on bus + i."""
         self._need_device()
-        assert device is None or 0 <= device < self._devices, device
-        pci = None if self._pci is None else (self._pci[0], self._pci[1] + (device or 0), self._pci[2])
+        i = self._current if device is None else device
+        assert 0 <= i < self._devices, device
+        if isinstance(self._pci, list):
+            pci = self._pci[i]
+        else:
+            pci = None if self._pci is None else (self._pci[0], self._pci[1] + i, self._pci[2])
+        name = self._name[i] if isinstance(self._name, list) else self._name
         gcn = "gfx942:sramecc+:xnack-" if self._torch.version.hip else None
-        return _FakeDeviceProperties(self._name, self._capability[0], self._capability[1], self._total, pci, gcn)
+        return _FakeDeviceProperties(name, self._capability[0], self._capability[1], self._total, pci, gcn)
 
     def get_device_name(self, device=None):
         return self.get_device_properties(device).name

@@ -725,6 +725,15 @@ class FakeNvml:
         return self._procs("nvmlDeviceGetMPSComputeRunningProcesses", h, ("M", "M+C"))
 
 
+def trailing_utilization(busy: Sequence[Tuple[float, float]], period_s: float, t: float) -> int:
+    """What NVML's utilisation reading says at time t (s): the percentage of the period_s before t during which
+    the GPU ran a kernel (`busy`: the intervals it did), as the driver's duty-cycle sample does. NVML's period
+    is 1/6 s to 1 s depending on the GPU."""
+    lo = t - period_s
+    covered = sum(max(0.0, min(b, t) - max(a, lo)) for a, b in busy)
+    return int(round(100 * covered / period_s))
+
+
 def _as_process(p: Any) -> FakeProcess:
     if isinstance(p, FakeProcess):
         return p
