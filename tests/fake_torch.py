@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import types
+import weakref
 from typing import Callable, List, Optional, Tuple
 
 _lock = threading.RLock()
@@ -101,7 +102,11 @@ class FakeTorch(types.SimpleNamespace):
             if self.oom_over_bytes is not None and nbytes > self.oom_over_bytes:
                 raise OutOfMemoryError(f"CUDA out of memory. Tried to allocate {nbytes / MiB:.2f} MiB. GPU 0 has a "
                                        f"total capacity of {self.cuda._total / 2 ** 30:.2f} GiB")
-        return FakeTensor(self, shape, dtype, on_gpu=on_gpu, pinned=False, value=value)
+        t = FakeTensor(self, shape, dtype, on_gpu=on_gpu, pinned=False, value=value)
+        if on_gpu:  # device memory is taken while the tensor lives, as mem_get_info shows on a GPU
+            self.cuda._take(t._nbytes)
+            weakref.finalize(t, self.cuda._take, -t._nbytes)
+        return t
 
     def zeros(self, *size, dtype=None, device=None):
         return self._tensor(size, dtype, device)
@@ -177,7 +182,7 @@ class FakeTensor:
         assert len(self.shape) == 2 and len(other.shape) == 2 and self.shape[1] == other.shape[0], (self, other)
         n, k, m = self.shape[0], self.shape[1], other.shape[1]
         if out is None:
-            out = FakeTensor(self.torch, (n, m), self.dtype, True, False)
+            out = self.torch._tensor((n, m), self.dtype, "cuda")
         assert out.shape == (n, m) and out.on_gpu, out
         self._kernel(2.0 * n * k * m / (MATMUL_TFLOPS * 1e12) * 1e3, lambda: None)
         return out
@@ -320,6 +325,10 @@ class _FakeCuda:
         g.torch = self._torch
         return g
 
+    def _take(self, nbytes: int) -> None:
+        with _lock:
+            self._free -= nbytes
+
     def _launch(self, device_ms: float) -> float:
         """Enqueue `device_ms` of device work on the current stream; returns when it will end."""
         with _lock:
@@ -429,3 +438,51 @@ class _FakeCuda:
             self._torch.capturing = None
             cuda_graph.captured = True
 
+
+
+def simulate_time_slicing(workers: int, kernels: int, kernel_ms: float, slice_ms: float, switch_ms: float,
+                          resumes_work: bool) -> Tuple[float, List[float]]:
+    """(wall ms, per-kernel event times in ms) of `workers` processes, each running `kernels` kernels of
+    kernel_ms back to back, on a GPU that time-slices their contexts round-robin (slice_ms each, switch_ms
+    per switch; a context with no work left is not scheduled).
+
+    Events are stamped by the GPU in the context's stream: a kernel's start event fires when the previous
+    kernel of its process ends, so its time includes any wait while switched out. resumes_work=True is a
+    kernel of fixed work (a matmul), which resumes what it had left; False is torch.cuda._sleep, which spins
+    until its clock (the SM's, running all the while) has advanced kernel_ms since it began, and so ends as
+    soon as it is switched back in when the wait was long enough.
+    """
+    left = [[kernel_ms] * kernels for _ in range(workers)]
+    began: List[List[Optional[float]]] = [[None] * kernels for _ in range(workers)]
+    nxt = [0] * workers
+    last_end: List[Optional[float]] = [None] * workers
+    elapsed: List[float] = []
+    t, p = 0.0, 0
+    while True:
+        if last_end[p] is None:  # the first start event fires when the context first runs
+            last_end[p] = t
+        slice_end = t + slice_ms
+        while t < slice_end and nxt[p] < kernels:
+            k = nxt[p]
+            if began[p][k] is None:
+                began[p][k] = t
+            if resumes_work:
+                run = min(left[p][k], slice_end - t)
+                t += run
+                left[p][k] -= run
+                done = left[p][k] <= 1e-12
+            else:
+                deadline = began[p][k] + kernel_ms
+                t = max(t, min(deadline, slice_end))
+                done = t >= deadline - 1e-12
+            if done:
+                elapsed.append(t - last_end[p])
+                last_end[p] = t
+                nxt[p] += 1
+        waiting = [q for q in range(1, workers + 1) if nxt[(p + q) % workers] < kernels and (p + q) % workers != p]
+        if not waiting:
+            if nxt[p] < kernels:
+                continue  # alone on the GPU: no switch
+            return t, elapsed
+        t += switch_ms
+        p = (p + waiting[0]) % workers

@@ -118,8 +118,8 @@ def test_launch_skips_without_cuda_torch(fake_torch):
 
 # ------------------------------------------------------------------------- contention
 
-CONTENTION_KEYS = ("device", "kernel", "kernel_ms", "solo_ms", "threads", "processes", "processes_skipped",
-                   "context", "mps_active")
+CONTENTION_KEYS = ("device", "kernel", "kernel_ms", "solo_ms", "process_kernel", "threads", "processes",
+                   "processes_skipped", "context", "mps_active")
 PROCESS_ROW_KEYS = {"workers", "wall_s", "ideal_s", "stretch", "overhead_fraction", "switched_fraction",
                     "switch_cost_us_est", "timeslice_ms_est", "reason"}
 
@@ -134,6 +134,10 @@ def _contention_common(data):
     assert data["solo_ms"]["n"] == 200
     # The fake spins at 1 GHz: calibration must land on the 0.5 ms target (ms vs us vs s slips show here).
     assert data["kernel_ms"] == pytest.approx(contention.KERNEL_MS, rel=0.01)
+    # The processes' kernel is a matmul sized to the same target (n^3 work: within a few % at a multiple of 64).
+    pk = data["process_kernel"]
+    assert set(pk) == {"kind", "matrix_n", "target_ms", "solo_ms"} and "matmul" in pk["kind"]
+    assert pk["matrix_n"] % 64 == 0 and pk["solo_ms"]["median"] == pytest.approx(contention.KERNEL_MS, rel=0.1)
     kernels = contention._plan(True)["thread_kernels"]
     assert data["threads"][0]["ideal_s"] == pytest.approx(kernels * data["kernel_ms"] / 1e3, rel=1e-3)
     assert [r["workers"] for r in data["threads"]] == [1] + contention._plan(True)["thread_workers"]
@@ -175,6 +179,10 @@ def test_contention_process_path_with_workers_as_threads(fake_torch, monkeypatch
     assert set(row) == PROCESS_ROW_KEYS
     assert row["wall_s"] > 0 and row["ideal_s"] > 0 and row["stretch"] > 0
     assert 0 <= row["overhead_fraction"] < 1 and 0 <= row["switched_fraction"] <= 1
+    # Ideal sharing is counted in the processes' own kernel (matmuls of fixed work), not the spin kernel.
+    kernels = contention._plan(True)["proc_kernels"]
+    pk_ms = data["process_kernel"]["solo_ms"]["median"]
+    assert row["ideal_s"] == pytest.approx(2 * kernels * pk_ms / 1e3, rel=1e-3)
     assert torch.calls.count("init") == 2  # one context per worker
     # The fake takes context_bytes per context: the parent's before/after free memory must see it.
     assert data["context"]["device_bytes"] == 300 * MiB and data["context"]["reason"] == ""

@@ -335,6 +335,15 @@ def sleep_cycles_for(target_ms: float, cycles: int, measured_ms: float) -> int:
     return max(1000, int(cycles * target_ms / measured_ms))
 
 
+def matmul_n_for(target_ms: float, n: int, measured_ms: float, lo: int = 128, hi: int = 4096) -> int:
+    """The matrix size whose n x n matmul takes about target_ms, scaled from one run of size n (work grows as
+    n^3), a multiple of 64 within [lo, hi]."""
+    if measured_ms <= 0:
+        raise ValueError("calibration matmul took no time")
+    scaled = n * (target_ms / measured_ms) ** (1 / 3)
+    return int(min(hi, max(lo, 64 * round(scaled / 64))))
+
+
 def thread_rows(one_wall_s: float, kernels: int, solo_ms: float,
                 runs: Mapping[int, float]) -> List[dict]:
     """Rows {workers, wall_s, ideal_s, throughput_vs_one} for threads each launching `kernels` spin kernels.
@@ -354,7 +363,9 @@ def contention_estimate(workers: int, kernels: int, solo_ms: float, wall_s: floa
                         elapsed_ms: Sequence[float]) -> Dict[str, Any]:
     """What time-slicing between `workers` processes cost, from per-kernel event times.
 
-    Model (methods.md 4.3): every process queues `kernels` spin kernels of `solo_ms` each. Under
+    Model (methods.md 4.3): every process queues `kernels` kernels of fixed work (matmuls) of `solo_ms` each,
+    which resume their remaining work when switched back in (spin kernels do not: see
+    device.work_kernels). Under
     round-robin time-slicing a kernel that is switched out waits while the other N-1 processes each
     run one slice T and the GPU switches N times: its event time grows by (N-1)*T + N*c (c = cost of
     one switch). Kernels shorter than the slice are switched out at most once, so:

@@ -136,10 +136,38 @@ def spin_kernels(torch, cycles: int, kernels: int) -> List[float]:
     return [s.elapsed_time(e) for s, e in zip(starts, ends)]
 
 
-def contention_worker(index: int, cycles: int, kernels: int, ready_q, start_evt, result_q,
+def matmul_buffers(torch, n: int) -> tuple:
+    """(a, b, out): float32 n x n matrices on the device, for work_kernels."""
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    return a, b, torch.empty(n, n, device="cuda")
+
+
+def work_kernels(torch, buffers: tuple, kernels: int) -> List[float]:
+    """Launch `kernels` matmuls (torch.mm into one output) back to back on the current stream, each between two
+    CUDA events, and return their device times (ms).
+
+    A kernel of fixed *work*, unlike a spin kernel: when time-slicing switches its context out, it resumes
+    with the work it had left, so its event time grows by exactly the time it waited. A spin kernel
+    (torch.cuda._sleep) waits for a clock that keeps running while it is switched out and ends on
+    resuming: it hides part of the wait, and the time-slice and switch-cost estimates came out low by up
+    to a kernel's length (tests/probes/test_cuda_analysis.py simulates both).
+    """
+    a, b, out = buffers
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(kernels)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(kernels)]
+    for s, e in zip(starts, ends):
+        s.record()
+        torch.mm(a, b, out=out)
+        e.record()
+    ends[-1].synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def contention_worker(index: int, matrix_n: int, kernels: int, ready_q, start_evt, result_q,
                       start_timeout_s: float) -> None:
     """One process with its own CUDA context: report readiness, wait for the start, then run
-    `kernels` spin kernels of `cycles` back to back, timing each with CUDA events.
+    `kernels` matmuls of matrix_n x matrix_n back to back (work_kernels), timing each with CUDA events.
 
     Puts ("ready", index, {create_s}) then ("done", index, {t_start, t_end, elapsed_ms}) on the
     queues, or ("error", index, "message"). Timestamps are time.perf_counter(), a system-wide
@@ -150,20 +178,20 @@ def contention_worker(index: int, cycles: int, kernels: int, ready_q, start_evt,
 
         t0 = time.perf_counter()
         torch.cuda.init()
-        probe = torch.zeros(1, device="cuda")  # the context exists once memory is allocated
+        buffers = matmul_buffers(torch, matrix_n)  # the context exists once memory is allocated
         torch.cuda.synchronize()
         create_s = time.perf_counter() - t0
-        for _ in range(3):  # load the spin kernel and raise clocks before the clock starts
-            torch.cuda._sleep(cycles)
+        for _ in range(3):  # load the kernel and raise clocks before the clock starts
+            torch.mm(buffers[0], buffers[1], out=buffers[2])
         torch.cuda.synchronize()
         ready_q.put(("ready", index, {"create_s": create_s}))
         if not start_evt.wait(start_timeout_s):
             result_q.put(("error", index, "start signal never came"))
             return
         t_start = time.perf_counter()
-        elapsed = spin_kernels(torch, cycles, kernels)
+        elapsed = work_kernels(torch, buffers, kernels)
         t_end = time.perf_counter()
-        del probe
+        del buffers
         result_q.put(("done", index, {"t_start": t_start, "t_end": t_end, "elapsed_ms": elapsed}))
     except (ImportError, OSError, AssertionError, RuntimeError) as exc:
         # Reported to the parent, which turns it into a reason. What stops a worker here: torch missing
