@@ -430,6 +430,7 @@ class FakeNvml:
         self.init_error = init_error
         self.initialised = False
         self.calls: List[str] = []
+        self.blocked_s = 0.0  # time NVML calls that wait on the hardware kept the caller (PCIe counters)
         for cls in _ERRORS.values():  # pynvml exposes its error classes as module attributes
             setattr(self, cls.__name__, cls)
 
@@ -675,9 +676,12 @@ class FakeNvml:
         clocks = self._value(self._gpu("nvmlDeviceGetMaxClockInfo", handle).max_clocks_mhz)
         return self._value(clocks.get(type, NOT_SUPPORTED))
 
+    PCIE_WINDOW_S = 0.02  # NVML counts PCIe bytes over 20 ms and returns after that window
+
     def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
-        kbps = self._value(self._gpu("nvmlDeviceGetPcieThroughput", device).pcie_throughput_kbps)
-        return int(kbps[counter])
+        gpu = self._gpu("nvmlDeviceGetPcieThroughput", device)
+        self.blocked_s += self.PCIE_WINDOW_S
+        return int(self._value(gpu.pcie_throughput_kbps)[counter])
 
     def nvmlDeviceGetSamples(self, device: Any, sampling_type: int, timeStamp: int) -> Tuple[int, List[_Struct]]:
         """The ring buffer's samples newer than timeStamp, as pynvml returns them: (value type, samples); a buffer

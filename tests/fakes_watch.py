@@ -90,6 +90,7 @@ class ScriptedNvml(FakeNvml):
     def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
         h = device
         self._gpu("nvmlDeviceGetPcieThroughput", h)
+        self.blocked_s += self.PCIE_WINDOW_S
         if self.pcie is NOT_SUPPORTED:
             raise self.NVMLError_NotSupported()
         return int(self.pcie[counter])

@@ -183,3 +183,29 @@ def test_a_large_blocking_copy_is_a_copy_wait_and_a_scalar_read_a_sync_wait():
     assert split["copy_wait"] == 25.0 and split["sync_wait"] == 5.0
     assert split["host_wait"] == 10.0 and split["launch_overhead"] == 5.0
     assert sum(split.values()) == sum(e - s for s, e in gaps)
+
+
+def test_an_async_copy_to_pinned_memory_is_host_time_and_to_pageable_memory_a_sync_wait():
+    # The host spends 10 us in cudaMemcpyAsync before launching the next kernel. To pinned memory the call
+    # returns as soon as the copy is queued: that time is the host's own work, not a wait on the device.
+    def events(target):
+        return [
+            {"cat": "kernel", "name": "k0", "ts": 0.0, "dur": 20.0, "args": {"correlation": 1}},
+            {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 25.0, "dur": 10.0, "args": {"correlation": 2}},
+            {"cat": "gpu_memcpy", "name": f"Memcpy DtoH (Device -> {target})", "ts": 25.0, "dur": 1.0,
+             "args": {"correlation": 2, "bytes": 4}},
+            {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 40.0, "dur": 1.0, "args": {"correlation": 3}},
+            {"cat": "kernel", "name": "k1", "ts": 45.0, "dur": 10.0, "args": {"correlation": 3}},
+        ]
+
+    def split(target):
+        ev = events(target)
+        ops, calls = tl.gpu_ops(ev), tl.runtime_calls(ev)
+        gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops))
+        return tl.idle_breakdown(gaps, ops, calls)
+
+    pinned, pageable = split("Pinned"), split("Pageable")
+    # Idle: [20, 25] before the copy and [26, 45] before k1 (launched at 40: 5 us of launch overhead).
+    assert pinned["sync_wait"] == 0.0 and pinned["host_wait"] == 19.0
+    assert pageable["sync_wait"] == 9.0 and pageable["host_wait"] == 10.0  # the call's [26, 35] inside the gap
+    assert pinned["launch_overhead"] == pageable["launch_overhead"] == 5.0

@@ -27,8 +27,10 @@ from gpudiag.measure.stats import median
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")
-# Runtime calls that block the host until the device has caught up. "cudaMemcpy" also matches
-# cudaMemcpyAsync: to pageable host memory (what `.item()` does) it blocks like the plain call.
+# Runtime calls that may block the host until the device has caught up. "cudaMemcpy" also matches
+# cudaMemcpyAsync, which blocks only when the host side is pageable memory (what `.item()` does): an
+# asynchronous copy counts as blocking unless its device copy is known to use pinned memory (kineto names
+# it "Memcpy DtoH (Device -> Pinned)"; "-> Pageable", an older bare "Memcpy DtoH" or no record: blocking).
 SYNC_CALL_MARKERS = ("Synchronize", "cudaMemcpy", "cuMemcpyDtoH")
 COPY_CALL_MARKERS = ("Memcpy",)
 # A blocking copy this large is a wait on the transfer itself (1 MiB takes ~80 us even at 12 GB/s,
@@ -155,7 +157,18 @@ def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequenc
         moved = op_bytes.get(c["correlation"])
         return any(m in c["name"] for m in COPY_CALL_MARKERS) and moved is not None and moved >= COPY_WAIT_MIN_BYTES
 
-    blocking = [c for c in calls if is_sync_call(c["name"])]
+    op_names = {o["correlation"]: str(o.get("name", "")) for o in ops if o.get("correlation") is not None}
+
+    def blocks(c: dict) -> bool:
+        """Whether a runtime call held the host: a synchronising call, or a copy that is not an asynchronous one
+        known to use pinned memory."""
+        if not is_sync_call(c["name"]):
+            return False
+        if "Memcpy" in c["name"] and "Async" in c["name"]:
+            return "Pinned" not in op_names.get(c["correlation"], "")
+        return True
+
+    blocking = [c for c in calls if blocks(c)]
     copies = merge_intervals((c["start"], c["end"]) for c in blocking if big_copy(c))
     syncs = merge_intervals((c["start"], c["end"]) for c in blocking if not big_copy(c))
     starts = sorted((o["start"], i) for i, o in enumerate(ops))
