@@ -123,6 +123,9 @@ class FakeTorch(types.SimpleNamespace):
     def mm(self, input, mat2, *, out=None):
         return input._matmul(mat2, out)
 
+    def get_num_threads(self):
+        return 2
+
 
 class _Clock:
     """The fake's one time axis (ms): the host's time, and each stream's end of queued work."""

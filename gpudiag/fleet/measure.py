@@ -111,13 +111,17 @@ def _driver_collect(extra: Dict[str, Any], bus_id: Optional[str] = None) -> Call
     return collect
 
 
+# Why an AMD GPU (torch's ROCm build drives it through torch.cuda) gets no NVIDIA driver facts.
+ROCM_REASON = "ROCm build of torch: this rank's GPU is an AMD GPU, which NVML does not describe"
+
+
 def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable[[], Any]] = None,
-                         bus_id: Optional[str] = None) -> Dict[str, Any]:
+                         bus_id: Optional[str] = None, nvidia: bool = True) -> Dict[str, Any]:
     """The preflight checks for this rank's GPU (one worker) and that GPU's driver facts, one NVML session.
 
     bus_id: the CUDA device's PCI bus id (torch's device properties), which finds it in NVML's list whatever
-    order CUDA numbers GPUs in. nvml_session: a seam for tests (tests.fakes.FakeNvml behind
-    gpudiag.backends.nvml.session).
+    order CUDA numbers GPUs in. nvidia=False (a ROCm build): the GPU checks do not apply and no NVML GPU is
+    read for it. nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
     """
     from gpudiag.diagnose import preflight as pf
     from gpudiag.diagnose.preflight.facts import gather_facts
@@ -126,11 +130,14 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
     extra: Dict[str, Any] = {}
     plan = pf.make_plan(1, "processes", device=device.get("index") or 0)
     facts = gather_facts(plan, driver_collect=_driver_collect(extra, bus_id), search_dir=None, nvml_session=nvml_session)
-    if bus_id and "nvml_index" in extra:
+    if not nvidia:
+        facts["cuda_device_match"] = {"device": plan.device, "nvml_index": None, "by": "rocm", "reason": ROCM_REASON}
+    elif bus_id and "nvml_index" in extra:
         facts["cuda_device_match"] = {"device": plan.device, "nvml_index": extra["nvml_index"], "by": "pci_bus_id"}
     results, _ = pf.run_checks(facts, plan)
     on_cpu = device["kind"] == "cpu"
-    checks = [dict(c.to_dict(), applies=not (on_cpu and c.name in GPU_CHECKS)) for c in results]
+    no_nvidia_gpu = on_cpu or not nvidia
+    checks = [dict(c.to_dict(), applies=not (no_nvidia_gpu and c.name in GPU_CHECKS)) for c in results]
     for c in checks:
         c.pop("evidence", None)  # the report keeps the verdicts; `gpudiag preflight --json` has the rest
     counted = [c for c in checks if c["applies"]]
@@ -138,6 +145,9 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
            "driver": {"reason": (facts.get("nvml") or {}).get("reason") or facts.get("driver_reason")}}
     if on_cpu:
         out["driver"]["reason"] = out["driver"]["reason"] or "CPU rank: no GPU to read"
+        return out
+    if not nvidia:
+        out["driver"]["reason"] = ROCM_REASON
         return out
     gpu, why = resolve_gpu(facts, plan)
     drv = extra.get("driver") or {}
@@ -310,6 +320,11 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
             end.synchronize()
             out.append(size * inner / (start.elapsed_time(end) / 1e3) / 1e9)
 
+    if getattr(torch.version, "hip", None):
+        copies()
+        fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+        fig["link_under_load"] = {"reason": ROCM_REASON}
+        return fig
     try:
         with nvml_backend.session() as n:
             bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(index))
@@ -349,11 +364,12 @@ def measure_rank(torch: Any, place: Place, quick: bool = True) -> Dict[str, Any]
                              "launcher": place.launcher, "device": device, "versions": versions(torch),
                              "host_facts": host_facts()}
     bus_id = None
-    if device["kind"] == "cuda":
+    rocm = bool(getattr(torch.version, "hip", None))
+    if device["kind"] == "cuda" and not rocm:
         from gpudiag.backends import nvml as nvml_backend
 
         bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(device["index"]))
-    entry.update(preflight_and_driver(device, bus_id=bus_id))
+    entry.update(preflight_and_driver(device, bus_id=bus_id, nvidia=not rocm))
     entry["figures"] = measure_figures(torch, device, quick)
     entry["measure_s"] = round(time.perf_counter() - t0, 3)
     return entry

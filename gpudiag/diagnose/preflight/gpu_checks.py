@@ -66,9 +66,9 @@ def cuda_order_unknown(facts: Mapping[str, Any]) -> Optional[str]:
 def resolve_gpu(facts: Mapping[str, Any], plan: Plan) -> Tuple[Optional[Dict[str, Any]], str]:
     """The driver data of the GPU the run will use (CUDA device `plan.device`), or (None, why not).
 
-    facts["cuda_device_match"] ({device, nvml_index|None, by}), set where torch gave the device's PCI bus
-    id (fleet), decides; otherwise CUDA's numbering is mapped to NVML's (cuda_order_unknown says when it
-    cannot be).
+    facts["cuda_device_match"] ({device, nvml_index|None, by, reason?}), set where torch gave the device's
+    PCI bus id or is a ROCm build (fleet), decides; otherwise CUDA's numbering is mapped to NVML's
+    (cuda_order_unknown says when it cannot be).
     """
     nv = facts.get("nvml") or {}
     if not nv.get("reachable"):
@@ -81,8 +81,8 @@ def resolve_gpu(facts: Mapping[str, Any], plan: Plan) -> Tuple[Optional[Dict[str
     if isinstance(match, dict) and match.get("device") == plan.device:
         index = match.get("nvml_index")
         if index is None:
-            return None, (f"NVML lists no GPU at CUDA device {plan.device}'s PCI bus id: not an NVIDIA GPU NVML can "
-                          "read, so none of its facts are reported")
+            return None, match.get("reason") or (f"NVML lists no GPU at CUDA device {plan.device}'s PCI bus id: not "
+                                                 "an NVIDIA GPU NVML can read, so none of its facts are reported")
     else:
         visible, note = visible_nvml_indices((facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES"), len(gpus))
         if visible is None:

@@ -55,6 +55,23 @@ def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
     return run_threads(body, [(s,) for s in streams])
 
 
+def _matmul_size(torch, timer) -> int:
+    """The n whose float32 n x n matmul takes about KERNEL_MS on this GPU: from 1024, rescaled up to 4 times."""
+    from gpudiag.probes.cuda.device import matmul_buffers
+
+    n = 1024
+    for _ in range(4):
+        a, b, out = matmul_buffers(torch, n)
+        took = timer.samples(lambda: torch.mm(a, b, out=out), 3)  # noqa: B023 - used before the loop moves on
+        if not took:
+            return n
+        sized = ca.matmul_n_for(KERNEL_MS, n, median(took))
+        if sized == n:
+            return n
+        n = sized
+    return n
+
+
 def _stop(procs) -> None:
     """Terminate, then kill, every worker still alive, and reap them."""
     for p in procs:
@@ -128,15 +145,23 @@ def _run_processes(torch, matrix_n: int, kernels: int, workers: int, deadline: f
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `contention` data and findings: calibrated kernel, threads vs one thread, processes vs ideal
     time-sharing (each N skipped with a reason where memory or time does not allow), context costs."""
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
+
+    torch = require_cuda(min_free_bytes=2 * _CONTEXT_GUESS_BYTES)
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
     import psutil
 
-    from gpudiag.probes.cuda.device import (DeviceTimer, device_info, matmul_buffers, require_cuda, spin_kernels,
-                                            timed_sleep_ms, work_kernels)
+    from gpudiag.probes.cuda.device import (DeviceTimer, device_info, matmul_buffers, spin_kernels, timed_sleep_ms,
+                                            work_kernels)
     from gpudiag.platform.nvidia import mps_daemon_running
 
     started = time.monotonic()
     budget_end = started + ctx.timeout_s * 0.85  # leave time to report before the runner's timeout
-    torch = require_cuda(min_free_bytes=2 * _CONTEXT_GUESS_BYTES)
     plan = _plan(ctx.quick)
 
     # Calibrate the spin kernel once clocks are up (a spin kernel counts SM clock cycles).
@@ -151,18 +176,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     solo_ms = median(solo)
 
     # The processes' kernel: a float32 matmul of fixed work, sized to KERNEL_MS (timed behind a lead).
-    timer = DeviceTimer(torch)
-    matrix_n = 1024
-    for _ in range(4):
-        buffers = matmul_buffers(torch, matrix_n)
-        took = timer.samples(lambda: torch.mm(buffers[0], buffers[1], out=buffers[2]), 3)
-        if not took:
-            break
-        sized = ca.matmul_n_for(KERNEL_MS, matrix_n, median(took))
-        if sized == matrix_n:
-            break
-        matrix_n = sized
-        del buffers
+    matrix_n = _matmul_size(torch, DeviceTimer(torch))
     buffers = matmul_buffers(torch, matrix_n)
     work_kernels(torch, buffers, 20)  # settle
     proc_solo = work_kernels(torch, buffers, 200)

@@ -21,9 +21,13 @@ def require_cuda(min_free_bytes: int = 0):
         import torch
     except ImportError:
         raise ProbeSkip(f"torch is not installed: {TORCH_HINT}") from None
+    hip = getattr(torch.version, "hip", None)
     if getattr(torch.version, "cuda", None) is None:
-        raise ProbeSkip(f"the installed torch {torch.__version__} has no CUDA support (a CPU-only or "
-                        f"ROCm build): {CUDA_BUILD_HINT}")
+        if hip:
+            raise ProbeSkip(f"the installed torch {torch.__version__} is a ROCm build (HIP {hip}): its torch.cuda "
+                            "drives an AMD GPU, and this probe measures NVIDIA GPUs through CUDA")
+        raise ProbeSkip(f"the installed torch {torch.__version__} has no CUDA support (a CPU-only "
+                        f"build): {CUDA_BUILD_HINT}")
     if not torch.cuda.is_available() or torch.cuda.device_count() < 1:
         raise ProbeSkip("torch sees no usable CUDA device (torch.cuda.is_available() is False): check the "
                         "NVIDIA driver, that it is new enough for this torch's CUDA "
@@ -33,6 +37,22 @@ def require_cuda(min_free_bytes: int = 0):
         raise ProbeSkip(f"only {free / 2 ** 20:.0f} MiB of {total / 2 ** 20:.0f} MiB GPU memory is free; "
                         f"this measurement needs {min_free_bytes / 2 ** 20:.0f} MiB: close other GPU programs")
     return torch
+
+
+@contextlib.contextmanager
+def out_of_memory_as_skip(torch):
+    """Turns torch.cuda.OutOfMemoryError (torch >= 1.13; a RuntimeError) raised inside into ProbeSkip with the
+    reason: another program took the memory the probe checked for, which is the machine's state, not a fault."""
+    oom = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
+    if oom is None:  # older than the floor: nothing to tell it from other RuntimeErrors
+        yield
+        return
+    try:
+        yield
+    except oom as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProbeSkip(f"the GPU ran out of memory while measuring ({first[:200]}): close other GPU programs "
+                        "and run it again") from None
 
 
 def device_info(torch) -> Dict[str, Any]:

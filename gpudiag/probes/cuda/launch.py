@@ -81,9 +81,17 @@ def _graph_vs_eager(torch, x, repeats: int, timer) -> dict:
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `launch` data and findings: launch overhead, tiny-kernel latency and device time, idle
     synchronize, eager vs CUDA graph (all in microseconds; graph left out with a reason if capture fails)."""
-    from gpudiag.probes.cuda.device import DeviceTimer, device_info, require_cuda
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
 
     torch = require_cuda(min_free_bytes=64 * 2 ** 20)  # a few tiny tensors and a graph pool
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
+    from gpudiag.probes.cuda.device import DeviceTimer, device_info
+
     plan = _plan(ctx.quick)
     perf = time.perf_counter
     sync = torch.cuda.synchronize

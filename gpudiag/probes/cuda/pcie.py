@@ -206,11 +206,19 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `pcie` data and findings: the GB/s sweep, the link read under load vs its theoretical rate,
     efficiency and NUMA placement (pinned points left out with a reason where pinning fails)."""
-    import psutil
-
-    from gpudiag.probes.cuda.device import DeviceTimer, device_info, require_cuda
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
 
     torch = require_cuda(min_free_bytes=256 * 2 ** 20)
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
+    import psutil
+
+    from gpudiag.probes.cuda.device import DeviceTimer, device_info
+
     free_dev, _ = torch.cuda.mem_get_info(0)
     free_host = psutil.virtual_memory().available
     sizes = ca.pcie_sizes(ctx.quick, free_dev, free_host)

@@ -90,9 +90,12 @@ def _profiler_support():
 
 
 def _nvml_locate(torch) -> Any:
-    """The PCI bus id of the current CUDA device, else its index: what the NVML sampler matches it by."""
+    """The PCI bus id of the current CUDA device, else its index: what the NVML sampler matches it by. None under
+    a ROCm build: its torch.cuda device is an AMD GPU, which NVML does not describe."""
     from gpudiag.backends import nvml
 
+    if getattr(torch.version, "hip", None):
+        return None
     index = torch.cuda.current_device()
     return nvml.pci_bus_id(torch.cuda.get_device_properties(index)) or index
 
