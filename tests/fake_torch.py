@@ -61,10 +61,10 @@ class OutOfMemoryError(RuntimeError):
 
 class _Dtype:
     def __init__(self, name: str, itemsize: int):
-        self.name, self.itemsize = name, itemsize
+        self._name, self.itemsize = name, itemsize
 
     def __repr__(self) -> str:
-        return f"torch.{self.name}"
+        return f"torch.{self._name}"
 
 
 class FakeTorch(types.SimpleNamespace):
@@ -245,7 +245,7 @@ class FakeEvent:
 
 class FakeStream:
     def __init__(self, device=None, priority=0):
-        self.device = device
+        self._device = device
         self.busy_until = 0.0  # when the work queued on this stream ends
         self._clock: _Clock = _Clock()  # replaced by the FakeTorch's clock when torch.cuda makes the stream
 

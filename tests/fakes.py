@@ -529,7 +529,8 @@ class FakeNvml:
             raise _ERRORS[self.init_error]()
         self.initialised = True
 
-    nvmlInitWithFlags = lambda self, flags=0: self.nvmlInit()  # noqa: E731
+    def nvmlInitWithFlags(self, flags: int) -> None:
+        self.nvmlInit()
 
     def nvmlShutdown(self) -> None:
         self._enter("nvmlShutdown")
@@ -587,86 +588,86 @@ class FakeNvml:
 
     # ---- device identity (gpudiag must never call the last two)
 
-    def nvmlDeviceGetName(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetName", h).name)
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetName", handle).name)
 
-    def nvmlDeviceGetUUID(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetUUID", h).uuid)
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetUUID", handle).uuid)
 
-    def nvmlDeviceGetSerial(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetSerial", h).serial)
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetSerial", handle).serial)
 
     # ---- memory, modes
 
-    def nvmlDeviceGetMemoryInfo(self, h: Any, version: Any = None) -> _Struct:
-        g = self._gpu("nvmlDeviceGetMemoryInfo", h)
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> _Struct:
+        g = self._gpu("nvmlDeviceGetMemoryInfo", handle)
         total, free = self._value(g.memory_total_bytes), self._value(g.memory_free_bytes)
         if not version:  # v1: "used" includes what the driver reserves
             return _Struct(total=total, free=free, used=total - free)
         return _Struct(version=version, total=total, reserved=g.memory_reserved_bytes, free=free,
                        used=self._value(g.memory_used_bytes))
 
-    def nvmlDeviceGetPersistenceMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetPersistenceMode", h).persistence_mode)
+    def nvmlDeviceGetPersistenceMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetPersistenceMode", handle).persistence_mode)
 
-    def nvmlDeviceGetDisplayMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetDisplayMode", h).display_mode)
+    def nvmlDeviceGetDisplayMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetDisplayMode", handle).display_mode)
 
-    def nvmlDeviceGetDisplayActive(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetDisplayActive", h).display_active)
+    def nvmlDeviceGetDisplayActive(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetDisplayActive", handle).display_active)
 
-    def nvmlDeviceGetMigMode(self, h: Any) -> List[int]:
-        return list(self._value(self._gpu("nvmlDeviceGetMigMode", h).mig_mode))
+    def nvmlDeviceGetMigMode(self, device: Any) -> List[int]:
+        return list(self._value(self._gpu("nvmlDeviceGetMigMode", device).mig_mode))
 
     def _driver_model(self, fn: str, h: Any) -> List[int]:
         return list(self._value(self._gpu(fn, h).driver_model))
 
-    def nvmlDeviceGetDriverModel_v2(self, h: Any) -> List[int]:
-        return self._driver_model("nvmlDeviceGetDriverModel_v2", h)
+    def nvmlDeviceGetDriverModel_v2(self, handle: Any) -> List[int]:
+        return self._driver_model("nvmlDeviceGetDriverModel_v2", handle)
 
-    def nvmlDeviceGetDriverModel(self, h: Any) -> List[int]:
-        return self._driver_model("nvmlDeviceGetDriverModel", h)
+    def nvmlDeviceGetDriverModel(self, handle: Any) -> List[int]:
+        return self._driver_model("nvmlDeviceGetDriverModel", handle)
 
-    def nvmlDeviceGetComputeMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetComputeMode", h).compute_mode)
+    def nvmlDeviceGetComputeMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetComputeMode", handle).compute_mode)
 
     # ---- PCIe, clocks, sensors
 
-    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkGeneration", h).pcie_gen_current)
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkGeneration", handle).pcie_gen_current)
 
-    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkGeneration", h).pcie_gen_max)
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkGeneration", handle).pcie_gen_max)
 
-    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetGpuMaxPcieLinkGeneration", h).pcie_gen_max_card)
+    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetGpuMaxPcieLinkGeneration", handle).pcie_gen_max_card)
 
-    def nvmlDeviceGetCurrPcieLinkWidth(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkWidth", h).pcie_width_current)
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkWidth", handle).pcie_width_current)
 
-    def nvmlDeviceGetMaxPcieLinkWidth(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkWidth", h).pcie_width_max)
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkWidth", handle).pcie_width_max)
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrentClocksEventReasons", h).throttle_reasons)
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrentClocksEventReasons", handle).throttle_reasons)
 
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrentClocksThrottleReasons", h).throttle_reasons)
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrentClocksThrottleReasons", handle).throttle_reasons)
 
-    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
-        g = self._gpu("nvmlDeviceGetTemperature", h)
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        g = self._gpu("nvmlDeviceGetTemperature", handle)
         if sensor != self.NVML_TEMPERATURE_GPU:
             raise NVMLError_InvalidArgument()
         return self._value(g.temperature_c)
 
-    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetPowerUsage", h).power_draw_w) * 1000)
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetPowerUsage", handle).power_draw_w) * 1000)
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetEnforcedPowerLimit", h).power_limit_w) * 1000)
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_w) * 1000)
 
-    def nvmlDeviceGetPowerManagementLimit(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetPowerManagementLimit", h).power_limit_w) * 1000)
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetPowerManagementLimit", handle).power_limit_w) * 1000)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
         clocks = self._value(self._gpu("nvmlDeviceGetClockInfo", handle).clocks_mhz)
@@ -692,25 +693,25 @@ class FakeNvml:
             raise NVMLError_NotFound()
         return (1, [_Struct(timeStamp=ts, sampleValue=_Struct(uiVal=int(v))) for ts, v in new])
 
-    def nvmlDeviceGetUtilizationRates(self, h: Any) -> _Struct:
-        g = self._gpu("nvmlDeviceGetUtilizationRates", h)
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> _Struct:
+        g = self._gpu("nvmlDeviceGetUtilizationRates", handle)
         return _Struct(gpu=self._value(g.utilization_gpu), memory=self._value(g.utilization_memory))
 
     # ---- ECC
 
-    def nvmlDeviceGetEccMode(self, h: Any) -> List[int]:
-        return list(self._value(self._gpu("nvmlDeviceGetEccMode", h).ecc_mode))
+    def nvmlDeviceGetEccMode(self, handle: Any) -> List[int]:
+        return list(self._value(self._gpu("nvmlDeviceGetEccMode", handle).ecc_mode))
 
-    def nvmlDeviceGetTotalEccErrors(self, h: Any, error_type: int, counter_type: int) -> int:
-        errors = self._value(self._gpu("nvmlDeviceGetTotalEccErrors", h).ecc_errors)
-        key = f"{('volatile', 'aggregate')[counter_type]}_{('corrected', 'uncorrected')[error_type]}"
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
+        errors = self._value(self._gpu("nvmlDeviceGetTotalEccErrors", handle).ecc_errors)
+        key = f"{('volatile', 'aggregate')[counterType]}_{('corrected', 'uncorrected')[errorType]}"
         return self._value(errors.get(key, NOT_SUPPORTED))
 
-    def nvmlDeviceGetRetiredPagesPendingStatus(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetRetiredPagesPendingStatus", h).retired_pages_pending)
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetRetiredPagesPendingStatus", device).retired_pages_pending)
 
-    def nvmlDeviceGetRemappedRows(self, h: Any) -> Tuple[int, int, int, int]:
-        return tuple(self._value(self._gpu("nvmlDeviceGetRemappedRows", h).remapped_rows))
+    def nvmlDeviceGetRemappedRows(self, device: Any) -> Tuple[int, int, int, int]:
+        return tuple(self._value(self._gpu("nvmlDeviceGetRemappedRows", device).remapped_rows))
 
     # ---- processes (pynvml's friendly objects: pid, usedGpuMemory, gpuInstanceId, computeInstanceId)
 
@@ -719,14 +720,14 @@ class FakeNvml:
         return [_Struct(pid=p.pid, usedGpuMemory=p.used_memory_bytes, gpuInstanceId=0xFFFFFFFF,
                         computeInstanceId=0xFFFFFFFF) for p in g.processes if p.kind in kinds]
 
-    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetComputeRunningProcesses", h, ("C", "C+G", "M+C"))
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetComputeRunningProcesses", handle, ("C", "C+G", "M+C"))
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetGraphicsRunningProcesses", h, ("G", "C+G"))
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses", handle, ("G", "C+G"))
 
-    def nvmlDeviceGetMPSComputeRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetMPSComputeRunningProcesses", h, ("M", "M+C"))
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetMPSComputeRunningProcesses", handle, ("M", "M+C"))
 
 
 def trailing_utilization(busy: Sequence[Tuple[float, float]], period_s: float, t: float) -> int:
