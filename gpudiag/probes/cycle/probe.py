@@ -169,7 +169,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
 
     if custom_ref:
         cw.parse_ref(custom_ref)
-        spec = cw.CustomSpec(custom_ref, device, os.getcwd())
+        spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
         if not ctx.options.get("cycle_cycles"):
             plan.cycles = _custom_cycles(spec, ctx.mode)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)

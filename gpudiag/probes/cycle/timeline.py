@@ -295,9 +295,10 @@ def ring_period_s(samples: Sequence[Tuple[int, float]]) -> Optional[float]:
     1/6-1 s; None with fewer than three samples. Only differences are used: the driver's clock is its own."""
     stamps = sorted(ts for ts, _ in samples)
     gaps = [(b - a) / 1e6 for a, b in zip(stamps, stamps[1:]) if b > a]
-    if len(gaps) < 2:
+    typical = median(gaps) if len(gaps) >= 2 else None
+    if typical is None:
         return None
-    return min(NVML_PERIOD_MAX_S, max(NVML_PERIOD_MIN_S, median(gaps)))
+    return min(NVML_PERIOD_MAX_S, max(NVML_PERIOD_MIN_S, typical))
 
 
 def reading_within(t_s: float, window_s: float, intervals: Iterable[Interval]) -> bool:
