@@ -96,6 +96,10 @@ def _cuda() -> Capability:
     if not torch.available:
         return torch
     if torch_meta.torch_cuda_version() is None:
+        hip = torch_meta.torch_hip_version()
+        if hip:
+            return Capability(False, f"the installed torch {torch_meta.torch_version()} is a ROCm build (HIP {hip}): "
+                                     "gpudiag's GPU probes measure NVIDIA GPUs through CUDA and NVML")
         return Capability(False, f"the installed torch {torch_meta.torch_version()} is a CPU-only build: "
                                  f"{CUDA_BUILD_HINT}")
     nvml = _nvml()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import psutil
 
@@ -226,7 +226,7 @@ def _stop_tracker(wait_s: float = 5.0) -> None:
         fd, pid = getattr(tracker, "_fd", None), getattr(tracker, "_pid", None)
         if fd is None:
             return
-        tracker._fd = tracker._pid = None
+        tracker._fd = tracker._pid = None  # type: ignore[attr-defined]  # CPython's own, absent from the stubs
         try:
             os.close(fd)
         except OSError:
@@ -266,7 +266,7 @@ def _receive(recv) -> Tuple[Optional[dict], str]:
 def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
     """Run the probe in a spawned child under a deadline; the log file, pipe and processes never outlive it."""
     mp = multiprocessing.get_context("spawn")
-    made: Dict[str, object] = {}  # what exists so far, for the cleanup in `finally`
+    made: Dict[str, Any] = {}  # what exists so far, for the cleanup in `finally`
     proc = None
     try:
         with signals.deferred():  # a stop signal waits until what was made is recorded for the cleanup

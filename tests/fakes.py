@@ -53,6 +53,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import pynvml
+
 from gpudiag.backends.nvml import encode_clock_event_reasons
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -83,34 +85,24 @@ def capture_sections(text: str) -> Dict[str, str]:
     return out
 
 
-# ------------------------------------------------------------------ pynvml-like errors
+# ------------------------------------------------------------------ pynvml's errors, the real classes
 
-class NVMLError(Exception):
-    """Base class, as in pynvml; subclasses carry pynvml's names so gpudiag treats them alike."""
-
-    value = 999
-
-    def __str__(self) -> str:
-        return self.args[0] if self.args else type(self).__name__
-
-
-def _err(name: str, value: int, text: str) -> type:
-    return type(f"NVMLError_{name}", (NVMLError,), {"value": value, "__init__":
-                lambda self, msg=text: Exception.__init__(self, msg)})
-
-
-NVMLError_Uninitialized = _err("Uninitialized", 1, "Uninitialized")
-NVMLError_InvalidArgument = _err("InvalidArgument", 2, "Invalid Argument")
-NVMLError_NotSupported = _err("NotSupported", 3, "Not Supported")
-NVMLError_NoPermission = _err("NoPermission", 4, "Insufficient Permissions")
-NVMLError_DriverNotLoaded = _err("DriverNotLoaded", 9, "Driver Not Loaded")
-NVMLError_LibraryNotFound = _err("LibraryNotFound", 12, "NVML Shared Library Not Found")
-NVMLError_FunctionNotFound = _err("FunctionNotFound", 13, "Function Not Found")
-NVMLError_LibRmVersionMismatch = _err("LibRmVersionMismatch", 18, "RM has detected an NVML/RM version mismatch.")
-NVMLError_GpuIsLost = _err("GpuIsLost", 15, "GPU is lost")
+# pynvml.NVMLError(code) builds the subclass pynvml itself raises for that return code, so a fake fails
+# exactly as the binding does (the classes are generated at import; nvidia-ml-py imports without a driver).
+NVMLError = pynvml.NVMLError
+NVMLError_Uninitialized = type(pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED))
+NVMLError_InvalidArgument = type(pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT))
+NVMLError_NotSupported = type(pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED))
+NVMLError_NoPermission = type(pynvml.NVMLError(pynvml.NVML_ERROR_NO_PERMISSION))
+NVMLError_NotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND))
+NVMLError_DriverNotLoaded = type(pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED))
+NVMLError_LibraryNotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+NVMLError_FunctionNotFound = type(pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND))
+NVMLError_LibRmVersionMismatch = type(pynvml.NVMLError(pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH))
+NVMLError_GpuIsLost = type(pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST))
 _ERRORS = {c.__name__[len("NVMLError_"):]: c for c in (
     NVMLError_Uninitialized, NVMLError_InvalidArgument, NVMLError_NotSupported, NVMLError_NoPermission,
-    NVMLError_DriverNotLoaded, NVMLError_LibraryNotFound, NVMLError_FunctionNotFound,
+    NVMLError_NotFound, NVMLError_DriverNotLoaded, NVMLError_LibraryNotFound, NVMLError_FunctionNotFound,
     NVMLError_LibRmVersionMismatch, NVMLError_GpuIsLost)}
 
 
@@ -165,6 +157,11 @@ class FakeGpu:
     ecc_errors: Any = NOT_SUPPORTED  # {"volatile_corrected": n, "volatile_uncorrected": n, "aggregate_...": n}
     retired_pages_pending: Any = NOT_SUPPORTED  # 0/1
     remapped_rows: Any = NOT_SUPPORTED  # (correctable, uncorrectable, pending, failure)
+    pci_bus_id: Any = NOT_SUPPORTED  # "00000000:19:00.0", as nvidia-smi -q and NVML spell it
+    clocks_mhz: Any = NOT_SUPPORTED  # {0: graphics, 1: SM, 2: memory} now (nvmlClockType_t)
+    max_clocks_mhz: Any = NOT_SUPPORTED  # the same, at most
+    utilization_samples: Any = NOT_SUPPORTED  # [(timestamp_us, percent)] of the driver's ring buffer
+    pcie_throughput_kbps: Any = NOT_SUPPORTED  # (tx, rx) KB/s
     processes: List[FakeProcess] = field(default_factory=list)
 
 
@@ -331,6 +328,21 @@ def _remapped(q: Dict[str, Any]) -> Any:
             yes.get(rows.get("Pending"), 0), yes.get(rows.get("Remapping Failure Occurred"), 0))
 
 
+def _clocks(section: Any) -> Any:
+    """{0: graphics, 1: SM, 2: memory} MHz from a Clocks / Max Clocks section (nvmlClockType_t order)."""
+    if not isinstance(section, dict):
+        return NOT_SUPPORTED
+    out = {kind: _int(section.get(key), "MHz") for kind, key in ((0, "Graphics"), (1, "SM"), (2, "Memory"))}
+    return {k: v for k, v in out.items() if v is not NOT_SUPPORTED} or NOT_SUPPORTED
+
+
+def parse_pci_bus_id(text: Any) -> Optional[Tuple[int, int, int, int]]:
+    """(domain, bus, device, function) of "00000000:19:00.0" or "0000:19:00.0" (hex), None otherwise: NVML
+    accepts either spelling, so the fake compares the numbers."""
+    m = re.match(r"^([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$", str(text).strip())
+    return tuple(int(g, 16) for g in m.groups()) if m else None  # type: ignore[return-value]
+
+
 def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> Tuple[FakeGpu, Dict[str, Any]]:
     """(FakeGpu, library facts) from one capture; anything the capture lacks is NOT_SUPPORTED."""
     top = parse_smi_q(text)
@@ -345,6 +357,7 @@ def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> 
     fb = q.get("FB Memory Usage") or {}
     util = q.get("Utilization") or {}
     pending = _get(q, "Retired Pages", "Pending Page Blacklist")
+    bus_id = _get(q, "PCI", "Bus Id")
     gpu = FakeGpu(
         name=q.get("Product Name", NOT_SUPPORTED),
         uuid=q.get("GPU UUID", NOT_SUPPORTED),
@@ -375,6 +388,9 @@ def gpu_from_smi_q(text: str, processes: Optional[List[FakeProcess]] = None) -> 
         retired_pages_pending={"Yes": 1, "No": 0}.get(pending, NOT_SUPPORTED) if isinstance(pending, str)
         else NOT_SUPPORTED,
         remapped_rows=_remapped(q),
+        pci_bus_id=bus_id if isinstance(bus_id, str) else NOT_SUPPORTED,
+        clocks_mhz=_clocks(q.get("Clocks")),
+        max_clocks_mhz=_clocks(q.get("Max Clocks")),
         processes=list(processes) if processes is not None else parse_smi_q_processes(text),
     )
     cuda = top.get("CUDA Version", "")
@@ -414,6 +430,7 @@ class FakeNvml:
         self.init_error = init_error
         self.initialised = False
         self.calls: List[str] = []
+        self.blocked_s = 0.0  # time NVML calls that wait on the hardware kept the caller (PCIe counters)
         for cls in _ERRORS.values():  # pynvml exposes its error classes as module attributes
             setattr(self, cls.__name__, cls)
 
@@ -512,7 +529,8 @@ class FakeNvml:
             raise _ERRORS[self.init_error]()
         self.initialised = True
 
-    nvmlInitWithFlags = lambda self, flags=0: self.nvmlInit()  # noqa: E731
+    def nvmlInitWithFlags(self, flags: int) -> None:
+        self.nvmlInit()
 
     def nvmlShutdown(self) -> None:
         self._enter("nvmlShutdown")
@@ -542,7 +560,7 @@ class FakeNvml:
                     if p.name is None:
                         raise NVMLError_NoPermission()
                     return p.name
-        raise _ERRORS["InvalidArgument"]()  # NVML: NOT_FOUND for unknown pids; any NVMLError will do
+        raise NVMLError_NotFound()  # as NVML answers for a pid it does not know
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
@@ -554,108 +572,146 @@ class FakeNvml:
             raise NVMLError_InvalidArgument()
         return _Handle(index)
 
+    def nvmlDeviceGetHandleByPciBusId(self, pciBusId: Any) -> _Handle:
+        self._enter("nvmlDeviceGetHandleByPciBusId")
+        want = parse_pci_bus_id(pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId)
+        if want is None:
+            raise NVMLError_InvalidArgument()
+        for i, g in enumerate(self.gpus):
+            if parse_pci_bus_id(g.pci_bus_id) == want:
+                return _Handle(i)
+        raise NVMLError_NotFound()
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        self._gpu("nvmlDeviceGetIndex", handle)
+        return handle.index
+
     # ---- device identity (gpudiag must never call the last two)
 
-    def nvmlDeviceGetName(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetName", h).name)
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetName", handle).name)
 
-    def nvmlDeviceGetUUID(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetUUID", h).uuid)
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetUUID", handle).uuid)
 
-    def nvmlDeviceGetSerial(self, h: Any) -> str:
-        return self._value(self._gpu("nvmlDeviceGetSerial", h).serial)
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        return self._value(self._gpu("nvmlDeviceGetSerial", handle).serial)
 
     # ---- memory, modes
 
-    def nvmlDeviceGetMemoryInfo(self, h: Any, version: Any = None) -> _Struct:
-        g = self._gpu("nvmlDeviceGetMemoryInfo", h)
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> _Struct:
+        g = self._gpu("nvmlDeviceGetMemoryInfo", handle)
         total, free = self._value(g.memory_total_bytes), self._value(g.memory_free_bytes)
         if not version:  # v1: "used" includes what the driver reserves
             return _Struct(total=total, free=free, used=total - free)
         return _Struct(version=version, total=total, reserved=g.memory_reserved_bytes, free=free,
                        used=self._value(g.memory_used_bytes))
 
-    def nvmlDeviceGetPersistenceMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetPersistenceMode", h).persistence_mode)
+    def nvmlDeviceGetPersistenceMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetPersistenceMode", handle).persistence_mode)
 
-    def nvmlDeviceGetDisplayMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetDisplayMode", h).display_mode)
+    def nvmlDeviceGetDisplayMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetDisplayMode", handle).display_mode)
 
-    def nvmlDeviceGetDisplayActive(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetDisplayActive", h).display_active)
+    def nvmlDeviceGetDisplayActive(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetDisplayActive", handle).display_active)
 
-    def nvmlDeviceGetMigMode(self, h: Any) -> List[int]:
-        return list(self._value(self._gpu("nvmlDeviceGetMigMode", h).mig_mode))
+    def nvmlDeviceGetMigMode(self, device: Any) -> List[int]:
+        return list(self._value(self._gpu("nvmlDeviceGetMigMode", device).mig_mode))
 
     def _driver_model(self, fn: str, h: Any) -> List[int]:
         return list(self._value(self._gpu(fn, h).driver_model))
 
-    def nvmlDeviceGetDriverModel_v2(self, h: Any) -> List[int]:
-        return self._driver_model("nvmlDeviceGetDriverModel_v2", h)
+    def nvmlDeviceGetDriverModel_v2(self, handle: Any) -> List[int]:
+        return self._driver_model("nvmlDeviceGetDriverModel_v2", handle)
 
-    def nvmlDeviceGetDriverModel(self, h: Any) -> List[int]:
-        return self._driver_model("nvmlDeviceGetDriverModel", h)
+    def nvmlDeviceGetDriverModel(self, handle: Any) -> List[int]:
+        return self._driver_model("nvmlDeviceGetDriverModel", handle)
 
-    def nvmlDeviceGetComputeMode(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetComputeMode", h).compute_mode)
+    def nvmlDeviceGetComputeMode(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetComputeMode", handle).compute_mode)
 
     # ---- PCIe, clocks, sensors
 
-    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkGeneration", h).pcie_gen_current)
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkGeneration", handle).pcie_gen_current)
 
-    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkGeneration", h).pcie_gen_max)
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkGeneration", handle).pcie_gen_max)
 
-    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetGpuMaxPcieLinkGeneration", h).pcie_gen_max_card)
+    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetGpuMaxPcieLinkGeneration", handle).pcie_gen_max_card)
 
-    def nvmlDeviceGetCurrPcieLinkWidth(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkWidth", h).pcie_width_current)
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrPcieLinkWidth", handle).pcie_width_current)
 
-    def nvmlDeviceGetMaxPcieLinkWidth(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkWidth", h).pcie_width_max)
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetMaxPcieLinkWidth", handle).pcie_width_max)
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrentClocksEventReasons", h).throttle_reasons)
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrentClocksEventReasons", handle).throttle_reasons)
 
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetCurrentClocksThrottleReasons", h).throttle_reasons)
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetCurrentClocksThrottleReasons", handle).throttle_reasons)
 
-    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
-        g = self._gpu("nvmlDeviceGetTemperature", h)
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        g = self._gpu("nvmlDeviceGetTemperature", handle)
         if sensor != self.NVML_TEMPERATURE_GPU:
             raise NVMLError_InvalidArgument()
         return self._value(g.temperature_c)
 
-    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetPowerUsage", h).power_draw_w) * 1000)
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetPowerUsage", handle).power_draw_w) * 1000)
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetEnforcedPowerLimit", h).power_limit_w) * 1000)
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_w) * 1000)
 
-    def nvmlDeviceGetPowerManagementLimit(self, h: Any) -> int:
-        return round(self._value(self._gpu("nvmlDeviceGetPowerManagementLimit", h).power_limit_w) * 1000)
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        return round(self._value(self._gpu("nvmlDeviceGetPowerManagementLimit", handle).power_limit_w) * 1000)
 
-    def nvmlDeviceGetUtilizationRates(self, h: Any) -> _Struct:
-        g = self._gpu("nvmlDeviceGetUtilizationRates", h)
+    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
+        clocks = self._value(self._gpu("nvmlDeviceGetClockInfo", handle).clocks_mhz)
+        return self._value(clocks.get(type, NOT_SUPPORTED))
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, type: int) -> int:
+        clocks = self._value(self._gpu("nvmlDeviceGetMaxClockInfo", handle).max_clocks_mhz)
+        return self._value(clocks.get(type, NOT_SUPPORTED))
+
+    PCIE_WINDOW_S = 0.02  # NVML counts PCIe bytes over 20 ms and returns after that window
+
+    def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
+        gpu = self._gpu("nvmlDeviceGetPcieThroughput", device)
+        self.blocked_s += self.PCIE_WINDOW_S
+        return int(self._value(gpu.pcie_throughput_kbps)[counter])
+
+    def nvmlDeviceGetSamples(self, device: Any, sampling_type: int, timeStamp: int) -> Tuple[int, List[_Struct]]:
+        """The ring buffer's samples newer than timeStamp, as pynvml returns them: (value type, samples); a buffer
+        with nothing newer answers NotFound, as NVML does for an idle GPU."""
+        ring = self._value(self._gpu("nvmlDeviceGetSamples", device).utilization_samples)
+        new = [(ts, v) for ts, v in ring if ts > timeStamp]
+        if not new:
+            raise NVMLError_NotFound()
+        return (1, [_Struct(timeStamp=ts, sampleValue=_Struct(uiVal=int(v))) for ts, v in new])
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> _Struct:
+        g = self._gpu("nvmlDeviceGetUtilizationRates", handle)
         return _Struct(gpu=self._value(g.utilization_gpu), memory=self._value(g.utilization_memory))
 
     # ---- ECC
 
-    def nvmlDeviceGetEccMode(self, h: Any) -> List[int]:
-        return list(self._value(self._gpu("nvmlDeviceGetEccMode", h).ecc_mode))
+    def nvmlDeviceGetEccMode(self, handle: Any) -> List[int]:
+        return list(self._value(self._gpu("nvmlDeviceGetEccMode", handle).ecc_mode))
 
-    def nvmlDeviceGetTotalEccErrors(self, h: Any, error_type: int, counter_type: int) -> int:
-        errors = self._value(self._gpu("nvmlDeviceGetTotalEccErrors", h).ecc_errors)
-        key = f"{('volatile', 'aggregate')[counter_type]}_{('corrected', 'uncorrected')[error_type]}"
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
+        errors = self._value(self._gpu("nvmlDeviceGetTotalEccErrors", handle).ecc_errors)
+        key = f"{('volatile', 'aggregate')[counterType]}_{('corrected', 'uncorrected')[errorType]}"
         return self._value(errors.get(key, NOT_SUPPORTED))
 
-    def nvmlDeviceGetRetiredPagesPendingStatus(self, h: Any) -> int:
-        return self._value(self._gpu("nvmlDeviceGetRetiredPagesPendingStatus", h).retired_pages_pending)
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: Any) -> int:
+        return self._value(self._gpu("nvmlDeviceGetRetiredPagesPendingStatus", device).retired_pages_pending)
 
-    def nvmlDeviceGetRemappedRows(self, h: Any) -> Tuple[int, int, int, int]:
-        return tuple(self._value(self._gpu("nvmlDeviceGetRemappedRows", h).remapped_rows))
+    def nvmlDeviceGetRemappedRows(self, device: Any) -> Tuple[int, int, int, int]:
+        return tuple(self._value(self._gpu("nvmlDeviceGetRemappedRows", device).remapped_rows))
 
     # ---- processes (pynvml's friendly objects: pid, usedGpuMemory, gpuInstanceId, computeInstanceId)
 
@@ -664,14 +720,23 @@ class FakeNvml:
         return [_Struct(pid=p.pid, usedGpuMemory=p.used_memory_bytes, gpuInstanceId=0xFFFFFFFF,
                         computeInstanceId=0xFFFFFFFF) for p in g.processes if p.kind in kinds]
 
-    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetComputeRunningProcesses", h, ("C", "C+G", "M+C"))
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetComputeRunningProcesses", handle, ("C", "C+G", "M+C"))
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetGraphicsRunningProcesses", h, ("G", "C+G"))
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses", handle, ("G", "C+G"))
 
-    def nvmlDeviceGetMPSComputeRunningProcesses(self, h: Any) -> List[_Struct]:
-        return self._procs("nvmlDeviceGetMPSComputeRunningProcesses", h, ("M", "M+C"))
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: Any) -> List[_Struct]:
+        return self._procs("nvmlDeviceGetMPSComputeRunningProcesses", handle, ("M", "M+C"))
+
+
+def trailing_utilization(busy: Sequence[Tuple[float, float]], period_s: float, t: float) -> int:
+    """What NVML's utilisation reading says at time t (s): the percentage of the period_s before t during which
+    the GPU ran a kernel (`busy`: the intervals it did), as the driver's duty-cycle sample does. NVML's period
+    is 1/6 s to 1 s depending on the GPU."""
+    lo = t - period_s
+    covered = sum(max(0.0, min(b, t) - max(a, lo)) for a, b in busy)
+    return int(round(100 * covered / period_s))
 
 
 def _as_process(p: Any) -> FakeProcess:

@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence
 import psutil
 
 from gpudiag.backends.nvml import encode_clock_event_reasons
-from tests.fakes import NOT_SUPPORTED, FakeNvml, FakeProcess, _as_process, _err, _Struct
+from tests.fakes import NOT_SUPPORTED, NVMLError_NotFound, FakeNvml, FakeProcess, _as_process, _Struct
 
 
 @dataclass
@@ -77,24 +77,23 @@ class ScriptedNvml(FakeNvml):
         if self.index < len(self.ticks):
             self._apply()
 
-    def nvmlDeviceGetSamples(self, h: Any, sampling_type: int, last_seen: int):
+    def nvmlDeviceGetSamples(self, device: Any, sampling_type: int, timeStamp: int):
+        h, last_seen = device, timeStamp
         self._gpu("nvmlDeviceGetSamples", h)
         if not self.ring_supported:
             raise self.NVMLError_NotSupported()
         new = [(ts, v) for ts, v in self.ring if ts > last_seen]
         if not new:
-            raise _NotFound()
+            raise NVMLError_NotFound()
         return (1, [_Struct(timeStamp=ts, sampleValue=_Struct(uiVal=int(v))) for ts, v in new])
 
-    def nvmlDeviceGetPcieThroughput(self, h: Any, counter: int) -> int:
+    def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
+        h = device
         self._gpu("nvmlDeviceGetPcieThroughput", h)
+        self.blocked_s += self.PCIE_WINDOW_S
         if self.pcie is NOT_SUPPORTED:
             raise self.NVMLError_NotSupported()
         return int(self.pcie[counter])
-
-
-# pynvml's NVMLError_NotFound: the ring buffer has nothing newer than last_seen.
-_NotFound = _err("NotFound", 6, "Not Found")
 
 
 @dataclass

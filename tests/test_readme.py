@@ -24,7 +24,7 @@ def test_ci_runs_the_readme_test_command_verbatim_without_torch_then_the_suite_w
     assert not [line for line in without if "torch=" in line or "[torch]" in line]
     with_torch = _ci_leg("leg_with_torch")
     assert "python -m pip install -q torch==2.13.0" in with_torch  # the CPU build: pinned, from the local wheel
-    assert with_torch[-1] == "python -m pytest"
+    assert "python -m pytest" in with_torch and with_torch[-1] == "mypy gpudiag"  # the suite, then the types
     calls = [line.strip() for line in _read(".ci", "run").splitlines()]
     assert calls.index("leg_without_torch") < calls.index("leg_with_torch")  # both run, the README's first
     assert calls[-1] == '[ "$without_torch" -eq 0 ] && [ "$with_torch" -eq 0 ]'  # and either failing fails CI

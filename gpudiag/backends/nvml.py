@@ -1,13 +1,15 @@
 """The one seam to NVML. Every call is guarded: NotSupported (and friends) become NA, not failures.
 
-GeForce cards and WSL answer NotSupported a lot; that is data. Tests pass a fake module with the
+GeForce cards and WSL answer NotSupported a lot; that is data. A function name the pynvml binding does
+not have is not data but a bug (or a binding older than pyproject.toml allows): it raises
+NvmlMissingFunction, so a misspelt name cannot pass as "n/a" in every report. Tests pass a fake module with the
 same names as `pynvml` (see tests/fakes.py), never patching pynvml inside individual tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 NA = "n/a"  # a value NVML does not give on this GPU/driver/OS
 
@@ -88,12 +90,18 @@ class NvmlError(Exception):
         super().__init__(f"{self.name}: {exc}")
 
 
+class NvmlMissingFunction(AttributeError):
+    """The pynvml binding has no function of that name. Never an "n/a": the name is misspelt (a bug in
+    gpudiag), or the installed nvidia-ml-py is older than pyproject.toml's floor. An old *driver* is another
+    matter: the binding has the function, and calling it answers NVMLError_FunctionNotFound (an "n/a")."""
+
+
 def _checked(f: Callable, *args: Any) -> Any:
     """f(*args), with pynvml's errors re-raised as NvmlError; any other exception (a bug) propagates.
 
     pynvml's errors are classes it generates at import time (NVMLError_<Name>, subclasses of the
-    loaded module's NVMLError) plus NVMLLibraryMismatchError, and test fakes mimic them by name
-    only: no class importable here covers them all, so they are told apart by the "NVML" name.
+    loaded module's NVMLError) plus NVMLLibraryMismatchError, which subclasses Exception only: no one
+    class covers them all, so they are told apart by the "NVML" their class names start with.
     """
     try:
         return f(*args)
@@ -103,29 +111,61 @@ def _checked(f: Callable, *args: Any) -> Any:
         raise
 
 
+def _binding_name(lib: Any) -> str:
+    """"pynvml (nvidia-ml-py 13.615.71)" for the real module, the class name for a test's fake."""
+    if getattr(lib, "__name__", None) == "pynvml":
+        from importlib import metadata
+
+        try:
+            return f"pynvml (nvidia-ml-py {metadata.version('nvidia-ml-py')})"
+        except metadata.PackageNotFoundError:  # a pynvml from elsewhere (e.g. the old `pynvml` package)
+            return "pynvml"
+    return type(lib).__name__
+
+
 class Nvml:
     """The guarded NVML wrapper a session yields: calls answer "n/a" (or a default) instead of raising
-    where the GPU, driver or binding cannot say, so one unsupported field never costs the rest."""
+    where the GPU, driver or binding cannot say, so one unsupported field never costs the rest.
+
+    `errors` keeps, per function name, the NVML error of its last failed call ("NVMLError_NotSupported",
+    "NVMLError_FunctionNotFound" for a driver older than the function...), so a caller or a test can
+    tell why a value is "n/a".
+    """
 
     def __init__(self, lib: Any):
         self.lib = lib
+        self.errors: Dict[str, str] = {}
+
+    def function(self, fn: str) -> Callable:
+        """The binding's function `fn`; NvmlMissingFunction when the binding has none of that name."""
+        f = getattr(self.lib, fn, None)
+        if not callable(f):
+            raise NvmlMissingFunction(f"{_binding_name(self.lib)} has no function {fn!r}: a misspelt name, or "
+                                      "an nvidia-ml-py older than gpudiag requires")
+        return f
 
     def call(self, fn: str, *args: Any, default: Any = NA) -> Any:
-        """lib.<fn>(*args), or `default` when the function is missing or NVML says it cannot answer."""
-        f: Optional[Callable] = getattr(self.lib, fn, None)
-        if f is None:
-            return default
+        """lib.<fn>(*args), or `default` when NVML says it cannot answer (NotSupported, NoPermission, GpuIsLost,
+        FunctionNotFound from a driver older than the function...). A name the binding lacks raises
+        NvmlMissingFunction: that is a bug, not a value NVML does not give."""
+        f = self.function(fn)
         try:
             value = _checked(f, *args)
-        except NvmlError:  # NotSupported, NoPermission, GpuIsLost...: the value is not available here
+        except NvmlError as exc:  # the value is not available here; kept in `errors` for the reason
+            self.errors[fn] = exc.name
             return default
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         return value
 
-    def first(self, fns, *args: Any, default: Any = NA) -> Any:
-        """The first of several API spellings that answers (new name, then deprecated name)."""
-        for fn in fns:
+    def first(self, fns: Sequence[str], *args: Any, default: Any = NA) -> Any:
+        """The first of several API spellings that answers (new name, then deprecated name). A spelling this
+        binding lacks is skipped (it is newer or older than the binding); none of them in the binding raises
+        NvmlMissingFunction."""
+        known = [fn for fn in fns if callable(getattr(self.lib, fn, None))]
+        if not known:
+            self.function(fns[0])  # raises, naming the first spelling
+        for fn in known:
             value = self.call(fn, *args, default=NA)
             if value is not NA:
                 return value
@@ -139,7 +179,7 @@ class Nvml:
     def handle(self, index: int) -> Any:
         """The NVML handle of GPU `index` in NVML's (PCI) order; raises NvmlError (e.g. GpuIsLost),
         unlike call(), because without a handle none of that GPU's values can be read."""
-        return _checked(self.lib.nvmlDeviceGetHandleByIndex, index)
+        return _checked(self.function("nvmlDeviceGetHandleByIndex"), index)
 
     # ---- calls with several spellings across driver and binding versions, decoded once here
 
@@ -164,13 +204,10 @@ class Nvml:
         """Running processes of `kind` ("compute", "graphics" or "mps") as [{pid, used_memory_bytes}].
 
         The unversioned pynvml wrappers call `_v3` and raise a library-mismatch error on drivers
-        without it, so `_v2` is the fallback. usedGpuMemory is None under WDDM (Windows manages
-        the memory, NVML cannot attribute it).
+        without it, so `_v2` (nvidia-ml-py 13.x only) is the fallback. usedGpuMemory is None under WDDM
+        (Windows manages the memory, NVML cannot attribute it).
         """
-        base = {"compute": "nvmlDeviceGetComputeRunningProcesses",
-                "graphics": "nvmlDeviceGetGraphicsRunningProcesses",
-                "mps": "nvmlDeviceGetMPSComputeRunningProcesses"}[kind]
-        procs = self.first([base, base + "_v3", base + "_v2"], h)
+        procs = self.first(_PROCESS_FUNCTIONS[kind], h)
         if procs is NA or procs is None:
             return NA
         out = []
@@ -187,6 +224,18 @@ class Nvml:
         return name if isinstance(name, str) and name.strip() else None
 
 
+# The spellings of the process lists, newest first: written out (not built from a stem) so that the
+# conformance tests (tests/conformance) find every name the code may call.
+_PROCESS_FUNCTIONS = {
+    "compute": ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v3",
+                "nvmlDeviceGetComputeRunningProcesses_v2"),
+    "graphics": ("nvmlDeviceGetGraphicsRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses_v3",
+                 "nvmlDeviceGetGraphicsRunningProcesses_v2"),
+    "mps": ("nvmlDeviceGetMPSComputeRunningProcesses", "nvmlDeviceGetMPSComputeRunningProcesses_v3",
+            "nvmlDeviceGetMPSComputeRunningProcesses_v2"),
+}
+
+
 # ----------------------------------------------------------------- CUDA device <-> NVML device
 # CUDA numbers devices fastest-first and after CUDA_VISIBLE_DEVICES; NVML by PCI order. The PCI bus id is
 # the one name both agree on.
@@ -201,16 +250,23 @@ def pci_bus_id(props: Any) -> Optional[str]:
 
 
 def cuda_device_handle(n: Nvml, bus_id: Optional[str], index: int,
-                env: Mapping[str, str]) -> Tuple[Any, str]:
+                       env: Mapping[str, str]) -> Tuple[Any, str]:
     """(NVML handle or None, how it was matched or why not) for CUDA device `index` as torch numbers it.
 
-    By PCI bus id when torch tells it; otherwise by index, which is only the same GPU when CUDA
-    and NVML count alike: no CUDA_VISIBLE_DEVICES remapping, and one GPU or PCI-bus ordering.
+    By PCI bus id when torch tells it: a bus id NVML does not know is not an NVIDIA GPU NVML can read
+    (an AMD GPU under a ROCm build, a GPU hidden from NVML), and is never replaced by a guess by index.
+    Without a bus id, by index, which is only the same GPU when CUDA and NVML count alike: no
+    CUDA_VISIBLE_DEVICES remapping, and one GPU or PCI-bus ordering.
     """
     if bus_id:
         h = n.call("nvmlDeviceGetHandleByPciBusId", bus_id, default=None)
         if h is not None and h is not NA:
             return h, "pci_bus_id"
+        why = n.errors.get("nvmlDeviceGetHandleByPciBusId", "no answer")
+        if "FunctionNotFound" in why:
+            return None, "this NVIDIA driver cannot look a GPU up by PCI bus id (NVMLError_FunctionNotFound)"
+        return None, (f"NVML knows no GPU at the CUDA device's PCI bus id ({why}): not an NVIDIA GPU NVML can "
+                      "read, so none of its facts are reported")
     if env.get("CUDA_VISIBLE_DEVICES") is not None:
         return None, ("cannot match the CUDA device to NVML: torch gives no PCI bus id and "
                       "CUDA_VISIBLE_DEVICES renumbers devices")
@@ -223,14 +279,27 @@ def cuda_device_handle(n: Nvml, bus_id: Optional[str], index: int,
         return None, f"NVML has no GPU {index}: {exc.name}"
 
 
+def nvml_index_of(n: Nvml, bus_id: Optional[str]) -> Optional[int]:
+    """NVML's index of the GPU at PCI bus id `bus_id` (as pci_bus_id() spells it), or None when NVML does
+    not know it: how a CUDA device is matched to NVML's list when CUDA orders GPUs fastest-first."""
+    if not bus_id:
+        return None
+    h = n.call("nvmlDeviceGetHandleByPciBusId", bus_id, default=None)
+    if h is None or h is NA:
+        return None
+    index = n.call("nvmlDeviceGetIndex", h, default=None)
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
+
+
 @contextlib.contextmanager
 def session(lib: Any = None) -> Iterator[Nvml]:
     """Init NVML, yield the guarded wrapper, always shut down. Raises NvmlUnavailable with a reason."""
     if lib is None:
         try:
-            import pynvml as lib  # the nvidia-ml-py distribution
+            import pynvml  # the nvidia-ml-py distribution
         except ImportError:
             raise NvmlUnavailable("the pynvml module is missing: `pip install nvidia-ml-py`") from None
+        lib = pynvml
     try:
         _checked(lib.nvmlInit)
     except NvmlError as exc:
@@ -270,9 +339,7 @@ def utilization_samples(n: Nvml, h: Any, last_seen_us: int) -> Any:
     answers NOT_FOUND when an idle GPU's buffer runs dry); NA where the GPU keeps no buffer.
     The timestamps are the driver's CPU clock in microseconds: compare them with each other only.
     """
-    f = getattr(n.lib, "nvmlDeviceGetSamples", None)
-    if f is None:
-        return NA
+    f = n.function("nvmlDeviceGetSamples")
     try:
         vtype, samples = _checked(f, h, NVML_GPU_UTILIZATION_SAMPLES, int(last_seen_us))
     except NvmlError as exc:

@@ -84,14 +84,17 @@ def pick_device(torch: Any, place: Place) -> Dict[str, Any]:
     return out
 
 
-def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
-    """A driver.collect for preflight that also reads clocks (which the driver probe does not)."""
+def _driver_collect(extra: Dict[str, Any], bus_id: Optional[str] = None) -> Callable[[Any], Dict[str, Any]]:
+    """A driver.collect for preflight that also reads clocks (which the driver probe does not), and NVML's index
+    of the GPU at PCI bus id `bus_id` (this rank's CUDA device) when one is given."""
     def collect(n: Any) -> Dict[str, Any]:
         """The driver probe's data for NVML session `n`, each readable GPU with its SM and memory clocks
-        (MHz); also kept in `extra` for preflight_and_driver."""
+        (MHz); also kept in `extra` for preflight_and_driver, with extra["nvml_index"] when `bus_id` is set."""
         from gpudiag.backends import nvml as nvml_backend
         from gpudiag.probes import driver
 
+        if bus_id:
+            extra["nvml_index"] = nvml_backend.nvml_index_of(n, bus_id)
         data = driver.collect(n)
         for gpu in data.get("gpus") or []:
             if not isinstance(gpu, dict) or gpu.get("error"):
@@ -108,10 +111,17 @@ def _driver_collect(extra: Dict[str, Any]) -> Callable[[Any], Dict[str, Any]]:
     return collect
 
 
-def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+# Why an AMD GPU (torch's ROCm build drives it through torch.cuda) gets no NVIDIA driver facts.
+ROCM_REASON = "ROCm build of torch: this rank's GPU is an AMD GPU, which NVML does not describe"
+
+
+def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable[[], Any]] = None,
+                         bus_id: Optional[str] = None, nvidia: bool = True) -> Dict[str, Any]:
     """The preflight checks for this rank's GPU (one worker) and that GPU's driver facts, one NVML session.
 
-    nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
+    bus_id: the CUDA device's PCI bus id (torch's device properties), which finds it in NVML's list whatever
+    order CUDA numbers GPUs in. nvidia=False (a ROCm build): the GPU checks do not apply and no NVML GPU is
+    read for it. nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
     """
     from gpudiag.diagnose import preflight as pf
     from gpudiag.diagnose.preflight.facts import gather_facts
@@ -119,10 +129,15 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
 
     extra: Dict[str, Any] = {}
     plan = pf.make_plan(1, "processes", device=device.get("index") or 0)
-    facts = gather_facts(plan, driver_collect=_driver_collect(extra), search_dir=None, nvml_session=nvml_session)
+    facts = gather_facts(plan, driver_collect=_driver_collect(extra, bus_id), search_dir=None, nvml_session=nvml_session)
+    if not nvidia:
+        facts["cuda_device_match"] = {"device": plan.device, "nvml_index": None, "by": "rocm", "reason": ROCM_REASON}
+    elif bus_id and "nvml_index" in extra:
+        facts["cuda_device_match"] = {"device": plan.device, "nvml_index": extra["nvml_index"], "by": "pci_bus_id"}
     results, _ = pf.run_checks(facts, plan)
     on_cpu = device["kind"] == "cpu"
-    checks = [dict(c.to_dict(), applies=not (on_cpu and c.name in GPU_CHECKS)) for c in results]
+    no_nvidia_gpu = on_cpu or not nvidia
+    checks = [dict(c.to_dict(), applies=not (no_nvidia_gpu and c.name in GPU_CHECKS)) for c in results]
     for c in checks:
         c.pop("evidence", None)  # the report keeps the verdicts; `gpudiag preflight --json` has the rest
     counted = [c for c in checks if c["applies"]]
@@ -130,6 +145,9 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
            "driver": {"reason": (facts.get("nvml") or {}).get("reason") or facts.get("driver_reason")}}
     if on_cpu:
         out["driver"]["reason"] = out["driver"]["reason"] or "CPU rank: no GPU to read"
+        return out
+    if not nvidia:
+        out["driver"]["reason"] = ROCM_REASON
         return out
     gpu, why = resolve_gpu(facts, plan)
     drv = extra.get("driver") or {}
@@ -209,16 +227,46 @@ def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _gpu_matmul(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
-    """GFLOP/s of a fixed bf16 (else fp16) matmul loop, timed with CUDA events after a warm-up."""
+def _bf16_native(torch: Any, index: int) -> bool:
+    """Whether the GPU runs bf16 in hardware. torch >= 2.3 also counts emulation (a slow path on V100/T4)
+    unless asked not to; before `including_emulation` existed, NVIDIA GPUs have it from compute capability 8.0."""
+    import inspect
+
+    supported = torch.cuda.is_bf16_supported
+    try:
+        has_flag = "including_emulation" in inspect.signature(supported).parameters
+    except (TypeError, ValueError):  # a signature that cannot be read
+        has_flag = False
+    if has_flag:
+        return bool(supported(including_emulation=False))
+    if getattr(torch.version, "hip", None):
+        return bool(supported())  # every ROCm GPU torch supports has bf16
+    return torch.cuda.get_device_properties(index).major >= 8
+
+
+# Device time of warm-up matmuls before the timed ones: long enough for an idle GPU's clocks to rise
+# (a few matmuls take milliseconds; boost clocks settle in tens to hundreds of ms).
+WARMUP_MS = 500.0
+WARMUP_MAX_MATMULS = 2000
+
+
+def _gpu_matmul(torch: Any, p: Dict[str, Any], index: int = 0) -> Dict[str, Any]:
+    """GFLOP/s of a fixed bf16 (where the GPU runs it natively, else fp16) matmul loop, timed with CUDA
+    events after WARMUP_MS of warm-up."""
     n, inner = p["matmul_n"], p["matmul_inner"]
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = torch.bfloat16 if _bf16_native(torch, index) else torch.float16
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
-    for _ in range(3):  # warm-up: cuBLAS handle, kernel choice, clocks up
-        a @ b
-    torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(WARMUP_MAX_MATMULS):  # warm-up: cuBLAS handle, kernel choice, clocks up
+        a @ b
+        if i >= 2:
+            end.record()
+            end.synchronize()
+            if start.elapsed_time(end) >= WARMUP_MS:
+                break
+    torch.cuda.synchronize()
     out = []
     for _ in range(p["repeats"]):
         start.record()
@@ -229,7 +277,7 @@ def _gpu_matmul(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
         out.append(2 * n ** 3 * inner / (start.elapsed_time(end) / 1e3) / 1e9)
     name = str(dtype).replace("torch.", "")
     del a, b
-    return _stats(out, f"GPU {name} {n}x{n} matmul, timed with CUDA events")
+    return _stats(out, f"GPU {name} {n}x{n} matmul, timed with CUDA events after {WARMUP_MS / 1e3:g} s of warm-up")
 
 
 def _gpu_launch(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
@@ -272,9 +320,15 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
             end.synchronize()
             out.append(size * inner / (start.elapsed_time(end) / 1e3) / 1e9)
 
+    if getattr(torch.version, "hip", None):
+        copies()
+        fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+        fig["link_under_load"] = {"reason": ROCM_REASON}
+        return fig
     try:
         with nvml_backend.session() as n:
-            h, how = pcie.nvml_handle(n, pcie.pci_bus_id(torch.cuda.get_device_properties(index)), index, os.environ)
+            bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(index))
+            h, how = nvml_backend.cuda_device_handle(n, bus_id, index, os.environ)
             if h is None:
                 link = {"reason": how}
                 copies()
@@ -298,7 +352,7 @@ def measure_figures(torch: Any, device: Dict[str, Any], quick: bool) -> Dict[str
     p = _plan(device["kind"], quick)
     if device["kind"] == "cpu":
         return _cpu_figures(torch, p)
-    return {"matmul_gflops": _gpu_matmul(torch, p), "launch_us": _gpu_launch(torch, p),
+    return {"matmul_gflops": _gpu_matmul(torch, p, device["index"]), "launch_us": _gpu_launch(torch, p),
             "h2d_gbps": _gpu_h2d(torch, p, device["index"])}
 
 
@@ -309,7 +363,13 @@ def measure_rank(torch: Any, place: Place, quick: bool = True) -> Dict[str, Any]
     entry: Dict[str, Any] = {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
                              "launcher": place.launcher, "device": device, "versions": versions(torch),
                              "host_facts": host_facts()}
-    entry.update(preflight_and_driver(device))
+    bus_id = None
+    rocm = bool(getattr(torch.version, "hip", None))
+    if device["kind"] == "cuda" and not rocm:
+        from gpudiag.backends import nvml as nvml_backend
+
+        bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(device["index"]))
+    entry.update(preflight_and_driver(device, bus_id=bus_id, nvidia=not rocm))
     entry["figures"] = measure_figures(torch, device, quick)
     entry["measure_s"] = round(time.perf_counter() - t0, 3)
     return entry

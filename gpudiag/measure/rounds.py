@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, List, Optional, Sequence
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, TypeVar
 
 TIGHT, BUDGET, MAX_ROUNDS, DEADLINE = "intervals tight", "time budget spent", "most rounds run", "probe deadline"
 REJECTED = "too many rounds rejected"
 MIN_ROUNDS_FOR_INTERVAL = 3  # gpudiag.measure.stats.MIN_SAMPLES_FOR_INTERVAL
+K = TypeVar("K", bound=Hashable)  # what a round runs: strategies, contestants...
 
 
 @dataclass
@@ -40,7 +41,7 @@ class RoundsPlan:
     budget_s: float
 
 
-def rotated(keys: Sequence[Hashable], round_index: int) -> List[Hashable]:
+def rotated(keys: Sequence[K], round_index: int) -> List[K]:
     """The order of one round: the list rotated left by the round number."""
     if not keys:
         return []
@@ -48,9 +49,9 @@ def rotated(keys: Sequence[Hashable], round_index: int) -> List[Hashable]:
     return list(keys[k:]) + list(keys[:k])
 
 
-def run_rounds(keys: Sequence[Hashable], once: Callable[[Hashable], None], plan: RoundsPlan,
+def run_rounds(keys: Sequence[K], once: Callable[[K], None], plan: RoundsPlan,
                settled: Callable[[], bool] = lambda: False, deadline: Optional[float] = None,
-               active: Callable[[Hashable], bool] = lambda key: True,
+               active: Callable[[K], bool] = lambda key: True,
                keep_round: Callable[[], bool] = lambda: True) -> Dict[str, object]:
     """Run rounds over `keys`; returns {rounds, rejected, stopped_because, elapsed_s}. See the module docstring."""
     start = time.monotonic()

@@ -66,7 +66,8 @@ def torch_runtime(import_torch: bool) -> dict:
     try:
         import torch.backends.xnnpack
 
-        out["xnnpack"] = bool(torch.backends.xnnpack.enabled)
+        # torch swaps the module for an object with this property at import; the stubs do not know it.
+        out["xnnpack"] = bool(torch.backends.xnnpack.enabled)  # type: ignore[attr-defined]
     except (ImportError, AttributeError, RuntimeError):
         pass
     xpu = getattr(torch, "xpu", None)

@@ -346,9 +346,9 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
                      + ("; ".join(figs) or str(e.get("error") or "no figures")))
     if len(shown) < len(ranks):
         lines.append(f"  ... {len(ranks) - len(shown)} more healthy rank(s) in the report")
-    for m in map(as_dict, as_list(data.get("missing"))):
-        lines.append(f"  rank {m.get('rank'):>3} {m.get('host') or '?'} local {m.get('local_rank')}: MISSING "
-                     f"({m.get('reason')})")
+    for gone in map(as_dict, as_list(data.get("missing"))):
+        lines.append(f"  rank {gone.get('rank'):>3} {gone.get('host') or '?'} local {gone.get('local_rank')}: MISSING "
+                     f"({gone.get('reason')})")
     top = _top_collectives(as_list(data.get("collectives")))
     if top:
         lines.append("Collectives (largest size, busbw): " + "; ".join(top))

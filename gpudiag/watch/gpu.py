@@ -3,7 +3,8 @@
 Everything goes through gpudiag.backends.nvml (the one seam to pynvml; tests pass a fake
 library). Per tick and device: the utilisation over the driver's last period, the driver's own
 ring buffer of utilisation samples since the last read (higher resolution at no extra cost,
-research/methods.md section 1.6), used memory, PCIe TX/RX throughput, the clock-event reason
+research/methods.md section 1.6), used memory, PCIe TX/RX throughput (devices taking turns when there
+are many: each read blocks 20 ms), the clock-event reason
 mask, and the compute and graphics processes with their memory. A process that is not the job's
 and appears on the GPU mid-run (VS Code, a browser) is recorded with the time it appeared.
 """
@@ -16,6 +17,12 @@ from gpudiag.backends import nvml as nvml_backend
 from gpudiag.watch.sampler import Sampler
 
 MAX_DEVICES = 8
+# nvmlDeviceGetPcieThroughput counts bytes over a 20 ms window and returns after it (nvml.h; methods.md 1.2):
+# two counters cost a device 40 ms, eight GPUs 320 ms of a 0.5 s tick. At most PCIE_TICK_SHARE of a tick
+# goes to them; with more GPUs than that allows, the devices take turns (round-robin), each read every
+# few ticks instead of stretching every tick.
+PCIE_CALL_S = 0.02
+PCIE_TICK_SHARE = 0.2
 
 
 class GpuSampler(Sampler):
@@ -40,6 +47,8 @@ class GpuSampler(Sampler):
                                  "driver_model": n.driver_model(h), "samples": [], "ring": [],
                                  "ring_last_us": 0, "ring_anchor": None})
         self.names: Dict[int, Optional[str]] = {}
+        self.pcie_per_tick = max(1, int(PCIE_TICK_SHARE * interval_s / (2 * PCIE_CALL_S)))
+        self._pcie_next = 0
 
     def _ring(self, dev: Dict[str, Any], t_s: float) -> None:
         """Moves the driver's utilisation samples newer than the last read into dev["ring"] as
@@ -62,10 +71,22 @@ class GpuSampler(Sampler):
                 dev["ring"].append((base_t + (ts - base_us) / 1e6, value))
         dev["ring_last_us"] = newest
 
+    def _pcie_turn(self) -> List[int]:
+        """Positions in self.devices whose PCIe counters are read this tick: pcie_per_tick of them, in turn."""
+        count = len(self.devices)
+        if not self.pcie or not count:
+            return []
+        k = min(count, self.pcie_per_tick)
+        turn = [(self._pcie_next + i) % count for i in range(k)]
+        self._pcie_next = (self._pcie_next + k) % count
+        return turn
+
     def tick(self, t_s: float) -> None:
-        """One sample of every device: utilisation, memory, PCIe, reasons, processes, ring buffer."""
+        """One sample of every device: utilisation, memory, reasons, processes, ring buffer, and PCIe for the
+        devices whose turn it is (see PCIE_TICK_SHARE)."""
         n = self.n
-        for dev in self.devices:
+        pcie_now = set(self._pcie_turn())
+        for pos, dev in enumerate(self.devices):
             h = dev["handle"]
             row: Dict[str, Any] = {"t": t_s}
             util = nvml_backend.utilization_rates(n, h)
@@ -74,7 +95,7 @@ class GpuSampler(Sampler):
             mem = nvml_backend.memory_used_bytes(n, h)
             if mem is not nvml_backend.NA:
                 row["mem_used"], dev["mem_total"] = mem
-            if self.pcie:
+            if pos in pcie_now:
                 p = nvml_backend.pcie_throughput_kbps(n, h)
                 if p is not nvml_backend.NA:
                     row["pcie_tx_kbps"], row["pcie_rx_kbps"] = p["tx"], p["rx"]

@@ -10,11 +10,12 @@ interval excludes zero.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, TypeVar
 
 Z95 = 1.959964
 # Pairwise slopes are O(n^2): thin long runs to this many evenly spaced samples first.
 MAX_FIT_POINTS = 160
+T = TypeVar("T")  # a point of any kind: thin() keeps what it is given
 # The first part of a process's life is imports and model loading, not its steady growth.
 WARMUP_FRACTION = 0.15
 # Fewer samples than this do not make a slope worth quoting.
@@ -39,7 +40,7 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> Optional[Tuple[fl
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def thin(points: Sequence[Tuple[float, float]], limit: int = MAX_FIT_POINTS) -> List[Tuple[float, float]]:
+def thin(points: Sequence[T], limit: int = MAX_FIT_POINTS) -> List[T]:
     """At most `limit` points, evenly spaced by index, first and last kept (for fits and charts)."""
     pts = list(points)
     if len(pts) <= limit:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ContextManager, Dict, List, Optional, Sequence
 
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.watch import access, analysis, pyspy
@@ -85,8 +85,8 @@ class WatchSession:
         self._job_ref: List[Job] = []
         self._signals = SignalHandling(self._job_ref, attach=pid is not None)
         self._samplers: list = []
-        self._nvml_cm = None
-        self._nvml = None
+        self._nvml_cm: Optional[ContextManager[nvml_backend.Nvml]] = None
+        self._nvml: Optional[nvml_backend.Nvml] = None
         self.nvml_reason = ""
         self.started_at: Optional[str] = None
         self.ended_by = None

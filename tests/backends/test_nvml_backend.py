@@ -32,12 +32,31 @@ def test_cuda_version_string():
     assert nvml.cuda_version_string(0) == NA
 
 
-def test_not_supported_and_missing_functions_are_na():
+def test_not_supported_is_na_and_a_name_the_binding_lacks_is_a_bug():
     with nvml.session(FakeNvml.gtx1650_desktop()) as n:
         h = n.handle(0)
         assert n.call("nvmlDeviceGetMigMode", h) == NA  # NotSupported on GeForce
-        assert n.call("nvmlDeviceGetNoSuchThing", h) == NA  # not in this binding
+        assert n.errors["nvmlDeviceGetMigMode"] == "NVMLError_NotSupported"
         assert n.call("nvmlDeviceGetMigMode", h, default=None) is None
+        # A misspelt name (or a binding older than the floor) is not "n/a": it raises, naming the name.
+        with pytest.raises(nvml.NvmlMissingFunction, match="'nvmlDeviceGetUtilisationRates'"):
+            n.call("nvmlDeviceGetUtilisationRates", h)
+        with pytest.raises(AttributeError):  # NvmlMissingFunction is an AttributeError, as the typo is
+            n.first(["nvmlDeviceGetNoSuchThing_v2", "nvmlDeviceGetNoSuchThing"], h)
+
+
+def test_an_old_driver_without_the_function_is_na_and_says_so():
+    # The binding has the wrapper; the driver's library lacks the C symbol: pynvml raises FunctionNotFound.
+    with nvml.session(FakeNvml.h100(missing={"nvmlDeviceGetMigMode"})) as n:
+        assert n.call("nvmlDeviceGetMigMode", n.handle(0)) == NA
+        assert n.errors["nvmlDeviceGetMigMode"] == "NVMLError_FunctionNotFound"
+
+
+def test_a_spelling_newer_than_the_binding_is_skipped_in_a_fallback_list():
+    fake = FakeNvml.h100()
+    with nvml.session(fake) as n:  # FakeNvml has no nvmlDeviceGetCurrentClocksEventReasons_v9
+        assert n.first(["nvmlDeviceGetCurrentClocksEventReasons_v9", "nvmlDeviceGetCurrentClocksEventReasons"],
+                       n.handle(0)) == 0x1
 
 
 def test_foreign_exceptions_are_not_swallowed():

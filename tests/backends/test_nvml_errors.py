@@ -11,10 +11,12 @@ from gpudiag.probes import driver
 from tests.fakes import FakeNvml, NVMLError_GpuIsLost, NVMLError_InvalidArgument, NVMLError_Uninitialized
 
 
-class _Lib:
-    """The few pynvml names a session needs; each test makes one call misbehave."""
+class _Lib(FakeNvml):
+    """The H100 fake, with one call made to misbehave per test (None: it answers as recorded)."""
 
     def __init__(self, init=None, shutdown=None, handle=None, name=None):
+        base = FakeNvml.h100()
+        super().__init__(base.gpus, base.driver_version, base.cuda_version, base.nvml_version)
         self._init, self._shutdown, self._handle, self._name = init, shutdown, handle, name
         self.shut = False
 
@@ -25,35 +27,35 @@ class _Lib:
 
     def nvmlInit(self):
         self._maybe(self._init)
+        super().nvmlInit()
 
     def nvmlShutdown(self):
         self.shut = True
         self._maybe(self._shutdown)
-
-    def nvmlDeviceGetCount(self):
-        return 1
+        super().nvmlShutdown()
 
     def nvmlDeviceGetHandleByIndex(self, index):
         self._maybe(self._handle)
-        return ("h", index)
+        return super().nvmlDeviceGetHandleByIndex(index)
 
     def nvmlDeviceGetName(self, h):
         self._maybe(self._name)
-        return "Fake GPU"
+        return super().nvmlDeviceGetName(h)
 
 
 def test_library_mismatch_error_is_na():
     # pynvml's unversioned wrappers raise NVMLLibraryMismatchError, a plain Exception subclass.
-    mismatch = type("NVMLLibraryMismatchError", (Exception,), {})
-    with nvml.session(_Lib(name=mismatch("use a versioned function"))) as n:
-        assert n.call("nvmlDeviceGetName", ("h", 0)) == NA
+    import pynvml
+
+    with nvml.session(_Lib(name=pynvml.NVMLLibraryMismatchError("use a versioned function"))) as n:
+        assert n.call("nvmlDeviceGetName", n.handle(0)) == NA
 
 
 def test_foreign_error_named_like_an_nvml_answer_is_not_swallowed():
     # Before narrowing, any class name containing "NotFound", "Unknown"... was taken for an NVML answer.
     with nvml.session(_Lib(name=FileNotFoundError("a bug in a reader"))) as n:
         with pytest.raises(FileNotFoundError):
-            n.call("nvmlDeviceGetName", ("h", 0))
+            n.call("nvmlDeviceGetName", n.handle(0))
 
 
 def test_handle_raises_the_seams_error_with_pynvmls_name():

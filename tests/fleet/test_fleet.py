@@ -442,68 +442,72 @@ def test_bad_launcher_variables_exit_3(tmp_path):
 
 # ----------------------------------------------------------------------------- the GPU path, on fakes
 
-class _FakeCudaTensor:
-    def __init__(self, t, nbytes=4):
-        self.t, self.nbytes = t, nbytes
+def _fleet_nvml(monkeypatch, lib):
+    """Every NVML session fleet opens talks to `lib` (a FakeNvml)."""
+    from gpudiag.backends import nvml
 
-    def __matmul__(self, other):
-        self.t.clock += 1.0  # 1 ms per matmul
-        return self
-
-    def add_(self, _):
-        return self
-
-    def pin_memory(self):
-        return self
-
-    def copy_(self, src, non_blocking=False):
-        assert non_blocking, "the H2D copies are queued, not waited for one by one"
-        self.t.clock += 2.0
-        return self
+    real = nvml.session
+    monkeypatch.setattr(nvml, "session", lambda _lib=None: real(lib))
 
 
-def fake_gpu_torch():
-    t = types.SimpleNamespace(clock=0.0, bfloat16="torch.bfloat16", float16="torch.float16", uint8="uint8",
-                              version=types.SimpleNamespace(cuda="12.4"), __version__="2.99+fake")
-
-    class Event:
-        def __init__(self, enable_timing=False):
-            assert enable_timing
-            self.at = None
-
-        def record(self):
-            self.at = t.clock
-
-        def synchronize(self):
-            assert self.at is not None
-
-        def elapsed_time(self, end):
-            return end.at - self.at
-
-    props = types.SimpleNamespace(name="Fake H100", major=9, minor=0, total_memory=80 * 2 ** 30, uuid="abc",
-                                  pci_domain_id=0, pci_bus_id=0x1b, pci_device_id=0)
-    t.cuda = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 2, set_device=lambda i: None,
-                                   get_device_properties=lambda i: props, is_bf16_supported=lambda: True,
-                                   synchronize=lambda: None, Event=Event)
-    t.randn = lambda *shape, device=None, dtype=None: _FakeCudaTensor(t)
-    t.zeros = lambda n, device=None: _FakeCudaTensor(t)
-    t.empty = lambda n, dtype=None, device=None: _FakeCudaTensor(t, n)
-    return t
-
-
-def test_gpu_figures_on_a_fake_torch_have_the_report_shape():
+def test_gpu_figures_on_a_fake_torch_have_the_report_shape(monkeypatch):
     from gpudiag.fleet import measure
+    from tests import fake_torch as ft
+    from tests.fakes import FakeNvml
 
-    torch = fake_gpu_torch()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    # Two H100s; rank 3 of 4 on this node binds CUDA device 1, at PCI bus 0x19 like the capture's GPU.
+    torch = ft.FakeTorch(devices=2, pci=[(0, 0x18, 0), (0, 0x19, 0)], name="Fake H100", capability=(9, 0))
+    nvml = FakeNvml.h100()
+    _fleet_nvml(monkeypatch, nvml)
     place = launcher.Place("torchrun", 3, 4, 3, 4, 1, None, None, None)
     dev = measure.pick_device(torch, place)
-    assert (dev["kind"], dev["index"], dev["gpu_uuid_hash"]) == ("cuda", 1, short_hash("gpu-uuid:abc"))
+    assert (dev["kind"], dev["index"]) == ("cuda", 1)
+    assert dev["gpu_uuid_hash"] == short_hash("gpu-uuid:01234567-89ab-cdef-0123-456789abcdef")
     assert dev["shared_with_other_ranks"] is True  # local rank 3 on a node with 2 GPUs
     figs = measure.measure_figures(torch, dev, quick=True)
-    assert figs["matmul_gflops"]["value"] == pytest.approx(2 * 8192 ** 3 / 1e-3 / 1e9)  # 1 ms per fake matmul
+    n = measure._plan("cuda", True)["matmul_n"]
+    matmul_ms = 2 * n ** 3 / (ft.MATMUL_TFLOPS * 1e12) * 1e3
+    inner = measure._plan("cuda", True)["matmul_inner"]
+    # Events frame `inner` back-to-back matmuls after the 1 launch that started on an idle stream.
+    want = 2 * n ** 3 * inner / ((matmul_ms * inner + ft.HOST_LAUNCH_MS) / 1e3) / 1e9
+    assert figs["matmul_gflops"]["value"] == pytest.approx(want, rel=1e-6)
     assert "GPU bfloat16 8192x8192" in figs["matmul_gflops"]["what"]
-    assert figs["h2d_gbps"]["n"] == 5 and "link_under_load" in figs["h2d_gbps"]
     assert figs["launch_us"]["value"] > 0
+    # Issue 25 item 1: with NVML reachable the link is read while the copies run (it used to raise
+    # AttributeError here and fail the rank's whole measurement).
+    link = figs["h2d_gbps"]["link_under_load"]
+    assert figs["h2d_gbps"]["n"] == 5
+    assert (link["gen"], link["width"], link["reason"]) == (5, 16, None) and link["samples"] > 0
+    assert "nvmlDeviceGetHandleByPciBusId" in nvml.calls
+
+
+def test_gpu_matmul_warms_up_for_half_a_second_of_device_time():
+    from gpudiag.fleet import measure
+    from tests import fake_torch as ft
+
+    torch = ft.FakeTorch(capability=(9, 0))
+    measure._gpu_matmul(torch, measure._plan("cuda", True))
+    p = measure._plan("cuda", True)
+    timed_ms = p["repeats"] * p["matmul_inner"] * 2 * p["matmul_n"] ** 3 / (ft.MATMUL_TFLOPS * 1e12) * 1e3
+    assert torch.clock.host - timed_ms >= measure.WARMUP_MS  # the fake's device clock: warm-up ran that long
+
+
+@pytest.mark.parametrize("capability, signature, dtype", [
+    ((8, 0), "new", "bfloat16"),  # A100: native bf16
+    ((7, 0), "new", "float16"),  # V100: bf16 only emulated (counted by is_bf16_supported() by default)
+    ((7, 5), "old", "float16"),  # T4 under a torch without including_emulation: judged by capability
+    ((9, 0), "old", "bfloat16"),
+])
+def test_bf16_only_where_the_gpu_runs_it_natively(capability, signature, dtype):
+    from gpudiag.fleet import measure
+    from tests import fake_torch as ft
+
+    torch = ft.FakeTorch(capability=capability)
+    if signature == "old":
+        torch.cuda.is_bf16_supported = lambda: True  # torch 2.2 counted emulation, with no way to ask
+    fig = measure._gpu_matmul(torch, dict(measure._plan("cuda", True), repeats=1, matmul_inner=1))
+    assert fig["what"].startswith(f"GPU {dtype} ")
 
 
 def test_gpu_driver_facts_through_the_nvml_fake():
@@ -514,10 +518,58 @@ def test_gpu_driver_facts_through_the_nvml_fake():
     out = measure.preflight_and_driver({"kind": "cuda", "index": 0}, nvml_session=lambda: nvml.session(FakeNvml.h100()))
     drv = out["driver"]
     assert (drv["name"], drv["driver_version"], drv["persistence_mode"]) == ("NVIDIA H100 80GB HBM3", "545.23.08", True)
-    assert drv["pcie"]["width_max"] == 16 and drv["other_processes"] == 0 and "clocks" in drv
+    assert drv["pcie"]["width_max"] == 16 and drv["other_processes"] == 0
+    assert drv["clocks"] == {"sm_mhz": 345, "sm_max_mhz": 1980, "mem_mhz": 2619}  # from the capture
     assert all(c["applies"] for c in out["preflight"]["checks"])
     cpu = measure.preflight_and_driver({"kind": "cpu", "index": None}, nvml_session=lambda: nvml.session(FakeNvml.h100()))
     assert not next(c for c in cpu["preflight"]["checks"] if c["name"] == "nvml")["applies"]
+
+
+def _mixed_nvml():
+    """NVML's view of a host with a T4 at PCI bus 0x19 (NVML index 0) and an H100 at 0x3b (index 1): CUDA,
+    fastest first, calls the H100 device 0."""
+    import dataclasses
+
+    from tests.fakes import FakeNvml
+
+    t4 = dataclasses.replace(FakeNvml.h100().gpus[0], name="Tesla T4", pci_bus_id="00000000:19:00.0",
+                             memory_total_bytes=15 * 2 ** 30)
+    h100 = dataclasses.replace(FakeNvml.h100().gpus[0], pci_bus_id="00000000:3B:00.0")
+    base = FakeNvml.h100()
+    return FakeNvml([t4, h100], base.driver_version, base.cuda_version, base.nvml_version)
+
+
+def test_a_ranks_driver_facts_are_its_gpus_when_cuda_and_nvml_order_differ(monkeypatch):
+    # Issue 25 item 6: CUDA device 0 is the H100 (NVML index 1); mapping by index read the T4's facts.
+    from gpudiag.backends import nvml
+    from gpudiag.fleet import measure
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    session = lambda: nvml.session(_mixed_nvml())  # noqa: E731
+    out = measure.preflight_and_driver({"kind": "cuda", "index": 0}, nvml_session=session, bus_id="0000:3b:00.0")
+    assert (out["driver"]["nvml_index"], out["driver"]["name"]) == (1, "NVIDIA H100 80GB HBM3")
+    # Without the bus id gpudiag cannot tell which GPU CUDA device 0 is, and says so instead of guessing.
+    guess = measure.preflight_and_driver({"kind": "cuda", "index": 0}, nvml_session=session)
+    assert guess["driver"]["reason"].startswith("with 2 different GPUs CUDA numbers them fastest-first")
+    visible = next(c for c in guess["preflight"]["checks"] if c["name"] == "gpu_visible")
+    assert visible["status"] == "warn" and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in visible["message"]
+    # With CUDA_DEVICE_ORDER=PCI_BUS_ID the numbers agree: device 0 is the T4.
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    assert measure.preflight_and_driver({"kind": "cuda", "index": 0}, nvml_session=session)["driver"]["name"] == "Tesla T4"
+
+
+def test_measure_rank_matches_its_gpu_by_pci_bus_id(monkeypatch):
+    from gpudiag.fleet import measure
+    from tests import fake_torch as ft
+
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _fleet_nvml(monkeypatch, _mixed_nvml())
+    torch = ft.FakeTorch(devices=2, pci=[(0, 0x3B, 0), (0, 0x19, 0)], name=["Fake H100", "Fake T4"])
+    place = launcher.Place("torchrun", 0, 1, 0, 1, 0, None, None, None)
+    entry = measure.measure_rank(torch, place)
+    assert entry["driver"]["nvml_index"] == 1 and entry["driver"]["name"] == "NVIDIA H100 80GB HBM3"
 
 
 def test_sweep_keeps_what_was_measured_when_a_collective_fails():

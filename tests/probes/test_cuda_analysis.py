@@ -76,15 +76,28 @@ def test_link_at_its_maximum_is_fine():
 def test_link_downgrade_is_found_with_numbers():
     f = ca.link_findings(link(gen=3, width=8))
     assert codes(f) == ["PCIE_LINK_DEGRADED"]
-    assert "x8 Gen3 in a x16 Gen4" in f[0]["message"]
+    assert "x8 Gen3 where card and slot allow x16 Gen4" in f[0]["message"]
     assert f[0]["evidence"]["theoretical_gbps"] == pytest.approx(7.88, rel=2e-3)
     assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(31.5, rel=2e-3)
 
 
 def test_card_limited_by_slot_generation():
+    # A Gen4 card in a Gen3 slot, trained to Gen3 x16: nothing is degraded, the slot is the limit.
     f = ca.link_findings(link(gen=3, gen_max=3, gen_max_card=4))
-    assert codes(f) == ["PCIE_LINK_DEGRADED"]
+    assert codes(f) == ["PCIE_SLOT_LIMITS_CARD"]
     assert "Gen4 card limited to Gen3" in f[0]["message"]
+    assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(15.75, rel=2e-3)  # Gen3 x16
+    assert f[0]["evidence"]["theoretical_card_max_gbps"] == pytest.approx(31.5, rel=2e-3)  # Gen4 x16
+
+
+def test_a_degraded_link_in_a_limiting_slot_is_measured_against_the_slot_not_the_card():
+    # Issue 25 item 4: the rate a x8 link falls short of is Gen3 x16 (what this slot carries), not Gen4 x16.
+    f = ca.link_findings(link(gen=3, width=8, gen_max=3, gen_max_card=4))
+    assert codes(f) == ["PCIE_LINK_DEGRADED", "PCIE_SLOT_LIMITS_CARD"]
+    assert f[0]["evidence"]["theoretical_max_gbps"] == pytest.approx(15.75, rel=2e-3)
+    assert "instead of 15.754" in f[0]["message"] and "Gen4 x16" not in f[0]["message"]
+    assert ca.link_max_gbps(link(gen_max=3, gen_max_card=4)) == {"system": pytest.approx(15.754),
+                                                                  "card": pytest.approx(31.508)}
 
 
 def test_idle_link_reading_says_nothing():
@@ -239,3 +252,33 @@ def test_thread_rows_and_contention_findings():
     heavy = dict(data, processes=[dict(procs[0], overhead_fraction=0.3)])
     assert "PROCESS_SHARING_OVERHEAD_HIGH" in codes(ca.contention_findings(heavy))
     assert ca.contention_findings({"threads": [], "processes": [], "context": {}}) == []
+
+
+# ------------------------------------------------------- time-slicing model (issue 25 item 8)
+
+@pytest.mark.parametrize("slice_ms", [1.3, 2.2, 3.7])  # not multiples of the kernel: kernels are cut mid-way
+def test_fixed_work_kernels_give_back_the_slice_and_the_switch_cost(slice_ms):
+    from tests.fake_torch import simulate_time_slicing
+
+    wall_ms, elapsed = simulate_time_slicing(2, 2000, 0.5, slice_ms, 0.025, resumes_work=True)
+    row = ca.contention_estimate(2, 2000, 0.5, wall_ms / 1e3, elapsed)
+    assert row["timeslice_ms_est"] == pytest.approx(slice_ms, rel=1e-3)
+    assert row["switch_cost_us_est"] == pytest.approx(25.0, rel=5e-3)
+
+
+def test_spin_kernels_would_hide_the_switch_cost_and_shorten_the_slice():
+    # Why the probe's processes run matmuls: a switched-out torch.cuda._sleep kernel ends on resuming (its
+    # clock ran on), so the time lost to switching disappears and the slice reads short by up to a kernel.
+    from tests.fake_torch import simulate_time_slicing
+
+    wall_ms, elapsed = simulate_time_slicing(2, 2000, 0.5, 2.2, 0.025, resumes_work=False)
+    row = ca.contention_estimate(2, 2000, 0.5, wall_ms / 1e3, elapsed)
+    assert row["switch_cost_us_est"] == 0.0 and row["overhead_fraction"] == 0.0
+    assert 2.2 - 0.5 <= row["timeslice_ms_est"] < 2.2 - 0.1
+
+
+def test_matmul_size_for_a_target_time_scales_with_the_cube_root():
+    assert ca.matmul_n_for(0.5, 1024, 0.0625) == 2048  # 8x the time needs 2x the size
+    assert ca.matmul_n_for(0.5, 1024, 1000.0) == 128 and ca.matmul_n_for(50.0, 4096, 0.001) == 4096  # clamped
+    with pytest.raises(ValueError):
+        ca.matmul_n_for(0.5, 1024, 0.0)

@@ -19,6 +19,8 @@ import pytest
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.probes.base import ProbeContext, ProbeSkip
 from gpudiag.probes.cuda import contention, launch, pcie
+from gpudiag.probes.cuda import device
+from tests import fake_torch as fake_torch_mod
 from tests.fake_mp import ThreadContext
 from tests.fake_torch import FakeTorch, MiB
 from tests.fakes import FakeNvml
@@ -61,7 +63,7 @@ def _common(data, keys):
 # ----------------------------------------------------------------------------- launch
 
 LAUNCH_KEYS = ("device", "cuda_launch_blocking", "plan", "launch_overhead_us", "kernel_latency_us",
-               "kernel_device_us", "sync_latency_us", "graph")
+               "kernel_device_us", "device_timing", "sync_latency_us", "graph")
 GRAPH_KEYS = {"ops_per_graph", "eager_per_op_us", "graph_per_op_us", "graph_device_per_op_us", "speedup", "reason"}
 
 
@@ -77,17 +79,20 @@ def test_launch_runs_end_to_end_on_the_fake(fake_torch, monkeypatch):
     for key in ("launch_overhead_us", "kernel_latency_us", "kernel_device_us"):
         _stats(data[key])
     _stats(data["sync_latency_us"], positive=False)  # a no-op synchronize may read 0 us on a fast clock
-    assert data["kernel_device_us"]["n"] == data["plan"]["latency_repeats"]
+    assert 0 < data["kernel_device_us"]["n"] <= data["plan"]["latency_repeats"]
     assert data["launch_overhead_us"]["n"] == data["plan"]["launch_repeats"]
+    assert data["plan"]["launches"] <= 1000  # a batch stays below CUDA's ~1024 queued launches
     g = data["graph"]
     assert set(g) == GRAPH_KEYS and g["ops_per_graph"] == launch.GRAPH_OPS and g["reason"] == ""
     assert g["eager_per_op_us"] > 0 and g["graph_per_op_us"] > 0 and g["graph_device_per_op_us"] > 0
     assert g["speedup"] is not None and g["speedup"] > 0
     assert "graph" in torch.calls
-    # Units, against the fake's clock (not a measurement): an add_ takes 0.003 ms and an event record
-    # 0.0005 ms, so one kernel between two events reads 3.5 us and a 100-op graph 3.005 us per op.
-    assert data["kernel_device_us"]["median"] == pytest.approx(3.5, rel=1e-3)
-    assert g["graph_device_per_op_us"] == pytest.approx(3.005, rel=1e-3)
+    # Against the fake's clock (not a measurement): an add_ runs 3 us on the device after 8 us of host
+    # launch. The events sit behind a spin-kernel lead, so they frame the kernel alone (3 us, not 8 + 3),
+    # and a 100-op graph replay 3 us per op.
+    assert data["kernel_device_us"]["median"] == pytest.approx(fake_torch_mod.ADD_KERNEL_MS * 1e3, rel=1e-6)
+    assert g["graph_device_per_op_us"] == pytest.approx(fake_torch_mod.ADD_KERNEL_MS * 1e3, rel=1e-3)
+    assert data["device_timing"]["lead_ms"] >= device.LEAD_MS
     _findings(out.findings)
 
 
@@ -113,8 +118,8 @@ def test_launch_skips_without_cuda_torch(fake_torch):
 
 # ------------------------------------------------------------------------- contention
 
-CONTENTION_KEYS = ("device", "kernel", "kernel_ms", "solo_ms", "threads", "processes", "processes_skipped",
-                   "context", "mps_active")
+CONTENTION_KEYS = ("device", "kernel", "kernel_ms", "solo_ms", "process_kernel", "threads", "processes",
+                   "processes_skipped", "context", "mps_active")
 PROCESS_ROW_KEYS = {"workers", "wall_s", "ideal_s", "stretch", "overhead_fraction", "switched_fraction",
                     "switch_cost_us_est", "timeslice_ms_est", "reason"}
 
@@ -129,6 +134,10 @@ def _contention_common(data):
     assert data["solo_ms"]["n"] == 200
     # The fake spins at 1 GHz: calibration must land on the 0.5 ms target (ms vs us vs s slips show here).
     assert data["kernel_ms"] == pytest.approx(contention.KERNEL_MS, rel=0.01)
+    # The processes' kernel is a matmul sized to the same target (n^3 work: within a few % at a multiple of 64).
+    pk = data["process_kernel"]
+    assert set(pk) == {"kind", "matrix_n", "target_ms", "solo_ms"} and "matmul" in pk["kind"]
+    assert pk["matrix_n"] % 64 == 0 and pk["solo_ms"]["median"] == pytest.approx(contention.KERNEL_MS, rel=0.1)
     kernels = contention._plan(True)["thread_kernels"]
     assert data["threads"][0]["ideal_s"] == pytest.approx(kernels * data["kernel_ms"] / 1e3, rel=1e-3)
     assert [r["workers"] for r in data["threads"]] == [1] + contention._plan(True)["thread_workers"]
@@ -170,6 +179,10 @@ def test_contention_process_path_with_workers_as_threads(fake_torch, monkeypatch
     assert set(row) == PROCESS_ROW_KEYS
     assert row["wall_s"] > 0 and row["ideal_s"] > 0 and row["stretch"] > 0
     assert 0 <= row["overhead_fraction"] < 1 and 0 <= row["switched_fraction"] <= 1
+    # Ideal sharing is counted in the processes' own kernel (matmuls of fixed work), not the spin kernel.
+    kernels = contention._plan(True)["proc_kernels"]
+    pk_ms = data["process_kernel"]["solo_ms"]["median"]
+    assert row["ideal_s"] == pytest.approx(2 * kernels * pk_ms / 1e3, rel=1e-3)
     assert torch.calls.count("init") == 2  # one context per worker
     # The fake takes context_bytes per context: the parent's before/after free memory must see it.
     assert data["context"]["device_bytes"] == 300 * MiB and data["context"]["reason"] == ""
@@ -180,7 +193,8 @@ def test_contention_process_path_with_workers_as_threads(fake_torch, monkeypatch
 # ------------------------------------------------------------------------------- pcie
 
 PCIE_KEYS = ("device", "sizes_bytes", "points", "pinned_reason", "link", "theoretical_gbps_per_direction",
-             "theoretical_reason", "theoretical_max_gbps_per_direction", "peak", "efficiency", "numa")
+             "theoretical_reason", "theoretical_max_gbps_per_direction", "theoretical_card_max_gbps_per_direction",
+             "peak", "efficiency", "numa", "device_timing")
 LINK_KEYS = {"gen", "width", "gen_max", "gen_max_card", "width_max", "gen_idle", "width_idle",
              "read_under_load", "samples", "matched_by", "reason", "source"}
 PEAK_KEYS = {"h2d_pinned_gbps", "h2d_pageable_gbps", "d2h_pinned_gbps", "d2h_pageable_gbps", "bidir_pinned_gbps"}
@@ -218,50 +232,62 @@ def _pcie_common(data, pinned=True):
         assert (val is None) == (not pinned and "pinned" in key), (key, val)
     assert set(data["efficiency"]) == {k[:-len("_gbps")] for k in PEAK_KEYS}
     assert set(data["numa"]) == {"gpu_node", "process_nodes", "local", "reason"}
-    # Units: the fake copies at 12 GB/s pinned, 6 GB/s pageable (1e9 bytes/s), plus ~5.5 us per copy,
-    # so the largest size must read just under those rates (bidir counts both directions' bytes).
+    # Units: the fake copies at 12 GB/s pinned, 6 GB/s pageable (1e9 bytes/s), plus 5 us per copy,
+    # so the largest size must read just under those rates (bidir counts both directions' bytes, which
+    # move at once on two streams, as a GPU's two copy engines do).
     top = max(sizes)
     by = {(p["direction"], p["memory"]): p["gbps"]["median"] for p in data["points"] if p["size_bytes"] == top}
     assert by[("h2d", "pageable")] == pytest.approx(6.0, rel=0.05)
     if pinned:
         assert by[("h2d", "pinned")] == pytest.approx(12.0, rel=0.05)
-        assert by[("bidir", "pinned")] == pytest.approx(12.0, rel=0.05)  # 2x bytes over 2 serial fake copies
-
-
-class _NvmlWithBusId(FakeNvml):
-    """FakeNvml that also finds a GPU by PCI bus id, as pynvml does (FakeNvml itself lacks the call)."""
-
-    def nvmlDeviceGetHandleByPciBusId(self, bus_id):
-        self.bus_ids.append(bus_id)
-        return self.nvmlDeviceGetHandleByIndex(0)
+        assert by[("bidir", "pinned")] == pytest.approx(24.0, rel=0.05)
+        # The smallest pinned copy is timed without the host's 8 us launch (issue 25 item 3): its rate
+        # follows from the copy alone, latency + size / 12 GB/s.
+        small = min(sizes)
+        want = small / 1e9 / ((fake_torch_mod.COPY_LATENCY_MS + small / 12e9 * 1e3) / 1e3)
+        got = next(p["gbps"]["median"] for p in data["points"]
+                   if (p["direction"], p["memory"], p["size_bytes"]) == ("h2d", "pinned", small))
+        assert got == pytest.approx(want, rel=1e-3)
 
 
 @pytest.mark.parametrize("matched_by", ["index", "pci_bus_id"])
 def test_pcie_with_nvml_link_sampled_under_load(fake_torch, monkeypatch, pcie_env, matched_by):
+    lib = FakeNvml.h100()  # the capture's GPU sits at PCI bus id 00000000:19:00.0
     if matched_by == "pci_bus_id":
-        lib = _NvmlWithBusId.h100()
-        lib.bus_ids = []
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # index matching would be refused
+        fake_torch(pci=(0, 0x19, 0))
     else:
-        lib = FakeNvml.h100()
+        fake_torch(pci=None)  # a torch that gives no PCI bus id: one GPU, no renumbering, so by index
     _use_nvml(monkeypatch, lib)
-    fake_torch(pci=(0, 0x41, 0))
     out = pcie.PROBE.run(ProbeContext(mode="quick"))
     data = out.data
     _pcie_common(data)
     assert data["pinned_reason"] == ""
     link = data["link"]
-    # Plain FakeNvml has no nvmlDeviceGetHandleByPciBusId: one GPU, no renumbering, so by index.
     assert link["matched_by"] == matched_by and link["read_under_load"] is True and link["samples"] > 0
-    if matched_by == "pci_bus_id":
-        assert lib.bus_ids == ["0000:41:00.0"]  # from the torch device's pci_domain/bus/device ids
+    assert ("nvmlDeviceGetHandleByPciBusId" in lib.calls) == (matched_by == "pci_bus_id")
     assert (link["gen"], link["width"]) == (5, 16) and link["reason"] == ""
     assert data["theoretical_gbps_per_direction"] > 0 and data["theoretical_reason"] == ""
     assert data["theoretical_max_gbps_per_direction"] > 0
     assert all(v is None or v > 0 for v in data["efficiency"].values())
     assert data["efficiency"]["h2d_pinned"] is not None
-    assert data["numa"]["gpu_node"] is None and "numa_node" in data["numa"]["reason"]
+    assert data["numa"]["gpu_node"] is None
+    assert ("numa_node" if matched_by == "pci_bus_id" else "no PCI bus id") in data["numa"]["reason"]
     _findings(out.findings)
+
+
+def test_pcie_never_reads_nvml_for_a_gpu_nvml_does_not_know(fake_torch, monkeypatch, pcie_env):
+    # torch's device sits at a PCI bus id NVML does not list (an AMD GPU under ROCm next to an NVIDIA one,
+    # or a GPU NVML cannot see): no guess by index, no NVIDIA link facts about it.
+    lib = FakeNvml.h100()
+    _use_nvml(monkeypatch, lib)
+    fake_torch(pci=(0, 0x41, 0))
+    data = pcie.PROBE.run(ProbeContext(mode="quick")).data
+    link = data["link"]
+    assert link["matched_by"] is None and link["gen_max"] is None and link["read_under_load"] is False
+    assert "NVML knows no GPU at the CUDA device's PCI bus id (NVMLError_NotFound)" in link["reason"]
+    assert "nvmlDeviceGetMaxPcieLinkGeneration" not in lib.calls
+    assert data["theoretical_max_gbps_per_direction"] is None
 
 
 def test_pcie_without_nvml_and_pinned_memory(fake_torch, monkeypatch, pcie_env):
@@ -348,3 +374,46 @@ def test_contention_worker_failure_becomes_a_skipped_row(fake_torch, monkeypatch
     assert skip["workers"] == 2 and re.match(r"RuntimeError: worker \d failed: RuntimeError: CUDA error", skip["reason"])
     assert out.data["context"]["create_s"] is None and out.data["context"]["reason"]
     _findings(out.findings)
+
+
+# ------------------------------------------------------- timing with CUDA events (issue 25 item 3)
+
+def test_an_event_on_an_idle_stream_times_the_launch_too_and_the_lead_removes_it(fake_torch):
+    torch = fake_torch()
+    x = torch.zeros(1, device="cuda")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()  # the GPU is idle: the event takes the host's time at once
+    x.add_(1)
+    end.record()
+    end.synchronize()
+    naive_us = start.elapsed_time(end) * 1e3
+    kernel_us = fake_torch_mod.ADD_KERNEL_MS * 1e3
+    assert naive_us == pytest.approx((fake_torch_mod.HOST_LAUNCH_MS + fake_torch_mod.ADD_KERNEL_MS) * 1e3)
+    assert naive_us > 3 * kernel_us  # the host's launch, not the kernel, dominates the naive figure
+    timer = device.DeviceTimer(torch)
+    assert [ms * 1e3 for ms in timer.samples(lambda: x.add_(1), 3)] == [pytest.approx(kernel_us)] * 3
+    assert timer.info()["dropped"] == 0
+
+
+def test_a_sample_whose_lead_ran_out_is_dropped_and_the_lead_doubled(fake_torch, monkeypatch):
+    torch = fake_torch()
+    timer = device.DeviceTimer(torch)
+    x = torch.zeros(1, device="cuda")
+    ticks = iter([0.0, 1.0])  # the host took 1 s to enqueue the sample: far past a 0.2 ms lead
+    monkeypatch.setattr(device.time, "perf_counter", lambda: next(ticks))
+    assert timer.time(lambda: x.add_(1)) is None
+    assert timer.info() == {"method": "CUDA events behind a torch.cuda._sleep lead",
+                            "lead_ms": 2 * device.LEAD_MS, "dropped": 1}
+
+
+def test_elapsed_time_before_the_device_reached_the_event_raises_as_cuda_does(fake_torch):
+    torch = fake_torch()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(1_000_000)  # 1 ms of device work the host does not wait for
+    end.record()
+    with pytest.raises(RuntimeError, match="not ready"):
+        start.elapsed_time(end)
+    end.synchronize()
+    assert start.elapsed_time(end) == pytest.approx(fake_torch_mod.HOST_LAUNCH_MS + 1.0)  # idle start: launch too

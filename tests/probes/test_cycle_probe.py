@@ -307,13 +307,42 @@ def test_cuda_graph_of_the_builtin_cycle_captures():
         graph.close()
 
 
-def test_nvml_samples_are_attributed_to_the_contestant_running_at_the_time():
+def test_nvml_readings_count_only_when_their_averaging_window_lies_inside_one_run():
     c = cs.Contestant("serial", 1, 1, timed=lambda n: 0.0)
-    c.intervals = [(100.0, 101.0), (105.0, 106.0)]
+    c.intervals = [(100.0, 101.0), (105.0, 107.0)]
     samples = [{"t_s": 0.5, "gpu_percent": 40}, {"t_s": 2.0, "gpu_percent": 99},
-               {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 5.9, "gpu_percent": 50}]
-    assert ct._nvml_median(c, samples, t0=100.0) == 50  # 40, 60, 50 inside; 99 was another strategy
-    assert ct._nvml_median(c, [], t0=100.0) is None
+               {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 6.5, "gpu_percent": 50}, {"t_s": 6.9, "gpu_percent": 30}]
+    # 1/6 s windows: 40 (0.33-0.5), 60, 50 and 30 lie inside the runs; 99 was another strategy's.
+    assert ct._nvml_median(c, samples, t0=100.0, window_s=1 / 6) == (45, None)
+    # 1 s windows: only the readings at 6.5 and 6.9 have a whole second of this strategy's run behind them.
+    assert ct._nvml_median(c, samples, t0=100.0, window_s=1.0) == (40, None)
+    assert ct._nvml_median(c, [], t0=100.0) == (None, "NVML gave no utilisation samples")
+
+
+def test_a_busy_strategy_is_not_credited_to_the_idle_one_that_follows_it():
+    # Issue 25 item 5. NVML's reading is a trailing average (here over 1/6 s, the fake GPU's period). A keeps
+    # the GPU busy, B leaves it idle; they alternate in 0.1 s runs and the sampler reads every 0.05 s. The
+    # readings taken during B's runs average mostly A's busy time before it.
+    from tests.fakes import trailing_utilization
+
+    a = cs.Contestant("serial", 1, 1, timed=lambda n: 0.0)
+    b = cs.Contestant("processes", 2, 1, timed=lambda n: 0.0)
+    a.intervals = [(0.2 * k, 0.2 * k + 0.1) for k in range(10)]
+    b.intervals = [(0.2 * k + 0.1, 0.2 * k + 0.2) for k in range(10)]
+    period = 1 / 6
+    samples = [{"t_s": t, "gpu_percent": trailing_utilization(a.intervals, period, t)}
+               for t in (0.05 * k for k in range(1, 40))]
+    naive_b = [s["gpu_percent"] for s in samples if any(x <= s["t_s"] <= y for x, y in b.intervals)]
+    assert min(naive_b) >= 40  # what crediting each reading to the strategy running at the time gave B
+    for c in (a, b):
+        value, why = ct._nvml_median(c, samples, t0=0.0, window_s=period)
+        assert value is None and "0.17 s before each reading" in why and "at most 0.10 s" in why
+    # A run longer than the window has readings that describe it alone: busy is busy, idle is idle.
+    a.intervals, b.intervals = [(0.0, 2.0)], [(2.0, 4.0)]
+    samples = [{"t_s": t, "gpu_percent": trailing_utilization(a.intervals, period, t)}
+               for t in (0.05 * k for k in range(1, 80))]
+    assert ct._nvml_median(a, samples, t0=0.0, window_s=period) == (100, None)
+    assert ct._nvml_median(b, samples, t0=0.0, window_s=period) == (0, None)
 
 
 @pytest.mark.torch

@@ -6,6 +6,7 @@ import pytest
 
 from gpudiag.measure.stats import median
 from gpudiag.probes.cycle import timeline as tl
+from tests.fakes import NOT_SUPPORTED, FakeNvml
 
 
 def _k(ts, dur, corr, cat="kernel", name="k"):
@@ -104,45 +105,28 @@ def test_sync_call_names():
 
 # ---------------------------------------------------------------- NVML sampler through a fake lib
 
-class _Rates:
-    def __init__(self, gpu):
-        self.gpu, self.memory = gpu, 0
+class _ScriptedUtil(FakeNvml):
+    """The H100 fake whose utilisation readings follow `values` (then repeat the last), and whose driver ring buffer
+    holds samples `period_us` apart (none: the GPU keeps no ring buffer)."""
 
+    def __init__(self, values, supported=True, period_us=None):
+        base = FakeNvml.h100()
+        super().__init__(base.gpus, base.driver_version, base.cuda_version, base.nvml_version)
+        self.values, self.i = list(values), 0
+        self.gpus[0].utilization_gpu = 0 if supported else NOT_SUPPORTED
+        self.gpus[0].utilization_memory = 0
+        if period_us:
+            self.gpus[0].utilization_samples = [(7_000_000 + k * period_us, 50) for k in range(10)]
 
-class FakeNvml:
-    """Just the pynvml names the sampler uses."""
-
-    def __init__(self, values, supported=True):
-        self.values, self.supported, self.i = list(values), supported, 0
-        self.shut = False
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlShutdown(self):
-        self.shut = True
-
-    def nvmlDeviceGetCount(self):
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return ("h", i)
-
-    def nvmlDeviceGetHandleByPciBusId(self, bus):
-        return ("h", bus) if bus == "00000000:01:00.0" else None
-
-    def nvmlDeviceGetUtilizationRates(self, h):
-        if not self.supported:
-            class NVMLError_NotSupported(Exception):
-                pass
-            raise NVMLError_NotSupported()
-        v = self.values[min(self.i, len(self.values) - 1)]
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        rates = super().nvmlDeviceGetUtilizationRates(handle)
+        rates.gpu = self.values[min(self.i, len(self.values) - 1)]
         self.i += 1
-        return _Rates(v)
+        return rates
 
 
 def test_sampler_collects_samples_and_median():
-    lib = FakeNvml([40, 50, 60])
+    lib = _ScriptedUtil([40, 50, 60])
     s = tl.UtilizationSampler(0, interval_s=0.005, lib=lib).start()
     deadline = time.monotonic() + 5
     while len(s.samples) < 3 and time.monotonic() < deadline:
@@ -152,24 +136,29 @@ def test_sampler_collects_samples_and_median():
     assert [x["gpu_percent"] for x in r["samples"]][:3] == [40, 50, 60]
     values = [x["gpu_percent"] for x in r["samples"]]
     assert r["median_percent"] == median(values) and 50 <= r["median_percent"] <= 60
-    assert lib.shut
+    assert not lib.initialised  # shut down
+    # The H100 fake keeps no ring buffer: each reading is taken to average NVML's longest period, 1 s.
+    assert (r["window_s"], r["window_source"]) == (1.0, "NVML's longest sample period")
+
+
+def test_sampler_learns_the_averaging_window_from_the_ring_buffer():
+    r = tl.UtilizationSampler(0, interval_s=0.005, lib=_ScriptedUtil([10], period_us=166_667)).start().stop()
+    assert r["window_s"] == pytest.approx(1 / 6, rel=1e-3) and "spacing" in r["window_source"]
+    assert tl.ring_period_s([(0, 1), (5_000_000, 1), (10_000_000, 1)]) == 1.0  # clamped to NVML's 1 s
+    assert tl.ring_period_s([(0, 1), (100, 1)]) is None  # too few to tell
 
 
 def test_sampler_by_pci_bus_id_and_not_supported_reason():
-    with tl.UtilizationSampler("00000000:01:00.0", interval_s=0.005, lib=FakeNvml([10], supported=False)) as s:
+    lib = _ScriptedUtil([10], supported=False)
+    with tl.UtilizationSampler("0000:19:00.0", interval_s=0.005, lib=lib) as s:  # the capture's bus id
         pass
     r = s.result()
     assert r["n"] == 0 and r["median_percent"] is None and "NotSupported" in r["reason"]
+    assert "nvmlDeviceGetHandleByPciBusId" in lib.calls
 
 
 def test_sampler_without_nvml_gives_a_reason():
-    class Broken:
-        def nvmlInit(self):
-            class NVMLError_LibraryNotFound(Exception):
-                pass
-            raise NVMLError_LibraryNotFound()
-
-    r = tl.UtilizationSampler(0, lib=Broken()).start().stop()
+    r = tl.UtilizationSampler(0, lib=FakeNvml.no_driver("LibraryNotFound")).start().stop()
     assert r["n"] == 0 and "not found" in r["reason"]
 
 
@@ -194,3 +183,29 @@ def test_a_large_blocking_copy_is_a_copy_wait_and_a_scalar_read_a_sync_wait():
     assert split["copy_wait"] == 25.0 and split["sync_wait"] == 5.0
     assert split["host_wait"] == 10.0 and split["launch_overhead"] == 5.0
     assert sum(split.values()) == sum(e - s for s, e in gaps)
+
+
+def test_an_async_copy_to_pinned_memory_is_host_time_and_to_pageable_memory_a_sync_wait():
+    # The host spends 10 us in cudaMemcpyAsync before launching the next kernel. To pinned memory the call
+    # returns as soon as the copy is queued: that time is the host's own work, not a wait on the device.
+    def events(target):
+        return [
+            {"cat": "kernel", "name": "k0", "ts": 0.0, "dur": 20.0, "args": {"correlation": 1}},
+            {"cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 25.0, "dur": 10.0, "args": {"correlation": 2}},
+            {"cat": "gpu_memcpy", "name": f"Memcpy DtoH (Device -> {target})", "ts": 25.0, "dur": 1.0,
+             "args": {"correlation": 2, "bytes": 4}},
+            {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 40.0, "dur": 1.0, "args": {"correlation": 3}},
+            {"cat": "kernel", "name": "k1", "ts": 45.0, "dur": 10.0, "args": {"correlation": 3}},
+        ]
+
+    def split(target):
+        ev = events(target)
+        ops, calls = tl.gpu_ops(ev), tl.runtime_calls(ev)
+        gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops))
+        return tl.idle_breakdown(gaps, ops, calls)
+
+    pinned, pageable = split("Pinned"), split("Pageable")
+    # Idle: [20, 25] before the copy and [26, 45] before k1 (launched at 40: 5 us of launch overhead).
+    assert pinned["sync_wait"] == 0.0 and pinned["host_wait"] == 19.0
+    assert pageable["sync_wait"] == 9.0 and pageable["host_wait"] == 10.0  # the call's [26, 35] inside the gap
+    assert pinned["launch_overhead"] == pageable["launch_overhead"] == 5.0

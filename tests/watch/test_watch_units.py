@@ -338,3 +338,25 @@ def test_the_tracer_declaration_path_launches_the_job(monkeypatch):
     monkeypatch.setattr(access, "needs_tracer_declaration", lambda root="/": True)
     j = job.Job.launch([sys.executable, "-c", "import sys; sys.exit(5)"])
     assert j.tracer_declared and j.wait() == 5
+
+
+def test_pcie_counters_of_many_gpus_take_turns_within_a_fifth_of_each_tick():
+    # Issue 25: each nvmlDeviceGetPcieThroughput call waits out NVML's 20 ms counting window; two counters
+    # on eight GPUs took 320 ms of every 0.5 s tick. Now at most 20 % of a tick goes to them.
+    import dataclasses
+
+    base = FakeNvml.h100()
+    gpus = [dataclasses.replace(base.gpus[0], pcie_throughput_kbps=(1000 * i, 10 * i)) for i in range(8)]
+    fake = FakeNvml(gpus, base.driver_version, base.cuda_version, base.nvml_version)
+    with nvml_backend.session(fake) as n:
+        s = GpuSampler(n, 0.5, lambda: 0.0)
+        for tick in range(4):
+            before = fake.blocked_s
+            s.tick(tick * 0.5)
+            assert fake.blocked_s - before <= 0.2 * 0.5 + 1e-9
+        rows = [dev["samples"] for dev in s.devices]
+        s.close()
+    # Four ticks of two devices each: every GPU read once, with its own counters.
+    assert [sum("pcie_tx_kbps" in r for r in dev_rows) for dev_rows in rows] == [1] * 8
+    assert [next(r["pcie_tx_kbps"] for r in dev_rows if "pcie_tx_kbps" in r) for dev_rows in rows] == \
+        [1000 * i for i in range(8)]

@@ -43,8 +43,33 @@ def visible_nvml_indices(cvd: Optional[str], count: int) -> Tuple[Optional[List[
     return out, f"CUDA_VISIBLE_DEVICES={cvd}"
 
 
+def cuda_order_unknown(facts: Mapping[str, Any]) -> Optional[str]:
+    """Why CUDA's device numbers cannot be mapped to NVML's, or None when they can.
+
+    NVML lists GPUs in PCI bus order; CUDA numbers them fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID,
+    and CUDA_VISIBLE_DEVICES indices count in CUDA's order too. The two orders agree with one GPU, with
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, or when every GPU is the same model (equally fast GPUs keep their bus
+    order); otherwise only the PCI bus id (facts["cuda_device_match"]) tells which GPU is which.
+    """
+    drv = facts.get("driver") if isinstance(facts.get("driver"), dict) else {}
+    gpus = [g for g in (drv or {}).get("gpus") or [] if isinstance(g, dict)]
+    if len(gpus) < 2 or (facts.get("env") or {}).get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return None
+    names = {g.get("name") if isinstance(g.get("name"), str) and g.get("name") != NA else f"?{g.get('index')}"
+             for g in gpus}
+    if len(names) == 1:
+        return None
+    return (f"with {len(gpus)} different GPUs CUDA numbers them fastest-first and NVML by PCI bus, so gpudiag "
+            "cannot tell which one a CUDA device number means: set CUDA_DEVICE_ORDER=PCI_BUS_ID")
+
+
 def resolve_gpu(facts: Mapping[str, Any], plan: Plan) -> Tuple[Optional[Dict[str, Any]], str]:
-    """The driver data of the GPU the run will use (CUDA device `plan.device`), or (None, why not)."""
+    """The driver data of the GPU the run will use (CUDA device `plan.device`), or (None, why not).
+
+    facts["cuda_device_match"] ({device, nvml_index|None, by, reason?}), set where torch gave the device's
+    PCI bus id or is a ROCm build (fleet), decides; otherwise CUDA's numbering is mapped to NVML's
+    (cuda_order_unknown says when it cannot be).
+    """
     nv = facts.get("nvml") or {}
     if not nv.get("reachable"):
         return None, "NVML not reachable"
@@ -52,15 +77,25 @@ def resolve_gpu(facts: Mapping[str, Any], plan: Plan) -> Tuple[Optional[Dict[str
     if not isinstance(drv, dict):
         return None, facts.get("driver_reason") or "no driver facts"
     gpus = [g for g in drv.get("gpus") or [] if isinstance(g, dict)]
-    visible, note = visible_nvml_indices((facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES"), len(gpus))
-    if visible is None:
-        if len(gpus) == 1:
-            visible = [0]
-        else:
-            return None, f"{note}; with {len(gpus)} GPUs gpudiag cannot tell which one is device {plan.device}"
-    if plan.device >= len(visible):
-        return None, f"CUDA device {plan.device} does not exist ({len(visible)} visible)"
-    index = visible[plan.device]
+    match = facts.get("cuda_device_match")
+    if isinstance(match, dict) and match.get("device") == plan.device:
+        index = match.get("nvml_index")
+        if index is None:
+            return None, match.get("reason") or (f"NVML lists no GPU at CUDA device {plan.device}'s PCI bus id: not "
+                                                 "an NVIDIA GPU NVML can read, so none of its facts are reported")
+    else:
+        visible, note = visible_nvml_indices((facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES"), len(gpus))
+        if visible is None:
+            if len(gpus) == 1:
+                visible = [0]
+            else:
+                return None, f"{note}; with {len(gpus)} GPUs gpudiag cannot tell which one is device {plan.device}"
+        if plan.device >= len(visible):
+            return None, f"CUDA device {plan.device} does not exist ({len(visible)} visible)"
+        unknown = cuda_order_unknown(facts)
+        if unknown:
+            return None, unknown
+        index = visible[plan.device]
     gpu = next((g for g in gpus if g.get("index") == index), None)
     if gpu is None:
         return None, f"no NVML data for GPU {index}"
@@ -121,7 +156,8 @@ def check_gpu_visible(facts: Mapping[str, Any], plan: Plan) -> Check:
                      f"valid indices are 0..{count - 1})", ev)
     gpu, why = resolve_gpu(facts, plan)
     if gpu is None:
-        return Check("gpu_visible", "fail", why, ev)
+        # Mixed GPUs in CUDA's fastest-first order: the GPU is there, gpudiag cannot tell which one it is.
+        return Check("gpu_visible", "warn" if why == cuda_order_unknown(facts) else "fail", why, ev)
     ev["nvml_index"] = gpu.get("index")
     msg = f"CUDA device {plan.device} is {gpu_tag(gpu)}"
     total = num(gpu.get("memory_total_bytes"))
@@ -129,8 +165,9 @@ def check_gpu_visible(facts: Mapping[str, Any], plan: Plan) -> Check:
         msg += f", {format_size(total)}"
     if cvd is not None:
         msg += f" ({note})"
-    if visible and len(visible) > 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-        msg += "; assuming PCI order (set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA and NVML agree)"
+    if visible and len(visible) > 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" \
+            and not facts.get("cuda_device_match"):
+        msg += "; the GPUs are alike, so CUDA's order is their PCI order (CUDA_DEVICE_ORDER=PCI_BUS_ID makes it sure)"
     return Check("gpu_visible", "pass", msg, ev)
 
 

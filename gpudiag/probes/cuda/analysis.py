@@ -94,39 +94,59 @@ def link_under_load(samples: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
             "samples": len(gens)}
 
 
+def link_max_gbps(link: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """{system, card}: the per-direction rate of the widest, fastest link this card can train to in this slot
+    (NVML's device-and-system maximum generation), and of the card alone (its own maximum generation) - the
+    system's is what copies can reach; the card's is what a better slot would give."""
+    width_max = link.get("width_max") if _is_int(link.get("width_max")) else link.get("width")
+    return {"system": theoretical_gbps(link.get("gen_max"), width_max),
+            "card": theoretical_gbps(link.get("gen_max_card"), width_max)}
+
+
 def link_findings(link: Mapping[str, Any]) -> List[dict]:
-    """PCIE_LINK_DEGRADED when the link under load runs below what the card and slot allow.
+    """PCIE_LINK_DEGRADED when the link under load runs below what the card and slot together allow;
+    PCIE_SLOT_LIMITS_CARD (info) when the slot or CPU allows an older generation than the card's.
 
     link: {gen, width, gen_max (device and system), gen_max_card (device alone), width_max,
-    read_under_load}. A reading not taken under load says nothing (idle links downtrain).
+    read_under_load}. A reading not taken under load says nothing (idle links downtrain). The rate a
+    degraded link falls short of is the slot's (gen_max), never the card's: a slot that caps the card is
+    a limit of the system, not a fault of the link.
     """
     gen, width = link.get("gen"), link.get("width")
     if not link.get("read_under_load") or not (_is_int(gen) and _is_int(width)):
         return []
     gen_max, gen_card, width_max = link.get("gen_max"), link.get("gen_max_card"), link.get("width_max")
+    best = link_max_gbps(link)
+    now = theoretical_gbps(gen, width)
+    out = []
     problems = []
-    best_gen = max([g for g in (gen_max, gen_card) if _is_int(g)], default=None)
     if _is_int(width_max) and width < width_max:
         problems.append(f"running x{width} of x{width_max} lanes")
     if _is_int(gen_max) and gen < gen_max:
         problems.append(f"running Gen{gen} although card and slot allow Gen{gen_max}")
+    if problems:
+        best_w = width_max if _is_int(width_max) else width
+        best_gen = gen_max if _is_int(gen_max) else gen
+        out.append(finding(
+            "PCIE_LINK_DEGRADED", "warning",
+            f"PCIe link is x{width} Gen{gen} where card and slot allow x{best_w} Gen{best_gen} "
+            f"({'; '.join(problems)}): {now} GB/s per direction instead of {best['system']}.",
+            {"gen": gen, "width": width, "gen_max": gen_max, "gen_max_card": gen_card,
+             "width_max": width_max, "theoretical_gbps": now, "theoretical_max_gbps": best["system"],
+             "source": "NVML, read during a copy"},
+            "Seat the card in a full-width x16 slot wired to the CPU (not the chipset), check "
+            "risers/extension cables and the BIOS PCIe speed setting; a laptop or eGPU link "
+            "is fixed by its design."))
     if _is_int(gen_card) and _is_int(gen_max) and gen_max < gen_card:
-        problems.append(f"a Gen{gen_card} card limited to Gen{gen_max} by the slot or CPU")
-    if not problems:
-        return []
-    now = theoretical_gbps(gen, width)
-    best_w = width_max if _is_int(width_max) else width
-    best = theoretical_gbps(best_gen if best_gen else gen, best_w)
-    full_gen = gen_card if _is_int(gen_card) else best_gen
-    msg = (f"PCIe link is x{width} Gen{gen} in a x{best_w} Gen{full_gen} capable setup "
-           f"({'; '.join(problems)}): {now} GB/s per direction instead of {best}.")
-    return [finding("PCIE_LINK_DEGRADED", "warning", msg,
-                    {"gen": gen, "width": width, "gen_max": gen_max, "gen_max_card": gen_card,
-                     "width_max": width_max, "theoretical_gbps": now, "theoretical_max_gbps": best,
-                     "source": "NVML, read during a copy"},
-                    "Seat the card in a full-width x16 slot wired to the CPU (not the chipset), check "
-                    "risers/extension cables and the BIOS PCIe speed setting; a laptop or eGPU link "
-                    "is fixed by its design.")]
+        out.append(finding(
+            "PCIE_SLOT_LIMITS_CARD", "info",
+            f"A Gen{gen_card} card limited to Gen{gen_max} by the slot or CPU: copies top out at "
+            f"{best['system']} GB/s per direction here; the card alone could carry {best['card']}.",
+            {"gen_max": gen_max, "gen_max_card": gen_card, "width_max": width_max,
+             "theoretical_max_gbps": best["system"], "theoretical_card_max_gbps": best["card"],
+             "source": "NVML, read during a copy"},
+            "Use a slot of the card's generation if the board has one; otherwise keep transfers few and large."))
+    return out
 
 
 def point_median(points: Iterable[Mapping[str, Any]], direction: str, memory: str,
@@ -315,6 +335,15 @@ def sleep_cycles_for(target_ms: float, cycles: int, measured_ms: float) -> int:
     return max(1000, int(cycles * target_ms / measured_ms))
 
 
+def matmul_n_for(target_ms: float, n: int, measured_ms: float, lo: int = 128, hi: int = 4096) -> int:
+    """The matrix size whose n x n matmul takes about target_ms, scaled from one run of size n (work grows as
+    n^3), a multiple of 64 within [lo, hi]."""
+    if measured_ms <= 0:
+        raise ValueError("calibration matmul took no time")
+    scaled = n * (target_ms / measured_ms) ** (1 / 3)
+    return int(min(hi, max(lo, 64 * round(scaled / 64))))
+
+
 def thread_rows(one_wall_s: float, kernels: int, solo_ms: float,
                 runs: Mapping[int, float]) -> List[dict]:
     """Rows {workers, wall_s, ideal_s, throughput_vs_one} for threads each launching `kernels` spin kernels.
@@ -334,7 +363,9 @@ def contention_estimate(workers: int, kernels: int, solo_ms: float, wall_s: floa
                         elapsed_ms: Sequence[float]) -> Dict[str, Any]:
     """What time-slicing between `workers` processes cost, from per-kernel event times.
 
-    Model (methods.md 4.3): every process queues `kernels` spin kernels of `solo_ms` each. Under
+    Model (methods.md 4.3): every process queues `kernels` kernels of fixed work (matmuls) of `solo_ms` each,
+    which resume their remaining work when switched back in (spin kernels do not: see
+    device.work_kernels). Under
     round-robin time-slicing a kernel that is switched out waits while the other N-1 processes each
     run one slice T and the GPU switches N times: its event time grows by (N-1)*T + N*c (c = cost of
     one switch). Kernels shorter than the slice are switched out at most once, so:

@@ -1,8 +1,10 @@
 """Probe `contention`: what sharing one GPU costs, between threads and between processes.
 
-On device 0, with spin kernels of known duration (torch.cuda._sleep, calibrated with CUDA events):
-- threads: one process, N threads each launching the same kernels on its own stream, vs one thread;
-- processes: N spawned processes, each with its own CUDA context, released together: how much
+On device 0, with kernels of known duration calibrated with CUDA events:
+- threads: one process, N threads each launching the same spin kernels (torch.cuda._sleep, one SM each) on
+  its own stream, vs one thread;
+- processes: N spawned processes, each with its own CUDA context, released together, each running
+  matmuls of fixed work (a switched-out matmul resumes its work; a spin kernel would not): how much
   longer than ideal time-sharing, and from the per-kernel event times an estimate of the cost of
   one context switch and of the time slice (methods.md 4.3; gpudiag.probes.cuda.analysis);
 - what a context costs: creation time and device memory; whether an MPS daemon runs.
@@ -53,6 +55,23 @@ def _threads_wall(torch, cycles: int, kernels: int, workers: int) -> float:
     return run_threads(body, [(s,) for s in streams])
 
 
+def _matmul_size(torch, timer) -> int:
+    """The n whose float32 n x n matmul takes about KERNEL_MS on this GPU: from 1024, rescaled up to 4 times."""
+    from gpudiag.probes.cuda.device import matmul_buffers
+
+    n = 1024
+    for _ in range(4):
+        a, b, out = matmul_buffers(torch, n)
+        took = timer.samples(lambda: torch.mm(a, b, out=out), 3)  # noqa: B023 - used before the loop moves on
+        if not took:
+            return n
+        sized = ca.matmul_n_for(KERNEL_MS, n, median(took))
+        if sized == n:
+            return n
+        n = sized
+    return n
+
+
 def _stop(procs) -> None:
     """Terminate, then kill, every worker still alive, and reap them."""
     for p in procs:
@@ -65,8 +84,9 @@ def _stop(procs) -> None:
             p.join(3)
 
 
-def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: float) -> Dict[str, Any]:
-    """Spawn `workers` CUDA processes, release them together, return their timings and context costs."""
+def _run_processes(torch, matrix_n: int, kernels: int, workers: int, deadline: float) -> Dict[str, Any]:
+    """Spawn `workers` CUDA processes, release them together, return their timings and context costs (the drop in
+    free GPU memory per worker, less its matrices)."""
     import multiprocessing
 
     from gpudiag.probes.cuda.device import contention_worker
@@ -75,7 +95,7 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
     ready_q, result_q, start_evt = mp.Queue(), mp.Queue(), mp.Event()
     free_before = torch.cuda.mem_get_info(0)[0]
     procs = [mp.Process(target=contention_worker, name=f"gpudiag-contention-{i}", daemon=True,
-                        args=(i, cycles, kernels, ready_q, start_evt, result_q, max(5.0, deadline - time.monotonic())))
+                        args=(i, matrix_n, kernels, ready_q, start_evt, result_q, max(5.0, deadline - time.monotonic())))
              for i in range(workers)]
     try:
         for p in procs:
@@ -113,7 +133,7 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
         for q in (ready_q, result_q):
             q.close()
             q.cancel_join_thread()
-    per_ctx = (free_before - free_after) / workers
+    per_ctx = (free_before - free_after) / workers - 3 * matrix_n * matrix_n * 4
     return {
         "wall_s": max(d["t_end"] for d in done.values()) - min(d["t_start"] for d in done.values()),
         "elapsed_ms": [ms for d in done.values() for ms in d["elapsed_ms"]],
@@ -125,14 +145,23 @@ def _run_processes(torch, cycles: int, kernels: int, workers: int, deadline: flo
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `contention` data and findings: calibrated kernel, threads vs one thread, processes vs ideal
     time-sharing (each N skipped with a reason where memory or time does not allow), context costs."""
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
+
+    torch = require_cuda(min_free_bytes=2 * _CONTEXT_GUESS_BYTES)
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
     import psutil
 
-    from gpudiag.probes.cuda.device import device_info, require_cuda, spin_kernels, timed_sleep_ms
+    from gpudiag.probes.cuda.device import (DeviceTimer, device_info, matmul_buffers, spin_kernels, timed_sleep_ms,
+                                            work_kernels)
     from gpudiag.platform.nvidia import mps_daemon_running
 
     started = time.monotonic()
     budget_end = started + ctx.timeout_s * 0.85  # leave time to report before the runner's timeout
-    torch = require_cuda(min_free_bytes=2 * _CONTEXT_GUESS_BYTES)
     plan = _plan(ctx.quick)
 
     # Calibrate the spin kernel once clocks are up (a spin kernel counts SM clock cycles).
@@ -146,6 +175,15 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     solo = spin_kernels(torch, cycles, 200)
     solo_ms = median(solo)
 
+    # The processes' kernel: a float32 matmul of fixed work, sized to KERNEL_MS (timed behind a lead).
+    matrix_n = _matmul_size(torch, DeviceTimer(torch))
+    buffers = matmul_buffers(torch, matrix_n)
+    work_kernels(torch, buffers, 20)  # settle
+    proc_solo = work_kernels(torch, buffers, 200)
+    proc_solo_ms = median(proc_solo)
+    del buffers
+    matrix_bytes = 3 * matrix_n * matrix_n * 4
+
     one = _threads_wall(torch, cycles, plan["thread_kernels"], 1)
     runs = {n: _threads_wall(torch, cycles, plan["thread_kernels"], n) for n in plan["thread_workers"]}
     threads = ca.thread_rows(one, plan["thread_kernels"], solo_ms, runs)
@@ -157,9 +195,9 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     ctx_bytes: List[int] = []
     for n in plan["proc_workers"]:
         free_dev = torch.cuda.mem_get_info(0)[0]
-        per_ctx = median(ctx_bytes) if ctx_bytes else _CONTEXT_GUESS_BYTES
+        per_ctx = (median(ctx_bytes) if ctx_bytes else _CONTEXT_GUESS_BYTES) + matrix_bytes
         avail = psutil.virtual_memory().available
-        ideal_s = n * plan["proc_kernels"] * solo_ms / 1e3
+        ideal_s = n * plan["proc_kernels"] * proc_solo_ms / 1e3
         why: Optional[str] = None
         if n * per_ctx > _MAX_DEVICE_SHARE * free_dev:
             why = (f"{n} contexts need ~{n * per_ctx / 2 ** 20:.0f} MiB, more than half of the "
@@ -173,19 +211,21 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             skipped.append({"workers": n, "reason": why})
             continue
         try:
-            res = _run_processes(torch, cycles, plan["proc_kernels"], n, budget_end)
+            res = _run_processes(torch, matrix_n, plan["proc_kernels"], n, budget_end)
         except (RuntimeError, TimeoutError, OSError) as exc:  # one failed N must not hide the others
             skipped.append({"workers": n, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
             continue
         create_s += res["create_s"]
         if res["device_bytes"]:
             ctx_bytes.append(res["device_bytes"])
-        processes.append(ca.contention_estimate(n, plan["proc_kernels"], solo_ms, res["wall_s"],
+        processes.append(ca.contention_estimate(n, plan["proc_kernels"], proc_solo_ms, res["wall_s"],
                                                 res["elapsed_ms"]))
 
     data = {
         "device": device_info(torch),
         "kernel": {"kind": "torch.cuda._sleep spin kernel", "cycles": cycles, "target_ms": KERNEL_MS},
+        "process_kernel": {"kind": "float32 matmul (torch.mm), fixed work", "matrix_n": matrix_n,
+                           "target_ms": KERNEL_MS, "solo_ms": _stats(proc_solo)},
         "kernel_ms": round(solo_ms, 4),
         "solo_ms": _stats(solo),
         "threads": threads,

@@ -1,9 +1,10 @@
 """Probe `launch`: what one kernel launch costs here, and what CUDA graphs save.
 
 Measures, on device 0 with a 1-element tensor (so the GPU work itself is negligible):
-- host-side launch overhead: wall time of many back-to-back `x.add_(1)` launches / launches;
+- host-side launch overhead: wall time of back-to-back `x.add_(1)` launches / launches, in batches well
+  under CUDA's queue of pending launches (about 1024), so the host never waits for a full queue;
 - end-to-end latency of one tiny kernel: launch + torch.cuda.synchronize();
-- device time of one tiny kernel (CUDA events);
+- device time of one tiny kernel (CUDA events behind a spin-kernel lead: device.DeviceTimer);
 - torch.cuda.synchronize() on an idle stream;
 - the same N tiny ops launched one by one vs captured once in a CUDA graph and replayed.
 Analysis (findings) lives in gpudiag.probes.cuda.analysis.
@@ -19,14 +20,17 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure.stats import summarize
 
 GRAPH_OPS = 100
+# Launches per timed batch: far below the ~1024 pending launches CUDA queues before a launch blocks, so a
+# batch measures the host's cost to launch even where the kernels run slower than they are launched.
+LAUNCH_BATCH = 200
 
 
 def _plan(quick: bool) -> dict:
     """Launches and repeats for each measurement (quick: fewer repeats, the same kinds of figure)."""
     if quick:
-        return {"launches": 1000, "launch_repeats": 20, "latency_repeats": 200, "sync_repeats": 500,
+        return {"launches": LAUNCH_BATCH, "launch_repeats": 100, "latency_repeats": 200, "sync_repeats": 500,
                 "graph_repeats": 30}
-    return {"launches": 2000, "launch_repeats": 60, "latency_repeats": 1000, "sync_repeats": 2000,
+    return {"launches": LAUNCH_BATCH, "launch_repeats": 600, "latency_repeats": 1000, "sync_repeats": 2000,
             "graph_repeats": 200}
 
 
@@ -35,9 +39,9 @@ def _round_stats(values, ndigits: int = 3) -> dict:
     return {k: (round(v, ndigits) if isinstance(v, float) else v) for k, v in summarize(values).items()}
 
 
-def _graph_vs_eager(torch, x, repeats: int) -> dict:
+def _graph_vs_eager(torch, x, repeats: int, timer) -> dict:
     """GRAPH_OPS tiny ops launched one by one vs captured once in a CUDA graph and replayed,
-    both ending in a synchronize (wall clock), plus the graph's device time (CUDA events)."""
+    both ending in a synchronize (wall clock), plus the graph's device time (CUDA events, `timer`)."""
     perf, sync = time.perf_counter, torch.cuda.synchronize
     g = torch.cuda.CUDAGraph()
     side = torch.cuda.Stream()
@@ -66,23 +70,28 @@ def _graph_vs_eager(torch, x, repeats: int) -> dict:
         graph_s.append(perf() - t0)
     eager = summarize(ca.per_op_us(eager_s, GRAPH_OPS))["median"]
     graphed = summarize(ca.per_op_us(graph_s, GRAPH_OPS))["median"]
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    g.replay()
-    end.record()
-    end.synchronize()
-    device_per_op_us = start.elapsed_time(end) * 1e3 / GRAPH_OPS
+    device_ms = timer.samples(g.replay, 5)
+    device_per_op_us = summarize(device_ms)["median"] * 1e3 / GRAPH_OPS if device_ms else None
     return {"ops_per_graph": GRAPH_OPS, "eager_per_op_us": round(eager, 3),
-            "graph_per_op_us": round(graphed, 3), "graph_device_per_op_us": round(device_per_op_us, 3),
+            "graph_per_op_us": round(graphed, 3),
+            "graph_device_per_op_us": round(device_per_op_us, 3) if device_per_op_us is not None else None,
             "speedup": ca.graph_speedup(eager, graphed), "reason": ""}
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `launch` data and findings: launch overhead, tiny-kernel latency and device time, idle
     synchronize, eager vs CUDA graph (all in microseconds; graph left out with a reason if capture fails)."""
-    from gpudiag.probes.cuda.device import device_info, require_cuda
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
 
     torch = require_cuda(min_free_bytes=64 * 2 ** 20)  # a few tiny tensors and a graph pool
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
+    from gpudiag.probes.cuda.device import DeviceTimer, device_info
+
     plan = _plan(ctx.quick)
     perf = time.perf_counter
     sync = torch.cuda.synchronize
@@ -102,19 +111,14 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     launch_us = ca.per_op_us(launch_s, plan["launches"])
 
     # End-to-end latency (launch + wait) and device time of one tiny kernel.
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    latency_us, device_us = [], []
+    latency_us = []
     for _ in range(plan["latency_repeats"]):
         t0 = perf()
         x.add_(1)
         sync()
         latency_us.append((perf() - t0) * 1e6)
-    for _ in range(plan["latency_repeats"]):
-        start.record()
-        x.add_(1)
-        end.record()
-        end.synchronize()
-        device_us.append(start.elapsed_time(end) * 1e3)
+    timer = DeviceTimer(torch)
+    device_us = [ms * 1e3 for ms in timer.samples(lambda: x.add_(1), plan["latency_repeats"])]
 
     # synchronize() with nothing in flight: the round trip to the driver.
     sync_us = []
@@ -124,7 +128,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         sync_us.append((perf() - t0) * 1e6)
 
     try:
-        graph = _graph_vs_eager(torch, x, plan["graph_repeats"])
+        graph = _graph_vs_eager(torch, x, plan["graph_repeats"], timer)
     except RuntimeError as exc:  # e.g. capture refused under CUDA_LAUNCH_BLOCKING or an old driver
         graph = {"ops_per_graph": GRAPH_OPS, "eager_per_op_us": None, "graph_per_op_us": None,
                  "graph_device_per_op_us": None, "speedup": None,
@@ -137,6 +141,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "launch_overhead_us": _round_stats(launch_us),
         "kernel_latency_us": _round_stats(latency_us),
         "kernel_device_us": _round_stats(device_us),
+        "device_timing": timer.info(),
         "sync_latency_us": _round_stats(sync_us),
         "graph": graph,
     }

@@ -112,39 +112,50 @@ def numa_facts(bus_id: Optional[str], root: str = "/", process_cpus=None) -> Dic
 
 # ----------------------------------------------------------------------- measurement
 
-def _copy_ms(torch, dst, src, stream, pinned: bool, repeats: int, warmup: int) -> List[float]:
-    """Event-timed copies of src into dst on `stream` (ms each, warm-up dropped)."""
+def _copy_ms(torch, dst, src, stream, pinned: bool, repeats: int, warmup: int, timer) -> List[float]:
+    """Event-timed copies of src into dst on `stream` (ms each, warm-up dropped).
+
+    Pinned copies are queued (non_blocking) and timed behind a spin-kernel lead (`timer`, device.DeviceTimer),
+    so a small copy's figure is not stretched by the host's time to launch it. A pageable copy is
+    synchronous for the host (CUDA stages it through a pinned buffer and waits for the stream first): its
+    events frame that whole blocking copy, host staging included, which is what a pageable copy costs.
+    """
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            dst.copy_(src, non_blocking=pinned)
+    stream.synchronize()
+    if pinned:
+        return timer.samples(lambda: dst.copy_(src, non_blocking=True), repeats, stream)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     out = []
     with torch.cuda.stream(stream):
-        for i in range(warmup + repeats):
+        for _ in range(repeats):
             start.record(stream)
-            dst.copy_(src, non_blocking=pinned)  # pageable copies go through a staging buffer anyway
+            dst.copy_(src, non_blocking=False)  # pageable: through a staging buffer, blocking anyway
             end.record(stream)
             end.synchronize()
-            if i >= warmup:
-                out.append(start.elapsed_time(end))
+            out.append(start.elapsed_time(end))
     return out
 
 
-def _bidir_ms(torch, dev_dst, host_src, host_dst, dev_src, s1, s2, repeats: int, warmup: int) -> List[float]:
-    """Event-timed H2D on s1 and D2H on s2 started together; ms from common start to both done."""
-    start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-    out = []
-    for i in range(warmup + repeats):
-        start.record(s1)
-        s2.wait_event(start)
+def _bidir_ms(torch, dev_dst, host_src, host_dst, dev_src, s1, s2, repeats: int, warmup: int, timer) -> List[float]:
+    """Event-timed H2D on s1 and D2H on s2 started together (behind `timer`'s lead on s1); ms from the common
+    start to both done."""
+    mid = torch.cuda.Event(enable_timing=True)
+
+    def both() -> None:
+        """The two copies, each on its stream, both after the start event and both before the end event."""
+        s2.wait_event(timer.start)
         with torch.cuda.stream(s1):
             dev_dst.copy_(host_src, non_blocking=True)
         with torch.cuda.stream(s2):
             host_dst.copy_(dev_src, non_blocking=True)
         mid.record(s2)
         s1.wait_event(mid)
-        end.record(s1)
-        end.synchronize()
-        if i >= warmup:
-            out.append(start.elapsed_time(end))
-    return out
+
+    for _ in range(warmup):
+        timer.time(both, s1)
+    return timer.samples(both, repeats, s1)
 
 
 def _point(direction: str, memory: str, size: int, ms: List[float], bytes_factor: int = 1) -> dict:
@@ -195,11 +206,19 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The `pcie` data and findings: the GB/s sweep, the link read under load vs its theoretical rate,
     efficiency and NUMA placement (pinned points left out with a reason where pinning fails)."""
-    import psutil
-
-    from gpudiag.probes.cuda.device import device_info, require_cuda
+    from gpudiag.probes.cuda.device import out_of_memory_as_skip, require_cuda
 
     torch = require_cuda(min_free_bytes=256 * 2 ** 20)
+    with out_of_memory_as_skip(torch):
+        return _run(ctx, torch)
+
+
+def _run(ctx: ProbeContext, torch) -> ProbeOutput:
+    """run()'s measurements, on the torch require_cuda gave (out of memory becomes a skip there)."""
+    import psutil
+
+    from gpudiag.probes.cuda.device import DeviceTimer, device_info
+
     free_dev, _ = torch.cuda.mem_get_info(0)
     free_host = psutil.virtual_memory().available
     sizes = ca.pcie_sizes(ctx.quick, free_dev, free_host)
@@ -220,6 +239,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         pin_a = pin_b = None
         pinned_reason = f"pinned host memory unavailable: {type(exc).__name__}: {str(exc)[:200]}"
     s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+    timer = DeviceTimer(torch)
 
     points: List[dict] = []
     for size in sizes:
@@ -228,21 +248,19 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         da, db = dev_a[:size], dev_b[:size]
         if pin_a is not None:
             pa, pb = pin_a[:size], pin_b[:size]
-            points.append(_point("h2d", "pinned", size, _copy_ms(torch, da, pa, s1, True, reps, warm)))
-            points.append(_point("d2h", "pinned", size, _copy_ms(torch, pb, db, s1, True, reps, warm)))
+            points.append(_point("h2d", "pinned", size, _copy_ms(torch, da, pa, s1, True, reps, warm, timer)))
+            points.append(_point("d2h", "pinned", size, _copy_ms(torch, pb, db, s1, True, reps, warm, timer)))
             points.append(_point("bidir", "pinned", size,
-                                 _bidir_ms(torch, da, pa, pb, db, s1, s2, reps, warm), bytes_factor=2))
+                                 _bidir_ms(torch, da, pa, pb, db, s1, s2, reps, warm, timer), bytes_factor=2))
         pga, pgb = page_a[:size], page_b[:size]
-        points.append(_point("h2d", "pageable", size, _copy_ms(torch, da, pga, s1, False, reps, warm)))
-        points.append(_point("d2h", "pageable", size, _copy_ms(torch, pgb, db, s1, False, reps, warm)))
+        points.append(_point("h2d", "pageable", size, _copy_ms(torch, da, pga, s1, False, reps, warm, timer)))
+        points.append(_point("d2h", "pageable", size, _copy_ms(torch, pgb, db, s1, False, reps, warm, timer)))
 
     load_src = pin_a if pin_a is not None else page_a
     bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(0))
     link = _measure_link(torch, dev_a, load_src, s1, ctx.quick, bus_id, dict(os.environ))
     theory = ca.theoretical_gbps(link["gen"], link["width"]) if link["read_under_load"] else None
-    theory_max = ca.theoretical_gbps(
-        max([g for g in (link["gen_max"], link["gen_max_card"]) if isinstance(g, int)], default=None),
-        link["width_max"])
+    theory_max = ca.link_max_gbps(link)  # the slot's (what copies can reach) and the card's alone
     peaks = ca.pcie_peaks(points)
     numa = numa_facts(bus_id)
 
@@ -255,10 +273,12 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "theoretical_gbps_per_direction": theory,
         "theoretical_reason": "" if theory is not None else
         (link["reason"] or "the link was not read under load"),
-        "theoretical_max_gbps_per_direction": theory_max,
+        "theoretical_max_gbps_per_direction": theory_max["system"],
+        "theoretical_card_max_gbps_per_direction": theory_max["card"],
         "peak": peaks,
         "efficiency": ca.pcie_efficiency(peaks, theory),
         "numa": numa,
+        "device_timing": timer.info(),
     }
     findings = ca.link_findings(link)
     findings += ca.pageable_findings(points)

@@ -90,9 +90,12 @@ def _profiler_support():
 
 
 def _nvml_locate(torch) -> Any:
-    """The PCI bus id of the current CUDA device, else its index: what the NVML sampler matches it by."""
+    """The PCI bus id of the current CUDA device, else its index: what the NVML sampler matches it by. None under
+    a ROCm build: its torch.cuda device is an AMD GPU, which NVML does not describe."""
     from gpudiag.backends import nvml
 
+    if getattr(torch.version, "hip", None):
+        return None
     index = torch.cuda.current_device()
     return nvml.pci_bus_id(torch.cuda.get_device_properties(index)) or index
 
@@ -166,7 +169,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
 
     if custom_ref:
         cw.parse_ref(custom_ref)
-        spec = cw.CustomSpec(custom_ref, device, os.getcwd())
+        spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
         if not ctx.options.get("cycle_cycles"):
             plan.cycles = _custom_cycles(spec, ctx.mode)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)

@@ -136,7 +136,8 @@ def empty_row(name: str, status: str, reason: str, workers: Optional[int] = None
     return {"name": name, "status": status, "reason": reason, "workers": workers, "cycles_per_s": None,
             "speedup_vs_serial": None, "spread_fraction": None, "repeats": 0, "cycles": None,
             "torch_threads": None, "gpu_busy_fraction": None, "gpu_busy_reason": reason,
-            "nvml_gpu_percent_median": None, "host_rss_bytes": None, "peak_device_bytes": None}
+            "nvml_gpu_percent_median": None, "nvml_gpu_percent_reason": reason, "host_rss_bytes": None,
+            "peak_device_bytes": None}
 
 
 def measured_row(name: str, workers: int, cycles: int, walls: Sequence[float], torch_threads: int, **extra) -> dict:

@@ -27,8 +27,10 @@ from gpudiag.measure.stats import median
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")
-# Runtime calls that block the host until the device has caught up. "cudaMemcpy" also matches
-# cudaMemcpyAsync: to pageable host memory (what `.item()` does) it blocks like the plain call.
+# Runtime calls that may block the host until the device has caught up. "cudaMemcpy" also matches
+# cudaMemcpyAsync, which blocks only when the host side is pageable memory (what `.item()` does): an
+# asynchronous copy counts as blocking unless its device copy is known to use pinned memory (kineto names
+# it "Memcpy DtoH (Device -> Pinned)"; "-> Pageable", an older bare "Memcpy DtoH" or no record: blocking).
 SYNC_CALL_MARKERS = ("Synchronize", "cudaMemcpy", "cuMemcpyDtoH")
 COPY_CALL_MARKERS = ("Memcpy",)
 # A blocking copy this large is a wait on the transfer itself (1 MiB takes ~80 us even at 12 GB/s,
@@ -155,7 +157,18 @@ def idle_breakdown(gaps: Sequence[Interval], ops: Sequence[dict], calls: Sequenc
         moved = op_bytes.get(c["correlation"])
         return any(m in c["name"] for m in COPY_CALL_MARKERS) and moved is not None and moved >= COPY_WAIT_MIN_BYTES
 
-    blocking = [c for c in calls if is_sync_call(c["name"])]
+    op_names = {o["correlation"]: str(o.get("name", "")) for o in ops if o.get("correlation") is not None}
+
+    def blocks(c: dict) -> bool:
+        """Whether a runtime call held the host: a synchronising call, or a copy that is not an asynchronous one
+        known to use pinned memory."""
+        if not is_sync_call(c["name"]):
+            return False
+        if "Memcpy" in c["name"] and "Async" in c["name"]:
+            return "Pinned" not in op_names.get(c["correlation"], "")
+        return True
+
+    blocking = [c for c in calls if blocks(c)]
     copies = merge_intervals((c["start"], c["end"]) for c in blocking if big_copy(c))
     syncs = merge_intervals((c["start"], c["end"]) for c in blocking if not big_copy(c))
     starts = sorted((o["start"], i) for i, o in enumerate(ops))
@@ -272,12 +285,36 @@ def empty_timeline(method: Optional[str], reason: str) -> dict:
 
 # ---------------------------------------------------------------- NVML utilisation sampler
 
+# NVML's utilisation is an average over the driver's sample period, between 1/6 s and 1 s depending on the
+# GPU: a reading describes that much time before it. Without a better estimate the longest is assumed.
+NVML_PERIOD_MIN_S, NVML_PERIOD_MAX_S = 1 / 6, 1.0
+
+
+def ring_period_s(samples: Sequence[Tuple[int, float]]) -> Optional[float]:
+    """The driver's sample period from the spacing of its ring-buffer timestamps (µs), clamped to NVML's
+    1/6-1 s; None with fewer than three samples. Only differences are used: the driver's clock is its own."""
+    stamps = sorted(ts for ts, _ in samples)
+    gaps = [(b - a) / 1e6 for a, b in zip(stamps, stamps[1:]) if b > a]
+    typical = median(gaps) if len(gaps) >= 2 else None
+    if typical is None:
+        return None
+    return min(NVML_PERIOD_MAX_S, max(NVML_PERIOD_MIN_S, typical))
+
+
+def reading_within(t_s: float, window_s: float, intervals: Iterable[Interval]) -> bool:
+    """Whether a reading taken at t_s, which averages the window_s before it, describes only one of
+    `intervals` (the whole window inside it): a reading straddling two runs describes neither."""
+    return any(a <= t_s - window_s and t_s <= b for a, b in intervals)
+
+
 class UtilizationSampler:
     """Samples NVML GPU utilisation in a background thread, as `nvidia-smi dmon` would show it.
 
     NVML's figure is a duty cycle over the driver's sample period (1/6 s to 1 s): the percentage
-    of time at least one kernel ran, not how much of the GPU it used. Use as a context manager;
-    `result()` gives `{samples: [{t_s, gpu_percent}], median_percent, n, interval_s, reason}`.
+    of time at least one kernel ran, not how much of the GPU it used, over that period *before* the
+    reading. Use as a context manager; `result()` gives `{samples: [{t_s, gpu_percent}], median_percent,
+    n, interval_s, window_s, window_source, reason}`: window_s is the period each reading averages,
+    from the driver's ring buffer where it keeps one, else NVML's longest (1 s).
     `locate` is a PCI bus id string (as torch reports it) or an NVML index.
     """
 
@@ -287,6 +324,8 @@ class UtilizationSampler:
         self.max_samples = max_samples
         self.samples: List[dict] = []
         self.reason: Optional[str] = None
+        self.window_s = NVML_PERIOD_MAX_S
+        self.window_source = "NVML's longest sample period"
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -305,7 +344,7 @@ class UtilizationSampler:
     def _loop(self) -> None:
         """Background thread body: one utilisation sample per interval_s until stop(); any NVML failure ends sampling
         with a reason instead of reaching the measurement."""
-        from gpudiag.backends.nvml import NA, NvmlUnavailable, session
+        from gpudiag.backends.nvml import NA, NvmlUnavailable, session, utilization_samples
 
         try:
             with session(self.lib) as nv:
@@ -313,6 +352,10 @@ class UtilizationSampler:
                 if h is None:
                     self.reason = how
                     return
+                ring = utilization_samples(nv, h, 0)
+                period = ring_period_s(ring) if isinstance(ring, list) else None
+                if period is not None:
+                    self.window_s, self.window_source = period, "the spacing of the driver's utilisation samples"
                 self._ready.set()
                 while True:
                     rates = nv.call("nvmlDeviceGetUtilizationRates", h)
@@ -355,7 +398,8 @@ class UtilizationSampler:
             reason = "the run ended before NVML gave a sample"
         return {"samples": list(self.samples), "n": len(values),
                 "median_percent": median(values) if values else None,
-                "interval_s": self.interval_s, "reason": reason}
+                "interval_s": self.interval_s, "window_s": round(self.window_s, 4),
+                "window_source": self.window_source, "reason": reason}
 
     def __enter__(self) -> "UtilizationSampler":
         return self.start()

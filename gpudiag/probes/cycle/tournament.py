@@ -13,7 +13,7 @@ worker processes or threads, becomes a `failed` row naming it; the others are st
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
 from gpudiag.measure import stats
@@ -54,12 +54,22 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
         return timeline.empty_timeline(None, f"profiling failed: {cs._where(exc)}")
 
 
-def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float) -> Optional[float]:
-    """Median NVML GPU percent over the samples taken while this contestant was timed (None if none fell in its
-    runs): the one GPU busy figure the processes strategy has, since one profiler cannot see other contexts."""
-    inside = [s["gpu_percent"] for s in samples
-              if any(a - t0 <= s["t_s"] <= b - t0 for a, b in c.intervals)]
-    return stats.median(inside) if inside else None
+def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float,
+                 window_s: float = timeline.NVML_PERIOD_MAX_S) -> Tuple[Optional[float], Optional[str]]:
+    """(median NVML GPU percent, None) over the readings that describe this contestant's runs alone, or
+    (None, why): the one GPU busy figure the processes strategy has, since one profiler cannot see other
+    contexts. A reading averages the window_s before it (NVML's sample period), so it counts only when
+    that whole window lies inside one timed run: a reading taken just after a switch describes mostly
+    the strategy before."""
+    runs = [(a - t0, b - t0) for a, b in c.intervals]
+    inside = [s["gpu_percent"] for s in samples if timeline.reading_within(s["t_s"], window_s, runs)]
+    if inside:
+        return stats.median(inside), None
+    if not samples:
+        return None, "NVML gave no utilisation samples"
+    longest = max((b - a for a, b in runs), default=0.0)
+    return None, (f"NVML averages utilisation over {window_s:.2f} s before each reading; this strategy's runs "
+                  f"(at most {longest:.2f} s) are shorter, so no reading describes it alone")
 
 
 def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: int = stats.BOOTSTRAP_RESAMPLES):
@@ -126,12 +136,14 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
                          "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
                          "reason": c.error or ""} for c in group]
     if env.device != "cuda":
-        row.update(gpu_busy_fraction=None, gpu_busy_reason=cs.CPU_REASON, nvml_gpu_percent_median=None)
+        row.update(gpu_busy_fraction=None, gpu_busy_reason=cs.CPU_REASON, nvml_gpu_percent_median=None,
+                   nvml_gpu_percent_reason=cs.CPU_REASON)
     else:
         tl = env.timelines.get(name) or {}
         row["gpu_busy_fraction"] = tl.get("busy_fraction")
         row["gpu_busy_reason"] = None if tl.get("busy_fraction") is not None else (tl.get("reason") or "not profiled")
-        row["nvml_gpu_percent_median"] = _nvml_median(best, samples, t0)
+        window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
+        row["nvml_gpu_percent_median"], row["nvml_gpu_percent_reason"] = _nvml_median(best, samples, t0, window)
     return row
 
 
@@ -265,9 +277,10 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         after, snap1 = meter.read(), process_cpu_snapshot()
         env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
         samples = (env.nvml or {}).get("samples", [])
-        for smp in samples:  # which strategy was running when NVML took each sample
-            smp["strategy"] = next((c.name for c in contestants
-                                    if any(a - t0 <= smp["t_s"] <= b - t0 for a, b in c.intervals)), None)
+        window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
+        for smp in samples:  # the strategy each reading describes alone (its whole averaging window in one run)
+            smp["strategy"] = next((c.name for c in contestants if timeline.reading_within(
+                smp["t_s"], window, [(a - t0, b - t0) for a, b in c.intervals])), None)
 
         if cuda:
             for name, group in groups.items():
