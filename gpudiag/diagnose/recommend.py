@@ -229,10 +229,13 @@ def _cpu_limit(report: dict, quality: Optional[dict]) -> dict:
     if usable is not None:
         out["evidence"].append(evidence("whole workers the limit leaves (usable cores)", usable, "cores",
                                         path(*base, "usable_cores")))
+    share_src = path("probes", "cycle", "data", "load", "throttling", "throttled_share")
     if quality and quality.get("throttled"):
         out["note"] += (f" The strategies ran {quality['throttled_text']}: their rates are what this limit allows, "
                         "and more workers cannot help.")
-        share_src = path("probes", "cycle", "data", "load", "throttling", "throttled_share")
+    elif quality and cl.throttling_text(limit, quality.get("throttling")):
+        out["note"] += f" The strategies were {cl.throttling_text(limit, quality['throttling'])}."
+    if get(report, *split_path(share_src)) is not None:
         out["evidence"].append(evidence("share of scheduler periods in which the tournament was throttled",
                                         get(report, *split_path(share_src)), "fraction", share_src))
     return out
