@@ -32,7 +32,7 @@ import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from gpudiag.diagnose import cpu_limit as cl
-from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE
+from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE, THROTTLED_MIN_PERIODS
 from gpudiag.measure import stats
 from gpudiag.measure.load import BUSY_MARGIN_CORES, machine_busy
 from gpudiag.probes.base import finding
@@ -294,7 +294,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
         if w in verdict:
             verdict[w]["reason"] = why
     load = data.get("other_busy_cores") or {}
-    throttling = {w: t for w, t in (cpu.get("throttling") or {}).items() if cl.throttled(t)}
+    throttling = _throttled_workloads(cpu.get("throttling") or {})
     busy = {w: c for w, c in load.items()
             if c is not None and machine_busy(c, cores, verdict.get(w, {}).get("workers") or _top(rows, w),
                                               cl.run_cores(limit))}
@@ -393,6 +393,24 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "ProcessPoolExecutor or multiprocessing.Pool pays this per worker, not per task.",
             {"startup": startup}, "Keep process workers alive and reuse them across tasks."))
     return {"verdict": verdict, "findings": findings}
+
+
+def _throttled_workloads(per: Dict[str, Any]) -> Dict[str, dict]:
+    """{workload: its throttling} for the workloads that ran throttled. A quick workload spans only a few quota
+    periods, too few to judge alone: it is judged on all workloads' periods together (the same quota held
+    through the probe)."""
+    known = {w: t for w, t in per.items() if isinstance(t, dict) and isinstance(t.get("periods"), int)}
+    periods = sum(t["periods"] for t in known.values())
+    throttled = sum(t.get("throttled_periods") or 0 for t in known.values())
+    pooled = {"periods": periods, "throttled_periods": throttled,
+              "throttled_share": round(throttled / periods, 4) if periods else 0.0,
+              "throttled_s": round(sum(t.get("throttled_s") or 0.0 for t in known.values()), 4)}
+    out = {}
+    for w, t in known.items():
+        judged = t if t["periods"] >= THROTTLED_MIN_PERIODS else pooled
+        if cl.throttled(judged):
+            out[w] = judged
+    return out
 
 
 def _top(rows: Sequence[dict], workload: str) -> Optional[int]:
