@@ -184,7 +184,7 @@ def recommend(report: Any) -> dict:
             why = "no strategy finished its measurement"
         headline = f"No strategy to recommend: {why}."
         reason = why
-    if cpu["note"] and level != conf.TOO_NOISY:
+    if cpu["note"] and not (quality and quality["throttled"] and level == conf.TOO_NOISY):  # that one names it
         headline += " " + cpu["note"]
         reason = (reason + "; " if reason else "") + cpu["note"][0].lower() + cpu["note"][1:].rstrip(".")
     return {

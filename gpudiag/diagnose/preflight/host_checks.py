@@ -24,7 +24,8 @@ def check_cpu_limit(facts: Mapping[str, Any], plan: Plan) -> Check:
     ev.update(workers=plan.workers, logical_cpus=facts.get("logical_cpus"))
     where = f"under {cl.limit_text(limit)}" if cl.limit_text(limit) else "(no CPU limit)"
     cores = f"{usable} usable core{'s' if usable != 1 else ''}"
-    kind = "threads" if plan.strategy == "threads" else "worker processes"
+    nouns = ("thread", "threads") if plan.strategy == "threads" else ("worker process", "worker processes")
+    kind = nouns[plan.workers != 1]
     if plan.workers > usable:
         raise_it = (" or raise the limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
                     if cl.quota_binds(limit) else "")
