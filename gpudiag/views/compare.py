@@ -192,7 +192,7 @@ def _cpu(report: Dict[str, Any]) -> Value:
         from gpudiag.diagnose import cpu_limit as cl
 
         why = cl.limit_text(limit)
-        text += f" ({usable} usable by gpudiag" + (f": {why}" if why else "") + ")"
+        text += f", {usable} usable by gpudiag under {why}" if why else f" ({usable} usable by gpudiag)"
     return text, None
 
 

@@ -109,7 +109,7 @@ def _system_rows(s: dict) -> List[tuple]:
         from gpudiag.diagnose import cpu_limit as cl
 
         why = cl.limit_text(limit)
-        cores += f" ({usable} usable by this process" + (f": {why}" if why else "") + ")"
+        cores += f", {usable} usable by this process under {why}" if why else f" ({usable} usable by this process)"
     mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
     rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
     rows += env_fields.cpu_feature_rows(s)

@@ -75,8 +75,6 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
 
 def _no_workers_reason(cores: int, limit: Optional[dict]) -> str:
     """Why threads and processes were not measured on 1 usable core, naming a CPU limit where one binds."""
-    from gpudiag.diagnose import cpu_limit as cl
-
     why = cl.usable_text(limit) or f"{cores} usable core"
     return (f"{why}: a second worker could only take turns with the first, so more workers cannot help and "
             "none were measured")
