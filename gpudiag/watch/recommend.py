@@ -225,9 +225,9 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                         f"The GPU sat idle {dg.pct(host['figures'].get('gpu_idle_fraction'))} of the time while one "
                         "thread ran Python: the loop is host-bound; capture the step as a CUDA graph or batch more "
                         "work per launch (more threads would only queue for the GIL).", host))
-    mem_note = cpu["note"]
+    mem_note = ""
     if mem.get("verdict") == "supported":
-        mem_note += " " + mem["summary"]
+        mem_note = " " + mem["summary"]
         rec["environment_changes"].append({"code": "WATCH_MEMORY_LIMIT_AHEAD", "change": mem["summary"],
                                            "evidence": mem.get("figures")})
         secs = num(mem["figures"].get("seconds_to_limit"))
@@ -240,7 +240,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     if not judged:
         reasons = "; ".join(f"{v.get('cause')}: {v.get('reason')}" for v in (gil, host) if v.get("reason"))
         rec["headline"] = ("No recommendation: nothing that judges a strategy was measured (" + (reasons or "no data")
-                           + ")." + mem_note)
+                           + ")." + cpu["note"] + mem_note)
         rec["confidence_reason"] = "neither the GIL part (py-spy) nor the GPU part (NVML) produced a judgement"
         return rec
     noisy = [v for v in (gil, inp, host) if v.get("noisy")]
@@ -250,10 +250,10 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         parts = [v["summary"] for v in (gil, inp, host) if v.get("verdict") == "refuted" and v.get("summary")]
         if held_back:
             rec["headline"] = ("No change that adds workers can help under this CPU limit: " + " ".join(held_back)
-                               + " " + " ".join(parts[:1]) + mem_note.replace(cpu["note"], "")).strip()
+                               + " " + " ".join(parts[:1]) + mem_note).strip()
         else:
             rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
-                               + mem_note).strip()
+                               + cpu["note"] + mem_note).strip()
         if noisy:
             rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
                                         + "): watch a longer run, or use a shorter --interval, for a clear answer")
@@ -264,7 +264,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     options.sort(key=lambda o: dg.SIMPLICITY.index(o[0]))
     best = options[0]
     rec["strategy"], rec["workers"] = best[0], best[1]
-    rec["headline"] = best[2] + "".join(" " + h for h in held_back) + mem_note
+    rec["headline"] = best[2] + "".join(" " + h for h in held_back) + cpu["note"] + mem_note
     rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]
     if any(o[3].get("noisy") for o in options):
