@@ -14,6 +14,10 @@ Pure functions over the report's cycle data (docs/recommendation.md, "How sure i
   recommended, and `tied_with` names the others.
 - **none**: nothing was measured.
 
+Under a CPU quota the busy rule counts the cores the process may run on beyond what the quota lets
+it use, and a tournament that ran throttled (gpudiag.diagnose.cpu_limit.throttled) says so by name:
+its reasons start with the throttling, and the advice is about the limit, not about other programs.
+
 The cycle probe's own findings use `cycle_quality` too, so a finding never says what the
 recommendation declines to say.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.diagnose.thresholds import (
     BASELINE_IQR_MAX,
     BASELINE_SPREAD_MAX,
@@ -59,7 +64,8 @@ def above_ceiling(name: str, workers: Optional[int], speedup: Optional[float],
 
 def cycle_quality(cycle: dict, rows: List[dict]) -> Dict[str, Any]:
     """Is the tournament fit to present? {busy, other_busy_cores, usable_cores, widest_workers,
-    visible, not_visible_cores, baseline_spread, noisy_baseline, above_ceiling: [rows], reasons: [str]}.
+    visible, not_visible_cores, baseline_spread, noisy_baseline, above_ceiling: [rows], reasons: [str],
+    limit, throttling, throttled, throttled_text}.
 
     `cycle` is the probe's data; `rows` are gpudiag.diagnose.access.strategy_rows. Reads the
     tournament's `load` block when present, else the rows' own other_busy_cores.
@@ -73,29 +79,38 @@ def cycle_quality(cycle: dict, rows: List[dict]) -> Dict[str, Any]:
         per_row = [r["other_busy_cores"] for r in ok if r.get("other_busy_cores") is not None]
         other = max(per_row) if per_row else None
     cores = (as_int(load.get("usable_cores")) or as_int(get(cycle, "workload", "logical_cores")))
+    limit = as_dict(load.get("limit")) or None
     busy = as_bool(load.get("busy"))
     if busy is None:
-        busy = machine_busy(other, cores, widest)
+        busy = machine_busy(other, cores, widest, cl.run_cores(limit))
+    throttling = as_dict(load.get("throttling")) or None
+    throttled = cl.throttled(throttling)
     visible = [v for v in as_list(load.get("busiest_visible"))
                if isinstance(v, dict) and as_str(v.get("name")) and num(v.get("cores")) is not None]
     serial = next((r for r in ok if r["name"] == "serial"), None)
-    spread, limit, spread_kind = baseline_spread(serial)
+    spread, spread_limit, spread_kind = baseline_spread(serial)
     over = [r for r in ok if above_ceiling(r["name"], r["workers"], r["speedup_vs_serial"], r.get("speedup_ci95"))]
     reasons = []
     if busy:
-        reasons.append(busy_text(other, cores, visible, num(load.get("not_visible_cores"))))
-    if spread is not None and spread > limit:
+        # Of the cores other programs share with gpudiag (more than its usable ones under a quota).
+        shared = max(cores or 0, cl.run_cores(limit) or 0) or None
+        reasons.append(busy_text(other, shared, visible, num(load.get("not_visible_cores"))))
+    if spread is not None and spread > spread_limit:
         reasons.append(f"the plain loop's own rate varied by {100 * spread:.0f} % between rounds "
-                       f"({spread_kind}; more than {100 * limit:.0f} %)")
+                       f"({spread_kind}; more than {100 * spread_limit:.0f} %)")
     if over:
         parts = [f"{r['name']} ({r['workers']} workers) {r['speedup_vs_serial']:.2f}x" for r in over]
         reasons.append("the plain loop was outrun by more than the worker counts allow - " + " and ".join(parts)
                        + " - so its own runs were slowed by something else")
+    throttled_text = cl.throttled_text(limit, throttling) if throttled else None
+    if throttled and reasons:  # what made the figures unusable: the quota, named first
+        reasons.insert(0, f"the strategies ran {throttled_text}, so their rates follow the quota's periods")
     return {"busy": bool(busy), "other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,
             "visible": visible, "not_visible_cores": num(load.get("not_visible_cores")),
             "baseline_spread": spread, "baseline_spread_kind": spread_kind,
-            "noisy_baseline": spread is not None and spread > limit,
-            "above_ceiling": over, "reasons": reasons}
+            "noisy_baseline": spread is not None and spread > spread_limit,
+            "above_ceiling": over, "reasons": reasons, "limit": limit, "throttling": throttling,
+            "throttled": throttled, "throttled_text": throttled_text}
 
 
 def baseline_spread(serial: Optional[dict]) -> Tuple[Optional[float], float, str]:

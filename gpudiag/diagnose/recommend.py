@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from gpudiag.diagnose import confidence as conf
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.diagnose.access import (
     cycle_device,
     evidence,
@@ -140,6 +141,8 @@ def recommend(report: Any) -> dict:
         level, chosen, fastest, tied = conf.TOO_NOISY, None, None, []
 
     ev = _evidence(report, chosen, serial, limits, device, quality if level == conf.TOO_NOISY else None)
+    cpu = _cpu_limit(report, quality)
+    ev.extend(cpu["evidence"])
     runners = _runners_up(rows, candidates, chosen, tied, excluded, level)
     verdicts = [fn(report, limits) if fn is verdict_worker_memory else fn(report) for _cause, fn in VERDICTS]
 
@@ -153,10 +156,18 @@ def recommend(report: Any) -> dict:
     rule, reason = None, ""
     if level == conf.TOO_NOISY:
         busy = bool(quality and quality["busy"])
-        headline = ((f"{where}, the machine was too busy to judge: " if busy else
-                     f"{where}, the measurements were too noisy to judge: ") + "; ".join(noisy_reasons)
-                    + ". No strategy is recommended from these figures: close other work (or wait for it) and run "
-                      "`gpudiag report` again.")
+        if quality and quality["throttled"]:
+            # Under a throttling quota, closing other work changes nothing: say what can.
+            headline = (f"{where}, the measurements were {quality['throttled_text']} and cannot be judged: "
+                        + "; ".join(r for r in noisy_reasons if quality["throttled_text"] not in r)
+                        + ". No strategy is recommended from these "
+                        "figures: more workers cannot help under this limit; raise it (docker --cpus, Kubernetes "
+                        "resources.limits.cpu) and run `gpudiag report` again.")
+        else:
+            headline = ((f"{where}, the machine was too busy to judge: " if busy else
+                         f"{where}, the measurements were too noisy to judge: ") + "; ".join(noisy_reasons)
+                        + ". No strategy is recommended from these figures: close other work (or wait for it) and "
+                          "run `gpudiag report` again.")
         rule = "too_noisy: no strategy is presented when the machine was busy, the plain loop was unsteady, a " \
                "speedup exceeded its worker count, or the tied intervals were too wide"
         reason = "; ".join(noisy_reasons)
@@ -173,6 +184,9 @@ def recommend(report: Any) -> dict:
             why = "no strategy finished its measurement"
         headline = f"No strategy to recommend: {why}."
         reason = why
+    if cpu["note"] and not (quality and quality["throttled"] and level == conf.TOO_NOISY):  # that one names it
+        headline += " " + cpu["note"]
+        reason = (reason + "; " if reason else "") + cpu["note"][0].lower() + cpu["note"][1:].rstrip(".")
     return {
         "strategy": chosen["name"] if chosen else None,
         "workers": chosen["workers"] if chosen else None,
@@ -193,6 +207,38 @@ def recommend(report: Any) -> dict:
         "verdicts": verdicts,
         "gpu_questions_answered": answered,
     }
+
+
+def _cpu_limit(report: dict, quality: Optional[dict]) -> dict:
+    """{note, evidence} for a CPU limit that binds gpudiag (the tournament's own record, else the system
+    probe's): the limit and the usable cores it leaves, and the tournament's throttling, by name."""
+    load_limit = get(probe_data(report, "cycle"), "load", "limit")
+    base = ("probes", "cycle", "data", "load", "limit") if isinstance(load_limit, dict) else \
+        ("probes", "system", "data", "cpu", "limit")
+    limit = get(report, *base)
+    out: dict = {"note": "", "evidence": []}
+    if not cl.limit_text(limit):
+        return out
+    usable = cl.usable_cores(limit)
+    out["note"] = f"Measured with {cl.usable_text(limit)}" + (
+        ": threads and processes were not measured, since more workers cannot help." if usable == 1 else ".")
+    key = {"quota": "quota_cpus", "cpuset": "cpuset_cpus", "affinity": "affinity_cores"}.get(cl.binding(limit) or "")
+    if key and get(limit, key) is not None:
+        out["evidence"].append(evidence(f"the binding CPU limit: {cl.limit_text(limit)}", get(limit, key),
+                                        "CPUs", path(*base, key)))
+    if usable is not None:
+        out["evidence"].append(evidence("whole workers the limit leaves (usable cores)", usable, "cores",
+                                        path(*base, "usable_cores")))
+    share_src = path("probes", "cycle", "data", "load", "throttling", "throttled_share")
+    if quality and quality.get("throttled"):
+        out["note"] += (f" The strategies ran {quality['throttled_text']}: their rates are what this limit allows, "
+                        "and more workers cannot help.")
+    elif quality and cl.throttling_text(limit, quality.get("throttling")):
+        out["note"] += f" The strategies were {cl.throttling_text(limit, quality['throttling'])}."
+    if get(report, *split_path(share_src)) is not None:
+        out["evidence"].append(evidence("share of scheduler periods in which the tournament was throttled",
+                                        get(report, *split_path(share_src)), "fraction", share_src))
+    return out
 
 
 def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial: Optional[dict],

@@ -37,6 +37,20 @@ SPEEDUP_CEILING_TOLERANCE = 0.10
 WIDE_INTERVAL_RATIO = 1.35
 
 
+# CPU quota: a measurement ran *throttled* when at least this share of the scheduler periods in which
+# it ran ended with the quota used up (cpu.stat nr_throttled / nr_periods over its window). Each
+# throttled period stalls the work for the rest of that period (up to 100 ms by default), about the
+# length of one timed run here, so from a fifth of the periods on, a fifth of the timed runs carry a
+# stall the strategies did not cause; the interleaved rounds' middle half (BASELINE_IQR_MAX) can then
+# no longer keep them out, and more workers only take turns inside the same quota.
+THROTTLED_SHARE_MIN = 0.20
+
+
+# ... and over at least this many periods (half a second at the default 100 ms period): over fewer,
+# one or two periods decide the share.
+THROTTLED_MIN_PERIODS = 5
+
+
 # Simplest first: what a user has to change in their loop to adopt each strategy. Used to resolve
 # ties (strategies whose intervals are not NOISE_MARGIN_FRACTION apart); fewer workers is simpler
 # within one strategy.

@@ -7,6 +7,12 @@ busy meanwhile (steal time of a virtual machine counts: the hypervisor gave the 
 else). Other programs may be invisible to us (another container or VM on the same cores): the
 figure still counts them, and `busiest_others` says which ones are visible.
 
+Under a CPU quota the figure is still other programs' use: time the quota throttled gpudiag is no
+one's CPU time, so it is in neither the machine's busy time nor gpudiag's own. What changes is the
+rule: the workers then need only the quota's share of the cores they run on, and other programs
+take from the rest first (`machine_busy`'s run_cores). This module sits below the platform layer:
+the cores come in as numbers (gpudiag.platform.usable_cores and cpu_limit give them).
+
     meter = CpuMeter(lambda: pool.pids)
     t0 = meter.read()
     ... measure ...
@@ -15,7 +21,6 @@ figure still counts them, and `busiest_others` says which ones are visible.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -29,27 +34,27 @@ Reading = Tuple[float, float, float, float]  # (machine busy CPU s, own CPU s, s
 BUSY_MARGIN_CORES = 0.5
 
 
-def machine_busy(other_cores: Optional[float], usable_cores: Optional[int], workers: Optional[int]) -> bool:
-    """True when other programs left fewer than `workers - 0.5` of the usable cores free.
+def machine_busy(other_cores: Optional[float], usable_cores: Optional[int], workers: Optional[int],
+                 run_cores: Optional[int] = None) -> bool:
+    """True when other programs left fewer than `workers - 0.5` of the cores the workers can use free.
 
     A comparison of N parallel workers against one is only fair when N cores are free: on 2 cores
     with 2 workers, half a core of other load is enough; on 16 cores with 4 workers, 12.5 are.
-    Unknown core count: half a core of other load counts as busy.
+    `usable_cores` is what gpudiag may use (the least of affinity, cpuset and a CPU quota); where a
+    quota makes it smaller than the cores the process may run on (`run_cores`), other programs
+    compete for run_cores and the workers need only the usable ones: under a 1-CPU quota on 2 cores,
+    1.5 cores of other load are needed before the quota's one core is short. More workers than
+    usable cores need no more than the usable cores. Unknown core count: half a core of other load
+    counts as busy.
     """
     if other_cores is None:
         return False
     n = max(1, int(workers or 1))
     if not usable_cores:
         return other_cores >= BUSY_MARGIN_CORES
-    return other_cores >= max(BUSY_MARGIN_CORES, usable_cores - n + BUSY_MARGIN_CORES)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: affinity/cpuset where the OS gives it, else all logical CPUs."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    n = min(n, usable_cores)
+    cores = max(usable_cores, run_cores or usable_cores)
+    return other_cores >= max(BUSY_MARGIN_CORES, cores - n + BUSY_MARGIN_CORES)
 
 
 class CpuMeter:

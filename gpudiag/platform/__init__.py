@@ -2,6 +2,7 @@
 
     os_facts(root)        -> system.os       (distro, kernel, WSL, container, virtualization)
     memory_facts(root)    -> system.memory   (RAM, swap, cgroup, WSL cap, overcommit, OOM kills, budget)
+    cgroup_memory(pid)    -> a process's cgroup memory limit (least along its ancestry) and usage, cheaply
     cpu_facts(detailed)   -> system.cpu      (fast path: /proc/cpuinfo | registry | sysctl + psutil)
     cpu_limit(pid)        -> system.cpu.limit (affinity, cpuset, cgroup quota or Windows job cap; usable cores)
     usable_cores(pid)     -> the one count of whole workers a process can keep busy
@@ -68,6 +69,15 @@ def memory_facts(root: str = "/", kind: Optional[str] = None, wsl: Optional[int]
     if wsl is None:
         wsl = _linux.os_facts(root, environ)["wsl"]
     return _linux.memory_facts(root, wsl=wsl)
+
+
+def cgroup_memory(pid: Optional[int] = None, root: str = "/", kind: Optional[str] = None) -> dict:
+    """{version, limit_bytes, usage_bytes, oom_kills, limit_source} of a process's memory cgroup (the
+    limit is the least along its ancestry; the source by kind, never a path); all None outside Linux
+    or without a memory controller. A few file reads: cheap enough to ask again before each spawn."""
+    if (kind or KIND) != "linux":
+        return {"version": None, "limit_bytes": None, "usage_bytes": None, "oom_kills": None, "limit_source": None}
+    return _cgroup.cgroup_memory(root, pid)
 
 
 def _affinity_cores(pid: Optional[int] = None) -> Optional[int]:

@@ -120,6 +120,7 @@ def findings_for(data: Mapping) -> List[dict]:
              "total_bytes": total, "cgroup_version": mem.get("cgroup_version"),
              "source": mem.get("cgroup_limit_source")},
             "size the worker count to the cgroup limit, or raise it (docker --memory, systemd MemoryMax)"))
+    out += cpu_limit_findings(data.get("cpu") or {})
     oom = mem.get("oom_kills_since_boot")
     if isinstance(oom, int) and oom > 0:
         out.append(finding(
@@ -179,6 +180,37 @@ def findings_for(data: Mapping) -> List[dict]:
             "use multiprocessing.get_context('spawn') (or torch.multiprocessing with spawn) for CUDA workers"))
     out += inventory_findings(data)
     return out
+
+
+def cpu_limit_findings(cpu: Mapping) -> List[dict]:
+    """CPU_LIMIT when a quota, cpuset or affinity leaves this process fewer CPUs than the machine has: the limit
+    by kind (never a cgroup path), the usable cores it leaves, and how often its cgroup has been throttled since
+    the cgroup was created (a warning when that is often: the work there wants more than the limit)."""
+    from gpudiag.diagnose import cpu_limit as cl
+    from gpudiag.diagnose.thresholds import THROTTLED_MIN_PERIODS, THROTTLED_SHARE_MIN
+
+    limit = cpu.get("limit") or {}
+    if not cl.limit_text(limit):
+        return []
+    usable = limit.get("usable_cores")
+    msg = (f"This process may use {limit.get('usable_cpus')} of the machine's {cpu.get('logical_cores')} logical "
+           f"CPUs: {cl.limit_text(limit)} leaves {usable} usable core{'s' if usable != 1 else ''} for workers"
+           + (", so more than one CPU-bound worker cannot help." if usable == 1 else "."))
+    since = limit.get("throttling_since_start") or {}
+    periods, throttled = since.get("nr_periods"), since.get("nr_throttled")
+    share = throttled / periods if isinstance(periods, int) and periods and isinstance(throttled, int) else None
+    if share is not None:
+        msg += (f" Its cgroup has been throttled in {100 * share:.0f} % of its {periods} scheduler periods since it "
+                "was created.")
+    severity = "warning" if (share is not None and periods >= THROTTLED_MIN_PERIODS
+                             and share >= THROTTLED_SHARE_MIN) else "info"
+    return [finding(
+        "CPU_LIMIT", severity, msg,
+        {k: limit.get(k) for k in ("usable_cpus", "usable_cores", "limited_by", "quota_cpus", "quota_period_us",
+                                   "quota_source", "cgroup_version", "cpuset_cpus", "affinity_cores",
+                                   "throttling_since_start")},
+        f"size workers (and torch.set_num_threads) to {usable}; for more, raise the limit (docker --cpus, "
+        "Kubernetes resources.limits.cpu, systemd CPUQuota, taskset)")]
 
 
 def inventory_findings(data: Mapping) -> List[dict]:

@@ -184,9 +184,16 @@ def _cpu(report: Dict[str, Any]) -> Value:
     logical = as_dict(report.get("host")).get("logical_cores")
     if not logical:
         return None, "host.logical_cores not in this report"
-    usable = as_dict(field(report, "system", ("cpu",))[0]).get("affinity_cores")
+    cpu = as_dict(field(report, "system", ("cpu",))[0])
+    limit = as_dict(cpu.get("limit"))
+    usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where recorded
     text = f"{logical} logical cores"
-    return (text + f" ({usable} usable by gpudiag)" if is_num(usable) and usable != logical else text), None
+    if is_num(usable) and (usable != logical or limit.get("limited_by")):
+        from gpudiag.diagnose import cpu_limit as cl
+
+        why = cl.limit_text(limit)
+        text += f", {usable} usable by gpudiag under {why}" if why else f" ({usable} usable by gpudiag)"
+    return text, None
 
 
 def _pct(v: Any) -> str:

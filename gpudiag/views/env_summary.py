@@ -103,8 +103,13 @@ def _system_rows(s: dict) -> List[tuple]:
                                  if isinstance(py.get("switch_interval_s"), float) else None,
                                  f"default start method `{py.get('mp_start_method')}`")))
     cores = f"{cpu.get('physical_cores') or '?'} physical / {cpu.get('logical_cores') or '?'} logical cores"
-    if cpu.get("affinity_cores") and cpu.get("affinity_cores") != cpu.get("logical_cores"):
-        cores += f" ({cpu['affinity_cores']} usable by this process)"
+    limit = cpu.get("limit") or {}
+    usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where read
+    if usable and (usable != cpu.get("logical_cores") or limit.get("limited_by")):
+        from gpudiag.diagnose import cpu_limit as cl
+
+        why = cl.limit_text(limit)
+        cores += f", {usable} usable by this process under {why}" if why else f" ({usable} usable by this process)"
     mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
     rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
     rows += env_fields.cpu_feature_rows(s)

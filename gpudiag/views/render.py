@@ -11,6 +11,7 @@ import jinja2
 from markupsafe import Markup
 
 from gpudiag import capabilities
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import fleet_view, watch_view
@@ -331,6 +332,10 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
     cores = ""
     if host.get("logical_cores"):
         cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
+        limit = as_dict(as_dict(as_dict(as_dict(as_dict(report.get("probes")).get("system")).get("data")).get("cpu"))
+                        .get("limit"))
+        if cl.usable_text(limit):  # a CPU quota, cpuset or affinity below the machine's CPUs
+            cores += f", {cl.usable_text(limit)}"
     machine = " · ".join(str(x) for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
                                           if is_num(host.get("ram_total_bytes")) else None) if x) or no_system or "n/a"
     if host.get("torch"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, env_fields, fleet_view, watch_view
 from gpudiag.views.format import (
@@ -45,7 +46,8 @@ def _view_system(data: dict) -> dict:
         ("multiprocessing start method", py.get("mp_start_method")),
         ("CPU", cpu.get("brand")),
         ("Cores", f"{na(cpu.get('physical_cores'))} physical / {na(cpu.get('logical_cores'))} logical"
-                  + (f" ({cpu['affinity_cores']} usable by this process)" if is_num(cpu.get("affinity_cores")) else "")),
+                  + (f" ({_usable(cpu)} usable by this process)" if is_num(_usable(cpu)) else "")),
+        ("CPU limit", _cpu_limit_row(as_dict(cpu.get("limit")))),
         ("RAM", f"{fmt_bytes(mem.get('total_bytes'))} total, {fmt_bytes(mem.get('available_bytes'))} available"),
         ("Swap", f"{fmt_bytes(mem.get('swap_total_bytes'))} ({fmt_bytes(mem.get('swap_used_bytes'))} used)"),
         ("Memory limits", "; ".join(f"{k} {fmt_bytes(mem[v])}" for k, v in (
@@ -63,6 +65,33 @@ def _view_system(data: dict) -> dict:
     kv += env_fields.cpu_feature_rows(data)
     tables += [table(title, cols, rows, stack=True) for title, cols, rows in env_fields.report_tables(data)]
     return {"kv": kv, "tables": tables}
+
+
+def _usable(cpu: dict) -> Any:
+    """Usable cores of the system probe's CPU: the limit's (a quota counted) where recorded, else the affinity."""
+    return as_dict(cpu.get("limit")).get("usable_cores", cpu.get("affinity_cores"))
+
+
+def _cpu_limit_row(limit: dict) -> str:
+    """'a CPU limit of 1.0 CPU (cgroup v1 cpu.cfs_quota_us, own cgroup); throttled in 4 % of its 120 periods since
+    the cgroup was created', 'none (the machine's CPUs)', or 'n/a' in a report without it."""
+    if not limit:
+        return "n/a"
+    text = cl.limit_text(limit) or "none (the machine's CPUs)"
+    since = as_dict(limit.get("throttling_since_start"))
+    if is_num(since.get("nr_periods")) and since["nr_periods"] and is_num(since.get("nr_throttled")):
+        text += (f"; throttled in {100 * since['nr_throttled'] / since['nr_periods']:.0f} % of its "
+                 f"{since['nr_periods']} periods since the cgroup was created")
+    return text
+
+
+def _throttling_row(data_cpu: dict, throttling: Any) -> Optional[tuple]:
+    """('CPU limit while measuring', 'a CPU limit of ...; throttled in 3 % of 40 periods') or None without a limit."""
+    limit = data_cpu.get("limit") if "limit" in data_cpu else None
+    if not cl.limit_text(limit):
+        return None
+    thr = cl.throttling_text(limit, throttling)
+    return ("CPU limit while measuring", cl.usable_text(limit) + (f"; {thr}" if thr else ""))
 
 
 def _view_driver(data: dict) -> dict:
@@ -142,9 +171,15 @@ def _view_gil(data: dict) -> dict:
           ("Workers that fit", f"threads {na(fits.get('threads'))}, processes {na(fits.get('processes'))} "
                                f"(host budget {fmt_bytes(mem.get('budget_host_bytes'))}"
                                + (f", device budget {fmt_bytes(mem.get('budget_device_bytes'))})" if is_num(mem.get("budget_device_bytes")) else ")"))]
+    gcpu = as_dict(data.get("cpu"))
+    worst = max((as_dict(t) for t in as_dict(gcpu.get("throttling")).values() if as_dict(t).get("periods")),
+                key=lambda t: t.get("throttled_share") or 0, default=None)
+    row = _throttling_row(gcpu, worst)
+    if row:
+        kv.append(row)
     load = {k: v for k, v in as_dict(data.get("other_busy_cores")).items() if is_num(v)}
-    if load:
-        cores = as_dict(data.get("cpu")).get("usable_cores")
+    if load:  # of the cores other programs share with gpudiag (more than its usable ones under a quota)
+        cores = cl.run_cores(gcpu.get("limit")) or gcpu.get("usable_cores")
         kv.append(("Other programs while measuring", ", ".join(f"{k} {v:.2f}" for k, v in load.items())
                    + " cores" + (f" of {cores}" if is_num(cores) else "")))
     absent = as_dict(data.get("absent"))
@@ -223,10 +258,13 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     rounds, load = as_dict(data.get("rounds")), as_dict(data.get("load"))
     if is_num(rounds.get("rounds")):
         kv.append(("Timed rounds", f"{rounds['rounds']} interleaved rounds, stopped: {rounds.get('stopped_because') or 'n/a'}"))
+    row = _throttling_row(load, load.get("throttling"))
+    if row:
+        kv.append(row)
     if is_num(load.get("other_busy_cores")):
         seen = ", ".join(f"{as_dict(v).get('name')} {as_dict(v).get('cores')}" for v in as_list(load.get("busiest_visible")))
         kv.append(("Other programs during the rounds",
-                   f"{load['other_busy_cores']:.2f} of {na(load.get('usable_cores'))} cores"
+                   f"{load['other_busy_cores']:.2f} of {na(load.get('run_cores') or load.get('usable_cores'))} cores"
                    + (" - busy: the figures describe a loaded machine" if load.get("busy") else "")
                    + (f" (visible: {seen})" if seen else "")))
     strategies = [as_dict(s) for s in as_list(data.get("strategies"))]

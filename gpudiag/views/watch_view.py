@@ -193,6 +193,8 @@ def view(data: dict) -> dict:
     if cpu.get("status") == "ok":
         kv.append(("CPU", f"job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores on average of {cpu.get('logical_cores')}; "
                           f"other programs {num(cpu.get('background_cpu_cores')) or 0:.2f} cores"))
+    if _cpu_limit_text(cpu):
+        kv.append(("CPU limit", _cpu_limit_text(cpu)))
         crows = [[p.get("label"), p.get("pid"), "n/a" if num(p.get("cpu_cores")) is None else f"{p['cpu_cores']:.2f}",
                   ", ".join(f"{t.get('name') or t.get('native_id')}: {t['cpu_cores']:.2f}"
                             for t in as_list(p.get("threads"))[:4])]
@@ -261,6 +263,8 @@ def key_figures(data: dict) -> List[Tuple[str, str]]:
     if cpu.get("status") == "ok":
         out.append(("CPU", f"job {num(cpu.get('job_cpu_cores')) or 0:.2f} cores, others "
                            f"{num(cpu.get('background_cpu_cores')) or 0:.2f} of {cpu.get('logical_cores')}"))
+    if _cpu_limit_text(cpu):
+        out.append(("CPU limit", _cpu_limit_text(cpu)))
     if gpu.get("status") == "ok":
         for dev in map(as_dict, as_list(gpu.get("devices"))):
             others = as_list(dev.get("other_processes"))
@@ -323,3 +327,17 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
     for kind, path in (files or {}).items():
         lines.append(f"Wrote {kind}: {path}")
     return "\n".join(lines)
+
+
+def _cpu_limit_text(cpu: dict) -> str:
+    """'the job's: a CPU limit of 0.5 CPU (cgroup v1 cpu.cfs_quota_us, own cgroup), 1 usable core; throttled in 96 %
+    of 50 periods (2.40 s stalled)', or '' when nothing limits the job's CPU."""
+    from gpudiag.diagnose import cpu_limit as cl
+
+    limit = cpu.get("limit")
+    if not cl.limit_text(limit):
+        return ""
+    n = cl.usable_cores(limit)
+    text = f"{cl.limit_text(limit)}, {n} usable core{'s' if n != 1 else ''}"
+    thr = cl.throttling_text(limit, cpu.get("throttling"))
+    return text + (f"; {thr} during the watch" if thr else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.probes.base import finding
 from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.watch import diagnose as dg
@@ -18,6 +19,34 @@ def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
     """One evidence row {claim, value, unit, source} of the recommendation, in the report's
     evidence shape."""
     return {"claim": claim, "value": value, "unit": unit, "source": source}
+
+
+def _idle_under_quota(limit: Any) -> float:
+    """Cores' worth the job's CPU quota leaves to others on the cores it runs on (2 cores, a 0.5-CPU quota:
+    1.5): other programs take from those first, so only load beyond them took CPU from the job."""
+    lim = as_dict(limit)
+    run, quota = cl.run_cores(lim), num(lim.get("quota_cpus"))
+    return max(0.0, run - quota) if cl.quota_binds(lim) and run and quota is not None else 0.0
+
+
+def _cpu_context(data: dict) -> Dict[str, Any]:
+    """What the job's CPU limit means for adding workers: {throttled, one_core, why, note}.
+
+    `why` is the sentence that holds more workers back (the job ran throttled, or the limit leaves it one
+    usable core), '' when nothing does; `note` is what the headline adds about the limit."""
+    cpu = as_dict(data.get("cpu"))
+    limit, thr = cpu.get("limit"), cpu.get("throttling")
+    throttled = cl.throttled(thr)
+    one_core = bool(cl.limit_text(limit)) and cl.usable_cores(limit) == 1
+    why = (f"the job was {cl.throttled_text(limit, thr)}" if throttled else
+           f"the job has {cl.usable_text(limit)}" if one_core else "")
+    note = ""
+    if throttled:
+        note = (f" The job was {cl.throttled_text(limit, thr)}: more workers cannot help; raise the limit or run "
+                "fewer CPU-bound threads.")
+    elif cl.throttling_text(limit, thr):
+        note = f" The job ran under {cl.limit_text(limit)}, {cl.throttling_text(limit, thr)}."
+    return {"throttled": throttled, "one_core": one_core, "why": why, "note": note}
 
 
 def _main_cost(mem: Optional[dict]) -> Optional[int]:
@@ -107,8 +136,17 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
             out.append(finding("WATCH_GPU_MEMORY_PER_PROCESS_NA", "info",
                                f"GPU {d.get('index')}: {d['job_memory_reason']}.", {"driver_model": "WDDM"}, None))
     cpu = as_dict(data.get("cpu"))
+    limit, thr = cpu.get("limit"), cpu.get("throttling")
+    if cl.throttled(thr):
+        out.append(finding("WATCH_CPU_THROTTLED", "warning",
+                           f"The job was {cl.throttled_text(limit, thr)} ({num(as_dict(thr).get('throttled_s')) or 0:.1f} s "
+                           "stalled in all): it wanted more CPU than the limit gives, so more threads or workers "
+                           "cannot help.", {"throttling": thr, "limit": limit},
+                           "raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota), or "
+                           "run fewer CPU-bound threads (torch.set_num_threads, OMP_NUM_THREADS, DataLoader "
+                           "num_workers) so they do not stall at the quota"))
     bg = num(cpu.get("background_cpu_cores"))
-    if bg is not None and bg >= dg.BUSY_BACKGROUND_CORES:
+    if bg is not None and bg >= dg.BUSY_BACKGROUND_CORES + _idle_under_quota(limit):
         names = ", ".join(f"{o.get('name')} ({o.get('cpu_cores', 0):.1f} cores)"
                           for o in as_list(cpu.get("busiest_other_processes"))[:3])
         out.append(finding("WATCH_MACHINE_BUSY", "warning",
@@ -150,8 +188,17 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         if g.get("wanted_fraction") is not None:
             ev.append(_evidence("share of samples in which a thread held or waited for the GIL", g.get("wanted_fraction"),
                                 "fraction", "probes.watch.data.gil.wanted_fraction"))
+    cpu = _cpu_context(data)
+    thr = as_dict(data.get("cpu")).get("throttling")
+    if isinstance(thr, dict) and num(thr.get("throttled_share")) is not None:
+        ev.append(_evidence("share of the job's scheduler periods that ended throttled by its CPU quota",
+                            thr.get("throttled_share"), "fraction", "probes.watch.data.cpu.throttling.throttled_share"))
+    held_back = []  # changes that add CPU workers, withheld under the CPU limit (in words)
     options = []  # (strategy, workers, headline, verdict)
-    if gil.get("verdict") == "supported":
+    if gil.get("verdict") == "supported" and cpu["why"]:
+        held_back.append(f"{int(gil['figures'].get('threads_wanting_gil') or 2)} threads want the GIL, but processes "
+                         f"would not run side by side either: {cpu['why']}.")
+    elif gil.get("verdict") == "supported":
         k = int(gil["figures"].get("threads_wanting_gil") or 2)
         plan = process_plan(data, k)
         cost = f"each costs about {dg.gib(plan['cost_bytes'])}, {plan['fits']} fit" if plan["fits"] else \
@@ -163,7 +210,11 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                         f"({cost}{cores}; limited by {plan['binding']}).", gil))
         ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
                             "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
-    if inp.get("verdict") == "supported":
+    if inp.get("verdict") == "supported" and cpu["throttled"]:
+        held_back.append(f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
+                         f"of the time, but more loader workers cannot help: {cpu['why']}; make each sample cheaper "
+                         "to load, or raise the limit.")
+    elif inp.get("verdict") == "supported":
         workers = sum(1 for p in as_list(as_dict(data.get("memory")).get("processes")) if p.get("role") == "worker")
         options.append(("loader_workers", None,
                         f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
@@ -189,7 +240,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     if not judged:
         reasons = "; ".join(f"{v.get('cause')}: {v.get('reason')}" for v in (gil, host) if v.get("reason"))
         rec["headline"] = ("No recommendation: nothing that judges a strategy was measured (" + (reasons or "no data")
-                           + ")." + mem_note)
+                           + ")." + cpu["note"] + mem_note)
         rec["confidence_reason"] = "neither the GIL part (py-spy) nor the GPU part (NVML) produced a judgement"
         return rec
     noisy = [v for v in (gil, inp, host) if v.get("noisy")]
@@ -197,8 +248,12 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         rec["strategy"] = "unchanged"
         rec["confidence"] = "too_noisy" if noisy else "clear"
         parts = [v["summary"] for v in (gil, inp, host) if v.get("verdict") == "refuted" and v.get("summary")]
-        rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
-                           + mem_note).strip()
+        if held_back:
+            rec["headline"] = ("No change that adds workers can help under this CPU limit: " + " ".join(held_back)
+                               + " " + " ".join(parts[:1]) + mem_note).strip()
+        else:
+            rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
+                               + cpu["note"] + mem_note).strip()
         if noisy:
             rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
                                         + "): watch a longer run, or use a shorter --interval, for a clear answer")
@@ -209,7 +264,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     options.sort(key=lambda o: dg.SIMPLICITY.index(o[0]))
     best = options[0]
     rec["strategy"], rec["workers"] = best[0], best[1]
-    rec["headline"] = best[2] + mem_note
+    rec["headline"] = best[2] + "".join(" " + h for h in held_back) + cpu["note"] + mem_note
     rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]
     if any(o[3].get("noisy") for o in options):

@@ -120,8 +120,20 @@ class WatchSession:
         self._me = self.ps.Process(os.getpid())
         self._cpu0 = self._me.cpu_times()
         self._others0 = _cpu_snapshot(self.ps)
+        self._start_cpu_limit()
         self._open_nvml()
         self._start_samplers()
+
+    def _start_cpu_limit(self) -> None:
+        """The job's CPU limit and the throttling counters of its cgroup (the job's, not gpudiag's: an attached
+        job may run in another container), read while the job runs: its affinity and cgroup are gone once it
+        ends, while its cgroup's counters stay readable for the reading at the end."""
+        from gpudiag import platform
+
+        self.cpu_limit = platform.cpu_limit(pid=self.job.pid, root=self.root)
+        self._throttle = platform.ThrottleMeter(pid=self.job.pid, root=self.root)
+        self._throttle0 = self._throttle.read()
+        self._throttle1 = None
 
     def _clock(self) -> float:
         """Seconds since the watch started (monotonic): the time axis every sampler stamps."""
@@ -197,6 +209,7 @@ class WatchSession:
                 break
             time.sleep(0.05)
         self.watch_s = self._clock()
+        self._throttle1 = self._throttle.read()
         cpu1 = self._me.cpu_times()
         self.watcher_cpu_s = (cpu1.user + cpu1.system) - (self._cpu0.user + self._cpu0.system)
         self._stop_samplers()
@@ -292,6 +305,7 @@ class WatchSession:
         """The redacted watch report: system and driver facts, every analysis section, the verdicts,
         findings and the recommendation."""
         from gpudiag import platform, runner
+        from gpudiag.diagnose import cpu_limit as cl
         from gpudiag.probes import driver as driver_probe
         from gpudiag.probes import system as system_probe
         from gpudiag.report import contract
@@ -336,6 +350,9 @@ class WatchSession:
         data["cpu"] = analysis.cpu_section(procs.procs, thread_names, procs.machine, self.watcher_cpu_s
                                            + (self.gil.cost["cpu_s"] if self.gil else 0.0),
                                            procs.logical_cores, self._busiest_others(others1, exclude), procs.denied)
+        # The job's CPU limit (by kind, never a cgroup path) and its cgroup's throttling over the watch.
+        data["cpu"]["limit"] = cl.recorded(self.cpu_limit)
+        data["cpu"]["throttling"] = platform.ThrottleMeter.delta(self._throttle0, self._throttle1)
         ps_names = {pid: (r.get("name")) for pid, r in procs.procs.items()}
         if self.gpu is not None:
             for d in self.gpu.devices:
@@ -349,7 +366,7 @@ class WatchSession:
         data["gpu"] = analysis.gpu_section(self.gpu.devices if self.gpu else None, self.nvml_reason, job_pids,
                                            self.gpu.names if self.gpu else {}, ps_names)
         data["machine"] = {"logical_cores": procs.logical_cores,
-                           "usable_cores": (sysdata.get("cpu") or {}).get("affinity_cores"),
+                           "usable_cores": self.cpu_limit.get("usable_cores"),  # the job's, quota counted
                            "os": platform.KIND, "ptrace_scope": access.ptrace_scope(self.root)}
         data["sampling"] = self._sampling_data()
         vs = watch_verdicts(data, driver_data)

@@ -54,6 +54,10 @@ def make_facts(gpus=None, host="linux", env=None, memory=None, torch=None, windo
         "torch": dict({"version": "2.3.0+cu121", "cuda": "12.1", "hip": None}, **(torch or {})),
         "start_method": "spawn", "start_method_source": "set by this program",
         "saved_report": None,
+        "cpu_limit": {"affinity_cores": 8, "cpuset_cpus": 8, "quota_cpus": None, "quota_period_us": None,
+                      "quota_source": None, "cgroup_version": 2, "usable_cpus": 8.0, "usable_cores": 8,
+                      "limited_by": None},
+        "logical_cpus": 8,
     }
     facts.update(over)
     return facts
@@ -79,7 +83,7 @@ def test_a_healthy_machine_is_ready_and_every_check_has_the_contract_fields():
     r = run(make_facts(), workers=2)
     assert r.ready, r.format_text()
     names = [c.name for c in r.checks]
-    assert names == ["nvml", "gpu_visible", "torch_cuda", "gpu_processes", "vram", "host_ram", "swap",
+    assert names == ["nvml", "gpu_visible", "torch_cuda", "gpu_processes", "vram", "cpu_limit", "host_ram", "swap",
                      "oom_kills", "clocks", "pcie_link", "persistence_mode", "windows_hags", "windows_tdr",
                      "environment", "disk"]
     for c in r.checks:

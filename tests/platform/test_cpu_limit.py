@@ -276,3 +276,36 @@ def test_this_machine_answers_without_raising():
     out = platform.cpu_limit()
     assert out["usable_cores"] >= 1 and out["usable_cores"] == platform.usable_cores()
     assert out["usable_cores"] <= (os.cpu_count() or 1)
+
+
+def test_the_throttle_meter_of_another_process_reads_its_cgroup_not_ours(tmp_path):
+    # watch --pid: the job's cgroup (limited, throttled), not gpudiag's (no quota).
+    r = tree(tmp_path, {
+        "/proc/self/cgroup": "0::/gpudiag\n",
+        "/proc/4242/cgroup": f"0::/job/{CONTAINER_ID}\n",
+        "/proc/self/mountinfo": V2_MOUNT,
+        "/sys/fs/cgroup/cgroup.controllers": "cpu\n",
+        "/sys/fs/cgroup/gpudiag/cpu.max": "max 100000\n",
+        f"/sys/fs/cgroup/job/{CONTAINER_ID}/cpu.max": "50000 100000\n",
+        f"/sys/fs/cgroup/job/{CONTAINER_ID}/cpu.stat": "nr_periods 10\nnr_throttled 9\nthrottled_usec 400000\n",
+    })
+    assert platform.ThrottleMeter(root=r, kind="linux").read() is None
+    job = platform.ThrottleMeter(pid=4242, root=r, kind="linux")
+    t0 = job.read()
+    (tmp_path / f"sys/fs/cgroup/job/{CONTAINER_ID}/cpu.stat").write_text(
+        "nr_periods 30\nnr_throttled 28\nthrottled_usec 1400000\n")
+    assert platform.ThrottleMeter.delta(t0, job.read()) == {"periods": 20, "throttled_periods": 19,
+                                                            "throttled_share": 0.95, "throttled_s": 1.0}
+
+
+def test_cgroup_memory_is_the_platform_reader_and_empty_outside_linux(tmp_path):
+    none = {"version": None, "limit_bytes": None, "usage_bytes": None, "oom_kills": None, "limit_source": None}
+    assert platform.cgroup_memory(kind="windows") == none and platform.cgroup_memory(kind="macos") == none
+    r = tree(tmp_path, {
+        "/proc/self/cgroup": "4:memory:/docker/x\n",
+        "/proc/self/mountinfo": mountinfo("cgroup /docker/x /sys/fs/cgroup/memory rw,memory"),
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes": "1048576\n",
+    })
+    m = platform.cgroup_memory(root=r, kind="linux")
+    assert (m["version"], m["limit_bytes"], m["usage_bytes"], m["limit_source"]) == (1, None, 2 ** 20, None)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpudiag import capabilities, runner
+from gpudiag import capabilities, platform, runner
 from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.gil import probe as gil
 from tests.measure.test_workers import _live_children
@@ -75,7 +75,7 @@ def test_too_little_memory_means_no_process_workers_but_threads_still_run():
     assert data["memory"]["budget_host_source"] == "system probe memory.budget_bytes"
 
 
-@pytest.mark.skipif(gil._usable_cores() < 2, reason="needs 2 usable cores to have a second worker to refuse")
+@pytest.mark.skipif(platform.usable_cores() < 2, reason="needs 2 usable cores to have a second worker to refuse")
 def test_larger_worker_counts_that_do_not_fit_are_not_spawned(monkeypatch):
     # Pretend each worker costs 300 MiB and 400 MiB are available: 1 fits, 2 must not be spawned.
     real = gil._memory_figures

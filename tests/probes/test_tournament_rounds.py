@@ -29,6 +29,9 @@ class ScriptedMeter:
         return 0.0
 
 
+TWO_CORES = {"affinity_cores": 2, "usable_cores": 2, "limited_by": None}
+
+
 def _not_here(spec, plan, env):
     raise cs.Skip("not in this test")
 
@@ -36,13 +39,12 @@ def _not_here(spec, plan, env):
 @pytest.mark.torch
 def test_a_round_hit_by_a_burst_of_load_is_rerun_and_not_counted(monkeypatch):
     monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
-    monkeypatch.setattr(ct, "usable_cores", lambda: 2)
     monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
     # serial, batched, threads per round; a full core taken during round 1's serial run
     ScriptedMeter.script = [1.5, 0.0, 0.0]
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
     plan = cs.Plan(cycles=4, warmup=1, repeats=3, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4)
-    env = cs.Env(device="cpu", default_threads=1)
+    env = cs.Env(device="cpu", default_threads=1, cpu_limit=TWO_CORES)
     rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
     assert env.rounds["rounds"] == 3 and env.rounds["rejected"] == 1
     assert rows["serial"]["samples"] == 3 and rows["threads"]["samples"] == 3
@@ -53,13 +55,12 @@ def test_a_round_hit_by_a_burst_of_load_is_rerun_and_not_counted(monkeypatch):
 @pytest.mark.torch
 def test_load_that_never_leaves_is_kept_after_two_rejections_and_judged_busy(monkeypatch):
     monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
-    monkeypatch.setattr(ct, "usable_cores", lambda: 2)
     monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
     ScriptedMeter.script = [1.2] * 200
     spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
     plan = cs.Plan(cycles=4, warmup=1, repeats=3, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4,
                    max_rounds=3, rounds_budget_s=60.0)
-    env = cs.Env(device="cpu", default_threads=1)
+    env = cs.Env(device="cpu", default_threads=1, cpu_limit=TWO_CORES)
     rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
     assert env.rounds["rejected"] == ct.MAX_REJECTED_ROUNDS and env.rounds["rounds"] == 3
     assert env.load["busy"] is True and rows["serial"]["samples"] == 3  # figures of the busy machine, kept

@@ -2,7 +2,7 @@
 
 Two halves, so that every check is testable without hardware:
 - `facts.gather_facts(plan)` collects facts cheaply (NVML through the driver probe's `collect`, memory
-  from the platform layer, torch build facts read from files, environment, saved reports, disk). It
+  and the CPU limit from the platform layer, torch build facts read from files, environment, saved reports, disk). It
   never imports torch and never initialises CUDA: NVML is a separate library that creates no CUDA context.
 - `run_checks(facts, plan)` turns a facts dict into `Check`s with pure functions, one per concern
   (gpu_checks.py, host_checks.py; per-worker needs in needs.py).
@@ -31,6 +31,7 @@ from gpudiag.diagnose.preflight.gpu_checks import (
     check_windows_tdr,
 )
 from gpudiag.diagnose.preflight.host_checks import (
+    check_cpu_limit,
     check_disk,
     check_environment,
     check_host_ram,
@@ -61,6 +62,7 @@ def run_checks(facts: Mapping[str, Any], plan: Plan) -> Tuple[List[Check], Dict[
         check_torch_cuda(facts, plan),
         check_gpu_processes(facts, plan),
         check_vram(facts, plan, need),
+        check_cpu_limit(facts, plan),
         check_host_ram(facts, plan, need),
         check_swap(facts, plan, need),
         check_oom_kills(facts, plan),

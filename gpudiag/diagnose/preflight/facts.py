@@ -51,6 +51,19 @@ def _gather_memory(facts: Dict[str, Any], memory_facts: Optional[Callable[[], Di
         facts["memory_reason"] = f"{type(exc).__name__}: {exc}"
 
 
+def _gather_cpu_limit(facts: Dict[str, Any], cpu_limit: Optional[Callable[[], Dict[str, Any]]]) -> None:
+    """facts["cpu_limit"]: this process's CPU affinity, cpuset and quota (platform.cpu_limit: sources by kind,
+    never a cgroup path) and the usable cores they leave; facts["logical_cpus"]: the machine's."""
+    from gpudiag import platform
+
+    facts["logical_cpus"] = os.cpu_count()
+    try:
+        facts["cpu_limit"] = (cpu_limit or platform.cpu_limit)()
+    except (OSError, ValueError) as exc:  # unreadable /proc or /sys files: the check says so and skips
+        facts["cpu_limit"] = None
+        facts["cpu_limit_reason"] = f"{type(exc).__name__}: {exc}"
+
+
 def _report_figures(rep: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """Per-worker host and device bytes (and per-thread host bytes) the `gil` probe measured in a saved
     report, or None when it has neither: these replace the defaults in the memory checks."""
@@ -129,12 +142,13 @@ def gather_facts(plan: Plan, *, environ: Optional[Mapping[str, str]] = None,
                  nvml_session: Optional[Callable[[], Any]] = None,
                  driver_collect: Optional[Callable[[Any], Dict[str, Any]]] = None,
                  memory_facts: Optional[Callable[[], Dict[str, Any]]] = None,
+                 cpu_limit: Optional[Callable[[], Dict[str, Any]]] = None,
                  reports: Sequence[str] = (), search_dir: Optional[str] = ".") -> Dict[str, Any]:
     """Everything the checks read, collected cheaply: no torch import, no CUDA initialisation.
 
     The keyword arguments are seams for tests: `nvml_session()` returns a context manager yielding an
     Nvml wrapper (default gpudiag.backends.nvml.session), `driver_collect(n)` returns the `driver`
-    data, `memory_facts()` the `system.memory` data.
+    data, `memory_facts()` the `system.memory` data, `cpu_limit()` the `system.cpu.limit` data.
     """
     from gpudiag.backends import torch_meta
 
@@ -147,6 +161,7 @@ def gather_facts(plan: Plan, *, environ: Optional[Mapping[str, str]] = None,
     }
     _gather_driver(facts, nvml_session, driver_collect)
     _gather_memory(facts, memory_facts)
+    _gather_cpu_limit(facts, cpu_limit)
     facts["torch"] = {"version": torch_meta.torch_version(), "cuda": torch_meta.torch_cuda_version(),
                       "hip": torch_meta.torch_hip_version()}
     facts["start_method"], facts["start_method_source"] = _start_method()

@@ -1,12 +1,39 @@
-"""Checks on the host: RAM (cgroup and WSL limits included), swap, OOM kills, environment hygiene, disk."""
+"""Checks on the host: CPU limit, RAM (cgroup and WSL limits included), swap, OOM kills, environment hygiene, disk."""
 
 from __future__ import annotations
 
 from typing import Any, List, Mapping, Tuple
 
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.diagnose.preflight.model import Check, Plan, num, worst
 from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
 from gpudiag.measure.sizes import format_size
+
+
+def check_cpu_limit(facts: Mapping[str, Any], plan: Plan) -> Check:
+    """`cpu_limit`: warn when more workers are planned than the usable cores (the least of the CPU affinity, the
+    cpuset and a CPU quota such as docker --cpus or a Kubernetes CPU limit), naming the limit by kind; pass
+    otherwise. A warning, not a failure: the run still works, and workers that mostly wait (on the GPU, on
+    input) can outnumber the cores; CPU-bound ones beyond the limit only take turns inside it."""
+    limit = facts.get("cpu_limit")
+    if not isinstance(limit, dict) or not num(limit.get("usable_cores")):
+        return Check("cpu_limit", "skip", f"usable cores unknown ({facts.get('cpu_limit_reason') or 'no facts'})")
+    usable = int(limit["usable_cores"])
+    ev = {k: limit.get(k) for k in ("usable_cores", "usable_cpus", "limited_by", "quota_cpus", "quota_period_us",
+                                    "quota_source", "cgroup_version", "cpuset_cpus", "affinity_cores")}
+    ev.update(workers=plan.workers, logical_cpus=facts.get("logical_cpus"))
+    where = f"under {cl.limit_text(limit)}" if cl.limit_text(limit) else "(no CPU limit)"
+    cores = f"{usable} usable core{'s' if usable != 1 else ''}"
+    nouns = ("thread", "threads") if plan.strategy == "threads" else ("worker process", "worker processes")
+    kind = nouns[plan.workers != 1]
+    if plan.workers > usable:
+        raise_it = (" or raise the limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
+                    if cl.quota_binds(limit) else "")
+        return Check("cpu_limit", "warn", f"{plan.workers} {kind} on {cores} {where}: CPU-bound workers beyond "
+                     f"{usable} take turns" + (" inside the quota (throttled)" if cl.quota_binds(limit) else "")
+                     + f" and add no speed; use --workers {usable}{raise_it}, unless they mostly wait on the GPU "
+                     "or on input", ev)
+    return Check("cpu_limit", "pass", f"{plan.workers} {kind} within {cores} {where}", ev)
 
 
 def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) -> Check:

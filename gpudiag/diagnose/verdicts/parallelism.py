@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.diagnose.access import (
     Figures,
     cycle_device,
@@ -147,6 +148,11 @@ def verdict_gil_contention(report: dict) -> dict:
                              not_run_reason(report, "gil") + "; and the cycle tournament did not measure threads "
                              "and processes on your loop", fig.values, fig.sources)
     if micro is None:
+        limit = get(gil, "cpu", "limit")
+        if cl.usable_cores(limit) == 1 and cl.limit_text(limit):
+            return verdict_entry(cause, "not_measured", "The gil probe measured only 1 worker: more workers cannot "
+                                 "help here.", f"{cl.usable_text(limit)}: threads and processes cannot run side "
+                                 "by side", fig.values, fig.sources)
         return verdict_entry(cause, "not_measured", "The gil probe recorded no threads-vs-processes pair "
                              "with more than one worker.",
                              "no scaling rows for the python or torch_dispatch workload with 2+ workers "
@@ -188,7 +194,7 @@ def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
     for name in ("oom_kills_since_boot", "cgroup_oom_kills"):
         fig.read(name, report, *mem, name) if sys_ok else fig.put(name, None)
     v = fig.values
-    # How many workers are at stake: the most the tournament tried, else gil's largest, else cores.
+    # How many workers are at stake: the most the tournament tried, else gil's largest, else usable cores.
     wanted, wanted_src = None, None
     for r in strategy_rows(report):
         if r["name"] == "processes" and r["workers"] and (wanted is None or r["workers"] > wanted):
@@ -199,9 +205,12 @@ def verdict_worker_memory(report: dict, limits: Optional[dict] = None) -> dict:
             if get(row, "mode") == "processes" and w and (wanted is None or w > wanted):
                 wanted, wanted_src = w, path("probes", "gil", "data", "scaling", i, "workers")
     if wanted is None and sys_ok:
-        w = as_int(get(report, "probes", "system", "data", "cpu", "logical_cores"))
-        if w:
-            wanted, wanted_src = w, path("probes", "system", "data", "cpu", "logical_cores")
+        # One worker per usable core (affinity, cpuset and a CPU quota counted), else per logical core.
+        for keys in (("cpu", "limit", "usable_cores"), ("cpu", "logical_cores")):
+            w = as_int(get(report, "probes", "system", "data", *keys))
+            if w:
+                wanted, wanted_src = w, path("probes", "system", "data", *keys)
+                break
     fig.put("workers_considered", wanted)
     if wanted_src:
         fig.sources["workers_considered"] = wanted_src

@@ -14,6 +14,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from gpudiag import platform
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
@@ -26,10 +28,15 @@ DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving tim
 MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
 MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
+RAISE_LIMIT = "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
 
 
 def worker_counts(mode: str, cores: int) -> List[int]:
-    """Worker counts tried for threads and processes: the user's 4 (capped by cores) in quick mode."""
+    """Worker counts tried for threads and processes from the usable cores (a CPU quota counted): the user's 4
+    (capped by cores) in quick mode; none on 1 usable core, where a second worker can only take turns with the
+    first (and under a quota its figure follows the quota's periods, not the strategy)."""
+    if cores < 2:
+        return []
     if mode == "quick":
         return [min(4, max(2, cores))]
     top = max(4, min(cores, 8))
@@ -46,6 +53,7 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
     cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[key])
     workers = options.get("cycle_workers") or worker_counts(mode, cores)
     workers = [int(w) for w in (workers if isinstance(workers, (list, tuple)) else [workers])]
+    reason = None if workers else _no_workers_reason(cores, options.get("cpu_limit"))
     lo, hi, budget = ROUNDS[key]
     if "cycle_repeats" in options:  # an exact number of rounds (tests, benchmarks)
         lo = hi = int(options["cycle_repeats"])
@@ -61,7 +69,15 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
         profile_cycles=min(cycles, 30 if quick else 60),
         max_rounds=hi,
         rounds_budget_s=budget,
+        workers_reason=reason,
     )
+
+
+def _no_workers_reason(cores: int, limit: Optional[dict]) -> str:
+    """Why threads and processes were not measured on 1 usable core, naming a CPU limit where one binds."""
+    why = cl.usable_text(limit) or f"{cores} usable core"
+    return (f"{why}: a second worker could only take turns with the first, so more workers cannot help and "
+            "none were measured")
 
 
 def _host_budget(ctx: ProbeContext):
@@ -131,19 +147,21 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
     host_budget, host_source = _host_budget(ctx)
     gil_mem = (ctx.results.get("gil") or {}).get("memory") or {}
-    cores = os.cpu_count() or 1
+    limit = platform.cpu_limit()
+    cores = limit["usable_cores"]  # affinity, cpuset and a CPU quota: what workers can really use
     tried = ctx.options.get("cycle_workers") or worker_counts(ctx.mode, cores)
     tried = tried if isinstance(tried, (list, tuple)) else [tried]
     # Worker processes first: their spawn and torch import overlap this process's own.
-    early = cs.start_workers_early(max(int(w) for w in tried), host_budget, gil_mem.get("per_worker_host_bytes"))
+    early = cs.start_workers_early(max((int(w) for w in tried), default=0), host_budget,
+                                   gil_mem.get("per_worker_host_bytes"))
     try:
-        return _run(ctx, started, early, host_budget, host_source, gil_mem, cores)
+        return _run(ctx, started, early, host_budget, host_source, gil_mem, limit)
     finally:
         if early is not None:
             early.close()  # idempotent: normally the tournament has closed it already
 
 
-def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil_mem: dict, cores: int) -> ProbeOutput:
+def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil_mem: dict, limit: dict) -> ProbeOutput:
     """The body of run(): sizes the workload (built-in) or the user's cycle count (--cycle), runs the tournament
     and assembles strategies, winner, GPU idle timelines and NVML utilisation into the probe's data."""
     import psutil
@@ -157,14 +175,20 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     custom_ref = ctx.options.get("cycle")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    default_threads = torch.get_num_threads()
+    cores = limit["usable_cores"]
+    torch_default = torch.get_num_threads()
+    # torch sizes its intra-op pool from the CPUs it may run on, not from a CPU quota: under a 1-CPU quota on
+    # 2 cores it starts 2 threads, which stall each other at the quota (TORCH_THREADS_ABOVE_CPU_LIMIT says so).
+    # Every strategy shares the threads the limit really gives.
+    default_threads = max(1, min(torch_default, cores))
+    torch.set_num_threads(default_threads)
     profiler_cuda, profiler_reason = _profiler_support() if cuda else (False, "no CUDA device")
 
     if cuda:
         free_bytes, free_source = int(torch.cuda.mem_get_info()[0]), "torch.cuda.mem_get_info free"
     else:
         free_bytes, free_source = host_budget, host_source
-    plan = make_plan(ctx.mode, device, cores, ctx.options)
+    plan = make_plan(ctx.mode, device, cores, dict(ctx.options, cpu_limit=limit))
     plan.deadline = started + DEADLINE_FRACTION * ctx.timeout_s
 
     if custom_ref:
@@ -175,7 +199,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         workload = spec.describe()
     else:
-        copies = max(plan.workers) + 2  # processes + threads copies alive at once, plus serial
+        copies = max(plan.workers, default=0) + 2  # processes + threads copies alive at once, plus serial
         inf, hid, bat = cw.choose_size(device, ctx.mode, free_bytes, copies)
         host_ms = float(ctx.options.get("cycle_host_work_ms", cw.HOST_WORK_MS[ctx.mode]))
         spec = cw.WorkloadSpec(device=device, in_features=inf, hidden=hid, batch=bat,
@@ -194,13 +218,15 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
                      "profile_cycles": plan.profile_cycles if cuda else None,
                      "sized_from": {"free_bytes": free_bytes, "source": free_source,
                                     "fraction": cw.MEMORY_FRACTION} if builtin else None,
-                     "torch_threads_default": default_threads, "logical_cores": cores})
+                     "torch_threads_default": torch_default, "torch_threads": default_threads,
+                     "logical_cores": os.cpu_count(), "usable_cores": cores})
 
     env = cs.Env(device=device, default_threads=default_threads, profiler_cuda=profiler_cuda,
                  profiler_reason=profiler_reason, nvml_locate=_nvml_locate(torch) if cuda else None,
                  host_budget_bytes=host_budget, host_budget_source=host_source,
                  gil_per_worker_host_bytes=gil_mem.get("per_worker_host_bytes"),
-                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"), early_pool=early)
+                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"), early_pool=early,
+                 cpu_limit=cl.recorded(limit))
     if early is not None:
         env.pools.append(early)
     rows = ct.run_tournament(spec, plan, env)
@@ -259,6 +285,29 @@ def findings_for(data: dict) -> List[dict]:
     serial = rows.get("serial") or {}
     win = rows.get(data.get("winner") or "")
     quality = confidence.cycle_quality(data, strategy_rows({"probes": {"cycle": {"status": "ok", "data": data}}}))
+    # Advice that can work: under a throttling quota, a quiet machine changes nothing.
+    again = (RAISE_LIMIT + " and run `gpudiag report` again." if quality["throttled"] else "Run again on a quiet machine.")
+    if quality["throttled"]:
+        load = data.get("load") or {}
+        out.append(finding(
+            "CYCLE_THROTTLED", "warning",
+            f"The strategy tournament ran {quality['throttled_text']}: the strategies' rates are what this limit "
+            "allows, measured in stalls of up to one period each, and more workers cannot help.",
+            {"throttling": load.get("throttling"), "limit": load.get("limit"),
+             "torch_threads": data["workload"].get("torch_threads")},
+            RAISE_LIMIT + "."))
+    wl = data.get("workload") or {}
+    limit = (data.get("load") or {}).get("limit")
+    default, used = wl.get("torch_threads_default"), wl.get("torch_threads")
+    if isinstance(default, int) and isinstance(used, int) and default > used and cl.limit_text(limit):
+        out.append(finding(
+            "TORCH_THREADS_ABOVE_CPU_LIMIT", "warning",
+            f"torch starts {default} intra-op threads here, more than the {cl.usable_text(limit)}: torch counts "
+            "the CPUs it may run on, not a CPU quota, so in your own job those threads take turns inside the "
+            f"limit. The tournament ran every strategy with {used} thread{'s' if used != 1 else ''}.",
+            {"torch_threads_default": default, "torch_threads": used, "limit": limit},
+            f"Call torch.set_num_threads({used}) at the start of the job (or set OMP_NUM_THREADS={used}), or raise "
+            "the CPU limit."))
     if quality["busy"]:
         load = data.get("load") or {}
         out.append(finding(
@@ -278,7 +327,7 @@ def findings_for(data: dict) -> List[dict]:
             {"strategy": r["name"], "workers": r["workers"], "speedup_vs_serial": r["speedup_vs_serial"],
              "speedup_ci95": list(r["speedup_ci95"]) if r.get("speedup_ci95") else None,
              "serial_spread_fraction": quality["baseline_spread"]},
-            "Run again on a quiet machine."))
+            again))
     presentable = not quality["reasons"]
     if win and serial.get("cycles_per_s") and presentable:
         w = f" with {win['workers']} workers" if (win.get("workers") or 1) > 1 else ""
@@ -298,7 +347,7 @@ def findings_for(data: dict) -> List[dict]:
             "CYCLE_BASELINE_NOISY", "warning",
             f"No strategy is named fastest: {quality['reasons'][0]}.",
             {"serial_spread_fraction": quality["baseline_spread"]},
-            "Run again on a quiet machine."))
+            again))
     tl = (data.get("idle") or {}).get("serial") or {}
     busy = tl.get("busy_fraction")
     if isinstance(busy, (int, float)) and busy < IDLE_WARN_BUSY_FRACTION:

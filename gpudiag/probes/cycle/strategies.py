@@ -58,6 +58,7 @@ class Plan:
     max_rounds: Optional[int] = None  # rounds at most (None: exactly `repeats`)
     rounds_budget_s: Optional[float] = None  # wall seconds for the rounds (None: no budget stop)
     deadline: Optional[float] = None  # monotonic time by which the rounds must end (probe timeout)
+    workers_reason: Optional[str] = None  # why `workers` is empty (1 usable core): threads/processes skipped
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Env:
     rounds: Optional[dict] = None  # how many timed rounds ran and why they stopped
     load: Optional[dict] = None  # what other programs used of the CPU during the rounds
     pools: List[Any] = field(default_factory=list)  # every worker pool started (their CPU time is ours)
+    cpu_limit: Optional[dict] = None  # gpudiag.diagnose.cpu_limit.recorded(platform.cpu_limit()): usable cores
 
     def own_pids(self) -> List[int]:
         """PIDs of the worker processes alive now: CPU they use is the tournament's, not other load."""

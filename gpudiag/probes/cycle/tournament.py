@@ -15,9 +15,11 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from gpudiag import platform
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
 from gpudiag.measure import stats
-from gpudiag.measure.load import CpuMeter, busiest_others, machine_busy, process_cpu_snapshot, usable_cores
+from gpudiag.measure.load import CpuMeter, busiest_others, machine_busy, process_cpu_snapshot
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.probes.cycle import profiling, timeline
 from gpudiag.probes.cycle import strategies as cs
@@ -161,6 +163,9 @@ def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict
         if not cuda and name in cs.CUDA_ONLY:
             rows[name] = cs.empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
             continue
+        if name in ("threads", "processes") and not plan.workers:
+            rows[name] = cs.empty_row(name, "skipped", plan.workers_reason or "no worker count to measure")
+            continue
         if custom and name not in cs.CUSTOM_STRATEGIES:
             rows[name] = cs.empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
                                                        "defer the syncs inside your own step")
@@ -200,7 +205,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         contestants = [c for g in groups.values() for c in g]
         meter = CpuMeter(env.own_pids)
 
-        cores = usable_cores()
+        cores, run_cores = _cores(env)
         widest = max(plan.workers or [1])
         this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
 
@@ -243,8 +248,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             cpu = sum(t[0] for _, _, t in this_round)
             span = sum(t[2] for _, _, t in this_round)
             # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
-            disturbed = (span > 0 and machine_busy(cpu / span, cores, widest)) or any(
-                other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest)
+            disturbed = (span > 0 and machine_busy(cpu / span, cores, widest, run_cores)) or any(
+                other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest, run_cores)
                 for _, other, _ in this_round)
             disturbed = disturbed and rejected["n"] < MAX_REJECTED_ROUNDS
             if disturbed:
@@ -262,7 +267,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
 
         sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
         t0 = sampler.t0 if sampler is not None else 0.0
-        before, snap0 = meter.read(), process_cpu_snapshot()
+        throttle = platform.ThrottleMeter()
+        before, snap0, thr0 = meter.read(), process_cpu_snapshot(), throttle.read()
         try:
             rp = RoundsPlan(plan.repeats, plan.max_rounds or plan.repeats,
                             plan.rounds_budget_s if plan.rounds_budget_s is not None else float("inf"))
@@ -274,8 +280,10 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                               budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
         finally:
             env.nvml = sampler.stop() if sampler is not None else None
-        after, snap1 = meter.read(), process_cpu_snapshot()
+        after, snap1, thr1 = meter.read(), process_cpu_snapshot(), throttle.read()
         env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
+        # Over every round, rejected ones included: a quota throttles the whole tournament alike.
+        env.load["throttling"] = platform.ThrottleMeter.delta(thr0, thr1)
         samples = (env.nvml or {}).get("samples", [])
         window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
         for smp in samples:  # the strategy each reading describes alone (its whole averaging window in one run)
@@ -313,7 +321,7 @@ def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, pla
                      contestants: Sequence[Contestant]) -> dict:
     """The cores other programs kept busy while the kept rounds ran (and over the whole tournament),
     judged against what the widest strategy needs."""
-    cores = usable_cores()
+    cores, run_cores = _cores(env)
     overall = meter.other_cores(before, after)
     steal = meter.steal_cores(before, after)
     wall = (after[3] - before[3]) if before is not None and after is not None else 0.0
@@ -324,18 +332,26 @@ def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, pla
     rejected, counted = int(rounds.get("rejected") or 0), int(rounds.get("rounds") or 0)
     visible = busiest_others(snap0, snap1, wall, own=set(env.own_pids()) | _own_family())
     # Busy: the kept rounds were loaded, or load kept rejecting rounds until too few were left to judge.
-    busy = machine_busy(kept, cores, widest) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
+    busy = machine_busy(kept, cores, widest, run_cores) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
     seen = sum(v["cores"] for v in visible)
     return {"other_busy_cores": None if kept is None else round(max(0.0, kept), 2),
             "other_busy_cores_all_rounds": None if overall is None else round(overall, 2),
             "rejected_rounds": rejected,
             "steal_cores": None if steal is None else round(steal, 2),
-            "usable_cores": cores, "widest_workers": widest, "busy": busy,
+            "usable_cores": cores, "run_cores": run_cores, "limit": env.cpu_limit, "widest_workers": widest,
+            "busy": busy,
             "busiest_visible": visible,
             "not_visible_cores": None if overall is None else round(max(0.0, overall - seen), 2),
             "rule": "a round during which other programs left fewer than N - 0.5 of the usable cores free for the "
-                    "widest strategy's N workers is rejected and rerun; busy when the kept rounds were loaded "
+                    "widest strategy's N workers (under a CPU quota: of the cores the process may run on, beyond "
+                    "what the quota lets it use) is rejected and rerun; busy when the kept rounds were loaded "
                     "like that, or too few rounds were left"}
+
+
+def _cores(env: Env) -> tuple:
+    """(usable cores, cores the process may run on) from the limit the probe recorded, else asked now."""
+    limit = env.cpu_limit or cl.recorded(platform.cpu_limit())
+    return cl.usable_cores(limit) or 1, cl.run_cores(limit)
 
 
 def _own_family() -> set:

@@ -21,6 +21,9 @@ Scaling classification (per workload, at the largest worker count measured in bo
 - when other programs kept the cores busy (gpudiag.measure.load.machine_busy), the workload's
   verdict is inconclusive with that reason: the probe never states a verdict its own busy-machine
   finding contradicts.
+- when a CPU quota throttled the workload's rounds (gpudiag.diagnose.cpu_limit.throttled), its
+  verdict is inconclusive and says so by name: the workers shared the quota, not the cores. Under a
+  limit that leaves 1 usable core only 1 worker is measured, and the verdict says why.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE
+from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE, THROTTLED_MIN_PERIODS
 from gpudiag.measure import stats
 from gpudiag.measure.load import BUSY_MARGIN_CORES, machine_busy
 from gpudiag.probes.base import finding
@@ -152,8 +156,10 @@ def above_ideal(speedup: Optional[float], workers: int, ci: Optional[Sequence[fl
     return speedup > workers * (1 + IDEAL_TOLERANCE) or (ci is not None and ci[0] > workers)
 
 
-def compare_modes(rows: Sequence[dict], workload: str) -> Dict[str, Any]:
-    """Threads vs processes for one workload at the largest worker count measured in both modes."""
+def compare_modes(rows: Sequence[dict], workload: str, one_worker_reason: Optional[str] = None) -> Dict[str, Any]:
+    """Threads vs processes for one workload at the largest worker count measured in both modes.
+
+    `one_worker_reason` says why only 1 worker was measured when the caller knows (a CPU limit)."""
     rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("workers"), int)
             and isinstance(r.get("speedup"), (int, float)) and not isinstance(r.get("speedup"), bool)]
     counts = {m: {r["workers"] for r in rows if r.get("workload") == workload and r.get("mode") == m}
@@ -166,7 +172,8 @@ def compare_modes(rows: Sequence[dict], workload: str) -> Dict[str, Any]:
         out["reason"] = "not measured"
         return out
     if not common:
-        out["reason"] = "only 1 worker measured in both modes (1 usable core, or larger counts did not fit)"
+        out["reason"] = one_worker_reason or \
+            "only 1 worker measured in both modes (1 usable core, or larger counts did not fit)"
         return out
     n = common[-1]
     t, p = _row(rows, workload, "threads", n), _row(rows, workload, "processes", n)
@@ -241,7 +248,7 @@ def host_budget(system_budget: Optional[float], available: Optional[float], cgro
     if available:
         candidates.append((int(available), "available RAM (psutil)"))
     if cgroup_limit and cgroup_usage is not None:
-        candidates.append((max(0, int(cgroup_limit - cgroup_usage)), "cgroup memory.max minus usage"))
+        candidates.append((max(0, int(cgroup_limit - cgroup_usage)), "cgroup memory limit minus usage"))
     if not candidates:
         return {"bytes": None, "source": None}
     b, src = min(candidates)
@@ -277,17 +284,30 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
     py = data.get("python") or {}
     mem = data.get("memory") or {}
     startup = data.get("startup") or {}
-    verdict: Dict[str, Any] = {w: compare_modes(rows, w) for w in WORKLOADS}
+    cpu = data.get("cpu") or {}
+    limit = cpu.get("limit") or None
+    cores = usable_cores or cpu.get("usable_cores")
+    one = (f"only 1 worker measured: {cl.usable_text(limit)}, so threads and processes cannot run side by side "
+           "here; more workers cannot help" if cl.usable_text(limit) and cores == 1 else None)
+    verdict: Dict[str, Any] = {w: compare_modes(rows, w, one) for w in WORKLOADS}
     for w, why in (data.get("absent") or {}).items():
         if w in verdict:
             verdict[w]["reason"] = why
     load = data.get("other_busy_cores") or {}
-    cores = usable_cores or (data.get("cpu") or {}).get("usable_cores")
+    throttling = _throttled_workloads(cpu.get("throttling") or {})
     busy = {w: c for w, c in load.items()
-            if c is not None and machine_busy(c, cores, verdict.get(w, {}).get("workers") or _top(rows, w))}
+            if c is not None and machine_busy(c, cores, verdict.get(w, {}).get("workers") or _top(rows, w),
+                                              cl.run_cores(limit))}
     for w, v in verdict.items():
         v["other_busy_cores"] = load.get(w)
-        if w in busy and v["verdict"] != NOT_MEASURED:
+        if v["verdict"] == NOT_MEASURED:
+            continue
+        # Throttling first: under a quota it, not other programs, is what held the workers back.
+        if w in throttling:
+            v["verdict"] = INCONCLUSIVE
+            v["reason"] = ((v["reason"] + "; ") if v["reason"] else "") + \
+                f"{cl.throttled_text(limit, throttling[w])}: the workers took turns inside the quota"
+        if w in busy:
             v["verdict"] = INCONCLUSIVE
             v["reason"] = ((v["reason"] + "; ") if v["reason"] else "") + \
                 f"other processes kept {busy[w]:.1f} cores busy during the measurement"
@@ -302,7 +322,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             _evidence(v), "Run Python-heavy work per worker in processes (spawn), not threads."))
     elif v["verdict"] == BOTH_SCALE and py.get("gil_enabled") is False:
         pass  # reported under FREE_THREADED below
-    elif v["verdict"] == NEITHER and "python" not in busy:
+    elif v["verdict"] == NEITHER and "python" not in busy and "python" not in throttling:
         findings.append(finding(
             "CPU_PARALLELISM_LIMITED", "warning",
             f"Neither {v['workers']} threads ({v['threads_speedup']:.2f}x) nor {v['workers']} processes "
@@ -335,6 +355,18 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
                 "holds the GIL, so threads do not add throughput for loops of small ops.",
                 _evidence(v), "Fewer, larger ops (batching), CUDA graphs, or one process per worker instead of threads."))
 
+    if throttling:
+        worst_t = max(throttling, key=lambda w: throttling[w]["throttled_share"])
+        what = ("the workers took turns inside the quota, so their scaling says what this limit allows"
+                if verdict.get(worst_t, {}).get("workers") else
+                "even one worker wanted more CPU than the limit gives, so its rates describe this limit")
+        findings.append(finding(
+            "CPU_THROTTLED_DURING_MEASUREMENT", "warning",
+            f"`{worst_t}` ran {cl.throttled_text(limit, throttling[worst_t])} (workloads affected: "
+            f"{', '.join(sorted(throttling))}): {what}, and more workers cannot help.",
+            {"throttling": throttling, "limit": limit},
+            "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu) to measure more workers; "
+            "under this limit size workers to its usable cores."))
     if busy:
         worst = max(busy, key=busy.get)
         of = f" of {usable_cores}" if usable_cores else ""
@@ -342,9 +374,10 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
             f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
             f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
-            {"other_busy_cores": load, "usable_cores": cores,
+            {"other_busy_cores": load, "usable_cores": cores, "run_cores": cl.run_cores(limit),
              "rule": f"busy when other programs leave fewer than N - {BUSY_MARGIN_CORES:g} of the usable cores "
-                     "free for the N workers measured"},
+                     "free for the N workers measured (under a CPU quota: of the cores the process may run on, "
+                     "beyond what the quota lets it use)"},
             "Close other CPU-heavy work and run `gpudiag report --only gil` again."))
 
     findings.extend(_memory_findings(mem, verdict, usable_cores))
@@ -360,6 +393,24 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "ProcessPoolExecutor or multiprocessing.Pool pays this per worker, not per task.",
             {"startup": startup}, "Keep process workers alive and reuse them across tasks."))
     return {"verdict": verdict, "findings": findings}
+
+
+def _throttled_workloads(per: Dict[str, Any]) -> Dict[str, dict]:
+    """{workload: its throttling} for the workloads that ran throttled. A quick workload spans only a few quota
+    periods, too few to judge alone: it is judged on all workloads' periods together (the same quota held
+    through the probe)."""
+    known = {w: t for w, t in per.items() if isinstance(t, dict) and isinstance(t.get("periods"), int)}
+    periods = sum(t["periods"] for t in known.values())
+    throttled = sum(t.get("throttled_periods") or 0 for t in known.values())
+    pooled = {"periods": periods, "throttled_periods": throttled,
+              "throttled_share": round(throttled / periods, 4) if periods else 0.0,
+              "throttled_s": round(sum(t.get("throttled_s") or 0.0 for t in known.values()), 4)}
+    out = {}
+    for w, t in known.items():
+        judged = t if t["periods"] >= THROTTLED_MIN_PERIODS else pooled
+        if cl.throttled(judged):
+            out[w] = judged
+    return out
 
 
 def _top(rows: Sequence[dict], workload: str) -> Optional[int]:
@@ -392,10 +443,13 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
     if fit_dev is not None:
         msg += f", and with {_mib(per_dev)} of GPU memory per CUDA context and {_mib(budget_dev)} free, {fit_dev} fit on the GPU"
     msg += "."
-    want = max(usable_cores or 0, 2)
-    if fit < 2:
+    # One per usable core (a CPU quota counted): under a 1-CPU limit a second worker cannot add speed, so
+    # memory for it is not at stake.
+    want = usable_cores or 2
+    if fit < min(2, want):
         sev = "critical"
-        msg += " Even 2 processes would not fit: a second worker is what the OOM killer stops."
+        msg += (" Even 2 processes would not fit: a second worker is what the OOM killer stops." if want >= 2 else
+                " Not even 1 process worker fits.")
     elif fit < want:
         sev = "warning"
         msg += (f" {want} workers (one per usable core) would need {_mib(want * per)}: beyond {fit} "

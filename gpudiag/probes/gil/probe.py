@@ -26,10 +26,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from gpudiag import platform
+from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.probes.gil import analysis as ga
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure import stats
-from gpudiag.measure.load import CpuMeter, usable_cores as _usable_cores
+from gpudiag.measure.load import CpuMeter
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.measure.workers import run_threads
 
@@ -235,34 +237,15 @@ def memory_snapshot() -> Dict[str, Optional[int]]:
     return _memory_now()
 
 
-def _cgroup_memory() -> Dict[str, Optional[int]]:
-    """cgroup v2 memory.max / memory.current of this process (cheap file reads; None elsewhere)."""
-    out: Dict[str, Optional[int]] = {"limit": None, "usage": None}
-    try:
-        with open("/proc/self/cgroup", encoding="ascii") as fh:
-            path = next((line.strip()[3:] for line in fh if line.startswith("0::")), None)
-        if path is None:
-            return out
-        base = "/sys/fs/cgroup" + path
-        with open(os.path.join(base, "memory.max"), encoding="ascii") as fh:
-            raw = fh.read().strip()
-        out["limit"] = None if raw == "max" else int(raw)
-        with open(os.path.join(base, "memory.current"), encoding="ascii") as fh:
-            out["usage"] = int(fh.read().strip())
-    except (OSError, ValueError):
-        pass
-    return out
-
-
 def _available_now() -> Optional[int]:
-    """Host bytes new workers may take now: psutil's available memory, capped by the cgroup v2 limit minus usage
-    where one applies (a container's limit is hit long before the machine's)."""
+    """Host bytes new workers may take now: psutil's available memory, capped by the cgroup memory limit minus
+    usage where one applies (a container's limit is hit long before the machine's)."""
     import psutil
 
-    cg = _cgroup_memory()
+    cg = platform.cgroup_memory()
     avail = int(psutil.virtual_memory().available)
-    if cg["limit"] is not None and cg["usage"] is not None:
-        avail = min(avail, max(0, cg["limit"] - cg["usage"]))
+    if cg["limit_bytes"] is not None and cg["usage_bytes"] is not None:
+        avail = min(avail, max(0, cg["limit_bytes"] - cg["usage_bytes"]))
     return avail
 
 
@@ -339,7 +322,11 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     started = time.monotonic()
     size = SIZES[ctx.options.get("gil_sizes") or ("quick" if ctx.quick else "full")]
     spend_by = started + _SPEND_FRACTION * ctx.timeout_s
-    usable = _usable_cores()
+    # Worker counts from the cores this process can really use (affinity, cpuset and a CPU quota): under
+    # a 1-CPU quota only 1 worker is measured, since more can only take turns inside the quota.
+    limit = platform.cpu_limit()
+    usable = limit["usable_cores"]
+    throttle = platform.ThrottleMeter()
     points = ga.worker_points(usable, quick=ctx.quick, cap=size["cap"], quick_cap=size["cap"])
     top = points[-1]
     py = python_facts()
@@ -348,8 +335,9 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
     # Host budget, taken before this probe spawns anything.
     sys_mem = (ctx.results.get("system") or {}).get("memory") or {}
-    cg = _cgroup_memory()
-    budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit"], cg["usage"])
+    cg = platform.cgroup_memory()
+    budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit_bytes"],
+                            cg["usage_bytes"])
 
     torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_without_torch")
     if not torch_ok:
@@ -444,6 +432,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
 
         measurements = []
         other_load: Dict[str, Optional[float]] = {}
+        throttling: Dict[str, Optional[dict]] = {}
         rounds_info: Dict[str, Any] = {}
         meter = CpuMeter(lambda: pool.pids if pool is not None else ())
         for w in workloads:
@@ -457,12 +446,13 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
             if proc_points:
                 _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
-            load0 = meter.read()
+            load0, thr0 = meter.read(), throttle.read()
             rounds_info[w] = run_rounds(
                 plan, lambda key, walls=walls, fn=fn, w=w, total=total: walls[key].append(
                     _measure_once(pool, fn, w, key[0], key[1], total, size["matmul"])),
                 size["rounds"], settled=lambda walls=walls: _settled(walls), deadline=spend_by)
             other_load[w] = _round2(meter.other_cores(load0, meter.read()))
+            throttling[w] = platform.ThrottleMeter.delta(thr0, throttle.read())
             for (mode, n), ws in walls.items():
                 measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
         if pool is not None and proc_points:
@@ -484,7 +474,9 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "python": {k: py[k] for k in ("free_threaded_build", "gil_enabled", "gil_checked_after_torch",
                                       "switch_interval_s", "version", "implementation")},
         "cpu": {"logical_cores": os.cpu_count(), "usable_cores": usable, "worker_points": points,
-                "process_points": proc_points},
+                "process_points": proc_points, "limit": cl.recorded(limit),
+                # Per workload, over its rounds: CPU-quota throttling (None where no quota applies).
+                "throttling": throttling},
         "size": ctx.options.get("gil_sizes") or ctx.mode,
         "workloads": workload_meta,
         "scaling": rows,
