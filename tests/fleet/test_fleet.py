@@ -493,17 +493,21 @@ def fake_gpu_torch():
 
 def test_gpu_figures_on_a_fake_torch_have_the_report_shape():
     from gpudiag.fleet import measure
+    from gpudiag.fleet.windows import Windows
 
     torch = fake_gpu_torch()
     place = launcher.Place("torchrun", 3, 4, 3, 4, 1, None, None, None)
     dev = measure.pick_device(torch, place)
     assert (dev["kind"], dev["index"], dev["gpu_uuid_hash"]) == ("cuda", 1, short_hash("gpu-uuid:abc"))
     assert dev["shared_with_other_ranks"] is True  # local rank 3 on a node with 2 GPUs
-    figs = measure.measure_figures(torch, dev, quick=True)
+    windows = Windows(0.002, cores=1)  # short windows: the fake GPU's launches cost nothing
+    figs = measure.measure_figures(torch, dev, quick=True, windows=windows)
     assert figs["matmul_gflops"]["value"] == pytest.approx(2 * 8192 ** 3 / 1e-3 / 1e9)  # 1 ms per fake matmul
     assert "GPU bfloat16 8192x8192" in figs["matmul_gflops"]["what"]
     assert figs["h2d_gbps"]["n"] == 5 and "link_under_load" in figs["h2d_gbps"]
-    assert figs["launch_us"]["value"] > 0
+    # The host-timed launch figure is the one made of sustained windows, and the only one in the CPU account.
+    assert figs["launch_us"]["value"] > 0 and figs["launch_us"]["window_s"] == 0.002
+    assert "window_s" not in figs["matmul_gflops"] and windows.totals()["windows"] == figs["launch_us"]["n"]
 
 
 def test_gpu_driver_facts_through_the_nvml_fake():
