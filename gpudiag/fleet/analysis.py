@@ -136,19 +136,14 @@ def node_scores(values: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]
     return rows
 
 
-def _shared(ranks: Iterable[int], cpu: Mapping[int, Mapping[str, Any]]) -> bool:
-    """True when every one of `ranks` is short of CPU only because the job's own ranks share its cores."""
-    ranks = list(ranks)
-    return bool(ranks) and all(_d(cpu.get(r)).get("state") == cpu_verdict.SHARED_BY_JOB for r in ranks)
-
-
 def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mapping[int, Mapping[str, Any]]],
                   nscores: Sequence[Mapping[str, Any]], cpu: Optional[Mapping[int, Mapping[str, Any]]] = None
                   ) -> List[Dict[str, Any]]:
     """data.outliers: flagged ranks and nodes with their kind, then fleet-wide misses of absolute references.
 
-    cpu: {rank: cpu_verdict.cpu_state}; a flagged rank (or node) short of CPU only by the launch's own
-    sharing is `shared_cores`, and does not count towards the few that make a straggler.
+    cpu: {rank: cpu_verdict.cpu_state}; a flagged rank (or node) whose slowness its lower fair share of its
+    cores accounts for (the launch pinned several of the job's ranks there: cpu_verdict.launch_explains) is
+    `shared_cores`, and does not count towards the few that make a straggler.
     """
     cpu = cpu if cpu is not None else cpu_verdict.states(ranks)
     by_rank = {e["rank"]: e for e in ranks}
@@ -159,7 +154,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
             if row["flagged"]:
                 flagged_by_group[row["group"]].append(r)
         for key, flagged in flagged_by_group.items():
-            slow = [r for r in flagged if not _shared([r], cpu)]
+            peers = [j for j in rows if rows[j]["group"] == key]
+            slow = [r for r in flagged if not cpu_verdict.launch_explains(
+                rows[r]["relative"], cpu_verdict.fair_of([r], cpu), cpu_verdict.fair_of([j for j in peers if j != r], cpu))]
             kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
@@ -169,7 +166,10 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
                             "metric": metric, "value": row["value"], "median": row["peer_median"],
                             "relative": row["relative"], "score": row["score"],
                             "kind": "shared_cores" if r not in slow else kind, "group": key})
-                if _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK:
+                if r not in slow:
+                    out[-1]["note"] = (f"its fair share of its cores is {cpu[r]['fair_share']:.2f}: the launch pinned "
+                                       f"rank(s) {', '.join(map(str, cpu[r]['job_ranks']))} of this job to them too")
+                elif _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK:
                     out[-1]["note"] = cpu_verdict.cause_text(cpu[r])
     per_node_count = defaultdict(int)
     for e in ranks:
@@ -179,8 +179,12 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
         # A node of one rank is already scored as that rank; a node outlier adds news only for 2+ ranks.
         if row["flagged"] and (row["metric"] in NODE_METRICS or per_node_count[(row["group"], row["host"])] > 1):
             flagged_nodes[(row["group"], row["metric"])].append(row)
+    node_fair = {(row["group"], row["metric"], row["host"]): cpu_verdict.fair_of(row.get("ranks") or [], cpu)
+                 for row in nscores}
     for (key, metric), rows in flagged_nodes.items():
-        slow = [row for row in rows if not _shared(row.get("ranks") or [], cpu)]
+        others = {h: f for (g, m, h), f in node_fair.items() if (g, m) == (key, metric)}
+        slow = [row for row in rows if not cpu_verdict.launch_explains(
+            row["relative"], others[row["host"]], median([f for h, f in others.items() if h != row["host"]]) or 1.0)]
         kind = "straggler" if _few(len(slow), rows[0]["group_size"]) else "system_wide"
         for row in rows:
             out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,
@@ -189,7 +193,8 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
                         "kind": kind if any(row is s for s in slow) else "shared_cores", "group": key,
                         "ranks": row.get("ranks")})
             if out[-1]["kind"] == "shared_cores":
-                out[-1]["note"] = "its ranks share their cores with each other, as the launch pinned them"
+                out[-1]["note"] = (f"its ranks' fair share of their cores is {others[row['host']]:.2f}: the launch "
+                                   "pinned several of them to the same cores")
     out += absolute_misses(ranks)
     return out
 

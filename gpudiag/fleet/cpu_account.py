@@ -9,7 +9,8 @@ over the same time, what the rank got and why it got no more:
 - `share`: the CPU time the rank's timed work got over the CPU time it could have used on its cores
   (1.0 = all it could use; 0.2 = a fifth of it), from the windows' own process CPU time;
 - `job_cores`: CPU the job's other ranks on this host used on this rank's cores (pinned to the same
-  cores by the launch: sharing by design), `other_cores`: what every other program used there,
+  cores by the launch: sharing by design), and `fair_share`: the share the rank gets when only the
+  job's ranks run there, each wanting as much as this one (0.5 for two one-thread ranks on one core), `other_cores`: what every other program used there,
   `steal_cores`: what the hypervisor gave to other machines, all in cores' worth over the wall time;
 - `throttling`: the CPU-quota periods in which the rank's cgroup ran out of quota, and `limit`, the
   quota (and cpuset, affinity) it runs under, read once (gpudiag.platform.cpu_limit).
@@ -111,6 +112,13 @@ class CpuAccount:
         """The cores this rank may run on (its affinity: a quota does not take cores away, it stops them)."""
         return len(self.cpus) if self.cpus else (self.limit.get("affinity_cores") or 1)
 
+    def fair_share(self, demand: Optional[float]) -> Optional[float]:
+        """The share of what its work could use that this rank gets on its cores when the job's ranks there
+        (weighted by the CPUs they share) each want as much as it does: 1.0 alone, 0.5 with one more."""
+        if not demand:
+            return None
+        return round(min(1.0, self.cores / (demand * (1 + sum(self._job.weight.values())))), 3)
+
     def _read(self) -> tuple:
         return self._load.read(), self._job.cpu_s(self._psutil), self._throttle.read(), time.perf_counter()
 
@@ -129,6 +137,7 @@ class CpuAccount:
             "job_ranks_sharing": sorted(self._job.procs), "reason": None,
         }
         out.update(windows)
+        out["fair_share"] = self.fair_share(windows.get("demand_cores"))
         if load0 is None or load1 is None or self.cpus is None:
             out.update(job_cores=None, other_cores=None, steal_cores=None,
                        reason="the load on this rank's cores is unknown (no per-core CPU times or no affinity here)")

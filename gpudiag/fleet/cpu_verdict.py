@@ -13,9 +13,12 @@ Pure rules over each rank's `cpu` account (gpudiag.fleet.cpu_account), used by t
 - `starved`: short, with a quota or other programs among the causes: the node (its container's limit,
   its other jobs) holds the rank back, and it is named with the cause;
 - `shared_by_job`: short only because the job's own ranks share its cores: the launch put them there,
-  each gets its fair share, and excluding the node would not help. Such a rank (or a node of such
-  ranks) is never a straggler; the launch is named instead;
+  each gets its fair share, and excluding the node would not help;
 - `unexplained`: short with no cause visible from inside the rank; `ok`: not short.
+
+Separately, `launch_explains` says whether a slow rank's (or node's) slowness against its peers is what
+its lower `fair_share` (the launch pinning several of the job's ranks to its cores) accounts for: such
+a rank or node is never a straggler, whatever else loads its cores; the launch is named instead.
 """
 
 from __future__ import annotations
@@ -24,9 +27,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from gpudiag.diagnose.thresholds import FLEET_CPU_LOAD_SHARE, FLEET_CPU_SHORT_SHARE, FLEET_CPU_THROTTLED_SHARE
 from gpudiag.fleet.consistency import where
+from gpudiag.fleet.scores import MIN_EFFECT
+from gpudiag.measure.stats import median
 from gpudiag.probes.base import finding
 
 STARVED, SHARED_BY_JOB, UNEXPLAINED, OK = "starved", "shared_by_job", "unexplained", "ok"
+
+
+SHARED_FIX = ("give each rank its own core(s): fewer ranks per node (--nproc-per-node, --ntasks-per-node) or one "
+              "CPU binding per rank (srun --cpu-bind=cores, taskset)")
 
 
 def _d(x: Any) -> dict:
@@ -45,8 +54,9 @@ def _f(x: Any) -> float:
 
 
 def cpu_state(entry: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
-    """{state, share, cores_got, causes, quota, throttled_share, other_cores, job_cores, job_ranks, cores, cpus}
-    for a rank with a CPU account, None without one (a merged plain report, an older fleet report)."""
+    """{state, share, cores_got, fair_share, causes, quota_cpus, quota_source, throttled_share, other_cores,
+    steal_cores, job_cores, job_ranks, cores, cpus} for a rank with a CPU account, None without one (a
+    merged plain report, an older fleet report)."""
     cpu = _d(entry.get("cpu"))
     if not _num(cpu.get("share")):
         return None
@@ -66,7 +76,9 @@ def cpu_state(entry: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         causes.append("other_processes")
     job = short and _f(cpu.get("job_cores")) >= FLEET_CPU_LOAD_SHARE * cores
     state = OK if not short else STARVED if causes else SHARED_BY_JOB if job else UNEXPLAINED
-    return {"state": state, "share": cpu["share"], "cores_got": cpu.get("cores_got"), "causes": causes,
+    fair = cpu.get("fair_share") if _num(cpu.get("fair_share")) else 1.0
+    return {"state": state, "share": cpu["share"], "cores_got": cpu.get("cores_got"), "fair_share": fair,
+            "causes": causes,
             "quota_cpus": limit.get("quota_cpus"), "quota_source": limit.get("quota_source"),
             "throttled_share": throttled, "other_cores": round(others, 3), "steal_cores": cpu.get("steal_cores"),
             "job_cores": cpu.get("job_cores"), "job_ranks": list(cpu.get("job_ranks_sharing") or []),
@@ -81,6 +93,21 @@ def states(ranks: Sequence[Mapping[str, Any]]) -> Dict[int, Dict[str, Any]]:
         if st is not None:
             out[e["rank"]] = st
     return out
+
+
+def fair_of(ranks: Sequence[int], by_state: Mapping[int, Mapping[str, Any]]) -> float:
+    """The median fair share of some ranks (1.0 for a rank without an account: nothing shared that we know of)."""
+    return median([_d(by_state.get(r)).get("fair_share", 1.0) for r in ranks] or [1.0]) or 1.0
+
+
+def launch_explains(relative: Any, own_fair: float, peer_fair: float) -> bool:
+    """True when a rank's (or node's) speed relative to its peers is what its lower fair share of its cores
+    accounts for: its fair share is MIN_EFFECT or more below theirs, and once that ratio is taken out it is
+    less than MIN_EFFECT slower than they are."""
+    if not _num(relative) or peer_fair <= 0:
+        return False
+    ratio = own_fair / peer_fair
+    return ratio <= 1 - MIN_EFFECT and relative >= ratio * (1 - MIN_EFFECT)
 
 
 def _pct(x: float) -> str:
@@ -122,9 +149,16 @@ def cause_fix(st: Mapping[str, Any]) -> str:
     if "other_processes" in st["causes"]:
         fixes.append("find what else runs on its cores (top, other jobs) and stop it, or exclude the node")
     if st["state"] == SHARED_BY_JOB:
-        fixes.append("give each rank its own core(s): fewer ranks per node (--nproc-per-node, --ntasks-per-node) or "
-                     "one CPU binding per rank (srun --cpu-bind=cores, taskset)")
+        fixes.append(SHARED_FIX)
     return "; ".join(fixes) or "run `gpudiag report` on that node to see what holds it back"
+
+
+def _sharing_text(st: Mapping[str, Any]) -> str:
+    """"shares core(s) 0 with rank(s) 1 of this job: its fair share is 50 % of what its work could use, it got 0.48 of a core"."""
+    ranks = ", ".join(map(str, st["job_ranks"])) or "others"
+    got = f", it got {st['cores_got']:.2f} of a core" if _num(st.get("cores_got")) else ""
+    return (f"shares core(s) {st.get('cpus') or '?'} with rank(s) {ranks} of this job: its fair share is "
+            f"{_pct(st['fair_share'])} of what its work could use{got}")
 
 
 def cpu_findings(ranks: Sequence[Mapping[str, Any]], by_state: Mapping[int, Mapping[str, Any]],
@@ -133,8 +167,8 @@ def cpu_findings(ranks: Sequence[Mapping[str, Any]], by_state: Mapping[int, Mapp
 
     FLEET_CPU_QUOTA and FLEET_CPU_CONTENDED (warnings): starved ranks whose figures are still not
     outliers (every rank alike, or one throttled less than its peers are slow). FLEET_CORES_SHARED:
-    ranks that share cores by the launch; a warning when that made them outliers (`shared_outliers`),
-    else information.
+    ranks whose fair share of their cores is short because the launch pinned several of the job's ranks
+    there; a warning when that made them outliers (`shared_outliers`), else information.
     """
     by_rank = {e["rank"]: e for e in ranks}
     out: List[dict] = []
@@ -148,14 +182,14 @@ def cpu_findings(ranks: Sequence[Mapping[str, Any]], by_state: Mapping[int, Mapp
                 f"{where(by_rank[r])}: {cause_text(by_state[r])}" for r in hit[:6])
                 + (f"; and {len(hit) - 6} more" if len(hit) > 6 else ""),
                 evidence={r: dict(by_state[r]) for r in hit}, fix=cause_fix(by_state[hit[0]])))
-    shared = [r for r, st in sorted(by_state.items()) if st["state"] == SHARED_BY_JOB and r in by_rank]
+    shared = [r for r, st in sorted(by_state.items()) if st["fair_share"] < FLEET_CPU_SHORT_SHARE and r in by_rank]
     if shared:
         slowed = any(r in shared_outliers for r in shared)
         msg = (f"{len(shared)} rank(s) share their cores with other ranks of this job, as the launch pinned them: "
-               + "; ".join(f"{where(by_rank[r])}: {cause_text(by_state[r])}" for r in shared[:6])
+               + "; ".join(f"{where(by_rank[r])} {_sharing_text(by_state[r])}" for r in shared[:6])
                + (f"; and {len(shared) - 6} more" if len(shared) > 6 else "")
                + (". That makes them slower than the other ranks and the job runs at their pace; it is the launch's "
                   "doing, not the node's, so no node is excluded for it" if slowed else ""))
         out.append(finding("FLEET_CORES_SHARED", "warning" if slowed else "info", msg,
-                           evidence={r: dict(by_state[r]) for r in shared}, fix=cause_fix(by_state[shared[0]])))
+                           evidence={r: dict(by_state[r]) for r in shared}, fix=SHARED_FIX))
     return out

@@ -60,14 +60,16 @@ class Windows:
         return calls, wall
 
     def totals(self) -> Dict[str, Any]:
-        """{window_s, windows, timed_wall_s, timed_cpu_s, cores_got, share} over every window run so far.
+        """{window_s, windows, timed_wall_s, timed_cpu_s, cores_got, demand_cores, share} over every window
+        run so far.
 
-        cores_got: CPU seconds per wall second (0.5 = half a core's worth); share: CPU time got over
-        the CPU time the windows' work could have used on the rank's cores (1.0 = all of it). None
-        without windows (a rank whose figures are all timed on the GPU).
+        cores_got: CPU seconds per wall second (0.5 = half a core's worth); demand_cores: the cores' worth
+        the windows' work could use (1 for a dispatch loop on one thread); share: CPU time got over the
+        CPU time the work could have used on the rank's cores (1.0 = all of it). None without windows.
         """
         ok = self.n > 0 and self.wall_s > 0
         return {"window_s": self.window_s, "windows": self.n, "timed_wall_s": round(self.wall_s, 3),
                 "timed_cpu_s": round(self.cpu_s, 3),
                 "cores_got": round(self.cpu_s / self.wall_s, 3) if ok else None,
+                "demand_cores": round(self.could_use_s / self.wall_s, 3) if ok else None,
                 "share": round(min(1.0, self.cpu_s / self.could_use_s), 3) if ok and self.could_use_s else None}

@@ -55,7 +55,7 @@ def _cpu(entry: dict) -> str:
         text += f", throttled {thr['throttled_share'] * 100:.0f} % ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
     if "other_processes" in causes and is_num(cpu.get("other_cores")):
         text += f", other programs {cpu['other_cores']:.2f} core"
-    if v.get("state") == "shared_by_job":
+    if as_list(cpu.get("job_ranks_sharing")):
         text += f", shared with rank(s) {', '.join(str(r) for r in as_list(cpu.get('job_ranks_sharing')))}"
     return text
 

@@ -22,10 +22,11 @@ QUOTA_SOURCE = "cgroup v2 cpu.max (own cgroup)"
 
 
 def account(share, job=0.0, other=0.0, throttled=None, quota=None, job_ranks=(), cpus="0", cores_got=None):
-    """A rank's `cpu` block as cpu_account writes it, for one core."""
+    """A rank's `cpu` block as cpu_account writes it, for a one-thread rank on one core (with `job_ranks`
+    of the job pinned to the same core)."""
     return {"cpus": cpus, "cores": 1, "wall_s": 5.0, "window_s": 0.3, "windows": 15, "timed_wall_s": 4.8,
             "timed_cpu_s": round(4.8 * share, 3), "cores_got": share if cores_got is None else cores_got,
-            "share": share, "job_cores": job, "other_cores": other, "steal_cores": 0.0,
+            "demand_cores": 1.0, "fair_share": round(1 / (1 + len(job_ranks)), 3), "share": share, "job_cores": job, "other_cores": other, "steal_cores": 0.0,
             "job_ranks_sharing": list(job_ranks), "reason": None,
             "limit": {"quota_cpus": quota, "quota_period_us": 100_000 if quota else None,
                       "quota_source": QUOTA_SOURCE if quota else None, "cgroup_version": 2, "cpuset_cpus": None,
@@ -101,6 +102,49 @@ def test_ranks_sharing_cores_never_make_the_others_system_wide():
     res = analysis.analyze(ranks)
     assert {o["kind"] for o in res["outliers"]} == {"shared_cores"}
     assert res["exclude"]["hosts"] == [] and "FLEET_SYSTEM_WIDE_SLOW" not in codes(res)
+
+
+def test_under_other_load_the_node_sharing_cores_is_still_not_the_one_named_for_it():
+    # A busy machine: other programs take core 0 and core 1 alike. Node A's ranks (fair share 0.5) got 0.27
+    # of a core, node B's rank (fair share 1) 0.40: node A is slower, but less so than its halved fair share
+    # accounts for. Every rank is named for the other programs; node A is not excluded for the launch's sharing.
+    ranks = [cpu_rank(0, "host-a", 0.27, account(0.27, job=0.27, other=0.45, job_ranks=[1])),
+             cpu_rank(1, "host-a", 0.27, account(0.27, job=0.27, other=0.45, job_ranks=[0])),
+             cpu_rank(2, "host-b", 0.40, account(0.40, other=0.60, cpus="1"))]
+    res = analysis.analyze(ranks)
+    assert {o["kind"] for o in res["outliers"] if o["host"] == "host-a"} <= {"shared_cores"}
+    assert res["exclude"]["hosts"] == [] and "FLEET_SLOW_NODE" not in codes(res)
+    f = next(f for f in res["findings"] if f["code"] == "FLEET_CPU_CONTENDED")
+    assert all(f"rank {r} " in f["message"] for r in (0, 1, 2))
+    # With node B throttled by its quota as well, B is the one named with its quota, and A still not excluded.
+    ranks[2] = cpu_rank(2, "host-b", 0.2, account(0.19, throttled=0.9, quota=0.2, other=0.7, cpus="1"))
+    res = analysis.analyze(ranks)
+    assert "host-a" not in res["exclude"]["hosts"]
+    assert any(f["code"] in ("FLEET_STRAGGLER", "FLEET_CPU_QUOTA") and "rank 2 " in f["message"]
+               and "CPU limit of 0.2 CPU" in f["message"] for f in res["findings"])
+
+
+def test_a_node_sharing_cores_and_starved_beyond_its_fair_share_is_named_for_the_other_programs():
+    # Node A's ranks got 0.2 of a core where their fair share is 0.5, while node B's rank had its core:
+    # more than the launch's sharing explains, so node A is the slow node, with other programs as the cause.
+    ranks = [cpu_rank(0, "host-a", 0.2, account(0.2, job=0.2, other=0.6, job_ranks=[1])),
+             cpu_rank(1, "host-a", 0.2, account(0.2, job=0.2, other=0.6, job_ranks=[0])),
+             cpu_rank(2, "host-b", 1.0, account(0.99, cpus="1"))]
+    res = analysis.analyze(ranks)
+    assert res["exclude"]["hosts"] == ["host-a"]
+    f = next(f for f in res["findings"] if f["code"] == "FLEET_SLOW_NODE")
+    assert "other programs used 0.60 of its 1 core(s)" in f["message"]
+
+
+@pytest.mark.parametrize("relative, own, peer, explained", [
+    (0.5, 0.5, 1.0, True),    # half as fast with half the fair share: the launch's doing
+    (0.6, 0.5, 1.0, True),
+    (0.3, 0.5, 1.0, False),   # slower than half: something else too
+    (0.5, 1.0, 1.0, False),   # no sharing to explain it
+    (0.97, 0.97, 1.0, False),  # a fair share within MIN_EFFECT of its peers' explains nothing
+])
+def test_launch_explains(relative, own, peer, explained):
+    assert cpu_verdict.launch_explains(relative, own, peer) is explained
 
 
 def test_a_quota_named_on_a_rank_that_is_not_slower_than_its_peers_is_a_warning():
@@ -248,13 +292,23 @@ def test_the_jobs_other_ranks_are_known_by_pid_and_start_time(sleeper):
         assert JobRanks(psutil, mine[:-1], {1: (sleeper.pid, started)}).procs == {}
 
 
+def test_the_fair_share_counts_the_jobs_ranks_on_the_same_cores(sleeper):
+    psutil = pytest.importorskip("psutil")
+    if not hasattr(psutil.Process(), "cpu_affinity"):
+        pytest.skip("no CPU affinity on this OS")
+    started = psutil.Process(sleeper.pid).create_time()
+    acc = CpuAccount({1: (sleeper.pid, started)})  # a rank of the job on the same cores as this one
+    assert acc.fair_share(1.0) == min(1.0, acc.cores / 2) and acc.fair_share(None) is None
+    assert CpuAccount({}).fair_share(1.0) == 1.0
+
+
 def test_the_account_has_the_fields_the_analysis_reads():
     acc = CpuAccount({})
     w = Windows(0.05, acc.cores)
     acc.start()
     w.run(lambda: sum(range(10_000)), threads=1)
     out = acc.stop(w.totals())
-    assert {"cpus", "cores", "wall_s", "limit", "throttling", "job_ranks_sharing", "share", "cores_got",
+    assert {"cpus", "cores", "wall_s", "limit", "throttling", "job_ranks_sharing", "share", "cores_got", "fair_share",
             "job_cores", "other_cores", "steal_cores", "window_s", "windows"} <= set(out)
     assert out["windows"] == 1 and out["job_ranks_sharing"] == [] and out["job_cores"] in (0.0, None)
     assert set(out["limit"]) >= {"quota_cpus", "quota_source", "usable_cpus", "limited_by"}

@@ -132,6 +132,22 @@ def launcher_cmd(hostname: str, core: int, node_rank: int, nproc: int, port: int
     return ["unshare", "-u", "sh", "-c", script, "sh"] + inner
 
 
+def run_two_launchers(tmp_path, a_cmd, b_cmd, env, timeout=150):
+    """Node A's and node B's launchers, both waited for (and killed if they outlive the timeout):
+    (node A's exit code, stdout, stderr); node A's rank 0 writes the report."""
+    a = subprocess.Popen(a_cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(b_cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        a_out, a_err = a.communicate(timeout=timeout)
+        b.communicate(timeout=60)
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return a.returncode, a_out, a_err
+
+
 def test_two_nodes_name_the_starved_rank_the_straggler(tmp_path, two_namespaced_nodes):
     core_a, core_b = two_namespaced_nodes
     port = free_port()
@@ -140,18 +156,9 @@ def test_two_nodes_name_the_starved_rank_the_straggler(tmp_path, two_namespaced_
     # disturb rank 1, and the score would rightly call the fleet too noisy to judge.
     env = clean_env(GPUDIAG_TEST_FAULT="hog:1:4")  # rank 1, on node B, shares its core with 4 busy loops
     args = ["fleet", "--deadline", "40"]
-    a = subprocess.Popen(launcher_cmd("fleet-node-a", core_a, 0, 1, port, args + ["--json", str(out),
-                                                                                 "--exclude-file", str(ex)]),
-                         cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    b = subprocess.Popen(launcher_cmd("fleet-node-b", core_b, 1, 1, port, args), cwd=str(tmp_path), env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        a_out, a_err = a.communicate(timeout=150)
-        b.communicate(timeout=60)
-    finally:
-        for p in (a, b):
-            if p.poll() is None:
-                p.kill()
+    a_code, a_out, a_err = run_two_launchers(
+        tmp_path, launcher_cmd("fleet-node-a", core_a, 0, 1, port, args + ["--json", str(out), "--exclude-file", str(ex)]),
+        launcher_cmd("fleet-node-b", core_b, 1, 1, port, args), env)
     assert out.exists(), a_err[-3000:]
     data = fleet_data(out)
     by_rank = {e["rank"]: e for e in data["ranks"]}
@@ -167,7 +174,7 @@ def test_two_nodes_name_the_starved_rank_the_straggler(tmp_path, two_namespaced_
     assert "other programs used" in next(f for f in findings if f["code"] == "FLEET_STRAGGLER")["message"]
     assert not any(s["flagged"] for s in by_rank[0]["scores"].values())
     assert data["exclude"]["hosts"] == [node_b] and ex.read_text() == "fleet-node-b\n"
-    assert data["exit_code"] == 2 and a.returncode != 0  # torchrun reports rank 0's code 2 as a failure
+    assert data["exit_code"] == 2 and a_code != 0  # torchrun reports rank 0's code 2 as a failure
     assert {c["scope"] for c in data["collectives"]} == {"inter_node"}  # one rank per node: the world is inter-node
     text = out.read_text()
     assert "fleet-node-a" not in text and "fleet-node-b" not in text
@@ -189,19 +196,10 @@ def test_two_nodes_name_the_quota_throttled_node_not_the_one_whose_ranks_share_a
     env = clean_env(OMP_NUM_THREADS="1")  # one torch thread per rank on both nodes: one comparable group
     args = ["fleet", "--deadline", "120", "--no-collectives"]
     with cpu_quota_cgroup(0.2) as cg:
-        a = subprocess.Popen(launcher_cmd("fleet-node-a", core_a, 0, 2, port, args + ["--json", str(out),
-                                                                                     "--exclude-file", str(ex)]),
-                             cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        b = subprocess.Popen(cg.wrap(launcher_cmd("fleet-node-b", core_b, 1, 1, port, args)), cwd=str(tmp_path),
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            a_out, a_err = a.communicate(timeout=300)
-            b.communicate(timeout=60)
-        finally:
-            for p in (a, b):
-                if p.poll() is None:
-                    p.kill()
-                    p.communicate()
+        a_code, _, a_err = run_two_launchers(
+            tmp_path, launcher_cmd("fleet-node-a", core_a, 0, 2, port, args + ["--json", str(out), "--exclude-file",
+                                                                               str(ex)]),
+            cg.wrap(launcher_cmd("fleet-node-b", core_b, 1, 1, port, args)), env, timeout=300)
     assert out.exists(), a_err[-3000:]
     data = fleet_data(out)
     findings = load(out)["probes"]["fleet"]["findings"]
@@ -214,6 +212,8 @@ def test_two_nodes_name_the_quota_throttled_node_not_the_one_whose_ranks_share_a
     # Each of node A's ranks found the other on its core (pid and start time); node B's rank is alone.
     assert by_rank[0]["cpu"]["job_ranks_sharing"] == [1] and by_rank[1]["cpu"]["job_ranks_sharing"] == [0]
     assert by_rank[2]["cpu"]["job_ranks_sharing"] == []
+    # One torch thread each: the launch leaves node A's ranks half a core each, node B's rank all of its core.
+    assert [by_rank[r]["cpu"]["fair_share"] for r in (0, 1, 2)] == [0.5, 0.5, 1.0]
     # Node B's rank read its quota and was throttled by it while it measured: the named cause.
     b_cpu = by_rank[2]["cpu"]
     assert b_cpu["limit"]["quota_cpus"] == pytest.approx(0.2) and b_cpu["limit"]["limited_by"] == "quota"
@@ -228,7 +228,7 @@ def test_two_nodes_name_the_quota_throttled_node_not_the_one_whose_ranks_share_a
     assert all("quota" not in (by_rank[r].get("cpu_verdict") or {}).get("causes", []) for r in (0, 1))
     # Critical (2) when node B's throttled rank is slower than its peers, as it is at 0.2 against 0.5 of a
     # core; a quota named on a rank that is not slower than its peers is a warning (1).
-    assert data["exit_code"] != 0 and a.returncode != 0
+    assert data["exit_code"] != 0 and a_code != 0
     if data["exit_code"] == 2:
         assert named_b[0]["code"] == "FLEET_STRAGGLER" and data["exclude"]["hosts"] == [node_b]
         assert ex.read_text() == "fleet-node-b\n"
