@@ -7,8 +7,9 @@ Pure rules over each rank's `cpu` account (gpudiag.fleet.cpu_account), used by t
 - the causes, each from its own measurement over the same time: a **quota** when its cgroup was
   throttled in at least FLEET_CPU_THROTTLED_SHARE of the periods; **other programs** when processes
   that are not this job's ranks (or the hypervisor, as steal) used at least FLEET_CPU_LOAD_SHARE of
-  its cores and the rank got less than its quota allows (under a binding quota the others only fill
-  the time the quota leaves idle: they take nothing from the rank); the **job's own ranks** when this job's other ranks on the host, pinned to the same
+  its cores and the rank got less than FLEET_CPU_SHORT_SHARE of both its fair share (what the launch's
+  own pinning leaves it) and its quota (under a binding quota the others only fill the time the quota
+  leaves idle: they take nothing from the rank); the **job's own ranks** when this job's other ranks on the host, pinned to the same
   cores, used that much;
 - `starved`: short, with a quota or other programs among the causes: the node (its container's limit,
   its other jobs) holds the rank back, and it is named with the cause;
@@ -64,19 +65,21 @@ def cpu_state(entry: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     thr, limit = _d(cpu.get("throttling")), _d(cpu.get("limit"))
     throttled = thr.get("throttled_share") if _num(thr.get("periods")) and thr["periods"] > 0 else None
     others = _f(cpu.get("other_cores")) + _f(cpu.get("steal_cores"))
+    fair = cpu.get("fair_share") if _num(cpu.get("fair_share")) else 1.0
     short = cpu["share"] < FLEET_CPU_SHORT_SHARE
     quota = short and _num(throttled) and throttled >= FLEET_CPU_THROTTLED_SHARE
-    # Under a binding quota a rank that got (nearly) all of it lost nothing to the others on its cores.
+    # Others take from the rank only what it lacks of its fair share, and, under a binding quota, of the
+    # quota: a rank that got (nearly) all of those lost nothing to them.
     below_quota = not quota or not _num(limit.get("quota_cpus")) or not _num(cpu.get("cores_got")) \
         or cpu["cores_got"] < FLEET_CPU_SHORT_SHARE * limit["quota_cpus"]
+    below_fair = cpu["share"] < FLEET_CPU_SHORT_SHARE * fair
     causes: List[str] = []
     if quota:
         causes.append("quota")
-    if short and below_quota and others >= FLEET_CPU_LOAD_SHARE * cores:
+    if below_fair and below_quota and others >= FLEET_CPU_LOAD_SHARE * cores:
         causes.append("other_processes")
     job = short and _f(cpu.get("job_cores")) >= FLEET_CPU_LOAD_SHARE * cores
     state = OK if not short else STARVED if causes else SHARED_BY_JOB if job else UNEXPLAINED
-    fair = cpu.get("fair_share") if _num(cpu.get("fair_share")) else 1.0
     return {"state": state, "share": cpu["share"], "cores_got": cpu.get("cores_got"), "fair_share": fair,
             "causes": causes,
             "quota_cpus": limit.get("quota_cpus"), "quota_source": limit.get("quota_source"),

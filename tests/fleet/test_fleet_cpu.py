@@ -174,8 +174,10 @@ def test_other_programs_on_a_ranks_core_are_named_as_the_cause():
     (account(0.5, throttled=0.5, quota=1.0, other=0.5), "starved", ["quota", "other_processes"]),
     # The job's own ranks on the core, and nothing else: the launch's sharing.
     (account(0.5, job=0.5, job_ranks=[1]), "shared_by_job", []),
-    # The job's own ranks *and* other programs: the other programs are a cause.
+    # The job's own ranks *and* other programs: the other programs are a cause ...
     (account(0.3, job=0.35, other=0.35, job_ranks=[1]), "starved", ["other_processes"]),
+    # ... unless the rank still got most of its fair share (0.45 of 0.5).
+    (account(0.45, job=0.45, other=0.11, job_ranks=[1]), "shared_by_job", []),
     # Short, with nothing to blame from inside.
     (account(0.5), "unexplained", []),
     # A little throttling and background load on a rank that got what it could use: ok.
