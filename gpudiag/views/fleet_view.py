@@ -55,8 +55,9 @@ def _cpu(entry: dict) -> str:
         text += f", throttled {thr['throttled_share'] * 100:.0f} % ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
     if "other_processes" in causes and is_num(cpu.get("other_cores")):
         text += f", other programs {cpu['other_cores']:.2f} core"
-    if as_list(cpu.get("job_ranks_sharing")):
-        text += f", shared with rank(s) {', '.join(str(r) for r in as_list(cpu.get('job_ranks_sharing')))}"
+    if as_list(cpu.get("job_ranks_sharing")) and is_num(cpu.get("fair_share")) and cpu["fair_share"] < 1:
+        text += (f", fair share {cpu['fair_share']:.2f}: shared with rank(s) "
+                 f"{', '.join(str(r) for r in as_list(cpu.get('job_ranks_sharing')))}")
     return text
 
 

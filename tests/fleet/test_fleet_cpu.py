@@ -215,12 +215,29 @@ def test_the_report_views_show_the_cpu_column():
     assert [c["label"] for c in table["cols"]][-2:] == ["CPU", "status"]
     cells = {row[0]: row[-2] for row in table["rows"]}
     assert cells["2"] == "0.19 core, throttled 90 % (0.2 CPU limit)"
-    assert cells["0"] == "0.50 core, shared with rank(s) 1"
+    assert cells["0"] == "0.50 core, fair share 0.50: shared with rank(s) 1"
     text = fleet_view.render_terminal(rep)
     assert "CPU 0.19 core, throttled 90 % (0.2 CPU limit)" in text
     rep = build_report(issue_fleet(quota=False))
     statuses = {row[0]: str(row[-1]) for row in fleet_view.rank_table(rep["probes"]["fleet"]["data"])["rows"]}
     assert "shared cores" in statuses["0"] and "ok" in statuses["2"]
+
+
+def test_merge_renumbers_the_ranks_sharing_cores_and_keeps_the_verdict(tmp_path):
+    import json
+
+    from gpudiag.fleet.merge import merge
+    from tests.fleet.test_fleet import build_report
+
+    paths = []
+    for name, quota in (("a.json", False), ("b.json", True)):
+        (tmp_path / name).write_text(json.dumps(build_report(issue_fleet(quota))))
+        paths.append(str(tmp_path / name))
+    data = merge(paths)[0]["probes"]["fleet"]["data"]
+    sharing = {e["rank"]: e["cpu"]["job_ranks_sharing"] for e in data["ranks"]}
+    assert sharing == {0: [1], 1: [0], 2: [], 3: [4], 4: [3], 5: []}
+    assert {(e["rank"], e["cpu_verdict"]["state"]) for e in data["ranks"] if e["rank"] == 5} == {(5, "starved")}
+    assert "host-a" not in data["exclude"]["hosts"]
 
 
 # ----------------------------------------------------------------------------- the windows
