@@ -7,9 +7,10 @@ Outlier kinds: `straggler` when one or a few comparable ranks (at most a quarter
 worse than their peers: excluding them helps. `system_wide` when the slowness is shared: more than a
 quarter of the ranks are flagged, or every rank misses an absolute reference gpudiag already uses for
 one machine (H2D below 60 % of the PCIe link, launch overhead above 20 us): excluding nodes will not fix
-it. `shared_cores` when the slow rank (or every rank of a slow node) is short of CPU only because the
-launch pinned this job's ranks to the same cores (gpudiag.fleet.cpu_verdict): the launch is named, not
-the node. A straggler short of CPU for a quota or other programs is named with that cause. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
+it. `shared_cores` when a slow rank's (or node's) lower fair share of its cores, the launch having
+pinned several of the job's ranks there, accounts for its slowness (gpudiag.fleet.cpu_verdict): the
+launch is named, not the node. A straggler short of CPU for a quota or other programs is named with
+that cause. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
 0 healthy, 1 warning, 2 critical, 3 unknown (nothing could be measured, or a usage error).
 """
 
@@ -141,9 +142,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
                   ) -> List[Dict[str, Any]]:
     """data.outliers: flagged ranks and nodes with their kind, then fleet-wide misses of absolute references.
 
-    cpu: {rank: cpu_verdict.cpu_state}; a flagged rank (or node) whose slowness its lower fair share of its
-    cores accounts for (the launch pinned several of the job's ranks there: cpu_verdict.launch_explains) is
-    `shared_cores`, and does not count towards the few that make a straggler.
+    cpu: {rank: cpu_verdict.cpu_state}; a flagged rank (or node) slowed by the launch pinning several of the
+    job's ranks to its cores (cpu_verdict.by_launch) is `shared_cores`, and does not count towards the few
+    that make a straggler.
     """
     cpu = cpu if cpu is not None else cpu_verdict.states(ranks)
     by_rank = {e["rank"]: e for e in ranks}
@@ -155,8 +156,8 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
                 flagged_by_group[row["group"]].append(r)
         for key, flagged in flagged_by_group.items():
             peers = [j for j in rows if rows[j]["group"] == key]
-            slow = [r for r in flagged if not cpu_verdict.launch_explains(
-                rows[r]["relative"], cpu_verdict.fair_of([r], cpu), cpu_verdict.fair_of([j for j in peers if j != r], cpu))]
+            slow = [r for r in flagged
+                    if not cpu_verdict.by_launch([r], rows[r]["relative"], [j for j in peers if j != r], cpu)]
             kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
@@ -179,22 +180,24 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
         # A node of one rank is already scored as that rank; a node outlier adds news only for 2+ ranks.
         if row["flagged"] and (row["metric"] in NODE_METRICS or per_node_count[(row["group"], row["host"])] > 1):
             flagged_nodes[(row["group"], row["metric"])].append(row)
-    node_fair = {(row["group"], row["metric"], row["host"]): cpu_verdict.fair_of(row.get("ranks") or [], cpu)
-                 for row in nscores}
+    node_ranks = {(row["group"], row["metric"], row["host"]): list(row.get("ranks") or []) for row in nscores}
     for (key, metric), rows in flagged_nodes.items():
-        others = {h: f for (g, m, h), f in node_fair.items() if (g, m) == (key, metric)}
-        slow = [row for row in rows if not cpu_verdict.launch_explains(
-            row["relative"], others[row["host"]], median([f for h, f in others.items() if h != row["host"]]) or 1.0)]
+        members = {h: rs for (g, m, h), rs in node_ranks.items() if (g, m) == (key, metric)}
+        # A node's peers are the other nodes: their median fair share is over all their ranks.
+        slow = {row["host"] for row in rows if not cpu_verdict.by_launch(
+            members[row["host"]], row["relative"],
+            [r for h, rs in members.items() if h != row["host"] for r in rs], cpu)}
         kind = "straggler" if _few(len(slow), rows[0]["group_size"]) else "system_wide"
         for row in rows:
             out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,
                         "gpu_uuid_hash": None, "metric": metric, "value": row["value"], "median": row["peer_median"],
                         "relative": row["relative"], "score": row["score"],
-                        "kind": kind if any(row is s for s in slow) else "shared_cores", "group": key,
+                        "kind": kind if row["host"] in slow else "shared_cores", "group": key,
                         "ranks": row.get("ranks")})
             if out[-1]["kind"] == "shared_cores":
-                out[-1]["note"] = (f"its ranks' fair share of their cores is {others[row['host']]:.2f}: the launch "
-                                   "pinned several of them to the same cores")
+                fair = cpu_verdict.fair_of(members[row["host"]], cpu)
+                out[-1]["note"] = (f"its ranks' fair share of their cores is {fair:.2f}: the launch pinned several "
+                                   "of them to the same cores")
     out += absolute_misses(ranks)
     return out
 
@@ -239,7 +242,7 @@ def _fmt(metric: str, v: Any) -> str:
 
 def _cpu_why(ranks: Iterable[int], cpu: Mapping[int, Mapping[str, Any]]) -> Tuple[str, Optional[str]]:
     """("; rank 2: it got 0.20 of a core: throttled ...", fix) for the ranks short of CPU among `ranks`."""
-    short = [(r, cpu[r]) for r in ranks if _d(cpu.get(r)).get("state") in (cpu_verdict.STARVED, cpu_verdict.UNEXPLAINED)]
+    short = [(r, cpu[r]) for r in ranks if _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK]
     if not short:
         return "", None
     text = "; ".join((f"rank {r}: " if len(short) > 1 else "") + cpu_verdict.cause_text(st) for r, st in short)

@@ -9,9 +9,10 @@ over the same time, what the rank got and why it got no more:
 - `share`: the CPU time the rank's timed work got over the CPU time it could have used on its cores
   (1.0 = all it could use; 0.2 = a fifth of it), from the windows' own process CPU time;
 - `job_cores`: CPU the job's other ranks on this host used on this rank's cores (pinned to the same
-  cores by the launch: sharing by design), and `fair_share`: the share the rank gets when only the
-  job's ranks run there, each wanting as much as this one (0.5 for two one-thread ranks on one core), `other_cores`: what every other program used there,
+  cores by the launch: sharing by design), `other_cores`: what every other program used there,
   `steal_cores`: what the hypervisor gave to other machines, all in cores' worth over the wall time;
+- `fair_share`: the share the rank gets when only the job's ranks run on its cores, each wanting as
+  much as this one (1.0 alone, 0.5 for two one-thread ranks on one core);
 - `throttling`: the CPU-quota periods in which the rank's cgroup ran out of quota, and `limit`, the
   quota (and cpuset, affinity) it runs under, read once (gpudiag.platform.cpu_limit).
 

@@ -9,17 +9,19 @@ Pure rules over each rank's `cpu` account (gpudiag.fleet.cpu_account), used by t
   that are not this job's ranks (or the hypervisor, as steal) used at least FLEET_CPU_LOAD_SHARE of
   its cores and the rank got less than FLEET_CPU_SHORT_SHARE of both its fair share (what the launch's
   own pinning leaves it) and its quota (under a binding quota the others only fill the time the quota
-  leaves idle: they take nothing from the rank); the **job's own ranks** when this job's other ranks on the host, pinned to the same
-  cores, used that much;
+  leaves idle: they take nothing from the rank); the **job's own ranks** when this job's other ranks
+  on the host, pinned to the same cores, used that much;
 - `starved`: short, with a quota or other programs among the causes: the node (its container's limit,
   its other jobs) holds the rank back, and it is named with the cause;
 - `shared_by_job`: short only because the job's own ranks share its cores: the launch put them there,
   each gets its fair share, and excluding the node would not help;
 - `unexplained`: short with no cause visible from inside the rank; `ok`: not short.
 
-Separately, `launch_explains` says whether a slow rank's (or node's) slowness against its peers is what
-its lower `fair_share` (the launch pinning several of the job's ranks to its cores) accounts for: such
-a rank or node is never a straggler, whatever else loads its cores; the launch is named instead.
+A slow rank (or a node of slow ranks) is the launch's doing, never a straggler (`by_launch`), when it
+is `shared_by_job` (it got most of its fair share, and only the job's own ranks had the rest: the
+time-slicing between them also costs each some speed per CPU second, caches and switches, which is the
+launch's doing too), or when its speed relative to its peers is what its lower fair share accounts for
+(`launch_explains`: on a busy machine other programs may take every node's cores alike).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from gpudiag.measure.stats import median
 from gpudiag.probes.base import finding
 
 STARVED, SHARED_BY_JOB, UNEXPLAINED, OK = "starved", "shared_by_job", "unexplained", "ok"
-
 
 SHARED_FIX = ("give each rank its own core(s): fewer ranks per node (--nproc-per-node, --ntasks-per-node) or one "
               "CPU binding per rank (srun --cpu-bind=cores, taskset)")
@@ -103,6 +104,16 @@ def fair_of(ranks: Sequence[int], by_state: Mapping[int, Mapping[str, Any]]) -> 
     return median([_d(by_state.get(r)).get("fair_share", 1.0) for r in ranks] or [1.0]) or 1.0
 
 
+def by_launch(ranks: Sequence[int], relative: Any, peer_ranks: Sequence[int],
+              by_state: Mapping[int, Mapping[str, Any]]) -> bool:
+    """True when the slowness of `ranks` (one rank, or a node's) against `peer_ranks` (for a node: the other
+    nodes' ranks, as lists) is the launch's own sharing of cores: every one of them is shared_by_job, or
+    their fair share accounts for their speed relative to their peers."""
+    if ranks and all(_d(by_state.get(r)).get("state") == SHARED_BY_JOB for r in ranks):
+        return True
+    return launch_explains(relative, fair_of(ranks, by_state), fair_of(peer_ranks, by_state))
+
+
 def launch_explains(relative: Any, own_fair: float, peer_fair: float) -> bool:
     """True when a rank's (or node's) speed relative to its peers is what its lower fair share of its cores
     accounts for: its fair share is MIN_EFFECT or more below theirs, and once that ratio is taken out it is
@@ -157,7 +168,8 @@ def cause_fix(st: Mapping[str, Any]) -> str:
 
 
 def _sharing_text(st: Mapping[str, Any]) -> str:
-    """"shares core(s) 0 with rank(s) 1 of this job: its fair share is 50 % of what its work could use, it got 0.48 of a core"."""
+    """"shares core(s) 0 with rank(s) 1 of this job: its fair share is 50 % of what its work could use, it got
+    0.48 of a core"."""
     ranks = ", ".join(map(str, st["job_ranks"])) or "others"
     got = f", it got {st['cores_got']:.2f} of a core" if _num(st.get("cores_got")) else ""
     return (f"shares core(s) {st.get('cpus') or '?'} with rank(s) {ranks} of this job: its fair share is "

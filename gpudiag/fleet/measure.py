@@ -318,7 +318,8 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     return fig
 
 
-def measure_figures(torch: Any, device: Dict[str, Any], quick: bool, windows: Optional[Windows] = None) -> Dict[str, Any]:
+def measure_figures(torch: Any, device: Dict[str, Any], quick: bool, windows: Optional[Windows] = None
+                    ) -> Dict[str, Any]:
     """The three comparable figures of this rank (GPU, or the labelled CPU equivalents).
 
     windows: the sustained windows the host-timed repeats run in (and their CPU account); by default

@@ -94,6 +94,22 @@ def test_without_the_quota_the_node_whose_ranks_share_a_core_is_the_launchs_doin
     assert "rank(s) 0, 1 slowed by sharing cores" in res["verdict"]
 
 
+def test_ranks_that_got_their_fair_share_are_the_launchs_doing_even_when_time_slicing_cost_them_more():
+    # Seen on the 2-core VM: node A's ranks got 0.49 of a core each (their fair half) but, switching between
+    # each other on one core, ran at 0.47x (matmul) and 0.27x (launch) of node B's rank, more than their
+    # halved share explains. They had all their fair share: the sharing is still the launch's, not the node's.
+    ranks = [cpu_rank(0, "host-a", 0.5, account(0.49, job=0.49, other=0.02, job_ranks=[1])),
+             cpu_rank(1, "host-a", 0.5, account(0.49, job=0.49, other=0.02, job_ranks=[0])),
+             cpu_rank(2, "host-b", 1.0, account(0.9, other=0.05, cpus="1"))]
+    for e in ranks[:2]:
+        e["figures"]["matmul_gflops"]["value"] *= 0.94   # 0.47x node B's
+        e["figures"]["launch_us"]["value"] *= 1.85       # 0.27x node B's speed
+    res = analysis.analyze(ranks)
+    assert {o["kind"] for o in res["outliers"]} == {"shared_cores"}
+    assert res["exclude"]["hosts"] == [] and res["exit_code"] == analysis.EXIT_WARNING
+    assert "FLEET_SLOW_NODE" not in codes(res) and "FLEET_CORES_SHARED" in codes(res, "warning")
+
+
 def test_ranks_sharing_cores_never_make_the_others_system_wide():
     # Two nodes of two ranks: node A's share one core, node B's have one each. Half the ranks are slow,
     # which would read as system-wide slowness; they are the launch's sharing instead.
