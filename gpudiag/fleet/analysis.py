@@ -7,9 +7,8 @@ Outlier kinds: `straggler` when one or a few comparable ranks (at most a quarter
 worse than their peers: excluding them helps. `system_wide` when the slowness is shared: more than a
 quarter of the ranks are flagged, or every rank misses an absolute reference gpudiag already uses for
 one machine (H2D below 60 % of the PCIe link, launch overhead above 20 us): excluding nodes will not fix
-it. `shared_cores` when a slow rank's (or node's) lower fair share of its cores, the launch having
-pinned several of the job's ranks there, accounts for its slowness (gpudiag.fleet.cpu_verdict): the
-launch is named, not the node. A straggler short of CPU for a quota or other programs is named with
+it. `shared_cores` when a slow rank (or node) is slowed by the launch pinning several of the job's ranks
+to its cores (gpudiag.fleet.cpu_verdict.by_launch): the launch is named, not the node. A straggler short of CPU for a quota or other programs is named with
 that cause. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
 0 healthy, 1 warning, 2 critical, 3 unknown (nothing could be measured, or a usage error).
 """
