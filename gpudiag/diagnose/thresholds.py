@@ -132,3 +132,21 @@ CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth",
 
 
 CUDA_PROBES = ("launch", "contention", "pcie")
+
+
+# Fleet CPU share (gpudiag.fleet.cpu_verdict, docs/fleet.md "CPU share"). A rank is short of CPU when
+# its timed windows got less than this share of the CPU their work could use on its cores. A rank
+# alone on a quiet core measured 0.97-1.0 on the 2-core VM; two ranks on one core get 0.5 each.
+FLEET_CPU_SHORT_SHARE = 0.8
+
+
+# ... and a CPU quota is its cause when its cgroup ran out of quota in at least this share of the
+# periods it ran in. A busy process under a binding quota is throttled in nearly every period (0.2 CPU
+# on the VM: 90-100 %); a quota with headroom throttles a burst now and then.
+FLEET_CPU_THROTTLED_SHARE = 0.2
+
+
+# ... and other programs (or the hypervisor's steal, or the job's own other ranks) are a cause when
+# they used at least this share of the rank's cores meanwhile. A quiet core shows 0-3 % (a shell, a
+# monitor); below 10 % they cannot explain a shortfall of 20 %.
+FLEET_CPU_LOAD_SHARE = 0.1

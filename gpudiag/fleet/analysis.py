@@ -7,7 +7,9 @@ Outlier kinds: `straggler` when one or a few comparable ranks (at most a quarter
 worse than their peers: excluding them helps. `system_wide` when the slowness is shared: more than a
 quarter of the ranks are flagged, or every rank misses an absolute reference gpudiag already uses for
 one machine (H2D below 60 % of the PCIe link, launch overhead above 20 us): excluding nodes will not fix
-it. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
+it. `shared_cores` when a slow rank (or node) is slowed by the launch pinning several of the job's ranks
+to its cores (gpudiag.fleet.cpu_verdict.by_launch): the launch is named, not the node. A straggler short of CPU for a quota or other programs is named with
+that cause. Exit codes follow the Nagios plugin convention that GCM and node-problem-detector use:
 0 healthy, 1 warning, 2 critical, 3 unknown (nothing could be measured, or a usage error).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from gpudiag.fleet import cpu_verdict
 from gpudiag.fleet.consistency import consistency_findings, preflight_findings, preflight_split, where
 from gpudiag.fleet.scores import median_uncertainty, robust_scores
 from gpudiag.measure.stats import median
@@ -134,8 +137,15 @@ def node_scores(values: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]
 
 
 def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mapping[int, Mapping[str, Any]]],
-                  nscores: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """data.outliers: flagged ranks and nodes with their kind, then fleet-wide misses of absolute references."""
+                  nscores: Sequence[Mapping[str, Any]], cpu: Optional[Mapping[int, Mapping[str, Any]]] = None
+                  ) -> List[Dict[str, Any]]:
+    """data.outliers: flagged ranks and nodes with their kind, then fleet-wide misses of absolute references.
+
+    cpu: {rank: cpu_verdict.cpu_state}; a flagged rank (or node) slowed by the launch pinning several of the
+    job's ranks to its cores (cpu_verdict.by_launch) is `shared_cores`, and does not count towards the few
+    that make a straggler.
+    """
+    cpu = cpu if cpu is not None else cpu_verdict.states(ranks)
     by_rank = {e["rank"]: e for e in ranks}
     out: List[Dict[str, Any]] = []
     for metric, rows in scores.items():
@@ -144,14 +154,23 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
             if row["flagged"]:
                 flagged_by_group[row["group"]].append(r)
         for key, flagged in flagged_by_group.items():
-            kind = "straggler" if _few(len(flagged), rows[flagged[0]]["group_size"]) else "system_wide"
+            peers = [j for j in rows if rows[j]["group"] == key]
+            slow = [r for r in flagged
+                    if not cpu_verdict.by_launch([r], rows[r]["relative"], [j for j in peers if j != r], cpu)]
+            kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
                 dev = _d(e.get("device"))
                 out.append({"level": "rank", "rank": r, "host": e.get("host"), "local_rank": e.get("local_rank"),
                             "gpu_index": dev.get("index"), "gpu_uuid_hash": dev.get("gpu_uuid_hash"),
                             "metric": metric, "value": row["value"], "median": row["peer_median"],
-                            "relative": row["relative"], "score": row["score"], "kind": kind, "group": key})
+                            "relative": row["relative"], "score": row["score"],
+                            "kind": "shared_cores" if r not in slow else kind, "group": key})
+                if r not in slow:
+                    out[-1]["note"] = (f"its fair share of its cores is {cpu[r]['fair_share']:.2f}: the launch pinned "
+                                       f"rank(s) {', '.join(map(str, cpu[r]['job_ranks']))} of this job to them too")
+                elif _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK:
+                    out[-1]["note"] = cpu_verdict.cause_text(cpu[r])
     per_node_count = defaultdict(int)
     for e in ranks:
         per_node_count[(group_key(e), str(e.get("host")))] += 1
@@ -160,13 +179,24 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
         # A node of one rank is already scored as that rank; a node outlier adds news only for 2+ ranks.
         if row["flagged"] and (row["metric"] in NODE_METRICS or per_node_count[(row["group"], row["host"])] > 1):
             flagged_nodes[(row["group"], row["metric"])].append(row)
+    node_ranks = {(row["group"], row["metric"], row["host"]): list(row.get("ranks") or []) for row in nscores}
     for (key, metric), rows in flagged_nodes.items():
-        kind = "straggler" if _few(len(rows), rows[0]["group_size"]) else "system_wide"
+        members = {h: rs for (g, m, h), rs in node_ranks.items() if (g, m) == (key, metric)}
+        # A node's peers are the other nodes: their median fair share is over all their ranks.
+        slow = {row["host"] for row in rows if not cpu_verdict.by_launch(
+            members[row["host"]], row["relative"],
+            [r for h, rs in members.items() if h != row["host"] for r in rs], cpu)}
+        kind = "straggler" if _few(len(slow), rows[0]["group_size"]) else "system_wide"
         for row in rows:
             out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,
                         "gpu_uuid_hash": None, "metric": metric, "value": row["value"], "median": row["peer_median"],
-                        "relative": row["relative"], "score": row["score"], "kind": kind, "group": key,
+                        "relative": row["relative"], "score": row["score"],
+                        "kind": kind if row["host"] in slow else "shared_cores", "group": key,
                         "ranks": row.get("ranks")})
+            if out[-1]["kind"] == "shared_cores":
+                fair = cpu_verdict.fair_of(members[row["host"]], cpu)
+                out[-1]["note"] = (f"its ranks' fair share of their cores is {fair:.2f}: the launch pinned several "
+                                   "of them to the same cores")
     out += absolute_misses(ranks)
     return out
 
@@ -209,14 +239,29 @@ def _fmt(metric: str, v: Any) -> str:
     return f"{v:.3g}{unit.get(metric, '')}"
 
 
-def outlier_findings(ranks: Sequence[Mapping[str, Any]], outliers: Sequence[Mapping[str, Any]]) -> List[dict]:
-    """One critical finding per straggling rank or node; one warning per fleet-wide slowness."""
+def _cpu_why(ranks: Iterable[int], cpu: Mapping[int, Mapping[str, Any]]) -> Tuple[str, Optional[str]]:
+    """("; rank 2: it got 0.20 of a core: throttled ...", fix) for the ranks short of CPU among `ranks`."""
+    short = [(r, cpu[r]) for r in ranks if _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK]
+    if not short:
+        return "", None
+    text = "; ".join((f"rank {r}: " if len(short) > 1 else "") + cpu_verdict.cause_text(st) for r, st in short)
+    starved = [st for _, st in short if st["state"] == cpu_verdict.STARVED]
+    return f"; {text}", (cpu_verdict.cause_fix(starved[0]) if starved else None)
+
+
+def outlier_findings(ranks: Sequence[Mapping[str, Any]], outliers: Sequence[Mapping[str, Any]],
+                     cpu: Optional[Mapping[int, Mapping[str, Any]]] = None) -> List[dict]:
+    """One critical finding per straggling rank or node (with why it was short of CPU, where it was);
+    one warning per fleet-wide slowness. `shared_cores` outliers are cpu_verdict's (FLEET_CORES_SHARED)."""
+    cpu = cpu if cpu is not None else cpu_verdict.states(ranks)
     by_rank = {e["rank"]: e for e in ranks}
     out: List[dict] = []
     per_rank: Dict[int, List[Mapping[str, Any]]] = defaultdict(list)
     per_node: Dict[str, List[Mapping[str, Any]]] = defaultdict(list)
     wide: Dict[str, List[Mapping[str, Any]]] = defaultdict(list)
     for o in outliers:
+        if o["kind"] == "shared_cores":
+            continue
         if o["kind"] == "system_wide":
             wide[o["metric"]].append(o)
         elif o["level"] == "rank":
@@ -227,16 +272,19 @@ def outlier_findings(ranks: Sequence[Mapping[str, Any]], outliers: Sequence[Mapp
         what = "; ".join(f"{(METRICS.get(o['metric']) or ('', o['metric']))[1]} {_fmt(o['metric'], o['value'])} "
                          f"= {o['relative']:.2f}x its peers' {_fmt(o['metric'], o['median'])} (score {o['score']:.1f})"
                          for o in items)
-        out.append(finding("FLEET_STRAGGLER", "critical", f"straggler: {where(by_rank[r])}: {what}",
+        why, fix = _cpu_why([r], cpu)
+        out.append(finding("FLEET_STRAGGLER", "critical", f"straggler: {where(by_rank[r])}: {what}{why}",
                            evidence=[dict(o) for o in items],
-                           fix="a synchronous job runs at this rank's pace: exclude its node, or look at what else "
-                               "runs there (other jobs, throttling, a degraded link)"))
+                           fix=fix or "a synchronous job runs at this rank's pace: exclude its node, or look at what "
+                                      "else runs there (other jobs, throttling, a degraded link)"))
     for host, items in sorted(per_node.items()):
         what = "; ".join(f"{(METRICS.get(o['metric']) or NODE_METRICS.get(o['metric']) or ('', o['metric']))[1]} "
                          f"{_fmt(o['metric'], o['value'])} = {o['relative']:.2f}x the other nodes' "
                          f"(score {o['score']:.1f})" for o in items)
-        out.append(finding("FLEET_SLOW_NODE", "critical", f"slow node {host} (ranks {items[0].get('ranks')}): {what}",
-                           evidence=[dict(o) for o in items], fix="exclude the node; compare it with a healthy one"))
+        why, fix = _cpu_why(items[0].get("ranks") or [], cpu)
+        out.append(finding("FLEET_SLOW_NODE", "critical",
+                           f"slow node {host} (ranks {items[0].get('ranks')}): {what}{why}",
+                           evidence=[dict(o) for o in items], fix=fix or "exclude the node; compare it with a healthy one"))
     for metric, items in sorted(wide.items()):
         words = (METRICS.get(metric) or NODE_METRICS.get(metric) or ("", metric))[1]
         if items[0]["level"] == "fleet":
@@ -335,8 +383,15 @@ def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]
                        for m, rows in scores.items() if e["rank"] in rows}
     nvalues = node_values(usable, collectives)
     nscores = node_scores(nvalues)
-    outliers = find_outliers(usable, scores, nscores)
-    findings = missing_findings(missing) + error_findings(ranks) + outlier_findings(usable, outliers)
+    cpu = cpu_verdict.states(usable)
+    for e in usable:
+        if e["rank"] in cpu:
+            e["cpu_verdict"] = {k: cpu[e["rank"]][k] for k in ("state", "causes")}
+    outliers = find_outliers(usable, scores, nscores, cpu)
+    findings = missing_findings(missing) + error_findings(ranks) + outlier_findings(usable, outliers, cpu)
+    named = {o["rank"] for o in outliers if o["kind"] == "straggler" and o["rank"] is not None}
+    named |= {r for o in outliers if o["kind"] == "straggler" and o["rank"] is None for r in o.get("ranks") or []}
+    findings += cpu_verdict.cpu_findings(usable, cpu, sorted(named), _shared_ranks(outliers))
     findings += preflight_findings(usable) + consistency_findings(usable)
     findings += collectives_findings(collectives_status or {}, collectives)
     if len(usable) == 1 and not missing:
@@ -347,6 +402,15 @@ def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]
     flat = {(m, h): v["value"] for metrics in nvalues.values() for m, hosts in metrics.items() for h, v in hosts.items()}
     return {"outliers": outliers, "node_scores": nscores, "node_values": flat, "findings": findings, "exclude": exclude,
             "exit_code": code, "verdict": verdict(usable, missing, outliers, code, nodes_of(ranks))}
+
+
+def _shared_ranks(outliers: Sequence[Mapping[str, Any]]) -> List[int]:
+    """The ranks of `shared_cores` outliers (rank rows, and every rank of a node row)."""
+    out = set()
+    for o in outliers:
+        if o["kind"] == "shared_cores":
+            out |= {o["rank"]} if o["rank"] is not None else set(o.get("ranks") or [])
+    return sorted(out)
 
 
 def verdict(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[str, Any]],
@@ -364,5 +428,8 @@ def verdict(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[str, A
         parts.append(f"slow node(s) {', '.join(slow_nodes)}")
     if any(o["kind"] == "system_wide" for o in outliers):
         parts.append("system-wide slowness")
+    shared = _shared_ranks(outliers)
+    if shared:
+        parts.append(f"rank(s) {', '.join(map(str, shared))} slowed by sharing cores as the launch pinned them")
     head = EXIT_MEANING[code]
     return f"{head}: {size}" + (f"; {'; '.join(parts)}" if parts else "")

@@ -9,7 +9,12 @@ and `device.kind == "cpu"`: a float32 matmul on the rank's torch threads, the di
 tiny CPU op, and a host memory copy. CPU and GPU figures are never compared with each other.
 
 Each figure is the median of several repeats, with p10/p90 and n, so the analysis can tell a slow
-rank from a noisy one. torch is imported inside functions (listing probes stays cheap).
+rank from a noisy one. Host-timed repeats are sustained windows of several CPU-quota periods
+(gpudiag.fleet.windows), so a quota or a shared core shows in the rate; the GPU matmul and copies are
+timed on the device by CUDA events, which a stopped host can only make slower, never faster. Around
+the figures the rank keeps a CPU account (gpudiag.fleet.cpu_account): the share of the CPU it got,
+the load of the job's other ranks and of other programs on its cores, and its quota throttling.
+torch is imported inside functions (listing probes stays cheap).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import platform
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gpudiag import __version__
+from gpudiag.fleet.cpu_account import CpuAccount
 from gpudiag.fleet.launcher import Place
+from gpudiag.fleet.windows import Windows, window_seconds
 from gpudiag.measure.stats import summarize
 from gpudiag.report.redact import short_hash
 
@@ -39,24 +46,34 @@ def _plan(device: str, quick: bool) -> Dict[str, Any]:
     if device == "cuda":
         return {"matmul_n": 8192, "matmul_inner": 10, "repeats": 5 if quick else 10, "launches": 1000,
                 "copy_bytes": 64 * MiB, "copy_inner": 5}
-    return {"matmul_n": 384 if quick else 512, "matmul_inner": 4, "repeats": 9 if quick else 21, "launches": 1000,
-            "copy_bytes": 32 * MiB, "copy_inner": 2}
+    # Each CPU repeat is a sustained window of three quota periods (0.3 s): 3 figures x 5 windows in quick mode.
+    return {"matmul_n": 384 if quick else 512, "repeats": 5 if quick else 9, "launches": 100, "copy_bytes": 32 * MiB}
 
 
-def _stats(values: List[float], what: str, ndigits: int = 4) -> Dict[str, Any]:
-    """A figure: median as `value`, with p10/p90/n and what was measured."""
+def _stats(values: List[float], what: str, windows: Optional[Windows] = None, ndigits: int = 4) -> Dict[str, Any]:
+    """A figure: median as `value`, with p10/p90/n and what was measured; `window_s` when each repeat
+    was a sustained window."""
     st = summarize(values)
     out = {k: (round(v, ndigits) if isinstance(v, float) else v) for k, v in st.items()
            if k in ("n", "median", "p10", "p90")}
     out["value"] = out.pop("median")
     out["what"] = what
+    if windows is not None:
+        out["window_s"] = windows.window_s
     return out
 
 
 def identity(place: Place) -> Dict[str, Any]:
-    """What every rank tells the others at the start: its raw host name (kept off the report) and place."""
+    """What every rank tells the others at the start: its raw host name (kept off the report), place, and
+    pid with start time (so the ranks of one host can count each other's CPU on the cores they share)."""
+    import psutil
+
+    try:
+        started: Optional[float] = psutil.Process().create_time()
+    except (OSError, psutil.Error):
+        started = None
     return {"rank": place.rank, "hostname": socket.gethostname() or "unknown", "local_rank": place.local_rank,
-            "node_rank": place.node_rank, "pid": os.getpid()}
+            "node_rank": place.node_rank, "pid": os.getpid(), "started": started}
 
 
 def host_label(hostname: str, identify: bool = True) -> str:
@@ -192,10 +209,11 @@ def host_facts() -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the figures
 
-def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
-    """The CPU equivalents, measured in interleaved rounds (one repeat of each per round), so that a
-    burst of other work on the core spoils a few repeats of every figure rather than all of one."""
-    n, inner, reps = p["matmul_n"], p["matmul_inner"], p["repeats"]
+def _cpu_figures(torch: Any, p: Dict[str, Any], windows: Windows) -> Dict[str, Any]:
+    """The CPU equivalents, each repeat a sustained window, measured in interleaved rounds (one window
+    of each per round), so that a burst of other work on the core spoils a few repeats of every figure
+    rather than all of one."""
+    n, reps, chunk = p["matmul_n"], p["repeats"], p["launches"]
     a, b = torch.randn(n, n), torch.randn(n, n)
     x = torch.zeros(1)
     src = torch.ones(p["copy_bytes"], dtype=torch.uint8)
@@ -204,26 +222,28 @@ def _cpu_figures(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
     dst.copy_(src)
     for _ in range(200):
         x.add_(1)
-    gflops, dispatch, copy = [], [], []
-    perf = time.perf_counter
-    for _ in range(reps):
-        t0 = perf()
-        for _ in range(inner):
-            a @ b
-        gflops.append(2 * n ** 3 * inner / (perf() - t0) / 1e9)
-        t0 = perf()
-        for _ in range(p["launches"]):
-            x.add_(1)
-        dispatch.append((perf() - t0) / p["launches"] * 1e6)
-        t0 = perf()
-        for _ in range(p["copy_inner"]):
-            dst.copy_(src)
-        copy.append(p["copy_bytes"] * p["copy_inner"] / (perf() - t0) / 1e9)
     threads = torch.get_num_threads()
+
+    def dispatch() -> None:
+        for _ in range(chunk):
+            x.add_(1)
+
+    gflops, dispatch_us, copy = [], [], []
+    for _ in range(reps):
+        calls, wall = windows.run(lambda: a @ b, threads)
+        gflops.append(2 * n ** 3 * calls / wall / 1e9)
+        calls, wall = windows.run(dispatch, 1)
+        dispatch_us.append(wall / (calls * chunk) * 1e6)
+        calls, wall = windows.run(lambda: dst.copy_(src), threads)
+        copy.append(p["copy_bytes"] * calls / wall / 1e9)
+    over = f", over {windows.window_s:g} s windows"
     return {
-        "matmul_gflops": _stats(gflops, f"CPU float32 {n}x{n} matmul on {threads} torch thread(s) (no GPU)"),
-        "launch_us": _stats(dispatch, "CPU: dispatch of one tiny torch op (x.add_(1) on 1 element), no GPU"),
-        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {p['copy_bytes'] // MiB} MiB (no GPU, no PCIe)"),
+        "matmul_gflops": _stats(gflops, f"CPU float32 {n}x{n} matmul on {threads} torch thread(s) (no GPU){over}",
+                                windows),
+        "launch_us": _stats(dispatch_us, f"CPU: dispatch of one tiny torch op (x.add_(1) on 1 element), no GPU{over}",
+                            windows),
+        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {p['copy_bytes'] // MiB} MiB (no GPU, no PCIe){over}",
+                           windows),
     }
 
 
@@ -280,20 +300,25 @@ def _gpu_matmul(torch: Any, p: Dict[str, Any], index: int = 0) -> Dict[str, Any]
     return _stats(out, f"GPU {name} {n}x{n} matmul, timed with CUDA events after {WARMUP_MS / 1e3:g} s of warm-up")
 
 
-def _gpu_launch(torch: Any, p: Dict[str, Any]) -> Dict[str, Any]:
-    """Host-side microseconds per tiny kernel launch (the CPU time to enqueue, not the GPU time)."""
+def _gpu_launch(torch: Any, p: Dict[str, Any], windows: Windows) -> Dict[str, Any]:
+    """Host-side microseconds per tiny kernel launch (the CPU time to enqueue, not the GPU time), each
+    repeat a sustained window of launches: the one GPU figure a throttled host could make look fast."""
     x = torch.zeros(1, device="cuda")
     for _ in range(200):
         x.add_(1)
     torch.cuda.synchronize()
     out = []
-    for _ in range(p["repeats"]):
-        t0 = time.perf_counter()
+
+    def launches() -> None:
         for _ in range(p["launches"]):
             x.add_(1)
-        out.append((time.perf_counter() - t0) / p["launches"] * 1e6)
-        torch.cuda.synchronize()
-    return _stats(out, "GPU: host time to launch one tiny kernel (x.add_(1) on 1 element)")
+        torch.cuda.synchronize()  # the queue drains once per 1000 launches: a tiny kernel runs faster than its launch
+
+    for _ in range(p["repeats"]):
+        calls, wall = windows.run(launches, 1)
+        out.append(wall / (calls * p["launches"]) * 1e6)
+    return _stats(out, f"GPU: host time to launch one tiny kernel (x.add_(1) on 1 element), over "
+                       f"{windows.window_s:g} s windows", windows)
 
 
 def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
@@ -347,17 +372,25 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     return fig
 
 
-def measure_figures(torch: Any, device: Dict[str, Any], quick: bool) -> Dict[str, Any]:
-    """The three comparable figures of this rank (GPU, or the labelled CPU equivalents)."""
+def measure_figures(torch: Any, device: Dict[str, Any], quick: bool, windows: Optional[Windows] = None
+                    ) -> Dict[str, Any]:
+    """The three comparable figures of this rank (GPU, or the labelled CPU equivalents).
+
+    windows: the sustained windows the host-timed repeats run in (and their CPU account); by default
+    windows of the default quota period on one core.
+    """
     p = _plan(device["kind"], quick)
+    windows = windows or Windows(window_seconds(None), 1)
     if device["kind"] == "cpu":
-        return _cpu_figures(torch, p)
-    return {"matmul_gflops": _gpu_matmul(torch, p, device["index"]), "launch_us": _gpu_launch(torch, p),
+        return _cpu_figures(torch, p, windows)
+    return {"matmul_gflops": _gpu_matmul(torch, p, device["index"]), "launch_us": _gpu_launch(torch, p, windows),
             "h2d_gbps": _gpu_h2d(torch, p, device["index"])}
 
 
-def measure_rank(torch: Any, place: Place, quick: bool = True) -> Dict[str, Any]:
-    """This rank's entry for data.ranks (without host, which the caller labels): facts and figures."""
+def measure_rank(torch: Any, place: Place, quick: bool = True,
+                 job_ranks: Optional[Dict[int, Tuple[int, Optional[float]]]] = None) -> Dict[str, Any]:
+    """This rank's entry for data.ranks (without host, which the caller labels): facts, figures and the
+    CPU account of the figures. job_ranks: {rank: (pid, start time)} of the job's other ranks on this host."""
     t0 = time.perf_counter()
     device = pick_device(torch, place)
     entry: Dict[str, Any] = {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
@@ -370,7 +403,11 @@ def measure_rank(torch: Any, place: Place, quick: bool = True) -> Dict[str, Any]
 
         bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(device["index"]))
     entry.update(preflight_and_driver(device, bus_id=bus_id, nvidia=not rocm))
-    entry["figures"] = measure_figures(torch, device, quick)
+    account = CpuAccount(job_ranks or {})
+    windows = Windows(window_seconds(account.period_us), account.cores)
+    account.start()
+    entry["figures"] = measure_figures(torch, device, quick, windows)
+    entry["cpu"] = account.stop(windows.totals())
     entry["measure_s"] = round(time.perf_counter() - t0, 3)
     return entry
 

@@ -75,6 +75,15 @@ def entry_from_plain(rep: Mapping[str, Any], host: str) -> Dict[str, Any]:
     }
 
 
+def _renumbered_cpu(entry: Mapping[str, Any], offset: int) -> Dict[str, Any]:
+    """{"cpu": the rank's CPU account with the ranks sharing its cores renumbered like the rank}, or {}."""
+    cpu = entry.get("cpu")
+    if not isinstance(cpu, dict):
+        return {}
+    return {"cpu": dict(cpu, job_ranks_sharing=[offset + r for r in cpu.get("job_ranks_sharing") or []
+                                                if isinstance(r, int)])}
+
+
 def _stem(path: str) -> str:
     """The file's name without folder and .json: the node of a plain report (node17.json -> node17)."""
     base = os.path.basename(path)
@@ -97,7 +106,8 @@ def gather(paths: Sequence[str], identify: bool) -> Dict[str, Any]:
             offset = len(ranks) + len(missing)
             for e in data.get("ranks") or []:
                 if isinstance(e, dict) and isinstance(e.get("rank"), int):
-                    ranks.append(dict(e, rank=offset + e["rank"], source=index, source_rank=e["rank"]))
+                    ranks.append(dict(e, rank=offset + e["rank"], source=index, source_rank=e["rank"],
+                                      **_renumbered_cpu(e, offset)))
             for m in data.get("missing") or []:
                 if isinstance(m, dict) and isinstance(m.get("rank"), int):
                     missing.append(dict(m, rank=offset + m["rank"], source=index, source_rank=m["rank"]))

@@ -81,10 +81,17 @@ def choose_backend(requested: str, torch: Any, dist: Any) -> str:
     return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
 
 
-def _measure(torch: Any, place: Place, opts: Options, label: str) -> Dict[str, Any]:
-    """This rank's redacted entry; a measurement that raises becomes an entry with `error`, still sent."""
+def _measure(torch: Any, place: Place, opts: Options, label: str, idents: Mapping[int, Mapping[str, Any]]
+             ) -> Dict[str, Any]:
+    """This rank's redacted entry; a measurement that raises becomes an entry with `error`, still sent.
+
+    idents: every rank's identity; those on this host (same host name) are the job's ranks whose CPU
+    on this rank's cores counts as the job's own, not as other programs'."""
+    me = idents.get(place.rank) or {}
+    job = {r: (i["pid"], i.get("started")) for r, i in idents.items()
+           if r != place.rank and i.get("hostname") == me.get("hostname") and isinstance(i.get("pid"), int)}
     try:
-        entry = measure.measure_rank(torch, place, quick=opts.mode == "quick")
+        entry = measure.measure_rank(torch, place, quick=opts.mode == "quick", job_ranks=job)
     except MEASURE_ERRORS as exc:
         entry = measure.failed_entry(place, f"{type(exc).__name__}: {str(exc)[:300]}")
     entry["host"] = label
@@ -120,7 +127,7 @@ def _run(torch, dist, place: Place, groups: Groups, backend: str, opts: Options,
     idents = {i["rank"]: i for i in all_gather_json(groups, measure.identity(place))}
     names = {r: i["hostname"] for r, i in idents.items()}
     labels = {r: measure.host_label(h, opts.identify) for r, h in names.items()}
-    entry = _measure(torch, place, opts, labels[place.rank])
+    entry = _measure(torch, place, opts, labels[place.rank], idents)
     missing_set, barrier_error = monitored_barrier_missing(groups, opts.deadline_s)
 
     if place.rank != 0:

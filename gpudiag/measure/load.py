@@ -58,13 +58,18 @@ def machine_busy(other_cores: Optional[float], usable_cores: Optional[int], work
 
 
 class CpuMeter:
-    """Reads machine-wide and own CPU time; `own_pids()` names gpudiag's worker processes of the moment."""
+    """Reads machine-wide and own CPU time; `own_pids()` names gpudiag's worker processes of the moment.
 
-    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: ()):
+    `cpus` (CPU numbers) counts the busy time of those cores only instead of the whole machine's: the
+    load of other programs on the cores a process is pinned to (a fleet rank under taskset or a cpuset).
+    """
+
+    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: (), cpus: Optional[Iterable[int]] = None):
         import psutil
 
         self._psutil = psutil
         self._own_pids = own_pids
+        self._cpus = None if cpus is None else sorted(set(cpus))
         self._procs: Dict[int, object] = {}
         self._self = psutil.Process()
 
@@ -80,9 +85,13 @@ class CpuMeter:
         """A reading, or None when the OS does not give the figures (then no load is reported)."""
         psutil = self._psutil
         try:
-            t = psutil.cpu_times()
-            busy = sum(getattr(t, f, 0.0) for f in _BUSY_FIELDS)
-            steal = float(getattr(t, "steal", 0.0))
+            if self._cpus is None:
+                times = [psutil.cpu_times()]
+            else:  # psutil lists the online CPUs in order: index i is CPU i unless some are offline
+                per = psutil.cpu_times(percpu=True)
+                times = [per[i] for i in self._cpus if i < len(per)]
+            busy = sum(getattr(t, f, 0.0) for t in times for f in _BUSY_FIELDS)
+            steal = sum(float(getattr(t, "steal", 0.0)) for t in times)
             c = self._self.cpu_times()
             own = c.user + c.system
             for pid in list(self._own_pids()):

@@ -43,12 +43,33 @@ def _device(entry: dict) -> str:
     return "n/a"
 
 
-def _status(entry: dict, flagged_ranks: set) -> Any:
-    """The rank's status badge: error (it could not measure), straggler (flagged) or ok."""
+def _cpu(entry: dict) -> str:
+    """The CPU a rank got while it measured, and why no more: "0.20 core, throttled 90 % (0.2 CPU limit)"."""
+    cpu, v = as_dict(entry.get("cpu")), as_dict(entry.get("cpu_verdict"))
+    if not is_num(cpu.get("cores_got")):
+        return "n/a"
+    text = f"{cpu['cores_got']:.2f} core"
+    causes = as_list(v.get("causes"))
+    thr, limit = as_dict(cpu.get("throttling")), as_dict(cpu.get("limit"))
+    if "quota" in causes and is_num(thr.get("throttled_share")):
+        text += f", throttled {thr['throttled_share'] * 100:.0f} % ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
+    if "other_processes" in causes and is_num(cpu.get("other_cores")):
+        text += f", other programs {cpu['other_cores']:.2f} core"
+    if as_list(cpu.get("job_ranks_sharing")) and is_num(cpu.get("fair_share")) and cpu["fair_share"] < 1:
+        text += (f", fair share {cpu['fair_share']:.2f}: shared with rank(s) "
+                 f"{', '.join(str(r) for r in as_list(cpu.get('job_ranks_sharing')))}")
+    return text
+
+
+def _status(entry: dict, flagged_ranks: set, shared_ranks: set) -> Any:
+    """The rank's status badge: error (it could not measure), straggler (flagged), shared cores (slowed
+    by the launch's pinning) or ok."""
     if entry.get("error"):
         return badge("error", "sev-critical")
     if entry.get("rank") in flagged_ranks:
         return badge("straggler", "sev-critical")
+    if entry.get("rank") in shared_ranks:
+        return badge("shared cores", "sev-warning")
     return badge("ok", "s-ok")
 
 
@@ -56,18 +77,22 @@ def rank_table(data: dict) -> dict:
     """Every rank (and every missing one) against every comparable figure."""
     outliers = [as_dict(o) for o in as_list(data.get("outliers"))]
     flagged = {o.get("rank") for o in outliers if o.get("kind") == "straggler" and o.get("rank") is not None}
+    shared = {r for o in outliers if o.get("kind") == "shared_cores"
+              for r in ([o.get("rank")] if o.get("rank") is not None else as_list(o.get("ranks")))}
     rows = []
     for e in sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0):
         rows.append([str(e.get("rank")), e.get("host") or "n/a", str(e.get("local_rank")), _device(e)]
-                    + [_cell(e, m) for m, _ in METRIC_COLS] + [_status(e, flagged)])
+                    + [_cell(e, m) for m, _ in METRIC_COLS] + [_cpu(e), _status(e, flagged, shared)])
     for m in as_list(data.get("missing")):
         m = as_dict(m)
         rows.append([str(m.get("rank")), m.get("host") or "n/a", str(m.get("local_rank")), "n/a"]
-                    + ["n/a"] * len(METRIC_COLS) + [badge("missing: " + str(m.get("reason") or ""), "sev-critical")])
+                    + ["n/a"] * (len(METRIC_COLS) + 1) + [badge("missing: " + str(m.get("reason") or ""), "sev-critical")])
     rows.sort(key=lambda r: int(r[0]) if r[0].isdigit() else 0)
-    return table("Ranks", ["rank#", "host", "local#", "device"] + [c for _, c in METRIC_COLS] + ["status"], rows,
-                 "Each figure is the median of its repeats; (0.34x, z 9.1) is its speed relative to the median of the "
+    return table("Ranks", ["rank#", "host", "local#", "device"] + [c for _, c in METRIC_COLS] + ["CPU", "status"], rows,
+                 "Each figure is the median of its repeats (host-timed repeats are sustained windows of several "
+                 "CPU-quota periods); (0.34x, z 9.1) is its speed relative to the median of the "
                  "other comparable ranks and its robust score (>= 3 and at least 5 % slower marks an outlier). "
+                 "CPU: the cores' worth of CPU the rank got while it measured, and why no more. "
                  "CPU ranks measure CPU equivalents (see the figures' descriptions below).", stack=True)
 
 
@@ -342,8 +367,9 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
             if is_num(fig.get("value")):
                 rel = f" ({sc['relative']:.2f}x, z {sc['score']:.1f})" if is_num(sc.get("relative")) else ""
                 figs.append(f"{METRIC_WORDS[m]} {fmt_num(fig['value'])}{rel}{' OUTLIER' if sc.get('flagged') else ''}")
+        cpu = _cpu(e)
         lines.append(f"  rank {e.get('rank'):>3} {e.get('host') or '?'} local {e.get('local_rank')} {_device(e)}: "
-                     + ("; ".join(figs) or str(e.get("error") or "no figures")))
+                     + ("; ".join(figs) or str(e.get("error") or "no figures")) + (f"; CPU {cpu}" if cpu != "n/a" else ""))
     if len(shown) < len(ranks):
         lines.append(f"  ... {len(ranks) - len(shown)} more healthy rank(s) in the report")
     for gone in map(as_dict, as_list(data.get("missing"))):

@@ -452,6 +452,7 @@ def _fleet_nvml(monkeypatch, lib):
 
 def test_gpu_figures_on_a_fake_torch_have_the_report_shape(monkeypatch):
     from gpudiag.fleet import measure
+    from gpudiag.fleet.windows import Windows
     from tests import fake_torch as ft
     from tests.fakes import FakeNvml
 
@@ -465,7 +466,8 @@ def test_gpu_figures_on_a_fake_torch_have_the_report_shape(monkeypatch):
     assert (dev["kind"], dev["index"]) == ("cuda", 1)
     assert dev["gpu_uuid_hash"] == short_hash("gpu-uuid:01234567-89ab-cdef-0123-456789abcdef")
     assert dev["shared_with_other_ranks"] is True  # local rank 3 on a node with 2 GPUs
-    figs = measure.measure_figures(torch, dev, quick=True)
+    windows = Windows(0.002, cores=1)  # short windows: the fake GPU's launches cost no host time
+    figs = measure.measure_figures(torch, dev, quick=True, windows=windows)
     n = measure._plan("cuda", True)["matmul_n"]
     matmul_ms = 2 * n ** 3 / (ft.MATMUL_TFLOPS * 1e12) * 1e3
     inner = measure._plan("cuda", True)["matmul_inner"]
@@ -473,7 +475,9 @@ def test_gpu_figures_on_a_fake_torch_have_the_report_shape(monkeypatch):
     want = 2 * n ** 3 * inner / ((matmul_ms * inner + ft.HOST_LAUNCH_MS) / 1e3) / 1e9
     assert figs["matmul_gflops"]["value"] == pytest.approx(want, rel=1e-6)
     assert "GPU bfloat16 8192x8192" in figs["matmul_gflops"]["what"]
-    assert figs["launch_us"]["value"] > 0
+    # The host-timed launch figure is the one made of sustained windows, and the only one in the CPU account.
+    assert figs["launch_us"]["value"] > 0 and figs["launch_us"]["window_s"] == 0.002
+    assert "window_s" not in figs["matmul_gflops"] and windows.totals()["windows"] == figs["launch_us"]["n"]
     # Issue 25 item 1: with NVML reachable the link is read while the copies run (it used to raise
     # AttributeError here and fail the rank's whole measurement).
     link = figs["h2d_gbps"]["link_under_load"]
