@@ -17,7 +17,9 @@ The caller's `once(key)` measures one contestant once and stores the sample itse
 own errors (a contestant that failed is left out of later rounds via `active()`). `keep_round()`,
 called after each round, may reject it (e.g. other programs took the CPU during it): the caller
 then removes that round's samples, the round does not count, and another is run in its place (at
-most `max_rounds` rejected ones, and within the budget and the deadline).
+most `max_rejected` rejected ones, by default `max_rounds`, and within the budget and the deadline).
+A caller whose `keep_round()` keeps every round after its own cap passes that cap as `max_rejected`,
+so a plan of one round still gets its kept round after the rejected ones.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ def rotated(keys: Sequence[K], round_index: int) -> List[K]:
 def run_rounds(keys: Sequence[K], once: Callable[[K], None], plan: RoundsPlan,
                settled: Callable[[], bool] = lambda: False, deadline: Optional[float] = None,
                active: Callable[[K], bool] = lambda key: True,
-               keep_round: Callable[[], bool] = lambda: True) -> Dict[str, object]:
+               keep_round: Callable[[], bool] = lambda: True, max_rejected: Optional[int] = None) -> Dict[str, object]:
     """Run rounds over `keys`; returns {rounds, rejected, stopped_because, elapsed_s}. See the module docstring."""
+    max_rejected = plan.max_rounds if max_rejected is None else max_rejected
     start = time.monotonic()
     rounds, rejected, why = 0, 0, MAX_ROUNDS
     attempt = 0
-    while rounds < max(plan.max_rounds, 1) and rejected <= plan.max_rounds:
+    while rounds < max(plan.max_rounds, 1) and rejected <= max_rejected:
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             why = DEADLINE
@@ -83,6 +86,6 @@ def run_rounds(keys: Sequence[K], once: Callable[[K], None], plan: RoundsPlan,
         else:
             rejected += 1
     else:
-        why = REJECTED if rejected > plan.max_rounds else (TIGHT if settled() else MAX_ROUNDS)
+        why = REJECTED if rejected > max_rejected else (TIGHT if settled() else MAX_ROUNDS)
     return {"rounds": rounds, "rejected": rejected, "stopped_because": why,
             "elapsed_s": round(time.monotonic() - start, 3)}

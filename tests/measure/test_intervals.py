@@ -143,3 +143,14 @@ def test_a_rejected_round_does_not_count_and_is_run_again():
 def test_rounds_that_are_always_rejected_stop_and_say_so():
     out = rounds.run_rounds(["a"], lambda k: None, rounds.RoundsPlan(2, 3, 60.0), keep_round=lambda: False)
     assert out["rounds"] == 0 and out["rejected"] == 4 and out["stopped_because"] == rounds.REJECTED
+
+
+def test_the_caller_may_allow_more_rejected_rounds_than_the_plan_has_rounds():
+    kept = iter([False, False, True])
+    out = rounds.run_rounds(["a"], lambda k: None, rounds.RoundsPlan(1, 1, 60.0), keep_round=lambda: next(kept),
+                            max_rejected=2)
+    assert (out["rounds"], out["rejected"]) == (1, 2)
+    # by default the plan's max_rounds caps the rejected rounds
+    kept = iter([False, False, True])
+    out = rounds.run_rounds(["a"], lambda k: None, rounds.RoundsPlan(1, 1, 60.0), keep_round=lambda: next(kept))
+    assert (out["rounds"], out["rejected"], out["stopped_because"]) == (0, 2, rounds.REJECTED)

@@ -76,3 +76,20 @@ def test_a_tournament_with_no_round_kept_is_too_busy_not_nothing_measured():
                      "rejected_rounds": 12}}
     r = recommend({"probes": {"cycle": {"status": "ok", "data": data, "findings": []}}})
     assert r["confidence"] == "too_noisy" and "too busy to judge" in r["headline"]
+
+
+@pytest.mark.torch
+def test_a_one_round_plan_under_lasting_load_still_keeps_its_round(monkeypatch):
+    # A plan of one round (tests and benchmarks use them) used to stop after its second rejected round, before
+    # the tournament's own cap let it keep one: every row then said "no timed run finished".
+    monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
+    monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
+    ScriptedMeter.script = [1.2] * 200
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    plan = cs.Plan(cycles=4, warmup=1, repeats=1, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4,
+                   max_rounds=1, rounds_budget_s=60.0)
+    env = cs.Env(device="cpu", default_threads=1, cpu_limit=TWO_CORES)
+    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
+    assert env.rounds["rejected"] == ct.MAX_REJECTED_ROUNDS and env.rounds["rounds"] == 1
+    assert rows["serial"]["status"] == "ok" and rows["serial"]["samples"] == 1
+    assert env.load["busy"] is True

@@ -275,7 +275,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             env.rounds = dict(run_rounds(contestants, once, rp,
                                          settled=lambda: settled(contestants, serial, plan.cycles),
                                          deadline=plan.deadline, active=lambda c: c.error is None,
-                                         keep_round=keep_round),
+                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS),
                               min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
                               budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
         finally:
