@@ -21,7 +21,7 @@ import os
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from gpudiag.platform._files import exists, parse_kv_numbers, read_text
+from gpudiag.platform._files import exists, parse_cpulist, parse_kv_numbers, read_text
 
 # cgroup v1 reports "no memory limit" as PAGE_COUNTER_MAX * page size (9223372036854771712 on x86_64).
 _V1_UNLIMITED_BYTES = 2 ** 62
@@ -166,22 +166,6 @@ def _quota_at(root: str, version: int, folder: str) -> Optional[Tuple[int, int]]
     return None
 
 
-def parse_cpu_list(text: Optional[str]) -> Optional[List[int]]:
-    """The CPUs of a cpuset list ("0-3,8,10-11"), None when empty or unreadable."""
-    cpus: List[int] = []
-    for part in (text or "").strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            return None
-        cpus.extend(range(a, b + 1))
-    return sorted(set(cpus)) or None
-
-
 def _cpuset_cpus(root: str, pid: Optional[int]) -> Optional[int]:
     """How many CPUs the process's cpuset allows (the effective list, which already holds its
     ancestors'), or None where no cpuset controller is mounted."""
@@ -190,7 +174,7 @@ def _cpuset_cpus(root: str, pid: Optional[int]) -> Optional[int]:
         return None
     names = ("cpuset.cpus.effective", "cpuset.cpus") if h.version == 2 else ("cpuset.effective_cpus", "cpuset.cpus")
     for name in names:
-        cpus = parse_cpu_list(read_text(root, h.leaf + "/" + name))
+        cpus = parse_cpulist(read_text(root, h.leaf + "/" + name))
         if cpus:
             return len(cpus)
     return None

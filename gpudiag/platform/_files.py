@@ -7,7 +7,7 @@ Missing or unreadable files give None, never an exception.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 
 def read_text(root: str, path: str) -> Optional[str]:
@@ -54,3 +54,16 @@ def int_or_none(text: Optional[str]) -> Optional[int]:
         return int(text.strip())
     except ValueError:
         return None
+
+
+def parse_cpulist(text: Optional[str]) -> List[int]:
+    """The CPUs of a kernel CPU list ("0-3,8,10-11": sysfs cpulist, cpuset.cpus) in order, each once;
+    parts that are not numbers are skipped."""
+    out = set()
+    for part in (text or "").strip().split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            out.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            continue
+    return sorted(out)

@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gpudiag.platform._files import exists, read_text
+from gpudiag.platform._files import exists, parse_cpulist, read_text
 from gpudiag.platform._linux import virtualization_from_dmi
 
 # ------------------------------------------------------------------ instruction sets
@@ -85,21 +85,6 @@ def cache_row(c: dict) -> str:
     n = c.get("instances")
     inst = f" ({n} instance{'s' if n != 1 else ''})" if n else ""
     return f"{human_bytes(c.get('bytes_total'))}{inst}"
-
-
-def parse_cpulist(text: Optional[str]) -> List[int]:
-    """ "0-3,8,10-11" -> [0, 1, 2, 3, 8, 10, 11] (sysfs cpulist format)."""
-    out: List[int] = []
-    for part in (text or "").strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        try:
-            out += list(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            continue
-    return out
 
 
 def parse_size(text: Optional[str]) -> Optional[int]:

@@ -10,7 +10,7 @@ from typing import Dict
 import pytest
 
 from gpudiag import platform
-from gpudiag.platform import _cgroup, _windows
+from gpudiag.platform import _cgroup, _files, _windows
 
 CONTAINER_ID = "4f1c" * 16  # Docker's 64-hex container id: must never reach an output
 POD = "pod8d2b6a41-5c1e-4e9a-9d0b-0f3a2e7c9b11"
@@ -234,10 +234,10 @@ def test_quota_rounds_up_to_whole_workers(cpus, workers):
     assert _cgroup.quota_cores(cpus) == workers
 
 
-@pytest.mark.parametrize("text, cpus", [("0-3", [0, 1, 2, 3]), ("0,2,4-5\n", [0, 2, 4, 5]), ("", None),
-                                        (None, None), ("x-1", None)])
-def test_parse_cpu_list(text, cpus):
-    assert _cgroup.parse_cpu_list(text) == cpus
+@pytest.mark.parametrize("text, cpus", [("0-3", [0, 1, 2, 3]), ("0,2,4-5\n", [0, 2, 4, 5]), ("", []),
+                                        (None, []), ("x-1", []), ("3,0-1,1", [0, 1, 3])])
+def test_parse_cpulist(text, cpus):
+    assert _files.parse_cpulist(text) == cpus
 
 
 class FakeJob:
