@@ -154,9 +154,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
             if row["flagged"]:
                 flagged_by_group[row["group"]].append(r)
         for key, flagged in flagged_by_group.items():
-            peers = [j for j in rows if rows[j]["group"] == key]
+            peers = cpu_verdict.PeerFair([j for j in rows if rows[j]["group"] == key], cpu)
             slow = [r for r in flagged
-                    if not cpu_verdict.by_launch([r], rows[r]["relative"], [j for j in peers if j != r], cpu)]
+                    if not cpu_verdict.by_launch([r], rows[r]["relative"], (), cpu, peers.without([r]))]
             kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
@@ -183,9 +183,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
     for (key, metric), rows in flagged_nodes.items():
         members = {h: rs for (g, m, h), rs in node_ranks.items() if (g, m) == (key, metric)}
         # A node's peers are the other nodes: their median fair share is over all their ranks.
+        peers = cpu_verdict.PeerFair([r for rs in members.values() for r in rs], cpu)
         slow = {row["host"] for row in rows if not cpu_verdict.by_launch(
-            members[row["host"]], row["relative"],
-            [r for h, rs in members.items() if h != row["host"] for r in rs], cpu)}
+            members[row["host"]], row["relative"], (), cpu, peers.without(members[row["host"]]))}
         kind = "straggler" if _few(len(slow), rows[0]["group_size"]) else "system_wide"
         for row in rows:
             out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,

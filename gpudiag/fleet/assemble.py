@@ -39,13 +39,14 @@ def build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], col
     """The redacted fleet report for gathered data; `meta` goes into the data as is (launcher, backend, ...)."""
     ranks = sorted(ranks, key=lambda e: e.get("rank", 0))
     result = analysis.analyze(ranks, missing, collectives, collectives_status)
-    nodes = []
-    for host, members in analysis.nodes_of(ranks).items():
-        rows = {m: {"value": v} for (m, h), v in result["node_values"].items() if h == host}
-        for r in result["node_scores"]:
-            if r["host"] == host:
-                rows[r["metric"]] = {k: r[k] for k in ("value", "score", "relative", "peer_median", "flagged")}
-        nodes.append({"host": host, "ranks": members, "scores": rows})
+    per_host: Dict[str, Dict[str, Any]] = {}
+    for (m, h), v in result["node_values"].items():
+        per_host.setdefault(h, {})[m] = {"value": v}
+    for r in result["node_scores"]:
+        per_host.setdefault(r["host"], {})[r["metric"]] = {k: r[k] for k in ("value", "score", "relative",
+                                                                             "peer_median", "flagged")}
+    nodes = [{"host": host, "ranks": members, "scores": per_host.get(host, {})}
+             for host, members in analysis.nodes_of(ranks).items()]
     data = dict(meta)
     data.update({
         "world_size": len(ranks) + len(missing), "answered": len(ranks), "nodes": nodes, "ranks": ranks,
@@ -60,11 +61,8 @@ def build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], col
              "duration_s": round(max(duration_s, 0.0), 3), "data": data, "findings": result["findings"]}
     rep = contract.build_report({PROBE_NAME: probe}, mode, created_at=created_at, redacted=identify)
     rep["host"] = host_summary(ranks)
-    rep = redact(rep, identify=identify)
-    if identify:
-        for name in sorted(set(other_hostnames)):
-            rep = redact(rep, identify=True, identity={"hostname": name, "user": None, "home": None})
-    return rep
+    # One pass: rank 0's own identity, and every other host name of the job (however many nodes).
+    return redact(rep, identify=identify, hostnames=other_hostnames if identify else ())
 
 
 def exit_code_of(report: Mapping[str, Any]) -> int:
