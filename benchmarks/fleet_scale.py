@@ -251,7 +251,10 @@ def _run_child(tree: str, *args: str) -> dict:
                          capture_output=True, text=True)
     line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
     if res.returncode != 0 or line is None:
-        raise SystemExit(f"step {args[0]} failed (exit {res.returncode}): {res.stderr.strip()[-1500:]}")
+        if args[0] == "gen":
+            raise SystemExit(f"step gen failed (exit {res.returncode}): {res.stderr.strip()[-1500:]}")
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"{args[0]} failed: {last[-200:]}"}
     return json.loads(line[len("RESULT "):])
 
 
@@ -279,6 +282,12 @@ def main() -> None:
             faults = _run_child(tree, "gen", str(n), inp)
             m = _run_child(tree, "merge", inp, js, json.dumps(faults))
             r = _run_child(tree, "render", js, html)
+            if "error" in m or "error" in r:
+                print(f"| {n:,} | " + (f"{m['analysis_s']:.2f} | {m['analysis_s'] / n * 1e3:.3f} | {m['peak_mib']:.0f} | "
+                                       f"{m['json_bytes'] / 2**20:.1f} | {m['write_s']:.2f} | " if "error" not in m
+                                       else "| | | | | ") + f"{(m.get('error') or r.get('error'))} | | | | | "
+                      f"{before} - {_loadavg()} |", flush=True)
+                continue
             named = m["named"]
             ok = all(v for k, v in named.items() if k != "false_exclusions") and not named["false_exclusions"]
             what = "all (" + ", ".join(k for k in named if k != "false_exclusions") + ")" if ok else json.dumps(named)

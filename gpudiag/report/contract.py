@@ -195,16 +195,16 @@ def _parse_constant(text: str) -> float:
 
 
 def _check_depth(data: Any) -> None:
-    """Refuse data nested deeper than any report (every view and the redactor walk it recursively)."""
-    stack = [(data, 1)]
+    """Refuse data nested deeper than any report (every view and the redactor walk it recursively): a value
+    at a depth over MAX_DEPTH (the top is at depth 1). Only containers are walked (a fleet report holds
+    millions of numbers)."""
+    stack = [(data, 1)] if isinstance(data, (dict, list)) else []
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        children = node.values() if isinstance(node, dict) else node
+        if depth >= MAX_DEPTH and children:
             raise ReportError(f"nested more than {MAX_DEPTH} levels deep: not a gpudiag report")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
 
 
 def _too_large(name: str, size: int) -> ReportError:

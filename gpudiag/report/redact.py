@@ -116,6 +116,16 @@ def clean_text(value: str) -> str:
     return _SURROGATE.sub(esc, value)
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # values the redactor passes through as they are
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_key(key: str) -> Optional[str]:
+    """A dictionary key made encodable, or None for a key whose value is dropped (a UUID, a serial): keys are
+    the report's field names, a few hundred at most, looked up millions of times in a fleet report."""
+    return None if key.lower() in _DROP_KEYS else clean_text(key)
+
+
 def _opaque(token: str) -> bool:
     """True for a token that looks random: both cases, many distinct characters, not hex, not made of words.
 
@@ -276,7 +286,7 @@ class Redactor:
         """The string with secrets, GPU UUIDs and (identify) identity removed; `key` names the field it sits in."""
         if self._memo is None:
             return self._text(value, key)
-        memo_key = (value, bool(key) and bool(_SECRET_KEY.search(key)))
+        memo_key = (value, key)
         out = self._memo.get(memo_key)
         if out is None:
             out = self._memo[memo_key] = self._text(value, key)
@@ -306,11 +316,24 @@ class Redactor:
         return value
 
     def __call__(self, obj: Any, key: str = "") -> Any:
+        kind = type(obj)
+        if kind is str:
+            return self.text(obj, key)
+        if kind in _PLAIN:
+            return obj
         if isinstance(obj, dict):
-            return {(clean_text(k) if isinstance(k, str) else k): self(v, k if isinstance(k, str) else "")
-                    for k, v in obj.items() if not (isinstance(k, str) and k.lower() in _DROP_KEYS)}
+            out = {}
+            for k, v in obj.items():
+                if isinstance(k, str):
+                    clean = _clean_key(k)
+                    if clean is None:
+                        continue
+                    out[clean] = v if type(v) in _PLAIN else self(v, k)
+                else:
+                    out[k] = self(v, "")
+            return out
         if isinstance(obj, (list, tuple)):
-            return [self(v, key) for v in obj]
+            return [v if type(v) in _PLAIN else self(v, key) for v in obj]
         if isinstance(obj, str):
             return self.text(obj, key)
         return obj
