@@ -119,11 +119,14 @@ def clean_text(value: str) -> str:
 _PLAIN = frozenset({int, float, bool, type(None)})  # values the redactor passes through as they are
 
 
-@functools.lru_cache(maxsize=4096)
-def _clean_key(key: str) -> Optional[str]:
-    """A dictionary key made encodable, or None for a key whose value is dropped (a UUID, a serial): keys are
-    the report's field names, a few hundred at most, looked up millions of times in a fleet report."""
-    return None if key.lower() in _DROP_KEYS else clean_text(key)
+_DROP = object()  # the cleaned form of a key whose value is dropped
+_KEYS: Dict[str, Any] = {}  # key -> cleaned key or _DROP: the report's field names, a few hundred
+MAX_KEYS_REMEMBERED = 4096
+
+
+def _clean_key(key: str) -> Any:
+    """A dictionary key made encodable, or _DROP for a key whose value is dropped (a UUID, a serial)."""
+    return _DROP if key.lower() in _DROP_KEYS else clean_text(key)
 
 
 def _opaque(token: str) -> bool:
@@ -323,12 +326,19 @@ class Redactor:
             return obj
         if isinstance(obj, dict):
             out = {}
+            text = self.text
             for k, v in obj.items():
                 if isinstance(k, str):
-                    clean = _clean_key(k)
+                    clean = _KEYS.get(k)
                     if clean is None:
+                        clean = _clean_key(k)
+                        if len(_KEYS) < MAX_KEYS_REMEMBERED:
+                            _KEYS[k] = clean
+                    if clean is _DROP:
                         continue
-                    out[clean] = v if type(v) in _PLAIN else self(v, k)
+                    tv = type(v)
+                    # Inline: a fleet report holds millions of numbers and strings, each a call otherwise.
+                    out[clean] = v if tv in _PLAIN else text(v, k) if tv is str else self(v, k)
                 else:
                     out[k] = self(v, "")
             return out
