@@ -422,9 +422,9 @@ def _fleet_paths(created: str, html: Optional[str], json_path: Optional[str], ma
     return _plan(html, json_path, markdown, base, EXIT_FLEET_UNKNOWN, extra)
 
 
-def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
-                  identify: bool) -> None:
-    """Write the exclude list (real host names, for sbatch), print the fleet summary and exit with its health code (0 healthy .. 3 unknown); never returns."""
+def _fleet_summary(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
+                   identify: bool) -> None:
+    """Write the exclude list (real host names, for sbatch) and print the fleet summary."""
     from gpudiag.fleet import assemble
     from gpudiag.views import fleet_view
 
@@ -436,6 +436,14 @@ def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], pla
         except outputs.OutputError as exc:
             fail(exc, EXIT_FLEET_UNKNOWN)
     outputs.say(fleet_view.render_terminal(rep, written), err=any(o.to_stdout for o in planned), identify=identify)
+
+
+def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
+                  identify: bool) -> None:
+    """_fleet_summary, then exit with the report's health code (0 healthy .. 3 unknown); never returns."""
+    from gpudiag.fleet import assemble
+
+    _fleet_summary(rep, written, names, planned, identify)
     sys.exit(assemble.exit_code_of(rep))
 
 
@@ -501,8 +509,14 @@ def fleet(ctx, mode: str, html: Optional[str], json_path: Optional[str], markdow
 
     opts = fleet_run.Options(mode=mode, deadline_s=deadline, backend=backend, collectives=not no_collectives,
                              identify=not no_redact)
+    from gpudiag.views.progress import LiveLine
+
+    # Rank 0 on a terminal shows which ranks have reported while it waits; after a stop signal it writes
+    # the report of what it has and prints its summary, and the run ends with the report's code.
+    live = LiveLine(place.rank == 0 and sys.stderr is not None and sys.stderr.isatty())
     try:
-        outcome = fleet_run.run(opts, write)
+        outcome = fleet_run.run(opts, write, on_stop=lambda rep, names: _fleet_summary(
+            rep, written, names, planned, not no_redact), live=live)
     except (fleet_run.LaunchError, fleet_run.FleetError, fleet_run.TransportError) as exc:
         fail(str(exc), EXIT_FLEET_UNKNOWN)
     if not outcome.reporter:

@@ -8,7 +8,7 @@ message it wrote (hostnames themselves travel only as `host-<hash>` labels unles
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from gpudiag.fleet import analysis, scores
 from gpudiag.report import contract
@@ -35,10 +35,12 @@ def host_summary(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 
 def build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], collectives: Sequence[Mapping[str, Any]],
           collectives_status: Mapping[str, Any], meta: Mapping[str, Any], *, mode: str, created_at: str,
-          duration_s: float, identify: bool, other_hostnames: Iterable[str] = ()) -> Dict[str, Any]:
-    """The redacted fleet report for gathered data; `meta` goes into the data as is (launcher, backend, ...)."""
+          duration_s: float, identify: bool, other_hostnames: Iterable[str] = (),
+          stopped: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The redacted fleet report for gathered data; `meta` goes into the data as is (launcher, backend, ...).
+    stopped: {signal, phase, after_s} when a stop signal ended the run (the report is then `interrupted`)."""
     ranks = sorted(ranks, key=lambda e: e.get("rank", 0))
-    result = analysis.analyze(ranks, missing, collectives, collectives_status)
+    result = analysis.analyze(ranks, missing, collectives, collectives_status, stopped)
     per_host: Dict[str, Dict[str, Any]] = {}
     for (m, h), v in result["node_values"].items():
         per_host.setdefault(h, {})[m] = {"value": v}
@@ -57,9 +59,12 @@ def build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], col
         "thresholds": {"z_flag": scores.Z_FLAG, "min_effect": scores.MIN_EFFECT, "noise_floor": scores.NOISE_FLOOR,
                        "few_fraction": analysis.FEW_FRACTION},
     })
+    if stopped:
+        data["stopped"] = dict(stopped)
     probe = {"status": "ok" if ranks else "failed", "reason": "" if ranks else "no rank answered",
              "duration_s": round(max(duration_s, 0.0), 3), "data": data, "findings": result["findings"]}
-    rep = contract.build_report({PROBE_NAME: probe}, mode, created_at=created_at, redacted=identify)
+    rep = contract.build_report({PROBE_NAME: probe}, mode, created_at=created_at, redacted=identify,
+                                interrupted=bool(stopped))
     rep["host"] = host_summary(ranks)
     # One pass: rank 0's own identity, and every other host name of the job (however many nodes).
     return redact(rep, identify=identify, hostnames=other_hostnames if identify else ())

@@ -421,3 +421,11 @@ def failed_entry(place: Place, message: str) -> Dict[str, Any]:
     return {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
             "launcher": place.launcher, "device": {"kind": None}, "figures": {}, "error": message}
 
+
+
+def failed_entry_of(entry: Dict[str, Any], message: str) -> Dict[str, Any]:
+    """An entry's place (rank, host, device kind) with `message` as its error, in place of what it measured."""
+    keep = {k: entry.get(k) for k in ("rank", "local_rank", "node_rank", "launcher", "host")}
+    device = entry.get("device") if isinstance(entry.get("device"), dict) else {}
+    return dict(keep, device={"kind": device.get("kind"), "index": device.get("index"), "name": device.get("name")},
+                figures={}, error=message)

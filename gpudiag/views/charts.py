@@ -600,8 +600,9 @@ def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
     """Small multiples: one panel per metric, one square per node, in the same place in every panel (so a node
     slow on several metrics lines up), coloured by its speed relative to the other nodes.
 
-    panels: [{"name", "cells": [{"label", "relative"|None, "flagged": bool, "text": hover text}]}]; a flagged
-    cell is outlined as well as coloured, so the mark is never colour alone.
+    panels: [{"name", "cells": [{"label", "relative"|None, "flagged": bool, "rank_flagged": bool, "text": hover
+    text}]}]: a flagged node is outlined, a node with a flagged rank (whose median may still look healthy)
+    outlined dashed, so a mark is never colour alone.
     """
     panels = [p for p in panels if any(_finite(c.get("relative")) for c in _l(p.get("cells")))]
     if not panels:
@@ -616,7 +617,8 @@ def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
     panel_h = 20 + rows * cell + 10
     height = int(top + panel_h * len(panels) + 4)
     out = _open(height, title, f"{n} nodes, one square each, in each of {len(panels)} metrics, coloured by speed "
-                               "relative to the other nodes; outlined squares are flagged outliers")
+                               "relative to the other nodes; outlined squares are flagged nodes, dashed ones nodes "
+                               "with a flagged rank")
     out += _legend(legend, left)
     for i, p in enumerate(panels):
         y0 = top + i * panel_h
@@ -624,7 +626,8 @@ def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
         for j, c in enumerate(_l(p.get("cells"))):
             c = _dd(c)
             r, k = divmod(j, cols)
-            cls = heat_class(c.get("relative")) + (" hm-flag" if c.get("flagged") else "")
+            cls = heat_class(c.get("relative")) + (" hm-flag" if c.get("flagged") else
+                                                   " hm-rank" if c.get("rank_flagged") else "")
             out.append(f'<rect class="{cls}" x="{_f(left + k * cell)}" y="{_f(y0 + 20 + r * cell)}" '
                        f'width="{_f(cell - 1)}" height="{_f(cell - 1)}"><title>{_x(c.get("text") or c.get("label"))}'
                        "</title></rect>")

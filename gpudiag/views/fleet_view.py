@@ -226,15 +226,22 @@ def heat_map(data: dict) -> Optional[dict]:
     if len(nodes) < HEAT_MIN_NODES:
         return None
     panels, rows = [], []
+    rank_flags: Dict[tuple, List[str]] = {}  # (host, metric) -> "rank 11" of its straggler ranks
+    for o in map(as_dict, as_list(data.get("outliers"))):
+        if o.get("level") == "rank" and o.get("kind") == "straggler":
+            rank_flags.setdefault((o.get("host"), o.get("metric")), []).append(f"rank {o.get('rank')}")
     for m in [m for m, _ in METRIC_COLS] + ["intra_busbw_gbps"]:
         cells = []
         for n in nodes:
             sc = as_dict(as_dict(n.get("scores")).get(m))
             rel = sc.get("relative") if is_num(sc.get("relative")) else None
+            strag = rank_flags.get((n.get("host"), m), [])
             text = (f"{n.get('host')}: {METRIC_WORDS[m]} {fmt_num(sc.get('value'))}"
                     + (f", {rel:.2f}x the other nodes" if rel is not None else "")
-                    + (" (outlier)" if sc.get("flagged") else ""))
-            cells.append({"label": n.get("host"), "relative": rel, "flagged": bool(sc.get("flagged")), "text": text})
+                    + (" (outlier)" if sc.get("flagged") else "")
+                    + (f"; straggler {', '.join(strag)}" if strag else ""))
+            cells.append({"label": n.get("host"), "relative": rel, "flagged": bool(sc.get("flagged")),
+                          "rank_flagged": bool(strag), "text": text})
         panels.append({"name": f"{METRIC_WORDS[m]} ({sum(c['relative'] is not None for c in cells)} nodes)",
                        "cells": cells})
     svg = charts.heat_map(panels, title=f"Nodes by metric: speed relative to the other nodes ({len(nodes)} nodes)")
@@ -249,8 +256,9 @@ def heat_map(data: dict) -> Optional[dict]:
     return chart("chart-fleet-heatmap", "Nodes by metric", svg,
                  "One square per node, in the same place in every panel (a node slow in several figures lines up); "
                  "the colour is its figure relative to the median of the other nodes (1.00x: like them), an "
-                 "outlined square is a flagged outlier. Hover a square for the node and its figure; the node table "
-                 "below has every number.",
+                 "outlined square is a flagged node, a dashed one a node with a straggler rank (a node's figure is "
+                 "the median of its ranks, so one slow GPU does not colour it). Hover a square for the node and its "
+                 "figure; the node table below has every number.",
                  table("Flagged nodes", ["host"] + [METRIC_WORDS[m] for m, _ in METRIC_COLS] + ["intra-node busbw"],
                        rows) if rows else None)
 
