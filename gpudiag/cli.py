@@ -381,6 +381,10 @@ def compare(reports: List[str], output: str) -> None:
     from gpudiag.report.redact import default_redactor
 
     names = [default_redactor(True).text(n) for n in compare_mod.unique_names(reports)]  # file names are output too
+    try:
+        compare_mod.common_kind(loaded, names)
+    except compare_mod.KindMismatch as exc:
+        fail(str(exc))
     text = _view(", ".join(reports), lambda: compare_mod.render_compare(loaded, names,
                                                                        "html" if out.kind == "html" else "md"))
     _write_view(out, text)
