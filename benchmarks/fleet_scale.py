@@ -83,10 +83,14 @@ def _measured_template() -> dict:
     entry["host"] = "host-x"
     # What this machine's CPU build of torch makes of a GPU node: a CUDA build there, and its versions.
     entry["versions"].update(torch="2.5.1+cu124", torch_cuda="12.4", nccl="2.21.5")
-    for c in entry["preflight"]["checks"]:
+    pf = entry["preflight"]
+    for c in pf["checks"]:
         if c["name"] == "torch_cuda":
             c.update(status="pass", message="torch 2.5.1+cu124 sees 8 CUDA devices")
-    entry["preflight"]["ready"] = not any(c["status"] == "fail" for c in entry["preflight"]["checks"])
+    if "passed" in pf:  # where a passed check is named only (as measure writes it), so is this one
+        pf["passed"].append("torch_cuda")
+        pf["checks"] = [c for c in pf["checks"] if c["name"] != "torch_cuda"]
+    pf["ready"] = not any(c["status"] == "fail" for c in pf["checks"])
     return redact(entry)
 
 

@@ -10,7 +10,8 @@ Exit codes (docs/cli.md):
   129, 130, 143   stopped by SIGHUP, Ctrl-C (SIGINT), SIGTERM: the report of what finished is still written
   141  stdout was closed by its reader (`| head -1`): the command stops quietly
 `fleet` uses the Nagios codes instead: 0 healthy, 1 warning, 2 critical, 3 unknown (nothing
-measured, or a usage error).
+measured, or a usage error); a stop signal ends rank 0 with its report's code (critical) once it has
+written the report of what it had, the other ranks with 128 + the signal.
 `gpudiag watch -- CMD` exits with the job's own code (128+N when a signal N ended it), 126/127 when
 CMD cannot be run / is not found, 125 when the job succeeded but the report could not be written;
 `watch --pid` exits 0 (docs/watch.md).

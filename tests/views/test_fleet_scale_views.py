@@ -185,3 +185,42 @@ def test_compare_of_reports_of_different_kinds_is_one_line(tmp_path, big):
         "gpudiag: error: compare needs reports of one kind: f is a fleet report (gpudiag fleet), watch-real is a "
         "watch report (gpudiag watch)")
     assert not (tmp_path / "c.md").exists()
+
+
+# ----------------------------------------------------------------------------- the live line
+
+class _Terminal:
+    """stderr as a terminal would receive it."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_the_live_line_redraws_in_place_and_clears_itself(monkeypatch):
+    from gpudiag.views.progress import LiveLine
+
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    shown = threading.Event()
+
+    def text():
+        shown.set()
+        return "gpudiag fleet: waiting at the barrier, 3 s; 6 of 8 rank(s) have reported (waiting for 3, 7)\x1b[31m"
+
+    line = LiveLine(True, interval=0.01)
+    line.start(text)
+    assert shown.wait(10)
+    line.stop()
+    assert term.text.startswith("\r\x1b[Kgpudiag fleet: waiting at the barrier, 3 s; 6 of 8")
+    assert term.text.endswith("\r\x1b[K") and "\x1b[31m" not in term.text  # the report's text is made safe
+    term.text = ""
+    quiet = LiveLine(False)
+    quiet.start(text)
+    quiet.stop()
+    assert term.text == ""  # on a pipe (the CLI passes enabled=False there): nothing
