@@ -243,7 +243,8 @@ def _child(argv) -> None:
     if step == "gen":
         res = generate(int(args[0]), args[1])
     elif step == "merge":
-        res = step_merge(args[0], args[1], json.loads(args[2]))
+        with open(args[2], encoding="utf-8") as fh:
+            res = step_merge(args[0], args[1], json.load(fh))
     else:
         res = step_render(args[0], args[1])
     print("RESULT " + json.dumps(res))
@@ -284,7 +285,10 @@ def main() -> None:
             before = _loadavg()
             inp, js, html = (os.path.join(folder, f"fleet-{n}{ext}") for ext in ("-input.json", ".json", ".html"))
             faults = _run_child(tree, "gen", str(n), inp)
-            m = _run_child(tree, "merge", inp, js, json.dumps(faults))
+            planted = os.path.join(folder, f"fleet-{n}-faults.json")  # the planted faults (too long for argv)
+            with open(planted, "w", encoding="utf-8") as fh:
+                json.dump(faults, fh)
+            m = _run_child(tree, "merge", inp, js, planted)
             r = _run_child(tree, "render", js, html)
             if "error" in m or "error" in r:
                 print(f"| {n:,} | " + (f"{m['analysis_s']:.2f} | {m['analysis_s'] / n * 1e3:.3f} | {m['peak_mib']:.0f} | "
