@@ -202,8 +202,8 @@ def validate(report: Any) -> None:
 
 
 MAX_REPORT_BYTES = 64 * 2**20   # real reports are well under 1 MiB
-# A fleet report grows with its ranks, about 3.3 KB a GPU rank (benchmarks/fleet_scale.py): 100,000 ranks
-# are some 330 MB. It is told from other reports by its head (HEAD_BYTES), before the rest is read.
+# A fleet report grows with its ranks, about 3.8 KB a GPU rank with its share of nodes and collectives
+# (benchmarks/fleet_scale.py): 100,000 ranks are some 370 MiB. It is told from other reports by its head (HEAD_BYTES), before the rest is read.
 MAX_FLEET_REPORT_BYTES = 2**30
 HEAD_BYTES = 64 * 2**10
 _FLEET_HEAD = re.compile(rb'"probes"\s*:\s*\{\s*"fleet"\s*:')
