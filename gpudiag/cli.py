@@ -10,7 +10,8 @@ Exit codes (docs/cli.md):
   129, 130, 143   stopped by SIGHUP, Ctrl-C (SIGINT), SIGTERM: the report of what finished is still written
   141  stdout was closed by its reader (`| head -1`): the command stops quietly
 `fleet` uses the Nagios codes instead: 0 healthy, 1 warning, 2 critical, 3 unknown (nothing
-measured, or a usage error).
+measured, or a usage error); a stop signal ends rank 0 with its report's code (critical) once it has
+written the report of what it had, the other ranks with 128 + the signal.
 `gpudiag watch -- CMD` exits with the job's own code (128+N when a signal N ended it), 126/127 when
 CMD cannot be run / is not found, 125 when the job succeeded but the report could not be written;
 `watch --pid` exits 0 (docs/watch.md).
@@ -381,6 +382,10 @@ def compare(reports: List[str], output: str) -> None:
     from gpudiag.report.redact import default_redactor
 
     names = [default_redactor(True).text(n) for n in compare_mod.unique_names(reports)]  # file names are output too
+    try:
+        compare_mod.common_kind(loaded, names)
+    except compare_mod.KindMismatch as exc:
+        fail(str(exc))
     text = _view(", ".join(reports), lambda: compare_mod.render_compare(loaded, names,
                                                                        "html" if out.kind == "html" else "md"))
     _write_view(out, text)
@@ -422,9 +427,9 @@ def _fleet_paths(created: str, html: Optional[str], json_path: Optional[str], ma
     return _plan(html, json_path, markdown, base, EXIT_FLEET_UNKNOWN, extra)
 
 
-def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
-                  identify: bool) -> None:
-    """Write the exclude list (real host names, for sbatch), print the fleet summary and exit with its health code (0 healthy .. 3 unknown); never returns."""
+def _fleet_summary(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
+                   identify: bool) -> None:
+    """Write the exclude list (real host names, for sbatch) and print the fleet summary."""
     from gpudiag.fleet import assemble
     from gpudiag.views import fleet_view
 
@@ -436,6 +441,14 @@ def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], pla
         except outputs.OutputError as exc:
             fail(exc, EXIT_FLEET_UNKNOWN)
     outputs.say(fleet_view.render_terminal(rep, written), err=any(o.to_stdout for o in planned), identify=identify)
+
+
+def _fleet_finish(rep: dict, written: Dict[str, str], names: Dict[str, str], planned: Sequence[outputs.Output],
+                  identify: bool) -> None:
+    """_fleet_summary, then exit with the report's health code (0 healthy .. 3 unknown); never returns."""
+    from gpudiag.fleet import assemble
+
+    _fleet_summary(rep, written, names, planned, identify)
     sys.exit(assemble.exit_code_of(rep))
 
 
@@ -501,8 +514,14 @@ def fleet(ctx, mode: str, html: Optional[str], json_path: Optional[str], markdow
 
     opts = fleet_run.Options(mode=mode, deadline_s=deadline, backend=backend, collectives=not no_collectives,
                              identify=not no_redact)
+    from gpudiag.views.progress import LiveLine
+
+    # Rank 0 on a terminal shows which ranks have reported while it waits; after a stop signal it writes
+    # the report of what it has and prints its summary, and the run ends with the report's code.
+    live = LiveLine(place.rank == 0 and sys.stderr is not None and sys.stderr.isatty())
     try:
-        outcome = fleet_run.run(opts, write)
+        outcome = fleet_run.run(opts, write, on_stop=lambda rep, names: _fleet_summary(
+            rep, written, names, planned, not no_redact), live=live)
     except (fleet_run.LaunchError, fleet_run.FleetError, fleet_run.TransportError) as exc:
         fail(str(exc), EXIT_FLEET_UNKNOWN)
     if not outcome.reporter:

@@ -154,9 +154,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
             if row["flagged"]:
                 flagged_by_group[row["group"]].append(r)
         for key, flagged in flagged_by_group.items():
-            peers = [j for j in rows if rows[j]["group"] == key]
+            peers = cpu_verdict.PeerFair([j for j in rows if rows[j]["group"] == key], cpu)
             slow = [r for r in flagged
-                    if not cpu_verdict.by_launch([r], rows[r]["relative"], [j for j in peers if j != r], cpu)]
+                    if not cpu_verdict.by_launch([r], rows[r]["relative"], (), cpu, peers.without([r]))]
             kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
@@ -183,9 +183,9 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
     for (key, metric), rows in flagged_nodes.items():
         members = {h: rs for (g, m, h), rs in node_ranks.items() if (g, m) == (key, metric)}
         # A node's peers are the other nodes: their median fair share is over all their ranks.
+        peers = cpu_verdict.PeerFair([r for rs in members.values() for r in rs], cpu)
         slow = {row["host"] for row in rows if not cpu_verdict.by_launch(
-            members[row["host"]], row["relative"],
-            [r for h, rs in members.items() if h != row["host"] for r in rs], cpu)}
+            members[row["host"]], row["relative"], (), cpu, peers.without(members[row["host"]]))}
         kind = "straggler" if _few(len(slow), rows[0]["group_size"]) else "system_wide"
         for row in rows:
             out.append({"level": "node", "rank": None, "host": row["host"], "local_rank": None, "gpu_index": None,
@@ -291,24 +291,55 @@ def outlier_findings(ranks: Sequence[Mapping[str, Any]], outliers: Sequence[Mapp
             msg = f"system-wide: {items[0]['note']}"
         else:
             msg = (f"system-wide: {len(items)} ranks are slow in {words} compared with the best ones "
-                   f"(ranks {sorted(o['rank'] for o in items if o['rank'] is not None)}): too many to be one bad node")
+                   f"(ranks {_some(sorted(o['rank'] for o in items if o['rank'] is not None), 20)}): too many to be "
+                   "one bad node")
         out.append(finding("FLEET_SYSTEM_WIDE_SLOW", "warning", msg, evidence=[dict(o) for o in items],
                            fix="look for a shared cause (image, BIOS, power capping, the fabric, a job on every node); "
                                "excluding nodes will not fix it"))
     return out
 
 
+def _some(items: Sequence[Any], limit: int = 12) -> str:
+    """"1, 2, 3 and 40 more": a list a sentence can hold on a fleet of thousands."""
+    text = ", ".join(map(str, items[:limit]))
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+MISSING_WORDS = {"gone": "gone before the stop (connection closed, no stop notice: died or killed)",
+                 "stopped": "stopped before sending their results", "silent": "silent"}
+
+
 def missing_findings(missing: Sequence[Mapping[str, Any]]) -> List[dict]:
-    """A rank that hung or died: named by rank, host and local rank."""
+    """A rank that hung or died: named by rank, host and local rank (after a stop signal, grouped by what
+    became of it: gone, stopped, silent)."""
     if not missing:
         return []
-    names = ", ".join(f"rank {m['rank']} ({m.get('host') or 'unknown host'}, local rank {m.get('local_rank')})"
-                      for m in missing)
-    return [finding("FLEET_RANK_MISSING", "critical",
-                    f"{len(missing)} rank(s) did not answer within the deadline: {names}; the report holds the "
-                    "ranks that did", evidence=[dict(m) for m in missing],
+    def names(ms: Sequence[Mapping[str, Any]]) -> str:
+        return _some([f"rank {m['rank']} ({m.get('host') or 'unknown host'}, local rank {m.get('local_rank')})"
+                      for m in ms], 8)
+    states = {m.get("state") for m in missing}
+    if states <= {None}:
+        text = (f"{len(missing)} rank(s) did not answer within the deadline: {names(missing)}; the report holds the "
+                "ranks that did")
+    else:
+        groups = [(MISSING_WORDS.get(st, st), [m for m in missing if m.get("state") == st])
+                  for st in ("gone", "stopped", "silent") if any(m.get("state") == st for m in missing)]
+        text = f"{len(missing)} rank(s) have no results: " + "; ".join(f"{len(ms)} {w}: {names(ms)}" for w, ms in groups)
+    return [finding("FLEET_RANK_MISSING", "critical", text, evidence=[dict(m) for m in missing],
                     fix="a rank that hangs here will hang the job: look at that node (dmesg, nvidia-smi, a stuck "
                         "process) or exclude it")]
+
+
+def stopped_findings(stopped: Optional[Mapping[str, Any]], answered: int, world: int) -> List[dict]:
+    """FLEET_STOPPED (critical) when a stop signal ended the run before it finished."""
+    if not stopped:
+        return []
+    return [finding("FLEET_STOPPED", "critical",
+                    f"the run was stopped by {stopped.get('signal')} after {stopped.get('after_s', 0):.0f} s, while rank 0 "
+                    f"was {stopped.get('phase')}: this report holds what rank 0 had then ({answered} of {world} ranks' "
+                    "results)", evidence=dict(stopped),
+                    fix="torchrun (and srun --kill-on-bad-exit) stop every rank as soon as one fails: the ranks named "
+                        "gone are the ones to look at; a run cancelled on purpose needs no fix")]
 
 
 def error_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
@@ -357,9 +388,10 @@ def exclude_list(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[s
             "reasons": {h: sorted(set(v)) for h, v in why.items()}}
 
 
-def exit_code(findings: Sequence[Mapping[str, Any]], answered: int) -> int:
-    """0 healthy, 1 warning, 2 critical, 3 unknown (no rank measured)."""
-    if answered == 0:
+def exit_code(findings: Sequence[Mapping[str, Any]], answered: int, stopped: bool = False) -> int:
+    """0 healthy, 1 warning, 2 critical, 3 unknown (no rank measured; a run a stop signal ended is critical
+    even then: it did not finish)."""
+    if answered == 0 and not stopped:
         return EXIT_UNKNOWN
     sev = {f.get("severity") for f in findings}
     if "critical" in sev:
@@ -370,11 +402,12 @@ def exit_code(findings: Sequence[Mapping[str, Any]], answered: int) -> int:
 
 
 def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]] = (),
-            collectives: Sequence[Mapping[str, Any]] = (), collectives_status: Optional[Mapping[str, Any]] = None
-            ) -> Dict[str, Any]:
+            collectives: Sequence[Mapping[str, Any]] = (), collectives_status: Optional[Mapping[str, Any]] = None,
+            stopped: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Everything the fleet report adds to the gathered data: scores, outliers, findings, exclude list, exit code.
 
-    Writes each rank's scores into its entry (`entry["scores"][metric]`).
+    Writes each rank's scores into its entry (`entry["scores"][metric]`). stopped: {signal, phase, after_s}
+    when a stop signal ended the run (gpudiag.fleet.run.stop_report).
     """
     usable = [e for e in ranks if not e.get("error")]
     scores = rank_scores(usable)
@@ -388,20 +421,36 @@ def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]
         if e["rank"] in cpu:
             e["cpu_verdict"] = {k: cpu[e["rank"]][k] for k in ("state", "causes")}
     outliers = find_outliers(usable, scores, nscores, cpu)
-    findings = missing_findings(missing) + error_findings(ranks) + outlier_findings(usable, outliers, cpu)
+    findings = stopped_findings(stopped, len(usable), len(ranks) + len(missing))
+    findings += missing_findings(missing) + error_findings(ranks) + outlier_findings(usable, outliers, cpu)
     named = {o["rank"] for o in outliers if o["kind"] == "straggler" and o["rank"] is not None}
     named |= {r for o in outliers if o["kind"] == "straggler" and o["rank"] is None for r in o.get("ranks") or []}
     findings += cpu_verdict.cpu_findings(usable, cpu, sorted(named), _shared_ranks(outliers))
     findings += preflight_findings(usable) + consistency_findings(usable)
     findings += collectives_findings(collectives_status or {}, collectives)
+    findings += omp_findings(ranks)
     if len(usable) == 1 and not missing:
         findings.append(finding("FLEET_SINGLE_RANK", "info",
                                 "one rank only: nothing to compare it with (launch with torchrun or srun for a fleet)"))
-    code = exit_code(findings, len(usable))
+    code = exit_code(findings, len(usable), stopped=bool(stopped))
     exclude = exclude_list(ranks, missing, outliers)
     flat = {(m, h): v["value"] for metrics in nvalues.values() for m, hosts in metrics.items() for h, v in hosts.items()}
     return {"outliers": outliers, "node_scores": nscores, "node_values": flat, "findings": findings, "exclude": exclude,
-            "exit_code": code, "verdict": verdict(usable, missing, outliers, code, nodes_of(ranks))}
+            "exit_code": code, "verdict": verdict(usable, missing, outliers, code, nodes_of(ranks), stopped)}
+
+
+def omp_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
+    """FLEET_OMP_THREADS_SET (information): the CPU ranks on which gpudiag set OMP_NUM_THREADS=1 (a Slurm
+    step where it was not set), as torchrun does."""
+    set_on = [e for e in ranks if _d(_d(e.get("device")).get("omp_num_threads")).get("value") is not None]
+    if not set_on:
+        return []
+    return [finding("FLEET_OMP_THREADS_SET", "info",
+                    f"OMP_NUM_THREADS was not set, so gpudiag set it to 1 on {len(set_on)} CPU rank(s) "
+                    f"(rank(s) {_some([e['rank'] for e in set_on])}), as torchrun does for its workers: several "
+                    "ranks on one node, each with a thread per core, would crowd each other out",
+                    evidence={"ranks": [e["rank"] for e in set_on]},
+                    fix="set OMP_NUM_THREADS in the job script to choose another count")]
 
 
 def _shared_ranks(outliers: Sequence[Mapping[str, Any]]) -> List[int]:
@@ -414,22 +463,29 @@ def _shared_ranks(outliers: Sequence[Mapping[str, Any]]) -> List[int]:
 
 
 def verdict(ranks: Sequence[Mapping[str, Any]], missing: Sequence[Mapping[str, Any]],
-            outliers: Sequence[Mapping[str, Any]], code: int, nodes: Mapping[str, List[int]]) -> str:
-    """One line for the terminal and the report's top."""
+            outliers: Sequence[Mapping[str, Any]], code: int, nodes: Mapping[str, List[int]],
+            stopped: Optional[Mapping[str, Any]] = None) -> str:
+    """One line for the terminal and the report's top (long lists cut: "1, 2, 3 and 40 more")."""
     size = f"{len(ranks)} of {len(ranks) + len(missing)} ranks answered, {len(nodes)} node(s)"
     strag = sorted({o["rank"] for o in outliers if o["kind"] == "straggler" and o["rank"] is not None})
     slow_nodes = sorted({o["host"] for o in outliers if o["kind"] == "straggler" and o["rank"] is None})
     parts = []
-    if missing:
-        parts.append(f"missing rank(s) {', '.join(str(m['rank']) for m in missing)}")
+    if stopped:
+        parts.append(f"stopped by {stopped.get('signal')} while rank 0 was {stopped.get('phase')}")
+    gone = [m["rank"] for m in missing if m.get("state") == "gone"]
+    if gone:
+        parts.append(f"gone (died) rank(s) {_some(gone)}")
+    rest = [m["rank"] for m in missing if m.get("state") != "gone"]
+    if rest:
+        parts.append(f"missing rank(s) {_some(rest)}")
     if strag:
-        parts.append(f"straggler rank(s) {', '.join(map(str, strag))}")
+        parts.append(f"straggler rank(s) {_some(strag)}")
     if slow_nodes:
-        parts.append(f"slow node(s) {', '.join(slow_nodes)}")
+        parts.append(f"slow node(s) {_some(slow_nodes)}")
     if any(o["kind"] == "system_wide" for o in outliers):
         parts.append("system-wide slowness")
     shared = _shared_ranks(outliers)
     if shared:
-        parts.append(f"rank(s) {', '.join(map(str, shared))} slowed by sharing cores as the launch pinned them")
+        parts.append(f"rank(s) {_some(shared)} slowed by sharing cores as the launch pinned them")
     head = EXIT_MEANING[code]
     return f"{head}: {size}" + (f"; {'; '.join(parts)}" if parts else "")

@@ -26,6 +26,7 @@ launch's doing too), or when its speed relative to its peers is what its lower f
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from gpudiag.diagnose.thresholds import FLEET_CPU_LOAD_SHARE, FLEET_CPU_SHORT_SHARE, FLEET_CPU_THROTTLED_SHARE
@@ -101,17 +102,56 @@ def states(ranks: Sequence[Mapping[str, Any]]) -> Dict[int, Dict[str, Any]]:
 
 def fair_of(ranks: Sequence[int], by_state: Mapping[int, Mapping[str, Any]]) -> float:
     """The median fair share of some ranks (1.0 for a rank without an account: nothing shared that we know of)."""
-    return median([_d(by_state.get(r)).get("fair_share", 1.0) for r in ranks] or [1.0]) or 1.0
+    return median([_fair(r, by_state) for r in ranks] or [1.0]) or 1.0
+
+
+def _fair(rank: int, by_state: Mapping[int, Mapping[str, Any]]) -> float:
+    """One rank's fair share, 1.0 without an account."""
+    return _d(by_state.get(rank)).get("fair_share", 1.0)
+
+
+class PeerFair:
+    """fair_of(every rank of `ranks` but some) for many leave-out sets, from one sorted list: a rank's (or a
+    node's) peers are all the others, and a fleet of 10,000 ranks must not walk them once per rank."""
+
+    def __init__(self, ranks: Sequence[int], by_state: Mapping[int, Mapping[str, Any]]):
+        self.by_state = by_state
+        self.sorted = sorted(_fair(r, by_state) for r in ranks)
+
+    def without(self, ranks: Sequence[int]) -> float:
+        """fair_of(the ranks given at construction, less these), which must be among them."""
+        gone = sorted(_fair(r, self.by_state) for r in ranks)
+        positions, last, dup = [], None, 0
+        for v in gone:  # distinct positions for equal values
+            dup = dup + 1 if v == last else 0
+            positions.append(bisect.bisect_left(self.sorted, v) + dup)
+            last = v
+        m = len(self.sorted) - len(positions)
+        if m <= 0:
+            return 1.0
+
+        def nth(t: int) -> float:
+            for p in positions:
+                if p <= t:
+                    t += 1
+                else:
+                    break
+            return self.sorted[t]
+
+        mid = nth(m // 2) if m % 2 else (lambda a, b: a + (b - a) * 0.5)(nth(m // 2 - 1), nth(m // 2))
+        return mid or 1.0
 
 
 def by_launch(ranks: Sequence[int], relative: Any, peer_ranks: Sequence[int],
-              by_state: Mapping[int, Mapping[str, Any]]) -> bool:
+              by_state: Mapping[int, Mapping[str, Any]], peer_fair: Optional[float] = None) -> bool:
     """True when the slowness of `ranks` (one rank, or a node's) against `peer_ranks` (for a node: the other
     nodes' ranks, as lists) is the launch's own sharing of cores: every one of them is shared_by_job, or
-    their fair share accounts for their speed relative to their peers."""
+    their fair share accounts for their speed relative to their peers. peer_fair: fair_of(peer_ranks) when
+    the caller has it already (PeerFair), so peer_ranks is not walked."""
     if ranks and all(_d(by_state.get(r)).get("state") == SHARED_BY_JOB for r in ranks):
         return True
-    return launch_explains(relative, fair_of(ranks, by_state), fair_of(peer_ranks, by_state))
+    return launch_explains(relative, fair_of(ranks, by_state),
+                           peer_fair if peer_fair is not None else fair_of(peer_ranks, by_state))
 
 
 def launch_explains(relative: Any, own_fair: float, peer_fair: float) -> bool:

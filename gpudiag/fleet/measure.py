@@ -158,7 +158,11 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
     for c in checks:
         c.pop("evidence", None)  # the report keeps the verdicts; `gpudiag preflight --json` has the rest
     counted = [c for c in checks if c["applies"]]
-    out = {"preflight": {"ready": not any(c["status"] == "fail" for c in counted), "checks": checks},
+    # A passed check is listed by name only: its message repeats on every rank of a fleet (10,000 of them),
+    # while the checks that failed, warned or were skipped keep theirs.
+    passed = [c["name"] for c in counted if c["status"] == "pass"]
+    out = {"preflight": {"ready": not any(c["status"] == "fail" for c in counted), "passed": passed,
+                         "checks": [c for c in checks if not (c["applies"] and c["status"] == "pass")]},
            "driver": {"reason": (facts.get("nvml") or {}).get("reason") or facts.get("driver_reason")}}
     if on_cpu:
         out["driver"]["reason"] = out["driver"]["reason"] or "CPU rank: no GPU to read"
@@ -417,3 +421,11 @@ def failed_entry(place: Place, message: str) -> Dict[str, Any]:
     return {"rank": place.rank, "local_rank": place.local_rank, "node_rank": place.node_rank,
             "launcher": place.launcher, "device": {"kind": None}, "figures": {}, "error": message}
 
+
+
+def failed_entry_of(entry: Dict[str, Any], message: str) -> Dict[str, Any]:
+    """An entry's place (rank, host, device kind) with `message` as its error, in place of what it measured."""
+    keep = {k: entry.get(k) for k in ("rank", "local_rank", "node_rank", "launcher", "host")}
+    device = entry.get("device") if isinstance(entry.get("device"), dict) else {}
+    return dict(keep, device={"kind": device.get("kind"), "index": device.get("index"), "name": device.get("name")},
+                figures={}, error=message)

@@ -128,7 +128,8 @@ def merge(paths: Sequence[str], identify: bool = True) -> Tuple[Dict[str, Any], 
     if len(paths) < 1:
         raise ReportError("fleet merge needs at least one report file")
     t0 = time.monotonic()
-    got = gather(paths, identify)
+    with assemble.cycle_gc_paused():
+        got = gather(paths, identify)
     ranks, missing, rows, names = got["ranks"], got["missing"], got["collectives"], got["names"]
     if not ranks and not missing:
         raise ReportError("none of the files holds a rank to analyse")

@@ -10,14 +10,23 @@ only on some versions, and a CPU torch does not pull in numpy, so they are not u
 - `all_gather_json`: an object from every rank, when every rank is known to be alive.
 - `monitored_barrier_missing`: the ranks that did not reach a point in time (gloo names them).
 - `send_json` / `receive_json`: point to point, rank 0 waiting at most until a deadline.
+- `Inbox` / `send_block`: every rank's result in one fixed-size block (compressed JSON with a checksum),
+  its receive posted by rank 0 before anyone measures: a rank's send completes as soon as it is made,
+  whatever rank 0 is doing, and rank 0 sees which blocks have arrived by reading their headers, without
+  waiting on anything. So at any moment (a stop signal included) rank 0 holds every result sent so far,
+  and can tell a rank that is gone (its connection closed) from one that has not answered yet.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
 import json
 import re
+import struct
+import threading
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -224,3 +233,134 @@ def _wait(work: Any, seconds: float) -> bool:
     except RuntimeError:
         return False  # timed out, or the peer is gone
     return True
+
+
+# ----------------------------------------------------------------------------- results in fixed blocks
+
+BLOCK_BYTES = 8192  # a rank's result, compressed: a GPU rank's ~3.5 KB of JSON is ~1.2 KB
+_HEAD = struct.Struct("<4sII")  # magic, payload length, CRC-32 of the payload
+_MAGIC = b"gdf1"
+
+
+class BlockTooLarge(ValueError):
+    """A result that does not fit in one block even compressed."""
+
+
+def pack(obj: Any, block: int = BLOCK_BYTES) -> bytes:
+    """obj as one block's bytes: header (magic, length, CRC-32) and zlib-compressed JSON; BlockTooLarge when
+    it does not fit in `block` bytes."""
+    data = zlib.compress(encode(obj), 6)
+    if _HEAD.size + len(data) > block:
+        raise BlockTooLarge(f"{len(data)} bytes compressed")
+    return _HEAD.pack(_MAGIC, len(data), zlib.crc32(data)) + data
+
+
+def unpack(raw: bytes) -> Tuple[bool, Any]:
+    """(True, object) for a whole block, (False, None) for one that has not (completely) arrived: a zeroed
+    buffer, or bytes still landing (their CRC does not match yet)."""
+    if len(raw) < _HEAD.size:
+        return False, None
+    magic, length, crc = _HEAD.unpack_from(raw)
+    if magic != _MAGIC or _HEAD.size + length > len(raw):
+        return False, None
+    data = raw[_HEAD.size:_HEAD.size + length]
+    if zlib.crc32(data) != crc:
+        return False, None
+    try:
+        return True, decode(zlib.decompress(data))
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError):
+        return True, {"error": "sent an unreadable result"}
+
+
+def send_block(groups: Groups, obj: Any, tag: int, dst: int = 0, block: int = BLOCK_BYTES) -> None:
+    """Send obj to rank dst as one block (pack); dst posted its receive at the start (Inbox), so this returns
+    at once. TransportError when dst is gone; BlockTooLarge when obj does not fit."""
+    torch, dist = _torch()
+    raw = pack(obj, block)
+    buf = torch.zeros(block, dtype=torch.uint8)
+    buf[:len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    try:
+        dist.send(buf, dst=dst, group=groups.gather, tag=tag)
+    except RuntimeError as exc:
+        raise TransportError(f"rank {groups.rank} could not send its results to rank {dst}: "
+                             f"{first_line(exc)}") from None
+
+
+class Inbox:
+    """Rank 0's receive of one block from each source, posted at once into one buffer.
+
+    `poll()` reads the blocks that have arrived (from their headers: gloo writes into the posted buffer and
+    its completion is seen only by waiting, which for a rank that never sends would take the whole
+    deadline); `gone(ranks)` asks gloo which of the silent ones have closed their connection. Safe to call
+    from two threads (the main one and the stop watchdog).
+    """
+
+    def __init__(self, groups: Groups, sources: Iterable[int], tag: int, block: int = BLOCK_BYTES):
+        torch, dist = _torch()
+        self.block = block
+        self.sources = sorted(sources)
+        self.index = {r: i for i, r in enumerate(self.sources)}
+        self.buf = torch.zeros((max(len(self.sources), 1), block), dtype=torch.uint8)
+        self.base = self.buf.data_ptr()
+        self.lock = threading.Lock()
+        self.got: Dict[int, Any] = {}
+        self.closed: Dict[int, str] = {}  # rank -> why its receive failed (its connection closed)
+        self.works: Dict[int, Any] = {}
+        self.asked: Set[int] = set()  # ranks whose work was waited on
+        for r in self.sources:
+            work = _post(dist, self.buf[self.index[r]], r, groups, tag)
+            if work is None:
+                self.closed[r] = "its connection was already closed"
+            else:
+                self.works[r] = work
+
+    def poll(self) -> Dict[int, Any]:
+        """{rank: result} of every block that has arrived so far (a copy)."""
+        with self.lock:
+            for r in self.sources:
+                if r in self.got or r in self.closed:
+                    continue
+                at = self.base + self.index[r] * self.block
+                head = ctypes.string_at(at, _HEAD.size)
+                if head[:4] != _MAGIC:
+                    continue
+                ok, obj = unpack(ctypes.string_at(at, self.block))
+                if ok:
+                    self.got[r] = obj
+            return dict(self.got)
+
+    def gone(self, ranks: Iterable[int], budget_s: float = 2.0) -> Dict[int, str]:
+        """{rank: why} for those of `ranks` (silent ones) whose connection gloo has closed: asked by a 1 ms
+        wait each, at most budget_s in all (a wait on a live rank costs its millisecond; the first that
+        times out is not asked again). Also remembers them."""
+        t0 = time.monotonic()
+        for r in ranks:
+            if time.monotonic() - t0 > budget_s:
+                break
+            with self.lock:
+                # A work is waited on once (a second wait only times out); it stays referenced, since gloo
+                # may still write a late block into its buffer.
+                work = None if r in self.asked else self.works.get(r)
+                self.asked.add(r)
+            if work is None:
+                continue
+            try:
+                work.wait(_dt.timedelta(milliseconds=1))
+            except RuntimeError as exc:
+                # Anything but the wait's own timeout is the connection failing ("closed by peer", "reset").
+                if "timed out" not in str(exc).lower():
+                    with self.lock:
+                        self.closed[r] = first_line(exc)
+            # A block that did land meanwhile is still read by poll(): its bytes are in the buffer.
+        with self.lock:
+            return {r: self.closed[r] for r in ranks if r in self.closed}
+
+    def settle(self) -> None:
+        """Complete the receives of the blocks that arrived (each wait returns at once), so that leaving the
+        process group later does not wait on them."""
+        for r in list(self.poll()):
+            with self.lock:
+                work = None if r in self.asked else self.works.get(r)
+                self.asked.add(r)
+            if work is not None:
+                _wait(work, 0.05)

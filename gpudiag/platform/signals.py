@@ -108,6 +108,13 @@ def stopping() -> Optional[int]:
     return _state.raised
 
 
+def mark_stopping(signum: int) -> None:
+    """Record a stop signal that another part of the program handles (a fleet rank's watchdog thread, while
+    the main thread waits in native code): from now on the handlers raise nothing, as after a first signal."""
+    if _state.raised is None:
+        _state.raised = signum
+
+
 def check_pending() -> None:
     """Raise `Interrupted` for a signal held back by a `deferred()` block that ended in another exception."""
     if _state.pending is not None and _state.raised is None and not _state.defer_depth:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
+import re
 import secrets
+import sys
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from gpudiag import __version__
 
@@ -129,9 +130,40 @@ def write_text_atomic(path: str, text: str) -> None:
         raise
 
 
+# A list longer than this is written one item per line (compact), not indented item by item: a fleet's
+# ranks, collectives and outliers (10,000 ranks: a third of the size, written by the C encoder).
+LONG_LIST = 100
+
+
 def dumps(report: Dict[str, Any]) -> str:
-    """The report as indented JSON text; NaN or inf raise (allow_nan=False) since JSON has no such value, odd types become str."""
-    return json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+    """The report as indented JSON text, the items of a long list (over LONG_LIST) one per line; NaN or inf
+    raise (allow_nan=False) since JSON has no such value, odd types become str."""
+    token = "\x00" + secrets.token_hex(4) + ":"
+    long_lists: List[list] = []
+
+    def shrink(x: Any) -> Any:
+        """x with every long list replaced by a placeholder string naming it."""
+        if isinstance(x, dict):
+            return {k: shrink(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            if len(x) > LONG_LIST:
+                long_lists.append(list(x))
+                return f"{token}{len(long_lists) - 1}"
+            return [shrink(v) for v in x]
+        return x
+
+    text = json.dumps(shrink(report), indent=2, sort_keys=False, allow_nan=False, default=str)
+    if not long_lists:
+        return text + "\n"
+    placeholder = re.compile(r'^( *)(.*)"' + re.escape(json.dumps(token)[1:-1]) + r'(\d+)"', re.M)
+
+    def expand(m: "re.Match[str]") -> str:
+        indent = m.group(1)
+        items = ",\n".join(indent + "  " + json.dumps(v, allow_nan=False, default=str)
+                           for v in long_lists[int(m.group(3))])
+        return f"{indent}{m.group(2)}[\n{items}\n{indent}]"
+
+    return placeholder.sub(expand, text) + "\n"
 
 
 def validate(report: Any) -> None:
@@ -170,6 +202,11 @@ def validate(report: Any) -> None:
 
 
 MAX_REPORT_BYTES = 64 * 2**20   # real reports are well under 1 MiB
+# A fleet report grows with its ranks, about 3.8 KB a GPU rank with its share of nodes and collectives
+# (benchmarks/fleet_scale.py): 100,000 ranks are some 370 MiB. It is told from other reports by its head (HEAD_BYTES), before the rest is read.
+MAX_FLEET_REPORT_BYTES = 2**30
+HEAD_BYTES = 64 * 2**10
+_FLEET_HEAD = re.compile(rb'"probes"\s*:\s*\{\s*"fleet"\s*:')
 MAX_DEPTH = 64                  # real reports nest about 8 levels
 MAX_INT_DIGITS = 30             # byte counts and nanoseconds fit in 20 digits
 
@@ -181,44 +218,61 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _parse_float(text: str) -> float:
-    """A float from JSON text, refusing one that overflows to inf with ReportError: no measurement is that large."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ReportError(f"holds the number {text[:40]}, too large to be a measurement")
-    return value
-
-
 def _parse_constant(text: str) -> float:
     """Always raises ReportError: NaN and Infinity are not JSON, and gpudiag writes null for a missing number."""
     raise ReportError(f"holds {text}, which is not valid JSON (gpudiag writes null for a missing number)")
 
 
-def _check_depth(data: Any) -> None:
-    """Refuse data nested deeper than any report (every view and the redactor walk it recursively)."""
+_INT_LIMIT = 10 ** MAX_INT_DIGITS
+# Python 3.11+ refuses to convert an integer of over 4,300 digits (a ValueError, at once); before 3.11 a
+# huge one would stall int(), so there every integer is checked as it is read.
+_INT_HOOK_NEEDED = not hasattr(sys, "get_int_max_str_digits")
+
+
+def _check_values(data: Any) -> None:
+    """Refuse data nested deeper than any report (every view and the redactor walk it recursively: a value at
+    a depth over MAX_DEPTH, the top at depth 1), an integer of more than MAX_INT_DIGITS digits, and a float
+    that overflowed to infinity. One walk over the containers (json.loads reads a fleet report's millions of
+    numbers in C; a hook per number would double the time)."""
+    if not isinstance(data, (dict, list)):
+        return
     stack = [(data, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        children = node.values() if type(node) is dict else node
+        if depth >= MAX_DEPTH and children:
             raise ReportError(f"nested more than {MAX_DEPTH} levels deep: not a gpudiag report")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+        for v in children:
+            t = type(v)
+            if t is dict or t is list:
+                stack.append((v, depth + 1))
+            elif t is float:
+                if v - v != 0.0:  # inf (NaN never gets here: _parse_constant refuses it)
+                    raise ReportError("holds a number too large to be a measurement (it overflows to infinity)")
+            elif t is int and not -_INT_LIMIT < v < _INT_LIMIT:
+                raise ReportError(f"holds a number with {len(str(abs(v)))} digits; no gpudiag report does")
 
 
-def _too_large(name: str, size: int) -> ReportError:
-    """The error for `size` bytes over the limit; "over 64 MiB" where the size would round down to the limit
+def size_limit(head: bytes) -> int:
+    """The most bytes a report may have, from its first HEAD_BYTES: MAX_FLEET_REPORT_BYTES for a fleet report
+    (whose "probes" block opens with "fleet", after the small header gpudiag writes first), else MAX_REPORT_BYTES."""
+    return MAX_FLEET_REPORT_BYTES if _FLEET_HEAD.search(head[:HEAD_BYTES]) else MAX_REPORT_BYTES
+
+
+def _too_large(name: str, size: int, limit: int = MAX_REPORT_BYTES) -> ReportError:
+    """The error for `size` bytes over `limit`; "over 64 MiB" where the size would round down to the limit
     (or is only known to be over it: load_report reads one byte past the limit and stops)."""
-    limit_mib = MAX_REPORT_BYTES // 2**20
+    limit_mib = limit // 2**20
     what = f"{size / 2**20:.0f} MiB" if round(size / 2**20) > limit_mib else f"a file over {limit_mib} MiB"
-    return ReportError(f"{name}: {what} is too large to be a gpudiag report (at most {limit_mib} MiB)")
+    kind = "gpudiag fleet report" if limit == MAX_FLEET_REPORT_BYTES else "gpudiag report"
+    return ReportError(f"{name}: {what} is too large to be a {kind} (at most {limit_mib} MiB)")
 
 
 def parse_report(raw: bytes, name: str) -> Dict[str, Any]:
     """Decode and check report bytes; any problem is a ReportError naming `name`."""
-    if len(raw) > MAX_REPORT_BYTES:
-        raise _too_large(name, len(raw))
+    limit = size_limit(raw) if len(raw) > MAX_REPORT_BYTES else MAX_REPORT_BYTES
+    if len(raw) > limit:
+        raise _too_large(name, len(raw), limit)
     if not raw.strip():
         raise ReportError(f"{name}: file is empty")
     try:
@@ -226,7 +280,8 @@ def parse_report(raw: bytes, name: str) -> Dict[str, Any]:
     except UnicodeDecodeError:
         raise ReportError(f"{name}: not a text file (not UTF-8)") from None
     try:
-        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        hooks = {"parse_int": _parse_int} if _INT_HOOK_NEEDED else {}
+        data = json.loads(text, parse_constant=_parse_constant, **hooks)
     except ReportError as exc:
         raise ReportError(f"{name}: {exc}") from None
     except json.JSONDecodeError as exc:
@@ -237,7 +292,7 @@ def parse_report(raw: bytes, name: str) -> Dict[str, Any]:
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
         raise ReportError(f"{name}: not a usable JSON report ({str(exc)[:80]})") from None
     try:
-        _check_depth(data)
+        _check_values(data)
         validate(data)
     except ReportError as exc:
         raise ReportError(f"{name}: {exc}") from None
@@ -250,9 +305,11 @@ def load_report(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size  # 0 for a pipe: then the read below stops past the limit
-            if size > MAX_REPORT_BYTES:
-                raise _too_large(name, size)
-            raw = fh.read(MAX_REPORT_BYTES + 1)
+            head = fh.read(HEAD_BYTES) if size > MAX_REPORT_BYTES or size == 0 else b""
+            limit = size_limit(head) if head else MAX_REPORT_BYTES
+            if size > limit:
+                raise _too_large(name, size, limit)
+            raw = head + fh.read(limit + 1 - len(head))
     except FileNotFoundError:
         raise ReportError(f"{name}: no such file") from None
     except IsADirectoryError:

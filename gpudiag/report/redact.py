@@ -93,6 +93,7 @@ _COMMON_WORDS = _GENERIC_NAMES | {
     "student", "ci", "git", "gpudiag", "default", "local", "cloud", "cluster", "worker", "workers", "batch",
     "nccl", "numpy", "tmp", "var", "usr", "bin", "lib", "opt", "mnt", "srv", "proc", "sys", "etc", "users",
 }
+_WORD = re.compile(r"[\w.-]+")  # the words a host name can be part of (its labels, dots between)
 _GPU_UUID = re.compile(r"(?i)\b(GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\x7f-\x9f]")
@@ -113,6 +114,19 @@ def clean_text(value: str) -> str:
         return f"\\x{c - 0xDC00:02x}" if 0xDC80 <= c <= 0xDCFF else f"\\u{c:04x}"
 
     return _SURROGATE.sub(esc, value)
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})  # values the redactor passes through as they are
+
+
+_DROP = object()  # the cleaned form of a key whose value is dropped
+_KEYS: Dict[str, Any] = {}  # key -> cleaned key or _DROP: the report's field names, a few hundred
+MAX_KEYS_REMEMBERED = 4096
+
+
+def _clean_key(key: str) -> Any:
+    """A dictionary key made encodable, or _DROP for a key whose value is dropped (a UUID, a serial)."""
+    return _DROP if key.lower() in _DROP_KEYS else clean_text(key)
 
 
 def _opaque(token: str) -> bool:
@@ -208,10 +222,20 @@ def _private_folder(path: Optional[str]) -> bool:
 class Redactor:
     """Redacts strings, and the string values (never the keys) of JSON-like data."""
 
-    def __init__(self, identify: bool = True, identity: Optional[Dict[str, Any]] = None):
+    def __init__(self, identify: bool = True, identity: Optional[Dict[str, Any]] = None,
+                 hostnames: Iterable[str] = (), memo: bool = False):
+        """hostnames: other machines' names to hash too (a fleet's nodes), however many: they are found by
+        looking up each word of a text, not by one pattern per name. memo: remember each text's redaction
+        (for one pass over a large report whose strings repeat, e.g. a fleet's ranks)."""
         self.identify = identify
         ident = identity if identity is not None else _identity()
         self._subs = []  # (compiled pattern, replacement), longest first
+        self._memo: Optional[Dict[Any, str]] = {} if memo else None
+        self._hosts: Dict[str, List[Any]] = {}  # a name's dot-separated label -> [(pattern, replacement)]
+        if identify:
+            for name in sorted(set(hostnames), key=len, reverse=True):
+                for pattern, repl, label in self._host_patterns(name):
+                    self._hosts.setdefault(label, []).append((pattern, repl))
         if identify:
             venv, cwd = ident.get("venv"), ident.get("cwd")
             if venv and _private_folder(venv):
@@ -224,19 +248,36 @@ class Redactor:
             for other in sorted(set(ident.get("homes") or []) - {home}, key=len, reverse=True):
                 owner = os.path.basename(other.rstrip("/\\")) or other
                 self._subs.append((self._path_pattern(other), "~user-" + short_hash(owner.lower())))
-            host = ident.get("hostname")
-            if host and len(host) >= 2 and host.lower() not in _COMMON_WORDS:
-                self._subs.append((re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])"),
-                                   "host-" + short_hash(host.lower())))
-                short = host.split(".")[0]  # the FQDN's first label alone identifies the machine too
-                if short != host and len(short) >= 2 and short.lower() not in _COMMON_WORDS:
-                    self._subs.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])"),
-                                       "host-" + short_hash(short.lower())))
+            self._subs += [(pattern, repl) for pattern, repl, _ in self._host_patterns(ident.get("hostname"))]
             user = ident.get("user")
             if user and len(user) >= 2 and user.lower() not in _COMMON_WORDS:
                 # Bounded by anything but a letter or digit: `alicesmith-projects`, `alicesmith_env` go too.
                 self._subs.append((re.compile(r"(?<![A-Za-z0-9])" + re.escape(user) + r"(?![A-Za-z0-9])"),
                                    "user-" + short_hash(user.lower())))
+
+    @staticmethod
+    def _host_patterns(host: Optional[str]) -> List[Any]:
+        """[(pattern, "host-<hash>", the whole name)] for a host name and its FQDN's first label (which alone
+        identifies the machine too); none for a name too short or too common to hash everywhere."""
+        if not host or len(host) < 2 or host.lower() in _COMMON_WORDS:
+            return []
+        out = [(re.compile(r"(?<![\w-])" + re.escape(host) + r"(?![\w-])"), "host-" + short_hash(host.lower()), host)]
+        short = host.split(".")[0]
+        if short != host and len(short) >= 2 and short.lower() not in _COMMON_WORDS:
+            out.append((re.compile(r"(?<![\w-])" + re.escape(short) + r"(?![\w.-])"),
+                        "host-" + short_hash(short.lower()), short))
+        return out
+
+    def _other_hosts(self, value: str) -> str:
+        """`value` with the other machines' names hashed: only the patterns of names that occur as a run of
+        whole dot-separated labels of one of its words are applied."""
+        for word in _WORD.findall(value):
+            labels = word.split(".")
+            for i in range(len(labels)):
+                for j in range(i + 1, len(labels) + 1):
+                    for pattern, repl in self._hosts.get(".".join(labels[i:j]), ()):
+                        value = pattern.sub(repl, value)
+        return value
 
     @staticmethod
     def _path_pattern(path: str) -> "re.Pattern[str]":
@@ -246,6 +287,16 @@ class Redactor:
 
     def text(self, value: str, key: str = "") -> str:
         """The string with secrets, GPU UUIDs and (identify) identity removed; `key` names the field it sits in."""
+        if self._memo is None:
+            return self._text(value, key)
+        memo_key = (value, key)
+        out = self._memo.get(memo_key)
+        if out is None:
+            out = self._memo[memo_key] = self._text(value, key)
+        return out
+
+    def _text(self, value: str, key: str) -> str:
+        """text() without the memo."""
         value = clean_text(value)
         if value and _SECRET_KEY.search(key or ""):
             return SECRET_MARK
@@ -261,24 +312,48 @@ class Redactor:
         value = _GPU_UUID.sub("[GPU UUID removed]", value)
         for pattern, repl in self._subs:
             value = pattern.sub(repl, value)
+        if self._hosts:
+            value = self._other_hosts(value)
         if self.identify:
             value = _HOME_OWNER.sub(lambda m: m.group(1) + "user-" + short_hash(m.group(2).lower()), value)
         return value
 
     def __call__(self, obj: Any, key: str = "") -> Any:
+        kind = type(obj)
+        if kind is str:
+            return self.text(obj, key)
+        if kind in _PLAIN:
+            return obj
         if isinstance(obj, dict):
-            return {(clean_text(k) if isinstance(k, str) else k): self(v, k if isinstance(k, str) else "")
-                    for k, v in obj.items() if not (isinstance(k, str) and k.lower() in _DROP_KEYS)}
+            out = {}
+            text = self.text
+            for k, v in obj.items():
+                if isinstance(k, str):
+                    clean = _KEYS.get(k)
+                    if clean is None:
+                        clean = _clean_key(k)
+                        if len(_KEYS) < MAX_KEYS_REMEMBERED:
+                            _KEYS[k] = clean
+                    if clean is _DROP:
+                        continue
+                    tv = type(v)
+                    # Inline: a fleet report holds millions of numbers and strings, each a call otherwise.
+                    out[clean] = v if tv in _PLAIN else text(v, k) if tv is str else self(v, k)
+                else:
+                    out[k] = self(v, "")
+            return out
         if isinstance(obj, (list, tuple)):
-            return [self(v, key) for v in obj]
+            return [v if type(v) in _PLAIN else self(v, key) for v in obj]
         if isinstance(obj, str):
             return self.text(obj, key)
         return obj
 
 
-def redact(report: Any, identify: bool = True, identity: Optional[Dict[str, Any]] = None) -> Any:
-    """A redacted copy of any JSON-like value (the report, an env summary, a message)."""
-    return Redactor(identify, identity)(report)
+def redact(report: Any, identify: bool = True, identity: Optional[Dict[str, Any]] = None,
+           hostnames: Iterable[str] = ()) -> Any:
+    """A redacted copy of any JSON-like value (the report, an env summary, a message); `hostnames`: other
+    machines' names to hash as well (a fleet's nodes)."""
+    return Redactor(identify, identity, hostnames, memo=True)(report)
 
 
 def allowlisted_env(environ: Dict[str, str], names: Iterable[str], prefixes: Iterable[str] = ()) -> Dict[str, str]:

@@ -578,3 +578,58 @@ def utilization_chart(nvml: dict) -> Optional[str]:
     samples = [(s.get("t_s"), s.get("gpu_percent")) for s in _l(nvml.get("samples")) if isinstance(s, dict)]
     return line_chart([{"name": "NVML GPU utilisation", "points": samples}], title="GPU utilisation as nvidia-smi reports it",
                       x_label="time (s)", y_label="%", y_max=100.0)
+
+
+# ------------------------------------------------------------------ heat map (fleet nodes by metric)
+
+# Relative speed (1 = like the others) -> colour class, slowest first: the buckets a reader tells apart.
+HEAT_BUCKETS = ((0.80, "hm4", "below 0.80x"), (0.90, "hm3", "0.80-0.90x"), (0.95, "hm2", "0.90-0.95x"),
+                (0.98, "hm1", "0.95-0.98x"), (float("inf"), "hm0", "0.98x or faster"))
+HEAT_MAX_COLUMNS = 50
+HEAT_CELL_MAX = 22
+
+
+def heat_class(relative) -> str:
+    """The colour class of a relative speed ("hm-na" without one)."""
+    if not _finite(relative):
+        return "hm-na"
+    return next(cls for hi, cls, _ in HEAT_BUCKETS if relative < hi)
+
+
+def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
+    """Small multiples: one panel per metric, one square per node, in the same place in every panel (so a node
+    slow on several metrics lines up), coloured by its speed relative to the other nodes.
+
+    panels: [{"name", "cells": [{"label", "relative"|None, "flagged": bool, "rank_flagged": bool, "text": hover
+    text}]}]: a flagged node is outlined, a node with a flagged rank (whose median may still look healthy)
+    outlined dashed, so a mark is never colour alone.
+    """
+    panels = [p for p in panels if any(_finite(c.get("relative")) for c in _l(p.get("cells")))]
+    if not panels:
+        return None
+    n = max(len(_l(p.get("cells"))) for p in panels)
+    cols = min(n, HEAT_MAX_COLUMNS)
+    rows = -(-n // cols)
+    left, right = 8, WIDTH - 8
+    cell = min(HEAT_CELL_MAX, (right - left) / cols)
+    legend = [(label, cls) for _, cls, label in HEAT_BUCKETS] + [("not measured", "hm-na")]
+    top = legend_height(legend, left)
+    panel_h = 20 + rows * cell + 10
+    height = int(top + panel_h * len(panels) + 4)
+    out = _open(height, title, f"{n} nodes, one square each, in each of {len(panels)} metrics, coloured by speed "
+                               "relative to the other nodes; outlined squares are flagged nodes, dashed ones nodes "
+                               "with a flagged rank")
+    out += _legend(legend, left)
+    for i, p in enumerate(panels):
+        y0 = top + i * panel_h
+        out.append(f'<text x="{left}" y="{_f(y0 + 14)}" fill="currentColor" font-weight="600">{_x(p["name"])}</text>')
+        for j, c in enumerate(_l(p.get("cells"))):
+            c = _dd(c)
+            r, k = divmod(j, cols)
+            cls = heat_class(c.get("relative")) + (" hm-flag" if c.get("flagged") else
+                                                   " hm-rank" if c.get("rank_flagged") else "")
+            out.append(f'<rect class="{cls}" x="{_f(left + k * cell)}" y="{_f(y0 + 20 + r * cell)}" '
+                       f'width="{_f(cell - 1)}" height="{_f(cell - 1)}"><title>{_x(c.get("text") or c.get("label"))}'
+                       "</title></rect>")
+    out.append("</svg>")
+    return "\n".join(out)

@@ -16,6 +16,7 @@ from gpudiag.report.contract import load_report
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, render
 from gpudiag.views import format as fmt
+from gpudiag.views.format import cut_rows
 
 # How different a metric must be from the first report's before it is named as able to explain a
 # slowdown. Ratios are other/first; "drop"/"rise" are absolute differences of fractions.
@@ -270,13 +271,51 @@ def unique_names(paths: Sequence[str]) -> List[str]:
     return out
 
 
+class KindMismatch(ValueError):
+    """Reports of different kinds (a fleet, a watched job, one machine): nothing to set side by side."""
+
+
+KIND_WORDS = {"machine": "a machine report (gpudiag report)", "fleet": "a fleet report (gpudiag fleet)",
+              "watch": "a watch report (gpudiag watch)"}
+
+
+def common_kind(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> str:
+    """The kind every report is ("machine", "fleet", "watch"); KindMismatch naming the first that differs."""
+    kinds = [render.report_kind(r) for r in reports]
+    for name, kind in zip(names[1:], kinds[1:]):
+        if kind != kinds[0]:
+            raise KindMismatch(f"compare needs reports of one kind: {names[0]} is {KIND_WORDS[kinds[0]]}, "
+                               f"{name} is {KIND_WORDS[kind]}")
+    return kinds[0]
+
+
 def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str, Any]:
-    """The comparison view model: per metric one cell per report, ratios to the first, explanations."""
+    """The comparison view model: per metric one cell per report, ratios to the first, explanations (for
+    fleet reports also which nodes got slower or were excluded, for watch reports the job's GIL share,
+    memory growth and input wait). KindMismatch for reports of different kinds."""
     if len(reports) < 2:
         raise ValueError("compare needs at least two reports")
+    kind = common_kind(reports, names)
+    if kind == "fleet":
+        return fleet_compare(reports, names)
+    if kind == "watch":
+        ctx = _side_by_side(reports, names, WATCH_METRICS)
+        ctx.update(thresholds=WATCH_THRESHOLDS, chart=_watch_chart(reports, names), kind="watch")
+        return ctx
+    ctx = _side_by_side(reports, names, METRICS)
+    findings_notes, env_notes = _finding_differences(reports, names), _env_differences(reports, names)
+    ctx["explanations"] += [text for severity, text in findings_notes if severity == "critical"]
+    ctx["differences"] += [text for severity, text in findings_notes if severity != "critical"] + env_notes
+    ctx.update(thresholds=THRESHOLDS, chart=_chart(reports, names), kind="machine")
+    return ctx
+
+
+def _side_by_side(reports: Sequence[Dict[str, Any]], names: Sequence[str], metrics: Sequence[Metric]) -> Dict[str, Any]:
+    """rows (one per metric: a cell per report, its ratio to the first, whether it explains a slowdown),
+    explanations, differences (facts that differ) and the reports' heads."""
     first = names[0]
     rows, explanations, differences = [], [], []
-    for m in METRICS:
+    for m in metrics:
         values = [m.extract(r) for r in reports]
         base = _scalar(values[0][0])
         cells = []
@@ -286,7 +325,7 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
             x = _scalar(v)
             if i > 0 and x is not None and base:
                 cell["ratio"] = fmt.fmt_x(x / base)
-            if i > 0 and x is not None and base is not None and m.explains and base != 0 and m.explains(base, x):
+            if i > 0 and x is not None and base is not None and m.explains and m.explains(base, x):
                 cell["flag"] = True
                 explanations.append(f"{m.label}: {names[i]} {m.fmt(v)} against {m.fmt(values[0][0])} in {first} "
                                     f"- {m.meaning}.")
@@ -301,13 +340,9 @@ def compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str
                      "reasons": reasons,
                      "better": {"higher": "higher is better", "lower": "lower is better"}.get(m.better or "", ""),
                      "cells": cells})
-    findings_notes, env_notes = _finding_differences(reports, names), _env_differences(reports, names)
-    explanations += [text for severity, text in findings_notes if severity == "critical"]
-    differences += [text for severity, text in findings_notes if severity != "critical"] + env_notes
     heads = [{"name": n, "os": as_dict(r.get("host")).get("os") or "n/a", "created_at": r.get("created_at"),
               "mode": r.get("mode"), "version": _schema(r)} for n, r in zip(names, reports)]
-    return {"reports": heads, "rows": rows, "explanations": explanations, "differences": differences,
-            "thresholds": THRESHOLDS, "chart": _chart(reports, names)}
+    return {"reports": heads, "rows": rows, "explanations": explanations, "differences": differences, "tables": []}
 
 
 # Findings about the GPU side: they can slow down only what ran on a GPU.
@@ -389,6 +424,232 @@ def _bars(names: Sequence[str], serial: List[Optional[float]], best: List[Option
                               title="Cycles per second per report", y_label="cycles/s", x_label="report")
 
 
+# ---------------------------------------------------------------- two watched jobs
+
+GIL_SHARE_RISE_LIMIT = 0.15      # the GIL held (or wanted) 15 percentage points more of the time
+INPUT_WAIT_RISE_LIMIT = 0.10     # the main thread waiting for input 10 percentage points more
+MEMORY_GROWTH_RATIO_LIMIT = 1.5  # memory growing 1.5x as fast as in the first job...
+MEMORY_GROWTH_MIN_BPS = 2**20    # ...and at least 1 MiB/s faster (slopes near zero are noise)
+PEAK_MEMORY_RATIO_LIMIT = 1.5
+GPU_BUSY_DROP_LIMIT = 0.10
+
+WATCH_THRESHOLDS = (
+    ("GIL_SHARE_RISE_LIMIT", GIL_SHARE_RISE_LIMIT, "rise in the share of samples a thread held (or wanted) the GIL"),
+    ("INPUT_WAIT_RISE_LIMIT", INPUT_WAIT_RISE_LIMIT, "rise in the share of samples the main thread waited for input"),
+    ("MEMORY_GROWTH_RATIO_LIMIT", MEMORY_GROWTH_RATIO_LIMIT, "memory growth ratio to the first job (and at least "
+                                                           "1 MiB/s more)"),
+    ("PEAK_MEMORY_RATIO_LIMIT", PEAK_MEMORY_RATIO_LIMIT, "peak memory ratio to the first job"),
+    ("GPU_BUSY_DROP_LIMIT", GPU_BUSY_DROP_LIMIT, "drop in the share of samples the GPU was busy"),
+)
+
+
+def _watch(part: str, path: Sequence[Any]) -> Callable[[Dict[str, Any]], Value]:
+    """Extractor for probes.watch.data[part][path...]: the part must have measured (its own status ok)."""
+    def get(report):
+        """(value, None), or (None, why the job's report has none)."""
+        data, why = probe_data(report, "watch")
+        if data is None:
+            return None, why
+        cur: Any = as_dict(data.get(part))
+        if cur.get("status") not in (None, "ok"):
+            return None, f"{part} {cur.get('status')}: {cur.get('reason') or 'no reason given'}"
+        for p in path:
+            cur = as_dict(cur).get(p) if not isinstance(p, int) else (as_list(cur)[p] if len(as_list(cur)) > p else None)
+        return (cur, None) if cur is not None else (None, f"watch.{part}.{'.'.join(map(str, path))} not in this report")
+    return get
+
+
+def _watch_job(report: Dict[str, Any]) -> Value:
+    """("python train.py --epochs 3 (launched pid 41)", or None with why)."""
+    from gpudiag.views.watch_view import job_command
+
+    data, why = probe_data(report, "watch")
+    if data is None:
+        return None, why
+    cmd, how = job_command(as_dict(data.get("job")))
+    return f"{cmd} ({how})", None
+
+
+def _bps(v: Any) -> str:
+    """Bytes per second as "12.3 MiB/s"."""
+    return f"{fmt.fmt_bytes(v)}/s" if is_num(v) else "n/a"
+
+
+def _growth_explains(a: float, b: float) -> bool:
+    return b - a >= MEMORY_GROWTH_MIN_BPS and (a <= 0 or b / a >= MEMORY_GROWTH_RATIO_LIMIT)
+
+
+WATCH_METRICS: Tuple[Metric, ...] = (
+    Metric("job", "Job", _watch_job),
+    Metric("duration", "Duration", _watch("job", ("duration_s",)), lambda v: f"{fmt.fmt_num(v)} s"),
+    Metric("gil_held", "GIL held (share of samples)", _watch("gil", ("held_fraction",)), _pct, "lower",
+           lambda a, b: b - a >= GIL_SHARE_RISE_LIMIT, "its threads hold the GIL more of the time, so less of it runs "
+                                                       "at once"),
+    Metric("gil_wanted", "GIL wanted (held or waited for)", _watch("gil", ("wanted_fraction",)), _pct, "lower",
+           lambda a, b: b - a >= GIL_SHARE_RISE_LIMIT, "its threads wait for the GIL more of the time"),
+    Metric("input_wait", "Main thread waiting for input", _watch("input_wait", ("fraction",)), _pct, "lower",
+           lambda a, b: b - a >= INPUT_WAIT_RISE_LIMIT, "the main thread waits for its input (DataLoader) more"),
+    Metric("mem_growth", "Memory growth", _watch("memory", ("projection", "job_growth_bytes_per_s")), _bps, "lower",
+           _growth_explains, "its memory grows faster: it reaches the limit sooner"),
+    Metric("mem_peak", "Peak memory", _watch("memory", ("job_peak_bytes",)), fmt.fmt_bytes, "lower",
+           lambda a, b: b / a >= PEAK_MEMORY_RATIO_LIMIT, "it needs more memory at its peak"),
+    Metric("job_cpu", "Job CPU (cores' worth)", _watch("cpu", ("job_cpu_cores",)), fmt.fmt_num),
+    Metric("gpu_busy", "GPU busy (first GPU)", _watch("gpu", ("devices", 0, "busy_fraction")), _pct, "higher",
+           lambda a, b: a - b >= GPU_BUSY_DROP_LIMIT, "the GPU sits idle more of the time"),
+    Metric("winner", "Recommended change", _winner),
+)
+
+
+def _watch_chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
+    """Grouped bars: GIL held, GIL wanted and input wait per job (shares of samples)."""
+    parts = [("GIL held", "gil_held"), ("GIL wanted", "gil_wanted"), ("waiting for input", "input_wait")]
+    by_key = {m.key: m for m in WATCH_METRICS}
+    series = [{"name": label, "values": [_scalar(by_key[key].extract(r)[0]) for r in reports]} for label, key in parts]
+    try:
+        svg = charts.grouped_bars(list(names), series, title="Where each job's threads spent their samples",
+                                  y_label="share of samples", x_label="job")
+    except (OverflowError, ValueError, ZeroDivisionError):
+        svg = None
+    tbl = fmt.table("Shares of samples", ["job"] + [f"{label}#" for label, _ in parts],
+                    [[n] + [fmt.fmt_pct(s["values"][i]) for s in series] for i, n in enumerate(names)])
+    return fmt.chart("chart-compare", "GIL and input wait per job", svg,
+                     "The share of py-spy's samples in which a thread of the job held the GIL, held or waited for "
+                     "it, and in which the main thread waited for its input.", tbl)
+
+
+# ---------------------------------------------------------------- two fleet runs
+
+NODE_SLOWER_LIMIT = 0.90  # a node at most 0.90x its own figure in the first run is named as slower
+NODE_LIST = 20            # nodes named one by one in the explanations (the table has them all)
+FLEET_THRESHOLDS = (
+    ("NODE_SLOWER_LIMIT", NODE_SLOWER_LIMIT, "a node's figure (the median of its ranks) against its own in the "
+                                             "first run, slower way round"),
+    ("THROUGHPUT_RATIO_LIMIT", THROUGHPUT_RATIO_LIMIT, "the fleet's median figure against the first run's"),
+)
+FLEET_FIGURES = (("matmul_gflops", "matmul GFLOP/s", True), ("launch_us", "launch µs", False),
+                 ("h2d_gbps", "H2D GB/s", True), ("intra_busbw_gbps", "intra-node busbw GB/s", True))
+
+
+def _fleet(report: Dict[str, Any]) -> dict:
+    """A fleet report's data ({} when its fleet probe holds none)."""
+    return as_dict(as_dict(as_dict(report.get("probes")).get("fleet")).get("data"))
+
+
+def _fleet_fact(key: str, show: Callable[[dict], Any]) -> Callable[[Dict[str, Any]], Value]:
+    def get(report):
+        """(the fleet fact, None) or (None, why)."""
+        data = _fleet(report)
+        if not data:
+            return None, "no fleet data in this report"
+        v = show(data)
+        return (v, None) if v not in (None, "") else (None, f"fleet.{key} not in this report")
+    return get
+
+
+def _fleet_median(metric: str) -> Callable[[Dict[str, Any]], Value]:
+    """The median over the fleet's nodes of a node figure."""
+    def get(report):
+        """(median over nodes, None) or (None, why)."""
+        vals = [as_dict(as_dict(n).get("scores")).get(metric) for n in as_list(_fleet(report).get("nodes"))]
+        vals = [as_dict(v).get("value") for v in vals if is_num(as_dict(v).get("value"))]
+        if not vals:
+            return None, f"no node has the figure {metric}"
+        vals.sort()
+        mid = len(vals) // 2
+        return (vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2), None
+    return get
+
+
+FLEET_METRICS: Tuple[Metric, ...] = (
+    Metric("verdict", "Verdict", _fleet_fact("verdict", lambda d: d.get("verdict"))),
+    Metric("ranks", "Ranks answered", _fleet_fact("answered", lambda d: f"{d.get('answered')} of {d.get('world_size')}"
+                                                  if d.get("world_size") is not None else None)),
+    Metric("nodes", "Nodes", _fleet_fact("nodes", lambda d: str(len(as_list(d.get("nodes")))))),
+    Metric("exclude", "Excluded nodes", _fleet_fact("exclude", lambda d: ", ".join(
+        as_list(as_dict(d.get("exclude")).get("hosts"))) or "none")),
+) + tuple(
+    Metric(f"median_{m}", f"Median node: {label}", _fleet_median(m), fmt.fmt_num, "higher" if higher else "lower",
+           (lambda a, b, h=higher: (b / a if h else a / b) <= THROUGHPUT_RATIO_LIMIT),
+           "the fleet as a whole is slower" if higher else "the fleet as a whole takes longer")
+    for m, label, higher in FLEET_FIGURES)
+
+
+def _node_figures(report: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """{host: {metric: value}} of a fleet report's nodes."""
+    out: Dict[str, Dict[str, float]] = {}
+    for n in map(as_dict, as_list(_fleet(report).get("nodes"))):
+        host = n.get("host")
+        if isinstance(host, str):
+            out[host] = {m: as_dict(v).get("value") for m, v in as_dict(n.get("scores")).items()
+                         if is_num(as_dict(v).get("value"))}
+    return out
+
+
+def fleet_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str, Any]:
+    """Two (or more) fleet runs against the first: the fleets' figures side by side, then which nodes got
+    slower (a figure at most NODE_SLOWER_LIMIT of its own in the first run), which were excluded that were
+    not, which no longer are, and which nodes one run has and the other does not. Nodes are matched by their
+    host label (the same hash in every run of one host)."""
+    ctx = _side_by_side(reports, names, FLEET_METRICS)
+    first = _node_figures(reports[0])
+    first_ex = set(as_list(as_dict(_fleet(reports[0]).get("exclude")).get("hosts")))
+    rows = []
+    for name, rep in zip(names[1:], reports[1:]):
+        nodes = _node_figures(rep)
+        slower = []
+        for host in sorted(set(first) & set(nodes)):
+            for m, label, higher in FLEET_FIGURES:
+                a, b = first[host].get(m), nodes[host].get(m)
+                if not (is_num(a) and is_num(b)) or a <= 0 or b <= 0:
+                    continue
+                speed = b / a if higher else a / b
+                if speed <= NODE_SLOWER_LIMIT:
+                    slower.append((speed, host, label, a, b))
+        slower.sort()
+        for speed, host, label, a, b in slower[:NODE_LIST]:
+            ctx["explanations"].append(f"node {host} in {name}: {label} {fmt.fmt_num(b)} against {fmt.fmt_num(a)} "
+                                       f"in {names[0]} ({speed:.2f}x as fast)")
+        if len(slower) > NODE_LIST:
+            ctx["explanations"].append(f"{len(slower) - NODE_LIST} more slower node figures in {name}: see the table")
+        rows += [[name, host, label, fmt.fmt_num(a), fmt.fmt_num(b), f"{speed:.2f}x"]
+                 for speed, host, label, a, b in slower]
+        ex = set(as_list(as_dict(_fleet(rep).get("exclude")).get("hosts")))
+        reasons = as_dict(as_dict(_fleet(rep).get("exclude")).get("reasons"))
+        newly = sorted(ex - first_ex)
+        if newly:
+            ctx["explanations"].append(f"excluded in {name}, not in {names[0]}: " + "; ".join(
+                f"{h} ({', '.join(map(str, as_list(reasons.get(h)))) or 'see its report'})" for h in newly[:NODE_LIST])
+                + (f" and {len(newly) - NODE_LIST} more" if len(newly) > NODE_LIST else ""))
+        back = sorted(first_ex - ex)
+        if back:
+            ctx["differences"].append(f"excluded in {names[0]}, no longer in {name}: {', '.join(back[:NODE_LIST])}"
+                                      + (f" and {len(back) - NODE_LIST} more" if len(back) > NODE_LIST else ""))
+        only_first, only_this = sorted(set(first) - set(nodes)), sorted(set(nodes) - set(first))
+        for hosts, where in ((only_first, f"only in {names[0]}"), (only_this, f"only in {name}")):
+            if hosts:
+                ctx["differences"].append(f"{len(hosts)} node(s) {where}: {', '.join(hosts[:NODE_LIST])}"
+                                          + (f" and {len(hosts) - NODE_LIST} more" if len(hosts) > NODE_LIST else ""))
+    ctx["tables"] = [fmt.table("Nodes slower than in the first run",
+                               ["run", "host", "figure", f"{names[0]}#", "this run#", "as fast#"], rows,
+                               f"A node's figure is the median of its ranks; listed where it is at most "
+                               f"{NODE_SLOWER_LIMIT:.2f}x as fast as the same node in {names[0]}.")]
+    ctx.update(thresholds=FLEET_THRESHOLDS, chart=_fleet_chart(rows), kind="fleet")
+    return ctx
+
+
+def _fleet_chart(rows: List[list]) -> dict:
+    """The slowest node figures (against the first run) as bars; no chart without any."""
+    shown = rows[:NODE_LIST]
+    bars = [{"label": f"{r[1]} {r[2].split(' ')[0]}", "value": float(r[5].rstrip("x")), "cls": "hl-base"}
+            for r in shown]
+    svg = charts.horizontal_bars(bars, title="Node figures slower than in the first run",
+                                 x_label="as fast as in the first run (1 = unchanged)",
+                                 value_fmt=lambda v: f"{v:.2f}x", label_width=200) if bars else None
+    return fmt.chart("chart-compare", "Slower nodes", svg,
+                     "Each bar is one node's figure against the same node's in the first run.",
+                     fmt.table("", ["node", "as fast#"], [[b["label"], f"{b['value']:.2f}x"] for b in bars]))
+
+
 def load_all(paths: Sequence[str]) -> List[Dict[str, Any]]:
     """Every report, or ReportError naming the first bad file."""
     return [load_report(p) for p in paths]
@@ -401,7 +662,8 @@ def render_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str], fmt:
         env = render._env(True)
         css = env.loader.get_source(env, "style.css")[0]
         return env.get_template("compare.html.j2").render(css=css, c=ctx)
-    text = render._env(False).get_template("compare.md.j2").render(c=ctx)
+    md_ctx = dict(ctx, tables=[cut_rows(t, render.MARKDOWN_ROW_LIMITS[0]) for t in ctx["tables"]])
+    text = render._env(False).get_template("compare.md.j2").render(c=md_ctx)
     if len(text) > render.MARKDOWN_LIMIT:
         cut = text.rfind("\n", 0, render.MARKDOWN_LIMIT - 200)
         text = text[:cut] + "\n\n_(truncated to stay under GitHub's comment limit)_\n"

@@ -18,6 +18,15 @@ METRIC_WORDS = {"matmul_gflops": "matmul", "launch_us": "launch", "h2d_gbps": "H
                 "intra_busbw_gbps": "intra-node busbw"}
 SCOPE_TITLES = {"world": "every rank", "intra_node": "within each node", "inter_node": "across nodes (one rank each)"}
 TERMINAL_RANKS = 16
+TERMINAL_FLAGGED = 40
+# A fleet of thousands of ranks, on one page: rows per collapsed page of the rank and node tables, the
+# not-ok ranks listed before them, outlier rows, nodes whose within-node collectives are listed, and the
+# fewest nodes worth a heat map.
+RANK_PAGE = 500
+LOOK_AT_RANKS = 200
+OUTLIER_ROWS = 200
+COLLECTIVE_NODES = 8
+HEAT_MIN_NODES = 3
 
 
 def _cell(entry: dict, metric: str) -> Any:
@@ -73,14 +82,28 @@ def _status(entry: dict, flagged_ranks: set, shared_ranks: set) -> Any:
     return badge("ok", "s-ok")
 
 
-def rank_table(data: dict) -> dict:
-    """Every rank (and every missing one) against every comparable figure."""
+def _paged(t: dict, unit: str, page: int, first: Any = None) -> dict:
+    """The table split into collapsed pages of `page` rows when it has more ("ranks 0-499"), not stacked
+    into cards on a phone (a long table scrolls sideways instead: one card per rank would be endless)."""
+    rows = t["rows"]
+    if len(rows) <= page:
+        return t
+    pages = []
+    for start in range(0, len(rows), page):
+        end = min(start + page, len(rows))
+        a, b = (rows[start][0], rows[end - 1][0]) if first is None else (first(rows[start]), first(rows[end - 1]))
+        pages.append({"label": f"{unit} {a} - {b} ({end - start})", "start": start, "end": end})
+    return dict(t, pages=pages, stack=False)
+
+
+def _rank_rows(data: dict) -> List[list]:
+    """One row per rank that answered and per missing rank, in rank order."""
     outliers = [as_dict(o) for o in as_list(data.get("outliers"))]
     flagged = {o.get("rank") for o in outliers if o.get("kind") == "straggler" and o.get("rank") is not None}
     shared = {r for o in outliers if o.get("kind") == "shared_cores"
               for r in ([o.get("rank")] if o.get("rank") is not None else as_list(o.get("ranks")))}
     rows = []
-    for e in sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0):
+    for e in map(as_dict, as_list(data.get("ranks"))):
         rows.append([str(e.get("rank")), e.get("host") or "n/a", str(e.get("local_rank")), _device(e)]
                     + [_cell(e, m) for m, _ in METRIC_COLS] + [_cpu(e), _status(e, flagged, shared)])
     for m in as_list(data.get("missing")):
@@ -88,12 +111,35 @@ def rank_table(data: dict) -> dict:
         rows.append([str(m.get("rank")), m.get("host") or "n/a", str(m.get("local_rank")), "n/a"]
                     + ["n/a"] * (len(METRIC_COLS) + 1) + [badge("missing: " + str(m.get("reason") or ""), "sev-critical")])
     rows.sort(key=lambda r: int(r[0]) if r[0].isdigit() else 0)
-    return table("Ranks", ["rank#", "host", "local#", "device"] + [c for _, c in METRIC_COLS] + ["CPU", "status"], rows,
-                 "Each figure is the median of its repeats (host-timed repeats are sustained windows of several "
-                 "CPU-quota periods); (0.34x, z 9.1) is its speed relative to the median of the "
-                 "other comparable ranks and its robust score (>= 3 and at least 5 % slower marks an outlier). "
-                 "CPU: the cores' worth of CPU the rank got while it measured, and why no more. "
-                 "CPU ranks measure CPU equivalents (see the figures' descriptions below).", stack=True)
+    return rows
+
+
+RANK_COLS = ["rank#", "host", "local#", "device"] + [c for _, c in METRIC_COLS] + ["CPU", "status"]
+
+
+def rank_table(data: dict, rows: Optional[List[list]] = None) -> dict:
+    """Every rank (and every missing one) against every comparable figure; over RANK_PAGE ranks, in
+    collapsed pages of RANK_PAGE."""
+    rows = _rank_rows(data) if rows is None else rows
+    t = table("Ranks", RANK_COLS, rows,
+              "Each figure is the median of its repeats (host-timed repeats are sustained windows of several "
+              "CPU-quota periods); (0.34x, z 9.1) is its speed relative to the median of the "
+              "other comparable ranks and its robust score (>= 3 and at least 5 % slower marks an outlier). "
+              "CPU: the cores' worth of CPU the rank got while it measured, and why no more. "
+              "CPU ranks measure CPU equivalents (see the figures' descriptions below).", stack=True)
+    return _paged(t, "ranks", RANK_PAGE)
+
+
+def ranks_to_look_at(rows: List[list], limit: int = LOOK_AT_RANKS) -> Optional[dict]:
+    """The ranks of a large fleet that are not ok (missing, an error, a straggler, shared cores), before the
+    pages of every rank; None when every rank is ok."""
+    marked = [r for r in rows if isinstance(r[-1], dict) and r[-1].get("badge") != "s-ok"]
+    if not marked:
+        return None
+    left = len(marked) - limit
+    return table("Ranks to look at", RANK_COLS, marked[:limit],
+                 f"Every rank that is not ok{f': the first {limit}, {left} more in the pages below' if left > 0 else ''}"
+                 "; every rank is in the pages below.", stack=True)
 
 
 def node_table(data: dict) -> dict:
@@ -112,38 +158,109 @@ def node_table(data: dict) -> dict:
         cells.append(fmt_num(intra.get("value")) + (f" ({intra['relative']:.2f}x)" if is_num(intra.get("relative")) else "")
                      if is_num(intra.get("value")) else "n/a")
         rows.append([node.get("host") or "n/a", ", ".join(str(r) for r in as_list(node.get("ranks")))] + cells)
-    return table("Nodes", ["host", "ranks"] + [c for _, c in METRIC_COLS] + ["intra-node busbw GB/s#"], rows,
-                 "A node's figure is the median of its ranks; the ratio compares it with the other nodes.", stack=True)
+    t = table("Nodes", ["host", "ranks"] + [c for _, c in METRIC_COLS] + ["intra-node busbw GB/s#"], rows,
+              "A node's figure is the median of its ranks; the ratio compares it with the other nodes.", stack=True)
+    return _paged(t, "nodes", RANK_PAGE, first=lambda r: r[0])
 
 
-def outlier_table(data: dict) -> dict:
-    """data.outliers as a table: kind, level, who, which figure, by how much."""
+def outlier_table(data: dict, limit: int = OUTLIER_ROWS) -> dict:
+    """data.outliers as a table: kind, level, who, which figure, by how much (the first `limit`: a fleet-wide
+    slowness flags thousands of ranks, which the verdict already counts)."""
     rows = []
-    for o in map(as_dict, as_list(data.get("outliers"))):
+    outliers = [as_dict(o) for o in as_list(data.get("outliers"))]
+    for o in outliers[:limit]:
         rows.append([o.get("kind") or "", o.get("level") or "", "" if o.get("rank") is None else str(o["rank"]),
                      o.get("host") or "", "" if o.get("gpu_index") is None else str(o["gpu_index"]),
                      o.get("gpu_uuid_hash") or "", METRIC_WORDS.get(o.get("metric"), str(o.get("metric"))),
                      fmt_num(o.get("value")), fmt_num(o.get("median")),
                      f"{o['relative']:.2f}x" if is_num(o.get("relative")) else "", fmt_num(o.get("score")),
                      o.get("note") or ""])
+    left = len(outliers) - len(rows)
     return table("Outliers", ["kind", "level", "rank#", "host", "GPU#", "uuid hash", "metric", "value#",
                               "median#", "relative#", "score#", "note"], rows,
-                 "median: of the other comparable ranks (or nodes); for a system-wide row, the reference it misses.",
+                 "median: of the other comparable ranks (or nodes); for a system-wide row, the reference it misses."
+                 + (f" The first {limit} of {len(outliers)} outliers; the JSON report holds all." if left > 0 else ""),
                  stack=True)
 
 
-def collective_table(data: dict) -> dict:
-    """Every collectives row with its time, algbw and busbw (and busbw's p10..p90)."""
+def _slowest_intra_hosts(rows: List[dict], keep: int) -> Optional[set]:
+    """The `keep` nodes with the lowest intra-node all_reduce busbw at its largest size, or None when no more
+    than `keep` nodes have intra-node rows."""
+    intra = [c for c in rows if c.get("scope") == "intra_node" and c.get("host")]
+    hosts = {c["host"] for c in intra}
+    if len(hosts) <= keep:
+        return None
+    ar = [c for c in intra if c.get("op") == "all_reduce" and is_num(c.get("busbw_gbps")) and is_num(c.get("size_bytes"))]
+    top = max((c["size_bytes"] for c in ar), default=None)
+    at = sorted((c for c in ar if c["size_bytes"] == top), key=lambda c: c["busbw_gbps"])
+    slow = [c["host"] for c in at][:keep]
+    return set(slow) | set(sorted(hosts - {c["host"] for c in at})[:max(keep - len(slow), 0)])
+
+
+def collective_table(data: dict, keep_nodes: int = COLLECTIVE_NODES) -> dict:
+    """Every collectives row with its time, algbw and busbw (and busbw's p10..p90); with more than
+    `keep_nodes` nodes, the within-node rows of the slowest `keep_nodes` only (the heat map has every node's)."""
     rows = []
-    for c in map(as_dict, as_list(data.get("collectives"))):
+    cs = [as_dict(c) for c in as_list(data.get("collectives"))]
+    keep = _slowest_intra_hosts(cs, keep_nodes)
+    shown = [c for c in cs if keep is None or c.get("scope") != "intra_node" or c.get("host") in keep]
+    for c in shown:
         t = as_dict(c.get("time_us"))
         spread = (f"{fmt_num(c.get('busbw_gbps_p10'))}..{fmt_num(c.get('busbw_gbps_p90'))}"
                   if is_num(c.get("busbw_gbps_p10")) else "")
         rows.append([c.get("scope") or "", c.get("host") or "", c.get("op") or "", fmt_bytes(c.get("size_bytes")),
                      str(c.get("n_ranks")), fmt_num(t.get("median")), fmt_num(c.get("algbw_gbps")),
                      fmt_num(c.get("busbw_gbps")), spread, str(t.get("n") or ""), c.get("reason") or ""])
+    caption = "" if keep is None else (
+        f"Within-node rows of the {len(keep)} nodes with the lowest all_reduce bus bandwidth at the largest size; "
+        f"the other {len({c.get('host') for c in cs if c.get('scope') == 'intra_node'}) - len(keep)} nodes' "
+        f"{len(cs) - len(shown)} rows are in the JSON report (and each node's busbw in the heat map).")
     return table("Collectives", ["scope", "host", "op", "size#", "ranks#", "time µs#", "algbw GB/s#", "busbw GB/s#",
-                                 "busbw p10..p90#", "repeats#", "note"], rows)
+                                 "busbw p10..p90#", "repeats#", "note"], rows, caption)
+
+
+def heat_map(data: dict) -> Optional[dict]:
+    """Nodes by metric: one square per node in each figure (and the intra-node busbw), coloured by its speed
+    relative to the other nodes; None with fewer than HEAT_MIN_NODES nodes (the node table says it all)."""
+    nodes = [as_dict(n) for n in as_list(data.get("nodes"))]
+    if len(nodes) < HEAT_MIN_NODES:
+        return None
+    panels, rows = [], []
+    rank_flags: Dict[tuple, List[str]] = {}  # (host, metric) -> "rank 11" of its straggler ranks
+    for o in map(as_dict, as_list(data.get("outliers"))):
+        if o.get("level") == "rank" and o.get("kind") == "straggler":
+            rank_flags.setdefault((o.get("host"), o.get("metric")), []).append(f"rank {o.get('rank')}")
+    for m in [m for m, _ in METRIC_COLS] + ["intra_busbw_gbps"]:
+        cells = []
+        for n in nodes:
+            sc = as_dict(as_dict(n.get("scores")).get(m))
+            rel = sc.get("relative") if is_num(sc.get("relative")) else None
+            strag = rank_flags.get((n.get("host"), m), [])
+            text = (f"{n.get('host')}: {METRIC_WORDS[m]} {fmt_num(sc.get('value'))}"
+                    + (f", {rel:.2f}x the other nodes" if rel is not None else "")
+                    + (" (outlier)" if sc.get("flagged") else "")
+                    + (f"; straggler {', '.join(strag)}" if strag else ""))
+            cells.append({"label": n.get("host"), "relative": rel, "flagged": bool(sc.get("flagged")),
+                          "rank_flagged": bool(strag), "text": text})
+        panels.append({"name": f"{METRIC_WORDS[m]} ({sum(c['relative'] is not None for c in cells)} nodes)",
+                       "cells": cells})
+    svg = charts.heat_map(panels, title=f"Nodes by metric: speed relative to the other nodes ({len(nodes)} nodes)")
+    if svg is None:
+        return None
+    for n in nodes:
+        sc = as_dict(n.get("scores"))
+        if any(as_dict(v).get("flagged") for v in sc.values()):
+            rows.append([n.get("host") or "n/a"] + [
+                f"{as_dict(sc.get(m)).get('relative'):.2f}x" if is_num(as_dict(sc.get(m)).get("relative")) else "n/a"
+                for m in [m for m, _ in METRIC_COLS] + ["intra_busbw_gbps"]])
+    return chart("chart-fleet-heatmap", "Nodes by metric", svg,
+                 "One square per node, in the same place in every panel (a node slow in several figures lines up); "
+                 "the colour is its figure relative to the median of the other nodes (1.00x: like them), an "
+                 "outlined square is a flagged node, a dashed one a node with a straggler rank (a node's figure is "
+                 "the median of its ranks, so one slow GPU does not colour it). Hover a square for the node and its "
+                 "figure; the node table below has every number.",
+                 table("Flagged nodes", ["host"] + [METRIC_WORDS[m] for m, _ in METRIC_COLS] + ["intra-node busbw"],
+                       rows) if rows else None)
 
 
 def collective_charts(data: dict) -> List[dict]:
@@ -227,10 +344,13 @@ def view(data: dict) -> dict:
     if status.get("backend") == "gloo":
         notes.append("Not checked with gloo on CPU: NCCL, NVLink and GPU peer-to-peer bandwidth.")
     charts_ = collective_charts(data)
-    rel = relative_chart(data)
-    if rel:
-        charts_.insert(0, rel)
-    tables = [rank_table(data), node_table(data), outlier_table(data), collective_table(data)]
+    for first in (relative_chart(data), heat_map(data)):
+        if first:
+            charts_.insert(0, first)
+    rows = _rank_rows(data)
+    look = ranks_to_look_at(rows) if len(rows) > RANK_PAGE else None
+    tables = ([look] if look else []) + [rank_table(data, rows), node_table(data), outlier_table(data),
+                                         collective_table(data)]
     return {"kv": kv, "tables": tables, "charts": charts_, "notes": notes}
 
 
@@ -358,8 +478,9 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
     data = as_dict(as_dict(as_dict(report.get("probes")).get("fleet")).get("data"))
     lines = [f"gpudiag fleet: {data.get('verdict')}"]
     ranks = sorted((as_dict(e) for e in as_list(data.get("ranks"))), key=lambda e: e.get("rank") if is_num(e.get("rank")) else 0)
-    shown = [e for i, e in enumerate(ranks) if i < TERMINAL_RANKS or any(
-        as_dict(s).get("flagged") for s in as_dict(e.get("scores")).values())]
+    flagged = [e for e in ranks if any(as_dict(s).get("flagged") for s in as_dict(e.get("scores")).values())]
+    keep = {id(e) for e in ranks[:TERMINAL_RANKS]} | {id(e) for e in flagged[:TERMINAL_FLAGGED]}
+    shown = [e for e in ranks if id(e) in keep]
     for e in shown:
         figs = []
         for m, _ in METRIC_COLS:
@@ -371,7 +492,9 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
         lines.append(f"  rank {e.get('rank'):>3} {e.get('host') or '?'} local {e.get('local_rank')} {_device(e)}: "
                      + ("; ".join(figs) or str(e.get("error") or "no figures")) + (f"; CPU {cpu}" if cpu != "n/a" else ""))
     if len(shown) < len(ranks):
-        lines.append(f"  ... {len(ranks) - len(shown)} more healthy rank(s) in the report")
+        more = len(flagged) - sum(1 for e in flagged if id(e) in keep)
+        lines.append(f"  ... {len(ranks) - len(shown)} more rank(s) in the report"
+                     + (f", {more} of them flagged" if more else ", all healthy"))
     for gone in map(as_dict, as_list(data.get("missing"))):
         lines.append(f"  rank {gone.get('rank'):>3} {gone.get('host') or '?'} local {gone.get('local_rank')}: MISSING "
                      f"({gone.get('reason')})")

@@ -109,6 +109,20 @@ def to_json(x: Any) -> str:
     return json.dumps(x, indent=2, default=str)
 
 
+# Evidence JSON a page shows under a finding, at most (a fleet-wide finding may hold every rank's state).
+EVIDENCE_HTML_CHARS = 20_000
+
+
+def evidence_json(x: Any) -> str:
+    """A finding's evidence as indented JSON for the HTML, cut at EVIDENCE_HTML_CHARS with a line saying so."""
+    text = to_json(x)
+    if len(text) <= EVIDENCE_HTML_CHARS:
+        return text
+    cut = text.rfind("\n", 0, EVIDENCE_HTML_CHARS)
+    return (text[:cut] + f"\n... ({len(text) - cut:,} more characters: the JSON report holds all of this "
+            "finding's evidence)")
+
+
 def badge(text: Any, cls: str) -> dict:
     """A template cell drawn as a coloured badge: {"badge": css class, "text": label}."""
     return {"badge": cls, "text": str(text)}

@@ -65,3 +65,48 @@ class Progress:
         if self._thread:
             self._thread.join()
             self._thread = None
+
+
+class LiveLine:
+    """One status line on stderr, redrawn in place every `interval` seconds from text(), while something
+    waits (rank 0 of `gpudiag fleet` waiting for the other ranks); nothing when stderr is no terminal.
+    start(text) / stop(): stop clears the line before anything else is printed."""
+
+    def __init__(self, enabled: bool, interval: float = 1.0):
+        self.enabled, self.interval = enabled, interval
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self, text) -> None:
+        """Redraw text() now and every interval until stop(); a text() that raises draws nothing that time."""
+        if not self.enabled or self._thread is not None:
+            return
+        from gpudiag.views.text import terminal_safe
+
+        self._stop.clear()
+
+        def tick() -> None:
+            while True:
+                try:
+                    line = terminal_safe(text())
+                except Exception:  # noqa: BLE001 - a status line must never stop what it shows
+                    line = None
+                if line is not None:
+                    Progress._write(f"\r\033[K{line}")
+                if self._stop.wait(self.interval):
+                    return
+
+        try:
+            self._thread = threading.Thread(target=tick, name="gpudiag-live-line", daemon=True)
+            self._thread.start()
+        except RuntimeError:  # no thread under a process limit: the line is a luxury
+            self._thread = None
+
+    def stop(self) -> None:
+        """Stop redrawing and clear the line."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        Progress._write("\r\033[K")

@@ -19,6 +19,7 @@ from gpudiag.views.format import (
     VIEW_ERRORS,
     badge,
     cut_rows,
+    evidence_json,
     figure_label,
     fmt_bytes,
     fmt_ci,
@@ -96,7 +97,8 @@ def _env(autoescape: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json)
+    env.filters.update(bytes=fmt_bytes, num=fmt_num, pct=fmt_pct, x=fmt_x, tojson_pretty=to_json,
+                       evidence_json=evidence_json)
     if autoescape:
         env.filters.update(md=md_cell, mdtext=md_text, mdcode=md_code)
     else:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Dict, List, Optional
 
 from gpudiag.diagnose import cpu_limit as cl
@@ -322,6 +323,9 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     return {"kv": kv, "charts": out}
 
 
+# Raw data a page embeds under a probe's section, at most (compact JSON characters).
+RAW_HTML_CHARS = 500_000
+
 _VIEWS: Dict[str, Callable[..., dict]] = {
     "system": _view_system, "driver": _view_driver, "gil": _view_gil, "launch": _view_launch,
     "contention": _view_contention, "pcie": _view_pcie, "fleet": fleet_view.view, "watch": watch_view.view,
@@ -342,13 +346,15 @@ def probe_sections(report: Dict[str, Any]) -> List[Dict[str, Any]]:
                 view = _view_cycle(data, winner) if name == "cycle" else _VIEWS[name](data) if name in _VIEWS else {}
             except VIEW_ERRORS as exc:  # a report of another version: fall back to the raw data
                 error = f"this view could not read the data ({type(exc).__name__}: {exc}); the raw data is below"
-        raw = to_json(data) if data else ""
+        # A fleet of thousands of ranks has megabytes of raw data: the page says where it is instead.
+        raw_chars = len(json.dumps(data, default=str)) if data else 0
+        raw = to_json(data) if data and raw_chars <= RAW_HTML_CHARS else ""
         out.append({
             "name": name, "title": PROBE_TITLES.get(name, name), "status": res.get("status"),
             "reason": res.get("reason") or "", "duration_s": res.get("duration_s") if is_num(res.get("duration_s")) else 0.0,
             "findings": [dict(f, probe=name) for f in as_list(res.get("findings")) if isinstance(f, dict)],
             "kv": [(k, "n/a" if v is None else v) for k, v in view.get("kv", [])],
             "tables": view.get("tables", []), "charts": view.get("charts", []), "notes": view.get("notes", []),
-            "error": error, "raw": raw, "raw_chars": len(raw),
+            "error": error, "raw": raw, "raw_chars": len(raw) if raw else raw_chars,
         })
     return out

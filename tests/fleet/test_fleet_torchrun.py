@@ -269,7 +269,7 @@ def test_srun_variables_without_srun_and_a_crashed_rank(tmp_path):
     data = fleet_data(out)
     assert (data["launcher"]["launcher"], data["world_size"], data["answered"]) == ("slurm", 2, 1)
     assert [(m["rank"], m["local_rank"]) for m in data["missing"]] == [(1, 1)]
-    assert "Connection closed" in data["missing"][0]["reason"]
+    assert "connection closed" in data["missing"][0]["reason"].lower()  # gloo says "closed" or "reset by peer"
     assert procs[0].returncode == data["exit_code"] == 2 and procs[1].returncode == 17
     assert "Traceback" not in results[0][1]
 
@@ -289,3 +289,90 @@ def test_world_of_one_without_a_launcher(tmp_path):
     assert "FLEET_SINGLE_RANK" in {f["code"] for f in findings}
     # The HTML next to the JSON (a JSON path alone never drops the HTML); no temp file left.
     assert sorted(os.listdir(tmp_path)) == ["one.html", "one.json"]
+
+
+# ----------------------------------------------------------------------------- stopped runs (issue 28)
+
+def _three_ranks(tmp_path, fault, deadline, markers=None):
+    out = tmp_path / "f.json"
+    extra = {"GPUDIAG_TEST_FAULT": fault}
+    if markers:
+        extra["GPUDIAG_TEST_MARKERS"] = str(markers)
+    cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "3", FAULTS, "fleet", "--json", str(out), "--deadline",
+                      str(deadline), "--no-collectives"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), env=clean_env(**extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    return proc, out
+
+
+def test_a_rank_dying_while_the_others_measure_leaves_a_report(tmp_path):
+    """Rank 1 exits (code 17) as it starts measuring; torchrun stops ranks 0 and 2 with SIGTERM while they
+    measure. Rank 0 writes the report of what it has: rank 1 gone (its connection closed, no stop notice),
+    rank 2 stopped, itself stopped before its own figures, and exits with the critical code."""
+    proc, out = _three_ranks(tmp_path, "die:1", 60)
+    stdout, stderr = proc.communicate(timeout=150)
+    assert out.exists(), stderr[-3000:]
+    rep = load(out)
+    data = rep["probes"]["fleet"]["data"]
+    by_rank = {m["rank"]: m for m in data["missing"]}
+    print("\n", data["verdict"], json.dumps(data["missing"], indent=1))
+    assert by_rank[1]["state"] == "gone" and "connection closed" in by_rank[1]["reason"]
+    assert data["exit_code"] == 2 and proc.returncode != 0
+    assert rep["interrupted"] is True and data["stopped"]["signal"] == "SIGTERM"
+    codes = {f["code"]: f["severity"] for f in rep["probes"]["fleet"]["findings"]}
+    assert codes["FLEET_STOPPED"] == codes["FLEET_RANK_MISSING"] == "critical"
+    assert "gone (died) rank(s) 1" in data["verdict"] and "gpudiag fleet: critical" in stdout
+    # Ranks 0 and 2 were stopped with rank 1 (or had answered, if they finished measuring first).
+    for r in (0, 2):
+        assert r in {e["rank"] for e in data["ranks"]} or by_rank[r]["state"] == "stopped", data["missing"]
+    assert "Traceback (most recent call last)" not in stdout
+    assert not leftovers(FAULTS)
+
+
+def test_a_rank_dying_while_the_others_wait_at_the_barrier_is_named_gone(tmp_path):
+    """Rank 1 measures, waits until ranks 0 and 2 are at the barrier (blocked in gloo), and exits (code 17)
+    without sending its results. Rank 0 holds ranks 0 and 2's results and names rank 1 as the one that left."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc, out = _three_ranks(tmp_path, "die_late:1", 120, markers)
+    _, stderr = proc.communicate(timeout=150)
+    assert out.exists(), stderr[-3000:]
+    data = fleet_data(out)
+    print("\n", data["verdict"], json.dumps(data["missing"], indent=1))
+    assert sorted(e["rank"] for e in data["ranks"]) == [0, 2] and [m["rank"] for m in data["missing"]] == [1]
+    # Named either by the stop report (gone) or, had the report been written before torchrun's SIGTERM, by
+    # the barrier that rank 1 left (its connection closed there).
+    assert "connection closed" in data["missing"][0]["reason"]
+    assert data["exit_code"] == 2 and proc.returncode != 0
+    assert not leftovers(FAULTS)
+
+
+def test_a_run_stopped_while_rank_0_waits_for_a_silent_rank_reports_at_once(tmp_path):
+    """Rank 1 never reports (it hangs where it would measure); ranks 0 and 2 measure, send and wait at the
+    barrier (a 300 s deadline: rank 0 blocked in gloo). The job is stopped (SIGTERM to torchrun, as scancel or
+    a job time limit would): rank 0 writes the report within torchrun's grace period, naming rank 1 as
+    stopped while measuring, with rank 2's results in it."""
+    import signal
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc, out = _three_ranks(tmp_path, "hang:1", 300, markers)
+    # Wait for the hook: ranks 0 and 2 have entered the barrier (never a sleep race).
+    waited = 0.0
+    while not all((markers / f"barrier-{r}").exists() for r in (0, 2)) and proc.poll() is None and waited < 240:
+        time.sleep(0.05)
+        waited += 0.05
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=150)
+    assert out.exists(), stderr[-3000:]
+    rep = load(out)
+    data = rep["probes"]["fleet"]["data"]
+    print("\n", data["verdict"], json.dumps(data["missing"], indent=1))
+    assert sorted(e["rank"] for e in data["ranks"]) == [0, 2]
+    assert [(m["rank"], m["state"]) for m in data["missing"]] == [(1, "stopped")]
+    assert "stopped by SIGTERM while measuring" in data["missing"][0]["reason"]
+    assert data["stopped"]["phase"] == "waiting at the barrier" and data["exit_code"] == 2
+    assert data["collectives_status"]["state"] == "skipped" and "SIGTERM" in data["collectives_status"]["reason"]
+    assert "Exit code 2 (critical)" in stdout
+    assert not leftovers(FAULTS)

@@ -229,3 +229,36 @@ def test_a_report_in_a_notebook_cell_shows_in_its_own_frame(browser, tmp_path):
     _screenshot(browser, tmp_path / "notebook.png", 1100)
     assert [u for u in _requests(browser) if u != page.as_uri()] == []
     assert _console_errors(browser) == []
+
+
+PAGES = """
+var pages = Array.from(document.querySelectorAll('details.page'));
+return {count: pages.length, open: pages.filter(function (d) { return d.open; }).length,
+        height: pages.length ? pages[0].getBoundingClientRect().height : -1,
+        lookAt: Array.from(document.querySelectorAll('caption')).some(function (c) {
+          return c.textContent === 'Ranks to look at'; })};
+"""
+
+
+def test_a_fleet_of_twelve_hundred_ranks_in_chromium(browser, tmp_path):
+    """Issue 28: a large fleet's page leads with its verdict on the first screen, draws the nodes' heat map,
+    and shows its rank table as collapsed pages (no row drawn until one is opened)."""
+    from tests.views.test_fleet_scale_views import large_fleet
+
+    rep = large_fleet()
+    page = tmp_path / "fleet-large.html"
+    page.write_text(render.render_html(rep), encoding="utf-8")
+    print(f"\n{page.stat().st_size:,} bytes of HTML for {rep['probes']['fleet']['data']['world_size']} ranks")
+    _open_and_check(browser, page, tmp_path, "fleet-large", ["chart-fleet-heatmap"])
+    for width in (1100, 390):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 500})
+        browser.get(page.as_uri())
+        lead = browser.execute_script(LEAD, "fleet-verdict")
+        assert lead["firstId"] == "summary" and 0 < lead["top"] < 900, lead
+        assert lead["text"].strip() == rep["probes"]["fleet"]["data"]["verdict"]
+        pages = browser.execute_script(PAGES)
+        # Closed: a page is its one-line summary; its 500 rows take no room until it is opened.
+        assert (pages["count"], pages["open"], pages["lookAt"]) == (3, 0, True) and pages["height"] < 60, pages
+    browser.execute_script("document.querySelector('details.page').open = true")
+    assert browser.execute_script(PAGES)["height"] > 2000  # opened, the page's 500 rows are there
