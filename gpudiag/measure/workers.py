@@ -28,7 +28,8 @@ Contract:
   `timeout_s` raises `WorkerTimeout`. In both cases the whole pool is closed first, because the
   surviving workers may be mid-task.
 - `close()` (also on leaving the `with` block, on exceptions, and when the pool is garbage
-  collected) asks workers to stop, then terminates and finally kills any that do not.
+  collected) asks workers to stop, then terminates and finally kills any that do not, and then
+  the processes the workers had started (found before the workers stop), if still running.
 - State: the initializer may keep objects (a model, tensors) in module globals of its own module;
   every later task in that worker sees them. Workers exit by themselves when the parent dies.
 - `startup[i]`: `spawn_s` = parent's `start()` to the worker's entry point (interpreter start,
@@ -170,8 +171,50 @@ class _Worker:
         self.ready = False
 
 
+def _descendants(workers: List[_Worker]) -> list:
+    """psutil.Process of every process the workers started (a user's step may start some), found before the
+    workers stop: once a worker is gone its children are re-parented and can no longer be found from here."""
+    import psutil
+
+    out = []
+    for w in workers:
+        try:
+            out.extend(psutil.Process(w.proc.pid).children(recursive=True))
+        except (psutil.Error, ValueError):  # the worker already ended (or never started): nothing to find
+            continue
+    return out
+
+
+def _stop_processes(procs: list, grace_s: float = 1.0) -> None:
+    """Terminate, then kill, what is still running of `procs` (psutil.Process objects), counting the CPU time of
+    each as gpudiag's own (gpudiag.measure.load): init, not this process, reaps them."""
+    import psutil
+
+    from gpudiag.measure.load import add_ended_elsewhere
+
+    me = os.getpid()
+    alive = []
+    for p in procs:
+        try:
+            if p.ppid() != me:  # re-parented away: its time would be lost to every CpuMeter
+                c = p.cpu_times()
+                add_ended_elsewhere(c.user + c.system + c.children_user + c.children_system)
+            p.terminate()  # psutil checks the pid still names the same process
+            alive.append(p)
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
 def _shutdown(workers: List[_Worker], grace_s: float = 2.0) -> None:
-    """Stop every worker: ask, then terminate, then kill. Safe to call twice."""
+    """Stop every worker (ask, then terminate, then kill) and whatever the workers started. Safe to call twice."""
+    started = _descendants(workers)
     for w in workers:
         try:
             w.conn.send_bytes(_STOP)
@@ -194,6 +237,8 @@ def _shutdown(workers: List[_Worker], grace_s: float = 2.0) -> None:
         except OSError:
             pass
     workers.clear()
+    if started:  # a hung step's own child processes must not run on (and load the machine) after its worker
+        _stop_processes(started)
 
 
 class WorkerPool:

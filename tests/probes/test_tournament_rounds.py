@@ -28,6 +28,9 @@ class ScriptedMeter:
     def steal_cores(self, before, after):
         return 0.0
 
+    def seen_pids(self):
+        return []
+
 
 TWO_CORES = {"affinity_cores": 2, "usable_cores": 2, "limited_by": None}
 

@@ -218,6 +218,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 timeout = cs._timeout(cs.RUN_TIMEOUT_MIN_S, base, plan.deadline)
             r0 = meter.read()
             n_before = len(c.walls)
+            t_start = time.monotonic()
             try:
                 c.once(plan.cycles, cuda, timeout)
             except CustomLoopError:
@@ -228,6 +229,9 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 if c is serial:
                     raise
                 c.error = _error_text(exc)
+            if len(c.walls) == n_before:  # failed: no figure, so no load beside one (a hang's wait is no round's)
+                lost["s"] += time.monotonic() - t_start
+                return
             r1 = meter.read()
             other, steal = meter.other_cores(r0, r1), meter.steal_cores(r0, r1)
             took = (0.0, 0.0, 0.0)
@@ -237,10 +241,10 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 c.other_cpu_s += took[0]
                 c.steal_cpu_s += took[1]
                 c.load_wall_s += took[2]
-            if len(c.walls) > n_before:
-                this_round.append((c, other, took))
+            this_round.append((c, other, took))
 
         rejected = {"n": 0}
+        lost = {"s": 0.0}  # seconds spent in failed runs: not the other contestants' rounds budget
 
         def keep_round() -> bool:
             """A round during which other programs took the cores (a burst of load) is taken back and rerun;
@@ -275,7 +279,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             env.rounds = dict(run_rounds(contestants, once, rp,
                                          settled=lambda: settled(contestants, serial, plan.cycles),
                                          deadline=plan.deadline, active=lambda c: c.error is None,
-                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS),
+                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS,
+                                         lost_s=lambda: lost["s"]),
                               min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
                               budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
         finally:
@@ -330,7 +335,7 @@ def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, pla
     widest = max(plan.workers or [1])
     rounds = env.rounds or {}
     rejected, counted = int(rounds.get("rejected") or 0), int(rounds.get("rounds") or 0)
-    visible = busiest_others(snap0, snap1, wall, own=set(env.own_pids()) | _own_family())
+    visible = busiest_others(snap0, snap1, wall, own=set(meter.seen_pids()) | set(env.own_pids()) | _own_family())
     # Busy: the kept rounds were loaded, or load kept rejecting rounds until too few were left to judge.
     busy = machine_busy(kept, cores, widest, run_cores) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
     seen = sum(v["cores"] for v in visible)
@@ -355,7 +360,8 @@ def _cores(env: Env) -> tuple:
 
 
 def _own_family() -> set:
-    """This process and its parents' chain up to the gpudiag command: never 'other' load."""
+    """This process and its parents' chain up to the gpudiag command: never 'other' load (its descendants are the
+    meter's seen_pids)."""
     import os
 
     import psutil
