@@ -98,7 +98,7 @@ def test_a_step_that_hangs_in_timed_runs_inside_workers_fails_by_name(hangs):
     assert procs["status"] == "failed", procs
     assert "2 worker processes did not finish 4 cycles within" in procs["reason"]
     assert rows["serial"]["status"] == "ok" and rows["serial"]["samples"] == 3
-    assert rows["threads"]["status"] == "ok" and rows["threads"]["speedup_ci95"] is not None
+    assert rows["threads"]["status"] == "ok" and rows["threads"]["samples"] == 3
     assert took < 40
 
 
@@ -142,7 +142,6 @@ def test_a_step_spinning_in_worker_processes_costs_only_processes_and_is_not_oth
     assert rows["processes"]["status"] == "failed" and "did not finish" in rows["processes"]["reason"]
     for name in ("serial", "threads"):
         assert rows[name]["status"] == "ok" and rows[name]["samples"] == 3, rows[name]
-    assert rows["threads"]["speedup_ci95"] is not None or rows["threads"]["samples"] < 6
     assert env.load["busy"] is False and env.load["other_busy_cores"] < 0.5, env.load
     data = {"workload": {"device": "cpu"}, "strategies": list(rows.values()), "load": env.load,
             "rounds": env.rounds}

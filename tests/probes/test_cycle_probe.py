@@ -124,10 +124,14 @@ def test_worker_counts_and_plan_overrides():
     assert cycle_probe.worker_counts("full", 2) == [2, 4]
     assert cycle_probe.worker_counts("full", 16) == [2, 4, 8]
     plan = cycle_probe.make_plan("quick", "cpu", 2, {})
-    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 5
+    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 6
     assert plan.max_rounds == 16 and plan.rounds_budget_s == 2.5
     plan = cycle_probe.make_plan("full", "cuda", 16, {"cycle_cycles": 7, "cycle_workers": 3})
     assert plan.cycles == 7 and plan.workers == [3] and plan.fuse == 8
+    # every worker count tried gets an even share of the cycles (a --cycle step's count is calibrated)
+    assert cycle_probe.make_plan("full", "cpu", 16, {}).cycles == 64
+    assert cycle_probe.make_plan("quick", "cpu", 2, {}, cycles=13).cycles == 14
+    assert cycle_probe.even_shares(13, [2]) == 14 and cycle_probe.even_shares(1, [2, 4, 8]) == 8
 
 
 def _tiny_plan(**kw):

@@ -10,6 +10,7 @@ the user's own step is measured instead.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Dict, List, Optional
@@ -21,8 +22,9 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
 # short runs, many interleaved rounds, so an interval can be computed and load averages out.
 DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
-ROUNDS = {("cpu", "quick"): (5, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
-          ("cuda", "quick"): (5, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
+# At least 6 rounds: the fewest from which a paired 95 % interval exists (gpudiag.measure.stats.paired_ratio_ci).
+ROUNDS = {("cpu", "quick"): (6, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
+          ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
 CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
 DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close
 MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
@@ -50,9 +52,9 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
 
     quick = mode == "quick"
     key = (device, "quick" if quick else "full")
-    cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[key])
     workers = options.get("cycle_workers") or worker_counts(mode, cores)
     workers = [int(w) for w in (workers if isinstance(workers, (list, tuple)) else [workers])]
+    cycles = int(options.get("cycle_cycles") or even_shares(cycles or DEFAULT_CYCLES[key], workers))
     reason = None if workers else _no_workers_reason(cores, options.get("cpu_limit"))
     lo, hi, budget = ROUNDS[key]
     if "cycle_repeats" in options:  # an exact number of rounds (tests, benchmarks)
@@ -71,6 +73,16 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
         rounds_budget_s=budget,
         workers_reason=reason,
     )
+
+
+def even_shares(cycles: int, workers: List[int]) -> int:
+    """`cycles` rounded up to a multiple of every worker count tried, so N workers always share the cycles evenly:
+    with 13 cycles 2 workers run 7 and 6, and the run waits for the 7 - a 7 % handicap that comes and goes with
+    the cycle count, which is calibrated afresh each run for a --cycle step."""
+    step = 1
+    for n in workers:
+        step = step * n // math.gcd(step, n)
+    return max(step, -(-int(cycles) // step) * step)
 
 
 def _no_workers_reason(cores: int, limit: Optional[dict]) -> str:
@@ -119,8 +131,11 @@ def _nvml_locate(torch) -> Any:
 def _custom_cycles(spec, mode: str) -> int:
     """Cycles for a user's step: as many as fit the mode's target time for serial, at least 4.
 
-    Times steps after a warm-up step until 50 ms have passed (or 50 steps), so one slow first
-    step or a moment of load does not shrink the run to almost nothing.
+    Times steps one by one after two warm-up steps until 0.1 s has passed (or 50 steps) and sizes the
+    run from the fastest: a moment of load (or intra-op threads stalled by it) slows some steps, not the
+    step, and a mean over them shrank the run - to 4 cycles instead of 14 for issue 22's step - so the
+    per-run costs of threads and processes (starting the threads, waking the workers) weighed three
+    times as much as in a quiet run, and their ratio changed from run to run.
     """
     import time
 
@@ -129,14 +144,15 @@ def _custom_cycles(spec, mode: str) -> int:
     w = build(spec)
     w.run_cycles(2)
     w.sync()
-    n, t0 = 0, time.perf_counter()
-    while n < 50 and (n == 0 or time.perf_counter() - t0 < 0.05):
+    n, start, fastest = 0, time.perf_counter(), float("inf")
+    while n < 50 and (n == 0 or time.perf_counter() - start < 0.1):
+        t0 = time.perf_counter()
         w.run_cycles(1)
         w.sync()
+        fastest = min(fastest, time.perf_counter() - t0)
         n += 1
-    per = (time.perf_counter() - t0) / n
     w.close()
-    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(per, 1e-6))))
+    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(fastest, 1e-6))))
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
@@ -195,7 +211,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
         cw.parse_ref(custom_ref)
         spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
         if not ctx.options.get("cycle_cycles"):
-            plan.cycles = _custom_cycles(spec, ctx.mode)
+            plan.cycles = even_shares(_custom_cycles(spec, ctx.mode), plan.workers)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         workload = spec.describe()
     else:
@@ -348,6 +364,21 @@ def findings_for(data: dict) -> List[dict]:
             f"No strategy is named fastest: {quality['reasons'][0]}.",
             {"serial_spread_fraction": quality["baseline_spread"]},
             again))
+    stalls = quality["intra_op_stalls"]
+    if stalls:
+        one = serial.get("one_thread") or {}
+        out.append(finding(
+            "CYCLE_INTRA_OP_STALLS", "warning",
+            f"The plain loop with torch's {stalls['torch_threads']} intra-op threads varied by "
+            f"{100 * stalls['spread']:.0f} % between rounds, with one thread by {100 * stalls['one_thread_spread']:.0f} % "
+            "in the same rounds: intra-op threads wait for each other at the end of every op, so whenever another "
+            "program takes a core for a moment the op stalls. That is how this loop runs on this machine; the "
+            "strategies are compared against it as measured.",
+            {"torch_threads": stalls["torch_threads"], "serial_spread": stalls["spread"],
+             "one_thread_spread": stalls["one_thread_spread"], "one_thread_cycles_per_s": one.get("cycles_per_s"),
+             "serial_cycles_per_s": serial.get("cycles_per_s")},
+            "On a shared machine, run each worker with one intra-op thread (torch.set_num_threads(1)), as the "
+            "threads and processes strategies do here."))
     tl = (data.get("idle") or {}).get("serial") or {}
     busy = tl.get("busy_fraction")
     if isinstance(busy, (int, float)) and busy < IDLE_WARN_BUSY_FRACTION:

@@ -231,12 +231,22 @@ def _loop_timer(run: Callable[[int], None], sync: Callable[[], None]) -> Callabl
 
 
 def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
-    """The baseline contestant: the plain loop, one copy, warmed up; every speedup is stated against it."""
+    """The baseline contestant: the plain loop, one copy, warmed up; every speedup is stated against it.
+
+    Where torch's default gives the loop more than one intra-op thread, the same loop is also timed with one
+    (a second contestant on the same copy, `one_thread`): each worker of threads and processes runs with
+    default / N threads, so the serial row says what the loop does per thread as well as as it runs. The
+    two differ most on a machine where other programs come and go: intra-op threads wait for each other
+    at the end of every op, and one of them descheduled stalls them all."""
     w = build(spec)
     w.run_cycles(plan.warmup)
     w.sync()
-    return [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
-                       w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
+    out = [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
+                      w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
+    if env.default_threads > 1 and env.device != "cuda":  # on a GPU the host threads barely matter
+        out.append(Contestant("serial", 1, 1, _loop_timer(w.run_cycles, w.sync), None, w.sync, lambda: None,
+                              one_thread=True))
+    return out
 
 
 def prepare_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
