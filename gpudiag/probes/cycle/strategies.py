@@ -425,9 +425,16 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
         per = max(1, env.default_threads // n)
         torch.set_num_threads(per)
         workloads = [build(spec) for _ in range(n)]
-        for w in workloads:
-            w.run_cycles(plan.warmup)
-        workloads[0].sync()
+        # Warmed up as they will be timed: side by side, each in its own thread. The first time threads run
+        # the step together costs more (the allocator's per-thread arenas, thread-local state in torch): warmed
+        # up one after another in this thread, the first timed round was the slowest, by up to a third.
+        warm = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
+        try:
+            _threads_once(workloads, [(0, plan.warmup)] * n, warm)
+        except TimeoutError:
+            raise StrategyTimeout(f"{n} threads did not finish their {plan.warmup} warm-up cycles within {warm:.0f} s "
+                                  "(the step hangs or crawls in worker threads; they cannot be stopped and were "
+                                  "left behind)") from None
 
         limits: Dict[str, Any] = {}
 
