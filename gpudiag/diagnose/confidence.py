@@ -3,15 +3,17 @@
 Pure functions over the report's cycle data (docs/recommendation.md, "How sure is it"):
 
 - The figures are **too noisy** to present when other programs kept the cores the strategies need
-  busy (gpudiag.measure.load.machine_busy), when the plain loop's own rate was unsteady (the middle
-  half of its rounds more than BASELINE_IQR_MAX apart; BASELINE_SPREAD_MAX of p10-p90 where a report
-  has no rounds), when any threads/processes speedup is above what its worker
-  count allows (the baseline was slowed: every speedup over it is suspect), or when the intervals
-  of the strategies that cannot be told apart are wider than WIDE_INTERVAL_RATIO.
+  busy (gpudiag.measure.load.machine_busy; in a report that did not record the tournament's load,
+  its busy-machine findings), when the plain loop's own rate was unsteady (the middle half of its
+  rounds more than BASELINE_IQR_MAX apart; BASELINE_SPREAD_MAX of p10-p90 where a report has no
+  rounds) and not only with its intra-op threads (intra_op_stalls), when any threads/processes
+  speedup is above what its worker count allows (the baseline was slowed: every speedup over it is
+  suspect), or when the interval that made a tie is wider than WIDE_INTERVAL_RATIO.
 - Otherwise the fastest strategy is compared with every simpler one: it is **clear** when it is
-  faster than each of them at 95 % confidence and by at least the noise margin (clearly_above);
+  faster than each of them by at least the noise margin at 95 % confidence (clearly_above: the low
+  end of their ratio above 1 + margin, from their paired rounds, else intervals, else spreads);
   when not, the simpler ones it cannot be told apart from join a **tie**, the simplest of them is
-  recommended, and `tied_with` names the others.
+  recommended, and `tied_with` names the others. A near-tie is a tie, however the medians fall.
 - **none**: nothing was measured.
 
 Under a CPU quota the busy rule counts the cores the process may run on beyond what the quota lets

@@ -10,7 +10,6 @@ the user's own step is measured instead.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any, Dict, List, Optional
@@ -26,9 +25,8 @@ DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 
 ROUNDS = {("cpu", "quick"): (6, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
           ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
 CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
+PROFILE_CYCLES = {"quick": 30, "full": 60}  # at most, in the profiled run (CUDA)
 DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close
-MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
-MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
 RAISE_LIMIT = "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
 
@@ -48,7 +46,7 @@ def worker_counts(mode: str, cores: int) -> List[int]:
 def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycles: Optional[int] = None):
     """The tournament's Plan (cycles per run, warm-up, rounds min/max and wall budget, worker counts): --quick/--full
     and the device set how long it measures; cycle_* options override it for tests and benchmarks."""
-    from gpudiag.probes.cycle.strategies import Plan
+    from gpudiag.probes.cycle.strategies import Plan, even_shares
 
     quick = mode == "quick"
     key = (device, "quick" if quick else "full")
@@ -68,21 +66,11 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
         fuse=4 if device == "cpu" else 8,
         sync_every=8,
         streams=4,
-        profile_cycles=min(cycles, 30 if quick else 60),
+        profile_cycles=min(cycles, PROFILE_CYCLES[key[1]]),
         max_rounds=hi,
         rounds_budget_s=budget,
         workers_reason=reason,
     )
-
-
-def even_shares(cycles: int, workers: List[int]) -> int:
-    """`cycles` rounded up to a multiple of every worker count tried, so N workers always share the cycles evenly:
-    with 13 cycles 2 workers run 7 and 6, and the run waits for the 7 - a 7 % handicap that comes and goes with
-    the cycle count, which is calibrated afresh each run for a --cycle step."""
-    step = 1
-    for n in workers:
-        step = step * n // math.gcd(step, n)
-    return max(step, -(-int(cycles) // step) * step)
 
 
 def _no_workers_reason(cores: int, limit: Optional[dict]) -> str:
@@ -126,33 +114,6 @@ def _nvml_locate(torch) -> Any:
         return None
     index = torch.cuda.current_device()
     return nvml.pci_bus_id(torch.cuda.get_device_properties(index)) or index
-
-
-def _custom_cycles(spec, mode: str) -> int:
-    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 4.
-
-    Times steps one by one after two warm-up steps until 0.1 s has passed (or 50 steps) and sizes the
-    run from the fastest: a moment of load (or intra-op threads stalled by it) slows some steps, not the
-    step, and a mean over them shrank the run - to 4 cycles instead of 14 for issue 22's step - so the
-    per-run costs of threads and processes (starting the threads, waking the workers) weighed three
-    times as much as in a quiet run, and their ratio changed from run to run.
-    """
-    import time
-
-    from gpudiag.probes.cycle.workload import build
-
-    w = build(spec)
-    w.run_cycles(2)
-    w.sync()
-    n, start, fastest = 0, time.perf_counter(), float("inf")
-    while n < 50 and (n == 0 or time.perf_counter() - start < 0.1):
-        t0 = time.perf_counter()
-        w.run_cycles(1)
-        w.sync()
-        fastest = min(fastest, time.perf_counter() - t0)
-        n += 1
-    w.close()
-    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(fastest, 1e-6))))
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
@@ -210,9 +171,9 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     if custom_ref:
         cw.parse_ref(custom_ref)
         spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
-        if not ctx.options.get("cycle_cycles"):
-            plan.cycles = even_shares(_custom_cycles(spec, ctx.mode), plan.workers)
-            plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
+        if not ctx.options.get("cycle_cycles"):  # sized by the tournament once every strategy is prepared
+            plan.target_run_s = CUSTOM_TARGET_S[ctx.mode]
+            plan.profile_cycles = PROFILE_CYCLES[ctx.mode]  # and capped by the sized cycles there
         workload = spec.describe()
     else:
         copies = max(plan.workers, default=0) + 2  # processes + threads copies alive at once, plus serial
@@ -246,6 +207,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     if early is not None:
         env.pools.append(early)
     rows = ct.run_tournament(spec, plan, env)
+    workload.update(cycles=plan.cycles, profile_cycles=plan.profile_cycles if cuda else None)
     best = ct.winner(rows)
 
     if cuda:

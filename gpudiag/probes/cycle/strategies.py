@@ -15,6 +15,7 @@ other strategies' figures are kept.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -59,6 +60,8 @@ class Plan:
     rounds_budget_s: Optional[float] = None  # wall seconds for the rounds (None: no budget stop)
     deadline: Optional[float] = None  # monotonic time by which the rounds must end (probe timeout)
     workers_reason: Optional[str] = None  # why `workers` is empty (1 usable core): threads/processes skipped
+    target_run_s: Optional[float] = None  # set (a --cycle step): `cycles` is sized to this serial run time once
+    #                                       every strategy is prepared (size_run)
 
 
 @dataclass
@@ -101,6 +104,39 @@ def shares(total: int, n: int) -> List[Tuple[int, int]]:
         out.append((start, c))
         start += c
     return out
+
+
+def even_shares(cycles: int, workers: Sequence[int]) -> int:
+    """`cycles` rounded up to a multiple of every worker count tried, so N workers always share the cycles evenly:
+    with 13 cycles 2 workers run 7 and 6, and the run waits for the 7 - a 7 % handicap that comes and goes with
+    the cycle count, which is sized afresh each run for a --cycle step."""
+    step = 1
+    for n in workers:
+        step = step * n // math.gcd(step, n)
+    return max(step, -(-int(cycles) // step) * step)
+
+
+MIN_RUN_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
+MAX_RUN_CYCLES = 20000
+SIZING_WINDOW_S = 0.1  # steps timed one by one for this long (at most 50) to size a run
+
+
+def size_run(serial: "Contestant", plan: Plan) -> int:
+    """Cycles per timed run for a --cycle step: as many as fit plan.target_run_s of the prepared, warmed-up plain
+    loop, from its fastest single step, at least MIN_RUN_CYCLES, shared evenly by the workers (even_shares).
+
+    Called once every strategy is prepared, so nothing of the probe's own runs meanwhile: sized earlier, while the
+    worker processes imported torch on both cores, issue 22's step got 4 cycles instead of 16 in two of five
+    quiet runs, and its fastest step, not the mean, because a moment of load slows some steps, not the step. With
+    4 cycles the per-run costs of threads and processes (starting the threads, waking the workers) weigh four
+    times as much, and their ratio scattered over 0.72-1.60 from round to round instead of 0.94-1.06.
+    """
+    n, start, fastest = 0, time.perf_counter(), float("inf")
+    while n < 50 and (n == 0 or time.perf_counter() - start < SIZING_WINDOW_S):
+        fastest = min(fastest, serial.step_s())
+        n += 1
+    cycles = max(MIN_RUN_CYCLES, min(MAX_RUN_CYCLES, int((plan.target_run_s or 0.0) / max(fastest, 1e-6))))
+    return even_shares(cycles, plan.workers or [1])
 
 
 def fit_workers(wanted: int, per_worker_host: Optional[int], host_budget: Optional[int],
@@ -203,6 +239,13 @@ class Contestant:
             self.peak_device_bytes = max(self.peak_device_bytes or 0, peak or 0) or None
         if self.host_rss_bytes is None:
             self.host_rss_bytes = self._rss_of()
+
+    def step_s(self) -> float:
+        """Wall seconds of one untimed cycle with this contestant's threads (sizing a run; not a sample)."""
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
+        return self._timed(1)
 
     def rate(self, cycles: int) -> float:
         """Median cycles/s over this contestant's timed runs (0.0 before any): what ranks contestants and the sweep."""
