@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import psutil
 
 from gpudiag.measure import stats
-from gpudiag.measure.workers import WorkerPool, WorkerTimeout, run_threads
+from gpudiag.measure.workers import ThreadTeam, WorkerPool, WorkerTimeout
 from gpudiag.probes.cycle.workload import CustomSpec, WorkloadSpec, build, host_work
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
@@ -452,48 +452,56 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
     return [Contestant("cuda_graph", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close, **extra)]
 
 
-def _threads_once(workloads: list, parts: List[Tuple[int, int]], timeout_s: Optional[float] = None) -> float:
-    """Run each workload's share in its own thread, all released together; wall seconds."""
-    return run_threads(lambda w, start, count: w.run_cycles(count, start),
-                       [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync,
-                       timeout_s=timeout_s)
+def _threads_once(team: ThreadTeam, workloads: list, parts: List[Tuple[int, int]],
+                  timeout_s: Optional[float] = None) -> float:
+    """Run each workload's share in its own thread of the team, all released together; wall seconds."""
+    return team.run(lambda w, start, count: w.run_cycles(count, start),
+                    [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync, timeout_s=timeout_s)
 
 
 def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
-    """Per worker count N: N Python threads, each with its own copy of the workload, sharing the cycles."""
+    """Per worker count N: N long-lived Python threads (a ThreadTeam, like a thread pool kept across the loop),
+    each with its own copy of the workload, sharing the cycles."""
     import torch
 
     out = []
     for n in plan.workers:
         per = max(1, env.default_threads // n)
-        torch.set_num_threads(per)
+        torch.set_num_threads(per)  # before the threads' first torch op: each thread keeps the count it first saw
         workloads = [build(spec) for _ in range(n)]
-        # Warmed up as they will be timed: side by side, each in its own thread. The first time threads run
-        # the step together costs more (the allocator's per-thread arenas, thread-local state in torch): warmed
-        # up one after another in this thread, the first timed round was the slowest, by up to a third.
+        team = ThreadTeam(n)
+        # Warmed up as they will be timed: side by side, each in its own thread of the team. The first time threads
+        # run the step costs more (the allocator's per-thread arenas, thread-local state in torch): warmed up one
+        # after another in this thread, the first timed round was the slowest, by up to a third.
         warm = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
         try:
-            _threads_once(workloads, [(0, plan.warmup)] * n, warm)
-        except TimeoutError:
-            raise StrategyTimeout(f"{n} threads did not finish their {plan.warmup} warm-up cycles within {warm:.0f} s "
-                                  "(the step hangs or crawls in worker threads; they cannot be stopped and were "
-                                  "left behind)") from None
+            _threads_once(team, workloads, [(0, plan.warmup)] * n, warm)
+        except BaseException as exc:  # cleanup and re-raise: no team of this strategy outlives its failure
+            team.close()
+            for c in out:
+                c.close()
+            if isinstance(exc, TimeoutError):
+                raise StrategyTimeout(f"{n} threads did not finish their {plan.warmup} warm-up cycles within "
+                                      f"{warm:.0f} s (the step hangs or crawls in worker threads; they cannot be "
+                                      "stopped and were left behind)") from None
+            raise
 
         limits: Dict[str, Any] = {}
 
-        def timed(c: int, ws=workloads, limits=limits) -> float:
+        def timed(c: int, ws=workloads, team=team, limits=limits) -> float:
             """Wall seconds of c cycles shared over the threads; StrategyTimeout past limits["timeout_s"] (threads that
             hang cannot be killed, so the row fails by name instead of the probe hanging)."""
             limit_s = limits.get("timeout_s")
             try:
-                return _threads_once(ws, shares(c, len(ws)), limit_s)
+                return _threads_once(team, ws, shares(c, len(ws)), limit_s)
             except TimeoutError:
                 raise StrategyTimeout(f"{len(ws)} threads did not finish {c} cycles within {limit_s:.0f} s (the step "
                                       "hangs or crawls in worker threads; they cannot be stopped and were left "
                                       "behind)") from None
 
-        def close(ws=workloads) -> None:
-            """Close every thread's workload copy."""
+        def close(ws=workloads, team=team) -> None:
+            """End the team's threads and close every thread's workload copy."""
+            team.close()
             for w in ws:
                 w.close()
 
