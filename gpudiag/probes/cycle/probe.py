@@ -25,6 +25,11 @@ DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 
 ROUNDS = {("cpu", "quick"): (6, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
           ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
 CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
+# A --cycle step on the CPU in quick mode gets twice the rounds' budget: its runs are sized to 0.1 s of the plain
+# loop (the built-in's take 0.03-0.04 s), so 2.5 s held 5-6 rounds of issue 22's step, and its threads' rounds
+# scatter by +-15 % (the GIL hands over between them): the interval of processes over threads spanned 0.95-1.39x
+# over 6 rounds, 0.95-1.28x over 10. About 11 rounds separate a tie from a 35 % difference.
+CUSTOM_ROUNDS_BUDGET_S = {("cpu", "quick"): 5.0}
 PROFILE_CYCLES = {"quick": 30, "full": 60}  # at most, in the profiled run (CUDA)
 DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close
 IDLE_WARN_BUSY_FRACTION = 0.6
@@ -55,6 +60,8 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
     cycles = int(options.get("cycle_cycles") or even_shares(cycles or DEFAULT_CYCLES[key], workers))
     reason = None if workers else _no_workers_reason(cores, options.get("cpu_limit"))
     lo, hi, budget = ROUNDS[key]
+    if options.get("cycle"):
+        budget = CUSTOM_ROUNDS_BUDGET_S.get(key, budget)
     if "cycle_repeats" in options:  # an exact number of rounds (tests, benchmarks)
         lo = hi = int(options["cycle_repeats"])
         budget = None

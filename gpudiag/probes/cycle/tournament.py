@@ -164,6 +164,7 @@ def _one_thread_block(one: Contestant, serial: Contestant, cycles: int) -> dict:
 
 
 def _round3(x: Optional[float]) -> Optional[float]:
+    """x to 3 decimals for the report (None stays None)."""
     return None if x is None else round(x, 3)
 
 
