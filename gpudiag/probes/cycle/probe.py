@@ -24,9 +24,11 @@ DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 
 # At least 6 rounds: the fewest from which a paired 95 % interval exists (gpudiag.measure.stats.paired_ratio_ci).
 ROUNDS = {("cpu", "quick"): (6, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
           ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
-CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
-# A --cycle step on the CPU in quick mode gets twice the rounds' budget: its runs are sized to 0.1 s of the plain
-# loop (the built-in's take 0.03-0.04 s), so 2.5 s held 5-6 rounds of issue 22's step, and its threads' rounds
+# A --cycle step's run: this long for the plain loop with one intra-op thread (with torch's default where that is
+# one thread, or on a GPU): strategies.size_run.
+CUSTOM_TARGET_S = {"quick": 0.15, "full": 1.0}
+# A --cycle step on the CPU in quick mode gets twice the rounds' budget: its runs are sized to 0.1-0.15 s of the
+# plain loop (the built-in's take 0.03-0.04 s), so 2.5 s held 5-6 rounds of issue 22's step, and its threads' rounds
 # scatter by +-15 % (the GIL hands over between them): the interval of processes over threads spanned 0.95-1.39x
 # over 6 rounds, 0.95-1.28x over 10. About 11 rounds separate a tie from a 35 % difference.
 CUSTOM_ROUNDS_BUDGET_S = {("cpu", "quick"): 5.0}

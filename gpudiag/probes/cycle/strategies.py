@@ -121,15 +121,18 @@ MAX_RUN_CYCLES = 20000
 SIZING_WINDOW_S = 0.1  # steps timed one by one for this long (at most 50) to size a run
 
 
-def size_run(serial: "Contestant", plan: Plan) -> int:
+def size_run(loop: "Contestant", plan: Plan) -> int:
     """Cycles per timed run for a --cycle step: as many as fit plan.target_run_s of the prepared, warmed-up plain
     loop, from its fastest single step, at least MIN_RUN_CYCLES, shared evenly by the workers (even_shares).
 
-    Called once every strategy is prepared, so nothing of the probe's own runs meanwhile: sized earlier, while the
-    worker processes imported torch on both cores, issue 22's step got 4 cycles instead of 16 in two of five
-    quiet runs, and its fastest step, not the mean, because a moment of load slows some steps, not the step. With
-    4 cycles the per-run costs of threads and processes (starting the threads, waking the workers) weigh four
-    times as much, and their ratio scattered over 0.72-1.60 from round to round instead of 0.94-1.06.
+    `loop` is the plain loop with one intra-op thread where it is timed (the work each worker thread runs; on
+    issue 22's step it ran 101-111 cycles/s in every quiet run, while with torch's 2 threads it ran at about 110
+    in some runs and 150 in others, which sized the runs at 12 or 16 cycles, and the threads strategy, whose
+    handover of the GIL at each run's start and end weighs more in a shorter run, came out 1.50x or 1.27x of
+    the plain loop against processes' 1.81x or 1.29x). Called once every strategy is prepared, so nothing of the
+    probe's own runs meanwhile: sized earlier, while the worker processes imported torch on both cores, the
+    step got 4 cycles instead of 16 in two of five quiet runs; and from the fastest step, not the mean, because a
+    moment of load slows some steps, not the step.
     """
     n, start, fastest = 0, time.perf_counter(), float("inf")
     while n < 50 and (n == 0 or time.perf_counter() - start < SIZING_WINDOW_S):

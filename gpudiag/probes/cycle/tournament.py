@@ -221,8 +221,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
     try:
         _prepare_all(spec, plan, env, rows, groups)
         serial = groups["serial"][0]
-        if plan.target_run_s:
-            plan.cycles = cs.size_run(serial, plan)
+        if plan.target_run_s:  # from the one-thread loop where timed: see size_run
+            plan.cycles = cs.size_run(next((c for c in groups["serial"] if c.extra.get("one_thread")), serial), plan)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         contestants = [c for g in groups.values() for c in g]
         meter = CpuMeter(env.own_pids)
