@@ -136,7 +136,7 @@ def size_run(loop: "Contestant", plan: Plan) -> int:
     """
     n, start, fastest = 0, time.perf_counter(), float("inf")
     while n < 50 and (n == 0 or time.perf_counter() - start < SIZING_WINDOW_S):
-        fastest = min(fastest, serial.step_s())
+        fastest = min(fastest, loop.step_s())
         n += 1
     cycles = max(MIN_RUN_CYCLES, min(MAX_RUN_CYCLES, int((plan.target_run_s or 0.0) / max(fastest, 1e-6))))
     return even_shares(cycles, plan.workers or [1])
