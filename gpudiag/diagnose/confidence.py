@@ -150,7 +150,7 @@ def intra_op_stalls(cycle: dict, serial: Optional[dict], spread: Optional[float]
         return None
     raw = next((r for r in as_list(cycle.get("strategies")) if isinstance(r, dict) and r.get("name") == "serial"), {})
     one = as_dict(raw.get("one_thread"))
-    cycles = num(raw.get("cycles")) or num(get(cycle, "workload", "cycles"))
+    cycles = num(one.get("cycles")) or num(raw.get("cycles")) or num(get(cycle, "workload", "cycles"))
     walls = [num(w) for w in as_list(one.get("wall_s"))]
     if not cycles or len(walls) < 4 or not all(w and w > 0 for w in walls):
         return None

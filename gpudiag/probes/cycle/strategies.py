@@ -200,15 +200,18 @@ class Contestant:
     """One strategy at one worker count, prepared and ready to be timed.
 
     `timed(n)` runs n cycles and returns the wall seconds (device work included); `plain(n)` runs
-    n cycles untimed (for the profiler). `close()` frees what it holds.
+    n cycles untimed (for the profiler). `close()` frees what it holds. `share` < 1 times that share of
+    the plan's cycles (at least one) per run, and its rates count those: a contestant that needs no
+    long runs (no threads or processes to start) costs the rounds less.
     """
 
     def __init__(self, name: str, workers: int, torch_threads: int, timed: Callable[[int], float],
                  plain: Optional[Callable[[int], None]] = None, sync: Callable[[], None] = lambda: None,
                  close: Callable[[], None] = lambda: None, events_workload: Any = None,
                  rss_of: Callable[[], int] = _rss, peak_device_of: Optional[Callable[[], Optional[int]]] = None,
-                 limits: Optional[dict] = None, **extra):
+                 limits: Optional[dict] = None, share: float = 1.0, **extra):
         self.name, self.workers, self.torch_threads = name, workers, torch_threads
+        self.share = share
         self.limits = limits  # {"timeout_s": ...} read by timed() where the work can be abandoned
         self._timed, self.plain, self.sync, self._close, self._rss_of = timed, plain, sync, close, rss_of
         self._peak_device_of = peak_device_of
@@ -235,7 +238,7 @@ class Contestant:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
-        self.walls.append(self._timed(cycles))
+        self.walls.append(self._timed(self.cycles_run(cycles)))
         self.intervals.append((t0, time.monotonic()))
         if cuda:
             peak = self._peak_device_of() if self._peak_device_of else int(torch.cuda.max_memory_allocated())
@@ -250,14 +253,19 @@ class Contestant:
         torch.set_num_threads(self.torch_threads)
         return self._timed(1)
 
+    def cycles_run(self, cycles: int) -> int:
+        """Cycles in each of this contestant's timed runs when the plan's runs have `cycles`."""
+        return cycles if self.share >= 1 else max(1, round(cycles * self.share))
+
     def rate(self, cycles: int) -> float:
         """Median cycles/s over this contestant's timed runs (0.0 before any): what ranks contestants and the sweep."""
-        rates = [cycles / w for w in self.walls if w > 0]
+        rates = self.rates(cycles)
         return stats.median(rates) if rates else 0.0
 
     def rates(self, cycles: int) -> List[float]:
         """cycles/s of each timed run, in round order."""
-        return [cycles / w for w in self.walls if w > 0]
+        n = self.cycles_run(cycles)
+        return [n / w for w in self.walls if w > 0]
 
     def close(self) -> None:
         """Free what the contestant holds (model copies, worker pool): called once by the tournament after the rounds."""
@@ -290,8 +298,10 @@ def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
     out = [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
                       w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
     if env.default_threads > 1 and env.device != "cuda":  # on a GPU the host threads barely matter
+        # Half the cycles: a plain loop has no threads or processes to start, so a shorter run measures it as well,
+        # and the rounds - which the honest intervals need many of - cost less.
         out.append(Contestant("serial", 1, 1, _loop_timer(w.run_cycles, w.sync), None, w.sync, lambda: None,
-                              one_thread=True))
+                              share=0.5, one_thread=True))
     return out
 
 

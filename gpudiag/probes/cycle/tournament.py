@@ -157,7 +157,7 @@ def _one_thread_block(one: Contestant, serial: Contestant, cycles: int) -> dict:
             "reason": one.error or "",
             "cycles_per_s": round(stats.median(rates), 3) if rates else None,
             "spread_fraction": None if len(rates) < 2 else round(stats.relative_spread(rates) or 0.0, 4),
-            "samples": len(rates), "wall_s": [round(w, 5) for w in one.walls],
+            "samples": len(rates), "cycles": one.cycles_run(cycles), "wall_s": [round(w, 5) for w in one.walls],
             "vs_default": _round3(stats.ratio_of_medians(rates, serial.rates(cycles))),
             "vs_default_ci95": stats.rounded_interval(speedup_interval(one, serial, cycles)),
             **_load_fields(one)}
