@@ -25,7 +25,7 @@ the cores come in as numbers (gpudiag.platform.usable_cores and cpu_limit give t
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 _BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal", "interrupt", "dpc")
 
@@ -95,7 +95,7 @@ class CpuMeter:
         self._psutil = psutil
         self._own_pids = own_pids
         self._cpus = None if cpus is None else sorted(set(cpus))
-        self._procs: Dict[int, object] = {}  # every own process seen, by pid (built once: see _proc)
+        self._procs: Dict[int, Any] = {}  # psutil.Process of every own process seen, by pid (built once: see _proc)
         self._self = psutil.Process()
 
     def _proc(self, pid: int):
