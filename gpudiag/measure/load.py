@@ -4,10 +4,11 @@ A timed comparison of parallel strategies is only fair when the cores it runs on
 machine's busy CPU time (all processes, from the OS) minus the CPU time of gpudiag's own process
 and everything it started, divided by the wall time, is the number of cores other programs kept
 busy meanwhile (steal time of a virtual machine counts: the hypervisor gave the core to someone
-else). gpudiag's own: this process, its descendants (worker processes and whatever a user's step
-started in them), the ones it has reaped (their CPU time moves into this process's children
-times when it waits for them) and descendants orphaned by a worker that was stopped (still tracked
-by pid): a hung worker, or its child spinning on, is never "other programs". Other programs may be invisible to us (another container or VM on the same cores): the
+else). gpudiag's own, for the probes that start workers (`CpuMeter(family=True)`): this process, its
+descendants (worker processes and whatever a user's step started in them), the ones it has reaped
+(their CPU time moves into this process's children times when it waits for them) and descendants
+orphaned by a worker that was stopped (still tracked by pid): a hung worker, or its child spinning
+on, is never "other programs". Other programs may be invisible to us (another container or VM on the same cores): the
 figure still counts them, and `busiest_others` says which ones are visible.
 
 Under a CPU quota the figure is still other programs' use: time the quota throttled gpudiag is no
@@ -81,18 +82,23 @@ def _with_reaped(c) -> float:
 class CpuMeter:
     """Reads machine-wide and own CPU time; `own_pids()` names gpudiag's worker processes of the moment.
 
-    Own CPU time is this process's (with the children it has reaped) plus that of every descendant
-    seen alive at a reading, and of descendants seen earlier that were orphaned since (a worker
-    stopped while its own child ran on): see the module docstring. `own_pids()` adds processes that
-    are gpudiag's without being its descendants. `cpus` (CPU numbers) counts the busy time of those
-    cores only instead of the whole machine's: the load of other programs on the cores a process is
-    pinned to (a fleet rank under taskset or a cpuset).
+    With `family=True` (the probes that start worker processes), own CPU time is this process's
+    (with the children it has reaped) plus that of every descendant seen alive at a reading, of
+    descendants seen earlier that were orphaned since (a worker stopped while its own child ran on),
+    and of those stopped where this process could not reap them: see the module docstring. Without
+    it, this process's own time and `own_pids()`'s (a fleet rank, whose test stands in for other
+    programs with processes of its own). `own_pids()` adds processes that are gpudiag's without being
+    its descendants. `cpus` (CPU numbers) counts the busy time of those cores only instead of the
+    whole machine's: the load of other programs on the cores a process is pinned to (a fleet rank
+    under taskset or a cpuset).
     """
 
-    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: (), cpus: Optional[Iterable[int]] = None):
+    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: (), cpus: Optional[Iterable[int]] = None,
+                 family: bool = False):
         import psutil
 
         self._psutil = psutil
+        self._family = family
         self._own_pids = own_pids
         self._cpus = None if cpus is None else sorted(set(cpus))
         self._procs: Dict[int, Any] = {}  # psutil.Process of every own process seen, by pid (built once: see _proc)
@@ -111,8 +117,18 @@ class CpuMeter:
         return [self._self.pid, *self._procs]
 
     def _own_cpu(self) -> float:
-        """CPU seconds of this process, the children it reaped, and every own process alive now."""
+        """CPU seconds of this process and every own process alive now (family: with the children it reaped)."""
         psutil = self._psutil
+        if not self._family:
+            c = self._self.cpu_times()
+            own = c.user + c.system
+            for pid in list(self._own_pids()):
+                try:
+                    c = self._proc(pid).cpu_times()
+                except psutil.NoSuchProcess:  # a worker that ended: its last CPU time is lost, a tick or two
+                    continue
+                own += c.user + c.system
+            return own
         own = _with_reaped(self._self.cpu_times()) + _ended_elsewhere_cpu_s[0]
         try:
             for child in self._self.children(recursive=True):

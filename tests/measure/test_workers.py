@@ -213,7 +213,7 @@ def _cpu_s(p):
 def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags():
     from gpudiag.measure import load
 
-    meter = load.CpuMeter()
+    meter = load.CpuMeter(family=True)
     with WorkerPool(1) as p:
         child = psutil.Process(p.run_all(start_spinner, [()])[0])
         r0 = meter.read()  # the spinner is a descendant now: the meter tracks it from here
