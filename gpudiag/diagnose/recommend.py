@@ -266,15 +266,15 @@ def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial:
         reason = f"{lab} could not be told apart from {others}"
         if chosen["name"] == "serial":
             headline = (f"{where}, keep the plain loop (serial, {fmt_rate(chosen['cycles_per_s'])} cycles/s): it is a tie - "
-                        f"{others} could not be told apart from it within the {MARGIN} noise margin, so the "
+                        f"{others} could not be told apart from it (not surely {MARGIN} or more faster), so the "
                         "simplest is recommended.")
         else:
             headline = (f"{where}, use {lab} ({fmt_rate(chosen['cycles_per_s'])} cycles/s, {speedup_text(chosen)}): it is "
-                        f"a tie - {others} could not be told apart from it within the {MARGIN} noise margin, and "
-                        f"{chosen['name']} is the simplest of them.")
+                        f"a tie - {others} could not be told apart from it (not surely {MARGIN} or more faster), "
+                        f"and {chosen['name']} is the simplest of them.")
         return headline, rule, reason
-    rule = (f"clear: faster than every simpler strategy at 95 % confidence, and by at least the {MARGIN} "
-            "noise margin")
+    rule = (f"clear: faster than every simpler strategy by at least the {MARGIN} noise margin, at 95 % "
+            "confidence")
     if chosen["name"] == "serial":
         best_other = max((c for c in candidates if c is not chosen), key=lambda c: c["rank_value"], default=None)
         headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"
