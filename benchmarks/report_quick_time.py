@@ -1,11 +1,14 @@
 """Wall time of `gpudiag report --quick` against `python -m torch.utils.collect_env`, and where it goes.
 
-    PYTHONPATH=. python benchmarks/report_quick_time.py [-n 5] [--variant NAME=PATH ...]
+    PYTHONPATH=. python benchmarks/report_quick_time.py [-n 5] [--variant NAME=PATH ...] [--python NAME=EXE ...]
 
 Each round runs collect_env and then every variant once (fresh interpreters, interleaved, so load
 from elsewhere hits all alike); after one untimed warm-up of each. A variant is a gpudiag source
 tree put first on PYTHONPATH (default: this checkout); e.g. an older commit unpacked with
-`git archive <commit> | tar -x -C /tmp/old` gives `--variant old=/tmp/old`. Prints, per variant,
+`git archive <commit> | tar -x -C /tmp/old` gives `--variant old=/tmp/old`. In a venv where gpudiag is
+installed editable, its import hook wins over PYTHONPATH (every variant would run the installed
+checkout): name an interpreter instead, `--python old=/path/to/venv/bin/python`, whose own gpudiag
+runs (e.g. a venv without gpudiag whose .pth lists the old tree and this venv's site-packages). Prints, per variant,
 the median wall time and its ratio to collect_env's median, the median duration of each probe (from
 the report JSON), the recommendation's outcome per run, and the machine's load average around it.
 Timing goals live here, not in tests: the figures depend on the machine and on what else runs.
@@ -39,10 +42,13 @@ def _run(cmd, env, cwd=None) -> float:
 
 
 def _report(path: str, out_dir: str, tag: str) -> tuple:
+    python = sys.executable
+    if path.startswith("python:"):  # an interpreter whose own gpudiag runs
+        python, path = path[len("python:"):], ""
     env = dict(os.environ, PYTHONPATH=path)
     js, html = os.path.join(out_dir, tag + ".json"), os.path.join(out_dir, tag + ".html")
     # cwd outside any checkout: `python -m` puts the current folder first on sys.path
-    wall = _run([sys.executable, "-m", "gpudiag", "report", "--quick", "--json", js, "-o", html], env, cwd=out_dir)
+    wall = _run([python, "-m", "gpudiag", "report", "--quick", "--json", js, "-o", html], env, cwd=out_dir)
     with open(js, encoding="utf-8") as fh:
         rep = json.load(fh)
     durations = {name: res.get("duration_s") for name, res in rep["probes"].items()}
@@ -58,8 +64,12 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=5)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                     help="a gpudiag source tree to time (repeatable); default: this checkout")
+    ap.add_argument("--python", action="append", default=[], metavar="NAME=EXE",
+                    help="an interpreter whose own gpudiag to time (repeatable)")
     args = ap.parse_args()
-    variants = dict(v.split("=", 1) for v in args.variant) or {"this checkout": HERE}
+    variants = dict(v.split("=", 1) for v in args.variant)
+    variants.update((k, "python:" + v) for k, v in (p.split("=", 1) for p in args.python))
+    variants = variants or {"this checkout": HERE}
     collect = [sys.executable, "-m", "torch.utils.collect_env"]
     times = {"collect_env": []}
     probes = {name: {} for name in variants}

@@ -76,20 +76,33 @@ def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
     rates = entry.get("rates") if j is not None else r.get("rates")
     return {"name": r["name"], "workers": entry["workers"], "cycles_per_s": cps,
             "speedup": speed if base else None, "rank_value": speed,
+            "spread_fraction": r.get("spread_fraction") if j is None else None,
             "speedup_ci95": entry.get("speedup_ci95") if base else None, "samples": entry.get("samples"),
             "rates": rates, "row": r, "fit_note": note, "source_cps": src_cps, "source_ci": src_ci}
 
 
 def _apart_text(a: dict, b: dict) -> str:
-    """Why a is not clearly faster than b, in the figures the rule used (paired rounds, else intervals)."""
-    ratio = a["speedup"] / b["speedup"] if a.get("speedup") and b.get("speedup") else None
-    if ratio is not None and ratio < 1 + NOISE_MARGIN_FRACTION:
-        return f"{a['name']} is {100 * (ratio - 1):.1f} % faster by the medians, less than the {MARGIN} margin"
-    pair = conf.pair_interval(a, b)
-    if pair is not None:
-        return (f"{a['name']} / {b['name']} {pair[0]:.2f}-{pair[1]:.2f}x over their paired rounds: "
-                "not surely faster")
-    return f"{_bounds_text(a)} against {_bounds_text(b)}: the intervals overlap"
+    """Why a is not clearly faster than b, in the figures the rule used (paired rounds, spreads, intervals)."""
+    lo, hi, kind = conf.ratio_bounds(a, b)
+    if lo is None:
+        return "no figures to compare"
+    if kind == "point":
+        return f"{a['name']} is {100 * (lo - 1):.1f} % faster by the medians, less than the {MARGIN} margin"
+    span = f"{a['name']} / {b['name']} {lo:.2f}-{hi:.2f}x"
+    if kind == "paired":
+        return f"{span} over their {len(a['rates'])} paired rounds: not surely {MARGIN} faster"
+    if kind == "spread":
+        why = ("too few rounds for an interval" if conf.paired(a, b) else "the report has no intervals")
+        return f"{span} from their rounds' spreads ({why}): not surely {MARGIN} faster"
+    return f"{_bounds_text(a)} against {_bounds_text(b)}: not surely {MARGIN} apart"
+
+
+def _wide_text(fastest: dict, r: dict) -> str:
+    """'processes / threads 0.85-1.31x over 8 paired rounds' or a row's own interval, for the too-wide reason."""
+    lo, hi, kind = conf.ratio_bounds(fastest, r)
+    if kind == "paired" and lo is not None:
+        return f"{fastest['name']} / {r['name']} {lo:.2f}-{hi:.2f}x over {len(r['rates'])} paired rounds"
+    return "; ".join(f"{x['name']} {_bounds_text(x)}" for x in (fastest, r) if x["name"] != "serial")
 
 
 def _bounds_text(c: dict) -> str:
@@ -109,7 +122,7 @@ def recommend(report: Any) -> dict:
     answered = gpu_questions_answered(report)
     cyc = probe_data(report, "cycle")
     serial = next((r for r in rows if r["name"] == "serial" and r["status"] == "ok" and r["cycles_per_s"]), None)
-    quality = conf.cycle_quality(cyc, rows) if cyc else None
+    quality = conf.cycle_quality(cyc, rows, report) if cyc else None
 
     candidates, excluded = [], {}
     for r in rows:
@@ -133,10 +146,10 @@ def recommend(report: Any) -> dict:
         ch, fa, ti, level = conf.choose(ranked)
         chosen, fastest, tied = ch["_c"], fa["_c"], [t["_c"] for t in ti]
         if level == conf.TIE:
-            wide = conf.too_wide([t for t in [ch] + ti])
+            wide = conf.too_wide(fa, [ch] + ti)
             if wide:
                 noisy_reasons.append("the strategies that could not be told apart have intervals too wide to "
-                                     "judge (" + "; ".join(f"{w['name']} {_bounds_text(w)}" for w in wide) + ")")
+                                     "judge (" + "; ".join(_wide_text(fa, w) for w in wide) + ")")
     if noisy_reasons and (ranked or (quality and quality["busy"])):
         level, chosen, fastest, tied = conf.TOO_NOISY, None, None, []
 
@@ -253,15 +266,15 @@ def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial:
         reason = f"{lab} could not be told apart from {others}"
         if chosen["name"] == "serial":
             headline = (f"{where}, keep the plain loop (serial, {fmt_rate(chosen['cycles_per_s'])} cycles/s): it is a tie - "
-                        f"{others} could not be told apart from it within the {MARGIN} noise margin, so the "
+                        f"{others} could not be told apart from it (not surely {MARGIN} or more faster), so the "
                         "simplest is recommended.")
         else:
             headline = (f"{where}, use {lab} ({fmt_rate(chosen['cycles_per_s'])} cycles/s, {speedup_text(chosen)}): it is "
-                        f"a tie - {others} could not be told apart from it within the {MARGIN} noise margin, and "
-                        f"{chosen['name']} is the simplest of them.")
+                        f"a tie - {others} could not be told apart from it (not surely {MARGIN} or more faster), "
+                        f"and {chosen['name']} is the simplest of them.")
         return headline, rule, reason
-    rule = (f"clear: faster than every simpler strategy at 95 % confidence, and by at least the {MARGIN} "
-            "noise margin")
+    rule = (f"clear: faster than every simpler strategy by at least the {MARGIN} noise margin, at 95 % "
+            "confidence")
     if chosen["name"] == "serial":
         best_other = max((c for c in candidates if c is not chosen), key=lambda c: c["rank_value"], default=None)
         headline = (f"{where}, keep the plain loop (serial): measured {fmt_rate(chosen['cycles_per_s'])} cycles/s"

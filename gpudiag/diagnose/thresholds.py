@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-# The noise margin: a strategy is only "clearly" faster than a simpler one when it is faster at 95 %
-# confidence (gpudiag.diagnose.confidence.clearly_above) and its median is at least this much above
-# the simpler one's. Below 5 % a gain is not worth the complexity (or extra memory) of the faster
-# strategy, and it is the size of the run-to-run differences of one strategy on a quiet desktop; the
-# simpler one is then recommended and the result is called a tie.
+# The noise margin: a strategy is only "clearly" faster than a simpler one when it is faster by at least
+# this much at 95 % confidence (gpudiag.diagnose.confidence.clearly_above: the low end of the interval
+# of their ratio above 1 + margin). Below 5 % a gain is not worth the complexity (or extra memory) of
+# the faster strategy, and it is the size of the run-to-run differences of one strategy on a quiet
+# desktop; the simpler one is then recommended and the result is called a tie. (Until issue 22 only
+# the medians had to be 5 % apart, with the interval above 1: a 5 % near-tie was called clear either
+# way from run to run.)
 NOISE_MARGIN_FRACTION = 0.05
 
 
@@ -30,10 +32,11 @@ BASELINE_SPREAD_MAX = 0.30
 SPEEDUP_CEILING_TOLERANCE = 0.10
 
 
-# When the strategies that cannot be told apart have intervals wider than this (hi / lo 1.35,
-# about +-15 %), the tie is the noise's doing, not the strategies': quiet-machine intervals here
-# were within hi/lo 1.12, and on 2 cores the alternatives differ by 5-90 %, so an interval this
-# wide can hold both "no gain" and "a real gain". The result is then too_noisy, not a tie.
+# When the interval that made a tie (the fastest strategy's paired ratio over a tied one, else their
+# own intervals) is wider than this (hi / lo 1.35, about +-15 %), the tie is the noise's doing, not
+# the strategies': quiet-machine intervals here were within hi/lo 1.12 (issue 22's step, processes
+# over threads over 6 quiet rounds: 0.94-1.06), and on 2 cores the alternatives differ by 5-90 %, so
+# an interval this wide can hold both "no gain" and "a real gain". The result is then too_noisy.
 WIDE_INTERVAL_RATIO = 1.35
 
 

@@ -2,9 +2,13 @@
 
 A timed comparison of parallel strategies is only fair when the cores it runs on are free. The
 machine's busy CPU time (all processes, from the OS) minus the CPU time of gpudiag's own process
-and its worker processes, divided by the wall time, is the number of cores other programs kept
+and everything it started, divided by the wall time, is the number of cores other programs kept
 busy meanwhile (steal time of a virtual machine counts: the hypervisor gave the core to someone
-else). Other programs may be invisible to us (another container or VM on the same cores): the
+else). gpudiag's own, for the probes that start workers (`CpuMeter(family=True)`): this process, its
+descendants (worker processes and whatever a user's step started in them), the ones it has reaped
+(their CPU time moves into this process's children times when it waits for them) and descendants
+orphaned by a worker that was stopped (still tracked by pid): a hung worker, or its child spinning
+on, is never "other programs". Other programs may be invisible to us (another container or VM on the same cores): the
 figure still counts them, and `busiest_others` says which ones are visible.
 
 Under a CPU quota the figure is still other programs' use: time the quota throttled gpudiag is no
@@ -22,7 +26,7 @@ the cores come in as numbers (gpudiag.platform.usable_cores and cpu_limit give t
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 _BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal", "interrupt", "dpc")
 
@@ -57,20 +61,47 @@ def machine_busy(other_cores: Optional[float], usable_cores: Optional[int], work
     return other_cores >= max(BUSY_MARGIN_CORES, cores - n + BUSY_MARGIN_CORES)
 
 
+# CPU seconds of gpudiag's own processes that ended where this process could not reap them (a stopped worker's
+# children, re-parented to init): read just before they were stopped (gpudiag.measure.workers), and counted as
+# own by every CpuMeter, since neither this process's children times nor a live pid holds them any more.
+_ended_elsewhere_cpu_s = [0.0]
+
+
+def add_ended_elsewhere(cpu_s: float) -> None:
+    """Count `cpu_s` CPU seconds of an own process stopped outside this process's reach as own (see above)."""
+    _ended_elsewhere_cpu_s[0] += max(0.0, float(cpu_s))
+
+
+def _with_reaped(c) -> float:
+    """A process's CPU seconds with those of the children it has waited for (Linux adds a reaped child's time,
+    its own reaped children's included, to the parent's children times): so a worker's or its child's time is
+    counted once, before and after it ends."""
+    return c.user + c.system + getattr(c, "children_user", 0.0) + getattr(c, "children_system", 0.0)
+
+
 class CpuMeter:
     """Reads machine-wide and own CPU time; `own_pids()` names gpudiag's worker processes of the moment.
 
-    `cpus` (CPU numbers) counts the busy time of those cores only instead of the whole machine's: the
-    load of other programs on the cores a process is pinned to (a fleet rank under taskset or a cpuset).
+    With `family=True` (the probes that start worker processes), own CPU time is this process's
+    (with the children it has reaped) plus that of every descendant seen alive at a reading, of
+    descendants seen earlier that were orphaned since (a worker stopped while its own child ran on),
+    and of those stopped where this process could not reap them: see the module docstring. Without
+    it, this process's own time and `own_pids()`'s (a fleet rank, whose test stands in for other
+    programs with processes of its own). `own_pids()` adds processes that are gpudiag's without being
+    its descendants. `cpus` (CPU numbers) counts the busy time of those cores only instead of the
+    whole machine's: the load of other programs on the cores a process is pinned to (a fleet rank
+    under taskset or a cpuset).
     """
 
-    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: (), cpus: Optional[Iterable[int]] = None):
+    def __init__(self, own_pids: Callable[[], Iterable[int]] = lambda: (), cpus: Optional[Iterable[int]] = None,
+                 family: bool = False):
         import psutil
 
         self._psutil = psutil
+        self._family = family
         self._own_pids = own_pids
         self._cpus = None if cpus is None else sorted(set(cpus))
-        self._procs: Dict[int, object] = {}
+        self._procs: Dict[int, Any] = {}  # psutil.Process of every own process seen, by pid (built once: see _proc)
         self._self = psutil.Process()
 
     def _proc(self, pid: int):
@@ -81,17 +112,14 @@ class CpuMeter:
             p = self._procs[pid] = self._psutil.Process(pid)
         return p
 
-    def read(self) -> Optional[Reading]:
-        """A reading, or None when the OS does not give the figures (then no load is reported)."""
+    def seen_pids(self) -> List[int]:
+        """Every process counted as gpudiag's own so far (descendants included): never named as another program."""
+        return [self._self.pid, *self._procs]
+
+    def _own_cpu(self) -> float:
+        """CPU seconds of this process and every own process alive now (family: with the children it reaped)."""
         psutil = self._psutil
-        try:
-            if self._cpus is None:
-                times = [psutil.cpu_times()]
-            else:  # psutil lists the online CPUs in order: index i is CPU i unless some are offline
-                per = psutil.cpu_times(percpu=True)
-                times = [per[i] for i in self._cpus if i < len(per)]
-            busy = sum(getattr(t, f, 0.0) for t in times for f in _BUSY_FIELDS)
-            steal = sum(float(getattr(t, "steal", 0.0)) for t in times)
+        if not self._family:
             c = self._self.cpu_times()
             own = c.user + c.system
             for pid in list(self._own_pids()):
@@ -100,8 +128,47 @@ class CpuMeter:
                 except psutil.NoSuchProcess:  # a worker that ended: its last CPU time is lost, a tick or two
                     continue
                 own += c.user + c.system
-            return busy, own, steal, time.monotonic()
-        except (psutil.Error, OSError):
+            return own
+        own = _with_reaped(self._self.cpu_times()) + _ended_elsewhere_cpu_s[0]
+        try:
+            for child in self._self.children(recursive=True):
+                self._procs.setdefault(child.pid, child)
+        except psutil.Error:  # a child ending during the walk: the ones still known are read below
+            pass
+        for pid in list(self._own_pids()):
+            try:
+                self._proc(pid)
+            except psutil.NoSuchProcess:
+                continue
+        for pid, p in list(self._procs.items()):
+            try:
+                if not p.is_running():  # gone, or its pid reused by an unrelated process
+                    del self._procs[pid]
+                    continue
+                c = p.cpu_times()
+            except psutil.NoSuchProcess:  # ended: reaped by us its time is in children_*, else lost (a tick or two)
+                del self._procs[pid]
+                continue
+            own += _with_reaped(c)
+        return own
+
+    def _machine_cpu(self) -> Tuple[float, float]:
+        """(busy CPU seconds, steal seconds) of the machine, or of the cores in `cpus`."""
+        psutil = self._psutil
+        if self._cpus is None:
+            times = [psutil.cpu_times()]
+        else:  # psutil lists the online CPUs in order: index i is CPU i unless some are offline
+            per = psutil.cpu_times(percpu=True)
+            times = [per[i] for i in self._cpus if i < len(per)]
+        busy = sum(getattr(t, f, 0.0) for t in times for f in _BUSY_FIELDS)
+        return busy, sum(float(getattr(t, "steal", 0.0)) for t in times)
+
+    def read(self) -> Optional[Reading]:
+        """A reading, or None when the OS does not give the figures (then no load is reported)."""
+        try:
+            busy, steal = self._machine_cpu()
+            return busy, self._own_cpu(), steal, time.monotonic()
+        except (self._psutil.Error, OSError):
             return None
 
     @staticmethod

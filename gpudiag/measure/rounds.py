@@ -19,7 +19,9 @@ called after each round, may reject it (e.g. other programs took the CPU during 
 then removes that round's samples, the round does not count, and another is run in its place (at
 most `max_rejected` rejected ones, by default `max_rounds`, and within the budget and the deadline).
 A caller whose `keep_round()` keeps every round after its own cap passes that cap as `max_rejected`,
-so a plan of one round still gets its kept round after the rejected ones.
+so a plan of one round still gets its kept round after the rejected ones. `lost_s()` says how many
+seconds went into runs that failed (a contestant that hung until its own deadline): they do not
+count against the budget, so the others still get their rounds (the hard deadline still holds).
 """
 
 from __future__ import annotations
@@ -54,20 +56,21 @@ def rotated(keys: Sequence[K], round_index: int) -> List[K]:
 def run_rounds(keys: Sequence[K], once: Callable[[K], None], plan: RoundsPlan,
                settled: Callable[[], bool] = lambda: False, deadline: Optional[float] = None,
                active: Callable[[K], bool] = lambda key: True,
-               keep_round: Callable[[], bool] = lambda: True, max_rejected: Optional[int] = None) -> Dict[str, object]:
+               keep_round: Callable[[], bool] = lambda: True, max_rejected: Optional[int] = None,
+               lost_s: Callable[[], float] = lambda: 0.0) -> Dict[str, object]:
     """Run rounds over `keys`; returns {rounds, rejected, stopped_because, elapsed_s}. See the module docstring."""
     max_rejected = plan.max_rounds if max_rejected is None else max_rejected
     start = time.monotonic()
     rounds, rejected, why = 0, 0, MAX_ROUNDS
     attempt = 0
     while rounds < max(plan.max_rounds, 1) and rejected <= max_rejected:
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             why = DEADLINE
             break
         if rounds >= plan.min_rounds and settled():
             why = TIGHT
             break
+        now = time.monotonic() - lost_s()  # the budget's clock: failed runs' time left out
         if rounds >= min(plan.min_rounds, MIN_ROUNDS_FOR_INTERVAL) or attempt >= plan.min_rounds:
             per_round = (now - start) / max(attempt, 1)
             if now + per_round > start + plan.budget_s and (rounds >= plan.min_rounds or now > start + plan.budget_s):

@@ -248,6 +248,24 @@ def _view_pcie(data: dict) -> dict:
     return {"kv": kv, "charts": [ch]}
 
 
+def _intra_op_row(strategies: List[dict]) -> Optional[tuple]:
+    """("Plain loop's intra-op threads", ...) when the report timed the plain loop with one thread as well: both
+    baselines, and the threads each worker of threads and processes had."""
+    serial = next((s for s in strategies if s.get("name") == "serial"), {})
+    one = as_dict(serial.get("one_thread"))
+    if not is_num(one.get("cycles_per_s")) or not is_num(serial.get("cycles_per_s")):
+        return None
+    ci = fmt_ci(one.get("vs_default_ci95"))
+    per = sorted({s.get("torch_threads") for s in strategies if s.get("name") in ("threads", "processes")
+                  and is_num(s.get("torch_threads"))})
+    return ("Plain loop's intra-op threads",
+            f"{na(serial.get('torch_threads'))} (torch's default here): {serial['cycles_per_s']:.1f} cycles/s, spread "
+            f"{fmt_pct(serial.get('spread_fraction'))}; with 1 thread: {one['cycles_per_s']:.1f} cycles/s "
+            f"({fmt_x(one.get('vs_default'))}{', 95 % interval ' + ci if ci else ''}), spread "
+            f"{fmt_pct(one.get('spread_fraction'))}. Speedups are over the default; threads and processes ran "
+            + (f"{'/'.join(str(p) for p in per)} per worker" if per else "their own count per worker") + ".")
+
+
 def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     """The cycle probe's section: workload, strategy tournament (cycles/s, interval), GPU idle timelines, gap histogram and NVML utilisation, with the winner highlighted."""
     wl = as_dict(data.get("workload"))
@@ -269,6 +287,9 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
                    + (" - busy: the figures describe a loaded machine" if load.get("busy") else "")
                    + (f" (visible: {seen})" if seen else "")))
     strategies = [as_dict(s) for s in as_list(data.get("strategies"))]
+    threads_row = _intra_op_row(strategies)
+    if threads_row:
+        kv.append(threads_row)
     ok = [s for s in strategies if s.get("status") == "ok" and is_num(s.get("cycles_per_s"))]
     if winner not in {s.get("name") for s in ok}:
         winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None

@@ -190,3 +190,84 @@ def test_workers_exit_by_themselves_when_their_parent_is_killed():
             pass
     gone, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive
+
+
+_SPINNER = None  # the worker's spinning child (kept referenced so the worker does not reap it)
+
+
+def start_spinner():
+    """Worker side: start a child process that spins until stopped; its pid."""
+    import subprocess
+    import sys
+
+    global _SPINNER
+    _SPINNER = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    return _SPINNER.pid
+
+
+def _cpu_s(p):
+    c = p.cpu_times()
+    return c.user + c.system
+
+
+def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags():
+    from gpudiag.measure import load
+
+    meter = load.CpuMeter(family=True)
+    with WorkerPool(1) as p:
+        child = psutil.Process(p.run_all(start_spinner, [()])[0])
+        r0 = meter.read()  # the spinner is a descendant now: the meter tracks it from here
+        c0 = _cpu_s(child)
+        deadline = time.monotonic() + 60
+        while _cpu_s(child) < c0 + 0.3 and time.monotonic() < deadline:  # a CPU-time condition, not a race
+            time.sleep(0.05)
+        c1 = _cpu_s(child)
+        r1 = meter.read()
+        tick = 0.02  # CPU times count in 10 ms ticks, summed over processes
+        assert r1[1] - r0[1] >= c1 - c0 - tick and c1 > c0  # own time moves with the worker's child's
+        before = load._ended_elsewhere_cpu_s[0]
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    # It ended re-parented (init reaps it): its time went into every meter's own account, not lost.
+    assert load._ended_elsewhere_cpu_s[0] - before >= c1 - tick
+    assert meter.read()[1] - r0[1] >= c1 - c0 - tick  # so it never became "other programs"
+
+
+# ------------------------------------------------------------------ ThreadTeam: long-lived threads
+
+def test_a_thread_team_runs_side_by_side_in_the_same_threads_every_run():
+    import threading
+
+    from gpudiag.measure.workers import ThreadTeam
+
+    team = ThreadTeam(2)
+    try:
+        barrier = threading.Barrier(2, timeout=60)  # both must be running at once to pass it
+        seen = []
+        for _ in range(3):
+            wall = team.run(lambda i: (barrier.wait(), seen.append((i, threading.current_thread().name))), [(0,), (1,)])
+            assert wall >= 0
+        assert sorted(set(seen)) == [(0, "gpudiag-thread-0"), (1, "gpudiag-thread-1")]  # no new thread per run
+        with pytest.raises(KeyError, match="bad"):
+            team.run(lambda i: (_ for _ in ()).throw(KeyError("bad")) if i else None, [(0,), (1,)])
+        assert team.run(lambda i: None, [(0,), (1,)]) >= 0  # an error does not break the team
+        with pytest.raises(ValueError):
+            team.run(lambda i: None, [(0,)])
+    finally:
+        team.close()
+
+
+def test_a_hung_thread_team_times_out_and_refuses_more_runs():
+    import threading
+
+    from gpudiag.measure.workers import ThreadTeam
+
+    release = threading.Event()
+    team = ThreadTeam(2)
+    try:
+        with pytest.raises(TimeoutError, match="1 of 2 threads still running"):
+            team.run(lambda hang: release.wait() if hang else None, [(False,), (True,)], timeout_s=0.2)
+        with pytest.raises(RuntimeError, match="left behind"):
+            team.run(lambda x: None, [(0,), (1,)])
+    finally:
+        release.set()
+        team.close()

@@ -124,10 +124,15 @@ def test_worker_counts_and_plan_overrides():
     assert cycle_probe.worker_counts("full", 2) == [2, 4]
     assert cycle_probe.worker_counts("full", 16) == [2, 4, 8]
     plan = cycle_probe.make_plan("quick", "cpu", 2, {})
-    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 5
-    assert plan.max_rounds == 16 and plan.rounds_budget_s == 2.5
+    assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 6
+    assert plan.max_rounds == 16 and plan.rounds_budget_s == 3.0
+    assert cycle_probe.make_plan("quick", "cpu", 2, {"cycle": "m:f"}).rounds_budget_s == 5.0  # a --cycle step
     plan = cycle_probe.make_plan("full", "cuda", 16, {"cycle_cycles": 7, "cycle_workers": 3})
     assert plan.cycles == 7 and plan.workers == [3] and plan.fuse == 8
+    # every worker count tried gets an even share of the cycles (a --cycle step's count is calibrated)
+    assert cycle_probe.make_plan("full", "cpu", 16, {}).cycles == 64
+    assert cycle_probe.make_plan("quick", "cpu", 2, {}, cycles=13).cycles == 14
+    assert cs.even_shares(13, [2]) == 14 and cs.even_shares(1, [2, 4, 8]) == 8
 
 
 def _tiny_plan(**kw):
@@ -354,3 +359,15 @@ def test_profiler_plumbing_on_the_cpu_finds_the_window_and_no_kernels():
     assert hi > lo
     t = profiling.profile_timeline(lambda: w.run_cycles(2), w.sync, 2)
     assert t["busy_fraction"] is None and "no GPU kernel" in t["reason"]
+
+
+@pytest.mark.torch
+def test_a_custom_run_is_sized_from_the_fastest_step_and_shared_evenly():
+    # Steps slowed by a moment of load (0.04 s) do not shrink the run: the fastest (0.007 s) sizes it.
+    times = iter([0.04, 0.007, 0.03, 0.04] + [0.01] * 100)
+    serial = cs.Contestant("serial", 1, 1, lambda n: next(times))
+    plan = _tiny_plan(workers=[2], target_run_s=0.1)
+    assert cs.size_run(serial, plan) == 14  # 0.1 / 0.007 = 14.3 -> 14, even for 2 workers
+    plan = _tiny_plan(workers=[2, 4, 8], target_run_s=0.1)
+    slow = cs.Contestant("serial", 1, 1, lambda n: 5.0)
+    assert cs.size_run(slow, plan) == 8  # at least 4, rounded up to a share for each of 2, 4 and 8 workers

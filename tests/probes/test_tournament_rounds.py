@@ -16,7 +16,7 @@ class ScriptedMeter:
 
     script = []
 
-    def __init__(self, own_pids=lambda: ()):
+    def __init__(self, own_pids=lambda: (), **_):
         self.calls = 0
 
     def read(self):
@@ -27,6 +27,9 @@ class ScriptedMeter:
 
     def steal_cores(self, before, after):
         return 0.0
+
+    def seen_pids(self):
+        return []
 
 
 TWO_CORES = {"affinity_cores": 2, "usable_cores": 2, "limited_by": None}
@@ -93,3 +96,23 @@ def test_a_one_round_plan_under_lasting_load_still_keeps_its_round(monkeypatch):
     assert env.rounds["rejected"] == ct.MAX_REJECTED_ROUNDS and env.rounds["rounds"] == 1
     assert rows["serial"]["status"] == "ok" and rows["serial"]["samples"] == 1
     assert env.load["busy"] is True
+
+
+@pytest.mark.torch
+def test_the_plain_loop_is_also_timed_with_one_thread_in_the_same_rounds(monkeypatch):
+    monkeypatch.setattr(ct, "CpuMeter", ScriptedMeter)
+    monkeypatch.setitem(cs.PREPARE, "processes", _not_here)
+    ScriptedMeter.script = []
+    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    plan = cs.Plan(cycles=4, warmup=1, repeats=6, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4)
+    env = cs.Env(device="cpu", default_threads=2, cpu_limit=TWO_CORES)
+    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env)}
+    serial, one = rows["serial"], rows["serial"]["one_thread"]
+    assert serial["torch_threads"] == 2 and serial["samples"] == 6
+    assert one["torch_threads"] == 1 and one["samples"] == 6 and one["status"] == "ok"
+    assert one["vs_default_ci95"][0] <= one["vs_default"] <= one["vs_default_ci95"][1]
+    assert rows["threads"]["torch_threads"] == 1 and rows["threads"]["speedup_ci95"] is not None
+    # with one thread by default there is nothing else to time
+    env = cs.Env(device="cpu", default_threads=1, cpu_limit=TWO_CORES)
+    plan.repeats = 1
+    assert "one_thread" not in {r["name"]: r for r in ct.run_tournament(spec, plan, env)}["serial"]

@@ -73,23 +73,31 @@ def _loop_pair(report: dict, fig: Figures) -> Optional[dict]:
         return None
 
     def points(r):
-        pts = {e["workers"]: (e["cycles_per_s"], e["speedup_ci95"], ("sweep", e["sweep_index"])) for e in r["sweep"]}
+        # The row's spread belongs to its headline count (a sweep entry has its rounds, not a spread).
+        pts = {e["workers"]: (e["cycles_per_s"], e["speedup_ci95"], ("sweep", e["sweep_index"]), e["rates"],
+                              r["spread_fraction"] if e["workers"] == r["workers"] else None) for e in r["sweep"]}
         if r["workers"] and r["workers"] not in pts:
-            pts[r["workers"]] = (r["cycles_per_s"], r["speedup_ci95"], None)
+            pts[r["workers"]] = (r["cycles_per_s"], r["speedup_ci95"], None, r["rates"], r["spread_fraction"])
         return pts
 
     tp, pp = points(t), points(p)
     common = sorted(set(tp) & set(pp))
     n = common[-1] if common else None
-    base = rows["serial"]["cycles_per_s"]
-    out = {"workers": n}
+    serial = rows["serial"]
+    base = serial["cycles_per_s"]
+    out = {"workers": n, "serial": {"name": "serial", "speedup": 1.0, "speedup_ci95": None, "rates": serial["rates"],
+                                    "spread_fraction": serial["spread_fraction"], "workers": 1}}
     for mode, row, pts in (("threads", t, tp), ("processes", p, pp)):
-        cps, ci, where = pts[n] if n else (row["cycles_per_s"], row["speedup_ci95"], None)
+        cps, ci, where, rates, spread = pts[n] if n else (row["cycles_per_s"], row["speedup_ci95"], None,
+                                                          row["rates"], row["spread_fraction"])
         keys = ("probes", "cycle", "data", "strategies", row["index"]) + ((where[0], where[1]) if where else ())
         fig.read(f"cycle_{mode}_cycles_per_s", report, *keys, "cycles_per_s")
         s = fig.put(f"cycle_{mode}_speedup", round(cps / base, 3))
         fig.put(f"cycle_{mode}_speedup_ci95", list(ci) if ci else None)
-        out[mode] = {"name": mode, "speedup": s, "speedup_ci95": ci,
+        if spread is not None:
+            fig.read(f"cycle_{mode}_spread_fraction", report, "probes", "cycle", "data", "strategies", row["index"],
+                     "spread_fraction")
+        out[mode] = {"name": mode, "speedup": s, "speedup_ci95": ci, "rates": rates, "spread_fraction": spread,
                      "workers": n or row["workers"]}
     fig.put("cycle_workers", n)
     return out
@@ -99,7 +107,7 @@ def verdict_gil_contention(report: dict) -> dict:
     """Does the GIL hold threads back in the user's loop? From the cycle's threads vs processes rows,
     with the gil probe's own judgement of its micro-benchmark as context (or as the answer when the
     loop did not measure both)."""
-    from gpudiag.diagnose.confidence import bounds, cycle_quality
+    from gpudiag.diagnose.confidence import clearly_above, cycle_quality, ratio_bounds, surely_not_above
     from gpudiag.probes.gil import analysis as ga
 
     cause = "gil_contention"
@@ -114,27 +122,36 @@ def verdict_gil_contention(report: dict) -> dict:
     if fig.values["gil_enabled"] is False:
         mtext += " This Python runs without the GIL (free-threaded build)."
     margin = NOISE_MARGIN_FRACTION
-    rule = (f"rule: in the loop, processes clearly above threads (interval {fmt_pct(margin)} apart) and "
-            "above 1x: supported; threads gaining like processes, or nothing gaining: refuted")
+    rule = (f"rule: in the loop, processes surely {fmt_pct(margin)} or more faster than threads and than the plain "
+            "loop (paired rounds, else intervals, else spreads): supported; threads surely gaining and processes "
+            "not surely ahead of them, or neither surely gaining: refuted")
     if loop:
-        quality = cycle_quality(cyc, strategy_rows(report))
-        t, p, n = loop["threads"], loop["processes"], loop["workers"]
-        tl, th = bounds(t)
-        pl, ph = bounds(p)
+        quality = cycle_quality(cyc, strategy_rows(report), report)
+        t, p, n, s = loop["threads"], loop["processes"], loop["workers"], loop["serial"]
         what = (f"in your loop {n} threads ran {_x(t)} and {n} processes {_x(p)} of the plain loop" if n else
                 f"in your loop threads ({t['workers']} workers) ran {_x(t)} and processes ({p['workers']}) {_x(p)}")
         if quality["reasons"]:
             return verdict_entry(cause, "inconclusive", "Cannot tell from your loop: " + "; ".join(quality["reasons"])
                                  + "." + mtext, "the cycle probe's figures are too noisy to judge (its busy-machine "
                                  "or noise findings)", fig.values, fig.sources)
-        if pl >= 1 + margin and pl >= th * (1 + margin):
+        if quality["throttled"]:  # the workers took turns inside the quota: threads vs processes says nothing of the GIL
+            return verdict_entry(cause, "inconclusive", f"Cannot tell from your loop: it ran "
+                                 f"{quality['throttled_text']}, so its workers took turns inside the quota." + mtext,
+                                 "a throttled tournament lowers the confidence of what it compares", fig.values,
+                                 fig.sources)
+        p_over_t = clearly_above(p, t, margin)
+        lo, hi, kind = ratio_bounds(p, t)
+        if lo is not None:
+            fig.put("cycle_processes_over_threads", [round(lo, 3), round(hi, 3)])
+            fig.put("cycle_processes_over_threads_from", kind)
+        if p_over_t and clearly_above(p, s, margin):
             return verdict_entry(cause, "supported", f"GIL-bound: {what}; the GIL holds the threads back." + mtext,
                                  rule, fig.values, fig.sources)
-        if tl >= 1 + margin and not pl >= th * (1 + margin):
+        if clearly_above(t, s, margin) and not p_over_t and surely_not_above(p, t, margin):
             return verdict_entry(cause, "refuted", f"Threads gain like processes: {what}; the GIL does not limit "
                                  "your loop (its heavy work runs in torch ops that release it)." + mtext,
                                  rule, fig.values, fig.sources)
-        if th <= 1 + margin and ph <= 1 + margin:
+        if surely_not_above(t, s, margin) and surely_not_above(p, s, margin):
             limit = ("the GPU (or the loop's serial part): more workers only queue more work for it"
                      if cycle_device(report) == "cuda" else
                      "the CPU cores, which the plain loop already keeps busy with torch's own threads")

@@ -21,12 +21,22 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
 # short runs, many interleaved rounds, so an interval can be computed and load averages out.
 DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
-ROUNDS = {("cpu", "quick"): (5, 16, 2.5), ("cpu", "full"): (7, 30, 25.0),
-          ("cuda", "quick"): (5, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
-CUSTOM_TARGET_S = {"quick": 0.1, "full": 1.0}  # serial run time the custom cycle count aims at
+# At least 6 rounds: the fewest from which a paired 95 % interval exists (gpudiag.measure.stats.paired_ratio_ci);
+# and on the CPU in quick mode 3 s of them (2.5 s until issue 22): about 9 rounds of the built-in workload on 2
+# cores, from which the interval leaves out the most extreme round on each side. Over 6-7 rounds it spans them
+# all, and processes over threads spanned 0.95-1.29x and 0.96-1.51x on quiet runs: too wide to call them a tie.
+ROUNDS = {("cpu", "quick"): (6, 16, 3.0), ("cpu", "full"): (7, 30, 25.0),
+          ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
+# A --cycle step's run: this long for the plain loop with one intra-op thread (with torch's default where that is
+# one thread, or on a GPU): strategies.size_run.
+CUSTOM_TARGET_S = {"quick": 0.15, "full": 1.0}
+# A --cycle step on the CPU in quick mode gets twice the rounds' budget: its runs are sized to 0.1-0.15 s of the
+# plain loop (the built-in's take 0.03-0.04 s), so 2.5 s held 5-6 rounds of issue 22's step, and its threads' rounds
+# scatter by +-15 % (the GIL hands over between them): the interval of processes over threads spanned 0.95-1.39x
+# over 6 rounds, 0.95-1.28x over 10. About 11 rounds separate a tie from a 35 % difference.
+CUSTOM_ROUNDS_BUDGET_S = {("cpu", "quick"): 5.0}
+PROFILE_CYCLES = {"quick": 30, "full": 60}  # at most, in the profiled run (CUDA)
 DEADLINE_FRACTION = 0.8  # of the probe timeout: rounds end by then, leaving time for rows and close
-MIN_CUSTOM_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
-MAX_CUSTOM_CYCLES = 20000
 IDLE_WARN_BUSY_FRACTION = 0.6
 RAISE_LIMIT = "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
 
@@ -46,15 +56,17 @@ def worker_counts(mode: str, cores: int) -> List[int]:
 def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycles: Optional[int] = None):
     """The tournament's Plan (cycles per run, warm-up, rounds min/max and wall budget, worker counts): --quick/--full
     and the device set how long it measures; cycle_* options override it for tests and benchmarks."""
-    from gpudiag.probes.cycle.strategies import Plan
+    from gpudiag.probes.cycle.strategies import Plan, even_shares
 
     quick = mode == "quick"
     key = (device, "quick" if quick else "full")
-    cycles = int(options.get("cycle_cycles") or cycles or DEFAULT_CYCLES[key])
     workers = options.get("cycle_workers") or worker_counts(mode, cores)
     workers = [int(w) for w in (workers if isinstance(workers, (list, tuple)) else [workers])]
+    cycles = int(options.get("cycle_cycles") or even_shares(cycles or DEFAULT_CYCLES[key], workers))
     reason = None if workers else _no_workers_reason(cores, options.get("cpu_limit"))
     lo, hi, budget = ROUNDS[key]
+    if options.get("cycle"):
+        budget = CUSTOM_ROUNDS_BUDGET_S.get(key, budget)
     if "cycle_repeats" in options:  # an exact number of rounds (tests, benchmarks)
         lo = hi = int(options["cycle_repeats"])
         budget = None
@@ -66,7 +78,7 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
         fuse=4 if device == "cpu" else 8,
         sync_every=8,
         streams=4,
-        profile_cycles=min(cycles, 30 if quick else 60),
+        profile_cycles=min(cycles, PROFILE_CYCLES[key[1]]),
         max_rounds=hi,
         rounds_budget_s=budget,
         workers_reason=reason,
@@ -114,29 +126,6 @@ def _nvml_locate(torch) -> Any:
         return None
     index = torch.cuda.current_device()
     return nvml.pci_bus_id(torch.cuda.get_device_properties(index)) or index
-
-
-def _custom_cycles(spec, mode: str) -> int:
-    """Cycles for a user's step: as many as fit the mode's target time for serial, at least 4.
-
-    Times steps after a warm-up step until 50 ms have passed (or 50 steps), so one slow first
-    step or a moment of load does not shrink the run to almost nothing.
-    """
-    import time
-
-    from gpudiag.probes.cycle.workload import build
-
-    w = build(spec)
-    w.run_cycles(2)
-    w.sync()
-    n, t0 = 0, time.perf_counter()
-    while n < 50 and (n == 0 or time.perf_counter() - t0 < 0.05):
-        w.run_cycles(1)
-        w.sync()
-        n += 1
-    per = (time.perf_counter() - t0) / n
-    w.close()
-    return max(MIN_CUSTOM_CYCLES, min(MAX_CUSTOM_CYCLES, int(CUSTOM_TARGET_S[mode] / max(per, 1e-6))))
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
@@ -194,9 +183,9 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     if custom_ref:
         cw.parse_ref(custom_ref)
         spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
-        if not ctx.options.get("cycle_cycles"):
-            plan.cycles = _custom_cycles(spec, ctx.mode)
-            plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
+        if not ctx.options.get("cycle_cycles"):  # sized by the tournament once every strategy is prepared
+            plan.target_run_s = CUSTOM_TARGET_S[ctx.mode]
+            plan.profile_cycles = PROFILE_CYCLES[ctx.mode]  # and capped by the sized cycles there
         workload = spec.describe()
     else:
         copies = max(plan.workers, default=0) + 2  # processes + threads copies alive at once, plus serial
@@ -230,6 +219,7 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     if early is not None:
         env.pools.append(early)
     rows = ct.run_tournament(spec, plan, env)
+    workload.update(cycles=plan.cycles, profile_cycles=plan.profile_cycles if cuda else None)
     best = ct.winner(rows)
 
     if cuda:
@@ -348,6 +338,21 @@ def findings_for(data: dict) -> List[dict]:
             f"No strategy is named fastest: {quality['reasons'][0]}.",
             {"serial_spread_fraction": quality["baseline_spread"]},
             again))
+    stalls = quality["intra_op_stalls"]
+    if stalls:
+        one = serial.get("one_thread") or {}
+        out.append(finding(
+            "CYCLE_INTRA_OP_STALLS", "warning",
+            f"The plain loop with torch's {stalls['torch_threads']} intra-op threads varied by "
+            f"{100 * stalls['spread']:.0f} % between rounds, with one thread by {100 * stalls['one_thread_spread']:.0f} % "
+            "in the same rounds: intra-op threads wait for each other at the end of every op, so whenever another "
+            "program takes a core for a moment the op stalls. That is how this loop runs on this machine; the "
+            "strategies are compared against it as measured.",
+            {"torch_threads": stalls["torch_threads"], "serial_spread": stalls["spread"],
+             "one_thread_spread": stalls["one_thread_spread"], "one_thread_cycles_per_s": one.get("cycles_per_s"),
+             "serial_cycles_per_s": serial.get("cycles_per_s")},
+            "On a shared machine, run each worker with one intra-op thread (torch.set_num_threads(1)), as the "
+            "threads and processes strategies do here."))
     tl = (data.get("idle") or {}).get("serial") or {}
     busy = tl.get("busy_fraction")
     if isinstance(busy, (int, float)) and busy < IDLE_WARN_BUSY_FRACTION:

@@ -15,6 +15,7 @@ other strategies' figures are kept.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -24,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import psutil
 
 from gpudiag.measure import stats
-from gpudiag.measure.workers import WorkerPool, WorkerTimeout, run_threads
+from gpudiag.measure.workers import ThreadTeam, WorkerPool, WorkerTimeout
 from gpudiag.probes.cycle.workload import CustomSpec, WorkloadSpec, build, host_work
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
@@ -59,6 +60,8 @@ class Plan:
     rounds_budget_s: Optional[float] = None  # wall seconds for the rounds (None: no budget stop)
     deadline: Optional[float] = None  # monotonic time by which the rounds must end (probe timeout)
     workers_reason: Optional[str] = None  # why `workers` is empty (1 usable core): threads/processes skipped
+    target_run_s: Optional[float] = None  # set (a --cycle step): `cycles` is sized to this serial run time once
+    #                                       every strategy is prepared (size_run)
 
 
 @dataclass
@@ -101,6 +104,42 @@ def shares(total: int, n: int) -> List[Tuple[int, int]]:
         out.append((start, c))
         start += c
     return out
+
+
+def even_shares(cycles: int, workers: Sequence[int]) -> int:
+    """`cycles` rounded up to a multiple of every worker count tried, so N workers always share the cycles evenly:
+    with 13 cycles 2 workers run 7 and 6, and the run waits for the 7 - a 7 % handicap that comes and goes with
+    the cycle count, which is sized afresh each run for a --cycle step."""
+    step = 1
+    for n in workers:
+        step = step * n // math.gcd(step, n)
+    return max(step, -(-int(cycles) // step) * step)
+
+
+MIN_RUN_CYCLES = 4  # a slow step (seconds per cycle) still gets a few cycles per worker
+MAX_RUN_CYCLES = 20000
+SIZING_WINDOW_S = 0.1  # steps timed one by one for this long (at most 50) to size a run
+
+
+def size_run(loop: "Contestant", plan: Plan) -> int:
+    """Cycles per timed run for a --cycle step: as many as fit plan.target_run_s of the prepared, warmed-up plain
+    loop, from its fastest single step, at least MIN_RUN_CYCLES, shared evenly by the workers (even_shares).
+
+    `loop` is the plain loop with one intra-op thread where it is timed (the work each worker thread runs; on
+    issue 22's step it ran 101-111 cycles/s in every quiet run, while with torch's 2 threads it ran at about 110
+    in some runs and 150 in others, which sized the runs at 12 or 16 cycles, and the threads strategy, whose
+    handover of the GIL at each run's start and end weighs more in a shorter run, came out 1.50x or 1.27x of
+    the plain loop against processes' 1.81x or 1.29x). Called once every strategy is prepared, so nothing of the
+    probe's own runs meanwhile: sized earlier, while the worker processes imported torch on both cores, the
+    step got 4 cycles instead of 16 in two of five quiet runs; and from the fastest step, not the mean, because a
+    moment of load slows some steps, not the step.
+    """
+    n, start, fastest = 0, time.perf_counter(), float("inf")
+    while n < 50 and (n == 0 or time.perf_counter() - start < SIZING_WINDOW_S):
+        fastest = min(fastest, loop.step_s())
+        n += 1
+    cycles = max(MIN_RUN_CYCLES, min(MAX_RUN_CYCLES, int((plan.target_run_s or 0.0) / max(fastest, 1e-6))))
+    return even_shares(cycles, plan.workers or [1])
 
 
 def fit_workers(wanted: int, per_worker_host: Optional[int], host_budget: Optional[int],
@@ -161,15 +200,18 @@ class Contestant:
     """One strategy at one worker count, prepared and ready to be timed.
 
     `timed(n)` runs n cycles and returns the wall seconds (device work included); `plain(n)` runs
-    n cycles untimed (for the profiler). `close()` frees what it holds.
+    n cycles untimed (for the profiler). `close()` frees what it holds. `share` < 1 times that share of
+    the plan's cycles (at least one) per run, and its rates count those: a contestant that needs no
+    long runs (no threads or processes to start) costs the rounds less.
     """
 
     def __init__(self, name: str, workers: int, torch_threads: int, timed: Callable[[int], float],
                  plain: Optional[Callable[[int], None]] = None, sync: Callable[[], None] = lambda: None,
                  close: Callable[[], None] = lambda: None, events_workload: Any = None,
                  rss_of: Callable[[], int] = _rss, peak_device_of: Optional[Callable[[], Optional[int]]] = None,
-                 limits: Optional[dict] = None, **extra):
+                 limits: Optional[dict] = None, share: float = 1.0, **extra):
         self.name, self.workers, self.torch_threads = name, workers, torch_threads
+        self.share = share
         self.limits = limits  # {"timeout_s": ...} read by timed() where the work can be abandoned
         self._timed, self.plain, self.sync, self._close, self._rss_of = timed, plain, sync, close, rss_of
         self._peak_device_of = peak_device_of
@@ -196,7 +238,7 @@ class Contestant:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
-        self.walls.append(self._timed(cycles))
+        self.walls.append(self._timed(self.cycles_run(cycles)))
         self.intervals.append((t0, time.monotonic()))
         if cuda:
             peak = self._peak_device_of() if self._peak_device_of else int(torch.cuda.max_memory_allocated())
@@ -204,14 +246,26 @@ class Contestant:
         if self.host_rss_bytes is None:
             self.host_rss_bytes = self._rss_of()
 
+    def step_s(self) -> float:
+        """Wall seconds of one untimed cycle with this contestant's threads (sizing a run; not a sample)."""
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
+        return self._timed(1)
+
+    def cycles_run(self, cycles: int) -> int:
+        """Cycles in each of this contestant's timed runs when the plan's runs have `cycles`."""
+        return cycles if self.share >= 1 else max(1, round(cycles * self.share))
+
     def rate(self, cycles: int) -> float:
         """Median cycles/s over this contestant's timed runs (0.0 before any): what ranks contestants and the sweep."""
-        rates = [cycles / w for w in self.walls if w > 0]
+        rates = self.rates(cycles)
         return stats.median(rates) if rates else 0.0
 
     def rates(self, cycles: int) -> List[float]:
         """cycles/s of each timed run, in round order."""
-        return [cycles / w for w in self.walls if w > 0]
+        n = self.cycles_run(cycles)
+        return [n / w for w in self.walls if w > 0]
 
     def close(self) -> None:
         """Free what the contestant holds (model copies, worker pool): called once by the tournament after the rounds."""
@@ -231,12 +285,24 @@ def _loop_timer(run: Callable[[int], None], sync: Callable[[], None]) -> Callabl
 
 
 def prepare_serial(spec, plan: Plan, env: Env) -> List[Contestant]:
-    """The baseline contestant: the plain loop, one copy, warmed up; every speedup is stated against it."""
+    """The baseline contestant: the plain loop, one copy, warmed up; every speedup is stated against it.
+
+    Where torch's default gives the loop more than one intra-op thread, the same loop is also timed with one
+    (a second contestant on the same copy, `one_thread`): each worker of threads and processes runs with
+    default / N threads, so the serial row says what the loop does per thread as well as as it runs. The
+    two differ most on a machine where other programs come and go: intra-op threads wait for each other
+    at the end of every op, and one of them descheduled stalls them all."""
     w = build(spec)
     w.run_cycles(plan.warmup)
     w.sync()
-    return [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
-                       w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
+    out = [Contestant("serial", 1, env.default_threads, _loop_timer(w.run_cycles, w.sync), w.run_cycles, w.sync,
+                      w.close, events_workload=w if isinstance(spec, WorkloadSpec) else None)]
+    if env.default_threads > 1 and env.device != "cuda":  # on a GPU the host threads barely matter
+        # Half the cycles: a plain loop has no threads or processes to start, so a shorter run measures it as well,
+        # and the rounds - which the honest intervals need many of - cost less.
+        out.append(Contestant("serial", 1, 1, _loop_timer(w.run_cycles, w.sync), None, w.sync, lambda: None,
+                              share=0.5, one_thread=True))
+    return out
 
 
 def prepare_deferred_sync(spec: WorkloadSpec, plan: Plan, env: Env) -> List[Contestant]:
@@ -399,41 +465,56 @@ def prepare_cuda_graph(spec, plan: Plan, env: Env) -> List[Contestant]:
     return [Contestant("cuda_graph", 1, env.default_threads, _loop_timer(run, w.sync), run, w.sync, w.close, **extra)]
 
 
-def _threads_once(workloads: list, parts: List[Tuple[int, int]], timeout_s: Optional[float] = None) -> float:
-    """Run each workload's share in its own thread, all released together; wall seconds."""
-    return run_threads(lambda w, start, count: w.run_cycles(count, start),
-                       [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync,
-                       timeout_s=timeout_s)
+def _threads_once(team: ThreadTeam, workloads: list, parts: List[Tuple[int, int]],
+                  timeout_s: Optional[float] = None) -> float:
+    """Run each workload's share in its own thread of the team, all released together; wall seconds."""
+    return team.run(lambda w, start, count: w.run_cycles(count, start),
+                    [(w, s, c) for w, (s, c) in zip(workloads, parts)], finish=workloads[0].sync, timeout_s=timeout_s)
 
 
 def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
-    """Per worker count N: N Python threads, each with its own copy of the workload, sharing the cycles."""
+    """Per worker count N: N long-lived Python threads (a ThreadTeam, like a thread pool kept across the loop),
+    each with its own copy of the workload, sharing the cycles."""
     import torch
 
     out = []
     for n in plan.workers:
         per = max(1, env.default_threads // n)
-        torch.set_num_threads(per)
+        torch.set_num_threads(per)  # before the threads' first torch op: each thread keeps the count it first saw
         workloads = [build(spec) for _ in range(n)]
-        for w in workloads:
-            w.run_cycles(plan.warmup)
-        workloads[0].sync()
+        team = ThreadTeam(n)
+        # Warmed up as they will be timed: side by side, each in its own thread of the team. The first time threads
+        # run the step costs more (the allocator's per-thread arenas, thread-local state in torch): warmed up one
+        # after another in this thread, the first timed round was the slowest, by up to a third.
+        warm = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
+        try:
+            _threads_once(team, workloads, [(0, plan.warmup)] * n, warm)
+        except BaseException as exc:  # cleanup and re-raise: no team of this strategy outlives its failure
+            team.close()
+            for c in out:
+                c.close()
+            if isinstance(exc, TimeoutError):
+                raise StrategyTimeout(f"{n} threads did not finish their {plan.warmup} warm-up cycles within "
+                                      f"{warm:.0f} s (the step hangs or crawls in worker threads; they cannot be "
+                                      "stopped and were left behind)") from None
+            raise
 
         limits: Dict[str, Any] = {}
 
-        def timed(c: int, ws=workloads, limits=limits) -> float:
+        def timed(c: int, ws=workloads, team=team, limits=limits) -> float:
             """Wall seconds of c cycles shared over the threads; StrategyTimeout past limits["timeout_s"] (threads that
             hang cannot be killed, so the row fails by name instead of the probe hanging)."""
             limit_s = limits.get("timeout_s")
             try:
-                return _threads_once(ws, shares(c, len(ws)), limit_s)
+                return _threads_once(team, ws, shares(c, len(ws)), limit_s)
             except TimeoutError:
                 raise StrategyTimeout(f"{len(ws)} threads did not finish {c} cycles within {limit_s:.0f} s (the step "
                                       "hangs or crawls in worker threads; they cannot be stopped and were left "
                                       "behind)") from None
 
-        def close(ws=workloads) -> None:
-            """Close every thread's workload copy."""
+        def close(ws=workloads, team=team) -> None:
+            """End the team's threads and close every thread's workload copy."""
+            team.close()
             for w in ws:
                 w.close()
 

@@ -5,7 +5,7 @@ rotating from round to round (gpudiag.measure.rounds), so a burst of load from e
 machine hits every strategy alike instead of whichever ran at that moment. Rounds stop when the
 intervals settle the comparison, or the mode's budget is spent. A row reports the median rate,
 its spread, the number of timed runs (`samples`), the 95 % interval of its speedup over serial
-(paired bootstrap over the rounds, gpudiag.measure.stats) and the cores other programs kept busy
+(from the paired rounds' ratios, gpudiag.measure.stats.paired_ratio_ci) and the cores other programs kept busy
 while it ran. A strategy that breaks, or whose work does not finish within its deadline inside
 worker processes or threads, becomes a `failed` row naming it; the others are still measured.
 """
@@ -27,10 +27,9 @@ from gpudiag.probes.cycle.strategies import Contestant, Env, Plan, StrategyTimeo
 from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 
 # Rounds stop early once the recommendation's decisions are settled: the fastest contestant is either
-# clearly faster than a simpler one (its paired interval above 1, the medians 5 % or more apart:
-# gpudiag.diagnose.confidence.clearly_above), or cannot become so (the interval's top below 1.05);
-# more rounds would not change the choice then.
-STOP_RESAMPLES = stats.BOOTSTRAP_RESAMPLES  # the same bootstrap as the recommendation's: the same decision
+# surely faster than a simpler one by the noise margin (the paired interval of their ratio wholly above
+# 1.05: gpudiag.diagnose.confidence.clearly_above), or surely not (its top at or below 1.05); more rounds
+# would not change the choice then.
 # One run of ~80 ms sees the OS's CPU time in 10 ms ticks: quiet runs here read up to 0.36 cores of
 # "other" load from that alone. A single run counts as disturbed only beyond the busy rule plus this.
 RUN_TICK_NOISE_CORES = 0.4
@@ -74,9 +73,12 @@ def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float,
                   f"(at most {longest:.2f} s) are shorter, so no reading describes it alone")
 
 
-def speedup_interval(c: Contestant, serial: Contestant, cycles: int, resamples: int = stats.BOOTSTRAP_RESAMPLES):
-    """95 % interval of a contestant's rate over serial's (paired by round when both ran every round)."""
-    return stats.bootstrap_ratio_ci(c.rates(cycles), serial.rates(cycles), resamples=resamples)
+def speedup_interval(c: Contestant, other: Contestant, cycles: int):
+    """95 % interval of a contestant's rate over another's, paired by round (gpudiag.measure.stats.paired_ratio_ci);
+    a contestant that failed in round k has its rounds before k, paired with the other's first k."""
+    a, b = c.rates(cycles), other.rates(cycles)
+    n = min(len(a), len(b))
+    return stats.paired_ratio_ci(a[:n], b[:n])
 
 
 def _rank(c: Contestant) -> tuple:
@@ -85,21 +87,16 @@ def _rank(c: Contestant) -> tuple:
 
 
 def settled(contestants: Sequence[Contestant], serial: Contestant, cycles: int) -> bool:
-    """True when more rounds would not change the recommendation: see STOP_RESAMPLES's comment."""
-    live = [c for c in contestants if c.error is None and c.walls]
+    """True when more rounds would not change the recommendation: see the comment at the top."""
+    live = [c for c in contestants if c.error is None and c.walls and not c.extra.get("one_thread")]
     if serial not in live:
         return False
     leader = max(live, key=lambda c: c.rate(cycles))
     for c in live:
         if c is leader or _rank(c) >= _rank(leader):
             continue
-        ra, rb = leader.rates(cycles), c.rates(cycles)
-        ci = stats.bootstrap_ratio_ci(ra, rb, resamples=STOP_RESAMPLES) if len(ra) == len(rb) else None
-        ratio = stats.ratio_of_medians(ra, rb)
-        if ci is None or ratio is None:
-            return False
-        clear = ratio >= 1 + NOISE_MARGIN_FRACTION and ci[0] > 1.0
-        if not clear and ci[1] >= 1 + NOISE_MARGIN_FRACTION:  # could still turn out clear
+        ci = speedup_interval(leader, c, cycles)
+        if ci is None or ci[0] <= 1 + NOISE_MARGIN_FRACTION < ci[1]:  # not surely faster, nor surely not
             return False
     return True
 
@@ -116,7 +113,7 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
              serial: Optional[Contestant]) -> dict:
     """The report row of one strategy: its best worker count's figures, speedup interval, load, sweep (threads,
     processes) and GPU busy fields; a `failed` row naming the error when no contestant of it finished a run."""
-    ok = [c for c in group if c.error is None and c.walls]
+    ok = [c for c in group if c.error is None and c.walls and not c.extra.get("one_thread")]
     if not ok:
         return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
     best = max(ok, key=lambda c: c.rate(plan.cycles))
@@ -131,6 +128,9 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
         return stats.rounded_interval(speedup_interval(c, serial, plan.cycles))
 
     row.update(samples=len(best.walls), speedup_ci95=ci(best), **_load_fields(best))
+    one = next((c for c in group if c.extra.get("one_thread")), None)
+    if one is not None:
+        row["one_thread"] = _one_thread_block(one, best, plan.cycles)
     if name in ("threads", "processes"):
         row["sweep"] = [{"workers": c.workers, "cycles_per_s": round(c.rate(plan.cycles), 3) if c.walls else None,
                          "samples": len(c.walls), "speedup_ci95": ci(c) if c.walls else None,
@@ -147,6 +147,25 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
         window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
         row["nvml_gpu_percent_median"], row["nvml_gpu_percent_reason"] = _nvml_median(best, samples, t0, window)
     return row
+
+
+def _one_thread_block(one: Contestant, serial: Contestant, cycles: int) -> dict:
+    """The serial row's `one_thread`: the plain loop timed with one intra-op thread in the same rounds, and its
+    rate over the loop with torch's default threads (paired interval), so a reader sees both baselines."""
+    rates = one.rates(cycles)
+    return {"torch_threads": one.torch_threads, "status": "ok" if one.error is None and rates else "failed",
+            "reason": one.error or "",
+            "cycles_per_s": round(stats.median(rates), 3) if rates else None,
+            "spread_fraction": None if len(rates) < 2 else round(stats.relative_spread(rates) or 0.0, 4),
+            "samples": len(rates), "cycles": one.cycles_run(cycles), "wall_s": [round(w, 5) for w in one.walls],
+            "vs_default": _round3(stats.ratio_of_medians(rates, serial.rates(cycles))),
+            "vs_default_ci95": stats.rounded_interval(speedup_interval(one, serial, cycles)),
+            **_load_fields(one)}
+
+
+def _round3(x: Optional[float]) -> Optional[float]:
+    """x to 3 decimals for the report (None stays None)."""
+    return None if x is None else round(x, 3)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -202,8 +221,11 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
     try:
         _prepare_all(spec, plan, env, rows, groups)
         serial = groups["serial"][0]
+        if plan.target_run_s:  # from the one-thread loop where timed: see size_run
+            plan.cycles = cs.size_run(next((c for c in groups["serial"] if c.extra.get("one_thread")), serial), plan)
+            plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         contestants = [c for g in groups.values() for c in g]
-        meter = CpuMeter(env.own_pids)
+        meter = CpuMeter(env.own_pids, family=True)
 
         cores, run_cores = _cores(env)
         widest = max(plan.workers or [1])
@@ -218,6 +240,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 timeout = cs._timeout(cs.RUN_TIMEOUT_MIN_S, base, plan.deadline)
             r0 = meter.read()
             n_before = len(c.walls)
+            t_start = time.monotonic()
             try:
                 c.once(plan.cycles, cuda, timeout)
             except CustomLoopError:
@@ -228,6 +251,9 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 if c is serial:
                     raise
                 c.error = _error_text(exc)
+            if len(c.walls) == n_before:  # failed: no figure, so no load beside one (a hang's wait is no round's)
+                lost["s"] += time.monotonic() - t_start
+                return
             r1 = meter.read()
             other, steal = meter.other_cores(r0, r1), meter.steal_cores(r0, r1)
             took = (0.0, 0.0, 0.0)
@@ -237,10 +263,10 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
                 c.other_cpu_s += took[0]
                 c.steal_cpu_s += took[1]
                 c.load_wall_s += took[2]
-            if len(c.walls) > n_before:
-                this_round.append((c, other, took))
+            this_round.append((c, other, took))
 
         rejected = {"n": 0}
+        lost = {"s": 0.0}  # seconds spent in failed runs: not the other contestants' rounds budget
 
         def keep_round() -> bool:
             """A round during which other programs took the cores (a burst of load) is taken back and rerun;
@@ -275,7 +301,8 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             env.rounds = dict(run_rounds(contestants, once, rp,
                                          settled=lambda: settled(contestants, serial, plan.cycles),
                                          deadline=plan.deadline, active=lambda c: c.error is None,
-                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS),
+                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS,
+                                         lost_s=lambda: lost["s"]),
                               min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
                               budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
         finally:
@@ -330,7 +357,7 @@ def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, pla
     widest = max(plan.workers or [1])
     rounds = env.rounds or {}
     rejected, counted = int(rounds.get("rejected") or 0), int(rounds.get("rounds") or 0)
-    visible = busiest_others(snap0, snap1, wall, own=set(env.own_pids()) | _own_family())
+    visible = busiest_others(snap0, snap1, wall, own=set(meter.seen_pids()) | set(env.own_pids()) | _own_family())
     # Busy: the kept rounds were loaded, or load kept rejecting rounds until too few were left to judge.
     busy = machine_busy(kept, cores, widest, run_cores) or (rejected > 0 and counted < stats.MIN_SAMPLES_FOR_INTERVAL)
     seen = sum(v["cores"] for v in visible)
@@ -355,7 +382,8 @@ def _cores(env: Env) -> tuple:
 
 
 def _own_family() -> set:
-    """This process and its parents' chain up to the gpudiag command: never 'other' load."""
+    """This process and its parents' chain up to the gpudiag command: never 'other' load (its descendants are the
+    meter's seen_pids)."""
     import os
 
     import psutil
