@@ -295,7 +295,9 @@ def test_world_of_one_without_a_launcher(tmp_path):
 
 def _three_ranks(tmp_path, fault, deadline, markers=None):
     out = tmp_path / "f.json"
-    extra = {"GPUDIAG_TEST_FAULT": fault}
+    # Under torchrun's 30 s grace before SIGKILL, a 20 s wait for stop notices: a loaded machine's late notice
+    # is then still a notice ("stopped"), not silence.
+    extra = {"GPUDIAG_TEST_FAULT": fault, "GPUDIAG_TEST_NOTICE_WAIT_S": "20"}
     if markers:
         extra["GPUDIAG_TEST_MARKERS"] = str(markers)
     cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "3", FAULTS, "fleet", "--json", str(out), "--deadline",
