@@ -37,6 +37,8 @@ TAG_RESULTS, TAG_TIMINGS, TAG_STOP = 101, 102, 103
 STOP_BLOCK = 512  # a stop notice: {rank, signal, phase}
 # After a stop signal, how long rank 0 waits for the other ranks' stop notices (each sends one at once).
 NOTICE_WAIT_S = 5.0
+# After a barrier that failed without naming anyone, how long rank 0 reads results before asking who is gone.
+GONE_GRACE_S = 1.0
 BACKENDS = ("auto", "gloo", "nccl")
 # What a rank's own measurement may raise (torch, NVML, the OS); it is then reported, not fatal.
 MEASURE_ERRORS = (RuntimeError, OSError, ValueError, TypeError, AttributeError, KeyError, IndexError,
@@ -353,12 +355,15 @@ def _collect(state: RunState, named: Optional[set], barrier_error: str, deadline
         return {}
     expected = [r for r in inbox.sources if r not in (named or set())]
     asked = False
+    # Results sent before the barrier are in flight at most briefly; asking whether a rank is gone ends a
+    # live rank's connection (Inbox.gone), so it waits for them first.
+    ask_after = time.monotonic() + GONE_GRACE_S
     while True:
         got = inbox.poll()
         waiting = [r for r in expected if r not in got and r not in inbox.closed]
         if not waiting or time.monotonic() >= deadline:
             break
-        if named is None and barrier_error and not asked:
+        if named is None and barrier_error and not asked and time.monotonic() >= ask_after:
             inbox.gone(waiting)  # the barrier failed unnamed: a crashed rank closed its connection
             asked = True
             continue
@@ -467,21 +472,19 @@ def _missing_state(rank: int, notices: Mapping[int, Any], gone: Mapping[int, str
 
 def _notices(state: RunState, silent: List[int]) -> Dict[int, Dict[str, Any]]:
     """{rank: stop notice} of the silent ranks, waiting at most NOTICE_WAIT_S for them (every stopped rank sends
-    one at once); the silent ranks without one are asked whether their connection closed."""
+    one at once); only then are the silent ranks without one asked whether their connection closed, since
+    asking a live rank ends its connection (Inbox.gone) and with it a notice still on its way."""
     if state.notices is None or not silent:
         return {}
     deadline = time.monotonic() + NOTICE_WAIT_S
-    asked = False
     while True:
         got = state.notices.poll()
-        left = [r for r in silent if r not in got and (state.inbox is None or r not in state.inbox.closed)]
+        left = [r for r in silent if r not in got]
         if not left or time.monotonic() >= deadline:
             break
-        if not asked and state.inbox is not None:
-            state.inbox.gone(left, budget_s=NOTICE_WAIT_S / 2)  # a rank that died before the stop: closed
-            asked = True
-            continue
         time.sleep(0.05)
+    if left and state.inbox is not None:
+        state.inbox.gone(left, budget_s=2.0)  # a rank that died before the stop: its connection closed
     return {r: n for r, n in got.items() if r in silent and isinstance(n, dict)}
 
 

@@ -331,8 +331,11 @@ class Inbox:
 
     def gone(self, ranks: Iterable[int], budget_s: float = 2.0) -> Dict[int, str]:
         """{rank: why} for those of `ranks` (silent ones) whose connection gloo has closed: asked by a 1 ms
-        wait each, at most budget_s in all (a wait on a live rank costs its millisecond; the first that
-        times out is not asked again). Also remembers them."""
+        wait each, at most budget_s in all (the first that times out is not asked again). Also remembers them.
+
+        A last word, not a poll: a wait that times out makes gloo close that rank's connection ("Application
+        timeout caused pair closure"), and with it every later send from a rank that was only slow. Ask only
+        when nothing more is expected from `ranks`."""
         t0 = time.monotonic()
         for r in ranks:
             if time.monotonic() - t0 > budget_s:

@@ -10,9 +10,6 @@ the ordinary CLI. GPUDIAG_TEST_FAULT says what and where:
                without sending its results (a rank dying while the others wait in native code)
 GPUDIAG_TEST_MARKERS=DIR (optional): each rank creates DIR/barrier-<rank> as it enters the barrier, so a test
 can stop the run while the ranks wait there (never a sleep race).
-GPUDIAG_TEST_NOTICE_WAIT_S=S (optional): how long rank 0 waits for the stopped ranks' notices (5 s in gpudiag).
-A test that tells "stopped" from "silent" raises it, so a loaded machine's slow notice is not read as silence:
-the wait ends as soon as every notice is in, so it costs nothing when they come.
 """
 
 from __future__ import annotations
@@ -48,10 +45,8 @@ def _wait_for_others_at_the_barrier(me: int) -> None:
 
 
 def _install(spec: str) -> None:
-    from gpudiag.fleet import measure, run
+    from gpudiag.fleet import measure
 
-    if os.environ.get("GPUDIAG_TEST_NOTICE_WAIT_S"):
-        run.NOTICE_WAIT_S = float(os.environ["GPUDIAG_TEST_NOTICE_WAIT_S"])
     if os.environ.get("GPUDIAG_TEST_MARKERS"):
         _markers(os.environ["GPUDIAG_TEST_MARKERS"])
     kind, _, rest = spec.partition(":")

@@ -143,3 +143,54 @@ def test_a_stop_before_rank_0_measured_itself_is_still_critical_not_unknown():
     assert data["missing"][0]["reason"].startswith("rank 0 (writing this report) was stopped by SIGTERM while measuring")
     # No inbox (a world that never assembled): the others are silent, named as such.
     assert {m["state"] for m in data["missing"][1:]} == {"silent"}
+
+
+class _Gloo:
+    """Rank 0's two inboxes over one gather group, as gloo behaves: asking whether a rank is gone (a wait that
+    times out on a live rank) closes that rank's connection, so a notice it sends afterwards never lands."""
+
+    def __init__(self, notice_after_polls):
+        self.polls, self.after, self.cut = 0, notice_after_polls, set()
+        self.closed = {}
+        outer = self
+
+        class Results:
+            closed = outer.closed
+
+            def poll(self):
+                return {}
+
+            def gone(self, ranks, budget_s=0):
+                outer.cut.update(ranks)
+                return {}
+
+        class Notices:
+            def poll(self):
+                outer.polls += 1
+                late = outer.polls > outer.after
+                return {r: {"rank": r, "signal": "SIGTERM", "phase": "measuring"}
+                        for r in (1, 2, 3) if late and r not in outer.cut}
+
+        self.results, self.notices = Results(), Notices()
+
+
+def test_a_late_stop_notice_still_lands_rank_0_asks_who_is_gone_only_after_the_wait(monkeypatch):
+    """Seen on a loaded machine: the notices came a few polls after the stop; asking gloo at once whether the
+    silent ranks had gone closed their connections and the notices were lost (rank 1 read as silent)."""
+    state = _state(True)
+    gloo = _Gloo(notice_after_polls=3)
+    state.inbox, state.notices = gloo.results, gloo.notices
+    monkeypatch.setattr(run, "NOTICE_WAIT_S", 5.0)
+    data = run.stop_report(state, signal.SIGTERM)["probes"]["fleet"]["data"]
+    assert [(m["rank"], m["state"]) for m in data["missing"]] == [(1, "stopped"), (2, "stopped"), (3, "stopped")]
+    assert gloo.cut == set()  # every notice came: nobody was asked
+
+
+def test_a_rank_without_a_notice_is_asked_once_the_wait_is_over(monkeypatch):
+    state = _state(True)
+    gloo = _Gloo(notice_after_polls=10 ** 9)  # no notice ever
+    state.inbox, state.notices = gloo.results, gloo.notices
+    monkeypatch.setattr(run, "NOTICE_WAIT_S", 0.2)
+    data = run.stop_report(state, signal.SIGTERM)["probes"]["fleet"]["data"]
+    assert gloo.cut == {1, 2, 3} and gloo.polls >= 2
+    assert {m["state"] for m in data["missing"]} == {"silent"}

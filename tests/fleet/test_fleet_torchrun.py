@@ -295,9 +295,7 @@ def test_world_of_one_without_a_launcher(tmp_path):
 
 def _three_ranks(tmp_path, fault, deadline, markers=None):
     out = tmp_path / "f.json"
-    # Under torchrun's 30 s grace before SIGKILL, a 20 s wait for stop notices: a loaded machine's late notice
-    # is then still a notice ("stopped"), not silence.
-    extra = {"GPUDIAG_TEST_FAULT": fault, "GPUDIAG_TEST_NOTICE_WAIT_S": "20"}
+    extra = {"GPUDIAG_TEST_FAULT": fault}
     if markers:
         extra["GPUDIAG_TEST_MARKERS"] = str(markers)
     cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "3", FAULTS, "fleet", "--json", str(out), "--deadline",
@@ -374,7 +372,9 @@ def test_a_run_stopped_while_rank_0_waits_for_a_silent_rank_reports_at_once(tmp_
     assert sorted(e["rank"] for e in data["ranks"]) == [0, 2]
     assert [(m["rank"], m["state"]) for m in data["missing"]] == [(1, "stopped")]
     assert "stopped by SIGTERM while measuring" in data["missing"][0]["reason"]
-    assert data["stopped"]["phase"] == "waiting at the barrier" and data["exit_code"] == 2
+    # The stop reaches every rank at once: rank 1's exit can end rank 0's barrier before rank 0's own stop is
+    # handled, and the report then says so.
+    assert data["stopped"]["phase"] in ("waiting at the barrier", "reading the results") and data["exit_code"] == 2
     assert data["collectives_status"]["state"] == "skipped" and "SIGTERM" in data["collectives_status"]["reason"]
     assert "Exit code 2 (critical)" in stdout
     assert not leftovers(FAULTS)
