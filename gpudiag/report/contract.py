@@ -15,7 +15,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from gpudiag import __version__
+from gpudiag._version import __version__
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "skipped", "failed")
