@@ -18,12 +18,9 @@ from gpudiag.diagnose.access import (
     cycle_device,
     evidence,
     findings_with,
-    fmt_pct,
-    fmt_rate,
     gpu_questions_answered,
     not_run_reason,
     path,
-    probe_data,
     row_path,
     split_path,
     strategy_reason,
@@ -34,7 +31,8 @@ from gpudiag.diagnose.memory_fit import best_fitting, memory_limits
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
 from gpudiag.diagnose.verdicts import VERDICTS
 from gpudiag.diagnose.verdicts.parallelism import verdict_worker_memory
-from gpudiag.report.values import get
+from gpudiag.report.values import get, probe_data
+from gpudiag.units import fmt_pct, fmt_rate
 
 MARGIN = fmt_pct(NOISE_MARGIN_FRACTION)
 

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.report.contract import load_report
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, render
 from gpudiag.views import format as fmt
@@ -77,15 +76,6 @@ def field(report: Dict[str, Any], probe: str, path: Sequence[Any], reason_keys: 
                 return None, str(data[k])
         return None, f"{probe} did not measure {'.'.join(map(str, path))}"
     return cur, None
-
-
-def _host(key: str) -> Callable[[Dict[str, Any]], Value]:
-    """Extractor for report.host[key]: (value, None), or (None, why it is missing)."""
-    def get(report):
-        """(report.host[key], None) or (None, why it is missing)."""
-        v = as_dict(report.get("host")).get(key)
-        return (v, None) if v not in (None, "", []) else (None, f"host.{key} not in this report")
-    return get
 
 
 def _os(report: Dict[str, Any]) -> Value:
@@ -648,11 +638,6 @@ def _fleet_chart(rows: List[list]) -> dict:
     return fmt.chart("chart-compare", "Slower nodes", svg,
                      "Each bar is one node's figure against the same node's in the first run.",
                      fmt.table("", ["node", "as fast#"], [[b["label"], f"{b['value']:.2f}x"] for b in bars]))
-
-
-def load_all(paths: Sequence[str]) -> List[Dict[str, Any]]:
-    """Every report, or ReportError naming the first bad file."""
-    return [load_report(p) for p in paths]
 
 
 def render_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str], fmt: str) -> str:

@@ -1,5 +1,6 @@
-"""Formatting a report's values for people (sizes, rates, intervals, figures with units) and the view-model
-building blocks every view uses: tables, charts, badges, "n/a" with its reason.
+"""Formatting a report's values for people (numbers, ratios, intervals, figures with units) and the view-model
+building blocks every view uses: tables, charts, badges, "n/a" with its reason. Bytes, percentages, durations
+and rates come from gpudiag.units, the one formatter of each.
 """
 
 from __future__ import annotations
@@ -11,16 +12,7 @@ from markupsafe import Markup
 
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import is_num
-
-
-def fmt_bytes(n: Any) -> str:
-    """Bytes in the largest binary unit that fits ("1.5 GiB", "512 B"), or "n/a" when not a number: reports store raw bytes."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return "n/a"
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+from gpudiag.units import fmt_bytes, fmt_pct
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -38,13 +30,6 @@ def fmt_num(x: Any, digits: int = 3) -> str:
             return f"{x:,.0f}"
         return f"{x:.{digits}g}"
     return str(x)
-
-
-def fmt_pct(x: Any, digits: int = 0) -> str:
-    """A 0..1 fraction as "44 %" (digits after the point as asked), or "n/a" when not a number."""
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return "n/a"
-    return f"{x * 100:.{digits}f} %"
 
 
 def fmt_x(x: Any) -> str:
