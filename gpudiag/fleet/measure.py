@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gpudiag import __version__
+from gpudiag._version import __version__
 from gpudiag.fleet.cpu_account import CpuAccount
 from gpudiag.fleet.launcher import Place
 from gpudiag.fleet.windows import Windows, window_seconds
@@ -140,18 +140,18 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
     order CUDA numbers GPUs in. nvidia=False (a ROCm build): the GPU checks do not apply and no NVML GPU is
     read for it. nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
     """
-    from gpudiag.diagnose import preflight as pf
+    from gpudiag.diagnose import preflight
     from gpudiag.diagnose.preflight.facts import gather_facts
     from gpudiag.diagnose.preflight.gpu_checks import resolve_gpu
 
     extra: Dict[str, Any] = {}
-    plan = pf.make_plan(1, "processes", device=device.get("index") or 0)
+    plan = preflight.make_plan(1, "processes", device=device.get("index") or 0)
     facts = gather_facts(plan, driver_collect=_driver_collect(extra, bus_id), search_dir=None, nvml_session=nvml_session)
     if not nvidia:
         facts["cuda_device_match"] = {"device": plan.device, "nvml_index": None, "by": "rocm", "reason": ROCM_REASON}
     elif bus_id and "nvml_index" in extra:
         facts["cuda_device_match"] = {"device": plan.device, "nvml_index": extra["nvml_index"], "by": "pci_bus_id"}
-    results, _ = pf.run_checks(facts, plan)
+    results, _ = preflight.run_checks(facts, plan)
     on_cpu = device["kind"] == "cpu"
     no_nvidia_gpu = on_cpu or not nvidia
     checks = [dict(c.to_dict(), applies=not (no_nvidia_gpu and c.name in GPU_CHECKS)) for c in results]

@@ -16,6 +16,7 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from gpudiag._version import __version__
+from gpudiag.units import fmt_bytes
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "skipped", "failed")
@@ -36,13 +37,6 @@ def default_basename(created_at: Optional[str] = None) -> str:
     """gpudiag-report-<date>-<short-id>: the date says when, the id keeps two runs a day apart."""
     date = (created_at or utc_now_iso())[:10]
     return f"gpudiag-report-{date}-{secrets.token_hex(3)}"
-
-
-def _fmt_bytes_gib(n: Optional[float]) -> Optional[str]:
-    """Bytes as "64 GiB" (whole from 10 GiB up, else "7.8 GiB"), or None when not a number: the host summary's RAM figure."""
-    if not isinstance(n, (int, float)):
-        return None
-    return f"{n / 2**30:.0f} GiB" if n >= 10 * 2**30 else f"{n / 2**30:.1f} GiB"
 
 
 def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
@@ -73,7 +67,7 @@ def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
         "driver_model": ", ".join(models) if models else None,
         "kernel_module": (drv.get("kernel_module") or {}).get("flavour"),
         "gpus": [
-            " ".join(x for x in (g.get("name"), f"({_fmt_bytes_gib(g.get('memory_total_bytes'))})"
+            " ".join(x for x in (g.get("name"), f"({fmt_bytes(g.get('memory_total_bytes'))})"
                                  if g.get("memory_total_bytes") else None) if x)
             for g in gpus
         ],

@@ -288,7 +288,7 @@ def collective_charts(data: dict) -> List[dict]:
         hosts = {c.get("host") for c in mine if c.get("host")}
         title = f"Collectives {SCOPE_TITLES[scope]}: bus bandwidth vs size ({backend})"
         svg = charts.line_chart(series, title=title, x_label="operation size S (bytes, log scale)",
-                                y_label="busbw GB/s", log_x=True, x_fmt=charts.fmt_size)
+                                y_label="busbw GB/s", log_x=True, x_fmt=fmt_bytes)
         cap = ("busbw = algbw x 2(n-1)/n for all_reduce and x (n-1)/n for all_gather and reduce_scatter (nccl-tests), "
                "so it compares with the link speed whatever the rank count; whiskers are p10..p90 of the repeats. ")
         if scope == "intra_node" and len(hosts) > 1:

@@ -23,7 +23,7 @@ def test_html_shows_intervals_confidence_and_units():
     assert "95 % interval" in html and "1.33-1.46x" in html  # batched's interval in the choice table
     assert "a tie: the simplest is recommended" in html
     assert 'class="ci"' in html  # whiskers on the tournament chart
-    assert "per worker host: 355.0 MiB" in html  # figures with units
+    assert "per worker host: 355 MiB" in html  # figures with units
     assert "_bytes:" not in html and "per_worker_host_bytes:" not in html
 
 
@@ -44,7 +44,7 @@ def test_gil_chart_marks_a_bar_above_its_ideal_and_draws_intervals():
 
 
 def test_figures_are_formatted_from_their_names():
-    assert fmt.fmt_figure("budget_device_bytes", 900 * 2**20) == "900.0 MiB"
+    assert fmt.fmt_figure("budget_device_bytes", 900 * 2**20) == "900 MiB"
     assert fmt.fmt_figure("serial_busy_fraction", 0.44) == "44 %"
     assert fmt.fmt_figure("launch_overhead_us_median", 20.3) == "20.3 µs"
     assert fmt.fmt_figure("cycle_processes_speedup_ci95", [1.77, 1.99]) == "1.77-1.99x"
