@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.thresholds import (
     BASELINE_IQR_MAX,
     BASELINE_SPREAD_MAX,
@@ -41,6 +41,7 @@ from gpudiag.diagnose.thresholds import (
 from gpudiag.measure import stats
 from gpudiag.measure.load import machine_busy
 from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
+from gpudiag.units import fmt_pct
 
 CLEAR, TIE, TOO_NOISY, NONE = "clear", "tie", "too_noisy", "none"
 CONFIDENCES = (CLEAR, TIE, TOO_NOISY, NONE)
@@ -86,11 +87,11 @@ def cycle_quality(cycle: dict, rows: List[dict], report: Optional[dict] = None) 
     limit = as_dict(load.get("limit")) or None
     busy = as_bool(load.get("busy"))
     if busy is None and other is not None:
-        busy = machine_busy(other, cores, widest, cl.run_cores(limit))
+        busy = machine_busy(other, cores, widest, cpu_limit.run_cores(limit))
     flagged = _busy_flag(report) if busy is None else None
     busy = bool(busy) or flagged is not None
     throttling = as_dict(load.get("throttling")) or None
-    throttled = cl.throttled(throttling)
+    throttled = cpu_limit.throttled(throttling)
     visible = [v for v in as_list(load.get("busiest_visible"))
                if isinstance(v, dict) and as_str(v.get("name")) and num(v.get("cores")) is not None]
     serial = next((r for r in ok if r["name"] == "serial"), None)
@@ -103,16 +104,16 @@ def cycle_quality(cycle: dict, rows: List[dict], report: Optional[dict] = None) 
         reasons.append(flagged)
     elif busy:
         # Of the cores other programs share with gpudiag (more than its usable ones under a quota).
-        shared = max(cores or 0, cl.run_cores(limit) or 0) or None
+        shared = max(cores or 0, cpu_limit.run_cores(limit) or 0) or None
         reasons.append(busy_text(other, shared, visible, num(load.get("not_visible_cores"))))
     if noisy:
-        reasons.append(f"the plain loop's own rate varied by {100 * spread:.0f} % between rounds "
-                       f"({spread_kind}; more than {100 * spread_limit:.0f} %)")
+        reasons.append(f"the plain loop's own rate varied by {fmt_pct(spread)} between rounds "
+                       f"({spread_kind}; more than {fmt_pct(spread_limit)})")
     if over:
         parts = [f"{r['name']} ({r['workers']} workers) {r['speedup_vs_serial']:.2f}x" for r in over]
         reasons.append("the plain loop was outrun by more than the worker counts allow - " + " and ".join(parts)
                        + " - so its own runs were slowed by something else")
-    throttled_text = cl.throttled_text(limit, throttling) if throttled else None
+    throttled_text = cpu_limit.throttled_text(limit, throttling) if throttled else None
     if throttled and reasons:  # what made the figures unusable: the quota, named first
         reasons.insert(0, f"the strategies ran {throttled_text}, so their rates follow the quota's periods")
     return {"busy": bool(busy), "other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,

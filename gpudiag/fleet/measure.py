@@ -32,6 +32,7 @@ from gpudiag.fleet.launcher import Place
 from gpudiag.fleet.windows import Windows, window_seconds
 from gpudiag.measure.stats import summarize
 from gpudiag.report.redact import short_hash
+from gpudiag.units import fmt_bytes
 
 MiB = 2 ** 20
 # nvmlClockType_t (nvml.h): NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2.
@@ -246,7 +247,7 @@ def _cpu_figures(torch: Any, p: Dict[str, Any], windows: Windows) -> Dict[str, A
                                 windows),
         "launch_us": _stats(dispatch_us, f"CPU: dispatch of one tiny torch op (x.add_(1) on 1 element), no GPU{over}",
                             windows),
-        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {p['copy_bytes'] // MiB} MiB (no GPU, no PCIe){over}",
+        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {fmt_bytes(p['copy_bytes'])} (no GPU, no PCIe){over}",
                            windows),
     }
 
@@ -351,7 +352,7 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
 
     if getattr(torch.version, "hip", None):
         copies()
-        fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+        fig = _stats(out, f"GPU: pinned host->device copy of {fmt_bytes(size)}, timed with CUDA events")
         fig["link_under_load"] = {"reason": ROCM_REASON}
         return fig
     try:
@@ -371,7 +372,7 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     except nvml_backend.NvmlUnavailable as exc:  # raised on entering the session, before any copy
         link = {"reason": str(exc)}
         copies()
-    fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+    fig = _stats(out, f"GPU: pinned host->device copy of {fmt_bytes(size)}, timed with CUDA events")
     fig["link_under_load"] = link
     return fig
 

@@ -18,6 +18,7 @@ from gpudiag.fleet import assemble
 from gpudiag.fleet.measure import host_label
 from gpudiag.report.contract import ReportError, load_report, utc_now_iso
 from gpudiag.report.values import as_dict
+from gpudiag.units import fmt_bytes
 
 
 def _ok(rep: Mapping[str, Any], probe: str) -> dict:
@@ -47,7 +48,7 @@ def entry_from_plain(rep: Mapping[str, Any], host: str) -> Dict[str, Any]:
            and p.get("memory") == "pinned" and isinstance(p.get("size_bytes"), int)]
     if h2d:
         top = max(h2d, key=lambda p: p["size_bytes"])
-        fig = _stats_fig(as_dict(top.get("gbps")), f"GPU: pinned host->device copy of {top['size_bytes'] // 2**20} MiB "
+        fig = _stats_fig(as_dict(top.get("gbps")), f"GPU: pinned host->device copy of {fmt_bytes(top['size_bytes'])} "
                                               "(pcie probe)")
         if fig:
             link = as_dict(pcie.get("link"))

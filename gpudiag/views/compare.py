@@ -180,9 +180,9 @@ def _cpu(report: Dict[str, Any]) -> Value:
     usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where recorded
     text = f"{logical} logical cores"
     if is_num(usable) and (usable != logical or limit.get("limited_by")):
-        from gpudiag.diagnose import cpu_limit as cl
+        from gpudiag.diagnose import cpu_limit
 
-        why = cl.limit_text(limit)
+        why = cpu_limit.limit_text(limit)
         text += f", {usable} usable by gpudiag under {why}" if why else f" ({usable} usable by gpudiag)"
     return text, None
 

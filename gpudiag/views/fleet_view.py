@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts
-from gpudiag.views.format import badge, chart, fmt_bytes, fmt_num, table
+from gpudiag.units import fmt_bytes, fmt_pct
+from gpudiag.views.format import badge, chart, fmt_num, table
 
 METRIC_COLS = (("matmul_gflops", "matmul GFLOP/s#"), ("launch_us", "launch µs#"), ("h2d_gbps", "H2D GB/s#"))
 METRIC_WORDS = {"matmul_gflops": "matmul", "launch_us": "launch", "h2d_gbps": "H2D",
@@ -61,7 +62,7 @@ def _cpu(entry: dict) -> str:
     causes = as_list(v.get("causes"))
     thr, limit = as_dict(cpu.get("throttling")), as_dict(cpu.get("limit"))
     if "quota" in causes and is_num(thr.get("throttled_share")):
-        text += f", throttled {thr['throttled_share'] * 100:.0f} % ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
+        text += f", throttled {fmt_pct(thr['throttled_share'])} ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
     if "other_processes" in causes and is_num(cpu.get("other_cores")):
         text += f", other programs {cpu['other_cores']:.2f} core"
     if as_list(cpu.get("job_ranks_sharing")) and is_num(cpu.get("fair_share")) and cpu["fair_share"] < 1:

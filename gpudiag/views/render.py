@@ -11,9 +11,10 @@ import jinja2
 from markupsafe import Markup
 
 from gpudiag import capabilities
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import as_dict, as_list, is_num
+from gpudiag.units import fmt_bytes, fmt_pct
 from gpudiag.views import fleet_view, watch_view
 from gpudiag.views.format import (
     VIEW_ERRORS,
@@ -21,11 +22,9 @@ from gpudiag.views.format import (
     cut_rows,
     evidence_json,
     figure_label,
-    fmt_bytes,
     fmt_ci,
     fmt_figure,
     fmt_num,
-    fmt_pct,
     fmt_x,
     na,
     table,
@@ -336,8 +335,8 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
         limit = as_dict(as_dict(as_dict(as_dict(as_dict(report.get("probes")).get("system")).get("data")).get("cpu"))
                         .get("limit"))
-        if cl.usable_text(limit):  # a CPU quota, cpuset or affinity below the machine's CPUs
-            cores += f", {cl.usable_text(limit)}"
+        if cpu_limit.usable_text(limit):  # a CPU quota, cpuset or affinity below the machine's CPUs
+            cores += f", {cpu_limit.usable_text(limit)}"
     machine = " · ".join(str(x) for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
                                           if is_num(host.get("ram_total_bytes")) else None) if x) or no_system or "n/a"
     if host.get("torch"):

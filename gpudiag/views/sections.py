@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, List, Optional
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.report.values import as_dict, as_list, is_num
+from gpudiag.units import fmt_bytes, fmt_pct
 from gpudiag.views import charts, env_fields, fleet_view, watch_view
 from gpudiag.views.format import (
     PROBE_TITLES,
     VIEW_ERRORS,
     chart,
-    fmt_bytes,
     fmt_ci,
     fmt_num,
-    fmt_pct,
     fmt_x,
     na,
     status_badge,
@@ -78,10 +77,10 @@ def _cpu_limit_row(limit: dict) -> str:
     the cgroup was created', 'none (the machine's CPUs)', or 'n/a' in a report without it."""
     if not limit:
         return "n/a"
-    text = cl.limit_text(limit) or "none (the machine's CPUs)"
+    text = cpu_limit.limit_text(limit) or "none (the machine's CPUs)"
     since = as_dict(limit.get("throttling_since_start"))
     if is_num(since.get("nr_periods")) and since["nr_periods"] and is_num(since.get("nr_throttled")):
-        text += (f"; throttled in {100 * since['nr_throttled'] / since['nr_periods']:.0f} % of its "
+        text += (f"; throttled in {fmt_pct(since['nr_throttled'] / since['nr_periods'])} of its "
                  f"{since['nr_periods']} periods since the cgroup was created")
     return text
 
@@ -89,10 +88,10 @@ def _cpu_limit_row(limit: dict) -> str:
 def _throttling_row(data_cpu: dict, throttling: Any) -> Optional[tuple]:
     """('CPU limit while measuring', 'a CPU limit of ...; throttled in 3 % of 40 periods') or None without a limit."""
     limit = data_cpu.get("limit") if "limit" in data_cpu else None
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return None
-    thr = cl.throttling_text(limit, throttling)
-    return ("CPU limit while measuring", cl.usable_text(limit) + (f"; {thr}" if thr else ""))
+    thr = cpu_limit.throttling_text(limit, throttling)
+    return ("CPU limit while measuring", cpu_limit.usable_text(limit) + (f"; {thr}" if thr else ""))
 
 
 def _view_driver(data: dict) -> dict:
@@ -180,7 +179,7 @@ def _view_gil(data: dict) -> dict:
         kv.append(row)
     load = {k: v for k, v in as_dict(data.get("other_busy_cores")).items() if is_num(v)}
     if load:  # of the cores other programs share with gpudiag (more than its usable ones under a quota)
-        cores = cl.run_cores(gcpu.get("limit")) or gcpu.get("usable_cores")
+        cores = cpu_limit.run_cores(gcpu.get("limit")) or gcpu.get("usable_cores")
         kv.append(("Other programs while measuring", ", ".join(f"{k} {v:.2f}" for k, v in load.items())
                    + " cores" + (f" of {cores}" if is_num(cores) else "")))
     absent = as_dict(data.get("absent"))
