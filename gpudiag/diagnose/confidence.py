@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.thresholds import (
     BASELINE_IQR_MAX,
+    BASELINE_IQR_MIN_ROUNDS,
     BASELINE_SPREAD_MAX,
     NOISE_MARGIN_FRACTION,
     SIMPLICITY,
@@ -153,7 +154,7 @@ def intra_op_stalls(cycle: dict, serial: Optional[dict], spread: Optional[float]
     one = as_dict(raw.get("one_thread"))
     cycles = num(one.get("cycles")) or num(raw.get("cycles")) or num(get(cycle, "workload", "cycles"))
     walls = [num(w) for w in as_list(one.get("wall_s"))]
-    if not cycles or len(walls) < 4 or not all(w and w > 0 for w in walls):
+    if not cycles or len(walls) < BASELINE_IQR_MIN_ROUNDS or not all(w and w > 0 for w in walls):
         return None
     one_spread, one_limit, _ = baseline_spread({"rates": [cycles / w for w in walls]})
     if one_spread is None or one_spread > one_limit:
@@ -163,11 +164,11 @@ def intra_op_stalls(cycle: dict, serial: Optional[dict], spread: Optional[float]
 
 def baseline_spread(serial: Optional[dict]) -> Tuple[Optional[float], float, str]:
     """(spread, its limit, what it is) of the plain loop: interquartile from its rounds when the report
-    has 4 or more, else its recorded spread_fraction (p90 - p10)."""
+    has BASELINE_IQR_MIN_ROUNDS or more, else its recorded spread_fraction (p90 - p10)."""
     if not serial:
         return None, BASELINE_SPREAD_MAX, ""
     rates = serial.get("rates")
-    if rates and len(rates) >= 4:
+    if rates and len(rates) >= BASELINE_IQR_MIN_ROUNDS:
         med = stats.median(rates)
         if med:
             iqr = (stats.percentile(rates, 75) - stats.percentile(rates, 25)) / med

@@ -28,7 +28,7 @@ from gpudiag.diagnose.access import (
 )
 from gpudiag.diagnose.environment import environment_changes
 from gpudiag.diagnose.memory_fit import best_fitting, memory_limits
-from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
+from gpudiag.diagnose.thresholds import CAUSES, NOISE_MARGIN_FRACTION
 from gpudiag.diagnose.verdicts import VERDICTS
 from gpudiag.diagnose.verdicts.parallelism import verdict_worker_memory
 from gpudiag.report.values import get, probe_data
@@ -155,7 +155,8 @@ def recommend(report: Any) -> dict:
     cpu = _cpu_limit(report, quality)
     ev.extend(cpu["evidence"])
     runners = _runners_up(rows, candidates, chosen, tied, excluded, level)
-    verdicts = [fn(report, limits) if fn is verdict_worker_memory else fn(report) for _cause, fn in VERDICTS]
+    rules = dict(VERDICTS)
+    verdicts = [rules[c](report, limits) if rules[c] is verdict_worker_memory else rules[c](report) for c in CAUSES]
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
                                     "(the verdicts say why).")
