@@ -84,7 +84,7 @@ def refer_to_summary(x: Any, hints: List[str]) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _env(autoescape: bool) -> jinja2.Environment:
+def jinja_env(autoescape: bool) -> jinja2.Environment:
     """The HTML environment (autoescape=True), or the Markdown one (False: Markdown escaping on every value)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gpudiag.views", "templates"),
@@ -158,7 +158,7 @@ def _context(report: Dict[str, Any]) -> Dict[str, Any]:
 
 def render_html(report: Dict[str, Any]) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no script, no external resource)."""
-    env = _env(True)
+    env = jinja_env(True)
     css = env.loader.get_source(env, "style.css")[0]
     return env.get_template("report.html.j2").render(css=css, **_context(report))
 
@@ -193,7 +193,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     """The report as GitHub Markdown for an issue: its answer first, details collapsed, long tables cut
     (each cut says what it left out) until it fits under GitHub's size limit."""
     ctx = _context(report)
-    template = _env(False).get_template("report.md.j2")
+    template = jinja_env(False).get_template("report.md.j2")
     text = ""
     for limit in MARKDOWN_ROW_LIMITS:
         text = template.render(raw_limit=MARKDOWN_RAW_LIMIT, **_cut(ctx, limit))
