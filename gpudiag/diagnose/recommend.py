@@ -155,8 +155,9 @@ def recommend(report: Any) -> dict:
     cpu = _cpu_limit(report, quality)
     ev.extend(cpu["evidence"])
     runners = _runners_up(rows, candidates, chosen, tied, excluded, level)
-    rules = dict(VERDICTS)
-    verdicts = [rules[c](report, limits) if rules[c] is verdict_worker_memory else rules[c](report) for c in CAUSES]
+    rules = dict(VERDICTS)  # cause -> its rule; the report lists them in CAUSES' order
+    verdicts = [verdict_worker_memory(report, limits) if rules[c] is verdict_worker_memory else rules[c](report)
+                for c in CAUSES]
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
                                     "(the verdicts say why).")
