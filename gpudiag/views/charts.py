@@ -370,7 +370,7 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
                  label_width: int = 130) -> Optional[str]:
     """Horizontal 100 % bars: rows [{label, fractions: {part: 0..1}}], parts [(key, label)].
 
-    Used for "where did the time go": busy vs the kinds of idle, baseline against winner.
+    Used for "where did the time go": busy vs the kinds of idle, baseline against the fastest strategy.
     """
     usable = [r for r in rows if any(is_num(v) and v > 0 for v in (r.get("fractions") or {}).values())]
     if not usable:
@@ -471,12 +471,27 @@ def gil_chart(data: dict) -> Optional[str]:
                         y_label="speedup (x)", x_label="workload", ref_lines=refs)
 
 
-def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
-    """Cycles/s per strategy; the serial baseline and the winner highlighted and labelled."""
+def strategy_notes(name: str, recommended: Optional[str], tied: Sequence[str], fastest: Optional[str]) -> List[str]:
+    """What a strategy row is, in words: "baseline" (serial), "recommended" (or "recommended: the simplest of a
+    tie"), "tied", "fastest" (the highest median cycles/s, which on a tie is not the recommended one)."""
+    notes = ["baseline"] if name == "serial" else []
+    if name == recommended:
+        notes.append("recommended: the simplest of a tie" if tied else "recommended")
+    elif name in tied:
+        notes.append("tied")
+    if name == fastest:
+        notes.append("fastest")
+    return notes
+
+
+def tournament_chart(data: dict, recommended: Optional[str] = None, tied: Sequence[str] = ()) -> Optional[str]:
+    """Cycles/s per strategy, each bar labelled with what it is: the serial baseline, the recommended strategy
+    (the simplest of a tie when `tied` names the others), the tied ones, and the fastest by median where that
+    is not the recommended one. The recommended bar is highlighted; without a recommendation, the fastest."""
     strategies = [s for s in as_list(data.get("strategies")) if isinstance(s, dict)]
-    if winner is None:
-        ok = [s for s in strategies if s.get("status") == "ok" and is_num(s.get("cycles_per_s"))]
-        winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+    ok = [s for s in strategies if s.get("status") == "ok" and is_num(s.get("cycles_per_s"))]
+    fastest = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+    highlight = recommended if recommended in {s.get("name") for s in ok} else fastest
     rows = []
     base = next((s.get("cycles_per_s") for s in strategies if s.get("name") == "serial" and s.get("status") == "ok"),
                 None)
@@ -488,15 +503,11 @@ def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
         lo = hi = None
         if is_num(base) and is_num(v) and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(is_num, ci)):
             lo, hi = ci[0] * base, ci[1] * base
-        notes = []
-        if name == "serial":
-            notes.append("baseline")
-        if name == winner:
-            notes.append("winner")
+        words = ", ".join(strategy_notes(name, recommended, tied, fastest))
         if is_num(v) and is_num(s.get("speedup_vs_serial")) and name != "serial":
-            notes.insert(0, f"({s['speedup_vs_serial']:.2f}x)")
-        cls = "hl-win" if name == winner else "hl-base" if name == "serial" else "c0"
-        note = " ".join(notes) if is_num(v) else f"{s.get('status') or 'not run'}: {s.get('reason') or 'no value'}"
+            words = f"({s['speedup_vs_serial']:.2f}x) {words}".rstrip()
+        cls = "hl-win" if name == highlight else "hl-base" if name == "serial" else "c0"
+        note = words if is_num(v) else f"{s.get('status') or 'not run'}: {s.get('reason') or 'no value'}"
         rows.append({"label": label, "value": v, "cls": cls, "note": note, "lo": lo, "hi": hi})
     return horizontal_bars(rows, title="Strategy tournament: cycles per second", x_label="cycles/s (higher is faster)")
 
@@ -527,13 +538,13 @@ def idle_fractions(timeline: dict) -> dict:
 
 
 def idle_breakdown_chart(idle: dict) -> Optional[str]:
-    """SVG stacked bars of busy vs each idle cause per cycle timeline (baseline, winner), or None without data."""
+    """SVG stacked bars of busy vs each idle cause per cycle timeline (baseline, fastest), or None without data."""
     rows = [{"label": name, "fractions": idle_fractions(t)} for name, t in idle.items() if isinstance(t, dict)]
-    return stacked_bars(rows, IDLE_PARTS, title="Where the time went: baseline vs winner")
+    return stacked_bars(rows, IDLE_PARTS, title="Where the time went: baseline vs fastest")
 
 
 def gap_histogram_chart(idle: dict) -> Optional[str]:
-    """Idle-gap counts per duration bin, one bar series per timeline (baseline, winner)."""
+    """Idle-gap counts per duration bin, one bar series per timeline (baseline, fastest)."""
     timelines = [(n, t) for n, t in idle.items() if isinstance(t, dict)]
     bins = []
     for _, t in timelines:

@@ -161,13 +161,19 @@ def _rec(key: str) -> Callable[[Dict[str, Any]], Value]:
     return get
 
 
-def _winner(report: Dict[str, Any]) -> Value:
-    """("strategy xN" the report recommends, or None with why): the comparison's bottom line per machine."""
+def _recommended(report: Dict[str, Any]) -> Value:
+    """("strategy xN" the report recommends, with "(a tie with ...: the simplest)" when it is the simplest of a
+    tie rather than the fastest; or None with why): the comparison's bottom line per machine."""
     v, why = _rec("strategy")(report)
     if v is None:
         return None, why
-    w = as_dict(report.get("recommendation")).get("workers")
-    return f"{v} x{w}" if is_num(w) else str(v), None
+    rec = as_dict(report.get("recommendation"))
+    w = rec.get("workers")
+    text = f"{v} x{w}" if is_num(w) else str(v)
+    tied = [str(t) for t in as_list(rec.get("tied_with"))]
+    if rec.get("confidence") == "tie" and tied:
+        text += f" (a tie with {', '.join(tied)}: the simplest)"
+    return text, None
 
 
 def _cpu(report: Dict[str, Any]) -> Value:
@@ -213,12 +219,12 @@ METRICS: Tuple[Metric, ...] = (
            lambda a, b: b / a <= BANDWIDTH_RATIO_LIMIT, "host->device copies take longer"),
     Metric("idle", "GPU idle fraction (serial loop)", _idle_fraction, fmt_pct, "lower",
            lambda a, b: b - a >= IDLE_FRACTION_RISE_LIMIT, "the GPU waits for the host more of the time"),
-    Metric("winner", "Tournament winner", _winner),
-    Metric("winner_cps", "Winner cycles/s", _rec("cycles_per_s"), fmt_num, "higher",
-           lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the best strategy completes fewer cycles"),
+    Metric("recommended", "Recommended strategy", _recommended),
+    Metric("recommended_cps", "Recommended strategy's cycles/s", _rec("cycles_per_s"), fmt_num, "higher",
+           lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the recommended strategy completes fewer cycles"),
     Metric("serial_cps", "Plain loop (serial) cycles/s", _rec("serial_cycles_per_s"), fmt_num, "higher",
            lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the plain loop completes fewer cycles"),
-    Metric("speedup", "Winner speedup over serial", _rec("speedup"), fmt_x, "higher", None),
+    Metric("speedup", "Recommended strategy's speedup over serial", _rec("speedup"), fmt_x, "higher", None),
 )
 
 THRESHOLDS = (
@@ -476,7 +482,7 @@ WATCH_METRICS: Tuple[Metric, ...] = (
     Metric("job_cpu", "Job CPU (cores' worth)", _watch("cpu", ("job_cpu_cores",)), fmt_num),
     Metric("gpu_busy", "GPU busy (first GPU)", _watch("gpu", ("devices", 0, "busy_fraction")), fmt_pct, "higher",
            lambda a, b: a - b >= GPU_BUSY_DROP_LIMIT, "the GPU sits idle more of the time"),
-    Metric("winner", "Recommended change", _winner),
+    Metric("recommended", "Recommended change", _recommended),
 )
 
 

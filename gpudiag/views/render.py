@@ -262,7 +262,7 @@ VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "inconclus
                   "not_measured": "v-not_measured"}
 
 
-CONFIDENCE_WORDS = {"clear": "clear winner", "tie": "a tie: the simplest is recommended",
+CONFIDENCE_WORDS = {"clear": "clearly the fastest", "tie": "a tie: the simplest is recommended",
                     "too_noisy": "too noisy to judge", "none": "nothing measured"}
 
 
