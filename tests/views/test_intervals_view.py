@@ -51,3 +51,6 @@ def test_figures_are_formatted_from_their_names():
     assert fmt.fmt_figure("nvml_median_percent", 45.0) == "45 %"
     assert fmt.fmt_figure("closable_processes", ["code", "chrome"]) == "code, chrome"
     assert fmt.figure_label("per_worker_host_bytes") == "per worker host"
+    assert fmt.fmt_figure("job_growth_bytes_per_s", 42_106_858) == "40.2 MiB/s"  # a byte rate, not a raw count
+    assert fmt.figure_label("job_growth_bytes_per_s") == "job growth"
+    assert fmt.fmt_figure("cycles_per_s", 12.5) == "12.5" and fmt.figure_label("cycles_per_s") == "cycles/s"
