@@ -13,7 +13,7 @@ from html import escape
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from gpudiag.report.values import as_dict, as_list, is_num
-from gpudiag.units import fmt_bytes
+from gpudiag.units import fmt_bytes, fmt_pct
 
 WIDTH = 640
 MARGIN_LEFT = 64
@@ -385,7 +385,7 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         x = fr.px(t)
         out.append(f'<line class="grid" x1="{_f(x)}" x2="{_f(x)}" y1="{fr.top - 4}" y2="{fr.bottom}"/>')
-        out.append(f'<text x="{_f(x)}" y="{fr.bottom + 16}" text-anchor="middle" fill="currentColor">{t * 100:.0f} %</text>')
+        out.append(f'<text x="{_f(x)}" y="{fr.bottom + 16}" text-anchor="middle" fill="currentColor">{fmt_pct(t)}</text>')
     out.append(_x_axis_title(fr, "share of the measured time"))
     for i, r in enumerate(usable):
         y = fr.top + i * row_h
@@ -401,7 +401,7 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
             w = v * scale * (fr.right - fr.left)
             out.append(f'<rect class="{SERIES_CLASSES[pi % len(SERIES_CLASSES)]}" x="{_f(x)}" y="{y + 4}" '
                        f'width="{_f(max(w, 0.5))}" height="{row_h - 10}"><title>{_x(r["label"])}, {_x(lab)}: '
-                       f'{v * 100:.1f} %</title></rect>')
+                       f'{fmt_pct(v, 1)}</title></rect>')
             x += w
     out.append("</svg>")
     return "\n".join(out)
