@@ -14,7 +14,7 @@ CLI do, stays cheap: nothing below is imported until first used.
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from gpudiag._version import __version__
 
 __all__ = [
     "__version__",

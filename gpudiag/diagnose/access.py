@@ -1,7 +1,8 @@
-"""Safe reads of a report of any gpudiag version, and the evidence and formatting helpers every rule uses.
+"""Evidence for the rules: where each figure came from, and the report's parts every rule reads.
 
-Reports come from other versions and machines: every read checks types, and a missing value is None,
-never an exception. Figures carry a JSON-path-like source ("probes.cycle.data.strategies[3].cycles_per_s").
+Figures carry a JSON-path-like source ("probes.cycle.data.strategies[3].cycles_per_s"); the cycle's
+strategy rows are parsed once here, each with its index for those paths. The type-safe reads
+themselves (get, num, probe_data...) are gpudiag.report.values; the units, gpudiag.units.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpudiag.diagnose.thresholds import CUDA_PROBES
-from gpudiag.report.values import as_dict, as_int, as_list, as_str, get, num
+from gpudiag.report.values import as_dict, as_int, as_list, as_str, get, interval, num, probe_data, probe_result
+
+# Read by diagnose/verdicts/ from here until it imports gpudiag.units and gpudiag.report.values itself.
+from gpudiag.units import fmt_bytes, fmt_pct, fmt_rate  # noqa: F401
 
 
 def path(*parts: Any) -> str:
@@ -23,17 +27,6 @@ def path(*parts: Any) -> str:
 def evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
     """One evidence row {claim, value, unit, source path}: every claim of the recommendation points at the figure behind it."""
     return {"claim": claim, "value": value, "unit": unit, "source": source}
-
-
-def probe_result(report: dict, name: str) -> dict:
-    """A probe's whole result dict (status, reason, data, findings), {} when the probe is absent."""
-    return as_dict(get(report, "probes", name))
-
-
-def probe_data(report: dict, name: str) -> dict:
-    """A probe's data when it ran to the end (status ok); {} otherwise."""
-    res = probe_result(report, name)
-    return as_dict(res.get("data")) if res.get("status") == "ok" else {}
 
 
 def not_run_reason(report: dict, name: str) -> str:
@@ -50,34 +43,6 @@ def not_run_reason(report: dict, name: str) -> str:
     if status == "ok":
         return f"the {name} probe ran but did not record this"
     return f"the {name} probe has no usable result (status {status!r})"
-
-
-def fmt_rate(x: Optional[float]) -> str:
-    """Three significant figures without exponent: 41.3, 22.0, 165, 0.0452."""
-    if x is None:
-        return "n/a"
-    a = abs(x)
-    if a >= 100:
-        return f"{x:.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
-
-
-def fmt_bytes(n: Optional[float]) -> str:
-    """Bytes as "1.5 GiB" or "512 MiB" ("n/a" for None), for the recommendation's sentences."""
-    if n is None:
-        return "n/a"
-    if abs(n) >= 2**30:
-        return f"{n / 2**30:.1f} GiB"
-    return f"{n / 2**20:.0f} MiB"
-
-
-def fmt_pct(fraction: Optional[float]) -> str:
-    """A 0..1 fraction as "44 %" ("n/a" for None), for the recommendation's sentences."""
-    return "n/a" if fraction is None else f"{100 * fraction:.0f} %"
 
 
 def base_name(name: Any) -> str:
@@ -142,16 +107,6 @@ def findings_with(report: dict, codes) -> List[Tuple[str, int, dict]]:
             if isinstance(f, dict) and f.get("code") in codes:
                 out.append((pname, i, f))
     return out
-
-
-def interval(x: Any) -> Optional[Tuple[float, float]]:
-    """A [low, high] pair of finite numbers with low <= high, else None."""
-    if not isinstance(x, (list, tuple)) or len(x) != 2:
-        return None
-    lo, hi = num(x[0]), num(x[1])
-    if lo is None or hi is None or lo > hi:
-        return None
-    return lo, hi
 
 
 def rates_of(walls: Any, cycles: Any) -> Optional[List[float]]:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.thresholds import (
     BASELINE_IQR_MAX,
+    BASELINE_IQR_MIN_ROUNDS,
     BASELINE_SPREAD_MAX,
     NOISE_MARGIN_FRACTION,
     SIMPLICITY,
@@ -41,6 +42,7 @@ from gpudiag.diagnose.thresholds import (
 from gpudiag.measure import stats
 from gpudiag.measure.load import machine_busy
 from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
+from gpudiag.units import fmt_pct
 
 CLEAR, TIE, TOO_NOISY, NONE = "clear", "tie", "too_noisy", "none"
 CONFIDENCES = (CLEAR, TIE, TOO_NOISY, NONE)
@@ -86,11 +88,11 @@ def cycle_quality(cycle: dict, rows: List[dict], report: Optional[dict] = None) 
     limit = as_dict(load.get("limit")) or None
     busy = as_bool(load.get("busy"))
     if busy is None and other is not None:
-        busy = machine_busy(other, cores, widest, cl.run_cores(limit))
+        busy = machine_busy(other, cores, widest, cpu_limit.run_cores(limit))
     flagged = _busy_flag(report) if busy is None else None
     busy = bool(busy) or flagged is not None
     throttling = as_dict(load.get("throttling")) or None
-    throttled = cl.throttled(throttling)
+    throttled = cpu_limit.throttled(throttling)
     visible = [v for v in as_list(load.get("busiest_visible"))
                if isinstance(v, dict) and as_str(v.get("name")) and num(v.get("cores")) is not None]
     serial = next((r for r in ok if r["name"] == "serial"), None)
@@ -103,16 +105,16 @@ def cycle_quality(cycle: dict, rows: List[dict], report: Optional[dict] = None) 
         reasons.append(flagged)
     elif busy:
         # Of the cores other programs share with gpudiag (more than its usable ones under a quota).
-        shared = max(cores or 0, cl.run_cores(limit) or 0) or None
+        shared = max(cores or 0, cpu_limit.run_cores(limit) or 0) or None
         reasons.append(busy_text(other, shared, visible, num(load.get("not_visible_cores"))))
     if noisy:
-        reasons.append(f"the plain loop's own rate varied by {100 * spread:.0f} % between rounds "
-                       f"({spread_kind}; more than {100 * spread_limit:.0f} %)")
+        reasons.append(f"the plain loop's own rate varied by {fmt_pct(spread)} between rounds "
+                       f"({spread_kind}; more than {fmt_pct(spread_limit)})")
     if over:
         parts = [f"{r['name']} ({r['workers']} workers) {r['speedup_vs_serial']:.2f}x" for r in over]
         reasons.append("the plain loop was outrun by more than the worker counts allow - " + " and ".join(parts)
                        + " - so its own runs were slowed by something else")
-    throttled_text = cl.throttled_text(limit, throttling) if throttled else None
+    throttled_text = cpu_limit.throttled_text(limit, throttling) if throttled else None
     if throttled and reasons:  # what made the figures unusable: the quota, named first
         reasons.insert(0, f"the strategies ran {throttled_text}, so their rates follow the quota's periods")
     return {"busy": bool(busy), "other_busy_cores": other, "usable_cores": cores, "widest_workers": widest,
@@ -152,7 +154,7 @@ def intra_op_stalls(cycle: dict, serial: Optional[dict], spread: Optional[float]
     one = as_dict(raw.get("one_thread"))
     cycles = num(one.get("cycles")) or num(raw.get("cycles")) or num(get(cycle, "workload", "cycles"))
     walls = [num(w) for w in as_list(one.get("wall_s"))]
-    if not cycles or len(walls) < 4 or not all(w and w > 0 for w in walls):
+    if not cycles or len(walls) < BASELINE_IQR_MIN_ROUNDS or not all(w and w > 0 for w in walls):
         return None
     one_spread, one_limit, _ = baseline_spread({"rates": [cycles / w for w in walls]})
     if one_spread is None or one_spread > one_limit:
@@ -162,11 +164,11 @@ def intra_op_stalls(cycle: dict, serial: Optional[dict], spread: Optional[float]
 
 def baseline_spread(serial: Optional[dict]) -> Tuple[Optional[float], float, str]:
     """(spread, its limit, what it is) of the plain loop: interquartile from its rounds when the report
-    has 4 or more, else its recorded spread_fraction (p90 - p10)."""
+    has BASELINE_IQR_MIN_ROUNDS or more, else its recorded spread_fraction (p90 - p10)."""
     if not serial:
         return None, BASELINE_SPREAD_MAX, ""
     rates = serial.get("rates")
-    if rates and len(rates) >= 4:
+    if rates and len(rates) >= BASELINE_IQR_MIN_ROUNDS:
         med = stats.median(rates)
         if med:
             iqr = (stats.percentile(rates, 75) - stats.percentile(rates, 25)) / med

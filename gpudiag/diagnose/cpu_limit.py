@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from gpudiag.diagnose.thresholds import THROTTLED_MIN_PERIODS, THROTTLED_SHARE_MIN
 from gpudiag.report.values import as_dict, as_int, as_str, num
+from gpudiag.units import fmt_pct
 
 # The fields a probe records of platform.cpu_limit (throttling_since_start is the cgroup's whole life,
 # not the measurement's: only the system probe keeps it).
@@ -102,7 +103,7 @@ def throttled_text(limit: Any, throttling: Any) -> str:
     t = as_dict(throttling)
     share, periods = num(t.get("throttled_share")) or 0.0, as_int(t.get("periods"))
     of = f"{periods} " if periods else ""
-    return f"throttled in {100 * share:.0f} % of {of}periods by {limit_text(limit) or 'a CPU quota'}"
+    return f"throttled in {fmt_pct(share)} of {of}periods by {limit_text(limit) or 'a CPU quota'}"
 
 
 def throttling_text(limit: Any, throttling: Any) -> str:
@@ -112,5 +113,5 @@ def throttling_text(limit: Any, throttling: Any) -> str:
     if share is None or not limit_text(limit):
         return ""
     periods, secs = as_int(t.get("periods")), num(t.get("throttled_s"))
-    return (f"throttled in {100 * share:.0f} % of {periods if periods is not None else 'n/a'} periods"
+    return (f"throttled in {fmt_pct(share)} of {periods if periods is not None else 'n/a'} periods"
             + (f" ({secs:.2f} s stalled)" if secs else ""))

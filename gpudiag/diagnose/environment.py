@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from gpudiag.diagnose.access import evidence, findings_with, link_text, path, probe_data, split_path
+from gpudiag.diagnose.access import evidence, findings_with, link_text, path, split_path
 from gpudiag.diagnose.thresholds import FINDING_CODES, THROTTLE_REASON_WORDS
 from gpudiag.diagnose.verdicts.gpu_sharing import closable, gpu_processes
 from gpudiag.diagnose.verdicts.transfer import verdict_pcie_bandwidth
-from gpudiag.report.values import as_int, as_list, as_str, get
+from gpudiag.report.values import as_int, as_list, as_str, get, probe_data
 
 
 def environment_changes(report: dict, strategy: Optional[str] = None, device: Optional[str] = None) -> List[dict]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from gpudiag.diagnose.access import Figures, fmt_bytes, probe_data
-from gpudiag.report.values import as_int, as_str, get
+from gpudiag.diagnose.access import Figures
+from gpudiag.report.values import as_str, get, probe_data
+from gpudiag.units import fmt_bytes
 
 # The system probe's budget_source -> what to call that limit in advice.
 HOST_LIMIT_NAMES = {
@@ -127,17 +128,3 @@ def best_fitting(row: dict, limits: dict) -> Tuple[Optional[dict], str]:
     note = (f"{row['workers']} workers {why}; {best['workers']} workers (measured in the sweep) fit and are "
             "used instead")
     return dict(best), note
-
-
-def max_measured_workers(rows: List[dict], name: str) -> Optional[Tuple[int, Optional[int]]]:
-    """(largest worker count a strategy measured, sweep index or None for the headline)."""
-    best = None
-    for r in rows:
-        if r["name"] != name:
-            continue
-        counts = [(r["workers"], None)] if as_int(r["workers"]) else []
-        counts += [(e["workers"], e["sweep_index"]) for e in r.get("sweep") or []]
-        for c in counts:
-            if best is None or c[0] > best[0]:
-                best = c
-    return best

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
-from gpudiag.diagnose import confidence as conf
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import confidence
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.access import (
     cycle_device,
     evidence,
     findings_with,
-    fmt_pct,
-    fmt_rate,
     gpu_questions_answered,
     not_run_reason,
     path,
-    probe_data,
     row_path,
     split_path,
     strategy_reason,
@@ -31,10 +28,11 @@ from gpudiag.diagnose.access import (
 )
 from gpudiag.diagnose.environment import environment_changes
 from gpudiag.diagnose.memory_fit import best_fitting, memory_limits
-from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
+from gpudiag.diagnose.thresholds import CAUSES, NOISE_MARGIN_FRACTION
 from gpudiag.diagnose.verdicts import VERDICTS
 from gpudiag.diagnose.verdicts.parallelism import verdict_worker_memory
-from gpudiag.report.values import get
+from gpudiag.report.values import get, probe_data
+from gpudiag.units import fmt_pct, fmt_rate
 
 MARGIN = fmt_pct(NOISE_MARGIN_FRACTION)
 
@@ -83,23 +81,23 @@ def _candidate(r: dict, entry: dict, serial: Optional[dict], note: str) -> dict:
 
 def _apart_text(a: dict, b: dict) -> str:
     """Why a is not clearly faster than b, in the figures the rule used (paired rounds, spreads, intervals)."""
-    lo, hi, kind = conf.ratio_bounds(a, b)
+    lo, hi, kind = confidence.ratio_bounds(a, b)
     if lo is None:
         return "no figures to compare"
     if kind == "point":
-        return f"{a['name']} is {100 * (lo - 1):.1f} % faster by the medians, less than the {MARGIN} margin"
+        return f"{a['name']} is {fmt_pct(lo - 1, 1)} faster by the medians, less than the {MARGIN} margin"
     span = f"{a['name']} / {b['name']} {lo:.2f}-{hi:.2f}x"
     if kind == "paired":
         return f"{span} over their {len(a['rates'])} paired rounds: not surely {MARGIN} faster"
     if kind == "spread":
-        why = ("too few rounds for an interval" if conf.paired(a, b) else "the report has no intervals")
+        why = ("too few rounds for an interval" if confidence.paired(a, b) else "the report has no intervals")
         return f"{span} from their rounds' spreads ({why}): not surely {MARGIN} faster"
     return f"{_bounds_text(a)} against {_bounds_text(b)}: not surely {MARGIN} apart"
 
 
 def _wide_text(fastest: dict, r: dict) -> str:
     """'processes / threads 0.85-1.31x over 8 paired rounds' or a row's own interval, for the too-wide reason."""
-    lo, hi, kind = conf.ratio_bounds(fastest, r)
+    lo, hi, kind = confidence.ratio_bounds(fastest, r)
     if kind == "paired" and lo is not None:
         return f"{fastest['name']} / {r['name']} {lo:.2f}-{hi:.2f}x over {len(r['rates'])} paired rounds"
     return "; ".join(f"{x['name']} {_bounds_text(x)}" for x in (fastest, r) if x["name"] != "serial")
@@ -109,7 +107,7 @@ def _bounds_text(c: dict) -> str:
     """'1.43x' or '1.38-1.49x' (its interval); cycles/s when there is no serial to compare with."""
     if c.get("speedup") is None:
         return f"{fmt_rate(c['cycles_per_s'])} cycles/s"
-    lo, hi = conf.bounds(c)
+    lo, hi = confidence.bounds(c)
     return f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x"
 
 
@@ -122,7 +120,7 @@ def recommend(report: Any) -> dict:
     answered = gpu_questions_answered(report)
     cyc = probe_data(report, "cycle")
     serial = next((r for r in rows if r["name"] == "serial" and r["status"] == "ok" and r["cycles_per_s"]), None)
-    quality = conf.cycle_quality(cyc, rows, report) if cyc else None
+    quality = confidence.cycle_quality(cyc, rows, report) if cyc else None
 
     candidates, excluded = [], {}
     for r in rows:
@@ -130,7 +128,7 @@ def recommend(report: Any) -> dict:
             continue
         headline = {"workers": r["workers"], "cycles_per_s": r["cycles_per_s"], "speedup_ci95": r["speedup_ci95"],
                     "samples": r["samples"], "rates": r.get("rates"), "sweep_index": None}
-        entry, note = best_fitting(r, limits) if r["name"] in conf.PARALLEL else (headline, "")
+        entry, note = best_fitting(r, limits) if r["name"] in confidence.PARALLEL else (headline, "")
         if entry is None:
             excluded[r["index"]] = note or "does not fit in memory"
             continue
@@ -141,33 +139,35 @@ def recommend(report: Any) -> dict:
     noisy_reasons = list(quality["reasons"]) if quality else []
     chosen = fastest = None
     tied: List[dict] = []
-    level = conf.NONE
+    level = confidence.NONE
     if ranked and not noisy_reasons:
-        ch, fa, ti, level = conf.choose(ranked)
+        ch, fa, ti, level = confidence.choose(ranked)
         chosen, fastest, tied = ch["_c"], fa["_c"], [t["_c"] for t in ti]
-        if level == conf.TIE:
-            wide = conf.too_wide(fa, [ch] + ti)
+        if level == confidence.TIE:
+            wide = confidence.too_wide(fa, [ch] + ti)
             if wide:
                 noisy_reasons.append("the strategies that could not be told apart have intervals too wide to "
                                      "judge (" + "; ".join(_wide_text(fa, w) for w in wide) + ")")
     if noisy_reasons and (ranked or (quality and quality["busy"])):
-        level, chosen, fastest, tied = conf.TOO_NOISY, None, None, []
+        level, chosen, fastest, tied = confidence.TOO_NOISY, None, None, []
 
-    ev = _evidence(report, chosen, serial, limits, device, quality if level == conf.TOO_NOISY else None)
+    ev = _evidence(report, chosen, serial, limits, device, quality if level == confidence.TOO_NOISY else None)
     cpu = _cpu_limit(report, quality)
     ev.extend(cpu["evidence"])
     runners = _runners_up(rows, candidates, chosen, tied, excluded, level)
-    verdicts = [fn(report, limits) if fn is verdict_worker_memory else fn(report) for _cause, fn in VERDICTS]
+    rules = dict(VERDICTS)  # cause -> its rule; the report lists them in CAUSES' order
+    verdicts = [verdict_worker_memory(report, limits) if rules[c] is verdict_worker_memory else rules[c](report)
+                for c in CAUSES]
 
     gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
                                     "(the verdicts say why).")
-    if level in (conf.CLEAR, conf.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
+    if level in (confidence.CLEAR, confidence.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
         # One voice: the page also says the machine was busy; say which figures that touched.
         gpu_note = (" The machine was busy while the gil micro-benchmark ran (its verdicts are inconclusive); "
                     "the strategy tournament ran on a quiet machine." + gpu_note)
     where = "On this machine" if device in (None, "cuda") else "On this machine's CPU (the cycle ran without a GPU)"
     rule, reason = None, ""
-    if level == conf.TOO_NOISY:
+    if level == confidence.TOO_NOISY:
         busy = bool(quality and quality["busy"])
         if quality and quality["throttled"]:
             # Under a throttling quota, closing other work changes nothing: say what can.
@@ -197,7 +197,7 @@ def recommend(report: Any) -> dict:
             why = "no strategy finished its measurement"
         headline = f"No strategy to recommend: {why}."
         reason = why
-    if cpu["note"] and not (quality and quality["throttled"] and level == conf.TOO_NOISY):  # that one names it
+    if cpu["note"] and not (quality and quality["throttled"] and level == confidence.TOO_NOISY):  # that one names it
         headline += " " + cpu["note"]
         reason = (reason + "; " if reason else "") + cpu["note"][0].lower() + cpu["note"][1:].rstrip(".")
     return {
@@ -230,14 +230,14 @@ def _cpu_limit(report: dict, quality: Optional[dict]) -> dict:
         ("probes", "system", "data", "cpu", "limit")
     limit = get(report, *base)
     out: dict = {"note": "", "evidence": []}
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return out
-    usable = cl.usable_cores(limit)
-    out["note"] = f"Measured with {cl.usable_text(limit)}" + (
+    usable = cpu_limit.usable_cores(limit)
+    out["note"] = f"Measured with {cpu_limit.usable_text(limit)}" + (
         ": threads and processes were not measured, since more workers cannot help." if usable == 1 else ".")
-    key = {"quota": "quota_cpus", "cpuset": "cpuset_cpus", "affinity": "affinity_cores"}.get(cl.binding(limit) or "")
+    key = {"quota": "quota_cpus", "cpuset": "cpuset_cpus", "affinity": "affinity_cores"}.get(cpu_limit.binding(limit) or "")
     if key and get(limit, key) is not None:
-        out["evidence"].append(evidence(f"the binding CPU limit: {cl.limit_text(limit)}", get(limit, key),
+        out["evidence"].append(evidence(f"the binding CPU limit: {cpu_limit.limit_text(limit)}", get(limit, key),
                                         "CPUs", path(*base, key)))
     if usable is not None:
         out["evidence"].append(evidence("whole workers the limit leaves (usable cores)", usable, "cores",
@@ -246,8 +246,8 @@ def _cpu_limit(report: dict, quality: Optional[dict]) -> dict:
     if quality and quality.get("throttled"):
         out["note"] += (f" The strategies ran {quality['throttled_text']}: their rates are what this limit allows, "
                         "and more workers cannot help.")
-    elif quality and cl.throttling_text(limit, quality.get("throttling")):
-        out["note"] += f" The strategies were {cl.throttling_text(limit, quality['throttling'])}."
+    elif quality and cpu_limit.throttling_text(limit, quality.get("throttling")):
+        out["note"] += f" The strategies were {cpu_limit.throttling_text(limit, quality['throttling'])}."
     if get(report, *split_path(share_src)) is not None:
         out["evidence"].append(evidence("share of scheduler periods in which the tournament was throttled",
                                         get(report, *split_path(share_src)), "fraction", share_src))
@@ -258,7 +258,7 @@ def _headline(where: str, chosen: dict, fastest: dict, tied: List[dict], serial:
               candidates: List[dict], level: str, report: dict):
     """(headline, choice_rule, confidence_reason) for a clear or tied result."""
     lab = label(chosen["name"], chosen["workers"])
-    if level == conf.TIE:
+    if level == confidence.TIE:
         others = "; ".join(f"{label(t['name'], t['workers'])} ({speedup_text(t)})" for t in tied)
         rule = (f"tie: not surely faster by {MARGIN} or more; the simplest of them is recommended "
                 f"(fastest measured: {label(fastest['name'], fastest['workers'])}, {fmt_rate(fastest['cycles_per_s'])} "
@@ -325,7 +325,7 @@ def _evidence(report: dict, chosen: Optional[dict], serial: Optional[dict], limi
             ev.append(evidence(f"{chosen['name']} is {chosen['row']['speedup_vs_serial']:.2f}x the plain loop",
                                get(report, *split_path(row_path(chosen["row"], "speedup_vs_serial"))), "x",
                                row_path(chosen["row"], "speedup_vs_serial")))
-    if chosen["name"] in conf.PARALLEL:
+    if chosen["name"] in confidence.PARALLEL:
         key = "fits_" + chosen["name"]
         if key in limits["sources"]:
             kind = "process" if chosen["name"] == "processes" else "thread"
@@ -369,7 +369,7 @@ def _runners_up(rows: List[dict], candidates: List[dict], chosen: Optional[dict]
             entry["why_not"] = excluded[r["index"]]
             if chosen and r["cycles_per_s"] > chosen["cycles_per_s"]:
                 entry["why_not"] = f"fastest measured ({fmt_rate(r['cycles_per_s'])} cycles/s) but " + entry["why_not"]
-        elif level == conf.TOO_NOISY:
+        elif level == confidence.TOO_NOISY:
             entry["why_not"] = "not judged: the measurements were too noisy (see the headline)"
         elif chosen is None:
             entry["why_not"] = "not judged"
@@ -380,8 +380,8 @@ def _runners_up(rows: List[dict], candidates: List[dict], chosen: Optional[dict]
             entry["why_not"] = (f"not clearly faster than the simpler {chosen['name']} ({_bounds_text(c)} against "
                                 f"{_bounds_text(chosen)})")
         else:
-            pct = 100 * (1 - c["cycles_per_s"] / chosen["cycles_per_s"])
-            entry["why_not"] = (f"slower by {pct:.1f} % ({fmt_rate(c['cycles_per_s'])} against "
+            slower = 1 - c["cycles_per_s"] / chosen["cycles_per_s"]
+            entry["why_not"] = (f"slower by {fmt_pct(slower, 1)} ({fmt_rate(c['cycles_per_s'])} against "
                                 f"{fmt_rate(chosen['cycles_per_s'])} cycles/s; speedup {_bounds_text(c)})")
         if c and c.get("fit_note") and r["index"] not in excluded and c["workers"] != r["workers"]:
             entry["why_not"] += f"; {c['fit_note']}"

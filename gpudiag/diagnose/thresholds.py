@@ -20,6 +20,11 @@ NOISE_MARGIN_FRACTION = 0.05
 BASELINE_IQR_MAX = 0.20
 
 
+# The interquartile spread is taken from this many rounds on: with fewer, the middle half is one or two
+# rounds, and the report's p10-p90 spread_fraction is judged instead (BASELINE_SPREAD_MAX).
+BASELINE_IQR_MIN_ROUNDS = 4
+
+
 # The same judgement for a report without the plain loop's rounds (only its spread_fraction, p90 - p10
 # over median, which with few rounds is nearly the full range): quiet 3-15 %, busy 45-250 % there.
 BASELINE_SPREAD_MAX = 0.30
@@ -58,21 +63,6 @@ THROTTLED_MIN_PERIODS = 5
 # ties (strategies whose intervals are not NOISE_MARGIN_FRACTION apart); fewer workers is simpler
 # within one strategy.
 SIMPLICITY = ("serial", "deferred_sync", "batched", "cuda_graph", "streams", "threads", "processes")
-
-
-# GIL: threads are GIL-bound when they reach less than this share of what processes reach on the
-# same GIL-holding work with the same worker count (1.0 = threads scale as well as processes).
-# 0.75 leaves room for the normal 5-15 % thread/process difference on GIL-free work.
-GIL_THREAD_TO_PROCESS_RATIO_MAX = 0.75
-
-
-# Processes must themselves scale by this much before the GIL can be told apart from a lack of
-# free cores (on one busy core nothing scales, and the GIL is then not what limits).
-PARALLEL_HEADROOM_MIN_SPEEDUP = 1.2
-
-
-# torch ops release the GIL when threads get at least this much from them.
-TORCH_RELEASES_GIL_SPEEDUP = 1.3
 
 
 # Context switching: the share of wall time lost over ideal time-slicing when processes share the
@@ -130,10 +120,14 @@ FINDING_CODES = {
 }
 
 
+# The causes the recommendation judges, in the order the report lists its verdicts (one rule each in
+# gpudiag.diagnose.verdicts; `gpudiag watch` judges the same causes plus input_starvation).
 CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth", "host_sync_idle",
           "gpu_shared", "driver_model")
 
 
+# The probes that exercise a GPU: when none of them measured (and the cycle ran on the CPU), the GPU
+# questions are unanswered and the recommendation says so.
 CUDA_PROBES = ("launch", "contention", "pcie")
 
 

@@ -23,7 +23,8 @@ from gpudiag.fleet.consistency import consistency_findings, preflight_findings, 
 from gpudiag.fleet.scores import median_uncertainty, robust_scores
 from gpudiag.measure.stats import median
 from gpudiag.probes.base import finding
-from gpudiag.probes.cuda import analysis as ca
+from gpudiag.probes.cuda import analysis as cuda_analysis
+from gpudiag.report.values import as_dict, is_num
 
 EXIT_HEALTHY, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
 EXIT_MEANING = {0: "healthy", 1: "warning", 2: "critical", 3: "unknown"}
@@ -36,28 +37,18 @@ METRICS: Dict[str, Tuple[bool, str]] = {
 }
 NODE_METRICS: Dict[str, Tuple[bool, str]] = {"intra_busbw_gbps": (True, "intra-node all_reduce bus bandwidth")}
 FEW_FRACTION = 0.25
-H2D_LOW_FRACTION = ca.PCIE_EFFICIENCY_LOW_FRACTION
-LAUNCH_HIGH_US = ca.LAUNCH_OVERHEAD_HIGH_US
-
-
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: rank entries come as JSON from other ranks and may lack any field."""
-    return x if isinstance(x, dict) else {}
-
-
-def _num(x: Any) -> bool:
-    """True for an int or float that is not a bool: a figure that can be compared."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+H2D_LOW_FRACTION = cuda_analysis.PCIE_EFFICIENCY_LOW_FRACTION
+LAUNCH_HIGH_US = cuda_analysis.LAUNCH_OVERHEAD_HIGH_US
 
 
 def _fig(entry: Mapping[str, Any], metric: str) -> Dict[str, Any]:
     """Figure `metric` of one rank entry ({value, p10, p90, n, ...}), or {} when the rank has none."""
-    return _d(_d(entry.get("figures")).get(metric))
+    return as_dict(as_dict(entry.get("figures")).get(metric))
 
 
 def group_key(entry: Mapping[str, Any]) -> str:
     """Ranks compared with each other: the same device kind and model (or CPU thread count)."""
-    dev = _d(entry.get("device"))
+    dev = as_dict(entry.get("device"))
     if dev.get("kind") == "cuda":
         return f"cuda:{dev.get('name') or 'unknown GPU'}"
     if dev.get("kind") == "cpu":
@@ -104,13 +95,13 @@ def node_values(ranks: Sequence[Mapping[str, Any]], collectives: Sequence[Mappin
         by[(group_key(e), str(e.get("host")))].append(e)
     for (key, host), members in by.items():
         for metric in METRICS:
-            vals = [_fig(e, metric).get("value") for e in members if _num(_fig(e, metric).get("value"))]
+            vals = [_fig(e, metric).get("value") for e in members if is_num(_fig(e, metric).get("value"))]
             if vals:
                 noise = [n for n in (median_uncertainty(_fig(e, metric)) for e in members) if n is not None]
                 out[key][metric][host] = {"value": median(vals), "noise": median(noise) if noise else None,
                                           "ranks": [e["rank"] for e in members]}
     intra = [c for c in collectives if c.get("scope") == "intra_node" and c.get("op") == "all_reduce"
-             and _num(c.get("busbw_gbps")) and c.get("host")]
+             and is_num(c.get("busbw_gbps")) and c.get("host")]
     if intra:
         top = max(c["size_bytes"] for c in intra)
         for c in intra:
@@ -160,7 +151,7 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
             kind = "straggler" if _few(len(slow), rows[flagged[0]]["group_size"]) else "system_wide"
             for r in sorted(flagged):
                 e, row = by_rank[r], rows[r]
-                dev = _d(e.get("device"))
+                dev = as_dict(e.get("device"))
                 out.append({"level": "rank", "rank": r, "host": e.get("host"), "local_rank": e.get("local_rank"),
                             "gpu_index": dev.get("index"), "gpu_uuid_hash": dev.get("gpu_uuid_hash"),
                             "metric": metric, "value": row["value"], "median": row["peer_median"],
@@ -169,7 +160,7 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
                 if r not in slow:
                     out[-1]["note"] = (f"its fair share of its cores is {cpu[r]['fair_share']:.2f}: the launch pinned "
                                        f"rank(s) {', '.join(map(str, cpu[r]['job_ranks']))} of this job to them too")
-                elif _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK:
+                elif as_dict(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK:
                     out[-1]["note"] = cpu_verdict.cause_text(cpu[r])
     per_node_count = defaultdict(int)
     for e in ranks:
@@ -203,18 +194,18 @@ def find_outliers(ranks: Sequence[Mapping[str, Any]], scores: Mapping[str, Mappi
 
 def absolute_misses(ranks: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Fleet-level system_wide outliers: every GPU rank below a one-machine reference (none for CPU ranks)."""
-    gpus = [e for e in ranks if _d(e.get("device")).get("kind") == "cuda"]
+    gpus = [e for e in ranks if as_dict(e.get("device")).get("kind") == "cuda"]
     if not gpus:
         return []
     out = []
     effs = []
     for e in gpus:
         fig = _fig(e, "h2d_gbps")
-        link = _d(fig.get("link_under_load"))
-        pcie = _d(_d(e.get("driver")).get("pcie"))
-        theo = ca.theoretical_gbps(link.get("gen") or pcie.get("gen_max_system"),
+        link = as_dict(fig.get("link_under_load"))
+        pcie = as_dict(as_dict(e.get("driver")).get("pcie"))
+        theo = cuda_analysis.theoretical_gbps(link.get("gen") or pcie.get("gen_max_system"),
                                    link.get("width") or pcie.get("width_max"))
-        if _num(fig.get("value")) and theo:
+        if is_num(fig.get("value")) and theo:
             effs.append(fig["value"] / theo)
     if effs and len(effs) == len(gpus) and max(effs) < H2D_LOW_FRACTION:
         out.append({"level": "fleet", "rank": None, "host": None, "metric": "h2d_gbps",
@@ -222,7 +213,7 @@ def absolute_misses(ranks: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                     "relative": None, "note": f"every GPU rank moves under {H2D_LOW_FRACTION:.0%} of its PCIe "
                                               "link's theoretical bandwidth (value: median fraction)"})
     lat = [_fig(e, "launch_us").get("value") for e in gpus]
-    if lat and all(_num(v) for v in lat) and min(lat) > LAUNCH_HIGH_US:
+    if lat and all(is_num(v) for v in lat) and min(lat) > LAUNCH_HIGH_US:
         out.append({"level": "fleet", "rank": None, "host": None, "metric": "launch_us", "value": median(lat),
                     "median": LAUNCH_HIGH_US, "score": None, "kind": "system_wide", "relative": None,
                     "note": f"every GPU rank takes over {LAUNCH_HIGH_US:g} us per launch (usually 5-20 us)"})
@@ -233,7 +224,7 @@ def absolute_misses(ranks: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
 
 def _fmt(metric: str, v: Any) -> str:
     """A figure with its unit ("12.3 GB/s"), "n/a" when not a number: for the findings' sentences."""
-    if not _num(v):
+    if not is_num(v):
         return "n/a"
     unit = {"matmul_gflops": " GFLOP/s", "launch_us": " us", "h2d_gbps": " GB/s", "intra_busbw_gbps": " GB/s"}
     return f"{v:.3g}{unit.get(metric, '')}"
@@ -241,7 +232,7 @@ def _fmt(metric: str, v: Any) -> str:
 
 def _cpu_why(ranks: Iterable[int], cpu: Mapping[int, Mapping[str, Any]]) -> Tuple[str, Optional[str]]:
     """("; rank 2: it got 0.20 of a core: throttled ...", fix) for the ranks short of CPU among `ranks`."""
-    short = [(r, cpu[r]) for r in ranks if _d(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK]
+    short = [(r, cpu[r]) for r in ranks if as_dict(cpu.get(r)).get("state", cpu_verdict.OK) != cpu_verdict.OK]
     if not short:
         return "", None
     text = "; ".join((f"rank {r}: " if len(short) > 1 else "") + cpu_verdict.cause_text(st) for r, st in short)
@@ -442,7 +433,7 @@ def analyze(ranks: Sequence[Dict[str, Any]], missing: Sequence[Mapping[str, Any]
 def omp_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
     """FLEET_OMP_THREADS_SET (information): the CPU ranks on which gpudiag set OMP_NUM_THREADS=1 (a Slurm
     step where it was not set), as torchrun does."""
-    set_on = [e for e in ranks if _d(_d(e.get("device")).get("omp_num_threads")).get("value") is not None]
+    set_on = [e for e in ranks if as_dict(as_dict(e.get("device")).get("omp_num_threads")).get("value") is not None]
     if not set_on:
         return []
     return [finding("FLEET_OMP_THREADS_SET", "info",

@@ -15,20 +15,16 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 from gpudiag.fleet import analysis, scores
 from gpudiag.report import contract
 from gpudiag.report.redact import redact
+from gpudiag.report.values import as_dict
 
 PROBE_NAME = "fleet"
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: a report read back may lack any block."""
-    return x if isinstance(x, dict) else {}
-
-
 def host_summary(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     """The report's `host` block for a fleet: rank 0's machine, and the GPU models of every rank."""
-    first = _d(ranks[0]) if ranks else {}
-    facts, vers, drv = _d(first.get("host_facts")), _d(first.get("versions")), _d(first.get("driver"))
-    models = Counter(_d(e.get("device")).get("name") for e in ranks if _d(e.get("device")).get("kind") == "cuda")
+    first = as_dict(ranks[0]) if ranks else {}
+    facts, vers, drv = as_dict(first.get("host_facts")), as_dict(first.get("versions")), as_dict(first.get("driver"))
+    models = Counter(as_dict(e.get("device")).get("name") for e in ranks if as_dict(e.get("device")).get("kind") == "cuda")
     return {"os": facts.get("os"), "kernel": None, "python": f"CPython {vers['python']}" if vers.get("python") else None,
             "cpu": None, "logical_cores": facts.get("logical_cores"), "torch": vers.get("torch"),
             "torch_cuda": vers.get("torch_cuda"), "driver_version": drv.get("driver_version"),
@@ -98,12 +94,12 @@ def _build(ranks: List[Dict[str, Any]], missing: Sequence[Mapping[str, Any]], co
 
 def exit_code_of(report: Mapping[str, Any]) -> int:
     """The exit code a fleet report carries (3 when it carries none)."""
-    code = _d(_d(_d(report.get("probes")).get(PROBE_NAME)).get("data")).get("exit_code")
+    code = as_dict(as_dict(as_dict(report.get("probes")).get(PROBE_NAME)).get("data")).get("exit_code")
     return code if isinstance(code, int) and code in analysis.EXIT_MEANING else analysis.EXIT_UNKNOWN
 
 
 def real_exclude(report: Mapping[str, Any], names: Mapping[str, str]) -> List[str]:
     """The exclude list with real host names (label -> name map), for a scheduler, never for a report."""
-    hosts = _d(_d(_d(_d(report.get("probes")).get(PROBE_NAME)).get("data")).get("exclude")).get("hosts") or []
+    hosts = as_dict(as_dict(as_dict(as_dict(report.get("probes")).get(PROBE_NAME)).get("data")).get("exclude")).get("hosts") or []
     return [names.get(h, h) for h in hosts]
 

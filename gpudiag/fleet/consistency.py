@@ -12,18 +12,14 @@ from collections import defaultdict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from gpudiag.probes.base import finding
+from gpudiag.report.values import as_dict
 
 NA = "n/a"
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: rank entries come as JSON from other ranks and may lack any field."""
-    return x if isinstance(x, dict) else {}
-
-
 def where(entry: Mapping[str, Any]) -> str:
     """"rank 3 (host-ab12cd34, GPU 1, uuid 9f8e7d6c)": how a finding names a rank."""
-    dev = _d(entry.get("device"))
+    dev = as_dict(entry.get("device"))
     parts = [str(entry.get("host") or "unknown host")]
     if dev.get("kind") == "cuda":
         parts.append(f"GPU {dev.get('index')}")
@@ -64,27 +60,27 @@ def _minority(split: Mapping[str, List[int]]) -> List[int]:
 
 
 VERSION_FIELDS = (
-    ("gpudiag", lambda e: _d(e.get("versions")).get("gpudiag")),
-    ("python", lambda e: _d(e.get("versions")).get("python")),
-    ("torch", lambda e: _d(e.get("versions")).get("torch")),
-    ("torch CUDA", lambda e: _d(e.get("versions")).get("torch_cuda")),
-    ("NCCL", lambda e: _d(e.get("versions")).get("nccl")),
-    ("driver", lambda e: _d(e.get("driver")).get("driver_version")),
-    ("CUDA driver API", lambda e: _d(e.get("driver")).get("cuda_driver_version")),
+    ("gpudiag", lambda e: as_dict(e.get("versions")).get("gpudiag")),
+    ("python", lambda e: as_dict(e.get("versions")).get("python")),
+    ("torch", lambda e: as_dict(e.get("versions")).get("torch")),
+    ("torch CUDA", lambda e: as_dict(e.get("versions")).get("torch_cuda")),
+    ("NCCL", lambda e: as_dict(e.get("versions")).get("nccl")),
+    ("driver", lambda e: as_dict(e.get("driver")).get("driver_version")),
+    ("CUDA driver API", lambda e: as_dict(e.get("driver")).get("cuda_driver_version")),
 )
 
 
 def _gpu(e: Mapping[str, Any]) -> bool:
     """True for a rank that measured on a CUDA device: GPU checks leave CPU ranks out."""
-    return _d(e.get("device")).get("kind") == "cuda"
+    return as_dict(e.get("device")).get("kind") == "cuda"
 
 
 def _link(e: Mapping[str, Any], key: str) -> Any:
     """The link generation or width read under load, else NVML's current reading (idle links downtrain)."""
-    load = _d(_d(_d(e.get("figures")).get("h2d_gbps")).get("link_under_load"))
+    load = as_dict(as_dict(as_dict(e.get("figures")).get("h2d_gbps")).get("link_under_load"))
     if load.get(key) is not None:
         return load[key]
-    return _d(_d(e.get("driver")).get("pcie")).get({"gen": "gen_current", "width": "width_current"}[key])
+    return as_dict(as_dict(e.get("driver")).get("pcie")).get({"gen": "gen_current", "width": "width_current"}[key])
 
 
 def consistency_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
@@ -102,13 +98,13 @@ def consistency_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
                            f"versions differ across ranks ({', '.join(skews)}): {_names([by_rank[r] for r in odd])} "
                            "differ from the rest", evidence={k: v for k, v in skews.items()},
                            fix="install the same driver, CUDA, torch and NCCL on every node (one image)"))
-    kinds = split_by(ranks, lambda e: _d(e.get("device")).get("kind"))
+    kinds = split_by(ranks, lambda e: as_dict(e.get("device")).get("kind"))
     if len(kinds) > 1:
         out.append(finding("FLEET_DEVICE_MIX", "warning",
                            f"ranks run on different devices ({', '.join(f'{k}: {len(v)}' for k, v in kinds.items())}); "
                            "CPU and GPU figures are not compared with each other", evidence=kinds,
                            fix="check CUDA_VISIBLE_DEVICES and the GPU count on the CPU ranks' nodes"))
-    models = split_by([e for e in ranks if _gpu(e)], lambda e: _d(e.get("device")).get("name"))
+    models = split_by([e for e in ranks if _gpu(e)], lambda e: as_dict(e.get("device")).get("name"))
     if len(models) > 1:
         out.append(finding("FLEET_GPU_MODEL_MIX", "warning",
                            f"{len(models)} GPU models in one job: ranks are compared only with the same model",
@@ -133,12 +129,12 @@ def _link_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int, Map
                                f"{'Gen' if key == 'gen' else 'x'}{best} (read while copying)", evidence=split,
                                fix="reseat the card or riser, check BIOS slot settings; compare "
                                    "`nvidia-smi -q -d PCIE` on the named nodes"))
-    clocks = split_by(gpus, lambda e: _d(_d(e.get("driver")).get("clocks")).get("sm_max_mhz"))
+    clocks = split_by(gpus, lambda e: as_dict(as_dict(e.get("driver")).get("clocks")).get("sm_max_mhz"))
     if len(clocks) > 1:
         out.append(finding("FLEET_CLOCK_MISMATCH", "warning",
                            f"maximum SM clocks differ across GPUs of one model or more: {dict(clocks)}",
                            evidence=clocks, fix="check application clocks and locked clocks (`nvidia-smi -q -d CLOCK`)"))
-    persist = split_by(gpus, lambda e: _d(e.get("driver")).get("persistence_mode"))
+    persist = split_by(gpus, lambda e: as_dict(e.get("driver")).get("persistence_mode"))
     if len(persist) > 1:
         off = sorted(r for v, rs in persist.items() if v == "False" for r in rs)
         out.append(finding("FLEET_PERSISTENCE_MIXED", "warning",
@@ -152,24 +148,24 @@ def _gpu_state_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int
     sharing one GPU, each naming the ranks."""
     out = []
     gpus = [e for e in ranks if _gpu(e)]
-    throttled = [e for e in gpus if _d(e.get("driver")).get("throttling")]
+    throttled = [e for e in gpus if as_dict(e.get("driver")).get("throttling")]
     if throttled:
         out.append(finding("FLEET_THROTTLING", "warning",
                            f"throttling (heat or power) on {_names(throttled)}",
-                           evidence={e["rank"]: _d(e.get("driver")).get("throttling") for e in throttled},
+                           evidence={e["rank"]: as_dict(e.get("driver")).get("throttling") for e in throttled},
                            fix="check cooling and power limits on the named nodes (`nvidia-smi -q -d PERFORMANCE`)"))
-    ecc = [e for e in gpus if _ecc_bad(_d(_d(e.get("driver")).get("ecc")))]
+    ecc = [e for e in gpus if _ecc_bad(as_dict(as_dict(e.get("driver")).get("ecc")))]
     if ecc:
         out.append(finding("FLEET_ECC_ERRORS", "critical",
                            f"uncorrected ECC errors or pending page retirement/row remapping on {_names(ecc)}",
-                           evidence={e["rank"]: _d(e.get("driver")).get("ecc") for e in ecc},
+                           evidence={e["rank"]: as_dict(e.get("driver")).get("ecc") for e in ecc},
                            fix="drain the node and run `dcgmi diag -r 2`; a pending remap needs a GPU reset"))
-    shared = [e for e in gpus if _d(e.get("driver")).get("other_processes")]
+    shared = [e for e in gpus if as_dict(e.get("driver")).get("other_processes")]
     if shared:
         out.append(finding("FLEET_GPU_SHARED", "warning", f"other processes hold the GPU of {_names(shared)}",
-                           evidence={e["rank"]: _d(e.get("driver")).get("other_processes") for e in shared},
+                           evidence={e["rank"]: as_dict(e.get("driver")).get("other_processes") for e in shared},
                            fix="find them with `nvidia-smi` on the named nodes; a leftover job slows every step"))
-    over = [e for e in gpus if _d(e.get("device")).get("shared_with_other_ranks")]
+    over = [e for e in gpus if as_dict(e.get("device")).get("shared_with_other_ranks")]
     if over:
         out.append(finding("FLEET_GPU_OVERSUBSCRIBED", "critical",
                            f"more ranks than GPUs on a node: {_names(over)} share a GPU with another rank",
@@ -180,7 +176,7 @@ def _gpu_state_findings(ranks: Sequence[Mapping[str, Any]], by_rank: Mapping[int
 def _ecc_bad(ecc: Mapping[str, Any]) -> bool:
     """Uncorrected volatile errors, or retirement/remapping pending or failed: the GPU needs attention."""
     v = ecc.get("volatile_uncorrected")
-    rows = _d(ecc.get("remapped_rows"))
+    rows = as_dict(ecc.get("remapped_rows"))
     return (isinstance(v, int) and v > 0) or ecc.get("retired_pages_pending") is True \
         or rows.get("pending") is True or rows.get("failure") is True
 
@@ -189,7 +185,7 @@ def preflight_split(ranks: Sequence[Mapping[str, Any]]) -> Dict[str, List[int]]:
     """{check name: [ranks where it failed]} over the checks that apply to each rank."""
     out: Dict[str, List[int]] = defaultdict(list)
     for e in ranks:
-        for c in _d(e.get("preflight")).get("checks") or []:
+        for c in as_dict(e.get("preflight")).get("checks") or []:
             if isinstance(c, dict) and c.get("applies", True) and c.get("status") == "fail":
                 out[str(c.get("name"))].append(e["rank"])
     return dict(out)
@@ -200,7 +196,7 @@ def preflight_findings(ranks: Sequence[Mapping[str, Any]]) -> List[dict]:
     by_rank = {e["rank"]: e for e in ranks}
     out = []
     for name, failed in sorted(preflight_split(ranks).items()):
-        msgs = {r: next((c.get("message") for c in _d(by_rank[r].get("preflight")).get("checks") or []
+        msgs = {r: next((c.get("message") for c in as_dict(by_rank[r].get("preflight")).get("checks") or []
                          if isinstance(c, dict) and c.get("name") == name), None) for r in failed}
         first: Optional[str] = next(iter(msgs.values()), None)
         if len(failed) == len(ranks):

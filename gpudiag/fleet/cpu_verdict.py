@@ -34,6 +34,8 @@ from gpudiag.fleet.consistency import where
 from gpudiag.fleet.scores import MIN_EFFECT
 from gpudiag.measure.stats import median
 from gpudiag.probes.base import finding
+from gpudiag.report.values import as_dict, is_num
+from gpudiag.units import fmt_pct
 
 STARVED, SHARED_BY_JOB, UNEXPLAINED, OK = "starved", "shared_by_job", "unexplained", "ok"
 
@@ -41,38 +43,28 @@ SHARED_FIX = ("give each rank its own core(s): fewer ranks per node (--nproc-per
               "CPU binding per rank (srun --cpu-bind=cores, taskset)")
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: a rank's account comes as JSON and may lack any field."""
-    return x if isinstance(x, dict) else {}
-
-
-def _num(x: Any) -> bool:
-    """True for an int or float that is not a bool."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _f(x: Any) -> float:
     """A number of the account, 0.0 where it is missing."""
-    return float(x) if _num(x) else 0.0
+    return float(x) if is_num(x) else 0.0
 
 
 def cpu_state(entry: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """{state, share, cores_got, fair_share, causes, quota_cpus, quota_source, throttled_share, other_cores,
     steal_cores, job_cores, job_ranks, cores, cpus} for a rank with a CPU account, None without one (a
     merged plain report, an older fleet report)."""
-    cpu = _d(entry.get("cpu"))
-    if not _num(cpu.get("share")):
+    cpu = as_dict(entry.get("cpu"))
+    if not is_num(cpu.get("share")):
         return None
-    cores = cpu.get("cores") if _num(cpu.get("cores")) and cpu["cores"] > 0 else 1
-    thr, limit = _d(cpu.get("throttling")), _d(cpu.get("limit"))
-    throttled = thr.get("throttled_share") if _num(thr.get("periods")) and thr["periods"] > 0 else None
+    cores = cpu.get("cores") if is_num(cpu.get("cores")) and cpu["cores"] > 0 else 1
+    thr, limit = as_dict(cpu.get("throttling")), as_dict(cpu.get("limit"))
+    throttled = thr.get("throttled_share") if is_num(thr.get("periods")) and thr["periods"] > 0 else None
     others = _f(cpu.get("other_cores")) + _f(cpu.get("steal_cores"))
-    fair = cpu.get("fair_share") if _num(cpu.get("fair_share")) else 1.0
+    fair = cpu.get("fair_share") if is_num(cpu.get("fair_share")) else 1.0
     short = cpu["share"] < FLEET_CPU_SHORT_SHARE
-    quota = short and _num(throttled) and throttled >= FLEET_CPU_THROTTLED_SHARE
+    quota = short and is_num(throttled) and throttled >= FLEET_CPU_THROTTLED_SHARE
     # Others take from the rank only what it lacks of its fair share, and, under a binding quota, of the
     # quota: a rank that got (nearly) all of those lost nothing to them.
-    below_quota = not quota or not _num(limit.get("quota_cpus")) or not _num(cpu.get("cores_got")) \
+    below_quota = not quota or not is_num(limit.get("quota_cpus")) or not is_num(cpu.get("cores_got")) \
         or cpu["cores_got"] < FLEET_CPU_SHORT_SHARE * limit["quota_cpus"]
     below_fair = cpu["share"] < FLEET_CPU_SHORT_SHARE * fair
     causes: List[str] = []
@@ -107,7 +99,7 @@ def fair_of(ranks: Sequence[int], by_state: Mapping[int, Mapping[str, Any]]) -> 
 
 def _fair(rank: int, by_state: Mapping[int, Mapping[str, Any]]) -> float:
     """One rank's fair share, 1.0 without an account."""
-    return _d(by_state.get(rank)).get("fair_share", 1.0)
+    return as_dict(by_state.get(rank)).get("fair_share", 1.0)
 
 
 class PeerFair:
@@ -148,7 +140,7 @@ def by_launch(ranks: Sequence[int], relative: Any, peer_ranks: Sequence[int],
     nodes' ranks, as lists) is the launch's own sharing of cores: every one of them is shared_by_job, or
     their fair share accounts for their speed relative to their peers. peer_fair: fair_of(peer_ranks) when
     the caller has it already (PeerFair), so peer_ranks is not walked."""
-    if ranks and all(_d(by_state.get(r)).get("state") == SHARED_BY_JOB for r in ranks):
+    if ranks and all(as_dict(by_state.get(r)).get("state") == SHARED_BY_JOB for r in ranks):
         return True
     return launch_explains(relative, fair_of(ranks, by_state),
                            peer_fair if peer_fair is not None else fair_of(peer_ranks, by_state))
@@ -158,30 +150,25 @@ def launch_explains(relative: Any, own_fair: float, peer_fair: float) -> bool:
     """True when a rank's (or node's) speed relative to its peers is what its lower fair share of its cores
     accounts for: its fair share is MIN_EFFECT or more below theirs, and once that ratio is taken out it is
     less than MIN_EFFECT slower than they are."""
-    if not _num(relative) or peer_fair <= 0:
+    if not is_num(relative) or peer_fair <= 0:
         return False
     ratio = own_fair / peer_fair
     return ratio <= 1 - MIN_EFFECT and relative >= ratio * (1 - MIN_EFFECT)
 
 
-def _pct(x: float) -> str:
-    """0.78 -> "78 %"."""
-    return f"{x * 100:.0f} %"
-
-
 def _got(st: Mapping[str, Any]) -> str:
     """"it got 0.20 of a core (20 % of what its work could use)"."""
-    got = f"{st['cores_got']:.2f} of a core" if _num(st.get("cores_got")) else "less CPU"
-    return f"it got {got} ({_pct(st['share'])} of what its work could use)"
+    got = f"{st['cores_got']:.2f} of a core" if is_num(st.get("cores_got")) else "less CPU"
+    return f"it got {got} ({fmt_pct(st['share'])} of what its work could use)"
 
 
 def cause_text(st: Mapping[str, Any]) -> str:
     """What held the rank back, with the numbers: for findings and outlier notes."""
     parts = []
     if "quota" in st["causes"]:
-        limit = f"a CPU limit of {st['quota_cpus']:g} CPU" if _num(st.get("quota_cpus")) else "a CPU limit"
+        limit = f"a CPU limit of {st['quota_cpus']:g} CPU" if is_num(st.get("quota_cpus")) else "a CPU limit"
         src = f", from {st['quota_source']}" if st.get("quota_source") else ""
-        parts.append(f"throttled in {_pct(st['throttled_share'])} of periods by {limit}{src}")
+        parts.append(f"throttled in {fmt_pct(st['throttled_share'])} of periods by {limit}{src}")
     if "other_processes" in st["causes"]:
         steal = f", {st['steal_cores']:.2f} of it the hypervisor's steal" if _f(st.get("steal_cores")) >= 0.05 else ""
         parts.append(f"other programs used {st['other_cores']:.2f} of its {st['cores']} core(s){steal}")
@@ -211,9 +198,9 @@ def _sharing_text(st: Mapping[str, Any]) -> str:
     """"shares core(s) 0 with rank(s) 1 of this job: its fair share is 50 % of what its work could use, it got
     0.48 of a core"."""
     ranks = ", ".join(map(str, st["job_ranks"])) or "others"
-    got = f", it got {st['cores_got']:.2f} of a core" if _num(st.get("cores_got")) else ""
+    got = f", it got {st['cores_got']:.2f} of a core" if is_num(st.get("cores_got")) else ""
     return (f"shares core(s) {st.get('cpus') or '?'} with rank(s) {ranks} of this job: its fair share is "
-            f"{_pct(st['fair_share'])} of what its work could use{got}")
+            f"{fmt_pct(st['fair_share'])} of what its work could use{got}")
 
 
 def cpu_findings(ranks: Sequence[Mapping[str, Any]], by_state: Mapping[int, Mapping[str, Any]],

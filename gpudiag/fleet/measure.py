@@ -26,12 +26,13 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from gpudiag import __version__
+from gpudiag._version import __version__
 from gpudiag.fleet.cpu_account import CpuAccount
 from gpudiag.fleet.launcher import Place
 from gpudiag.fleet.windows import Windows, window_seconds
 from gpudiag.measure.stats import summarize
 from gpudiag.report.redact import short_hash
+from gpudiag.units import fmt_bytes
 
 MiB = 2 ** 20
 # nvmlClockType_t (nvml.h): NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2.
@@ -140,18 +141,18 @@ def preflight_and_driver(device: Dict[str, Any], nvml_session: Optional[Callable
     order CUDA numbers GPUs in. nvidia=False (a ROCm build): the GPU checks do not apply and no NVML GPU is
     read for it. nvml_session: a seam for tests (tests.fakes.FakeNvml behind gpudiag.backends.nvml.session).
     """
-    from gpudiag.diagnose import preflight as pf
+    from gpudiag.diagnose import preflight
     from gpudiag.diagnose.preflight.facts import gather_facts
     from gpudiag.diagnose.preflight.gpu_checks import resolve_gpu
 
     extra: Dict[str, Any] = {}
-    plan = pf.make_plan(1, "processes", device=device.get("index") or 0)
+    plan = preflight.make_plan(1, "processes", device=device.get("index") or 0)
     facts = gather_facts(plan, driver_collect=_driver_collect(extra, bus_id), search_dir=None, nvml_session=nvml_session)
     if not nvidia:
         facts["cuda_device_match"] = {"device": plan.device, "nvml_index": None, "by": "rocm", "reason": ROCM_REASON}
     elif bus_id and "nvml_index" in extra:
         facts["cuda_device_match"] = {"device": plan.device, "nvml_index": extra["nvml_index"], "by": "pci_bus_id"}
-    results, _ = pf.run_checks(facts, plan)
+    results, _ = preflight.run_checks(facts, plan)
     on_cpu = device["kind"] == "cpu"
     no_nvidia_gpu = on_cpu or not nvidia
     checks = [dict(c.to_dict(), applies=not (no_nvidia_gpu and c.name in GPU_CHECKS)) for c in results]
@@ -246,7 +247,7 @@ def _cpu_figures(torch: Any, p: Dict[str, Any], windows: Windows) -> Dict[str, A
                                 windows),
         "launch_us": _stats(dispatch_us, f"CPU: dispatch of one tiny torch op (x.add_(1) on 1 element), no GPU{over}",
                             windows),
-        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {p['copy_bytes'] // MiB} MiB (no GPU, no PCIe){over}",
+        "h2d_gbps": _stats(copy, f"CPU: host memory copy of {fmt_bytes(p['copy_bytes'])} (no GPU, no PCIe){over}",
                            windows),
     }
 
@@ -351,7 +352,7 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
 
     if getattr(torch.version, "hip", None):
         copies()
-        fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+        fig = _stats(out, f"GPU: pinned host->device copy of {fmt_bytes(size)}, timed with CUDA events")
         fig["link_under_load"] = {"reason": ROCM_REASON}
         return fig
     try:
@@ -371,7 +372,7 @@ def _gpu_h2d(torch: Any, p: Dict[str, Any], index: int) -> Dict[str, Any]:
     except nvml_backend.NvmlUnavailable as exc:  # raised on entering the session, before any copy
         link = {"reason": str(exc)}
         copies()
-    fig = _stats(out, f"GPU: pinned host->device copy of {size // MiB} MiB, timed with CUDA events")
+    fig = _stats(out, f"GPU: pinned host->device copy of {fmt_bytes(size)}, timed with CUDA events")
     fig["link_under_load"] = link
     return fig
 

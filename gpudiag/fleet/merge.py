@@ -17,17 +17,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from gpudiag.fleet import assemble
 from gpudiag.fleet.measure import host_label
 from gpudiag.report.contract import ReportError, load_report, utc_now_iso
-
-
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: an input report may lack any block."""
-    return x if isinstance(x, dict) else {}
+from gpudiag.report.values import as_dict
+from gpudiag.units import fmt_bytes
 
 
 def _ok(rep: Mapping[str, Any], probe: str) -> dict:
     """The data of probe `probe` when it ran ok, else {}: a merged node brings only measured figures."""
-    res = _d(_d(rep.get("probes")).get(probe))
-    return _d(res.get("data")) if res.get("status") == "ok" else {}
+    res = as_dict(as_dict(rep.get("probes")).get(probe))
+    return as_dict(res.get("data")) if res.get("status") == "ok" else {}
 
 
 def _stats_fig(st: Mapping[str, Any], what: str) -> Optional[Dict[str, Any]]:
@@ -44,33 +41,33 @@ def entry_from_plain(rep: Mapping[str, Any], host: str) -> Dict[str, Any]:
     gpus = [g for g in drv.get("gpus") or [] if isinstance(g, dict) and not g.get("error")]
     gpu = gpus[0] if gpus else {}
     figures: Dict[str, Any] = {}
-    lf = _stats_fig(_d(launch.get("launch_overhead_us")), "GPU: host time to launch one tiny kernel (launch probe)")
+    lf = _stats_fig(as_dict(launch.get("launch_overhead_us")), "GPU: host time to launch one tiny kernel (launch probe)")
     if lf:
         figures["launch_us"] = lf
     h2d = [p for p in pcie.get("points") or [] if isinstance(p, dict) and p.get("direction") == "h2d"
            and p.get("memory") == "pinned" and isinstance(p.get("size_bytes"), int)]
     if h2d:
         top = max(h2d, key=lambda p: p["size_bytes"])
-        fig = _stats_fig(_d(top.get("gbps")), f"GPU: pinned host->device copy of {top['size_bytes'] // 2**20} MiB "
+        fig = _stats_fig(as_dict(top.get("gbps")), f"GPU: pinned host->device copy of {fmt_bytes(top['size_bytes'])} "
                                               "(pcie probe)")
         if fig:
-            link = _d(pcie.get("link"))
+            link = as_dict(pcie.get("link"))
             fig["link_under_load"] = {"gen": link.get("gen"), "width": link.get("width")} \
                 if link.get("read_under_load") else {"reason": "the pcie probe did not read the link under load"}
             figures["h2d_gbps"] = fig
     kind = "cuda" if (launch or pcie) else "cpu"
-    torch = _d(system.get("torch"))
+    torch = as_dict(system.get("torch"))
     return {
         "rank": None, "host": host, "local_rank": 0, "node_rank": None, "launcher": "report",
         "device": {"kind": kind, "index": 0 if kind == "cuda" else None, "name": gpu.get("name"),
                    "torch_threads": None, "gpu_uuid_hash": None},
-        "versions": {"gpudiag": rep.get("gpudiag_version"), "python": _d(system.get("python")).get("version"),
+        "versions": {"gpudiag": rep.get("gpudiag_version"), "python": as_dict(system.get("python")).get("version"),
                      "torch": torch.get("version"), "torch_cuda": torch.get("cuda_build"), "nccl": None},
         "driver": {"driver_version": drv.get("driver_version"), "cuda_driver_version": drv.get("cuda_driver_version"),
                    "persistence_mode": gpu.get("persistence_mode"), "pcie": gpu.get("pcie"),
-                   "throttling": _d(gpu.get("clock_event_reasons")).get("throttling"), "ecc": gpu.get("ecc"),
-                   "name": gpu.get("name")} if drv else {"reason": _d(_d(rep.get("probes")).get("driver")).get("reason")},
-        "host_facts": {"os": _d(system.get("os")).get("pretty")},
+                   "throttling": as_dict(gpu.get("clock_event_reasons")).get("throttling"), "ecc": gpu.get("ecc"),
+                   "name": gpu.get("name")} if drv else {"reason": as_dict(as_dict(rep.get("probes")).get("driver")).get("reason")},
+        "host_facts": {"os": as_dict(system.get("os")).get("pretty")},
         "figures": figures,
     }
 
@@ -99,10 +96,10 @@ def gather(paths: Sequence[str], identify: bool) -> Dict[str, Any]:
     sources: List[Dict[str, Any]] = []
     for index, path in enumerate(paths):
         rep = load_report(path)
-        fleet = _d(_d(rep.get("probes")).get(assemble.PROBE_NAME))
+        fleet = as_dict(as_dict(rep.get("probes")).get(assemble.PROBE_NAME))
         sources.append({"index": index, "kind": "fleet" if fleet else "report", "created_at": rep.get("created_at")})
         if fleet:
-            data = _d(fleet.get("data"))
+            data = as_dict(fleet.get("data"))
             offset = len(ranks) + len(missing)
             for e in data.get("ranks") or []:
                 if isinstance(e, dict) and isinstance(e.get("rank"), int):

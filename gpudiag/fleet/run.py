@@ -32,6 +32,7 @@ from gpudiag.fleet.transport import (BlockTooLarge, Groups, Inbox, TransportErro
                                      monitored_barrier_missing, pack, receive_json, send_block, send_json)
 from gpudiag.platform import signals
 from gpudiag.report.redact import redact
+from gpudiag.units import fmt_bytes
 
 TAG_RESULTS, TAG_TIMINGS, TAG_STOP = 101, 102, 103
 STOP_BLOCK = 512  # a stop notice: {rank, signal, phase}
@@ -194,7 +195,7 @@ def fit(entry: Dict[str, Any]) -> Dict[str, Any]:
         except BlockTooLarge:
             continue
     return measure.failed_entry_of(entry, "its result was too large to send to rank 0 (over "
-                                          f"{len(str(entry)) // 1024} KiB)")
+                                          f"{fmt_bytes(len(str(entry)))})")
 
 
 def _slurm_omp(place: Place, environ: Mapping[str, str]) -> Optional[Dict[str, Any]]:

@@ -8,19 +8,39 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import secrets
 import sys
-import tempfile
 from typing import Any, Dict, List, Optional
 
-from gpudiag import __version__
+from gpudiag._version import __version__
+from gpudiag.units import fmt_bytes
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "skipped", "failed")
 MODES = ("quick", "full", "watch")  # watch: a `gpudiag watch` report
 SEVERITIES = ("info", "warning", "critical")
+
+
+# The per-probe time limit a report run accepts (api.run_report, `gpudiag report --timeout`): under a second
+# no probe can start its child (a spawn alone takes longer), and over a week is a typo.
+MIN_TIMEOUT_S = 1.0
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+def check_timeout(timeout_s: Any) -> Optional[float]:
+    """The per-probe limit as a float, None for each probe's own default; ValueError (one line) for anything but a
+    finite number of seconds from MIN_TIMEOUT_S to MAX_TIMEOUT_S (nan, inf, 0, a bool or a string)."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise ValueError(f"timeout must be a number of seconds, not {timeout_s!r}")
+    if not math.isfinite(timeout_s) or not MIN_TIMEOUT_S <= timeout_s <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be a finite number of seconds from {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g} "
+                         f"(a week), not {timeout_s!r}")
+    return float(timeout_s)
 
 
 class ReportError(Exception):
@@ -36,13 +56,6 @@ def default_basename(created_at: Optional[str] = None) -> str:
     """gpudiag-report-<date>-<short-id>: the date says when, the id keeps two runs a day apart."""
     date = (created_at or utc_now_iso())[:10]
     return f"gpudiag-report-{date}-{secrets.token_hex(3)}"
-
-
-def _fmt_bytes_gib(n: Optional[float]) -> Optional[str]:
-    """Bytes as "64 GiB" (whole from 10 GiB up, else "7.8 GiB"), or None when not a number: the host summary's RAM figure."""
-    if not isinstance(n, (int, float)):
-        return None
-    return f"{n / 2**30:.0f} GiB" if n >= 10 * 2**30 else f"{n / 2**30:.1f} GiB"
 
 
 def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
@@ -73,7 +86,7 @@ def summarize_host(probes: Dict[str, dict]) -> Dict[str, Any]:
         "driver_model": ", ".join(models) if models else None,
         "kernel_module": (drv.get("kernel_module") or {}).get("flavour"),
         "gpus": [
-            " ".join(x for x in (g.get("name"), f"({_fmt_bytes_gib(g.get('memory_total_bytes'))})"
+            " ".join(x for x in (g.get("name"), f"({fmt_bytes(g.get('memory_total_bytes'))})"
                                  if g.get("memory_total_bytes") else None) if x)
             for g in gpus
         ],
@@ -109,26 +122,6 @@ def all_findings(report: Dict[str, Any]):
 
 
 # ---------------------------------------------------------------- saving and loading
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write via a temp file in the same folder and rename: never a half-written report."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gpudiag-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        # mkstemp makes the file 0600; a report is meant to be shared, so use the usual umask mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
 
 # A list longer than this is written one item per line (compact), not indented item by item: a fleet's
 # ranks, collectives and outliers (10,000 ranks: a third of the size, written by the C encoder).

@@ -1,14 +1,15 @@
-"""Type-safe reads of report values, shared by every reader of a report (diagnose, views, watch).
+"""Type-safe reads of report values, shared by every reader of a report (diagnose, views, watch, fleet).
 
 Reports come from other gpudiag versions, other machines and sometimes a text editor: a value may
 be missing or of another type anywhere. These return None (or an empty dict/list) instead of
-raising, so a rule or a view says "n/a" rather than crash.
+raising, so a rule or a view says "n/a" rather than crash. (Where a figure came from, for evidence,
+is gpudiag.diagnose.access's job.)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 
 def get(obj: Any, *keys: Any) -> Any:
@@ -59,3 +60,24 @@ def as_str(x: Any) -> Optional[str]:
 def as_bool(x: Any) -> Optional[bool]:
     """A bool, else None (0/1 or "true" are not taken as answers)."""
     return x if isinstance(x, bool) else None
+
+
+def interval(x: Any) -> Optional[Tuple[float, float]]:
+    """A [low, high] pair of finite numbers with low <= high, else None."""
+    if not isinstance(x, (list, tuple)) or len(x) != 2:
+        return None
+    lo, hi = num(x[0]), num(x[1])
+    if lo is None or hi is None or lo > hi:
+        return None
+    return lo, hi
+
+
+def probe_result(report: Any, name: str) -> dict:
+    """A probe's whole result dict (status, reason, data, findings), {} when the probe is absent."""
+    return as_dict(get(report, "probes", name))
+
+
+def probe_data(report: Any, name: str) -> dict:
+    """A probe's data when it ran to the end (status ok); {} otherwise."""
+    res = probe_result(report, name)
+    return as_dict(res.get("data")) if res.get("status") == "ok" else {}

@@ -12,6 +12,9 @@ import math
 from html import escape
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from gpudiag.report.values import as_dict, as_list, is_num
+from gpudiag.units import fmt_bytes, fmt_pct
+
 WIDTH = 640
 MARGIN_LEFT = 64
 MARGIN_RIGHT = 20
@@ -26,16 +29,6 @@ Fmt = Callable[[float], str]
 def _x(s: str) -> str:
     """Text made safe for SVG text and attribute values: labels come from report data, which may hold markup."""
     return escape(str(s), quote=True)
-
-
-def _l(x) -> list:
-    """A list from report data that may hold anything else there."""
-    return x if isinstance(x, list) else []
-
-
-def _dd(x) -> dict:
-    """A dict from report data that may hold anything else there, so readers never raise on a hand-edited report."""
-    return x if isinstance(x, dict) else {}
 
 
 def _f(v: float) -> str:
@@ -53,14 +46,6 @@ def fmt_short(v: float) -> str:
     if a >= 100 or v == int(v):
         return f"{v:.0f}"
     return f"{v:.2g}"
-
-
-def fmt_size(n: float) -> str:
-    """Byte tick label in binary units: 4K, 1M, 256M, 2G."""
-    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if n >= size:
-            return f"{n / size:g}{unit}"
-    return f"{n:g}B"
 
 
 def fmt_value(v: float) -> str:
@@ -184,7 +169,7 @@ def _refs(ref_lines: Sequence[dict]) -> List[dict]:
     """Usable reference lines; the first is the main one (`ref`), the others quieter (`ref-alt`)."""
     out = []
     for r in ref_lines:
-        if _finite(r.get("y")):
+        if is_num(r.get("y")):
             out.append(dict(r, cls=r.get("cls") or ("ref" if not out else "ref-alt")))
     return out
 
@@ -200,11 +185,6 @@ def _ref_lines(fr: "_Frame", refs: Sequence[dict], fmt: Fmt) -> List[str]:
     return out
 
 
-def _finite(v) -> bool:
-    """True for a real finite number (not bool, NaN or inf): the only values a chart may plot."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 # ------------------------------------------------------------------ line chart
 
 def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str,
@@ -216,16 +196,16 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
     series: [{name, points: [(x, y) or (x, y, lo, hi)]}] - lo/hi draw a whisker (e.g. p10..p90).
     ref_lines: [{y, label}] horizontal dashed reference lines (e.g. a theoretical ceiling).
     """
-    pts = [p for s in series for p in s.get("points", ()) if _finite(p[0]) and _finite(p[1])
+    pts = [p for s in series for p in s.get("points", ()) if is_num(p[0]) and is_num(p[1])
            and (p[0] > 0 or not log_x)]
     if not pts:
         return None
     xs = [p[0] for p in pts]
-    ys = [p[1] for p in pts] + [p[3] for p in pts if len(p) > 3 and _finite(p[3])]
+    ys = [p[1] for p in pts] + [p[3] for p in pts if len(p) > 3 and is_num(p[3])]
     refs = _refs(ref_lines)
     ys += [r["y"] for r in refs]
     top = max(ys) * 1.05 if max(ys) > 0 else 1.0
-    yt = nice_ticks(0.0, max(top, y_max) if _finite(y_max) else top)
+    yt = nice_ticks(0.0, max(top, y_max) if is_num(y_max) else top)
     legend = [(s["name"], SERIES_CLASSES[i % len(SERIES_CLASSES)]) for i, s in enumerate(series)] \
         + [(r["label"], r["cls"]) for r in refs]
     fr = _Frame(height, min(xs), max(xs), yt[0], yt[-1], log_x=log_x, top=legend_height(legend))
@@ -243,7 +223,7 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
     out += _ref_lines(fr, refs, y_fmt)
     for i, s in enumerate(series):
         cls = SERIES_CLASSES[i % len(SERIES_CLASSES)]
-        sp = sorted((p for p in s.get("points", ()) if _finite(p[0]) and _finite(p[1])
+        sp = sorted((p for p in s.get("points", ()) if is_num(p[0]) and is_num(p[1])
                      and (p[0] > 0 or not log_x)), key=lambda p: p[0])
         if not sp:
             continue
@@ -251,7 +231,7 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
         out.append(f'<g class="series {cls}"><polyline class="line" points="{coords}"/>')
         for p in sp:
             x, y = fr.px(p[0]), fr.py(p[1])
-            if len(p) > 3 and _finite(p[2]) and _finite(p[3]):
+            if len(p) > 3 and is_num(p[2]) and is_num(p[3]):
                 out.append(f'<line class="whisker" x1="{_f(x)}" x2="{_f(x)}" y1="{_f(fr.py(p[2]))}" y2="{_f(fr.py(p[3]))}"/>')
             out.append(f'<circle cx="{_f(x)}" cy="{_f(y)}" r="3.5"><title>{_x(s["name"])}: '
                        f'{_x(x_fmt(p[0]))} -&gt; {_x(y_fmt(p[1]))}</title></circle>')
@@ -271,8 +251,8 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
     notes?: [str|None per category]}]; None draws no bar (not measured); an error pair draws a whisker
     (a 95 % interval); a note is written above its bar (e.g. "above ideal").
     """
-    vals = [v for s in series for v in s.get("values", ()) if _finite(v)]
-    vals += [e[1] for s in series for e in (s.get("errors") or ()) if e and _finite(e[1])]
+    vals = [v for s in series for v in s.get("values", ()) if is_num(v)]
+    vals += [e[1] for s in series for e in (s.get("errors") or ()) if e and is_num(e[1])]
     if not categories or not vals:
         return None
     refs = _refs(ref_lines)
@@ -292,7 +272,7 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
         for si, s in enumerate(series):
             values = list(s.get("values", ()))
             v = values[ci] if ci < len(values) else None
-            if not _finite(v):
+            if not is_num(v):
                 continue
             y = fr.py(v)
             h = max(abs(base - y), 0.5)  # a zero bar stays visible as a hairline
@@ -305,7 +285,7 @@ def grouped_bars(categories: Sequence[str], series: Sequence[dict], *, title: st
                        f'{_x(y_fmt(v))}{span}</title></rect>')
             cx = gx + si * bar_w + (bar_w - 2) / 2
             top_y = y
-            if err and _finite(err[0]) and _finite(err[1]):
+            if err and is_num(err[0]) and is_num(err[1]):
                 y0, y1 = fr.py(err[0]), fr.py(err[1])
                 top_y = min(y, y1)
                 out.append(f'<line class="ci" x1="{_f(cx)}" x2="{_f(cx)}" y1="{_f(y0)}" y2="{_f(y1)}"/>')
@@ -338,10 +318,10 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
     the highlight (`hl-win`, `hl-base`); the note text is drawn after the bar so the highlight is
     never carried by colour alone.
     """
-    vals = [r["value"] for r in rows if _finite(r.get("value"))]
+    vals = [r["value"] for r in rows if is_num(r.get("value"))]
     if not vals:
         return None
-    vals += [r["hi"] for r in rows if _finite(r.get("hi"))]
+    vals += [r["hi"] for r in rows if is_num(r.get("hi"))]
     row_h = 26
     height = MARGIN_TOP + 8 + row_h * len(rows) + MARGIN_BOTTOM - 8
     xt = nice_ticks(0.0, max(vals) * 1.15 if max(vals) > 0 else 1.0)
@@ -358,13 +338,13 @@ def horizontal_bars(rows: Sequence[dict], *, title: str, x_label: str, x_fmt: Fm
         out.append(f'<text x="{label_width - 8}" y="{y + 15}" text-anchor="end" fill="currentColor">{_x(r["label"])}</text>')
         v = r.get("value")
         note = r.get("note") or ""
-        if _finite(v):
+        if is_num(v):
             w = max(fr.px(v) - fr.left, 1.0)
             out.append(f'<rect class="{_x(r.get("cls") or "c0")}" x="{fr.left}" y="{y + 3}" width="{_f(w)}" '
                        f'height="{row_h - 8}" rx="2"><title>{_x(r["label"])}: {_x(x_fmt(v))}</title></rect>')
             text = (value_fmt or fmt_value)(v) + (f"  {note}" if note else "")
             tx = fr.left + w + 5
-            if _finite(r.get("lo")) and _finite(r.get("hi")):
+            if is_num(r.get("lo")) and is_num(r.get("hi")):
                 x0, x1, ym = fr.px(r["lo"]), fr.px(r["hi"]), y + row_h / 2 - 1
                 out.append(f'<line class="ci" x1="{_f(x0)}" x2="{_f(x1)}" y1="{_f(ym)}" y2="{_f(ym)}">'
                            f'<title>95 % interval {_x(x_fmt(r["lo"]))}-{_x(x_fmt(r["hi"]))}</title></line>')
@@ -390,9 +370,9 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
                  label_width: int = 130) -> Optional[str]:
     """Horizontal 100 % bars: rows [{label, fractions: {part: 0..1}}], parts [(key, label)].
 
-    Used for "where did the time go": busy vs the kinds of idle, baseline against winner.
+    Used for "where did the time go": busy vs the kinds of idle, baseline against the fastest strategy.
     """
-    usable = [r for r in rows if any(_finite(v) and v > 0 for v in (r.get("fractions") or {}).values())]
+    usable = [r for r in rows if any(is_num(v) and v > 0 for v in (r.get("fractions") or {}).values())]
     if not usable:
         return None
     row_h = 34
@@ -405,23 +385,23 @@ def stacked_bars(rows: Sequence[dict], parts: Sequence[Tuple[str, str]], *, titl
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         x = fr.px(t)
         out.append(f'<line class="grid" x1="{_f(x)}" x2="{_f(x)}" y1="{fr.top - 4}" y2="{fr.bottom}"/>')
-        out.append(f'<text x="{_f(x)}" y="{fr.bottom + 16}" text-anchor="middle" fill="currentColor">{t * 100:.0f} %</text>')
+        out.append(f'<text x="{_f(x)}" y="{fr.bottom + 16}" text-anchor="middle" fill="currentColor">{fmt_pct(t)}</text>')
     out.append(_x_axis_title(fr, "share of the measured time"))
     for i, r in enumerate(usable):
         y = fr.top + i * row_h
         out.append(f'<text x="{label_width - 8}" y="{y + 19}" text-anchor="end" fill="currentColor">{_x(r["label"])}</text>')
         fr_vals = r["fractions"]
-        total = sum(v for v in fr_vals.values() if _finite(v) and v > 0)
+        total = sum(v for v in fr_vals.values() if is_num(v) and v > 0)
         scale = 1.0 / total if total > 1.0 else 1.0  # never draw past 100 %
         x = float(fr.left)
         for pi, (key, lab) in enumerate(parts):
             v = fr_vals.get(key)
-            if not _finite(v) or v <= 0:
+            if not is_num(v) or v <= 0:
                 continue
             w = v * scale * (fr.right - fr.left)
             out.append(f'<rect class="{SERIES_CLASSES[pi % len(SERIES_CLASSES)]}" x="{_f(x)}" y="{y + 4}" '
                        f'width="{_f(max(w, 0.5))}" height="{row_h - 10}"><title>{_x(r["label"])}, {_x(lab)}: '
-                       f'{v * 100:.1f} %</title></rect>')
+                       f'{fmt_pct(v, 1)}</title></rect>')
             x += w
     out.append("</svg>")
     return "\n".join(out)
@@ -437,28 +417,28 @@ DIRECTION_LABELS = {"h2d": "host->device", "d2h": "device->host", "bidir": "both
 
 def pcie_chart(data: dict) -> Optional[str]:
     """Bandwidth (median, p10..p90 whiskers) vs transfer size, log x, one line per direction x memory."""
-    points = [p for p in _l(data.get("points")) if isinstance(p, dict)]
+    points = [p for p in as_list(data.get("points")) if isinstance(p, dict)]
     series = []
     for direction, memory in PCIE_SERIES:
         pts = []
         for p in points:
             if p.get("direction") == direction and p.get("memory") == memory:
                 st = p.get("gbps") or {}
-                if _finite(p.get("size_bytes")) and _finite(st.get("median")):
+                if is_num(p.get("size_bytes")) and is_num(st.get("median")):
                     pts.append((p["size_bytes"], st["median"], st.get("p10"), st.get("p90")))
         if pts:
             series.append({"name": f"{DIRECTION_LABELS[direction]} {memory}", "points": pts})
     theo = data.get("theoretical_gbps_per_direction")
-    refs = [{"y": theo, "label": "link maximum per direction"}] if _finite(theo) else []
+    refs = [{"y": theo, "label": "link maximum per direction"}] if is_num(theo) else []
     return line_chart(series, title="PCIe bandwidth vs transfer size", x_label="transfer size (bytes, log scale)",
-                      y_label="GB/s", log_x=True, x_fmt=fmt_size, ref_lines=refs)
+                      y_label="GB/s", log_x=True, x_fmt=fmt_bytes, ref_lines=refs)
 
 
 def gil_chart(data: dict) -> Optional[str]:
     """Speedup at the largest measured worker count, threads vs processes, per workload."""
     best = {}  # (workload, mode) -> row with the most workers
-    for r in _l(data.get("scaling")):
-        if not isinstance(r, dict) or not _finite(r.get("speedup")) or not _finite(r.get("workers")):
+    for r in as_list(data.get("scaling")):
+        if not isinstance(r, dict) or not is_num(r.get("speedup")) or not is_num(r.get("workers")):
             continue
         key = (r.get("workload"), r.get("mode"))
         if key not in best or r["workers"] > best[key]["workers"]:
@@ -471,7 +451,7 @@ def gil_chart(data: dict) -> Optional[str]:
     def interval(r):
         """The row's 95 % speedup interval as (low, high), or None when it is missing or not finite."""
         ci = r.get("speedup_ci95")
-        return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_finite, ci)) else None
+        return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(is_num, ci)) else None
 
     def above(r):
         """True when a speedup beats linear (by 10 %, or its interval's low end does): the bar is noted "above ideal!", since more than linear speedup hints at a measurement artefact."""
@@ -491,32 +471,43 @@ def gil_chart(data: dict) -> Optional[str]:
                         y_label="speedup (x)", x_label="workload", ref_lines=refs)
 
 
-def tournament_chart(data: dict, winner: Optional[str] = None) -> Optional[str]:
-    """Cycles/s per strategy; the serial baseline and the winner highlighted and labelled."""
-    strategies = [s for s in _l(data.get("strategies")) if isinstance(s, dict)]
-    if winner is None:
-        ok = [s for s in strategies if s.get("status") == "ok" and _finite(s.get("cycles_per_s"))]
-        winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+def strategy_notes(name: str, recommended: Optional[str], tied: Sequence[str], fastest: Optional[str]) -> List[str]:
+    """What a strategy row is, in words: "baseline" (serial), "recommended" (or "recommended: the simplest of a
+    tie"), "tied", "fastest" (the highest median cycles/s, which on a tie is not the recommended one)."""
+    notes = ["baseline"] if name == "serial" else []
+    if name == recommended:
+        notes.append("recommended: the simplest of a tie" if tied else "recommended")
+    elif name in tied:
+        notes.append("tied")
+    if name == fastest:
+        notes.append("fastest")
+    return notes
+
+
+def tournament_chart(data: dict, recommended: Optional[str] = None, tied: Sequence[str] = ()) -> Optional[str]:
+    """Cycles/s per strategy, each bar labelled with what it is: the serial baseline, the recommended strategy
+    (the simplest of a tie when `tied` names the others), the tied ones, and the fastest by median where that
+    is not the recommended one. The recommended bar is highlighted; without a recommendation, the fastest."""
+    strategies = [s for s in as_list(data.get("strategies")) if isinstance(s, dict)]
+    ok = [s for s in strategies if s.get("status") == "ok" and is_num(s.get("cycles_per_s"))]
+    fastest = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+    highlight = recommended if recommended in {s.get("name") for s in ok} else fastest
     rows = []
     base = next((s.get("cycles_per_s") for s in strategies if s.get("name") == "serial" and s.get("status") == "ok"),
                 None)
     for s in strategies:
         name = str(s.get("name"))
-        label = name + (f" x{s['workers']}" if _finite(s.get("workers")) and s["workers"] > 1 else "")
+        label = name + (f" x{s['workers']}" if is_num(s.get("workers")) and s["workers"] > 1 else "")
         v = s.get("cycles_per_s") if s.get("status") == "ok" else None
         ci = s.get("speedup_ci95")
         lo = hi = None
-        if _finite(base) and _finite(v) and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_finite, ci)):
+        if is_num(base) and is_num(v) and isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(is_num, ci)):
             lo, hi = ci[0] * base, ci[1] * base
-        notes = []
-        if name == "serial":
-            notes.append("baseline")
-        if name == winner:
-            notes.append("winner")
-        if _finite(v) and _finite(s.get("speedup_vs_serial")) and name != "serial":
-            notes.insert(0, f"({s['speedup_vs_serial']:.2f}x)")
-        cls = "hl-win" if name == winner else "hl-base" if name == "serial" else "c0"
-        note = " ".join(notes) if _finite(v) else f"{s.get('status') or 'not run'}: {s.get('reason') or 'no value'}"
+        words = ", ".join(strategy_notes(name, recommended, tied, fastest))
+        if is_num(v) and is_num(s.get("speedup_vs_serial")) and name != "serial":
+            words = f"({s['speedup_vs_serial']:.2f}x) {words}".rstrip()
+        cls = "hl-win" if name == highlight else "hl-base" if name == "serial" else "c0"
+        note = words if is_num(v) else f"{s.get('status') or 'not run'}: {s.get('reason') or 'no value'}"
         rows.append({"label": label, "value": v, "cls": cls, "note": note, "lo": lo, "hi": hi})
     return horizontal_bars(rows, title="Strategy tournament: cycles per second", x_label="cycles/s (higher is faster)")
 
@@ -530,11 +521,11 @@ IDLE_PARTS = (("busy", "GPU busy"), ("host_wait", "idle: waiting for Python"),
 def idle_fractions(timeline: dict) -> dict:
     """Busy fraction plus the idle share split in proportion to the measured breakdown (ms)."""
     busy = timeline.get("busy_fraction")
-    if not _finite(busy):
+    if not is_num(busy):
         return {}
     busy = min(max(busy, 0.0), 1.0)
     idle = 1.0 - busy
-    bd = {k: v for k, v in (timeline.get("breakdown_ms") or {}).items() if _finite(v) and v > 0}
+    bd = {k: v for k, v in (timeline.get("breakdown_ms") or {}).items() if is_num(v) and v > 0}
     total = sum(bd.values())
     out = {"busy": busy}
     if total > 0:
@@ -547,35 +538,35 @@ def idle_fractions(timeline: dict) -> dict:
 
 
 def idle_breakdown_chart(idle: dict) -> Optional[str]:
-    """SVG stacked bars of busy vs each idle cause per cycle timeline (baseline, winner), or None without data."""
+    """SVG stacked bars of busy vs each idle cause per cycle timeline (baseline, fastest), or None without data."""
     rows = [{"label": name, "fractions": idle_fractions(t)} for name, t in idle.items() if isinstance(t, dict)]
-    return stacked_bars(rows, IDLE_PARTS, title="Where the time went: baseline vs winner")
+    return stacked_bars(rows, IDLE_PARTS, title="Where the time went: baseline vs fastest")
 
 
 def gap_histogram_chart(idle: dict) -> Optional[str]:
-    """Idle-gap counts per duration bin, one bar series per timeline (baseline, winner)."""
+    """Idle-gap counts per duration bin, one bar series per timeline (baseline, fastest)."""
     timelines = [(n, t) for n, t in idle.items() if isinstance(t, dict)]
     bins = []
     for _, t in timelines:
-        for b in _l(_dd(t.get("gaps")).get("histogram")):
+        for b in as_list(as_dict(t.get("gaps")).get("histogram")):
             key = (b.get("lo_ms"), b.get("hi_ms"))
-            if _finite(key[0]) and key not in bins:
+            if is_num(key[0]) and key not in bins:
                 bins.append(key)
     if not bins:
         return None
     bins.sort(key=lambda k: k[0])
     series = []
     for name, t in timelines:
-        counts = {(b.get("lo_ms"), b.get("hi_ms")): b.get("count") for b in _l(_dd(t.get("gaps")).get("histogram"))}
+        counts = {(b.get("lo_ms"), b.get("hi_ms")): b.get("count") for b in as_list(as_dict(t.get("gaps")).get("histogram"))}
         series.append({"name": name, "values": [counts.get(k, 0) for k in bins]})
-    cats = [f"{fmt_short(lo)}-{fmt_short(hi)}" if _finite(hi) else f">{fmt_short(lo)}" for lo, hi in bins]
+    cats = [f"{fmt_short(lo)}-{fmt_short(hi)}" if is_num(hi) else f">{fmt_short(lo)}" for lo, hi in bins]
     return grouped_bars(cats, series, title="GPU idle gaps by length", y_label="number of gaps",
                         x_label="gap length (ms)")
 
 
 def utilization_chart(nvml: dict) -> Optional[str]:
     """SVG line of NVML's GPU utilisation (%) over time (s), or None without samples: shows how coarse nvidia-smi's figure is."""
-    samples = [(s.get("t_s"), s.get("gpu_percent")) for s in _l(nvml.get("samples")) if isinstance(s, dict)]
+    samples = [(s.get("t_s"), s.get("gpu_percent")) for s in as_list(nvml.get("samples")) if isinstance(s, dict)]
     return line_chart([{"name": "NVML GPU utilisation", "points": samples}], title="GPU utilisation as nvidia-smi reports it",
                       x_label="time (s)", y_label="%", y_max=100.0)
 
@@ -591,7 +582,7 @@ HEAT_CELL_MAX = 22
 
 def heat_class(relative) -> str:
     """The colour class of a relative speed ("hm-na" without one)."""
-    if not _finite(relative):
+    if not is_num(relative):
         return "hm-na"
     return next(cls for hi, cls, _ in HEAT_BUCKETS if relative < hi)
 
@@ -604,10 +595,10 @@ def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
     text}]}]: a flagged node is outlined, a node with a flagged rank (whose median may still look healthy)
     outlined dashed, so a mark is never colour alone.
     """
-    panels = [p for p in panels if any(_finite(c.get("relative")) for c in _l(p.get("cells")))]
+    panels = [p for p in panels if any(is_num(c.get("relative")) for c in as_list(p.get("cells")))]
     if not panels:
         return None
-    n = max(len(_l(p.get("cells"))) for p in panels)
+    n = max(len(as_list(p.get("cells"))) for p in panels)
     cols = min(n, HEAT_MAX_COLUMNS)
     rows = -(-n // cols)
     left, right = 8, WIDTH - 8
@@ -623,8 +614,8 @@ def heat_map(panels: Sequence[dict], *, title: str) -> Optional[str]:
     for i, p in enumerate(panels):
         y0 = top + i * panel_h
         out.append(f'<text x="{left}" y="{_f(y0 + 14)}" fill="currentColor" font-weight="600">{_x(p["name"])}</text>')
-        for j, c in enumerate(_l(p.get("cells"))):
-            c = _dd(c)
+        for j, c in enumerate(as_list(p.get("cells"))):
+            c = as_dict(c)
             r, k = divmod(j, cols)
             cls = heat_class(c.get("relative")) + (" hm-flag" if c.get("flagged") else
                                                    " hm-rank" if c.get("rank_flagged") else "")

@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.report.contract import load_report
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts, render
-from gpudiag.views import format as fmt
-from gpudiag.views.format import cut_rows
+from gpudiag.units import fmt_byte_rate, fmt_bytes, fmt_pct
+from gpudiag.views.format import chart, cut_rows, fmt_num, fmt_x, table
 
 # How different a metric must be from the first report's before it is named as able to explain a
 # slowdown. Ratios are other/first; "drop"/"rise" are absolute differences of fractions.
@@ -36,7 +35,7 @@ class Metric:
     key: str
     label: str
     extract: Callable[[Dict[str, Any]], Value]
-    fmt: Callable[[Any], str] = fmt.fmt_num
+    fmt: Callable[[Any], str] = fmt_num
     better: Optional[str] = None        # "higher" | "lower" | None (a fact, not a score)
     explains: Optional[Callable[[float, float], bool]] = None  # (first, other) -> large enough?
     meaning: str = ""                   # why such a difference slows things down
@@ -79,15 +78,6 @@ def field(report: Dict[str, Any], probe: str, path: Sequence[Any], reason_keys: 
     return cur, None
 
 
-def _host(key: str) -> Callable[[Dict[str, Any]], Value]:
-    """Extractor for report.host[key]: (value, None), or (None, why it is missing)."""
-    def get(report):
-        """(report.host[key], None) or (None, why it is missing)."""
-        v = as_dict(report.get("host")).get(key)
-        return (v, None) if v not in (None, "", []) else (None, f"host.{key} not in this report")
-    return get
-
-
 def _os(report: Dict[str, Any]) -> Value:
     """(OS name, with the WSL version when under WSL, or None with why): WSL changes how the GPU is reached."""
     h = as_dict(report.get("host"))
@@ -127,8 +117,8 @@ def _gil_speedup(workload: str, mode: str) -> Callable[[Dict[str, Any]], Value]:
 def _speedup_fmt(v: Any) -> str:
     """"3.2x (4 workers)" for a gil speedup cell; the worker count says how far each machine scaled."""
     if not isinstance(v, dict):
-        return fmt.fmt_x(v)
-    return f"{fmt.fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
+        return fmt_x(v)
+    return f"{fmt_x(v['speedup'])} ({v['workers']} worker{'' if v['workers'] == 1 else 's'})"
 
 
 def _switch_cost(report: Dict[str, Any]) -> Value:
@@ -171,13 +161,19 @@ def _rec(key: str) -> Callable[[Dict[str, Any]], Value]:
     return get
 
 
-def _winner(report: Dict[str, Any]) -> Value:
-    """("strategy xN" the report recommends, or None with why): the comparison's bottom line per machine."""
+def _recommended(report: Dict[str, Any]) -> Value:
+    """("strategy xN" the report recommends, with "(a tie with ...: the simplest)" when it is the simplest of a
+    tie rather than the fastest; or None with why): the comparison's bottom line per machine."""
     v, why = _rec("strategy")(report)
     if v is None:
         return None, why
-    w = as_dict(report.get("recommendation")).get("workers")
-    return f"{v} x{w}" if is_num(w) else str(v), None
+    rec = as_dict(report.get("recommendation"))
+    w = rec.get("workers")
+    text = f"{v} x{w}" if is_num(w) else str(v)
+    tied = [str(t) for t in as_list(rec.get("tied_with"))]
+    if rec.get("confidence") == "tie" and tied:
+        text += f" (a tie with {', '.join(tied)}: the simplest)"
+    return text, None
 
 
 def _cpu(report: Dict[str, Any]) -> Value:
@@ -190,21 +186,16 @@ def _cpu(report: Dict[str, Any]) -> Value:
     usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where recorded
     text = f"{logical} logical cores"
     if is_num(usable) and (usable != logical or limit.get("limited_by")):
-        from gpudiag.diagnose import cpu_limit as cl
+        from gpudiag.diagnose import cpu_limit
 
-        why = cl.limit_text(limit)
+        why = cpu_limit.limit_text(limit)
         text += f", {usable} usable by gpudiag under {why}" if why else f" ({usable} usable by gpudiag)"
     return text, None
 
 
-def _pct(v: Any) -> str:
-    """A fraction as a percentage cell ("n/a" when not a number)."""
-    return fmt.fmt_pct(v)
-
-
 def _us(v: Any) -> str:
     """A duration cell in microseconds ("n/a" when not a number)."""
-    return f"{fmt.fmt_num(v)} µs" if is_num(v) else "n/a"
+    return f"{fmt_num(v)} µs" if is_num(v) else "n/a"
 
 
 METRICS: Tuple[Metric, ...] = (
@@ -222,18 +213,18 @@ METRICS: Tuple[Metric, ...] = (
     Metric("switch_us", "Context-switch cost (est.)", _switch_cost, _us, "lower",
            lambda a, b: b / a >= LATENCY_RATIO_LIMIT, "processes sharing the GPU lose more time per switch"),
     Metric("pcie_eff", "PCIe efficiency (h2d pinned)", lambda r: field(r, "pcie", ("efficiency", "h2d_pinned")),
-           _pct, "higher", lambda a, b: a - b >= PCIE_EFFICIENCY_DROP_LIMIT, "host->device copies get less of the link"),
+           fmt_pct, "higher", lambda a, b: a - b >= PCIE_EFFICIENCY_DROP_LIMIT, "host->device copies get less of the link"),
     Metric("pcie_gbps", "PCIe h2d pinned peak", lambda r: field(r, "pcie", ("peak", "h2d_pinned_gbps")),
-           lambda v: f"{fmt.fmt_num(v)} GB/s" if is_num(v) else "n/a", "higher",
+           lambda v: f"{fmt_num(v)} GB/s" if is_num(v) else "n/a", "higher",
            lambda a, b: b / a <= BANDWIDTH_RATIO_LIMIT, "host->device copies take longer"),
-    Metric("idle", "GPU idle fraction (serial loop)", _idle_fraction, _pct, "lower",
+    Metric("idle", "GPU idle fraction (serial loop)", _idle_fraction, fmt_pct, "lower",
            lambda a, b: b - a >= IDLE_FRACTION_RISE_LIMIT, "the GPU waits for the host more of the time"),
-    Metric("winner", "Tournament winner", _winner),
-    Metric("winner_cps", "Winner cycles/s", _rec("cycles_per_s"), fmt.fmt_num, "higher",
-           lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the best strategy completes fewer cycles"),
-    Metric("serial_cps", "Plain loop (serial) cycles/s", _rec("serial_cycles_per_s"), fmt.fmt_num, "higher",
+    Metric("recommended", "Recommended strategy", _recommended),
+    Metric("recommended_cps", "Recommended strategy's cycles/s", _rec("cycles_per_s"), fmt_num, "higher",
+           lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the recommended strategy completes fewer cycles"),
+    Metric("serial_cps", "Plain loop (serial) cycles/s", _rec("serial_cycles_per_s"), fmt_num, "higher",
            lambda a, b: b / a <= THROUGHPUT_RATIO_LIMIT, "the plain loop completes fewer cycles"),
-    Metric("speedup", "Winner speedup over serial", _rec("speedup"), fmt.fmt_x, "higher", None),
+    Metric("speedup", "Recommended strategy's speedup over serial", _rec("speedup"), fmt_x, "higher", None),
 )
 
 THRESHOLDS = (
@@ -324,7 +315,7 @@ def _side_by_side(reports: Sequence[Dict[str, Any]], names: Sequence[str], metri
                     "missing": v is None, "why": why if v is None else "", "ratio": "", "flag": False}
             x = _scalar(v)
             if i > 0 and x is not None and base:
-                cell["ratio"] = fmt.fmt_x(x / base)
+                cell["ratio"] = fmt_x(x / base)
             if i > 0 and x is not None and base is not None and m.explains and m.explains(base, x):
                 cell["flag"] = True
                 explanations.append(f"{m.label}: {names[i]} {m.fmt(v)} against {m.fmt(values[0][0])} in {first} "
@@ -410,9 +401,9 @@ def _chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dict:
         svg = _bars(names, serial, best)
     except (OverflowError, ValueError, ZeroDivisionError):  # values no chart can scale (1e308): the table stays
         svg = None
-    tbl = fmt.table("Cycles per second", ["report", "serial#", "recommended#"],
-                       [[n, fmt.fmt_num(s), fmt.fmt_num(b)] for n, s, b in zip(names, serial, best)])
-    return fmt.chart("chart-compare", "Cycles per second per report", svg,
+    tbl = table("Cycles per second", ["report", "serial#", "recommended#"],
+                       [[n, fmt_num(s), fmt_num(b)] for n, s, b in zip(names, serial, best)])
+    return chart("chart-compare", "Cycles per second per report", svg,
                         "The plain loop and the recommended strategy on each machine. Cycles differ between "
                         "machines only if the workload was the same size; check the cycle workload in each report.", tbl)
 
@@ -470,33 +461,28 @@ def _watch_job(report: Dict[str, Any]) -> Value:
     return f"{cmd} ({how})", None
 
 
-def _bps(v: Any) -> str:
-    """Bytes per second as "12.3 MiB/s"."""
-    return f"{fmt.fmt_bytes(v)}/s" if is_num(v) else "n/a"
-
-
 def _growth_explains(a: float, b: float) -> bool:
     return b - a >= MEMORY_GROWTH_MIN_BPS and (a <= 0 or b / a >= MEMORY_GROWTH_RATIO_LIMIT)
 
 
 WATCH_METRICS: Tuple[Metric, ...] = (
     Metric("job", "Job", _watch_job),
-    Metric("duration", "Duration", _watch("job", ("duration_s",)), lambda v: f"{fmt.fmt_num(v)} s"),
-    Metric("gil_held", "GIL held (share of samples)", _watch("gil", ("held_fraction",)), _pct, "lower",
+    Metric("duration", "Duration", _watch("job", ("duration_s",)), lambda v: f"{fmt_num(v)} s"),
+    Metric("gil_held", "GIL held (share of samples)", _watch("gil", ("held_fraction",)), fmt_pct, "lower",
            lambda a, b: b - a >= GIL_SHARE_RISE_LIMIT, "its threads hold the GIL more of the time, so less of it runs "
                                                        "at once"),
-    Metric("gil_wanted", "GIL wanted (held or waited for)", _watch("gil", ("wanted_fraction",)), _pct, "lower",
+    Metric("gil_wanted", "GIL wanted (held or waited for)", _watch("gil", ("wanted_fraction",)), fmt_pct, "lower",
            lambda a, b: b - a >= GIL_SHARE_RISE_LIMIT, "its threads wait for the GIL more of the time"),
-    Metric("input_wait", "Main thread waiting for input", _watch("input_wait", ("fraction",)), _pct, "lower",
+    Metric("input_wait", "Main thread waiting for input", _watch("input_wait", ("fraction",)), fmt_pct, "lower",
            lambda a, b: b - a >= INPUT_WAIT_RISE_LIMIT, "the main thread waits for its input (DataLoader) more"),
-    Metric("mem_growth", "Memory growth", _watch("memory", ("projection", "job_growth_bytes_per_s")), _bps, "lower",
+    Metric("mem_growth", "Memory growth", _watch("memory", ("projection", "job_growth_bytes_per_s")), fmt_byte_rate, "lower",
            _growth_explains, "its memory grows faster: it reaches the limit sooner"),
-    Metric("mem_peak", "Peak memory", _watch("memory", ("job_peak_bytes",)), fmt.fmt_bytes, "lower",
+    Metric("mem_peak", "Peak memory", _watch("memory", ("job_peak_bytes",)), fmt_bytes, "lower",
            lambda a, b: b / a >= PEAK_MEMORY_RATIO_LIMIT, "it needs more memory at its peak"),
-    Metric("job_cpu", "Job CPU (cores' worth)", _watch("cpu", ("job_cpu_cores",)), fmt.fmt_num),
-    Metric("gpu_busy", "GPU busy (first GPU)", _watch("gpu", ("devices", 0, "busy_fraction")), _pct, "higher",
+    Metric("job_cpu", "Job CPU (cores' worth)", _watch("cpu", ("job_cpu_cores",)), fmt_num),
+    Metric("gpu_busy", "GPU busy (first GPU)", _watch("gpu", ("devices", 0, "busy_fraction")), fmt_pct, "higher",
            lambda a, b: a - b >= GPU_BUSY_DROP_LIMIT, "the GPU sits idle more of the time"),
-    Metric("winner", "Recommended change", _winner),
+    Metric("recommended", "Recommended change", _recommended),
 )
 
 
@@ -510,9 +496,9 @@ def _watch_chart(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> dic
                                   y_label="share of samples", x_label="job")
     except (OverflowError, ValueError, ZeroDivisionError):
         svg = None
-    tbl = fmt.table("Shares of samples", ["job"] + [f"{label}#" for label, _ in parts],
-                    [[n] + [fmt.fmt_pct(s["values"][i]) for s in series] for i, n in enumerate(names)])
-    return fmt.chart("chart-compare", "GIL and input wait per job", svg,
+    tbl = table("Shares of samples", ["job"] + [f"{label}#" for label, _ in parts],
+                    [[n] + [fmt_pct(s["values"][i]) for s in series] for i, n in enumerate(names)])
+    return chart("chart-compare", "GIL and input wait per job", svg,
                      "The share of py-spy's samples in which a thread of the job held the GIL, held or waited for "
                      "it, and in which the main thread waited for its input.", tbl)
 
@@ -568,7 +554,7 @@ FLEET_METRICS: Tuple[Metric, ...] = (
     Metric("exclude", "Excluded nodes", _fleet_fact("exclude", lambda d: ", ".join(
         as_list(as_dict(d.get("exclude")).get("hosts"))) or "none")),
 ) + tuple(
-    Metric(f"median_{m}", f"Median node: {label}", _fleet_median(m), fmt.fmt_num, "higher" if higher else "lower",
+    Metric(f"median_{m}", f"Median node: {label}", _fleet_median(m), fmt_num, "higher" if higher else "lower",
            (lambda a, b, h=higher: (b / a if h else a / b) <= THROUGHPUT_RATIO_LIMIT),
            "the fleet as a whole is slower" if higher else "the fleet as a whole takes longer")
     for m, label, higher in FLEET_FIGURES)
@@ -607,11 +593,11 @@ def fleet_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Di
                     slower.append((speed, host, label, a, b))
         slower.sort()
         for speed, host, label, a, b in slower[:NODE_LIST]:
-            ctx["explanations"].append(f"node {host} in {name}: {label} {fmt.fmt_num(b)} against {fmt.fmt_num(a)} "
+            ctx["explanations"].append(f"node {host} in {name}: {label} {fmt_num(b)} against {fmt_num(a)} "
                                        f"in {names[0]} ({speed:.2f}x as fast)")
         if len(slower) > NODE_LIST:
             ctx["explanations"].append(f"{len(slower) - NODE_LIST} more slower node figures in {name}: see the table")
-        rows += [[name, host, label, fmt.fmt_num(a), fmt.fmt_num(b), f"{speed:.2f}x"]
+        rows += [[name, host, label, fmt_num(a), fmt_num(b), f"{speed:.2f}x"]
                  for speed, host, label, a, b in slower]
         ex = set(as_list(as_dict(_fleet(rep).get("exclude")).get("hosts")))
         reasons = as_dict(as_dict(_fleet(rep).get("exclude")).get("reasons"))
@@ -629,7 +615,7 @@ def fleet_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str]) -> Di
             if hosts:
                 ctx["differences"].append(f"{len(hosts)} node(s) {where}: {', '.join(hosts[:NODE_LIST])}"
                                           + (f" and {len(hosts) - NODE_LIST} more" if len(hosts) > NODE_LIST else ""))
-    ctx["tables"] = [fmt.table("Nodes slower than in the first run",
+    ctx["tables"] = [table("Nodes slower than in the first run",
                                ["run", "host", "figure", f"{names[0]}#", "this run#", "as fast#"], rows,
                                f"A node's figure is the median of its ranks; listed where it is at most "
                                f"{NODE_SLOWER_LIMIT:.2f}x as fast as the same node in {names[0]}.")]
@@ -645,25 +631,20 @@ def _fleet_chart(rows: List[list]) -> dict:
     svg = charts.horizontal_bars(bars, title="Node figures slower than in the first run",
                                  x_label="as fast as in the first run (1 = unchanged)",
                                  value_fmt=lambda v: f"{v:.2f}x", label_width=200) if bars else None
-    return fmt.chart("chart-compare", "Slower nodes", svg,
+    return chart("chart-compare", "Slower nodes", svg,
                      "Each bar is one node's figure against the same node's in the first run.",
-                     fmt.table("", ["node", "as fast#"], [[b["label"], f"{b['value']:.2f}x"] for b in bars]))
-
-
-def load_all(paths: Sequence[str]) -> List[Dict[str, Any]]:
-    """Every report, or ReportError naming the first bad file."""
-    return [load_report(p) for p in paths]
+                     table("", ["node", "as fast#"], [[b["label"], f"{b['value']:.2f}x"] for b in bars]))
 
 
 def render_compare(reports: Sequence[Dict[str, Any]], names: Sequence[str], fmt: str) -> str:
     """fmt: "html" or "md"."""
     ctx = compare(reports, names)
     if fmt == "html":
-        env = render._env(True)
+        env = render.jinja_env(True)
         css = env.loader.get_source(env, "style.css")[0]
         return env.get_template("compare.html.j2").render(css=css, c=ctx)
     md_ctx = dict(ctx, tables=[cut_rows(t, render.MARKDOWN_ROW_LIMITS[0]) for t in ctx["tables"]])
-    text = render._env(False).get_template("compare.md.j2").render(c=md_ctx)
+    text = render.jinja_env(False).get_template("compare.md.j2").render(c=md_ctx)
     if len(text) > render.MARKDOWN_LIMIT:
         cut = text.rfind("\n", 0, render.MARKDOWN_LIMIT - 200)
         text = text[:cut] + "\n\n_(truncated to stay under GitHub's comment limit)_\n"

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from gpudiag.report.values import as_dict, as_list, is_num
 from gpudiag.views import charts
-from gpudiag.views.format import badge, chart, fmt_bytes, fmt_num, table
+from gpudiag.units import fmt_bytes, fmt_pct
+from gpudiag.views.format import badge, chart, fmt_num, table
 
 METRIC_COLS = (("matmul_gflops", "matmul GFLOP/s#"), ("launch_us", "launch µs#"), ("h2d_gbps", "H2D GB/s#"))
 METRIC_WORDS = {"matmul_gflops": "matmul", "launch_us": "launch", "h2d_gbps": "H2D",
@@ -61,7 +62,7 @@ def _cpu(entry: dict) -> str:
     causes = as_list(v.get("causes"))
     thr, limit = as_dict(cpu.get("throttling")), as_dict(cpu.get("limit"))
     if "quota" in causes and is_num(thr.get("throttled_share")):
-        text += f", throttled {thr['throttled_share'] * 100:.0f} % ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
+        text += f", throttled {fmt_pct(thr['throttled_share'])} ({fmt_num(limit.get('quota_cpus'))} CPU limit)"
     if "other_processes" in causes and is_num(cpu.get("other_cores")):
         text += f", other programs {cpu['other_cores']:.2f} core"
     if as_list(cpu.get("job_ranks_sharing")) and is_num(cpu.get("fair_share")) and cpu["fair_share"] < 1:
@@ -288,7 +289,7 @@ def collective_charts(data: dict) -> List[dict]:
         hosts = {c.get("host") for c in mine if c.get("host")}
         title = f"Collectives {SCOPE_TITLES[scope]}: bus bandwidth vs size ({backend})"
         svg = charts.line_chart(series, title=title, x_label="operation size S (bytes, log scale)",
-                                y_label="busbw GB/s", log_x=True, x_fmt=charts.fmt_size)
+                                y_label="busbw GB/s", log_x=True, x_fmt=fmt_bytes)
         cap = ("busbw = algbw x 2(n-1)/n for all_reduce and x (n-1)/n for all_gather and reduce_scatter (nccl-tests), "
                "so it compares with the link speed whatever the rank count; whiskers are p10..p90 of the repeats. ")
         if scope == "intra_node" and len(hosts) > 1:

@@ -1,5 +1,6 @@
-"""Formatting a report's values for people (sizes, rates, intervals, figures with units) and the view-model
-building blocks every view uses: tables, charts, badges, "n/a" with its reason.
+"""Formatting a report's values for people (numbers, ratios, intervals, figures with units) and the view-model
+building blocks every view uses: tables, charts, badges, "n/a" with its reason. Bytes, percentages, durations
+and rates come from gpudiag.units, the one formatter of each.
 """
 
 from __future__ import annotations
@@ -11,16 +12,7 @@ from markupsafe import Markup
 
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import is_num
-
-
-def fmt_bytes(n: Any) -> str:
-    """Bytes in the largest binary unit that fits ("1.5 GiB", "512 B"), or "n/a" when not a number: reports store raw bytes."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return "n/a"
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+from gpudiag.units import fmt_byte_rate, fmt_bytes, fmt_pct
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -40,13 +32,6 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def fmt_pct(x: Any, digits: int = 0) -> str:
-    """A 0..1 fraction as "44 %" (digits after the point as asked), or "n/a" when not a number."""
-    if not isinstance(x, (int, float)) or isinstance(x, bool):
-        return "n/a"
-    return f"{x * 100:.{digits}f} %"
-
-
 def fmt_x(x: Any) -> str:
     """A speedup or ratio: 1.96x."""
     if not isinstance(x, (int, float)) or isinstance(x, bool):
@@ -62,14 +47,15 @@ def fmt_ci(ci: Any) -> str:
 
 
 # Units by the end of a figure's name (docs/report-contract.md: units live in field names).
-_FIGURE_UNITS = (("_per_s", ""), ("_bytes", "bytes"), ("_fraction", "pct"), ("_percent", "percent"), ("_us", " µs"),
+_FIGURE_UNITS = (("_bytes_per_s", "byte_rate"), ("_per_s", ""), ("_bytes", "bytes"), ("_fraction", "pct"), ("_percent", "percent"), ("_us", " µs"),
                  ("_ms", " ms"), ("_s", " s"), ("_gbps", " GB/s"), ("_cores", " cores"), ("_ci95", "ci"),
                  ("speedup", "x"), ("_ratio", "x"), ("stretch", "x"))
 
 
 def figure_label(name: str) -> str:
-    """'serial_busy_fraction' -> 'serial busy'; 'launch_overhead_us_median' -> 'launch overhead median'."""
-    text = str(name).replace("_per_s", "/s")
+    """'serial_busy_fraction' -> 'serial busy'; 'launch_overhead_us_median' -> 'launch overhead median';
+    'job_growth_bytes_per_s' -> 'job growth' (its unit, MiB/s, goes with the value)."""
+    text = str(name).replace("_bytes_per_s", "").replace("_per_s", "/s")
     for suffix in ("_bytes", "_fraction", "_percent", "_us", "_ms", "_gbps", "_s"):
         text = text.replace(suffix + "_", "_") if suffix + "_" in text else text
         if text.endswith(suffix):
@@ -78,7 +64,7 @@ def figure_label(name: str) -> str:
 
 
 def fmt_figure(name: str, value: Any) -> str:
-    """A verdict figure with its unit, read from its name: 1.2 GiB, 44 %, 20.3 µs, 1.43x, 1.38-1.49x."""
+    """A verdict figure with its unit, read from its name: 1.2 GiB, 40 MiB/s, 44 %, 20.3 µs, 1.43x, 1.38-1.49x."""
     if value is None or value == "n/a":
         return "n/a"
     if isinstance(value, bool):
@@ -93,6 +79,8 @@ def fmt_figure(name: str, value: Any) -> str:
     unit = next((u for suffix, u in _FIGURE_UNITS if key.endswith(suffix) or (suffix + "_") in key), None)
     if unit == "bytes":
         return fmt_bytes(value)
+    if unit == "byte_rate":
+        return fmt_byte_rate(value)
     if unit == "pct":
         return fmt_pct(value)
     if unit == "percent":

@@ -11,9 +11,10 @@ import jinja2
 from markupsafe import Markup
 
 from gpudiag import capabilities
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.report import contract as report_mod
 from gpudiag.report.values import as_dict, as_list, is_num
+from gpudiag.units import fmt_bytes, fmt_pct
 from gpudiag.views import fleet_view, watch_view
 from gpudiag.views.format import (
     VIEW_ERRORS,
@@ -21,11 +22,9 @@ from gpudiag.views.format import (
     cut_rows,
     evidence_json,
     figure_label,
-    fmt_bytes,
     fmt_ci,
     fmt_figure,
     fmt_num,
-    fmt_pct,
     fmt_x,
     na,
     table,
@@ -85,7 +84,7 @@ def refer_to_summary(x: Any, hints: List[str]) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _env(autoescape: bool) -> jinja2.Environment:
+def jinja_env(autoescape: bool) -> jinja2.Environment:
     """The HTML environment (autoescape=True), or the Markdown one (False: Markdown escaping on every value)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gpudiag.views", "templates"),
@@ -159,7 +158,7 @@ def _context(report: Dict[str, Any]) -> Dict[str, Any]:
 
 def render_html(report: Dict[str, Any]) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no script, no external resource)."""
-    env = _env(True)
+    env = jinja_env(True)
     css = env.loader.get_source(env, "style.css")[0]
     return env.get_template("report.html.j2").render(css=css, **_context(report))
 
@@ -194,7 +193,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     """The report as GitHub Markdown for an issue: its answer first, details collapsed, long tables cut
     (each cut says what it left out) until it fits under GitHub's size limit."""
     ctx = _context(report)
-    template = _env(False).get_template("report.md.j2")
+    template = jinja_env(False).get_template("report.md.j2")
     text = ""
     for limit in MARKDOWN_ROW_LIMITS:
         text = template.render(raw_limit=MARKDOWN_RAW_LIMIT, **_cut(ctx, limit))
@@ -263,7 +262,7 @@ VERDICT_BADGES = {"supported": "v-supported", "refuted": "v-refuted", "inconclus
                   "not_measured": "v-not_measured"}
 
 
-CONFIDENCE_WORDS = {"clear": "clear winner", "tie": "a tie: the simplest is recommended",
+CONFIDENCE_WORDS = {"clear": "clearly the fastest", "tie": "a tie: the simplest is recommended",
                     "too_noisy": "too noisy to judge", "none": "nothing measured"}
 
 
@@ -336,8 +335,8 @@ def summary(report: Dict[str, Any], findings: List[dict]) -> Dict[str, Any]:
         cores = f"{host.get('physical_cores') or '?'} cores / {host['logical_cores']} threads"
         limit = as_dict(as_dict(as_dict(as_dict(as_dict(report.get("probes")).get("system")).get("data")).get("cpu"))
                         .get("limit"))
-        if cl.usable_text(limit):  # a CPU quota, cpuset or affinity below the machine's CPUs
-            cores += f", {cl.usable_text(limit)}"
+        if cpu_limit.usable_text(limit):  # a CPU quota, cpuset or affinity below the machine's CPUs
+            cores += f", {cpu_limit.usable_text(limit)}"
     machine = " · ".join(str(x) for x in (host.get("cpu"), cores, fmt_bytes(host["ram_total_bytes"]) + " RAM"
                                           if is_num(host.get("ram_total_bytes")) else None) if x) or no_system or "n/a"
     if host.get("torch"):

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Dict, List, Optional
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.report.values import as_dict, as_list, is_num
+from gpudiag.units import fmt_bytes, fmt_pct
 from gpudiag.views import charts, env_fields, fleet_view, watch_view
 from gpudiag.views.format import (
     PROBE_TITLES,
     VIEW_ERRORS,
     chart,
-    fmt_bytes,
     fmt_ci,
     fmt_num,
-    fmt_pct,
     fmt_x,
     na,
     status_badge,
@@ -78,10 +77,10 @@ def _cpu_limit_row(limit: dict) -> str:
     the cgroup was created', 'none (the machine's CPUs)', or 'n/a' in a report without it."""
     if not limit:
         return "n/a"
-    text = cl.limit_text(limit) or "none (the machine's CPUs)"
+    text = cpu_limit.limit_text(limit) or "none (the machine's CPUs)"
     since = as_dict(limit.get("throttling_since_start"))
     if is_num(since.get("nr_periods")) and since["nr_periods"] and is_num(since.get("nr_throttled")):
-        text += (f"; throttled in {100 * since['nr_throttled'] / since['nr_periods']:.0f} % of its "
+        text += (f"; throttled in {fmt_pct(since['nr_throttled'] / since['nr_periods'])} of its "
                  f"{since['nr_periods']} periods since the cgroup was created")
     return text
 
@@ -89,10 +88,10 @@ def _cpu_limit_row(limit: dict) -> str:
 def _throttling_row(data_cpu: dict, throttling: Any) -> Optional[tuple]:
     """('CPU limit while measuring', 'a CPU limit of ...; throttled in 3 % of 40 periods') or None without a limit."""
     limit = data_cpu.get("limit") if "limit" in data_cpu else None
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return None
-    thr = cl.throttling_text(limit, throttling)
-    return ("CPU limit while measuring", cl.usable_text(limit) + (f"; {thr}" if thr else ""))
+    thr = cpu_limit.throttling_text(limit, throttling)
+    return ("CPU limit while measuring", cpu_limit.usable_text(limit) + (f"; {thr}" if thr else ""))
 
 
 def _view_driver(data: dict) -> dict:
@@ -180,7 +179,7 @@ def _view_gil(data: dict) -> dict:
         kv.append(row)
     load = {k: v for k, v in as_dict(data.get("other_busy_cores")).items() if is_num(v)}
     if load:  # of the cores other programs share with gpudiag (more than its usable ones under a quota)
-        cores = cl.run_cores(gcpu.get("limit")) or gcpu.get("usable_cores")
+        cores = cpu_limit.run_cores(gcpu.get("limit")) or gcpu.get("usable_cores")
         kv.append(("Other programs while measuring", ", ".join(f"{k} {v:.2f}" for k, v in load.items())
                    + " cores" + (f" of {cores}" if is_num(cores) else "")))
     absent = as_dict(data.get("absent"))
@@ -266,8 +265,10 @@ def _intra_op_row(strategies: List[dict]) -> Optional[tuple]:
             + (f"{'/'.join(str(p) for p in per)} per worker" if per else "their own count per worker") + ".")
 
 
-def _view_cycle(data: dict, winner: Optional[str]) -> dict:
-    """The cycle probe's section: workload, strategy tournament (cycles/s, interval), GPU idle timelines, gap histogram and NVML utilisation, with the winner highlighted."""
+def _view_cycle(data: dict, rec: Optional[dict] = None) -> dict:
+    """The cycle probe's section: workload, strategy tournament (cycles/s, interval), GPU idle timelines, gap
+    histogram and NVML utilisation; each strategy says whether it is the recommended one (rec: the report's
+    recommendation), tied with it, or the fastest."""
     wl = as_dict(data.get("workload"))
     kv = [("Workload", f"{na(wl.get('model'))}, batch {na(wl.get('batch'))}, {na(wl.get('params'))} parameters, "
                        f"{'forward+backward' if wl.get('train') else 'forward only'} on {na(wl.get('device'))}"),
@@ -291,8 +292,10 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
     if threads_row:
         kv.append(threads_row)
     ok = [s for s in strategies if s.get("status") == "ok" and is_num(s.get("cycles_per_s"))]
-    if winner not in {s.get("name") for s in ok}:
-        winner = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
+    rec = as_dict(rec)
+    recommended = rec.get("strategy") if rec.get("strategy") in {s.get("name") for s in ok} else None
+    tied = [str(t) for t in as_list(rec.get("tied_with"))] if recommended else []
+    fastest = max(ok, key=lambda s: s["cycles_per_s"])["name"] if ok else None
     tbl = table("Strategies", ["strategy", "status", "workers#", "cycles/s#", "vs serial#", "95 % interval#",
                                "rounds#", "other load#", "GPU busy#", "host mem#", "note"],
                 [[s.get("name"), status_badge(s.get("status")), na(s.get("workers")), na(s.get("cycles_per_s")),
@@ -302,10 +305,11 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
                   fmt_pct(s.get("gpu_busy_fraction")) if is_num(s.get("gpu_busy_fraction"))
                   else "n/a", fmt_bytes(s.get("host_rss_bytes") if is_num(s.get("host_rss_bytes"))
                                         else s.get("peak_host_bytes")),
-                  "; ".join(x for x in (s.get("reason"), s.get("gpu_busy_reason"),
-                                        "winner" if s.get("name") == winner else None) if x)] for s in strategies],
+                  "; ".join(x for x in (s.get("reason"), s.get("gpu_busy_reason"), ", ".join(
+                      charts.strategy_notes(str(s.get("name")), recommended, tied, fastest))) if x)]
+                 for s in strategies],
                 stack=True)
-    out = [chart("chart-tournament", "Strategy tournament", charts.tournament_chart(data, winner),
+    out = [chart("chart-tournament", "Strategy tournament", charts.tournament_chart(data, recommended, tied),
                  "Every strategy ran the same cycles in interleaved rounds. The longest bar is the fastest; the "
                  "whisker is the 95 % interval of its cycles/s, taken from its speedup's interval over the serial "
                  "baseline (your plain loop). Strategies that could not run here say why.", tbl)]
@@ -321,7 +325,7 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
         ttbl = table("Timelines", ["run", "method", "GPU busy#", "gaps#", "longest gaps ms#", "host wait ms#",
                                    "sync wait ms#", "copy wait ms#", "launch ms#"], trows)
         out.append(chart("chart-idle", "Where the time went", charts.idle_breakdown_chart(idle),
-                         "The GPU-busy share of the baseline against the winner, and the idle time split by cause "
+                         "The GPU-busy share of the baseline against the fastest strategy, and the idle time split by cause "
                          "(in proportion to the measured breakdown): waiting for Python, host syncs such as .item(), "
                          "launch overhead.", ttbl))
         hrows = []
@@ -332,7 +336,7 @@ def _view_cycle(data: dict, winner: Optional[str]) -> dict:
                               na(b.get("count"))])
         out.append(chart("chart-gaps", "Idle gaps by length", charts.gap_histogram_chart(idle),
                          "Many short gaps mean launch overhead; a few long gaps (hundreds of ms or more) mean the GPU "
-                         "waits for the host between iterations. The winner should have fewer long gaps.",
+                         "waits for the host between iterations. The fastest strategy should have fewer long gaps.",
                          table("Gap histogram", ["run", "from ms#", "to ms#", "gaps#"], hrows)))
     nv = as_dict(data.get("nvml_utilization"))
     if nv.get("samples"):
@@ -355,7 +359,6 @@ _VIEWS: Dict[str, Callable[..., dict]] = {
 
 def probe_sections(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One section per probe: status, reason, findings, a readable view of its data, the raw data."""
-    winner = as_dict(report.get("recommendation")).get("strategy")
     out = []
     for name, res in as_dict(report.get("probes")).items():
         res = as_dict(res)
@@ -364,7 +367,7 @@ def probe_sections(report: Dict[str, Any]) -> List[Dict[str, Any]]:
         error = None
         if res.get("status") == "ok" and data:
             try:
-                view = _view_cycle(data, winner) if name == "cycle" else _VIEWS[name](data) if name in _VIEWS else {}
+                view = _view_cycle(data, report.get("recommendation")) if name == "cycle" else _VIEWS[name](data) if name in _VIEWS else {}
             except VIEW_ERRORS as exc:  # a report of another version: fall back to the raw data
                 error = f"this view could not read the data ({type(exc).__name__}: {exc}); the raw data is below"
         # A fleet of thousands of ranks has megabytes of raw data: the page says where it is instead.

@@ -50,7 +50,7 @@ def test_would_fit_but_not_measured_only_when_it_really_was_not():
 
 def test_host_ram_binds_and_its_figures_are_quoted():
     text = memory_fit.limit_text(memory_fit.memory_limits(report(KALI)), 4)
-    assert text == "4 workers x 1.9 GiB of host memory = 7.6 GiB against 6.0 GiB of host memory; 3 fit"
+    assert text == "4 workers x 1.9 GiB of host memory = 7.6 GiB against 6 GiB of host memory; 3 fit"
 
 
 def test_gpu_memory_binds_and_the_text_quotes_gpu_figures_not_ram_that_fits():

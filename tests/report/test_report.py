@@ -5,6 +5,7 @@ import jsonschema
 import pytest
 
 from gpudiag.probes.base import finding
+from gpudiag.report import atomic
 from gpudiag.report import contract as report_mod
 from gpudiag.runner import result
 
@@ -44,7 +45,7 @@ def test_host_summary_reads_system_and_driver_data():
 
 def test_round_trip_through_file(tmp_path):
     path = tmp_path / "r.json"
-    report_mod.write_text_atomic(str(path), report_mod.dumps(sample_report()))
+    atomic.write_text_atomic(str(path), report_mod.dumps(sample_report()))
     assert report_mod.load_report(str(path)) == json.loads(report_mod.dumps(sample_report()))
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
 
@@ -112,7 +113,16 @@ def test_written_reports_get_the_usual_permissions(tmp_path):
     import stat
 
     path = tmp_path / "r.json"
-    report_mod.write_text_atomic(str(path), "{}")
+    atomic.write_text_atomic(str(path), "{}")
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_the_timeout_rule_lives_in_one_place():
+    """1 s to a week, finite; api.run_report (and, once switched, the CLI and the runner) ask contract.check_timeout."""
+    assert report_mod.check_timeout(None) is None
+    assert report_mod.check_timeout(1) == 1.0 and report_mod.check_timeout(report_mod.MAX_TIMEOUT_S) == 604800.0
+    for bad in (0.999, -1, float("inf"), float("nan"), report_mod.MAX_TIMEOUT_S + 1, True, "5", [5]):
+        with pytest.raises(ValueError, match="^timeout must be a"):
+            report_mod.check_timeout(bad)

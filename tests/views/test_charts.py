@@ -68,25 +68,39 @@ def test_gil_chart_groups_threads_and_processes_per_workload():
     assert "python" in text and "torch_dispatch" in text and "ideal 2x" in text
 
 
-def test_tournament_highlights_serial_and_winner_and_names_skipped():
+def test_tournament_highlights_serial_and_the_recommended_and_names_skipped():
     data = fixture("cpu-linux.json")["probes"]["cycle"]["data"]
     root = parse(charts.tournament_chart(data, "processes"))
     classes = [r.get("class") for r in root.iter(f"{NS}rect")]
     assert classes.count("hl-win") == 1 and classes.count("hl-base") == 1
     text = "".join(root.itertext())
-    assert "winner" in text and "baseline" in text
+    assert "(1.71x) recommended, fastest" in text and "baseline" in text and "winner" not in text
     assert "skipped: needs a CUDA device" in text  # no bar, but the reason
 
 
-def test_tournament_picks_the_fastest_when_no_winner_is_given():
+def test_tournament_names_a_tie_as_a_tie_and_the_fastest_apart_from_the_recommended():
+    data = {"strategies": [{"name": "serial", "status": "ok", "cycles_per_s": 10.0},
+                           {"name": "threads", "status": "ok", "cycles_per_s": 10.3, "workers": 2},
+                           {"name": "processes", "status": "ok", "cycles_per_s": 10.4, "workers": 2}]}
+    root = parse(charts.tournament_chart(data, "serial", ["threads", "processes"]))
+    text = "".join(root.itertext())
+    assert "baseline, recommended: the simplest of a tie" in text
+    assert text.count("tied") == 2 and "tied, fastest" in text and "winner" not in text
+    win = [r for r in root.iter(f"{NS}rect") if r.get("class") == "hl-win"]
+    assert len(win) == 1 and "serial" in win[0].find(f"{NS}title").text  # the recommendation, not the fastest
+
+
+def test_tournament_marks_the_fastest_when_nothing_is_recommended():
     data = {"strategies": [{"name": "serial", "status": "ok", "cycles_per_s": 1.0},
                            {"name": "batched", "status": "ok", "cycles_per_s": 3.0}]}
     root = parse(charts.tournament_chart(data))
     win = [r for r in root.iter(f"{NS}rect") if r.get("class") == "hl-win"]
     assert len(win) == 1 and "batched" in win[0].find(f"{NS}title").text
+    text = "".join(root.itertext())
+    assert "fastest" in text and "recommended" not in text
 
 
-def test_idle_charts_from_baseline_and_winner():
+def test_idle_charts_from_baseline_and_fastest():
     idle = fixture("gpu-ubuntu.json")["probes"]["cycle"]["data"]["idle"]
     parse(charts.idle_breakdown_chart(idle))
     root = parse(charts.gap_histogram_chart(idle))

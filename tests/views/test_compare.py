@@ -34,13 +34,13 @@ def test_same_metrics_per_report_with_ratio_to_the_first():
     assert launch[0]["text"] == "6.8 µs" and launch[0]["ratio"] == ""
     assert launch[1]["text"] == "14.5 µs" and launch[1]["ratio"] == "2.13x"
     assert row(ctx, "driver_model")["cells"][1]["text"] == "WDDM"
-    assert row(ctx, "winner")["cells"][0]["text"] == "cuda_graph x1"
+    assert row(ctx, "recommended")["cells"][0]["text"] == "cuda_graph x1"
     assert row(ctx, "python_threads")["cells"][0]["text"] == "1.14x (8 workers)"
     assert row(ctx, "idle")["cells"][0]["text"] == "54 %"
     assert row(ctx, "pcie_eff")["cells"][1]["text"] == "77 %"
     keys = {r["key"] for r in ctx["rows"]}
     assert {"os", "driver_model", "python_threads", "python_processes", "launch_us", "switch_us", "pcie_eff",
-            "idle", "winner", "winner_cps"} <= keys
+            "idle", "recommended", "recommended_cps"} <= keys
 
 
 def test_large_differences_are_named_as_explanations_and_small_ones_are_not():
@@ -65,7 +65,7 @@ def test_thresholds_decide_exactly():
     b["probes"]["cycle"]["data"]["idle"]["serial"]["busy_fraction"] = 0.46 - compare.IDLE_FRACTION_RISE_LIMIT - 0.01
     assert row(compare.compare([a, b], ["a", "b"]), "idle")["cells"][1]["flag"]
     b["recommendation"]["cycles_per_s"] = 17.8 * compare.THROUGHPUT_RATIO_LIMIT
-    assert row(compare.compare([a, b], ["a", "b"]), "winner_cps")["cells"][1]["flag"]
+    assert row(compare.compare([a, b], ["a", "b"]), "recommended_cps")["cells"][1]["flag"]
 
 
 def test_missing_values_say_why():
@@ -77,7 +77,19 @@ def test_missing_values_say_why():
     assert row(ctx, "idle")["cells"][1]["why"] == "CPU device: no GPU timeline"
     old = row(ctx, "python_threads")["cells"][2]
     assert old["missing"] and "probe gil not in this report" in old["why"] and "schema v1" in old["why"]
-    assert "no recommendation in this report" in row(ctx, "winner")["cells"][2]["why"]
+    assert "no recommendation in this report" in row(ctx, "recommended")["cells"][2]["why"]
+
+
+def test_the_recommended_strategy_is_named_so_and_a_tie_as_a_tie():
+    a, b = fixture("gpu-ubuntu.json"), fixture("gpu-ubuntu.json")
+    b["recommendation"].update(strategy="serial", workers=1, confidence="tie", tied_with=["batched", "cuda_graph"])
+    ctx = compare.compare([a, b], ["a", "b"])
+    cells = row(ctx, "recommended")["cells"]
+    assert row(ctx, "recommended")["label"] == "Recommended strategy"
+    assert cells[0]["text"] == "cuda_graph x1"
+    assert cells[1]["text"] == "serial x1 (a tie with batched, cuda_graph: the simplest)"
+    labels = " ".join(r["label"] for r in ctx["rows"])
+    assert "winner" not in labels.lower() and "winner" not in compare.render_compare([a, b], ["a", "b"], "md").lower()
 
 
 def test_field_absent_from_an_ok_probe_is_reported_with_the_schema():

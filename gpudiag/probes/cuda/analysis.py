@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from gpudiag.probes.base import finding
+from gpudiag.units import fmt_bytes, fmt_pct
 from gpudiag.measure.stats import median
 
 GB = 1e9
@@ -196,7 +197,7 @@ def pageable_findings(points: Sequence[Mapping[str, Any]]) -> List[dict]:
             if pageable > pinned * PAGEABLE_FASTER_FACTOR:
                 out.append(finding(
                     "PAGEABLE_FASTER_THAN_PINNED", "warning",
-                    f"{direction.upper()} copies of {size // 2 ** 20 or size} {'MiB' if size >= 2 ** 20 else 'B'} "
+                    f"{direction.upper()} copies of {fmt_bytes(size)} "
                     f"from pageable memory ran at {pageable:.2f} GB/s, faster than pinned ({pinned:.2f} GB/s). "
                     "Pinned memory should be the fast path; this pattern is seen under Windows WDDM and WSL2.",
                     {"direction": direction, "size_bytes": size, "pinned_gbps": round(pinned, 3),
@@ -215,7 +216,7 @@ def efficiency_findings(h2d_pinned_gbps: Optional[float], theoretical: Optional[
         return []
     return [finding(
         "PCIE_EFFICIENCY_LOW", "warning",
-        f"Pinned host->device copies reached {h2d_pinned_gbps:.2f} GB/s, {eff * 100:.0f} % of the "
+        f"Pinned host->device copies reached {h2d_pinned_gbps:.2f} GB/s, {fmt_pct(eff)} of the "
         f"x{link.get('width')} Gen{link.get('gen')} link's {theoretical} GB/s (healthy systems reach 75-90 %).",
         {"h2d_pinned_gbps": round(h2d_pinned_gbps, 3), "theoretical_gbps": theoretical,
          "efficiency_fraction": eff},
@@ -415,7 +416,7 @@ def contention_findings(data: Mapping[str, Any]) -> List[dict]:
             "PROCESS_TIMESLICING", "info",
             f"{r['workers']} processes on one GPU take turns: each kernel took {r['stretch']:.1f}x its solo "
             f"time, {slice_txt}, ~{r['switch_cost_us_est']:.0f} us per switch, "
-            f"{r['overhead_fraction'] * 100:.1f} % of the time lost versus ideal sharing.",
+            f"{fmt_pct(r['overhead_fraction'], 1)} of the time lost versus ideal sharing.",
             {k: r.get(k) for k in ("workers", "stretch", "overhead_fraction", "switch_cost_us_est",
                                    "timeslice_ms_est", "switched_fraction", "wall_s", "ideal_s")},
             None))
@@ -424,7 +425,7 @@ def contention_findings(data: Mapping[str, Any]) -> List[dict]:
     if worst and (worst.get("overhead_fraction") or 0) > 0.15:
         out.append(finding(
             "PROCESS_SHARING_OVERHEAD_HIGH", "warning",
-            f"With {worst['workers']} processes sharing the GPU, {worst['overhead_fraction'] * 100:.0f} % of "
+            f"With {worst['workers']} processes sharing the GPU, {fmt_pct(worst['overhead_fraction'])} of "
             "the time went to switching between them rather than to work.",
             {"workers": worst["workers"], "overhead_fraction": worst["overhead_fraction"],
              "wall_s": worst["wall_s"], "ideal_s": worst["ideal_s"]},
@@ -443,7 +444,7 @@ def contention_findings(data: Mapping[str, Any]) -> List[dict]:
     if ctx.get("device_bytes"):
         out.append(finding(
             "CONTEXT_MEMORY", "info",
-            f"Every extra process with CUDA costs ~{ctx['device_bytes'] / 2 ** 20:.0f} MiB of GPU memory for its "
+            f"Every extra process with CUDA costs ~{fmt_bytes(ctx['device_bytes'])} of GPU memory for its "
             f"context and ~{ctx.get('create_s') or 0:.2f} s to create it.",
             dict(ctx), "Count this per DataLoader/worker process that touches CUDA."))
     return out

@@ -17,9 +17,10 @@ import queue
 import time
 from typing import Any, Dict, List, Optional
 
-from gpudiag.probes.cuda import analysis as ca
+from gpudiag.probes.cuda import analysis as cuda_analysis
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure.stats import median, summarize
+from gpudiag.units import fmt_bytes
 
 KERNEL_MS = 0.5  # shorter than a 1 ms Linux time slice, so a kernel is switched out at most once
 _CONTEXT_GUESS_BYTES = 512 * 2 ** 20  # per context before one was measured (300-500 MiB typical)
@@ -65,7 +66,7 @@ def _matmul_size(torch, timer) -> int:
         took = timer.samples(lambda: torch.mm(a, b, out=out), 3)  # noqa: B023 - used before the loop moves on
         if not took:
             return n
-        sized = ca.matmul_n_for(KERNEL_MS, n, median(took))
+        sized = cuda_analysis.matmul_n_for(KERNEL_MS, n, median(took))
         if sized == n:
             return n
         n = sized
@@ -169,7 +170,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
     for _ in range(50):
         torch.cuda._sleep(probe_cycles)
     torch.cuda.synchronize()
-    cycles = ca.sleep_cycles_for(KERNEL_MS, probe_cycles, median([timed_sleep_ms(torch, probe_cycles)
+    cycles = cuda_analysis.sleep_cycles_for(KERNEL_MS, probe_cycles, median([timed_sleep_ms(torch, probe_cycles)
                                                                    for _ in range(5)]))
     spin_kernels(torch, cycles, 20)  # settle at the new length
     solo = spin_kernels(torch, cycles, 200)
@@ -186,7 +187,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
 
     one = _threads_wall(torch, cycles, plan["thread_kernels"], 1)
     runs = {n: _threads_wall(torch, cycles, plan["thread_kernels"], n) for n in plan["thread_workers"]}
-    threads = ca.thread_rows(one, plan["thread_kernels"], solo_ms, runs)
+    threads = cuda_analysis.thread_rows(one, plan["thread_kernels"], solo_ms, runs)
 
     own_rss = psutil.Process().memory_info().rss  # a worker holds torch + a context, as this process does
     processes: List[dict] = []
@@ -200,11 +201,11 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
         ideal_s = n * plan["proc_kernels"] * proc_solo_ms / 1e3
         why: Optional[str] = None
         if n * per_ctx > _MAX_DEVICE_SHARE * free_dev:
-            why = (f"{n} contexts need ~{n * per_ctx / 2 ** 20:.0f} MiB, more than half of the "
-                   f"{free_dev / 2 ** 20:.0f} MiB GPU memory free")
+            why = (f"{n} contexts need ~{fmt_bytes(n * per_ctx)}, more than half of the "
+                   f"{fmt_bytes(free_dev)} GPU memory free")
         elif n * own_rss > _MAX_HOST_SHARE * avail:
-            why = (f"{n} workers need ~{n * own_rss / 2 ** 20:.0f} MiB of RAM, too much of the "
-                   f"{avail / 2 ** 20:.0f} MiB available")
+            why = (f"{n} workers need ~{fmt_bytes(n * own_rss)} of RAM, too much of the "
+                   f"{fmt_bytes(avail)} available")
         elif time.monotonic() + 3 * ideal_s + 20 > budget_end:
             why = "not enough time left in this probe's budget"
         if why:
@@ -218,7 +219,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
         create_s += res["create_s"]
         if res["device_bytes"]:
             ctx_bytes.append(res["device_bytes"])
-        processes.append(ca.contention_estimate(n, plan["proc_kernels"], proc_solo_ms, res["wall_s"],
+        processes.append(cuda_analysis.contention_estimate(n, plan["proc_kernels"], proc_solo_ms, res["wall_s"],
                                                 res["elapsed_ms"]))
 
     data = {
@@ -238,7 +239,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
         },
         "mps_active": mps_daemon_running(),
     }
-    return ProbeOutput(data, ca.contention_findings(data))
+    return ProbeOutput(data, cuda_analysis.contention_findings(data))
 
 
 PROBE = Probe(

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from gpudiag.capabilities import CUDA_BUILD_HINT, TORCH_HINT
 from gpudiag.probes.base import ProbeSkip
+from gpudiag.units import fmt_bytes
 
 
 def require_cuda(min_free_bytes: int = 0):
@@ -34,8 +35,8 @@ def require_cuda(min_free_bytes: int = 0):
                         f"{torch.version.cuda}, and CUDA_VISIBLE_DEVICES")
     free, total = torch.cuda.mem_get_info(0)
     if free < min_free_bytes:
-        raise ProbeSkip(f"only {free / 2 ** 20:.0f} MiB of {total / 2 ** 20:.0f} MiB GPU memory is free; "
-                        f"this measurement needs {min_free_bytes / 2 ** 20:.0f} MiB: close other GPU programs")
+        raise ProbeSkip(f"only {fmt_bytes(free)} of {fmt_bytes(total)} GPU memory is free; "
+                        f"this measurement needs {fmt_bytes(min_free_bytes)}: close other GPU programs")
     return torch
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from gpudiag.probes.cuda import analysis as ca
+from gpudiag.probes.cuda import analysis as cuda_analysis
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure.stats import summarize
 
@@ -68,14 +68,14 @@ def _graph_vs_eager(torch, x, repeats: int, timer) -> dict:
         g.replay()
         sync()
         graph_s.append(perf() - t0)
-    eager = summarize(ca.per_op_us(eager_s, GRAPH_OPS))["median"]
-    graphed = summarize(ca.per_op_us(graph_s, GRAPH_OPS))["median"]
+    eager = summarize(cuda_analysis.per_op_us(eager_s, GRAPH_OPS))["median"]
+    graphed = summarize(cuda_analysis.per_op_us(graph_s, GRAPH_OPS))["median"]
     device_ms = timer.samples(g.replay, 5)
     device_per_op_us = summarize(device_ms)["median"] * 1e3 / GRAPH_OPS if device_ms else None
     return {"ops_per_graph": GRAPH_OPS, "eager_per_op_us": round(eager, 3),
             "graph_per_op_us": round(graphed, 3),
             "graph_device_per_op_us": round(device_per_op_us, 3) if device_per_op_us is not None else None,
-            "speedup": ca.graph_speedup(eager, graphed), "reason": ""}
+            "speedup": cuda_analysis.graph_speedup(eager, graphed), "reason": ""}
 
 
 def run(ctx: ProbeContext) -> ProbeOutput:
@@ -108,7 +108,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
             x.add_(1)
         launch_s.append(perf() - t0)
         sync()
-    launch_us = ca.per_op_us(launch_s, plan["launches"])
+    launch_us = cuda_analysis.per_op_us(launch_s, plan["launches"])
 
     # End-to-end latency (launch + wait) and device time of one tiny kernel.
     latency_us = []
@@ -145,7 +145,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
         "sync_latency_us": _round_stats(sync_us),
         "graph": graph,
     }
-    return ProbeOutput(data, ca.launch_findings(data))
+    return ProbeOutput(data, cuda_analysis.launch_findings(data))
 
 
 PROBE = Probe(
