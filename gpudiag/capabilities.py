@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from gpudiag.backends import torch_meta
+from gpudiag.backends.torch_meta import TORCH_HINT  # kept here too: the views and probes say it with CUDA_BUILD_HINT
 
 CUDA_BUILD_HINT = "install a CUDA build from pytorch.org"
-TORCH_HINT = (
-    "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
-    "so as not to replace it)"
-)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
+# How to get torch, said wherever its absence is (capabilities, the system probe's facts, the views).
+TORCH_HINT = (
+    "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
+    "so as not to replace it)"
+)
+
 
 @functools.lru_cache(maxsize=1)
 def torch_dir() -> Optional[str]:

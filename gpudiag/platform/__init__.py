@@ -273,7 +273,7 @@ def python_facts(check_torch: bool = False) -> dict:
 def torch_facts(import_torch: bool = False) -> dict:
     """What torch was built with. Never calls torch.cuda.is_available/init/device_count."""
     from gpudiag.backends import torch_meta
-    from gpudiag.capabilities import TORCH_HINT
+    from gpudiag.backends.torch_meta import TORCH_HINT
 
     version = torch_meta.torch_version()
     if version is None:

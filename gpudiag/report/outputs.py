@@ -348,9 +348,10 @@ def say(text: str, err: bool = True, identify: bool = True) -> None:
     write_stdout.
     """
     from gpudiag.report.redact import default_redactor
-    from gpudiag.views.text import terminal_safe
 
-    line = terminal_safe(default_redactor(identify).text(str(text)))
+    # Redactor.text starts with redact.clean_text, which shows every control character as \xNN: nothing
+    # left can move the cursor or retitle the terminal.
+    line = default_redactor(identify).text(str(text))
     if not err:
         write_stdout(line)
         return
