@@ -66,3 +66,14 @@ def test_env_with_the_real_driver_probe_on_recorded_gpus(monkeypatch):
     assert "NVIDIA GeForce GTX 1650" in md and "PCIe Gen" in md
     assert "Xorg" in md and "code" in md
     assert "`GPU_SHARED_WITH_DISPLAY`" in md
+
+
+def test_allocator_config_is_the_allowlisted_env_masked_and_sorted():
+    from gpudiag.report.redact import SECRET_MARK
+
+    s = env_facts.collect_system(environ={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+                                          "PYTORCH_ALLOC_CONF": "ghp_" + "a" * 36, "PYTORCH_HIP_ALLOC_CONF": "",
+                                          "HOME": "/x"})
+    assert s["allocator_config"] == {"PYTORCH_ALLOC_CONF": SECRET_MARK,
+                                     "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    assert list(s["allocator_config"]) == sorted(s["allocator_config"])
