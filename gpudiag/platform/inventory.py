@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 
 from gpudiag.backends import cuda_libs, packages, torch_meta
 from gpudiag.backends.torch_meta import ALLOC_CONF_VARS, NOT_IMPORTED
-from gpudiag.platform import cpu_features, toolchain
+from gpudiag.platform import cpu_features, libraries, toolchain
 
 
 
@@ -123,7 +123,7 @@ def collect(environ: Optional[Mapping[str, str]] = None, kind: str = "linux", to
     cpu = _best_effort("CPU features", lambda: cpu_features.facts(kind, root=root, reg=reg, api=api),
                        {"isa": None, "isa_summary": None, "flags": [], "caches": {}, "numa": {}, "rows": [],
                         "source": None})
-    libs = {name: _best_effort(f"{name} libraries", lambda name=name: cuda_libs.find(
+    libs = {name: _best_effort(f"{name} libraries", lambda name=name: libraries.find_cuda_lib(
         name, kind, root=root, environ=environ, torch_dir=tdir), {}) for name in ("cudnn", "cudart")}
     libs["rocm"] = _best_effort("ROCm", lambda: cuda_libs.rocm(environ, root=root), {})
     pkgs = _best_effort("packages", lambda: packages.collect(environ=environ, torch_cuda=torch_cuda), {})

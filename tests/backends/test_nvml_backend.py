@@ -160,9 +160,9 @@ def test_init_failures_become_nvml_unavailable_in_words(error, words):
 
 def test_real_pynvml_on_a_machine_without_driver_names_the_library():
     pytest.importorskip("pynvml")
-    from gpudiag import capabilities
+    from gpudiag.platform import libraries
 
-    if capabilities._nvml_library() is not None:
+    if libraries.nvml_library() is not None:
         pytest.skip("this machine has an NVML library")
     with pytest.raises(nvml.NvmlUnavailable, match="NVML library"):
         with nvml.session():
