@@ -197,10 +197,11 @@ def test_every_nvml_function_the_backend_and_probe_call_exists_in_pynvml():
 
     pynvml = pytest.importorskip("pynvml")
     import gpudiag.backends.nvml as backend
+    import gpudiag.platform.gpu_driver as collector
     import gpudiag.probes.driver as probe
 
     names = set()
-    for mod in (backend, probe):
+    for mod in (backend, collector, probe):
         with open(mod.__file__, encoding="utf-8") as fh:
             names |= set(re.findall(r'"(nvml[A-Z]\w+)"', fh.read()))
     assert len(names) > 25

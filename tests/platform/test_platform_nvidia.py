@@ -206,3 +206,12 @@ def test_missing_key_gives_reasons_not_an_exception():
 @pytest.mark.skipif(sys.platform == "win32", reason="there is a real registry on Windows")
 def test_no_registry_off_windows():
     assert nv.windows_graphics_settings() is None
+
+
+def test_the_driver_stack_named_by_the_system_probe_os_facts():
+    from gpudiag.platform import gpu_driver
+
+    assert gpu_driver.host_from_os_facts({"name": "Windows", "wsl": None}) == "windows"
+    assert gpu_driver.host_from_os_facts({"name": "Linux", "wsl": 2}) == "wsl2"
+    assert gpu_driver.host_from_os_facts({"name": "Linux", "wsl": None}) is None  # detected where it runs
+    assert gpu_driver.host_from_os_facts(None) is None and gpu_driver.host_from_os_facts("odd") is None

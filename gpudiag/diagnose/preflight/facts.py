@@ -1,5 +1,6 @@
-"""Gathering the facts the checks read, cheaply: NVML through the driver probe, memory from the platform layer,
-torch's build from its files, saved reports, disk. Never imports torch, never initialises CUDA.
+"""Gathering the facts the checks read, cheaply: NVML through the driver probe's collector (platform.gpu_driver),
+memory from the platform layer, torch's build from its files, saved reports, disk. Never imports torch, never
+initialises CUDA.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ def _gather_driver(facts: Dict[str, Any], nvml_session: Optional[Callable[[], An
                    driver_collect: Optional[Callable[[Any], Dict[str, Any]]]) -> None:
     """Fill facts["nvml"] (reachable, reason) and facts["driver"] (the driver probe's data) or why not."""
     from gpudiag.backends import nvml
-    from gpudiag.probes import driver
+    from gpudiag.platform import gpu_driver
 
     session = nvml_session or nvml.session
-    collect = driver_collect or driver.collect
+    collect = driver_collect or gpu_driver.collect
     try:
         with session() as n:
             facts["nvml"] = {"reachable": True, "reason": None}
