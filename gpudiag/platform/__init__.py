@@ -26,6 +26,8 @@ from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 
 # The one place that looks at sys.platform.
 KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
+# Names of files compare without case on the default file systems of macOS (APFS) and Windows (NTFS).
+NAMES_FOLD_CASE = KIND in ("macos", "windows")
 
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from gpudiag import platform
 from gpudiag.platform import signals
 
 STDOUT = "-"
@@ -198,7 +199,7 @@ def _identity(real: str, st: Optional[os.stat_result]):
     if st is not None:
         return ("inode", st.st_dev, st.st_ino)
     name = os.path.normcase(real)
-    return ("name", name.casefold() if sys.platform in ("darwin", "win32") else name)
+    return ("name", name.casefold() if platform.NAMES_FOLD_CASE else name)
 
 
 def _stdout_closed() -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gpudiag.diagnose.preflight.model import ENV_NAMES, MAX_REPORTS_READ, REPORT_GLOB, Plan, display_path, num
@@ -151,11 +150,12 @@ def gather_facts(plan: Plan, *, environ: Optional[Mapping[str, str]] = None,
     Nvml wrapper (default gpudiag.backends.nvml.session), `driver_collect(n)` returns the `driver`
     data, `memory_facts()` the `system.memory` data, `cpu_limit()` the `system.cpu.limit` data.
     """
+    from gpudiag import platform
     from gpudiag.backends import torch_meta
 
     environ = os.environ if environ is None else environ
     facts: Dict[str, Any] = {
-        "platform": {"win32": "windows", "darwin": "darwin"}.get(sys.platform, sys.platform),
+        "platform": platform.KIND,
         "pid": os.getpid(),
         "env": {k: environ[k] for k in ENV_NAMES if k in environ},
         "driver": None,
