@@ -7,21 +7,15 @@ isolated child and raise ProbeSkip.
 
 from __future__ import annotations
 
-import ctypes.util
 import functools
 import importlib.util
-import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 from gpudiag.backends import torch_meta
+from gpudiag.backends.torch_meta import TORCH_HINT  # kept here too: the views and probes say it with CUDA_BUILD_HINT
 
 CUDA_BUILD_HINT = "install a CUDA build from pytorch.org"
-TORCH_HINT = (
-    "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
-    "so as not to replace it)"
-)
 
 
 @dataclass(frozen=True)
@@ -32,53 +26,16 @@ class Capability:
     reason: str  # why not (empty when available)
 
 
-def _nvml_library() -> Optional[str]:
-    """Path or name of the NVML shared library if one is present, without loading it."""
-    if sys.platform == "win32":
-        candidates = [
-            os.path.join(os.environ.get("WINDIR", r"C:\Windows"), "System32", "nvml.dll"),
-            os.path.join(os.environ.get("ProgramFiles", r"C:\Program Files"),
-                         "NVIDIA Corporation", "NVSMI", "nvml.dll"),
-        ]
-        return next((p for p in candidates if os.path.exists(p)), None)
-    for path in ("/usr/lib/wsl/lib/libnvidia-ml.so.1",):
-        if os.path.exists(path):
-            return path
-    if sys.platform.startswith("linux"):
-        return _linux_library("libnvidia-ml.so")
-    return ctypes.util.find_library("nvidia-ml")
-
-
-_LINUX_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-                   "/usr/local/lib", "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib")
-
-
-def _linux_library(stem: str) -> Optional[str]:
-    """A shared library by the usual folders and the loader's cache (read as a file).
-
-    Not ctypes.util.find_library: when the loader's cache misses, it runs gcc, which takes a
-    second and leaves ccXXXXXX temp files in /tmp when Ctrl-C reaches it.
-    """
-    from gpudiag.platform import ldcache
-
-    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d] + list(_LINUX_LIB_DIRS)
-    for d in dirs:
-        for name in (stem + ".1", stem):
-            path = os.path.join(d, name)
-            if os.path.exists(path):
-                return path
-    cached = ldcache.find(stem)
-    return cached[0] if cached else None
-
-
 def _nvml() -> Capability:
     """The `nvml` capability: pynvml importable and an NVML library on disk, found without loading either
     (loading and nvmlInit are the isolated probe's job, so deciding stays cheap)."""
     if importlib.util.find_spec("pynvml") is None:
         return Capability(False, "the pynvml module is missing: `pip install nvidia-ml-py`")
-    if _nvml_library() is None:
-        lib = "nvml.dll" if sys.platform == "win32" else "libnvidia-ml.so.1"
-        return Capability(False, f"NVML library {lib} not found: no NVIDIA driver is installed on this machine")
+    from gpudiag.platform import libraries
+
+    if libraries.nvml_library() is None:
+        return Capability(False, f"NVML library {libraries.nvml_library_name()} not found: no NVIDIA driver is "
+                                 "installed on this machine")
     return Capability(True, "")
 
 
@@ -110,10 +67,11 @@ def _cuda() -> Capability:
 
 def _platform(name: str) -> Capability:
     """The `linux`/`windows` capability: met when this OS is `name`, for probes of OS-specific settings."""
-    here = {"win32": "windows", "linux": "linux", "darwin": "macos"}.get(sys.platform, sys.platform)
-    if here == name:
+    from gpudiag import platform
+
+    if platform.KIND == name:
         return Capability(True, "")
-    return Capability(False, f"only meaningful on {name}; this is {here}")
+    return Capability(False, f"only meaningful on {name}; this is {platform.KIND}")
 
 
 @functools.lru_cache(maxsize=1)

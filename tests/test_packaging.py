@@ -22,7 +22,8 @@ from gpudiag import __version__
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a checkout or an unpacked sdist may hold that is not source: build outputs and caches.
-_NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".whl"}
+_NOT_SOURCE = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".whl",
+               ".import_linter_cache"}
 _NOT_SOURCE_FILES = {"PKG-INFO", "setup.cfg", ".gitignore"}
 
 

@@ -1,14 +1,14 @@
 """Where cuDNN and the CUDA runtime are on this machine, and their versions, read from files.
 
-    find("cudnn", kind)  -> {torch: [lib], wheels: [lib], system: [lib], headers: [hdr], system_source, reason}
-    rocm(environ)        -> {rocm, miopen, source, reason}
+    find("cudnn", search) -> {torch: [lib], wheels: [lib], system: [lib], headers: [hdr], system_source, reason}
+    rocm(environ)         -> {rocm, miopen, source, reason}
 
 `lib` is {path, version, version_source}. Three places are looked at, because torch may load any:
   torch   - libraries inside the torch package (torch/lib: Windows wheels, older Linux wheels);
   wheels  - NVIDIA's pip wheels (site-packages/nvidia/<component>/{lib,bin}, CUDA 13: nvidia/cu13);
-  system  - what the dynamic linker finds: /etc/ld.so.cache on Linux (what collect_env's
-            `ldconfig -p | grep libcudnn` lists), %CUDA_PATH%\\bin (collect_env's `where /R`) and
-            NVIDIA's cuDNN installer folder on Windows, /usr/local/cuda/lib on macOS.
+  system  - the machine's own copies, in the places platform.libraries.cuda_search names for this OS
+            (/etc/ld.so.cache on Linux, as collect_env's `ldconfig -p | grep libcudnn`; %CUDA_PATH%\\bin, as
+            its `where /R`, and NVIDIA's cuDNN installer folder on Windows; /usr/local/cuda/lib on macOS).
 Versions come from backends.libversions (DLL version resource, file name, headers); the package
 that installed a wheel library says its version too (system.packages).
 """
@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from gpudiag.backends import libversions
-from gpudiag.platform import ldcache
 
 LIBS: Dict[str, dict] = {
     # so: ELF/dylib name prefix; dll: DLL name prefix; main: the library itself (not its sub-libraries)
@@ -125,45 +124,31 @@ def _walk(folder: str, spec: dict) -> List[str]:
     return found
 
 
-def system_libs(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None) -> dict:
-    """{libs: [lib], source, reason}: the machine's own copies, all of them (as collect_env lists)."""
+def system_libs(lib: str, search: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> dict:
+    """{libs: [lib], source, reason}: the machine's own copies, all of them (as collect_env lists), in the
+    places `search` names (platform.libraries.cuda_search: this OS's linker cache or folders)."""
     environ = os.environ if environ is None else environ
     spec = LIBS[lib]
-    paths: List[str] = []
-    if kind == "windows":
-        folders = [os.path.join(environ["CUDA_PATH"], "bin")] if environ.get("CUDA_PATH") else []
-        folders.append(os.path.join(environ.get("ProgramFiles", r"C:\Program Files"), "NVIDIA", "CUDNN"))
-        for f in folders:
-            if os.path.isdir(f):
-                paths += _walk(f, spec)
-        source = "%CUDA_PATH%\\bin and %ProgramFiles%\\NVIDIA\\CUDNN (recursive)"
-    elif kind == "macos":
-        folder = os.path.join(root, "usr/local/cuda/lib")
-        paths = [os.path.join(folder, n) for n in _listdir(folder) if _is_lib(n, spec, False)]
-        source = "/usr/local/cuda/lib"
-    else:
-        cached = ldcache.find(spec["so"], root)
-        if cached is None:
-            return {"libs": [], "source": None,
-                    "reason": "no readable /etc/ld.so.cache (musl-based or unusual system): not searched"}
-        # ld.so.cache paths are absolute on the real machine; a test root prefixes them
-        paths = [p if root == "/" else os.path.join(root, p.lstrip("/")) for p in cached]
-        source = "/etc/ld.so.cache"
+    if search.get("paths") is None:
+        return {"libs": [], "source": None, "reason": search.get("reason")}
+    paths: List[str] = list(search["paths"])
+    for folder in search.get("walk") or ():
+        paths += _walk(folder, spec)
+    for folder in search.get("listed") or ():
+        paths += [os.path.join(folder, n) for n in _listdir(folder) if _is_lib(n, spec, False)]
+    source = search.get("source")
     if not paths and lib == "cudnn" and environ.get("CUDNN_LIBRARY") and os.path.isfile(environ["CUDNN_LIBRARY"]):
         paths = [environ["CUDNN_LIBRARY"]]  # collect_env's fallback
         source = "CUDNN_LIBRARY"
     return {"libs": [_describe(p) for p in _unique_files(paths)], "source": source, "reason": None}
 
 
-def toolkit_headers(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None) -> List[dict]:
-    """[{path, version}] from headers of installed toolkits (system cuDNN/CUDA development files)."""
-    environ = os.environ if environ is None else environ
+def toolkit_headers(lib: str, toolkits: Sequence[str]) -> List[dict]:
+    """[{path, version}] from headers of installed toolkits (system cuDNN/CUDA development files) in the
+    `toolkits` folders (CUDA_HOME, CUDA_PATH, and where this OS installs them)."""
     spec = LIBS[lib]
-    bases = [environ.get(k) for k in ("CUDA_HOME", "CUDA_PATH")]
-    if kind == "linux":
-        bases += [os.path.join(root, "usr/local/cuda"), os.path.join(root, "usr")]
     out, seen = [], set()
-    for base in filter(None, bases):
+    for base in filter(None, toolkits):
         for sub in ("include", os.path.join("include", "x86_64-linux-gnu"), os.path.join("include", "aarch64-linux-gnu")):
             for h in spec["headers"]:
                 path = os.path.join(base, sub, h)
@@ -177,13 +162,14 @@ def toolkit_headers(lib: str, kind: str, root: str = "/", environ: Optional[Mapp
     return out
 
 
-def find(lib: str, kind: str, root: str = "/", environ: Optional[Mapping[str, str]] = None,
+def find(lib: str, search: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None,
          paths: Optional[Sequence[str]] = None, torch_dir: Optional[str] = None) -> dict:
-    """Everything known about `lib` ("cudnn" or "cudart") on this machine, from files only."""
-    system = system_libs(lib, kind, root, environ)
+    """Everything known about `lib` ("cudnn" or "cudart") from files only: inside torch, in NVIDIA's wheels on
+    `paths` (default sys.path), and in the machine's own places `search` names (platform.libraries)."""
+    system = system_libs(lib, search, environ)
     return {"torch": torch_libs(lib, torch_dir), "wheels": wheel_libs(lib, wheel_dirs(paths)),
             "system": system["libs"], "system_source": system["source"], "system_reason": system["reason"],
-            "headers": toolkit_headers(lib, kind, root, environ)}
+            "headers": toolkit_headers(lib, search.get("toolkits") or ())}
 
 
 def _read_first_line(path: str) -> Optional[str]:

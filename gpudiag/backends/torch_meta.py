@@ -12,6 +12,16 @@ import os
 import re
 from typing import Dict, Optional, Tuple
 
+# How to get torch, said wherever its absence is (capabilities, the system probe's facts, the views).
+TORCH_HINT = (
+    "install torch (`pip install 'gpudiag[torch]'`, or your CUDA build from pytorch.org "
+    "so as not to replace it)"
+)
+# A torch fact only an imported torch gives (debug build, XNNPACK, HIP runtime...), when torch was not imported.
+NOT_IMPORTED = "not checked: needs importing torch (`gpudiag env` never does); `gpudiag report` records it"
+# The variables torch's caching allocator reads (collect_env's "Caching allocator config").
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
 
 @functools.lru_cache(maxsize=1)
 def torch_dir() -> Optional[str]:

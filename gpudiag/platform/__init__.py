@@ -26,6 +26,8 @@ from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 
 # The one place that looks at sys.platform.
 KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
+# Names of files compare without case on the default file systems of macOS (APFS) and Windows (NTFS).
+NAMES_FOLD_CASE = KIND in ("macos", "windows")
 
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,
@@ -273,7 +275,7 @@ def python_facts(check_torch: bool = False) -> dict:
 def torch_facts(import_torch: bool = False) -> dict:
     """What torch was built with. Never calls torch.cuda.is_available/init/device_count."""
     from gpudiag.backends import torch_meta
-    from gpudiag.capabilities import TORCH_HINT
+    from gpudiag.backends.torch_meta import TORCH_HINT
 
     version = torch_meta.torch_version()
     if version is None:

@@ -7,7 +7,7 @@ the registry's CentralProcessor key and three kernel32 calls.
 
 `api` is the seam: Kernel32Api in production, any object with feature_present(n),
 logical_processor_information() -> bytes | None, numa_highest_node() -> int | None and
-pointer_size in tests (tests/test_cpu_features.py), so all of this runs on Linux.
+pointer_size in tests (tests/platform/test_cpu_features.py), so all of this runs on Linux.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 import struct
 from typing import Any, Dict, List, Optional
 
-from gpudiag.platform import cpu_features
-from gpudiag.platform._windows import CPU0, _safe_default_reg, reg_value
+from gpudiag.platform import _cpu_common
+from gpudiag.platform._windows import CPU0, reg_value, safe_default_reg
 
 # winnt.h PF_* values (Microsoft's IsProcessorFeaturePresent documentation), Linux flag spelling.
 X86_FEATURES = {10: "sse2", 13: "sse3", 36: "ssse3", 37: "sse4_1", 38: "sse4_2", 39: "avx", 40: "avx2",
@@ -86,7 +86,7 @@ def parse_slpi(raw: bytes, pointer_size: int = 8) -> dict:
             numa += 1
         elif relation == RELATION_CACHE:
             level, _assoc, _line, nbytes, ctype = struct.unpack_from("<BBHIi", raw, off + union_at)
-            name = cpu_features._CACHE_NAMES.get((str(level), CACHE_TYPES.get(ctype, "")),
+            name = _cpu_common.CACHE_NAMES.get((str(level), CACHE_TYPES.get(ctype, "")),
                                                   f"L{level} {CACHE_TYPES.get(ctype, '')}".strip())
             caches.setdefault(name, []).append(nbytes)
     order = {"L1d": 0, "L1i": 1, "L2": 2, "L3": 3}
@@ -118,7 +118,7 @@ def _default_api() -> Any:
 def facts(reg: Any = None, api: Any = None, logical: Optional[int] = None, physical: Optional[int] = None,
           arch: Optional[str] = None) -> dict:
     """system.cpu_features on Windows, shaped as on Linux, with lscpu's labels for the rows."""
-    reg = reg if reg is not None else _safe_default_reg()
+    reg = reg if reg is not None else safe_default_reg()
     api = api if api is not None else _default_api()
     arch = arch or _platform.machine() or None
     is_arm = (arch or "").upper().startswith("ARM")
@@ -133,7 +133,7 @@ def facts(reg: Any = None, api: Any = None, logical: Optional[int] = None, physi
     else:
         reasons.append("kernel32 is not available: instruction sets, caches and NUMA not read")
     if is_arm:
-        isa = {k: (k in flags) if api is not None else None for k in cpu_features.ARM_KEYS}
+        isa = {k: (k in flags) if api is not None else None for k in _cpu_common.ARM_KEYS}
         isa["family"] = "arm"
     else:
         isa = {k: (k in flags) if api is not None else None for k in ("sse4_2", "avx", "avx2", "avx512f")}
@@ -178,12 +178,12 @@ def facts(reg: Any = None, api: Any = None, logical: Optional[int] = None, physi
         rows.append(["CPU max MHz", f"{float(mhz):.4f}"])
     rows.append(["Flags", " ".join(flags) if flags else "not read"])
     for cname, c in topo["caches"].items():
-        rows.append([f"{cname} cache", cpu_features.cache_row(c)])
+        rows.append([f"{cname} cache", _cpu_common.cache_row(c)])
     rows.append(["NUMA node(s)", str(numa_nodes) if numa_nodes else "unknown"])
     numa = {"nodes": numa_nodes, "cpus": {}, "source": "GetLogicalProcessorInformation" if topo.get("numa_nodes")
             else ("GetNumaHighestNodeNumber" if numa_nodes else None),
             "reason": None if numa_nodes else "not read"}
-    return {"isa": isa, "isa_summary": cpu_features.isa_summary(isa), "flags": flags, "caches": topo["caches"],
+    return {"isa": isa, "isa_summary": _cpu_common.isa_summary(isa), "flags": flags, "caches": topo["caches"],
             "numa": numa, "rows": rows,
             "source": "registry CentralProcessor\\0, kernel32 IsProcessorFeaturePresent / GetLogicalProcessorInformation",
             "reason": "; ".join(reasons) or None}

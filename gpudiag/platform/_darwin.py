@@ -7,6 +7,8 @@ import ctypes.util
 import platform as _platform
 from typing import Optional
 
+from gpudiag.platform import _cpu_common
+
 
 def sysctl_string(name: str) -> Optional[str]:
     """sysctlbyname(name) as a string, or None (unknown name, no libc)."""
@@ -93,12 +95,10 @@ _MAC_FLAGS = (("hw.optional.sse4_2", "sse4_2"), ("hw.optional.avx1_0", "avx"), (
 
 def cpu_features(sysctl=None) -> dict:
     """system.cpu_features on macOS from sysctl (`sysctl` is a seam: name -> int | str | None)."""
-    from gpudiag.platform import cpu_features as cf
-
     get = sysctl or _sysctl
     arch = _platform.machine() or None
     flags = [flag for name, flag in _MAC_FLAGS if get(name) == 1]
-    isa = cf.isa_from_flags(flags, arch)
+    isa = _cpu_common.isa_from_flags(flags, arch)
     caches = {}
     for label, name in (("L1d", "hw.l1dcachesize"), ("L1i", "hw.l1icachesize"), ("L2", "hw.l2cachesize"),
                         ("L3", "hw.l3cachesize")):
@@ -115,9 +115,9 @@ def cpu_features(sysctl=None) -> dict:
         rows.append(["Core(s) per socket", str(phys // (pkgs or 1))])
     rows.append(["Socket(s)", str(pkgs or "unknown")])
     rows.append(["Flags", " ".join(flags) if flags else "none of the checked hw.optional features"])
-    rows += [[f"{k} cache", f"{cf.human_bytes(c['bytes_each'])} (per core or cluster, as sysctl reports it)"]
+    rows += [[f"{k} cache", f"{_cpu_common.human_bytes(c['bytes_each'])} (per core or cluster, as sysctl reports it)"]
              for k, c in caches.items()]
     rows.append(["NUMA node(s)", "1 (macOS has one memory node)"])
-    return {"isa": isa, "isa_summary": cf.isa_summary(isa), "flags": flags, "caches": caches,
+    return {"isa": isa, "isa_summary": _cpu_common.isa_summary(isa), "flags": flags, "caches": caches,
             "numa": {"nodes": 1, "cpus": {}, "source": "macOS (uniform memory)", "reason": None},
             "rows": rows, "source": "sysctl hw.* / machdep.cpu.*", "reason": None}

@@ -62,7 +62,7 @@ def _windows_pretty(product: Optional[str], display: Optional[str], build: Optio
 def os_facts(reg: Any = None) -> dict:
     """system.os on Windows from the registry: product, display version, build and UBR, and the
     BIOS vendor for virtualization."""
-    reg = reg if reg is not None else _safe_default_reg()
+    reg = reg if reg is not None else safe_default_reg()
     product = reg_value(reg, CURRENT_VERSION, "ProductName")
     display = reg_value(reg, CURRENT_VERSION, "DisplayVersion") or reg_value(reg, CURRENT_VERSION, "ReleaseId")
     build_raw = reg_value(reg, CURRENT_VERSION, "CurrentBuildNumber") or reg_value(reg, CURRENT_VERSION, "CurrentBuild")
@@ -92,7 +92,7 @@ def os_facts(reg: Any = None) -> dict:
 
 def cpu_brand(reg: Any = None) -> Optional[str]:
     """ProcessorNameString from the registry with its padding collapsed, or None."""
-    reg = reg if reg is not None else _safe_default_reg()
+    reg = reg if reg is not None else safe_default_reg()
     name = reg_value(reg, CPU0, "ProcessorNameString")
     return " ".join(name.split()) if isinstance(name, str) and name.strip() else None
 
@@ -100,12 +100,12 @@ def cpu_brand(reg: Any = None) -> Optional[str]:
 def cpu_mhz(reg: Any = None) -> Optional[float]:
     """The registry's ~MHz (the nominal clock, MHz), or None: the fallback when psutil gives no
     maximum frequency."""
-    reg = reg if reg is not None else _safe_default_reg()
+    reg = reg if reg is not None else safe_default_reg()
     mhz = reg_value(reg, CPU0, "~MHz")
     return float(mhz) if isinstance(mhz, int) and mhz > 0 else None
 
 
-def _safe_default_reg() -> Any:
+def safe_default_reg() -> Any:
     """winreg, or None off Windows, where every registry value then reads as missing."""
     try:
         return default_reg()

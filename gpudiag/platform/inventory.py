@@ -5,6 +5,7 @@ torch build fields its version.py states.
     start(environ, kind)            -> a handle; the compiler `--version` calls run meanwhile
     collect(..., toolchain=handle)  -> {toolchain, cuda_libs, cpu_features, packages, python_build,
                                         torch_build, torch_runtime}
+    allocator_config(env)           -> {VAR: value} of the allocator variables in the allowlisted env
 
 Only `torch_runtime` needs torch imported (debug/XNNPACK/XPU/CPU capability/HIP runtime); it is
 filled only when the caller already imports torch (the report's system probe), never by `env`.
@@ -19,10 +20,9 @@ import sys
 from typing import Any, Mapping, Optional
 
 from gpudiag.backends import cuda_libs, packages, torch_meta
-from gpudiag.platform import cpu_features, toolchain
+from gpudiag.backends.torch_meta import ALLOC_CONF_VARS, NOT_IMPORTED
+from gpudiag.platform import cpu_features, libraries, toolchain
 
-NOT_IMPORTED = "not checked: needs importing torch (`gpudiag env` never does); `gpudiag report` records it"
-ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 
 
 def start(environ: Optional[Mapping[str, str]] = None, kind: str = "linux") -> toolchain.Pending:
@@ -97,12 +97,10 @@ def python_build() -> dict:
             "platform": _platform.platform()}
 
 
-def allocator_config(environ: Mapping[str, str]) -> dict:
-    """{VAR: value} for the caching-allocator variables that are set (collect_env's dict), values
-    that look like secrets masked as for every allowlisted variable."""
-    from gpudiag.report.redact import allowlisted_env
-
-    return {k: v for k, v in allowlisted_env(dict(environ), ALLOC_CONF_VARS, ()).items() if v}
+def allocator_config(env: Mapping[str, str]) -> dict:
+    """{VAR: value} for the caching-allocator variables that are set (collect_env's dict), from the system
+    probe's allowlisted environment, whose secret-looking values are already masked (report.redact)."""
+    return {k: v for k, v in env.items() if k in ALLOC_CONF_VARS and v}
 
 
 def _best_effort(what: str, read, empty: dict) -> dict:
@@ -125,7 +123,7 @@ def collect(environ: Optional[Mapping[str, str]] = None, kind: str = "linux", to
     cpu = _best_effort("CPU features", lambda: cpu_features.facts(kind, root=root, reg=reg, api=api),
                        {"isa": None, "isa_summary": None, "flags": [], "caches": {}, "numa": {}, "rows": [],
                         "source": None})
-    libs = {name: _best_effort(f"{name} libraries", lambda name=name: cuda_libs.find(
+    libs = {name: _best_effort(f"{name} libraries", lambda name=name: libraries.find_cuda_lib(
         name, kind, root=root, environ=environ, torch_dir=tdir), {}) for name in ("cudnn", "cudart")}
     libs["rocm"] = _best_effort("ROCm", lambda: cuda_libs.rocm(environ, root=root), {})
     pkgs = _best_effort("packages", lambda: packages.collect(environ=environ, torch_cuda=torch_cuda), {})
@@ -139,5 +137,4 @@ def collect(environ: Optional[Mapping[str, str]] = None, kind: str = "linux", to
         "python_build": python_build(),
         "torch_build": build,
         "torch_runtime": torch_runtime(import_torch),
-        "allocator_config": allocator_config(environ),
     }

@@ -8,10 +8,13 @@ or initialises NVML, so `gpudiag env` and `gpudiag preflight` stay fast.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
-import sys
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Set, Tuple, Union
+
+from gpudiag.platform import KIND
+from gpudiag.platform._files import parse_cpulist
 
 PROC_DRIVER_VERSION = "proc/driver/nvidia/version"
 SYS_MODULE = "sys/module/nvidia"
@@ -95,17 +98,15 @@ def kernel_module(root: str = "/") -> Dict[str, Optional[str]]:
 # ----------------------------------------------------------------- how the GPU is reached
 
 def gpu_host(root: str = "/", reg: Any = None) -> str:
-    """"linux", "wsl2", "wsl1", "windows", "macos" or sys.platform: which driver stack serves the GPU.
+    """"linux", "wsl2", "wsl1", "windows", "macos" or another platform.KIND: which driver stack serves the GPU.
 
     WSL2 is Linux on top of the Windows driver (paravirtualised through /dev/dxg), so it has
     neither /proc/driver/nvidia nor the Windows registry. A `reg` given by a caller means Windows.
     """
-    if reg is not None or sys.platform == "win32":
+    if reg is not None or KIND == "windows":
         return "windows"
-    if sys.platform == "darwin":
-        return "macos"
-    if not sys.platform.startswith("linux"):
-        return sys.platform
+    if KIND != "linux":
+        return KIND  # "macos", or sys.platform's own name for an OS gpudiag does not know
     release = (_read(root, "proc/sys/kernel/osrelease") or _read(root, "proc/version") or "")
     if os.path.exists(os.path.join(root, "dev/dxg")):
         return "wsl2"
@@ -113,6 +114,33 @@ def gpu_host(root: str = "/", reg: Any = None) -> str:
         # WSL1 kernels end in "-Microsoft" (capital M, 4.4.0-<build>); WSL2 says "microsoft-standard".
         return "wsl1" if re.search(r"-Microsoft\b", release) else "wsl2"
     return "linux"
+
+
+# ----------------------------------------------------------------- NUMA placement (Linux sysfs)
+
+def gpu_numa(bus_id: Optional[str], root: str = "/", kind: Optional[str] = None) -> Dict[str, Any]:
+    """{gpu_node, node_cpus: {node: {cpu}}, reason}: the NUMA node of the GPU at PCI `bus_id` and the CPUs of
+    each node, from Linux sysfs (`root` is a fake tree in tests, read on any OS); `reason` says why not."""
+    out: Dict[str, Any] = {"gpu_node": None, "node_cpus": {}, "reason": None}
+    if (kind or KIND) != "linux" and root == "/":
+        return dict(out, reason="NUMA placement is read from Linux sysfs; not available on this OS")
+    if not bus_id:
+        return dict(out, reason="torch gives no PCI bus id for the GPU")
+    text = _read(root, os.path.join("sys/bus/pci/devices", bus_id, "numa_node"))
+    if text is None:
+        return dict(out, reason=f"/sys/bus/pci/devices/{bus_id}/numa_node not readable (container or VM?)")
+    try:
+        out["gpu_node"] = int(text.strip())
+    except ValueError:
+        pass
+    node_cpus: Dict[int, Set[int]] = {}
+    for path in glob.glob(os.path.join(root, "sys/devices/system/node/node[0-9]*/cpulist")):
+        m = re.search(r"node(\d+)", os.path.basename(os.path.dirname(path)))
+        body = _read(root, os.path.relpath(path, root))
+        if m and body is not None:
+            node_cpus[int(m.group(1))] = set(parse_cpulist(body))
+    out["node_cpus"] = node_cpus
+    return out
 
 
 # ----------------------------------------------------------------- processes
@@ -141,7 +169,7 @@ def mps_daemon_running(procs: Union[Mapping[int, str], Iterable[str], None] = No
     `procs` is a {pid: name} snapshot or a list of names (tests); None reads the live process list.
     """
     if procs is None:
-        if not sys.platform.startswith("linux"):
+        if KIND != "linux":
             return None
         procs = process_snapshot()
     names = procs.values() if isinstance(procs, Mapping) else procs

@@ -249,11 +249,13 @@ def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[st
     import sysconfig
 
     from gpudiag import platform
+    from gpudiag.platform import inventory
 
     os_ = platform.os_facts(environ=environ)
     # Importing torch can only change the GIL on a free-threaded build: elsewhere the answer is the
     # same without paying for the import.
     check_torch = import_torch or bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    env = collect_env(environ)
     return {
         "os": os_,
         # python first with check_torch: the GIL is read after torch has been imported
@@ -261,9 +263,10 @@ def collect(detailed_cpu: bool, import_torch: bool, environ: Optional[Mapping[st
         "cpu": platform.cpu_facts(detailed=detailed_cpu),
         "memory": platform.memory_facts(wsl=os_.get("wsl")),
         "torch": platform.torch_facts(import_torch=import_torch),
-        "env": collect_env(environ),
+        "env": env,
         # collect_env's other fields (issue 17): toolchain, CUDA libraries, CPU features, packages
         **_inventory(environ, import_torch, pending),
+        "allocator_config": inventory.allocator_config(env),
     }
 
 

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from gpudiag import platform
 from gpudiag.platform import signals
 
 STDOUT = "-"
@@ -198,7 +199,7 @@ def _identity(real: str, st: Optional[os.stat_result]):
     if st is not None:
         return ("inode", st.st_dev, st.st_ino)
     name = os.path.normcase(real)
-    return ("name", name.casefold() if sys.platform in ("darwin", "win32") else name)
+    return ("name", name.casefold() if platform.NAMES_FOLD_CASE else name)
 
 
 def _stdout_closed() -> bool:
@@ -348,9 +349,10 @@ def say(text: str, err: bool = True, identify: bool = True) -> None:
     write_stdout.
     """
     from gpudiag.report.redact import default_redactor
-    from gpudiag.views.text import terminal_safe
 
-    line = terminal_safe(default_redactor(identify).text(str(text)))
+    # Redactor.text starts with redact.clean_text, which shows every control character as \xNN: nothing
+    # left can move the cursor or retitle the terminal.
+    line = default_redactor(identify).text(str(text))
     if not err:
         write_stdout(line)
         return

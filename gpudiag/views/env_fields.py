@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from gpudiag.platform.inventory import ALLOC_CONF_VARS, NOT_IMPORTED
+from gpudiag.backends.torch_meta import ALLOC_CONF_VARS, NOT_IMPORTED
 
 Row = Tuple[str, str]
 # The fields collect_env prints, in its order (torch/utils/collect_env.py `env_info_fmt`).

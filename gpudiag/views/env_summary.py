@@ -4,13 +4,14 @@ Every field `python -m torch.utils.collect_env` prints has a row under its own l
 env_fields.py), with the value or why it is not shown, plus what collect_env cannot say: distro,
 WSL and its memory cap, container, GIL build, cgroup limits and OOM kills, CPU instruction sets,
 driver model, open/proprietary kernel module, PCIe link, the processes holding the GPU, and
-CUDA packages checked against torch's build. Facts come from the same collectors as the `system`
-and `driver` probes; everything printed passes through redaction.
+CUDA packages checked against torch's build. The facts are collected by probes/env_facts.py (the
+`system` and `driver` probes' collectors); this module only renders them, and everything printed
+passes through redaction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from gpudiag.views import env_fields
 from gpudiag.views.text import md_cell, md_code, md_text
@@ -46,36 +47,6 @@ def _join(*parts: Optional[str]) -> str:
 def _known(v: Any) -> bool:
     """True when a fact was read (neither missing nor the "n/a" an unsupported NVML query gives)."""
     return v is not None and v != NA
-
-
-# ------------------------------------------------------------------ collection
-
-def collect_system(environ=None, pending=None) -> dict:
-    """The `system` data on the fast path: no torch import, no py-cpuinfo. `pending` is a
-    platform.inventory.start() handle whose compiler subprocesses are already running."""
-    from gpudiag.probes import system
-
-    data = system.collect(detailed_cpu=False, import_torch=False, environ=environ, pending=pending)
-    data["findings"] = system.findings_for(data)
-    return data
-
-
-def collect_driver(session_factory: Optional[Callable] = None) -> dict:
-    """{"data": driver data, "findings": [...]} or {"unavailable": "no NVIDIA driver: <reason>"}."""
-    try:
-        from gpudiag.backends import nvml
-        from gpudiag.probes import driver
-    except ImportError as exc:  # the driver probe lands in another branch
-        return {"unavailable": f"GPU facts not collected: the driver probe is not part of this build ({type(exc).__name__})"}
-    session_factory = session_factory or nvml.session
-    try:
-        with session_factory() as n:
-            data = driver.collect(n)
-    except nvml.NvmlUnavailable as exc:
-        return {"unavailable": f"no NVIDIA driver: {exc}"}
-    analyze = getattr(driver, "analyze", None)
-    findings = analyze(data) if callable(analyze) else []
-    return {"data": data, "findings": findings}
 
 
 # ------------------------------------------------------------------ rendering
@@ -263,13 +234,10 @@ def render(system_data: dict, driver: dict, packages: Optional[List[tuple]] = No
 
 
 def env_markdown(identify: bool = True) -> str:
-    """The `gpudiag env` text, redacted. The compilers' `--version` runs start first, so they
-    overlap NVML and the file reads."""
-    from gpudiag import __version__, platform
-    from gpudiag.platform import inventory
+    """The `gpudiag env` text, redacted: the facts probes.env_facts collects, rendered here."""
+    from gpudiag._version import __version__
+    from gpudiag.probes import env_facts
     from gpudiag.report.redact import redact
 
-    pending = inventory.start(kind=platform.KIND)
-    driver = collect_driver()
-    text = render(collect_system(pending=pending), driver, None, __version__)
-    return redact(text, identify=identify)
+    facts = env_facts.collect()
+    return redact(render(facts["system"], facts["driver"], None, __version__), identify=identify)

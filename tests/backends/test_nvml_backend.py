@@ -160,9 +160,9 @@ def test_init_failures_become_nvml_unavailable_in_words(error, words):
 
 def test_real_pynvml_on_a_machine_without_driver_names_the_library():
     pytest.importorskip("pynvml")
-    from gpudiag import capabilities
+    from gpudiag.platform import libraries
 
-    if capabilities._nvml_library() is not None:
+    if libraries.nvml_library() is not None:
         pytest.skip("this machine has an NVML library")
     with pytest.raises(nvml.NvmlUnavailable, match="NVML library"):
         with nvml.session():
@@ -197,10 +197,11 @@ def test_every_nvml_function_the_backend_and_probe_call_exists_in_pynvml():
 
     pynvml = pytest.importorskip("pynvml")
     import gpudiag.backends.nvml as backend
+    import gpudiag.platform.gpu_driver as collector
     import gpudiag.probes.driver as probe
 
     names = set()
-    for mod in (backend, probe):
+    for mod in (backend, collector, probe):
         with open(mod.__file__, encoding="utf-8") as fh:
             names |= set(re.findall(r'"(nvml[A-Z]\w+)"', fh.read()))
     assert len(names) > 25

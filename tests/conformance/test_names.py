@@ -239,7 +239,7 @@ def f(n, h, stream):
 
 def test_usage_is_read_from_every_source_file():
     files = {u.file for u in USES}
-    for f in ("gpudiag/backends/nvml.py", "gpudiag/probes/driver.py", "gpudiag/probes/cuda/launch.py",
+    for f in ("gpudiag/backends/nvml.py", "gpudiag/platform/gpu_driver.py", "gpudiag/probes/cuda/launch.py",
               "gpudiag/probes/cuda/pcie.py", "gpudiag/fleet/measure.py", "gpudiag/watch/gpu.py",
               "scripts/gpu_crosscheck.py"):
         assert f in files, f

@@ -17,6 +17,7 @@ from gpudiag.diagnose.thresholds import THROTTLED_MIN_PERIODS, THROTTLED_SHARE_M
 from gpudiag.measure.load import machine_busy
 from gpudiag.probes import system
 from gpudiag.probes.cycle import probe as cycle_probe
+from gpudiag.diagnose import gil_scaling
 from gpudiag.probes.gil import analysis as ga
 from tests.diagnose.test_confidence import row, tournament
 
@@ -84,7 +85,7 @@ def test_gil_on_one_usable_core_names_the_limit_instead_of_guessing():
                                              "throttling": {"python": CALM}}, "other_busy_cores": {"python": 1.2}}
     res = ga.analyse(data, usable_cores=1)
     v = res["verdict"]["python"]
-    assert v["verdict"] == ga.NOT_MEASURED
+    assert v["verdict"] == gil_scaling.NOT_MEASURED
     assert v["reason"].startswith("only 1 worker measured: 1 usable core under a CPU limit of 1.0 CPU")
     assert "more workers cannot help" in v["reason"]
     codes = [f["code"] for f in res["findings"]]
@@ -97,7 +98,7 @@ def test_a_throttled_gil_workload_is_inconclusive_by_name_not_busy():
                                              "throttling": {"python": THROTTLED}}, "other_busy_cores": {"python": 0.1}}
     res = ga.analyse(data, usable_cores=2)
     v = res["verdict"]["python"]
-    assert v["verdict"] == ga.INCONCLUSIVE and "throttled in 95 % of 40 periods by a CPU limit of 1.5 CPUs" in v["reason"]
+    assert v["verdict"] == gil_scaling.INCONCLUSIVE and "throttled in 95 % of 40 periods by a CPU limit of 1.5 CPUs" in v["reason"]
     (f,) = [f for f in res["findings"] if f["code"] == "CPU_THROTTLED_DURING_MEASUREMENT"]
     assert "more workers cannot help" in f["message"] and "other" not in f["message"]
     assert "CPU_PARALLELISM_LIMITED" not in [x["code"] for x in res["findings"]]

@@ -10,6 +10,7 @@ import pytest
 import tests
 from gpudiag.diagnose.recommend import recommend
 from gpudiag.probes.cycle import probe as cycle_probe
+from gpudiag.diagnose import gil_scaling
 from gpudiag.probes.gil import analysis as ga
 
 RECORDED = os.path.join(tests.TESTS, "recorded")
@@ -47,7 +48,7 @@ QUIET_GIL_BOUND = [m("python", "threads", 1, [1.0, 1.01, 0.99, 1.0, 1.0]),
 
 def test_gil_probe_busy_means_the_gil_verdict_is_inconclusive_with_that_reason():
     rep, out = gil_only(QUIET_GIL_BOUND, other={"python": 0.9})
-    assert out["verdict"]["python"]["verdict"] == ga.INCONCLUSIVE
+    assert out["verdict"]["python"]["verdict"] == gil_scaling.INCONCLUSIVE
     assert "MACHINE_BUSY_DURING_MEASUREMENT" in [f["code"] for f in out["findings"]]
     assert "GIL_BOUND_PYTHON" not in [f["code"] for f in out["findings"]]
     v = verdict(recommend(rep), "gil_contention")
@@ -64,7 +65,7 @@ def test_noisy_gil_figures_inconclusive_in_the_probe_are_inconclusive_in_the_ver
     noisy = [m("python", "threads", 1, [1.0, 0.4, 2.0, 1.0, 0.7]), m("python", "threads", 2, [1.0, 1.0, 1.0, 1.1, 0.9]),
              m("python", "processes", 1, [1.0, 1.0, 1.0, 1.0, 1.0]), m("python", "processes", 2, [0.5] * 5)]
     rep, out = gil_only(noisy)
-    assert out["verdict"]["python"]["verdict"] == ga.INCONCLUSIVE
+    assert out["verdict"]["python"]["verdict"] == gil_scaling.INCONCLUSIVE
     v = verdict(recommend(rep), "gil_contention")
     assert v["verdict"] == "inconclusive" and "too noisy" in v["reason"]
 
@@ -75,7 +76,7 @@ def test_a_speedup_above_the_ideal_makes_the_gil_probe_inconclusive():
                                    m("python", "processes", 2, [0.5, 0.5, 0.49, 0.51, 0.5])]
     rep, out = gil_only(above)
     v = out["verdict"]["python"]
-    assert v["verdict"] == ga.INCONCLUSIVE and "above the ideal 2x" in v["reason"]
+    assert v["verdict"] == gil_scaling.INCONCLUSIVE and "above the ideal 2x" in v["reason"]
     assert verdict(recommend(rep), "gil_contention")["verdict"] == "inconclusive"
 
 
@@ -107,7 +108,7 @@ def test_no_recommendation_contradicts_a_finding_on_the_same_page(name):
         assert verdict(r, "gil_contention")["verdict"] in ("inconclusive", "not_measured")
     gil = (report["probes"].get("gil") or {}).get("data") or {}
     py = (gil.get("verdict") or {}).get("python") or {}
-    if py.get("verdict") == ga.INCONCLUSIVE and not (report["probes"].get("cycle") or {}).get("data"):
+    if py.get("verdict") == gil_scaling.INCONCLUSIVE and not (report["probes"].get("cycle") or {}).get("data"):
         assert verdict(r, "gil_contention")["verdict"] == "inconclusive"
     if "GIL_BOUND_PYTHON" in codes and verdict(r, "gil_contention")["verdict"] == "refuted":
         assert "GIL-bound on pure-Python work" in verdict(r, "gil_contention")["summary"]

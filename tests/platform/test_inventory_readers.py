@@ -13,7 +13,7 @@ import time
 import pytest
 
 from gpudiag.backends import cuda_libs, libversions, packages
-from gpudiag.platform import ldcache, toolchain
+from gpudiag.platform import ldcache, libraries, toolchain
 
 TORCH_CU124_METADATA = """Metadata-Version: 2.1
 Name: torch
@@ -263,7 +263,7 @@ def test_cuda_libs_linux_fake_root(tmp_path):
     torch_dir = tmp_path / "torch"
     (torch_dir / "lib").mkdir(parents=True)
     (torch_dir / "lib" / "libcudnn.so.8").write_bytes(b"")  # an older wheel that bundles cuDNN
-    out = cuda_libs.find("cudnn", "linux", root=str(root), environ={}, paths=[str(site)], torch_dir=str(torch_dir))
+    out = libraries.find_cuda_lib("cudnn", "linux", root=str(root), environ={}, paths=[str(site)], torch_dir=str(torch_dir))
     assert [(os.path.basename(x["path"]), x["version"]) for x in out["system"]] == [
         ("libcudnn.so.8.9.7", "8.9.7"), ("libcudnn_ops_infer.so.8.9.7", "8.9.7")]
     assert out["system_source"] == "/etc/ld.so.cache"
@@ -274,7 +274,7 @@ def test_cuda_libs_linux_fake_root(tmp_path):
 
 
 def test_cuda_libs_no_ld_cache_says_so(tmp_path):
-    out = cuda_libs.find("cudart", "linux", root=str(tmp_path), environ={}, paths=[], torch_dir=None)
+    out = libraries.find_cuda_lib("cudart", "linux", root=str(tmp_path), environ={}, paths=[], torch_dir=None)
     assert out["system"] == [] and "ld.so.cache" in out["system_reason"]
 
 
@@ -288,13 +288,33 @@ def test_cuda_libs_windows_walks_cuda_path_like_where_r(tmp_path):
     (torch_dir / "lib").mkdir(parents=True)
     (torch_dir / "lib" / "cudnn64_9.dll").write_bytes(fake_pe((9, 1, 0, 70)))
     env = {"CUDA_PATH": str(cuda), "ProgramFiles": str(tmp_path / "nothing")}
-    out = cuda_libs.find("cudnn", "windows", environ=env, paths=[], torch_dir=str(torch_dir))
+    out = libraries.find_cuda_lib("cudnn", "windows", environ=env, paths=[], torch_dir=str(torch_dir))
     assert [(os.path.basename(x["path"]), x["version"]) for x in out["system"]] == [
         ("cudnn64_8.dll", "8.9.7.29"), ("cudnn_ops_infer64_8.dll", "8.9.7.29")]
     assert out["torch"] == [{"path": str(torch_dir / "lib" / "cudnn64_9.dll"), "version": "9.1.0.70",
                              "version_source": "DLL version resource"}]
-    rt = cuda_libs.find("cudart", "windows", environ=env, paths=[], torch_dir=str(torch_dir))
+    rt = libraries.find_cuda_lib("cudart", "windows", environ=env, paths=[], torch_dir=str(torch_dir))
     assert [os.path.basename(x["path"]) for x in rt["system"]] == ["cudart64_12.dll"]
+
+
+def test_cuda_libs_macos_lists_usr_local_cuda_lib(tmp_path):
+    lib = tmp_path / "usr" / "local" / "cuda" / "lib"
+    lib.mkdir(parents=True)
+    for name in ("libcudart.10.2.dylib", "libcudnn.7.dylib", "README"):
+        (lib / name).write_bytes(b"x")
+    out = libraries.find_cuda_lib("cudart", "macos", root=str(tmp_path), environ={}, paths=[], torch_dir=None)
+    assert [os.path.basename(x["path"]) for x in out["system"]] == ["libcudart.10.2.dylib"]
+    assert out["system_source"] == "/usr/local/cuda/lib" and out["system_reason"] is None
+
+
+def test_cuda_libs_asks_no_os_of_its_own(tmp_path):
+    """backends.cuda_libs reads only the places it is given (platform.libraries decides them per OS)."""
+    (tmp_path / "libcudnn.so.9").write_bytes(b"x")
+    search = {"paths": [], "walk": [], "listed": [str(tmp_path)], "source": "here", "reason": None, "toolkits": []}
+    out = cuda_libs.find("cudnn", search, environ={}, paths=[], torch_dir=None)
+    assert [os.path.basename(x["path"]) for x in out["system"]] == ["libcudnn.so.9"] and out["system_source"] == "here"
+    assert libraries.nvml_library_name("windows") == "nvml.dll"
+    assert libraries.nvml_library_name("linux") == "libnvidia-ml.so.1"
 
 
 def test_rocm_install_version(tmp_path):

@@ -206,3 +206,27 @@ def test_missing_key_gives_reasons_not_an_exception():
 @pytest.mark.skipif(sys.platform == "win32", reason="there is a real registry on Windows")
 def test_no_registry_off_windows():
     assert nv.windows_graphics_settings() is None
+
+
+def test_the_driver_stack_named_by_the_system_probe_os_facts():
+    from gpudiag.platform import gpu_driver
+
+    assert gpu_driver.host_from_os_facts({"name": "Windows", "wsl": None}) == "windows"
+    assert gpu_driver.host_from_os_facts({"name": "Linux", "wsl": 2}) == "wsl2"
+    assert gpu_driver.host_from_os_facts({"name": "Linux", "wsl": None}) is None  # detected where it runs
+    assert gpu_driver.host_from_os_facts(None) is None and gpu_driver.host_from_os_facts("odd") is None
+
+
+def test_gpu_numa_is_a_linux_sysfs_fact(tmp_path):
+    from gpudiag.platform import nvidia
+
+    away = nvidia.gpu_numa("0000:01:00.0", kind="windows")
+    assert away["gpu_node"] is None and away["reason"].startswith("NUMA placement is read from Linux sysfs")
+    dev = tmp_path / "sys/bus/pci/devices/0000:01:00.0"
+    dev.mkdir(parents=True)
+    (dev / "numa_node").write_text("1\n")
+    for n, cpus in ((0, "0-3"), (1, "4-7,12")):
+        (tmp_path / f"sys/devices/system/node/node{n}").mkdir(parents=True)
+        (tmp_path / f"sys/devices/system/node/node{n}/cpulist").write_text(cpus + "\n")
+    here = nvidia.gpu_numa("0000:01:00.0", root=str(tmp_path), kind="windows")  # a fake tree is read on any OS
+    assert here == {"gpu_node": 1, "node_cpus": {0: {0, 1, 2, 3}, 1: {4, 5, 6, 7, 12}}, "reason": None}

@@ -89,7 +89,7 @@ def test_cpu_brand_and_mhz_from_registry():
     None,                                                  # no winreg at all (not Windows)
 ])
 def test_missing_or_denied_registry_gives_nulls(reg, monkeypatch):
-    monkeypatch.setattr(_windows, "_safe_default_reg", lambda: None)
+    monkeypatch.setattr(_windows, "safe_default_reg", lambda: None)
     assert _windows.reg_value(reg, _windows.CPU0, "ProcessorNameString") is None
     assert _windows.cpu_brand(reg) is None and _windows.cpu_mhz(reg) is None
     o = _windows.os_facts(reg)

@@ -365,9 +365,9 @@ def test_probe_definition():
 
 
 def _has_nvml():
-    from gpudiag import capabilities
+    from gpudiag.platform import libraries
 
-    return capabilities._nvml_library() is not None
+    return libraries.nvml_library() is not None
 
 
 @pytest.mark.skipif(_has_nvml(), reason="this machine has an NVIDIA driver")

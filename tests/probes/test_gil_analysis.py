@@ -1,7 +1,9 @@
-"""gil_analysis on recorded timings: rows, classification with noise tolerance, memory arithmetic, findings."""
+"""The gil probe's analysis on recorded timings: rows, memory arithmetic, findings; and the scaling rule it applies
+(gpudiag.diagnose.gil_scaling): classification with noise tolerance."""
 
 import pytest
 
+from gpudiag.diagnose import gil_scaling
 from gpudiag.probes.gil import analysis as ga
 
 GIB = 1024 ** 3
@@ -76,12 +78,12 @@ def test_recorded_two_core_run_gives_the_expected_verdicts():
     data = recorded_data()
     out = ga.analyse(data, usable_cores=2)
     v = out["verdict"]
-    assert v["python"]["verdict"] == ga.ONLY_PROCESSES
+    assert v["python"]["verdict"] == gil_scaling.ONLY_PROCESSES
     assert v["python"]["threads_speedup"] == pytest.approx(0.95, abs=0.05)
     assert v["python"]["processes_speedup"] == pytest.approx(2.0, abs=0.1)
-    assert v["torch_op"]["verdict"] == ga.BOTH_SCALE
-    assert v["torch_dispatch"]["verdict"] == ga.ONLY_PROCESSES
-    assert v["cuda_launch"]["verdict"] == ga.NOT_MEASURED and "CPU-only" in v["cuda_launch"]["reason"]
+    assert v["torch_op"]["verdict"] == gil_scaling.BOTH_SCALE
+    assert v["torch_dispatch"]["verdict"] == gil_scaling.ONLY_PROCESSES
+    assert v["cuda_launch"]["verdict"] == gil_scaling.NOT_MEASURED and "CPU-only" in v["cuda_launch"]["reason"]
     assert codes(out["findings"]) == ["GIL_BOUND_PYTHON", "TORCH_RELEASES_GIL", "DISPATCH_BOUND_UNDER_GIL"]
     gil = out["findings"][0]
     assert gil["message"].startswith("GIL-bound: 2 threads run pure-Python work at 0.95x the speed of 1 thread; "
@@ -90,35 +92,35 @@ def test_recorded_two_core_run_gives_the_expected_verdicts():
 
 
 def test_classify_thresholds_on_two_and_four_workers():
-    assert ga.classify(1.03, 3.7, 4, 0.2) == ga.ONLY_PROCESSES
-    assert ga.classify(3.4, 3.6, 4, 0.2) == ga.BOTH_SCALE
-    assert ga.classify(1.9, 1.1, 2, 0.2) == ga.ONLY_THREADS
-    assert ga.classify(1.1, 1.05, 2, 0.2) == ga.NEITHER
-    assert ga.classify(1.35, 1.9, 2, 0.2) == ga.INCONCLUSIVE  # threads partly scale: no claim
-    assert ga.classify(1.0, 2.0, 2, 0.7) == ga.INCONCLUSIVE  # too noisy to judge
+    assert gil_scaling.classify(1.03, 3.7, 4, 0.2) == gil_scaling.ONLY_PROCESSES
+    assert gil_scaling.classify(3.4, 3.6, 4, 0.2) == gil_scaling.BOTH_SCALE
+    assert gil_scaling.classify(1.9, 1.1, 2, 0.2) == gil_scaling.ONLY_THREADS
+    assert gil_scaling.classify(1.1, 1.05, 2, 0.2) == gil_scaling.NEITHER
+    assert gil_scaling.classify(1.35, 1.9, 2, 0.2) == gil_scaling.INCONCLUSIVE  # threads partly scale: no claim
+    assert gil_scaling.classify(1.0, 2.0, 2, 0.7) == gil_scaling.INCONCLUSIVE  # too noisy to judge
 
 
 def test_noise_widens_the_tolerance_so_near_one_is_still_flat():
     # Threads at 1.3x would not count as flat with the 0.2 floor, but with 18% spread (tolerance 0.36) it does.
     noisy = [m("python", "threads", 1, 100, [1.0, 0.85, 1.15]), m("python", "threads", 2, 100, [0.77, 0.70, 0.84]),
              m("python", "processes", 1, 100, [1.0, 1.0, 1.0]), m("python", "processes", 2, 100, [0.52, 0.5, 0.54])]
-    v = ga.compare_modes(ga.scaling_rows(noisy), "python")
-    assert v["tolerance"] > 0.3 and v["verdict"] == ga.ONLY_PROCESSES
+    v = gil_scaling.compare_modes(ga.scaling_rows(noisy), "python")
+    assert v["tolerance"] > 0.3 and v["verdict"] == gil_scaling.ONLY_PROCESSES
 
 
 def test_very_noisy_timings_are_inconclusive_with_the_reason():
     noisy = [m("python", "threads", 1, 100, [1.0, 0.4, 2.0]), m("python", "threads", 2, 100, [1.0, 1.0, 1.0]),
              m("python", "processes", 1, 100, [1.0, 1.0, 1.0]), m("python", "processes", 2, 100, [0.5, 0.5, 0.5])]
     out = ga.analyse({"scaling": ga.scaling_rows(noisy)})
-    assert out["verdict"]["python"]["verdict"] == ga.INCONCLUSIVE
+    assert out["verdict"]["python"]["verdict"] == gil_scaling.INCONCLUSIVE
     assert "too noisy" in out["verdict"]["python"]["reason"]
     assert "GIL_BOUND_PYTHON" not in codes(out["findings"])
 
 
 def test_one_core_machine_has_no_scaling_verdict():
     rows = ga.scaling_rows([m("python", "threads", 1, 100, [1.0]), m("python", "processes", 1, 100, [1.0])])
-    v = ga.compare_modes(rows, "python")
-    assert v["verdict"] == ga.NOT_MEASURED and "1 worker" in v["reason"]
+    v = gil_scaling.compare_modes(rows, "python")
+    assert v["verdict"] == gil_scaling.NOT_MEASURED and "1 worker" in v["reason"]
 
 
 def test_cpu_quota_machine_where_nothing_scales_is_flagged():
@@ -229,13 +231,13 @@ def test_contended_thread_row_spread_is_not_mistaken_for_noise():
            m("torch_dispatch", "processes", 2, 100, [0.14, 0.10, 0.20, 0.13, 0.15])]
     rows = ga.scaling_rows(rec)
     assert [r["spread_fraction"] > 0.4 for r in rows if r["workers"] == 2] == [True, True]
-    v = ga.compare_modes(rows, "torch_dispatch")
-    assert v["verdict"] == ga.ONLY_PROCESSES and v["tolerance"] < 0.5
+    v = gil_scaling.compare_modes(rows, "torch_dispatch")
+    assert v["verdict"] == gil_scaling.ONLY_PROCESSES and v["tolerance"] < 0.5
 
 
 def test_tolerance_wide_enough_to_overlap_scaling_threshold_is_inconclusive():
-    assert ga.classify(1.0, 1.9, 2, 0.5) == ga.INCONCLUSIVE  # flat up to 1.5 = scales from 1.5
-    assert ga.classify(1.0, 3.7, 4, 0.5) == ga.ONLY_PROCESSES  # at 4 workers the bands are apart
+    assert gil_scaling.classify(1.0, 1.9, 2, 0.5) == gil_scaling.INCONCLUSIVE  # flat up to 1.5 = scales from 1.5
+    assert gil_scaling.classify(1.0, 3.7, 4, 0.5) == gil_scaling.ONLY_PROCESSES  # at 4 workers the bands are apart
 
 
 def test_a_busy_machine_is_named_instead_of_blaming_the_cpu():

@@ -27,7 +27,6 @@ def codes(findings):
 # ------------------------------------------------------------------ the probe, for real
 
 def test_system_is_registered_first_and_needs_nothing():
-    # (checked on the registry names: the driver module lives in another branch until merged)
     assert _MODULES[0] == "system" and "driver" in _MODULES
     assert system.PROBE.name == "system" and system.PROBE.needs == () and system.PROBE.isolate is True
 

@@ -1,13 +1,12 @@
-"""`gpudiag env`: Markdown from the fast collectors, GPU facts from the driver probe (stand-ins here)."""
+"""`gpudiag env`: Markdown rendered from the fast collectors' facts (probes/env_facts.py; its own tests are in
+tests/probes/test_env_facts.py), GPU facts from stand-ins of the driver probe's data."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-import types
 
-from gpudiag.backends import nvml
+from gpudiag.probes import env_facts
 from gpudiag.views import env_summary
 
 UUID = "GPU-5a8f1c2e-1234-4bcd-9ef0-0123456789ab"
@@ -45,8 +44,8 @@ LINUX_DRIVER = {
 
 
 def fast_system():
-    return env_summary.collect_system(environ={"CUDA_LAUNCH_BLOCKING": "1", "NCCL_DEBUG": "WARN",
-                                               "GITHUB_TOKEN": "ghp_" + "x" * 36})
+    return env_facts.collect_system(environ={"CUDA_LAUNCH_BLOCKING": "1", "NCCL_DEBUG": "WARN",
+                                             "GITHUB_TOKEN": "ghp_" + "x" * 36})
 
 
 def test_render_covers_more_than_collect_env_with_wddm_gpu():
@@ -86,52 +85,6 @@ def test_render_pcie_max_falls_back_to_system_max_and_wsl2_module_reason():
     assert "no Linux kernel module (WSL2" in md
 
 
-def test_no_nvidia_driver_is_said_plainly(monkeypatch):
-    @contextlib.contextmanager
-    def no_nvml():
-        raise nvml.NvmlUnavailable("NVML library (libnvidia-ml.so.1 / nvml.dll) not found: no NVIDIA driver is installed")
-        yield  # pragma: no cover
-
-    fake_driver = types.ModuleType("gpudiag.probes.driver")
-    fake_driver.collect = lambda n: DRIVER_DATA
-    monkeypatch.setitem(sys.modules, "gpudiag.probes.driver", fake_driver)
-    drv = env_summary.collect_driver(session_factory=no_nvml)
-    assert drv["unavailable"].startswith("no NVIDIA driver: NVML library")
-    md = env_summary.render(fast_system(), drv, [], "0.1.0")
-    assert "| **NVIDIA driver** | no NVIDIA driver: NVML library" in md
-
-
-def test_driver_collect_is_called_inside_a_session(monkeypatch):
-    calls = []
-
-    @contextlib.contextmanager
-    def session():
-        calls.append("open")
-        yield "nvml-handle"
-        calls.append("close")
-
-    fake_driver = types.ModuleType("gpudiag.probes.driver")
-    fake_driver.collect = lambda n: dict(LINUX_DRIVER, seen=n)
-    fake_driver.analyze = lambda data: [{"code": "GPU_SHARED_WITH_DISPLAY", "severity": "warning",
-                                         "message": "x", "evidence": {}, "fix": None}]
-    monkeypatch.setitem(sys.modules, "gpudiag.probes.driver", fake_driver)
-    import gpudiag.probes as probes_pkg
-
-    monkeypatch.setattr(probes_pkg, "driver", fake_driver, raising=False)
-    drv = env_summary.collect_driver(session_factory=session)
-    assert calls == ["open", "close"] and drv["data"]["seen"] == "nvml-handle"
-    assert drv["findings"][0]["code"] == "GPU_SHARED_WITH_DISPLAY"
-
-
-def test_missing_driver_module_is_guarded(monkeypatch):
-    import gpudiag.probes as probes_pkg
-
-    monkeypatch.setitem(sys.modules, "gpudiag.probes.driver", None)  # import raises ImportError
-    monkeypatch.delattr(probes_pkg, "driver", raising=False)  # once imported, it is a package attribute
-    drv = env_summary.collect_driver()
-    assert "driver probe is not part of this build" in drv["unavailable"]
-
-
 def test_env_markdown_is_fast_path_and_redacted():
     # In a fresh interpreter: no torch, no py-cpuinfo imported; UUIDs and tokens never printed.
     code = ("import sys, os; os.environ['NCCL_X'] = 'ghp_' + 'z' * 36; "
@@ -157,27 +110,3 @@ def test_cli_env_prints_markdown():
     out = subprocess.run([sys.executable, "-m", "gpudiag", "env"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "| **Python** |" in out.stdout and "| **Memory budget for new workers** |" in out.stdout
-
-
-def test_env_with_the_real_driver_probe_on_recorded_gpus():
-    """With the driver branch merged: driver.collect on the recorded GTX 1650 desktop (Xorg, VS Code)."""
-    import functools
-
-    import pytest
-
-    driver = pytest.importorskip("gpudiag.probes.driver")
-    fakes = pytest.importorskip("tests.fakes")
-    if not hasattr(fakes, "FakeNvml"):
-        pytest.skip("tests/fakes.py of the driver branch not present")
-    lib = fakes.FakeNvml.gtx1650_desktop()
-    real_collect = driver.collect
-    try:  # pin host/procs so the answer does not depend on this machine
-        driver.collect = lambda n: real_collect(n, host="linux", procs={}, reg=None)
-        drv = env_summary.collect_driver(session_factory=functools.partial(nvml.session, lib))
-    finally:
-        driver.collect = real_collect
-    md = env_summary.render(fast_system(), drv, [], "0.1.0")
-    assert "| **NVIDIA driver** | driver 575.57.08" in md
-    assert "NVIDIA GeForce GTX 1650" in md and "PCIe Gen" in md
-    assert "Xorg" in md and "code" in md
-    assert "`GPU_SHARED_WITH_DISPLAY`" in md

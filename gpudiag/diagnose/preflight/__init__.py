@@ -1,7 +1,7 @@
 """`gpudiag preflight`: a go / no-go in about a second, before a long run.
 
 Two halves, so that every check is testable without hardware:
-- `facts.gather_facts(plan)` collects facts cheaply (NVML through the driver probe's `collect`, memory
+- `facts.gather_facts(plan)` collects facts cheaply (NVML through the driver probe's collector, platform.gpu_driver; memory
   and the CPU limit from the platform layer, torch build facts read from files, environment, saved reports, disk). It
   never imports torch and never initialises CUDA: NVML is a separate library that creates no CUDA context.
 - `run_checks(facts, plan)` turns a facts dict into `Check`s with pure functions, one per concern

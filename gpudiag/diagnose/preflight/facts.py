@@ -1,12 +1,12 @@
-"""Gathering the facts the checks read, cheaply: NVML through the driver probe, memory from the platform layer,
-torch's build from its files, saved reports, disk. Never imports torch, never initialises CUDA.
+"""Gathering the facts the checks read, cheaply: NVML through the driver probe's collector (platform.gpu_driver),
+memory from the platform layer, torch's build from its files, saved reports, disk. Never imports torch, never
+initialises CUDA.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gpudiag.diagnose.preflight.model import ENV_NAMES, MAX_REPORTS_READ, REPORT_GLOB, Plan, display_path, num
@@ -16,10 +16,10 @@ def _gather_driver(facts: Dict[str, Any], nvml_session: Optional[Callable[[], An
                    driver_collect: Optional[Callable[[Any], Dict[str, Any]]]) -> None:
     """Fill facts["nvml"] (reachable, reason) and facts["driver"] (the driver probe's data) or why not."""
     from gpudiag.backends import nvml
-    from gpudiag.probes import driver
+    from gpudiag.platform import gpu_driver
 
     session = nvml_session or nvml.session
-    collect = driver_collect or driver.collect
+    collect = driver_collect or gpu_driver.collect
     try:
         with session() as n:
             facts["nvml"] = {"reachable": True, "reason": None}
@@ -150,11 +150,12 @@ def gather_facts(plan: Plan, *, environ: Optional[Mapping[str, str]] = None,
     Nvml wrapper (default gpudiag.backends.nvml.session), `driver_collect(n)` returns the `driver`
     data, `memory_facts()` the `system.memory` data, `cpu_limit()` the `system.cpu.limit` data.
     """
+    from gpudiag import platform
     from gpudiag.backends import torch_meta
 
     environ = os.environ if environ is None else environ
     facts: Dict[str, Any] = {
-        "platform": {"win32": "windows", "darwin": "darwin"}.get(sys.platform, sys.platform),
+        "platform": platform.KIND,
         "pid": os.getpid(),
         "env": {k: environ[k] for k in ENV_NAMES if k in environ},
         "driver": None,

@@ -13,7 +13,7 @@ from gpudiag.measure.sizes import format_size
 
 
 def driver_host(facts: Mapping[str, Any]) -> str:
-    """linux | wsl2 | windows | darwin | ...: the driver probe's view when it has one."""
+    """linux | wsl2 | windows | macos | ...: the driver probe's view when it has one, else platform.KIND."""
     drv = facts.get("driver") or {}
     return drv.get("host") or facts.get("platform") or ""
 

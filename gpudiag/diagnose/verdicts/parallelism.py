@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.access import (
     Figures,
     cycle_device,
@@ -23,17 +24,15 @@ from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get
 
 def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:
     """The gil probe's own judgement of its micro-benchmark (python, else torch_dispatch), with figures."""
-    from gpudiag.probes.gil import analysis as ga
-
     stored = as_dict(gil.get("verdict"))
     if not stored:  # an older report: the same rules, re-applied to its rows
         try:
-            stored = ga.analyse(gil, usable_cores=as_int(get(gil, "cpu", "usable_cores")))["verdict"]
+            stored = gil_scaling.judge(gil, usable_cores=as_int(get(gil, "cpu", "usable_cores")))["verdict"]
         except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError):
             stored = {}
     for wl in ("python", "torch_dispatch"):
         v = as_dict(stored.get(wl))
-        if as_str(v.get("verdict")) in (None, ga.NOT_MEASURED) and num(v.get("threads_speedup")) is None:
+        if as_str(v.get("verdict")) in (None, gil_scaling.NOT_MEASURED) and num(v.get("threads_speedup")) is None:
             continue
         base = ("probes", "gil", "data", "verdict", wl)
         if gil.get("verdict"):
@@ -52,16 +51,14 @@ def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:
 
 def _micro_text(m: Optional[dict]) -> str:
     """' The gil micro-benchmark: GIL-bound on pure-Python work (2 threads 0.98x, ...).' or ''."""
-    from gpudiag.probes.gil import analysis as ga
-
     if not m:
         return ""
     what = "pure-Python work" if m["workload"] == "python" else "tiny torch ops"
     figs = (f" ({m['workers']} threads {m['t']:.2f}x, {m['workers']} processes {m['p']:.2f}x)"
             if m["t"] is not None and m["p"] is not None and m["workers"] else "")
-    words = {ga.ONLY_PROCESSES: f"GIL-bound on {what}", ga.BOTH_SCALE: f"threads scale on {what}",
-             ga.ONLY_THREADS: f"threads scale on {what}", ga.NEITHER: f"nothing scaled on {what}",
-             ga.INCONCLUSIVE: f"inconclusive on {what}" + (f": {m['reason']}" if m["reason"] else "")}
+    words = {gil_scaling.ONLY_PROCESSES: f"GIL-bound on {what}", gil_scaling.BOTH_SCALE: f"threads scale on {what}",
+             gil_scaling.ONLY_THREADS: f"threads scale on {what}", gil_scaling.NEITHER: f"nothing scaled on {what}",
+             gil_scaling.INCONCLUSIVE: f"inconclusive on {what}" + (f": {m['reason']}" if m["reason"] else "")}
     return f" The gil micro-benchmark: {words.get(m['verdict'], m['verdict'] or 'no verdict')}{figs}."
 
 
@@ -108,7 +105,6 @@ def verdict_gil_contention(report: dict) -> dict:
     with the gil probe's own judgement of its micro-benchmark as context (or as the answer when the
     loop did not measure both)."""
     from gpudiag.diagnose.confidence import clearly_above, cycle_quality, ratio_bounds, surely_not_above
-    from gpudiag.probes.gil import analysis as ga
 
     cause = "gil_contention"
     gil = probe_data(report, "gil")
@@ -176,17 +172,17 @@ def verdict_gil_contention(report: dict) -> dict:
                              "in both modes (one core, or the rows are missing)", fig.values, fig.sources)
     tail = " The cycle tournament did not measure threads and processes on your loop, so this is the micro-benchmark."
     v = micro["verdict"]
-    if v == ga.ONLY_PROCESSES:
+    if v == gil_scaling.ONLY_PROCESSES:
         return verdict_entry(cause, "supported", "GIL-bound." + mtext + tail, "the gil probe's verdict: only "
                              "processes scale", fig.values, fig.sources)
-    if v in (ga.BOTH_SCALE, ga.ONLY_THREADS):
+    if v in (gil_scaling.BOTH_SCALE, gil_scaling.ONLY_THREADS):
         return verdict_entry(cause, "refuted", "Threads scale here." + mtext + tail, "the gil probe's verdict: "
                              "threads scale", fig.values, fig.sources)
-    if v == ga.NEITHER:
+    if v == gil_scaling.NEITHER:
         return verdict_entry(cause, "inconclusive", "Neither threads nor processes scaled, so the GIL cannot be "
                              "told apart from a lack of free cores." + mtext, "the gil probe's verdict: neither "
                              "scales (too few free cores to tell)", fig.values, fig.sources)
-    if v == ga.INCONCLUSIVE:
+    if v == gil_scaling.INCONCLUSIVE:
         return verdict_entry(cause, "inconclusive", "The gil probe could not judge its figures." + mtext,
                              f"the gil probe's verdict: inconclusive ({micro['reason'] or 'no reason recorded'})",
                              fig.values, fig.sources)

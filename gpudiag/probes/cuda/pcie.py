@@ -10,10 +10,7 @@ Analysis (theory table, efficiency, findings) lives in gpudiag.probes.cuda.analy
 
 from __future__ import annotations
 
-import glob
 import os
-import re
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional
@@ -21,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from gpudiag.probes.cuda import analysis as ca
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.backends.nvml import NA
+from gpudiag.platform import nvidia
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
 from gpudiag.measure.stats import summarize
 
@@ -74,40 +72,15 @@ class LinkSampler:
         self._thread.join(2)
 
 
-def _read_text(path: str) -> Optional[str]:
-    """A sysfs file's text, or None where it cannot be read (containers and VMs often hide it)."""
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
-
-
 def numa_facts(bus_id: Optional[str], root: str = "/", process_cpus=None) -> Dict[str, Any]:
-    """The GPU's NUMA node vs this process's CPUs, from sysfs (Linux; `root` is a fake tree in tests)."""
-    if not sys.platform.startswith("linux") and root == "/":
-        return {"gpu_node": None, "process_nodes": [], "local": None,
-                "reason": "NUMA placement is read from Linux sysfs; not available on this OS"}
-    if not bus_id:
-        return {"gpu_node": None, "process_nodes": [], "local": None,
-                "reason": "torch gives no PCI bus id for the GPU"}
-    text = _read_text(os.path.join(root, "sys/bus/pci/devices", bus_id, "numa_node"))
-    if text is None:
-        return {"gpu_node": None, "process_nodes": [], "local": None,
-                "reason": f"/sys/bus/pci/devices/{bus_id}/numa_node not readable (container or VM?)"}
-    try:
-        gpu_node = int(text.strip())
-    except ValueError:
-        gpu_node = None
-    node_cpus = {}
-    for path in glob.glob(os.path.join(root, "sys/devices/system/node/node[0-9]*/cpulist")):
-        m = re.search(r"node(\d+)", os.path.basename(os.path.dirname(path)))
-        body = _read_text(path)
-        if m and body is not None:
-            node_cpus[int(m.group(1))] = ca.parse_cpulist(body)
+    """The GPU's NUMA node vs this process's CPUs (platform.nvidia reads them from sysfs on Linux; `root` is a
+    fake tree in tests)."""
+    where = nvidia.gpu_numa(bus_id, root)
+    if where["reason"]:
+        return {"gpu_node": None, "process_nodes": [], "local": None, "reason": where["reason"]}
     if process_cpus is None:
         process_cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-    return ca.numa_placement(gpu_node, set(process_cpus), node_cpus)
+    return ca.numa_placement(where["gpu_node"], set(process_cpus), where["node_cpus"])
 
 
 # ----------------------------------------------------------------------- measurement
