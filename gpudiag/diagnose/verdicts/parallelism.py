@@ -9,17 +9,16 @@ from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.access import (
     Figures,
     cycle_device,
-    fmt_pct,
     not_run_reason,
     path,
-    probe_data,
     row_path,
     strategy_rows,
     verdict_entry,
 )
 from gpudiag.diagnose.memory_fit import limit_text, memory_limits
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
-from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
+from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num, probe_data
+from gpudiag.units import fmt_pct
 
 
 def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:
