@@ -26,7 +26,6 @@ from gpudiag.platform._cpu_common import (  # noqa: F401
     CACHE_NAMES,
     X86_KEYS,
     cache_row,
-    human_bytes,
     isa_from_flags,
     isa_summary,
 )

@@ -15,6 +15,7 @@ from gpudiag.platform import gpu_driver
 # The probe's data: `gpudiag env`, preflight, fleet and watch collect it through these names too.
 from gpudiag.platform.gpu_driver import collect, snapshot  # noqa: F401
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip, finding
+from gpudiag.units import fmt_bytes
 
 # A link reading counts as "under load" above this GPU utilisation (links downtrain at idle).
 _BUSY_PERCENT = 50
@@ -101,7 +102,7 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             "OTHER_COMPUTE_PROCESSES", "warning",
             f"{tag} already runs {len(others)} other compute process(es) ({_names(others)}): they share "
             "the GPU by time-slicing and hold device memory"
-            + (f" ({sum(used) / 2**20:.0f} MiB)." if used else "."),
+            + (f" ({fmt_bytes(sum(used))})." if used else "."),
             {"gpu": idx, "processes": _brief(others)},
             "Stop them or wait for them before a long run; `nvidia-smi` lists them."))
 

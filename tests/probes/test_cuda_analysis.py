@@ -133,10 +133,8 @@ def test_efficiency_low_finding():
     assert ca.efficiency_findings(3.0, None, link()) == []
 
 
-def test_cpulist_and_numa():
-    assert ca.parse_cpulist("0-3,8-9,12\n") == {0, 1, 2, 3, 8, 9, 12}
-    assert ca.parse_cpulist("") == set()
-    nodes = {0: ca.parse_cpulist("0-7"), 1: ca.parse_cpulist("8-15")}
+def test_numa():  # the cpulists themselves: platform._files.parse_cpulist (tests/platform/test_cpu_limit.py)
+    nodes = {0: set(range(8)), 1: set(range(8, 16))}
     remote = ca.numa_placement(1, {0, 1, 2}, nodes)
     assert remote["local"] is False and remote["process_nodes"] == [0]
     f = ca.numa_findings(remote)

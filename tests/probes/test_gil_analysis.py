@@ -175,7 +175,7 @@ def test_worker_memory_limits_explains_four_workers_oom_on_kali():
     (f,) = [x for x in out["findings"] if x["code"] == "WORKER_MEMORY_LIMITS"]
     assert f["severity"] == "warning"
     assert "1.9 GiB of host memory (after import torch and CUDA init)" in f["message"]
-    assert "6.0 GiB available 3 workers fit in RAM" in f["message"]
+    assert "6 GiB available 3 workers fit in RAM" in f["message"]
     assert "300 MiB of GPU memory per CUDA context and 3.5 GiB free, 12 fit on the GPU" in f["message"]
     assert "4 workers (one per usable core) would need 7.6 GiB" in f["message"]
     assert f["evidence"]["fits"] == {"processes": 3, "threads": 768} and "at most 3" in f["fix"]
