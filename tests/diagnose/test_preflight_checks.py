@@ -268,7 +268,7 @@ def test_ram_too_small_for_the_workers_fails_with_the_arithmetic():
     r = run(facts, workers=4, ram_per_worker=int(1.9 * GiB))
     c = r.check("host_ram")
     assert c.status == "fail" and not r.ready
-    assert "4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6.0 GiB (available RAM)" in c.message
+    assert "4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6 GiB (available RAM)" in c.message
     assert "OOM killer" in c.message
     assert c.evidence["need_bytes"] == 4 * int(1.9 * GiB)
 
@@ -279,7 +279,7 @@ def test_ram_that_barely_fits_warns_and_threads_need_less():
     r = run(facts, workers=4, strategy="threads")  # 2 GiB + 4 x 128 MiB
     c = r.check("host_ram")
     assert c.status == "pass"
-    assert c.message.startswith("1 process 2.0 GiB (conservative default, no saved report) + 4 threads x 128 MiB")
+    assert c.message.startswith("1 process 2 GiB (conservative default, no saved report) + 4 threads x 128 MiB")
     assert r.per_worker["total_host_bytes"] == 2 * GiB + 4 * 128 * MiB
 
 
@@ -288,13 +288,13 @@ def test_the_cgroup_limit_binds_before_free_ram():
                                "cgroup_usage_bytes": 3 * GiB})
     c = run(facts, workers=3).check("host_ram")
     assert c.status == "fail"
-    assert "5.0 GiB (cgroup limit 8.0 GiB, 3.0 GiB used)" in c.message
+    assert "5 GiB (cgroup limit 8 GiB, 3 GiB used)" in c.message
 
 
 def test_the_budget_from_memory_facts_wins_and_the_wsl_cap_is_named():
     facts = make_facts(memory={"available_bytes": 10 * GiB, "budget_bytes": 3 * GiB, "wsl_memory_cap_bytes": 8 * GiB})
     c = run(facts, workers=2).check("host_ram")
-    assert c.status == "fail" and "WSL2 caps this Linux at 8.0 GiB" in c.message
+    assert c.status == "fail" and "WSL2 caps this Linux at 8 GiB" in c.message
     assert c.evidence["budget_bytes"] == 3 * GiB
 
 
@@ -309,7 +309,7 @@ def test_vram_fits_barely_fits_and_does_not_fit():
     r = run(make_facts(gpus=[gpu]), workers=4, vram_per_worker=800 * MiB)
     c = r.check("vram")
     assert c.status == "fail" and not r.ready
-    assert "4 workers x 800 MiB (--vram-per-worker) = 3.1 GiB does not fit in 3.0 GiB free of 4.0 GiB on GPU 0" \
+    assert "4 workers x 800 MiB (--vram-per-worker) = 3.1 GiB does not fit in 3 GiB free of 4 GiB on GPU 0" \
         == c.message
     assert status(run(make_facts(gpus=[make_gpu(memory_free_bytes="n/a")])), "vram") == "skip"
 
@@ -389,7 +389,7 @@ def test_swap_checks():
     assert status(run(tight, workers=1), "swap") == "pass"
     used = make_facts(memory={"swap_total_bytes": 4 * GiB, "swap_used_bytes": 3 * GiB})
     c = run(used).check("swap")
-    assert c.status == "warn" and "75% used" in c.message
+    assert c.status == "warn" and "75 % used" in c.message
     assert status(run(make_facts(memory={"swap_total_bytes": None})), "swap") == "skip"
 
 
@@ -544,7 +544,7 @@ def test_disk_space_against_the_minimum():
     disk = {"path": "ckpt", "free_bytes": 5 * GiB, "total_bytes": 100 * GiB, "writable": True}
     facts = make_facts(disk=disk)
     c = run(facts, checkpoint_dir="ckpt", min_free_disk=10 * GiB).check("disk")
-    assert c.status == "fail" and "5.0 GiB free at ckpt, less than the 10.0 GiB" in c.message
+    assert c.status == "fail" and "5 GiB free at ckpt, less than the 10 GiB" in c.message
     assert status(run(facts, checkpoint_dir="ckpt", min_free_disk=GiB), "disk") == "pass"
     assert "no --min-free-disk" in run(facts, checkpoint_dir="ckpt").check("disk").message
     ro = make_facts(disk=dict(disk, writable=False))

@@ -69,7 +69,7 @@ def test_exit_1_when_a_check_fails(monkeypatch):
     r = cli(["--workers", "4", "--ram-per-worker", "1.9G"], facts, monkeypatch)
     assert r.exit_code == 1
     assert "NOT READY" in r.output
-    assert "  - host_ram: 4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6.0 GiB" in r.output
+    assert "  - host_ram: 4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6 GiB" in r.output
 
 
 def test_strict_makes_a_warning_exit_1(monkeypatch):
