@@ -181,15 +181,15 @@ def cpu_limit_findings(cpu: Mapping) -> List[dict]:
     """CPU_LIMIT when a quota, cpuset or affinity leaves this process fewer CPUs than the machine has: the limit
     by kind (never a cgroup path), the usable cores it leaves, and how often its cgroup has been throttled since
     the cgroup was created (a warning when that is often: the work there wants more than the limit)."""
-    from gpudiag.diagnose import cpu_limit as cl
+    from gpudiag.diagnose import cpu_limit
     from gpudiag.diagnose.thresholds import THROTTLED_MIN_PERIODS, THROTTLED_SHARE_MIN
 
     limit = cpu.get("limit") or {}
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return []
     usable = limit.get("usable_cores")
     msg = (f"This process may use {limit.get('usable_cpus')} of the machine's {cpu.get('logical_cores')} logical "
-           f"CPUs: {cl.limit_text(limit)} leaves {usable} usable core{'s' if usable != 1 else ''} for workers"
+           f"CPUs: {cpu_limit.limit_text(limit)} leaves {usable} usable core{'s' if usable != 1 else ''} for workers"
            + (", so more than one CPU-bound worker cannot help." if usable == 1 else "."))
     since = limit.get("throttling_since_start") or {}
     periods, throttled = since.get("nr_periods"), since.get("nr_throttled")

@@ -75,9 +75,9 @@ def _system_rows(s: dict) -> List[tuple]:
     limit = cpu.get("limit") or {}
     usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where read
     if usable and (usable != cpu.get("logical_cores") or limit.get("limited_by")):
-        from gpudiag.diagnose import cpu_limit as cl
+        from gpudiag.diagnose import cpu_limit
 
-        why = cl.limit_text(limit)
+        why = cpu_limit.limit_text(limit)
         cores += f", {usable} usable by this process under {why}" if why else f" ({usable} usable by this process)"
     mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
     rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))

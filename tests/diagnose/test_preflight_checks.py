@@ -12,7 +12,7 @@ import os
 import pytest
 
 import gpudiag
-from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose import preflight
 from gpudiag.diagnose.preflight import facts as facts_mod
 from gpudiag.diagnose.preflight import gpu_checks, model, needs
 from gpudiag.report.contract import build_report, dumps
@@ -68,8 +68,8 @@ def no_nvml(reason="NVML library (libnvidia-ml.so.1 / nvml.dll) not found: no NV
 
 
 def run(facts, strict=False, **plan):
-    checks, need = pc.run_checks(facts, pc.Plan(**plan))
-    return pc.PreflightResult(checks, plan.get("workers", 1), plan.get("strategy", "processes"), need, 0.01,
+    checks, need = preflight.run_checks(facts, preflight.Plan(**plan))
+    return preflight.PreflightResult(checks, plan.get("workers", 1), plan.get("strategy", "processes"), need, 0.01,
                               strict=strict)
 
 
@@ -315,10 +315,10 @@ def test_vram_fits_barely_fits_and_does_not_fit():
 
 
 def test_threads_share_one_cuda_context():
-    need = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="threads"))
+    need = needs.worker_needs(make_facts(), preflight.Plan(workers=4, strategy="threads"))
     assert need["shared_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES
     assert need["total_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES + 4 * model.DEFAULT_THREAD_DEVICE_BYTES
-    procs = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="processes"))
+    procs = needs.worker_needs(make_facts(), preflight.Plan(workers=4, strategy="processes"))
     assert procs["total_device_bytes"] == 4 * model.DEFAULT_PROCESS_DEVICE_BYTES
     assert procs["shared_host_bytes"] == 0 and procs["source"] == model.DEFAULT_LABEL
 
@@ -559,7 +559,7 @@ def test_strict_turns_warnings_into_not_ready_and_raise_if_failed():
     assert relaxed.ready and relaxed.raise_if_failed() is relaxed
     assert "READY (1 warning: persistence_mode)" in relaxed.format_text()
     assert not strict.ready
-    with pytest.raises(pc.PreflightFailed) as exc:
+    with pytest.raises(preflight.PreflightFailed) as exc:
         strict.raise_if_failed()
     assert exc.value.result is strict
     assert "NOT READY: persistence_mode: persistence mode off" in str(exc.value)
@@ -624,7 +624,7 @@ def test_gather_facts_through_the_seams(tmp_path):
         seen.append(n)
         return driver_data()
 
-    facts = facts_mod.gather_facts(pc.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
+    facts = facts_mod.gather_facts(preflight.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
                             nvml_session=session_ok(), driver_collect=collect, memory_facts=memory_facts,
                             search_dir=str(tmp_path))
     assert isinstance(seen[0], FakeNvml)
@@ -637,7 +637,7 @@ def test_gather_facts_through_the_seams(tmp_path):
 
 
 def test_gather_facts_records_nvml_unavailable_with_its_reason():
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"] == {"reachable": False, "reason": "no NVIDIA driver here"}
     assert facts["driver"] is None
@@ -647,7 +647,7 @@ def test_gather_facts_survives_a_failing_driver_collect():
     def collect(n):
         raise KeyError("boom")
 
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"]["reachable"] and facts["driver"] is None
     assert "KeyError" in facts["driver_reason"]
@@ -660,7 +660,7 @@ def test_unreadable_memory_facts_skip_the_ram_check_with_the_reason():
     def broken():
         raise OSError("no /sys")
 
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
                                    search_dir=None)
     assert facts["memory"] is None and facts["memory_reason"] == "OSError: no /sys"
     assert status(run(facts), "host_ram") == "skip" and "no /sys" in run(facts).check("host_ram").message
@@ -678,7 +678,7 @@ def test_preflight_api_end_to_end_through_the_seams(tmp_path, monkeypatch):
     _inject(monkeypatch, environ={}, nvml_session=session_ok(), driver_collect=lambda n: driver_data(),
             memory_facts=memory_facts)
     r = gpudiag.preflight(workers=2, strategy="processes", vram_per_worker="800M", search_dir=str(tmp_path))
-    assert isinstance(r, pc.PreflightResult)
+    assert isinstance(r, preflight.PreflightResult)
     assert r.per_worker["device_bytes"] == 800 * MiB and r.per_worker["device_source"] == "--vram-per-worker"
     assert r.per_worker["host_bytes"] == 1100 * MiB
     assert "gpudiag-report-2026-03-01-bbbbbb.json" in r.per_worker["host_source"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Tuple
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.preflight.model import Check, Plan, num, worst
 from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
 from gpudiag.diagnose.thresholds import SWAP_USED_SHARE_MAX, SWAPLESS_NEED_SHARE_MAX
@@ -23,15 +23,15 @@ def check_cpu_limit(facts: Mapping[str, Any], plan: Plan) -> Check:
     ev = {k: limit.get(k) for k in ("usable_cores", "usable_cpus", "limited_by", "quota_cpus", "quota_period_us",
                                     "quota_source", "cgroup_version", "cpuset_cpus", "affinity_cores")}
     ev.update(workers=plan.workers, logical_cpus=facts.get("logical_cpus"))
-    where = f"under {cl.limit_text(limit)}" if cl.limit_text(limit) else "(no CPU limit)"
+    where = f"under {cpu_limit.limit_text(limit)}" if cpu_limit.limit_text(limit) else "(no CPU limit)"
     cores = f"{usable} usable core{'s' if usable != 1 else ''}"
     nouns = ("thread", "threads") if plan.strategy == "threads" else ("worker process", "worker processes")
     kind = nouns[plan.workers != 1]
     if plan.workers > usable:
         raise_it = (" or raise the limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
-                    if cl.quota_binds(limit) else "")
+                    if cpu_limit.quota_binds(limit) else "")
         return Check("cpu_limit", "warn", f"{plan.workers} {kind} on {cores} {where}: CPU-bound workers beyond "
-                     f"{usable} take turns" + (" inside the quota (throttled)" if cl.quota_binds(limit) else "")
+                     f"{usable} take turns" + (" inside the quota (throttled)" if cpu_limit.quota_binds(limit) else "")
                      + f" and add no speed; use --workers {usable}{raise_it}, unless they mostly wait on the GPU "
                      "or on input", ev)
     return Check("cpu_limit", "pass", f"{plan.workers} {kind} within {cores} {where}", ev)

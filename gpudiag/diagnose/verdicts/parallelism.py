@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.access import (
     Figures,
@@ -161,9 +161,9 @@ def verdict_gil_contention(report: dict) -> dict:
                              "and processes on your loop", fig.values, fig.sources)
     if micro is None:
         limit = get(gil, "cpu", "limit")
-        if cl.usable_cores(limit) == 1 and cl.limit_text(limit):
+        if cpu_limit.usable_cores(limit) == 1 and cpu_limit.limit_text(limit):
             return verdict_entry(cause, "not_measured", "The gil probe measured only 1 worker: more workers cannot "
-                                 "help here.", f"{cl.usable_text(limit)}: threads and processes cannot run side "
+                                 "help here.", f"{cpu_limit.usable_text(limit)}: threads and processes cannot run side "
                                  "by side", fig.values, fig.sources)
         return verdict_entry(cause, "not_measured", "The gil probe recorded no threads-vs-processes pair "
                              "with more than one worker.",

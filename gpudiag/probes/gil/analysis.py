@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.gil_scaling import BOTH_SCALE, MODES, NEITHER, ONLY_PROCESSES, ONLY_THREADS, WORKLOADS
 # probe.py reads the rule's thresholds through this module (as SCALE_FRACTION and MIN_TOLERANCE) when it plans
@@ -192,7 +192,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
                 "even one worker wanted more CPU than the limit gives, so its rates describe this limit")
         findings.append(finding(
             "CPU_THROTTLED_DURING_MEASUREMENT", "warning",
-            f"`{worst_t}` ran {cl.throttled_text(limit, throttling[worst_t])} (workloads affected: "
+            f"`{worst_t}` ran {cpu_limit.throttled_text(limit, throttling[worst_t])} (workloads affected: "
             f"{', '.join(sorted(throttling))}): {what}, and more workers cannot help.",
             {"throttling": throttling, "limit": limit},
             "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu) to measure more workers; "
@@ -204,7 +204,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
             f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
             f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
-            {"other_busy_cores": load, "usable_cores": cores, "run_cores": cl.run_cores(limit),
+            {"other_busy_cores": load, "usable_cores": cores, "run_cores": cpu_limit.run_cores(limit),
              "rule": f"busy when other programs leave fewer than N - {BUSY_MARGIN_CORES:g} of the usable cores "
                      "free for the N workers measured (under a CPU quota: of the cores the process may run on, "
                      "beyond what the quota lets it use)"},
