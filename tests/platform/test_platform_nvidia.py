@@ -131,7 +131,6 @@ def test_clean_process_name_keeps_only_the_base_name(raw, clean):
 ])
 def test_classify_process(name, category):
     assert nvidia.classify_process(name)[0] == category
-    assert nvidia.is_desktop_process(name) == (category in ("display", "app"))
 
 
 def test_mps_daemon_running_from_a_snapshot():
