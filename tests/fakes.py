@@ -55,7 +55,21 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pynvml
 
-from gpudiag.backends.nvml import encode_clock_event_reasons
+from gpudiag.backends.nvml import CLOCK_EVENT_REASONS
+
+
+
+def encode_clock_event_reasons(names: Iterable[str]) -> int:
+    """The NVML mask for clock event reason names (the inverse of backends.nvml.decode_clock_event_reasons), so a
+    fake GPU is written with readable names; a misspelt name is refused."""
+    by_name = {name: bit for bit, name in CLOCK_EVENT_REASONS}
+    raw = 0
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"unknown clock event reason {name!r}; known: {', '.join(by_name)}")
+        raw |= by_name[name]
+    return raw
+
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 MiB = 2 ** 20

@@ -23,8 +23,7 @@ from typing import Any, List, Optional, Sequence
 
 import psutil
 
-from gpudiag.backends.nvml import encode_clock_event_reasons
-from tests.fakes import NOT_SUPPORTED, NVMLError_NotFound, FakeNvml, FakeProcess, _as_process, _Struct
+from tests.fakes import NOT_SUPPORTED, NVMLError_NotFound, FakeNvml, FakeProcess, _as_process, _Struct, encode_clock_event_reasons
 
 
 @dataclass

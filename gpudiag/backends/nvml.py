@@ -59,17 +59,6 @@ def decode_clock_event_reasons(raw: Any) -> List[str]:
     return names
 
 
-def encode_clock_event_reasons(names) -> int:
-    """The mask for reason names (the inverse of decode_clock_event_reasons, for fakes and tests)."""
-    by_name = {name: bit for bit, name in CLOCK_EVENT_REASONS}
-    raw = 0
-    for name in names:
-        if name not in by_name:
-            raise ValueError(f"unknown clock event reason {name!r}; known: {', '.join(by_name)}")
-        raw |= by_name[name]
-    return raw
-
-
 def cuda_version_string(value: Any) -> Any:
     """NVML's CUDA driver version integer (12040) as "12.4"; NA stays NA."""
     if not isinstance(value, int) or value <= 0:

@@ -12,9 +12,6 @@ from typing import Any, Dict, List, Optional, Tuple
 from gpudiag.diagnose.thresholds import CUDA_PROBES
 from gpudiag.report.values import as_dict, as_int, as_list, as_str, get, interval, num, probe_data, probe_result
 
-# Read by diagnose/verdicts/ from here until it imports gpudiag.units and gpudiag.report.values itself.
-from gpudiag.units import fmt_bytes, fmt_pct, fmt_rate  # noqa: F401
-
 
 def path(*parts: Any) -> str:
     """('probes', 'cycle', 'data', 'strategies', 3, 'cycles_per_s') -> probes.cycle.data.strategies[3].cycles_per_s"""

@@ -1,19 +1,20 @@
 """The GIL rules: do threads and processes scale on the `gil` probe's micro-benchmark? Pure: the probe
 calls judge() on its rows, and diagnose/verdicts/parallelism re-applies it to an older report's rows.
 
-Scaling classification (per workload, at the largest worker count measured in both modes):
+Scaling classification (per workload, at the largest worker count measured in both modes; the
+thresholds are in gpudiag.diagnose.thresholds):
 - a mode *scales* when its speedup reaches at least half of the ideal extra speedup:
-  `speedup >= 1 + SCALE_FRACTION * (N - 1)` (N=2: 1.5x; N=4: 2.5x);
+  `speedup >= 1 + GIL_SCALE_FRACTION * (N - 1)` (N=2: 1.5x; N=4: 2.5x);
 - a mode is *flat* when `speedup <= 1 + tolerance`, where the tolerance grows with the measured
-  noise: `max(MIN_TOLERANCE, NOISE_FACTOR * worst relative spread of the two 1-worker baselines)`;
-- when the tolerance exceeds MAX_TOLERANCE, or is so wide that "flat" and "scales" overlap
-  (`1 + tolerance >= 1 + SCALE_FRACTION * (N - 1)`), the measurement is too noisy to judge
+  noise: `max(GIL_FLAT_MIN_TOLERANCE, GIL_FLAT_NOISE_FACTOR * worst relative spread of the two 1-worker baselines)`;
+- when the tolerance exceeds GIL_FLAT_MAX_TOLERANCE, or is so wide that "flat" and "scales" overlap
+  (`1 + tolerance >= 1 + GIL_SCALE_FRACTION * (N - 1)`), the measurement is too noisy to judge
   ("inconclusive"), instead of guessing. This keeps "near 1" and "near the core count" honest on a
   2-core machine where both are close together.
 - with a 95 % interval per speedup (rows of this version), a mode scales only when its interval
   also excludes "no gain" (`low > 1`), and is flat only when its interval stays below the scaling
-  line (`high < 1 + SCALE_FRACTION * (N - 1)`); in between: inconclusive.
-- a speedup above the ideal N x (beyond IDEAL_TOLERANCE, or with its whole interval above N) is
+  line (`high < 1 + GIL_SCALE_FRACTION * (N - 1)`); in between: inconclusive.
+- a speedup above the ideal N x (beyond SPEEDUP_CEILING_TOLERANCE, or with its whole interval above N) is
   impossible for N workers sharing the same total work: the 1-worker baseline was disturbed, so
   the verdict is inconclusive and says so;
 - when other programs kept the cores busy (gpudiag.measure.load.machine_busy), the workload's
@@ -29,17 +30,15 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 from gpudiag.diagnose import cpu_limit
-from gpudiag.diagnose.thresholds import SPEEDUP_CEILING_TOLERANCE, THROTTLED_MIN_PERIODS
+from gpudiag.diagnose.thresholds import (
+    GIL_FLAT_MAX_TOLERANCE,
+    GIL_FLAT_MIN_TOLERANCE,
+    GIL_FLAT_NOISE_FACTOR,
+    GIL_SCALE_FRACTION,
+    SPEEDUP_CEILING_TOLERANCE,
+    THROTTLED_MIN_PERIODS,
+)
 from gpudiag.measure.load import machine_busy
-
-# The thresholds of the rules above (the module docstring says how each is used).
-SCALE_FRACTION = 0.5
-MIN_TOLERANCE = 0.2
-NOISE_FACTOR = 2.0
-MAX_TOLERANCE = 0.6
-# N workers sharing one total amount of work cannot beat N x: above N x (1 + this) the baseline was
-# disturbed (the same rule as the cycle's; gpudiag/diagnose/thresholds.py says why 10 %).
-IDEAL_TOLERANCE = SPEEDUP_CEILING_TOLERANCE
 
 WORKLOADS = ("python", "torch_op", "torch_dispatch", "cuda_launch")
 MODES = ("threads", "processes")
@@ -74,7 +73,7 @@ def above_ideal(speedup: Optional[float], workers: int, ci: Optional[Sequence[fl
     """True when N workers sharing the same total work measured more than N x (beyond the tolerance)."""
     if speedup is None or workers < 1:
         return False
-    return speedup > workers * (1 + IDEAL_TOLERANCE) or (ci is not None and ci[0] > workers)
+    return speedup > workers * (1 + SPEEDUP_CEILING_TOLERANCE) or (ci is not None and ci[0] > workers)
 
 
 def compare_modes(rows: Sequence[dict], workload: str, one_worker_reason: Optional[str] = None) -> Dict[str, Any]:
@@ -103,7 +102,7 @@ def compare_modes(rows: Sequence[dict], workload: str, one_worker_reason: Option
     # hand-off itself (convoys), not measurement noise, and its median is what the verdict reads.
     spreads = [r["spread_fraction"] for r in (_row(rows, workload, "threads", 1), _row(rows, workload, "processes", 1))
                if r and isinstance(r.get("spread_fraction"), (int, float))]
-    tol = max(MIN_TOLERANCE, NOISE_FACTOR * max(spreads, default=0.0))
+    tol = max(GIL_FLAT_MIN_TOLERANCE, GIL_FLAT_NOISE_FACTOR * max(spreads, default=0.0))
     out.update(workers=n, threads_speedup=t["speedup"], processes_speedup=p["speedup"], tolerance=round(tol, 3),
                threads_ci95=list(t_ci) if t_ci else None, processes_ci95=list(p_ci) if p_ci else None)
     over = [(m, r["speedup"]) for m, r, ci in (("threads", t, t_ci), ("processes", p, p_ci))
@@ -116,7 +115,7 @@ def compare_modes(rows: Sequence[dict], workload: str, one_worker_reason: Option
         return out
     out["verdict"] = classify(t["speedup"], p["speedup"], n, tol, t_ci, p_ci)
     if out["verdict"] == INCONCLUSIVE:
-        if tol > MAX_TOLERANCE or 1 + tol >= 1 + SCALE_FRACTION * (n - 1):
+        if tol > GIL_FLAT_MAX_TOLERANCE or 1 + tol >= 1 + GIL_SCALE_FRACTION * (n - 1):
             out["reason"] = f"timings too noisy to judge (spread {max(spreads):.0%} between repeats)"
         else:
             out["reason"] = "the speedups lie between 'flat' and 'scales', or their intervals reach both"
@@ -126,8 +125,8 @@ def compare_modes(rows: Sequence[dict], workload: str, one_worker_reason: Option
 def classify(threads_speedup: float, processes_speedup: float, workers: int, tolerance: float,
              threads_ci: Optional[Sequence[float]] = None, processes_ci: Optional[Sequence[float]] = None) -> str:
     """Which modes scale at `workers` workers, given both speedups (and intervals) and the noise tolerance."""
-    need = 1 + SCALE_FRACTION * (workers - 1)
-    if tolerance > MAX_TOLERANCE or 1 + tolerance >= need:  # "flat" and "scales" would overlap
+    need = 1 + GIL_SCALE_FRACTION * (workers - 1)
+    if tolerance > GIL_FLAT_MAX_TOLERANCE or 1 + tolerance >= need:  # "flat" and "scales" would overlap
         return INCONCLUSIVE
 
     def state(s: float, ci: Optional[Sequence[float]]) -> str:

@@ -10,7 +10,7 @@ The rules, the statistics and the confidence levels are described for users in d
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from gpudiag.diagnose import confidence
 from gpudiag.diagnose import cpu_limit
@@ -111,17 +111,9 @@ def _bounds_text(c: dict) -> str:
     return f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x"
 
 
-def recommend(report: Any) -> dict:
-    """report dict -> the `recommendation` object of docs/report-contract.md. Never raises on missing data."""
-    report = report if isinstance(report, dict) else {}
-    rows = strategy_rows(report)
-    limits = memory_limits(report)
-    device = cycle_device(report)
-    answered = gpu_questions_answered(report)
-    cyc = probe_data(report, "cycle")
-    serial = next((r for r in rows if r["name"] == "serial" and r["status"] == "ok" and r["cycles_per_s"]), None)
-    quality = confidence.cycle_quality(cyc, rows, report) if cyc else None
-
+def _candidates(rows: List[dict], limits: dict, serial: Optional[dict]) -> Tuple[List[dict], Dict[int, str]]:
+    """The strategies that measured and fit in memory (each at the worker count that fits), and {row index: why}
+    for those that measured but do not fit."""
     candidates, excluded = [], {}
     for r in rows:
         if r["status"] != "ok" or r["cycles_per_s"] is None or r["cycles_per_s"] <= 0:
@@ -133,9 +125,15 @@ def recommend(report: Any) -> dict:
             excluded[r["index"]] = note or "does not fit in memory"
             continue
         candidates.append(_candidate(r, entry, serial, note))
+    return candidates, excluded
+
+
+def _choose(candidates: List[dict], quality: Optional[dict]) -> Tuple[str, Optional[dict], Optional[dict], List[dict],
+                                                                      List[str]]:
+    """(confidence level, chosen, fastest, tied, reasons the figures are too noisy to judge): confidence.choose
+    over the candidates, unless the measurement's quality (or too wide a tie) makes it too_noisy."""
     # choose() ranks on `speedup`: over serial, or cycles/s when serial was not measured.
     ranked = [dict(c, speedup=c["rank_value"], _c=c) for c in candidates]
-
     noisy_reasons = list(quality["reasons"]) if quality else []
     chosen = fastest = None
     tied: List[dict] = []
@@ -150,6 +148,64 @@ def recommend(report: Any) -> dict:
                                      "judge (" + "; ".join(_wide_text(fa, w) for w in wide) + ")")
     if noisy_reasons and (ranked or (quality and quality["busy"])):
         level, chosen, fastest, tied = confidence.TOO_NOISY, None, None, []
+    return level, chosen, fastest, tied, noisy_reasons
+
+
+def _gpu_note(report: dict, answered: bool, level: str) -> str:
+    """What the headline adds about the GPU questions, and (one voice with the page) a busy gil micro-benchmark."""
+    note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
+                                "(the verdicts say why).")
+    if level in (confidence.CLEAR, confidence.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
+        # One voice: the page also says the machine was busy; say which figures that touched.
+        note = (" The machine was busy while the gil micro-benchmark ran (its verdicts are inconclusive); "
+                "the strategy tournament ran on a quiet machine." + note)
+    return note
+
+
+def _too_noisy_headline(where: str, quality: Optional[dict], noisy_reasons: List[str]) -> Tuple[str, str, str]:
+    """(headline, choice rule, reason) when no strategy can be presented: busy, unsteady or throttled figures."""
+    busy = bool(quality and quality["busy"])
+    if quality and quality["throttled"]:
+        # Under a throttling quota, closing other work changes nothing: say what can.
+        headline = (f"{where}, the measurements were {quality['throttled_text']} and cannot be judged: "
+                    + "; ".join(r for r in noisy_reasons if quality["throttled_text"] not in r)
+                    + ". No strategy is recommended from these "
+                    "figures: more workers cannot help under this limit; raise it (docker --cpus, Kubernetes "
+                    "resources.limits.cpu) and run `gpudiag report` again.")
+    else:
+        headline = ((f"{where}, the machine was too busy to judge: " if busy else
+                     f"{where}, the measurements were too noisy to judge: ") + "; ".join(noisy_reasons)
+                    + ". No strategy is recommended from these figures: close other work (or wait for it) and "
+                      "run `gpudiag report` again.")
+    rule = "too_noisy: no strategy is presented when the machine was busy, the plain loop was unsteady, a " \
+           "speedup exceeded its worker count, or the tied intervals were too wide"
+    return headline, rule, "; ".join(noisy_reasons)
+
+
+def _nothing_to_recommend(report: dict, cyc: dict, rows: List[dict]) -> str:
+    """Why no strategy measured and fit: the cycle probe did not run, recorded nothing, or nothing fit or finished."""
+    if not cyc:
+        return not_run_reason(report, "cycle")
+    if not rows:
+        return "the cycle probe recorded no strategies"
+    if any(r["status"] == "ok" and r["cycles_per_s"] for r in rows):
+        return "every strategy measured needs more memory than this machine has for its workers"
+    return "no strategy finished its measurement"
+
+
+def recommend(report: Any) -> dict:
+    """report dict -> the `recommendation` object of docs/report-contract.md. Never raises on missing data."""
+    report = report if isinstance(report, dict) else {}
+    rows = strategy_rows(report)
+    limits = memory_limits(report)
+    device = cycle_device(report)
+    answered = gpu_questions_answered(report)
+    cyc = probe_data(report, "cycle")
+    serial = next((r for r in rows if r["name"] == "serial" and r["status"] == "ok" and r["cycles_per_s"]), None)
+    quality = confidence.cycle_quality(cyc, rows, report) if cyc else None
+
+    candidates, excluded = _candidates(rows, limits, serial)
+    level, chosen, fastest, tied, noisy_reasons = _choose(candidates, quality)
 
     ev = _evidence(report, chosen, serial, limits, device, quality if level == confidence.TOO_NOISY else None)
     cpu = _cpu_limit(report, quality)
@@ -159,44 +215,15 @@ def recommend(report: Any) -> dict:
     verdicts = [verdict_worker_memory(report, limits) if rules[c] is verdict_worker_memory else rules[c](report)
                 for c in CAUSES]
 
-    gpu_note = "" if answered else (" GPU questions were not answered here: no CUDA device was measured "
-                                    "(the verdicts say why).")
-    if level in (confidence.CLEAR, confidence.TIE) and findings_with(report, ("MACHINE_BUSY_DURING_MEASUREMENT",)):
-        # One voice: the page also says the machine was busy; say which figures that touched.
-        gpu_note = (" The machine was busy while the gil micro-benchmark ran (its verdicts are inconclusive); "
-                    "the strategy tournament ran on a quiet machine." + gpu_note)
     where = "On this machine" if device in (None, "cuda") else "On this machine's CPU (the cycle ran without a GPU)"
-    rule, reason = None, ""
+    rule: Optional[str] = None
     if level == confidence.TOO_NOISY:
-        busy = bool(quality and quality["busy"])
-        if quality and quality["throttled"]:
-            # Under a throttling quota, closing other work changes nothing: say what can.
-            headline = (f"{where}, the measurements were {quality['throttled_text']} and cannot be judged: "
-                        + "; ".join(r for r in noisy_reasons if quality["throttled_text"] not in r)
-                        + ". No strategy is recommended from these "
-                        "figures: more workers cannot help under this limit; raise it (docker --cpus, Kubernetes "
-                        "resources.limits.cpu) and run `gpudiag report` again.")
-        else:
-            headline = ((f"{where}, the machine was too busy to judge: " if busy else
-                         f"{where}, the measurements were too noisy to judge: ") + "; ".join(noisy_reasons)
-                        + ". No strategy is recommended from these figures: close other work (or wait for it) and "
-                          "run `gpudiag report` again.")
-        rule = "too_noisy: no strategy is presented when the machine was busy, the plain loop was unsteady, a " \
-               "speedup exceeded its worker count, or the tied intervals were too wide"
-        reason = "; ".join(noisy_reasons)
+        headline, rule, reason = _too_noisy_headline(where, quality, noisy_reasons)
     elif chosen is not None:
         headline, rule, reason = _headline(where, chosen, fastest, tied, serial, candidates, level, report)
     else:
-        if not cyc:
-            why = not_run_reason(report, "cycle")
-        elif not rows:
-            why = "the cycle probe recorded no strategies"
-        elif any(r["status"] == "ok" and r["cycles_per_s"] for r in rows):
-            why = "every strategy measured needs more memory than this machine has for its workers"
-        else:
-            why = "no strategy finished its measurement"
-        headline = f"No strategy to recommend: {why}."
-        reason = why
+        reason = _nothing_to_recommend(report, cyc, rows)
+        headline = f"No strategy to recommend: {reason}."
     if cpu["note"] and not (quality and quality["throttled"] and level == confidence.TOO_NOISY):  # that one names it
         headline += " " + cpu["note"]
         reason = (reason + "; " if reason else "") + cpu["note"][0].lower() + cpu["note"][1:].rstrip(".")
@@ -213,7 +240,7 @@ def recommend(report: Any) -> dict:
         "tied_with": [t["name"] for t in tied],
         "device": device,
         "choice_rule": rule,
-        "headline": headline + gpu_note,
+        "headline": headline + _gpu_note(report, answered, level),
         "evidence": ev,
         "runners_up": runners,
         "environment_changes": environment_changes(report, chosen["name"] if chosen else None, device),

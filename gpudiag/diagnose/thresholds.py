@@ -59,6 +59,27 @@ THROTTLED_SHARE_MIN = 0.20
 THROTTLED_MIN_PERIODS = 5
 
 
+# The GIL rule (gpudiag.diagnose.gil_scaling, docs/gil.md "Verdict and findings"): N threads or processes
+# *scale* when their speedup over one worker reaches 1 + this x (N - 1), half the ideal extra speedup: the
+# midpoint between no gain (1x) and the ideal N x, so 1.5x for 2 workers and 2.5x for 4.
+GIL_SCALE_FRACTION = 0.5
+
+
+# ... and are *flat* when the speedup stays within a tolerance of 1x: at least this much ...
+GIL_FLAT_MIN_TOLERANCE = 0.2
+
+
+# ... or this many times the worst relative spread of the two 1-worker baselines, whichever is larger (a
+# noisy baseline widens what counts as "no gain"; the spread of a contended N-thread row is GIL hand-off
+# behaviour, not noise, so it does not count) ...
+GIL_FLAT_NOISE_FACTOR = 2.0
+
+
+# ... and a tolerance above this (or one so wide that "flat" and "scales" overlap: for 2 workers from 0.5
+# on) leaves the verdict inconclusive instead of a guess.
+GIL_FLAT_MAX_TOLERANCE = 0.6
+
+
 # Simplest first: what a user has to change in their loop to adopt each strategy. Used to resolve
 # ties (strategies whose intervals are not NOISE_MARGIN_FRACTION apart); fewer workers is simpler
 # within one strategy.
@@ -129,6 +150,25 @@ CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth",
 # The probes that exercise a GPU: when none of them measured (and the cycle ran on the CPU), the GPU
 # questions are unanswered and the recommendation says so.
 CUDA_PROBES = ("launch", "contention", "pcie")
+
+
+# Preflight (gpudiag.diagnose.preflight, docs/preflight.md): a memory need above this share of what is free
+# leaves no room for the allocator's caching and the data a worker loads later: warn (above all of it: fail).
+TIGHT_FRACTION = 0.9
+
+
+# Preflight's swap check: without swap, workers that need over this share of the memory left warn, since
+# going over then means the OOM killer rather than a slowdown ...
+SWAPLESS_NEED_SHARE_MAX = 0.75
+
+
+# ... and swap already over this share used before the run says the machine is short of RAM.
+SWAP_USED_SHARE_MAX = 0.5
+
+
+# A GPU under this utilisation (%) idles (or NVML says gpu_idle): its link's lower PCIe generation is then
+# power saving, not a fault, so preflight does not warn about it.
+GPU_IDLE_UTILIZATION_PERCENT = 10
 
 
 # Fleet CPU share (gpudiag.fleet.cpu_verdict, docs/fleet.md "CPU share"). A rank is short of CPU when

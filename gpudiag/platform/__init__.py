@@ -1,4 +1,5 @@
-"""OS facts behind one dispatch: probes and `env` call these and never test sys.platform.
+"""Facts about this machine behind the one OS switch. Only gpudiag/platform/ tests which OS this is (its per-OS
+modules are the only OS-specific code); everything else asks it for a fact or a behaviour (tests/test_os_switch.py).
 
     os_facts(root)        -> system.os       (distro, kernel, WSL, container, virtualization)
     memory_facts(root)    -> system.memory   (RAM, swap, cgroup, WSL cap, overcommit, OOM kills, budget)

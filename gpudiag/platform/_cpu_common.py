@@ -1,11 +1,13 @@
 """CPU helpers every OS's reader shares (platform.cpu_features for Linux, _cpu_windows, _darwin): instruction
-sets from flag names, lscpu's way of writing sizes and caches. A leaf: it imports no other platform module,
+sets from flag names, lscpu's cache cells (sizes in gpudiag.units's words). A leaf: it imports no other platform module,
 so the per-OS readers and the dispatch that calls them form no cycle.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
+
+from gpudiag.units import fmt_bytes
 
 # ------------------------------------------------------------------ instruction sets
 
@@ -50,25 +52,13 @@ def isa_summary(isa: Optional[dict]) -> Optional[str]:
     return " · ".join(parts)
 
 
-# ------------------------------------------------------------------ formatting as lscpu does
-
-def human_bytes(n: Optional[int]) -> Optional[str]:
-    """lscpu's sizes: "48 KiB", "1.5 MiB", "32 MiB"."""
-    if n is None:
-        return None
-    value, unit = float(n), "B"
-    for u in ("KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, u
-    return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-
+# ------------------------------------------------------------------ caches as lscpu writes them
 
 def cache_row(c: dict) -> str:
     """lscpu's cache cell, total size and instance count: "96 KiB (2 instances)"."""
     n = c.get("instances")
     inst = f" ({n} instance{'s' if n != 1 else ''})" if n else ""
-    return f"{human_bytes(c.get('bytes_total'))}{inst}"
+    return f"{fmt_bytes(c.get('bytes_total'))}{inst}"
 
 
 # sysfs / Windows cache (level, type) -> lscpu's cache name

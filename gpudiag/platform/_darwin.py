@@ -8,6 +8,7 @@ import platform as _platform
 from typing import Optional
 
 from gpudiag.platform import _cpu_common
+from gpudiag.units import fmt_bytes
 
 
 def sysctl_string(name: str) -> Optional[str]:
@@ -115,7 +116,7 @@ def cpu_features(sysctl=None) -> dict:
         rows.append(["Core(s) per socket", str(phys // (pkgs or 1))])
     rows.append(["Socket(s)", str(pkgs or "unknown")])
     rows.append(["Flags", " ".join(flags) if flags else "none of the checked hw.optional features"])
-    rows += [[f"{k} cache", f"{_cpu_common.human_bytes(c['bytes_each'])} (per core or cluster, as sysctl reports it)"]
+    rows += [[f"{k} cache", f"{fmt_bytes(c['bytes_each'])} (per core or cluster, as sysctl reports it)"]
              for k, c in caches.items()]
     rows.append(["NUMA node(s)", "1 (macOS has one memory node)"])
     return {"isa": isa, "isa_summary": _cpu_common.isa_summary(isa), "flags": flags, "caches": caches,

@@ -22,11 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # The shared helpers, also read through this module (views/env_fields: cache_row; tests).
 from gpudiag.platform._cpu_common import (  # noqa: F401
-    ARM_KEYS,
     CACHE_NAMES,
-    X86_KEYS,
     cache_row,
-    human_bytes,
     isa_from_flags,
     isa_summary,
 )

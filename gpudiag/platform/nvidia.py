@@ -259,11 +259,6 @@ def classify_process(name: Optional[str]) -> Tuple[str, str]:
     return _KNOWN.get(clean.lower(), ("other", clean))
 
 
-def is_desktop_process(name: Optional[str]) -> bool:
-    """A display server/compositor/shell or a known desktop app."""
-    return classify_process(name)[0] in ("display", "app")
-
-
 # ----------------------------------------------------------------- Windows registry
 
 GRAPHICS_DRIVERS_KEY = r"SYSTEM\CurrentControlSet\Control\GraphicsDrivers"

@@ -15,6 +15,7 @@ from gpudiag.platform import gpu_driver
 # The probe's data: `gpudiag env`, preflight, fleet and watch collect it through these names too.
 from gpudiag.platform.gpu_driver import collect, snapshot  # noqa: F401
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip, finding
+from gpudiag.units import fmt_bytes
 
 # A link reading counts as "under load" above this GPU utilisation (links downtrain at idle).
 _BUSY_PERCENT = 50
@@ -46,13 +47,11 @@ def _proc_rows(gpu: dict, kind: str) -> List[dict]:
     return rows if isinstance(rows, list) else []
 
 
-def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
-    """Findings for one readable GPU: who else shares it (desktop, apps, other compute), throttling, PCIe
-    link, persistence, driver and compute mode, MIG, ECC. `own`: pids of gpudiag itself, never counted."""
+def _sharing_findings(gpu: dict, tag: str, host: Any, own: set) -> List[dict]:
+    """Who else uses the GPU: the desktop drawing on it, desktop programs, other compute processes (`own`: gpudiag's
+    pids, never counted)."""
     out: List[dict] = []
     idx = gpu.get("index")
-    tag = f"GPU {idx} ({gpu.get('name')})"
-    host = data.get("host")
     graphics = _proc_rows(gpu, "graphics")
     compute = _proc_rows(gpu, "compute")
     every: Dict[Any, dict] = {}
@@ -101,10 +100,16 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             "OTHER_COMPUTE_PROCESSES", "warning",
             f"{tag} already runs {len(others)} other compute process(es) ({_names(others)}): they share "
             "the GPU by time-slicing and hold device memory"
-            + (f" ({sum(used) / 2**20:.0f} MiB)." if used else "."),
+            + (f" ({fmt_bytes(sum(used))})." if used else "."),
             {"gpu": idx, "processes": _brief(others)},
             "Stop them or wait for them before a long run; `nvidia-smi` lists them."))
+    return out
 
+
+def _clock_findings(gpu: dict, tag: str) -> List[dict]:
+    """Clocks held down right now by heat or power."""
+    out: List[dict] = []
+    idx = gpu.get("index")
     ce = gpu.get("clock_event_reasons") or {}
     throttling = ce.get("throttling")
     if isinstance(throttling, list) and throttling:
@@ -118,7 +123,13 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             "Thermal: clean the fans, raise the laptop, use a cooler room or a lower power profile. Power cap: on a "
             "laptop plug in the charger and pick a performance power mode; `nvidia-smi -q -d PERFORMANCE` "
             "shows the cause over time."))
+    return out
 
+
+def _pcie_findings(gpu: dict, tag: str) -> List[dict]:
+    """A link below its maximum (a warning only under load: idle links downtrain) or a slot slower than the card."""
+    out: List[dict] = []
+    idx = gpu.get("index")
     pcie = gpu.get("pcie") or {}
     gen, gen_sys, gen_card = pcie.get("gen_current"), pcie.get("gen_max_system"), pcie.get("gen_max_card")
     width, width_max = pcie.get("width_current"), pcie.get("width_max")
@@ -146,7 +157,14 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             "copies top out at the slot's rate.",
             {"gpu": idx, "gen_max_card": gen_card, "gen_max_system": gen_sys},
             "Use a slot of the card's generation if the board has one; otherwise keep transfers few and large."))
+    return out
 
+
+def _setup_findings(gpu: dict, tag: str, host: Any) -> List[dict]:
+    """How the GPU is set up: persistence mode, the Windows driver model (and a pending change), a restricted compute
+    mode, MIG."""
+    out: List[dict] = []
+    idx = gpu.get("index")
     if host == "linux" and gpu.get("persistence_mode") is False:
         out.append(finding(
             "PERSISTENCE_MODE_OFF", "info",
@@ -193,7 +211,13 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             f"{tag} is partitioned with MIG: CUDA sees MIG instances, not the whole GPU, and NVML does "
             "not report utilisation for it.",
             {"gpu": idx, "mig_mode": gpu.get("mig_mode")}, None))
+    return out
 
+
+def _memory_health_findings(gpu: dict, tag: str) -> List[dict]:
+    """Uncorrectable ECC errors or a failed row remapping, and retirements waiting for a reset."""
+    out: List[dict] = []
+    idx = gpu.get("index")
     ecc = gpu.get("ecc") or {}
     unc = {k: ecc.get(k) for k in ("volatile_uncorrected", "aggregate_uncorrected")
            if isinstance(ecc.get(k), int) and ecc.get(k) > 0}
@@ -213,6 +237,16 @@ def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
             {"gpu": idx, "remapped_rows": rows or None, "retired_pages_pending": ecc.get("retired_pages_pending")},
             "Reset the GPU when it is idle (nvidia-smi -r) or reboot."))
     return out
+
+
+def _gpu_findings(gpu: dict, data: dict, own: set) -> List[dict]:
+    """Findings for one readable GPU, in this order: who else shares it (desktop, apps, other compute),
+    throttling, PCIe link, persistence, driver and compute mode, MIG, ECC. `own`: pids of gpudiag itself,
+    never counted."""
+    tag = f"GPU {gpu.get('index')} ({gpu.get('name')})"
+    host = data.get("host")
+    return (_sharing_findings(gpu, tag, host, own) + _clock_findings(gpu, tag) + _pcie_findings(gpu, tag)
+            + _setup_findings(gpu, tag, host) + _memory_health_findings(gpu, tag))
 
 
 def analyze(data: Dict[str, Any], own_pids: Optional[Iterable[int]] = None) -> List[dict]:

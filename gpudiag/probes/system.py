@@ -10,6 +10,7 @@ import os
 from typing import Dict, List, Mapping, Optional
 
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
+from gpudiag.units import fmt_bytes
 
 # Variables that change how CUDA/torch/threads behave. Values of anything else never leave the machine.
 ENV_NAMES = (
@@ -30,7 +31,6 @@ DCGM_PERF_LIMITING = (
 ENV_PREFIXES = ("NCCL_",)
 
 _OFF = ("", "0", "false", "no", "off")
-_GIB = 2 ** 30
 
 
 def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
@@ -40,11 +40,6 @@ def collect_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
 
     environ = os.environ if environ is None else environ
     return allowlisted_env(dict(environ), ENV_NAMES + DCGM_PERF_LIMITING, ENV_PREFIXES)
-
-
-def _gib(n) -> str:
-    """Bytes as "12.3 GiB" ("unknown" when not a number), for the memory findings' messages."""
-    return f"{n / _GIB:.1f} GiB" if isinstance(n, (int, float)) else "unknown"
 
 
 def env_findings(env: Mapping[str, str]) -> List[dict]:
@@ -105,7 +100,7 @@ def findings_for(data: Mapping) -> List[dict]:
     if mem.get("wsl_memory_cap_bytes"):
         out.append(finding(
             "WSL_MEMORY_CAP", "info",
-            f"WSL2 runs Linux in a VM capped at {_gib(mem['wsl_memory_cap_bytes'])} "
+            f"WSL2 runs Linux in a VM capped at {fmt_bytes(mem['wsl_memory_cap_bytes'], missing='unknown')} "
             "(by default half of the Windows host's RAM): workers are OOM-killed at this cap even "
             "when Windows shows free memory.",
             {"wsl_memory_cap_bytes": mem["wsl_memory_cap_bytes"], "source": "/proc/meminfo MemTotal inside WSL2"},
@@ -114,8 +109,8 @@ def findings_for(data: Mapping) -> List[dict]:
     if limit is not None and (total is None or limit < total):
         out.append(finding(
             "CGROUP_MEMORY_LIMIT", "warning",
-            f"This process runs in a cgroup limited to {_gib(limit)} (machine RAM {_gib(total)}; "
-            f"{_gib(mem.get('cgroup_usage_bytes'))} already used): the OOM killer fires at the cgroup limit.",
+            f"This process runs in a cgroup limited to {fmt_bytes(limit, missing='unknown')} (machine RAM {fmt_bytes(total, missing='unknown')}; "
+            f"{fmt_bytes(mem.get('cgroup_usage_bytes'), missing='unknown')} already used): the OOM killer fires at the cgroup limit.",
             {"cgroup_limit_bytes": limit, "cgroup_usage_bytes": mem.get("cgroup_usage_bytes"),
              "total_bytes": total, "cgroup_version": mem.get("cgroup_version"),
              "source": mem.get("cgroup_limit_source")},
@@ -186,15 +181,15 @@ def cpu_limit_findings(cpu: Mapping) -> List[dict]:
     """CPU_LIMIT when a quota, cpuset or affinity leaves this process fewer CPUs than the machine has: the limit
     by kind (never a cgroup path), the usable cores it leaves, and how often its cgroup has been throttled since
     the cgroup was created (a warning when that is often: the work there wants more than the limit)."""
-    from gpudiag.diagnose import cpu_limit as cl
+    from gpudiag.diagnose import cpu_limit
     from gpudiag.diagnose.thresholds import THROTTLED_MIN_PERIODS, THROTTLED_SHARE_MIN
 
     limit = cpu.get("limit") or {}
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return []
     usable = limit.get("usable_cores")
     msg = (f"This process may use {limit.get('usable_cpus')} of the machine's {cpu.get('logical_cores')} logical "
-           f"CPUs: {cl.limit_text(limit)} leaves {usable} usable core{'s' if usable != 1 else ''} for workers"
+           f"CPUs: {cpu_limit.limit_text(limit)} leaves {usable} usable core{'s' if usable != 1 else ''} for workers"
            + (", so more than one CPU-bound worker cannot help." if usable == 1 else "."))
     since = limit.get("throttling_since_start") or {}
     periods, throttled = since.get("nr_periods"), since.get("nr_throttled")

@@ -253,12 +253,13 @@ def size_limit(head: bytes) -> int:
 
 
 def _too_large(name: str, size: int, limit: int = MAX_REPORT_BYTES) -> ReportError:
-    """The error for `size` bytes over `limit`; "over 64 MiB" where the size would round down to the limit
-    (or is only known to be over it: load_report reads one byte past the limit and stops)."""
-    limit_mib = limit // 2**20
-    what = f"{size / 2**20:.0f} MiB" if round(size / 2**20) > limit_mib else f"a file over {limit_mib} MiB"
+    """The error for `size` bytes over `limit`, sizes in units.fmt_bytes's words; "a file over 64 MiB" where the
+    size is within 5 % of the limit (rounded, it could read as the limit itself) or only known to be over it
+    (load_report reads one byte past the limit and stops)."""
+    limit_text = fmt_bytes(limit)
+    what = fmt_bytes(size) if size >= limit * 1.05 else f"a file over {limit_text}"
     kind = "gpudiag fleet report" if limit == MAX_FLEET_REPORT_BYTES else "gpudiag report"
-    return ReportError(f"{name}: {what} is too large to be a {kind} (at most {limit_mib} MiB)")
+    return ReportError(f"{name}: {what} is too large to be a {kind} (at most {limit_text})")
 
 
 def parse_report(raw: bytes, name: str) -> Dict[str, Any]:

@@ -8,9 +8,9 @@ files (symlinks, `./` and hard links resolved; derived names included), that eac
 file or a new one (never a device, a pipe or a folder), that an existing file may be replaced
 by this user, and that its folder accepts a new file.
 
-`write()` stages every file as a temp file in its folder (fsync'ed, so a full disk shows here),
-and only when all are staged renames them into place: a failure leaves every existing file as it
-was and no temp file behind. Stdout is written last; a reader that stops early (`| head -1`) ends
+`write()` stages every file as a temp file in its folder (report.atomic: fsync'ed, so a full disk
+shows here), and only when all are staged renames them into place (each folder fsync'ed after): a
+failure leaves every existing file as it was and no temp file behind. Stdout is written last; a reader that stops early (`| head -1`) ends
 the command quietly (exit 141, as SIGPIPE would), a full device is a one-line error (exit 74).
 """
 
@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from gpudiag import platform
 from gpudiag.platform import signals
+from gpudiag.report import atomic
 
 STDOUT = "-"
 EXIT_USAGE = 2    # bad input: a path refused before anything ran
@@ -247,33 +248,6 @@ def check(outputs: Sequence[Output], inputs: Sequence[str] = ()) -> None:
 Text = Union[str, Callable[[], str]]
 
 
-def _stage(real: str, text: str, mode: Optional[int]) -> str:
-    """Write the text to a temp file next to `real`, flushed to disk; returns its path."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(real) or ".", prefix=".gpudiag-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8", "backslashreplace"))
-            fh.flush()
-            os.fsync(fh.fileno())  # a full disk or quota may only show here
-        if mode is None:  # mkstemp makes the file 0600; a new report is meant to be shared: the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-    except BaseException:  # cleanup only, re-raised: no temp file is left behind, even on Ctrl-C
-        _unlink(tmp)
-        raise
-    return tmp
-
-
-def _unlink(path: str) -> None:
-    """Remove a staged temp file, ignoring one already gone: cleanup must not mask the error being reported."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def write(items: Sequence[Tuple[Output, Text]]) -> Dict[str, str]:
     """Write every output; returns {label: path} of the files written. OutputError (exit 74) on failure."""
     files = [(o, t) for o, t in items if not o.to_stdout]
@@ -285,22 +259,22 @@ def write(items: Sequence[Tuple[Output, Text]]) -> Dict[str, str]:
             current = out
             real, st = _target(out, trial=False)
             body = text() if callable(text) else text
-            staged.append((out, real, _stage(real, body, stat.S_IMODE(st.st_mode) if st else None)))
+            staged.append((out, real, atomic.stage(real, body, stat.S_IMODE(st.st_mode) if st else None)))
         with signals.deferred():  # all renamed, or the signal waits: never half the set
             for out, real, tmp in staged:
                 current = out
                 _target(out, trial=False)  # the path may have become a device or folder meanwhile
-                os.replace(tmp, real)
+                atomic.commit(tmp, real)  # the rename, then the folder's fsync
                 written[out.label] = out.path or ""
     except OSError as exc:
         for _, _, tmp in staged:
-            _unlink(tmp)
+            atomic.unlink_quietly(tmp)
         what = f"{current.label} {current.path}" if current else "an output"
         done = f"; already written: {', '.join(written.values())}" if written else "; no output file was changed"
         raise OutputError(f"cannot write {what}: {exc.strerror or exc}{done}", EXIT_WRITE) from None
     except BaseException:  # cleanup only, re-raised: a signal or bug mid-set leaves no staged temp file
         for _, _, tmp in staged:
-            _unlink(tmp)
+            atomic.unlink_quietly(tmp)
         raise
     for out, text in items:
         if out.to_stdout:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 from gpudiag.backends.torch_meta import ALLOC_CONF_VARS, NOT_IMPORTED
+from gpudiag.report.values import as_dict, as_list
 
 Row = Tuple[str, str]
 # The fields collect_env prints, in its order (torch/utils/collect_env.py `env_info_fmt`).
@@ -28,19 +29,9 @@ COLLECT_ENV_LABELS = (
 )
 
 
-def _d(x: Any) -> dict:
-    """`x` if it is a dict, else {}: `system` data from an older report may lack any field."""
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list:
-    """`x` if it is a list, else []: for the same reason as _d."""
-    return x if isinstance(x, list) else []
-
-
 def _tool(t: Any, name: str) -> str:
     """A toolchain row's version, or "Could not collect: <why>" as collect_env words a missing tool."""
-    t = _d(t)
+    t = as_dict(t)
     if t.get("version"):
         return str(t["version"])
     return f"Could not collect: {t.get('reason') or f'{name} was not checked'}"
@@ -48,29 +39,29 @@ def _tool(t: Any, name: str) -> str:
 
 def _lib_list(libs: List[dict]) -> str:
     """Libraries as "path (version)", comma-separated, for one row."""
-    return ", ".join(f"{_d(x).get('path')} ({_d(x).get('version') or 'version unknown'})" for x in libs)
+    return ", ".join(f"{as_dict(x).get('path')} ({as_dict(x).get('version') or 'version unknown'})" for x in libs)
 
 
 def _cudnn(system: dict) -> str:
     """The cuDNN row: every copy found (torch's own answer, the pip wheel torch loads first,
     torch/lib, the system, headers), or where it looked when none was found."""
-    torch = _d(system.get("torch"))
-    cud = _d(_d(system.get("cuda_libs")).get("cudnn"))
-    pip = {str(_d(p).get("name")).lower(): _d(p).get("version") for p in _l(_d(system.get("packages")).get("pip"))}
+    torch = as_dict(system.get("torch"))
+    cud = as_dict(as_dict(system.get("cuda_libs")).get("cudnn"))
+    pip = {str(as_dict(p).get("name")).lower(): as_dict(p).get("version") for p in as_list(as_dict(system.get("packages")).get("pip"))}
     parts = []
     if torch.get("cudnn"):
         parts.append(f"torch.backends.cudnn.version() = {torch['cudnn']}")
     wheel = next(((n, v) for n, v in pip.items() if n.startswith("nvidia-cudnn")), None)
     if wheel:
         parts.append(f"{wheel[0]} {wheel[1]} (pip wheel torch loads first)")
-    if _l(cud.get("wheels")) and not wheel:
-        parts.append("in NVIDIA wheels: " + _lib_list(_l(cud.get("wheels"))))
-    if _l(cud.get("torch")):
-        parts.append("inside torch: " + _lib_list(_l(cud.get("torch"))))
-    if _l(cud.get("system")):
-        parts.append(f"on the system ({cud.get('system_source')}): " + _lib_list(_l(cud.get("system"))))
-    if _l(cud.get("headers")):
-        parts.append("headers: " + ", ".join(f"{_d(h).get('path')} ({_d(h).get('version')})" for h in _l(cud.get("headers"))))
+    if as_list(cud.get("wheels")) and not wheel:
+        parts.append("in NVIDIA wheels: " + _lib_list(as_list(cud.get("wheels"))))
+    if as_list(cud.get("torch")):
+        parts.append("inside torch: " + _lib_list(as_list(cud.get("torch"))))
+    if as_list(cud.get("system")):
+        parts.append(f"on the system ({cud.get('system_source')}): " + _lib_list(as_list(cud.get("system"))))
+    if as_list(cud.get("headers")):
+        parts.append("headers: " + ", ".join(f"{as_dict(h).get('path')} ({as_dict(h).get('version')})" for h in as_list(cud.get("headers"))))
     if parts:
         return "; ".join(parts)
     if not cud:
@@ -85,20 +76,20 @@ def _cudnn(system: dict) -> str:
 
 def _cuda_runtime_libs(system: dict) -> str:
     """The CUDA runtime torch would load, beyond nvcc (a gpudiag row)."""
-    torch = _d(system.get("torch"))
-    cud = _d(_d(system.get("cuda_libs")).get("cudart"))
-    pip = {str(_d(p).get("name")).lower(): _d(p).get("version") for p in _l(_d(system.get("packages")).get("pip"))}
+    torch = as_dict(system.get("torch"))
+    cud = as_dict(as_dict(system.get("cuda_libs")).get("cudart"))
+    pip = {str(as_dict(p).get("name")).lower(): as_dict(p).get("version") for p in as_list(as_dict(system.get("packages")).get("pip"))}
     parts = []
     wheel = next(((n, v) for n, v in pip.items() if n.startswith("nvidia-cuda-runtime")), None)
     if wheel:
         parts.append(f"{wheel[0]} {wheel[1]} (pip wheel)")
-    if _l(cud.get("torch")):
-        parts.append("inside torch: " + _lib_list(_l(cud.get("torch"))))
-    if _l(cud.get("system")):
-        parts.append(f"libcudart on the system ({cud.get('system_source')}): " + _lib_list(_l(cud.get("system"))))
-    if _l(cud.get("headers")):
-        parts.append("toolkit headers: " + ", ".join(f"{_d(h).get('path')} (CUDA {_d(h).get('version')})"
-                                                      for h in _l(cud.get("headers"))))
+    if as_list(cud.get("torch")):
+        parts.append("inside torch: " + _lib_list(as_list(cud.get("torch"))))
+    if as_list(cud.get("system")):
+        parts.append(f"libcudart on the system ({cud.get('system_source')}): " + _lib_list(as_list(cud.get("system"))))
+    if as_list(cud.get("headers")):
+        parts.append("toolkit headers: " + ", ".join(f"{as_dict(h).get('path')} (CUDA {as_dict(h).get('version')})"
+                                                      for h in as_list(cud.get("headers"))))
     if not torch.get("cuda_build") and torch.get("version"):
         parts.insert(0, "torch is a CPU-only build: it loads no CUDA runtime")
     if cud.get("reason"):
@@ -112,23 +103,23 @@ def _gpus(driver: Optional[dict]) -> Tuple[str, str]:
         return ("see the NVIDIA driver section of this report",) * 2  # type: ignore[return-value]
     if "unavailable" in driver:
         return (f"Could not collect: {driver['unavailable']}",) * 2  # type: ignore[return-value]
-    d = _d(driver.get("data"))
-    gpus = [f"GPU {_d(g).get('index')}: {_d(g).get('name') or _d(g).get('error') or 'unknown'}" for g in _l(d.get("gpus"))]
+    d = as_dict(driver.get("data"))
+    gpus = [f"GPU {as_dict(g).get('index')}: {as_dict(g).get('name') or as_dict(g).get('error') or 'unknown'}" for g in as_list(d.get("gpus"))]
     return ("; ".join(gpus) or "none: NVML sees no GPU", str(d.get("driver_version") or "unknown"))
 
 
 def _cuda_available(system: dict, driver: Optional[dict]) -> str:
     """The "Is CUDA available" row without initialising CUDA: the build and what NVML
     sees, marked not checked, because only a CUDA init can answer it."""
-    torch = _d(system.get("torch"))
+    torch = as_dict(system.get("torch"))
     if not torch.get("version"):
         return "N/A: torch is not installed"
     if not torch.get("cuda_build") and not torch.get("hip"):
         return "No: this torch is a CPU-only build (torch/version.py cuda = None)"
     seen = ""
     if driver is not None and "data" in driver:
-        d = _d(driver["data"])
-        n = len(_l(d.get("gpus")))
+        d = as_dict(driver["data"])
+        n = len(as_list(d.get("gpus")))
         seen = f"; NVML sees {n} GPU(s), the driver supports CUDA {d.get('cuda_driver_version')}"
     elif driver is not None and "unavailable" in driver:
         seen = f"; likely No: {driver['unavailable']}"
@@ -139,9 +130,9 @@ def _cuda_available(system: dict, driver: Optional[dict]) -> str:
 def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
     """One row per collect_env field (COLLECT_ENV_LABELS), plus gpudiag's rows beside them."""
     s = system
-    torch, os_, cpu = _d(s.get("torch")), _d(s.get("os")), _d(s.get("cpu"))
-    build, rt, tools = _d(s.get("torch_build")), _d(s.get("torch_runtime")), _d(s.get("toolchain"))
-    pyb, feats, env = _d(s.get("python_build")), _d(s.get("cpu_features")), _d(s.get("env"))
+    torch, os_, cpu = as_dict(s.get("torch")), as_dict(s.get("os")), as_dict(s.get("cpu"))
+    build, rt, tools = as_dict(s.get("torch_build")), as_dict(s.get("torch_runtime")), as_dict(s.get("toolchain"))
+    pyb, feats, env = as_dict(s.get("python_build")), as_dict(s.get("cpu_features")), as_dict(s.get("env"))
     inventory = bool(tools)  # reports from before issue 17 lack these sections
     old = "not collected by this gpudiag version"
     hip = torch.get("hip")
@@ -162,13 +153,13 @@ def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
                  + (f", kernel {os_['kernel']}" if os_.get("kernel") else "")))
     for label, key in (("GCC version", "gcc"), ("Clang version", "clang"), ("CMake version", "cmake")):
         rows.append((label, _tool(tools.get(key), key) if inventory else old))
-    libc = _d(tools.get("libc"))
+    libc = as_dict(tools.get("libc"))
     rows.append(("Libc version", str(libc.get("version") or libc.get("reason") or "N/A") if inventory else old))
     rows.append(("Python version", f"{pyb['version_full']} ({pyb.get('bits')}-bit runtime)" if pyb.get("version_full")
-                 else f"{_d(s.get('python')).get('version')} ({_d(s.get('python')).get('bits')}-bit runtime)"))
+                 else f"{as_dict(s.get('python')).get('version')} ({as_dict(s.get('python')).get('bits')}-bit runtime)"))
     rows.append(("Python platform", str(pyb.get("platform") or old)))
     rows.append(("Is CUDA available", _cuda_available(s, driver)))
-    nvcc = _d(tools.get("nvcc"))
+    nvcc = as_dict(tools.get("nvcc"))
     if nvcc.get("version"):
         where = nvcc.get("path") or nvcc.get("source")
         note = "" if nvcc.get("on_path", True) else " (not on PATH: collect_env would not find it)"
@@ -200,7 +191,7 @@ def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
         rows.append(("XPU used to build PyTorch", str(build["xpu"])))
         for label in ("Intel GPU driver version", "Intel GPU models onboard", "Intel GPU models detected"):
             rows.append((label, "not checked: gpudiag reads NVIDIA GPUs through NVML only"))
-    rocm = _d(_d(s.get("cuda_libs")).get("rocm"))
+    rocm = as_dict(as_dict(s.get("cuda_libs")).get("rocm"))
     if not hip:
         rows.append(("HIP runtime version", "N/A (not a ROCm build)"))
         rows.append(("MIOpen runtime version", "N/A (not a ROCm build)"))
@@ -220,51 +211,51 @@ def collect_env_rows(system: dict, driver: Optional[dict] = None) -> List[Row]:
     cores = f"{cpu.get('physical_cores') or '?'} cores / {cpu.get('logical_cores') or '?'} threads"
     rows.append(("CPU", " · ".join(x for x in (cpu.get("brand"), cores, feats.get("isa_summary"),
                                                "lscpu fields below" if feats.get("rows") else None) if x)))
-    pk = _d(s.get("packages"))
-    conda = _d(pk.get("conda"))
-    mism = _l(_d(pk.get("cuda_check")).get("mismatches"))
+    pk = as_dict(s.get("packages"))
+    conda = as_dict(pk.get("conda"))
+    mism = as_list(as_dict(pk.get("cuda_check")).get("mismatches"))
     rows.append(("Versions of relevant libraries", f"Could not collect: {pk['reason']}" if pk.get("reason") else (
-        f"{len(_l(pk.get('pip')))} pip, {len(_l(conda.get('packages')))} conda package(s) below"
+        f"{len(as_list(pk.get('pip')))} pip, {len(as_list(conda.get('packages')))} conda package(s) below"
         + (f"; conda: {conda['reason']}" if conda.get("reason") else "")
         + (f"; {len(mism)} CUDA package mismatch(es) with torch's build" if mism else
-           ("; CUDA packages match torch's build" if _l(_d(pk.get("cuda_check")).get("checked")) else ""))
+           ("; CUDA packages match torch's build" if as_list(as_dict(pk.get("cuda_check")).get("checked")) else ""))
     ) if pk else old))
     return rows
 
 
 def cpu_rows(system: dict) -> List[Row]:
     """The CPU block: lscpu's labels on Linux, the same labels from the registry/kernel32 on Windows."""
-    return [(str(r[0]), str(r[1])) for r in _l(_d(system.get("cpu_features")).get("rows"))
+    return [(str(r[0]), str(r[1])) for r in as_list(as_dict(system.get("cpu_features")).get("rows"))
             if isinstance(r, (list, tuple)) and len(r) == 2]
 
 
 def package_lines(system: dict) -> List[str]:
     """collect_env's "[pip3] name==version" and "[conda] name version build channel" lines."""
-    pk = _d(system.get("packages"))
+    pk = as_dict(system.get("packages"))
     label = pk.get("pip_label") or "pip3"
-    lines = [f"[{label}] {_d(p).get('name')}=={_d(p).get('version')}" for p in _l(pk.get("pip"))]
-    conda = _d(pk.get("conda"))
-    for p in _l(conda.get("packages")):
-        p = _d(p)
+    lines = [f"[{label}] {as_dict(p).get('name')}=={as_dict(p).get('version')}" for p in as_list(pk.get("pip"))]
+    conda = as_dict(pk.get("conda"))
+    for p in as_list(conda.get("packages")):
+        p = as_dict(p)
         lines.append("[conda] " + " ".join(str(x) for x in (p.get("name"), p.get("version"), p.get("build"),
                                                            p.get("channel")) if x))
-    if not _l(conda.get("packages")):
+    if not as_list(conda.get("packages")):
         lines.append(f"[conda] none: {conda.get('reason') or 'no relevant conda packages'}")
     return lines
 
 
 def cpu_feature_rows(system: dict) -> List[Row]:
     """gpudiag's own CPU rows for the main table: instruction sets, caches, NUMA."""
-    f = _d(system.get("cpu_features"))
+    f = as_dict(system.get("cpu_features"))
     if not f:
         return []
-    caches = _d(f.get("caches"))
-    numa = _d(f.get("numa"))
+    caches = as_dict(f.get("caches"))
+    numa = as_dict(f.get("numa"))
     from gpudiag.platform.cpu_features import cache_row
 
     rows = [("CPU instruction sets", str(f.get("isa_summary") or f.get("reason") or "unknown"))]
-    rows.append(("CPU caches", " · ".join(f"{k} {cache_row(_d(c))}" for k, c in caches.items()) or "not read"))
-    rows.append(("NUMA", f"{numa['nodes']} node(s)" + (": " + ", ".join(f"node{n} CPUs {c}" for n, c in _d(numa.get("cpus")).items())
+    rows.append(("CPU caches", " · ".join(f"{k} {cache_row(as_dict(c))}" for k, c in caches.items()) or "not read"))
+    rows.append(("NUMA", f"{numa['nodes']} node(s)" + (": " + ", ".join(f"node{n} CPUs {c}" for n, c in as_dict(numa.get("cpus")).items())
                                                        if numa.get("cpus") else "") if numa.get("nodes")
                  else str(numa.get("reason") or "unknown")))
     return rows
@@ -273,7 +264,7 @@ def cpu_feature_rows(system: dict) -> List[Row]:
 def report_tables(system: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
     """(title, columns, rows) for the report's system section: collect_env's fields, the CPU block,
     the packages and any CUDA package mismatch. Empty for reports from before issue 17."""
-    if not _d(system.get("toolchain")):
+    if not as_dict(system.get("toolchain")):
         return []
     out = [("Field by field: torch.utils.collect_env", ["field", "value"],
             [[k, v] for k, v in collect_env_rows(system, None)])]
@@ -281,9 +272,9 @@ def report_tables(system: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
     if cpu:
         out.append(("CPU (lscpu fields)", ["field", "value"], [[k, v] for k, v in cpu]))
     out.append(("Versions of relevant libraries", ["package"], [[line] for line in package_lines(system)]))
-    mism = _l(_d(_d(system.get("packages")).get("cuda_check")).get("mismatches"))
+    mism = as_list(as_dict(as_dict(system.get("packages")).get("cuda_check")).get("mismatches"))
     if mism:
         out.append(("CUDA packages that do not match torch's build", ["package", "installed", "expected", "why"],
-                    [[_d(m).get("name"), _d(m).get("installed"), _d(m).get("expected"), _d(m).get("rule")]
+                    [[as_dict(m).get("name"), as_dict(m).get("installed"), as_dict(m).get("expected"), as_dict(m).get("rule")]
                      for m in mism]))
     return out

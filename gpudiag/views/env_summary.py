@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from gpudiag.views import env_fields
+from gpudiag.units import fmt_bytes
 from gpudiag.views.text import md_cell, md_code, md_text
 
-_GIB = 2 ** 30
 NA = "n/a"
 
 
@@ -32,11 +32,9 @@ def _code(value: Any) -> str:
     return _cell(value).replace("`", "'")
 
 
-def _gib(n: Any) -> Optional[str]:
-    """Bytes as "12.3 GiB" (or "512 MiB" under half a GiB), or None when not a number, so the row drops the part."""
-    if not isinstance(n, (int, float)) or isinstance(n, bool):
-        return None
-    return f"{n / _GIB:.1f} GiB" if n >= _GIB / 2 else f"{n / 2 ** 20:.0f} MiB"
+def _size(n: Any) -> str:
+    """Bytes in units.fmt_bytes's words ("12 GiB", "512 MiB"), or "" when not a number, so _join drops the part."""
+    return fmt_bytes(n, missing="")
 
 
 def _join(*parts: Optional[str]) -> str:
@@ -61,7 +59,7 @@ def _system_rows(s: dict) -> List[tuple]:
         distro = f"{distro} (`{os_['distro_id']}` {os_.get('distro_version') or ''}{like})".replace(" )", ")")
     rows.append(("OS", _join(distro, f"kernel {os_['kernel']}" if os_.get("kernel") else None, cpu.get("arch"))))
     if os_.get("wsl"):
-        cap = _gib(mem.get("wsl_memory_cap_bytes"))
+        cap = _size(mem.get("wsl_memory_cap_bytes"))
         rows.append(("WSL", _join(f"WSL{os_['wsl']}", f"VM memory cap {cap}" if cap else None)))
     else:
         rows.append(("WSL", "no"))
@@ -77,23 +75,23 @@ def _system_rows(s: dict) -> List[tuple]:
     limit = cpu.get("limit") or {}
     usable = limit.get("usable_cores", cpu.get("affinity_cores"))  # a CPU quota counted, where read
     if usable and (usable != cpu.get("logical_cores") or limit.get("limited_by")):
-        from gpudiag.diagnose import cpu_limit as cl
+        from gpudiag.diagnose import cpu_limit
 
-        why = cl.limit_text(limit)
+        why = cpu_limit.limit_text(limit)
         cores += f", {usable} usable by this process under {why}" if why else f" ({usable} usable by this process)"
     mhz = cpu.get("freq_max_mhz") or cpu.get("freq_current_mhz")
     rows.append(("CPU", _join(cpu.get("brand"), cores, f"{mhz:g} MHz" if mhz else None)))
     rows += env_fields.cpu_feature_rows(s)
-    swap = _gib(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none"
-    rows.append(("RAM", _join(f"{_gib(mem.get('total_bytes'))} total, {_gib(mem.get('available_bytes'))} available",
+    swap = _size(mem.get("swap_total_bytes")) if mem.get("swap_total_bytes") else "none"
+    rows.append(("RAM", _join(f"{fmt_bytes(mem.get('total_bytes'))} total, {fmt_bytes(mem.get('available_bytes'))} available",
                               f"swap {swap}")))
     if mem.get("cgroup_version") is not None:
-        limit = _gib(mem.get("cgroup_limit_bytes")) or "no limit"
+        limit = _size(mem.get("cgroup_limit_bytes")) or "no limit"
         rows.append(("cgroup memory", _join(f"v{mem['cgroup_version']}: {limit}",
-                                            f"{_gib(mem.get('cgroup_usage_bytes'))} used" if mem.get("cgroup_usage_bytes") is not None else None,
+                                            f"{fmt_bytes(mem.get('cgroup_usage_bytes'))} used" if mem.get("cgroup_usage_bytes") is not None else None,
                                             f"{mem['cgroup_oom_kills']} OOM kills" if mem.get("cgroup_oom_kills") is not None else None)))
     rows.append(("Memory budget for new workers",
-                 _join(_gib(mem.get("budget_bytes")), f"limited by {mem['budget_source']}" if mem.get("budget_source") else None)))
+                 _join(_size(mem.get("budget_bytes")), f"limited by {mem['budget_source']}" if mem.get("budget_source") else None)))
     if mem.get("overcommit_memory") is not None or mem.get("oom_kills_since_boot") is not None:
         rows.append(("Overcommit / OOM kills", _join(
             f"vm.overcommit_memory={mem.get('overcommit_memory')}" if mem.get("overcommit_memory") is not None else None,
@@ -149,8 +147,8 @@ def _gpu_rows(drv: dict) -> List[tuple]:
                                          f"x{p['width_max']}" if _known(p.get("width_max")) else None) if x)
             link += f" (max {maxes}; idle links downtrain)" if maxes else " (idle links downtrain)"
         rows.append((f"GPU {g.get('index')}", _join(
-            g.get("name"), _gib(g.get("memory_total_bytes")) and f"{_gib(g['memory_total_bytes'])}"
-            + (f", {_gib(g['memory_free_bytes'])} free" if _gib(g.get("memory_free_bytes")) else ""),
+            g.get("name"), _size(g.get("memory_total_bytes")) and f"{_size(g['memory_total_bytes'])}"
+            + (f", {_size(g['memory_free_bytes'])} free" if _size(g.get("memory_free_bytes")) else ""),
             model, link,
             f"persistence {'on' if g['persistence_mode'] else 'off'}" if isinstance(g.get("persistence_mode"), bool) else None,
             "display active" if g.get("display_active") is True else None)))
@@ -163,7 +161,7 @@ def _gpu_rows(drv: dict) -> List[tuple]:
             elif rowsk:
                 parts.append(f"{kind}: " + ", ".join(
                     (r.get("name") or f"pid {r.get('pid')}")
-                    + (f" ({_gib(r['used_memory_bytes'])})" if _gib(r.get("used_memory_bytes")) else "")
+                    + (f" ({_size(r['used_memory_bytes'])})" if _size(r.get("used_memory_bytes")) else "")
                     for r in rowsk))
             else:
                 parts.append(f"{kind}: none")

@@ -19,7 +19,7 @@ import pytest
 
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.backends.nvml import NA
-from gpudiag.diagnose import preflight as pf
+from gpudiag.diagnose import preflight
 from gpudiag.diagnose.preflight.facts import gather_facts
 from gpudiag.fleet import launcher
 from gpudiag.fleet import measure as fleet_measure
@@ -108,8 +108,8 @@ def test_nvml_errors_become_reasons_or_na_on_every_nvml_path(name, at, every_ses
             assert gpu["name"] == NA and gpu["memory_total_bytes"] == NA and gpu["pcie"]["gen_current"] == NA
 
     # Preflight: every check answers (pass, warn, fail or skip), none raises.
-    facts = gather_facts(pf.make_plan(1, "processes"), environ={}, memory_facts=lambda: {}, search_dir=None)
-    results, _ = pf.run_checks(facts, pf.make_plan(1, "processes"))
+    facts = gather_facts(preflight.make_plan(1, "processes"), environ={}, memory_facts=lambda: {}, search_dir=None)
+    results, _ = preflight.run_checks(facts, preflight.make_plan(1, "processes"))
     assert {c.status for c in results} <= {"pass", "warn", "fail", "skip"}
     if at == "init":
         assert facts["nvml"]["reachable"] is False and facts["nvml"]["reason"]

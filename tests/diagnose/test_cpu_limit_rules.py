@@ -8,8 +8,8 @@ import copy
 
 import pytest
 
-from gpudiag.diagnose import cpu_limit as cl
-from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose import cpu_limit
+from gpudiag.diagnose import preflight
 from gpudiag.diagnose.preflight import facts as facts_mod
 from gpudiag.diagnose.preflight.host_checks import check_cpu_limit
 from gpudiag.diagnose.recommend import recommend
@@ -18,7 +18,7 @@ from gpudiag.measure.load import machine_busy
 from gpudiag.probes import system
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.diagnose import gil_scaling
-from gpudiag.probes.gil import analysis as ga
+from gpudiag.probes.gil import analysis as gil_analysis
 from tests.diagnose.test_confidence import row, tournament
 
 QUOTA_1 = {"affinity_cores": 2, "cpuset_cpus": 2, "quota_cpus": 1.0, "quota_period_us": 100000,
@@ -36,25 +36,25 @@ CALM = {"periods": 40, "throttled_periods": 1, "throttled_share": 0.025, "thrott
 # ------------------------------------------------------------------ words and thresholds
 
 def test_the_limit_is_named_by_kind_with_the_cores_it_leaves():
-    assert cl.limit_text(QUOTA_1) == "a CPU limit of 1.0 CPU (cgroup v1 cpu.cfs_quota_us, own cgroup)"
-    assert cl.usable_text(QUOTA_HALF) == "1 usable core under a CPU limit of 0.5 CPU (cgroup v2 cpu.max, parent cgroup)"
-    assert cl.limit_text(dict(FREE_2, limited_by="cpuset", cpuset_cpus=2)) == "a cpuset of 2 CPUs"
-    assert cl.limit_text(dict(FREE_2, limited_by="affinity", affinity_cores=1)) == "a CPU affinity of 1 CPU"
-    assert cl.limit_text(FREE_2) == "" and cl.usable_text(None) == "" and cl.limit_text({}) == ""
-    assert cl.cpus_text(0.25) == "0.25 CPU" and cl.cpus_text(1.5) == "1.5 CPUs"
-    assert cl.throttled_text(QUOTA_1, THROTTLED) == ("throttled in 95 % of 40 periods by a CPU limit of 1.0 CPU "
+    assert cpu_limit.limit_text(QUOTA_1) == "a CPU limit of 1.0 CPU (cgroup v1 cpu.cfs_quota_us, own cgroup)"
+    assert cpu_limit.usable_text(QUOTA_HALF) == "1 usable core under a CPU limit of 0.5 CPU (cgroup v2 cpu.max, parent cgroup)"
+    assert cpu_limit.limit_text(dict(FREE_2, limited_by="cpuset", cpuset_cpus=2)) == "a cpuset of 2 CPUs"
+    assert cpu_limit.limit_text(dict(FREE_2, limited_by="affinity", affinity_cores=1)) == "a CPU affinity of 1 CPU"
+    assert cpu_limit.limit_text(FREE_2) == "" and cpu_limit.usable_text(None) == "" and cpu_limit.limit_text({}) == ""
+    assert cpu_limit.cpus_text(0.25) == "0.25 CPU" and cpu_limit.cpus_text(1.5) == "1.5 CPUs"
+    assert cpu_limit.throttled_text(QUOTA_1, THROTTLED) == ("throttled in 95 % of 40 periods by a CPU limit of 1.0 CPU "
                                                      "(cgroup v1 cpu.cfs_quota_us, own cgroup)")
-    assert cl.run_cores(QUOTA_1) == 2 and cl.run_cores({"cpuset_cpus": 3, "affinity_cores": 8}) == 3
-    assert cl.quota_binds(QUOTA_1) and not cl.quota_binds(FREE_2)
-    assert cl.recorded(dict(QUOTA_1, throttling_since_start={"nr_periods": 1})) == QUOTA_1
+    assert cpu_limit.run_cores(QUOTA_1) == 2 and cpu_limit.run_cores({"cpuset_cpus": 3, "affinity_cores": 8}) == 3
+    assert cpu_limit.quota_binds(QUOTA_1) and not cpu_limit.quota_binds(FREE_2)
+    assert cpu_limit.recorded(dict(QUOTA_1, throttling_since_start={"nr_periods": 1})) == QUOTA_1
 
 
 def test_throttled_needs_the_share_over_enough_periods():
     share, periods = THROTTLED_SHARE_MIN, THROTTLED_MIN_PERIODS
-    assert cl.throttled({"periods": periods, "throttled_share": share})
-    assert not cl.throttled({"periods": periods, "throttled_share": share - 0.01})
-    assert not cl.throttled({"periods": periods - 1, "throttled_share": 1.0})  # one or two periods decide nothing
-    assert not cl.throttled(None) and not cl.throttled({"throttled_share": "x", "periods": 9})
+    assert cpu_limit.throttled({"periods": periods, "throttled_share": share})
+    assert not cpu_limit.throttled({"periods": periods, "throttled_share": share - 0.01})
+    assert not cpu_limit.throttled({"periods": periods - 1, "throttled_share": 1.0})  # one or two periods decide nothing
+    assert not cpu_limit.throttled(None) and not cpu_limit.throttled({"throttled_share": "x", "periods": 9})
 
 
 def test_under_a_quota_others_take_the_idle_cores_first():
@@ -83,7 +83,7 @@ def _gil_rows(n):
 def test_gil_on_one_usable_core_names_the_limit_instead_of_guessing():
     data = {"scaling": _gil_rows(1), "cpu": {"usable_cores": 1, "limit": QUOTA_1,
                                              "throttling": {"python": CALM}}, "other_busy_cores": {"python": 1.2}}
-    res = ga.analyse(data, usable_cores=1)
+    res = gil_analysis.analyse(data, usable_cores=1)
     v = res["verdict"]["python"]
     assert v["verdict"] == gil_scaling.NOT_MEASURED
     assert v["reason"].startswith("only 1 worker measured: 1 usable core under a CPU limit of 1.0 CPU")
@@ -96,7 +96,7 @@ def test_gil_on_one_usable_core_names_the_limit_instead_of_guessing():
 def test_a_throttled_gil_workload_is_inconclusive_by_name_not_busy():
     data = {"scaling": _gil_rows(2), "cpu": {"usable_cores": 2, "limit": QUOTA_1_5,
                                              "throttling": {"python": THROTTLED}}, "other_busy_cores": {"python": 0.1}}
-    res = ga.analyse(data, usable_cores=2)
+    res = gil_analysis.analyse(data, usable_cores=2)
     v = res["verdict"]["python"]
     assert v["verdict"] == gil_scaling.INCONCLUSIVE and "throttled in 95 % of 40 periods by a CPU limit of 1.5 CPUs" in v["reason"]
     (f,) = [f for f in res["findings"] if f["code"] == "CPU_THROTTLED_DURING_MEASUREMENT"]
@@ -109,19 +109,19 @@ def test_short_gil_workloads_are_judged_on_their_periods_together():
     data = {"scaling": _gil_rows(1), "cpu": {"usable_cores": 1, "limit": QUOTA_HALF,
                                              "throttling": {"python": short, "torch_op": dict(short, periods=3,
                                                                                               throttled_periods=3)}}}
-    res = ga.analyse(data, usable_cores=1)
+    res = gil_analysis.analyse(data, usable_cores=1)
     (f,) = [f for f in res["findings"] if f["code"] == "CPU_THROTTLED_DURING_MEASUREMENT"]
     assert "of 5 periods by a CPU limit of 0.5 CPU" in f["message"] and "even one worker" in f["message"]
     one = {"periods": 2, "throttled_periods": 2, "throttled_share": 1.0, "throttled_s": 0.1}
-    res = ga.analyse(dict(data, cpu=dict(data["cpu"], throttling={"python": one})), usable_cores=1)
+    res = gil_analysis.analyse(dict(data, cpu=dict(data["cpu"], throttling={"python": one})), usable_cores=1)
     assert "CPU_THROTTLED_DURING_MEASUREMENT" not in [x["code"] for x in res["findings"]]  # 2 periods: too few
 
 
 def test_worker_memory_is_judged_against_the_usable_cores():
     mem = {"per_worker_host_bytes": 3 * 2**30, "budget_host_bytes": 4 * 2**30, "fits": {"processes": 1}}
-    (f,) = ga._memory_findings(mem, {}, usable_cores=1)
+    (f,) = gil_analysis._memory_findings(mem, {}, usable_cores=1)
     assert f["severity"] == "info"  # one worker per usable core fits; a second could not add speed
-    (f,) = ga._memory_findings(mem, {}, usable_cores=2)
+    (f,) = gil_analysis._memory_findings(mem, {}, usable_cores=2)
     assert f["severity"] == "critical"
 
 
@@ -140,7 +140,7 @@ def _cycle_data(limit, throttling, torch_default=2, torch_used=1, serial_spread=
     rows = [row("serial", 1, 100.0, spread=serial_spread), row("batched", 1, 120.0, [1.15, 1.25])]
     rep = tournament(*rows, cores=limit.get("usable_cores") or 2, other=1.28)
     data = rep["probes"]["cycle"]["data"]
-    data["load"].update(limit=limit, run_cores=cl.run_cores(limit), throttling=throttling)
+    data["load"].update(limit=limit, run_cores=cpu_limit.run_cores(limit), throttling=throttling)
     data["workload"].update(torch_threads_default=torch_default, torch_threads=torch_used)
     for name in ("threads", "processes"):
         data["strategies"].append(dict(row(name, None, None, status="skipped"), reason="1 usable core under ..."))
@@ -225,18 +225,18 @@ def test_system_names_the_limit_and_warns_when_its_cgroup_is_often_throttled():
 # ------------------------------------------------------------------ preflight
 
 def test_preflight_warns_when_more_workers_than_usable_cores_and_names_the_limit():
-    c = check_cpu_limit({"cpu_limit": QUOTA_1, "logical_cpus": 2}, pc.Plan(workers=2))
+    c = check_cpu_limit({"cpu_limit": QUOTA_1, "logical_cpus": 2}, preflight.Plan(workers=2))
     assert c.status == "warn"
     assert c.message.startswith("2 worker processes on 1 usable core under a CPU limit of 1.0 CPU "
                                 "(cgroup v1 cpu.cfs_quota_us, own cgroup)")
     assert "--workers 1" in c.message and "docker --cpus" in c.message
     assert c.evidence["quota_cpus"] == 1.0 and c.evidence["usable_cores"] == 1 and c.evidence["workers"] == 2
-    c = check_cpu_limit({"cpu_limit": QUOTA_1, "logical_cpus": 2}, pc.Plan(workers=1, strategy="threads"))
+    c = check_cpu_limit({"cpu_limit": QUOTA_1, "logical_cpus": 2}, preflight.Plan(workers=1, strategy="threads"))
     assert c.status == "pass" and c.message == ("1 thread within 1 usable core under a CPU limit of 1.0 CPU "
                                                 "(cgroup v1 cpu.cfs_quota_us, own cgroup)")
-    c = check_cpu_limit({"cpu_limit": FREE_2, "logical_cpus": 2}, pc.Plan(workers=4))
+    c = check_cpu_limit({"cpu_limit": FREE_2, "logical_cpus": 2}, preflight.Plan(workers=4))
     assert c.status == "warn" and "(no CPU limit)" in c.message and "docker" not in c.message
-    c = check_cpu_limit({"cpu_limit": None, "cpu_limit_reason": "OSError: denied"}, pc.Plan(workers=4))
+    c = check_cpu_limit({"cpu_limit": None, "cpu_limit_reason": "OSError: denied"}, preflight.Plan(workers=4))
     assert c.status == "skip" and "OSError: denied" in c.message
 
 
@@ -252,7 +252,7 @@ def test_gather_facts_reads_the_cpu_limit_through_its_seam(tmp_path):
     def boom():
         raise OSError("unreadable")
 
-    plan = pc.Plan(workers=2)
+    plan = preflight.Plan(workers=2)
     common = dict(nvml_session=None, driver_collect=None, memory_facts=lambda: {}, search_dir=None)
     f = facts_mod.gather_facts(plan, cpu_limit=lambda: QUOTA_1, **common)
     assert f["cpu_limit"] == QUOTA_1 and isinstance(f["logical_cpus"], int)

@@ -11,7 +11,7 @@ import tests
 from gpudiag.diagnose.recommend import recommend
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.diagnose import gil_scaling
-from gpudiag.probes.gil import analysis as ga
+from gpudiag.probes.gil import analysis as gil_analysis
 
 RECORDED = os.path.join(tests.TESTS, "recorded")
 FIXTURES = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(RECORDED, "*.json")))
@@ -31,11 +31,11 @@ def m(workload, mode, workers, walls, items=100):
 
 
 def gil_only(scaling_measurements, other=None, cores=2):
-    data = {"scaling": ga.scaling_rows(scaling_measurements), "cpu": {"usable_cores": cores},
+    data = {"scaling": gil_analysis.scaling_rows(scaling_measurements), "cpu": {"usable_cores": cores},
             "python": {"gil_enabled": True, "free_threaded_build": False}, "memory": {}, "startup": {}}
     if other is not None:
         data["other_busy_cores"] = other
-    out = ga.analyse(data, usable_cores=cores)
+    out = gil_analysis.analyse(data, usable_cores=cores)
     data["verdict"] = out["verdict"]
     return {"probes": {"gil": {"status": "ok", "data": data, "findings": out["findings"]}}}, out
 
@@ -57,7 +57,7 @@ def test_gil_probe_busy_means_the_gil_verdict_is_inconclusive_with_that_reason()
 
 def test_quiet_gil_bound_is_supported_by_the_probe_and_the_verdict_alike():
     rep, out = gil_only(QUIET_GIL_BOUND, other={"python": 0.02})
-    assert out["verdict"]["python"]["verdict"] == ga.ONLY_PROCESSES
+    assert out["verdict"]["python"]["verdict"] == gil_analysis.ONLY_PROCESSES
     assert verdict(recommend(rep), "gil_contention")["verdict"] == "supported"
 
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 import gpudiag
-from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose import preflight
 from gpudiag.diagnose.preflight import facts as facts_mod
 from gpudiag.diagnose.preflight import gpu_checks, model, needs
 from gpudiag.report.contract import build_report, dumps
@@ -68,8 +68,8 @@ def no_nvml(reason="NVML library (libnvidia-ml.so.1 / nvml.dll) not found: no NV
 
 
 def run(facts, strict=False, **plan):
-    checks, need = pc.run_checks(facts, pc.Plan(**plan))
-    return pc.PreflightResult(checks, plan.get("workers", 1), plan.get("strategy", "processes"), need, 0.01,
+    checks, need = preflight.run_checks(facts, preflight.Plan(**plan))
+    return preflight.PreflightResult(checks, plan.get("workers", 1), plan.get("strategy", "processes"), need, 0.01,
                               strict=strict)
 
 
@@ -268,7 +268,7 @@ def test_ram_too_small_for_the_workers_fails_with_the_arithmetic():
     r = run(facts, workers=4, ram_per_worker=int(1.9 * GiB))
     c = r.check("host_ram")
     assert c.status == "fail" and not r.ready
-    assert "4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6.0 GiB (available RAM)" in c.message
+    assert "4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6 GiB (available RAM)" in c.message
     assert "OOM killer" in c.message
     assert c.evidence["need_bytes"] == 4 * int(1.9 * GiB)
 
@@ -279,7 +279,7 @@ def test_ram_that_barely_fits_warns_and_threads_need_less():
     r = run(facts, workers=4, strategy="threads")  # 2 GiB + 4 x 128 MiB
     c = r.check("host_ram")
     assert c.status == "pass"
-    assert c.message.startswith("1 process 2.0 GiB (conservative default, no saved report) + 4 threads x 128 MiB")
+    assert c.message.startswith("1 process 2 GiB (conservative default, no saved report) + 4 threads x 128 MiB")
     assert r.per_worker["total_host_bytes"] == 2 * GiB + 4 * 128 * MiB
 
 
@@ -288,13 +288,13 @@ def test_the_cgroup_limit_binds_before_free_ram():
                                "cgroup_usage_bytes": 3 * GiB})
     c = run(facts, workers=3).check("host_ram")
     assert c.status == "fail"
-    assert "5.0 GiB (cgroup limit 8.0 GiB, 3.0 GiB used)" in c.message
+    assert "5 GiB (cgroup limit 8 GiB, 3 GiB used)" in c.message
 
 
 def test_the_budget_from_memory_facts_wins_and_the_wsl_cap_is_named():
     facts = make_facts(memory={"available_bytes": 10 * GiB, "budget_bytes": 3 * GiB, "wsl_memory_cap_bytes": 8 * GiB})
     c = run(facts, workers=2).check("host_ram")
-    assert c.status == "fail" and "WSL2 caps this Linux at 8.0 GiB" in c.message
+    assert c.status == "fail" and "WSL2 caps this Linux at 8 GiB" in c.message
     assert c.evidence["budget_bytes"] == 3 * GiB
 
 
@@ -309,16 +309,16 @@ def test_vram_fits_barely_fits_and_does_not_fit():
     r = run(make_facts(gpus=[gpu]), workers=4, vram_per_worker=800 * MiB)
     c = r.check("vram")
     assert c.status == "fail" and not r.ready
-    assert "4 workers x 800 MiB (--vram-per-worker) = 3.1 GiB does not fit in 3.0 GiB free of 4.0 GiB on GPU 0" \
+    assert "4 workers x 800 MiB (--vram-per-worker) = 3.1 GiB does not fit in 3 GiB free of 4 GiB on GPU 0" \
         == c.message
     assert status(run(make_facts(gpus=[make_gpu(memory_free_bytes="n/a")])), "vram") == "skip"
 
 
 def test_threads_share_one_cuda_context():
-    need = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="threads"))
+    need = needs.worker_needs(make_facts(), preflight.Plan(workers=4, strategy="threads"))
     assert need["shared_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES
     assert need["total_device_bytes"] == model.DEFAULT_PROCESS_DEVICE_BYTES + 4 * model.DEFAULT_THREAD_DEVICE_BYTES
-    procs = needs.worker_needs(make_facts(), pc.Plan(workers=4, strategy="processes"))
+    procs = needs.worker_needs(make_facts(), preflight.Plan(workers=4, strategy="processes"))
     assert procs["total_device_bytes"] == 4 * model.DEFAULT_PROCESS_DEVICE_BYTES
     assert procs["shared_host_bytes"] == 0 and procs["source"] == model.DEFAULT_LABEL
 
@@ -389,7 +389,7 @@ def test_swap_checks():
     assert status(run(tight, workers=1), "swap") == "pass"
     used = make_facts(memory={"swap_total_bytes": 4 * GiB, "swap_used_bytes": 3 * GiB})
     c = run(used).check("swap")
-    assert c.status == "warn" and "75% used" in c.message
+    assert c.status == "warn" and "75 % used" in c.message
     assert status(run(make_facts(memory={"swap_total_bytes": None})), "swap") == "skip"
 
 
@@ -544,7 +544,7 @@ def test_disk_space_against_the_minimum():
     disk = {"path": "ckpt", "free_bytes": 5 * GiB, "total_bytes": 100 * GiB, "writable": True}
     facts = make_facts(disk=disk)
     c = run(facts, checkpoint_dir="ckpt", min_free_disk=10 * GiB).check("disk")
-    assert c.status == "fail" and "5.0 GiB free at ckpt, less than the 10.0 GiB" in c.message
+    assert c.status == "fail" and "5 GiB free at ckpt, less than the 10 GiB" in c.message
     assert status(run(facts, checkpoint_dir="ckpt", min_free_disk=GiB), "disk") == "pass"
     assert "no --min-free-disk" in run(facts, checkpoint_dir="ckpt").check("disk").message
     ro = make_facts(disk=dict(disk, writable=False))
@@ -559,7 +559,7 @@ def test_strict_turns_warnings_into_not_ready_and_raise_if_failed():
     assert relaxed.ready and relaxed.raise_if_failed() is relaxed
     assert "READY (1 warning: persistence_mode)" in relaxed.format_text()
     assert not strict.ready
-    with pytest.raises(pc.PreflightFailed) as exc:
+    with pytest.raises(preflight.PreflightFailed) as exc:
         strict.raise_if_failed()
     assert exc.value.result is strict
     assert "NOT READY: persistence_mode: persistence mode off" in str(exc.value)
@@ -624,7 +624,7 @@ def test_gather_facts_through_the_seams(tmp_path):
         seen.append(n)
         return driver_data()
 
-    facts = facts_mod.gather_facts(pc.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
+    facts = facts_mod.gather_facts(preflight.Plan(checkpoint_dir=str(tmp_path)), environ={"CUDA_LAUNCH_BLOCKING": "1", "HOME": "x"},
                             nvml_session=session_ok(), driver_collect=collect, memory_facts=memory_facts,
                             search_dir=str(tmp_path))
     assert isinstance(seen[0], FakeNvml)
@@ -637,7 +637,7 @@ def test_gather_facts_through_the_seams(tmp_path):
 
 
 def test_gather_facts_records_nvml_unavailable_with_its_reason():
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_unavailable("no NVIDIA driver here"),
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"] == {"reachable": False, "reason": "no NVIDIA driver here"}
     assert facts["driver"] is None
@@ -647,7 +647,7 @@ def test_gather_facts_survives_a_failing_driver_collect():
     def collect(n):
         raise KeyError("boom")
 
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_ok(), driver_collect=collect,
                             memory_facts=memory_facts, search_dir=None)
     assert facts["nvml"]["reachable"] and facts["driver"] is None
     assert "KeyError" in facts["driver_reason"]
@@ -660,7 +660,7 @@ def test_unreadable_memory_facts_skip_the_ram_check_with_the_reason():
     def broken():
         raise OSError("no /sys")
 
-    facts = facts_mod.gather_facts(pc.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
+    facts = facts_mod.gather_facts(preflight.Plan(), environ={}, nvml_session=session_unavailable("x"), memory_facts=broken,
                                    search_dir=None)
     assert facts["memory"] is None and facts["memory_reason"] == "OSError: no /sys"
     assert status(run(facts), "host_ram") == "skip" and "no /sys" in run(facts).check("host_ram").message
@@ -678,7 +678,7 @@ def test_preflight_api_end_to_end_through_the_seams(tmp_path, monkeypatch):
     _inject(monkeypatch, environ={}, nvml_session=session_ok(), driver_collect=lambda n: driver_data(),
             memory_facts=memory_facts)
     r = gpudiag.preflight(workers=2, strategy="processes", vram_per_worker="800M", search_dir=str(tmp_path))
-    assert isinstance(r, pc.PreflightResult)
+    assert isinstance(r, preflight.PreflightResult)
     assert r.per_worker["device_bytes"] == 800 * MiB and r.per_worker["device_source"] == "--vram-per-worker"
     assert r.per_worker["host_bytes"] == 1100 * MiB
     assert "gpudiag-report-2026-03-01-bbbbbb.json" in r.per_worker["host_source"]

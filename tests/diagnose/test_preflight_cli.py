@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import tests
 from gpudiag.cli import main
-from gpudiag.diagnose import preflight as pc
+from gpudiag.diagnose import preflight
 from gpudiag.diagnose.preflight import facts as facts_mod
 from gpudiag.diagnose.preflight.model import ENV_NAMES
 from tests.diagnose.test_preflight_checks import GiB, make_facts, make_gpu, no_nvml, write_report
@@ -69,7 +69,7 @@ def test_exit_1_when_a_check_fails(monkeypatch):
     r = cli(["--workers", "4", "--ram-per-worker", "1.9G"], facts, monkeypatch)
     assert r.exit_code == 1
     assert "NOT READY" in r.output
-    assert "  - host_ram: 4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6.0 GiB" in r.output
+    assert "  - host_ram: 4 workers x 1.9 GiB (--ram-per-worker) = 7.6 GiB does not fit in 6 GiB" in r.output
 
 
 def test_strict_makes_a_warning_exit_1(monkeypatch):
@@ -183,7 +183,7 @@ def test_preflight_never_imports_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=subprocess_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"checks {len(pc.run_checks(no_nvml(), pc.Plan())[0])}"
+    assert proc.stdout.strip() == f"checks {len(preflight.run_checks(no_nvml(), preflight.Plan())[0])}"
 
 
 def test_the_cli_never_imports_torch(tmp_path):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from gpudiag.diagnose import thresholds as th
+from gpudiag.diagnose import thresholds
 from gpudiag.fleet import analysis, cpu_verdict
 from gpudiag.fleet.cpu_account import CpuAccount, JobRanks, cpu_list_text
 from gpudiag.fleet.windows import Windows, window_seconds
@@ -205,9 +205,9 @@ def test_cpu_state(acc, state, causes):
 
 
 def test_the_thresholds_order_the_rule():
-    assert 0.5 < th.FLEET_CPU_SHORT_SHARE < 1.0  # half a core is short; a whole one is not
-    assert 0 < th.FLEET_CPU_LOAD_SHARE < 1 - th.FLEET_CPU_SHORT_SHARE + 0.1
-    assert 0 < th.FLEET_CPU_THROTTLED_SHARE < 1
+    assert 0.5 < thresholds.FLEET_CPU_SHORT_SHARE < 1.0  # half a core is short; a whole one is not
+    assert 0 < thresholds.FLEET_CPU_LOAD_SHARE < 1 - thresholds.FLEET_CPU_SHORT_SHARE + 0.1
+    assert 0 < thresholds.FLEET_CPU_THROTTLED_SHARE < 1
 
 
 def test_a_rank_without_a_cpu_account_is_judged_on_its_figures_alone():

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from gpudiag import platform
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.preflight import Plan
 from gpudiag.diagnose.preflight.host_checks import check_cpu_limit
 from gpudiag.probes import system
@@ -74,7 +74,7 @@ def test_no_reader_and_no_text_built_on_it_names_the_cgroup(tmp_path, files):
     texts = [limit, mem, os_, platform.cgroup_memory(root=root, kind="linux"), meter.read(),
              system.findings_for({"cpu": cpu, "memory": mem, "os": os_}),
              check_cpu_limit({"cpu_limit": limit, "logical_cpus": 8}, Plan(workers=4)).to_dict(),
-             cl.limit_text(limit), cl.usable_text(limit), cl.throttled_text(limit, {"throttled_share": 0.9,
+             cpu_limit.limit_text(limit), cpu_limit.usable_text(limit), cpu_limit.throttled_text(limit, {"throttled_share": 0.9,
                                                                                     "periods": 40})]
     text = _assert_private(texts)  # ... and named by kind only
     assert "cgroup v" in text and "CPU_LIMIT" in text

@@ -88,7 +88,8 @@ def test_helpers():
     assert cpu_features.parse_cpulist("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
     assert cpu_features.parse_cpulist("") == [] and cpu_features.parse_cpulist("x,2") == [2]
     assert cpu_features.parse_size("32768K") == 32 * 2 ** 20 and cpu_features.parse_size("1M") == 2 ** 20
-    assert cpu_features.human_bytes(96 * 1024) == "96 KiB" and cpu_features.human_bytes(int(1.5 * 2 ** 20)) == "1.5 MiB"
+    assert cpu_features.cache_row({"bytes_total": 96 * 1024, "instances": 2}) == "96 KiB (2 instances)"
+    assert cpu_features.cache_row({"bytes_total": int(1.5 * 2 ** 20), "instances": 1}) == "1.5 MiB (1 instance)"
     assert cpu_features.isa_summary(None) is None
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from gpudiag.platform import nvidia as nv
+from gpudiag.platform import nvidia
 from tests.fakes import FakeWinreg, capture_sections, go_string_literals, read_data
 
 NVRM = capture_sections(read_data("driver_proc_nvidia_version.txt"))
@@ -30,45 +30,45 @@ def _tree(tmp_path, files):
     ("C", "proprietary", "515.76"),
 ])
 def test_parse_nvrm_version_from_captures(section, flavour, version):
-    assert nv.parse_nvrm_version(NVRM[section]) == {"flavour": flavour, "version": version}
+    assert nvidia.parse_nvrm_version(NVRM[section]) == {"flavour": flavour, "version": version}
 
 
 def test_parse_nvrm_version_readme_lines_without_version():
     lines = [ln.split(":", 1)[1].strip() for ln in NVRM["D"].splitlines() if ln.startswith("# ")]
     proprietary, open_ = lines
-    assert nv.parse_nvrm_version(proprietary) == {"flavour": "proprietary", "version": None}
-    assert nv.parse_nvrm_version(open_) == {"flavour": "open", "version": None}
-    assert nv.parse_nvrm_version("") == {"flavour": None, "version": None}
-    assert nv.parse_nvrm_version("NVRM version: something else 1.2.3") == {"flavour": None, "version": "1.2.3"}
+    assert nvidia.parse_nvrm_version(proprietary) == {"flavour": "proprietary", "version": None}
+    assert nvidia.parse_nvrm_version(open_) == {"flavour": "open", "version": None}
+    assert nvidia.parse_nvrm_version("") == {"flavour": None, "version": None}
+    assert nvidia.parse_nvrm_version("NVRM version: something else 1.2.3") == {"flavour": None, "version": "1.2.3"}
 
 
 @pytest.mark.parametrize("section,flavour,version", [("B", "open", "565.57.01"), ("C", "proprietary", "515.76")])
 def test_kernel_module_reads_proc_in_a_fake_tree(tmp_path, section, flavour, version):
     root = _tree(tmp_path, {"proc/driver/nvidia/version": NVRM[section]})
-    assert nv.kernel_module(root) == {"flavour": flavour, "version": version,
+    assert nvidia.kernel_module(root) == {"flavour": flavour, "version": version,
                                       "source": "/proc/driver/nvidia/version"}
 
 
 @pytest.mark.parametrize("taint,flavour", [("POE\n", "proprietary"), ("OE\n", "open"), ("O\n", "open")])
 def test_kernel_module_falls_back_to_sys_module(tmp_path, taint, flavour):
     root = _tree(tmp_path, {"sys/module/nvidia/version": "555.42.02\n", "sys/module/nvidia/taint": taint})
-    assert nv.kernel_module(root) == {"flavour": flavour, "version": "555.42.02", "source": "/sys/module/nvidia"}
+    assert nvidia.kernel_module(root) == {"flavour": flavour, "version": "555.42.02", "source": "/sys/module/nvidia"}
 
 
 def test_kernel_module_sys_version_without_taint_says_why(tmp_path):
     root = _tree(tmp_path, {"sys/module/nvidia/version": "550.54.14\n"})
-    km = nv.kernel_module(root)
+    km = nvidia.kernel_module(root)
     assert km["flavour"] is None and km["version"] == "550.54.14" and "taint" in km["reason"]
 
 
 def test_kernel_module_absent(tmp_path):
-    km = nv.kernel_module(str(tmp_path))
+    km = nvidia.kernel_module(str(tmp_path))
     assert km["flavour"] is None and km["source"] is None and "not loaded" in km["reason"]
 
 
 def test_kernel_module_unrecognised_proc_text(tmp_path):
     root = _tree(tmp_path, {"proc/driver/nvidia/version": "garbage\n"})
-    km = nv.kernel_module(root)
+    km = nvidia.kernel_module(root)
     assert km["flavour"] is None and "unrecognised" in km["reason"]
 
 
@@ -94,14 +94,14 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gp
     (_line("Linux version 5.15.0-113-generic"), "linux"),
 ])
 def test_gpu_host_from_proc_version(tmp_path, proc_version, expected):
-    assert nv.gpu_host(_tree(tmp_path, {"proc/version": proc_version})) == expected
+    assert nvidia.gpu_host(_tree(tmp_path, {"proc/version": proc_version})) == expected
 
 
 @linux_only
 def test_gpu_host_dev_dxg_means_wsl2_and_a_registry_means_windows(tmp_path):
     root = _tree(tmp_path, {"dev/dxg": ""})
-    assert nv.gpu_host(root) == "wsl2"
-    assert nv.gpu_host(str(tmp_path), reg=FakeWinreg()) == "windows"
+    assert nvidia.gpu_host(root) == "wsl2"
+    assert nvidia.gpu_host(str(tmp_path), reg=FakeWinreg()) == "windows"
 
 
 # ------------------------------------------------------------------ process names
@@ -120,7 +120,7 @@ def test_gpu_host_dev_dxg_means_wsl2_and_a_registry_means_windows(tmp_path):
     (None, None),
 ])
 def test_clean_process_name_keeps_only_the_base_name(raw, clean):
-    assert nv.clean_process_name(raw) == clean
+    assert nvidia.clean_process_name(raw) == clean
 
 
 @pytest.mark.parametrize("name,category", [
@@ -130,23 +130,22 @@ def test_clean_process_name_keeps_only_the_base_name(raw, clean):
     ("nvidia-cuda-mps-server", "mps"), ("python3", "other"), (None, "other"),
 ])
 def test_classify_process(name, category):
-    assert nv.classify_process(name)[0] == category
-    assert nv.is_desktop_process(name) == (category in ("display", "app"))
+    assert nvidia.classify_process(name)[0] == category
 
 
 def test_mps_daemon_running_from_a_snapshot():
-    assert nv.mps_daemon_running({10: "bash", 11: "nvidia-cuda-mps-control"}) is True
-    assert nv.mps_daemon_running(["/usr/bin/nvidia-cuda-mps-server"]) is True
-    assert nv.mps_daemon_running({10: "bash", 12: "python3"}) is False
+    assert nvidia.mps_daemon_running({10: "bash", 11: "nvidia-cuda-mps-control"}) is True
+    assert nvidia.mps_daemon_running(["/usr/bin/nvidia-cuda-mps-server"]) is True
+    assert nvidia.mps_daemon_running({10: "bash", 12: "python3"}) is False
 
 
 @linux_only
 def test_mps_daemon_running_live_gives_a_bool_on_linux():
-    assert nv.mps_daemon_running() in (True, False)
+    assert nvidia.mps_daemon_running() in (True, False)
 
 
 def test_process_snapshot_has_this_process_by_name_only():
-    snap = nv.process_snapshot()
+    snap = nvidia.process_snapshot()
     assert os.getpid() in snap
     assert all(isinstance(v, str) for v in snap.values())
 
@@ -154,21 +153,21 @@ def test_process_snapshot_has_this_process_by_name_only():
 # ------------------------------------------------------------------ Windows registry
 
 def test_hags_from_captured_reg_query_crlf_outputs():
-    on = nv.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["hagsQueryOutput"]))
-    off = nv.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["hagsDisabledOutput"]))
+    on = nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["hagsQueryOutput"]))
+    off = nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["hagsDisabledOutput"]))
     assert "\r\n" in REG_GO["hagsQueryOutput"]
     assert on["hags"] == {"raw": 2, "enabled": True}
     assert off["hags"] == {"raw": 1, "enabled": False}
 
 
 def test_hags_from_verbatim_console_outputs():
-    assert nv.windows_graphics_settings(FakeWinreg.from_reg_query(REG_SECTIONS["B"]))["hags"]["enabled"] is True
-    assert nv.windows_graphics_settings(FakeWinreg.from_reg_query(REG_SECTIONS["C"]))["hags"]["enabled"] is False
+    assert nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(REG_SECTIONS["B"]))["hags"]["enabled"] is True
+    assert nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(REG_SECTIONS["C"]))["hags"]["enabled"] is False
 
 
 def test_value_missing_means_os_default_with_a_note():
     for text in (REG_GO["regMissingOutput"], REG_GO["regMissingOutputDE"], REG_GO["hagsKeyListing"]):
-        w = nv.windows_graphics_settings(FakeWinreg.from_reg_query(text))
+        w = nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(text))
         assert w["hags"]["raw"] is None and w["hags"]["enabled"] is None
         assert "default" in w["hags"]["reason"]
         assert w["tdr"] == {"level": 3, "delay_s": 2, "ddi_delay_s": 5, "level_name": "recover",
@@ -176,7 +175,7 @@ def test_value_missing_means_os_default_with_a_note():
 
 
 def test_access_denied_is_null_with_the_error():
-    w = nv.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["regDeniedOutput"]))
+    w = nvidia.windows_graphics_settings(FakeWinreg.from_reg_query(REG_GO["regDeniedOutput"]))
     assert w["hags"]["enabled"] is None and "PermissionError" in w["hags"]["reason"]
     assert w["tdr"]["delay_s"] is None and "PermissionError" in w["tdr"]["reason"]
     assert w["tdr"]["defaults"] == []
@@ -185,27 +184,27 @@ def test_access_denied_is_null_with_the_error():
 def test_tdr_delay_from_runbook_capture():
     line = next(ln for ln in REG_SECTIONS["D"].splitlines() if "TdrDelay    REG_DWORD" in ln)
     reg = FakeWinreg.from_reg_query("    " + line.lstrip("# "))
-    w = nv.windows_graphics_settings(reg)
+    w = nvidia.windows_graphics_settings(reg)
     assert w["tdr"]["delay_s"] == 60
     assert w["tdr"]["defaults"] == ["level", "ddi_delay_s"]
-    assert reg.opened == [nv.GRAPHICS_DRIVERS_KEY] and reg.closed == 1
+    assert reg.opened == [nvidia.GRAPHICS_DRIVERS_KEY] and reg.closed == 1
 
 
 def test_tdr_level_off_and_unknown_hags_value():
-    w = nv.windows_graphics_settings(FakeWinreg({"TdrLevel": 0, "HwSchMode": 7}))
+    w = nvidia.windows_graphics_settings(FakeWinreg({"TdrLevel": 0, "HwSchMode": 7}))
     assert w["tdr"]["level"] == 0 and w["tdr"]["level_name"] == "off"
     assert w["hags"]["enabled"] is None and "unrecognised" in w["hags"]["reason"]
 
 
 def test_missing_key_gives_reasons_not_an_exception():
-    w = nv.windows_graphics_settings(FakeWinreg(key_missing=True))
+    w = nvidia.windows_graphics_settings(FakeWinreg(key_missing=True))
     assert w["hags"]["enabled"] is None and "FileNotFoundError" in w["hags"]["reason"]
     assert w["tdr"]["delay_s"] is None
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="there is a real registry on Windows")
 def test_no_registry_off_windows():
-    assert nv.windows_graphics_settings() is None
+    assert nvidia.windows_graphics_settings() is None
 
 
 def test_the_driver_stack_named_by_the_system_probe_os_facts():
@@ -218,8 +217,6 @@ def test_the_driver_stack_named_by_the_system_probe_os_facts():
 
 
 def test_gpu_numa_is_a_linux_sysfs_fact(tmp_path):
-    from gpudiag.platform import nvidia
-
     away = nvidia.gpu_numa("0000:01:00.0", kind="windows")
     assert away["gpu_node"] is None and away["reason"].startswith("NUMA placement is read from Linux sysfs")
     dev = tmp_path / "sys/bus/pci/devices/0000:01:00.0"

@@ -210,7 +210,7 @@ def test_other_compute_processes_and_own_pid_excluded():
     f = by_code(driver.analyze(data), "OTHER_COMPUTE_PROCESSES")  # default own pids: this process
     assert f["severity"] == "warning"
     assert f["evidence"]["processes"] == [{"pid": 4242, "name": "python3", "used_memory_bytes": 1200 * MiB}]
-    assert "1200 MiB" in f["message"]
+    assert "(1.2 GiB)" in f["message"]
     assert "OTHER_COMPUTE_PROCESSES" not in codes(driver.analyze(data, own_pids=[4242, os.getpid()]))
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from gpudiag.measure import stats  # noqa: E402
 from gpudiag.probes.cycle import probe as cycle_probe  # noqa: E402
-from gpudiag.probes.gil import analysis as ga  # noqa: E402
+from gpudiag.probes.gil import analysis as gil_analysis  # noqa: E402
 from gpudiag.report.contract import summarize_host  # noqa: E402
 
 GiB, MiB = 2**30, 2**20
@@ -97,7 +97,7 @@ def scaling(table, width=1.0):
             items = 1_000_000
             walls = [items / (thr * f) for f in round_factors(3 * k + j, width)]
             measurements.append({"workload": workload, "mode": mode, "workers": n, "items": items, "wall_s": walls})
-    return ga.scaling_rows(measurements)
+    return gil_analysis.scaling_rows(measurements)
 
 
 WORKLOADS = {
@@ -121,13 +121,13 @@ def gil(table, mem, cuda=False, cores=2, other=0.03, width=1.0):
                         "total_s": 1.49 if not cuda else 2.16},
             "memory": mem,
             "other_busy_cores": {w: other for w in workloads if w != "cuda_launch" or cuda}}
-    data["verdict"] = ga.analyse(data, usable_cores=cores)["verdict"]  # what the probe itself writes
+    data["verdict"] = gil_analysis.analyse(data, usable_cores=cores)["verdict"]  # what the probe itself writes
     return data
 
 
 def gil_findings(data, cores):
     """The probe's own findings for this data (so a fixture never disagrees with its probe)."""
-    return ga.analyse(data, usable_cores=cores)["findings"]
+    return gil_analysis.analyse(data, usable_cores=cores)["findings"]
 
 
 _STRAT_K = {"serial": 0, "deferred_sync": 1, "cuda_graph": 2, "streams": 3, "batched": 4, "threads": 5, "processes": 6}

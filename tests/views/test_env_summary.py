@@ -71,7 +71,7 @@ def test_render_covers_more_than_collect_env_with_wddm_gpu():
 def test_render_linux_open_module_and_processes():
     md = env_summary.render(fast_system(), {"data": LINUX_DRIVER, "findings": []}, [], "0.1.0")
     assert "open kernel module 575.57.08" in md
-    assert "compute: python3 (1.0 GiB); graphics: not reported by NVML" in md
+    assert "compute: python3 (1 GiB); graphics: not reported by NVML" in md
     assert "persistence off" in md and "PCIe Gen3 x8 (max Gen3 x16; idle links downtrain)" in md
 
 

@@ -138,10 +138,10 @@ def test_an_absurd_file_is_refused_from_its_size_in_one_line(tmp_path):
     path = tmp_path / "huge.json"
     with open(path, "wb") as fh:
         fh.write(b'{"schema_version": 1, "probes": {"fleet": {')
-        fh.truncate(contract.MAX_FLEET_REPORT_BYTES + 2**20)  # sparse: nothing more is written
+        fh.truncate(contract.MAX_FLEET_REPORT_BYTES + 2**29)  # sparse: nothing more is written
     res = CliRunner().invoke(main, ["render", str(path), "-o", str(tmp_path / "out.html")])
     assert res.exit_code == 2 and res.output.strip() == \
-        "gpudiag: error: huge.json: 1025 MiB is too large to be a gpudiag fleet report (at most 1024 MiB)"
+        "gpudiag: error: huge.json: 1.5 GiB is too large to be a gpudiag fleet report (at most 1 GiB)"
 
 
 # ----------------------------------------------------------------------------- compare

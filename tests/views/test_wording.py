@@ -108,7 +108,7 @@ def test_no_cuda_context_in_the_thread_cost_without_cuda(cpu_only):
     mem = cpu_only["probes"]["gil"]["data"]["memory"]
     (finding,) = gil_analysis._memory_findings(mem, {}, 2)
     assert "CUDA" not in finding["message"]
-    assert "A thread adds about 1 MiB of RSS (it shares the process's torch)" in finding["message"]
+    assert "A thread adds about 1.1 MiB of RSS (it shares the process's torch)" in finding["message"]
     with_cuda = dict(mem, rss_after_cuda_bytes=mem["rss_after_torch_bytes"] + 2**29)
     (finding,) = gil_analysis._memory_findings(with_cuda, {}, 2)
     assert "it shares the process's torch and CUDA context" in finding["message"]

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gpudiag.diagnose.preflight.model import NA, THROTTLING_REASONS, Check, Plan, num, version_tuple
+from gpudiag.backends.nvml import NA, THROTTLING_REASONS
+from gpudiag.diagnose.preflight.model import Check, Plan, num, version_tuple
 from gpudiag.diagnose.preflight.needs import fit_status, need_text
-from gpudiag.measure.sizes import format_size
+from gpudiag.diagnose.thresholds import GPU_IDLE_UTILIZATION_PERCENT
+from gpudiag.units import fmt_bytes
 
 
 def driver_host(facts: Mapping[str, Any]) -> str:
@@ -162,7 +164,7 @@ def check_gpu_visible(facts: Mapping[str, Any], plan: Plan) -> Check:
     msg = f"CUDA device {plan.device} is {gpu_tag(gpu)}"
     total = num(gpu.get("memory_total_bytes"))
     if total:
-        msg += f", {format_size(total)}"
+        msg += f", {fmt_bytes(total)}"
     if cvd is not None:
         msg += f" ({note})"
     if visible and len(visible) > 1 and env.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" \
@@ -268,7 +270,7 @@ def check_gpu_processes(facts: Mapping[str, Any], plan: Plan) -> Check:
     parts = []
     if compute:
         used = sum(num(r.get("used_memory_bytes")) or 0 for r in compute)
-        parts.append(f"compute: {_names(compute)}" + (f" ({format_size(used)})" if used else ""))
+        parts.append(f"compute: {_names(compute)}" + (f" ({fmt_bytes(used)})" if used else ""))
     if graphics:
         parts.append(f"graphics: {_names(graphics)}")
     tail = (" - they time-share the GPU with your run" if compute else
@@ -290,8 +292,8 @@ def check_vram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) ->
         return Check("vram", "skip", f"NVML does not report free memory on {gpu_tag(gpu)}", ev)
     status = fit_status(need["total_device_bytes"], free)
     verdict = {"fail": "does not fit in", "warn": "barely fits in", "pass": "fits in"}[status]
-    return Check("vram", status, f"{need_text(need, plan, 'device')} {verdict} {format_size(free)} free"
-                 + (f" of {format_size(total)}" if total else "") + f" on GPU {gpu.get('index')}", ev)
+    return Check("vram", status, f"{need_text(need, plan, 'device')} {verdict} {fmt_bytes(free)} free"
+                 + (f" of {fmt_bytes(total)}" if total else "") + f" on GPU {gpu.get('index')}", ev)
 
 
 def check_clocks(facts: Mapping[str, Any], plan: Plan) -> Check:
@@ -325,7 +327,7 @@ def _gpu_idle(gpu: Mapping[str, Any]) -> bool:
     is power saving, not a fault."""
     active = (gpu.get("clock_event_reasons") or {}).get("active")
     util = num(gpu.get("utilization_gpu_percent"))
-    return (isinstance(active, list) and "gpu_idle" in active) or (util is not None and util < 10)
+    return (isinstance(active, list) and "gpu_idle" in active) or (util is not None and util < GPU_IDLE_UTILIZATION_PERCENT)
 
 
 def check_pcie(facts: Mapping[str, Any], plan: Plan) -> Check:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Tuple
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.preflight.model import Check, Plan, num, worst
 from gpudiag.diagnose.preflight.needs import fit_status, host_budget, need_text
-from gpudiag.measure.sizes import format_size
+from gpudiag.diagnose.thresholds import SWAP_USED_SHARE_MAX, SWAPLESS_NEED_SHARE_MAX
+from gpudiag.units import fmt_bytes, fmt_pct
 
 
 def check_cpu_limit(facts: Mapping[str, Any], plan: Plan) -> Check:
@@ -22,15 +23,15 @@ def check_cpu_limit(facts: Mapping[str, Any], plan: Plan) -> Check:
     ev = {k: limit.get(k) for k in ("usable_cores", "usable_cpus", "limited_by", "quota_cpus", "quota_period_us",
                                     "quota_source", "cgroup_version", "cpuset_cpus", "affinity_cores")}
     ev.update(workers=plan.workers, logical_cpus=facts.get("logical_cpus"))
-    where = f"under {cl.limit_text(limit)}" if cl.limit_text(limit) else "(no CPU limit)"
+    where = f"under {cpu_limit.limit_text(limit)}" if cpu_limit.limit_text(limit) else "(no CPU limit)"
     cores = f"{usable} usable core{'s' if usable != 1 else ''}"
     nouns = ("thread", "threads") if plan.strategy == "threads" else ("worker process", "worker processes")
     kind = nouns[plan.workers != 1]
     if plan.workers > usable:
         raise_it = (" or raise the limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota)"
-                    if cl.quota_binds(limit) else "")
+                    if cpu_limit.quota_binds(limit) else "")
         return Check("cpu_limit", "warn", f"{plan.workers} {kind} on {cores} {where}: CPU-bound workers beyond "
-                     f"{usable} take turns" + (" inside the quota (throttled)" if cl.quota_binds(limit) else "")
+                     f"{usable} take turns" + (" inside the quota (throttled)" if cpu_limit.quota_binds(limit) else "")
                      + f" and add no speed; use --workers {usable}{raise_it}, unless they mostly wait on the GPU "
                      "or on input", ev)
     return Check("cpu_limit", "pass", f"{plan.workers} {kind} within {cores} {where}", ev)
@@ -49,10 +50,10 @@ def check_host_ram(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]
         return Check("host_ram", "skip", f"available memory unknown ({facts.get('memory_reason') or 'no facts'})", ev)
     status = fit_status(need["total_host_bytes"], budget)
     verdict = {"fail": "does not fit in", "warn": "barely fits in", "pass": "fits in"}[status]
-    msg = f"{need_text(need, plan, 'host')} {verdict} {format_size(budget)} ({what})"
+    msg = f"{need_text(need, plan, 'host')} {verdict} {fmt_bytes(budget)} ({what})"
     cap = num(mem.get("wsl_memory_cap_bytes"))
     if cap:
-        msg += f"; WSL2 caps this Linux at {format_size(cap)} (.wslconfig memory=)"
+        msg += f"; WSL2 caps this Linux at {fmt_bytes(cap)} (.wslconfig memory=)"
     if status == "fail":
         msg += " - expect the OOM killer"
     return Check("host_ram", status, msg, ev)
@@ -68,14 +69,14 @@ def check_swap(facts: Mapping[str, Any], plan: Plan, need: Mapping[str, Any]) ->
         return Check("swap", "skip", "swap size unknown", ev)
     budget, _ = host_budget(mem)
     if total == 0:
-        if budget and need["total_host_bytes"] > 0.75 * budget:
+        if budget and need["total_host_bytes"] > SWAPLESS_NEED_SHARE_MAX * budget:
             return Check("swap", "warn", "no swap, and the workers need over 3/4 of the memory left: going over "
                          "means the OOM killer, not a slowdown", ev)
         return Check("swap", "pass", "no swap (fine while the workers fit with room to spare)", ev)
-    if used is not None and used > 0.5 * total:
-        return Check("swap", "warn", f"swap is already {100 * used / total:.0f}% used ({format_size(used)} of "
-                     f"{format_size(total)}): this machine is short of RAM before the run starts", ev)
-    return Check("swap", "pass", f"{format_size(total)} swap" + (f", {format_size(used)} used" if used else ""), ev)
+    if used is not None and used > SWAP_USED_SHARE_MAX * total:
+        return Check("swap", "warn", f"swap is already {fmt_pct(used / total)} used ({fmt_bytes(used)} of "
+                     f"{fmt_bytes(total)}): this machine is short of RAM before the run starts", ev)
+    return Check("swap", "pass", f"{fmt_bytes(total)} swap" + (f", {fmt_bytes(used)} used" if used else ""), ev)
 
 
 def check_oom_kills(facts: Mapping[str, Any], plan: Plan) -> Check:
@@ -143,8 +144,8 @@ def check_disk(facts: Mapping[str, Any], plan: Plan) -> Check:
     if free is None:
         return Check("disk", "skip", f"free space at {path} unknown ({disk.get('reason')})", ev)
     if plan.min_free_disk is not None and free < plan.min_free_disk:
-        return Check("disk", "fail", f"{format_size(free)} free at {path}, less than the "
-                     f"{format_size(plan.min_free_disk)} asked for (--min-free-disk)", ev)
-    return Check("disk", "pass", f"{format_size(free)} free at {path}"
-                 + (f" (>= {format_size(plan.min_free_disk)})" if plan.min_free_disk is not None
+        return Check("disk", "fail", f"{fmt_bytes(free)} free at {path}, less than the "
+                     f"{fmt_bytes(plan.min_free_disk)} asked for (--min-free-disk)", ev)
+    return Check("disk", "pass", f"{fmt_bytes(free)} free at {path}"
+                 + (f" (>= {fmt_bytes(plan.min_free_disk)})" if plan.min_free_disk is not None
                     else " (no --min-free-disk given)"), ev)

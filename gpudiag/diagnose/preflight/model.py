@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from gpudiag.backends.nvml import NA  # what the NVML seam writes for a value the GPU/driver does not give
+
 STATUSES = ("pass", "warn", "fail", "skip")
 
 
@@ -18,9 +20,6 @@ STRATEGIES = ("threads", "processes")
 
 MAX_WORKERS = 100_000  # more than any machine runs: a bigger number is a typo, and overflows the arithmetic
 MAX_DEVICE = 4096
-
-
-NA = "n/a"  # what the NVML seam writes for a value the GPU/driver does not give
 
 
 # Conservative per-worker defaults, used only when neither a saved report nor a flag gives a figure.
@@ -43,17 +42,10 @@ DEFAULT_THREAD_DEVICE_BYTES = 256 * 2**20
 DEFAULT_LABEL = "conservative default, no saved report"  # docs/preflight.md says where the figures come from
 
 
-TIGHT_FRACTION = 0.9  # a need above this share of what is free leaves no room: warn
-
-
 REPORT_GLOB = "gpudiag-report-*.json"
 
 
 MAX_REPORTS_READ = 20  # newest by modification time; keeps the search cheap in a folder of old reports
-
-
-THROTTLING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown",
-                                "hw_thermal_slowdown", "hw_power_brake_slowdown"})
 
 
 ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "CUDA_DEVICE_ORDER", "CUDA_MODULE_LOADING",

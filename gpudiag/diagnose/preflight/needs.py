@@ -10,11 +10,11 @@ from gpudiag.diagnose.preflight.model import (
     DEFAULT_PROCESS_HOST_BYTES,
     DEFAULT_THREAD_DEVICE_BYTES,
     DEFAULT_THREAD_HOST_BYTES,
-    TIGHT_FRACTION,
     Plan,
     num,
 )
-from gpudiag.measure.sizes import format_size
+from gpudiag.diagnose.thresholds import TIGHT_FRACTION
+from gpudiag.units import fmt_bytes
 
 
 def worker_needs(facts: Mapping[str, Any], plan: Plan) -> Dict[str, Any]:
@@ -76,10 +76,10 @@ def need_text(need: Mapping[str, Any], plan: Plan, kind: str) -> str:
     total = need[f"total_{kind}_bytes"]
     if plan.strategy == "threads":
         shared, shared_src = need[f"shared_{kind}_bytes"], need[f"shared_{kind}_source"]
-        return (f"1 process {format_size(shared)} ({shared_src}) + {plan.workers} thread"
-                f"{'s' if plan.workers != 1 else ''} x {format_size(per)} ({src}) = {format_size(total)}")
-    return (f"{plan.workers} worker{'s' if plan.workers != 1 else ''} x {format_size(per)} ({src}) "
-            f"= {format_size(total)}")
+        return (f"1 process {fmt_bytes(shared)} ({shared_src}) + {plan.workers} thread"
+                f"{'s' if plan.workers != 1 else ''} x {fmt_bytes(per)} ({src}) = {fmt_bytes(total)}")
+    return (f"{plan.workers} worker{'s' if plan.workers != 1 else ''} x {fmt_bytes(per)} ({src}) "
+            f"= {fmt_bytes(total)}")
 
 
 def fit_status(need: float, have: float) -> str:
@@ -102,5 +102,5 @@ def host_budget(mem: Mapping[str, Any]) -> Tuple[Optional[float], str]:
         candidates = [v for v in (avail, cg_room) if v is not None]
         budget = min(candidates) if candidates else None
     if cg_room is not None and (avail is None or cg_room <= avail):
-        return budget, f"cgroup limit {format_size(limit)}, {format_size(usage)} used"
+        return budget, f"cgroup limit {fmt_bytes(limit)}, {fmt_bytes(usage)} used"
     return budget, "available RAM"

@@ -8,12 +8,9 @@ from gpudiag.diagnose.access import (
     Figures,
     base_name,
     findings_with,
-    fmt_bytes,
-    fmt_pct,
     is_desktop_process,
     not_run_reason,
     path,
-    probe_data,
     verdict_entry,
 )
 from gpudiag.diagnose.thresholds import (
@@ -22,7 +19,8 @@ from gpudiag.diagnose.thresholds import (
     LAUNCH_BOUND_OVERHEAD_US,
     WDDM_LAUNCH_OVERHEAD_US,
 )
-from gpudiag.report.values import as_bool, as_int, as_list, as_str, get, num
+from gpudiag.report.values import as_bool, as_int, as_list, as_str, get, num, probe_data
+from gpudiag.units import fmt_bytes, fmt_pct
 
 
 def verdict_context_switch(report: dict) -> dict:

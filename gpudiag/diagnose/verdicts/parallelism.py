@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Optional
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.access import (
     Figures,
     cycle_device,
-    fmt_pct,
     not_run_reason,
     path,
-    probe_data,
     row_path,
     strategy_rows,
     verdict_entry,
 )
 from gpudiag.diagnose.memory_fit import limit_text, memory_limits
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION
-from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num
+from gpudiag.report.values import as_bool, as_dict, as_int, as_list, as_str, get, num, probe_data
+from gpudiag.units import fmt_pct
 
 
 def _micro(report: dict, gil: dict, fig: Figures) -> Optional[dict]:
@@ -162,9 +161,9 @@ def verdict_gil_contention(report: dict) -> dict:
                              "and processes on your loop", fig.values, fig.sources)
     if micro is None:
         limit = get(gil, "cpu", "limit")
-        if cl.usable_cores(limit) == 1 and cl.limit_text(limit):
+        if cpu_limit.usable_cores(limit) == 1 and cpu_limit.limit_text(limit):
             return verdict_entry(cause, "not_measured", "The gil probe measured only 1 worker: more workers cannot "
-                                 "help here.", f"{cl.usable_text(limit)}: threads and processes cannot run side "
+                                 "help here.", f"{cpu_limit.usable_text(limit)}: threads and processes cannot run side "
                                  "by side", fig.values, fig.sources)
         return verdict_entry(cause, "not_measured", "The gil probe recorded no threads-vs-processes pair "
                              "with more than one worker.",

@@ -5,10 +5,8 @@ from __future__ import annotations
 from gpudiag.diagnose.access import (
     Figures,
     cycle_device,
-    fmt_pct,
     link_text,
     not_run_reason,
-    probe_data,
     strategy_reason,
     strategy_rows,
     verdict_entry,
@@ -20,7 +18,8 @@ from gpudiag.diagnose.thresholds import (
     PCIE_EFFICIENCY_LOW,
     PCIE_TRANSFER_SHARE_SUPPORTED,
 )
-from gpudiag.report.values import as_bool, as_str
+from gpudiag.report.values import as_bool, as_str, probe_data
+from gpudiag.units import fmt_pct
 
 
 def verdict_pcie_bandwidth(report: dict) -> dict:

@@ -225,21 +225,6 @@ def efficiency_findings(h2d_pinned_gbps: Optional[float], theoretical: Optional[
         "slower than its lane count says.")]
 
 
-def parse_cpulist(text: str) -> Set[int]:
-    """Linux cpulist syntax ("0-3,8-11", "5", "") as a set of CPU numbers."""
-    cpus: Set[int] = set()
-    for part in (text or "").strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            cpus.update(range(int(lo), int(hi) + 1))
-        else:
-            cpus.add(int(part))
-    return cpus
-
-
 def numa_placement(gpu_node: Optional[int], process_cpus: Set[int],
                    node_cpus: Mapping[int, Set[int]]) -> Dict[str, Any]:
     """Where this process may run relative to the GPU's NUMA node.

@@ -15,11 +15,12 @@ import threading
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-from gpudiag.probes.cuda import analysis as ca
+from gpudiag.probes.cuda import analysis
 from gpudiag.backends import nvml as nvml_backend
 from gpudiag.backends.nvml import NA
 from gpudiag.platform import nvidia
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
+from gpudiag.units import fmt_bytes
 from gpudiag.measure.stats import summarize
 
 _SAMPLE_EVERY_S = 0.005
@@ -80,7 +81,7 @@ def numa_facts(bus_id: Optional[str], root: str = "/", process_cpus=None) -> Dic
         return {"gpu_node": None, "process_nodes": [], "local": None, "reason": where["reason"]}
     if process_cpus is None:
         process_cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
-    return ca.numa_placement(where["gpu_node"], set(process_cpus), where["node_cpus"])
+    return analysis.numa_placement(where["gpu_node"], set(process_cpus), where["node_cpus"])
 
 
 # ----------------------------------------------------------------------- measurement
@@ -134,7 +135,7 @@ def _bidir_ms(torch, dev_dst, host_src, host_dst, dev_src, s1, s2, repeats: int,
 def _point(direction: str, memory: str, size: int, ms: List[float], bytes_factor: int = 1) -> dict:
     """One sweep point: GB/s statistics of the timed copies (`bytes_factor` 2 for bidir, which moves the
     size both ways) with the direction, host memory kind, size and sample count."""
-    rates = [r for r in (ca.gbps(size * bytes_factor, m) for m in ms) if r is not None]
+    rates = [r for r in (analysis.gbps(size * bytes_factor, m) for m in ms) if r is not None]
     stats = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summarize(rates).items()}
     return {"direction": direction, "memory": memory, "size_bytes": size, "repeats": len(ms), "gbps": stats}
 
@@ -166,7 +167,7 @@ def _measure_link(torch, dst, src, stream, quick: bool, bus_id: Optional[str],
                         dst.copy_(src, non_blocking=True)
                     stream.synchronize()
                     copies += 1
-            loaded = ca.link_under_load(sampler.samples)
+            loaded = analysis.link_under_load(sampler.samples)
             link.update(gen=loaded["gen"], width=loaded["width"], samples=loaded["samples"],
                         read_under_load=loaded["samples"] > 0)
             if not loaded["samples"]:
@@ -194,10 +195,10 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
 
     free_dev, _ = torch.cuda.mem_get_info(0)
     free_host = psutil.virtual_memory().available
-    sizes = ca.pcie_sizes(ctx.quick, free_dev, free_host)
+    sizes = analysis.pcie_sizes(ctx.quick, free_dev, free_host)
     if not sizes:
-        raise ProbeSkip(f"too little free memory for a bandwidth sweep ({free_dev / 2 ** 20:.0f} MiB GPU, "
-                        f"{free_host / 2 ** 20:.0f} MiB host free): close other programs")
+        raise ProbeSkip(f"too little free memory for a bandwidth sweep ({fmt_bytes(free_dev)} GPU, "
+                        f"{fmt_bytes(free_host)} host free): close other programs")
     top = max(sizes)
     u8 = torch.uint8
     dev_a = torch.empty(top, dtype=u8, device="cuda")
@@ -216,7 +217,7 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
 
     points: List[dict] = []
     for size in sizes:
-        reps = ca.pcie_repeats(ctx.quick, size)
+        reps = analysis.pcie_repeats(ctx.quick, size)
         warm = 3 if size < 64 * 2 ** 20 else 2
         da, db = dev_a[:size], dev_b[:size]
         if pin_a is not None:
@@ -232,9 +233,9 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
     load_src = pin_a if pin_a is not None else page_a
     bus_id = nvml_backend.pci_bus_id(torch.cuda.get_device_properties(0))
     link = _measure_link(torch, dev_a, load_src, s1, ctx.quick, bus_id, dict(os.environ))
-    theory = ca.theoretical_gbps(link["gen"], link["width"]) if link["read_under_load"] else None
-    theory_max = ca.link_max_gbps(link)  # the slot's (what copies can reach) and the card's alone
-    peaks = ca.pcie_peaks(points)
+    theory = analysis.theoretical_gbps(link["gen"], link["width"]) if link["read_under_load"] else None
+    theory_max = analysis.link_max_gbps(link)  # the slot's (what copies can reach) and the card's alone
+    peaks = analysis.pcie_peaks(points)
     numa = numa_facts(bus_id)
 
     data = {
@@ -249,14 +250,14 @@ def _run(ctx: ProbeContext, torch) -> ProbeOutput:
         "theoretical_max_gbps_per_direction": theory_max["system"],
         "theoretical_card_max_gbps_per_direction": theory_max["card"],
         "peak": peaks,
-        "efficiency": ca.pcie_efficiency(peaks, theory),
+        "efficiency": analysis.pcie_efficiency(peaks, theory),
         "numa": numa,
         "device_timing": timer.info(),
     }
-    findings = ca.link_findings(link)
-    findings += ca.pageable_findings(points)
-    findings += ca.efficiency_findings(peaks.get("h2d_pinned_gbps"), theory, link)
-    findings += ca.numa_findings(numa)
+    findings = analysis.link_findings(link)
+    findings += analysis.pageable_findings(points)
+    findings += analysis.efficiency_findings(peaks.get("h2d_pinned_gbps"), theory, link)
+    findings += analysis.numa_findings(numa)
     return ProbeOutput(data, findings)
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.gil_scaling import BOTH_SCALE, MODES, NEITHER, ONLY_PROCESSES, ONLY_THREADS, WORKLOADS
-# probe.py reads the rule's thresholds through this module when it plans the measurement.
-from gpudiag.diagnose.gil_scaling import MIN_TOLERANCE, SCALE_FRACTION  # noqa: F401
+# probe.py reads the rule's thresholds through this module (as SCALE_FRACTION and MIN_TOLERANCE) when it plans
+# the measurement, until it imports them from gpudiag.diagnose.thresholds itself.
+from gpudiag.diagnose.thresholds import GIL_FLAT_MIN_TOLERANCE as MIN_TOLERANCE  # noqa: F401
+from gpudiag.diagnose.thresholds import GIL_SCALE_FRACTION as SCALE_FRACTION  # noqa: F401
 from gpudiag.measure import stats
 from gpudiag.measure.load import BUSY_MARGIN_CORES
 from gpudiag.probes.base import finding
-
-MIB = 1024 * 1024
+from gpudiag.units import fmt_bytes
 
 
 # --------------------------------------------------------------------------------------- rows
@@ -125,18 +126,9 @@ def process_fit_check(n: int, per_worker_bytes: Optional[float], budget_bytes: O
     extra = max(0, n - already_running)
     need = extra * per_worker_bytes
     if need > budget_bytes:
-        return (f"{n} processes would need {_mib(need)} more memory ({extra} x {_mib(per_worker_bytes)}) "
-                f"but only {_mib(budget_bytes)} is available: not spawned")
+        return (f"{n} processes would need {fmt_bytes(need)} more memory ({extra} x {fmt_bytes(per_worker_bytes)}) "
+                f"but only {fmt_bytes(budget_bytes)} is available: not spawned")
     return None
-
-
-def _mib(b: float) -> str:
-    """Bytes as "512 MiB" / "1.5 GiB" / "12 GiB": memory in findings, with precision where it matters."""
-    if b >= 10 * 1024 * MIB:
-        return f"{b / (1024 * MIB):.0f} GiB"
-    if b >= 1024 * MIB:
-        return f"{b / (1024 * MIB):.1f} GiB"
-    return f"{b / MIB:.0f} MiB"
 
 
 # --------------------------------------------------------------------------------------- verdict
@@ -200,7 +192,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
                 "even one worker wanted more CPU than the limit gives, so its rates describe this limit")
         findings.append(finding(
             "CPU_THROTTLED_DURING_MEASUREMENT", "warning",
-            f"`{worst_t}` ran {cl.throttled_text(limit, throttling[worst_t])} (workloads affected: "
+            f"`{worst_t}` ran {cpu_limit.throttled_text(limit, throttling[worst_t])} (workloads affected: "
             f"{', '.join(sorted(throttling))}): {what}, and more workers cannot help.",
             {"throttling": throttling, "limit": limit},
             "Raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu) to measure more workers; "
@@ -212,7 +204,7 @@ def analyse(data: Dict[str, Any], usable_cores: Optional[int] = None) -> Dict[st
             "MACHINE_BUSY_DURING_MEASUREMENT", "warning",
             f"Other processes kept {busy[worst]:.1f}{of} cores busy while `{worst}` was measured "
             f"(workloads affected: {', '.join(sorted(busy))}): the scaling figures understate this machine when idle.",
-            {"other_busy_cores": load, "usable_cores": cores, "run_cores": cl.run_cores(limit),
+            {"other_busy_cores": load, "usable_cores": cores, "run_cores": cpu_limit.run_cores(limit),
              "rule": f"busy when other programs leave fewer than N - {BUSY_MARGIN_CORES:g} of the usable cores "
                      "free for the N workers measured (under a CPU quota: of the cores the process may run on, "
                      "beyond what the quota lets it use)"},
@@ -252,10 +244,10 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
     cuda = bool(mem.get("rss_after_cuda_bytes"))
     # The same figure under the same name as the report's view: per_worker_host_source says which it is.
     what = mem.get("per_worker_host_source") or ("after import torch" + (" and CUDA init" if cuda else ""))
-    msg = (f"Each process worker costs {_mib(per)} of host memory ({what}); with {_mib(budget)} available "
+    msg = (f"Each process worker costs {fmt_bytes(per)} of host memory ({what}); with {fmt_bytes(budget)} available "
            f"{fits(per, budget)} workers fit in RAM")
     if fit_dev is not None:
-        msg += f", and with {_mib(per_dev)} of GPU memory per CUDA context and {_mib(budget_dev)} free, {fit_dev} fit on the GPU"
+        msg += f", and with {fmt_bytes(per_dev)} of GPU memory per CUDA context and {fmt_bytes(budget_dev)} free, {fit_dev} fit on the GPU"
     msg += "."
     # One per usable core (a CPU quota counted): under a 1-CPU limit a second worker cannot add speed, so
     # memory for it is not at stake.
@@ -266,14 +258,14 @@ def _memory_findings(mem: Dict[str, Any], verdict: Dict[str, Any], usable_cores:
                 " Not even 1 process worker fits.")
     elif fit < want:
         sev = "warning"
-        msg += (f" {want} workers (one per usable core) would need {_mib(want * per)}: beyond {fit} "
+        msg += (f" {want} workers (one per usable core) would need {fmt_bytes(want * per)}: beyond {fit} "
                 "the OOM killer (Linux) or a paging crawl (Windows) is expected.")
     else:
         sev = "info"
     threads_fit = (mem.get("fits") or {}).get("threads")
     if mem.get("per_thread_host_bytes"):
         shared = "torch and CUDA context" if cuda else "torch"
-        msg += f" A thread adds about {_mib(mem['per_thread_host_bytes'])} of RSS (it shares the process's {shared})"
+        msg += f" A thread adds about {fmt_bytes(mem['per_thread_host_bytes'])} of RSS (it shares the process's {shared})"
         msg += f": {threads_fit} fit." if threads_fit is not None else "."
     return [finding("WORKER_MEMORY_LIMITS", sev, msg,
                     {k: mem.get(k) for k in ("per_worker_host_bytes", "budget_host_bytes", "budget_host_source",
@@ -300,5 +292,5 @@ def _free_threaded_findings(py: Dict[str, Any], v: Dict[str, Any], mem: Dict[str
         msg += (f" Measured: {v['workers']} threads {v['threads_speedup']:.2f}x, {v['workers']} processes "
                 f"{v['processes_speedup']:.2f}x on pure-Python work.")
     if mem.get("per_worker_host_bytes"):
-        msg += f" Threads avoid the {_mib(mem['per_worker_host_bytes'])} each process worker costs."
+        msg += f" Threads avoid the {fmt_bytes(mem['per_worker_host_bytes'])} each process worker costs."
     return [finding("FREE_THREADED", "info", msg, {"python": py, "python_scaling": v}, None)]
