@@ -1,0 +1,76 @@
+"""A training loop fed by PyTorch's DataLoader with Python-side augmentation (issue 22's workload).
+
+    python examples/dataloader_loop.py [--workers N] [--steps S] [--seconds T]
+    gpudiag watch -- python examples/dataloader_loop.py --steps 400
+
+A map dataset whose __getitem__ runs 30 passes of list arithmetic over 256 floats (pure Python:
+it holds the GIL), a two-layer MLP, batch 32, one torch thread. With --workers 0 (DataLoader's
+default) the main thread loads every batch itself; `gpudiag watch` measures that share and says
+how many workers to use (benchmarks/dataloader_advice.py checks its prediction). The last line is
+machine-readable: `steps_per_s=<rate> steps=<n> seconds=<s> workers=<N>`, timed after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+FEATURES = 256
+PASSES = 30
+
+
+class Augmented(Dataset):
+    """Samples made in Python: 30 passes of arithmetic over 256 floats, as a hand-written augmentation."""
+
+    def __init__(self, size: int = 1 << 20):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int):
+        rng = random.Random(i)
+        x = [rng.random() for _ in range(FEATURES)]
+        for k in range(PASSES):
+            x = [v * 0.99 + 0.01 * k for v in x]
+        return torch.tensor(x, dtype=torch.float32), i % 10
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader(num_workers=...) (default 0, torch's)")
+    ap.add_argument("--steps", type=int, default=300, help="timed steps (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed steps first (workers starting, first batches)")
+    ap.add_argument("--seconds", type=float, default=None, help="stop the timed part after this many seconds")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    kw = {"persistent_workers": True} if args.workers > 0 else {}
+    loader = DataLoader(Augmented(), batch_size=32, shuffle=True, num_workers=args.workers, **kw)
+    it = iter(loader)
+    done, t0 = 0, None
+    for n in range(args.warmup + args.steps):
+        if n == args.warmup:
+            t0 = time.perf_counter()
+        x, y = next(it)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if t0 is not None:
+            done += 1
+            if args.seconds is not None and time.perf_counter() - t0 >= args.seconds:
+                break
+    secs = time.perf_counter() - (t0 if t0 is not None else time.perf_counter())
+    rate = done / secs if secs > 0 else 0.0
+    print(f"steps_per_s={rate:.3f} steps={done} seconds={secs:.3f} workers={args.workers}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
