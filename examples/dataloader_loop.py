@@ -4,7 +4,8 @@
     gpudiag watch -- python examples/dataloader_loop.py --steps 400
 
 A map dataset whose __getitem__ runs 30 passes of list arithmetic over 256 floats (pure Python:
-it holds the GIL), a two-layer MLP, batch 32, one torch thread. With --workers 0 (DataLoader's
+it holds the GIL), a two-layer MLP (256 -> 3072 -> 10: its step is about a fifth of a batch's loading, so the
+main thread loads in about 83 % of the loop, as in the issue), batch 32, one torch thread. With --workers 0 (DataLoader's
 default) the main thread loads every batch itself; `gpudiag watch` measures that share and says
 how many workers to use (benchmarks/dataloader_advice.py checks its prediction). The last line is
 machine-readable: `steps_per_s=<rate> steps=<n> seconds=<s> workers=<N>`, timed after warm-up.
@@ -45,11 +46,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="DataLoader(num_workers=...) (default 0, torch's)")
     ap.add_argument("--steps", type=int, default=300, help="timed steps (after --warmup)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps first (workers starting, first batches)")
+    ap.add_argument("--hidden", type=int, default=3072, help="the MLP's hidden width (its step's cost)")
     ap.add_argument("--seconds", type=float, default=None, help="stop the timed part after this many seconds")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
     kw = {"persistent_workers": True} if args.workers > 0 else {}
