@@ -440,7 +440,8 @@ class WatchSession:
             out["logical_cores"] = procs.logical_cores
             with procs.lock:
                 series = [list(r["samples"]) for r in procs.procs.values()]
-            cpu, totals = 0.0, {}  # type: float, Dict[float, float]
+            cpu = 0.0
+            totals: Dict[float, float] = {}  # the job's memory at each tick (PSS where read, else RSS)
             for rows in series:
                 recent = [r for r in rows if isinstance(r.get("cpu"), (int, float)) and r["t"] >= now - LIVE_CPU_WINDOW_S]
                 if len(recent) >= 2 and recent[-1]["t"] > recent[0]["t"]:

@@ -192,8 +192,10 @@ def test_the_example_loop_under_watch_gets_dataloader_workers(tmp_path):
     from gpudiag.watch.session import WatchSession
 
     loop = os.path.join(tests.ROOT, "examples", "dataloader_loop.py")
-    with WatchSession(command=[sys.executable, loop, "--steps", "100", "--warmup", "5"], interval_s=0.05,
-                      py_spy=SPY, nvml=False) as w:
+    # Four seconds of the loop at 0.1 s: about 40 samples (20 are needed), without native stacks (the
+    # loader's frames are Python's), so that py-spy costs a loaded machine little.
+    with WatchSession(command=[sys.executable, loop, "--steps", "100000", "--seconds", "4", "--warmup", "5"],
+                      interval_s=0.1, native_every=0, py_spy=SPY, nvml=False) as w:
         w.start()
         rep = w.watch()
         code = w.finish()
