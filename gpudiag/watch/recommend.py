@@ -97,27 +97,46 @@ def _gain_ideal(p: float, n: int, cores: Optional[int]) -> float:
     return 1.0 / max(bounds)
 
 
-def _gain_shared(p: float, n: int, cores: Optional[int]) -> float:
-    """The same with the cores shared evenly: where the main thread and n workers outnumber the usable cores,
-    each gets cores / (n + 1) of one whether or not the others are waiting (the lower end)."""
-    share = min(1.0, cores / (n + 1)) if cores else 1.0
-    return share / max(1.0 - p, p / n)
+def _gain_shared(p: float, n: int, cores: Optional[int], others: float = 0.0) -> float:
+    """The same with the cores shared evenly: where the main thread and n workers (and the threads of other
+    programs that kept `others` cores busy during the watch, _other_threads) outnumber the usable cores, each
+    thread gets an equal share of them whether or not the others are waiting (the lower end), against the
+    loop as watched, whose one thread had its share of the same cores next to the same other programs."""
+    if not cores:
+        return 1.0 / max(1.0 - p, p / n)
+    threads = _other_threads(others, cores)
+    now = min(1.0, cores / (1.0 + threads))
+    share = min(1.0, cores / (n + 1.0 + threads))
+    return share / now / max(1.0 - p, p / n)
+
+
+def _other_threads(busy: float, cores: int) -> float:
+    """How many always-runnable threads of other programs kept `busy` of `cores` busy next to the job's one
+    thread: as many as the cores it left free, each with a core of its own; beyond that, k threads sharing
+    the cores evenly with the job's get cores * k / (k + 1), so k = busy / (cores - busy)."""
+    busy = min(max(0.0, busy), cores - 0.05)  # all the cores busy would mean infinitely many threads
+    return busy if busy <= cores - 1 else busy / (cores - busy)
 
 
 def loader_prediction(share: float, samples: int, cores: Optional[int],
-                      share_ci95: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+                      share_ci95: Optional[Sequence[float]] = None, others: float = 0.0) -> Dict[str, Any]:
     """What DataLoader workers would gain a loop whose main thread loads its own batches in `share` of
-    `samples` samples, on `cores` usable cores (platform.usable_cores of the job; None: not known).
+    `samples` samples, on `cores` usable cores (platform.usable_cores of the job; None: not known), while
+    other programs kept `others` of those cores busy.
 
     For each worker count N from 1 to the usable cores (more workers than cores only share them, and
     PyTorch warns about it), the gain lies between two scheduling models (_gain_shared, _gain_ideal);
     the prediction is their middle, and its 95 % interval runs from the lower model at the worst end
     of the share's Wilson interval to the upper model at its best end (neither gain is monotonic in
-    the share, so the peak at N / (N + 1) counts where it lies inside). N is the fewest workers whose
-    predicted gain is within LOADER_WORKERS_TOLERANCE of the best.
-    Returns {workers, speedup, speedup_ci95, share, share_ci95, samples, cores, by_workers: [...]}.
+    the share, so the peak at N / (N + 1) counts where it lies inside). The prediction is for the job on
+    its cores; other programs' load can only widen the interval: its low end is also the lower model with
+    their threads competing (_gain_shared with `others`) where that is lower. N is the fewest workers
+    whose predicted gain is within LOADER_WORKERS_TOLERANCE of the best.
+    Returns {workers, speedup, speedup_ci95, upper_model, lower_model, share, share_ci95, samples, cores,
+    other_cores, by_workers: [...]}.
     """
     p = min(1.0, max(0.0, float(share)))
+    others = max(0.0, float(others or 0.0))
     ci = list(share_ci95) if share_ci95 is not None and len(share_ci95) == 2 else None
     if ci is None:
         w = wilson_interval(round(p * samples), samples)
@@ -127,15 +146,17 @@ def loader_prediction(share: float, samples: int, cores: Optional[int],
     rows = []
     for n in range(1, top + 1):
         pts = [lo_p, hi_p] + ([n / (n + 1)] if lo_p < n / (n + 1) < hi_p else [])
-        rows.append({"workers": n, "speedup": (_gain_ideal(p, n, cores) + _gain_shared(p, n, cores)) / 2,
-                     "speedup_ci95": [min(_gain_shared(x, n, cores) for x in pts),
-                                      max(_gain_ideal(x, n, cores) for x in pts)],
-                     "upper_model": _gain_ideal(p, n, cores), "lower_model": _gain_shared(p, n, cores)})
+        upper, lower = _gain_ideal(p, n, cores), _gain_shared(p, n, cores)
+        rows.append({"workers": n, "speedup": (upper + lower) / 2,
+                     "speedup_ci95": [min(min(_gain_shared(x, n, cores), _gain_shared(x, n, cores, others))
+                                          for x in pts), max(_gain_ideal(x, n, cores) for x in pts)],
+                     "upper_model": upper, "lower_model": lower,
+                     "lower_model_with_others": _gain_shared(p, n, cores, others)})
     best = max(r["speedup"] for r in rows)
     pick = next(r for r in rows if r["speedup"] >= (1 - dg.LOADER_WORKERS_TOLERANCE) * best)
     return {"workers": pick["workers"], "speedup": pick["speedup"], "speedup_ci95": pick["speedup_ci95"],
             "upper_model": pick["upper_model"], "lower_model": pick["lower_model"],
-            "share": p, "share_ci95": ci, "samples": samples, "cores": cores,
+            "share": p, "share_ci95": ci, "samples": samples, "cores": cores, "other_cores": others,
             "by_workers": [{k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
                                 if isinstance(v, list) else v) for k, v in r.items()} for r in rows]}
 
@@ -164,7 +185,10 @@ def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
         return None
     cores = as_dict(data.get("machine")).get("usable_cores") or _cores(data)
     cores = cores if isinstance(cores, int) and cores > 0 else None
-    pred = loader_prediction(share, n, cores, as_dict(s).get("loading_share_ci95"))
+    cpu = as_dict(data.get("cpu"))
+    # Other programs' load as the busy-machine finding counts it: beyond what the job's quota leaves idle.
+    others = max(0.0, (num(cpu.get("background_cpu_cores")) or 0.0) - _idle_under_quota(cpu.get("limit")))
+    pred = loader_prediction(share, n, cores, as_dict(s).get("loading_share_ci95"), others)
     settings: Dict[str, Any] = {"num_workers": pred["workers"], "persistent_workers": True}
     if _gpu_in_use(data):
         settings["pin_memory"] = True
@@ -172,6 +196,8 @@ def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
     lo, hi = pred["speedup_ci95"]
     where = (f"{cores} usable core{'s' if cores != 1 else ''} shared by the main thread and "
              f"{pred['workers']} worker{'s' if pred['workers'] != 1 else ''}" if cores else "usable cores not known")
+    if cores and others >= dg.BUSY_BACKGROUND_CORES:
+        where += f"; the low end counts the {others:.1f} cores other programs kept busy during the watch"
     text = (f"The main thread loads its own batches (DataLoader num_workers=0) in {dg.pct(share)} of {n} samples of "
             f"the loop: set {call} to load them in worker processes; predicted {pred['speedup']:.2f}x the steps "
             f"per second (95 % interval {lo:.2f}-{hi:.2f}x; {where}).")
@@ -383,8 +409,8 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     if best[0] == "loader_workers" and plan is not None:
         rec["speedup"], rec["speedup_ci95"], rec["samples"] = plan["speedup"], plan["speedup_ci95"], plan["samples"]
         rec["settings"] = plan["settings"]
-        rec["prediction"] = {k: plan[k] for k in ("share", "share_ci95", "samples", "cores", "upper_model",
-                                                  "lower_model", "by_workers")}
+        rec["prediction"] = {k: plan[k] for k in ("share", "share_ci95", "samples", "cores", "other_cores",
+                                                  "upper_model", "lower_model", "by_workers")}
     rec["headline"] = best[2] + "".join(" " + h for h in held_back) + cpu["note"] + mem_note
     rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]

@@ -75,6 +75,17 @@ def test_one_core_gains_nothing():
     assert p["workers"] == 1 and p["speedup"] < dg.LOADER_MIN_GAIN and p["speedup_ci95"][1] <= 1.0 + 1e-9
 
 
+def test_other_programs_widen_the_interval_downwards_and_claim_nothing_more():
+    idle = wr.loader_prediction(0.83, 200, 2)
+    for others in (0.3, 1.0, 1.3, 1.9):
+        busy = wr.loader_prediction(0.83, 200, 2, others=others)
+        assert busy["speedup"] == idle["speedup"] and busy["workers"] == idle["workers"]
+        assert busy["speedup_ci95"][1] == idle["speedup_ci95"][1] and busy["speedup_ci95"][0] <= idle["speedup_ci95"][0]
+    # one other thread next to the job's: it had a core of its own, now 4 threads share 2 cores
+    assert wr.loader_prediction(0.83, 200, 2, others=1.0)["by_workers"][1]["lower_model_with_others"] == \
+        pytest.approx(0.5 / 0.415, rel=1e-3)
+
+
 def test_more_samples_narrow_the_interval():
     wide, narrow = wr.loader_prediction(0.6, 30, 4), wr.loader_prediction(0.6, 3000, 4)
     assert narrow["speedup_ci95"][1] - narrow["speedup_ci95"][0] < wide["speedup_ci95"][1] - wide["speedup_ci95"][0]
@@ -119,6 +130,15 @@ def test_a_high_loading_share_recommends_workers_with_a_predicted_gain():
     assert "DataLoader(num_workers=2, persistent_workers=True)" in f["fix"]
     ev = {e["source"]: e["value"] for e in rec["evidence"]}
     assert ev["probes.watch.data.input_wait.loading_share"] == pytest.approx(0.83)
+
+
+def test_a_busy_machine_is_said_in_the_advice():
+    data = _loader_data(0.83, 100, cores=2)
+    data["cpu"]["background_cpu_cores"] = 1.0
+    rec = wr.recommend(data, dg.verdicts(data))
+    assert rec["strategy"] == "loader_workers" and rec["prediction"]["other_cores"] == 1.0
+    assert "the low end counts the 1.0 cores other programs kept busy during the watch" in rec["headline"]
+    assert rec["speedup_ci95"][0] < wr.loader_prediction(0.83, 100, 2)["speedup_ci95"][0]
 
 
 def test_pin_memory_only_when_the_job_uses_a_gpu():
