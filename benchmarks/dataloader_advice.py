@@ -1,6 +1,6 @@
 """Does `gpudiag watch`'s DataLoader advice predict the gain it promises? (issue 22)
 
-    python benchmarks/dataloader_advice.py [--rounds 10] [--seconds 6] [--watch-steps 300] [--interval 0.1]
+    python benchmarks/dataloader_advice.py [--rounds 16] [--seconds 3] [--processes] [--watch-steps 300]
 
 1. Runs examples/dataloader_loop.py at num_workers=0 (PyTorch's default) under
    `python -m gpudiag watch --json ...` and reads from the JSON report the recommended strategy, the
@@ -8,7 +8,11 @@
    (`recommendation.speedup`, `speedup_ci95`) and the loading share it came from.
 2. Runs the loop unwatched at num_workers=N and at 0, interleaved (the order alternates per round, so
    drift and other programs' load hit both alike), `--rounds` times, each timing `--seconds` of steps
-   after its warm-up (the loop's own machine-readable last line).
+   after a warm-up. By default the rounds run in this process, one fresh DataLoader per run (its
+   workers start with it and end with it, so one run's workers never compete with the next run): a
+   round then takes seconds, not a torch import and start-up each, and bursts of other programs' load
+   on a shared machine hit the two sides of a round alike. --processes runs each as its own
+   `python examples/dataloader_loop.py --workers W --seconds S` instead (its last line).
 3. Prints predicted against measured: the measured gain is the median of the rounds' paired ratios
    (N over 0) with its distribution-free 95 % interval (gpudiag.measure.stats.paired_ratio_ci, 6
    rounds or more), the rates, and the machine's load average before and after. Done when the
@@ -46,6 +50,15 @@ def run_loop(workers: int, seconds: float) -> float:
     return float(fields["steps_per_s"])
 
 
+def in_process(warmup: int):
+    """rate(workers, seconds) -> steps per second of the example's loop in this process (fresh DataLoader)."""
+    sys.path.insert(0, os.path.dirname(LOOP))
+    from dataloader_loop import Loop
+
+    loop = Loop()
+    return lambda workers, seconds: loop.rate(workers, 10 ** 9, warmup, seconds, persistent=False)[0]
+
+
 def watch(steps: int, interval: float, folder: str) -> dict:
     """The watch report of the loop at num_workers=0."""
     js = os.path.join(folder, "watch.json")
@@ -64,8 +77,10 @@ def main() -> None:
     from gpudiag.measure.stats import paired_ratio_ci
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds of (N workers, 0 workers)")
-    ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per run (after warm-up)")
+    ap.add_argument("--rounds", type=int, default=16, help="interleaved rounds of (N workers, 0 workers)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per run (after warm-up)")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps per run (in-process runs)")
+    ap.add_argument("--processes", action="store_true", help="each run in its own interpreter")
     ap.add_argument("--watch-steps", type=int, default=300, help="steps of the watched run")
     ap.add_argument("--interval", type=float, default=0.1, help="gpudiag watch --interval")
     args = ap.parse_args()
@@ -84,11 +99,13 @@ def main() -> None:
     n, pred, pci = rec.get("workers"), rec.get("speedup"), rec.get("speedup_ci95")
     if rec.get("strategy") != "loader_workers" or not isinstance(n, int) or pred is None or not pci:
         raise SystemExit("NOT MET: the watch did not recommend DataLoader workers with a predicted gain")
-    base, alt = [], []
+    rate = run_loop if args.processes else in_process(args.warmup)
+    base: list = []
+    alt: list = []
     for i in range(args.rounds):
         order = [(0, base), (n, alt)] if i % 2 == 0 else [(n, alt), (0, base)]
         for w, into in order:
-            into.append(run_loop(w, args.seconds))
+            into.append(rate(w, args.seconds))
         print(f"round {i + 1}: num_workers=0 {base[-1]:.1f} steps/s, num_workers={n} {alt[-1]:.1f} steps/s "
               f"({alt[-1] / base[-1]:.2f}x), load average {os.getloadavg()[0]:.1f}", flush=True)
     ratios = [a / b for a, b in zip(alt, base)]
@@ -97,7 +114,8 @@ def main() -> None:
     inside = pci[0] <= measured <= pci[1]
     near = abs(measured - pred) <= TOLERANCE * pred
     print(f"predicted: {pred:.2f}x with num_workers={n} (95 % interval {pci[0]:.2f}-{pci[1]:.2f}x)")
-    print(f"measured:  {measured:.2f}x, median of {len(ratios)} interleaved rounds"
+    print(f"measured:  {measured:.2f}x, median of {len(ratios)} interleaved rounds "
+          f"({'one interpreter per run' if args.processes else 'in one process, a fresh DataLoader per run'})"
           + (f" (95 % interval {mci[0]:.2f}-{mci[1]:.2f}x)" if mci else " (too few rounds for an interval)")
           + f"; num_workers=0 {statistics.median(base):.1f} steps/s, num_workers={n} {statistics.median(alt):.1f} "
           f"steps/s; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after (2 would be this machine's "

@@ -41,6 +41,41 @@ class Augmented(Dataset):
         return torch.tensor(x, dtype=torch.float32), i % 10
 
 
+class Loop:
+    """The model, its optimizer and one step; `rate()` times steps drawn from a DataLoader over Augmented."""
+
+    def __init__(self, hidden: int = 3072):
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(FEATURES, hidden), torch.nn.ReLU(),
+                                         torch.nn.Linear(hidden, 10))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def rate(self, workers: int, steps: int, warmup: int, seconds=None, persistent: bool = True):
+        """(steps per second, steps timed, seconds) of `steps` steps (or `seconds` of them) after `warmup`
+        untimed ones, drawn from a fresh DataLoader(num_workers=workers); its workers end with it."""
+        kw = {"persistent_workers": persistent} if workers > 0 else {}
+        it = iter(DataLoader(Augmented(), batch_size=32, shuffle=True, num_workers=workers, **kw))
+        done, t0 = 0, None
+        try:
+            for n in range(warmup + steps):
+                if n == warmup:
+                    t0 = time.perf_counter()
+                x, y = next(it)
+                self.opt.zero_grad(set_to_none=True)
+                self.loss_fn(self.model(x), y).backward()
+                self.opt.step()
+                if t0 is not None:
+                    done += 1
+                    if seconds is not None and time.perf_counter() - t0 >= seconds:
+                        break
+        finally:
+            del it  # shuts the workers down
+        secs = time.perf_counter() - t0 if t0 is not None else 0.0
+        return (done / secs if secs > 0 else 0.0), done, secs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=0, help="DataLoader(num_workers=...) (default 0, torch's)")
@@ -49,29 +84,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=3072, help="the MLP's hidden width (its step's cost)")
     ap.add_argument("--seconds", type=float, default=None, help="stop the timed part after this many seconds")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, args.hidden), torch.nn.ReLU(),
-                                torch.nn.Linear(args.hidden, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    kw = {"persistent_workers": True} if args.workers > 0 else {}
-    loader = DataLoader(Augmented(), batch_size=32, shuffle=True, num_workers=args.workers, **kw)
-    it = iter(loader)
-    done, t0 = 0, None
-    for n in range(args.warmup + args.steps):
-        if n == args.warmup:
-            t0 = time.perf_counter()
-        x, y = next(it)
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-        if t0 is not None:
-            done += 1
-            if args.seconds is not None and time.perf_counter() - t0 >= args.seconds:
-                break
-    secs = time.perf_counter() - (t0 if t0 is not None else time.perf_counter())
-    rate = done / secs if secs > 0 else 0.0
+    rate, done, secs = Loop(args.hidden).rate(args.workers, args.steps, args.warmup, args.seconds)
     print(f"steps_per_s={rate:.3f} steps={done} seconds={secs:.3f} workers={args.workers}", flush=True)
 
 
