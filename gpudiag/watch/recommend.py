@@ -88,7 +88,7 @@ def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ DataLoader workers
 
-def _gain_ideal(p: float, n: int, cores: Optional[int]) -> float:
+def _gain_ideal(p: float, n: int, cores: Optional[float]) -> float:
     """Steps' speedup when the loading (share p of a step) moves into n workers that run alongside the main
     thread, which keeps the rest (1 - p): the step takes as long as the slower of the two (Amdahl's serial
     part 1 - p, the workers' p / n), and no less than the whole step's CPU spread over the usable cores
@@ -97,25 +97,18 @@ def _gain_ideal(p: float, n: int, cores: Optional[int]) -> float:
     return 1.0 / max(bounds)
 
 
-def _gain_shared(p: float, n: int, cores: Optional[int], others: float = 0.0) -> float:
-    """The same with the cores shared evenly: where the main thread and n workers (and the threads of other
-    programs that kept `others` cores busy during the watch, _other_threads) outnumber the usable cores, each
-    thread gets an equal share of them whether or not the others are waiting (the lower end), against the
-    loop as watched, whose one thread had its share of the same cores next to the same other programs."""
-    if not cores:
-        return 1.0 / max(1.0 - p, p / n)
-    threads = _other_threads(others, cores)
-    now = min(1.0, cores / (1.0 + threads))
-    share = min(1.0, cores / (n + 1.0 + threads))
-    return share / now / max(1.0 - p, p / n)
+def _gain_shared(p: float, n: int, cores: Optional[int]) -> float:
+    """The same with the cores shared evenly: where the main thread and n workers outnumber the usable cores,
+    each gets cores / (n + 1) of one whether or not the others are waiting (the lower end)."""
+    share = min(1.0, cores / (n + 1)) if cores else 1.0
+    return share / max(1.0 - p, p / n)
 
 
-def _other_threads(busy: float, cores: int) -> float:
-    """How many always-runnable threads of other programs kept `busy` of `cores` busy next to the job's one
-    thread: as many as the cores it left free, each with a core of its own; beyond that, k threads sharing
-    the cores evenly with the job's get cores * k / (k + 1), so k = busy / (cores - busy)."""
-    busy = min(max(0.0, busy), cores - 0.05)  # all the cores busy would mean infinitely many threads
-    return busy if busy <= cores - 1 else busy / (cores - busy)
+def _gain_beside(p: float, n: int, cores: Optional[int], others: float) -> float:
+    """The gain if other programs keep the `others` cores they used during the watch (a scheduler that
+    shares the CPU between sessions or cgroups, as Linux's autogroup and containers do, gives the job no
+    more for having more threads): the upper model on the cores left, at least the one the loop had."""
+    return _gain_ideal(p, n, max(1.0, cores - others) if cores else None)
 
 
 def loader_prediction(share: float, samples: int, cores: Optional[int],
@@ -129,9 +122,9 @@ def loader_prediction(share: float, samples: int, cores: Optional[int],
     the prediction is their middle, and its 95 % interval runs from the lower model at the worst end
     of the share's Wilson interval to the upper model at its best end (neither gain is monotonic in
     the share, so the peak at N / (N + 1) counts where it lies inside). The prediction is for the job on
-    its cores; other programs' load can only widen the interval: its low end is also the lower model with
-    their threads competing (_gain_shared with `others`) where that is lower. N is the fewest workers
-    whose predicted gain is within LOADER_WORKERS_TOLERANCE of the best.
+    its cores; other programs' load can only widen the interval: its low end is also the gain with those
+    programs keeping their cores (_gain_beside) where that is lower. N is the fewest workers whose
+    predicted gain is within LOADER_WORKERS_TOLERANCE of the best.
     Returns {workers, speedup, speedup_ci95, upper_model, lower_model, share, share_ci95, samples, cores,
     other_cores, by_workers: [...]}.
     """
@@ -147,11 +140,13 @@ def loader_prediction(share: float, samples: int, cores: Optional[int],
     for n in range(1, top + 1):
         pts = [lo_p, hi_p] + ([n / (n + 1)] if lo_p < n / (n + 1) < hi_p else [])
         upper, lower = _gain_ideal(p, n, cores), _gain_shared(p, n, cores)
+        low = min(_gain_shared(x, n, cores) for x in pts)
+        if others > 0:
+            low = min([low] + [_gain_beside(x, n, cores, others) for x in pts])
         rows.append({"workers": n, "speedup": (upper + lower) / 2,
-                     "speedup_ci95": [min(min(_gain_shared(x, n, cores), _gain_shared(x, n, cores, others))
-                                          for x in pts), max(_gain_ideal(x, n, cores) for x in pts)],
+                     "speedup_ci95": [low, max(_gain_ideal(x, n, cores) for x in pts)],
                      "upper_model": upper, "lower_model": lower,
-                     "lower_model_with_others": _gain_shared(p, n, cores, others)})
+                     "beside_others_model": _gain_beside(p, n, cores, others)})
     best = max(r["speedup"] for r in rows)
     pick = next(r for r in rows if r["speedup"] >= (1 - dg.LOADER_WORKERS_TOLERANCE) * best)
     return {"workers": pick["workers"], "speedup": pick["speedup"], "speedup_ci95": pick["speedup_ci95"],
