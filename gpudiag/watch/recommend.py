@@ -196,7 +196,9 @@ def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
     text = (f"The main thread loads its own batches (DataLoader num_workers=0) in {dg.pct(share)} of {n} samples of "
             f"the loop: set {call} to load them in worker processes; predicted {pred['speedup']:.2f}x the steps "
             f"per second (95 % interval {lo:.2f}-{hi:.2f}x; {where}).")
-    return dict(pred, settings=settings, call=call, text=text, worth=pred["speedup"] >= dg.LOADER_MIN_GAIN)
+    busy_doubt = bool(cores) and others >= dg.BUSY_BACKGROUND_CORES and lo < dg.LOADER_MIN_GAIN
+    return dict(pred, settings=settings, call=call, text=text, worth=pred["speedup"] >= dg.LOADER_MIN_GAIN,
+                busy_doubt=busy_doubt)
 
 
 # A supported verdict becomes a finding: (cause, code, the fix in words), most useful first.
@@ -415,6 +417,16 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                                     + ", ".join(o[3]["cause"] for o in options if o[3].get("noisy"))
                                     + "): watch a longer run, or use a shorter --interval, before acting on this")
         rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
+    elif best[0] == "loader_workers" and plan is not None and plan["busy_doubt"]:
+        # Not surer than the machine allows: while other programs keep their cores, the gain may not be worth it.
+        rec["confidence"] = "too_noisy"
+        rec["confidence_reason"] = (f"other programs kept {plan['other_cores']:.1f} of {plan['cores']} cores busy during "
+                                    f"the watch: if they keep them, the workers gain as little as "
+                                    f"{plan['speedup_ci95'][0]:.2f}x; watch again on a quieter machine")
+        rec["headline"] += (f" Other programs kept {plan['other_cores']:.1f} of {plan['cores']} cores busy during the "
+                            "watch: while they do, the gain may be far less; watch again on a quieter machine to be sure.")
+        if len(options) > 1:
+            rec["tied_with"] = [o[0] for o in options[1:]]
     elif len(options) > 1:
         rec["confidence"] = "tie"
         rec["tied_with"] = [o[0] for o in options[1:]]

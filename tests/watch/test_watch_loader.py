@@ -139,6 +139,11 @@ def test_a_busy_machine_is_said_in_the_advice():
     assert rec["strategy"] == "loader_workers" and rec["prediction"]["other_cores"] == 1.0
     assert "the low end counts the 1.0 cores other programs kept busy during the watch" in rec["headline"]
     assert rec["speedup_ci95"][0] < wr.loader_prediction(0.83, 100, 2)["speedup_ci95"][0]
+    # 1.0 of 2 cores kept by others leave the loop its one: the gain may be nothing, so no surer than that
+    assert rec["confidence"] == "too_noisy" and "watch again on a quieter machine" in rec["confidence_reason"]
+    data["cpu"]["background_cpu_cores"] = 0.5  # 1.5 cores left: the gain is still worth it at the low end
+    rec = wr.recommend(data, dg.verdicts(data))
+    assert rec["confidence"] == "clear" and "the low end counts the 0.5 cores" in rec["headline"]
 
 
 def test_pin_memory_only_when_the_job_uses_a_gpu():
