@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -48,6 +49,22 @@ def run_loop(workers: int, seconds: float) -> float:
     if out.returncode != 0 or "steps_per_s" not in fields:
         raise SystemExit(f"the loop failed (exit {out.returncode}): {last[:200]}")
     return float(fields["steps_per_s"])
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (psutil), for the other programs' load during the rounds."""
+    import psutil
+
+    ct = psutil.cpu_times()
+    return sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and its ended children (the in-process runs' DataLoader workers)."""
+    import psutil
+
+    ct = psutil.Process().cpu_times()
+    return ct.user + ct.system + ct.children_user + ct.children_system
 
 
 def in_process(warmup: int):
@@ -102,12 +119,14 @@ def main() -> None:
     rate = run_loop if args.processes else in_process(args.warmup)
     base: list = []
     alt: list = []
+    busy0, own0, t0 = machine_busy(), own_cpu(), time.monotonic()
     for i in range(args.rounds):
         order = [(0, base), (n, alt)] if i % 2 == 0 else [(n, alt), (0, base)]
         for w, into in order:
             into.append(rate(w, args.seconds))
         print(f"round {i + 1}: num_workers=0 {base[-1]:.1f} steps/s, num_workers={n} {alt[-1]:.1f} steps/s "
               f"({alt[-1] / base[-1]:.2f}x), load average {os.getloadavg()[0]:.1f}", flush=True)
+    others = max(0.0, (machine_busy() - busy0 - (own_cpu() - own0)) / (time.monotonic() - t0))
     ratios = [a / b for a, b in zip(alt, base)]
     measured = statistics.median(ratios)
     mci = paired_ratio_ci(alt, base)
@@ -120,6 +139,17 @@ def main() -> None:
           + f"; num_workers=0 {statistics.median(base):.1f} steps/s, num_workers={n} {statistics.median(alt):.1f} "
           f"steps/s; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after (2 would be this machine's "
           "cores all busy)")
+    if args.processes:
+        print(f"other programs during the rounds: about {others:.2f} cores (the runs' own interpreters counted "
+              "as others here)")
+    else:
+        from gpudiag.watch.recommend import loader_prediction
+
+        at = loader_prediction(share, inp.get("loop_samples") or 0, (data.get("machine") or {}).get("usable_cores"),
+                               sci if None not in sci else None, others)
+        print(f"other programs during the rounds: {others:.2f} cores; the watch's share at that load: "
+              f"{at['speedup']:.2f}x (95 % interval {at['speedup_ci95'][0]:.2f}-{at['speedup_ci95'][1]:.2f}x) "
+              "(a diagnostic: the prediction judged is the watch's own)")
     if inside or near:
         outcome = "MET"
     elif mci and mci[0] <= pci[1] and mci[1] >= pci[0]:
