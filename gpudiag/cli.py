@@ -564,10 +564,11 @@ def fleet_merge(reports: List[str], html: Optional[str], json_path: Optional[str
                    "job briefly); 0: never.")
 @click.option("--no-gil", is_flag=True, help="Do not sample Python threads with py-spy.")
 @click.option("--no-gpu", is_flag=True, help="Do not sample NVML.")
+@click.option("--no-status", is_flag=True, help="No live status line on the terminal while the job runs.")
 @click.option("--no-redact", is_flag=True, help="Keep hostname, username and home paths (secrets are always removed).")
 def watch(command: List[str], pid: Optional[int], duration: Optional[float], interval: float, html: Optional[str],
           json_path: Optional[str], markdown: Optional[str], native_every: int, no_gil: bool, no_gpu: bool,
-          no_redact: bool) -> None:
+          no_status: bool, no_redact: bool) -> None:
     """Watch your real job while it runs, then write a report.
 
     \b
@@ -576,7 +577,9 @@ def watch(command: List[str], pid: Optional[int], duration: Optional[float], int
 
     The job keeps your terminal (stdin, stdout, stderr; Ctrl-C reaches it as usual) and gpudiag
     exits with its exit code (126/127: the command cannot be run / is not found; 125: the job
-    succeeded but the report could not be written). With --pid the exit code is 0.
+    succeeded but the report could not be written). With --pid the exit code is 0. On a terminal a
+    status line on its bottom row shows the job's CPU, GIL share, memory and GPU every second (--no-status:
+    none); on a pipe nothing is added.
     """
     from gpudiag.report.contract import default_basename, utc_now_iso
     from gpudiag.views import watch_view
@@ -601,7 +604,16 @@ def watch(command: List[str], pid: Optional[int], duration: Optional[float], int
         except ValueError as exc:
             fail(str(exc))
         outputs.say(session.describe(), identify=not no_redact)
-        rep = session.watch()
+        from gpudiag.views.progress import LiveLine
+
+        # The job writes to the same terminal: the line is pinned to the bottom row, its output scrolls
+        # above it, and the line is gone before the summary prints.
+        live = LiveLine(not no_status and sys.stderr is not None and sys.stderr.isatty(), pinned=True)
+        live.start(lambda: watch_view.status_line(session.live_figures()))
+        try:
+            rep = session.watch()
+        finally:
+            live.stop()
         write_error = None
         views = _renderers(rep)
         try:

@@ -225,9 +225,17 @@ def view(data: dict) -> dict:
 def choice_table(rec: dict) -> dict:
     """The recommendation's 'choice' table for a watch report (no cycles/s: watch does not time strategies)."""
 
-    return table("Recommended change", ["strategy", "workers#", "confidence", "why this confidence"],
+    ci = rec.get("speedup_ci95")
+    ci_text = (f"{ci[0]:.2f}-{ci[1]:.2f}x" if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None
+               and num(ci[1]) is not None else "n/a")
+    return table("Recommended change", ["strategy", "workers#", "predicted speedup#", "95 % interval#", "confidence",
+                                        "why this confidence"],
                  [[rec.get("strategy") or "n/a", rec.get("workers") if rec.get("workers") is not None else "n/a",
-                   rec.get("confidence") or "n/a", rec.get("confidence_reason") or ""]], stack=True)
+                   f"{rec['speedup']:.2f}x" if num(rec.get("speedup")) is not None else "n/a", ci_text,
+                   rec.get("confidence") or "n/a", rec.get("confidence_reason") or ""]],
+                 "A predicted speedup is the watch's estimate of what the change gains (docs/watch.md, \"DataLoader "
+                 "workers\"): the rest of a watch names no number, as it sees where time goes, not what a change "
+                 "would gain.", stack=True)
 
 
 # ------------------------------------------------------------------ terminal
@@ -307,7 +315,31 @@ def lead(data: dict, rec: dict) -> dict:
     change += f": {rec['confidence_reason']})" if rec.get("confidence_reason") else ")"
     figures = [(k if k.startswith(("GIL", "CPU", "GPU")) else k.capitalize(), v) for k, v in key_figures(data)]
     cmd, how = job_command(as_dict(data.get("job")))
-    return {"command": cmd, "how": how, "job": job_facts(data)[1:], "change": change, "figures": figures}
+    return {"command": cmd, "how": how, "job": job_facts(data)[1:], "change": change,
+            "figures": predicted_gain(rec) + figures}
+
+
+def predicted_gain(rec: dict) -> List[Tuple[str, str]]:
+    """The predicted gain of a recommended change and the settings to change, as the lead's first rows
+    ('Predicted gain', '1.81x the steps per second (95 % interval 1.51-2.00x) ...'); [] when the watch
+    predicted none (it predicts DataLoader workers for a main thread that loads its own batches)."""
+    speed, ci = num(rec.get("speedup")), rec.get("speedup_ci95")
+    if speed is None:
+        return []
+    pred = as_dict(rec.get("prediction"))
+    text = f"{speed:.2f}x the steps per second"
+    if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
+        text += f" (95 % interval {ci[0]:.2f}-{ci[1]:.2f}x)"
+    if num(pred.get("share")) is not None:
+        text += (f", from the main thread loading in {_pct(pred['share'])} of {pred.get('samples')} samples of the "
+                 f"loop (95 % {_ci(pred.get('share_ci95'))})")
+        if pred.get("cores"):
+            text += f" on {pred['cores']} usable core{'s' if pred['cores'] != 1 else ''}"
+    rows = [("Predicted gain", text)]
+    settings = as_dict(rec.get("settings"))
+    if settings:
+        rows.append(("Settings to change", "DataLoader(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"))
+    return rows
 
 
 def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str:
@@ -341,3 +373,24 @@ def _cpu_limit_text(cpu: dict) -> str:
     text = f"{cl.limit_text(limit)}, {n} usable core{'s' if n != 1 else ''}"
     thr = cl.throttling_text(limit, cpu.get("throttling"))
     return text + (f"; {thr} during the watch" if thr else "")
+
+
+def status_line(fig: dict) -> str:
+    """The live status line of a running watch (session.live_figures): 'gpudiag watch 12 s | job CPU 0.98
+    of 2 cores | GIL 97 % (40 samples) | memory 363 MiB, +1.4 MiB/s | GPU 45 %'; figures not seen yet are
+    left out. ASCII only: any terminal encoding can show it."""
+    parts = [f"gpudiag watch {num(fig.get('elapsed_s')) or 0:.0f} s"]
+    cpu = num(fig.get("cpu_cores"))
+    if cpu is not None:
+        of = f" of {fig['logical_cores']}" if fig.get("logical_cores") else ""
+        parts.append(f"job CPU {cpu:.2f}{of} cores")
+    if num(fig.get("gil_held_fraction")) is not None:
+        parts.append(f"GIL {_pct(fig['gil_held_fraction'])} ({fig.get('gil_samples')} samples)")
+    if num(fig.get("memory_bytes")) is not None:
+        grow = num(fig.get("memory_growth_bytes_per_s"))
+        sign = "+" if grow is not None and grow >= 0 else "-"
+        parts.append(f"memory {_bytes(fig['memory_bytes'])}"
+                     + (f", {sign}{_rate(abs(grow))}" if grow is not None else ""))
+    if num(fig.get("gpu_util_percent")) is not None:
+        parts.append(f"GPU {fig['gpu_util_percent']:.0f} %")
+    return " | ".join(parts)

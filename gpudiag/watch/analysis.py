@@ -114,24 +114,39 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
 
 
 def input_wait_section(samples: Sequence[dict]) -> Dict[str, Any]:
-    """Share of the main process's samples in which its main thread waited for a DataLoader batch."""
+    """Share of the main process's samples in which its main thread waited for a DataLoader batch, and
+    the share in which it loaded batches itself (num_workers=0).
+
+    The loading share that predicts what DataLoader workers would gain (`loading_share`) counts only the
+    loop: the samples from the first to the last one in which the main thread was in the DataLoader, so
+    imports and start-up before the first batch (seconds of a short job) do not dilute it.
+    """
     main_states = []
     for s in samples:
         main = next((t for t in s["threads"] if t.get("name") == "MainThread"), None)
         if main is None and s["threads"]:
             main = s["threads"][-1]  # py-spy lists the main thread last
         if main is not None:
-            main_states.append(main.get("loader"))
+            main_states.append((s.get("t"), main.get("loader")))
     n = len(main_states)
     if n == 0:
         return _part("skipped", "no sample of the job's main thread (the GIL part did not run)")
-    waiting = sum(1 for x in main_states if x == "waiting")
-    loading = sum(1 for x in main_states if x == "loading")
+    waiting = sum(1 for _, x in main_states if x == "waiting")
+    loading = sum(1 for _, x in main_states if x == "loading")
     seen = waiting + loading > 0
     ci = growth_mod.wilson_interval(waiting, n)
-    return _part("ok", "" if seen else "no torch DataLoader was seen in the main thread's stack",
-                 loader_seen=seen, samples=n, fraction=waiting / n, ci95=list(ci) if ci else None,
-                 main_thread_loading_fraction=loading / n)
+    out = _part("ok", "" if seen else "no torch DataLoader was seen in the main thread's stack",
+                loader_seen=seen, samples=n, fraction=waiting / n, ci95=list(ci) if ci else None,
+                main_thread_loading_fraction=loading / n)
+    in_loader = [i for i, (_, x) in enumerate(main_states) if x is not None]
+    if in_loader:
+        loop = main_states[in_loader[0]:in_loader[-1] + 1]
+        ts = [t for t, _ in loop if isinstance(t, (int, float))]
+        lci = growth_mod.wilson_interval(loading, len(loop))
+        out.update(loop_samples=len(loop), loop_s=round(ts[-1] - ts[0], 3) if len(ts) >= 2 else None,
+                   loading_samples=loading, loading_share=loading / len(loop),
+                   loading_share_ci95=list(lci) if lci else None)
+    return out
 
 
 # ------------------------------------------------------------------ memory and CPU

@@ -49,6 +49,17 @@ MIN_GIL_SAMPLES = 20
 INPUT_WAIT_SUPPORTED = 0.2
 # ... and below this the loader keeps up.
 INPUT_WAIT_REFUTED = 0.05
+# The main thread loads its own batches (DataLoader num_workers=0) in at least this share of the loop's
+# samples: moving the loading into DataLoader workers is worth predicting ...
+MAIN_LOADING_SUPPORTED = 0.2
+# ... from at least this many samples of the loop (as for the GIL: fewer give a +-20-point interval).
+MIN_LOADER_SAMPLES = 20
+# Workers are recommended only when the predicted gain (the middle of the two scheduling models in
+# gpudiag.watch.recommend.loader_prediction) is at least this: below it, the change is not worth its
+# memory (a copy of the dataset per worker) ...
+LOADER_MIN_GAIN = 1.1
+# ... and the fewest workers whose predicted gain is within this share of the best are recommended.
+LOADER_WORKERS_TOLERANCE = 0.05
 # GPU idle (no kernel in the sample) this share of the time or more leaves room to gain.
 GPU_IDLE_MIN = 0.3
 # GPU busy at least this share of the time: the host keeps it fed.
@@ -313,7 +324,8 @@ def verdict_driver_model(data: dict) -> dict:
 
 
 def verdict_input(data: dict) -> dict:
-    """input_starvation: does the main thread wait for DataLoader batches?"""
+    """input_starvation: does the main thread wait for DataLoader batches (workers that cannot keep up), or
+    load them itself (num_workers=0) for a large share of the loop?"""
     s = _ok(data, "input_wait")
     if s is None:
         return _verdict("input_starvation", "not_measured", "", _why(data, "input_wait"))
@@ -321,17 +333,41 @@ def verdict_input(data: dict) -> dict:
         return _verdict("input_starvation", "not_measured", "", s.get("reason") or "no DataLoader seen",
                         {"samples": s.get("samples")})
     f = num(s.get("fraction"))
+    load, n_loop = num(s.get("loading_share")), s.get("loop_samples") or 0
     figs = {"wait_fraction": f, "samples": s.get("samples"),
-            "main_thread_loading_fraction": s.get("main_thread_loading_fraction")}
+            "main_thread_loading_fraction": s.get("main_thread_loading_fraction"),
+            "main_thread_loading_share": load, "loop_samples": n_loop}
     if f is not None and f >= INPUT_WAIT_SUPPORTED:
         v = _verdict("input_starvation", "supported", f"The main thread waited for the next DataLoader batch in "
                      f"{pct(f)} of samples: the loader does not keep up.", figures=figs)
         v["noisy"] = _straddles(s.get("ci95"), INPUT_WAIT_SUPPORTED)
         return v
-    v = _verdict("input_starvation", "refuted", f"The main thread waited for DataLoader batches in {pct(f)} of samples.",
-                 figures=figs)
-    v["noisy"] = f is not None and f > INPUT_WAIT_REFUTED and _straddles(s.get("ci95"), INPUT_WAIT_SUPPORTED)
+    if load is not None and load >= MAIN_LOADING_SUPPORTED:
+        if n_loop < MIN_LOADER_SAMPLES:
+            return _verdict("input_starvation", "not_measured", "",
+                            f"the main thread loaded its own DataLoader batches in {pct(load)} of only {n_loop} samples "
+                            f"of the loop ({MIN_LOADER_SAMPLES} are needed): watch a longer run or use a shorter "
+                            "--interval", figs)
+        v = _verdict("input_starvation", "supported",
+                     f"The main thread loaded its own DataLoader batches (num_workers=0) in {pct(load)} of {n_loop} "
+                     f"samples of the loop (95 % interval {_ci_text(s.get('loading_share_ci95'))}): the loop waits "
+                     "for its input while it is made.", figures=figs)
+        v["noisy"] = _straddles(s.get("loading_share_ci95"), MAIN_LOADING_SUPPORTED)
+        return v
+    loads = f" and loaded batches itself in {pct(load)}" if load else ""
+    v = _verdict("input_starvation", "refuted", f"The main thread waited for DataLoader batches in {pct(f)} of "
+                 f"samples{loads}.", figures=figs)
+    v["noisy"] = bool((f is not None and f > INPUT_WAIT_REFUTED and _straddles(s.get("ci95"), INPUT_WAIT_SUPPORTED))
+                      or (n_loop >= MIN_LOADER_SAMPLES and _straddles(s.get("loading_share_ci95"),
+                                                                      MAIN_LOADING_SUPPORTED)))
     return v
+
+
+def _ci_text(ci: Any) -> str:
+    """A share's 95 % interval as "78-87 %", "n/a" when absent."""
+    if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
+        return f"{ci[0] * 100:.0f}-{ci[1] * 100:.0f} %"
+    return "n/a"
 
 
 def verdicts(data: dict, driver: Optional[dict] = None) -> List[dict]:

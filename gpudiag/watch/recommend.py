@@ -6,13 +6,14 @@ for users are in docs/watch.md. Pure functions: no hardware, tested on literal d
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import math
+from typing import Any, Dict, List, Optional, Sequence
 
 from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.probes.base import finding
 from gpudiag.report.values import as_dict, as_list, num
 from gpudiag.watch import diagnose as dg
-from gpudiag.watch.growth import fmt_duration
+from gpudiag.watch.growth import fmt_duration, wilson_interval
 
 
 def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
@@ -85,6 +86,121 @@ def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
     return {"workers": max(1, binding[1]), "binding": binding[0], "cores": cores, "cost_bytes": cost, "fits": fits}
 
 
+# ------------------------------------------------------------------ DataLoader workers
+
+def _gain_ideal(p: float, n: int, cores: Optional[float]) -> float:
+    """Steps' speedup when the loading (share p of a step) moves into n workers that run alongside the main
+    thread, which keeps the rest (1 - p): the step takes as long as the slower of the two (Amdahl's serial
+    part 1 - p, the workers' p / n), and no less than the whole step's CPU spread over the usable cores
+    (1 / cores), with every core kept busy whenever a thread can run (the upper end)."""
+    bounds = [1.0 - p, p / n] + ([1.0 / cores] if cores else [])
+    return 1.0 / max(bounds)
+
+
+def _gain_shared(p: float, n: int, cores: Optional[int]) -> float:
+    """The same with the cores shared evenly: where the main thread and n workers outnumber the usable cores,
+    each gets cores / (n + 1) of one whether or not the others are waiting (the lower end)."""
+    share = min(1.0, cores / (n + 1)) if cores else 1.0
+    return share / max(1.0 - p, p / n)
+
+
+def _gain_beside(p: float, n: int, cores: Optional[int], others: float) -> float:
+    """The gain if other programs keep the `others` cores they used during the watch (a scheduler that
+    shares the CPU between sessions or cgroups, as Linux's autogroup and containers do, gives the job no
+    more for having more threads): the upper model on the cores left, at least the one the loop had."""
+    return _gain_ideal(p, n, max(1.0, cores - others) if cores else None)
+
+
+def loader_prediction(share: float, samples: int, cores: Optional[int],
+                      share_ci95: Optional[Sequence[float]] = None, others: float = 0.0) -> Dict[str, Any]:
+    """What DataLoader workers would gain a loop whose main thread loads its own batches in `share` of
+    `samples` samples, on `cores` usable cores (platform.usable_cores of the job; None: not known), while
+    other programs kept `others` of those cores busy.
+
+    For each worker count N from 1 to the usable cores (more workers than cores only share them, and
+    PyTorch warns about it), the gain lies between two scheduling models (_gain_shared, _gain_ideal);
+    the prediction is their middle, and its 95 % interval runs from the lower model at the worst end
+    of the share's Wilson interval to the upper model at its best end (neither gain is monotonic in
+    the share, so the peak at N / (N + 1) counts where it lies inside). The prediction is for the job on
+    its cores; other programs' load can only widen the interval: its low end is also the gain with those
+    programs keeping their cores (_gain_beside) where that is lower. N is the fewest workers whose
+    predicted gain is within LOADER_WORKERS_TOLERANCE of the best.
+    Returns {workers, speedup, speedup_ci95, upper_model, lower_model, share, share_ci95, samples, cores,
+    other_cores, by_workers: [...]}.
+    """
+    p = min(1.0, max(0.0, float(share)))
+    others = max(0.0, float(others or 0.0))
+    ci = list(share_ci95) if share_ci95 is not None and len(share_ci95) == 2 else None
+    if ci is None:
+        w = wilson_interval(round(p * samples), samples)
+        ci = list(w) if w else [p, p]
+    lo_p, hi_p = min(ci[0], p), max(ci[1], p)
+    top = cores if cores else max(1, min(64, math.ceil(hi_p / max(1e-9, 1.0 - hi_p))))
+    rows = []
+    for n in range(1, top + 1):
+        pts = [lo_p, hi_p] + ([n / (n + 1)] if lo_p < n / (n + 1) < hi_p else [])
+        upper, lower = _gain_ideal(p, n, cores), _gain_shared(p, n, cores)
+        low = min(_gain_shared(x, n, cores) for x in pts)
+        if others > 0:
+            low = min([low] + [_gain_beside(x, n, cores, others) for x in pts])
+        rows.append({"workers": n, "speedup": (upper + lower) / 2,
+                     "speedup_ci95": [low, max(_gain_ideal(x, n, cores) for x in pts)],
+                     "upper_model": upper, "lower_model": lower,
+                     "beside_others_model": _gain_beside(p, n, cores, others)})
+    best = max(r["speedup"] for r in rows)
+    pick = next(r for r in rows if r["speedup"] >= (1 - dg.LOADER_WORKERS_TOLERANCE) * best)
+    return {"workers": pick["workers"], "speedup": pick["speedup"], "speedup_ci95": pick["speedup_ci95"],
+            "upper_model": pick["upper_model"], "lower_model": pick["lower_model"],
+            "share": p, "share_ci95": ci, "samples": samples, "cores": cores, "other_cores": others,
+            "by_workers": [{k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]
+                                if isinstance(v, list) else v) for k, v in r.items()} for r in rows]}
+
+
+def _gpu_in_use(data: dict) -> bool:
+    """True when the job had a process on a GPU (NVML saw it): pinned host memory then speeds its copies."""
+    return any(as_list(d.get("job_processes")) for d in dg._gpus(data) or [])
+
+
+def _loading_plan(data: dict, inp: dict) -> Optional[Dict[str, Any]]:
+    """loader_plan when the input_starvation verdict is supported because the main thread loads its own
+    batches (not because workers fall behind, whose advice stays as it was); else None."""
+    if inp.get("verdict") != "supported" or (num(as_dict(inp.get("figures")).get("wait_fraction")) or 0) \
+            >= dg.INPUT_WAIT_SUPPORTED:
+        return None
+    return loader_plan(data)
+
+
+def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
+    """The DataLoader change for a main thread that loads its own batches: the prediction (loader_prediction,
+    on the job's usable cores as gpudiag.platform.cpu_limit read them for its pid), the settings to change,
+    and one sentence; None when the input_wait part did not see the main thread loading enough to judge."""
+    s = dg._ok(data, "input_wait")
+    share, n = num(as_dict(s).get("loading_share")), as_dict(s).get("loop_samples") or 0
+    if s is None or share is None or share < dg.MAIN_LOADING_SUPPORTED or n < dg.MIN_LOADER_SAMPLES:
+        return None
+    cores = as_dict(data.get("machine")).get("usable_cores") or _cores(data)
+    cores = cores if isinstance(cores, int) and cores > 0 else None
+    cpu = as_dict(data.get("cpu"))
+    # Other programs' load as the busy-machine finding counts it: beyond what the job's quota leaves idle.
+    others = max(0.0, (num(cpu.get("background_cpu_cores")) or 0.0) - _idle_under_quota(cpu.get("limit")))
+    pred = loader_prediction(share, n, cores, as_dict(s).get("loading_share_ci95"), others)
+    settings: Dict[str, Any] = {"num_workers": pred["workers"], "persistent_workers": True}
+    if _gpu_in_use(data):
+        settings["pin_memory"] = True
+    call = "DataLoader(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
+    lo, hi = pred["speedup_ci95"]
+    where = (f"{cores} usable core{'s' if cores != 1 else ''} shared by the main thread and "
+             f"{pred['workers']} worker{'s' if pred['workers'] != 1 else ''}" if cores else "usable cores not known")
+    if cores and others >= dg.BUSY_BACKGROUND_CORES:
+        where += f"; the low end counts the {others:.1f} cores other programs kept busy during the watch"
+    text = (f"The main thread loads its own batches (DataLoader num_workers=0) in {dg.pct(share)} of {n} samples of "
+            f"the loop: set {call} to load them in worker processes; predicted {pred['speedup']:.2f}x the steps "
+            f"per second (95 % interval {lo:.2f}-{hi:.2f}x; {where}).")
+    busy_doubt = bool(cores) and others >= dg.BUSY_BACKGROUND_CORES and lo < dg.LOADER_MIN_GAIN
+    return dict(pred, settings=settings, call=call, text=text, worth=pred["speedup"] >= dg.LOADER_MIN_GAIN,
+                busy_doubt=busy_doubt)
+
+
 # A supported verdict becomes a finding: (cause, code, the fix in words), most useful first.
 _VERDICT_FINDINGS = (
     ("gil_contention", "WATCH_GIL_CONTENDED",
@@ -114,10 +230,16 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                            "cover the time it ran.",
                            {"exit_code": job.get("exit_code"), "duration_s": job.get("duration_s")},
                            "see the job's own output above the report for why it stopped"))
+    plan = _loading_plan(data, by.get("input_starvation", {}))
     for cause, code, fix in _VERDICT_FINDINGS:
         v = by.get(cause, {})
         if v.get("verdict") != "supported":
             continue
+        if cause == "input_starvation" and plan is not None:  # no workers yet: the settings, with their number
+            code = "WATCH_INPUT_IN_MAIN_THREAD"
+            fix = (f"set {plan['call']} (predicted {plan['speedup']:.2f}x the steps per second), or make each sample "
+                   "cheaper to load" if plan["worth"] else "make each sample cheaper to load: workers would gain "
+                   f"little here (predicted {plan['speedup']:.2f}x)")
         sev = "warning"
         if cause == "worker_memory":  # a kill within minutes is critical
             secs = num(v["figures"].get("seconds_to_limit"))
@@ -210,10 +332,27 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                         f"({cost}{cores}; limited by {plan['binding']}).", gil))
         ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
                             "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
+    plan = _loading_plan(data, inp)
+    loader_note = ""  # the main thread loads, but workers would gain too little to recommend them
     if inp.get("verdict") == "supported" and cpu["throttled"]:
-        held_back.append(f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
-                         f"of the time, but more loader workers cannot help: {cpu['why']}; make each sample cheaper "
+        what = (f"The main thread loaded its own DataLoader batches in {dg.pct(plan['share'])} of the loop"
+                if plan is not None else
+                f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} of the time")
+        held_back.append(f"{what}, but more loader workers cannot help: {cpu['why']}; make each sample cheaper "
                          "to load, or raise the limit.")
+    elif inp.get("verdict") == "supported" and plan is not None:
+        ev.append(_evidence("share of the loop's samples in which the main thread loaded its own DataLoader batches",
+                            plan["share"], "fraction", "probes.watch.data.input_wait.loading_share"))
+        ev.append(_evidence(f"predicted speedup of the loop's steps with {plan['workers']} DataLoader workers",
+                            plan["speedup"], "x", "probes.watch.data.input_wait.loading_share, "
+                            "probes.watch.data.machine.usable_cores (docs/watch.md)"))
+        if plan["worth"]:
+            options.append(("loader_workers", plan["workers"], plan["text"], inp))
+        else:
+            loader_note = (f" The main thread loads its own DataLoader batches in {dg.pct(plan['share'])} of the loop, "
+                           f"but DataLoader workers would gain little here (predicted {plan['speedup']:.2f}x"
+                           + (f": {cpu['why']}" if cpu["why"] else f" on {plan['cores']} usable core"
+                              + ("s" if plan["cores"] != 1 else "")) + "); make each sample cheaper to load.")
     elif inp.get("verdict") == "supported":
         workers = sum(1 for p in as_list(as_dict(data.get("memory")).get("processes")) if p.get("role") == "worker")
         options.append(("loader_workers", None,
@@ -253,7 +392,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                                + " " + " ".join(parts[:1]) + mem_note).strip()
         else:
             rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
-                               + cpu["note"] + mem_note).strip()
+                               + loader_note + cpu["note"] + mem_note).strip()
         if noisy:
             rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
                                         + "): watch a longer run, or use a shorter --interval, for a clear answer")
@@ -264,6 +403,11 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     options.sort(key=lambda o: dg.SIMPLICITY.index(o[0]))
     best = options[0]
     rec["strategy"], rec["workers"] = best[0], best[1]
+    if best[0] == "loader_workers" and plan is not None:
+        rec["speedup"], rec["speedup_ci95"], rec["samples"] = plan["speedup"], plan["speedup_ci95"], plan["samples"]
+        rec["settings"] = plan["settings"]
+        rec["prediction"] = {k: plan[k] for k in ("share", "share_ci95", "samples", "cores", "other_cores",
+                                                  "upper_model", "lower_model", "by_workers")}
     rec["headline"] = best[2] + "".join(" " + h for h in held_back) + cpu["note"] + mem_note
     rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]
@@ -273,6 +417,16 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
                                     + ", ".join(o[3]["cause"] for o in options if o[3].get("noisy"))
                                     + "): watch a longer run, or use a shorter --interval, before acting on this")
         rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
+    elif best[0] == "loader_workers" and plan is not None and plan["busy_doubt"]:
+        # Not surer than the machine allows: while other programs keep their cores, the gain may not be worth it.
+        rec["confidence"] = "too_noisy"
+        rec["confidence_reason"] = (f"other programs kept {plan['other_cores']:.1f} of {plan['cores']} cores busy during "
+                                    f"the watch: if they keep them, the workers gain as little as "
+                                    f"{plan['speedup_ci95'][0]:.2f}x; watch again on a quieter machine")
+        rec["headline"] += (f" Other programs kept {plan['other_cores']:.1f} of {plan['cores']} cores busy during the "
+                            "watch: while they do, the gain may be far less; watch again on a quieter machine to be sure.")
+        if len(options) > 1:
+            rec["tied_with"] = [o[0] for o in options[1:]]
     elif len(options) > 1:
         rec["confidence"] = "tie"
         rec["tied_with"] = [o[0] for o in options[1:]]

@@ -30,6 +30,10 @@ DEFAULT_INTERVAL_S = 0.5
 # Chosen with benchmarks/watch_overhead.py (docs/watch.md, "Cost").
 DEFAULT_NATIVE_EVERY = 4
 MIN_INTERVAL_S = 0.02
+# The live status line's job CPU is the last few seconds' (what the job does now); its memory growth is
+# over a longer window, as one tick's allocations would make a rate of a few seconds jump.
+LIVE_CPU_WINDOW_S = 5.0
+LIVE_MEMORY_WINDOW_S = 30.0
 _AUTO = object()
 
 
@@ -422,6 +426,50 @@ class WatchSession:
                         "effect on a job's throughput",
             },
         }
+
+    def live_figures(self) -> Dict[str, Any]:
+        """What the watch has seen so far, for the live status line (views.watch_view.status_line), read from
+        the samplers while they run: {elapsed_s, cpu_cores, logical_cores, gil_held_fraction, gil_samples,
+        memory_bytes, memory_growth_bytes_per_s, gpu_util_percent}; a figure not seen yet is None."""
+        now = self._clock()
+        out: Dict[str, Any] = {"elapsed_s": now, "cpu_cores": None, "logical_cores": None, "gil_held_fraction": None,
+                               "gil_samples": 0, "memory_bytes": None, "memory_growth_bytes_per_s": None,
+                               "gpu_util_percent": None}
+        procs = getattr(self, "procs", None)
+        if procs is not None:
+            out["logical_cores"] = procs.logical_cores
+            with procs.lock:
+                series = [list(r["samples"]) for r in procs.procs.values()]
+            cpu = 0.0
+            totals: Dict[float, float] = {}  # the job's memory at each tick (PSS where read, else RSS)
+            for rows in series:
+                recent = [r for r in rows if isinstance(r.get("cpu"), (int, float)) and r["t"] >= now - LIVE_CPU_WINDOW_S]
+                if len(recent) >= 2 and recent[-1]["t"] > recent[0]["t"]:
+                    cpu += (recent[-1]["cpu"] - recent[0]["cpu"]) / (recent[-1]["t"] - recent[0]["t"])
+                    out["cpu_cores"] = cpu
+                for r in rows:
+                    v = r.get("pss") if isinstance(r.get("pss"), (int, float)) else r.get("rss")
+                    if isinstance(v, (int, float)):
+                        totals[r["t"]] = totals.get(r["t"], 0.0) + v
+            if totals:
+                ticks = sorted(totals)
+                out["memory_bytes"] = totals[ticks[-1]]
+                first = next(t for t in ticks if t >= ticks[-1] - LIVE_MEMORY_WINDOW_S)
+                if ticks[-1] - first >= 2.0:
+                    out["memory_growth_bytes_per_s"] = (totals[ticks[-1]] - totals[first]) / (ticks[-1] - first)
+        gil = getattr(self, "gil", None)
+        if gil is not None and gil.main_pid is not None:
+            dumps = list(gil.samples.get(gil.main_pid, []))
+            if dumps:
+                held = sum(1 for d in dumps if any(t["state"] == pyspy.HOLDS for t in d["threads"]))
+                out["gil_held_fraction"], out["gil_samples"] = held / len(dumps), len(dumps)
+        gpu = getattr(self, "gpu", None)
+        if gpu is not None:
+            utils = [d["samples"][-1].get("util") for d in list(gpu.devices) if d.get("samples")]
+            utils = [u for u in utils if isinstance(u, (int, float))]
+            if utils:
+                out["gpu_util_percent"] = sum(utils) / len(utils)
+        return out
 
     def describe(self) -> str:
         """One line for stderr once the job runs: what is watched, how often, and which parts run."""
