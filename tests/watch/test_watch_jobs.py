@@ -27,22 +27,27 @@ SPY = pyspy.find_py_spy()
 needs_py_spy = pytest.mark.skipif(SPY is None, reason="py-spy is not installed (pip install 'gpudiag[watch]')")
 MiB = 2 ** 20
 
+# The jobs below run until the test's cue (a SIGUSR1, or the file {stop}), sent once the watcher holds enough GIL
+# samples, so no assert depends on how fast a loaded machine samples; at most a minute.
 SPIN3 = """
-import threading, time
+import os, signal, threading
+stop = False
 def spin():
-    t = time.perf_counter()
-    while time.perf_counter() - t < {secs}:
+    while not stop:
         pass
+signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})  # the spinners inherit the mask
 ts = [threading.Thread(target=spin, name=f"spin{{i}}") for i in range(3)]
 [t.start() for t in ts]
+signal.sigtimedwait({{signal.SIGUSR1}}, 60)  # the test's cue; blocked in C, the main thread wants no GIL
+stop = True
 [t.join() for t in ts]
 """
 
 # 10 ms of pure Python, then 90 ms asleep, by the wall clock: held ~10 % however busy the machine.
 SLEEPY = """
-import time
-end = time.perf_counter() + {secs}
-while time.perf_counter() < end:
+import os, time
+end = time.perf_counter() + 60
+while not os.path.exists({stop!r}) and time.perf_counter() < end:
     t = time.perf_counter()
     while time.perf_counter() - t < 0.01:
         pass
@@ -88,12 +93,12 @@ class _MultiProcessingDataLoaderIter:
         return self._get_data()
 '''
 LOADER_MAIN = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, {path!r})
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 it = _MultiProcessingDataLoaderIter()
-end = time.perf_counter() + {secs}
-while time.perf_counter() < end:
+end = time.perf_counter() + 60
+while not os.path.exists({stop!r}) and time.perf_counter() < end:
     it._next_data()
     t = time.perf_counter()
     while time.perf_counter() - t < 0.02:
@@ -116,14 +121,48 @@ def _watch(argv, **kw):
     return rep, code
 
 
+def _watch_until_sampled(argv, stop, min_samples=30, signal_cue=False, **kw):
+    """_watch, cueing the job to end (the file `stop`, or a SIGUSR1) once the GIL sampler holds min_samples."""
+    import threading
+
+    kw.setdefault("nvml", False)
+    with WatchSession(command=argv, **kw) as w:
+        w.start()
+        done = threading.Event()
+
+        def cue():
+            end = time.monotonic() + 60
+            while not done.is_set() and time.monotonic() < end:
+                gil = w.gil
+                if gil is not None and sum(len(v) for v in list(gil.samples.values())) >= min_samples:
+                    break
+                time.sleep(0.05)
+            open(stop, "w").close()
+            if signal_cue:
+                try:
+                    os.kill(w.job.pid, signal.SIGUSR1)  # blocked and awaited by the job (SPIN3)
+                except OSError:
+                    pass
+        t = threading.Thread(target=cue, daemon=True)
+        t.start()
+        try:
+            rep = w.watch()
+        finally:
+            done.set()
+            t.join(timeout=5)
+        code = w.finish()
+    return rep, code
+
+
 def _data(rep):
     return rep["probes"]["watch"]["data"]
 
 
 @needs_py_spy
 def test_three_threads_spinning_hold_the_gil_one_at_a_time(tmp_path):
-    rep, code = _watch([PY, _script(tmp_path, "spin.py", SPIN3, secs=2.0)], interval_s=0.05, native_every=2,
-                       py_spy=SPY)
+    stop = str(tmp_path / "stop")
+    rep, code = _watch_until_sampled([PY, _script(tmp_path, "spin.py", SPIN3, stop=stop)], stop, interval_s=0.05,
+                                     native_every=2, py_spy=SPY, signal_cue=True)
     assert code == 0
     gil = _data(rep)["gil"]
     assert gil["status"] == "ok" and gil["samples"] >= 15, gil.get("reason")
@@ -141,8 +180,9 @@ def test_three_threads_spinning_hold_the_gil_one_at_a_time(tmp_path):
 
 @needs_py_spy
 def test_a_job_sleeping_90_percent_holds_the_gil_about_10_percent(tmp_path):
-    rep, code = _watch([PY, _script(tmp_path, "sleepy.py", SLEEPY, secs=2.0)], interval_s=0.05, native_every=2,
-                       py_spy=SPY)
+    stop = str(tmp_path / "stop")
+    rep, code = _watch_until_sampled([PY, _script(tmp_path, "sleepy.py", SLEEPY, stop=stop)], stop, interval_s=0.05,
+                                     native_every=2, py_spy=SPY)
     gil = _data(rep)["gil"]
     assert code == 0 and gil["status"] == "ok" and gil["samples"] >= 15
     assert 0.0 <= gil["held_fraction"] <= 0.3
@@ -181,8 +221,9 @@ def test_main_thread_waiting_on_a_dataloader_queue_is_input_starvation(tmp_path)
     for d in (tmp_path / "fake" / "torch", tmp_path / "fake" / "torch" / "utils", pkg):
         (d / "__init__.py").write_text("")
     (pkg / "dataloader.py").write_text(LOADER)
-    rep, code = _watch([PY, _script(tmp_path, "loop.py", LOADER_MAIN, path=str(tmp_path / "fake"), secs=2.0)],
-                       interval_s=0.05, native_every=2, py_spy=SPY)
+    stop = str(tmp_path / "stop")
+    rep, code = _watch_until_sampled([PY, _script(tmp_path, "loop.py", LOADER_MAIN, path=str(tmp_path / "fake"),
+                                                  stop=stop)], stop, interval_s=0.05, native_every=2, py_spy=SPY)
     inp = _data(rep)["input_wait"]
     assert code == 0 and inp["status"] == "ok" and inp["loader_seen"]
     assert 0.5 <= inp["fraction"] <= 1.0
