@@ -385,6 +385,7 @@ PROBE = Probe(
     run=run,
     needs=("torch",),
     isolate=True,
+    preload=True,
     timeout_s=120.0,
     full_timeout_s=600.0,
 )
