@@ -9,8 +9,9 @@ tree put first on PYTHONPATH (default: this checkout); e.g. an older commit unpa
 installed editable, its import hook wins over PYTHONPATH (every variant would run the installed
 checkout): name an interpreter instead, `--python old=/path/to/venv/bin/python`, whose own gpudiag
 runs (e.g. a venv without gpudiag whose .pth lists the old tree and this venv's site-packages). Prints, per variant,
-the median wall time and its ratio to collect_env's median, the median duration of each probe (from
-the report JSON), the recommendation's outcome per run, and the machine's load average around it.
+the median wall time and its ratio to collect_env's median, each round's pair (collect_env's time, the
+variant's, their ratio) and the median of those ratios, the median duration of each probe (from the
+report JSON), the recommendation's outcome per run, and the machine's load average around each round.
 Timing goals live here, not in tests: the figures depend on the machine and on what else runs.
 """
 
@@ -100,7 +101,11 @@ def main() -> None:
     for name in variants:
         ts = times[name]
         print(f"  {name:<16} median {median(ts):6.2f} s   min {min(ts):6.2f}   max {max(ts):6.2f}   "
-              f"= {median(ts) / ce:.1f}x collect_env")
+              f"= {median(ts) / ce:.2f}x collect_env")
+        pairs = list(zip(times["collect_env"], ts))
+        print("      pairs (collect_env s, this s, ratio): " + ", ".join(f"({c:.2f}, {t:.2f}, {t / c:.2f}x)"
+                                                                     for c, t in pairs)
+              + f"; median ratio {median([t / c for c, t in pairs]):.2f}x")
         print("      probes (median s): " + ", ".join(f"{p} {median(v):.2f}" for p, v in probes[name].items()))
         for j, o in enumerate(outcomes[name]):
             other = f"{o[4]:.2f} cores of other load" if isinstance(o[4], (int, float)) else "load not recorded"
