@@ -28,6 +28,18 @@ def _cuda_available() -> bool:
 # ---------------------------------------------------------------- the real probe, CPU, tiny
 
 @pytest.mark.torch
+def test_forked_from_the_start_server_its_worker_processes_are_forked_too():
+    from gpudiag import platform
+
+    if not platform.start_server_supported() or _cuda_available():
+        pytest.skip("the start server is Linux's; the CPU layout is tested where there is no CUDA")
+    res = runner.run_probes([cycle_probe.PROBE], options=dict(TINY))["results"]["cycle"]
+    assert res["status"] == "ok", res["reason"]
+    procs = {r["name"]: r for r in res["data"]["strategies"]}["processes"]
+    assert procs["status"] == "ok" and [w["method"] for w in procs["worker_startup"]] == ["fork", "fork"]
+
+
+@pytest.mark.torch
 def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_ones():
     if _cuda_available():
         pytest.skip("this machine has CUDA: the CPU layout is tested where there is none")
