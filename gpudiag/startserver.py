@@ -161,8 +161,9 @@ class StartServer:
                 break
             self._thread.join(0.1)
         try:
-            fs._stop()  # type: ignore[attr-defined]  # CPython's own (3.8+), absent from the stubs: waits for the killed server, closes its pipe
-        except (OSError, ChildProcessError):  # already reaped by a relaunch check (its pipe is closed): forget it
+            # CPython's own (3.7+), absent from the stubs: waits for the killed server, closes its pipe
+            fs._stop()  # type: ignore[attr-defined]
+        except (OSError, ChildProcessError, AttributeError):  # already reaped by a relaunch check: forget it
             for name in ("_forkserver_pid", "_forkserver_address"):
                 if hasattr(fs, name):
                     setattr(fs, name, None)
