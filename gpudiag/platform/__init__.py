@@ -11,6 +11,7 @@
     start_server_supported()  -> whether probe processes may be forked from a start server that imported torch
     fork_is_safe()            -> whether this process may fork a worker now (one thread, no GPU driver loaded)
     process_age_s()           -> seconds since this process was created (its interpreter's start-up, when early)
+    descendant_pids(pid)      -> a process's descendants, cheaply (Linux), else None (ask psutil)
     torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
 
 `root` (Linux) and `reg` (Windows) are seams for tests: a fake /proc tree, a fake winreg.
@@ -23,7 +24,7 @@ import os
 import platform as _platform
 import sys
 import sysconfig
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 
@@ -263,6 +264,15 @@ def process_age_s(root: str = "/", kind: Optional[str] = None) -> Optional[float
         return max(0.0, time.time() - psutil.Process().create_time())
     except (psutil.Error, OSError):
         return None
+
+
+def descendant_pids(pid: int, root: str = "/", kind: Optional[str] = None) -> Optional[List[int]]:
+    """The pids of every process below `pid`, read from its own /proc entries and its descendants' (Linux: a
+    fraction of a millisecond, where psutil reads every process on the machine); None where that cannot be
+    read (another OS, a kernel without /proc/PID/task/TID/children): the caller asks psutil then."""
+    if (kind or KIND) != "linux":
+        return None
+    return _linux.descendant_pids(pid, root)
 
 
 def free_threaded_build() -> bool:

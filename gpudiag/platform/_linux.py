@@ -268,3 +268,30 @@ def process_age_s(root: str = "/") -> Optional[float]:
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
     except (IndexError, ValueError, OSError, AttributeError):
         return None
+
+
+def descendant_pids(pid: int, root: str = "/") -> Optional[List[int]]:
+    """Every process below `pid` from /proc/PID/task/TID/children (each thread lists the children it started),
+    breadth first; None when the first process's lists cannot be read (no such file on this kernel). A process
+    that ends during the walk is skipped."""
+    out: List[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        task = os.path.join(root, f"proc/{p}/task")
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        for tid in tids:
+            text = read_text(root, f"/proc/{p}/task/{tid}/children")
+            if text is None:
+                if p == pid and tid == tids[0]:
+                    return None
+                continue
+            kids = [int(x) for x in text.split() if x.isdigit()]
+            out.extend(kids)
+            todo.extend(kids)
+    return out

@@ -210,10 +210,15 @@ def _cpu_s(p):
     return c.user + c.system
 
 
-def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags():
+@pytest.mark.parametrize("walk", ["psutil", "proc"])
+def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags(walk):
+    from gpudiag import platform
     from gpudiag.measure import load
 
-    meter = load.CpuMeter(family=True)
+    if walk == "proc" and platform.descendant_pids(os.getpid()) is None:
+        pytest.skip("this OS or kernel has no /proc/PID/task/TID/children")
+    # The descendants found by psutil's walk over every process, or from this process's own /proc entries.
+    meter = load.CpuMeter(family=True, descendants=platform.descendant_pids if walk == "proc" else None)
     with WorkerPool(1) as p:
         child = psutil.Process(p.run_all(start_spinner, [()])[0])
         r0 = meter.read()  # the spinner is a descendant now: the meter tracks it from here

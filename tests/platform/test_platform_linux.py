@@ -277,3 +277,42 @@ def test_process_age_from_proc_stat(tmp_path):
     assert 4.9 <= age <= 6.0
     assert _linux.process_age_s(_fake_self(tmp_path / "bad", stat="garbage")) is None
     assert 0 <= platform.process_age_s() < 3600  # this test process, for real
+
+
+def test_descendant_pids_walk_every_threads_children(tmp_path):
+    def proc(pid, children_by_tid):
+        for tid, kids in children_by_tid.items():
+            d = tmp_path / "proc" / str(pid) / "task" / str(tid)
+            d.mkdir(parents=True)
+            (d / "children").write_text(" ".join(map(str, kids)) + (" " if kids else ""))
+
+    proc(10, {10: [11], 12: [13]})  # the second thread started a child too
+    proc(11, {11: [14]})
+    proc(13, {13: []})
+    # 14 ended during the walk: no /proc entry, still listed (the caller finds it gone)
+    assert sorted(_linux.descendant_pids(10, str(tmp_path))) == [11, 13, 14]
+    assert _linux.descendant_pids(99, str(tmp_path)) is None  # unreadable: ask psutil instead
+    assert platform.descendant_pids(10, str(tmp_path), kind="macos") is None
+
+
+def test_descendant_pids_of_this_process_match_psutil():
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    if platform.descendant_pids(os.getpid()) is None:
+        pytest.skip("no /proc/PID/task/TID/children on this kernel")
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process().children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(platform.descendant_pids(os.getpid())) == sorted(
+            p.pid for p in psutil.Process().children(recursive=True))
+    finally:
+        for p in psutil.Process(child.pid).children(recursive=True) + [psutil.Process(child.pid)]:
+            p.kill()
+        child.wait()

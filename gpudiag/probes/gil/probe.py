@@ -469,7 +469,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         other_load: Dict[str, Optional[float]] = {}
         throttling: Dict[str, Optional[dict]] = {}
         rounds_info: Dict[str, Any] = {}
-        meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True)
+        meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True,
+                         descendants=platform.descendant_pids)
         for w in workloads:
             if time.monotonic() > spend_by:
                 absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
