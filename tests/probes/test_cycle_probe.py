@@ -137,7 +137,7 @@ def test_worker_counts_and_plan_overrides():
     assert cycle_probe.worker_counts("full", 16) == [2, 4, 8]
     plan = cycle_probe.make_plan("quick", "cpu", 2, {})
     assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 6
-    assert plan.max_rounds == 16 and plan.rounds_budget_s == 3.0
+    assert plan.max_rounds == 16 and plan.rounds_budget_s == 2.4
     assert cycle_probe.make_plan("quick", "cpu", 2, {"cycle": "m:f"}).rounds_budget_s == 5.0  # a --cycle step
     plan = cycle_probe.make_plan("full", "cuda", 16, {"cycle_cycles": 7, "cycle_workers": 3})
     assert plan.cycles == 7 and plan.workers == [3] and plan.fuse == 8
