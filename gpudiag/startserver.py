@@ -115,9 +115,11 @@ class StartServer:
         while not self._done.wait(min(0.1, max(0.0, end - time.monotonic()))):
             if time.monotonic() >= end:
                 self.failed = f"it had not finished importing torch after {timeout_s:g} s"
+                self.stop()  # not used again: it must not go on loading the machine
                 return None
         if not self._ready or not self._alive():
             self.failed = self.failed or "it ended during the run"
+            self.stop()
             return None
         return multiprocessing.get_context("forkserver")
 

@@ -99,6 +99,21 @@ def test_a_server_that_dies_while_preloading_is_not_used(monkeypatch):
     assert multiprocessing.forkserver._forkserver._forkserver_pid is None
 
 
+def test_a_server_not_ready_by_a_probes_deadline_times_that_probe_out_and_is_stopped(monkeypatch):
+    # As when the probe's own import of torch hangs: that probe times out; the server is stopped, not waited
+    # for, and the next probe is spawned.
+    before = _live_children()
+    monkeypatch.setattr(StartServer, "__init__", _init_with(["tests.fixture_probes_slow_import"]))
+    slow = fp.make_preloaded("who_slow", fp._whoami, timeout_s=2.0)
+    out = runner.run_probes([slow, fp.P_WHO])
+    res = out["results"]
+    assert res["who_slow"]["status"] == "failed" and res["who_slow"]["reason"].startswith("timed out after 2 s")
+    assert "torch" in res["who_slow"]["reason"]
+    assert res["who"]["status"] == "ok" and res["who"]["data"]["server_pid"] is None
+    assert _live_children() - before == set()
+    assert multiprocessing.forkserver._forkserver._forkserver_pid is None
+
+
 def _init_with(extra):
     real = StartServer.__init__
 
