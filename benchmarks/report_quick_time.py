@@ -1,6 +1,7 @@
 """Wall time of `gpudiag report --quick` against `python -m torch.utils.collect_env`, and where it goes.
 
     PYTHONPATH=. python benchmarks/report_quick_time.py [-n 5] [--variant NAME=PATH ...] [--python NAME=EXE ...]
+        [--no-bytecode-cache]
 
 Each round runs collect_env and then every variant once (fresh interpreters, interleaved, so load
 from elsewhere hits all alike); after one untimed warm-up of each. A variant is a gpudiag source
@@ -9,9 +10,15 @@ tree put first on PYTHONPATH (default: this checkout); e.g. an older commit unpa
 installed editable, its import hook wins over PYTHONPATH (every variant would run the installed
 checkout): name an interpreter instead, `--python old=/path/to/venv/bin/python`, whose own gpudiag
 runs (e.g. a venv without gpudiag whose .pth lists the old tree and this venv's site-packages). Prints, per variant,
-the median wall time and its ratio to collect_env's median, the median duration of each probe (from
-the report JSON), the recommendation's outcome per run, and the machine's load average around it.
+the median wall time and its ratio to collect_env's median, each round's pair (collect_env's time, the
+variant's, their ratio) and the median of those ratios, the median duration of each probe (from the
+report JSON), the recommendation's outcome per run, and the machine's load average around each round.
 Timing goals live here, not in tests: the figures depend on the machine and on what else runs.
+
+Bytecode, as in env_vs_collect_env.py: a pip-installed gpudiag is byte-compiled at install time, like
+torch, while a checkout run under PYTHONDONTWRITEBYTECODE=1 recompiles gpudiag's modules in every
+process it starts. By default every command therefore gets a temporary PYTHONPYCACHEPREFIX (filled by
+the warm-up runs, removed afterwards); --no-bytecode-cache measures the checkout condition instead.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,11 +49,14 @@ def _run(cmd, env, cwd=None) -> float:
     return elapsed
 
 
+_BASE_ENV = dict(os.environ)  # with PYTHONPYCACHEPREFIX set in main() unless --no-bytecode-cache
+
+
 def _report(path: str, out_dir: str, tag: str) -> tuple:
     python = sys.executable
     if path.startswith("python:"):  # an interpreter whose own gpudiag runs
         python, path = path[len("python:"):], ""
-    env = dict(os.environ, PYTHONPATH=path)
+    env = dict(_BASE_ENV, PYTHONPATH=path)
     js, html = os.path.join(out_dir, tag + ".json"), os.path.join(out_dir, tag + ".html")
     # cwd outside any checkout: `python -m` puts the current folder first on sys.path
     wall = _run([python, "-m", "gpudiag", "report", "--quick", "--json", js, "-o", html], env, cwd=out_dir)
@@ -66,7 +77,22 @@ def main() -> None:
                     help="a gpudiag source tree to time (repeatable); default: this checkout")
     ap.add_argument("--python", action="append", default=[], metavar="NAME=EXE",
                     help="an interpreter whose own gpudiag to time (repeatable)")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="recompile gpudiag in every process, as a checkout under PYTHONDONTWRITEBYTECODE=1 does")
     args = ap.parse_args()
+    cache = None
+    if not args.no_bytecode_cache:
+        cache = tempfile.mkdtemp(prefix="gpudiag-bench-pyc-")
+        _BASE_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+        _BASE_ENV["PYTHONPYCACHEPREFIX"] = cache
+    try:
+        _main(args)
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
+
+
+def _main(args) -> None:
     variants = dict(v.split("=", 1) for v in args.variant)
     variants.update((k, "python:" + v) for k, v in (p.split("=", 1) for p in args.python))
     variants = variants or {"this checkout": HERE}
@@ -76,13 +102,13 @@ def main() -> None:
     outcomes = {name: [] for name in variants}
     loads = []
     with tempfile.TemporaryDirectory(prefix="gpudiag-bench-") as tmp:
-        _run(collect, dict(os.environ), cwd=tmp)  # warm-up: file cache, .pyc
+        _run(collect, dict(_BASE_ENV), cwd=tmp)  # warm-up: file cache, .pyc
         for name, path in variants.items():
             _report(path, tmp, "warmup")
             times[name] = []
         for i in range(args.runs):
             before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-            times["collect_env"].append(_run(collect, dict(os.environ), cwd=tmp))
+            times["collect_env"].append(_run(collect, dict(_BASE_ENV), cwd=tmp))
             for name, path in variants.items():
                 wall, durations, outcome = _report(path, tmp, f"run{i}")
                 times[name].append(wall)
@@ -91,7 +117,8 @@ def main() -> None:
                     probes[name].setdefault(probe, []).append(d or 0.0)
             after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             loads.append((before, after))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}; "
+          f"bytecode cache: {'on (temporary PYTHONPYCACHEPREFIX)' if 'PYTHONPYCACHEPREFIX' in _BASE_ENV else 'off'}")
     print(f"runs: {args.runs} rounds (after one warm-up each); 1-minute load average before/after each round: "
           + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in loads if a is not None))
     ce = median(times["collect_env"])
@@ -100,7 +127,11 @@ def main() -> None:
     for name in variants:
         ts = times[name]
         print(f"  {name:<16} median {median(ts):6.2f} s   min {min(ts):6.2f}   max {max(ts):6.2f}   "
-              f"= {median(ts) / ce:.1f}x collect_env")
+              f"= {median(ts) / ce:.2f}x collect_env")
+        pairs = list(zip(times["collect_env"], ts))
+        print("      pairs (collect_env s, this s, ratio): " + ", ".join(f"({c:.2f}, {t:.2f}, {t / c:.2f}x)"
+                                                                     for c, t in pairs)
+              + f"; median ratio {median([t / c for c, t in pairs]):.2f}x")
         print("      probes (median s): " + ", ".join(f"{p} {median(v):.2f}" for p, v in probes[name].items()))
         for j, o in enumerate(outcomes[name]):
             other = f"{o[4]:.2f} cores of other load" if isinstance(o[4], (int, float)) else "load not recorded"

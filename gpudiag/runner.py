@@ -12,6 +12,7 @@ started with `spawn`, because CUDA state does not survive fork.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import math
 import multiprocessing
 import os
@@ -25,9 +26,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import psutil
 
-from gpudiag import capabilities
+from gpudiag import capabilities, platform
 from gpudiag.platform import signals
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
+from gpudiag.startserver import StartServer
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 NOT_RUN_PREFIX = "not run"
@@ -263,9 +265,19 @@ def _receive(recv) -> Tuple[Optional[dict], str]:
     return res, ""
 
 
-def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
-    """Run the probe in a spawned child under a deadline; the log file, pipe and processes never outlive it."""
-    mp = multiprocessing.get_context("spawn")
+def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float, server: Optional[StartServer] = None) -> dict:
+    """Run the probe in a child (spawned, or forked from the start server) under a deadline; the log file, pipe and
+    processes never outlive it."""
+    mp = None
+    if server is not None and probe.preload:
+        t0, limit = time.monotonic(), timeout_s
+        waiting = server.waiting_for_import
+        mp = server.context(limit)  # waits while the server imports torch: this probe's own import, as before
+        timeout_s = limit - (time.monotonic() - t0)  # the wait is part of the probe's time
+        if mp is None and waiting and timeout_s <= 0:
+            return result(FAILED, f"timed out after {limit:g} s while torch was imported for it (in the start "
+                                  "server its process is forked from)")
+    mp = mp or multiprocessing.get_context("spawn")
     made: Dict[str, Any] = {}  # what exists so far, for the cleanup in `finally`
     proc = None
     try:
@@ -288,7 +300,7 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float) -> dict:
             return result(FAILED, _os_failure("start the probe's process", exc))
         finally:
             send.close()
-        return _await(proc, recv, stderr_path, timeout_s)
+        return _await(proc, recv, stderr_path, timeout_s, _handle(proc.pid))
     except BaseException:  # cleanup only, re-raised: a Ctrl-C or signal here must not leave the child running
         if proc is not None and proc.pid is not None:  # start() itself may have raised: nothing to kill
             _kill_tree(proc)
@@ -310,7 +322,16 @@ def _start(proc) -> None:
             proc.start()
 
 
-def _await(proc, recv, stderr_path: str, timeout_s: float) -> dict:
+def _handle(pid: Optional[int]) -> Optional[psutil.Process]:
+    """A psutil handle on the child just started (None if it already ended): a child forked from the start server
+    is that server's child, and if the server died its exit would be misread, so the end checks the process itself."""
+    try:
+        return psutil.Process(pid) if pid is not None else None
+    except psutil.Error:
+        return None
+
+
+def _await(proc, recv, stderr_path: str, timeout_s: float, child: Optional[psutil.Process] = None) -> dict:
     """The child's result, or a failed result naming the timeout, the signal or the exit code."""
     deadline = time.monotonic() + timeout_s
     res, why = None, ""
@@ -332,6 +353,8 @@ def _await(proc, recv, stderr_path: str, timeout_s: float) -> dict:
     with signals.deferred():
         if proc.is_alive():
             _kill_tree(proc)
+        if child is not None and child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            leftovers.append(child)  # said to have ended, yet runs: its start server died (see _handle)
         _kill_all([p for p in leftovers if p.is_running()])
     if res is None:
         tail = _tail(stderr_path)
@@ -348,14 +371,14 @@ def _unlink(path: str) -> None:
         pass
 
 
-def run_probe(probe: Probe, ctx: ProbeContext, caps=None) -> dict:
+def run_probe(probe: Probe, ctx: ProbeContext, caps=None, server: Optional[StartServer] = None) -> dict:
     """Run one probe, honouring its capabilities and isolation; always returns a result dict."""
     started = time.perf_counter()
     why_not = capabilities.missing(probe.needs, caps)
     if why_not:
         return result(SKIPPED, why_not)
     if probe.isolate:
-        res = _run_isolated(probe, ctx, ctx.timeout_s)
+        res = _run_isolated(probe, ctx, ctx.timeout_s, server)
     else:
         res = _run_inline(probe, ctx)
     res["duration_s"] = round(time.perf_counter() - started, 3)
@@ -393,7 +416,10 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
     signum: Optional[int] = None
     interrupted = False
     i, started = 0, time.perf_counter()
+    server: Optional[StartServer] = None
     try:  # a BaseException other than a stop (a bug) propagates; the tracker then ends with this process
+        with signals.deferred():  # the server is recorded before a stop signal can end the run
+            server = _start_server(probes, caps)
         for i in range(len(probes)):
             probe = probes[i]
             started = time.perf_counter()
@@ -402,7 +428,7 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
                                results={k: v["data"] for k, v in results.items() if v["status"] == OK})
             if on_event:
                 on_event(probe.name, "start", t)
-            res = run_probe(probe, ctx, caps)
+            res = run_probe(probe, ctx, caps, server)
             results[probe.name] = res
             if on_event:
                 on_event(probe.name, "end", res)
@@ -420,6 +446,16 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
                 on_event(probes[i].name, "end", res)
         for rest in probes[i + 1:]:
             results[rest.name] = result(SKIPPED, f"{NOT_RUN_PREFIX}: interrupted by {who}")
+    except BaseException:  # cleanup and re-raise (a bug): the start server must not outlive it
+        if server is not None:
+            server.stop()
+        raise
+    if server is not None:  # before the tracker: the processes forked from it held the tracker's pipe
+        try:
+            with signals.deferred():
+                server.stop()
+        except signals.Interrupted as exc:  # every probe finished; the caller still writes the report
+            interrupted, signum = True, exc.signum
     if _started_tracker:
         _started_tracker = False
         try:
@@ -428,6 +464,19 @@ def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional
         except signals.Interrupted as exc:  # every probe finished; the caller still writes the report
             interrupted, signum = True, exc.signum
     return {"results": results, "interrupted": interrupted, "signal": signum}
+
+
+def _start_server(probes: List[Probe], caps) -> Optional[StartServer]:
+    """The run's start server, launched now so it imports torch while the first probes run; None where no probe
+    that will run asks for it, torch is not installed, or the platform cannot fork (gpudiag.startserver)."""
+    global _started_tracker
+    modules = [p.run.__module__ for p in probes
+               if p.isolate and p.preload and not capabilities.missing(p.needs, caps)]
+    if not modules or not platform.start_server_supported() or importlib.util.find_spec("torch") is None:
+        return None
+    _started_tracker = _start_tracker() or _started_tracker
+    server = StartServer(modules)
+    return server if server.start() else None
 
 
 def selected(all_probes: List[Probe], only: Iterable[str] = (), skip: Iterable[str] = ()) -> List[Probe]:

@@ -86,11 +86,11 @@ def test_ctrl_c_marks_the_rest_not_run(monkeypatch):
     calls = []
     real = runner.run_probe
 
-    def fake(probe, ctx, caps=None):
+    def fake(probe, ctx, caps=None, server=None):
         calls.append(probe.name)
         if probe.name == "second":
             raise KeyboardInterrupt
-        return real(probe, ctx, caps)
+        return real(probe, ctx, caps, server)
 
     monkeypatch.setattr(runner, "run_probe", fake)
     probes = [fp.OK_INLINE, fp.make("second", fp._ok), fp.make("third", fp._ok)]

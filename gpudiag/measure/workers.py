@@ -17,6 +17,11 @@ Contract:
 - Workers are started with the `spawn` start method by default (CUDA does not survive fork); pass
   `ctx=multiprocessing.get_context(...)` to choose another. `fn`, its arguments and results must
   be picklable; `fn` must be a module-level function importable in the worker.
+- `fork_when=gpudiag.platform.fork_is_safe` forks each worker instead whenever that says a fork is safe
+  at its start (Linux, this process runs one thread and has loaded no GPU driver), else spawns it: a
+  probe process forked from the start server (gpudiag.startserver) has torch imported, and a forked
+  worker starts in milliseconds without importing it again. A forked worker closes its copies of the
+  parent's ends of the other workers' pipes, so each worker still sees the parent go away.
 - `run_all`/`run_timed` use the first `len(args_per_worker)` workers. Each worker receives its
   task, reports "armed", and waits on a shared start event; the parent sets the event once all are
   armed, so all begin together. `wall_s` is measured in the parent from that release to the last
@@ -33,8 +38,8 @@ Contract:
 - State: the initializer may keep objects (a model, tensors) in module globals of its own module;
   every later task in that worker sees them. Workers exit by themselves when the parent dies.
 - `startup[i]`: `spawn_s` = parent's `start()` to the worker's entry point (interpreter start,
-  unpickling, imports of this module), `init_s` = the initializer's own run time, `ready_s` =
-  `start()` to the ready message arriving in the parent.
+  unpickling, imports of this module; a fork's few milliseconds), `init_s` = the initializer's own run
+  time, `ready_s` = `start()` to the ready message arriving in the parent, `method` = "spawn" or "fork".
 """
 
 from __future__ import annotations
@@ -98,8 +103,15 @@ def _error_payload(exc: BaseException) -> tuple:
     return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
-def _worker_main(index: int, conn, go, initializer, initargs) -> None:
-    """Entry point of one worker: initialise once, then serve tasks until told to stop."""
+def _worker_main(index: int, conn, go, initializer, initargs, inherited=()) -> None:
+    """Entry point of one worker: initialise once, then serve tasks until told to stop. `inherited`: the parent's
+    ends of the pipes (this worker's and the others'), which a forked worker holds copies of; closed, or no worker
+    would see the parent go away while this one lives."""
+    for other in inherited:
+        try:
+            other.close()
+        except OSError:
+            pass
     try:
         stopped = _serve(conn, go, initializer, initargs)
     except (EOFError, OSError):  # the parent went away mid-conversation: nothing left to report to
@@ -121,6 +133,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
     """Serve tasks; True when the parent asked to stop, False when it went away."""
     entered_at = time.time()
     t0 = time.perf_counter()
+    parent_pid = os.getppid()
     try:
         init_result = initializer(*initargs) if initializer is not None else None
     except BaseException as exc:  # reported to the parent, which raises WorkerError
@@ -142,8 +155,7 @@ def _serve(conn, go, initializer, initargs) -> bool:
             continue
         conn.send(("armed",))
         while not go.wait(1.0):  # a parent killed before releasing us must not leave us waiting forever
-            parent = multiprocessing.parent_process()
-            if parent is not None and not parent.is_alive():
+            if _parent_gone(parent_pid):
                 return False
         start = time.perf_counter()
         try:
@@ -158,14 +170,23 @@ def _serve(conn, go, initializer, initargs) -> bool:
             conn.send(_error_payload(exc))
 
 
+def _parent_gone(parent_pid: int) -> bool:
+    """True once the parent has ended: re-parented (POSIX), or its sentinel says so. A forked worker cannot rely on
+    the sentinel alone: a sibling forked after it holds a copy of the sentinel pipe's other end."""
+    if os.name == "posix" and os.getppid() != parent_pid:
+        return True
+    parent = multiprocessing.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
 class _Worker:
     """The parent's record of one worker: its process, its end of the pipe, start times, start-up figures,
     initializer result and whether it said ready."""
 
-    __slots__ = ("index", "proc", "conn", "started_at", "startup", "init_result", "ready")
+    __slots__ = ("index", "proc", "conn", "started_at", "startup", "init_result", "ready", "method")
 
-    def __init__(self, index, proc, conn, started_at):
-        self.index, self.proc, self.conn, self.started_at = index, proc, conn, started_at
+    def __init__(self, index, proc, conn, started_at, method="spawn"):
+        self.index, self.proc, self.conn, self.started_at, self.method = index, proc, conn, started_at, method
         self.startup: Optional[dict] = None
         self.init_result: Any = None
         self.ready = False
@@ -245,7 +266,9 @@ class WorkerPool:
     """Long-lived spawned workers with a common start line; see the module docstring."""
 
     def __init__(self, n: int = 0, initializer: Optional[Callable[..., Any]] = None, initargs: Sequence = (),
-                 ctx=None, start_timeout_s: float = _DEFAULT_START_TIMEOUT_S, name: str = "gpudiag-worker"):
+                 ctx=None, start_timeout_s: float = _DEFAULT_START_TIMEOUT_S, name: str = "gpudiag-worker",
+                 fork_when: Optional[Callable[[], bool]] = None):
+        self._fork_when = fork_when if ctx is None else None
         self._ctx = ctx if ctx is not None else multiprocessing.get_context("spawn")
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -263,17 +286,21 @@ class WorkerPool:
         self._check_open()
         while len(self._workers) < n:
             index = len(self._workers)
-            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-            proc = self._ctx.Process(target=_worker_main, name=f"{self._name}-{index}",
-                                     args=(index, child_conn, self._go, self._initializer, self._initargs),
-                                     daemon=True)
+            method = "fork" if self._fork_when is not None and self._fork_when() else "spawn"
+            ctx = multiprocessing.get_context("fork") if method == "fork" else self._ctx
+            parent_conn, child_conn = ctx.Pipe(duplex=True)
+            # A fork copies the parent's end of this worker's pipe and of the others': closed in the worker.
+            inherited = [w.conn for w in self._workers] + [parent_conn] if method == "fork" else []
+            proc = ctx.Process(target=_worker_main, name=f"{self._name}-{index}",
+                               args=(index, child_conn, self._go, self._initializer, self._initargs, inherited),
+                               daemon=True)
             started_at = time.time()
             started_pc = time.perf_counter()
             try:
                 proc.start()
             finally:
                 child_conn.close()
-            self._workers.append(_Worker(index, proc, parent_conn, (started_at, started_pc)))
+            self._workers.append(_Worker(index, proc, parent_conn, (started_at, started_pc), method))
 
     def wait_ready(self, timeout_s: float = _DEFAULT_START_TIMEOUT_S) -> None:
         """Wait until every started worker has run its initializer; raise (and close) if one fails."""
@@ -287,7 +314,8 @@ class WorkerPool:
                         info, w.init_result = msg[1], msg[2]
                         now_pc = time.perf_counter()
                         w.startup = {"spawn_s": max(0.0, info["entered_at"] - w.started_at[0]),
-                                     "init_s": info["init_s"], "ready_s": now_pc - w.started_at[1]}
+                                     "init_s": info["init_s"], "ready_s": now_pc - w.started_at[1],
+                                     "method": w.method}
                         w.ready = True
                     else:
                         raise WorkerError(f"worker {w.index} failed to start: {msg[1]}", w.index, msg[2])

@@ -9,6 +9,10 @@ modules are the only OS-specific code); everything else asks it for a fact or a 
     usable_cores(pid)     -> the one count of whole workers a process can keep busy
     ThrottleMeter(pid)    -> CPU-quota throttling over a measurement
     python_facts(check_torch) -> system.python (free-threaded build, GIL at run time, start method)
+    start_server_supported()  -> whether probe processes may be forked from a start server that imported torch
+    fork_is_safe()            -> whether this process may fork a worker now (one thread, no GPU driver loaded)
+    process_age_s()           -> seconds since this process was created (its interpreter's start-up, when early)
+    descendant_pids(pid)      -> a process's descendants, cheaply (Linux), else None (ask psutil)
     torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
 
 `root` (Linux) and `reg` (Windows) are seams for tests: a fake /proc tree, a fake winreg.
@@ -21,7 +25,7 @@ import os
 import platform as _platform
 import sys
 import sysconfig
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 
@@ -232,6 +236,46 @@ def default_start_method() -> str:
     it answers "spawn"; the docs say the first of get_all_start_methods() is the default.
     """
     return multiprocessing.get_all_start_methods()[0]
+
+
+def start_server_supported(kind: Optional[str] = None) -> bool:
+    """True where probe processes may be forked from a start server that imported torch once (multiprocessing's
+    forkserver; Linux). Elsewhere every probe process is spawned and imports torch itself: Windows has no fork,
+    and on macOS a fork of a process that loaded the system frameworks torch links is not safe."""
+    return (kind or KIND) == "linux" and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def fork_is_safe(root: str = "/", kind: Optional[str] = None) -> bool:
+    """True when this process may fork a worker that imports nothing again (Linux): it runs one thread (a fork
+    copies the locks another thread may hold at that moment) and has not loaded a GPU driver (CUDA and HIP do not
+    survive a fork). False elsewhere, and whenever /proc cannot tell."""
+    if (kind or KIND) != "linux":
+        return False
+    return _linux.fork_is_safe(root)
+
+
+def process_age_s(root: str = "/", kind: Optional[str] = None) -> Optional[float]:
+    """Seconds since this process was created: to 10 ms on Linux (/proc/self/stat against the boot clock), else
+    from psutil's creation time (whose boot time can be a second off on Linux, hence not used there)."""
+    if (kind or KIND) == "linux":
+        return _linux.process_age_s(root)
+    import time
+
+    import psutil
+
+    try:
+        return max(0.0, time.time() - psutil.Process().create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def descendant_pids(pid: int, root: str = "/", kind: Optional[str] = None) -> Optional[List[int]]:
+    """The pids of every process below `pid`, read from its own /proc entries and its descendants' (Linux: a
+    fraction of a millisecond, where psutil reads every process on the machine); None where that cannot be
+    read (another OS, a kernel without /proc/PID/task/TID/children): the caller asks psutil then."""
+    if (kind or KIND) != "linux":
+        return None
+    return _linux.descendant_pids(pid, root)
 
 
 def free_threaded_build() -> bool:

@@ -235,3 +235,63 @@ def cpu_brand(root: str = "/") -> Optional[str]:
     """The CPU's name from /proc/cpuinfo, or None when it is unreadable."""
     text = read_text(root, "/proc/cpuinfo")
     return cpu_brand_from_cpuinfo(text) if text else None
+
+
+# ------------------------------------------------------------------ fork safety
+
+# Shared libraries whose state does not survive a fork: once one is loaded (torch.cuda.is_available() loads
+# libcuda), a forked child's GPU calls fail or hang.
+_GPU_DRIVER_LIBS = ("libcuda.so", "libamdhip64.so", "libhsa-runtime64.so")
+
+
+def fork_is_safe(root: str = "/") -> bool:
+    """One thread in this process and no GPU driver library mapped (see platform.fork_is_safe); False when
+    /proc/self cannot be read."""
+    try:
+        if len(os.listdir(os.path.join(root, "proc/self/task"))) != 1:
+            return False
+    except OSError:
+        return False
+    maps = read_text(root, "/proc/self/maps")
+    return maps is not None and not any(lib in maps for lib in _GPU_DRIVER_LIBS)
+
+
+def process_age_s(root: str = "/") -> Optional[float]:
+    """Seconds since this process started: /proc/self/stat's start time (clock ticks after boot) against the boot
+    clock now; None when either is unreadable."""
+    import time
+
+    stat = read_text(root, "/proc/self/stat")
+    try:
+        fields = stat.rsplit(")", 1)[1].split() if stat else []
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime; fields[0] is field 3
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (IndexError, ValueError, OSError, AttributeError):
+        return None
+
+
+def descendant_pids(pid: int, root: str = "/") -> Optional[List[int]]:
+    """Every process below `pid` from /proc/PID/task/TID/children (each thread lists the children it started),
+    breadth first; None when the first process's lists cannot be read (no such file on this kernel). A process
+    that ends during the walk is skipped."""
+    out: List[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        task = os.path.join(root, f"proc/{p}/task")
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        for tid in tids:
+            text = read_text(root, f"/proc/{p}/task/{tid}/children")
+            if text is None:
+                if p == pid and tid == tids[0]:
+                    return None
+                continue
+            kids = [int(x) for x in text.split() if x.isdigit()]
+            out.extend(kids)
+            todo.extend(kids)
+    return out

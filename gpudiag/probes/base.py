@@ -51,6 +51,9 @@ class Probe:
     run: Callable[[ProbeContext], ProbeOutput]
     needs: Tuple[str, ...] = ()  # capability names, see gpudiag.capabilities
     isolate: bool = True  # run in a spawned child (anything touching CUDA/NVML or that may hang)
+    # Linux: fork its child from the run's start server, which has imported torch and this module already
+    # (gpudiag.startserver), instead of spawning one that imports them again; elsewhere it is spawned.
+    preload: bool = False
     timeout_s: float = 60.0  # default per-probe timeout in quick mode
     full_timeout_s: Optional[float] = None  # default in full mode (None: same as timeout_s)
 

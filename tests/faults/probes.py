@@ -79,8 +79,8 @@ def orphaning_ok(ctx):
     return ProbeOutput({"orphan_started": True})
 
 
-def make(name, fn, timeout_s=30.0):
-    return Probe(name=name, title=name, summary=f"fault fixture {name}", run=fn, timeout_s=timeout_s)
+def make(name, fn, timeout_s=30.0, preload=False):
+    return Probe(name=name, title=name, summary=f"fault fixture {name}", run=fn, timeout_s=timeout_s, preload=preload)
 
 
 SETS = {
@@ -89,6 +89,10 @@ SETS = {
     "hangs": [make("first", quick_ok), make("hang", hang)],
     "secrets": [make("crash", secret_crash), make("raise", secret_raise), make("last", quick_ok)],
     "orphans": [make("orphaning", orphaning_ok)],
+    # The same, forked from the start server that gil and cycle use (gpudiag.startserver; Linux with torch).
+    "preloaded_signals": [make("first", quick_ok, preload=True), make("hang", hang_with_children, preload=True),
+                          make("last", quick_ok, preload=True)],
+    "preloaded_quick": [make("first", quick_ok, preload=True), make("last", quick_ok, preload=True)],
 }
 
 

@@ -7,6 +7,7 @@ left in TMPDIR, nothing prints a traceback or a "leaked semaphore" warning, and 
 128 + the signal.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import psutil
 import pytest
 
+from gpudiag import platform
 from gpudiag.report import contract
 from tests.faults._helpers import handlers_installed, leftovers, start, still_running, wait_for_file
 
@@ -23,16 +25,33 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 # SIGINT to the whole group, as a terminal does, and to gpudiag alone (`kill -INT`).
 STOPS = [("SIGTERM", False), ("SIGHUP", False), ("SIGINT", True), ("SIGINT", False)]
+# Probe children spawned, and forked from the start server (gpudiag.startserver: Linux, with torch installed).
+NO_SERVER = pytest.mark.skipif(not platform.start_server_supported() or importlib.util.find_spec("torch") is None,
+                               reason="the start server is used on Linux with torch installed")
+PRELOADED = pytest.param("preloaded_", marks=NO_SERVER)
 
 
+def _group_left(pgid: int) -> list:
+    """Processes still running in gpudiag's process group (the start server and its children included)."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return still_running(out)
+
+
+@pytest.mark.parametrize("kind", ["", PRELOADED])
 @pytest.mark.parametrize("name,to_group", STOPS)
-def test_stop_signal_mid_probe_writes_report_and_leaves_nothing(tmp_path, name, to_group):
+def test_stop_signal_mid_probe_writes_report_and_leaves_nothing(tmp_path, name, to_group, kind):
     signum = getattr(signal, name)
     work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     tmp.mkdir()
     note = tmp_path / "note.json"
-    proc = start(["report", "--json", "r.json", "-o", "r.html"], cwd=work, tmpdir=tmp, fixtures="signals",
+    proc = start(["report", "--json", "r.json", "-o", "r.html"], cwd=work, tmpdir=tmp, fixtures=kind + "signals",
                  GPUDIAG_FAULT_NOTE=note)
     info = wait_for_file(note, proc)
     family = psutil.Process(proc.pid).children(recursive=True)  # probe child, its worker, subprocess, tracker
@@ -54,20 +73,22 @@ def test_stop_signal_mid_probe_writes_report_and_leaves_nothing(tmp_path, name, 
     assert "while running" in hang["reason"] and hang["duration_s"] > 0
     assert rep["probes"]["last"]["reason"] == f"not run: interrupted by {who}"
     assert (work / "r.html").read_text().startswith("<!DOCTYPE html>")
-    assert still_running(family) == []
+    assert still_running(family) == [] and _group_left(proc.pid) == []
     assert [p for p in info["pids"] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE] == []
     for sem in info["semaphores"]:
         assert not os.path.exists("/dev/shm/sem." + sem.lstrip("/")), sem
     assert leftovers(tmp) == [] and leftovers(work, keep=("r.json", "r.html")) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6])
-def test_ctrl_c_at_any_moment_of_start_up_is_clean(tmp_path, delay):
+@pytest.mark.parametrize("kind,delay", [("", d) for d in (0.0, 0.05, 0.15, 0.3, 0.6)]
+                         # and while the start server starts, imports torch, forks the probes
+                         + [pytest.param("preloaded_", d, marks=NO_SERVER) for d in (0.3, 0.6, 1.0, 2.0)])
+def test_ctrl_c_at_any_moment_of_start_up_is_clean(tmp_path, kind, delay):
     """From gpudiag's first line to a probe child starting (interpreter start-up itself is Python's)."""
     work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     tmp.mkdir()
-    proc = start(["report", "--json", "r.json", "-o", "r.html"], cwd=work, tmpdir=tmp, fixtures="quick")
+    proc = start(["report", "--json", "r.json", "-o", "r.html"], cwd=work, tmpdir=tmp, fixtures=kind + "quick")
     handlers_installed(proc.pid)
     time.sleep(delay)
     if proc.poll() is None:
@@ -82,6 +103,7 @@ def test_ctrl_c_at_any_moment_of_start_up_is_clean(tmp_path, delay):
         assert rep["interrupted"] is True or all(p["status"] == "ok" for p in rep["probes"].values())
     assert leftovers(tmp) == []
     assert leftovers(work, keep=("r.json", "r.html")) == []
+    assert _group_left(proc.pid) == []
 
 
 def test_a_probe_that_orphans_a_process_does_not_leave_it_behind(tmp_path):

@@ -210,10 +210,15 @@ def _cpu_s(p):
     return c.user + c.system
 
 
-def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags():
+@pytest.mark.parametrize("walk", ["psutil", "proc"])
+def test_close_stops_what_the_workers_started_and_counts_its_cpu_as_gpudiags(walk):
+    from gpudiag import platform
     from gpudiag.measure import load
 
-    meter = load.CpuMeter(family=True)
+    if walk == "proc" and platform.descendant_pids(os.getpid()) is None:
+        pytest.skip("this OS or kernel has no /proc/PID/task/TID/children")
+    # The descendants found by psutil's walk over every process, or from this process's own /proc entries.
+    meter = load.CpuMeter(family=True, descendants=platform.descendant_pids if walk == "proc" else None)
     with WorkerPool(1) as p:
         child = psutil.Process(p.run_all(start_spinner, [()])[0])
         r0 = meter.read()  # the spinner is a descendant now: the meter tracks it from here
@@ -271,3 +276,67 @@ def test_a_hung_thread_team_times_out_and_refuses_more_runs():
     finally:
         release.set()
         team.close()
+
+
+# ---------------------------------------------------------------- forked workers (fork_when)
+
+_posix_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _always():
+    return True
+
+
+@_posix_fork
+def test_forked_workers_start_without_a_new_interpreter_and_work_like_spawned_ones():
+    with WorkerPool(2, initializer=init_tag, initargs=("forked",), fork_when=_always) as p:
+        assert [s["method"] for s in p.startup] == ["fork", "fork"]
+        assert [r["tag"] for r in p.init_results] == ["forked", "forked"]
+        assert p.run_all(echo, [(0, 1), (1, 2)]) == [(0, 2, p.pids[0]), (1, 4, p.pids[1])]
+    with WorkerPool(1, fork_when=lambda: False) as p:  # not safe at the start: spawned
+        assert p.startup[0]["method"] == "spawn"
+
+
+@_posix_fork
+def test_a_hung_or_crashed_forked_worker_costs_only_its_pool():
+    p = WorkerPool(2, fork_when=_always)
+    procs = [psutil.Process(pid) for pid in p.pids]
+    with pytest.raises(WorkerTimeout):
+        p.run_all(sleep_for, [(0,), (30,)], timeout_s=0.5)
+    assert psutil.wait_procs(procs, timeout=5)[1] == [] and p.size == 0
+    with WorkerPool(2, fork_when=_always) as q:  # a new pool after it: clean workers, nothing inherited
+        procs = [psutil.Process(pid) for pid in q.pids]
+        with pytest.raises(WorkerDied):
+            q.run_all(die, [(), ()])
+    assert psutil.wait_procs(procs, timeout=5)[1] == []
+    with WorkerPool(2, fork_when=_always) as r:
+        assert [v[0] for v in r.run_all(echo, [(0, 1), (1, 1)])] == [0, 1]
+
+
+def make_forked_pool_and_vanish(conn):
+    pool = WorkerPool(3, fork_when=_always)
+    conn.send(pool.pids)
+    os._exit(0)
+
+
+@_posix_fork
+def test_forked_workers_exit_by_themselves_when_their_parent_is_killed():
+    # Each forked worker holds copies of the parent's ends of its siblings' pipes unless it closes them: then
+    # none would see the parent go away while a sibling lives.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    parent = ctx.Process(target=make_forked_pool_and_vanish, args=(send,))
+    parent.start()
+    assert recv.poll(30)
+    pids = recv.recv()
+    parent.join(10)
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive

@@ -233,3 +233,86 @@ def test_virtualization_cpu_flag_only(tmp_path):
     assert _linux.virtualization(str(tmp_path), None, "flags\t: fpu avx\n") is None
     assert _linux.virtualization_from_dmi("QEMU", "Standard PC (Q35 + ICH9, 2009)") == "qemu"
     assert _linux.virtualization_from_dmi("innotek GmbH", "VirtualBox") == "virtualbox"
+
+
+# ------------------------------------------------------------------ fork safety, process age
+
+def _fake_self(tmp_path, tasks=1, maps="7f00-7f01 r-xp 0 08:01 1 /usr/lib/libc.so.6\n", stat=None):
+    proc = tmp_path / "proc" / "self"
+    (proc / "task").mkdir(parents=True)
+    for t in range(tasks):
+        (proc / "task" / str(100 + t)).mkdir()
+    if maps is not None:
+        (proc / "maps").write_text(maps)
+    if stat is not None:
+        (proc / "stat").write_text(stat)
+    return str(tmp_path)
+
+
+def test_fork_is_safe_with_one_thread_and_no_gpu_driver(tmp_path):
+    assert platform.fork_is_safe(_fake_self(tmp_path), kind="linux") is True
+
+
+@pytest.mark.parametrize("lib", ["libcuda.so.1", "libamdhip64.so.6"])
+def test_a_loaded_gpu_driver_makes_fork_unsafe(tmp_path, lib):
+    maps = f"7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/{lib}\n"
+    assert platform.fork_is_safe(_fake_self(tmp_path, maps=maps), kind="linux") is False
+
+
+def test_a_second_thread_or_an_unreadable_proc_makes_fork_unsafe(tmp_path):
+    assert platform.fork_is_safe(_fake_self(tmp_path / "a", tasks=2), kind="linux") is False
+    assert platform.fork_is_safe(_fake_self(tmp_path / "b", maps=None), kind="linux") is False
+    assert platform.fork_is_safe(str(tmp_path / "nothing"), kind="linux") is False
+    assert platform.fork_is_safe(kind="windows") is False
+
+
+@pytest.mark.skipif(not hasattr(__import__("time"), "CLOCK_BOOTTIME"), reason="Linux's boot clock")
+def test_process_age_from_proc_stat(tmp_path):
+    import time
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = int((time.clock_gettime(time.CLOCK_BOOTTIME) - 5.0) * ticks)
+    fields = ["S"] + ["0"] * 18 + [str(started)] + ["0"] * 10  # field 22 is the 20th after "comm)"
+    age = _linux.process_age_s(_fake_self(tmp_path, stat="123 (python (x) y) " + " ".join(fields)))
+    assert 4.9 <= age <= 6.0
+    assert _linux.process_age_s(_fake_self(tmp_path / "bad", stat="garbage")) is None
+    assert 0 <= platform.process_age_s() < 3600  # this test process, for real
+
+
+def test_descendant_pids_walk_every_threads_children(tmp_path):
+    def proc(pid, children_by_tid):
+        for tid, kids in children_by_tid.items():
+            d = tmp_path / "proc" / str(pid) / "task" / str(tid)
+            d.mkdir(parents=True)
+            (d / "children").write_text(" ".join(map(str, kids)) + (" " if kids else ""))
+
+    proc(10, {10: [11], 12: [13]})  # the second thread started a child too
+    proc(11, {11: [14]})
+    proc(13, {13: []})
+    # 14 ended during the walk: no /proc entry, still listed (the caller finds it gone)
+    assert sorted(_linux.descendant_pids(10, str(tmp_path))) == [11, 13, 14]
+    assert _linux.descendant_pids(99, str(tmp_path)) is None  # unreadable: ask psutil instead
+    assert platform.descendant_pids(10, str(tmp_path), kind="macos") is None
+
+
+def test_descendant_pids_of_this_process_match_psutil():
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    if platform.descendant_pids(os.getpid()) is None:
+        pytest.skip("no /proc/PID/task/TID/children on this kernel")
+    child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process().children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(platform.descendant_pids(os.getpid())) == sorted(
+            p.pid for p in psutil.Process().children(recursive=True))
+    finally:
+        for p in psutil.Process(child.pid).children(recursive=True) + [psutil.Process(child.pid)]:
+            p.kill()
+        child.wait()

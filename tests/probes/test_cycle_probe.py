@@ -28,6 +28,18 @@ def _cuda_available() -> bool:
 # ---------------------------------------------------------------- the real probe, CPU, tiny
 
 @pytest.mark.torch
+def test_forked_from_the_start_server_its_worker_processes_are_forked_too():
+    from gpudiag import platform
+
+    if not platform.start_server_supported() or _cuda_available():
+        pytest.skip("the start server is Linux's; the CPU layout is tested where there is no CUDA")
+    res = runner.run_probes([cycle_probe.PROBE], options=dict(TINY))["results"]["cycle"]
+    assert res["status"] == "ok", res["reason"]
+    procs = {r["name"]: r for r in res["data"]["strategies"]}["processes"]
+    assert procs["status"] == "ok" and [w["method"] for w in procs["worker_startup"]] == ["fork", "fork"]
+
+
+@pytest.mark.torch
 def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_ones():
     if _cuda_available():
         pytest.skip("this machine has CUDA: the CPU layout is tested where there is none")
@@ -125,7 +137,7 @@ def test_worker_counts_and_plan_overrides():
     assert cycle_probe.worker_counts("full", 16) == [2, 4, 8]
     plan = cycle_probe.make_plan("quick", "cpu", 2, {})
     assert plan.cycles == cycle_probe.DEFAULT_CYCLES[("cpu", "quick")] and plan.repeats == 6
-    assert plan.max_rounds == 16 and plan.rounds_budget_s == 3.0
+    assert plan.max_rounds == 16 and plan.rounds_budget_s == 2.4
     assert cycle_probe.make_plan("quick", "cpu", 2, {"cycle": "m:f"}).rounds_budget_s == 5.0  # a --cycle step
     plan = cycle_probe.make_plan("full", "cuda", 16, {"cycle_cycles": 7, "cycle_workers": 3})
     assert plan.cycles == 7 and plan.workers == [3] and plan.fuse == 8

@@ -51,6 +51,24 @@ def test_real_probe_through_the_runner_at_tiny_size():
     assert _live_children() - before == set()  # every worker was cleaned up
 
 
+@pytest.mark.torch
+@pytest.mark.skipif(not platform.start_server_supported(), reason="the start server is Linux's")
+def test_forked_from_the_start_server_its_workers_are_forked_and_cost_what_a_spawned_one_does():
+    before = _live_children()
+    res = runner.run_probes([gil.PROBE], options=TINY)["results"]["gil"]
+    assert res["status"] == "ok", res["reason"]
+    data = res["data"]
+    st, mem = data["startup"], data["memory"]
+    assert st["method"] == "fork" and "start server" in st["note"]
+    # A spawned worker's start-up and memory, measured in the start server's fresh interpreter: a forked worker's
+    # own memory is mostly pages it shares with the server (a few MiB of its own).
+    assert st["import_torch_s"] > 0 and st["spawn_s"] is not None and st["total_s"] > st["forked_ready_s"]
+    assert mem["per_worker_host_bytes"] > 64 * 2**20
+    assert 0 < mem["rss_before_torch_bytes"] < mem["rss_after_torch_bytes"]
+    assert {r["workload"] for r in data["scaling"]} == set(CPU_WORKLOADS)
+    assert _live_children() - before == set()
+
+
 def test_pure_python_is_measured_without_torch_and_torch_workloads_say_why():
     before = _live_children()
     out = gil.run(ProbeContext(mode="quick", timeout_s=60, options=dict(TINY, gil_without_torch=True)))

@@ -20,12 +20,15 @@ from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
 # short runs, many interleaved rounds, so an interval can be computed and load averages out.
-DEFAULT_CYCLES = {("cpu", "quick"): 16, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
+DEFAULT_CYCLES = {("cpu", "quick"): 12, ("cpu", "full"): 60, ("cuda", "quick"): 50, ("cuda", "full"): 200}
 # At least 6 rounds: the fewest from which a paired 95 % interval exists (gpudiag.measure.stats.paired_ratio_ci);
-# and on the CPU in quick mode 3 s of them (2.5 s until issue 22): about 9 rounds of the built-in workload on 2
-# cores, from which the interval leaves out the most extreme round on each side. Over 6-7 rounds it spans them
-# all, and processes over threads spanned 0.95-1.29x and 0.96-1.51x on quiet runs: too wide to call them a tie.
-ROUNDS = {("cpu", "quick"): (6, 16, 3.0), ("cpu", "full"): (7, 30, 25.0),
+# and on the CPU in quick mode 2.4 s of them (3 s of 16-cycle runs from issue 22 to 27, 2.5 s before): about 9
+# rounds of the built-in workload on 2 quiet cores, from which the interval leaves out the most extreme round on
+# each side. Over 6-7 rounds it spans them all, and processes over threads spanned 0.95-1.29x and 0.96-1.51x on
+# quiet runs: too wide to call them a tie. Runs of 12 cycles take three quarters of the time of 16 (the workers'
+# start and hand-over are well under 1 ms of a 60-80 ms run), and the load readings around each run no longer walk
+# every process on the machine: 2.4 s holds as many rounds as 3 s did (6-7 of each, interleaved, on the loaded VM).
+ROUNDS = {("cpu", "quick"): (6, 16, 2.4), ("cpu", "full"): (7, 30, 25.0),
           ("cuda", "quick"): (6, 10, 10.0), ("cuda", "full"): (7, 30, 90.0)}
 # A --cycle step's run: this long for the plain loop with one intra-op thread (with torch's default where that is
 # one thread, or on a GPU): strategies.size_run.
@@ -385,6 +388,7 @@ PROBE = Probe(
     run=run,
     needs=("torch",),
     isolate=True,
+    preload=True,
     timeout_s=120.0,
     full_timeout_s=600.0,
 )

@@ -526,9 +526,18 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
 
 # ---------------------------------------------------------------- worker processes
 
+def _fork_when() -> Optional[Callable[[], bool]]:
+    """Fork the workers while that is safe (gpudiag.platform.fork_is_safe) when this process came from the start
+    server with torch imported (gpudiag.measure.torch_import): they then start without importing it again."""
+    from gpudiag import platform
+    from gpudiag.measure import torch_import
+
+    return platform.fork_is_safe if torch_import.record() is not None else None
+
+
 def start_pool(n: int, initializer: Callable, initargs: Sequence = ()):
-    """Start n long-lived spawned workers (the `gil` probe's pool) and wait until each ran `initializer`."""
-    return WorkerPool(n, initializer=initializer, initargs=initargs)
+    """Start n long-lived worker processes (the `gil` probe's pool) and wait until each ran `initializer`."""
+    return WorkerPool(n, initializer=initializer, initargs=initargs, fork_when=_fork_when())
 
 
 # Worker-side functions: module level, so spawned workers can import them.
@@ -609,7 +618,7 @@ def start_workers_early(wanted: int, host_budget: Optional[int], gil_per_worker_
     per = (gil_per_worker_host_bytes + slack_bytes) if gil_per_worker_host_bytes else CONSERVATIVE_HOST_BYTES_PER_WORKER
     if wanted < 2 or host_budget is None or fit_workers(wanted, per, host_budget)[0] < wanted:
         return None
-    pool = WorkerPool(0, initializer=_worker_init)
+    pool = WorkerPool(0, initializer=_worker_init, fork_when=_fork_when())
     pool.start(wanted)
     return pool
 

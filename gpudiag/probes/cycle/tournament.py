@@ -225,7 +225,7 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
             plan.cycles = cs.size_run(next((c for c in groups["serial"] if c.extra.get("one_thread")), serial), plan)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         contestants = [c for g in groups.values() for c in g]
-        meter = CpuMeter(env.own_pids, family=True)
+        meter = CpuMeter(env.own_pids, family=True, descendants=platform.descendant_pids)
 
         cores, run_cores = _cores(env)
         widest = max(plan.workers or [1])

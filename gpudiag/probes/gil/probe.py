@@ -31,6 +31,7 @@ from gpudiag.diagnose import cpu_limit as cl
 from gpudiag.probes.gil import analysis as ga
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure import stats
+from gpudiag.measure import torch_import
 from gpudiag.measure.load import CpuMeter
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.measure.workers import run_threads
@@ -170,24 +171,43 @@ def _nvml_own_usage(uuid: str) -> Optional[int]:
 
 
 def worker_init(use_torch: bool, use_cuda: bool) -> Dict[str, Any]:
-    """Initializer of every process worker: import torch (and init CUDA) once; report what it cost."""
+    """Initializer of every process worker: import torch (and init CUDA) once; report what it cost.
+
+    A worker forked from a probe process that came from the start server (gpudiag.startserver) has torch
+    already and shares the server's pages until it writes them: what a spawned worker pays to import torch,
+    and the memory it then holds, are the server's own figures (gpudiag.measure.torch_import), measured in
+    its fresh interpreter; CUDA's cost is measured here and added to them.
+    """
     out: Dict[str, Any] = {"pid": os.getpid()}
+    rec = torch_import.record() if use_torch else None
     before = _memory_now()
-    out["rss_before_torch_bytes"], out["uss_before_torch_bytes"] = before["rss"], before["uss"]
+    if rec is not None:
+        out.update({k: rec[k] for k in ("rss_before_torch_bytes", "uss_before_torch_bytes", "rss_after_torch_bytes",
+                                        "uss_after_torch_bytes", "import_torch_s")})
+        out["figures_from"] = "start server"
+    else:
+        out["rss_before_torch_bytes"], out["uss_before_torch_bytes"] = before["rss"], before["uss"]
     if not use_torch:
         return out
     t0 = time.perf_counter()
     import torch
 
-    out["import_torch_s"] = time.perf_counter() - t0
     torch.set_num_threads(1)  # one intra-op thread per worker: N workers use N cores, not N x cores
-    after = _memory_now()
-    out["rss_after_torch_bytes"], out["uss_after_torch_bytes"] = after["rss"], after["uss"]
+    if rec is None:
+        out["import_torch_s"] = time.perf_counter() - t0
+        after = _memory_now()
+        out["rss_after_torch_bytes"], out["uss_after_torch_bytes"] = after["rss"], after["uss"]
     if use_cuda:
         try:
             out.update(_cuda_init_cost(torch))
         except Exception as exc:  # no usable device after all: the CPU figures still stand
             out["cuda_error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            if rec is not None:  # what CUDA added here, on top of the server's fresh-interpreter figures
+                for kind in ("rss", "uss"):
+                    here, base = out.get(f"{kind}_after_cuda_bytes"), out.get(f"{kind}_after_torch_bytes")
+                    if here is not None and base is not None and before[kind] is not None:
+                        out[f"{kind}_after_cuda_bytes"] = base + max(0, here - before[kind])
     return out
 
 
@@ -273,25 +293,33 @@ def measure_thread_cost(n: int, fn: Callable[..., Any], args: tuple) -> Optional
 
     if n < 1:
         return None
-    gc.collect()
-    proc = psutil.Process()
-    rss0 = proc.memory_info().rss
-    ready, hold = threading.Barrier(n + 1), threading.Event()
+    # No collection between the two readings (one freeing memory there would shrink the delta); the young
+    # garbage is collected first. A full collection instead took 0.1-0.2 s with torch's objects in the heap.
+    gc.collect(1)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        proc = psutil.Process()
+        rss0 = proc.memory_info().rss
+        ready, hold = threading.Barrier(n + 1), threading.Event()
 
-    def target():
-        """Thread body: do the work once, then hold at the barrier so every thread is alive when RSS is read."""
-        fn(*args)
+        def target():
+            """Thread body: do the work once, then hold at the barrier so every thread is alive when RSS is read."""
+            fn(*args)
+            ready.wait()
+            hold.wait()
+
+        threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
         ready.wait()
-        hold.wait()
-
-    threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
-    for t in threads:
-        t.start()
-    ready.wait()
-    rss1 = proc.memory_info().rss
-    hold.set()
-    for t in threads:
-        t.join()
+        rss1 = proc.memory_info().rss
+        hold.set()
+        for t in threads:
+            t.join()
+    finally:
+        if was_enabled:
+            gc.enable()
     return max(0, rss1 - rss0) // n
 
 
@@ -359,7 +387,11 @@ def run(ctx: ProbeContext) -> ProbeOutput:
             cuda_cap = capabilities.detect()["cuda"]
             # Decided without importing torch here; confirmed below once torch is imported.
             use_cuda = torch_ok and cuda_cap.available
-            pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil")
+            # Forked while that is safe when this process came from the start server with torch imported (then
+            # the start-up and memory figures are the server's, see worker_init); spawned otherwise.
+            forked = torch_ok and torch_import.record() is not None
+            pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil",
+                              fork_when=platform.fork_is_safe if forked else None)
             # All workers at once when even a conservative per-worker cost fits (and no CUDA context
             # is created: its device memory is only known once one worker has made one); else one
             # first, measured, and the rest only as far as they fit.
@@ -383,8 +415,19 @@ def run(ctx: ProbeContext) -> ProbeOutput:
                        "cuda_init_s": round(w0["cuda_init_s"], 3) if "cuda_init_s" in w0 else None,
                        "total_s": round(s0["ready_s"], 3),
                        "workers_started_together": pool.size,
+                       "method": s0.get("method", "spawn"),
                        "note": (f"worker 0 of {pool.size} started together" if pool.size > 1 else "one worker")
                                + ", while the probe process imported torch"}
+            rec = torch_import.record()
+            if w0.get("figures_from") == "start server" and rec is not None:
+                # The workers were forked: a spawned worker's start-up is the start server's fresh interpreter.
+                total = (rec["spawn_s"] or 0.0) + rec["import_torch_s"] + (w0.get("cuda_init_s") or 0.0)
+                startup.update({"spawn_s": round(rec["spawn_s"], 3) if rec["spawn_s"] is not None else None,
+                                "import_torch_s": round(rec["import_torch_s"], 3), "total_s": round(total, 3),
+                                "forked_ready_s": round(s0["ready_s"], 3),
+                                "note": "measured in a fresh interpreter (the start server this probe's process was "
+                                        "forked from); the measurement workers were forked from this process"
+                                        + (", and worker 0 initialised CUDA" if w0.get("cuda_init_s") else "")})
             if w0.get("cuda_error"):
                 use_cuda = False
                 absent.setdefault("cuda_launch", f"CUDA initialisation failed in a worker: {w0['cuda_error']}")
@@ -434,7 +477,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         other_load: Dict[str, Optional[float]] = {}
         throttling: Dict[str, Optional[dict]] = {}
         rounds_info: Dict[str, Any] = {}
-        meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True)
+        meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True,
+                         descendants=platform.descendant_pids)
         for w in workloads:
             if time.monotonic() > spend_by:
                 absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
@@ -557,6 +601,7 @@ PROBE = Probe(
     run=run,
     needs=(),  # the pure-Python workload runs without torch; torch workloads say why they are absent
     isolate=True,
+    preload=True,
     timeout_s=30,
     full_timeout_s=180,
 )
