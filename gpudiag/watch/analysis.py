@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.backends.nvml import NA, THROTTLING_REASONS, decode_clock_event_reasons
+from gpudiag.backends.nvml import THROTTLING_REASONS, decode_clock_event_reasons
 from gpudiag.measure.stats import percentile, summarize
 from gpudiag.watch import growth as growth_mod
 from gpudiag.watch.pyspy import HOLDS, RUNS, WAITS
@@ -406,7 +406,3 @@ def gpu_section(devices: Optional[List[dict]], reason: str, job_pids: set, names
         return _part("skipped", "NVML lists no GPU on this machine")
     return _part("ok", "", devices=[gpu_device_section(d, job_pids, names, ps_names) for d in devices])
 
-
-def na_or(value: Any, default: Any = None) -> Any:
-    """NVML's NA as None, for report fields."""
-    return default if value is NA else value
