@@ -169,7 +169,7 @@ class WatchSession:
         from gpudiag.watch.gpu import GpuSampler
         from gpudiag.watch.procs import ProcessSampler
 
-        wsl = platform.os_facts().get("wsl") if platform.KIND == "linux" else None
+        wsl = platform.wsl_version()
         self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, ps=self.ps,
                                     memory_facts=lambda: platform.memory_facts(wsl=wsl))
         self._samplers = [self.procs]
