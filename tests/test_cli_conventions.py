@@ -28,7 +28,9 @@ def gpudiag(*args, cwd=None, env=None):
     (["report", "--foo"], "gpudiag: error: no such option '--foo' (see 'gpudiag report -h')"),
     (["nosuch"], "gpudiag: error: no such command 'nosuch' (see 'gpudiag -h')"),
     (["render"], "gpudiag: error: missing argument 'REPORT.json' (see 'gpudiag render -h')"),
-    (["report", "--timeout", "0.5"], "gpudiag: error: invalid value for '--timeout': the limit must be at least 1 s"),
+    (["report", "--timeout", "0.5"], "gpudiag: error: invalid value for '--timeout': timeout must be a finite number of seconds "
+     "from 1 to 604800 (a week), not 0.5"),
+    (["report", "--timeout", "soon"], "gpudiag: error: invalid value for '--timeout': 'soon' is not a number of seconds"),
     (["preflight", "--min-free-disk", "1G"], "gpudiag: error: --min-free-disk needs --checkpoint-dir"),
     (["preflight", "--ram-per-worker", "lots"], "gpudiag: error: invalid value for '--ram-per-worker'"),
 ])

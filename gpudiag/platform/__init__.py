@@ -33,6 +33,20 @@ from gpudiag.platform import _cgroup, _darwin, _linux, _windows
 KIND = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform)
 # Names of files compare without case on the default file systems of macOS (APFS) and Windows (NTFS).
 NAMES_FOLD_CASE = KIND in ("macos", "windows")
+# A child can be started in a session of its own (setsid), out of reach of the terminal's Ctrl-C: POSIX only.
+NEW_SESSIONS = KIND != "windows"
+# Linux's Yama (kernel.yama.ptrace_scope) decides who may read another process's memory.
+YAMA_PTRACE = KIND == "linux"
+
+
+def executable_name(name: str, kind: Optional[str] = None) -> str:
+    """A program's file name on this OS (or `kind`'s): "py-spy.exe" on Windows, else "py-spy"."""
+    return f"{name}.exe" if (kind or KIND) == "windows" else name
+
+
+def wsl_version() -> Optional[int]:
+    """1 or 2 when this is Linux under WSL, else None: read once by callers that pass it on to memory_facts."""
+    return os_facts().get("wsl") if KIND == "linux" else None
 
 
 def os_facts(root: str = "/", environ: Optional[Mapping[str, str]] = None, reg: Any = None,

@@ -231,11 +231,10 @@ def render(system_data: dict, driver: dict, packages: Optional[List[tuple]] = No
     return "\n".join(lines)
 
 
-def env_markdown(identify: bool = True) -> str:
-    """The `gpudiag env` text, redacted: the facts probes.env_facts collects, rendered here."""
+def env_markdown(facts: dict, identify: bool = True) -> str:
+    """The `gpudiag env` text, redacted, from the facts probes.env_facts.collect() gathered (the CLI collects
+    them; a view never does)."""
     from gpudiag._version import __version__
-    from gpudiag.probes import env_facts
     from gpudiag.report.redact import redact
 
-    facts = env_facts.collect()
     return redact(render(facts["system"], facts["driver"], None, __version__), identify=identify)

@@ -10,16 +10,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from gpudiag.report.values import as_dict, as_list, num
+from gpudiag.units import fmt_byte_rate, fmt_bytes, fmt_duration, fmt_pct
 from gpudiag.views import charts
-from gpudiag.views.format import chart, fmt_bytes, table
+from gpudiag.views.format import chart, table
 
 _MiB = 2 ** 20
 GIL_BINS = 40
-
-
-def _pct(x: Any, digits: int = 0) -> str:
-    """A fraction as a percentage ("47 %"), "n/a" when it is not a number."""
-    return "n/a" if num(x) is None else f"{x * 100:.{digits}f} %"
 
 
 def _ci(ci: Any) -> str:
@@ -27,24 +23,6 @@ def _ci(ci: Any) -> str:
     if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
         return f"{ci[0] * 100:.0f}-{ci[1] * 100:.0f} %"
     return "n/a"
-
-
-def _bytes(n: Any) -> str:
-    """Bytes in the report's units (views.format.fmt_bytes)."""
-
-    return fmt_bytes(n)
-
-
-def _rate(n: Any) -> str:
-    """A growth rate in bytes/s ("12 MiB/s", "300 B/s"), "n/a" when not a number."""
-    return "n/a" if num(n) is None else f"{_bytes(n)}/s" if abs(n) >= 1024 else f"{n:.0f} B/s"
-
-
-def _dur(s: Any) -> str:
-    """Seconds in words ("14 minutes"), as the verdicts say them."""
-    from gpudiag.watch.growth import fmt_duration
-
-    return fmt_duration(num(s))
 
 
 # ------------------------------------------------------------------ charts
@@ -89,7 +67,7 @@ def memory_chart(mem: dict) -> Optional[str]:
             refs.append({"y": limit_line, "label": f"memory limit ({proj.get('limit_source')})"})
         elif secs is not None:
             rate = num(proj.get("job_growth_bytes_per_s")) or 0.0
-            series.append({"name": f"projected (limit reached in {_dur(secs)})",
+            series.append({"name": f"projected (limit reached in {fmt_duration(secs)})",
                            "points": [(t_end, last), (t_end + span, last + rate * span / _MiB)]})
     if not series:
         return None
@@ -146,15 +124,15 @@ def view(data: dict) -> dict:
     notes = [n for n in (_part_note(k, as_dict(data.get(k))) for k in ("gil", "input_wait", "memory", "cpu", "gpu")) if n]
     charts_out, tables = [], []
     if gil.get("status") == "ok":
-        kv += [("GIL held", f"{_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
+        kv += [("GIL held", f"{fmt_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
                             f"(95 % interval {_ci(gil.get('held_ci95'))})"),
-               ("GIL wanted (held or waited for)", f"{_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+               ("GIL wanted (held or waited for)", f"{fmt_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
                                                    f"samples with native stacks (interval {_ci(gil.get('wanted_ci95'))})"
                 if gil.get("wanted_fraction") is not None else f"n/a ({gil.get('wait_detection_reason')})"),
-               ("Contended (someone waited while it was held)", _pct(gil.get("contended_fraction"))),
+               ("Contended (someone waited while it was held)", fmt_pct(gil.get("contended_fraction"))),
                ("Threads", f"{gil.get('python_threads')} Python threads, {gil.get('threads_wanting_gil')} want the GIL")]
-        trows = [[t.get("name"), t.get("native_id"), _pct(t.get("gil_fraction")), _pct(t.get("gil_wait_fraction")),
-                  _pct(t.get("active_fraction")), _pct(t.get("runs_without_gil_fraction")),
+        trows = [[t.get("name"), t.get("native_id"), fmt_pct(t.get("gil_fraction")), fmt_pct(t.get("gil_wait_fraction")),
+                  fmt_pct(t.get("active_fraction")), fmt_pct(t.get("runs_without_gil_fraction")),
                   "n/a" if num(t.get("cpu_cores")) is None else f"{t['cpu_cores']:.2f}"]
                  for t in map(as_dict, as_list(gil.get("threads")))]
         charts_out.append(chart("chart-watch-gil", "GIL holder share", gil_chart(gil),
@@ -163,23 +141,23 @@ def view(data: dict) -> dict:
                                 table("Python threads", ["thread", "native id#", "holds GIL#", "waits for GIL#",
                                                          "active#", "runs without GIL#", "CPU cores#"], trows)))
     if inp.get("status") == "ok" and inp.get("loader_seen"):
-        kv.append(("Waiting for DataLoader batches", f"{_pct(inp.get('fraction'))} of samples "
+        kv.append(("Waiting for DataLoader batches", f"{fmt_pct(inp.get('fraction'))} of samples "
                                                      f"(interval {_ci(inp.get('ci95'))})"))
     if mem.get("status") == "ok":
         proj = as_dict(mem.get("projection"))
-        kv.append(("Job memory peak", _bytes(mem.get("job_peak_bytes"))))
+        kv.append(("Job memory peak", fmt_bytes(mem.get("job_peak_bytes"))))
         first = as_dict(proj.get("first_to_hit"))
         if num(proj.get("seconds_to_limit")) is not None:
-            kv.append(("Projection", f"the {proj.get('limit_source')} limit ({_bytes(proj.get('limit_bytes'))}, "
-                                     f"{_bytes(proj.get('headroom_bytes'))} left) is reached in about "
-                                     f"{_dur(proj.get('seconds_to_limit'))} at {_rate(proj.get('job_growth_bytes_per_s'))}; "
+            kv.append(("Projection", f"the {proj.get('limit_source')} limit ({fmt_bytes(proj.get('limit_bytes'))}, "
+                                     f"{fmt_bytes(proj.get('headroom_bytes'))} left) is reached in about "
+                                     f"{fmt_duration(proj.get('seconds_to_limit'))} at {fmt_byte_rate(proj.get('job_growth_bytes_per_s'))}; "
                                      f"first to be killed: pid {first.get('pid')} ({first.get('role')})"))
         else:
             kv.append(("Projection", f"{proj.get('reason') or 'n/a'} (limit: {proj.get('limit_source')}, "
-                                     f"{_bytes(proj.get('headroom_bytes'))} left)"))
-        mrows = [[p.get("label"), p.get("pid"), p.get("name"), _bytes(p.get("peak_rss_bytes")),
-                  _bytes(p.get("peak_uss_bytes")), _bytes(p.get("peak_pss_bytes")),
-                  _rate(p.get("growth_bytes_per_s")) + (f" ({p.get('growth_metric')})" if p.get("growth_metric") else ""),
+                                     f"{fmt_bytes(proj.get('headroom_bytes'))} left)"))
+        mrows = [[p.get("label"), p.get("pid"), p.get("name"), fmt_bytes(p.get("peak_rss_bytes")),
+                  fmt_bytes(p.get("peak_uss_bytes")), fmt_bytes(p.get("peak_pss_bytes")),
+                  fmt_byte_rate(p.get("growth_bytes_per_s")) + (f" ({p.get('growth_metric')})" if p.get("growth_metric") else ""),
                   "yes" if p.get("growing") else "no",
                   "to the end" if p.get("present_at_end") else f"ended at {p.get('ended_s') or p.get('first_seen_s')} s"]
                  for p in map(as_dict, as_list(mem.get("processes")))]
@@ -204,15 +182,15 @@ def view(data: dict) -> dict:
         up = as_dict(dev.get("utilization_percent"))
         gaps = as_dict(dev.get("idle_gaps"))
         kv.append((f"GPU {dev.get('index')} {dev.get('name') or ''}".strip(),
-                   f"busy {_pct(dev.get('busy_fraction'))}, idle in {_pct(dev.get('idle_fraction'))} of samples "
+                   f"busy {fmt_pct(dev.get('busy_fraction'))}, idle in {fmt_pct(dev.get('idle_fraction'))} of samples "
                    f"({dev.get('utilization_source')}, {up.get('n')} samples); {gaps.get('count', 0)} idle gaps, "
                    f"longest {', '.join(str(g.get('duration_s')) + ' s' for g in as_list(gaps.get('longest'))[:3]) or 'none'}"))
         if dev.get("job_memory_reason"):
             notes.append(f"GPU {dev.get('index')}: per-process memory {dev['job_memory_reason']}")
-        prow = [[p.get("pid"), p.get("name"), "job", ", ".join(as_list(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")),
+        prow = [[p.get("pid"), p.get("name"), "job", ", ".join(as_list(p.get("kinds"))), fmt_bytes(p.get("used_memory_peak_bytes")),
                  p.get("first_seen_s")] for p in map(as_dict, as_list(dev.get("job_processes")))]
         prow += [[p.get("pid"), p.get("name"), "other" + (" (appeared mid-run)" if p.get("appeared_mid_run") else ""),
-                  ", ".join(as_list(p.get("kinds"))), _bytes(p.get("used_memory_peak_bytes")), p.get("first_seen_s")]
+                  ", ".join(as_list(p.get("kinds"))), fmt_bytes(p.get("used_memory_peak_bytes")), p.get("first_seen_s")]
                  for p in map(as_dict, as_list(dev.get("other_processes")))]
         charts_out.append(chart(f"chart-watch-gpu{dev.get('index')}", f"GPU {dev.get('index')} utilisation",
                                 gpu_chart(dev), "What NVML saw while the job ran: a kernel ran in the sample when "
@@ -245,26 +223,26 @@ def key_figures(data: dict) -> List[Tuple[str, str]]:
     gil, mem, gpu, cpu = (as_dict(data.get(k)) for k in ("gil", "memory", "gpu", "cpu"))
     out = []
     if gil.get("status") == "ok":
-        wanted = (f", wanted (held or waited for) {_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
+        wanted = (f", wanted (held or waited for) {fmt_pct(gil.get('wanted_fraction'))} of {gil.get('native_samples')} "
                   "native samples" if gil.get("wanted_fraction") is not None else "")
-        out.append(("GIL", f"held {_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
+        out.append(("GIL", f"held {fmt_pct(gil.get('held_fraction'))} of {gil.get('samples')} samples "
                            f"(95 % {_ci(gil.get('held_ci95'))}){wanted}; " + ", ".join(
-                               f"{as_dict(t).get('name')} {_pct(as_dict(t).get('gil_fraction'))}"
+                               f"{as_dict(t).get('name')} {fmt_pct(as_dict(t).get('gil_fraction'))}"
                                for t in as_list(gil.get("threads"))[:4])))
     else:
         out.append(("GIL", f"{gil.get('status')}: {gil.get('reason')}"))
     if mem.get("status") == "ok":
         procs = [as_dict(p) for p in as_list(mem.get("processes"))]
         grow = [p for p in procs if p.get("growing")]
-        text = f"peak {_bytes(mem.get('job_peak_bytes'))}"
+        text = f"peak {fmt_bytes(mem.get('job_peak_bytes'))}"
         if grow:
-            text += "; growing: " + ", ".join(f"{p.get('label')} {_rate(p.get('growth_bytes_per_s'))}" for p in grow[:4])
+            text += "; growing: " + ", ".join(f"{p.get('label')} {fmt_byte_rate(p.get('growth_bytes_per_s'))}" for p in grow[:4])
         proj = as_dict(mem.get("projection"))
         if num(proj.get("seconds_to_limit")) is not None:
             first = as_dict(proj.get("first_to_hit"))
             label = next((p.get("label") for p in procs if p.get("pid") == first.get("pid")), None)
             text += (f"; at this rate {label or 'pid ' + str(first.get('pid'))} is the first killed, in about "
-                     f"{_dur(proj.get('seconds_to_limit'))} ({proj.get('limit_source')} limit)")
+                     f"{fmt_duration(proj.get('seconds_to_limit'))} ({proj.get('limit_source')} limit)")
         out.append(("memory", text))
     else:
         out.append(("memory", f"{mem.get('status')}: {mem.get('reason')}"))
@@ -276,8 +254,8 @@ def key_figures(data: dict) -> List[Tuple[str, str]]:
     if gpu.get("status") == "ok":
         for dev in map(as_dict, as_list(gpu.get("devices"))):
             others = as_list(dev.get("other_processes"))
-            out.append((f"GPU {dev.get('index')}", f"busy {_pct(dev.get('busy_fraction'))}, idle in "
-                                                   f"{_pct(dev.get('idle_fraction'))} of samples"
+            out.append((f"GPU {dev.get('index')}", f"busy {fmt_pct(dev.get('busy_fraction'))}, idle in "
+                                                   f"{fmt_pct(dev.get('idle_fraction'))} of samples"
                         + (f"; other processes: {len(others)}" if others else "")))
     else:
         out.append(("GPU", f"{gpu.get('status')}: {gpu.get('reason')}"))
@@ -331,7 +309,7 @@ def predicted_gain(rec: dict) -> List[Tuple[str, str]]:
     if isinstance(ci, list) and len(ci) == 2 and num(ci[0]) is not None and num(ci[1]) is not None:
         text += f" (95 % interval {ci[0]:.2f}-{ci[1]:.2f}x)"
     if num(pred.get("share")) is not None:
-        text += (f", from the main thread loading in {_pct(pred['share'])} of {pred.get('samples')} samples of the "
+        text += (f", from the main thread loading in {fmt_pct(pred['share'])} of {pred.get('samples')} samples of the "
                  f"loop (95 % {_ci(pred.get('share_ci95'))})")
         if pred.get("cores"):
             text += f" on {pred['cores']} usable core{'s' if pred['cores'] != 1 else ''}"
@@ -364,14 +342,14 @@ def render_terminal(report: dict, files: Optional[Dict[str, str]] = None) -> str
 def _cpu_limit_text(cpu: dict) -> str:
     """'the job's: a CPU limit of 0.5 CPU (cgroup v1 cpu.cfs_quota_us, own cgroup), 1 usable core; throttled in 96 %
     of 50 periods (2.40 s stalled)', or '' when nothing limits the job's CPU."""
-    from gpudiag.diagnose import cpu_limit as cl
+    from gpudiag.diagnose import cpu_limit
 
     limit = cpu.get("limit")
-    if not cl.limit_text(limit):
+    if not cpu_limit.limit_text(limit):
         return ""
-    n = cl.usable_cores(limit)
-    text = f"{cl.limit_text(limit)}, {n} usable core{'s' if n != 1 else ''}"
-    thr = cl.throttling_text(limit, cpu.get("throttling"))
+    n = cpu_limit.usable_cores(limit)
+    text = f"{cpu_limit.limit_text(limit)}, {n} usable core{'s' if n != 1 else ''}"
+    thr = cpu_limit.throttling_text(limit, cpu.get("throttling"))
     return text + (f"; {thr} during the watch" if thr else "")
 
 
@@ -385,12 +363,12 @@ def status_line(fig: dict) -> str:
         of = f" of {fig['logical_cores']}" if fig.get("logical_cores") else ""
         parts.append(f"job CPU {cpu:.2f}{of} cores")
     if num(fig.get("gil_held_fraction")) is not None:
-        parts.append(f"GIL {_pct(fig['gil_held_fraction'])} ({fig.get('gil_samples')} samples)")
+        parts.append(f"GIL {fmt_pct(fig['gil_held_fraction'])} ({fig.get('gil_samples')} samples)")
     if num(fig.get("memory_bytes")) is not None:
         grow = num(fig.get("memory_growth_bytes_per_s"))
         sign = "+" if grow is not None and grow >= 0 else "-"
-        parts.append(f"memory {_bytes(fig['memory_bytes'])}"
-                     + (f", {sign}{_rate(abs(grow))}" if grow is not None else ""))
+        parts.append(f"memory {fmt_bytes(fig['memory_bytes'])}"
+                     + (f", {sign}{fmt_byte_rate(abs(grow))}" if grow is not None else ""))
     if num(fig.get("gpu_util_percent")) is not None:
         parts.append(f"GPU {fig['gpu_util_percent']:.0f} %")
     return " | ".join(parts)

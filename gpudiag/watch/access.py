@@ -63,7 +63,7 @@ def allow_tracer(pid: int) -> bool:
 
 def needs_tracer_declaration(root: str = "/") -> bool:
     """True where a launched job must declare the watcher as its tracer (Linux, Yama scope 1)."""
-    return platform.KIND == "linux" and ptrace_scope(root) == 1
+    return platform.YAMA_PTRACE and ptrace_scope(root) == 1
 
 
 def denied_advice(pid: int, launched: bool, kind: Optional[str] = None, root: str = "/",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.backends.nvml import NA, THROTTLING_REASONS, decode_clock_event_reasons
+from gpudiag.backends.nvml import THROTTLING_REASONS, decode_clock_event_reasons
 from gpudiag.measure.stats import percentile, summarize
 from gpudiag.watch import growth as growth_mod
 from gpudiag.watch.pyspy import HOLDS, RUNS, WAITS
@@ -22,7 +22,7 @@ MAX_TIMELINE_SAMPLES = 600
 MAX_GAPS_LISTED = 8
 
 
-def _part(status: str, reason: str = "", **data: Any) -> Dict[str, Any]:
+def part(status: str, reason: str = "", **data: Any) -> Dict[str, Any]:
     """A report part {status, reason, **data}: every section of probes.watch.data has this shape,
     so views and verdicts look at `status` alone."""
     return dict({"status": status, "reason": reason}, **data)
@@ -43,7 +43,7 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
     """
     n = len(samples)
     if n == 0:
-        return _part("failed", "py-spy returned no sample of the job's Python process")
+        return part("failed", "py-spy returned no sample of the job's Python process")
     native = [s for s in samples if s.get("native")]
     held = sum(1 for s in samples if any(t["state"] == HOLDS for t in s["threads"]))
     threads: Dict[Any, Dict[str, Any]] = {}
@@ -90,7 +90,7 @@ def gil_section(samples: Sequence[dict], main: Optional[dict], workers: Dict[int
         timeline.append({"t_s": round(s["t"], 3), "holder": holder,
                          "waiting": sum(1 for t in s["threads"] if t["state"] == WAITS) if s.get("native") else None})
     ci = growth_mod.wilson_interval(held, n)
-    out = _part(
+    out = part(
         "ok", "", process=main, samples=n, native_samples=len(native),
         wait_detection="native stacks (py-spy --native)" if native else None,
         wait_detection_reason=None if native else "py-spy could not read native stacks here: waiting for the GIL "
@@ -130,12 +130,12 @@ def input_wait_section(samples: Sequence[dict]) -> Dict[str, Any]:
             main_states.append((s.get("t"), main.get("loader")))
     n = len(main_states)
     if n == 0:
-        return _part("skipped", "no sample of the job's main thread (the GIL part did not run)")
+        return part("skipped", "no sample of the job's main thread (the GIL part did not run)")
     waiting = sum(1 for _, x in main_states if x == "waiting")
     loading = sum(1 for _, x in main_states if x == "loading")
     seen = waiting + loading > 0
     ci = growth_mod.wilson_interval(waiting, n)
-    out = _part("ok", "" if seen else "no torch DataLoader was seen in the main thread's stack",
+    out = part("ok", "" if seen else "no torch DataLoader was seen in the main thread's stack",
                 loader_seen=seen, samples=n, fraction=waiting / n, ci95=list(ci) if ci else None,
                 main_thread_loading_fraction=loading / n)
     in_loader = [i for i, (_, x) in enumerate(main_states) if x is not None]
@@ -203,7 +203,7 @@ def memory_section(procs: Dict[int, dict], mem_facts: Optional[dict], denied: Di
     """Per process peaks and growth; the job's total; the projection to the memory limit."""
     if not procs or not any(r.get("samples") for r in procs.values()):
         why = denied.get("memory")
-        return _part("skipped" if why else "failed",
+        return part("skipped" if why else "failed",
                      f"the operating system refused to read the job's memory ({why})" if why
                      else "no memory sample of the job was taken (it ended before the first tick?)")
     labels = label_processes(procs)
@@ -248,7 +248,7 @@ def memory_section(procs: Dict[int, dict], mem_facts: Optional[dict], denied: Di
     if "uss" in denied:
         notes.append(f"USS/PSS were not readable ({denied['uss']}): figures are RSS, which counts shared pages "
                      "in every process")
-    return _part("ok", "", processes=rows, metric_note="growth is fitted on PSS where the OS gives it (shared pages "
+    return part("ok", "", processes=rows, metric_note="growth is fitted on PSS where the OS gives it (shared pages "
                  "split between the processes sharing them), else USS, else RSS",
                  job_peak_bytes=int(max(totals.values())) if totals else None,
                  job_total=[[round(t, 3), int(b)] for t, b in growth_mod.thin(total_pts, MAX_SERIES_POINTS)],
@@ -284,9 +284,9 @@ def cpu_section(procs: Dict[int, dict], thread_names: Dict[Any, str], machine: S
                      "threads_total": len(threads)})
     if not rows:
         why = denied.get("cpu") or denied.get("memory")
-        return _part("skipped" if why else "failed", f"CPU times of the job were not readable ({why})" if why
+        return part("skipped" if why else "failed", f"CPU times of the job were not readable ({why})" if why
                      else "fewer than two samples of the job's CPU time")
-    out = _part("ok", "", processes=rows, job_cpu_s=job_cpu, logical_cores=logical_cores)
+    out = part("ok", "", processes=rows, job_cpu_s=job_cpu, logical_cores=logical_cores)
     if len(machine) >= 2:
         wall = machine[-1][0] - machine[0][0]
         busy = machine[-1][1] - machine[0][1]
@@ -401,12 +401,8 @@ def gpu_section(devices: Optional[List[dict]], reason: str, job_pids: set, names
                 ps_names: Dict[int, Optional[str]]) -> Dict[str, Any]:
     """All GPUs, or skipped with the reason (no NVML, no GPU)."""
     if devices is None:
-        return _part("skipped", reason)
+        return part("skipped", reason)
     if not devices:
-        return _part("skipped", "NVML lists no GPU on this machine")
-    return _part("ok", "", devices=[gpu_device_section(d, job_pids, names, ps_names) for d in devices])
+        return part("skipped", "NVML lists no GPU on this machine")
+    return part("ok", "", devices=[gpu_device_section(d, job_pids, names, ps_names) for d in devices])
 
-
-def na_or(value: Any, default: Any = None) -> Any:
-    """NVML's NA as None, for report fields."""
-    return default if value is NA else value

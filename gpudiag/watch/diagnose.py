@@ -25,13 +25,14 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional
 
+from gpudiag.diagnose.thresholds import CAUSES
 from gpudiag.platform.nvidia import classify_process
 from gpudiag.probes.cuda.analysis import theoretical_gbps
 from gpudiag.report.values import as_dict, as_list, num
-from gpudiag.watch.growth import fmt_duration
+from gpudiag.units import fmt_byte_rate, fmt_bytes, fmt_duration, fmt_pct
 
-CAUSES = ("gil_contention", "context_switch", "worker_memory", "pcie_bandwidth", "host_sync_idle",
-          "gpu_shared", "driver_model", "input_starvation")
+# gpudiag report's causes (diagnose.thresholds) plus the one only a watch sees, in the order the verdicts list them.
+WATCH_CAUSES = CAUSES + ("input_starvation",)
 CONFIDENCES = ("clear", "tie", "too_noisy", "none")
 # Simplest change first: what a user has to touch in the job to adopt it.
 SIMPLICITY = ("unchanged", "loader_workers", "cuda_graphs", "processes")
@@ -70,22 +71,8 @@ MEMORY_HORIZON_S = 3600.0
 MEMORY_CRITICAL_S = 600.0
 # PCIe counts as saturated when a sample reaches this share of the link's per-direction rate.
 PCIE_SATURATED = 0.7
-# ... in at least this share of samples.
-PCIE_SATURATED_SHARE = 0.2
 # Other programs using this many cores on average during the watch make the machine busy.
 BUSY_BACKGROUND_CORES = 0.5
-
-
-def pct(x: Optional[float]) -> str:
-    """A fraction as "47 %", None as "n/a": the verdicts' wording."""
-    return "n/a" if x is None else f"{x * 100:.0f} %"
-
-
-def gib(n: Optional[float]) -> str:
-    """Bytes as MiB below 1 GiB, GiB above: the verdicts' wording."""
-    if n is None:
-        return "n/a"
-    return f"{n / 2**30:.1f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _verdict(cause: str, verdict: str, summary: str, reason: str = "", figures: Optional[dict] = None) -> dict:
@@ -95,7 +82,7 @@ def _verdict(cause: str, verdict: str, summary: str, reason: str = "", figures: 
             "sources": {}}
 
 
-def _ok(data: dict, part: str) -> Optional[dict]:
+def section_ok(data: dict, part: str) -> Optional[dict]:
     """Section `part` of the watch data when it ran (status ok), else None: its verdict is then
     not_measured."""
     sec = as_dict(data.get(part))
@@ -119,7 +106,7 @@ def _straddles(ci: Any, threshold: float) -> bool:
 
 def verdict_gil(data: dict) -> dict:
     """gil_contention: do several threads want the GIL and queue for it? (thresholds above)"""
-    g = _ok(data, "gil")
+    g = section_ok(data, "gil")
     if g is None:
         return _verdict("gil_contention", "not_measured", "", _why(data, "gil"))
     n = g.get("samples") or 0
@@ -133,30 +120,30 @@ def verdict_gil(data: dict) -> dict:
     noisy = _straddles(g.get("held_ci95"), GIL_HELD_BUSY if (held or 0) >= GIL_HELD_FREE else GIL_HELD_FREE)
     if held is not None and held < GIL_HELD_FREE:
         v = _verdict("gil_contention", "refuted",
-                     f"The job's Python process held the GIL in {pct(held)} of {n} samples: it is free most of "
+                     f"The job's Python process held the GIL in {fmt_pct(held)} of {n} samples: it is free most of "
                      "the time, so it does not limit the job.", figures=figs)
     elif k < 2:
         v = _verdict("gil_contention", "refuted",
-                     f"One thread holds the GIL ({pct(held)} of {n} samples) and no other wants it: there is no "
+                     f"One thread holds the GIL ({fmt_pct(held)} of {n} samples) and no other wants it: there is no "
                      "contention (the loop is single-threaded Python; more threads would only queue for it).", figures=figs)
     elif cont is not None:
         if held >= GIL_HELD_BUSY and cont >= GIL_CONTENDED_MIN:
             v = _verdict("gil_contention", "supported",
-                         f"{k} threads want the GIL (held or waiting) in {pct(wanted)} of samples and hold it one "
-                         f"at a time: in {pct(cont)} at least one waited while another held it.", figures=figs)
+                         f"{k} threads want the GIL (held or waiting) in {fmt_pct(wanted)} of samples and hold it one "
+                         f"at a time: in {fmt_pct(cont)} at least one waited while another held it.", figures=figs)
             noisy = noisy or _straddles(g.get("contended_ci95"), GIL_CONTENDED_MIN)
         else:
             v = _verdict("gil_contention", "refuted",
-                         f"{k} threads use the GIL but seldom wait for it (a waiter in {pct(cont)} of samples).", figures=figs)
+                         f"{k} threads use the GIL but seldom wait for it (a waiter in {fmt_pct(cont)} of samples).", figures=figs)
             noisy = noisy or _straddles(g.get("contended_ci95"), GIL_CONTENDED_MIN)
     else:
         shares = sorted((num(t.get("gil_fraction")) or 0 for t in as_list(g.get("threads"))), reverse=True)
         if held >= GIL_HELD_BUSY and len(shares) > 1 and shares[1] >= 0.2:
             v = _verdict("gil_contention", "supported",
-                         f"The GIL was held in {pct(held)} of samples, taken in turns by {k} threads (waiting could "
+                         f"The GIL was held in {fmt_pct(held)} of samples, taken in turns by {k} threads (waiting could "
                          "not be seen without native stacks).", figures=figs)
         else:
-            v = _verdict("gil_contention", "refuted", f"The GIL was held in {pct(held)} of samples, mostly by one "
+            v = _verdict("gil_contention", "refuted", f"The GIL was held in {fmt_pct(held)} of samples, mostly by one "
                          "thread.", figures=figs)
     v["noisy"] = noisy
     return v
@@ -164,7 +151,7 @@ def verdict_gil(data: dict) -> dict:
 
 def verdict_memory(data: dict) -> dict:
     """worker_memory: does the job reach its memory limit within MEMORY_HORIZON_S at its rate?"""
-    m = _ok(data, "memory")
+    m = section_ok(data, "memory")
     if m is None:
         return _verdict("worker_memory", "not_measured", "", _why(data, "memory"))
     proj = as_dict(m.get("projection"))
@@ -176,14 +163,14 @@ def verdict_memory(data: dict) -> dict:
     who = _label(first, m)
     if secs is not None and secs <= MEMORY_HORIZON_S:
         return _verdict("worker_memory", "supported",
-                        f"At the measured rate ({gib(proj.get('job_growth_bytes_per_s'))}/s) the job reaches the "
+                        f"At the measured rate ({fmt_byte_rate(proj.get('job_growth_bytes_per_s'))}) the job reaches the "
                         f"{_limit_name(proj)} in about {fmt_duration(secs)}; {who} would be the first killed.", figures=figs)
     if proj.get("reason") and secs is None and proj.get("limit_bytes") is None:
         return _verdict("worker_memory", "not_measured", "", str(proj["reason"]), figs)
     if secs is None:
         return _verdict("worker_memory", "refuted", f"No process of the job grew measurably; the job used at most "
-                        f"{gib(m.get('job_peak_bytes'))}, with {gib(proj.get('headroom_bytes'))} left.", figures=figs)
-    return _verdict("worker_memory", "refuted", f"The job grows ({gib(proj.get('job_growth_bytes_per_s'))}/s) but "
+                        f"{fmt_bytes(m.get('job_peak_bytes'))}, with {fmt_bytes(proj.get('headroom_bytes'))} left.", figures=figs)
+    return _verdict("worker_memory", "refuted", f"The job grows ({fmt_byte_rate(proj.get('job_growth_bytes_per_s'))}) but "
                     f"would need {fmt_duration(secs)} to reach the {_limit_name(proj)}.", figures=figs)
 
 
@@ -211,15 +198,15 @@ def _is_desktop(name: Any) -> bool:
     return classify_process(str(name or ""))[0] == "display"  # the driver probe's own classification
 
 
-def _gpus(data: dict) -> Optional[List[dict]]:
+def gpu_devices(data: dict) -> Optional[List[dict]]:
     """The GPU section's devices when NVML ran, else None: the GPU verdicts are then not_measured."""
-    g = _ok(data, "gpu")
+    g = section_ok(data, "gpu")
     return [as_dict(x) for x in as_list(g.get("devices"))] if g else None
 
 
 def verdict_gpu_shared(data: dict) -> dict:
     """gpu_shared: did a program other than the job and the desktop use the GPU?"""
-    devs = _gpus(data)
+    devs = gpu_devices(data)
     if devs is None:
         return _verdict("gpu_shared", "not_measured", "", _why(data, "gpu"))
     others = [(d.get("index"), p) for d in devs for p in as_list(d.get("other_processes"))]
@@ -239,7 +226,7 @@ def verdict_gpu_shared(data: dict) -> dict:
 
 def verdict_host_idle(data: dict) -> dict:
     """host_sync_idle: is the GPU idle while the main thread is busy in Python (host-bound)?"""
-    devs = _gpus(data)
+    devs = gpu_devices(data)
     if devs is None:
         return _verdict("host_sync_idle", "not_measured", "", _why(data, "gpu"))
     used = [d for d in devs if d.get("job_processes")] or devs
@@ -248,7 +235,7 @@ def verdict_host_idle(data: dict) -> dict:
     figs = {"gpu_idle_fraction": idle, "gpu_busy_fraction": busy}
     if idle is None:
         return _verdict("host_sync_idle", "not_measured", "", "NVML gave no utilisation for the job's GPU", figs)
-    g = _ok(data, "gil")
+    g = section_ok(data, "gil")
     main_hold = None
     if g:
         threads = as_list(g.get("threads"))
@@ -256,22 +243,22 @@ def verdict_host_idle(data: dict) -> dict:
         main_hold = num(as_dict(main).get("gil_fraction"))
     figs["main_thread_gil_fraction"] = main_hold
     if busy is not None and busy >= GPU_BUSY_FED:
-        return _verdict("host_sync_idle", "refuted", f"The GPU was busy {pct(busy)} of the time: the host keeps it fed.",
+        return _verdict("host_sync_idle", "refuted", f"The GPU was busy {fmt_pct(busy)} of the time: the host keeps it fed.",
                         figures=figs)
     if idle >= GPU_IDLE_MIN and main_hold is not None and main_hold >= GIL_HELD_BUSY:
         return _verdict("host_sync_idle", "supported",
-                        f"The GPU had no kernel running in {pct(idle)} of samples while the main thread ran Python "
-                        f"(held the GIL) {pct(main_hold)} of the time: the loop is host-bound.", figures=figs)
+                        f"The GPU had no kernel running in {fmt_pct(idle)} of samples while the main thread ran Python "
+                        f"(held the GIL) {fmt_pct(main_hold)} of the time: the loop is host-bound.", figures=figs)
     if idle >= GPU_IDLE_MIN:
         return _verdict("host_sync_idle", "not_measured", "",
-                        f"the GPU was idle in {pct(idle)} of samples, but the main thread was not busy in Python "
+                        f"the GPU was idle in {fmt_pct(idle)} of samples, but the main thread was not busy in Python "
                         "(or the GIL part did not run): it waited elsewhere (see input_starvation)", figs)
-    return _verdict("host_sync_idle", "refuted", f"The GPU was idle in only {pct(idle)} of samples.", figures=figs)
+    return _verdict("host_sync_idle", "refuted", f"The GPU was idle in only {fmt_pct(idle)} of samples.", figures=figs)
 
 
 def verdict_pcie(data: dict, driver: Optional[dict]) -> dict:
     """pcie_bandwidth: did PCIe traffic come near the link's rate (link from the driver probe)?"""
-    devs = _gpus(data)
+    devs = gpu_devices(data)
     if devs is None:
         return _verdict("pcie_bandwidth", "not_measured", "", _why(data, "gpu"))
     ratios = []
@@ -288,15 +275,15 @@ def verdict_pcie(data: dict, driver: Optional[dict]) -> dict:
     idx, ratio, theo = max(ratios, key=lambda r: r[1])
     figs = {"peak_share_of_link": ratio, "link_gbps_per_direction": theo}
     if ratio >= PCIE_SATURATED:
-        return _verdict("pcie_bandwidth", "supported", f"PCIe traffic on GPU {idx} peaked at {pct(ratio)} of its link's "
+        return _verdict("pcie_bandwidth", "supported", f"PCIe traffic on GPU {idx} peaked at {fmt_pct(ratio)} of its link's "
                         f"{theo:.1f} GB/s per direction: copies are near the link's limit at times.", figures=figs)
-    return _verdict("pcie_bandwidth", "refuted", f"PCIe traffic peaked at {pct(ratio)} of the link's {theo:.1f} GB/s.",
+    return _verdict("pcie_bandwidth", "refuted", f"PCIe traffic peaked at {fmt_pct(ratio)} of the link's {theo:.1f} GB/s.",
                     figures=figs)
 
 
 def verdict_context_switch(data: dict) -> dict:
     """context_switch: refuted with one context per GPU; watch cannot time the switches."""
-    devs = _gpus(data)
+    devs = gpu_devices(data)
     if devs is None:
         return _verdict("context_switch", "not_measured", "", _why(data, "gpu"))
     most = max(devs, key=lambda d: len(as_list(d.get("job_processes"))))
@@ -312,7 +299,7 @@ def verdict_context_switch(data: dict) -> dict:
 
 def verdict_driver_model(data: dict) -> dict:
     """driver_model: refuted without WDDM; under WDDM watch cannot time launches."""
-    devs = _gpus(data)
+    devs = gpu_devices(data)
     if devs is None:
         return _verdict("driver_model", "not_measured", "", _why(data, "gpu"))
     wddm = [d for d in devs if d.get("driver_model") == "WDDM"]
@@ -326,7 +313,7 @@ def verdict_driver_model(data: dict) -> dict:
 def verdict_input(data: dict) -> dict:
     """input_starvation: does the main thread wait for DataLoader batches (workers that cannot keep up), or
     load them itself (num_workers=0) for a large share of the loop?"""
-    s = _ok(data, "input_wait")
+    s = section_ok(data, "input_wait")
     if s is None:
         return _verdict("input_starvation", "not_measured", "", _why(data, "input_wait"))
     if not s.get("loader_seen"):
@@ -339,23 +326,23 @@ def verdict_input(data: dict) -> dict:
             "main_thread_loading_share": load, "loop_samples": n_loop}
     if f is not None and f >= INPUT_WAIT_SUPPORTED:
         v = _verdict("input_starvation", "supported", f"The main thread waited for the next DataLoader batch in "
-                     f"{pct(f)} of samples: the loader does not keep up.", figures=figs)
+                     f"{fmt_pct(f)} of samples: the loader does not keep up.", figures=figs)
         v["noisy"] = _straddles(s.get("ci95"), INPUT_WAIT_SUPPORTED)
         return v
     if load is not None and load >= MAIN_LOADING_SUPPORTED:
         if n_loop < MIN_LOADER_SAMPLES:
             return _verdict("input_starvation", "not_measured", "",
-                            f"the main thread loaded its own DataLoader batches in {pct(load)} of only {n_loop} samples "
+                            f"the main thread loaded its own DataLoader batches in {fmt_pct(load)} of only {n_loop} samples "
                             f"of the loop ({MIN_LOADER_SAMPLES} are needed): watch a longer run or use a shorter "
                             "--interval", figs)
         v = _verdict("input_starvation", "supported",
-                     f"The main thread loaded its own DataLoader batches (num_workers=0) in {pct(load)} of {n_loop} "
+                     f"The main thread loaded its own DataLoader batches (num_workers=0) in {fmt_pct(load)} of {n_loop} "
                      f"samples of the loop (95 % interval {_ci_text(s.get('loading_share_ci95'))}): the loop waits "
                      "for its input while it is made.", figures=figs)
         v["noisy"] = _straddles(s.get("loading_share_ci95"), MAIN_LOADING_SUPPORTED)
         return v
-    loads = f" and loaded batches itself in {pct(load)}" if load else ""
-    v = _verdict("input_starvation", "refuted", f"The main thread waited for DataLoader batches in {pct(f)} of "
+    loads = f" and loaded batches itself in {fmt_pct(load)}" if load else ""
+    v = _verdict("input_starvation", "refuted", f"The main thread waited for DataLoader batches in {fmt_pct(f)} of "
                  f"samples{loads}.", figures=figs)
     v["noisy"] = bool((f is not None and f > INPUT_WAIT_REFUTED and _straddles(s.get("ci95"), INPUT_WAIT_SUPPORTED))
                       or (n_loop >= MIN_LOADER_SAMPLES and _straddles(s.get("loading_share_ci95"),

@@ -144,15 +144,3 @@ def project(processes: Sequence[dict], limit: Optional[dict]) -> Dict[str, objec
                                "projected_bytes": at_limit(victim)}
     return out
 
-
-def fmt_duration(seconds: Optional[float]) -> str:
-    """'14 minutes', '2.5 hours', '40 s': how long until something happens, in words."""
-    if seconds is None or not math.isfinite(seconds):
-        return "n/a"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} minutes"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} hours"
-    return f"{seconds / 86400:.1f} days"

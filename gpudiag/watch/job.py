@@ -104,13 +104,13 @@ def resolve(argv: Sequence[str]) -> str:
 class Job:
     """A launched child (`launch`) or an attached process (`attach`)."""
 
-    def __init__(self, pid: int, proc: Optional[subprocess.Popen], argv: Optional[List[str]], ps: Any = None):
-        if ps is None:
-            import psutil as ps
+    def __init__(self, pid: int, proc: Optional[subprocess.Popen], argv: Optional[List[str]], psutil: Any = None):
+        if psutil is None:
+            import psutil
         self.pid = pid
         self.proc = proc
         self.argv = argv
-        self.ps = ps
+        self.psutil = psutil
         self.launched = proc is not None
         self.returncode: Optional[int] = None
         self.tracer_declared = False
@@ -144,28 +144,28 @@ class Job:
         return job
 
     @classmethod
-    def attach(cls, pid: int, ps: Any = None) -> "Job":
+    def attach(cls, pid: int, psutil: Any = None) -> "Job":
         """Attach to a running process; ValueError with one line when it cannot be watched."""
-        if ps is None:
-            import psutil as ps
+        if psutil is None:
+            import psutil
         if pid == os.getpid():
             raise ValueError(f"--pid {pid} is gpudiag itself")
         try:
-            proc = ps.Process(pid)
+            proc = psutil.Process(pid)
             proc.status()
-        except ps.NoSuchProcess:
+        except psutil.NoSuchProcess:
             raise ValueError(f"--pid {pid}: no such process") from None
-        except ps.AccessDenied:
+        except psutil.AccessDenied:
             pass  # counters may still be readable; the parts that are not say so in the report
         try:
-            if pid in {p.pid for p in ps.Process(os.getpid()).parents()}:
+            if pid in {p.pid for p in psutil.Process(os.getpid()).parents()}:
                 raise ValueError(f"--pid {pid} is a parent of gpudiag (its shell?): give the job's pid")
-        except ps.Error:
+        except psutil.Error:
             pass
-        job = cls(pid, None, None, ps=ps)
+        job = cls(pid, None, None, psutil=psutil)
         try:
             job.argv = proc.cmdline() or None
-        except ps.Error:
+        except psutil.Error:
             job.argv = None
         return job
 
@@ -182,10 +182,10 @@ class Job:
             self.returncode = rc
         else:
             try:
-                p = self.ps.Process(self.pid)
-                if p.is_running() and p.status() != self.ps.STATUS_ZOMBIE:
+                p = self.psutil.Process(self.pid)
+                if p.is_running() and p.status() != self.psutil.STATUS_ZOMBIE:
                     return True
-            except self.ps.Error:
+            except self.psutil.Error:
                 pass
         self.ended = time.monotonic()
         return False

@@ -6,7 +6,7 @@ RSS, USS and PSS (psutil memory_full_info, which reads /proc/PID/smaps_rollup on
 are not available on every OS), CPU time and per-thread CPU time. It also reads the machine's busy
 CPU time, so that load from other programs during the watch is noticed.
 
-`ps` is the seam for tests: a psutil-like module (Process, cpu_times, cpu_count, AccessDenied,
+`psutil` is the seam for tests: a psutil-like module (Process, cpu_times, cpu_count, AccessDenied,
 NoSuchProcess). Reading nothing but counters, it never pauses the job.
 """
 
@@ -56,12 +56,12 @@ class ProcessSampler(Sampler):
 
     name = "processes"
 
-    def __init__(self, root_pid: int, interval_s: float, clock: Callable[[], float], ps: Any = None,
+    def __init__(self, root_pid: int, interval_s: float, clock: Callable[[], float], psutil: Any = None,
                  exclude_pids: Optional[set] = None, memory_facts: Optional[Callable[[], dict]] = None):
         super().__init__(interval_s, clock)
-        if ps is None:
-            import psutil as ps
-        self.ps = ps
+        if psutil is None:
+            import psutil
+        self.psutil = psutil
         self.root_pid = root_pid
         self.exclude = set(exclude_pids or ())
         self.procs: Dict[int, dict] = {}
@@ -70,7 +70,7 @@ class ProcessSampler(Sampler):
         self.denied: Dict[str, str] = {}  # what could not be read -> the error, e.g. {"uss": "AccessDenied"}
         self.root_gone = False
         self.machine: List[tuple] = []  # (t_s, busy_cpu_s summed over cores, total_cpu_s)
-        self.logical_cores = ps.cpu_count(logical=True) or 1
+        self.logical_cores = psutil.cpu_count(logical=True) or 1
         self._order = 0
         # The machine's memory limits as last read while the job was alive: the headroom the OOM
         # projection counts must not include what the job freed by ending.
@@ -85,7 +85,7 @@ class ProcessSampler(Sampler):
         saw rather than building a new handle per pid."""
         h = self._handles.get(pid)
         if h is None:
-            h = self.ps.Process(pid)
+            h = self.psutil.Process(pid)
             self._handles[pid] = h
         return h
 
@@ -95,10 +95,10 @@ class ProcessSampler(Sampler):
         try:
             root = self._handle(self.root_pid)
             kids = root.children(recursive=True)
-        except self.ps.NoSuchProcess:
+        except self.psutil.NoSuchProcess:
             self.root_gone = True
             return []
-        except self.ps.AccessDenied as exc:
+        except self.psutil.AccessDenied as exc:
             self.denied.setdefault("children", type(exc).__name__)
             kids = []
             root = self._handle(self.root_pid)
@@ -121,10 +121,10 @@ class ProcessSampler(Sampler):
                         ("exe", "exe")):
             try:
                 info[key] = getattr(h, fn)()
-            except (self.ps.AccessDenied, self.ps.ZombieProcess) as exc:
+            except (self.psutil.AccessDenied, self.psutil.ZombieProcess) as exc:
                 info[key] = None
                 self.denied.setdefault(key, type(exc).__name__)
-            except self.ps.NoSuchProcess:
+            except self.psutil.NoSuchProcess:
                 info[key] = None
         info["python"] = looks_python(info.get("name"), info.get("cmdline")) or looks_python(info.get("exe"), None)
         parent = self.procs.get(info.get("ppid"))
@@ -136,11 +136,11 @@ class ProcessSampler(Sampler):
     def tick(self, t_s: float) -> None:
         """Walk the tree, read each process's counters, mark the ones that ended."""
         try:
-            ct = self.ps.cpu_times()
+            ct = self.psutil.cpu_times()
             busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
             total = busy + getattr(ct, "idle", 0.0) + getattr(ct, "iowait", 0.0)
             self.machine.append((t_s, busy, total))
-        except (OSError, self.ps.Error):  # /proc/stat unreadable: no machine load this tick; the tree matters more
+        except (OSError, self.psutil.Error):  # /proc/stat unreadable: no machine load this tick; the tree matters more
             pass
         tree = self._tree()
         if tree and self.memory_facts_fn is not None:
@@ -170,7 +170,7 @@ class ProcessSampler(Sampler):
     def _sample(self, h: Any, rec: dict, t_s: float) -> None:
         """Appends one sample of process `h` to its record: RSS, USS/PSS where readable, CPU seconds
         and per-thread CPU seconds; nothing when the process ended mid-read."""
-        ps = self.ps
+        psutil = self.psutil
         row: Dict[str, Any] = {"t": t_s}
         try:
             with h.oneshot():
@@ -179,16 +179,16 @@ class ProcessSampler(Sampler):
                 try:
                     ct = h.cpu_times()
                     row["cpu"] = ct.user + ct.system
-                except ps.AccessDenied as exc:
+                except psutil.AccessDenied as exc:
                     self.denied.setdefault("cpu", type(exc).__name__)
                 try:
                     threads = h.threads()
-                except ps.AccessDenied as exc:
+                except psutil.AccessDenied as exc:
                     self.denied.setdefault("threads", type(exc).__name__)
                     threads = []
-        except ps.NoSuchProcess:
+        except psutil.NoSuchProcess:
             return
-        except ps.AccessDenied as exc:
+        except psutil.AccessDenied as exc:
             self.denied.setdefault("memory", type(exc).__name__)
             return
         # memory_full_info walks the page tables' summary (smaps_rollup): outside oneshot, and
@@ -198,9 +198,9 @@ class ProcessSampler(Sampler):
                 full = h.memory_full_info()
                 row["uss"] = getattr(full, "uss", None)
                 row["pss"] = getattr(full, "pss", None)
-            except ps.AccessDenied as exc:
+            except psutil.AccessDenied as exc:
                 self.denied["uss"] = type(exc).__name__
-            except ps.NoSuchProcess:
+            except psutil.NoSuchProcess:
                 return
             except (NotImplementedError, AttributeError, OSError) as exc:
                 self.denied["uss"] = type(exc).__name__

@@ -61,8 +61,7 @@ def find_py_spy(environ: Optional[Mapping[str, str]] = None, executable: Optiona
     venv's bin/ (Scripts\\ on Windows), which need not be on PATH when the venv is not activated.
     """
     environ = os.environ if environ is None else environ
-    kind = kind or platform.KIND
-    exe_name = "py-spy.exe" if kind == "windows" else "py-spy"
+    exe_name = platform.executable_name("py-spy", kind)
     forced = environ.get(ENV_BINARY)
     if forced:
         return forced if os.path.isfile(forced) and os.access(forced, os.X_OK) else None
@@ -133,7 +132,7 @@ def dump(binary: str, pid: int, native: bool, timeout_s: float = 5.0,
     args = [binary, "dump", "--json", "--pid", str(pid)] + (["--native"] if native else ["--nonblocking"])
     t0 = time.monotonic()
     kw: Dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    if platform.KIND != "windows":
+    if platform.NEW_SESSIONS:
         kw["start_new_session"] = True
     try:
         proc = subprocess.Popen(args, **kw)

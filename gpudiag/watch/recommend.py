@@ -7,13 +7,16 @@ for users are in docs/watch.md. Pure functions: no hardware, tested on literal d
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.probes.base import finding
 from gpudiag.report.values import as_dict, as_list, num
-from gpudiag.watch import diagnose as dg
-from gpudiag.watch.growth import fmt_duration, wilson_interval
+from gpudiag.units import fmt_bytes, fmt_pct
+from gpudiag.watch.diagnose import (BUSY_BACKGROUND_CORES, INPUT_WAIT_SUPPORTED, LOADER_MIN_GAIN, LOADER_WORKERS_TOLERANCE,
+                                    MAIN_LOADING_SUPPORTED, MEMORY_CRITICAL_S, MIN_LOADER_SAMPLES, SIMPLICITY,
+                                    gpu_devices, section_ok)
+from gpudiag.watch.growth import wilson_interval
 
 
 def _evidence(claim: str, value: Any, unit: Optional[str], source: str) -> dict:
@@ -26,8 +29,8 @@ def _idle_under_quota(limit: Any) -> float:
     """Cores' worth the job's CPU quota leaves to others on the cores it runs on (2 cores, a 0.5-CPU quota:
     1.5): other programs take from those first, so only load beyond them took CPU from the job."""
     lim = as_dict(limit)
-    run, quota = cl.run_cores(lim), num(lim.get("quota_cpus"))
-    return max(0.0, run - quota) if cl.quota_binds(lim) and run and quota is not None else 0.0
+    run, quota = cpu_limit.run_cores(lim), num(lim.get("quota_cpus"))
+    return max(0.0, run - quota) if cpu_limit.quota_binds(lim) and run and quota is not None else 0.0
 
 
 def _cpu_context(data: dict) -> Dict[str, Any]:
@@ -37,16 +40,16 @@ def _cpu_context(data: dict) -> Dict[str, Any]:
     usable core), '' when nothing does; `note` is what the headline adds about the limit."""
     cpu = as_dict(data.get("cpu"))
     limit, thr = cpu.get("limit"), cpu.get("throttling")
-    throttled = cl.throttled(thr)
-    one_core = bool(cl.limit_text(limit)) and cl.usable_cores(limit) == 1
-    why = (f"the job was {cl.throttled_text(limit, thr)}" if throttled else
-           f"the job has {cl.usable_text(limit)}" if one_core else "")
+    throttled = cpu_limit.throttled(thr)
+    one_core = bool(cpu_limit.limit_text(limit)) and cpu_limit.usable_cores(limit) == 1
+    why = (f"the job was {cpu_limit.throttled_text(limit, thr)}" if throttled else
+           f"the job has {cpu_limit.usable_text(limit)}" if one_core else "")
     note = ""
     if throttled:
-        note = (f" The job was {cl.throttled_text(limit, thr)}: more workers cannot help; raise the limit or run "
+        note = (f" The job was {cpu_limit.throttled_text(limit, thr)}: more workers cannot help; raise the limit or run "
                 "fewer CPU-bound threads.")
-    elif cl.throttling_text(limit, thr):
-        note = f" The job ran under {cl.limit_text(limit)}, {cl.throttling_text(limit, thr)}."
+    elif cpu_limit.throttling_text(limit, thr):
+        note = f" The job ran under {cpu_limit.limit_text(limit)}, {cpu_limit.throttling_text(limit, thr)}."
     return {"throttled": throttled, "one_core": one_core, "why": why, "note": note}
 
 
@@ -71,7 +74,7 @@ def process_plan(data: dict, wanting: int) -> Dict[str, Any]:
     min(threads that want the GIL, usable cores, copies that fit in the memory headroom).
     """
     cores = as_dict(data.get("machine")).get("usable_cores") or _cores(data)
-    mem = dg._ok(data, "memory")
+    mem = section_ok(data, "memory")
     cost = _main_cost(mem)
     headroom = as_dict(as_dict(mem).get("projection")).get("headroom_bytes") if mem else None
     fits = None
@@ -148,7 +151,7 @@ def loader_prediction(share: float, samples: int, cores: Optional[int],
                      "upper_model": upper, "lower_model": lower,
                      "beside_others_model": _gain_beside(p, n, cores, others)})
     best = max(r["speedup"] for r in rows)
-    pick = next(r for r in rows if r["speedup"] >= (1 - dg.LOADER_WORKERS_TOLERANCE) * best)
+    pick = next(r for r in rows if r["speedup"] >= (1 - LOADER_WORKERS_TOLERANCE) * best)
     return {"workers": pick["workers"], "speedup": pick["speedup"], "speedup_ci95": pick["speedup_ci95"],
             "upper_model": pick["upper_model"], "lower_model": pick["lower_model"],
             "share": p, "share_ci95": ci, "samples": samples, "cores": cores, "other_cores": others,
@@ -158,14 +161,14 @@ def loader_prediction(share: float, samples: int, cores: Optional[int],
 
 def _gpu_in_use(data: dict) -> bool:
     """True when the job had a process on a GPU (NVML saw it): pinned host memory then speeds its copies."""
-    return any(as_list(d.get("job_processes")) for d in dg._gpus(data) or [])
+    return any(as_list(d.get("job_processes")) for d in gpu_devices(data) or [])
 
 
 def _loading_plan(data: dict, inp: dict) -> Optional[Dict[str, Any]]:
     """loader_plan when the input_starvation verdict is supported because the main thread loads its own
     batches (not because workers fall behind, whose advice stays as it was); else None."""
     if inp.get("verdict") != "supported" or (num(as_dict(inp.get("figures")).get("wait_fraction")) or 0) \
-            >= dg.INPUT_WAIT_SUPPORTED:
+            >= INPUT_WAIT_SUPPORTED:
         return None
     return loader_plan(data)
 
@@ -174,9 +177,9 @@ def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
     """The DataLoader change for a main thread that loads its own batches: the prediction (loader_prediction,
     on the job's usable cores as gpudiag.platform.cpu_limit read them for its pid), the settings to change,
     and one sentence; None when the input_wait part did not see the main thread loading enough to judge."""
-    s = dg._ok(data, "input_wait")
+    s = section_ok(data, "input_wait")
     share, n = num(as_dict(s).get("loading_share")), as_dict(s).get("loop_samples") or 0
-    if s is None or share is None or share < dg.MAIN_LOADING_SUPPORTED or n < dg.MIN_LOADER_SAMPLES:
+    if s is None or share is None or share < MAIN_LOADING_SUPPORTED or n < MIN_LOADER_SAMPLES:
         return None
     cores = as_dict(data.get("machine")).get("usable_cores") or _cores(data)
     cores = cores if isinstance(cores, int) and cores > 0 else None
@@ -191,13 +194,13 @@ def loader_plan(data: dict) -> Optional[Dict[str, Any]]:
     lo, hi = pred["speedup_ci95"]
     where = (f"{cores} usable core{'s' if cores != 1 else ''} shared by the main thread and "
              f"{pred['workers']} worker{'s' if pred['workers'] != 1 else ''}" if cores else "usable cores not known")
-    if cores and others >= dg.BUSY_BACKGROUND_CORES:
+    if cores and others >= BUSY_BACKGROUND_CORES:
         where += f"; the low end counts the {others:.1f} cores other programs kept busy during the watch"
-    text = (f"The main thread loads its own batches (DataLoader num_workers=0) in {dg.pct(share)} of {n} samples of "
+    text = (f"The main thread loads its own batches (DataLoader num_workers=0) in {fmt_pct(share)} of {n} samples of "
             f"the loop: set {call} to load them in worker processes; predicted {pred['speedup']:.2f}x the steps "
             f"per second (95 % interval {lo:.2f}-{hi:.2f}x; {where}).")
-    busy_doubt = bool(cores) and others >= dg.BUSY_BACKGROUND_CORES and lo < dg.LOADER_MIN_GAIN
-    return dict(pred, settings=settings, call=call, text=text, worth=pred["speedup"] >= dg.LOADER_MIN_GAIN,
+    busy_doubt = bool(cores) and others >= BUSY_BACKGROUND_CORES and lo < LOADER_MIN_GAIN
+    return dict(pred, settings=settings, call=call, text=text, worth=pred["speedup"] >= LOADER_MIN_GAIN,
                 busy_doubt=busy_doubt)
 
 
@@ -243,14 +246,14 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
         sev = "warning"
         if cause == "worker_memory":  # a kill within minutes is critical
             secs = num(v["figures"].get("seconds_to_limit"))
-            sev = "critical" if secs is not None and secs <= dg.MEMORY_CRITICAL_S else "warning"
+            sev = "critical" if secs is not None and secs <= MEMORY_CRITICAL_S else "warning"
         out.append(finding(code, sev, v["summary"], v.get("figures"), fix))
-    for d in dg._gpus(data) or []:
+    for d in gpu_devices(data) or []:
         t = num(d.get("throttled_fraction"))
         if t is not None and t > 0:
             seen = ", ".join(k for k, s in as_dict(d.get("clock_event_reasons")).items() if s > 0)
             out.append(finding("WATCH_GPU_THROTTLED", "warning",
-                               f"GPU {d.get('index')} was held below its clocks by heat or power in {dg.pct(t)} of samples "
+                               f"GPU {d.get('index')} was held below its clocks by heat or power in {fmt_pct(t)} of samples "
                                f"(reasons seen: {seen}).", {"throttled_fraction": t,
                                                             "clock_event_reasons": d.get("clock_event_reasons")},
                                "improve cooling or airflow; check the power limit (nvidia-smi -q -d POWER)"))
@@ -259,16 +262,16 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
                                f"GPU {d.get('index')}: {d['job_memory_reason']}.", {"driver_model": "WDDM"}, None))
     cpu = as_dict(data.get("cpu"))
     limit, thr = cpu.get("limit"), cpu.get("throttling")
-    if cl.throttled(thr):
+    if cpu_limit.throttled(thr):
         out.append(finding("WATCH_CPU_THROTTLED", "warning",
-                           f"The job was {cl.throttled_text(limit, thr)} ({num(as_dict(thr).get('throttled_s')) or 0:.1f} s "
+                           f"The job was {cpu_limit.throttled_text(limit, thr)} ({num(as_dict(thr).get('throttled_s')) or 0:.1f} s "
                            "stalled in all): it wanted more CPU than the limit gives, so more threads or workers "
                            "cannot help.", {"throttling": thr, "limit": limit},
                            "raise the CPU limit (docker --cpus, Kubernetes resources.limits.cpu, systemd CPUQuota), or "
                            "run fewer CPU-bound threads (torch.set_num_threads, OMP_NUM_THREADS, DataLoader "
                            "num_workers) so they do not stall at the quota"))
     bg = num(cpu.get("background_cpu_cores"))
-    if bg is not None and bg >= dg.BUSY_BACKGROUND_CORES + _idle_under_quota(limit):
+    if bg is not None and bg >= BUSY_BACKGROUND_CORES + _idle_under_quota(limit):
         names = ", ".join(f"{o.get('name')} ({o.get('cpu_cores', 0):.1f} cores)"
                           for o in as_list(cpu.get("busiest_other_processes"))[:3])
         out.append(finding("WATCH_MACHINE_BUSY", "warning",
@@ -293,114 +296,139 @@ def findings(data: dict, verdicts: List[dict]) -> List[dict]:
     return sorted(out, key=lambda f: order.get(f["severity"], 3))  # stable: most useful first within a severity
 
 
-def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
-    """The watch recommendation: strategy, workers, confidence (+ tied_with), headline, evidence."""
-    by = {v["cause"]: v for v in verdicts}
-    gil, inp, host, mem = (by.get(c, {}) for c in ("gil_contention", "input_starvation", "host_sync_idle",
-                                                    "worker_memory"))
+# One change the watch can recommend: (strategy, workers, headline, the verdict behind it).
+Option = Tuple[str, Optional[int], str, dict]
+
+
+def _gil_and_quota_evidence(data: dict, ev: List[dict]) -> None:
+    """The GIL shares and the CPU quota's throttled share, as evidence rows (when measured)."""
     g = as_dict(data.get("gil"))
-    rec: Dict[str, Any] = {"source": "watch", "strategy": None, "workers": None, "confidence": "none",
-                           "tied_with": [], "headline": "", "confidence_reason": "", "evidence": [],
-                           "verdicts": verdicts, "runners_up": [], "environment_changes": [],
-                           "gpu_questions_answered": dg._ok(data, "gpu") is not None}
-    ev = rec["evidence"]
     if g.get("status") == "ok":
         ev.append(_evidence("share of samples in which a thread of the job held the GIL", g.get("held_fraction"),
                             "fraction", "probes.watch.data.gil.held_fraction"))
         if g.get("wanted_fraction") is not None:
             ev.append(_evidence("share of samples in which a thread held or waited for the GIL", g.get("wanted_fraction"),
                                 "fraction", "probes.watch.data.gil.wanted_fraction"))
-    cpu = _cpu_context(data)
     thr = as_dict(data.get("cpu")).get("throttling")
     if isinstance(thr, dict) and num(thr.get("throttled_share")) is not None:
         ev.append(_evidence("share of the job's scheduler periods that ended throttled by its CPU quota",
                             thr.get("throttled_share"), "fraction", "probes.watch.data.cpu.throttling.throttled_share"))
-    held_back = []  # changes that add CPU workers, withheld under the CPU limit (in words)
-    options = []  # (strategy, workers, headline, verdict)
-    if gil.get("verdict") == "supported" and cpu["why"]:
-        held_back.append(f"{int(gil['figures'].get('threads_wanting_gil') or 2)} threads want the GIL, but processes "
-                         f"would not run side by side either: {cpu['why']}.")
-    elif gil.get("verdict") == "supported":
-        k = int(gil["figures"].get("threads_wanting_gil") or 2)
-        plan = process_plan(data, k)
-        cost = f"each costs about {dg.gib(plan['cost_bytes'])}, {plan['fits']} fit" if plan["fits"] else \
-            "their memory cost was not measured"
-        cores = f", {plan['cores']} cores" if plan["cores"] else ""
-        options.append(("processes", plan["workers"],
-                        f"{k} threads want the GIL {dg.pct(gil['figures'].get('wanted_fraction') or gil['figures'].get('held_fraction'))} "
-                        f"of the time and hold it one at a time: run them as {plan['workers']} processes "
-                        f"({cost}{cores}; limited by {plan['binding']}).", gil))
-        ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
-                            "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
-    plan = _loading_plan(data, inp)
-    loader_note = ""  # the main thread loads, but workers would gain too little to recommend them
-    if inp.get("verdict") == "supported" and cpu["throttled"]:
-        what = (f"The main thread loaded its own DataLoader batches in {dg.pct(plan['share'])} of the loop"
+
+
+def _gil_option(data: dict, gil: dict, cpu: Dict[str, Any], ev: List[dict]) -> Tuple[Optional[Option], Optional[str]]:
+    """Processes instead of threads where GIL contention is supported: (the option, None), or (None, the sentence
+    that holds it back under the job's CPU limit); (None, None) when the GIL is not the limit."""
+    if gil.get("verdict") != "supported":
+        return None, None
+    k = int(gil["figures"].get("threads_wanting_gil") or 2)
+    if cpu["why"]:
+        return None, f"{k} threads want the GIL, but processes would not run side by side either: {cpu['why']}."
+    plan = process_plan(data, k)
+    cost = f"each costs about {fmt_bytes(plan['cost_bytes'])}, {plan['fits']} fit" if plan["fits"] else \
+        "their memory cost was not measured"
+    cores = f", {plan['cores']} cores" if plan["cores"] else ""
+    ev.append(_evidence("processes that fit in the memory headroom", plan["fits"], "processes",
+                        "probes.watch.data.memory.projection.headroom_bytes / main process peak"))
+    return ("processes", plan["workers"],
+            f"{k} threads want the GIL {fmt_pct(gil['figures'].get('wanted_fraction') or gil['figures'].get('held_fraction'))} "
+            f"of the time and hold it one at a time: run them as {plan['workers']} processes "
+            f"({cost}{cores}; limited by {plan['binding']}).", gil), None
+
+
+def _loader_option(data: dict, inp: dict, cpu: Dict[str, Any], plan: Optional[Dict[str, Any]],
+                   ev: List[dict]) -> Tuple[Optional[Option], Optional[str], str]:
+    """More DataLoader workers where input starvation is supported: (option, held-back sentence, note). The note is
+    set when the main thread loads its own batches but workers would gain too little to recommend them."""
+    if inp.get("verdict") != "supported":
+        return None, None, ""
+    if cpu["throttled"]:
+        what = (f"The main thread loaded its own DataLoader batches in {fmt_pct(plan['share'])} of the loop"
                 if plan is not None else
-                f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} of the time")
-        held_back.append(f"{what}, but more loader workers cannot help: {cpu['why']}; make each sample cheaper "
-                         "to load, or raise the limit.")
-    elif inp.get("verdict") == "supported" and plan is not None:
+                f"The main thread waited for DataLoader batches {fmt_pct(inp['figures'].get('wait_fraction'))} of the time")
+        return None, (f"{what}, but more loader workers cannot help: {cpu['why']}; make each sample cheaper "
+                      "to load, or raise the limit."), ""
+    if plan is not None:
         ev.append(_evidence("share of the loop's samples in which the main thread loaded its own DataLoader batches",
                             plan["share"], "fraction", "probes.watch.data.input_wait.loading_share"))
         ev.append(_evidence(f"predicted speedup of the loop's steps with {plan['workers']} DataLoader workers",
                             plan["speedup"], "x", "probes.watch.data.input_wait.loading_share, "
                             "probes.watch.data.machine.usable_cores (docs/watch.md)"))
         if plan["worth"]:
-            options.append(("loader_workers", plan["workers"], plan["text"], inp))
-        else:
-            loader_note = (f" The main thread loads its own DataLoader batches in {dg.pct(plan['share'])} of the loop, "
-                           f"but DataLoader workers would gain little here (predicted {plan['speedup']:.2f}x"
-                           + (f": {cpu['why']}" if cpu["why"] else f" on {plan['cores']} usable core"
-                              + ("s" if plan["cores"] != 1 else "")) + "); make each sample cheaper to load.")
-    elif inp.get("verdict") == "supported":
-        workers = sum(1 for p in as_list(as_dict(data.get("memory")).get("processes")) if p.get("role") == "worker")
-        options.append(("loader_workers", None,
-                        f"The main thread waited for DataLoader batches {dg.pct(inp['figures'].get('wait_fraction'))} "
-                        f"of the time: give the DataLoader more workers than the {workers} seen "
-                        "(and pin_memory=True, persistent_workers=True).", inp))
-    if host.get("verdict") == "supported" and gil.get("verdict") != "supported":
-        options.append(("cuda_graphs", 1,
-                        f"The GPU sat idle {dg.pct(host['figures'].get('gpu_idle_fraction'))} of the time while one "
-                        "thread ran Python: the loop is host-bound; capture the step as a CUDA graph or batch more "
-                        "work per launch (more threads would only queue for the GIL).", host))
+            return ("loader_workers", plan["workers"], plan["text"], inp), None, ""
+        return None, None, (f" The main thread loads its own DataLoader batches in {fmt_pct(plan['share'])} of the loop, "
+                            f"but DataLoader workers would gain little here (predicted {plan['speedup']:.2f}x"
+                            + (f": {cpu['why']}" if cpu["why"] else f" on {plan['cores']} usable core"
+                               + ("s" if plan["cores"] != 1 else "")) + "); make each sample cheaper to load.")
+    workers = sum(1 for p in as_list(as_dict(data.get("memory")).get("processes")) if p.get("role") == "worker")
+    return ("loader_workers", None,
+            f"The main thread waited for DataLoader batches {fmt_pct(inp['figures'].get('wait_fraction'))} "
+            f"of the time: give the DataLoader more workers than the {workers} seen "
+            "(and pin_memory=True, persistent_workers=True).", inp), None, ""
+
+
+def _host_option(gil: dict, host: dict) -> Optional[Option]:
+    """CUDA graphs or larger batches where a host-bound loop leaves the GPU idle (and the GIL is not the cause)."""
+    if host.get("verdict") != "supported" or gil.get("verdict") == "supported":
+        return None
+    return ("cuda_graphs", 1,
+            f"The GPU sat idle {fmt_pct(host['figures'].get('gpu_idle_fraction'))} of the time while one "
+            "thread ran Python: the loop is host-bound; capture the step as a CUDA graph or batch more "
+            "work per launch (more threads would only queue for the GIL).", host)
+
+
+def _environment_changes(rec: Dict[str, Any], mem: dict, shared: dict) -> str:
+    """A memory limit ahead and a GPU shared with other programs go to environment_changes (and the memory
+    projection to the evidence); returns the memory sentence the headline ends with ('' when none)."""
     mem_note = ""
     if mem.get("verdict") == "supported":
         mem_note = " " + mem["summary"]
         rec["environment_changes"].append({"code": "WATCH_MEMORY_LIMIT_AHEAD", "change": mem["summary"],
                                            "evidence": mem.get("figures")})
         secs = num(mem["figures"].get("seconds_to_limit"))
-        ev.append(_evidence("time until the job reaches the memory limit at the measured rate", secs, "s",
-                            "probes.watch.data.memory.projection.seconds_to_limit"))
-    if by.get("gpu_shared", {}).get("verdict") == "supported":
-        rec["environment_changes"].append({"code": "WATCH_GPU_SHARED", "change": by["gpu_shared"]["summary"],
-                                           "evidence": by["gpu_shared"].get("figures")})
-    judged = [v for v in (gil, inp, host) if v.get("verdict") in ("supported", "refuted")]
-    if not judged:
-        reasons = "; ".join(f"{v.get('cause')}: {v.get('reason')}" for v in (gil, host) if v.get("reason"))
-        rec["headline"] = ("No recommendation: nothing that judges a strategy was measured (" + (reasons or "no data")
-                           + ")." + cpu["note"] + mem_note)
-        rec["confidence_reason"] = "neither the GIL part (py-spy) nor the GPU part (NVML) produced a judgement"
-        return rec
-    noisy = [v for v in (gil, inp, host) if v.get("noisy")]
-    if not options:
-        rec["strategy"] = "unchanged"
-        rec["confidence"] = "too_noisy" if noisy else "clear"
-        parts = [v["summary"] for v in (gil, inp, host) if v.get("verdict") == "refuted" and v.get("summary")]
-        if held_back:
-            rec["headline"] = ("No change that adds workers can help under this CPU limit: " + " ".join(held_back)
-                               + " " + " ".join(parts[:1]) + mem_note).strip()
-        else:
-            rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
-                               + loader_note + cpu["note"] + mem_note).strip()
-        if noisy:
-            rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
-                                        + "): watch a longer run, or use a shorter --interval, for a clear answer")
-            rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
-        else:
-            rec["confidence_reason"] = "every judged figure lies clearly on one side of its threshold"
-        return rec
-    options.sort(key=lambda o: dg.SIMPLICITY.index(o[0]))
+        rec["evidence"].append(_evidence("time until the job reaches the memory limit at the measured rate", secs,
+                                         "s", "probes.watch.data.memory.projection.seconds_to_limit"))
+    if shared.get("verdict") == "supported":
+        rec["environment_changes"].append({"code": "WATCH_GPU_SHARED", "change": shared["summary"],
+                                           "evidence": shared.get("figures")})
+    return mem_note
+
+
+def _nothing_judged(rec: Dict[str, Any], gil: dict, host: dict, notes: str) -> Dict[str, Any]:
+    """confidence none: neither py-spy nor NVML judged a strategy; the headline says why."""
+    reasons = "; ".join(f"{v.get('cause')}: {v.get('reason')}" for v in (gil, host) if v.get("reason"))
+    rec["headline"] = ("No recommendation: nothing that judges a strategy was measured (" + (reasons or "no data")
+                       + ")." + notes)
+    rec["confidence_reason"] = "neither the GIL part (py-spy) nor the GPU part (NVML) produced a judgement"
+    return rec
+
+
+def _unchanged(rec: Dict[str, Any], judging: Sequence[dict], held_back: List[str], loader_note: str, cpu_note: str,
+               mem_note: str) -> Dict[str, Any]:
+    """strategy unchanged: no change is supported (or each is held back by the CPU limit); clear or too_noisy."""
+    noisy = [v for v in judging if v.get("noisy")]
+    rec["strategy"] = "unchanged"
+    rec["confidence"] = "too_noisy" if noisy else "clear"
+    parts = [v["summary"] for v in judging if v.get("verdict") == "refuted" and v.get("summary")]
+    if held_back:
+        rec["headline"] = ("No change that adds workers can help under this CPU limit: " + " ".join(held_back)
+                           + " " + " ".join(parts[:1]) + mem_note).strip()
+    else:
+        rec["headline"] = ("Nothing measured here calls for another strategy: " + " ".join(parts[:2])
+                           + loader_note + cpu_note + mem_note).strip()
+    if noisy:
+        rec["confidence_reason"] = ("the figures sit close to their thresholds (" + ", ".join(v["cause"] for v in noisy)
+                                    + "): watch a longer run, or use a shorter --interval, for a clear answer")
+        rec["headline"] += " Too noisy to be sure: watch a longer run (or use a shorter --interval)."
+    else:
+        rec["confidence_reason"] = "every judged figure lies clearly on one side of its threshold"
+    return rec
+
+
+def _choose(rec: Dict[str, Any], options: List[Option], plan: Optional[Dict[str, Any]], held_back: List[str],
+            notes: str) -> Dict[str, Any]:
+    """The simplest supported change, with its confidence: too_noisy (an interval straddles its threshold, or
+    other programs' load could leave the loader's gain small), tie (several supported) or clear."""
+    options = sorted(options, key=lambda o: SIMPLICITY.index(o[0]))
     best = options[0]
     rec["strategy"], rec["workers"] = best[0], best[1]
     if best[0] == "loader_workers" and plan is not None:
@@ -408,7 +436,7 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
         rec["settings"] = plan["settings"]
         rec["prediction"] = {k: plan[k] for k in ("share", "share_ci95", "samples", "cores", "other_cores",
                                                   "upper_model", "lower_model", "by_workers")}
-    rec["headline"] = best[2] + "".join(" " + h for h in held_back) + cpu["note"] + mem_note
+    rec["headline"] = best[2] + "".join(" " + h for h in held_back) + notes
     rec["runners_up"] = [{"strategy": o[0], "workers": o[1], "why_not": "also supported; the watch cannot rank the "
                           "gains of different changes, so the simpler one comes first"} for o in options[1:]]
     if any(o[3].get("noisy") for o in options):
@@ -438,14 +466,29 @@ def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
     return rec
 
 
-def memory_summary_line(data: dict) -> Optional[str]:
-    """'worker 2 (pid 123) is killed in about 14 minutes at this rate' or None, for the terminal."""
-    mem = dg._ok(data, "memory")
-    if not mem:
-        return None
-    proj = as_dict(mem.get("projection"))
-    secs = num(proj.get("seconds_to_limit"))
-    if secs is None:
-        return None
-    return (f"at this rate ({dg.gib(proj.get('job_growth_bytes_per_s'))}/s) {dg._label(as_dict(proj.get('first_to_hit')), mem)} "
-            f"is the first killed, in about {fmt_duration(secs)} ({dg._limit_name(proj)})")
+def recommend(data: dict, verdicts: List[dict]) -> Dict[str, Any]:
+    """The watch recommendation: strategy, workers, confidence (+ tied_with), headline, evidence.
+
+    Each change has its rule (processes for GIL contention, loader workers for input starvation, CUDA graphs
+    for a host-bound loop); one the job's CPU limit makes useless is held back in words. The simplest
+    supported change is recommended; none supported keeps the job unchanged."""
+    by = {v["cause"]: v for v in verdicts}
+    gil, inp, host, mem = (by.get(c, {}) for c in ("gil_contention", "input_starvation", "host_sync_idle",
+                                                    "worker_memory"))
+    rec: Dict[str, Any] = {"source": "watch", "strategy": None, "workers": None, "confidence": "none",
+                           "tied_with": [], "headline": "", "confidence_reason": "", "evidence": [],
+                           "verdicts": verdicts, "runners_up": [], "environment_changes": [],
+                           "gpu_questions_answered": section_ok(data, "gpu") is not None}
+    _gil_and_quota_evidence(data, rec["evidence"])
+    cpu = _cpu_context(data)
+    plan = _loading_plan(data, inp)
+    gil_option, gil_held_back = _gil_option(data, gil, cpu, rec["evidence"])
+    loader_option, loader_held_back, loader_note = _loader_option(data, inp, cpu, plan, rec["evidence"])
+    options = [o for o in (gil_option, loader_option, _host_option(gil, host)) if o is not None]
+    held_back = [h for h in (gil_held_back, loader_held_back) if h]  # changes that add CPU workers, withheld
+    mem_note = _environment_changes(rec, mem, by.get("gpu_shared", {}))
+    if not any(v.get("verdict") in ("supported", "refuted") for v in (gil, inp, host)):
+        return _nothing_judged(rec, gil, host, cpu["note"] + mem_note)
+    if not options:
+        return _unchanged(rec, (gil, inp, host), held_back, loader_note, cpu["note"], mem_note)
+    return _choose(rec, options, plan, held_back, cpu["note"] + mem_note)

@@ -45,9 +45,13 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, name=f"gpudiag-watch-{self.name}", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the thread to stop without waiting for it (so that every sampler is told before any is joined)."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ask the thread to stop, wait for it, then release what it holds."""
-        self._stop.set()
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.close()

@@ -48,11 +48,11 @@ def _py_spy_version(binary: str) -> Optional[str]:
     return text.split()[-1] if text else None
 
 
-def _cpu_snapshot(ps: Any) -> Dict[int, tuple]:
+def _cpu_snapshot(psutil: Any) -> Dict[int, tuple]:
     """{pid: (name, cpu seconds)} of every readable process, to name what else kept the machine busy."""
     snap = {}
     try:
-        for p in ps.process_iter(["name", "cpu_times"]):
+        for p in psutil.process_iter(["name", "cpu_times"]):
             ct = p.info.get("cpu_times")
             if ct is not None:
                 snap[p.pid] = (p.info.get("name"), ct.user + ct.system)
@@ -63,17 +63,17 @@ def _cpu_snapshot(ps: Any) -> Dict[int, tuple]:
 
 
 class WatchSession:
-    """See the module docstring. Seams for tests: nvml_lib, py_spy (path or None), ps, root."""
+    """See the module docstring. Seams for tests: nvml_lib, py_spy (path or None), psutil, root."""
 
     def __init__(self, command: Optional[Sequence[str]] = None, pid: Optional[int] = None,
                  duration_s: Optional[float] = None, interval_s: float = DEFAULT_INTERVAL_S,
                  identify: bool = True, gil: bool = True, nvml_lib: Any = None, py_spy: Any = _AUTO,
-                 ps: Any = None, root: str = "/", native_every: int = DEFAULT_NATIVE_EVERY, nvml: bool = True):
+                 psutil: Any = None, root: str = "/", native_every: int = DEFAULT_NATIVE_EVERY, nvml: bool = True):
         if (command is None) == (pid is None):
             raise ValueError("give a command to launch or --pid to attach, not both")
-        if ps is None:
-            import psutil as ps
-        self.ps = ps
+        if psutil is None:
+            import psutil
+        self.psutil = psutil
         self.command = list(command) if command is not None else None
         self.pid = pid
         self.duration_s = duration_s
@@ -117,13 +117,13 @@ class WatchSession:
         if self.command is not None:
             self.job = Job.launch(self.command, root=self.root)
         else:
-            self.job = Job.attach(self.pid, ps=self.ps)
+            self.job = Job.attach(self.pid, psutil=self.psutil)
         self._job_ref.append(self.job)
         self.started_at = utc_now_iso()
         self.t0 = time.monotonic()
-        self._me = self.ps.Process(os.getpid())
+        self._me = self.psutil.Process(os.getpid())
         self._cpu0 = self._me.cpu_times()
-        self._others0 = _cpu_snapshot(self.ps)
+        self._others0 = _cpu_snapshot(self.psutil)
         self._start_cpu_limit()
         self._open_nvml()
         self._start_samplers()
@@ -169,8 +169,8 @@ class WatchSession:
         from gpudiag.watch.gpu import GpuSampler
         from gpudiag.watch.procs import ProcessSampler
 
-        wsl = platform.os_facts().get("wsl") if platform.KIND == "linux" else None
-        self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, ps=self.ps,
+        wsl = platform.wsl_version()
+        self.procs = ProcessSampler(self.job.pid, self.interval_s, self._clock, psutil=self.psutil,
                                     memory_facts=lambda: platform.memory_facts(wsl=wsl))
         self._samplers = [self.procs]
         self.gil = None
@@ -189,7 +189,7 @@ class WatchSession:
         """Stops every sampler: all stop flags first and a py-spy mid-dump killed, so no sampler
         waits behind another; safe to call twice."""
         for s in self._samplers:
-            s._stop.set()
+            s.request_stop()
         if getattr(self, "gil", None) is not None:
             self.gil.close()
         for s in self._samplers:
@@ -217,7 +217,7 @@ class WatchSession:
         cpu1 = self._me.cpu_times()
         self.watcher_cpu_s = (cpu1.user + cpu1.system) - (self._cpu0.user + self._cpu0.system)
         self._stop_samplers()
-        others1 = _cpu_snapshot(self.ps)
+        others1 = _cpu_snapshot(self.psutil)
         try:
             return self._report(others1)
         except Exception as exc:  # like the runner: a gpudiag bug must not cost the user the job's exit code
@@ -269,25 +269,25 @@ class WatchSession:
         """The `gil` and `input_wait` sections from the dumps of the job's main Python process, or
         skipped/failed with why (--no-gil, no py-spy, refused, no sample)."""
         if not self.gil_enabled:
-            off = analysis._part("skipped", "turned off with --no-gil")
+            off = analysis.part("skipped", "turned off with --no-gil")
             return {"gil": off, "input_wait": dict(off)}
         if not self.py_spy:
-            miss = analysis._part("skipped", pyspy.missing_reason(), advice=access.INSTALL_HINT)
-            return {"gil": miss, "input_wait": analysis._part("skipped", "needs the GIL part (py-spy)")}
+            miss = analysis.part("skipped", pyspy.missing_reason(), advice=access.INSTALL_HINT)
+            return {"gil": miss, "input_wait": analysis.part("skipped", "needs the GIL part (py-spy)")}
         g = self.gil
         main_pid = g.main_pid
         st = g.status.get(main_pid, {}) if main_pid is not None else {}
         samples = g.samples.get(main_pid, []) if main_pid is not None else []
         if not samples:
             if st.get("state") == "denied":
-                sec = analysis._part("skipped", f"py-spy may not read the job's Python process (pid {main_pid}): "
+                sec = analysis.part("skipped", f"py-spy may not read the job's Python process (pid {main_pid}): "
                                      f"{st.get('error')}", advice=st.get("advice"))
             elif main_pid is None:
-                sec = analysis._part("skipped", "the job has no Python process that py-spy can read "
+                sec = analysis.part("skipped", "the job has no Python process that py-spy can read "
                                      "(py-spy reads CPython only)")
             else:
-                sec = analysis._part("failed", f"py-spy took no sample of pid {main_pid}: {st.get('error') or 'the job ended first'}")
-            return {"gil": sec, "input_wait": analysis._part("skipped", "needs the GIL part (py-spy)")}
+                sec = analysis.part("failed", f"py-spy took no sample of pid {main_pid}: {st.get('error') or 'the job ended first'}")
+            return {"gil": sec, "input_wait": analysis.part("skipped", "needs the GIL part (py-spy)")}
         rec = self.procs.procs.get(main_pid, {})
         labels = analysis.label_processes(self.procs.procs)
         thread_cpu = {}
@@ -309,7 +309,7 @@ class WatchSession:
         """The redacted watch report: system and driver facts, every analysis section, the verdicts,
         findings and the recommendation."""
         from gpudiag import platform, runner
-        from gpudiag.diagnose import cpu_limit as cl
+        from gpudiag.diagnose import cpu_limit
         from gpudiag.probes import driver as driver_probe
         from gpudiag.probes import system as system_probe
         from gpudiag.report import contract
@@ -355,7 +355,7 @@ class WatchSession:
                                            + (self.gil.cost["cpu_s"] if self.gil else 0.0),
                                            procs.logical_cores, self._busiest_others(others1, exclude), procs.denied)
         # The job's CPU limit (by kind, never a cgroup path) and its cgroup's throttling over the watch.
-        data["cpu"]["limit"] = cl.recorded(self.cpu_limit)
+        data["cpu"]["limit"] = cpu_limit.recorded(self.cpu_limit)
         data["cpu"]["throttling"] = platform.ThrottleMeter.delta(self._throttle0, self._throttle1)
         ps_names = {pid: (r.get("name")) for pid, r in procs.procs.items()}
         if self.gpu is not None:
@@ -364,8 +364,8 @@ class WatchSession:
                     for pid in (row.get("procs") or {}):
                         if pid not in ps_names:
                             try:
-                                ps_names[pid] = self.ps.Process(pid).name()
-                            except self.ps.Error:
+                                ps_names[pid] = self.psutil.Process(pid).name()
+                            except self.psutil.Error:
                                 ps_names[pid] = None
         data["gpu"] = analysis.gpu_section(self.gpu.devices if self.gpu else None, self.nvml_reason, job_pids,
                                            self.gpu.names if self.gpu else {}, ps_names)

@@ -88,7 +88,8 @@ def test_render_pcie_max_falls_back_to_system_max_and_wsl2_module_reason():
 def test_env_markdown_is_fast_path_and_redacted():
     # In a fresh interpreter: no torch, no py-cpuinfo imported; UUIDs and tokens never printed.
     code = ("import sys, os; os.environ['NCCL_X'] = 'ghp_' + 'z' * 36; "
-            "from gpudiag.views.env_summary import env_markdown; md = env_markdown(); "
+            "from gpudiag.probes import env_facts; from gpudiag.views.env_summary import env_markdown; "
+            "md = env_markdown(env_facts.collect()); "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'cpuinfo' not in sys.modules, 'py-cpuinfo imported'; "
             "assert 'ghp_' not in md; print(md)")

@@ -85,7 +85,7 @@ class _NoProcStat:
 
 
 def test_process_sampler_keeps_sampling_the_tree_without_machine_load():
-    s = ProcessSampler(os.getpid(), 0.5, lambda: 0.0, ps=_NoProcStat())
+    s = ProcessSampler(os.getpid(), 0.5, lambda: 0.0, psutil=_NoProcStat())
     s.tick(0.0)
     assert s.machine == []
     assert s.procs[os.getpid()]["samples"], "the job's own process must still be sampled"

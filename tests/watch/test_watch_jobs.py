@@ -371,7 +371,7 @@ def test_denied_access_skips_what_it_must_and_the_rest_still_runs(tmp_path):
     assert d["memory"]["status"] == "ok" and d["cpu"]["status"] == "ok"
     assert any(f["code"] == "WATCH_ACCESS_DENIED" for f in rep["probes"]["watch"]["findings"])
     # psutil refused the job's memory (another user's process, a locked-down container)
-    rep, code = _watch([PY, "-c", "import time; time.sleep(0.4)"], interval_s=0.05, gil=False, ps=DeniedPsutil())
+    rep, code = _watch([PY, "-c", "import time; time.sleep(0.4)"], interval_s=0.05, gil=False, psutil=DeniedPsutil())
     d = _data(rep)
     assert code == 0 and d["memory"]["status"] == "skipped" and "refused" in d["memory"]["reason"]
     assert d["memory"]["advice"] and d["job"]["exit_code"] == 0

@@ -97,11 +97,11 @@ def test_the_line_says_what_was_seen_so_far_and_leaves_out_the_rest():
     line = status_line({"elapsed_s": 12.4, "cpu_cores": 0.98, "logical_cores": 2, "gil_held_fraction": 0.97,
                         "gil_samples": 40, "memory_bytes": 363 * 2**20, "memory_growth_bytes_per_s": 1.5 * 2**20,
                         "gpu_util_percent": 45.0})
-    assert line == ("gpudiag watch 12 s | job CPU 0.98 of 2 cores | GIL 97 % (40 samples) | memory 363.0 MiB, "
+    assert line == ("gpudiag watch 12 s | job CPU 0.98 of 2 cores | GIL 97 % (40 samples) | memory 363 MiB, "
                     "+1.5 MiB/s | GPU 45 %")
     assert status_line({"elapsed_s": 0.2}) == "gpudiag watch 0 s"
     assert status_line({"elapsed_s": 3, "memory_bytes": 2**30, "memory_growth_bytes_per_s": -2048.0}) == \
-        "gpudiag watch 3 s | memory 1.0 GiB, -2.0 KiB/s"
+        "gpudiag watch 3 s | memory 1 GiB, -2 KiB/s"
 
 
 class _Terminal:
