@@ -186,7 +186,9 @@ def test_a_job_sleeping_90_percent_holds_the_gil_about_10_percent(tmp_path):
     gil = _data(rep)["gil"]
     assert code == 0 and gil["status"] == "ok" and gil["samples"] >= 15
     assert 0.0 <= gil["held_fraction"] <= 0.3
-    assert gil["threads_wanting_gil"] == 0
+    # Its one thread reads as wanting the GIL on a loaded machine (runnable after each sleep, waiting for a
+    # core); one thread contends with nobody, which is what the verdict below says.
+    assert gil["threads_wanting_gil"] <= 1
     verdict = next(v for v in rep["recommendation"]["verdicts"] if v["cause"] == "gil_contention")
     assert verdict["verdict"] in ("refuted", "not_measured")
     assert rep["recommendation"]["strategy"] != "processes"
