@@ -127,7 +127,7 @@ def test_absurd_timeouts_are_refused(value):
     assert res.exit_code == 2 and "--timeout" in res.output and "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 10**9, "5", True])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 0.5, 10**9, "5", True])
 def test_run_probes_refuses_absurd_timeouts(value):
     with pytest.raises(ValueError, match="timeout"):
         runner.run_probes([fp.OK_INLINE], timeout_s=value, caps=CAPS)
