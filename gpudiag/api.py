@@ -90,7 +90,7 @@ def _check_cycle_factory(ref: str) -> None:
     from gpudiag.probes.base import ProbeContext
     from gpudiag.probes.cycle import workload
 
-    check = workload._factory_check_probe()
+    check = workload.factory_check_probe()
     res = runner.run_probe(check, ProbeContext(timeout_s=check.timeout_s,
                                                options={"cycle": ref, "cwd": os.getcwd()}))
     if res["status"] == runner.SKIPPED:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import math
 import multiprocessing
 import os
 import pickle
@@ -29,6 +28,8 @@ import psutil
 from gpudiag import capabilities, platform
 from gpudiag.platform import signals
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, ProbeSkip
+from gpudiag.report.atomic import unlink_quietly
+from gpudiag.report.contract import check_timeout  # the one timeout rule (api and the CLI ask it too)
 from gpudiag.startserver import StartServer
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -69,7 +70,7 @@ def _describe_exit(exitcode: Optional[int]) -> str:
         return f"killed by signal {signum} ({name})"
     if exitcode == 137:  # a shell or container reports SIGKILL as 128 + 9
         return "exited with code 137 (SIGKILL) - likely the out-of-memory killer"
-    if sys.platform == "win32" and exitcode == 0xC0000005:
+    if platform.ACCESS_VIOLATION_EXIT_CODE is not None and exitcode == platform.ACCESS_VIOLATION_EXIT_CODE:
         return "crashed with an access violation (0xC0000005)"
     return f"exited with code {exitcode} without a result"
 
@@ -92,7 +93,7 @@ def _run_inline(probe: Probe, ctx: ProbeContext) -> dict:
 def _child_main(probe: Probe, ctx: ProbeContext, conn, stderr_path: str) -> None:
     """Entry point of the spawned child: run the probe, send one result back, leave no process behind."""
     signals.child_defaults()
-    _become_subreaper()
+    platform.become_subreaper()  # orphans the probe leaves are still found and ended
     # The child's chatter (torch warnings, probe prints) goes to a file; its tail helps explain a crash.
     try:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -107,19 +108,6 @@ def _child_main(probe: Probe, ctx: ProbeContext, conn, stderr_path: str) -> None
     finally:
         conn.close()
         _kill_descendants(os.getpid())
-
-
-def _become_subreaper() -> None:
-    """Linux: processes the probe orphans are re-parented to this child, so it can still find and end them."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):  # no libc symbol: orphans are then found only while their parent lives
-        pass
 
 
 def _is_resource_tracker(p: psutil.Process) -> bool:
@@ -198,7 +186,7 @@ def _start_tracker() -> bool:
     "leaked semaphore" warnings are silenced: they are about the probe children this runner killed
     on purpose, and the tracker still removes what they left.
     """
-    if os.name != "posix":  # Windows: spawn uses no resource tracker
+    if not platform.HAS_RESOURCE_TRACKER:  # Windows: spawn uses no resource tracker
         return False
     from multiprocessing import resource_tracker
 
@@ -216,7 +204,7 @@ def _stop_tracker(wait_s: float = 5.0) -> None:
     Closing its pipe makes it clean up what is still registered and exit; if a process that
     should be gone still holds the pipe, the tracker is killed after `wait_s` rather than waited for.
     """
-    if os.name != "posix":
+    if not platform.HAS_RESOURCE_TRACKER:
         return
     from multiprocessing import resource_tracker
 
@@ -310,7 +298,7 @@ def _run_isolated(probe: Probe, ctx: ProbeContext, timeout_s: float, server: Opt
             if key in made:
                 made[key].close()
         if "log" in made:
-            _unlink(str(made["log"]))
+            unlink_quietly(str(made["log"]))
 
 
 def _start(proc) -> None:
@@ -363,14 +351,6 @@ def _await(proc, recv, stderr_path: str, timeout_s: float, child: Optional[psuti
     return res
 
 
-def _unlink(path: str) -> None:
-    """Remove a file, ignoring one already gone: cleanup of the child's log must not mask the probe's result."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def run_probe(probe: Probe, ctx: ProbeContext, caps=None, server: Optional[StartServer] = None) -> dict:
     """Run one probe, honouring its capabilities and isolation; always returns a result dict."""
     started = time.perf_counter()
@@ -383,21 +363,6 @@ def run_probe(probe: Probe, ctx: ProbeContext, caps=None, server: Optional[Start
         res = _run_inline(probe, ctx)
     res["duration_s"] = round(time.perf_counter() - started, 3)
     return res
-
-
-MAX_TIMEOUT_S = 7 * 24 * 3600.0
-
-
-def check_timeout(timeout_s: Optional[float]) -> Optional[float]:
-    """The per-probe limit if it is a finite number of seconds > 0 (and under a week); ValueError otherwise."""
-    if timeout_s is None:
-        return None
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-        raise ValueError(f"timeout must be a number of seconds, not {timeout_s!r}")
-    if not math.isfinite(timeout_s) or timeout_s <= 0 or timeout_s > MAX_TIMEOUT_S:
-        raise ValueError(f"timeout must be a finite number of seconds above 0 and at most {MAX_TIMEOUT_S:g} "
-                         f"(a week), not {timeout_s!r}")
-    return float(timeout_s)
 
 
 def run_probes(probes: Iterable[Probe], mode: str = "quick", timeout_s: Optional[float] = None,

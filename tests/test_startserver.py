@@ -10,7 +10,7 @@ import pytest
 
 from gpudiag import platform, runner
 from gpudiag.startserver import StartServer
-from tests import fixture_probes as fp
+from tests import fixture_probes
 
 pytestmark = pytest.mark.skipif(
     not platform.start_server_supported() or importlib.util.find_spec("torch") is None,
@@ -48,8 +48,8 @@ def _gone(pids):
 def test_a_crash_a_hang_and_hung_or_crashed_workers_cost_only_their_own_probe(tmp_path):
     before = _live_children()
     pid_file = tmp_path / "pids"
-    probes = [fp.P_WHO, fp.P_CRASH, fp.P_HANG, fp.P_WORKER_HANGS, fp.P_WORKER_CRASHES, fp.P_WORKERS_WORK,
-              fp.P_WHO_AGAIN]
+    probes = [fixture_probes.P_WHO, fixture_probes.P_CRASH, fixture_probes.P_HANG, fixture_probes.P_WORKER_HANGS, fixture_probes.P_WORKER_CRASHES, fixture_probes.P_WORKERS_WORK,
+              fixture_probes.P_WHO_AGAIN]
     out = runner.run_probes(probes, options={"pid_file": str(pid_file)})
     res = out["results"]
     first = res["who"]["data"]
@@ -72,7 +72,7 @@ def test_a_crash_a_hang_and_hung_or_crashed_workers_cost_only_their_own_probe(tm
 
 def test_a_probe_that_ends_its_start_server_costs_only_itself():
     before = _live_children()
-    out = runner.run_probes([fp.P_KILL_SERVER, fp.P_WHO])
+    out = runner.run_probes([fixture_probes.P_KILL_SERVER, fixture_probes.P_WHO])
     killer, who = out["results"]["kill_server"], out["results"]["who"]
     assert killer["status"] == "ok"
     # The server is gone: the next probe is spawned instead, and still runs.
@@ -84,17 +84,17 @@ def test_a_probe_that_ends_its_start_server_costs_only_itself():
 def test_without_a_preloading_probe_no_server_starts(monkeypatch):
     started = []
     monkeypatch.setattr(StartServer, "start", lambda self: started.append(self) or False)
-    out = runner.run_probes([fp.OK, fp.P_WHO])
+    out = runner.run_probes([fixture_probes.OK, fixture_probes.P_WHO])
     assert len(started) == 1  # P_WHO asked for it
     assert out["results"]["who"]["data"]["server_pid"] is None  # not started: spawned
     started.clear()
-    assert runner.run_probes([fp.OK])["results"]["ok_probe"]["status"] == "ok" and started == []
+    assert runner.run_probes([fixture_probes.OK])["results"]["ok_probe"]["status"] == "ok" and started == []
 
 
 def test_a_server_that_dies_while_preloading_is_not_used(monkeypatch):
     # A torch whose import kills the interpreter: the server never answers; the probe is spawned and runs.
     monkeypatch.setattr(StartServer, "__init__", _init_with(["tests.fixture_probes_crash_at_import"]))
-    out = runner.run_probes([fp.P_WHO])
+    out = runner.run_probes([fixture_probes.P_WHO])
     assert out["results"]["who"]["status"] == "ok" and out["results"]["who"]["data"]["server_pid"] is None
     assert multiprocessing.forkserver._forkserver._forkserver_pid is None
 
@@ -104,8 +104,8 @@ def test_a_server_not_ready_by_a_probes_deadline_times_that_probe_out_and_is_sto
     # for, and the next probe is spawned.
     before = _live_children()
     monkeypatch.setattr(StartServer, "__init__", _init_with(["tests.fixture_probes_slow_import"]))
-    slow = fp.make_preloaded("who_slow", fp._whoami, timeout_s=2.0)
-    out = runner.run_probes([slow, fp.P_WHO])
+    slow = fixture_probes.make_preloaded("who_slow", fixture_probes._whoami, timeout_s=2.0)
+    out = runner.run_probes([slow, fixture_probes.P_WHO])
     res = out["results"]
     assert res["who_slow"]["status"] == "failed" and res["who_slow"]["reason"].startswith("timed out after 2 s")
     assert "torch" in res["who_slow"]["reason"]
@@ -123,7 +123,7 @@ def _init_with(extra):
 
 
 def test_stop_kills_the_server_and_forgets_it():
-    server = StartServer([fp.P_WHO.run.__module__])
+    server = StartServer([fixture_probes.P_WHO.run.__module__])
     assert server.start()
     pid = multiprocessing.forkserver._forkserver._forkserver_pid
     assert server.context(120) is not None  # ready: it has imported torch

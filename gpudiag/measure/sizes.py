@@ -1,4 +1,5 @@
-"""Human sizes for the command line: `1.5G`, `800M`, `512K`, `4096` (bytes) <-> integers.
+"""Human sizes for the command line: `1.5G`, `800M`, `512K`, `4096` (bytes) -> integers (gpudiag.units.fmt_bytes
+writes them).
 
 Suffixes are binary (K = 1024, M = 1024**2, G = 1024**3, T = 1024**4), as in `docker --memory`,
 `ulimit` and `java -Xmx`, and as torch and nvidia-smi report memory (MiB, GiB). `KB`/`KiB`,
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Optional
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 MAX_SIZE = 2**60  # 1 EiB: more than any machine holds; bigger numbers are typos and overflow the checks
@@ -51,16 +51,3 @@ def _bounded(n: int) -> int:
     if n > MAX_SIZE:
         raise ValueError(f"size {n} bytes is larger than any machine's memory or disk (at most 1 EiB)")
     return n
-
-
-def format_size(n: Optional[float]) -> str:
-    """1610612736 -> '1.5 GiB'; None -> 'unknown'. For messages, not for parsing back."""
-    if n is None or isinstance(n, bool) or not isinstance(n, (int, float)):
-        return "unknown"
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= factor:
-            value = n / factor
-            return f"{sign}{value:.0f} {unit}" if value >= 100 else f"{sign}{value:.1f} {unit}"
-    return f"{sign}{int(n)} B"

@@ -172,8 +172,9 @@ def _serve(conn, go, initializer, initargs) -> bool:
 
 def _parent_gone(parent_pid: int) -> bool:
     """True once the parent has ended: re-parented (POSIX), or its sentinel says so. A forked worker cannot rely on
-    the sentinel alone: a sibling forked after it holds a copy of the sentinel pipe's other end."""
-    if os.name == "posix" and os.getppid() != parent_pid:
+    the sentinel alone: a sibling forked after it holds a copy of the sentinel pipe's other end. No OS test needed
+    (measure sits below platform): Windows never re-parents, and its getppid() keeps the creator's id."""
+    if os.getppid() != parent_pid:
         return True
     parent = multiprocessing.parent_process()
     return parent is not None and not parent.is_alive()

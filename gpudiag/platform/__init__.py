@@ -11,6 +11,7 @@ modules are the only OS-specific code); everything else asks it for a fact or a 
     python_facts(check_torch) -> system.python (free-threaded build, GIL at run time, start method)
     start_server_supported()  -> whether probe processes may be forked from a start server that imported torch
     fork_is_safe()            -> whether this process may fork a worker now (one thread, no GPU driver loaded)
+    become_subreaper()        -> orphaned descendants are re-parented to this process (Linux; else nothing)
     process_age_s()           -> seconds since this process was created (its interpreter's start-up, when early)
     descendant_pids(pid)      -> a process's descendants, cheaply (Linux), else None (ask psutil)
     torch_facts(import_torch) -> system.torch  (version, CUDA/cuDNN/HIP build; never initialises CUDA)
@@ -37,6 +38,11 @@ NAMES_FOLD_CASE = KIND in ("macos", "windows")
 NEW_SESSIONS = KIND != "windows"
 # Linux's Yama (kernel.yama.ptrace_scope) decides who may read another process's memory.
 YAMA_PTRACE = KIND == "linux"
+# multiprocessing runs a resource tracker process on POSIX; Windows' spawn uses none.
+HAS_RESOURCE_TRACKER = os.name == "posix"
+# The exit code of a Windows process that crashed with an access violation (STATUS_ACCESS_VIOLATION); None
+# elsewhere, where a crash is a signal.
+ACCESS_VIOLATION_EXIT_CODE = 0xC0000005 if KIND == "windows" else None
 
 
 def executable_name(name: str, kind: Optional[str] = None) -> str:
@@ -257,6 +263,13 @@ def start_server_supported(kind: Optional[str] = None) -> bool:
     forkserver; Linux). Elsewhere every probe process is spawned and imports torch itself: Windows has no fork,
     and on macOS a fork of a process that loaded the system frameworks torch links is not safe."""
     return (kind or KIND) == "linux" and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def become_subreaper(kind: Optional[str] = None) -> None:
+    """Linux: processes this one's descendants orphan are re-parented to it, so it can still find and end them.
+    Elsewhere (and where the call fails) nothing: orphans are then found only while their parent lives."""
+    if (kind or KIND) == "linux":
+        _linux.become_subreaper()
 
 
 def fork_is_safe(root: str = "/", kind: Optional[str] = None) -> bool:

@@ -244,6 +244,18 @@ def cpu_brand(root: str = "/") -> Optional[str]:
 _GPU_DRIVER_LIBS = ("libcuda.so", "libamdhip64.so", "libhsa-runtime64.so")
 
 
+def become_subreaper() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to this process; nothing where libc
+    lacks the symbol."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # no libc symbol: orphans are then found only while their parent lives
+        pass
+
+
 def fork_is_safe(root: str = "/") -> bool:
     """One thread in this process and no GPU driver library mapped (see platform.fork_is_safe); False when
     /proc/self cannot be read."""

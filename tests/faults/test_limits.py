@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from gpudiag import cli, runner
 from gpudiag.measure.sizes import parse_size
-from tests import fixture_probes as fp
+from tests import fixture_probes
 from tests.faults import probes as fault_probes
 from tests.faults._helpers import ROOT
 
@@ -31,7 +31,7 @@ def test_a_probe_child_that_cannot_be_forked_is_failed_with_the_reason(monkeypat
     from multiprocessing import util
 
     monkeypatch.setattr(util, "spawnv_passfds", _eagain)  # what fork() does under RLIMIT_NPROC
-    out = runner.run_probes([fp.OK, fp.OK_INLINE], caps=CAPS)
+    out = runner.run_probes([fixture_probes.OK, fixture_probes.OK_INLINE], caps=CAPS)
     res = out["results"]["ok_probe"]
     assert res["status"] == "failed"
     assert "process limit" in res["reason"] and "RLIMIT_NPROC" in res["reason"]
@@ -43,7 +43,7 @@ def test_no_file_descriptor_left_is_failed_with_the_reason(monkeypatch):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(runner.tempfile, "mkstemp", emfile)
-    res = runner.run_probe(fp.OK, runner.ProbeContext(timeout_s=30), CAPS)
+    res = runner.run_probe(fixture_probes.OK, runner.ProbeContext(timeout_s=30), CAPS)
     assert res["status"] == "failed" and "too many open files" in res["reason"]
 
 
@@ -127,10 +127,10 @@ def test_absurd_timeouts_are_refused(value):
     assert res.exit_code == 2 and "--timeout" in res.output and "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 10**9, "5", True])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, 0, 0.5, 10**9, "5", True])
 def test_run_probes_refuses_absurd_timeouts(value):
     with pytest.raises(ValueError, match="timeout"):
-        runner.run_probes([fp.OK_INLINE], timeout_s=value, caps=CAPS)
+        runner.run_probes([fixture_probes.OK_INLINE], timeout_s=value, caps=CAPS)
 
 
 @pytest.mark.parametrize("args", [["--workers", str(10**20)], ["--workers", "9" * 5000], ["--workers", "0"],

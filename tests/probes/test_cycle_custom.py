@@ -12,7 +12,7 @@ from gpudiag import runner
 from gpudiag.cli import main
 from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.cycle import probe as cycle_probe
-from gpudiag.probes.cycle import workload as cw
+from gpudiag.probes.cycle import workload
 
 REPO = tests.ROOT
 
@@ -61,16 +61,16 @@ def user_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("ref", ["nocolon", "a:b:c", ":make", "mod:", "my-mod:make", "mod:make()"])
 def test_parse_ref_rejects_malformed_values(ref):
-    with pytest.raises(cw.CustomLoopError, match="MODULE:FACTORY"):
-        cw.parse_ref(ref)
+    with pytest.raises(workload.CustomLoopError, match="MODULE:FACTORY"):
+        workload.parse_ref(ref)
 
 
 def test_parse_ref_accepts_dotted_modules():
-    assert cw.parse_ref("examples.my_loop:make_step") == ("examples.my_loop", "make_step")
+    assert workload.parse_ref("examples.my_loop:make_step") == ("examples.my_loop", "make_step")
 
 
 def test_object_protocol_step_and_close(user_folder):
-    w = cw.CustomWorkload("good_loop:make", "cpu", str(user_folder))
+    w = workload.CustomWorkload("good_loop:make", "cpu", str(user_folder))
     loop = w._step.__self__  # the object make() returned: its step() is what the workload runs
     w.run_cycles(3)
     assert loop.n == 3 * sum(range(200)) and not loop.closed
@@ -87,14 +87,14 @@ def test_object_protocol_step_and_close(user_folder):
     ("good_loop:not_a_step", "return a step() callable or an object with .step()"),
 ])
 def test_bad_custom_loops_say_what_is_wrong(user_folder, ref, words):
-    with pytest.raises(cw.CustomLoopError) as info:
-        cw.CustomWorkload(ref, "cpu", str(user_folder)).run_cycles(1)
+    with pytest.raises(workload.CustomLoopError) as info:
+        workload.CustomWorkload(ref, "cpu", str(user_folder)).run_cycles(1)
     assert words in str(info.value) and ref in str(info.value)
 
 
 def test_a_step_that_raises_is_named(user_folder):
-    w = cw.CustomWorkload("good_loop:bad_step", "cpu", str(user_folder))
-    with pytest.raises(cw.CustomLoopError, match=r"step\(\) raised KeyError"):
+    w = workload.CustomWorkload("good_loop:bad_step", "cpu", str(user_folder))
+    with pytest.raises(workload.CustomLoopError, match=r"step\(\) raised KeyError"):
         w.run_cycles(1)
 
 

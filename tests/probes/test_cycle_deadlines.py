@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from gpudiag.measure import load
-from gpudiag.probes.cycle import strategies as cs
-from gpudiag.probes.cycle import tournament as ct
-from gpudiag.probes.cycle import workload as cw
+from gpudiag.probes.cycle import strategies
+from gpudiag.probes.cycle import tournament
+from gpudiag.probes.cycle import workload
 
 
 HANGS = textwrap.dedent("""
@@ -66,18 +66,18 @@ def hangs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     # Short deadlines for the test; the probe's own are TIMEOUT_FACTOR x what the step took, with floors.
-    monkeypatch.setattr(cs, "PREPARE_TIMEOUT_MIN_S", 4.0)
-    monkeypatch.setattr(cs, "RUN_TIMEOUT_MIN_S", 1.5)
-    monkeypatch.setattr(cs, "TIMEOUT_FACTOR", 3.0)
+    monkeypatch.setattr(strategies, "PREPARE_TIMEOUT_MIN_S", 4.0)
+    monkeypatch.setattr(strategies, "RUN_TIMEOUT_MIN_S", 1.5)
+    monkeypatch.setattr(strategies, "TIMEOUT_FACTOR", 3.0)
     return tmp_path
 
 
 def _run(ref, tmp_path, repeats=3, env=None):
-    spec = cw.CustomSpec(ref, "cpu", str(tmp_path))
-    plan = cs.Plan(cycles=4, warmup=2, repeats=repeats, workers=[2], fuse=1, sync_every=1, streams=1,
+    spec = workload.CustomSpec(ref, "cpu", str(tmp_path))
+    plan = strategies.Plan(cycles=4, warmup=2, repeats=repeats, workers=[2], fuse=1, sync_every=1, streams=1,
                    profile_cycles=4, deadline=time.monotonic() + 60)
     t0 = time.monotonic()
-    rows = {r["name"]: r for r in ct.run_tournament(spec, plan, env or cs.Env(device="cpu", default_threads=1))}
+    rows = {r["name"]: r for r in tournament.run_tournament(spec, plan, env or strategies.Env(device="cpu", default_threads=1))}
     return rows, time.monotonic() - t0
 
 
@@ -135,8 +135,8 @@ def test_a_step_spinning_in_worker_processes_costs_only_processes_and_is_not_oth
 
     pids = hangs / "child_pids"
     monkeypatch.setenv("HANGS_CHILD_PIDS", str(pids))
-    monkeypatch.setattr(ct, "CpuMeter", IdleMachineMeter)
-    env = cs.Env(device="cpu", default_threads=1, cpu_limit={"affinity_cores": 2, "usable_cores": 2,
+    monkeypatch.setattr(tournament, "CpuMeter", IdleMachineMeter)
+    env = strategies.Env(device="cpu", default_threads=1, cpu_limit={"affinity_cores": 2, "usable_cores": 2,
                                                             "limited_by": None})
     rows, _ = _run("hangs:spins_in_workers", hangs, env=env)
     assert rows["processes"]["status"] == "failed" and "did not finish" in rows["processes"]["reason"]

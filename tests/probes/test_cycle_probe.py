@@ -9,9 +9,9 @@ from gpudiag.measure.workers import WorkerError
 from gpudiag.probes.base import ProbeContext
 from gpudiag.probes.cycle import probe as cycle_probe
 from gpudiag.probes.cycle import profiling
-from gpudiag.probes.cycle import strategies as cs
-from gpudiag.probes.cycle import tournament as ct
-from gpudiag.probes.cycle import workload as cw
+from gpudiag.probes.cycle import strategies
+from gpudiag.probes.cycle import tournament
+from gpudiag.probes.cycle import workload
 
 CPU_STRATEGIES = ("serial", "batched", "threads", "processes")
 TINY = {"cycle_cycles": 6, "cycle_repeats": 1, "cycle_workers": [2], "cycle_host_work_ms": 0.2, "cycle_warmup": 1}
@@ -47,7 +47,7 @@ def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_o
     assert res["status"] == "ok", res
     data = res["data"]
     rows = {r["name"]: r for r in data["strategies"]}
-    assert list(rows) == list(cs.STRATEGIES)
+    assert list(rows) == list(strategies.STRATEGIES)
     for name in CPU_STRATEGIES:
         r = rows[name]
         assert r["status"] == "ok", r
@@ -61,11 +61,11 @@ def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_o
     assert procs["startup_s"] > 0 and len(procs["worker_startup"]) == 2
     assert procs["worker_startup"][0]["import_torch_s"] >= 0
     assert procs["memory_check"]["fits"] >= 2 and procs["host_rss_bytes"] > 0
-    for name in cs.CUDA_ONLY:
+    for name in strategies.CUDA_ONLY:
         assert rows[name]["status"] == "skipped" and "CUDA" in rows[name]["reason"]
         assert rows[name]["cycles_per_s"] is None
     w = data["workload"]
-    assert w["device"] == "cpu" and w["cycles"] == 6 and w["seed"] == cw.SEED and w["params"] > 0
+    assert w["device"] == "cpu" and w["cycles"] == 6 and w["seed"] == workload.SEED and w["params"] > 0
     assert w["host_work_iters"] > 0 and w["metrics_per_cycle"] == 3
     assert data["idle"] is None and "GPU" in data["idle_reason"]
     assert data["nvml_utilization"] is None and data["nvml_utilization_reason"]
@@ -80,8 +80,8 @@ def test_real_probe_on_cpu_measures_the_four_cpu_strategies_and_skips_the_cuda_o
 
 @pytest.mark.torch
 def test_workload_is_seeded_and_a_cycle_appends_three_metrics():
-    spec = cw.WorkloadSpec("cpu", 32, 64, 8, host_work_iters=10)
-    a, b = cw.Workload(spec), cw.Workload(spec)
+    spec = workload.WorkloadSpec("cpu", 32, 64, 8, host_work_iters=10)
+    a, b = workload.Workload(spec), workload.Workload(spec)
     a.run_cycles(3)
     b.run_cycles(3)
     assert len(a.metrics) == 3 and all(len(m) == 3 for m in a.metrics)
@@ -94,40 +94,40 @@ def test_workload_is_seeded_and_a_cycle_appends_three_metrics():
 
 @pytest.mark.torch
 def test_training_mode_changes_the_weights():
-    spec = cw.WorkloadSpec("cpu", 16, 32, 8, train=True)
-    w = cw.Workload(spec)
+    spec = workload.WorkloadSpec("cpu", 16, 32, 8, train=True)
+    w = workload.Workload(spec)
     before = [p.detach().clone() for p in w.model.parameters()]
     w.run_cycles(2)
     assert any((p - q).abs().sum().item() > 0 for p, q in zip(w.model.parameters(), before))
 
 
 def test_size_ladder_follows_free_memory_and_mode_caps():
-    assert cw.choose_size("cpu", "quick", None, 4) == cw.SIZE_LADDER[0]
-    assert cw.choose_size("cpu", "quick", 1_000_000, 4) == cw.SIZE_LADDER[0]  # nothing fits: the smallest
-    assert cw.choose_size("cpu", "quick", 64 * 2**30, 4) == cw.SIZE_LADDER[1]  # quick CPU cap
-    assert cw.choose_size("cuda", "full", 64 * 2**30, 4) == cw.SIZE_LADDER[2]
-    spec = cw.WorkloadSpec("cpu", *cw.SIZE_LADDER[1])
+    assert workload.choose_size("cpu", "quick", None, 4) == workload.SIZE_LADDER[0]
+    assert workload.choose_size("cpu", "quick", 1_000_000, 4) == workload.SIZE_LADDER[0]  # nothing fits: the smallest
+    assert workload.choose_size("cpu", "quick", 64 * 2**30, 4) == workload.SIZE_LADDER[1]  # quick CPU cap
+    assert workload.choose_size("cuda", "full", 64 * 2**30, 4) == workload.SIZE_LADDER[2]
+    spec = workload.WorkloadSpec("cpu", *workload.SIZE_LADDER[1])
     assert spec.estimated_bytes(fuse=8) > spec.estimated_bytes() > spec.params * 4
 
 
 def test_host_work_calibration_gives_positive_iterations():
-    assert cw.calibrate_host_work(0) == 0
-    assert cw.calibrate_host_work(0.5) > 0
+    assert workload.calibrate_host_work(0) == 0
+    assert workload.calibrate_host_work(0.5) > 0
 
 
 # ---------------------------------------------------------------- pure helpers
 
 def test_shares_split_all_cycles():
-    assert cs.shares(10, 3) == [(0, 4), (4, 3), (7, 3)]
-    assert sum(c for _, c in cs.shares(41, 4)) == 41
+    assert strategies.shares(10, 3) == [(0, 4), (4, 3), (7, 3)]
+    assert sum(c for _, c in strategies.shares(41, 4)) == 41
 
 
 def test_fit_workers_names_the_limiting_memory():
     gib = 2**30
-    assert cs.fit_workers(4, 2 * gib, 16 * gib) == (4, None)
-    assert cs.fit_workers(4, 2 * gib, 6 * gib) == (3, "host")  # the user's Kali box
-    assert cs.fit_workers(4, 1 * gib, 16 * gib, 1 * gib, 2 * gib) == (2, "device")
-    assert cs.fit_workers(4, None, None) == (4, None)
+    assert strategies.fit_workers(4, 2 * gib, 16 * gib) == (4, None)
+    assert strategies.fit_workers(4, 2 * gib, 6 * gib) == (3, "host")  # the user's Kali box
+    assert strategies.fit_workers(4, 1 * gib, 16 * gib, 1 * gib, 2 * gib) == (2, "device")
+    assert strategies.fit_workers(4, None, None) == (4, None)
 
 
 def test_worker_counts_and_plan_overrides():
@@ -144,13 +144,13 @@ def test_worker_counts_and_plan_overrides():
     # every worker count tried gets an even share of the cycles (a --cycle step's count is calibrated)
     assert cycle_probe.make_plan("full", "cpu", 16, {}).cycles == 64
     assert cycle_probe.make_plan("quick", "cpu", 2, {}, cycles=13).cycles == 14
-    assert cs.even_shares(13, [2]) == 14 and cs.even_shares(1, [2, 4, 8]) == 8
+    assert strategies.even_shares(13, [2]) == 14 and strategies.even_shares(1, [2, 4, 8]) == 8
 
 
 def _tiny_plan(**kw):
     base = dict(cycles=4, warmup=1, repeats=1, workers=[2], fuse=2, sync_every=2, streams=2, profile_cycles=4)
     base.update(kw)
-    return cs.Plan(**base)
+    return strategies.Plan(**base)
 
 
 @pytest.mark.torch
@@ -159,12 +159,12 @@ def test_one_failing_strategy_is_a_failed_row_and_the_rest_still_run(monkeypatch
         raise RuntimeError("out of memory")
 
     def not_here(spec, plan, env):
-        raise cs.Skip("not here")
+        raise strategies.Skip("not here")
 
-    monkeypatch.setitem(cs.PREPARE, "batched", broken)
-    monkeypatch.setitem(cs.PREPARE, "processes", not_here)
-    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
-    rows = {r["name"]: r for r in ct.run_tournament(spec, _tiny_plan(), cs.Env(device="cpu", default_threads=1))}
+    monkeypatch.setitem(strategies.PREPARE, "batched", broken)
+    monkeypatch.setitem(strategies.PREPARE, "processes", not_here)
+    spec = workload.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    rows = {r["name"]: r for r in tournament.run_tournament(spec, _tiny_plan(), strategies.Env(device="cpu", default_threads=1))}
     assert rows["batched"]["status"] == "failed" and "RuntimeError: out of memory" in rows["batched"]["reason"]
     assert rows["serial"]["status"] == "ok" and rows["threads"]["status"] == "ok"
     assert rows["threads"]["speedup_vs_serial"] > 0
@@ -173,7 +173,7 @@ def test_one_failing_strategy_is_a_failed_row_and_the_rest_still_run(monkeypatch
 
 @pytest.mark.torch
 def test_a_contestant_failing_mid_run_is_a_failed_row(monkeypatch):
-    real = cs.prepare_threads
+    real = strategies.prepare_threads
 
     def flaky(spec, plan, env):
         out = real(spec, plan, env)
@@ -184,24 +184,24 @@ def test_a_contestant_failing_mid_run_is_a_failed_row(monkeypatch):
         return out
 
     def not_here(spec, plan, env):
-        raise cs.Skip("not here")
+        raise strategies.Skip("not here")
 
-    monkeypatch.setitem(cs.PREPARE, "threads", flaky)
-    monkeypatch.setitem(cs.PREPARE, "processes", not_here)
-    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
-    rows = {r["name"]: r for r in ct.run_tournament(spec, _tiny_plan(repeats=2), cs.Env(device="cpu", default_threads=1))}
+    monkeypatch.setitem(strategies.PREPARE, "threads", flaky)
+    monkeypatch.setitem(strategies.PREPARE, "processes", not_here)
+    spec = workload.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    rows = {r["name"]: r for r in tournament.run_tournament(spec, _tiny_plan(repeats=2), strategies.Env(device="cpu", default_threads=1))}
     assert rows["threads"]["status"] == "failed" and "worker thread died" in rows["threads"]["reason"]
     assert rows["serial"]["repeats"] == 2 and rows["batched"]["repeats"] == 2
 
 
 @pytest.mark.torch
 def test_processes_that_do_not_fit_are_skipped_before_any_spawn(monkeypatch):
-    spec = cw.WorkloadSpec("cpu", 16, 32, 4)
-    env = cs.Env(device="cpu", default_threads=2, host_budget_bytes=3 * 2**30, host_budget_source="test",
+    spec = workload.WorkloadSpec("cpu", 16, 32, 4)
+    env = strategies.Env(device="cpu", default_threads=2, host_budget_bytes=3 * 2**30, host_budget_source="test",
                  gil_per_worker_host_bytes=2 * 2**30)
-    monkeypatch.setattr(cs, "start_pool", lambda *a, **k: pytest.fail("a worker was started"))
-    with pytest.raises(cs.Skip, match=r"only 1 worker process\(es\) fit") as info:
-        cs.prepare_processes(spec, _tiny_plan(workers=[4]), env)
+    monkeypatch.setattr(strategies, "start_pool", lambda *a, **k: pytest.fail("a worker was started"))
+    with pytest.raises(strategies.Skip, match=r"only 1 worker process\(es\) fit") as info:
+        strategies.prepare_processes(spec, _tiny_plan(workers=[4]), env)
     mc = info.value.memory_check
     assert mc["source"] == "gil probe" and mc["limited_by"] == "host" and mc["fits"] == 1
 
@@ -221,7 +221,7 @@ def _pool_die():
 
 
 def test_local_pool_reuses_workers_and_releases_them_together():
-    pool = cs.start_pool(2, _pool_init)
+    pool = strategies.start_pool(2, _pool_init)
     try:
         assert pool.size == 2 and all(s["ready_s"] > 0 for s in pool.startup)
         pids = [i["pid"] for i in pool.init_results]
@@ -234,7 +234,7 @@ def test_local_pool_reuses_workers_and_releases_them_together():
 
 
 def test_pool_reports_a_dead_worker():
-    pool = cs.start_pool(1, _pool_init)
+    pool = strategies.start_pool(1, _pool_init)
     with pytest.raises(WorkerError, match="exited with code 3"):
         pool.run_all(_pool_die, [()])
     with pytest.raises(RuntimeError, match="closed"):  # closed after the death: no fake timing
@@ -245,7 +245,7 @@ def test_pool_reports_a_dead_worker():
 # ---------------------------------------------------------------- findings on recorded data
 
 def _row(name, cps, status="ok", workers=1, **kw):
-    r = cs.empty_row(name, status, "" if status == "ok" else "why", workers)
+    r = strategies.empty_row(name, status, "" if status == "ok" else "why", workers)
     r.update(cycles_per_s=cps, **kw)
     return r
 
@@ -255,7 +255,7 @@ def _data(rows, idle=None, device="cpu"):
     for r in rows:
         if r["cycles_per_s"]:
             r["speedup_vs_serial"] = round(r["cycles_per_s"] / base, 3)
-    win = ct.winner(rows)
+    win = tournament.winner(rows)
     return {"workload": {"device": device}, "strategies": rows, "winner": win["name"] if win else None, "idle": idle}
 
 
@@ -315,8 +315,8 @@ def test_real_probe_on_cuda_runs_the_whole_tournament_and_the_idle_timeline():
 def test_cuda_graph_of_the_builtin_cycle_captures():
     if not _cuda_available():
         pytest.skip("needs a CUDA GPU")
-    spec = cw.WorkloadSpec("cuda", 64, 128, 16, host_work_iters=10)
-    (graph,) = cs.prepare_cuda_graph(spec, _tiny_plan(cycles=8), cs.Env(device="cuda", default_threads=1))
+    spec = workload.WorkloadSpec("cuda", 64, 128, 16, host_work_iters=10)
+    (graph,) = strategies.prepare_cuda_graph(spec, _tiny_plan(cycles=8), strategies.Env(device="cuda", default_threads=1))
     try:
         graph.once(8, cuda=True)
         assert graph.rate(8) > 0 and graph.error is None
@@ -325,15 +325,15 @@ def test_cuda_graph_of_the_builtin_cycle_captures():
 
 
 def test_nvml_readings_count_only_when_their_averaging_window_lies_inside_one_run():
-    c = cs.Contestant("serial", 1, 1, timed=lambda n: 0.0)
+    c = strategies.Contestant("serial", 1, 1, timed=lambda n: 0.0)
     c.intervals = [(100.0, 101.0), (105.0, 107.0)]
     samples = [{"t_s": 0.5, "gpu_percent": 40}, {"t_s": 2.0, "gpu_percent": 99},
                {"t_s": 5.5, "gpu_percent": 60}, {"t_s": 6.5, "gpu_percent": 50}, {"t_s": 6.9, "gpu_percent": 30}]
     # 1/6 s windows: 40 (0.33-0.5), 60, 50 and 30 lie inside the runs; 99 was another strategy's.
-    assert ct._nvml_median(c, samples, t0=100.0, window_s=1 / 6) == (45, None)
+    assert tournament._nvml_median(c, samples, t0=100.0, window_s=1 / 6) == (45, None)
     # 1 s windows: only the readings at 6.5 and 6.9 have a whole second of this strategy's run behind them.
-    assert ct._nvml_median(c, samples, t0=100.0, window_s=1.0) == (40, None)
-    assert ct._nvml_median(c, [], t0=100.0) == (None, "NVML gave no utilisation samples")
+    assert tournament._nvml_median(c, samples, t0=100.0, window_s=1.0) == (40, None)
+    assert tournament._nvml_median(c, [], t0=100.0) == (None, "NVML gave no utilisation samples")
 
 
 def test_a_busy_strategy_is_not_credited_to_the_idle_one_that_follows_it():
@@ -342,8 +342,8 @@ def test_a_busy_strategy_is_not_credited_to_the_idle_one_that_follows_it():
     # readings taken during B's runs average mostly A's busy time before it.
     from tests.fakes import trailing_utilization
 
-    a = cs.Contestant("serial", 1, 1, timed=lambda n: 0.0)
-    b = cs.Contestant("processes", 2, 1, timed=lambda n: 0.0)
+    a = strategies.Contestant("serial", 1, 1, timed=lambda n: 0.0)
+    b = strategies.Contestant("processes", 2, 1, timed=lambda n: 0.0)
     a.intervals = [(0.2 * k, 0.2 * k + 0.1) for k in range(10)]
     b.intervals = [(0.2 * k + 0.1, 0.2 * k + 0.2) for k in range(10)]
     period = 1 / 6
@@ -352,20 +352,20 @@ def test_a_busy_strategy_is_not_credited_to_the_idle_one_that_follows_it():
     naive_b = [s["gpu_percent"] for s in samples if any(x <= s["t_s"] <= y for x, y in b.intervals)]
     assert min(naive_b) >= 40  # what crediting each reading to the strategy running at the time gave B
     for c in (a, b):
-        value, why = ct._nvml_median(c, samples, t0=0.0, window_s=period)
+        value, why = tournament._nvml_median(c, samples, t0=0.0, window_s=period)
         assert value is None and "0.17 s before each reading" in why and "at most 0.10 s" in why
     # A run longer than the window has readings that describe it alone: busy is busy, idle is idle.
     a.intervals, b.intervals = [(0.0, 2.0)], [(2.0, 4.0)]
     samples = [{"t_s": t, "gpu_percent": trailing_utilization(a.intervals, period, t)}
                for t in (0.05 * k for k in range(1, 80))]
-    assert ct._nvml_median(a, samples, t0=0.0, window_s=period) == (100, None)
-    assert ct._nvml_median(b, samples, t0=0.0, window_s=period) == (0, None)
+    assert tournament._nvml_median(a, samples, t0=0.0, window_s=period) == (100, None)
+    assert tournament._nvml_median(b, samples, t0=0.0, window_s=period) == (0, None)
 
 
 @pytest.mark.torch
 def test_profiler_plumbing_on_the_cpu_finds_the_window_and_no_kernels():
-    spec = cw.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
-    w = cw.Workload(spec)
+    spec = workload.WorkloadSpec("cpu", 16, 32, 4, host_work_iters=10)
+    w = workload.Workload(spec)
     events = profiling.profiled_events(lambda: w.run_cycles(2), w.sync)
     lo, hi = profiling.trace_window(events)
     assert hi > lo
@@ -377,9 +377,9 @@ def test_profiler_plumbing_on_the_cpu_finds_the_window_and_no_kernels():
 def test_a_custom_run_is_sized_from_the_fastest_step_and_shared_evenly():
     # Steps slowed by a moment of load (0.04 s) do not shrink the run: the fastest (0.007 s) sizes it.
     times = iter([0.04, 0.007, 0.03, 0.04] + [0.01] * 100)
-    serial = cs.Contestant("serial", 1, 1, lambda n: next(times))
+    serial = strategies.Contestant("serial", 1, 1, lambda n: next(times))
     plan = _tiny_plan(workers=[2], target_run_s=0.1)
-    assert cs.size_run(serial, plan) == 14  # 0.1 / 0.007 = 14.3 -> 14, even for 2 workers
+    assert strategies.size_run(serial, plan) == 14  # 0.1 / 0.007 = 14.3 -> 14, even for 2 workers
     plan = _tiny_plan(workers=[2, 4, 8], target_run_s=0.1)
-    slow = cs.Contestant("serial", 1, 1, lambda n: 5.0)
-    assert cs.size_run(slow, plan) == 8  # at least 4, rounded up to a share for each of 2, 4 and 8 workers
+    slow = strategies.Contestant("serial", 1, 1, lambda n: 5.0)
+    assert strategies.size_run(slow, plan) == 8  # at least 4, rounded up to a share for each of 2, 4 and 8 workers

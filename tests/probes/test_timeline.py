@@ -5,7 +5,7 @@ import time
 import pytest
 
 from gpudiag.measure.stats import median
-from gpudiag.probes.cycle import timeline as tl
+from gpudiag.probes.cycle import timeline
 from tests.fakes import NOT_SUPPORTED, FakeNvml
 
 
@@ -32,27 +32,27 @@ WINDOW = (-10.0, 70.0)
 
 
 def test_merge_intervals_unions_overlaps_and_keeps_disjoint():
-    assert tl.merge_intervals([(5, 15), (0, 10), (20, 22), (22, 23), (30, 31)]) == [(0, 15), (20, 23), (30, 31)]
-    assert tl.merge_intervals([]) == []
+    assert timeline.merge_intervals([(5, 15), (0, 10), (20, 22), (22, 23), (30, 31)]) == [(0, 15), (20, 23), (30, 31)]
+    assert timeline.merge_intervals([]) == []
 
 
 def test_find_gaps_between_and_at_window_edges():
     busy = [(0, 15), (20, 22), (50, 60)]
-    assert tl.find_gaps(busy) == [(15, 20), (22, 50)]
-    assert tl.find_gaps(busy, (-10, 70)) == [(-10, 0), (15, 20), (22, 50), (60, 70)]
-    assert tl.find_gaps([], (0, 5)) == [(0, 5)]
+    assert timeline.find_gaps(busy) == [(15, 20), (22, 50)]
+    assert timeline.find_gaps(busy, (-10, 70)) == [(-10, 0), (15, 20), (22, 50), (60, 70)]
+    assert timeline.find_gaps([], (0, 5)) == [(0, 5)]
 
 
 def test_histogram_bins_are_half_open_and_last_is_open_ended():
-    bins = tl.histogram([0.0, 0.005, 0.01, 0.5, 1.0, 250.0])
+    bins = timeline.histogram([0.0, 0.005, 0.01, 0.5, 1.0, 250.0])
     assert [b["count"] for b in bins] == [2, 1, 1, 1, 0, 1]
     assert bins[0]["lo_ms"] == 0.0 and bins[-1]["hi_ms"] is None and bins[-1]["lo_ms"] == 100.0
 
 
 def test_idle_breakdown_splits_host_sync_and_launch():
-    ops, calls = tl.gpu_ops(TRACE), tl.runtime_calls(TRACE)
-    gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops), WINDOW)
-    split = tl.idle_breakdown(gaps, ops, calls)
+    ops, calls = timeline.gpu_ops(TRACE), timeline.runtime_calls(TRACE)
+    gaps = timeline.find_gaps(timeline.merge_intervals((o["start"], o["end"]) for o in ops), WINDOW)
+    split = timeline.idle_breakdown(gaps, ops, calls)
     # [-10,0]: launch at -5 -> host 5, launch 5. [15,20]: launched at 12 -> launch 5.
     # [22,50]: launch at 45 -> host 23 of which 8 in sync, launch 5. [60,70]: no next op.
     assert split == {"host_wait": 20.0, "sync_wait": 8.0, "copy_wait": 0.0, "launch_overhead": 15.0,
@@ -61,7 +61,7 @@ def test_idle_breakdown_splits_host_sync_and_launch():
 
 
 def test_analyze_trace_busy_fraction_gaps_and_breakdown_in_ms():
-    t = tl.analyze_trace(TRACE, window_us=WINDOW, cycles=3)
+    t = timeline.analyze_trace(TRACE, window_us=WINDOW, cycles=3)
     assert t["method"] == "profiler" and t["cycles"] == 3 and t["device_ops"] == 4
     assert t["busy_ms"] == pytest.approx(0.027)
     assert t["window_ms"] == pytest.approx(0.080)
@@ -74,24 +74,24 @@ def test_analyze_trace_busy_fraction_gaps_and_breakdown_in_ms():
 
 
 def test_analyze_trace_without_window_uses_the_span_of_device_ops():
-    t = tl.analyze_trace(TRACE)
+    t = timeline.analyze_trace(TRACE)
     assert t["window_ms"] == pytest.approx(0.060)
     assert t["gaps"]["count"] == 2  # no edges
 
 
 def test_analyze_trace_with_no_kernels_is_null_with_a_reason():
-    t = tl.analyze_trace([{"cat": "cpu_op", "name": "x", "ts": 0, "dur": 1}])
+    t = timeline.analyze_trace([{"cat": "cpu_op", "name": "x", "ts": 0, "dur": 1}])
     assert t["busy_fraction"] is None and "no GPU kernel" in t["reason"]
 
 
 def test_clipping_to_the_window():
-    t = tl.analyze_trace([_rt(-20, 1, 1), _k(-10, 20, 1)], window_us=(0, 20))
+    t = timeline.analyze_trace([_rt(-20, 1, 1), _k(-10, 20, 1)], window_us=(0, 20))
     assert t["busy_ms"] == pytest.approx(0.010) and t["busy_fraction"] == pytest.approx(0.5)
 
 
 def test_step_events_fallback_upper_bound_and_no_breakdown():
     steps = [(0.0, 2.0), (3.0, 5.0), (9.0, 10.0)]
-    t = tl.analyze_step_events(steps, wall_ms=12.0, cycles=3)
+    t = timeline.analyze_step_events(steps, wall_ms=12.0, cycles=3)
     assert t["method"] == "cuda_events" and t["busy_fraction"] == pytest.approx(5 / 12, abs=1e-4)
     assert t["gaps"]["count"] == 2 and t["gaps"]["longest_ms"] == [4.0, 1.0]
     assert t["breakdown_ms"] is None and "profiler" in t["breakdown_reason"]
@@ -99,8 +99,8 @@ def test_step_events_fallback_upper_bound_and_no_breakdown():
 
 
 def test_sync_call_names():
-    assert tl.is_sync_call("cudaStreamSynchronize") and tl.is_sync_call("cudaDeviceSynchronize")
-    assert tl.is_sync_call("cudaMemcpyAsync") and not tl.is_sync_call("cudaLaunchKernel")
+    assert timeline.is_sync_call("cudaStreamSynchronize") and timeline.is_sync_call("cudaDeviceSynchronize")
+    assert timeline.is_sync_call("cudaMemcpyAsync") and not timeline.is_sync_call("cudaLaunchKernel")
 
 
 # ---------------------------------------------------------------- NVML sampler through a fake lib
@@ -127,7 +127,7 @@ class _ScriptedUtil(FakeNvml):
 
 def test_sampler_collects_samples_and_median():
     lib = _ScriptedUtil([40, 50, 60])
-    s = tl.UtilizationSampler(0, interval_s=0.005, lib=lib).start()
+    s = timeline.UtilizationSampler(0, interval_s=0.005, lib=lib).start()
     deadline = time.monotonic() + 5
     while len(s.samples) < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -142,15 +142,15 @@ def test_sampler_collects_samples_and_median():
 
 
 def test_sampler_learns_the_averaging_window_from_the_ring_buffer():
-    r = tl.UtilizationSampler(0, interval_s=0.005, lib=_ScriptedUtil([10], period_us=166_667)).start().stop()
+    r = timeline.UtilizationSampler(0, interval_s=0.005, lib=_ScriptedUtil([10], period_us=166_667)).start().stop()
     assert r["window_s"] == pytest.approx(1 / 6, rel=1e-3) and "spacing" in r["window_source"]
-    assert tl.ring_period_s([(0, 1), (5_000_000, 1), (10_000_000, 1)]) == 1.0  # clamped to NVML's 1 s
-    assert tl.ring_period_s([(0, 1), (100, 1)]) is None  # too few to tell
+    assert timeline.ring_period_s([(0, 1), (5_000_000, 1), (10_000_000, 1)]) == 1.0  # clamped to NVML's 1 s
+    assert timeline.ring_period_s([(0, 1), (100, 1)]) is None  # too few to tell
 
 
 def test_sampler_by_pci_bus_id_and_not_supported_reason():
     lib = _ScriptedUtil([10], supported=False)
-    with tl.UtilizationSampler("0000:19:00.0", interval_s=0.005, lib=lib) as s:  # the capture's bus id
+    with timeline.UtilizationSampler("0000:19:00.0", interval_s=0.005, lib=lib) as s:  # the capture's bus id
         pass
     r = s.result()
     assert r["n"] == 0 and r["median_percent"] is None and "NotSupported" in r["reason"]
@@ -158,7 +158,7 @@ def test_sampler_by_pci_bus_id_and_not_supported_reason():
 
 
 def test_sampler_without_nvml_gives_a_reason():
-    r = tl.UtilizationSampler(0, lib=FakeNvml.no_driver("LibraryNotFound")).start().stop()
+    r = timeline.UtilizationSampler(0, lib=FakeNvml.no_driver("LibraryNotFound")).start().stop()
     assert r["n"] == 0 and "not found" in r["reason"]
 
 
@@ -177,9 +177,9 @@ def test_a_large_blocking_copy_is_a_copy_wait_and_a_scalar_read_a_sync_wait():
         {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 55.0, "dur": 1.0, "args": {"correlation": 4}},
         {"cat": "kernel", "name": "k1", "ts": 60.0, "dur": 10.0, "args": {"correlation": 4}},
     ]
-    ops, calls = tl.gpu_ops(ev), tl.runtime_calls(ev)
-    gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops))
-    split = tl.idle_breakdown(gaps, ops, calls)
+    ops, calls = timeline.gpu_ops(ev), timeline.runtime_calls(ev)
+    gaps = timeline.find_gaps(timeline.merge_intervals((o["start"], o["end"]) for o in ops))
+    split = timeline.idle_breakdown(gaps, ops, calls)
     assert split["copy_wait"] == 25.0 and split["sync_wait"] == 5.0
     assert split["host_wait"] == 10.0 and split["launch_overhead"] == 5.0
     assert sum(split.values()) == sum(e - s for s, e in gaps)
@@ -200,9 +200,9 @@ def test_an_async_copy_to_pinned_memory_is_host_time_and_to_pageable_memory_a_sy
 
     def split(target):
         ev = events(target)
-        ops, calls = tl.gpu_ops(ev), tl.runtime_calls(ev)
-        gaps = tl.find_gaps(tl.merge_intervals((o["start"], o["end"]) for o in ops))
-        return tl.idle_breakdown(gaps, ops, calls)
+        ops, calls = timeline.gpu_ops(ev), timeline.runtime_calls(ev)
+        gaps = timeline.find_gaps(timeline.merge_intervals((o["start"], o["end"]) for o in ops))
+        return timeline.idle_breakdown(gaps, ops, calls)
 
     pinned, pageable = split("Pinned"), split("Pageable")
     # Idle: [20, 25] before the copy and [26, 45] before k1 (launched at 40: 5 us of launch overhead).

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from gpudiag import platform
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput, finding
 
 # Cycles per timed run, and the rounds (at least, at most, wall-seconds budget for all rounds):
@@ -90,7 +90,7 @@ def make_plan(mode: str, device: str, cores: int, options: Dict[str, Any], cycle
 
 def _no_workers_reason(cores: int, limit: Optional[dict]) -> str:
     """Why threads and processes were not measured on 1 usable core, naming a CPU limit where one binds."""
-    why = cl.usable_text(limit) or f"{cores} usable core"
+    why = cpu_limit.usable_text(limit) or f"{cores} usable core"
     return (f"{why}: a second worker could only take turns with the first, so more workers cannot help and "
             "none were measured")
 
@@ -135,7 +135,7 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     """The cycle probe's data and findings; starts the worker processes first so their torch import overlaps
     this one, and closes them whatever happens."""
     started = time.monotonic()
-    from gpudiag.probes.cycle import strategies as cs
+    from gpudiag.probes.cycle import strategies
 
     host_budget, host_source = _host_budget(ctx)
     gil_mem = (ctx.results.get("gil") or {}).get("memory") or {}
@@ -144,8 +144,8 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     tried = ctx.options.get("cycle_workers") or worker_counts(ctx.mode, cores)
     tried = tried if isinstance(tried, (list, tuple)) else [tried]
     # Worker processes first: their spawn and torch import overlap this process's own.
-    early = cs.start_workers_early(max((int(w) for w in tried), default=0), host_budget,
-                                   gil_mem.get("per_worker_host_bytes"))
+    early = strategies.start_workers_early(max((int(w) for w in tried), default=0), host_budget,
+                                           gil_mem.get("per_worker_host_bytes"))
     try:
         return _run(ctx, started, early, host_budget, host_source, gil_mem, limit)
     finally:
@@ -159,12 +159,8 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
     import psutil
     import torch
 
-    from gpudiag.probes.cycle import strategies as cs
-    from gpudiag.probes.cycle import timeline
-    from gpudiag.probes.cycle import tournament as ct
-    from gpudiag.probes.cycle import workload as cw
+    from gpudiag.probes.cycle import strategies, tournament
 
-    custom_ref = ctx.options.get("cycle")
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     cores = limit["usable_cores"]
@@ -182,80 +178,95 @@ def _run(ctx: ProbeContext, started: float, early, host_budget, host_source, gil
         free_bytes, free_source = host_budget, host_source
     plan = make_plan(ctx.mode, device, cores, dict(ctx.options, cpu_limit=limit))
     plan.deadline = started + DEADLINE_FRACTION * ctx.timeout_s
+    spec, workload_info = _workload_spec(ctx, plan, device, free_bytes, free_source)
+    workload_info.update({"torch_threads_default": torch_default, "torch_threads": default_threads,
+                          "logical_cores": os.cpu_count(), "usable_cores": cores})
 
-    if custom_ref:
-        cw.parse_ref(custom_ref)
-        spec: Any = cw.CustomSpec(custom_ref, device, os.getcwd())  # or a WorkloadSpec below
-        if not ctx.options.get("cycle_cycles"):  # sized by the tournament once every strategy is prepared
-            plan.target_run_s = CUSTOM_TARGET_S[ctx.mode]
-            plan.profile_cycles = PROFILE_CYCLES[ctx.mode]  # and capped by the sized cycles there
-        workload = spec.describe()
-    else:
-        copies = max(plan.workers, default=0) + 2  # processes + threads copies alive at once, plus serial
-        inf, hid, bat = cw.choose_size(device, ctx.mode, free_bytes, copies)
-        host_ms = float(ctx.options.get("cycle_host_work_ms", cw.HOST_WORK_MS[ctx.mode]))
-        spec = cw.WorkloadSpec(device=device, in_features=inf, hidden=hid, batch=bat,
-                               train=bool(ctx.options.get("cycle_train", False)),
-                               host_work_iters=cw.calibrate_host_work(host_ms), host_work_ms=host_ms)
-        workload = spec.describe()
-        workload["estimated_bytes_per_copy"] = spec.estimated_bytes(fuse=plan.fuse)
-    builtin = not custom_ref
-    workload.update({"cycles": plan.cycles, "warmup_cycles": plan.warmup, "repeats": plan.repeats,
-                     "rounds_min": plan.repeats, "rounds_max": plan.max_rounds,
-                     "rounds_budget_s": plan.rounds_budget_s,
-                     "workers_tried": plan.workers,
-                     "fuse": plan.fuse if builtin else None,
-                     "sync_every": plan.sync_every if (builtin and cuda) else None,
-                     "streams": plan.streams if (builtin and cuda) else None,
-                     "profile_cycles": plan.profile_cycles if cuda else None,
-                     "sized_from": {"free_bytes": free_bytes, "source": free_source,
-                                    "fraction": cw.MEMORY_FRACTION} if builtin else None,
-                     "torch_threads_default": torch_default, "torch_threads": default_threads,
-                     "logical_cores": os.cpu_count(), "usable_cores": cores})
-
-    env = cs.Env(device=device, default_threads=default_threads, profiler_cuda=profiler_cuda,
-                 profiler_reason=profiler_reason, nvml_locate=_nvml_locate(torch) if cuda else None,
-                 host_budget_bytes=host_budget, host_budget_source=host_source,
-                 gil_per_worker_host_bytes=gil_mem.get("per_worker_host_bytes"),
-                 gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"), early_pool=early,
-                 cpu_limit=cl.recorded(limit))
+    env = strategies.Env(device=device, default_threads=default_threads, profiler_cuda=profiler_cuda,
+                         profiler_reason=profiler_reason, nvml_locate=_nvml_locate(torch) if cuda else None,
+                         host_budget_bytes=host_budget, host_budget_source=host_source,
+                         gil_per_worker_host_bytes=gil_mem.get("per_worker_host_bytes"),
+                         gil_per_worker_device_bytes=gil_mem.get("per_worker_device_bytes"), early_pool=early,
+                         cpu_limit=cpu_limit.recorded(limit))
     if early is not None:
         env.pools.append(early)
-    rows = ct.run_tournament(spec, plan, env)
-    workload.update(cycles=plan.cycles, profile_cycles=plan.profile_cycles if cuda else None)
-    best = ct.winner(rows)
-
+    rows = tournament.run_tournament(spec, plan, env)
+    workload_info.update(cycles=plan.cycles, profile_cycles=plan.profile_cycles if cuda else None)
+    best = tournament.winner(rows)
     if cuda:
-        idle: Optional[dict] = {"serial": env.timelines.get("serial") or timeline.empty_timeline(None, "not profiled")}
-        if best is not None and best["name"] != "serial":
-            idle[best["name"]] = env.timelines.get(best["name"]) or timeline.empty_timeline(
-                None, "each process has its own CUDA context; one profiler cannot see the whole GPU"
-                if best["name"] == "processes" else "not profiled")
-        idle_reason = None
-        nvml_util = env.nvml
-        nvml_reason = None if nvml_util and nvml_util.get("n") else (nvml_util or {}).get("reason", "not sampled")
         device_info = {"type": "cuda", "name": torch.cuda.get_device_name(), "profiler_cuda": profiler_cuda,
                        "profiler_reason": profiler_reason}
     else:
-        idle, idle_reason = None, "no CUDA device: GPU idle gaps need a GPU; the workload ran on the CPU"
-        nvml_util, nvml_reason = None, "no CUDA device"
         device_info = {"type": "cpu", "name": None, "profiler_cuda": False, "profiler_reason": profiler_reason}
 
     data = {
-        "workload": workload,
+        "workload": workload_info,
         "device": device_info,
         "strategies": rows,
         "winner": best["name"] if best else None,
-        "idle": idle,
-        "idle_reason": idle_reason,
-        "nvml_utilization": nvml_util,
-        "nvml_utilization_reason": nvml_reason,
-        "custom": custom_ref or None,
+        **_gpu_fields(env, best, cuda),
+        "custom": ctx.options.get("cycle") or None,
         "host_rss_bytes": psutil.Process().memory_info().rss,
         "rounds": env.rounds,
         "load": env.load,
     }
     return ProbeOutput(data, findings_for(data))
+
+
+def _workload_spec(ctx: ProbeContext, plan, device: str, free_bytes, free_source) -> tuple:
+    """(the workload spec the strategies run, its description for the report): the user's step (--cycle) or the
+    built-in workload sized to the free memory. A --cycle step without cycle_cycles gets plan.target_run_s set,
+    so the tournament sizes its runs once every strategy is prepared."""
+    from gpudiag.probes.cycle import workload
+
+    custom_ref = ctx.options.get("cycle")
+    spec: Any
+    if custom_ref:
+        workload.parse_ref(custom_ref)
+        spec = workload.CustomSpec(custom_ref, device, os.getcwd())
+        if not ctx.options.get("cycle_cycles"):  # sized by the tournament once every strategy is prepared
+            plan.target_run_s = CUSTOM_TARGET_S[ctx.mode]
+            plan.profile_cycles = PROFILE_CYCLES[ctx.mode]  # and capped by the sized cycles there
+        info = spec.describe()
+    else:
+        copies = max(plan.workers, default=0) + 2  # processes + threads copies alive at once, plus serial
+        inf, hid, bat = workload.choose_size(device, ctx.mode, free_bytes, copies)
+        host_ms = float(ctx.options.get("cycle_host_work_ms", workload.HOST_WORK_MS[ctx.mode]))
+        spec = workload.WorkloadSpec(device=device, in_features=inf, hidden=hid, batch=bat,
+                                     train=bool(ctx.options.get("cycle_train", False)),
+                                     host_work_iters=workload.calibrate_host_work(host_ms), host_work_ms=host_ms)
+        info = spec.describe()
+        info["estimated_bytes_per_copy"] = spec.estimated_bytes(fuse=plan.fuse)
+    builtin, cuda = not custom_ref, device == "cuda"
+    info.update({"cycles": plan.cycles, "warmup_cycles": plan.warmup, "repeats": plan.repeats,
+                 "rounds_min": plan.repeats, "rounds_max": plan.max_rounds,
+                 "rounds_budget_s": plan.rounds_budget_s,
+                 "workers_tried": plan.workers,
+                 "fuse": plan.fuse if builtin else None,
+                 "sync_every": plan.sync_every if (builtin and cuda) else None,
+                 "streams": plan.streams if (builtin and cuda) else None,
+                 "profile_cycles": plan.profile_cycles if cuda else None,
+                 "sized_from": {"free_bytes": free_bytes, "source": free_source,
+                                "fraction": workload.MEMORY_FRACTION} if builtin else None})
+    return spec, info
+
+
+def _gpu_fields(env, best: Optional[dict], cuda: bool) -> Dict[str, Any]:
+    """The data's idle / idle_reason (GPU idle timelines of serial and the fastest strategy) and
+    nvml_utilization / nvml_utilization_reason fields."""
+    from gpudiag.probes.cycle import timeline
+
+    if not cuda:
+        return {"idle": None, "idle_reason": "no CUDA device: GPU idle gaps need a GPU; the workload ran on the CPU",
+                "nvml_utilization": None, "nvml_utilization_reason": "no CUDA device"}
+    idle = {"serial": env.timelines.get("serial") or timeline.empty_timeline(None, "not profiled")}
+    if best is not None and best["name"] != "serial":
+        idle[best["name"]] = env.timelines.get(best["name"]) or timeline.empty_timeline(
+            None, "each process has its own CUDA context; one profiler cannot see the whole GPU"
+            if best["name"] == "processes" else "not profiled")
+    nvml_util = env.nvml
+    nvml_reason = None if nvml_util and nvml_util.get("n") else (nvml_util or {}).get("reason", "not sampled")
+    return {"idle": idle, "idle_reason": None, "nvml_utilization": nvml_util, "nvml_utilization_reason": nvml_reason}
 
 
 def _ci_text(row: dict) -> str:
@@ -268,18 +279,10 @@ def _ci_text(row: dict) -> str:
     return f" ({n} rounds, too few for an interval)" if n else ""
 
 
-def findings_for(data: dict) -> List[dict]:
-    """Findings from the tournament's data (pure: tested on recorded data)."""
-    from gpudiag.diagnose import confidence
-    from gpudiag.diagnose.access import strategy_rows
-
+def _conditions_findings(data: dict, quality: dict, again: str) -> List[dict]:
+    """The findings about the conditions the tournament ran in (a throttling CPU quota, torch's threads above the
+    CPU limit, a busy machine, a speedup beyond what the workers can give): they say how far its figures hold."""
     out = []
-    rows = {r["name"]: r for r in data["strategies"]}
-    serial = rows.get("serial") or {}
-    win = rows.get(data.get("winner") or "")
-    quality = confidence.cycle_quality(data, strategy_rows({"probes": {"cycle": {"status": "ok", "data": data}}}))
-    # Advice that can work: under a throttling quota, a quiet machine changes nothing.
-    again = (RAISE_LIMIT + " and run `gpudiag report` again." if quality["throttled"] else "Run again on a quiet machine.")
     if quality["throttled"]:
         load = data.get("load") or {}
         out.append(finding(
@@ -292,10 +295,10 @@ def findings_for(data: dict) -> List[dict]:
     wl = data.get("workload") or {}
     limit = (data.get("load") or {}).get("limit")
     default, used = wl.get("torch_threads_default"), wl.get("torch_threads")
-    if isinstance(default, int) and isinstance(used, int) and default > used and cl.limit_text(limit):
+    if isinstance(default, int) and isinstance(used, int) and default > used and cpu_limit.limit_text(limit):
         out.append(finding(
             "TORCH_THREADS_ABOVE_CPU_LIMIT", "warning",
-            f"torch starts {default} intra-op threads here, more than the {cl.usable_text(limit)}: torch counts "
+            f"torch starts {default} intra-op threads here, more than the {cpu_limit.usable_text(limit)}: torch counts "
             "the CPUs it may run on, not a CPU quota, so in your own job those threads take turns inside the "
             f"limit. The tournament ran every strategy with {used} thread{'s' if used != 1 else ''}.",
             {"torch_threads_default": default, "torch_threads": used, "limit": limit},
@@ -321,6 +324,21 @@ def findings_for(data: dict) -> List[dict]:
              "speedup_ci95": list(r["speedup_ci95"]) if r.get("speedup_ci95") else None,
              "serial_spread_fraction": quality["baseline_spread"]},
             again))
+    return out
+
+
+def findings_for(data: dict) -> List[dict]:
+    """Findings from the tournament's data (pure: tested on recorded data)."""
+    from gpudiag.diagnose import confidence
+    from gpudiag.diagnose.access import strategy_rows
+
+    rows = {r["name"]: r for r in data["strategies"]}
+    serial = rows.get("serial") or {}
+    win = rows.get(data.get("winner") or "")
+    quality = confidence.cycle_quality(data, strategy_rows({"probes": {"cycle": {"status": "ok", "data": data}}}))
+    # Advice that can work: under a throttling quota, a quiet machine changes nothing.
+    again = (RAISE_LIMIT + " and run `gpudiag report` again." if quality["throttled"] else "Run again on a quiet machine.")
+    out = _conditions_findings(data, quality, again)
     presentable = not quality["reasons"]
     if win and serial.get("cycles_per_s") and presentable:
         w = f" with {win['workers']} workers" if (win.get("workers") or 1) > 1 else ""

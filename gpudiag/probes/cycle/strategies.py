@@ -27,6 +27,7 @@ import psutil
 from gpudiag.measure import stats
 from gpudiag.measure.workers import ThreadTeam, WorkerPool, WorkerTimeout
 from gpudiag.probes.cycle.workload import CustomSpec, WorkloadSpec, build, host_work
+from gpudiag.units import fmt_bytes
 
 STRATEGIES = ("serial", "deferred_sync", "cuda_graph", "streams", "batched", "threads", "processes")
 CUDA_ONLY = ("deferred_sync", "cuda_graph", "streams")
@@ -162,7 +163,7 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _where(exc: BaseException) -> str:
+def error_where(exc: BaseException) -> str:
     """"Type: message at file:line" of an exception: a failed row names where it broke without carrying a traceback
     (or a home path) into the report."""
     tb = traceback.extract_tb(exc.__traceback__)
@@ -486,7 +487,7 @@ def prepare_threads(spec, plan: Plan, env: Env) -> List[Contestant]:
         # Warmed up as they will be timed: side by side, each in its own thread of the team. The first time threads
         # run the step costs more (the allocator's per-thread arenas, thread-local state in torch): warmed up one
         # after another in this thread, the first timed round was the slowest, by up to a third.
-        warm = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
+        warm = work_timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
         try:
             _threads_once(team, workloads, [(0, plan.warmup)] * n, warm)
         except BaseException as exc:  # cleanup and re-raise: no team of this strategy outlives its failure
@@ -593,11 +594,6 @@ def _free_device_bytes() -> Optional[int]:
     return int(torch.cuda.mem_get_info()[0])
 
 
-def _gib(n: Optional[float]) -> str:
-    """Bytes as "1.23 GiB" ("unknown" for 0/None), for the Skip message saying why processes did not fit."""
-    return "unknown" if not n else f"{n / 2**30:.2f} GiB"
-
-
 def _host_per_worker(spec, env: Env) -> Tuple[int, str]:
     """Host bytes one worker process will take, and where the figure came from."""
     work_bytes = spec.estimated_bytes() if isinstance(spec, WorkloadSpec) else 0
@@ -623,7 +619,7 @@ def start_workers_early(wanted: int, host_budget: Optional[int], gil_per_worker_
     return pool
 
 
-def _timeout(floor_s: float, took_s: Optional[float], deadline: Optional[float]) -> float:
+def work_timeout(floor_s: float, took_s: Optional[float], deadline: Optional[float]) -> float:
     """A deadline for work in workers: TIMEOUT_FACTOR x what it took here (at least floor_s), within the probe's."""
     t = max(floor_s, TIMEOUT_FACTOR * took_s) if took_s else floor_s
     if deadline is not None:
@@ -659,10 +655,10 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
     t0 = time.perf_counter()
     pool = env.early_pool
     env.early_pool = None  # from here on this function owns it
-    prepare_timeout = _timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
+    prepare_timeout = work_timeout(PREPARE_TIMEOUT_MIN_S, env.serial_prepare_s, plan.deadline)
     try:
         if pool is not None:
-            pool.wait_ready(timeout_s=_timeout(120.0, None, plan.deadline))
+            pool.wait_ready(timeout_s=work_timeout(120.0, None, plan.deadline))
         elif n < wanted and source == "conservative default":
             # Not sure they fit: start one, measure what it really takes, then decide.
             pool = start_pool(1, _worker_init)
@@ -675,9 +671,10 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
         check.update({"per_worker_host_bytes": per_host, "per_worker_device_bytes": per_dev, "source": source,
                       "fits": n, "limited_by": limit})
         if n < 2:
+            per, room = (per_host, env.host_budget_bytes) if limit == "host" else (per_dev, dev_budget)
             raise Skip(f"only {n} worker process(es) fit in memory ({limit}: "
-                       f"{_gib(per_host if limit == 'host' else per_dev)} per worker, "
-                       f"{_gib(env.host_budget_bytes if limit == 'host' else dev_budget)} available)")
+                       f"{fmt_bytes(per or None, missing='unknown')} per worker, "
+                       f"{fmt_bytes(room or None, missing='unknown')} available)")
         if pool is None:
             pool = start_pool(n, _worker_init)
         elif pool.size < n:
@@ -702,6 +699,14 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
         raise
     worker_startup = [dict(s or {}, **(i or {})) for s, i in zip(pool.startup, pool.init_results)]
     counts = [c for c in plan.workers if c <= n] or [n]
+    return _process_contestants(pool, counts, env.default_threads, round(startup_s, 4), dict(
+        worker_startup=worker_startup, memory_check=check, worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
+
+
+def _process_contestants(pool: WorkerPool, counts: List[int], default_threads: int, startup_s: float,
+                         extra: Dict[str, Any]) -> List[Contestant]:
+    """One `processes` contestant per worker count, all sharing the prepared pool (closed with the last of them);
+    `extra` goes into every row."""
     out = []
     closers = {"left": len(counts)}
 
@@ -712,7 +717,7 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
             pool.close()
 
     for k in counts:
-        per = max(1, env.default_threads // k)
+        per = max(1, default_threads // k)
         last: Dict[str, list] = {}
         limits: Dict[str, Any] = {}
 
@@ -738,8 +743,7 @@ def prepare_processes(spec, plan: Plan, env: Env) -> List[Contestant]:
             return sum(vals) if vals else None
 
         out.append(Contestant("processes", k, per, timed, None, lambda: None, close, rss_of=rss, peak_device_of=peak,
-                              limits=limits, startup_s=round(startup_s, 4), worker_startup=worker_startup,
-                              memory_check=check, worker_prepare_rss_bytes=[p["rss_bytes"] for p in prep]))
+                              limits=limits, startup_s=startup_s, **extra))
     return out
 
 

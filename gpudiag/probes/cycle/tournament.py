@@ -13,16 +13,17 @@ worker processes or threads, becomes a `failed` row naming it; the others are st
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from gpudiag import platform
-from gpudiag.diagnose import cpu_limit as cl
+from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose.thresholds import NOISE_MARGIN_FRACTION, SIMPLICITY
 from gpudiag.measure import stats
 from gpudiag.measure.load import CpuMeter, busiest_others, machine_busy, process_cpu_snapshot
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.probes.cycle import profiling, timeline
-from gpudiag.probes.cycle import strategies as cs
+from gpudiag.probes.cycle import strategies
 from gpudiag.probes.cycle.strategies import Contestant, Env, Plan, StrategyTimeout
 from gpudiag.probes.cycle.workload import CustomLoopError, CustomSpec
 
@@ -52,7 +53,7 @@ def record_timeline(c: Contestant, env: Env, cycles: int) -> dict:
     # The timeline reruns the user's step under the profiler: anything can be raised, and the timeline
     # is an extra whose failure must not lose the measurement.
     except Exception as exc:
-        return timeline.empty_timeline(None, f"profiling failed: {cs._where(exc)}")
+        return timeline.empty_timeline(None, f"profiling failed: {strategies.error_where(exc)}")
 
 
 def _nvml_median(c: Contestant, samples: Sequence[dict], t0: float,
@@ -115,9 +116,9 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
     processes) and GPU busy fields; a `failed` row naming the error when no contestant of it finished a run."""
     ok = [c for c in group if c.error is None and c.walls and not c.extra.get("one_thread")]
     if not ok:
-        return cs.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
+        return strategies.empty_row(name, "failed", next((c.error for c in group if c.error), "no timed run finished"))
     best = max(ok, key=lambda c: c.rate(plan.cycles))
-    row = cs.measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
+    row = strategies.measured_row(name, best.workers, plan.cycles, best.walls, best.torch_threads,
                           host_rss_bytes=best.host_rss_bytes,
                           peak_device_bytes=best.peak_device_bytes if env.device == "cuda" else None, **best.extra)
 
@@ -138,8 +139,8 @@ def _row_for(name: str, group: List[Contestant], plan: Plan, env: Env, samples, 
                          "torch_threads": c.torch_threads, "status": "ok" if c.error is None else "failed",
                          "reason": c.error or ""} for c in group]
     if env.device != "cuda":
-        row.update(gpu_busy_fraction=None, gpu_busy_reason=cs.CPU_REASON, nvml_gpu_percent_median=None,
-                   nvml_gpu_percent_reason=cs.CPU_REASON)
+        row.update(gpu_busy_fraction=None, gpu_busy_reason=strategies.CPU_REASON, nvml_gpu_percent_median=None,
+                   nvml_gpu_percent_reason=strategies.CPU_REASON)
     else:
         tl = env.timelines.get(name) or {}
         row["gpu_busy_fraction"] = tl.get("busy_fraction")
@@ -171,33 +172,33 @@ def _round3(x: Optional[float]) -> Optional[float]:
 def _error_text(exc: BaseException) -> str:
     """The failed row's reason: a StrategyTimeout's own message (it already says what hung), else type: message at
     file:line."""
-    return str(exc) if isinstance(exc, StrategyTimeout) else cs._where(exc)
+    return str(exc) if isinstance(exc, StrategyTimeout) else strategies.error_where(exc)
 
 
 def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict[str, List[Contestant]]) -> None:
     """Prepare every strategy that can run here into groups; the others become skipped/failed rows."""
     custom = isinstance(spec, CustomSpec)
     cuda = env.device == "cuda"
-    for name in cs.PREPARE_ORDER:
-        if not cuda and name in cs.CUDA_ONLY:
-            rows[name] = cs.empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
+    for name in strategies.PREPARE_ORDER:
+        if not cuda and name in strategies.CUDA_ONLY:
+            rows[name] = strategies.empty_row(name, "skipped", "needs a CUDA device: this machine ran the workload on the CPU")
             continue
         if name in ("threads", "processes") and not plan.workers:
-            rows[name] = cs.empty_row(name, "skipped", plan.workers_reason or "no worker count to measure")
+            rows[name] = strategies.empty_row(name, "skipped", plan.workers_reason or "no worker count to measure")
             continue
-        if custom and name not in cs.CUSTOM_STRATEGIES:
-            rows[name] = cs.empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
+        if custom and name not in strategies.CUSTOM_STRATEGIES:
+            rows[name] = strategies.empty_row(name, "skipped", "needs the built-in workload: gpudiag cannot fuse cycles or "
                                                        "defer the syncs inside your own step")
             continue
         if name == "serial":
             t0 = time.perf_counter()
-            groups[name] = cs.PREPARE[name](spec, plan, env)
+            groups[name] = strategies.PREPARE[name](spec, plan, env)
             env.serial_prepare_s = time.perf_counter() - t0
             continue
         try:
-            groups[name] = cs.PREPARE[name](spec, plan, env)
-        except cs.Skip as exc:
-            rows[name] = cs.empty_row(name, "skipped", str(exc))
+            groups[name] = strategies.PREPARE[name](spec, plan, env)
+        except strategies.Skip as exc:
+            rows[name] = strategies.empty_row(name, "skipped", str(exc))
             if hasattr(exc, "memory_check"):
                 rows[name]["memory_check"] = exc.memory_check
         except CustomLoopError:
@@ -205,7 +206,92 @@ def _prepare_all(spec, plan: Plan, env: Env, rows: Dict[str, dict], groups: Dict
         # A user's --cycle step can raise anything while a strategy is prepared, and one strategy's failure
         # must not lose the others' measurements.
         except Exception as exc:
-            rows[name] = cs.empty_row(name, "failed", _error_text(exc))
+            rows[name] = strategies.empty_row(name, "failed", _error_text(exc))
+
+
+@dataclass
+class _Took:
+    """What one timed run booked to its contestant: CPU seconds other programs used (other_s) and the hypervisor
+    stole (steal_s) over its wall_s seconds; taken back with the run when its round is rejected."""
+
+    other_s: float = 0.0
+    steal_s: float = 0.0
+    wall_s: float = 0.0
+
+
+class _RoundTimer:
+    """Times each contestant once per round (run_rounds' `once`) and judges each round (its `keep_round`): a round
+    during which other programs took the cores is taken back, up to MAX_REJECTED_ROUNDS."""
+
+    def __init__(self, plan: Plan, env: Env, serial: Contestant, meter: CpuMeter):
+        self.plan, self.env, self.serial, self.meter = plan, env, serial, meter
+        self.cores, self.run_cores = _cores(env)
+        self.widest = max(plan.workers or [1])
+        # Per run this round: (contestant, other cores during its run, CPU figures to take back).
+        self.this_round: List[Tuple[Contestant, Optional[float], _Took]] = []
+        self.rejected = 0
+        self.lost_s = 0.0  # seconds spent in failed runs: not the other contestants' rounds budget
+
+    def once(self, c: Contestant) -> None:
+        """Time one contestant once (with a deadline for threads/processes) and book the CPU other programs used
+        meanwhile; a failure fails that contestant only, except serial's, which fails the tournament."""
+        timeout = None
+        if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
+            base = stats.median(self.serial.walls) if self.serial.walls else self.env.serial_prepare_s
+            timeout = strategies.work_timeout(strategies.RUN_TIMEOUT_MIN_S, base, self.plan.deadline)
+        r0 = self.meter.read()
+        n_before = len(c.walls)
+        t_start = time.monotonic()
+        try:
+            c.once(self.plan.cycles, self.env.device == "cuda", timeout)
+        except CustomLoopError:
+            raise
+        # A user's --cycle step (or a worker's error) can raise anything, and one strategy's failure
+        # must not lose the others' measurements; serial's failure still fails the tournament.
+        except Exception as exc:
+            if c is self.serial:
+                raise
+            c.error = _error_text(exc)
+        if len(c.walls) == n_before:  # failed: no figure, so no load beside one (a hang's wait is no round's)
+            self.lost_s += time.monotonic() - t_start
+            return
+        r1 = self.meter.read()
+        other, steal = self.meter.other_cores(r0, r1), self.meter.steal_cores(r0, r1)
+        took = _Took()
+        if other is not None:
+            dt = r1[3] - r0[3]
+            took = _Took(other * dt, (steal or 0.0) * dt, dt)
+            c.other_cpu_s += took.other_s
+            c.steal_cpu_s += took.steal_s
+            c.load_wall_s += took.wall_s
+        self.this_round.append((c, other, took))
+
+    def keep_round(self) -> bool:
+        """A round during which other programs took the cores (a burst of load) is taken back and rerun;
+        after MAX_REJECTED_ROUNDS the load is not a burst, and the rounds are kept (and judged busy)."""
+        cpu = sum(took.other_s for _, _, took in self.this_round)
+        span = sum(took.wall_s for _, _, took in self.this_round)
+
+        def busy(cores_taken: float) -> bool:
+            """Whether other programs taking this many cores leave too few for the widest strategy."""
+            return machine_busy(cores_taken, self.cores, self.widest, self.run_cores)
+
+        # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
+        disturbed = (span > 0 and busy(cpu / span)) or any(
+            other is not None and busy(other - RUN_TICK_NOISE_CORES) for _, other, _ in self.this_round)
+        disturbed = disturbed and self.rejected < MAX_REJECTED_ROUNDS
+        if disturbed:
+            self.rejected += 1
+            for c, _, took in self.this_round:
+                c.walls.pop()
+                c.intervals.pop()
+                c.other_cpu_s -= took.other_s
+                c.steal_cpu_s -= took.steal_s
+                c.load_wall_s -= took.wall_s
+                c.rejected_other_s += took.other_s
+                c.rejected_wall_s += took.wall_s
+        self.this_round.clear()
+        return not disturbed
 
 
 def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
@@ -215,109 +301,18 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
     becomes a `failed` row. Also fills env.rounds (how many rounds, why they stopped) and
     env.load (the cores other programs kept busy during the rounds, and which ones, if visible).
     """
-    cuda = env.device == "cuda"
     rows: Dict[str, dict] = {}
     groups: Dict[str, List[Contestant]] = {}
     try:
         _prepare_all(spec, plan, env, rows, groups)
         serial = groups["serial"][0]
         if plan.target_run_s:  # from the one-thread loop where timed: see size_run
-            plan.cycles = cs.size_run(next((c for c in groups["serial"] if c.extra.get("one_thread")), serial), plan)
+            plan.cycles = strategies.size_run(next((c for c in groups["serial"] if c.extra.get("one_thread")),
+                                                   serial), plan)
             plan.profile_cycles = min(plan.cycles, plan.profile_cycles)
         contestants = [c for g in groups.values() for c in g]
-        meter = CpuMeter(env.own_pids, family=True, descendants=platform.descendant_pids)
-
-        cores, run_cores = _cores(env)
-        widest = max(plan.workers or [1])
-        this_round: List[tuple] = []  # (contestant, other cores during its run, CPU figures to take back)
-
-        def once(c: Contestant) -> None:
-            """Time one contestant once (with a deadline for threads/processes) and book the CPU other programs used
-            meanwhile; a failure fails that contestant only, except serial's, which fails the tournament."""
-            timeout = None
-            if c.name in ("threads", "processes"):  # work that may hang where the probe cannot see it
-                base = stats.median(serial.walls) if serial.walls else env.serial_prepare_s
-                timeout = cs._timeout(cs.RUN_TIMEOUT_MIN_S, base, plan.deadline)
-            r0 = meter.read()
-            n_before = len(c.walls)
-            t_start = time.monotonic()
-            try:
-                c.once(plan.cycles, cuda, timeout)
-            except CustomLoopError:
-                raise
-            # A user's --cycle step (or a worker's error) can raise anything, and one strategy's failure
-            # must not lose the others' measurements; serial's failure still fails the tournament.
-            except Exception as exc:
-                if c is serial:
-                    raise
-                c.error = _error_text(exc)
-            if len(c.walls) == n_before:  # failed: no figure, so no load beside one (a hang's wait is no round's)
-                lost["s"] += time.monotonic() - t_start
-                return
-            r1 = meter.read()
-            other, steal = meter.other_cores(r0, r1), meter.steal_cores(r0, r1)
-            took = (0.0, 0.0, 0.0)
-            if other is not None:
-                dt = r1[3] - r0[3]
-                took = (other * dt, (steal or 0.0) * dt, dt)
-                c.other_cpu_s += took[0]
-                c.steal_cpu_s += took[1]
-                c.load_wall_s += took[2]
-            this_round.append((c, other, took))
-
-        rejected = {"n": 0}
-        lost = {"s": 0.0}  # seconds spent in failed runs: not the other contestants' rounds budget
-
-        def keep_round() -> bool:
-            """A round during which other programs took the cores (a burst of load) is taken back and rerun;
-            after MAX_REJECTED_ROUNDS the load is not a burst, and the rounds are kept (and judged busy)."""
-            cpu = sum(t[0] for _, _, t in this_round)
-            span = sum(t[2] for _, _, t in this_round)
-            # Over the whole round, or - allowing for the CPU clock's 10 ms ticks over one short run - in one run.
-            disturbed = (span > 0 and machine_busy(cpu / span, cores, widest, run_cores)) or any(
-                other is not None and machine_busy(other - RUN_TICK_NOISE_CORES, cores, widest, run_cores)
-                for _, other, _ in this_round)
-            disturbed = disturbed and rejected["n"] < MAX_REJECTED_ROUNDS
-            if disturbed:
-                rejected["n"] += 1
-                for c, _, took in this_round:
-                    c.walls.pop()
-                    c.intervals.pop()
-                    c.other_cpu_s -= took[0]
-                    c.steal_cpu_s -= took[1]
-                    c.load_wall_s -= took[2]
-                    c.rejected_other_s += took[0]
-                    c.rejected_wall_s += took[2]
-            this_round.clear()
-            return not disturbed
-
-        sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
-        t0 = sampler.t0 if sampler is not None else 0.0
-        throttle = platform.ThrottleMeter()
-        before, snap0, thr0 = meter.read(), process_cpu_snapshot(), throttle.read()
-        try:
-            rp = RoundsPlan(plan.repeats, plan.max_rounds or plan.repeats,
-                            plan.rounds_budget_s if plan.rounds_budget_s is not None else float("inf"))
-            env.rounds = dict(run_rounds(contestants, once, rp,
-                                         settled=lambda: settled(contestants, serial, plan.cycles),
-                                         deadline=plan.deadline, active=lambda c: c.error is None,
-                                         keep_round=keep_round, max_rejected=MAX_REJECTED_ROUNDS,
-                                         lost_s=lambda: lost["s"]),
-                              min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
-                              budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
-        finally:
-            env.nvml = sampler.stop() if sampler is not None else None
-        after, snap1, thr1 = meter.read(), process_cpu_snapshot(), throttle.read()
-        env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
-        # Over every round, rejected ones included: a quota throttles the whole tournament alike.
-        env.load["throttling"] = platform.ThrottleMeter.delta(thr0, thr1)
-        samples = (env.nvml or {}).get("samples", [])
-        window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
-        for smp in samples:  # the strategy each reading describes alone (its whole averaging window in one run)
-            smp["strategy"] = next((c.name for c in contestants if timeline.reading_within(
-                smp["t_s"], window, [(a - t0, b - t0) for a, b in c.intervals])), None)
-
-        if cuda:
+        samples, t0 = _timed_rounds(contestants, serial, plan, env)
+        if env.device == "cuda":
             for name, group in groups.items():
                 ok = [c for c in group if c.error is None and c.walls]
                 if ok:
@@ -326,22 +321,61 @@ def run_tournament(spec, plan: Plan, env: Env) -> List[dict]:
         for name, group in groups.items():
             rows[name] = _row_for(name, group, plan, env, samples, t0, serial)
     finally:
-        if env.early_pool is not None:  # started early but never handed to prepare_processes
-            env.early_pool.close()
-            env.early_pool = None
-        for group in groups.values():
-            for c in group:
-                try:
-                    c.close()
-                # close() runs the user's close() too: anything can be raised, and freeing a copy must not
-                # hide the measurement or the real error.
-                except Exception:
-                    pass
+        _close_all(env, groups)
     base = rows["serial"]["cycles_per_s"]
     for r in rows.values():
         if r["cycles_per_s"] and base:
             r["speedup_vs_serial"] = round(r["cycles_per_s"] / base, 3)
-    return [rows[n] for n in cs.STRATEGIES]
+    return [rows[n] for n in strategies.STRATEGIES]
+
+
+def _timed_rounds(contestants: List[Contestant], serial: Contestant, plan: Plan, env: Env) -> Tuple[List[dict], float]:
+    """Run the interleaved rounds (NVML sampled meanwhile on CUDA); fill env.rounds, env.nvml and env.load.
+    Returns the NVML samples, each labelled with the strategy it describes alone, and their time origin."""
+    meter = CpuMeter(env.own_pids, family=True, descendants=platform.descendant_pids)
+    timer = _RoundTimer(plan, env, serial, meter)
+    cuda = env.device == "cuda"
+    sampler = timeline.UtilizationSampler(env.nvml_locate).start() if (cuda and env.nvml_locate is not None) else None
+    t0 = sampler.t0 if sampler is not None else 0.0
+    throttle = platform.ThrottleMeter()
+    before, snap0, thr0 = meter.read(), process_cpu_snapshot(), throttle.read()
+    try:
+        rp = RoundsPlan(plan.repeats, plan.max_rounds or plan.repeats,
+                        plan.rounds_budget_s if plan.rounds_budget_s is not None else float("inf"))
+        env.rounds = dict(run_rounds(contestants, timer.once, rp,
+                                     settled=lambda: settled(contestants, serial, plan.cycles),
+                                     deadline=plan.deadline, active=lambda c: c.error is None,
+                                     keep_round=timer.keep_round, max_rejected=MAX_REJECTED_ROUNDS,
+                                     lost_s=lambda: timer.lost_s),
+                          min_rounds=rp.min_rounds, max_rounds=rp.max_rounds,
+                          budget_s=None if plan.rounds_budget_s is None else plan.rounds_budget_s)
+    finally:
+        env.nvml = sampler.stop() if sampler is not None else None
+    after, snap1, thr1 = meter.read(), process_cpu_snapshot(), throttle.read()
+    env.load = _tournament_load(meter, before, after, snap0, snap1, env, plan, contestants)
+    # Over every round, rejected ones included: a quota throttles the whole tournament alike.
+    env.load["throttling"] = platform.ThrottleMeter.delta(thr0, thr1)
+    samples = (env.nvml or {}).get("samples", [])
+    window = (env.nvml or {}).get("window_s") or timeline.NVML_PERIOD_MAX_S
+    for smp in samples:  # the strategy each reading describes alone (its whole averaging window in one run)
+        smp["strategy"] = next((c.name for c in contestants if timeline.reading_within(
+            smp["t_s"], window, [(a - t0, b - t0) for a, b in c.intervals])), None)
+    return samples, t0
+
+
+def _close_all(env: Env, groups: Dict[str, List[Contestant]]) -> None:
+    """Free every contestant's copy and worker pool (and the early pool when prepare_processes never took it)."""
+    if env.early_pool is not None:  # started early but never handed to prepare_processes
+        env.early_pool.close()
+        env.early_pool = None
+    for group in groups.values():
+        for c in group:
+            try:
+                c.close()
+            # close() runs the user's close() too: anything can be raised, and freeing a copy must not
+            # hide the measurement or the real error.
+            except Exception:
+                pass
 
 
 def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, plan: Plan,
@@ -377,8 +411,8 @@ def _tournament_load(meter: CpuMeter, before, after, snap0, snap1, env: Env, pla
 
 def _cores(env: Env) -> tuple:
     """(usable cores, cores the process may run on) from the limit the probe recorded, else asked now."""
-    limit = env.cpu_limit or cl.recorded(platform.cpu_limit())
-    return cl.usable_cores(limit) or 1, cl.run_cores(limit)
+    limit = env.cpu_limit or cpu_limit.recorded(platform.cpu_limit())
+    return cpu_limit.usable_cores(limit) or 1, cpu_limit.run_cores(limit)
 
 
 def _own_family() -> set:

@@ -350,7 +350,7 @@ def _check_factory_run(ctx) -> Any:
     return ProbeOutput({})
 
 
-def _factory_check_probe():
+def factory_check_probe():
     """The cycle_check Probe: run in a spawned child before any probe, so a wrong --cycle fails in seconds with
     one line instead of after the other probes."""
     from gpudiag.probes.base import Probe

@@ -13,10 +13,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from gpudiag.diagnose import cpu_limit
 from gpudiag.diagnose import gil_scaling
 from gpudiag.diagnose.gil_scaling import BOTH_SCALE, MODES, NEITHER, ONLY_PROCESSES, ONLY_THREADS, WORKLOADS
-# probe.py reads the rule's thresholds through this module (as SCALE_FRACTION and MIN_TOLERANCE) when it plans
-# the measurement, until it imports them from gpudiag.diagnose.thresholds itself.
-from gpudiag.diagnose.thresholds import GIL_FLAT_MIN_TOLERANCE as MIN_TOLERANCE  # noqa: F401
-from gpudiag.diagnose.thresholds import GIL_SCALE_FRACTION as SCALE_FRACTION  # noqa: F401
 from gpudiag.measure import stats
 from gpudiag.measure.load import BUSY_MARGIN_CORES
 from gpudiag.probes.base import finding

@@ -24,17 +24,19 @@ import sys
 import sysconfig
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from gpudiag import platform
-from gpudiag.diagnose import cpu_limit as cl
-from gpudiag.probes.gil import analysis as ga
+from gpudiag.diagnose import cpu_limit
+from gpudiag.diagnose.thresholds import GIL_FLAT_MIN_TOLERANCE, GIL_SCALE_FRACTION
+from gpudiag.probes.gil import analysis
 from gpudiag.probes.base import Probe, ProbeContext, ProbeOutput
 from gpudiag.measure import stats
 from gpudiag.measure import torch_import
 from gpudiag.measure.load import CpuMeter
 from gpudiag.measure.rounds import RoundsPlan, run_rounds
 from gpudiag.measure.workers import run_threads
+from gpudiag.units import fmt_bytes
 
 # task_s: one worker's share of one task; rounds: interleaved rounds per workload (at least, at
 # most, seconds of budget; gpudiag.measure.rounds); cap: most workers measured.
@@ -342,10 +344,8 @@ def python_facts() -> Dict[str, Any]:
 def run(ctx: ProbeContext) -> ProbeOutput:
     """The gil probe's data (per workload and worker count: threads and processes rates, speedups with intervals,
     per-worker memory) and the verdict and findings gpudiag.probes.gil.analysis draws from it."""
-    import psutil
-
     from gpudiag import capabilities
-    from gpudiag.measure.workers import WorkerError, WorkerPool
+    from gpudiag.measure.workers import WorkerError
 
     started = time.monotonic()
     size = SIZES[ctx.options.get("gil_sizes") or ("quick" if ctx.quick else "full")]
@@ -355,17 +355,13 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     limit = platform.cpu_limit()
     usable = limit["usable_cores"]
     throttle = platform.ThrottleMeter()
-    points = ga.worker_points(usable, quick=ctx.quick, cap=size["cap"], quick_cap=size["cap"])
+    points = analysis.worker_points(usable, quick=ctx.quick, cap=size["cap"], quick_cap=size["cap"])
     top = points[-1]
     py = python_facts()
     absent: Dict[str, str] = {}
     skipped_points: List[Dict[str, Any]] = []
 
-    # Host budget, taken before this probe spawns anything.
-    sys_mem = (ctx.results.get("system") or {}).get("memory") or {}
-    cg = platform.cgroup_memory()
-    budget = ga.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available, cg["limit_bytes"],
-                            cg["usage_bytes"])
+    budget = _host_budget(ctx)  # taken before this probe spawns anything
 
     torch_ok = importlib.util.find_spec("torch") is not None and not ctx.options.get("gil_without_torch")
     if not torch_ok:
@@ -376,141 +372,48 @@ def run(ctx: ProbeContext) -> ProbeOutput:
     pool = None
     mem: Dict[str, Any] = {"budget_host_bytes": budget["bytes"], "budget_host_source": budget["source"]}
     startup: Dict[str, Any] = {"spawn_s": None, "import_torch_s": None, "total_s": None}
-    use_cuda = False
-    together = 0
     try:
-        # Start the measurement worker first so it overlaps this process's own torch import.
-        if budget["bytes"] is not None and budget["bytes"] < MIN_HOST_BUDGET_BYTES:
-            absent_reason = (f"only {budget['bytes'] // 2**20} MiB of memory available: not spawning process workers")
-            skipped_points.append({"mode": "processes", "workers": 1, "reason": absent_reason})
-        else:
-            cuda_cap = capabilities.detect()["cuda"]
-            # Decided without importing torch here; confirmed below once torch is imported.
-            use_cuda = torch_ok and cuda_cap.available
-            # Forked while that is safe when this process came from the start server with torch imported (then
-            # the start-up and memory figures are the server's, see worker_init); spawned otherwise.
-            forked = torch_ok and torch_import.record() is not None
-            pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil",
-                              fork_when=platform.fork_is_safe if forked else None)
-            # All workers at once when even a conservative per-worker cost fits (and no CUDA context
-            # is created: its device memory is only known once one worker has made one); else one
-            # first, measured, and the rest only as far as they fit.
-            together = top if (not use_cuda and budget["bytes"] is not None
-                               and budget["bytes"] >= top * CONSERVATIVE_HOST_BYTES_PER_WORKER) else 1
-            pool.start(together)
+        # Start the measurement workers first so they overlap this process's own torch import.
+        pool, use_cuda, together = _start_workers(budget["bytes"], torch_ok, top, skipped_points)
         if torch_ok:
-            import torch
-
-            torch.set_num_threads(1)  # threads mode: one intra-op thread per Python thread
-            py["gil_enabled"] = bool(sys._is_gil_enabled()) if hasattr(sys, "_is_gil_enabled") else True
-            py["gil_checked_after_torch"] = True
-            if not torch.cuda.is_available():
-                absent["cuda_launch"] = (capabilities.detect()["cuda"].reason
-                                         or "torch.cuda.is_available() is False: no usable CUDA device")
+            _import_torch_here(py, absent)
         if pool is not None:
             pool.wait_ready(timeout_s=max(5.0, spend_by - time.monotonic()))
-            w0, s0 = pool.init_results[0], pool.startup[0]
-            startup = {"spawn_s": round(s0["spawn_s"], 3),
-                       "import_torch_s": round(w0["import_torch_s"], 3) if "import_torch_s" in w0 else None,
-                       "cuda_init_s": round(w0["cuda_init_s"], 3) if "cuda_init_s" in w0 else None,
-                       "total_s": round(s0["ready_s"], 3),
-                       "workers_started_together": pool.size,
-                       "method": s0.get("method", "spawn"),
-                       "note": (f"worker 0 of {pool.size} started together" if pool.size > 1 else "one worker")
-                               + ", while the probe process imported torch"}
-            rec = torch_import.record()
-            if w0.get("figures_from") == "start server" and rec is not None:
-                # The workers were forked: a spawned worker's start-up is the start server's fresh interpreter.
-                total = (rec["spawn_s"] or 0.0) + rec["import_torch_s"] + (w0.get("cuda_init_s") or 0.0)
-                startup.update({"spawn_s": round(rec["spawn_s"], 3) if rec["spawn_s"] is not None else None,
-                                "import_torch_s": round(rec["import_torch_s"], 3), "total_s": round(total, 3),
-                                "forked_ready_s": round(s0["ready_s"], 3),
-                                "note": "measured in a fresh interpreter (the start server this probe's process was "
-                                        "forked from); the measurement workers were forked from this process"
-                                        + (", and worker 0 initialised CUDA" if w0.get("cuda_init_s") else "")})
+            w0 = pool.init_results[0]
+            startup = _startup_figures(pool)
             if w0.get("cuda_error"):
                 use_cuda = False
                 absent.setdefault("cuda_launch", f"CUDA initialisation failed in a worker: {w0['cuda_error']}")
             mem.update(_memory_figures(w0, torch_ok, use_cuda, absent))
-        per_dev = mem.get("per_worker_device_bytes")
-        fit_host = ga.fits(mem.get("per_worker_host_bytes"), budget["bytes"])
-        fit_dev = ga.fits(per_dev, mem.get("budget_device_bytes"))
+        fit_host = analysis.fits(mem.get("per_worker_host_bytes"), budget["bytes"])
+        fit_dev = analysis.fits(mem.get("per_worker_device_bytes"), mem.get("budget_device_bytes"))
         known = [x for x in (fit_host, fit_dev) if x is not None]
-        fit_proc = min(known) if known else None
 
-        # Calibrate each workload once, in this process (same interpreter speed as the workers).
-        workloads = [w for w in ga.WORKLOADS if w not in absent]
-        per_task: Dict[str, int] = {}
-        for w in workloads:
-            per_task[w] = calibrate(_WORK[w], lambda n, w=w: _work_args(w, n, size["matmul"]), size["task_s"],
-                                    start=4 if w == "torch_op" else 256)
+        workloads = [w for w in analysis.WORKLOADS if w not in absent]
+        per_task = _calibrate_all(workloads, size)
         cost_fn, cost_args = ((work_torch_op, (1, size["matmul"])) if torch_ok else (work_python, (1000,)))
         per_thread = measure_thread_cost(top, cost_fn, cost_args)
         mem["per_thread_host_bytes"] = per_thread
-        mem["fits"] = {"threads": ga.fits(per_thread, budget["bytes"]), "processes": fit_proc}
+        mem["fits"] = {"threads": analysis.fits(per_thread, budget["bytes"]), "processes": min(known) if known else None}
 
-        # Grow the pool to the largest count that fits, checked against memory available right now.
         proc_points: List[int] = []
         if pool is not None:
-            for n in points:
-                why = None
-                if fit_host is not None and n > fit_host:
-                    why = (f"{n} processes x {mem['per_worker_host_bytes'] // 2**20} MiB do not fit in the "
-                           f"{budget['bytes'] // 2**20} MiB host memory budget (fits {fit_host})")
-                elif fit_dev is not None and n > fit_dev:
-                    why = (f"{n} processes x {per_dev // 2**20} MiB of GPU memory per CUDA context do not fit in "
-                           f"{mem['budget_device_bytes'] // 2**20} MiB free (fits {fit_dev})")
-                if why is None:
-                    why = ga.process_fit_check(n, mem.get("per_worker_host_bytes"), _available_now(),
-                                               already_running=pool.size)
-                if why:
-                    skipped_points.append({"mode": "processes", "workers": n, "reason": why})
-                    break
-                proc_points.append(n)
-            if proc_points:
+            proc_points = _process_points(pool, points, mem, budget["bytes"], fit_host, fit_dev, skipped_points)
+            if proc_points:  # grow the pool to the largest count that fits
                 pool.grow(proc_points[-1], timeout_s=max(5.0, spend_by - time.monotonic()))
                 if proc_points[-1] > max(together, 1):
                     startup["parallel_start"] = {"workers": proc_points[-1] - together,
                                                  "total_s": round(max(s["ready_s"] for s in pool.startup[together:]), 3)}
-
-        measurements = []
-        other_load: Dict[str, Optional[float]] = {}
-        throttling: Dict[str, Optional[dict]] = {}
-        rounds_info: Dict[str, Any] = {}
-        meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True,
-                         descendants=platform.descendant_pids)
-        for w in workloads:
-            if time.monotonic() > spend_by:
-                absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
-                continue
-            fn, total = _WORK[w], per_task[w] * top
-            plan = [("threads", n) for n in points] + [("processes", n) for n in proc_points]
-            walls: Dict[tuple, List[float]] = {p: [] for p in plan}
-            # Warm-up at the largest count in each mode (first calls, allocator, caches).
-            _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
-            if proc_points:
-                _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
-            load0, thr0 = meter.read(), throttle.read()
-            rounds_info[w] = run_rounds(
-                plan, lambda key, walls=walls, fn=fn, w=w, total=total: walls[key].append(
-                    _measure_once(pool, fn, w, key[0], key[1], total, size["matmul"])),
-                size["rounds"], settled=lambda walls=walls: _settled(walls), deadline=spend_by)
-            other_load[w] = _round2(meter.other_cores(load0, meter.read()))
-            throttling[w] = platform.ThrottleMeter.delta(thr0, throttle.read())
-            for (mode, n), ws in walls.items():
-                measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
+        timed = _measure_workloads(ctx, pool, size, workloads, per_task, points, proc_points, absent, throttle,
+                                   spend_by)
         if pool is not None and proc_points:
-            after = pool.run_all(memory_snapshot, [()] * pool.size, timeout_s=30)
-            mem["rss_after_work_bytes"] = int(sorted(a["rss"] for a in after)[len(after) // 2])
-            usses = sorted(a["uss"] for a in after if a["uss"] is not None)
-            mem["uss_after_work_bytes"] = int(usses[len(usses) // 2]) if usses else None
+            mem.update(_memory_after_work(pool))
     except WorkerError as exc:
         raise RuntimeError(f"process workers failed: {exc}") from exc
     finally:
         if pool is not None:
             pool.close()
 
-    rows = ga.scaling_rows(measurements)
     workload_meta = {w: dict(WORKLOAD_INFO[w], items_per_task=per_task[w], task_s_target=size["task_s"],
                              **({"matrix_size": size["matmul"]} if w == "torch_op" else {}))
                      for w in per_task if w not in absent}
@@ -518,24 +421,181 @@ def run(ctx: ProbeContext) -> ProbeOutput:
         "python": {k: py[k] for k in ("free_threaded_build", "gil_enabled", "gil_checked_after_torch",
                                       "switch_interval_s", "version", "implementation")},
         "cpu": {"logical_cores": os.cpu_count(), "usable_cores": usable, "worker_points": points,
-                "process_points": proc_points, "limit": cl.recorded(limit),
+                "process_points": proc_points, "limit": cpu_limit.recorded(limit),
                 # Per workload, over its rounds: CPU-quota throttling (None where no quota applies).
-                "throttling": throttling},
+                "throttling": timed["throttling"]},
         "size": ctx.options.get("gil_sizes") or ctx.mode,
         "workloads": workload_meta,
-        "scaling": rows,
+        "scaling": analysis.scaling_rows(timed["measurements"]),
         "absent": absent,
         "skipped_points": skipped_points,
         "startup": startup,
         "memory": mem,
         # Cores' worth of CPU that *other* processes used while each workload was measured.
-        "other_busy_cores": other_load,
-        "rounds": rounds_info,  # per workload: {rounds, stopped_because, elapsed_s}
+        "other_busy_cores": timed["other_load"],
+        "rounds": timed["rounds"],  # per workload: {rounds, stopped_because, elapsed_s}
         "speedup_baseline": "same workload and mode with 1 worker",
     }
-    result = ga.analyse(data, usable_cores=usable)
+    result = analysis.analyse(data, usable_cores=usable)
     data["verdict"] = result["verdict"]
     return ProbeOutput(data, result["findings"])
+
+
+def _host_budget(ctx: ProbeContext) -> Dict[str, Any]:
+    """{"bytes", "source"}: the host memory the process workers may take (the system probe's budget where it ran,
+    else available memory, capped by the cgroup's limit; gpudiag.probes.gil.analysis.host_budget)."""
+    import psutil
+
+    sys_mem = (ctx.results.get("system") or {}).get("memory") or {}
+    cg = platform.cgroup_memory()
+    return analysis.host_budget(sys_mem.get("budget_bytes"), psutil.virtual_memory().available,
+                                cg["limit_bytes"], cg["usage_bytes"])
+
+
+def _calibrate_all(workloads: List[str], size: Dict[str, Any]) -> Dict[str, int]:
+    """Per workload, the units of work one task holds (size["task_s"] in one thread), calibrated once in this
+    process: the same interpreter speed as the workers'."""
+    return {w: calibrate(_WORK[w], lambda n, w=w: _work_args(w, n, size["matmul"]), size["task_s"],
+                         start=4 if w == "torch_op" else 256)
+            for w in workloads}
+
+
+def _memory_after_work(pool) -> Dict[str, Optional[int]]:
+    """The median worker's RSS and USS once the measurements are done (USS None where the OS gives none)."""
+    after = pool.run_all(memory_snapshot, [()] * pool.size, timeout_s=30)
+    usses = sorted(a["uss"] for a in after if a["uss"] is not None)
+    return {"rss_after_work_bytes": int(sorted(a["rss"] for a in after)[len(after) // 2]),
+            "uss_after_work_bytes": int(usses[len(usses) // 2]) if usses else None}
+
+
+def _start_workers(budget_bytes: Optional[int], torch_ok: bool, top: int,
+                   skipped_points: List[Dict[str, Any]]) -> Tuple[Any, bool, int]:
+    """(the measurement workers' pool or None, whether they make a CUDA context, how many started together).
+
+    None, with a skipped point saying why, when the host budget is below MIN_HOST_BUDGET_BYTES."""
+    from gpudiag import capabilities
+    from gpudiag.measure.workers import WorkerPool
+
+    if budget_bytes is not None and budget_bytes < MIN_HOST_BUDGET_BYTES:
+        skipped_points.append({"mode": "processes", "workers": 1,
+                               "reason": f"only {fmt_bytes(budget_bytes)} of memory available: "
+                                         "not spawning process workers"})
+        return None, False, 0
+    # Decided without importing torch here; confirmed once torch is imported.
+    use_cuda = torch_ok and capabilities.detect()["cuda"].available
+    # Forked while that is safe when this process came from the start server with torch imported (then
+    # the start-up and memory figures are the server's, see worker_init); spawned otherwise.
+    forked = torch_ok and torch_import.record() is not None
+    pool = WorkerPool(0, initializer=worker_init, initargs=(torch_ok, use_cuda), name="gpudiag-gil",
+                      fork_when=platform.fork_is_safe if forked else None)
+    # All workers at once when even a conservative per-worker cost fits (and no CUDA context
+    # is created: its device memory is only known once one worker has made one); else one
+    # first, measured, and the rest only as far as they fit.
+    together = top if (not use_cuda and budget_bytes is not None
+                       and budget_bytes >= top * CONSERVATIVE_HOST_BYTES_PER_WORKER) else 1
+    pool.start(together)
+    return pool, use_cuda, together
+
+
+def _import_torch_here(py: Dict[str, Any], absent: Dict[str, str]) -> None:
+    """Import torch in the probe process (the threads mode's), recording the GIL state after it and, without a
+    usable CUDA device, why the cuda_launch workload is absent."""
+    import torch
+
+    from gpudiag import capabilities
+
+    torch.set_num_threads(1)  # threads mode: one intra-op thread per Python thread
+    py["gil_enabled"] = bool(sys._is_gil_enabled()) if hasattr(sys, "_is_gil_enabled") else True
+    py["gil_checked_after_torch"] = True
+    if not torch.cuda.is_available():
+        absent["cuda_launch"] = (capabilities.detect()["cuda"].reason
+                                 or "torch.cuda.is_available() is False: no usable CUDA device")
+
+
+def _startup_figures(pool) -> Dict[str, Any]:
+    """The contract's startup block from worker 0 of a ready pool: a spawned worker's start-up, or, when the
+    workers were forked from a start-server child, the start server's fresh-interpreter figures."""
+    w0, s0 = pool.init_results[0], pool.startup[0]
+    startup = {"spawn_s": round(s0["spawn_s"], 3),
+               "import_torch_s": round(w0["import_torch_s"], 3) if "import_torch_s" in w0 else None,
+               "cuda_init_s": round(w0["cuda_init_s"], 3) if "cuda_init_s" in w0 else None,
+               "total_s": round(s0["ready_s"], 3),
+               "workers_started_together": pool.size,
+               "method": s0.get("method", "spawn"),
+               "note": (f"worker 0 of {pool.size} started together" if pool.size > 1 else "one worker")
+                       + ", while the probe process imported torch"}
+    rec = torch_import.record()
+    if w0.get("figures_from") == "start server" and rec is not None:
+        # The workers were forked: a spawned worker's start-up is the start server's fresh interpreter.
+        total = (rec["spawn_s"] or 0.0) + rec["import_torch_s"] + (w0.get("cuda_init_s") or 0.0)
+        startup.update({"spawn_s": round(rec["spawn_s"], 3) if rec["spawn_s"] is not None else None,
+                        "import_torch_s": round(rec["import_torch_s"], 3), "total_s": round(total, 3),
+                        "forked_ready_s": round(s0["ready_s"], 3),
+                        "note": "measured in a fresh interpreter (the start server this probe's process was "
+                                "forked from); the measurement workers were forked from this process"
+                                + (", and worker 0 initialised CUDA" if w0.get("cuda_init_s") else "")})
+    return startup
+
+
+def _process_points(pool, points: List[int], mem: Dict[str, Any], budget_bytes: Optional[int],
+                    fit_host: Optional[int], fit_dev: Optional[int],
+                    skipped_points: List[Dict[str, Any]]) -> List[int]:
+    """The worker counts the processes mode measures: each of `points` up to the first that does not fit the
+    budget, the GPU or the memory available right now (that one recorded in skipped_points, with why)."""
+    out: List[int] = []
+    for n in points:
+        why = None
+        if fit_host is not None and n > fit_host:
+            why = (f"{n} processes x {fmt_bytes(mem['per_worker_host_bytes'])} do not fit in the "
+                   f"{fmt_bytes(budget_bytes)} host memory budget (fits {fit_host})")
+        elif fit_dev is not None and n > fit_dev:
+            why = (f"{n} processes x {fmt_bytes(mem['per_worker_device_bytes'])} of GPU memory per CUDA context "
+                   f"do not fit in {fmt_bytes(mem['budget_device_bytes'])} free (fits {fit_dev})")
+        if why is None:
+            why = analysis.process_fit_check(n, mem.get("per_worker_host_bytes"), _available_now(),
+                                             already_running=pool.size)
+        if why:
+            skipped_points.append({"mode": "processes", "workers": n, "reason": why})
+            break
+        out.append(n)
+    return out
+
+
+def _measure_workloads(ctx: ProbeContext, pool, size: Dict[str, Any], workloads: List[str],
+                       per_task: Dict[str, int], points: List[int], proc_points: List[int],
+                       absent: Dict[str, str], throttle: "platform.ThrottleMeter", spend_by: float) -> Dict[str, Any]:
+    """Per workload, a warm-up, then interleaved rounds over every (mode, N) until settled or out of budget:
+    {"measurements": rows for scaling_rows, "other_load", "throttling", "rounds"} (the last three per workload).
+    A workload reached after the probe's spending deadline is recorded in `absent` instead."""
+    top = points[-1]
+    measurements: List[Dict[str, Any]] = []
+    other_load: Dict[str, Optional[float]] = {}
+    throttling: Dict[str, Optional[dict]] = {}
+    rounds_info: Dict[str, Any] = {}
+    meter = CpuMeter(lambda: pool.pids if pool is not None else (), family=True,
+                     descendants=platform.descendant_pids)
+    for w in workloads:
+        if time.monotonic() > spend_by:
+            absent[w] = f"probe time budget ({ctx.timeout_s:g} s) used up before this workload"
+            continue
+        fn, total = _WORK[w], per_task[w] * top
+        plan = [("threads", n) for n in points] + [("processes", n) for n in proc_points]
+        walls: Dict[tuple, List[float]] = {p: [] for p in plan}
+        # Warm-up at the largest count in each mode (first calls, allocator, caches).
+        _measure_once(pool, fn, w, "threads", top, total, size["matmul"])
+        if proc_points:
+            _measure_once(pool, fn, w, "processes", proc_points[-1], total, size["matmul"])
+        load0, thr0 = meter.read(), throttle.read()
+        rounds_info[w] = run_rounds(
+            plan, lambda key, walls=walls, fn=fn, w=w, total=total: walls[key].append(
+                _measure_once(pool, fn, w, key[0], key[1], total, size["matmul"])),
+            size["rounds"], settled=lambda walls=walls: _settled(walls), deadline=spend_by)
+        other_load[w] = _round2(meter.other_cores(load0, meter.read()))
+        throttling[w] = platform.ThrottleMeter.delta(thr0, throttle.read())
+        for (mode, n), ws in walls.items():
+            measurements.append({"workload": w, "mode": mode, "workers": n, "items": total, "wall_s": ws})
+    return {"measurements": measurements, "other_load": other_load, "throttling": throttling,
+            "rounds": rounds_info}
 
 
 def _round2(x: Optional[float]) -> Optional[float]:
@@ -553,9 +613,9 @@ def _settled(walls: Dict[tuple, List[float]]) -> bool:
                                       resamples=400)
         if ci is None:
             return False
-        need = 1 + ga.SCALE_FRACTION * (n - 1)
+        need = 1 + GIL_SCALE_FRACTION * (n - 1)
         narrow = ci[1] / ci[0] <= SETTLED_WIDTH_RATIO
-        if not (narrow or ci[1] < 1 + ga.MIN_TOLERANCE or ci[0] >= need):
+        if not (narrow or ci[1] < 1 + GIL_FLAT_MIN_TOLERANCE or ci[0] >= need):
             return False
     return True
 
@@ -563,7 +623,7 @@ def _settled(walls: Dict[tuple, List[float]]) -> bool:
 def _measure_once(pool, fn, workload: str, mode: str, n: int, total: int, matmul: int) -> float:
     """Wall seconds of one timed run: `total` units of work split over n threads (run_threads) or n of the pool's
     processes (120 s deadline), the same work for every worker count so rates compare."""
-    args = [_work_args(workload, share, matmul) for share in ga.split_work(total, n)]
+    args = [_work_args(workload, share, matmul) for share in analysis.split_work(total, n)]
     if mode == "threads":
         return run_threads(fn, args)
     return pool.run_timed(fn, args, timeout_s=120).wall_s
