@@ -319,6 +319,14 @@ def _handle(pid: Optional[int]) -> Optional[psutil.Process]:
         return None
 
 
+def _still_running(p: psutil.Process) -> bool:
+    """The process runs (not ended, nor a zombie waiting to be reaped)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _await(proc, recv, stderr_path: str, timeout_s: float, child: Optional[psutil.Process] = None) -> dict:
     """The child's result, or a failed result naming the timeout, the signal or the exit code."""
     deadline = time.monotonic() + timeout_s
@@ -341,7 +349,7 @@ def _await(proc, recv, stderr_path: str, timeout_s: float, child: Optional[psuti
     with signals.deferred():
         if proc.is_alive():
             _kill_tree(proc)
-        if child is not None and child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+        if child is not None and _still_running(child):
             leftovers.append(child)  # said to have ended, yet runs: its start server died (see _handle)
         _kill_all([p for p in leftovers if p.is_running()])
     if res is None:
