@@ -527,12 +527,7 @@ class ThreadTeam:
                                        f"{timeout_s:g} s")
                 self._cv.wait(left)
             errors = list(self._errors)
-        if finish is not None:
-            finish()
-        wall = time.perf_counter() - t0
-        if errors:
-            raise errors[0]
-        return wall
+        return _wall_since(t0, finish, errors)
 
     def close(self) -> None:
         """Let the threads end (those still running a hung task end with the process). Idempotent."""
@@ -573,6 +568,12 @@ def run_threads(fn: Callable[..., Any], args_list: Sequence[tuple],
         if t.is_alive():
             raise TimeoutError(f"{sum(x.is_alive() for x in threads)} of {len(threads)} threads still running "
                                f"after {timeout_s:g} s")
+    return _wall_since(t0, finish, errors)
+
+
+def _wall_since(t0: float, finish: Optional[Callable[[], Any]], errors: List[BaseException]) -> float:
+    """The end of a timed threaded run: `finish()` (a device sync) inside the timing, then the first thread's
+    exception re-raised, else the wall seconds since t0 (time.perf_counter)."""
     if finish is not None:
         finish()
     wall = time.perf_counter() - t0
